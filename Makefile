@@ -1,0 +1,80 @@
+# Splitting Folios: build the book and run the tests.
+# Needs only python3 (3.11+) and make; npm (optional) for offline widget JavaScript,
+# Debian's chromium (optional) for the browser test.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+LAB_STAMP := $(VENV)/.lab-stamp
+KERNEL_STAMP := $(VENV)/.kernel-stamp
+WIDGETS_JS := book/_widgets_js/widgets/embed-amd.js
+JOBS ?= 2
+
+.PHONY: help venv book book-strict test lint typecheck pytest lab bench clean distclean widgets-js
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Re-install only when pyproject.toml changes (the stamp is older than it).
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# A kernelspec named python3 inside the venv, so nbclient and myst-nb run chapters with the
+# venv's Python (which imports pyfolio from this checkout), whatever else is on the machine.
+$(KERNEL_STAMP): $(STAMP)
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3" >/dev/null
+	touch $@
+
+venv: $(KERNEL_STAMP) ## create .venv and install the project with its dev extra
+
+widgets-js: ## fetch the widget JavaScript from npm (offline widgets)
+	bash tools/fetch_widgets_js.sh
+
+# JUPYTER_PATH puts the venv's kernelspec first.
+JB := JUPYTER_PATH=$(CURDIR)/$(VENV)/share/jupyter $(BIN)/jupyter-book
+
+book: venv widgets-js ## build the executed book into _build/html
+	$(JB) build .
+	@echo "Open $(CURDIR)/_build/html/index.html"
+
+book-strict: venv widgets-js
+	$(JB) build . -W -n --keep-going
+	@echo "Open $(CURDIR)/_build/html/index.html"
+
+lint: venv
+	$(BIN)/ruff check pyfolio tests tools
+
+typecheck: venv
+	@if [ -d pyfolio ]; then $(BIN)/mypy pyfolio; else echo "mypy: no pyfolio/ yet, skipped"; fi
+
+pytest: venv
+	JUPYTER_PATH=$(CURDIR)/$(VENV)/share/jupyter $(BIN)/python -m pytest -n $(JOBS)
+
+test: lint typecheck book-strict pytest ## lint, type-check, build with warnings as errors, run every test
+
+$(LAB_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,lab]'
+	touch $@
+
+lab: $(LAB_STAMP) $(KERNEL_STAMP) ## JupyterLab on chapters/ (chapters open as notebooks)
+	JUPYTER_PATH=$(CURDIR)/$(VENV)/share/jupyter $(BIN)/jupyter lab --notebook-dir=chapters \
+	  --ServerApp.jpserver_extensions="{'jupytext': True}"
+
+bench: venv ## run the simulator benchmarks
+	$(BIN)/python benchmarks/run.py
+
+clean: ## remove build output and caches (keeps .venv)
+	rm -rf _build .jupyter_cache .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find . -path ./$(VENV) -prune -o -type d \( -name __pycache__ -o -name .ipynb_checkpoints \) -print0 | xargs -0 rm -rf
+
+distclean: clean ## also remove .venv, the fetched widget JavaScript and egg-info
+	rm -rf $(VENV) book/_widgets_js *.egg-info

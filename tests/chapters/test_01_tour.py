@@ -1,0 +1,45 @@
+"""The claims of chapters/01-tour.md, checked through the same pyfolio calls."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyfolio import KiB, MiB, System, folio_mapcount, folio_ref_count
+
+
+def _thp_faulted() -> tuple[System, Any, int]:
+    m = System(ram="64M", thp="madvise", seed=0)
+    p = m.spawn()
+    a = p.mmap(4 * MiB)
+    p.madvise(a, 2 * MiB, "hugepage")
+    p.touch(a, 2 * MiB)
+    return m, p, a
+
+
+def test_thp_fault_maps_one_order9_folio_with_one_pmd() -> None:
+    m, p, a = _thp_faulted()
+    f = p.folio_at(a)
+    assert p.lookup(a).level == "pmd"
+    assert (f.order, f.nr_pages) == (9, 512)
+    assert m.vmstat()["thp_fault_alloc"] == 1
+    assert folio_ref_count(f) == 1
+    assert folio_mapcount(f) == 1
+    assert m.check() == []
+
+
+def test_every_page_of_the_range_is_in_the_same_folio() -> None:
+    m, p, a = _thp_faulted()
+    head = p.folio_at(a).pfn
+    assert all(p.folio_at(a + i * 4 * KiB).pfn == head for i in range(0, 512, 37))
+
+
+def test_mprotect_of_one_page_splits_the_pmd_not_the_folio() -> None:
+    m, p, a = _thp_faulted()
+    f = p.folio_at(a)
+    p.mprotect(a + 4 * KiB, 4 * KiB, "r")
+    assert p.lookup(a).level == "pte"
+    assert m.vmstat()["thp_split_pmd"] == 1
+    f2 = p.folio_at(a)
+    assert (f2.pfn, f2.order) == (f.pfn, 9)
+    assert folio_mapcount(f2) == 512
+    assert m.check() == []

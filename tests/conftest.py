@@ -1,0 +1,93 @@
+"""Shared helpers for the book-level tests (chapters, TOC, built HTML).
+
+Kept minimal: the repository root, the chapters the TOC lists, and execution of a chapter with
+nbclient, cached on disk by content so the browser test can compare against it without running
+every chapter a second time. Unit tests of pyfolio need nothing from here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAPTERS = ROOT / "chapters"
+EXEC_CACHE = ROOT / ".pytest_cache" / "executed-chapters"
+EXEC_TIMEOUT = 300  # seconds per cell, as in _config.yml
+
+
+def _toc_files(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key in ("root", "file"):
+            if isinstance(node.get(key), str):
+                yield node[key]
+        for value in node.values():
+            yield from _toc_files(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _toc_files(item)
+
+
+def toc_files() -> list[str]:
+    """Every document named in _toc.yml, without suffix, in TOC order."""
+    import yaml
+
+    return list(dict.fromkeys(_toc_files(yaml.safe_load((ROOT / "_toc.yml").read_text()))))
+
+
+def toc_chapters() -> list[Path]:
+    """The chapter files (under chapters/) that _toc.yml lists."""
+    return [ROOT / f"{name}.md" for name in toc_files() if name.startswith("chapters/")]
+
+
+def _source_digest(chapter: Path) -> str:
+    h = hashlib.sha256(chapter.read_bytes())
+    for path in sorted((ROOT / "pyfolio").rglob("*.py")):
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def execute_chapter(chapter: Path) -> Any:
+    """Run a chapter in a fresh kernel (cwd chapters/) and return the executed notebook.
+
+    Raises nbclient's CellExecutionError, which names the cell and carries the traceback.
+    """
+    import jupytext
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = jupytext.read(chapter)
+    client = NotebookClient(
+        nb,
+        timeout=EXEC_TIMEOUT,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(CHAPTERS)}},
+        allow_errors=False,
+    )
+    client.execute()
+    EXEC_CACHE.mkdir(parents=True, exist_ok=True)
+    target = EXEC_CACHE / f"{chapter.stem}-{_source_digest(chapter)}.ipynb"
+    tmp = target.with_suffix(f".{os.getpid()}.tmp")
+    nbformat.write(nb, tmp)
+    tmp.replace(target)  # atomic: another xdist worker may be writing the same file
+    return nb
+
+
+def executed_chapter(chapter: Path) -> Any:
+    """The executed notebook of a chapter, from the cache when its sources are unchanged."""
+    import nbformat
+
+    cached = EXEC_CACHE / f"{chapter.stem}-{_source_digest(chapter)}.ipynb"
+    if cached.is_file():
+        return nbformat.read(cached, as_version=4)
+    return execute_chapter(chapter)
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return ROOT

@@ -1,0 +1,139 @@
+"""Open every built chapter page in headless Chromium and check what a reader would see.
+
+Needs the built book (``make book``; ``make test`` builds it first) and Debian's chromium at
+/usr/bin/chromium (``apt-get install chromium``); without chromium the test is skipped. Playwright
+drives it (no ``playwright install``: the browser is the system one).
+
+Per page: no console errors, no request to anything but the local server, every <img> loaded,
+every widget rendered (not the "Loading widget..." placeholder), and as many output areas as the
+chapter has cells with visible outputs when executed (MyST-NB can drop outputs silently when
+text notebooks meet cached execution).
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+from conftest import ROOT, executed_chapter, toc_chapters
+
+HTML = ROOT / "_build" / "html"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+CHAPTER_FILES = toc_chapters()
+LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+HIDDEN_OUTPUT_TAGS = {"remove-cell", "remove-output"}
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    if not (HTML / "index.html").is_file():
+        pytest.fail(f"{HTML} has no built book: run `make book` (or `make test`, which builds first)")
+    handler = functools.partial(_QuietHandler, directory=str(HTML))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
+        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+def visible_output_cells(nb: Any) -> int:
+    """Code cells that produce output a reader should see (glue-only outputs are hidden)."""
+    count = 0
+    for cell in nb.cells:
+        if cell.cell_type != "code" or HIDDEN_OUTPUT_TAGS & set(cell.metadata.get("tags", [])):
+            continue
+        shown = [o for o in cell.get("outputs", []) if "scrapbook" not in o.get("metadata", {})]
+        count += bool(shown)
+    return count
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("chapter", CHAPTER_FILES, ids=[p.stem for p in CHAPTER_FILES])
+def test_chapter_page(chapter: Path, server: str, browser: Any) -> None:
+    page_path = HTML / chapter.relative_to(ROOT).with_suffix(".html")
+    assert page_path.is_file(), f"{page_path} was not built: run `make book`"
+
+    context = browser.new_context()
+    page = context.new_page()
+    errors: list[str] = []
+    offsite: list[str] = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+    def route(r: Any) -> None:
+        host = urlparse(r.request.url).hostname
+        if r.request.url.startswith(("data:", "blob:")) or host in LOCAL_HOSTS:
+            r.continue_()
+        else:
+            offsite.append(r.request.url)
+            r.abort()
+
+    page.route("**/*", route)
+    url = f"{server}/{page_path.relative_to(HTML).as_posix()}"
+    page.goto(url, wait_until="load")
+    page.wait_for_load_state("networkidle")
+
+    # Widgets: wait until the html-manager has replaced every placeholder.
+    n_widget_outputs = page.locator(".cell_output script[type*='jupyter-widget-view']").count()
+    if n_widget_outputs:
+        page.wait_for_function(
+            "document.querySelectorAll('.cell_output .jupyter-widgets').length > 0",
+            timeout=20_000,
+        )
+    n_rendered = page.locator(".cell_output .jupyter-widgets").count()
+    n_placeholders = page.get_by_text("Loading widget...").count()
+    broken_imgs = page.evaluate(
+        "Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0))"
+        ".map(i => i.getAttribute('src'))"
+    )
+    html_outputs = page.locator(".cell .cell_output").count()
+    context.close()
+
+    name = chapter.relative_to(ROOT).as_posix()
+    assert not offsite, f"{name}: requests left localhost: {offsite}"
+    assert not errors, f"{name}: console errors: {errors}"
+    assert not broken_imgs, f"{name}: images that did not load: {broken_imgs}"
+    assert n_placeholders == 0, f"{name}: {n_placeholders} widgets still say 'Loading widget...'"
+    if n_widget_outputs:
+        assert n_rendered > 0, f"{name}: widget outputs present but nothing rendered"
+    expected = visible_output_cells(executed_chapter(chapter))
+    assert html_outputs == expected, (
+        f"{name}: {expected} cells produce output when executed, "
+        f"but the built page has {html_outputs} output areas (stale or lost cached outputs?)"
+    )
