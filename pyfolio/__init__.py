@@ -1,0 +1,28 @@
+"""pyfolio: a small, faithful simulator of Linux memory management (folios, THP,
+page tables, splitting, device-private memory) for the book "Splitting Folios".
+
+Start with :class:`System`; kernel-named functions live in modules named after the kernel
+files that hold them (``pyfolio.huge_memory.split_huge_pmd`` models
+``mm/huge_memory.c:split_huge_pmd()``).
+"""
+
+from .errors import EAGAIN, EBUSY, EFAULT, EINVAL, ENOMEM, MmError, SegmentationFault, VmWarning
+from .folio import (
+                    Folio,
+                    folio_entire_mapcount,
+                    folio_expected_ref_count,
+                    folio_mapcount,
+                    folio_maybe_dma_pinned,
+                    folio_nr_pages,
+                    folio_order,
+                    folio_ref_count,
+)
+from .system import Process, System
+from .units import GiB, KiB, MiB, parse_size
+
+__all__ = [
+    "System", "Process", "Folio", "KiB", "MiB", "GiB", "parse_size", "MmError",
+    "SegmentationFault", "VmWarning", "EAGAIN", "EBUSY", "EFAULT", "EINVAL", "ENOMEM",
+    "folio_order", "folio_nr_pages", "folio_ref_count", "folio_mapcount",
+    "folio_entire_mapcount", "folio_expected_ref_count", "folio_maybe_dma_pinned",
+]

@@ -1,0 +1,41 @@
+"""One exception hierarchy for the simulator; each error carries the kernel errno.
+
+A failed operation leaves the simulated machine exactly as it was.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+
+__all__ = [
+    "EINVAL", "EBUSY", "EAGAIN", "ENOMEM", "EFAULT", "ENOENT", "EPERM",
+    "MmError", "SegmentationFault", "VmWarning",
+]
+
+EINVAL = _errno.EINVAL
+EBUSY = _errno.EBUSY
+EAGAIN = _errno.EAGAIN
+ENOMEM = _errno.ENOMEM
+EFAULT = _errno.EFAULT
+ENOENT = _errno.ENOENT
+EPERM = _errno.EPERM
+
+
+class MmError(Exception):
+    """An operation the kernel would refuse; ``errno`` is the kernel's (positive) errno."""
+
+    def __init__(self, errno: int, message: str) -> None:
+        self.errno = errno
+        self.errname = _errno.errorcode.get(errno, str(errno))
+        super().__init__(f"{self.errname}: {message}")
+
+
+class SegmentationFault(MmError):
+    """An access outside any VMA or against its protection: the kernel sends SIGSEGV."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(EFAULT, f"SIGSEGV: {message}")
+
+
+class VmWarning(AssertionError):
+    """A VM_WARN_ON-style guard fired: the simulator's state or a caller broke a kernel rule."""

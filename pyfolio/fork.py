@@ -1,0 +1,38 @@
+"""fork and exit of an address space.
+
+Models: kernel/fork.c:dup_mm() / dup_mmap() (v6.18): every VMA is copied, anon_vma_fork()
+links the child into the parent's anon_vmas, and copy_page_range() shares the pages.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .memory import copy_page_range
+from .mm_types import VMA, MMStruct
+from .rmap import anon_vma_fork
+
+if TYPE_CHECKING:
+    from .machine import Machine
+
+__all__ = ["mm_alloc", "dup_mm"]
+
+
+def mm_alloc(m: Machine) -> MMStruct:
+    """mm_alloc() - a new, empty address space with its own PGD page."""
+    mm = MMStruct(m, m.next_mm_id, m.alloc_pgtable())
+    m.next_mm_id += 1
+    m.mms.append(mm)
+    return mm
+
+
+def dup_mm(oldmm: MMStruct) -> MMStruct:
+    """dup_mm() - the child's copy of ``oldmm`` (dup_mmap() over every VMA)."""
+    mm = mm_alloc(oldmm.m)
+    for vma in oldmm.vmas:
+        new = VMA(mm, vma.vm_start, vma.vm_end, vma.vm_flags, vma.vm_pgoff)
+        mm.vmas.append(new)
+        anon_vma_fork(new, vma)
+        copy_page_range(new, vma)
+    oldmm.m.trace.emit("dup_mm", changes={"child": mm.id}, parent=oldmm.id)
+    return mm

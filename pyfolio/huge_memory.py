@@ -1,0 +1,564 @@
+"""Transparent huge pages at the PMD level: THP faults, the huge zero page, PMD COW,
+zap and fork of PMD leaves, split_huge_pmd, and the deferred split queue.
+
+Models: mm/huge_memory.c (v6.18). Splitting the folio itself (__folio_split and its
+entry points) lives in :mod:`pyfolio.split` (the same kernel file, kept apart for size).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .errors import EAGAIN, MmError
+from .folio import (
+    Folio,
+    folio_get,
+    folio_lock,
+    folio_order,
+    folio_put,
+    folio_ref_add,
+    folio_ref_count,
+    folio_unlock,
+    page_folio,
+)
+from .memmap import PG
+from .pgtable import (
+    _PAGE_ACCESSED,
+    _PAGE_DIRTY,
+    _PAGE_PRESENT,
+    _PAGE_PSE,
+    _PAGE_RW,
+    _PAGE_SOFT_DIRTY,
+    _PAGE_SPECIAL,
+    _PAGE_SWP_EXCLUSIVE,
+    _PAGE_SWP_SOFT_DIRTY,
+    _PAGE_TABLE,
+    _PAGE_UFFD_WP,
+    is_device_private_entry,
+    is_writable_device_private_entry,
+    is_writable_migration_entry,
+    make_readable_device_private_entry,
+    make_readable_exclusive_migration_entry,
+    make_readable_migration_entry,
+    make_writable_migration_entry,
+    pfn_pte,
+    pmd_leaf,
+    pte_pfn,
+    swp_offset,
+    vm_page_prot,
+)
+from .rmap import (
+    RMAP_EXCLUSIVE,
+    RMAP_NONE,
+    anon_vma_prepare,
+    folio_add_anon_rmap_ptes,
+    folio_add_new_anon_rmap,
+    folio_move_anon_rmap,
+    folio_remove_rmap_pmd,
+    folio_try_dup_anon_rmap_pmd,
+    folio_try_dup_anon_rmap_ptes,
+    folio_try_share_anon_rmap_pmd,
+)
+from .units import HPAGE_PMD_NR, HPAGE_PMD_ORDER, PMD_SIZE
+
+if TYPE_CHECKING:
+    from .machine import Machine
+    from .mm_types import VMA
+
+__all__ = [
+    "thp_vma_allowable_order", "mm_get_huge_zero_folio", "do_huge_pmd_anonymous_page",
+    "map_anon_folio_pmd", "do_huge_pmd_wp_page", "do_huge_zero_wp_pmd",
+    "huge_pmd_set_accessed", "do_huge_pmd_device_private", "zap_huge_pmd", "copy_huge_pmd",
+    "copy_nonpresent_pte", "change_huge_pmd", "split_huge_pmd", "__split_huge_pmd",
+    "__split_huge_pmd_locked", "split_huge_pmd_address", "vma_adjust_trans_huge",
+    "deferred_split_folio", "madvise_free_huge_pmd", "pgtable_trans_huge_withdraw",
+    "is_huge_zero_pmd",
+]
+
+Slot = tuple[int, int]
+VM_FAULT_FALLBACK = 0x800
+
+
+def _pmd(m: Machine, slot: Slot) -> int:
+    return int(m.pgtables[slot[0]][slot[1]])
+
+
+def _set_pmd_at(m: Machine, slot: Slot, val: int) -> None:
+    """set_pmd_at() - write one PMD entry (counted as a PMD write)."""
+    m.pgtables[slot[0]][slot[1]] = val
+    m.trace.cost("pmd_writes")
+
+
+def is_huge_zero_pmd(m: Machine, pmd: int) -> bool:
+    return pmd_leaf(pmd) and m.huge_zero_pfn >= 0 and pte_pfn(pmd) == m.huge_zero_pfn
+
+
+def thp_vma_allowable_order(vma: VMA, address: int) -> bool:
+    """thp_vma_allowable_order() - may a PMD-sized THP back ``address`` in ``vma``?
+
+    Models: mm/huge_memory.c:__thp_vma_allowable_orders() and transhuge_vma_suitable()
+    (v6.18): the policy in /sys/kernel/mm/transparent_hugepage/enabled allows it
+    (``always`` unless MADV_NOHUGEPAGE, ``madvise`` only with MADV_HUGEPAGE, ``never``
+    never) and the 2 MiB-aligned range around ``address`` lies inside the VMA.
+    """
+    from .mm_types import VM
+
+    policy = vma.vm_mm.m.thp_enabled
+    if policy == "never" or vma.vm_flags & VM.NOHUGEPAGE:
+        return False
+    if policy == "madvise" and not vma.vm_flags & VM.HUGEPAGE:
+        return False
+    haddr = address & ~(PMD_SIZE - 1)
+    return haddr >= vma.vm_start and haddr + PMD_SIZE <= vma.vm_end
+
+
+def mm_get_huge_zero_folio(m: Machine) -> int:
+    """mm_get_huge_zero_folio() - the huge zero folio, allocated on first use.
+
+    Models: mm/huge_memory.c:get_huge_zero_folio() (v6.18): the first user allocates a
+    zeroed order-9 folio (``thp_zero_page_alloc``; ``thp_zero_page_alloc_failed`` if it
+    cannot). Simplification: once allocated it is never freed (the kernel's shrinker may).
+    Returns its PFN or -1.
+    """
+    from .page_alloc import alloc_pages
+
+    if m.huge_zero_pfn >= 0:
+        return m.huge_zero_pfn
+    try:
+        pfn = alloc_pages(m, HPAGE_PMD_ORDER)
+    except MmError:
+        m.vmstat["thp_zero_page_alloc_failed"] += 1
+        return -1
+    m.mem.stamp[pfn: pfn + HPAGE_PMD_NR] = 0
+    m.mem.set(pfn, PG.reserved)
+    m.huge_zero_pfn = pfn
+    m.vmstat["thp_zero_page_alloc"] += 1
+    return pfn
+
+
+def pgtable_trans_huge_deposit(vma: VMA, slot: Slot, pgtable: int) -> None:
+    """pgtable_trans_huge_deposit() - park a PTE table with the PMD for a later split."""
+    vma.vm_mm.pmd_huge_pte[slot] = pgtable
+
+
+def pgtable_trans_huge_withdraw(vma: VMA, slot: Slot) -> int:
+    """pgtable_trans_huge_withdraw() - take back the PTE table deposited with the PMD."""
+    return vma.vm_mm.pmd_huge_pte.pop(slot)
+
+
+def _thp_pmd(folio_pfn: int, vma: VMA) -> int:
+    """folio_mk_pmd() + maybe_pmd_mkwrite(pmd_mkdirty()): a fresh THP's PMD entry."""
+    entry = pfn_pte(folio_pfn, vm_page_prot(True) | _PAGE_PSE | _PAGE_DIRTY)
+    return entry | _PAGE_RW if vma.writable else entry
+
+
+def map_anon_folio_pmd(folio: Folio, slot: Slot, vma: VMA, haddr: int) -> None:
+    """map_anon_folio_pmd() - map a new anon THP with one PMD.
+
+    Models: mm/huge_memory.c:map_anon_folio_pmd() (v6.18): writable, dirty PMD; new anon
+    rmap (exclusive); onto the LRU; ``thp_fault_alloc``; and onto the deferred split queue
+    as not partially mapped (deferred_split_folio(folio, false), for the underused-THP
+    shrinker).
+    """
+    m = folio.m
+    folio_add_new_anon_rmap(folio, vma, haddr, RMAP_EXCLUSIVE)
+    m.mem.set(folio.pfn, PG.lru)
+    _set_pmd_at(m, slot, _thp_pmd(folio.pfn, vma))
+    m.vmstat["thp_fault_alloc"] += 1
+    deferred_split_folio(folio, False)
+
+
+def _vma_alloc_anon_folio_pmd(vma: VMA) -> Folio | None:
+    """vma_alloc_anon_folio_pmd(): an order-9 folio, zeroed; ``thp_fault_fallback`` if none."""
+    from .page_alloc import alloc_pages
+
+    m = vma.vm_mm.m
+    try:
+        pfn = alloc_pages(m, HPAGE_PMD_ORDER)
+    except MmError:
+        m.vmstat["thp_fault_fallback"] += 1
+        m.trace.emit("thp_fault_fallback", reason="no free order-9 block")
+        return None
+    m.mem.stamp[pfn: pfn + HPAGE_PMD_NR] = 0
+    m.trace.cost("pages_zeroed", HPAGE_PMD_NR)
+    return Folio(m, pfn)
+
+
+def do_huge_pmd_anonymous_page(vma: VMA, address: int, flags: int, slot: Slot) -> int:
+    """do_huge_pmd_anonymous_page() - fault a whole 2 MiB range in with one PMD.
+
+    Models: mm/huge_memory.c:do_huge_pmd_anonymous_page() (v6.18): a read fault maps the
+    huge zero folio read-only (when use_zero_page is on); a write fault allocates an
+    order-9 folio. Either way a PTE table is allocated and deposited for a later split.
+    Returns VM_FAULT_FALLBACK (so the fault is retried with 4 KiB pages) when no order-9
+    block is free.
+    """
+    m = vma.vm_mm.m
+    haddr = address & ~(PMD_SIZE - 1)
+    anon_vma_prepare(vma)
+    if not flags & 1 and m.thp_use_zero_page:
+        zero = mm_get_huge_zero_folio(m)
+        if zero < 0:
+            m.vmstat["thp_fault_fallback"] += 1
+            return VM_FAULT_FALLBACK
+        pgtable_trans_huge_deposit(vma, slot, m.alloc_pgtable())
+        _set_pmd_at(m, slot, pfn_pte(zero, vm_page_prot(False) | _PAGE_PSE | _PAGE_SPECIAL))
+        m.trace.emit("set_huge_zero_folio", address=haddr, pfn=zero)
+        return 0
+    folio = _vma_alloc_anon_folio_pmd(vma)
+    if folio is None:
+        return VM_FAULT_FALLBACK
+    pgtable_trans_huge_deposit(vma, slot, m.alloc_pgtable())
+    map_anon_folio_pmd(folio, slot, vma, haddr)
+    m.trace.emit("do_huge_pmd_anonymous_page", changes={"folio_order": HPAGE_PMD_ORDER},
+                 address=haddr, pfn=folio.pfn)
+    return 0
+
+
+def huge_pmd_set_accessed(vma: VMA, slot: Slot, write: bool) -> None:
+    """huge_pmd_set_accessed() - a fault on a present PMD leaf: set young (and dirty)."""
+    m = vma.vm_mm.m
+    pmd = _pmd(m, slot)
+    new = pmd | _PAGE_ACCESSED | (_PAGE_DIRTY if write else 0)
+    if new != pmd:
+        _set_pmd_at(m, slot, new)
+
+
+def do_huge_zero_wp_pmd(vma: VMA, address: int, slot: Slot) -> int:
+    """do_huge_zero_wp_pmd() - a write to the huge zero page: allocate a real THP.
+
+    Models: mm/huge_memory.c:do_huge_zero_wp_pmd() (v6.11+): the huge zero PMD is replaced
+    by a new zeroed THP, no PMD split; if no order-9 block is free the PMD is split (into
+    512 zero-page PTEs) and the fault falls back to the PTE level.
+    """
+    m = vma.vm_mm.m
+    haddr = address & ~(PMD_SIZE - 1)
+    folio = _vma_alloc_anon_folio_pmd(vma)
+    if folio is None:
+        __split_huge_pmd(vma, slot, address, False)
+        return VM_FAULT_FALLBACK
+    map_anon_folio_pmd(folio, slot, vma, haddr)
+    m.trace.emit("do_huge_zero_wp_pmd", address=haddr, pfn=folio.pfn)
+    return 0
+
+
+def do_huge_pmd_wp_page(vma: VMA, address: int, flags: int, slot: Slot) -> int:
+    """do_huge_pmd_wp_page() - a write to a write-protected PMD-mapped THP.
+
+    Models: mm/huge_memory.c:do_huge_pmd_wp_page() (v6.18): an exclusive folio (head page
+    PG_anon_exclusive, or refcount 1 so nobody else holds it) is reused in place; a shared
+    one is not copied whole: the PMD is split (__split_huge_pmd) and VM_FAULT_FALLBACK
+    makes the PTE-level do_wp_page() copy just the 4 KiB page written.
+    """
+    m = vma.vm_mm.m
+    pmd = _pmd(m, slot)
+    if is_huge_zero_pmd(m, pmd):
+        return do_huge_zero_wp_pmd(vma, address, slot)
+    folio = page_folio(m, pte_pfn(pmd))
+    reuse = m.mem.test(folio.pfn, PG.anon_exclusive)
+    if not reuse and folio_ref_count(folio) == 1:
+        folio_move_anon_rmap(folio, vma)
+        m.mem.set(folio.pfn, PG.anon_exclusive)
+        reuse = True
+    if reuse:
+        new = pmd | _PAGE_ACCESSED | _PAGE_DIRTY
+        _set_pmd_at(m, slot, new | _PAGE_RW if vma.writable else new)
+        m.trace.emit("do_huge_pmd_wp_page", address=address, reused=True)
+        return 0
+    m.trace.emit("do_huge_pmd_wp_page", address=address, reused=False)
+    __split_huge_pmd(vma, slot, address, False)
+    return VM_FAULT_FALLBACK
+
+
+def do_huge_pmd_device_private(vma: VMA, address: int, flags: int, slot: Slot) -> int:
+    """do_huge_pmd_device_private() - a CPU fault on a device-private PMD entry.
+
+    Models: mm/huge_memory.c:do_huge_pmd_device_private() (the 2025 series): the owning
+    driver's ``migrate_to_ram`` is called with no PTE (the whole folio may come back).
+    """
+    m = vma.vm_mm.m
+    pfn = swp_offset(_pmd(m, slot))
+    pgmap = m.pgmaps[int(m.mem.pgmap[pfn])]
+    return int(pgmap.ops.migrate_to_ram(vma, address, pfn, False))  # type: ignore[attr-defined]
+
+
+def zap_huge_pmd(vma: VMA, slot: Slot, addr: int) -> None:
+    """zap_huge_pmd() - unmap a whole PMD leaf: free the deposited table, drop the folio.
+
+    Models: mm/huge_memory.c:zap_huge_pmd() (v6.18); a device-private PMD entry (series)
+    is dropped the same way.
+    """
+    m = vma.vm_mm.m
+    pmd = _pmd(m, slot)
+    _set_pmd_at(m, slot, 0)
+    m.trace.cost("tlb_flushes")
+    m.free_pgtable(pgtable_trans_huge_withdraw(vma, slot))
+    if is_huge_zero_pmd(m, pmd):
+        return
+    pfn = pte_pfn(pmd) if pmd & _PAGE_PRESENT else swp_offset(pmd)
+    folio = page_folio(m, pfn)
+    folio_remove_rmap_pmd(folio, folio.pfn, vma)
+    folio_put(folio)
+    m.trace.emit("zap_huge_pmd", address=addr, pfn=folio.pfn)
+
+
+def copy_huge_pmd(dst_vma: VMA, src_vma: VMA, slot: Slot, addr: int) -> int:
+    """copy_huge_pmd() - fork: share a PMD-mapped THP with the child.
+
+    Models: mm/huge_memory.c:copy_huge_pmd() (v6.18): both PMDs end write-protected, the
+    child's marked old; refcount and entire mapcount rise by one; PG_anon_exclusive is
+    cleared. A maybe-pinned exclusive folio is not shared: the parent's PMD is split and
+    -EAGAIN makes the caller copy at the PTE level.
+    """
+    from .memory import pmd_slot
+
+    m = src_vma.vm_mm.m
+    pmd = _pmd(m, slot)
+    dslot = pmd_slot(dst_vma.vm_mm, addr, alloc=True)
+    assert dslot is not None
+    if is_device_private_entry(pmd):
+        folio = page_folio(m, swp_offset(pmd))
+        folio_get(folio)
+        folio_try_dup_anon_rmap_pmd(folio, folio.pfn, src_vma)
+        if is_writable_device_private_entry(pmd):
+            pmd = make_readable_device_private_entry(swp_offset(pmd)) | (pmd & 0xE)
+            _set_pmd_at(m, slot, pmd)
+        pgtable_trans_huge_deposit(dst_vma, dslot, m.alloc_pgtable())
+        _set_pmd_at(m, dslot, pmd)
+        return 0
+    if is_huge_zero_pmd(m, pmd):
+        pgtable_trans_huge_deposit(dst_vma, dslot, m.alloc_pgtable())
+        _set_pmd_at(m, dslot, pmd)
+        return 0
+    folio = page_folio(m, pte_pfn(pmd))
+    if not folio_try_dup_anon_rmap_pmd(folio, folio.pfn, src_vma):
+        __split_huge_pmd(src_vma, slot, addr, False)
+        return -EAGAIN
+    folio_get(folio)
+    pgtable_trans_huge_deposit(dst_vma, dslot, m.alloc_pgtable())
+    pmd &= ~_PAGE_RW
+    _set_pmd_at(m, slot, pmd)
+    _set_pmd_at(m, dslot, pmd & ~_PAGE_ACCESSED)
+    m.trace.emit("copy_huge_pmd", address=addr, pfn=folio.pfn)
+    return 0
+
+
+def copy_nonpresent_pte(dst_vma: VMA, src_vma: VMA, src_slot: Slot, dst_slot: Slot,
+                        addr: int) -> None:
+    """copy_nonpresent_pte() - fork of a swap-format PTE.
+
+    Models: mm/memory.c:copy_nonpresent_pte() (v6.18): a device-private entry shares its
+    device folio with the child (reference and mapcount +1); a writable one is made
+    readable in both so a later write goes through the fault path.
+    """
+    m = src_vma.vm_mm.m
+    raw = int(m.pgtables[src_slot[0]][src_slot[1]])
+    if is_device_private_entry(raw):
+        pfn = swp_offset(raw)
+        folio = page_folio(m, pfn)
+        folio_get(folio)
+        folio_try_dup_anon_rmap_ptes(folio, pfn, 1, src_vma)
+        if is_writable_device_private_entry(raw):
+            raw = make_readable_device_private_entry(pfn) | (raw & 0xE & ~_PAGE_SWP_EXCLUSIVE)
+            m.pgtables[src_slot[0]][src_slot[1]] = raw
+    m.pgtables[dst_slot[0]][dst_slot[1]] = raw
+    m.trace.cost("pte_writes")
+
+
+def change_huge_pmd(vma: VMA, slot: Slot, addr: int, writable: bool) -> None:
+    """change_huge_pmd() - mprotect of a whole PMD leaf.
+
+    Models: mm/huge_memory.c:change_huge_pmd() (v6.18): removing write clears RW; adding it
+    sets RW only where the folio is exclusive (can_change_pmd_writable()), otherwise the
+    next write takes a write-protect fault.
+    """
+    m = vma.vm_mm.m
+    pmd = _pmd(m, slot)
+    if not pmd_leaf(pmd) or is_huge_zero_pmd(m, pmd):
+        return
+    if writable and m.mem.test(pte_pfn(pmd), PG.anon_exclusive):
+        new = pmd | _PAGE_RW
+    elif writable:
+        new = pmd
+    else:
+        new = pmd & ~_PAGE_RW
+    if new != pmd:
+        _set_pmd_at(m, slot, new)
+        m.trace.cost("tlb_flushes")
+
+
+def split_huge_pmd(vma: VMA, slot: Slot, address: int) -> None:
+    """split_huge_pmd() - replace one PMD mapping with a table of 512 PTEs.
+
+    Models: mm/huge_memory.c:split_huge_pmd() (v6.18). Never fails. The folio stays one
+    order-9 folio, now PTE-mapped.
+    """
+    __split_huge_pmd(vma, slot, address, False)
+
+
+def __split_huge_pmd(vma: VMA, slot: Slot, address: int, freeze: bool) -> None:
+    """__split_huge_pmd() - split the PMD at ``slot`` if it is a leaf or a swap-format
+    (migration or device-private) PMD entry; ``freeze`` installs migration entries."""
+    m = vma.vm_mm.m
+    pmd = _pmd(m, slot)
+    if pmd_leaf(pmd) or (pmd and not pmd & _PAGE_PRESENT):
+        __split_huge_pmd_locked(vma, slot, address & ~(PMD_SIZE - 1), freeze)
+
+
+def split_huge_pmd_address(vma: VMA, address: int, freeze: bool) -> None:
+    """split_huge_pmd_address() - find the PMD for ``address`` and split it if huge."""
+    from .memory import pmd_slot
+
+    slot = pmd_slot(vma.vm_mm, address)
+    if slot is not None:
+        __split_huge_pmd(vma, slot, address, freeze)
+
+
+def __split_huge_pmd_locked(vma: VMA, slot: Slot, haddr: int, freeze: bool) -> None:
+    """__split_huge_pmd_locked() - the split itself.
+
+    Models: mm/huge_memory.c:__split_huge_pmd_locked() (v6.18):
+
+    * ``thp_split_pmd`` is counted; a huge zero PMD becomes 512 zero-page PTEs.
+    * The deposited PTE table is withdrawn and filled with 512 entries, page i of the folio
+      in entry i, each inheriting write, dirty, young, soft-dirty and uffd-wp.
+    * Without ``freeze``: ``folio_ref_add(folio, 511)`` so each PTE holds a reference,
+      every page gets a PTE mapping (exclusive if the head page was), and the PMD mapping is
+      removed (_entire_mapcount -1).
+    * With ``freeze`` (used to split the folio): migration entries instead of PTEs, no PTE
+      mappings, and the PMD's reference is dropped (put_page). If the folio may be pinned
+      and is exclusive, it cannot be shared and the split is done without freeze.
+    * A device-private PMD entry (the 2025 series) becomes 512 device-private PTEs.
+
+    Simplification: migration entries do not carry the young/dirty bits x86 keeps in them.
+    """
+    from .pgtable import make_writable_device_private_entry
+
+    m = vma.vm_mm.m
+    pmd = _pmd(m, slot)
+    m.vmstat["thp_split_pmd"] += 1
+    pgtable = pgtable_trans_huge_withdraw(vma, slot)
+    tbl = m.pgtables[pgtable]
+    if is_huge_zero_pmd(m, pmd):
+        tbl[:] = pfn_pte(m.zero_pfn, vm_page_prot(False) | _PAGE_SPECIAL)
+        _finish_split(vma, slot, pgtable, haddr, pmd, "zero")
+        return
+    swap_format = not pmd & _PAGE_PRESENT
+    pfn = swp_offset(pmd) if swap_format else pte_pfn(pmd)
+    folio = page_folio(m, pfn)
+    if swap_format:
+        device = is_device_private_entry(pmd)
+        write = (is_writable_device_private_entry(pmd) if device
+                 else is_writable_migration_entry(pmd))
+        make = (make_writable_device_private_entry if write else
+                make_readable_device_private_entry) if device else (
+            make_writable_migration_entry if write else make_readable_migration_entry)
+        keep = pmd & (_PAGE_SWP_SOFT_DIRTY | _PAGE_SWP_EXCLUSIVE | 0x4)
+        for i in range(HPAGE_PMD_NR):
+            tbl[i] = make(pfn + i) | keep
+        if device:
+            folio_add_anon_rmap_ptes(folio, folio.pfn, HPAGE_PMD_NR, vma, haddr,
+                                     RMAP_EXCLUSIVE if pmd & _PAGE_SWP_EXCLUSIVE else RMAP_NONE)
+            folio_ref_add(folio, HPAGE_PMD_NR - 1)
+            folio_remove_rmap_pmd(folio, folio.pfn, vma)
+        _finish_split(vma, slot, pgtable, haddr, pmd, "device_private" if device else "migration")
+        return
+    write, young, dirty = bool(pmd & _PAGE_RW), bool(pmd & _PAGE_ACCESSED), bool(pmd & _PAGE_DIRTY)
+    if dirty:
+        m.mem.set(folio.pfn, PG.dirty)
+    anon_exclusive = m.mem.test(folio.pfn, PG.anon_exclusive)
+    if freeze and anon_exclusive and not folio_try_share_anon_rmap_pmd(folio, folio.pfn):
+        freeze = False
+    if freeze:
+        for i in range(HPAGE_PMD_NR):
+            e = (make_writable_migration_entry if write else
+                 make_readable_exclusive_migration_entry if anon_exclusive else
+                 make_readable_migration_entry)(pfn + i)
+            tbl[i] = e | (_PAGE_SWP_SOFT_DIRTY if pmd & _PAGE_SOFT_DIRTY else 0)
+    else:
+        folio_ref_add(folio, HPAGE_PMD_NR - 1)
+        folio_add_anon_rmap_ptes(folio, folio.pfn, HPAGE_PMD_NR, vma, haddr,
+                                 RMAP_EXCLUSIVE if anon_exclusive else RMAP_NONE)
+        prot = vm_page_prot(True) | (_PAGE_RW if write else 0) | (_PAGE_DIRTY if dirty else 0)
+        prot |= pmd & (_PAGE_SOFT_DIRTY | _PAGE_UFFD_WP)
+        if not young:
+            prot &= ~_PAGE_ACCESSED
+        tbl[:] = [pfn_pte(pfn + i, prot) for i in range(HPAGE_PMD_NR)]
+    folio_remove_rmap_pmd(folio, folio.pfn, vma)
+    if freeze:
+        folio_put(folio)
+    _finish_split(vma, slot, pgtable, haddr, pmd, "migration" if freeze else "pte")
+
+
+def _finish_split(vma: VMA, slot: Slot, pgtable: int, haddr: int, old: int, into: str) -> None:
+    """pmd_populate(): point the PMD at the filled PTE table; flush the 2 MiB range."""
+    m = vma.vm_mm.m
+    m.trace.cost("pte_writes", HPAGE_PMD_NR)
+    m.trace.cost("tlb_flushes")
+    _set_pmd_at(m, slot, pfn_pte(pgtable, _PAGE_TABLE))
+    m.trace.emit("split_huge_pmd", changes={"ptes_written": HPAGE_PMD_NR, "into": into},
+                 address=haddr, old_pmd=old)
+
+
+def vma_adjust_trans_huge(vma: VMA, start: int, end: int) -> None:
+    """vma_adjust_trans_huge() - before a VMA is cut at ``start``/``end``, split any PMD
+    leaf that the cut would straddle (split_huge_pmd_if_needed())."""
+    for address in (start, end):
+        if address & (PMD_SIZE - 1):
+            lo = address & ~(PMD_SIZE - 1)
+            if vma.vm_start <= lo and lo + PMD_SIZE <= vma.vm_end:
+                split_huge_pmd_address(vma, address, False)
+
+
+def deferred_split_folio(folio: Folio, partially_mapped: bool) -> None:
+    """deferred_split_folio() - queue a large anon folio for the deferred split shrinker.
+
+    Models: mm/huge_memory.c:deferred_split_folio() (v6.18): orders <= 1 are never queued;
+    a partially mapped folio is flagged PG_partially_mapped and ``thp_deferred_split_page``
+    is counted for PMD-sized ones (once); every new THP is queued unflagged, so the
+    shrinker can split it if it turns out underused (shrink_underused).
+    """
+    m = folio.m
+    if folio_order(folio) <= 1 or m.mem.test(folio.pfn, PG.swapcache):
+        return
+    if partially_mapped:
+        if not m.mem.test(folio.pfn, PG.partially_mapped):
+            m.mem.set(folio.pfn, PG.partially_mapped)
+            if folio_order(folio) == HPAGE_PMD_ORDER:
+                m.vmstat["thp_deferred_split_page"] += 1
+            m.trace.emit("deferred_split_folio", pfn=folio.pfn, partially_mapped=True)
+    elif not m.thp_shrink_underused:
+        return
+    m.deferred_split_queue.setdefault(folio.pfn, None)
+
+
+def madvise_free_huge_pmd(vma: VMA, slot: Slot, addr: int, next_: int) -> bool:
+    """madvise_free_huge_pmd() - MADV_FREE over a PMD-mapped THP.
+
+    Models: mm/huge_memory.c:madvise_free_huge_pmd() (v6.18): a folio mapped by another
+    process is left alone; a range covering only part of the THP splits the folio at once
+    (split_folio()); a whole one is marked clean, old and lazy-free without any split.
+    Returns True when the PMD was handled whole.
+    """
+    from .rmap import folio_mms
+    from .split import split_folio
+
+    m = vma.vm_mm.m
+    pmd = _pmd(m, slot)
+    if is_huge_zero_pmd(m, pmd) or not pmd & _PAGE_PRESENT:
+        return True
+    folio = page_folio(m, pte_pfn(pmd))
+    if folio_mms(folio) - {vma.vm_mm.id}:
+        return True
+    if next_ - addr != PMD_SIZE:
+        folio_get(folio)
+        folio_lock(folio)
+        split_folio(folio)
+        folio_unlock(folio)
+        folio_put(folio)
+        return False
+    m.mem.clear(folio.pfn, PG.dirty | PG.swapbacked)  # folio_mark_lazyfree()
+    _set_pmd_at(m, slot, pmd & ~(_PAGE_ACCESSED | _PAGE_DIRTY))
+    m.trace.emit("madvise_free_huge_pmd", address=addr, pfn=folio.pfn)
+    return True
+

@@ -1,0 +1,131 @@
+"""The simulated machine: memmap, buddy allocator, page-table pages, counters, trace.
+
+This is the model's root object (one NUMA node, one RAM zone, optional ZONE_DEVICE ranges).
+Kernel functions in the other modules reach it through the folio or the mm they act on.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .errors import EINVAL, MmError
+from .memmap import PG, PGTY, ZONE_DEVICE, Memmap
+from .page_alloc import FreeArea, __free_pages, alloc_pages, free_pages_range
+from .trace import Trace
+from .units import HPAGE_PMD_NR, PTRS_PER_TABLE
+
+if TYPE_CHECKING:
+    from .mm import AnonVma, MMStruct
+
+__all__ = ["Machine", "THP_POLICIES", "VMSTAT_COUNTERS"]
+
+THP_POLICIES = ("always", "madvise", "never")
+
+#: __free_pages under a name that is not mangled inside the class body below.
+_free_frames = __free_pages
+
+#: /proc/vmstat counters the simulator keeps (names as in mm/vmstat.c:vmstat_text[]).
+VMSTAT_COUNTERS = (
+    "pgfault", "thp_fault_alloc", "thp_fault_fallback", "thp_split_pmd", "thp_split_page",
+    "thp_split_page_failed", "thp_deferred_split_page", "thp_zero_page_alloc",
+    "thp_zero_page_alloc_failed", "thp_migration_success", "thp_migration_fail",
+    "thp_migration_split", "pgmigrate_success", "pgmigrate_fail", "cow_ksm",
+)
+
+
+class Machine:
+    """Frames 0..ram_pages-1 are RAM; ``device_pages`` more frames follow for ZONE_DEVICE.
+
+    Frame 0 is reserved as the shared zero page (``ZERO_PAGE(0)``); everything else in RAM
+    starts free in the buddy allocator.
+    """
+
+    def __init__(self, ram_pages: int, device_pages: int = 0, thp: str = "madvise",
+                 seed: int = 0) -> None:
+        if ram_pages < 2 * HPAGE_PMD_NR:
+            raise MmError(EINVAL, f"RAM of {ram_pages} pages is too small (at least 4M)")
+        if thp not in THP_POLICIES:
+            raise MmError(EINVAL, f"THP policy {thp!r} is not one of {', '.join(THP_POLICIES)}")
+        self.nr_ram = ram_pages
+        self.device_base = -(-ram_pages // HPAGE_PMD_NR) * HPAGE_PMD_NR if device_pages else 0
+        self.mem = Memmap(self.device_base + device_pages if device_pages else ram_pages)
+        if device_pages:
+            self.mem.zone[self.device_base:] = ZONE_DEVICE
+        self.free_area = FreeArea()
+        self.trace = Trace()
+        self.vmstat: Counter[str] = Counter({k: 0 for k in VMSTAT_COUNTERS})
+        #: /sys/kernel/mm/transparent_hugepage/enabled and use_zero_page
+        self.thp_enabled = thp
+        self.thp_use_zero_page = True
+        #: /sys/kernel/mm/transparent_hugepage/shrink_underused (default on since 6.12)
+        self.thp_shrink_underused = True
+        self.seed = seed
+        #: page-table pages: pfn -> 512 entries (PGD, PUD, PMD or PTE table)
+        self.pgtables: dict[int, np.ndarray] = {}
+        #: FOLL_PIN pins per head pfn (the kernel keeps _pincount on large folios and a
+        #: GUP_PIN_COUNTING_BIAS share of _refcount on small ones)
+        self.pins: Counter[int] = Counter()
+        #: the deferred split queue (mm/huge_memory.c: ds_queue->split_queue), head pfns
+        self.deferred_split_queue: dict[int, None] = {}
+        self.mms: list[MMStruct] = []
+        self.anon_vmas: dict[int, AnonVma] = {}
+        self.next_anon_vma_id = 1
+        self.next_mm_id = 1
+        self.huge_zero_pfn = -1
+        #: frames taken by fragment(): held by "other users" of memory
+        self.fragment_holds: list[int] = []
+        self.pgmaps: list[object] = []
+        free_pages_range(self, 1, ram_pages)
+        self.zero_pfn = 0
+        self.mem.set(0, PG.reserved)
+        self.mem._refcount[0] = 1
+
+    # -- page-table pages (pte_alloc_one / pte_free in the kernel) ----------------------
+    def alloc_pgtable(self) -> int:
+        """pte_alloc_one() - a zeroed page-table page from the buddy allocator."""
+        pfn = alloc_pages(self, 0)
+        self.mem.page_type[pfn] = PGTY.table
+        self.pgtables[pfn] = np.zeros(PTRS_PER_TABLE, np.uint64)
+        return pfn
+
+    def free_pgtable(self, pfn: int) -> None:
+        """pte_free() - give a page-table page back."""
+        del self.pgtables[pfn]
+        self.mem.page_type[pfn] = PGTY.none
+        _free_frames(self, pfn, 0)
+
+    def is_ram(self, pfn: int) -> bool:
+        return 0 <= pfn < self.nr_ram
+
+    def fragment(self, every: int = HPAGE_PMD_NR) -> int:
+        """Hold one free frame in every ``every``-frame block so no order-9 block stays free.
+
+        Stands in for other users of memory (the kernel has no such call): afterwards a THP
+        fault falls back to 4 KiB pages. Returns how many frames it took; ``defragment``
+        gives them back.
+        """
+        from .page_alloc import take_page_off_buddy
+
+        taken = 0
+        for block in range(0, self.nr_ram, every):
+            pfn = block + every // 2
+            if pfn < self.nr_ram and take_page_off_buddy(self, pfn):
+                self.mem.extra_refs[pfn] += 1
+                self.fragment_holds.append(pfn)
+                taken += 1
+        self.trace.emit("fragment", changes={"frames_held": taken}, every=every)
+        return taken
+
+    def defragment(self) -> int:
+        """Give back every frame ``fragment`` took."""
+        n = len(self.fragment_holds)
+        for pfn in self.fragment_holds:
+            self.mem.extra_refs[pfn] -= 1
+            if not self.mem.extra_refs[pfn]:
+                del self.mem.extra_refs[pfn]
+            _free_frames(self, pfn, 0)
+        self.fragment_holds.clear()
+        return n

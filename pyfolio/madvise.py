@@ -1,0 +1,119 @@
+"""madvise: MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_DONTNEED, MADV_FREE.
+
+Models: mm/madvise.c (v6.18): madvise_update_vma() splits VMAs for the flag-setting
+advice; MADV_DONTNEED zaps (zap_page_range_single()); MADV_FREE marks exclusively mapped
+anonymous pages clean and lazy-free (madvise_free_single_vma(),
+madvise_free_pte_range()), splitting a large folio it covers only in part.
+"""
+
+from __future__ import annotations
+
+from .errors import EINVAL, ENOMEM, MmError
+from .folio import folio_get, folio_lock, folio_put, folio_test_large, folio_unlock, page_folio
+from .huge_memory import madvise_free_huge_pmd
+from .memmap import PG
+from .memory import pmd_slot, set_pte_at, zap_page_range
+from .mm_types import VM, VMA, MMStruct
+from .mmap import _vmas_in, check_range, vma_merge_range
+from .pgtable import (
+    _PAGE_ACCESSED,
+    _PAGE_DIRTY,
+    _PAGE_PRESENT,
+    _PAGE_SPECIAL,
+    pmd_leaf,
+    pte_index,
+    pte_pfn,
+)
+from .rmap import folio_mms
+from .units import PAGE_SIZE, PMD_SIZE
+
+__all__ = ["do_madvise", "ADVICE", "madvise_free_single_vma"]
+
+ADVICE = ("hugepage", "nohugepage", "dontneed", "free")
+
+
+def do_madvise(mm: MMStruct, start: int, length: int, advice: str) -> None:
+    """do_madvise() - apply ``advice`` to [start, start + length).
+
+    Raises EINVAL for unknown advice or a misaligned start, ENOMEM when part of the range
+    is unmapped (the kernel applies the advice to the mapped parts and then returns
+    -ENOMEM; the simulator checks first and changes nothing).
+    """
+    if advice not in ADVICE:
+        raise MmError(EINVAL, f"madvise: advice {advice!r} is not one of {', '.join(ADVICE)}")
+    length = check_range(start, length, "madvise")
+    end = start + length
+    covered = sum(max(0, min(v.vm_end, end) - max(v.vm_start, start)) for v in mm.vmas)
+    if covered != length:
+        raise MmError(ENOMEM, f"madvise: [{start:#x}, {end:#x}) is not fully mapped")
+    if advice in ("hugepage", "nohugepage"):
+        for vma in _vmas_in(mm, start, end):
+            if advice == "hugepage":
+                vma.vm_flags = (vma.vm_flags & ~VM.NOHUGEPAGE) | VM.HUGEPAGE
+            else:
+                vma.vm_flags = (vma.vm_flags & ~VM.HUGEPAGE) | VM.NOHUGEPAGE
+        vma_merge_range(mm, start, end)
+    else:
+        for vma in list(mm.vmas):
+            lo, hi = max(vma.vm_start, start), min(vma.vm_end, end)
+            if lo < hi:
+                if advice == "dontneed":
+                    zap_page_range(vma, lo, hi)
+                else:
+                    madvise_free_single_vma(vma, lo, hi)
+    mm.m.trace.emit("madvise", start=start, end=end, advice=advice)
+
+
+def madvise_free_single_vma(vma: VMA, start: int, end: int) -> None:
+    """madvise_free_single_vma() - MADV_FREE over [start, end) of one VMA."""
+    m = vma.vm_mm.m
+    addr = start
+    while addr < end:
+        nxt = min((addr | (PMD_SIZE - 1)) + 1, end)
+        slot = pmd_slot(vma.vm_mm, addr)
+        if slot is None:
+            addr = nxt
+            continue
+        raw = int(m.pgtables[slot[0]][slot[1]])
+        if pmd_leaf(raw) and madvise_free_huge_pmd(vma, slot, addr, nxt):
+            addr = nxt
+            continue
+        raw = int(m.pgtables[slot[0]][slot[1]])
+        if raw & _PAGE_PRESENT and not pmd_leaf(raw):
+            _madvise_free_pte_range(vma, pte_pfn(raw), addr, nxt)
+        addr = nxt
+
+
+def _madvise_free_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
+    """madvise_free_pte_range(): a large folio not wholly inside the range is split
+    (split_folio()); a page another process maps is skipped; the rest become clean, old
+    and lazy-free."""
+    from .split import split_folio
+
+    m = vma.vm_mm.m
+    tbl = m.pgtables[table]
+    addr = start
+    while addr < end:
+        i = pte_index(addr)
+        pte = int(tbl[i])
+        if not pte & _PAGE_PRESENT or pte & _PAGE_SPECIAL:
+            addr += PAGE_SIZE
+            continue
+        folio = page_folio(m, pte_pfn(pte))
+        if folio_mms(folio) - {vma.vm_mm.id}:
+            addr += PAGE_SIZE
+            continue
+        if folio_test_large(folio):
+            first = vma.address_of(int(m.mem.index[folio.pfn]))
+            if first < start or first + folio.nr_pages * PAGE_SIZE > end:
+                folio_get(folio)
+                folio_lock(folio)
+                split_folio(folio)
+                folio_unlock(folio)
+                folio_put(folio)
+                continue  # look at the same address again: now a small folio
+        m.mem.clear(folio.pfn, PG.dirty | PG.swapbacked)
+        new = pte & ~(_PAGE_ACCESSED | _PAGE_DIRTY)
+        if new != pte:
+            set_pte_at(m, (table, i), new)
+        addr += PAGE_SIZE

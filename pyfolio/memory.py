@@ -1,0 +1,450 @@
+"""Page faults, zapping and copying page tables: the PTE-level half of the mm.
+
+Models: mm/memory.c (v6.18): handle_mm_fault(), __handle_mm_fault(), handle_pte_fault(),
+do_anonymous_page(), do_wp_page(), wp_page_copy(), zap_pte_range(), copy_page_range(),
+free_pgtables(), and the page-table allocators __pud_alloc()/__pmd_alloc()/__pte_alloc().
+Simplifications: no locks, no TLB batching (each flush is counted), anonymous private
+memory only, no swap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from . import huge_memory as hm
+from .errors import EFAULT, MmError
+from .folio import (
+    Folio,
+    folio_get,
+    folio_put,
+    folio_ref_count,
+    folio_test_large,
+    is_zero_folio,
+    page_folio,
+)
+from .memmap import PG
+from .mm_types import VMA, MMStruct
+from .pgtable import (
+    _PAGE_ACCESSED,
+    _PAGE_DIRTY,
+    _PAGE_PRESENT,
+    _PAGE_PSE,
+    _PAGE_RW,
+    _PAGE_SPECIAL,
+    _PAGE_TABLE,
+    is_device_private_entry,
+    pfn_pte,
+    pgd_index,
+    pmd_index,
+    pmd_leaf,
+    pte_index,
+    pte_pfn,
+    pud_index,
+    vm_page_prot,
+)
+from .rmap import (
+    RMAP_EXCLUSIVE,
+    anon_vma_prepare,
+    folio_add_new_anon_rmap,
+    folio_mms,
+    folio_move_anon_rmap,
+    folio_remove_rmap_pte,
+    folio_try_dup_anon_rmap_ptes,
+)
+from .units import PAGE_SIZE, PGDIR_SHIFT, PMD_SIZE
+
+if TYPE_CHECKING:
+    from .machine import Machine
+
+__all__ = [
+    "FAULT_FLAG_WRITE", "VM_FAULT_FALLBACK", "VM_FAULT_OOM", "VM_FAULT_SIGBUS",
+    "pmd_slot", "pte_slot", "set_pte_at", "handle_mm_fault", "handle_pte_fault",
+    "do_anonymous_page", "do_wp_page", "wp_page_copy", "do_swap_page", "zap_pte_range",
+    "zap_page_range", "copy_page_range", "free_pgtables", "pte_mkwrite_anon",
+]
+
+FAULT_FLAG_WRITE = 0x1
+VM_FAULT_OOM = 0x1
+VM_FAULT_SIGBUS = 0x2
+VM_FAULT_FALLBACK = 0x800
+
+
+# -- page-table pages ---------------------------------------------------------------------
+def _next_table(m: Machine, table: int, idx: int, alloc: bool) -> int | None:
+    raw = int(m.pgtables[table][idx])
+    if raw == 0:
+        if not alloc:
+            return None
+        new = m.alloc_pgtable()
+        m.pgtables[table][idx] = pfn_pte(new, _PAGE_TABLE)
+        return new
+    return pte_pfn(raw)
+
+
+def pmd_slot(mm: MMStruct, addr: int, alloc: bool = False) -> tuple[int, int] | None:
+    """(PMD table pfn, index) for ``addr``; allocates the PUD and PMD tables when asked
+    (__pud_alloc(), __pmd_alloc())."""
+    m = mm.m
+    pud = _next_table(m, mm.pgd, pgd_index(addr), alloc)
+    if pud is None:
+        return None
+    pmd = _next_table(m, pud, pud_index(addr), alloc)
+    if pmd is None:
+        return None
+    return pmd, pmd_index(addr)
+
+
+def pte_slot(mm: MMStruct, addr: int, alloc: bool = False) -> tuple[int, int] | None:
+    """(PTE table pfn, index) for ``addr``, or None when a PMD leaf or nothing is there
+    (allocating the PTE table with __pte_alloc() when asked)."""
+    slot = pmd_slot(mm, addr, alloc)
+    if slot is None:
+        return None
+    table, idx = slot
+    raw = int(mm.m.pgtables[table][idx])
+    if raw and not (raw & _PAGE_PRESENT and not raw & _PAGE_PSE):
+        return None  # a PMD leaf or a PMD-level swap-format entry
+    pt = _next_table(mm.m, table, idx, alloc)
+    return None if pt is None else (pt, pte_index(addr))
+
+
+def set_pte_at(m: Machine, slot: tuple[int, int], val: int) -> None:
+    """set_pte_at() - write one entry (counted as a PTE write)."""
+    m.pgtables[slot[0]][slot[1]] = val
+    m.trace.cost("pte_writes")
+
+
+def pte_mkwrite_anon(vma: VMA, pte: int) -> int:
+    """maybe_mkwrite(): RW only where the VMA is writable."""
+    return pte | _PAGE_RW if vma.writable else pte
+
+
+# -- faults -------------------------------------------------------------------------------
+def handle_mm_fault(vma: VMA, address: int, flags: int) -> int:
+    """handle_mm_fault() - resolve a fault at ``address`` in ``vma``; returns VM_FAULT_*.
+
+    Models: mm/memory.c:__handle_mm_fault() (v6.18): an empty PMD in a THP-eligible range
+    tries a PMD-sized fault first (create_huge_pmd()); a write to a read-only PMD leaf goes
+    to do_huge_pmd_wp_page(); whatever falls back is handled at the PTE level.
+    Access checks (VMA present, permissions) are the caller's (do_user_addr_fault()).
+    """
+    m = vma.vm_mm.m
+    m.vmstat["pgfault"] += 1
+    write = bool(flags & FAULT_FLAG_WRITE)
+    slot = pmd_slot(vma.vm_mm, address, alloc=True)
+    assert slot is not None
+    pmd = int(m.pgtables[slot[0]][slot[1]])
+    if pmd == 0 and hm.thp_vma_allowable_order(vma, address):
+        ret = hm.do_huge_pmd_anonymous_page(vma, address, flags, slot)
+        if not ret & VM_FAULT_FALLBACK:
+            return ret
+    elif pmd_leaf(pmd):
+        if write and not pmd & _PAGE_RW:
+            ret = hm.do_huge_pmd_wp_page(vma, address, flags, slot)
+            if not ret & VM_FAULT_FALLBACK:
+                return ret
+        else:
+            hm.huge_pmd_set_accessed(vma, slot, write)
+            return 0
+    elif pmd and is_device_private_entry(pmd):
+        return hm.do_huge_pmd_device_private(vma, address, flags, slot)
+    return handle_pte_fault(vma, address, flags)
+
+
+def handle_pte_fault(vma: VMA, address: int, flags: int) -> int:
+    """handle_pte_fault() - the PTE-level fault: none, swap-format, or write-protect."""
+    m = vma.vm_mm.m
+    slot = pte_slot(vma.vm_mm, address, alloc=True)
+    assert slot is not None, "PTE fault under a PMD leaf"
+    pte = int(m.pgtables[slot[0]][slot[1]])
+    write = bool(flags & FAULT_FLAG_WRITE)
+    if pte == 0:
+        return do_anonymous_page(vma, address, flags, slot)
+    if not pte & _PAGE_PRESENT:
+        return do_swap_page(vma, address, flags, slot)
+    if write and not pte & _PAGE_RW:
+        return do_wp_page(vma, address, flags, slot)
+    new = pte | _PAGE_ACCESSED | (_PAGE_DIRTY if write else 0)
+    if new != pte:
+        set_pte_at(m, slot, new)
+    return 0
+
+
+def do_anonymous_page(vma: VMA, address: int, flags: int, slot: tuple[int, int]) -> int:
+    """do_anonymous_page() - first touch of an anonymous page.
+
+    Models: mm/memory.c:do_anonymous_page() (v6.18): a read maps the shared zero page
+    read-only (a special PTE: no refcount, no mapcount); a write allocates a zeroed order-0
+    folio, maps it writable and dirty, exclusive to this process. (mTHP orders other than
+    PMD size are not modelled: alloc_anon_folio() falls back to order 0.)
+    """
+    m = vma.vm_mm.m
+    if not flags & FAULT_FLAG_WRITE:
+        set_pte_at(m, slot, pfn_pte(m.zero_pfn, vm_page_prot(False) | _PAGE_SPECIAL))
+        m.trace.emit("do_anonymous_page", address=address, zero_page=True)
+        return 0
+    anon_vma_prepare(vma)
+    from .page_alloc import alloc_pages
+
+    try:
+        pfn = alloc_pages(m, 0)
+    except MmError:
+        return VM_FAULT_OOM
+    m.mem.stamp[pfn] = 0
+    m.trace.cost("pages_zeroed")
+    folio = Folio(m, pfn)
+    folio_add_new_anon_rmap(folio, vma, address, RMAP_EXCLUSIVE)
+    m.mem.set(pfn, PG.lru)
+    entry = pfn_pte(pfn, vm_page_prot(True) | _PAGE_DIRTY)
+    set_pte_at(m, slot, pte_mkwrite_anon(vma, entry))
+    m.trace.emit("do_anonymous_page", address=address, pfn=pfn)
+    return 0
+
+
+def _wp_can_reuse_anon_folio(folio: Folio, vma: VMA) -> bool:
+    """wp_can_reuse_anon_folio() (mm/memory.c, v6.18): a small folio is reused when only
+    this mapping holds it (refcount 1); a large one (CONFIG_MM_ID,
+    __wp_can_reuse_large_anon_folio()) when only this mm maps it and every reference is a
+    mapping (large mapcount == refcount)."""
+    if folio_test_large(folio):
+        from .folio import folio_large_mapcount
+
+        if folio_mms(folio) - {vma.vm_mm.id}:
+            return False
+        return folio_large_mapcount(folio) == folio_ref_count(folio)
+    if folio_ref_count(folio) != 1:
+        return False
+    folio_move_anon_rmap(folio, vma)
+    return True
+
+
+def do_wp_page(vma: VMA, address: int, flags: int, slot: tuple[int, int]) -> int:
+    """do_wp_page() - a write to a present, write-protected PTE: reuse or copy (COW).
+
+    Models: mm/memory.c:do_wp_page() (v6.18): a page marked PG_anon_exclusive is reused
+    in place; so is a folio nobody else holds (wp_can_reuse_anon_folio()), which is then
+    marked exclusive; otherwise wp_page_copy() gives this process its own copy. A write
+    to the zero page always copies (into a fresh zeroed page).
+    """
+    m = vma.vm_mm.m
+    pte = int(m.pgtables[slot[0]][slot[1]])
+    pfn = pte_pfn(pte)
+    folio = page_folio(m, pfn)
+    if not pte & _PAGE_SPECIAL and not is_zero_folio(folio):
+        if m.mem.test(pfn, PG.anon_exclusive) or _wp_can_reuse_anon_folio(folio, vma):
+            m.mem.set(pfn, PG.anon_exclusive)
+            set_pte_at(m, slot, pte_mkwrite_anon(vma, pte | _PAGE_ACCESSED | _PAGE_DIRTY))
+            m.trace.emit("wp_page_reuse", address=address, pfn=pfn)
+            return 0
+    return wp_page_copy(vma, address, slot)
+
+
+def wp_page_copy(vma: VMA, address: int, slot: tuple[int, int]) -> int:
+    """wp_page_copy() - copy the page, map the copy writable, drop the old mapping.
+
+    Models: mm/memory.c:wp_page_copy() (v6.18). Dropping one PTE of a large folio leaves
+    it partially mapped, which queues it for deferred split (in folio_remove_rmap_pte()).
+    """
+    from .page_alloc import alloc_pages
+
+    m = vma.vm_mm.m
+    old = int(m.pgtables[slot[0]][slot[1]])
+    old_pfn = pte_pfn(old)
+    anon_vma_prepare(vma)
+    try:
+        new_pfn = alloc_pages(m, 0)
+    except MmError:
+        return VM_FAULT_OOM
+    m.mem.stamp[new_pfn] = m.mem.stamp[old_pfn]
+    m.trace.cost("pages_copied")
+    new = Folio(m, new_pfn)
+    folio_add_new_anon_rmap(new, vma, address, RMAP_EXCLUSIVE)
+    m.mem.set(new_pfn, PG.lru)
+    entry = pfn_pte(new_pfn, vm_page_prot(True) | _PAGE_DIRTY)
+    set_pte_at(m, slot, pte_mkwrite_anon(vma, entry))
+    m.trace.cost("tlb_flushes")
+    old_folio = page_folio(m, old_pfn)
+    if not (old & _PAGE_SPECIAL or is_zero_folio(old_folio)):
+        folio_remove_rmap_pte(old_folio, old_pfn, vma)
+        folio_put(old_folio)
+    m.trace.emit("wp_page_copy", address=address, old_pfn=old_pfn, new_pfn=new_pfn)
+    return 0
+
+
+def do_swap_page(vma: VMA, address: int, flags: int, slot: tuple[int, int]) -> int:
+    """do_swap_page() - a fault on a swap-format PTE.
+
+    Models: mm/memory.c:do_swap_page() (v6.18): a device-private entry calls the owning
+    driver's ``pgmap->ops->migrate_to_ram()``; the simulator has no swap device, so other
+    swap-format entries (a migration entry seen outside an operation) are an error.
+    """
+    m = vma.vm_mm.m
+    raw = int(m.pgtables[slot[0]][slot[1]])
+    if is_device_private_entry(raw):
+        from .pgtable import swp_offset
+
+        pfn = swp_offset(raw)
+        pgmap = m.pgmaps[int(m.mem.pgmap[pfn])]
+        return int(pgmap.ops.migrate_to_ram(vma, address, pfn, True))  # type: ignore[attr-defined]
+    raise MmError(EFAULT, f"swap-format entry {raw:#x} at {address:#x}: no swap in the simulator")
+
+
+# -- zap ----------------------------------------------------------------------------------
+def zap_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
+    """zap_pte_range() - clear the PTEs for [start, end) inside one PTE table.
+
+    Models: mm/memory.c:zap_pte_range() (v6.18): each present anon page loses its rmap and
+    the reference its mapping held; zero-page PTEs are just cleared; device-private entries
+    drop their folio like present ones (zap_nonpresent_ptes()).
+    """
+    m = vma.vm_mm.m
+    tbl = m.pgtables[table]
+    for addr in range(start, end, PAGE_SIZE):
+        i = pte_index(addr)
+        raw = int(tbl[i])
+        if raw == 0:
+            continue
+        tbl[i] = 0
+        m.trace.cost("pte_writes")
+        if raw & _PAGE_PRESENT:
+            pfn = pte_pfn(raw)
+            if raw & _PAGE_SPECIAL:
+                continue
+        elif is_device_private_entry(raw):
+            from .pgtable import swp_offset
+
+            pfn = swp_offset(raw)
+        else:
+            continue
+        folio = page_folio(m, pfn)
+        folio_remove_rmap_pte(folio, pfn, vma)
+        folio_put(folio)
+    m.trace.cost("tlb_flushes")
+
+
+def zap_page_range(vma: VMA, start: int, end: int) -> None:
+    """zap_page_range_single() - unmap every page of [start, end) in ``vma``.
+
+    Models: mm/memory.c:zap_pmd_range() (v6.18): a PMD leaf fully inside the range is zapped
+    whole (zap_huge_pmd()); one only partly inside is split first (__split_huge_pmd()).
+    """
+    mm = vma.vm_mm
+    addr = start
+    while addr < end:
+        nxt = min((addr | (PMD_SIZE - 1)) + 1, end)
+        slot = pmd_slot(mm, addr)
+        if slot is not None:
+            raw = int(mm.m.pgtables[slot[0]][slot[1]])
+            if raw and (pmd_leaf(raw) or not raw & _PAGE_PRESENT):
+                if addr & (PMD_SIZE - 1) == 0 and nxt - addr == PMD_SIZE:
+                    hm.zap_huge_pmd(vma, slot, addr)
+                    addr = nxt
+                    continue
+                hm.__split_huge_pmd(vma, slot, addr, False)
+                raw = int(mm.m.pgtables[slot[0]][slot[1]])
+            if raw:
+                zap_pte_range(vma, pte_pfn(raw), addr, nxt)
+        addr = nxt
+    mm.m.trace.emit("zap_page_range", start=start, end=end)
+
+
+# -- fork ---------------------------------------------------------------------------------
+def copy_page_range(dst_vma: VMA, src_vma: VMA) -> None:
+    """copy_page_range() - fork: give the child the parent's mappings of ``src_vma``.
+
+    Models: mm/memory.c:copy_page_range(), copy_pte_range(), copy_present_ptes() (v6.18):
+    anon pages are shared (folio_get plus folio_try_dup_anon_rmap_pte) and both PTEs are
+    write-protected for COW; the child's PTE is marked old. A possibly pinned exclusive
+    page is copied for the child at once (copy_present_page()). PMD leaves go to
+    copy_huge_pmd(), which splits and retries at the PTE level for a pinned THP.
+    """
+    m = src_vma.vm_mm.m
+    addr = src_vma.vm_start
+    while addr < src_vma.vm_end:
+        nxt = min((addr | (PMD_SIZE - 1)) + 1, src_vma.vm_end)
+        slot = pmd_slot(src_vma.vm_mm, addr)
+        if slot is None:
+            addr = nxt
+            continue
+        raw = int(m.pgtables[slot[0]][slot[1]])
+        if raw and (pmd_leaf(raw) or not raw & _PAGE_PRESENT):
+            if hm.copy_huge_pmd(dst_vma, src_vma, slot, addr) == 0:
+                addr = nxt
+                continue
+            raw = int(m.pgtables[slot[0]][slot[1]])
+        if raw:
+            _copy_pte_range(dst_vma, src_vma, pte_pfn(raw), addr, nxt)
+        addr = nxt
+
+
+def _copy_pte_range(dst_vma: VMA, src_vma: VMA, src_table: int, start: int, end: int) -> None:
+    from .page_alloc import alloc_pages
+
+    m = src_vma.vm_mm.m
+    src = m.pgtables[src_table]
+    for addr in range(start, end, PAGE_SIZE):
+        i = pte_index(addr)
+        raw = int(src[i])
+        if raw == 0:
+            continue
+        dslot = pte_slot(dst_vma.vm_mm, addr, alloc=True)
+        assert dslot is not None
+        if not raw & _PAGE_PRESENT:
+            hm.copy_nonpresent_pte(dst_vma, src_vma, (src_table, i), dslot, addr)
+            continue
+        if raw & _PAGE_SPECIAL:
+            set_pte_at(m, dslot, raw)
+            continue
+        pfn = pte_pfn(raw)
+        folio = page_folio(m, pfn)
+        if not folio_try_dup_anon_rmap_ptes(folio, pfn, 1, src_vma):
+            new_pfn = alloc_pages(m, 0)  # copy_present_page(): the child gets its own copy
+            m.mem.stamp[new_pfn] = m.mem.stamp[pfn]
+            m.trace.cost("pages_copied")
+            anon_vma_prepare(dst_vma)
+            folio_add_new_anon_rmap(Folio(m, new_pfn), dst_vma, addr, RMAP_EXCLUSIVE)
+            m.mem.set(new_pfn, PG.lru)
+            entry = pfn_pte(new_pfn, vm_page_prot(True) | _PAGE_DIRTY)
+            set_pte_at(m, dslot, pte_mkwrite_anon(dst_vma, entry))
+            continue
+        folio_get(folio)
+        if raw & _PAGE_RW:
+            raw &= ~_PAGE_RW
+            set_pte_at(m, (src_table, i), raw)
+        set_pte_at(m, dslot, raw & ~_PAGE_ACCESSED)
+    m.trace.cost("tlb_flushes")
+
+
+# -- page tables at munmap and exit ---------------------------------------------------------
+def free_pgtables(mm: MMStruct, start: int, end: int) -> None:
+    """free_pgtables() - free page tables that no longer cover any VMA.
+
+    Models: mm/memory.c:free_pgtables() / free_pgd_range() (v6.18): a PTE, PMD or PUD table
+    whose whole span lies in the unmapped gap is freed and its parent entry cleared.
+    Simplification: tables are freed only when empty and their span meets no VMA.
+    """
+    m = mm.m
+
+    def span_free(lo: int, hi: int) -> bool:
+        return not any(v.vm_start < hi and lo < v.vm_end for v in mm.vmas)
+
+    def sweep(table: int, base: int, shift: int) -> bool:
+        """Free empty child tables under ``table``; return True if ``table`` is empty."""
+        tbl = m.pgtables[table]
+        size = 1 << shift
+        for i in (int(x) for x in np.flatnonzero(tbl)):
+            raw = int(tbl[i])
+            lo = base + i * size
+            if not raw or lo >= end or lo + size <= start:
+                continue
+            is_table = raw & _PAGE_PRESENT and not raw & _PAGE_PSE and shift > 12
+            if is_table and span_free(lo, lo + size):
+                child = pte_pfn(raw)
+                if sweep(child, lo, shift - 9):
+                    m.free_pgtable(child)
+                    tbl[i] = 0
+        return not tbl.any()
+
+    sweep(mm.pgd, 0, PGDIR_SHIFT)

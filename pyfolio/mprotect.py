@@ -1,0 +1,87 @@
+"""mprotect: change the protection of a range.
+
+Models: mm/mprotect.c (v6.18): mprotect_fixup() splits VMAs at the range edges,
+change_protection() walks the range; change_pmd_range() changes a PMD leaf whole when the
+range covers it (change_huge_pmd()) and splits it first when it covers only part.
+"""
+
+from __future__ import annotations
+
+from .errors import ENOMEM, MmError
+from .huge_memory import __split_huge_pmd, change_huge_pmd
+from .memmap import PG
+from .memory import pmd_slot, set_pte_at
+from .mm_types import VM, VMA, MMStruct
+from .mmap import PROT, _vmas_in, check_range, vma_merge_range
+from .pgtable import _PAGE_PRESENT, _PAGE_RW, _PAGE_SPECIAL, pmd_leaf, pte_index, pte_pfn
+from .units import PAGE_SIZE, PMD_SIZE
+
+__all__ = ["do_mprotect", "change_protection"]
+
+
+def do_mprotect(mm: MMStruct, start: int, length: int, prot: str) -> None:
+    """do_mprotect_pkey() - set ``prot`` ("r" or "rw") on [start, start + length).
+
+    Raises EINVAL for a bad protection or alignment and ENOMEM when part of the range is
+    not mapped (as the kernel does), changing nothing in either case.
+    """
+    from .errors import EINVAL
+
+    if prot not in ("r", "rw", "w"):
+        raise MmError(EINVAL, f"mprotect: protection {prot!r} is not 'r' or 'rw'")
+    length = check_range(start, length, "mprotect")
+    end = start + length
+    covered, addr = 0, start
+    for vma in mm.vmas:
+        if vma.vm_start <= addr < vma.vm_end:
+            covered += min(vma.vm_end, end) - addr
+            addr = min(vma.vm_end, end)
+    if covered != length:
+        raise MmError(ENOMEM, f"mprotect: [{start:#x}, {end:#x}) is not fully mapped")
+    for vma in _vmas_in(mm, start, end):
+        vma.vm_flags = (vma.vm_flags & ~(VM.READ | VM.WRITE)) | PROT[prot]
+        change_protection(vma, vma.vm_start, vma.vm_end)
+    vma_merge_range(mm, start, end)
+    mm.m.trace.emit("mprotect", start=start, end=end, prot=prot)
+
+
+def change_protection(vma: VMA, start: int, end: int) -> None:
+    """change_protection() - apply the VMA's protection to the entries in [start, end).
+
+    Removing write clears RW everywhere; adding it sets RW only on pages that are
+    PG_anon_exclusive (can_change_pte_writable()): shared pages keep COW.
+    """
+    m = vma.vm_mm.m
+    writable = vma.writable
+    addr = start
+    while addr < end:
+        nxt = min((addr | (PMD_SIZE - 1)) + 1, end)
+        slot = pmd_slot(vma.vm_mm, addr)
+        if slot is None:
+            addr = nxt
+            continue
+        raw = int(m.pgtables[slot[0]][slot[1]])
+        if pmd_leaf(raw):
+            if addr & (PMD_SIZE - 1) == 0 and nxt - addr == PMD_SIZE:
+                change_huge_pmd(vma, slot, addr, writable)
+                addr = nxt
+                continue
+            __split_huge_pmd(vma, slot, addr, False)
+            raw = int(m.pgtables[slot[0]][slot[1]])
+        if raw & _PAGE_PRESENT:
+            tbl = m.pgtables[pte_pfn(raw)]
+            for a in range(addr, nxt, PAGE_SIZE):
+                i = pte_index(a)
+                pte = int(tbl[i])
+                if not pte & _PAGE_PRESENT:
+                    continue
+                if not writable:
+                    new = pte & ~_PAGE_RW
+                elif not pte & _PAGE_SPECIAL and m.mem.test(pte_pfn(pte), PG.anon_exclusive):
+                    new = pte | _PAGE_RW
+                else:
+                    new = pte
+                if new != pte:
+                    set_pte_at(m, (pte_pfn(raw), i), new)
+            m.trace.cost("tlb_flushes")
+        addr = nxt

@@ -1,0 +1,170 @@
+"""The buddy allocator: free lists per order 0..MAX_PAGE_ORDER, split on allocation,
+merge on free.
+
+Models: mm/page_alloc.c (v6.18): __rmqueue_smallest(), expand(), __free_one_page(),
+take_page_off_buddy(). Simplifications: one zone, one migratetype, no per-CPU lists, no
+watermarks or reclaim: an allocation either finds a free block or fails with -ENOMEM.
+Free blocks are kept LIFO per order as the kernel's list_add does, in dicts so a buddy can
+be taken off its list in O(1) when it merges.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .errors import EINVAL, ENOMEM, MmError
+from .memmap import PG, PGTY, Memmap
+from .units import MAX_PAGE_ORDER
+
+if TYPE_CHECKING:
+    from .machine import Machine
+
+__all__ = ["FreeArea", "alloc_pages", "__free_pages", "free_pages_range", "take_page_off_buddy",
+           "nr_free_pages", "buddyinfo", "prep_compound_page"]
+
+
+class FreeArea:
+    """zone->free_area[]: one LIFO free list of block-head PFNs per order."""
+
+    def __init__(self) -> None:
+        self.lists: list[dict[int, None]] = [{} for _ in range(MAX_PAGE_ORDER + 1)]
+        self.nr_free = 0  # pages
+
+    def add(self, mem: Memmap, pfn: int, order: int) -> None:
+        self.lists[order][pfn] = None
+        mem.page_type[pfn] = PGTY.buddy
+        mem.order[pfn] = order
+        self.nr_free += 1 << order
+
+    def remove(self, mem: Memmap, pfn: int, order: int) -> None:
+        del self.lists[order][pfn]
+        mem.page_type[pfn] = PGTY.none
+        mem.order[pfn] = 0
+        self.nr_free -= 1 << order
+
+
+def prep_compound_page(mem: Memmap, pfn: int, order: int) -> None:
+    """prep_compound_page() - make frames [pfn, pfn + 2^order) one compound page.
+
+    Models: mm/page_alloc.c:prep_compound_page() (v6.18): PG_head on the head, every tail
+    points at it, the order is recorded, and the large-folio mapcounts start at -1.
+    """
+    mem.set(pfn, PG.head)
+    mem.order[pfn] = order
+    mem.compound_head[pfn + 1: pfn + (1 << order)] = pfn
+    mem._entire_mapcount[pfn] = -1
+    mem._large_mapcount[pfn] = -1
+    mem._nr_pages_mapped[pfn] = 0
+    mem._pincount[pfn] = 0
+
+
+def alloc_pages(m: Machine, order: int, *, comp: bool = True) -> int:
+    """alloc_pages() - take a free block of 2^order frames off the buddy free lists.
+
+    Models: mm/page_alloc.c:__rmqueue_smallest() and expand() (v6.18): the smallest free
+    block of at least ``order`` is taken and halved, the unused halves going back to the
+    lower free lists. The returned head has ``_refcount`` 1; with ``comp`` (__GFP_COMP, as
+    folio_alloc() asks) an order > 0 block becomes a compound page.
+
+    Raises MmError(ENOMEM) when no block is large enough, and changes nothing then.
+
+    >>> from pyfolio.machine import Machine
+    >>> m = Machine(ram_pages=1024)
+    >>> pfn = alloc_pages(m, 9); (pfn % 512, int(m.mem._refcount[pfn]))
+    (0, 1)
+    """
+    if not 0 <= order <= MAX_PAGE_ORDER:
+        raise MmError(EINVAL, f"order {order} outside 0..{MAX_PAGE_ORDER}")
+    fa, mem = m.free_area, m.mem
+    for current in range(order, MAX_PAGE_ORDER + 1):
+        if fa.lists[current]:
+            break
+    else:
+        raise MmError(ENOMEM, f"no free block of order {order} "
+                      f"({fa.nr_free} pages free, largest order {largest_free_order(m)})")
+    pfn = next(reversed(fa.lists[current]))  # LIFO: the block freed last
+    fa.remove(mem, pfn, current)
+    while current > order:  # expand(): give back the upper halves
+        current -= 1
+        fa.add(mem, pfn + (1 << current), current)
+    mem._refcount[pfn] = 1
+    if order and comp:
+        prep_compound_page(mem, pfn, order)
+    m.trace.emit("mm_page_alloc", pfn=pfn, order=order)
+    return pfn
+
+
+def largest_free_order(m: Machine) -> int:
+    for o in range(MAX_PAGE_ORDER, -1, -1):
+        if m.free_area.lists[o]:
+            return o
+    return -1
+
+
+def __free_pages(m: Machine, pfn: int, order: int) -> None:
+    """__free_pages() - give 2^order frames back, merging with free buddies.
+
+    Models: mm/page_alloc.c:__free_one_page() (v6.18): while the buddy block
+    (``pfn ^ (1 << order)``) is free and of the same order, take it off its list and merge.
+    The struct pages are reset first (free_pages_prepare()).
+    """
+    mem, fa = m.mem, m.free_area
+    if pfn & ((1 << order) - 1):
+        raise MmError(EINVAL, f"pfn {pfn:#x} is not aligned to order {order}")
+    mem.reset(pfn, pfn + (1 << order))
+    while order < MAX_PAGE_ORDER:
+        buddy = pfn ^ (1 << order)
+        if buddy + (1 << order) > m.nr_ram or buddy not in fa.lists[order]:
+            break
+        fa.remove(mem, buddy, order)
+        pfn = min(pfn, buddy)
+        order += 1
+    fa.add(mem, pfn, order)
+    m.trace.emit("mm_page_free", pfn=pfn, order=order)
+
+
+def free_pages_range(m: Machine, start: int, end: int) -> None:
+    """Free frames [start, end) as the largest aligned blocks (memblock_free_pages at boot)."""
+    pfn = start
+    while pfn < end:
+        order = MAX_PAGE_ORDER
+        while order and (pfn & ((1 << order) - 1) or pfn + (1 << order) > end):
+            order -= 1
+        __free_pages(m, pfn, order)
+        pfn += 1 << order
+
+
+def take_page_off_buddy(m: Machine, pfn: int) -> bool:
+    """take_page_off_buddy() - take one particular free frame out of the buddy allocator.
+
+    Models: mm/page_alloc.c:take_page_off_buddy() (v6.18): find the free block holding
+    ``pfn``, split it down around the frame (break_down_buddy_pages) and hand the frame out
+    with ``_refcount`` 1. Returns False when the frame is not free.
+    """
+    mem, fa = m.mem, m.free_area
+    for order in range(MAX_PAGE_ORDER + 1):
+        head = pfn & ~((1 << order) - 1)
+        if head in fa.lists[order]:
+            break
+    else:
+        return False
+    fa.remove(mem, head, order)
+    while order:  # break_down_buddy_pages(): keep the half holding pfn, free the other
+        order -= 1
+        half = 1 << order
+        if pfn >= head + half:
+            fa.add(mem, head, order)
+            head += half
+        else:
+            fa.add(mem, head + half, order)
+    mem._refcount[pfn] = 1
+    return True
+
+
+def nr_free_pages(m: Machine) -> int:
+    return m.free_area.nr_free
+
+
+def buddyinfo(m: Machine) -> list[int]:
+    """Free blocks per order, as a line of /proc/buddyinfo shows them."""
+    return [len(lst) for lst in m.free_area.lists]

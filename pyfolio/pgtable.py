@@ -1,0 +1,300 @@
+"""x86-64 page-table entries: hardware bits, the kernel's non-present encodings, walks.
+
+Models: arch/x86/include/asm/pgtable_types.h, arch/x86/include/asm/pgtable_64.h,
+include/linux/swap.h, include/linux/swapops.h (v6.18).
+
+Present entry (PTE, or PMD leaf with PSE)::
+
+    63 | 62..52 | 51 ........ 12 | 11 | 10 | 9  | 8 | 7   | 6 | 5 | 4  | 3  | 2 | 1  | 0
+    NX | (avail)| PFN            | SD | UW | SP | G | PSE | D | A | CD | WT | U | RW | P
+
+SD soft-dirty (_PAGE_SOFT_DIRTY, SOFTW3), UW uffd-wp (SOFTW2), SP _PAGE_SPECIAL (SOFTW1:
+the zero page and other pages without a struct-page refcount). A non-leaf entry points at
+the next table with _PAGE_TABLE (P|RW|U|A|D).
+
+Swap-format (non-present) entry, as drawn in pgtable_64.h::
+
+    | TYPE (59-63) | ~OFFSET (9-58) | 0 | 0 | X | X | X | E | F | SD | 0 |
+                                     8   7   6   5   4   3   2   1    0
+
+TYPE 0..23 are swap files; the top types are special: 24 hwpoison, 25 migration read,
+26 migration read-exclusive, 27 migration write, 28 device-private write, 29 device-private
+read, 30 device-exclusive, 31 PTE marker. The offset (a PFN for migration and
+device-private entries) is stored inverted. E (bit 3) keeps PG_anon_exclusive, SD (bit 1)
+the soft-dirty bit, F (bit 2) uffd-wp.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .units import PAGE_SHIFT, PGDIR_SHIFT, PMD_SHIFT, PTRS_PER_TABLE, PUD_SHIFT
+
+if TYPE_CHECKING:
+    from .machine import Machine
+
+__all__ = [
+    "_PAGE_PRESENT", "_PAGE_RW", "_PAGE_USER", "_PAGE_PWT", "_PAGE_PCD", "_PAGE_ACCESSED",
+    "_PAGE_DIRTY", "_PAGE_PSE", "_PAGE_GLOBAL", "_PAGE_SPECIAL", "_PAGE_UFFD_WP",
+    "_PAGE_SOFT_DIRTY", "_PAGE_NX", "_PAGE_TABLE", "PTE_PFN_MASK", "_PAGE_SWP_SOFT_DIRTY",
+    "_PAGE_SWP_UFFD_WP", "_PAGE_SWP_EXCLUSIVE", "SwpType", "Entry", "pfn_pte", "pte_pfn",
+    "pte_present", "pte_write", "pte_dirty", "pte_young", "pte_none", "pmd_leaf",
+    "swp_entry", "swp_type", "swp_offset", "make_readable_migration_entry",
+    "make_readable_exclusive_migration_entry", "make_writable_migration_entry",
+    "make_readable_device_private_entry", "make_writable_device_private_entry",
+    "is_migration_entry", "is_device_private_entry", "is_writable_migration_entry",
+    "is_writable_device_private_entry", "decode_entry", "pgd_index", "pud_index",
+    "pmd_index", "pte_index", "walk", "Walk", "vm_page_prot",
+]
+
+_PAGE_PRESENT = 1 << 0
+_PAGE_RW = 1 << 1
+_PAGE_USER = 1 << 2
+_PAGE_PWT = 1 << 3
+_PAGE_PCD = 1 << 4
+_PAGE_ACCESSED = 1 << 5
+_PAGE_DIRTY = 1 << 6
+_PAGE_PSE = 1 << 7
+_PAGE_GLOBAL = 1 << 8
+_PAGE_SPECIAL = 1 << 9
+_PAGE_UFFD_WP = 1 << 10
+_PAGE_SOFT_DIRTY = 1 << 11
+_PAGE_NX = 1 << 63
+PTE_PFN_MASK = ((1 << 52) - 1) & ~((1 << PAGE_SHIFT) - 1)  # bits 12..51
+_PAGE_TABLE = _PAGE_PRESENT | _PAGE_RW | _PAGE_USER | _PAGE_ACCESSED | _PAGE_DIRTY
+
+_PAGE_SWP_SOFT_DIRTY = 1 << 1
+_PAGE_SWP_UFFD_WP = 1 << 2
+_PAGE_SWP_EXCLUSIVE = 1 << 3
+SWP_TYPE_BITS = 5
+SWP_OFFSET_FIRST_BIT = 9  # _PAGE_BIT_PROTNONE (8) + 1
+SWP_OFFSET_SHIFT = SWP_OFFSET_FIRST_BIT + SWP_TYPE_BITS  # 14
+_U64 = (1 << 64) - 1
+
+
+class SwpType(enum.IntEnum):
+    """The special swap types at the top of the 5-bit type field (include/linux/swap.h)."""
+
+    SWP_HWPOISON = 24
+    SWP_MIGRATION_READ = 25
+    SWP_MIGRATION_READ_EXCLUSIVE = 26
+    SWP_MIGRATION_WRITE = 27
+    SWP_DEVICE_WRITE = 28
+    SWP_DEVICE_READ = 29
+    SWP_DEVICE_EXCLUSIVE = 30
+    SWP_PTE_MARKER = 31
+
+
+def vm_page_prot(writable: bool) -> int:
+    """The bits a private anonymous mapping's vm_page_prot gives (PAGE_COPY_NOEXEC when
+    writable: the RW bit itself is added by pte_mkwrite() at fault time)."""
+    del writable
+    return _PAGE_PRESENT | _PAGE_USER | _PAGE_ACCESSED | _PAGE_NX
+
+
+def pfn_pte(pfn: int, prot: int) -> int:
+    """pfn_pte() / pfn_pmd() - an entry mapping ``pfn`` with protection bits ``prot``."""
+    return ((pfn << PAGE_SHIFT) & PTE_PFN_MASK) | prot
+
+
+def pte_pfn(pte: int) -> int:
+    return (pte & PTE_PFN_MASK) >> PAGE_SHIFT
+
+
+def pte_none(pte: int) -> bool:
+    return pte == 0
+
+
+def pte_present(pte: int) -> bool:
+    return bool(pte & _PAGE_PRESENT)
+
+
+def pte_write(pte: int) -> bool:
+    return bool(pte & _PAGE_RW)
+
+
+def pte_dirty(pte: int) -> bool:
+    return bool(pte & _PAGE_DIRTY)
+
+
+def pte_young(pte: int) -> bool:
+    return bool(pte & _PAGE_ACCESSED)
+
+
+def pmd_leaf(pmd: int) -> bool:
+    """pmd_leaf() - a present PMD with PSE maps 2 MiB directly (no PTE table below)."""
+    return bool(pmd & _PAGE_PRESENT) and bool(pmd & _PAGE_PSE)
+
+
+def swp_entry(type_: int, offset: int) -> int:
+    """__swp_entry() - encode a swap-format entry (offset inverted, type in bits 59-63)."""
+    return ((((~offset) << SWP_OFFSET_SHIFT) & _U64) >> SWP_TYPE_BITS) | (type_ << 59)
+
+
+def swp_type(entry: int) -> int:
+    return entry >> (64 - SWP_TYPE_BITS)
+
+
+def swp_offset(entry: int) -> int:
+    """__swp_offset() - shift up past the type, invert, shift down."""
+    return ((((~entry) << SWP_TYPE_BITS) & _U64) >> SWP_OFFSET_SHIFT)
+
+
+def make_readable_migration_entry(pfn: int) -> int:
+    return swp_entry(SwpType.SWP_MIGRATION_READ, pfn)
+
+
+def make_readable_exclusive_migration_entry(pfn: int) -> int:
+    return swp_entry(SwpType.SWP_MIGRATION_READ_EXCLUSIVE, pfn)
+
+
+def make_writable_migration_entry(pfn: int) -> int:
+    return swp_entry(SwpType.SWP_MIGRATION_WRITE, pfn)
+
+
+def make_readable_device_private_entry(pfn: int) -> int:
+    return swp_entry(SwpType.SWP_DEVICE_READ, pfn)
+
+
+def make_writable_device_private_entry(pfn: int) -> int:
+    return swp_entry(SwpType.SWP_DEVICE_WRITE, pfn)
+
+
+def _is_swp(entry: int) -> bool:
+    return entry != 0 and not entry & _PAGE_PRESENT
+
+
+def is_migration_entry(entry: int) -> bool:
+    return _is_swp(entry) and swp_type(entry) in (
+        SwpType.SWP_MIGRATION_READ, SwpType.SWP_MIGRATION_READ_EXCLUSIVE,
+        SwpType.SWP_MIGRATION_WRITE)
+
+
+def is_writable_migration_entry(entry: int) -> bool:
+    return _is_swp(entry) and swp_type(entry) == SwpType.SWP_MIGRATION_WRITE
+
+
+def is_device_private_entry(entry: int) -> bool:
+    return _is_swp(entry) and swp_type(entry) in (SwpType.SWP_DEVICE_READ,
+                                                  SwpType.SWP_DEVICE_WRITE)
+
+
+def is_writable_device_private_entry(entry: int) -> bool:
+    return _is_swp(entry) and swp_type(entry) == SwpType.SWP_DEVICE_WRITE
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A decoded page-table entry. ``kind`` is one of: none, table, page, huge (PMD leaf),
+    zero (special zero-page mapping), migration, device_private, swap."""
+
+    raw: int
+    level: str
+    kind: str
+    pfn: int = -1
+    present: bool = False
+    write: bool = False
+    user: bool = False
+    accessed: bool = False
+    dirty: bool = False
+    pse: bool = False
+    nx: bool = False
+    special: bool = False
+    soft_dirty: bool = False
+    uffd_wp: bool = False
+    swp_type: int = -1
+    swp_offset: int = -1
+    exclusive: bool = False
+
+    def __str__(self) -> str:
+        bits = [n for n in ("write", "user", "accessed", "dirty", "pse", "nx", "special",
+                            "soft_dirty", "exclusive") if getattr(self, n)]
+        where = f" pfn={self.pfn:#x}" if self.pfn >= 0 else ""
+        return f"{self.level.upper()} {self.kind}{where} [{' '.join(bits)}] raw={self.raw:#018x}"
+
+
+def decode_entry(raw: int, level: str = "pte") -> Entry:
+    """Decode a raw 64-bit entry at ``level`` ("pgd", "pud", "pmd" or "pte").
+
+    >>> bits = vm_page_prot(True) | _PAGE_RW | _PAGE_DIRTY | _PAGE_PSE
+    >>> e = decode_entry(pfn_pte(0x200, bits), "pmd")
+    >>> e.kind, hex(e.pfn), e.write, e.dirty, e.nx
+    ('huge', '0x200', True, True, True)
+    >>> decode_entry(make_writable_migration_entry(0x1234)).kind
+    'migration'
+    """
+    raw = int(raw)
+    if raw == 0:
+        return Entry(raw, level, "none")
+    if raw & _PAGE_PRESENT:
+        leaf = level == "pte" or (level in ("pmd", "pud") and bool(raw & _PAGE_PSE))
+        kind = ("zero" if raw & _PAGE_SPECIAL else ("huge" if level != "pte" else "page")) \
+            if leaf else "table"
+        return Entry(raw, level, kind, pte_pfn(raw), True, bool(raw & _PAGE_RW),
+                     bool(raw & _PAGE_USER), bool(raw & _PAGE_ACCESSED), bool(raw & _PAGE_DIRTY),
+                     bool(raw & _PAGE_PSE), bool(raw & _PAGE_NX), bool(raw & _PAGE_SPECIAL),
+                     bool(raw & _PAGE_SOFT_DIRTY), bool(raw & _PAGE_UFFD_WP))
+    t, off = swp_type(raw), swp_offset(raw)
+    if is_migration_entry(raw):
+        kind = "migration"
+    elif is_device_private_entry(raw):
+        kind = "device_private"
+    else:
+        kind = "swap"
+    write = t in (SwpType.SWP_MIGRATION_WRITE, SwpType.SWP_DEVICE_WRITE)
+    excl = bool(raw & _PAGE_SWP_EXCLUSIVE) or t == SwpType.SWP_MIGRATION_READ_EXCLUSIVE
+    return Entry(raw, level, kind, off if kind != "swap" else -1, False, write,
+                 soft_dirty=bool(raw & _PAGE_SWP_SOFT_DIRTY), uffd_wp=bool(raw & _PAGE_SWP_UFFD_WP),
+                 swp_type=t, swp_offset=off, exclusive=excl)
+
+
+def pgd_index(addr: int) -> int:
+    """Bits 39..47 of the address: the slot in the PGD (4-level paging)."""
+    return (addr >> PGDIR_SHIFT) & (PTRS_PER_TABLE - 1)
+
+
+def pud_index(addr: int) -> int:
+    return (addr >> PUD_SHIFT) & (PTRS_PER_TABLE - 1)
+
+
+def pmd_index(addr: int) -> int:
+    return (addr >> PMD_SHIFT) & (PTRS_PER_TABLE - 1)
+
+
+def pte_index(addr: int) -> int:
+    return (addr >> PAGE_SHIFT) & (PTRS_PER_TABLE - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Walk:
+    """Where a walk of ``addr`` ended: the tables it passed (pfn, index) per level, and
+    the entry it stopped at. ``level`` is the last level reached."""
+
+    addr: int
+    tables: tuple[tuple[str, int, int], ...]  # (level, table pfn, index)
+    level: str
+    raw: int
+
+    def slot(self) -> tuple[int, int]:
+        """(table pfn, index) of the entry the walk stopped at."""
+        _, pfn, idx = self.tables[-1]
+        return pfn, idx
+
+
+def walk(m: Machine, pgd: int, addr: int) -> Walk:
+    """Walk the 4-level table from ``pgd`` down to the entry mapping ``addr``.
+
+    Stops at the first entry that is none, a leaf (PMD leaf), or not present.
+    """
+    tables: list[tuple[str, int, int]] = []
+    pfn = pgd
+    for level, idx in (("pgd", pgd_index(addr)), ("pud", pud_index(addr)),
+                       ("pmd", pmd_index(addr)), ("pte", pte_index(addr))):
+        tables.append((level, pfn, idx))
+        raw = int(m.pgtables[pfn][idx])
+        if level == "pte" or not raw & _PAGE_PRESENT or (level == "pmd" and raw & _PAGE_PSE):
+            return Walk(addr, tuple(tables), level, raw)
+        pfn = pte_pfn(raw)
+    raise AssertionError("unreachable")

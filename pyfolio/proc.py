@@ -1,0 +1,266 @@
+"""What /proc shows: pagemap, smaps, kpageflags, kpagecount, vmstat, for the simulator.
+
+Models: fs/proc/task_mmu.c (pagemap_pmd_range(), pte_to_pagemap_entry(),
+smaps_pte_range()), fs/proc/page.c (stable_page_flags(), kpagecount_read()) and
+mm/vmstat.c (v6.18), with the bit layouts of Documentation/admin-guide/mm/pagemap.rst,
+so the same scenario can be read from the simulator and from a running kernel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .folio import Folio, folio_test_anon, folio_test_large, page_folio
+from .memmap import PG, PGTY, ZONE_DEVICE
+from .mm_types import MMStruct
+from .pgtable import (
+    _PAGE_DIRTY,
+    _PAGE_PRESENT,
+    _PAGE_SOFT_DIRTY,
+    _PAGE_SPECIAL,
+    _PAGE_SWP_SOFT_DIRTY,
+    is_device_private_entry,
+    is_migration_entry,
+    pmd_leaf,
+    pte_pfn,
+    swp_offset,
+    swp_type,
+    walk,
+)
+from .units import HPAGE_PMD_NR, PAGE_SIZE, PMD_SIZE
+
+if TYPE_CHECKING:
+    from .machine import Machine
+
+__all__ = ["PagemapEntry", "pagemap", "smaps", "KPF", "kpageflags", "kpagecount", "vmstat",
+           "PM_PRESENT", "PM_SWAP", "PM_FILE", "PM_MMAP_EXCLUSIVE", "PM_SOFT_DIRTY"]
+
+PM_PFRAME_MASK = (1 << 55) - 1
+PM_SOFT_DIRTY = 1 << 55
+PM_MMAP_EXCLUSIVE = 1 << 56
+PM_UFFD_WP = 1 << 57
+PM_FILE = 1 << 61
+PM_SWAP = 1 << 62
+PM_PRESENT = 1 << 63
+MAX_SWAPFILES_SHIFT = 5
+
+#: /proc/kpageflags bits (include/uapi/linux/kernel-page-flags.h), plus two of the
+#: kernel-hacking bits (RESERVED 32, ANON_EXCLUSIVE 47).
+KPF = {"LOCKED": 0, "ERROR": 1, "REFERENCED": 2, "UPTODATE": 3, "DIRTY": 4, "LRU": 5,
+       "ACTIVE": 6, "SLAB": 7, "WRITEBACK": 8, "RECLAIM": 9, "BUDDY": 10, "MMAP": 11,
+       "ANON": 12, "SWAPCACHE": 13, "SWAPBACKED": 14, "COMPOUND_HEAD": 15,
+       "COMPOUND_TAIL": 16, "HUGE": 17, "UNEVICTABLE": 18, "HWPOISON": 19, "NOPAGE": 20,
+       "KSM": 21, "THP": 22, "OFFLINE": 23, "ZERO_PAGE": 24, "IDLE": 25, "PGTABLE": 26,
+       "RESERVED": 32, "ANON_EXCLUSIVE": 47}
+
+
+@dataclass(frozen=True, slots=True)
+class PagemapEntry:
+    """One 64-bit /proc/PID/pagemap record, decoded."""
+
+    raw: int
+
+    @property
+    def present(self) -> bool:
+        return bool(self.raw & PM_PRESENT)
+
+    @property
+    def swapped(self) -> bool:
+        return bool(self.raw & PM_SWAP)
+
+    @property
+    def pfn(self) -> int:
+        return self.raw & PM_PFRAME_MASK if self.present else 0
+
+    @property
+    def exclusive(self) -> bool:
+        return bool(self.raw & PM_MMAP_EXCLUSIVE)
+
+    @property
+    def soft_dirty(self) -> bool:
+        return bool(self.raw & PM_SOFT_DIRTY)
+
+    @property
+    def file_shared(self) -> bool:
+        return bool(self.raw & PM_FILE)
+
+
+def precise_page_mapcount(m: Machine, pfn: int) -> int:
+    """folio_precise_page_mapcount() - PTE mappings of the page plus PMD mappings of its folio."""
+    if m.mem.page_type[pfn] != PGTY.none:
+        return 0
+    folio = page_folio(m, pfn)
+    n = int(m.mem._mapcount[pfn]) + 1
+    if folio_test_large(folio):
+        n += int(m.mem._entire_mapcount[folio.pfn]) + 1
+    return n
+
+
+def _is_zero(m: Machine, pfn: int) -> bool:
+    return pfn == m.zero_pfn or (m.huge_zero_pfn >= 0 and
+                                 pfn & ~(HPAGE_PMD_NR - 1) == m.huge_zero_pfn)
+
+
+def _pagemap_one(m: Machine, mm: MMStruct, addr: int) -> int:
+    w = walk(m, mm.pgd, addr)
+    raw = w.raw
+    if raw == 0 or (w.level not in ("pte", "pmd")) or (w.level == "pmd" and raw & _PAGE_PRESENT
+                                                        and not pmd_leaf(raw)):
+        return 0
+    if raw & _PAGE_PRESENT:
+        pfn = pte_pfn(raw)
+        if w.level == "pmd":
+            pfn += (addr & (PMD_SIZE - 1)) >> 12
+        flags = PM_PRESENT | pfn
+        if raw & _PAGE_SOFT_DIRTY:
+            flags |= PM_SOFT_DIRTY
+        if not (raw & _PAGE_SPECIAL or _is_zero(m, pfn)):
+            if precise_page_mapcount(m, pfn) == 1:
+                flags |= PM_MMAP_EXCLUSIVE
+        return flags
+    t, off = swp_type(raw), swp_offset(raw)
+    flags = PM_SWAP | (t | (off << MAX_SWAPFILES_SHIFT)) & PM_PFRAME_MASK
+    if raw & _PAGE_SWP_SOFT_DIRTY:
+        flags |= PM_SOFT_DIRTY
+    if (is_migration_entry(raw) or is_device_private_entry(raw)):
+        pfn = off + ((addr & (PMD_SIZE - 1)) >> 12 if w.level == "pmd" else 0)
+        if precise_page_mapcount(m, pfn) == 1:
+            flags |= PM_MMAP_EXCLUSIVE
+    return flags
+
+
+def pagemap(mm: MMStruct, addr: int, n: int) -> list[PagemapEntry]:
+    """/proc/PID/pagemap - ``n`` records from ``addr`` (fs/proc/task_mmu.c:pagemap_read()).
+
+    Present: PFN in bits 0-54 (the simulator reads as root), exclusive when the page is
+    mapped exactly once. Migration and device-private entries read as swapped (bit 62)
+    with the swap type and offset in the frame bits.
+    """
+    return [PagemapEntry(_pagemap_one(mm.m, mm, addr + i * PAGE_SIZE)) for i in range(n)]
+
+
+def smaps(mm: MMStruct) -> list[dict[str, int]]:
+    """/proc/PID/smaps - per VMA, sizes in kB (fs/proc/task_mmu.c:show_smap()).
+
+    ``Rss`` counts mapped pages except the zero pages (vm_normal_page() gives none), and
+    device-private pages (smaps_pte_entry() finds their page through the swap entry);
+    ``AnonHugePages`` counts PMD-mapped THPs only; Shared/Private split by mapcount.
+    """
+    m, out = mm.m, []
+    for vma in mm.vmas:
+        d = dict.fromkeys(("Size", "Rss", "Pss", "Shared_Clean", "Shared_Dirty",
+                           "Private_Clean", "Private_Dirty", "Referenced", "Anonymous",
+                           "AnonHugePages"), 0)
+        d["Start"], d["End"] = vma.vm_start, vma.vm_end
+        d["Size"] = (vma.vm_end - vma.vm_start) // 1024
+        pss = 0.0
+        addr = vma.vm_start
+        while addr < vma.vm_end:
+            w = walk(m, mm.pgd, addr)
+            step = PMD_SIZE if w.level == "pmd" and (pmd_leaf(w.raw) or (
+                w.raw and not w.raw & _PAGE_PRESENT)) else PAGE_SIZE
+            if w.level in ("pgd", "pud") or (w.level == "pmd" and not w.raw):
+                addr = (addr | ((PMD_SIZE if w.level == "pmd" else 1 << 30) - 1)) + 1
+                continue
+            raw = w.raw
+            if raw and (raw & _PAGE_PRESENT or is_device_private_entry(raw)):
+                pfn = pte_pfn(raw) if raw & _PAGE_PRESENT else swp_offset(raw)
+                if not (raw & _PAGE_PRESENT and raw & _PAGE_SPECIAL) and not _is_zero(m, pfn):
+                    kb = step // 1024
+                    mapcount = max(1, precise_page_mapcount(m, pfn))
+                    head = page_folio(m, pfn).pfn
+                    dirty = bool(raw & _PAGE_DIRTY) or m.mem.test(head, PG.dirty)
+                    key = ("Shared_" if mapcount > 1 else "Private_")
+                    key += "Dirty" if dirty else "Clean"
+                    d["Rss"] += kb
+                    d[key] += kb
+                    d["Anonymous"] += kb
+                    d["Referenced"] += kb if raw & 0x20 else 0
+                    pss += kb / mapcount
+                    if step == PMD_SIZE and raw & _PAGE_PRESENT:
+                        d["AnonHugePages"] += kb
+            addr += step
+        d["Pss"] = int(pss)
+        out.append(d)
+    return out
+
+
+def _kpageflags_one(m: Machine, pfn: int) -> int:
+    if not 0 <= pfn < m.mem.nr:
+        return 1 << KPF["NOPAGE"]
+    mem = m.mem
+    if mem.page_type[pfn] == PGTY.buddy:
+        return 1 << KPF["BUDDY"]
+    if mem.page_type[pfn] == PGTY.table:
+        return 1 << KPF["PGTABLE"]
+    if int(mem.compound_head[pfn]) == -1 and not mem._refcount[pfn] and not mem.test(
+            pfn, PG.reserved):
+        return 0  # a free tail of a buddy block: no flags
+    folio = page_folio(m, pfn)
+    f = int(mem.flags[folio.pfn])
+    u = 0
+    for name in ("locked", "referenced", "uptodate", "dirty", "lru", "active", "swapbacked",
+                 "swapcache", "unevictable", "reserved", "writeback"):
+        if f & PG[name]:
+            u |= 1 << KPF[name.upper()]
+    if folio_test_anon(folio):
+        u |= 1 << KPF["ANON"]
+    if folio.mapcount > 0:
+        u |= 1 << KPF["MMAP"]
+    if mem.test(pfn, PG.anon_exclusive):
+        u |= 1 << KPF["ANON_EXCLUSIVE"]
+    if folio_test_large(folio):
+        u |= 1 << KPF["COMPOUND_HEAD" if pfn == folio.pfn else "COMPOUND_TAIL"]
+    if _is_zero(m, pfn):
+        u |= 1 << KPF["ZERO_PAGE"]
+        if pfn != m.zero_pfn:
+            u |= 1 << KPF["THP"]
+    elif folio_test_large(folio) and int(mem.zone[pfn]) != ZONE_DEVICE:
+        u |= 1 << KPF["THP"]
+    return u
+
+
+def kpageflags(m: Machine, pfns: list[int] | range) -> list[int]:
+    """/proc/kpageflags - KPF_* bits per PFN (fs/proc/page.c:stable_page_flags()).
+
+    Large anon folios of any order show THP; every page of the huge zero folio shows THP
+    and ZERO_PAGE; free pages show BUDDY on the first page of each free block.
+    """
+    return [_kpageflags_one(m, int(p)) for p in pfns]
+
+
+def kpagecount(m: Machine, pfns: list[int] | range) -> list[int]:
+    """/proc/kpagecount - folio_precise_page_mapcount() per PFN (fs/proc/page.c)."""
+    return [precise_page_mapcount(m, int(p)) if 0 <= int(p) < m.mem.nr else 0 for p in pfns]
+
+
+def vmstat(m: Machine) -> dict[str, int]:
+    """/proc/vmstat - the event counters plus a few gauges computed from the memmap
+    (nr_free_pages, nr_anon_pages, nr_anon_transparent_hugepages: PMD-mapped THPs only,
+    nr_page_table_pages)."""
+    mem = m.mem
+    heads = [Folio(m, int(p)) for p in (mem.flags & PG.head).nonzero()[0]]
+    thps = sum(1 for f in heads if int(mem._entire_mapcount[f.pfn]) >= 0
+               and f.pfn != m.huge_zero_pfn and folio_test_anon(f))
+    d = dict(m.vmstat)
+    d.update(nr_free_pages=m.free_area.nr_free, nr_anon_transparent_hugepages=thps,
+             nr_page_table_pages=len(m.pgtables), nr_anon_pages=_nr_anon_pages(m))
+    return d
+
+
+def _nr_anon_pages(m: Machine) -> int:
+    """NR_ANON_MAPPED: pages of anon folios that are mapped at least once."""
+    mem = m.mem
+    n = 0
+    anon = (mem.mapping & 1) == 1
+    for pfn in anon.nonzero()[0]:
+        folio = Folio(m, int(pfn))
+        if folio_test_large(folio):
+            if int(mem._entire_mapcount[folio.pfn]) >= 0:
+                n += folio.nr_pages
+            else:
+                n += int((mem._mapcount[folio.pfn: folio.pfn + folio.nr_pages] >= 0).sum())
+        elif mem._mapcount[pfn] >= 0:
+            n += 1
+    return n

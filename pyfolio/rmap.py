@@ -1,0 +1,380 @@
+"""Reverse mapping of anonymous folios: anon_vma, mapcount accounting, rmap walks.
+
+Models: mm/rmap.c (v6.18) with CONFIG_PAGE_MAPCOUNT: __folio_add_rmap(),
+__folio_remove_rmap(), folio_add_new_anon_rmap(), folio_try_dup_anon_rmap_*(),
+anon_vma_prepare(), anon_vma_fork(), rmap_walk_anon(). The rmap functions never touch
+``_refcount``: callers pair each added mapping with a folio_get() and each removed one
+with a folio_put(), as the kernel does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .folio import (
+    VM_WARN_ON_FOLIO,
+    Folio,
+    folio_maybe_dma_pinned,
+    folio_nr_pages,
+    folio_test_anon,
+    folio_test_large,
+    page_folio,
+)
+from .memmap import ENTIRELY_MAPPED, FOLIO_MAPPING_ANON, PG
+from .mm_types import VMA, AnonVma, MMStruct
+from .pgtable import (
+    decode_entry,
+    is_device_private_entry,
+    is_migration_entry,
+    pmd_leaf,
+    pte_pfn,
+    swp_offset,
+    walk,
+)
+from .units import HPAGE_PMD_NR, PAGE_SIZE, PMD_SIZE
+
+__all__ = [
+    "RMAP_EXCLUSIVE", "RMAP_NONE", "anon_vma_prepare", "anon_vma_fork", "anon_vma_clone",
+    "unlink_anon_vmas", "folio_anon_vma", "__folio_set_anon", "folio_add_new_anon_rmap",
+    "folio_add_anon_rmap_ptes", "folio_add_anon_rmap_pte", "folio_add_anon_rmap_pmd",
+    "folio_remove_rmap_ptes", "folio_remove_rmap_pte", "folio_remove_rmap_pmd",
+    "folio_try_dup_anon_rmap_ptes", "folio_try_dup_anon_rmap_pmd", "folio_move_anon_rmap",
+    "folio_try_share_anon_rmap_pte", "folio_try_share_anon_rmap_pmd", "Mapping", "rmap_walk",
+    "folio_mms",
+]
+
+RMAP_NONE = 0
+RMAP_EXCLUSIVE = 1
+
+
+def anon_vma_prepare(vma: VMA) -> AnonVma:
+    """anon_vma_prepare() - give a VMA its anon_vma at its first anonymous fault.
+
+    Models: mm/rmap.c:__anon_vma_prepare() (v6.18); simplification: never merges with a
+    neighbour's anon_vma (find_mergeable_anon_vma()).
+    """
+    if vma.anon_vma is not None:
+        return vma.anon_vma
+    m = vma.vm_mm.m
+    av = AnonVma(m.next_anon_vma_id)
+    av.root = av
+    m.next_anon_vma_id += 1
+    m.anon_vmas[av.id] = av
+    vma.anon_vma = av
+    vma.anon_vma_chain.append(av)
+    av.vmas.add(vma)
+    return av
+
+
+def anon_vma_clone(dst: VMA, src: VMA) -> None:
+    """anon_vma_clone() - chain ``dst`` to every anon_vma ``src`` is chained to."""
+    dst.anon_vma = src.anon_vma
+    dst.anon_vma_chain = list(src.anon_vma_chain)
+    for av in dst.anon_vma_chain:
+        av.vmas.add(dst)
+
+
+def anon_vma_fork(vma: VMA, pvma: VMA) -> None:
+    """anon_vma_fork() - a child VMA reaches the parent's anon_vmas plus a new one of its own.
+
+    Models: mm/rmap.c:anon_vma_fork() (v6.18): folios the parent faulted stay findable
+    from the child (their ->mapping is a parent anon_vma); the child's own new folios use
+    its new anon_vma, whose root is the parent's root.
+    """
+    anon_vma_clone(vma, pvma)
+    if pvma.anon_vma is None:
+        return
+    m = vma.vm_mm.m
+    av = AnonVma(m.next_anon_vma_id, root=pvma.anon_vma.root, parent=pvma.anon_vma)
+    m.next_anon_vma_id += 1
+    m.anon_vmas[av.id] = av
+    vma.anon_vma = av
+    vma.anon_vma_chain.append(av)
+    av.vmas.add(vma)
+
+
+def unlink_anon_vmas(vma: VMA) -> None:
+    """unlink_anon_vmas() - drop the VMA's chains; an anon_vma nobody reaches is freed.
+
+    Simplification: an anon_vma is kept while any VMA reaches it or any folio points at it
+    (the kernel counts folios through the anon_vma's refcount and degree).
+    """
+    m = vma.vm_mm.m
+    for av in vma.anon_vma_chain:
+        av.vmas.discard(vma)
+    vma.anon_vma_chain = []
+    vma.anon_vma = None
+    live = {int(x) >> 1 for x in np.unique(m.mem.mapping[m.mem.mapping & FOLIO_MAPPING_ANON == 1])}
+    for av_id in [i for i, av in m.anon_vmas.items() if not av.vmas and i not in live]:
+        del m.anon_vmas[av_id]
+
+
+def folio_anon_vma(folio: Folio) -> AnonVma | None:
+    """folio_anon_vma() - the anon_vma folio->mapping points at (None if not anon)."""
+    mapping = int(folio.m.mem.mapping[folio.pfn])
+    if not mapping & FOLIO_MAPPING_ANON:
+        return None
+    return folio.m.anon_vmas.get(mapping >> 1)
+
+
+def __folio_set_anon(folio: Folio, vma: VMA, address: int, exclusive: bool) -> None:
+    """__folio_set_anon() - point folio->mapping at the VMA's anon_vma, set folio->index.
+
+    Models: mm/rmap.c:__folio_set_anon() (v6.18): a folio not exclusive to this VMA is
+    given the root anon_vma so that every process sharing it can find it.
+    """
+    av = vma.anon_vma
+    VM_WARN_ON_FOLIO(av is None, folio, "no anon_vma")
+    assert av is not None
+    if not exclusive and av.root is not None:
+        av = av.root
+    folio.m.mem.mapping[folio.pfn] = (av.id << 1) | FOLIO_MAPPING_ANON
+    folio.m.mem.index[folio.pfn] = vma.linear_page_index(address)
+
+
+def folio_add_new_anon_rmap(folio: Folio, vma: VMA, address: int, flags: int) -> None:
+    """folio_add_new_anon_rmap() - the first mapping of a freshly allocated anon folio.
+
+    Models: mm/rmap.c:folio_add_new_anon_rmap() (v6.18): a small folio gets _mapcount 0; a
+    PMD-mappable folio is mapped by one PMD (_entire_mapcount 0, large mapcount 1,
+    _nr_pages_mapped = ENTIRELY_MAPPED, exclusive bit on the head page); other large folios
+    are mapped by PTEs on every page. PG_swapbacked is set (__folio_set_swapbacked()).
+    """
+    mem, pfn, nr = folio.m.mem, folio.pfn, folio_nr_pages(folio)
+    exclusive = bool(flags & RMAP_EXCLUSIVE)
+    __folio_set_anon(folio, vma, address, exclusive)
+    mem.set(pfn, PG.swapbacked | PG.uptodate)
+    if not folio_test_large(folio):
+        mem._mapcount[pfn] = 0
+        if exclusive:
+            mem.set(pfn, PG.anon_exclusive)
+    elif nr != HPAGE_PMD_NR:
+        mem._mapcount[pfn: pfn + nr] = 0
+        if exclusive:
+            mem.set(slice(pfn, pfn + nr), PG.anon_exclusive)
+        mem._large_mapcount[pfn] = nr - 1
+        mem._nr_pages_mapped[pfn] = nr
+    else:
+        mem._entire_mapcount[pfn] = 0
+        mem._large_mapcount[pfn] = 0
+        mem._nr_pages_mapped[pfn] = ENTIRELY_MAPPED
+        if exclusive:
+            mem.set(pfn, PG.anon_exclusive)
+
+
+def folio_add_anon_rmap_ptes(folio: Folio, page: int, nr_pages: int, vma: VMA, address: int,
+                             flags: int) -> None:
+    """folio_add_anon_rmap_ptes() - add PTE mappings of pages [page, page + nr_pages).
+
+    Models: mm/rmap.c:__folio_add_rmap(RMAP_LEVEL_PTE) (v6.18): each page's _mapcount rises;
+    pages going from unmapped to mapped add to _nr_pages_mapped; a large folio's
+    _large_mapcount rises by nr_pages. With RMAP_EXCLUSIVE each page is marked exclusive.
+    """
+    mem = folio.m.mem
+    s = slice(page, page + nr_pages)
+    mem._mapcount[s] += 1
+    if folio_test_large(folio):
+        first = int(np.count_nonzero(mem._mapcount[s] == 0))
+        mem._nr_pages_mapped[folio.pfn] += first
+        mem._large_mapcount[folio.pfn] += nr_pages
+    if flags & RMAP_EXCLUSIVE:
+        mem.set(s, PG.anon_exclusive)
+
+
+def folio_add_anon_rmap_pte(folio: Folio, page: int, vma: VMA, address: int, flags: int) -> None:
+    folio_add_anon_rmap_ptes(folio, page, 1, vma, address, flags)
+
+
+def folio_add_anon_rmap_pmd(folio: Folio, page: int, vma: VMA, address: int, flags: int) -> None:
+    """folio_add_anon_rmap_pmd() - add one PMD mapping of a whole PMD-sized folio.
+
+    Models: mm/rmap.c:__folio_add_rmap(RMAP_LEVEL_PMD) (v6.18): _entire_mapcount and
+    _large_mapcount rise by one; the first PMD mapping adds ENTIRELY_MAPPED. With
+    RMAP_EXCLUSIVE only the head page is marked exclusive.
+    """
+    mem = folio.m.mem
+    mem._entire_mapcount[folio.pfn] += 1
+    if mem._entire_mapcount[folio.pfn] == 0:
+        mem._nr_pages_mapped[folio.pfn] += ENTIRELY_MAPPED
+    mem._large_mapcount[folio.pfn] += 1
+    if flags & RMAP_EXCLUSIVE:
+        mem.set(folio.pfn, PG.anon_exclusive)
+
+
+def folio_remove_rmap_ptes(folio: Folio, page: int, nr_pages: int, vma: VMA) -> None:
+    """folio_remove_rmap_ptes() - remove PTE mappings of pages [page, page + nr_pages).
+
+    Models: mm/rmap.c:__folio_remove_rmap(RMAP_LEVEL_PTE) (v6.18). When some pages of an
+    anon large folio become unmapped while others stay mapped, the folio is queued for
+    deferred split (deferred_split_folio(folio, true)).
+    """
+    from .huge_memory import deferred_split_folio
+
+    mem = folio.m.mem
+    s = slice(page, page + nr_pages)
+    mem._mapcount[s] -= 1
+    if not folio_test_large(folio):
+        return
+    mem._large_mapcount[folio.pfn] -= nr_pages
+    last = int(np.count_nonzero(mem._mapcount[s] == -1))
+    nr = 0
+    if last:
+        mem._nr_pages_mapped[folio.pfn] -= last
+        if mem._nr_pages_mapped[folio.pfn] < ENTIRELY_MAPPED:
+            nr = last
+    partially_mapped = bool(nr) and int(mem._nr_pages_mapped[folio.pfn]) != 0
+    if partially_mapped and folio_test_anon(folio) and not mem.test(folio.pfn,
+                                                                     PG.partially_mapped):
+        deferred_split_folio(folio, True)
+
+
+def folio_remove_rmap_pte(folio: Folio, page: int, vma: VMA) -> None:
+    folio_remove_rmap_ptes(folio, page, 1, vma)
+
+
+def folio_remove_rmap_pmd(folio: Folio, page: int, vma: VMA) -> None:
+    """folio_remove_rmap_pmd() - remove one PMD mapping of a whole folio.
+
+    Models: mm/rmap.c:__folio_remove_rmap(RMAP_LEVEL_PMD) (v6.18): when the last PMD
+    mapping goes while some pages are still PTE-mapped, the folio is partially mapped and
+    queued for deferred split.
+    """
+    from .huge_memory import deferred_split_folio
+
+    mem = folio.m.mem
+    mem._large_mapcount[folio.pfn] -= 1
+    mem._entire_mapcount[folio.pfn] -= 1
+    nr = nr_pmdmapped = 0
+    if mem._entire_mapcount[folio.pfn] == -1:
+        mem._nr_pages_mapped[folio.pfn] -= ENTIRELY_MAPPED
+        left = int(mem._nr_pages_mapped[folio.pfn])
+        nr_pmdmapped = folio_nr_pages(folio)
+        nr = max(nr_pmdmapped - left, 0)
+    partially_mapped = bool(nr) and nr < nr_pmdmapped
+    if partially_mapped and folio_test_anon(folio) and not mem.test(folio.pfn,
+                                                                     PG.partially_mapped):
+        deferred_split_folio(folio, True)
+
+
+def folio_try_dup_anon_rmap_ptes(folio: Folio, page: int, nr_pages: int,
+                                 src_vma: VMA) -> bool:
+    """folio_try_dup_anon_rmap_ptes() - fork: share PTE-mapped pages with the child.
+
+    Models: include/linux/rmap.h:__folio_try_dup_anon_rmap() (v6.18): if an exclusive page
+    of the folio may be DMA-pinned the child must get a copy (returns False: -EBUSY in the
+    kernel); otherwise the pages lose PG_anon_exclusive and each _mapcount rises.
+    """
+    mem = folio.m.mem
+    s = slice(page, page + nr_pages)
+    excl = bool(np.any(mem.flags[s] & np.uint32(PG.anon_exclusive)))
+    if excl and folio_maybe_dma_pinned(folio):
+        return False
+    mem.clear(s, PG.anon_exclusive)
+    mem._mapcount[s] += 1
+    if folio_test_large(folio):
+        mem._large_mapcount[folio.pfn] += nr_pages
+    return True
+
+
+def folio_try_dup_anon_rmap_pmd(folio: Folio, page: int, src_vma: VMA) -> bool:
+    """folio_try_dup_anon_rmap_pmd() - fork: share a PMD-mapped folio (False if pinned)."""
+    mem = folio.m.mem
+    if mem.test(folio.pfn, PG.anon_exclusive) and folio_maybe_dma_pinned(folio):
+        return False
+    mem.clear(folio.pfn, PG.anon_exclusive)
+    mem._entire_mapcount[folio.pfn] += 1
+    mem._large_mapcount[folio.pfn] += 1
+    return True
+
+
+def folio_try_share_anon_rmap_pte(folio: Folio, page: int) -> bool:
+    """folio_try_share_anon_rmap_pte() - clear PG_anon_exclusive before a migration entry
+    replaces the PTE; fails (False) if the folio may be pinned."""
+    if folio_maybe_dma_pinned(folio):
+        return False
+    folio.m.mem.clear(page, PG.anon_exclusive)
+    return True
+
+
+def folio_try_share_anon_rmap_pmd(folio: Folio, page: int) -> bool:
+    if folio_maybe_dma_pinned(folio):
+        return False
+    folio.m.mem.clear(page, PG.anon_exclusive)
+    return True
+
+
+def folio_move_anon_rmap(folio: Folio, vma: VMA) -> None:
+    """folio_move_anon_rmap() - an exclusively owned folio now belongs to this VMA's anon_vma."""
+    assert vma.anon_vma is not None
+    folio.m.mem.mapping[folio.pfn] = (vma.anon_vma.id << 1) | FOLIO_MAPPING_ANON
+
+
+@dataclass(frozen=True, slots=True)
+class Mapping:
+    """One page-table entry that maps (part of) a folio: which mm, VMA, address, level."""
+
+    mm: MMStruct
+    vma: VMA
+    address: int
+    level: str  # "pmd" or "pte"
+    kind: str  # "huge", "page", "device_private", "migration"
+    pfn: int
+
+
+def rmap_walk(folio: Folio, *, migration: bool = False) -> list[Mapping]:
+    """rmap_walk() - every page-table entry mapping the folio, found from its anon_vma.
+
+    Models: mm/rmap.c:rmap_walk_anon() with page_vma_mapped_walk() (v6.18): for each VMA
+    the folio's anon_vma reaches, compute where each page would be mapped
+    (vma_address()) and look at the entry there. With ``migration`` the walk also reports
+    migration entries pointing at the folio (as remove_migration_ptes() looks for them).
+    """
+    av = folio_anon_vma(folio)
+    if av is None:
+        return []
+    m, out = folio.m, []
+    first, nr = int(folio.m.mem.index[folio.pfn]), folio_nr_pages(folio)
+    end_pfn = folio.pfn + nr
+    for vma in sorted(av.vmas, key=lambda v: (v.vm_mm.id, v.vm_start)):
+        mm = vma.vm_mm
+        lo = max(vma.vm_start, vma.address_of(first))
+        hi = min(vma.vm_end, vma.address_of(first + nr))
+        addr = lo
+        while addr < hi:
+            w = walk(m, mm.pgd, addr)
+            raw = w.raw
+            if w.level == "pmd" and pmd_leaf(raw):
+                if folio.pfn <= pte_pfn(raw) < end_pfn:
+                    haddr = addr & ~(PMD_SIZE - 1)
+                    out.append(Mapping(mm, vma, haddr, "pmd", "huge", pte_pfn(raw)))
+                addr = (addr | (PMD_SIZE - 1)) + 1
+                continue
+            swp = is_migration_entry(raw) or is_device_private_entry(raw)
+            if w.level == "pmd" and raw and swp:
+                pfn = swp_offset(raw)
+                if folio.pfn <= pfn < end_pfn and (migration or is_device_private_entry(raw)):
+                    kind = decode_entry(raw, "pmd").kind
+                    out.append(Mapping(mm, vma, addr & ~(PMD_SIZE - 1), "pmd", kind, pfn))
+                addr = (addr | (PMD_SIZE - 1)) + 1
+                continue
+            if w.level == "pte" and raw:
+                if raw & 1:
+                    pfn = pte_pfn(raw)
+                    kind = "page"
+                elif is_device_private_entry(raw) or (migration and is_migration_entry(raw)):
+                    pfn = swp_offset(raw)
+                    kind = decode_entry(raw).kind
+                else:
+                    pfn = -1
+                    kind = ""
+                if folio.pfn <= pfn < end_pfn and page_folio(m, pfn).pfn == folio.pfn:
+                    out.append(Mapping(mm, vma, addr, "pte", kind, pfn))
+            addr += PAGE_SIZE
+    return out
+
+
+def folio_mms(folio: Folio) -> set[int]:
+    """The ids of the mms that map the folio (what CONFIG_MM_ID's _mm_id[] tracks)."""
+    return {mp.mm.id for mp in rmap_walk(folio)}

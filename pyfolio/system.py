@@ -1,0 +1,264 @@
+"""The facade chapters, widgets and tests use: a machine with RAM and processes.
+
+``System`` and ``Process`` read like the story (``p.touch(buf)``, ``p.fork()``); each
+method is a thin call into the kernel-named functions of the model modules.
+"""
+
+from __future__ import annotations
+
+from .debug_vm import Violation, check
+from .errors import EINVAL, MmError, SegmentationFault
+from .folio import Folio, page_folio
+from .fork import dup_mm, mm_alloc
+from .gup import follow_page, pin_user_pages, unpin_user_page
+from .machine import Machine
+from .madvise import do_madvise
+from .memory import FAULT_FLAG_WRITE, VM_FAULT_OOM, handle_mm_fault
+from .mm_types import VM, VMA, MMStruct
+from .mmap import do_mmap, do_munmap, exit_mmap
+from .mprotect import do_mprotect
+from .pgtable import Entry, decode_entry, walk
+from .proc import PagemapEntry, kpagecount, kpageflags, pagemap, smaps, vmstat
+from .trace import Trace
+from .units import PAGE_SIZE, PMD_SIZE, parse_size
+
+__all__ = ["System", "Process"]
+
+
+class System:
+    """A simulated machine: ``ram`` of RAM (int bytes or "256M"), a THP policy, a seed.
+
+    >>> from pyfolio import System, MiB
+    >>> m = System(ram="64M", thp="madvise")
+    >>> p = m.spawn()
+    >>> a = p.mmap(4 * MiB); p.madvise(a, 2 * MiB, "hugepage"); p.touch(a, 2 * MiB)
+    >>> p.lookup(a).level, p.folio_at(a).order, m.vmstat()["thp_fault_alloc"]
+    ('pmd', 9, 1)
+    >>> m.check()
+    []
+    """
+
+    def __init__(self, ram: int | str = "256M", thp: str = "madvise", seed: int = 0,
+                 device: int | str = 0) -> None:
+        ram_pages = parse_size(ram) // PAGE_SIZE
+        self.machine = Machine(ram_pages, parse_size(device) // PAGE_SIZE, thp=thp, seed=seed)
+        self.seed = seed
+        self.processes: list[Process] = []
+        self._next_pid = 1
+
+    @property
+    def trace(self) -> Trace:
+        return self.machine.trace
+
+    @property
+    def thp(self) -> str:
+        return self.machine.thp_enabled
+
+    @thp.setter
+    def thp(self, policy: str) -> None:
+        from .machine import THP_POLICIES
+
+        if policy not in THP_POLICIES:
+            raise MmError(EINVAL, f"THP policy {policy!r} is not one of {', '.join(THP_POLICIES)}")
+        self.machine.thp_enabled = policy
+
+    def spawn(self) -> Process:
+        """A new process with an empty address space."""
+        return self._add(mm_alloc(self.machine))
+
+    def _add(self, mm: MMStruct) -> Process:
+        p = Process(self, mm, self._next_pid)
+        self._next_pid += 1
+        self.processes.append(p)
+        return p
+
+    def folio(self, pfn: int) -> Folio:
+        """The folio holding frame ``pfn``."""
+        return page_folio(self.machine, pfn)
+
+    def fragment(self) -> int:
+        """Hold one frame in every 2 MiB block so THP faults fall back to 4 KiB pages."""
+        return self.machine.fragment()
+
+    def defragment(self) -> int:
+        return self.machine.defragment()
+
+    def kpageflags(self, pfns: list[int] | range) -> list[int]:
+        return kpageflags(self.machine, pfns)
+
+    def kpagecount(self, pfns: list[int] | range) -> list[int]:
+        return kpagecount(self.machine, pfns)
+
+    def vmstat(self) -> dict[str, int]:
+        return vmstat(self.machine)
+
+    def check(self) -> list[Violation]:
+        return check(self.machine)
+
+    def nr_free_pages(self) -> int:
+        return self.machine.free_area.nr_free
+
+
+class Process:
+    """A process: an mm_struct plus the calls a program would make."""
+
+    def __init__(self, system: System, mm: MMStruct, pid: int) -> None:
+        self.system, self.mm, self.pid = system, mm, pid
+        self.alive = True
+        self._pins: list[int] = []
+
+    @property
+    def m(self) -> Machine:
+        return self.system.machine
+
+    def __repr__(self) -> str:
+        return f"Process(pid={self.pid}, vmas={len(self.mm.vmas)})"
+
+    def _live(self) -> None:
+        if not self.alive:
+            raise MmError(EINVAL, f"process {self.pid} has exited")
+
+    # -- system calls -----------------------------------------------------------------------
+    def mmap(self, length: int | str, prot: str = "rw") -> int:
+        """mmap(NULL, length, prot, MAP_PRIVATE|MAP_ANONYMOUS): the new mapping's address."""
+        self._live()
+        return do_mmap(self.mm, parse_size(length), prot)
+
+    def munmap(self, addr: int, length: int | str) -> None:
+        self._live()
+        do_munmap(self.mm, addr, parse_size(length))
+
+    def mprotect(self, addr: int, length: int | str, prot: str) -> None:
+        self._live()
+        do_mprotect(self.mm, addr, parse_size(length), prot)
+
+    def madvise(self, addr: int, length: int | str, advice: str) -> None:
+        self._live()
+        do_madvise(self.mm, addr, parse_size(length), advice)
+
+    def fork(self) -> Process:
+        """fork(): a child sharing every anonymous page copy-on-write."""
+        self._live()
+        return self.system._add(dup_mm(self.mm))
+
+    def exit(self) -> None:
+        """exit(): release this process's pins, then tear its address space down."""
+        self._live()
+        for pfn in self._pins:
+            unpin_user_page(self.m, pfn)
+        self._pins.clear()
+        exit_mmap(self.mm)
+        self.alive = False
+        self.system.processes.remove(self)
+
+    # -- memory accesses --------------------------------------------------------------------
+    def _fault(self, addr: int, write: bool) -> int:
+        """do_user_addr_fault(): find the VMA, check access, fault if needed; the PFN."""
+        self._live()
+        vma = self.mm.find_vma(addr)
+        if vma is None:
+            raise SegmentationFault(f"pid {self.pid}: {addr:#x} is not mapped")
+        if write and not vma.vm_flags & VM.WRITE:
+            raise SegmentationFault(f"pid {self.pid}: write to read-only {addr:#x}")
+        if not vma.vm_flags & VM.READ:
+            raise SegmentationFault(f"pid {self.pid}: access to PROT_NONE {addr:#x}")
+        got = follow_page(self.mm, addr)
+        if got is None or (write and not got[1]) or not self._young_dirty(addr, write):
+            if handle_mm_fault(vma, addr, FAULT_FLAG_WRITE if write else 0) & VM_FAULT_OOM:
+                from .errors import ENOMEM
+
+                raise MmError(ENOMEM, f"out of memory faulting {addr:#x}")
+            got = follow_page(self.mm, addr)
+        assert got is not None
+        return got[0]
+
+    def _young_dirty(self, addr: int, write: bool) -> bool:
+        """Whether the entry already has the accessed (and for a write, dirty) bit, as the
+        CPU would otherwise set it (the simulator does so through the fault path)."""
+        raw = walk(self.m, self.mm.pgd, addr).raw
+        need = 0x20 | (0x40 if write else 0)
+        return raw & need == need
+
+    def write(self, addr: int, value: int) -> None:
+        """Store a 64-bit stamp into the page at ``addr`` (write fault as needed)."""
+        pfn = self._fault(addr, True)
+        self.m.mem.stamp[pfn] = value & (1 << 64) - 1
+
+    def read(self, addr: int) -> int:
+        """The 64-bit stamp of the page at ``addr`` (read fault as needed; zero pages read 0)."""
+        return int(self.m.mem.stamp[self._fault(addr, False)])
+
+    def touch(self, addr: int, length: int | str | None = None, value: int | None = None) -> None:
+        """Write every page of [addr, addr + length) (default: the VMA at addr to its end).
+
+        Each page gets ``value``, or by default its own page number plus one, so data
+        survives checks after splits and migrations.
+        """
+        if length is None:
+            vma = self.mm.find_vma(addr)
+            if vma is None:
+                raise SegmentationFault(f"pid {self.pid}: {addr:#x} is not mapped")
+            length = vma.vm_end - addr
+        end = addr + parse_size(length)
+        a = addr & ~(PAGE_SIZE - 1)
+        while a < end:
+            pfn = self._fault(a, True)
+            w = walk(self.m, self.mm.pgd, a)
+            if w.level == "pmd" and a & (PMD_SIZE - 1) == 0 and end - a >= PMD_SIZE:
+                vpn = a >> 12
+                self.m.mem.stamp[pfn: pfn + 512] = (
+                    [value] * 512 if value is not None else range(vpn + 1, vpn + 513))
+                a += PMD_SIZE
+                continue
+            self.m.mem.stamp[pfn] = value if value is not None else (a >> 12) + 1
+            a += PAGE_SIZE
+
+    def pin(self, addr: int, length: int | str) -> list[int]:
+        """FOLL_PIN|FOLL_WRITE pins on every page of the range (pin_user_pages())."""
+        self._live()
+        pfns = pin_user_pages(self.mm, addr, parse_size(length) // PAGE_SIZE)
+        self._pins.extend(pfns)
+        return pfns
+
+    def unpin(self, addr: int, length: int | str) -> None:
+        """Drop the pins this process took on [addr, addr + length) (unpin_user_pages())."""
+        self._live()
+        n = parse_size(length) // PAGE_SIZE
+        wanted = [follow_page(self.mm, addr + i * PAGE_SIZE) for i in range(n)]
+        pfns = [g[0] for g in wanted if g is not None]
+        if any(pfn not in self._pins for pfn in pfns) or len(pfns) != n:
+            raise MmError(EINVAL, f"unpin: [{addr:#x}, +{n} pages) was not pinned "
+                          f"by pid {self.pid}")
+        for pfn in pfns:
+            self._pins.remove(pfn)
+            unpin_user_page(self.m, pfn)
+
+    # -- looking at it --------------------------------------------------------------------
+    def vma_at(self, addr: int) -> VMA | None:
+        return self.mm.find_vma(addr)
+
+    def lookup(self, addr: int) -> Entry:
+        """The entry that maps ``addr`` (a PMD leaf or a PTE), decoded; level "pmd"/"pte"."""
+        w = walk(self.m, self.mm.pgd, addr)
+        return decode_entry(w.raw, w.level)
+
+    def folio_at(self, addr: int) -> Folio | None:
+        """The folio mapped at ``addr`` (present or device-private), or None."""
+        e = self.lookup(addr)
+        if e.kind in ("huge", "page", "zero"):
+            pfn = e.pfn + ((addr & (PMD_SIZE - 1)) >> 12 if e.level == "pmd" else 0)
+        elif e.kind in ("device_private", "migration"):
+            pfn = e.pfn
+        else:
+            return None
+        return page_folio(self.m, pfn)
+
+    def pfn_at(self, addr: int) -> int | None:
+        got = follow_page(self.mm, addr)
+        return None if got is None else got[0]
+
+    def pagemap(self, addr: int, n: int = 1) -> list[PagemapEntry]:
+        return pagemap(self.mm, addr, n)
+
+    def smaps(self) -> list[dict[str, int]]:
+        return smaps(self.mm)
