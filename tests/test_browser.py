@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
+
 from conftest import ROOT, executed_chapter, toc_chapters
 
 HTML = ROOT / "_build" / "html"
@@ -50,7 +51,7 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
     if not (HTML / "index.html").is_file():
-        pytest.fail(f"{HTML} has no built book: run `make book` (or `make test`, which builds first)")
+        pytest.fail(f"{HTML} has no built book: run `make book` (`make test` builds it first)")
     handler = functools.partial(_QuietHandler, directory=str(HTML))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -93,7 +94,13 @@ def test_chapter_page(chapter: Path, server: str, browser: Any) -> None:
     page = context.new_page()
     errors: list[str] = []
     offsite: list[str] = []
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+
+    def on_console(msg: Any) -> None:
+        # Chromium asks for /favicon.ico by itself; the book has none and needs none.
+        if msg.type == "error" and not msg.location.get("url", "").endswith("/favicon.ico"):
+            errors.append(f"{msg.text} ({msg.location.get('url')})")
+
+    page.on("console", on_console)
     page.on("pageerror", lambda exc: errors.append(str(exc)))
 
     def route(r: Any) -> None:

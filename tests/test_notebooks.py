@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from conftest import ROOT, execute_chapter, toc_chapters
 
 CHAPTER_FILES = toc_chapters()
