@@ -1,13 +1,13 @@
-"""Open every built chapter page in headless Chromium and check what a reader would see.
+"""Open every built page in headless Chromium and check what a reader would see.
 
 Needs the built book (``make book``; ``make test`` builds it first) and Debian's chromium at
 /usr/bin/chromium (``apt-get install chromium``); without chromium the test is skipped. Playwright
 drives it (no ``playwright install``: the browser is the system one).
 
-Per page: no console errors, no request to anything but the local server, every <img> loaded,
-every widget rendered (not the "Loading widget..." placeholder), and as many output areas as the
-chapter has cells with visible outputs when executed (MyST-NB can drop outputs silently when
-text notebooks meet cached execution).
+Per page of the TOC: no console errors, no request to anything but the local server, every <img>
+loaded, every widget rendered (not the "Loading widget..." placeholder). Per chapter, also: as many
+output areas, and as many output images, as the chapter has when executed (MyST-NB can drop
+outputs silently when text notebooks meet cached execution).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from conftest import ROOT, executed_chapter, toc_chapters
+from conftest import ROOT, executed_chapter, toc_files
 
 HTML = ROOT / "_build" / "html"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -38,7 +38,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-CHAPTER_FILES = toc_chapters()
+PAGES = toc_files()
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 HIDDEN_OUTPUT_TAGS = {"remove-cell", "remove-output"}
 
@@ -73,21 +73,25 @@ def browser() -> Iterator[Any]:
         browser.close()
 
 
-def visible_output_cells(nb: Any) -> int:
-    """Code cells that produce output a reader should see (glue-only outputs are hidden)."""
-    count = 0
+def visible_outputs(nb: Any) -> tuple[int, int]:
+    """(code cells with output a reader should see, image outputs among them).
+
+    Glue-only outputs are hidden by myst-nb, and so are cells tagged remove-cell/remove-output.
+    """
+    cells = images = 0
     for cell in nb.cells:
         if cell.cell_type != "code" or HIDDEN_OUTPUT_TAGS & set(cell.metadata.get("tags", [])):
             continue
         shown = [o for o in cell.get("outputs", []) if "scrapbook" not in o.get("metadata", {})]
-        count += bool(shown)
-    return count
+        cells += bool(shown)
+        images += sum("image/png" in o.get("data", {}) for o in shown)
+    return cells, images
 
 
 @pytest.mark.browser
-@pytest.mark.parametrize("chapter", CHAPTER_FILES, ids=[p.stem for p in CHAPTER_FILES])
-def test_chapter_page(chapter: Path, server: str, browser: Any) -> None:
-    page_path = HTML / chapter.relative_to(ROOT).with_suffix(".html")
+@pytest.mark.parametrize("doc", PAGES, ids=PAGES)
+def test_page(doc: str, server: str, browser: Any) -> None:
+    page_path = HTML / f"{doc}.html"
     assert page_path.is_file(), f"{page_path} was not built: run `make book`"
 
     context = browser.new_context()
@@ -130,17 +134,23 @@ def test_chapter_page(chapter: Path, server: str, browser: Any) -> None:
         ".map(i => i.getAttribute('src'))"
     )
     html_outputs = page.locator(".cell .cell_output").count()
+    html_images = page.locator(".cell .cell_output img").count()
     context.close()
 
-    name = chapter.relative_to(ROOT).as_posix()
+    name = doc
     assert not offsite, f"{name}: requests left localhost: {offsite}"
     assert not errors, f"{name}: console errors: {errors}"
     assert not broken_imgs, f"{name}: images that did not load: {broken_imgs}"
     assert n_placeholders == 0, f"{name}: {n_placeholders} widgets still say 'Loading widget...'"
     if n_widget_outputs:
         assert n_rendered > 0, f"{name}: widget outputs present but nothing rendered"
-    expected = visible_output_cells(executed_chapter(chapter))
-    assert html_outputs == expected, (
-        f"{name}: {expected} cells produce output when executed, "
+    if not doc.startswith("chapters/"):
+        return
+    cells, images = visible_outputs(executed_chapter(ROOT / f"{doc}.md"))
+    assert html_outputs == cells, (
+        f"{name}: {cells} cells produce output when executed, "
         f"but the built page has {html_outputs} output areas (stale or lost cached outputs?)"
+    )
+    assert html_images == images, (
+        f"{name}: executing gives {images} images, the built page shows {html_images}"
     )

@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
-# Fetch the ipywidgets embedding JavaScript from the npm registry into book/_widgets_js/widgets/
-# so the built book renders widgets offline (see tools/widgets_js.py). Idempotent: does nothing
-# when the files for the pinned versions are already there. Without npm it warns and exits 0:
-# the book then keeps myst-nb's CDN defaults.
+# Fetch the JavaScript the built pages need from the npm registry into book/_widgets_js/, so the
+# book works offline (see tools/widgets_js.py):
+#   widgets/  @jupyter-widgets/html-manager's embed-amd.js (+ its icon fonts) and RequireJS,
+#   mathjax/  MathJax 3 (tex-mml-chtml.js, its fonts and lazily loaded components).
+# Idempotent: does nothing when the pinned versions are already there. Without npm it warns and
+# exits 0: the book then keeps the CDN defaults of myst-nb and Sphinx.
 set -euo pipefail
 
 HTML_MANAGER_VERSION="${HTML_MANAGER_VERSION:-1.0.14}"   # ipywidgets 8.1 wants ^1.0.1
 REQUIREJS_VERSION="${REQUIREJS_VERSION:-2.3.7}"
+MATHJAX_VERSION="${MATHJAX_VERSION:-3.2.2}"       # Sphinx 7 uses MathJax 3
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-dest="$here/book/_widgets_js/widgets"
-stamp="$dest/.versions"
-want="html-manager@$HTML_MANAGER_VERSION requirejs@$REQUIREJS_VERSION"
+vendor="$here/book/_widgets_js"
+dest="$vendor/widgets"
+mathjax="$vendor/mathjax"
+stamp="$vendor/.versions"
+want="html-manager@$HTML_MANAGER_VERSION requirejs@$REQUIREJS_VERSION mathjax@$MATHJAX_VERSION"
 
-if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -f "$dest/embed-amd.js" && -f "$dest/require.js" ]]; then
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -f "$dest/embed-amd.js" && -f "$dest/require.js" \
+      && -f "$mathjax/tex-mml-chtml.js" ]]; then
     exit 0
 fi
 if ! command -v npm >/dev/null 2>&1; then
@@ -23,19 +29,20 @@ fi
 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-echo "Fetching @jupyter-widgets/html-manager@$HTML_MANAGER_VERSION and requirejs@$REQUIREJS_VERSION from npm"
+echo "Fetching $want from npm"
 if ! (cd "$tmp" && npm pack --silent "@jupyter-widgets/html-manager@$HTML_MANAGER_VERSION" \
-        "requirejs@$REQUIREJS_VERSION" >/dev/null 2>npm.log); then
+        "requirejs@$REQUIREJS_VERSION" "mathjax@$MATHJAX_VERSION" >/dev/null 2>npm.log); then
     cat "$tmp/npm.log" >&2 || true
     echo "WARNING: npm pack failed: widget JavaScript will load from the CDN." >&2
     exit 0
 fi
-mkdir -p "$tmp/hm" "$tmp/rq"
+mkdir -p "$tmp/hm" "$tmp/rq" "$tmp/mj"
 tar -xzf "$tmp"/jupyter-widgets-html-manager-*.tgz -C "$tmp/hm"
 tar -xzf "$tmp"/requirejs-*.tgz -C "$tmp/rq"
+tar -xzf "$tmp"/mathjax-*.tgz -C "$tmp/mj"
 
-rm -rf "$dest"
-mkdir -p "$dest"
+rm -rf "$vendor"
+mkdir -p "$dest" "$mathjax/output"
 cp "$tmp/hm/package/dist/embed-amd.js" "$dest/"
 # Font Awesome files that embed-amd.js's CSS refers to by relative URL.
 find "$tmp/hm/package/dist" -maxdepth 1 -type f \
@@ -43,5 +50,10 @@ find "$tmp/hm/package/dist" -maxdepth 1 -type f \
     -exec cp {} "$dest/" \;
 cp "$tmp/rq/package/require.js" "$dest/"
 cp "$tmp/hm/package/LICENSE"* "$dest/LICENSE.html-manager" 2>/dev/null || true
+es5="$tmp/mj/package/es5"
+cp "$es5/tex-mml-chtml.js" "$mathjax/"
+cp -r "$es5/input" "$es5/ui" "$es5/a11y" "$es5/adaptors" "$mathjax/"
+cp -r "$es5/output/chtml" "$es5/output/chtml.js" "$mathjax/output/"
+cp "$tmp/mj/package/LICENSE" "$mathjax/LICENSE" 2>/dev/null || true
 echo "$want" > "$stamp"
-echo "Widget JavaScript in $dest"
+echo "Vendored JavaScript in $vendor"

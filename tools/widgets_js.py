@@ -1,4 +1,4 @@
-"""Sphinx extension: serve the ipywidgets JavaScript from the book itself, not from a CDN.
+"""Sphinx extension: serve the ipywidgets JavaScript and MathJax from the book, not from a CDN.
 
 myst-nb puts two <script> tags on every page that holds widget state: RequireJS and
 @jupyter-widgets/html-manager's ``embed-amd.js``, both from public CDNs by default, so an offline
@@ -19,10 +19,15 @@ from typing import Any
 
 WIDGETS_DIR = Path("book") / "_widgets_js"
 FILES = ("widgets/require.js", "widgets/embed-amd.js")
+MATHJAX = "mathjax/tex-mml-chtml.js"
 
 
 def _use_local_copies(app: Any, config: Any) -> None:
     root = Path(app.srcdir) / WIDGETS_DIR
+    if (root / MATHJAX).is_file():
+        config.mathjax_path = MATHJAX  # Sphinx resolves it under _static/
+    else:
+        print(f"widgets_js: no {root / MATHJAX}; MathJax will load from the CDN")
     if not all((root / name).is_file() for name in FILES):
         print(
             f"widgets_js: {root}/widgets/ is incomplete; widget JavaScript will load from the CDN "
