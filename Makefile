@@ -46,8 +46,10 @@ book: venv widgets-js ## build the executed book into _build/html
 	$(JB) build .
 	@echo "Open $(CURDIR)/_build/html/index.html"
 
+# --all: re-read every page, so warnings from an earlier failed build are raised again (Sphinx
+# stays silent about unchanged pages). Executed notebooks still come from the jupyter cache.
 book-strict: venv widgets-js
-	$(JB) build . -W -n --keep-going
+	$(JB) build . --all -W -n --keep-going
 	@echo "Open $(CURDIR)/_build/html/index.html"
 
 lint: venv
@@ -59,7 +61,14 @@ typecheck: venv
 pytest: venv
 	JUPYTER_PATH=$(CURDIR)/$(VENV)/share/jupyter $(BIN)/python -m pytest -n $(JOBS)
 
-test: lint typecheck book-strict pytest ## lint, type-check, build with warnings as errors, run every test
+# The book build and pytest both run even if the first fails, so a broken chapter is reported by
+# both (Sphinx names the file and shows the cell; pytest names chapter, cell number and line).
+test: lint typecheck ## lint, type-check, build with warnings as errors, run every test
+	@status=0; \
+	$(MAKE) --no-print-directory book-strict || status=1; \
+	$(MAKE) --no-print-directory pytest || status=1; \
+	if [ $$status -ne 0 ]; then echo "make test: FAILED (book build or tests, see above)" >&2; fi; \
+	exit $$status
 
 $(LAB_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,lab]'

@@ -45,6 +45,27 @@ def toc_chapters() -> list[Path]:
     return [ROOT / f"{name}.md" for name in toc_files() if name.startswith("chapters/")]
 
 
+class ChapterExecutionError(Exception):
+    """A chapter cell raised (or timed out); the message names the chapter, cell and traceback."""
+
+
+def _describe_failure(chapter: Path, nb: Any, exc: Exception) -> str:
+    """Name the failing code cell by number and by line in the .md file, then nbclient's text."""
+    text = chapter.read_text()
+    code_cells = [c for c in nb.cells if c.cell_type == "code"]
+    # The cell with an error output; for a timeout or a dead kernel, the first one not finished.
+    failed = [c for c in code_cells if any(o.get("output_type") == "error" for o in c.outputs)]
+    failed = failed or [c for c in code_cells if c.get("execution_count") is None]
+    where = "an unknown cell"
+    if failed:
+        cell = failed[0]
+        offset = text.find(cell.source) if cell.source else -1
+        line = text.count("\n", 0, offset) + 1 if offset >= 0 else "?"
+        where = f"code cell {code_cells.index(cell) + 1} of {len(code_cells)} (line {line})"
+    rel = chapter.relative_to(ROOT).as_posix()
+    return f"{rel}: {where} failed: {type(exc).__name__}\n{exc}"
+
+
 def _source_digest(chapter: Path) -> str:
     h = hashlib.sha256(chapter.read_bytes())
     for path in sorted((ROOT / "pyfolio").rglob("*.py")):
@@ -55,7 +76,8 @@ def _source_digest(chapter: Path) -> str:
 def execute_chapter(chapter: Path) -> Any:
     """Run a chapter in a fresh kernel (cwd chapters/) and return the executed notebook.
 
-    Raises nbclient's CellExecutionError, which names the cell and carries the traceback.
+    Raises ChapterExecutionError naming the chapter, the cell (number and .md line), the cell's
+    source and the traceback (from nbclient's CellExecutionError).
     """
     import jupytext
     import nbformat
@@ -69,7 +91,10 @@ def execute_chapter(chapter: Path) -> Any:
         resources={"metadata": {"path": str(CHAPTERS)}},
         allow_errors=False,
     )
-    client.execute()
+    try:
+        client.execute()
+    except Exception as exc:  # CellExecutionError, CellTimeoutError, DeadKernelError
+        raise ChapterExecutionError(_describe_failure(chapter, nb, exc)) from None
     EXEC_CACHE.mkdir(parents=True, exist_ok=True)
     target = EXEC_CACHE / f"{chapter.stem}-{_source_digest(chapter)}.ipynb"
     tmp = target.with_suffix(f".{os.getpid()}.tmp")

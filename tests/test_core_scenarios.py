@@ -1,0 +1,327 @@
+"""Scenario tests of the core: exact counts as Linux 6.18 leaves them (kernel-facts.md)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pyfolio import KiB, MiB, MmError, System
+from pyfolio.debug_vm import snapshot
+from pyfolio.errors import EINVAL, ENOMEM, SegmentationFault
+from pyfolio.memmap import PG
+from pyfolio.proc import KPF
+
+
+@pytest.fixture
+def m() -> System:
+    return System(ram="64M", thp="madvise", seed=0)
+
+
+def thp_process(m: System) -> tuple:
+    p = m.spawn()
+    a = p.mmap(4 * MiB)
+    p.madvise(a, 2 * MiB, "hugepage")
+    p.touch(a, 2 * MiB)
+    return p, a
+
+
+def test_mmap_of_2m_multiple_is_pmd_aligned(m: System) -> None:
+    p = m.spawn()
+    assert p.mmap(4 * MiB) % (2 * MiB) == 0
+    assert p.mmap(2 * MiB) % (2 * MiB) == 0
+    odd = p.mmap(3 * MiB)  # mm/mmap.c: only lengths that are multiples of PMD_SIZE
+    assert odd % 4096 == 0
+    assert m.check() == []
+
+
+def test_thp_fault_maps_one_pmd_and_one_order9_folio(m: System) -> None:
+    p, a = thp_process(m)
+    e = p.lookup(a)
+    f = p.folio_at(a)
+    assert (e.level, e.kind, e.write, e.dirty, e.pse) == ("pmd", "huge", True, True, True)
+    assert (f.order, f.refcount, f.mapcount, f.entire_mapcount) == (9, 1, 1, 1)
+    assert f.page_mapcounts() == [0] * 512
+    assert m.machine.mem.test(f.pfn, PG.anon_exclusive)
+    assert m.vmstat()["thp_fault_alloc"] == 1
+    assert m.vmstat()["nr_anon_transparent_hugepages"] == 1
+    assert p.smaps()[0]["AnonHugePages"] == 2048
+    assert m.kpagecount(range(f.pfn, f.pfn + 512)) == [1] * 512
+    flags = m.kpageflags([f.pfn, f.pfn + 1])
+    assert flags[0] >> KPF["COMPOUND_HEAD"] & 1 and flags[0] >> KPF["THP"] & 1
+    assert flags[1] >> KPF["COMPOUND_TAIL"] & 1 and flags[1] >> KPF["THP"] & 1
+    assert f.pfn in m.machine.deferred_split_queue  # queued unflagged (shrink_underused)
+    assert m.check() == []
+
+
+def test_thp_policy_never_and_unadvised_ranges_get_4k_pages(m: System) -> None:
+    p = m.spawn()
+    a = p.mmap(4 * MiB)
+    p.touch(a, 4 * KiB)  # madvise policy, no MADV_HUGEPAGE
+    assert p.folio_at(a).order == 0
+    m.thp = "never"
+    b = p.mmap(2 * MiB)
+    p.madvise(b, 2 * MiB, "hugepage")
+    p.touch(b, 4 * KiB)
+    assert p.lookup(b).level == "pte"
+    m.thp = "always"
+    c = p.mmap(2 * MiB)
+    p.touch(c, 4 * KiB)
+    assert p.lookup(c).level == "pmd"
+    assert m.check() == []
+
+
+def test_fragmented_machine_falls_back_to_4k(m: System) -> None:
+    held = m.fragment()
+    assert held > 0
+    p = m.spawn()
+    a = p.mmap(2 * MiB)
+    p.madvise(a, 2 * MiB, "hugepage")
+    p.touch(a, 2 * MiB)
+    assert p.lookup(a).level == "pte" and p.folio_at(a).order == 0
+    assert m.vmstat()["thp_fault_fallback"] >= 1
+    assert m.check() == []
+    m.defragment()
+    assert m.check() == []
+
+
+def test_huge_zero_page_on_read_then_thp_on_write(m: System) -> None:
+    p = m.spawn()
+    a = p.mmap(2 * MiB)
+    p.madvise(a, 2 * MiB, "hugepage")
+    assert p.read(a + 12 * KiB) == 0
+    e = p.lookup(a)
+    assert (e.level, e.kind, e.write) == ("pmd", "zero", False)
+    zero = e.pfn
+    assert m.vmstat()["thp_zero_page_alloc"] == 1
+    assert m.kpagecount([zero]) == [0]
+    assert m.kpageflags([zero])[0] >> KPF["ZERO_PAGE"] & 1
+    assert p.smaps()[0]["Rss"] == 0
+    p.write(a, 7)  # do_huge_zero_wp_pmd: a real THP, no PMD split
+    e = p.lookup(a)
+    assert (e.kind, e.write) == ("huge", True) and e.pfn != zero
+    assert m.vmstat()["thp_split_pmd"] == 0 and m.vmstat()["thp_fault_alloc"] == 1
+    assert p.read(a) == 7 and p.read(a + 4 * KiB) == 0
+    assert m.check() == []
+
+
+def test_read_fault_maps_shared_zero_page(m: System) -> None:
+    p = m.spawn()
+    a = p.mmap(16 * KiB)
+    assert p.read(a) == 0
+    e = p.lookup(a)
+    assert (e.kind, e.pfn, e.write, e.special) == ("zero", m.machine.zero_pfn, False, True)
+    p.write(a, 3)
+    assert p.lookup(a).kind == "page" and p.read(a) == 3
+    assert m.check() == []
+
+
+def test_mprotect_one_page_splits_pmd(m: System) -> None:
+    p, a = thp_process(m)
+    nr_vmas = len(p.mm.vmas)  # [hugepage 2 MiB][plain 2 MiB]
+    p.mprotect(a + 4 * KiB, 4 * KiB, "r")
+    f = p.folio_at(a)
+    assert p.lookup(a).level == "pte"
+    assert (f.order, f.refcount, f.mapcount, f.entire_mapcount) == (9, 512, 512, 0)
+    assert f.page_mapcounts() == [1] * 512
+    assert not p.lookup(a + 4 * KiB).write and p.lookup(a + 8 * KiB).write
+    assert all(m.machine.mem.test(f.pfn + i, PG.anon_exclusive) for i in (0, 1, 511))
+    v = m.vmstat()
+    assert (v["thp_split_pmd"], v["thp_split_page"], v["nr_anon_transparent_hugepages"]) == (1, 0, 0)
+    assert p.smaps()[0]["AnonHugePages"] == 0
+    assert len(p.mm.vmas) == nr_vmas + 2
+    p.mprotect(a + 4 * KiB, 4 * KiB, "rw")  # exclusive page: writable again, VMAs merge
+    assert p.lookup(a + 4 * KiB).write and len(p.mm.vmas) == nr_vmas
+    assert m.check() == []
+
+
+def test_munmap_half_queues_deferred_split(m: System) -> None:
+    p, a = thp_process(m)
+    p.munmap(a, 1 * MiB)
+    f = m.folio(p.folio_at(a + 1 * MiB).pfn)
+    assert (f.order, f.refcount, f.mapcount) == (9, 256, 256)
+    assert m.vmstat()["thp_split_pmd"] == 1 and m.vmstat()["thp_deferred_split_page"] == 1
+    assert m.machine.mem.test(f.pfn, PG.partially_mapped)
+    assert f.pfn in m.machine.deferred_split_queue
+    assert m.check() == []
+
+
+def test_dontneed_whole_thp_drops_pmd_without_split(m: System) -> None:
+    p, a = thp_process(m)
+    pfn = p.folio_at(a).pfn
+    p.madvise(a, 2 * MiB, "dontneed")
+    assert p.lookup(a).kind == "none" and m.vmstat()["thp_split_pmd"] == 0
+    assert m.machine.mem._refcount[pfn] == 0  # freed to the buddy allocator
+    assert m.check() == []
+
+
+def test_dontneed_ten_pages_splits_pmd_and_defers(m: System) -> None:
+    p, a = thp_process(m)
+    p.madvise(a, 40 * KiB, "dontneed")
+    v = m.vmstat()
+    assert (v["thp_split_pmd"], v["thp_deferred_split_page"], v["thp_split_page"]) == (1, 1, 0)
+    assert p.folio_at(a + 40 * KiB).mapcount == 502
+    assert m.check() == []
+
+
+def test_free_whole_thp_marks_lazyfree_without_split(m: System) -> None:
+    p, a = thp_process(m)
+    p.madvise(a, 2 * MiB, "free")
+    f = p.folio_at(a)
+    assert f.order == 9 and m.vmstat()["thp_split_pmd"] == 0
+    assert not m.machine.mem.test(f.pfn, PG.swapbacked)
+    assert not p.lookup(a).dirty
+    assert m.check() == []
+
+
+def test_fork_shares_thp_then_child_write_splits_child_pmd(m: System) -> None:
+    p, a = thp_process(m)
+    c = p.fork()
+    f = p.folio_at(a)
+    assert (f.refcount, f.mapcount, f.entire_mapcount) == (2, 2, 2)
+    assert not p.lookup(a).write and not c.lookup(a).write
+    assert m.kpagecount([f.pfn, f.pfn + 300]) == [2, 2]
+    assert not m.machine.mem.test(f.pfn, PG.anon_exclusive)
+    c.write(a + 8 * KiB, 99)
+    assert m.vmstat()["thp_split_pmd"] == 1
+    assert p.lookup(a).level == "pmd" and c.lookup(a).level == "pte"
+    new = c.folio_at(a + 8 * KiB)
+    assert new.order == 0 and new.pfn != f.pfn + 2
+    assert (f.refcount, f.mapcount, f.entire_mapcount) == (512, 512, 1)
+    assert m.kpagecount([f.pfn + 2, f.pfn + 3]) == [1, 2]
+    assert p.smaps()[0]["AnonHugePages"] == 2048 and c.smaps()[0]["AnonHugePages"] == 0
+    assert p.read(a + 8 * KiB) == (a + 8 * KiB) // 4096 + 1 and c.read(a + 8 * KiB) == 99
+    assert m.check() == []
+    c.exit()
+    assert m.check() == []
+
+
+def test_survivor_reuses_exclusive_page_after_other_exits(m: System) -> None:
+    p, a = thp_process(m)
+    c = p.fork()
+    c.write(a + 8 * KiB, 1)   # child: PMD split, one page copied
+    p.mprotect(a, 4 * KiB, "r")  # parent PMD split too; folio now PTE-mapped twice
+    p.mprotect(a, 4 * KiB, "rw")
+    c.exit()
+    before = p.folio_at(a + 12 * KiB).pfn
+    p.write(a + 12 * KiB, 5)   # large folio now mapped only by p: reused in place
+    assert p.folio_at(a + 12 * KiB).pfn == before
+    assert m.check() == []
+
+
+def test_small_page_cow_after_fork(m: System) -> None:
+    p = m.spawn()
+    a = p.mmap(8 * KiB)
+    p.write(a, 11)
+    c = p.fork()
+    f = p.folio_at(a)
+    assert (f.refcount, f.mapcount) == (2, 2)
+    c.write(a, 22)
+    assert p.read(a) == 11 and c.read(a) == 22
+    assert p.folio_at(a).refcount == 1 and c.folio_at(a).pfn != f.pfn
+    p.write(a, 12)  # refcount 1: reused in place
+    assert p.folio_at(a).pfn == f.pfn
+    assert m.check() == []
+
+
+def test_pins_raise_refcount_as_foll_pin(m: System) -> None:
+    p, a = thp_process(m)
+    p.pin(a, 8 * KiB)
+    f = p.folio_at(a)
+    assert (f.refcount, f.pincount) == (3, 2)
+    q = m.spawn()
+    b = q.mmap(4 * KiB)
+    q.pin(b, 4 * KiB)
+    assert q.folio_at(b).refcount == 1 + 1024
+    assert m.check() == []
+    p.unpin(a, 8 * KiB)
+    q.unpin(b, 4 * KiB)
+    assert (f.refcount, f.pincount, q.folio_at(b).refcount) == (1, 0, 1)
+    assert m.check() == []
+
+
+def test_fork_of_pinned_thp_copies_for_child(m: System) -> None:
+    p, a = thp_process(m)
+    p.pin(a, 4 * KiB)
+    c = p.fork()
+    assert p.lookup(a).level == "pte"  # copy_huge_pmd split the parent PMD (-EAGAIN)
+    assert c.folio_at(a).pfn != p.folio_at(a).pfn and c.folio_at(a).order == 0
+    assert c.read(a + 4 * KiB) == p.read(a + 4 * KiB)
+    assert m.check() == []
+
+
+def test_exit_frees_everything(m: System) -> None:
+    free = m.nr_free_pages()
+    p, a = thp_process(m)
+    p.touch(a + 2 * MiB, 64 * KiB)
+    c = p.fork()
+    c.write(a, 1)
+    c.exit()
+    p.exit()
+    assert m.nr_free_pages() == free and m.machine.pgtables == {}
+    assert m.check() == []
+
+
+def test_pagemap_reports_pfn_and_exclusive(m: System) -> None:
+    p, a = thp_process(m)
+    rec = p.pagemap(a, 3)
+    f = p.folio_at(a)
+    assert [r.pfn for r in rec] == [f.pfn, f.pfn + 1, f.pfn + 2]
+    assert all(r.present and r.exclusive for r in rec)
+    c = p.fork()
+    assert not any(r.exclusive for r in p.pagemap(a, 3))
+    assert not c.pagemap(a + 2 * MiB, 1)[0].present
+    assert m.check() == []
+
+
+@pytest.mark.parametrize("call", [
+    lambda p, a: p.mprotect(a + 1, 4096, "r"),
+    lambda p, a: p.mprotect(a, 4096, "rwx!"),
+    lambda p, a: p.madvise(a, 4096, "sometimes"),
+    lambda p, a: p.munmap(a + 100, 4096),
+    lambda p, a: p.mmap(0),
+    lambda p, a: p.mmap("2 parsecs"),
+])
+def test_bad_input_is_einval_and_changes_nothing(m: System, call) -> None:  # type: ignore[no-untyped-def]
+    p, a = thp_process(m)
+    before = snapshot(m.machine)
+    with pytest.raises(MmError) as e:
+        call(p, a)
+    assert e.value.errno == EINVAL and str(e.value).startswith("EINVAL")
+    assert snapshot(m.machine) == before
+
+
+def test_unmapped_ranges_and_segfaults(m: System) -> None:
+    p, a = thp_process(m)
+    before = snapshot(m.machine)
+    with pytest.raises(MmError) as e:
+        p.mprotect(a + 6 * MiB, 4096, "r")
+    assert e.value.errno == ENOMEM
+    with pytest.raises(SegmentationFault):
+        p.write(a + 64 * MiB, 1)
+    p.mprotect(a + 2 * MiB, 4 * KiB, "r")
+    before = snapshot(m.machine)
+    with pytest.raises(SegmentationFault):
+        p.write(a + 2 * MiB, 1)
+    assert snapshot(m.machine) == before
+
+
+def test_out_of_memory_is_enomem() -> None:
+    m = System(ram="4M", thp="never")
+    p = m.spawn()
+    a = p.mmap(8 * MiB)
+    with pytest.raises(MmError) as e:
+        p.touch(a, 8 * MiB)
+    assert e.value.errno == ENOMEM
+    assert m.check() == []
+    p.exit()
+    assert m.check() == []
+
+
+def test_trace_records_operations(m: System) -> None:
+    mark = m.trace.mark()
+    p, a = thp_process(m)
+    p.mprotect(a + 4 * KiB, 4 * KiB, "r")
+    names = m.trace.names(mark)
+    assert "do_huge_pmd_anonymous_page" in names and "split_huge_pmd" in names
+    ev = [e for e in m.trace.since(mark) if e.name == "split_huge_pmd"][0]
+    assert ev.change("ptes_written") == 512 and ev.change("into") == "pte"
+    assert m.trace.costs["pte_writes"] >= 512
