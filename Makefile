@@ -74,9 +74,11 @@ $(LAB_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,lab]'
 	touch $@
 
+# jupytext's contents manager (enabled by its own jupyter_server_config.d entry) opens the .md
+# chapters as notebooks; jupyterlab_widgets (with ipywidgets 8) renders the widgets.
 lab: $(LAB_STAMP) $(KERNEL_STAMP) ## JupyterLab on chapters/ (chapters open as notebooks)
 	JUPYTER_PATH=$(CURDIR)/$(VENV)/share/jupyter $(BIN)/jupyter lab --notebook-dir=chapters \
-	  --ServerApp.jpserver_extensions="{'jupytext': True}"
+	  $$(if [ "$$(id -u)" = 0 ]; then echo --allow-root; fi) $(LAB_ARGS)
 
 bench: venv ## run the simulator benchmarks
 	$(BIN)/python benchmarks/run.py
