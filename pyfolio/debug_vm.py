@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .folio import GUP_PIN_COUNTING_BIAS, Folio, folio_test_anon
+from .folio import GUP_PIN_COUNTING_BIAS, Folio, folio_test_anon, page_folio
 from .memmap import ENTIRELY_MAPPED, NO_HEAD, PG, PGTY, ZONE_DEVICE
 from .pgtable import (
     _PAGE_PRESENT,
@@ -25,13 +25,14 @@ from .pgtable import (
     swp_offset,
     swp_type,
 )
-from .rmap import folio_anon_vma, rmap_walk
+from .rmap import folio_anon_vma
 from .units import HPAGE_PMD_NR, PAGE_SHIFT, PGDIR_SHIFT, PMD_SHIFT, PUD_SHIFT
 
 if TYPE_CHECKING:
     from .machine import Machine
+    from .mm_types import VMA
 
-__all__ = ["Violation", "check"]
+__all__ = ["Violation", "check", "snapshot"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,41 +131,58 @@ def _scan_tables(m: Machine, owner: np.ndarray, out: list[Violation]
                 if vma is None:
                     out.append(Violation("entry-outside-vma", addr, f"mm {mm.id} {raw:#x}"))
                     continue
-                _count_leaf(m, owner, raw, level, addr, pte_maps, pmd_maps, out)
+                pfn = _count_leaf(m, owner, raw, level, addr, pte_maps, pmd_maps, out)
+                if pfn >= 0:
+                    _check_rmap(m, vma, addr, pfn, out)
     for pfn in set(m.pgtables) | set(seen):
         if seen[pfn] != 1:
             out.append(Violation("pgtable-refs", pfn, f"table referenced {seen[pfn]} times"))
     return pte_maps, pmd_maps
 
 
+def _check_rmap(m: Machine, vma: VMA, addr: int, pfn: int, out: list[Violation]) -> None:
+    """The rmap can find this mapping: the folio's anon_vma reaches the VMA, and
+    vma_address() of the page's index is this address (what rmap_walk_anon() relies on)."""
+    folio = page_folio(m, pfn)
+    av = folio_anon_vma(folio)
+    if av is None:
+        return  # reported by _check_folio
+    index = int(m.mem.index[folio.pfn]) + pfn - folio.pfn
+    if vma not in av.vmas or vma.address_of(index) != addr:
+        out.append(Violation("rmap", addr, f"page {pfn:#x} mapped here cannot be found from "
+                             f"its anon_vma {av.id} (index {index:#x})"))
+
+
 def _count_leaf(m: Machine, owner: np.ndarray, raw: int, level: str, addr: int,
-                pte_maps: np.ndarray, pmd_maps: Counter[int], out: list[Violation]) -> None:
+                pte_maps: np.ndarray, pmd_maps: Counter[int], out: list[Violation]) -> int:
+    """Count a leaf entry's mapping; return the mapped pfn, or -1 if it maps no folio."""
     if raw & _PAGE_PRESENT:
         pfn = pte_pfn(raw)
         if raw & _PAGE_SPECIAL:
             if pfn not in (m.zero_pfn, m.huge_zero_pfn):
                 out.append(Violation("special", addr, f"special entry maps {pfn:#x}"))
-            return
+            return -1
         device = False
     else:
         if swp_type(raw) not in _KNOWN_SWP:
             out.append(Violation("entry", addr, f"unknown swap-format entry {raw:#x}"))
-            return
+            return -1
         if not is_device_private_entry(raw):
-            return  # migration entries hold no mapping (only inside an operation)
+            return -1  # migration entries hold no mapping (only inside an operation)
         pfn, device = swp_offset(raw), True
     if not 0 <= pfn < m.mem.nr or owner[pfn] not in (3, 5):
         out.append(Violation("maps-free-frame", addr, f"entry {raw:#x} maps frame {pfn:#x}"))
-        return
+        return -1
     if device != (int(m.mem.zone[pfn]) == ZONE_DEVICE):
         out.append(Violation("entry", addr, f"device-private entry vs zone of {pfn:#x}"))
     if level == "pmd":
         if m.mem.order[pfn] != 9 or not m.mem.test(pfn, PG.head):
             out.append(Violation("pmd-leaf", addr, f"maps {pfn:#x}, not an order-9 head"))
-            return
+            return -1
         pmd_maps[pfn] += 1
     else:
         pte_maps[pfn] += 1
+    return pfn
 
 
 def _check_counts(m: Machine, pte_maps: np.ndarray, pmd_maps: Counter[int],
@@ -212,9 +230,29 @@ def _check_folio(folio: Folio, pte_maps: np.ndarray, pmd_maps: Counter[int],
         out.append(Violation("anon", pfn, "mapped folio is not anonymous"))
     elif (ptes or pmds) and folio_anon_vma(folio) is None:
         out.append(Violation("anon_vma", pfn, "folio->mapping points at no live anon_vma"))
-    elif ptes or pmds:
-        kinds = ("huge", "page", "device_private")
-        found = len([mp for mp in rmap_walk(folio) if mp.kind in kinds])
-        if found != ptes + pmds:
-            out.append(Violation("rmap", pfn, f"rmap walk finds {found} of {ptes + pmds} "
-                                 "mappings: the anon_vma does not reach every mapping VMA"))
+
+
+def snapshot(m: Machine) -> dict[str, object]:
+    """Everything an operation could change, in comparable form: memmap arrays, page
+    tables, free lists, deposits, VMAs, pins, queues and counters (not the trace).
+
+    A failed operation must leave ``snapshot(m)`` equal to what it was before.
+    """
+    mem = m.mem
+    arrays = {name: getattr(mem, name).tobytes() for name in (
+        "flags", "page_type", "_refcount", "_mapcount", "compound_head", "order",
+        "_entire_mapcount", "_large_mapcount", "_nr_pages_mapped", "_pincount", "mapping",
+        "index", "zone", "pgmap", "stamp")}
+    return {
+        **arrays,
+        "extra_refs": dict(+mem.extra_refs),
+        "pgtables": {pfn: tbl.tobytes() for pfn, tbl in m.pgtables.items()},
+        "free_area": [list(lst) for lst in m.free_area.lists],
+        "vmstat": dict(m.vmstat),
+        "pins": dict(+m.pins),
+        "deferred_split_queue": list(m.deferred_split_queue),
+        "mms": [(mm.id, mm.pgd, dict(mm.pmd_huge_pte),
+                 [(v.vm_start, v.vm_end, int(v.vm_flags), v.vm_pgoff,
+                   v.anon_vma.id if v.anon_vma else None) for v in mm.vmas]) for mm in m.mms],
+        "huge_zero_pfn": m.huge_zero_pfn,
+    }

@@ -541,7 +541,6 @@ def madvise_free_huge_pmd(vma: VMA, slot: Slot, addr: int, next_: int) -> bool:
     Returns True when the PMD was handled whole.
     """
     from .rmap import folio_mms
-    from .split import split_folio
 
     m = vma.vm_mm.m
     pmd = _pmd(m, slot)
@@ -551,6 +550,8 @@ def madvise_free_huge_pmd(vma: VMA, slot: Slot, addr: int, next_: int) -> bool:
     if folio_mms(folio) - {vma.vm_mm.id}:
         return True
     if next_ - addr != PMD_SIZE:
+        from .split import split_folio
+
         folio_get(folio)
         folio_lock(folio)
         split_folio(folio)

@@ -94,7 +94,7 @@ class Memmap:
         self.extra_refs: Counter[int] = Counter()
 
     def test(self, pfn: int, flag: PG) -> bool:
-        return bool(int(self.flags[pfn]) & flag)
+        return bool(int(self.flags[pfn]) & flag.value)
 
     def set(self, pfn: int | slice | np.ndarray, flag: PG) -> None:
         self.flags[pfn] |= np.uint32(flag)

@@ -301,11 +301,10 @@ def zap_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
     """
     m = vma.vm_mm.m
     tbl = m.pgtables[table]
-    for addr in range(start, end, PAGE_SIZE):
-        i = pte_index(addr)
+    lo = pte_index(start)
+    for j in np.flatnonzero(tbl[lo: lo + (end - start) // PAGE_SIZE]):
+        i = lo + int(j)
         raw = int(tbl[i])
-        if raw == 0:
-            continue
         tbl[i] = 0
         m.trace.cost("pte_writes")
         if raw & _PAGE_PRESENT:

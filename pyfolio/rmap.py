@@ -210,13 +210,14 @@ def folio_remove_rmap_ptes(folio: Folio, page: int, nr_pages: int, vma: VMA) -> 
     anon large folio become unmapped while others stay mapped, the folio is queued for
     deferred split (deferred_split_folio(folio, true)).
     """
+    mem = folio.m.mem
+    if not folio_test_large(folio):
+        mem._mapcount[page] -= 1
+        return
     from .huge_memory import deferred_split_folio
 
-    mem = folio.m.mem
     s = slice(page, page + nr_pages)
     mem._mapcount[s] -= 1
-    if not folio_test_large(folio):
-        return
     mem._large_mapcount[folio.pfn] -= nr_pages
     last = int(np.count_nonzero(mem._mapcount[s] == -1))
     nr = 0

@@ -24,7 +24,7 @@ def _apply(m: System, regions: list, op: str, who: int, off: int, n: int, adv: s
            prot: str) -> None:
     procs = m.processes
     if not procs:
-        procs.append(m.spawn()) if False else m.spawn()
+        m.spawn()
         return
     p = procs[who % len(procs)]
     if op == "mmap" or not regions:
