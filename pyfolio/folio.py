@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 __all__ = [
     "Folio", "page_folio", "folio_order", "folio_nr_pages", "folio_test_large", "folio_test_anon",
     "folio_test_locked", "folio_lock", "folio_unlock", "folio_ref_count", "folio_get",
-    "folio_put", "folio_ref_add", "folio_ref_sub", "folio_mapcount", "folio_entire_mapcount",
+    "folio_put", "folio_put_refs", "folio_ref_add", "folio_ref_sub", "folio_mapcount",
+    "folio_entire_mapcount",
     "folio_large_mapcount", "folio_mapped", "folio_expected_ref_count", "folio_ref_freeze",
     "folio_ref_unfreeze", "folio_maybe_dma_pinned", "folio_is_zone_device", "page_mapcount",
     "GUP_PIN_COUNTING_BIAS", "VM_WARN_ON_FOLIO", "folio_page_idx", "is_zero_folio",
@@ -167,6 +168,19 @@ def folio_put(folio: Folio) -> None:
     if m.mem._refcount[folio.pfn]:
         return
     __folio_put(folio)
+
+
+def folio_put_refs(folio: Folio, refs: int) -> None:
+    """folio_put_refs() - drop ``refs`` references at once; the last one frees the folio.
+
+    Models: include/linux/mm.h:folio_put_refs() (v6.18), used when a batch of PTEs of one
+    folio is zapped together.
+    """
+    m = folio.m
+    VM_WARN_ON_FOLIO(folio_ref_count(folio) < refs, folio, "put of more refs than held")
+    m.mem._refcount[folio.pfn] -= refs
+    if not m.mem._refcount[folio.pfn]:
+        __folio_put(folio)
 
 
 def __folio_put(folio: Folio) -> None:

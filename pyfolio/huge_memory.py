@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from .errors import EAGAIN, MmError
 from .folio import (
     Folio,
@@ -469,12 +471,13 @@ def __split_huge_pmd_locked(vma: VMA, slot: Slot, haddr: int, freeze: bool) -> N
     anon_exclusive = m.mem.test(folio.pfn, PG.anon_exclusive)
     if freeze and anon_exclusive and not folio_try_share_anon_rmap_pmd(folio, folio.pfn):
         freeze = False
-    if freeze:
-        for i in range(HPAGE_PMD_NR):
-            e = (make_writable_migration_entry if write else
-                 make_readable_exclusive_migration_entry if anon_exclusive else
-                 make_readable_migration_entry)(pfn + i)
-            tbl[i] = e | (_PAGE_SWP_SOFT_DIRTY if pmd & _PAGE_SOFT_DIRTY else 0)
+    if freeze:  # make_*_migration_entry(pfn + i) for all 512 at once (swp_entry())
+        swp = (make_writable_migration_entry if write else
+               make_readable_exclusive_migration_entry if anon_exclusive else
+               make_readable_migration_entry)(0) & ~(((1 << 50) - 1) << 9)
+        pfns = np.arange(pfn, pfn + HPAGE_PMD_NR, dtype=np.uint64)
+        tbl[:] = ((~pfns << np.uint64(14)) >> np.uint64(5)) | np.uint64(
+            swp | (_PAGE_SWP_SOFT_DIRTY if pmd & _PAGE_SOFT_DIRTY else 0))
     else:
         folio_ref_add(folio, HPAGE_PMD_NR - 1)
         folio_add_anon_rmap_ptes(folio, folio.pfn, HPAGE_PMD_NR, vma, haddr,
@@ -483,7 +486,8 @@ def __split_huge_pmd_locked(vma: VMA, slot: Slot, haddr: int, freeze: bool) -> N
         prot |= pmd & (_PAGE_SOFT_DIRTY | _PAGE_UFFD_WP)
         if not young:
             prot &= ~_PAGE_ACCESSED
-        tbl[:] = [pfn_pte(pfn + i, prot) for i in range(HPAGE_PMD_NR)]
+        pfns = np.arange(pfn, pfn + HPAGE_PMD_NR, dtype=np.uint64)
+        tbl[:] = (pfns << np.uint64(12)) | np.uint64(prot)
     folio_remove_rmap_pmd(folio, folio.pfn, vma)
     if freeze:
         folio_put(folio)

@@ -43,7 +43,8 @@ def do_madvise(mm: MMStruct, start: int, length: int, advice: str) -> None:
         raise MmError(EINVAL, f"madvise: advice {advice!r} is not one of {', '.join(ADVICE)}")
     length = check_range(start, length, "madvise")
     end = start + length
-    covered = sum(max(0, min(v.vm_end, end) - max(v.vm_start, start)) for v in mm.vmas)
+    covered = sum(min(v.vm_end, end) - max(v.vm_start, start)
+                  for v in mm.vmas_between(start, end))
     if covered != length:
         raise MmError(ENOMEM, f"madvise: [{start:#x}, {end:#x}) is not fully mapped")
     if advice in ("hugepage", "nohugepage"):
@@ -54,7 +55,7 @@ def do_madvise(mm: MMStruct, start: int, length: int, advice: str) -> None:
                 vma.vm_flags = (vma.vm_flags & ~VM.HUGEPAGE) | VM.NOHUGEPAGE
         vma_merge_range(mm, start, end)
     else:
-        for vma in list(mm.vmas):
+        for vma in mm.vmas_between(start, end):
             lo, hi = max(vma.vm_start, start), min(vma.vm_end, end)
             if lo < hi:
                 if advice == "dontneed":

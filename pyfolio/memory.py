@@ -19,6 +19,7 @@ from .folio import (
     Folio,
     folio_get,
     folio_put,
+    folio_put_refs,
     folio_ref_count,
     folio_test_large,
     is_zero_folio,
@@ -34,6 +35,7 @@ from .pgtable import (
     _PAGE_RW,
     _PAGE_SPECIAL,
     _PAGE_TABLE,
+    PTE_PFN_MASK,
     is_device_private_entry,
     pfn_pte,
     pgd_index,
@@ -51,6 +53,7 @@ from .rmap import (
     folio_mms,
     folio_move_anon_rmap,
     folio_remove_rmap_pte,
+    folio_remove_rmap_ptes,
     folio_try_dup_anon_rmap_ptes,
 )
 from .units import PAGE_SIZE, PGDIR_SHIFT, PMD_SIZE
@@ -301,26 +304,49 @@ def zap_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
     """
     m = vma.vm_mm.m
     tbl = m.pgtables[table]
-    lo = pte_index(start)
-    for j in np.flatnonzero(tbl[lo: lo + (end - start) // PAGE_SIZE]):
-        i = lo + int(j)
+    lo, hi = pte_index(start), pte_index(start) + (end - start) // PAGE_SIZE
+    i = lo
+    while i < hi:
         raw = int(tbl[i])
-        tbl[i] = 0
-        m.trace.cost("pte_writes")
+        if raw == 0:
+            nz = np.flatnonzero(tbl[i:hi])
+            if not len(nz):
+                break
+            i += int(nz[0])
+            continue
+        nr = 1
         if raw & _PAGE_PRESENT:
             pfn = pte_pfn(raw)
-            if raw & _PAGE_SPECIAL:
-                continue
+            if not raw & _PAGE_SPECIAL:
+                nr = _folio_pte_batch(m, tbl, i, hi, pfn)
         elif is_device_private_entry(raw):
             from .pgtable import swp_offset
 
             pfn = swp_offset(raw)
         else:
-            continue
-        folio = page_folio(m, pfn)
-        folio_remove_rmap_pte(folio, pfn, vma)
-        folio_put(folio)
+            pfn = -1
+        tbl[i: i + nr] = 0
+        m.trace.cost("pte_writes", nr)
+        if pfn >= 0 and not raw & _PAGE_SPECIAL:
+            folio = page_folio(m, pfn)
+            folio_remove_rmap_ptes(folio, pfn, nr, vma)
+            folio_put_refs(folio, nr)
+        i += nr
     m.trace.cost("tlb_flushes")
+
+
+def _folio_pte_batch(m: Machine, tbl: np.ndarray, i: int, hi: int, pfn: int) -> int:
+    """folio_pte_batch(): how many PTEs from slot ``i`` map consecutive pages of the same
+    folio (present, not special; the A/D/RW bits may differ)."""
+    folio = page_folio(m, pfn)
+    n = min(hi - i, folio.pfn + folio.nr_pages - pfn)
+    if n <= 1:
+        return 1
+    vals = tbl[i: i + n]
+    want = np.arange(pfn, pfn + n, dtype=np.uint64)
+    ok = ((vals & np.uint64(PTE_PFN_MASK)) >> np.uint64(12) == want) & (
+        vals & np.uint64(_PAGE_PRESENT | _PAGE_SPECIAL) == np.uint64(_PAGE_PRESENT))
+    return n if ok.all() else max(1, int(np.argmin(ok)))
 
 
 def zap_page_range(vma: VMA, start: int, end: int) -> None:

@@ -8,6 +8,7 @@ rmap_walk_anon() iterates.
 
 from __future__ import annotations
 
+import bisect
 import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -104,7 +105,17 @@ class MMStruct:
 
     def find_vma(self, addr: int) -> VMA | None:
         """find_vma() in the strict sense: the VMA containing ``addr``, or None."""
-        for vma in self.vmas:
-            if vma.vm_start <= addr < vma.vm_end:
-                return vma
+        i = bisect.bisect_right(self.vmas, addr, key=_vm_start) - 1
+        if i >= 0 and addr < self.vmas[i].vm_end:
+            return self.vmas[i]
         return None
+
+    def vmas_between(self, start: int, end: int) -> list[VMA]:
+        """The VMAs overlapping [start, end), in address order (the maple tree walk)."""
+        i = max(bisect.bisect_right(self.vmas, start, key=_vm_start) - 1, 0)
+        j = bisect.bisect_left(self.vmas, end, key=_vm_start)
+        return [v for v in self.vmas[i:j] if v.vm_end > start]
+
+
+def _vm_start(vma: VMA) -> int:
+    return vma.vm_start

@@ -90,13 +90,11 @@ def split_vma(vma: VMA, addr: int) -> VMA:
 
 def _vmas_in(mm: MMStruct, start: int, end: int) -> list[VMA]:
     """Split VMAs at start and end; return those inside [start, end)."""
-    for vma in list(mm.vmas):
-        if vma.vm_start < start < vma.vm_end:
-            split_vma(vma, start)
-    for vma in list(mm.vmas):
-        if vma.vm_start < end < vma.vm_end:
-            split_vma(vma, end)
-    return [v for v in mm.vmas if start <= v.vm_start and v.vm_end <= end]
+    for addr in (start, end):
+        vma = mm.find_vma(addr)
+        if vma is not None and vma.vm_start < addr:
+            split_vma(vma, addr)
+    return mm.vmas_between(start, end)
 
 
 def vma_merge_range(mm: MMStruct, start: int, end: int) -> None:
@@ -105,18 +103,20 @@ def vma_merge_range(mm: MMStruct, start: int, end: int) -> None:
     Mergeable: adjacent, same flags, contiguous vm_pgoff, and the same anon_vma (or one
     side without any: is_mergeable_anon_vma()).
     """
-    i = 0
-    while i + 1 < len(mm.vmas):
+    near_vmas = mm.vmas_between(max(start - 1, 0), end + 1)
+    i = mm.vmas.index(near_vmas[0]) if near_vmas else len(mm.vmas)
+    last = i + len(near_vmas)
+    while i + 1 < min(last, len(mm.vmas)):
         a, b = mm.vmas[i], mm.vmas[i + 1]
-        near = a.vm_end >= start and b.vm_start <= end
         same_av = a.anon_vma is b.anon_vma or a.anon_vma is None or b.anon_vma is None
-        if (near and a.vm_end == b.vm_start and a.vm_flags == b.vm_flags and same_av
+        if (a.vm_end == b.vm_start and a.vm_flags == b.vm_flags and same_av
                 and b.vm_pgoff == a.vm_pgoff + ((a.vm_end - a.vm_start) >> 12)):
             if a.anon_vma is None and b.anon_vma is not None:
                 anon_vma_clone(a, b)
             a.vm_end = b.vm_end
             unlink_anon_vmas(b)
             del mm.vmas[i + 1]
+            last -= 1
             continue
         i += 1
 

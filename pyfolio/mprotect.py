@@ -31,11 +31,8 @@ def do_mprotect(mm: MMStruct, start: int, length: int, prot: str) -> None:
         raise MmError(EINVAL, f"mprotect: protection {prot!r} is not 'r' or 'rw'")
     length = check_range(start, length, "mprotect")
     end = start + length
-    covered, addr = 0, start
-    for vma in mm.vmas:
-        if vma.vm_start <= addr < vma.vm_end:
-            covered += min(vma.vm_end, end) - addr
-            addr = min(vma.vm_end, end)
+    covered = sum(min(v.vm_end, end) - max(v.vm_start, start)
+                  for v in mm.vmas_between(start, end))
     if covered != length:
         raise MmError(ENOMEM, f"mprotect: [{start:#x}, {end:#x}) is not fully mapped")
     for vma in _vmas_in(mm, start, end):

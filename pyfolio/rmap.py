@@ -98,17 +98,16 @@ def anon_vma_fork(vma: VMA, pvma: VMA) -> None:
 def unlink_anon_vmas(vma: VMA) -> None:
     """unlink_anon_vmas() - drop the VMA's chains; an anon_vma nobody reaches is freed.
 
-    Simplification: an anon_vma is kept while any VMA reaches it or any folio points at it
-    (the kernel counts folios through the anon_vma's refcount and degree).
+    As in the kernel, folios do not keep an anon_vma alive: once no VMA reaches it, no
+    folio pointing at it can still be mapped (folio_anon_vma() then finds nothing).
     """
     m = vma.vm_mm.m
     for av in vma.anon_vma_chain:
         av.vmas.discard(vma)
+        if not av.vmas:
+            m.anon_vmas.pop(av.id, None)
     vma.anon_vma_chain = []
     vma.anon_vma = None
-    live = {int(x) >> 1 for x in np.unique(m.mem.mapping[m.mem.mapping & FOLIO_MAPPING_ANON == 1])}
-    for av_id in [i for i, av in m.anon_vmas.items() if not av.vmas and i not in live]:
-        del m.anon_vmas[av_id]
 
 
 def folio_anon_vma(folio: Folio) -> AnonVma | None:

@@ -6,6 +6,8 @@ method is a thin call into the kernel-named functions of the model modules.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .debug_vm import Violation, check
 from .errors import EINVAL, MmError, SegmentationFault
 from .folio import Folio, page_folio
@@ -21,6 +23,9 @@ from .pgtable import Entry, decode_entry, walk
 from .proc import PagemapEntry, kpagecount, kpageflags, pagemap, smaps, vmstat
 from .trace import Trace
 from .units import PAGE_SIZE, PMD_SIZE, parse_size
+
+if TYPE_CHECKING:
+    from .device import Device
 
 __all__ = ["System", "Process"]
 
@@ -45,6 +50,17 @@ class System:
         self.seed = seed
         self.processes: list[Process] = []
         self._next_pid = 1
+        self._device: Device | None = None
+
+    @property
+    def device(self) -> Device:
+        """The dmirror-like device owning the device-private memory (``device=`` size);
+        created on first use. MmError(EINVAL) when the system has no device memory."""
+        from .device import Device
+
+        if self._device is None:
+            self._device = Device(self.machine)
+        return self._device
 
     @property
     def trace(self) -> Trace:
