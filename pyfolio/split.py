@@ -1,0 +1,804 @@
+"""Splitting a large folio: the folio-split half of mm/huge_memory.c.
+
+Models: mm/huge_memory.c (v6.18) __folio_split() and its entry points, with
+mm/rmap.c:try_to_migrate() (unmap to migration entries) and
+mm/migrate.c:remove_migration_ptes() (remap) as far as the split uses them. PMD-level
+code (split_huge_pmd, the deferred split queue) is in :mod:`pyfolio.huge_memory`.
+
+Two designs for splitting a folio that migration has already unmapped (the device
+fallback of "mm: support THP migration for zone device private pages"):
+
+* (a) the v7 series (Oct 2025, patch 11/16): ``bool unmapped`` threaded through
+  ``__folio_split()`` and ``__split_huge_page_to_list_to_order()``; here
+  ``__folio_split(..., unmapped=True)`` and
+  ``split_huge_page_to_list_to_order(page, list_, new_order, unmapped=True)``.
+* (b) what was merged instead (Nov 2025, "mm/huge_memory.c: introduce
+  folio_split_unmapped", mm tree; expected in v6.19, not confirmed here):
+  ``folio_split_unmapped()`` built on ``__folio_freeze_and_split_unmapped()``.
+
+Return convention: kernel-named functions return 0 or a negative errno, as the kernel
+does (callers such as MADV_FREE ignore it, as the kernel's do); a failed split leaves
+the machine as it was. The Python-only helper :func:`split_mapped_folio` raises
+``MmError`` with the errno instead. A page is a PFN; a ``list_`` is a Python list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .errors import EAGAIN, EBUSY, EINVAL, MmError
+from .folio import (
+    VM_WARN_ON_FOLIO,
+    Folio,
+    __folio_put,
+    folio_expected_ref_count,
+    folio_get,
+    folio_is_zone_device,
+    folio_lock,
+    folio_mapcount,
+    folio_mapped,
+    folio_nr_pages,
+    folio_order,
+    folio_put,
+    folio_ref_count,
+    folio_ref_freeze,
+    folio_test_anon,
+    folio_test_large,
+    folio_test_locked,
+    folio_unlock,
+    is_zero_folio,
+    page_folio,
+)
+from .huge_memory import split_huge_pmd_address
+from .memmap import NO_HEAD, PG, ZONE_DEVICE
+from .pgtable import (
+    _PAGE_DIRTY,
+    _PAGE_PRESENT,
+    _PAGE_PSE,
+    _PAGE_RW,
+    _PAGE_SOFT_DIRTY,
+    _PAGE_SPECIAL,
+    _PAGE_SWP_SOFT_DIRTY,
+    _PAGE_SWP_UFFD_WP,
+    _PAGE_UFFD_WP,
+    PTE_PFN_MASK,
+    SwpType,
+    make_readable_exclusive_migration_entry,
+    make_readable_migration_entry,
+    make_writable_migration_entry,
+    pmd_leaf,
+    pte_index,
+    pte_pfn,
+    vm_page_prot,
+)
+from .rmap import folio_anon_vma, folio_remove_rmap_pte, folio_try_share_anon_rmap_pte
+from .units import HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SHIFT, PMD_SIZE
+
+if TYPE_CHECKING:
+    from .machine import Machine
+    from .memmap import Memmap
+    from .mm_types import VMA
+
+__all__ = [
+    "RMP_LOCKED", "RMP_USE_SHARED_ZEROPAGE", "TTU_SPLIT_HUGE_PMD", "TTU_RMAP_LOCKED",
+    "can_split_folio", "uniform_split_supported", "non_uniform_split_supported",
+    "min_order_for_split", "try_to_migrate", "unmap_folio", "remove_migration_ptes",
+    "remap_page", "__split_folio_to_order", "__split_unmapped_folio",
+    "__folio_freeze_and_split_unmapped", "__folio_split", "__split_huge_page_to_list_to_order",
+    "split_huge_page_to_list_to_order", "split_huge_page", "split_folio_to_order",
+    "split_folio_to_list", "split_folio", "folio_split", "try_folio_split",
+    "folio_split_unmapped", "thp_underused", "deferred_split_scan", "shrink_deferred_split",
+    "split_mapped_folio", "KHUGEPAGED_MAX_PTES_NONE",
+]
+
+#: include/linux/rmap.h enum rmp_flags (v6.18); later trees fold them into ttu_flags.
+RMP_LOCKED = 1 << 0
+RMP_USE_SHARED_ZEROPAGE = 1 << 1
+#: include/linux/rmap.h enum ttu_flags (the two the split uses).
+TTU_SPLIT_HUGE_PMD = 0x4
+TTU_RMAP_LOCKED = 0x80
+#: /sys/kernel/mm/transparent_hugepage/khugepaged/max_ptes_none default (HPAGE_PMD_NR - 1).
+KHUGEPAGED_MAX_PTES_NONE = HPAGE_PMD_NR - 1
+#: Linux 6.18.0 stopped try_to_migrate()'s rmap walk after the first PMD it split
+#: (commit 60fbb14396d5), so a PMD-mapped THP shared by two processes failed to split
+#: with -EAGAIN; fixed by 939080834fef (in 6.18.y stable, March 2026). False models the
+#: fix; set True to reproduce 6.18.0.
+TRY_TO_MIGRATE_STOPS_AFTER_PMD_SPLIT = False
+
+#: page flags __split_folio_to_order() copies from the head to each new head
+_COPY_FLAGS = (PG.referenced | PG.swapbacked | PG.swapcache | PG.mlocked | PG.uptodate
+               | PG.active | PG.locked | PG.unevictable | PG.dirty)
+_COPY, _HEAD, _LARGE_RMAPPABLE = int(_COPY_FLAGS), int(PG.head), int(PG.large_rmappable)
+_U64 = np.uint64
+_MIGRATION_TYPES = (SwpType.SWP_MIGRATION_READ, SwpType.SWP_MIGRATION_READ_EXCLUSIVE,
+                    SwpType.SWP_MIGRATION_WRITE)
+
+
+# -- checks ------------------------------------------------------------------------------
+def can_split_folio(folio: Folio, caller_pins: int) -> tuple[bool, int]:
+    """can_split_folio() - is every reference but the caller's explained by mappings?
+
+    Models: mm/huge_memory.c:can_split_folio() (v6.18). Returns (ok, extra_pins): extra
+    pins are the swap-cache references of an anon folio (none in the simulator unless
+    PG_swapcache is set); ok when ``mapcount == refcount - extra_pins - caller_pins``.
+    """
+    extra = folio_nr_pages(folio) if not folio_test_anon(folio) or folio.m.mem.test(
+        folio.pfn, PG.swapcache) else 0
+    return folio_mapcount(folio) == folio_ref_count(folio) - extra - caller_pins, extra
+
+
+def non_uniform_split_supported(folio: Folio, new_order: int, warns: bool) -> bool:
+    """non_uniform_split_supported() - anon: any order but 1; not from the swap cache.
+
+    Models: mm/huge_memory.c:non_uniform_split_supported() (v6.18). The VM_WARN_ONCE
+    becomes a ``VM_WARN_ONCE`` trace event.
+    """
+    if folio_test_anon(folio) and new_order == 1:
+        _warn(folio, warns, "Cannot split to order-1 folio")
+        return False
+    if folio.m.mem.test(folio.pfn, PG.swapcache):
+        _warn(folio, warns, "Cannot split swapcache folio to non-0 order")
+        return False
+    return True
+
+
+def uniform_split_supported(folio: Folio, new_order: int, warns: bool) -> bool:
+    """uniform_split_supported() - anon: any order but 1; swap cache: order 0 only.
+
+    Models: mm/huge_memory.c:uniform_split_supported() (v6.18).
+    """
+    if folio_test_anon(folio) and new_order == 1:
+        _warn(folio, warns, "Cannot split to order-1 folio")
+        return False
+    if new_order and folio.m.mem.test(folio.pfn, PG.swapcache):
+        _warn(folio, warns, "Cannot split swapcache folio to non-0 order")
+        return False
+    return True
+
+
+def _warn(folio: Folio, warns: bool, what: str) -> None:
+    if warns:
+        folio.m.trace.emit("VM_WARN_ONCE", pfn=folio.pfn, what=what)
+
+
+def min_order_for_split(folio: Folio) -> int:
+    """min_order_for_split() - 0 for anon folios; a truncated file folio gives -EBUSY
+    (and counts ``thp_split_page_failed``). Models: mm/huge_memory.c (v6.18)."""
+    if folio_test_anon(folio):
+        return 0
+    if folio_order(folio) == HPAGE_PMD_ORDER:
+        folio.m.vmstat["thp_split_page_failed"] += 1
+    return -EBUSY
+
+
+# -- walking the mappings -------------------------------------------------------------------
+def _vma_ranges(m: Machine, head: int, nr: int) -> Iterator[tuple[VMA, int, int]]:
+    """rmap_walk_anon(): each VMA the folio's anon_vma reaches, with the address range
+    where pages [head, head + nr) would be mapped (vma_address())."""
+    av = folio_anon_vma(Folio(m, head))
+    if av is None:
+        return
+    first = int(m.mem.index[head])
+    for vma in sorted(av.vmas, key=lambda v: (v.vm_mm.id, v.vm_start)):
+        lo = max(vma.vm_start, vma.address_of(first))
+        hi = min(vma.vm_end, vma.address_of(first + nr))
+        if lo < hi:
+            yield vma, lo, hi
+
+
+def _pmd_chunks(vma: VMA, lo: int, hi: int) -> Iterator[tuple[int, int, tuple[int, int]]]:
+    """The PMD slots covering [lo, hi): (addr, end of this PMD's part, slot)."""
+    from .memory import pmd_slot
+
+    addr = lo
+    while addr < hi:
+        nxt = min((addr | (PMD_SIZE - 1)) + 1, hi)
+        slot = pmd_slot(vma.vm_mm, addr)
+        if slot is not None:
+            yield addr, nxt, slot
+        addr = nxt
+
+
+def _pte_table(m: Machine, slot: tuple[int, int]) -> int | None:
+    raw = int(m.pgtables[slot[0]][slot[1]])
+    return pte_pfn(raw) if raw & _PAGE_PRESENT and not raw & _PAGE_PSE else None
+
+
+# -- unmap: try_to_migrate ----------------------------------------------------------------
+def try_to_migrate(folio: Folio, flags: int) -> bool:
+    """try_to_migrate() - replace every mapping of the folio with a migration entry.
+
+    Models: mm/rmap.c:try_to_migrate() and try_to_migrate_one() (v6.18 with the 6.18.y
+    fix 939080834fef, see TRY_TO_MIGRATE_STOPS_AFTER_PMD_SPLIT). A PMD mapping is split
+    with freeze (split_huge_pmd_address(vma, addr, True)) and the walk restarts in that
+    VMA; each PTE becomes a writable migration entry if it was writable, else
+    readable-exclusive if the page was PG_anon_exclusive, else readable, keeping
+    soft-dirty and uffd-wp; a dirty PTE dirties the folio; the exclusive page must be
+    shared first (folio_try_share_anon_rmap_pte()), which fails for a maybe-pinned folio:
+    the PTE is left as it was and the walk stops (returns False). Each PTE removed drops
+    its rmap (folio_remove_rmap_pte()) and reference (folio_put()).
+    Simplification: migration entries do not keep the young/dirty bits.
+    """
+    m, end_pfn = folio.m, folio.pfn + folio_nr_pages(folio)
+    for vma, lo, hi in list(_vma_ranges(m, folio.pfn, folio_nr_pages(folio))):
+        split_pmd = bool(flags & TTU_SPLIT_HUGE_PMD)
+        for addr, nxt, slot in _pmd_chunks(vma, lo, hi):
+            raw = int(m.pgtables[slot[0]][slot[1]])
+            if pmd_leaf(raw) and folio.pfn <= pte_pfn(raw) < end_pfn and split_pmd:
+                split_huge_pmd_address(vma, addr, True)
+                if TRY_TO_MIGRATE_STOPS_AFTER_PMD_SPLIT:
+                    return False
+                split_pmd = False  # flags &= ~TTU_SPLIT_HUGE_PMD; restart the walk
+            table = _pte_table(m, slot)
+            if table is not None and not _migrate_ptes(folio, vma, table, addr, nxt):
+                return False
+    return True
+
+
+def _migrate_ptes(folio: Folio, vma: VMA, table: int, addr: int, end: int) -> bool:
+    """try_to_migrate_one() for the present PTEs of one table that map the folio."""
+    m, tbl = folio.m, folio.m.pgtables[table]
+    i0, n = pte_index(addr), (end - addr) >> PAGE_SHIFT
+    ents = tbl[i0: i0 + n]
+    pfns = (ents & _U64(PTE_PFN_MASK)) >> _U64(PAGE_SHIFT)
+    hit = ((ents & _U64(_PAGE_PRESENT)) != 0) & ((ents & _U64(_PAGE_SPECIAL)) == 0) \
+        & (pfns >= _U64(folio.pfn)) & (pfns < _U64(folio.pfn + folio_nr_pages(folio)))
+    for j in np.flatnonzero(hit):
+        pte, pfn = int(ents[j]), int(pfns[j])
+        exclusive = m.mem.test(pfn, PG.anon_exclusive)
+        if exclusive and not folio_try_share_anon_rmap_pte(folio, pfn):
+            return False  # set_pte_at(orig): nothing was changed for this PTE
+        if pte & _PAGE_DIRTY:
+            m.mem.set(folio.pfn, PG.dirty)
+        make = (make_writable_migration_entry if pte & _PAGE_RW else
+                make_readable_exclusive_migration_entry if exclusive else
+                make_readable_migration_entry)
+        swp = make(pfn) | (_PAGE_SWP_SOFT_DIRTY if pte & _PAGE_SOFT_DIRTY else 0) \
+            | (_PAGE_SWP_UFFD_WP if pte & _PAGE_UFFD_WP else 0)
+        tbl[i0 + j] = swp
+        m.trace.cost("pte_writes")
+        folio_remove_rmap_pte(folio, pfn, vma)
+        folio_put(folio)
+    if hit.any():
+        m.trace.cost("tlb_flushes")
+    return True
+
+
+def unmap_folio(folio: Folio) -> None:
+    """unmap_folio() - turn every mapping of the (anon) folio into migration entries.
+
+    Models: mm/huge_memory.c:unmap_folio() (v6.18): try_to_migrate() with
+    TTU_SPLIT_HUGE_PMD for a PMD-mappable folio (and TTU_RMAP_LOCKED|TTU_SYNC|
+    TTU_BATCH_FLUSH). Emits ``unmap_folio`` with the map and reference counts before
+    and after.
+    """
+    VM_WARN_ON_FOLIO(not folio_test_large(folio), folio, "unmap_folio of a small folio")
+    before = (folio_mapcount(folio), folio_ref_count(folio))
+    flags = TTU_RMAP_LOCKED | (TTU_SPLIT_HUGE_PMD if folio_order(folio) >= HPAGE_PMD_ORDER
+                               else 0)
+    try_to_migrate(folio, flags)
+    folio.m.trace.emit("unmap_folio", changes={
+        "mapcount": (before[0], folio_mapcount(folio)),
+        "refcount": (before[1], folio_ref_count(folio))}, pfn=folio.pfn)
+
+
+# -- remap: remove_migration_ptes ---------------------------------------------------------
+def remove_migration_ptes(src: Folio, dst: Folio, flags: int) -> None:
+    """remove_migration_ptes() - migration entries for ``src`` back to PTEs on ``dst``.
+
+    Models: mm/migrate.c:remove_migration_ptes() and remove_migration_pte() (v6.18),
+    for src == dst (as remap_page() uses it; after a split each entry resolves to the new
+    folio holding its page). Each entry becomes a PTE with the VMA's protection, writable
+    if the entry was, dirty if the folio is dirty, soft-dirty and uffd-wp kept; the page
+    gets a PTE mapping (RMAP_EXCLUSIVE unless the entry was readable) and the folio a
+    reference. A device-private page gets a device-private entry instead. With
+    RMP_USE_SHARED_ZEROPAGE, try_to_map_unused_to_zeropage(): an order-0, not mlocked
+    page whose contents are all zero (stamp 0) is mapped to the shared zero page
+    (special, read-only, soft-dirty kept) with no reference and no rmap.
+    Simplifications: no PMD migration entries (remove_migration_pmd()); no VM_LOCKED or
+    mm_forbids_zeropage(); young is not tracked through migration (the PTE is young).
+    """
+    VM_WARN_ON_FOLIO(src.pfn != dst.pfn, src, "remap to another folio")
+    _remove_migration_entries(src.m, src.pfn, folio_nr_pages(src), flags)
+
+
+def remap_page(folio: Folio, nr: int, flags: int) -> None:
+    """remap_page() - remove_migration_ptes() over every folio in [folio, folio + nr).
+
+    Models: mm/huge_memory.c:remap_page() (v6.18): the kernel walks the rmap once per
+    after-split folio; the simulator walks the range once and resolves each entry's
+    folio (same result). Emits ``remap_page`` with the PTEs restored and zero-mapped.
+    """
+    if not folio_test_anon(folio):
+        return
+    restored, zero = _remove_migration_entries(folio.m, folio.pfn, nr, flags)
+    folio.m.trace.emit("remap_page", changes={"ptes": restored, "zero_page_ptes": zero},
+                       pfn=folio.pfn, nr=nr, flags=flags)
+
+
+def _remove_migration_entries(m: Machine, head: int, nr: int, flags: int) -> tuple[int, int]:
+    restored = zeroed = 0
+    for vma, lo, hi in list(_vma_ranges(m, head, nr)):
+        for addr, nxt, slot in _pmd_chunks(vma, lo, hi):
+            table = _pte_table(m, slot)
+            if table is not None:
+                r, z = _remap_table(m, vma, table, addr, nxt, head, nr, flags)
+                restored, zeroed = restored + r, zeroed + z
+    return restored, zeroed
+
+
+def _remap_table(m: Machine, vma: VMA, table: int, addr: int, end: int, head: int, nr: int,
+                 flags: int) -> tuple[int, int]:
+    """remove_migration_pte() for every matching entry of one PTE table, vectorised."""
+    mem, tbl = m.mem, m.pgtables[table]
+    i0, n = pte_index(addr), (end - addr) >> PAGE_SHIFT
+    ents = tbl[i0: i0 + n]
+    typ = ents >> _U64(59)
+    pfns = ((~ents) << _U64(5)) >> _U64(14)
+    hit = (ents != 0) & ((ents & _U64(_PAGE_PRESENT)) == 0) & (typ >= _U64(_MIGRATION_TYPES[0])) \
+        & (typ <= _U64(_MIGRATION_TYPES[-1])) & (pfns >= _U64(head)) & (pfns < _U64(head + nr))
+    idx = np.flatnonzero(hit)
+    if not len(idx):
+        return 0, 0
+    raw, typ, pfn = ents[idx], typ[idx].astype(np.int64), pfns[idx].astype(np.int64)
+    ch = mem.compound_head[pfn]
+    heads = np.where(ch == NO_HEAD, pfn, ch)
+    large = (mem.flags[heads] & np.uint32(PG.head)) != 0
+    soft = np.where((raw & _U64(_PAGE_SWP_SOFT_DIRTY)) != 0, _U64(_PAGE_SOFT_DIRTY), _U64(0))
+    zero = np.zeros(len(idx), bool)
+    if flags & RMP_USE_SHARED_ZEROPAGE:
+        zero = ~large & (mem.stamp[pfn] == 0) & ((mem.flags[heads] & np.uint32(PG.mlocked)) == 0) \
+            & (mem.zone[pfn] != ZONE_DEVICE)
+    write = typ == SwpType.SWP_MIGRATION_WRITE
+    dirty = (mem.flags[heads] & np.uint32(PG.dirty)) != 0
+    pte = (pfn.astype(_U64) << _U64(PAGE_SHIFT)) | _U64(vm_page_prot(True)) | soft \
+        | np.where(write, _U64(_PAGE_RW), _U64(0)) | np.where(dirty, _U64(_PAGE_DIRTY), _U64(0))
+    pte |= np.where((raw & _U64(_PAGE_SWP_UFFD_WP)) != 0, _U64(_PAGE_UFFD_WP), _U64(0))
+    pte = _device_private_ptes(mem, pfn, write, raw, pte)
+    zpte = _U64(m.zero_pfn << PAGE_SHIFT) | _U64(vm_page_prot(False) | _PAGE_SPECIAL) | soft
+    tbl[i0 + idx] = np.where(zero, zpte, pte)
+    m.trace.cost("pte_writes", len(idx))
+    keep = ~zero
+    pfn, heads, large = pfn[keep], heads[keep], large[keep]
+    excl = typ[keep] != SwpType.SWP_MIGRATION_READ
+    mem._mapcount[pfn] += 1  # folio_add_anon_rmap_pte(); distinct pages within one table
+    mem.set(pfn[excl], PG.anon_exclusive)
+    uniq, counts = np.unique(heads, return_counts=True)
+    mem._refcount[uniq] += counts.astype(np.int32)  # folio_get() per PTE
+    if large.any():
+        lh, first = heads[large], (mem._mapcount[pfn[large]] == 0).astype(np.int32)
+        np.add.at(mem._large_mapcount, lh, 1)
+        np.add.at(mem._nr_pages_mapped, lh, first)
+    return int(keep.sum()), int(zero.sum())
+
+
+def _device_private_ptes(mem: Memmap, pfn: np.ndarray, write: np.ndarray, raw: np.ndarray,
+                         pte: np.ndarray) -> np.ndarray:
+    """remove_migration_pte(): a device-private page gets a device-private entry."""
+    from .pgtable import make_readable_device_private_entry, make_writable_device_private_entry
+
+    dev = np.flatnonzero(mem.zone[pfn] == ZONE_DEVICE)
+    for k in dev:
+        make = make_writable_device_private_entry if write[k] else \
+            make_readable_device_private_entry
+        pte[k] = make(int(pfn[k])) | (int(raw[k]) & _PAGE_SWP_SOFT_DIRTY)
+    return pte
+
+
+# -- the split of struct pages ------------------------------------------------------------
+def __split_folio_to_order(folio: Folio, old_order: int, new_order: int) -> None:
+    """__split_folio_to_order() - cut a frozen, unmapped folio into 2^(old-new) folios.
+
+    Models: mm/huge_memory.c:__split_folio_to_order() (v6.18), vectorised: each new head
+    gets the head's referenced, swapbacked, swapcache, mlocked, uptodate, active, locked,
+    unevictable and dirty flags (every other flag of the new head, PG_anon_exclusive
+    included, is dropped: PAGE_FLAGS_CHECK_AT_PREP), ->mapping, ->index = index + i,
+    and stops being a tail; a new order > 0 makes it a compound head
+    (prep_compound_page(): mapcounts -1, _nr_pages_mapped and _pincount 0) and
+    large-rmappable. Tail pages keep their own flags (per-page PG_anon_exclusive). The
+    old head gets the new order, or stops being compound at order 0.
+    Simplification: PG_large_rmappable is copied from the old head (the simulator's THP
+    faults do not set it) instead of being set unconditionally.
+    """
+    mem, pfn = folio.m.mem, folio.pfn
+    nr, new_nr = 1 << old_order, 1 << new_order
+    k = nr // new_nr
+
+    def heads(arr: np.ndarray) -> np.ndarray:  # a view of the new heads' entries
+        return arr[pfn: pfn + nr].reshape(k, new_nr)[1:, 0]
+
+    hflags = int(mem.flags[pfn])
+    large = _LARGE_RMAPPABLE if hflags & _LARGE_RMAPPABLE else 0
+    heads(mem.flags)[:] = (hflags & _COPY) | ((_HEAD | large) if new_order else 0)
+    heads(mem.mapping)[:] = mem.mapping[pfn]
+    heads(mem.index)[:] = mem.index[pfn] + np.arange(new_nr, nr, new_nr)
+    ch = mem.compound_head[pfn: pfn + nr].reshape(k, new_nr)
+    ch[1:, 0] = NO_HEAD  # clear_compound_head()
+    if new_order:  # prep_compound_page() on each new head; folio_set_order() on the old
+        ch[:, 1:] = (pfn + np.arange(0, nr, new_nr))[:, None]
+        mem.order[pfn: pfn + nr].reshape(k, new_nr)[:, 0] = new_order
+    else:
+        mem.order[pfn] = 0
+        mem.clear(pfn, PG.head | PG.large_rmappable | PG.partially_mapped)
+    for arr, value in ((mem._entire_mapcount, -1), (mem._large_mapcount, -1),
+                       (mem._nr_pages_mapped, 0), (mem._pincount, 0)):
+        heads(arr)[:] = value
+        if not new_order:
+            arr[pfn] = value
+
+
+def __split_unmapped_folio(folio: Folio, new_order: int, split_at: int, xas: object = None,
+                           mapping: object = None, uniform_split: bool = True) -> int:
+    """__split_unmapped_folio() - split a frozen, unmapped folio, uniformly or buddy-style.
+
+    Models: mm/huge_memory.c:__split_unmapped_folio() (v6.18). Uniform: one step to
+    ``new_order``. Non-uniform: from order-1 down to ``new_order``, halve the piece that
+    holds ``split_at`` and keep the other half; anon folios skip order 1. Returns 0 (the
+    page-cache ``xas`` failures of file folios do not arise: anon only).
+
+    >>> from pyfolio import System, MiB
+    >>> m = System(ram="16M"); p = m.spawn(); a = p.mmap(2 * MiB)
+    >>> p.madvise(a, 2 * MiB, "hugepage"); p.touch(a, 2 * MiB)
+    >>> f = p.folio_at(a)
+    >>> orders = split_orders(m.machine, f.pfn, 257, 0, uniform=False)
+    >>> orders
+    [8, 0, 0, 0, 0, 2, 3, 4, 5, 6, 7]
+    """
+    is_anon, old_order = folio_test_anon(folio), folio_order(folio)
+    nr = 1 << old_order
+    start = new_order if uniform_split else old_order - 1
+    cur = folio
+    for split_order in range(start, new_order - 1, -1):
+        if is_anon and split_order == 1:
+            continue
+        __split_folio_to_order(cur, old_order, split_order)
+        cur, old_order = page_folio(folio.m, split_at), split_order
+    if folio.m.trace.enabled:
+        folio.m.trace.emit("__split_unmapped_folio", changes={
+            "orders": (nr.bit_length() - 1, _orders(folio.m, folio.pfn, nr))},
+            pfn=folio.pfn, new_order=new_order, split_at=split_at, uniform=uniform_split)
+    return 0
+
+
+def _new_folios(m: Machine, pfn: int, nr: int) -> np.ndarray:
+    """Heads of the folios in [pfn, pfn + nr) (folio_next() from pfn), in address order."""
+    return pfn + np.flatnonzero(m.mem.compound_head[pfn: pfn + nr] == NO_HEAD)
+
+
+def _orders(m: Machine, pfn: int, nr: int) -> list[int]:
+    """Orders of the folios in [pfn, pfn + nr), in address order (vectorised)."""
+    mem = m.mem
+    heads = _new_folios(m, pfn, nr)
+    large = (mem.flags[heads] & np.uint32(PG.head)) != 0
+    return [int(x) for x in np.where(large, mem.order[heads], 0)]
+
+
+def split_orders(m: Machine, pfn: int, at: int, new_order: int, *, uniform: bool) -> list[int]:
+    """Split the mapped folio at ``pfn`` (at page offset ``at``) and list the orders of
+    the folios it leaves, in address order (a Python helper for docs and tests)."""
+    nr = folio_nr_pages(page_folio(m, pfn))
+    head = page_folio(m, pfn).pfn
+    split_mapped_folio(m, head, new_order, uniform=uniform, at=None if uniform else at)
+    return _orders(m, head, nr)
+
+
+def _zone_device_private_split_cb(orig: Folio, new: Folio | None) -> None:
+    """zone_device_private_split_cb() (the series): tell a device-private folio's driver
+    (pgmap->ops->folio_split) about each new folio, then None at the end."""
+    if not folio_is_zone_device(orig):
+        return
+    pgmap = orig.m.pgmaps[int(orig.m.mem.pgmap[orig.pfn])]
+    cb = getattr(getattr(pgmap, "ops", None), "folio_split", None)
+    if cb is not None:
+        cb(orig, new)
+
+
+def __folio_freeze_and_split_unmapped(folio: Folio, new_order: int, split_at: int,
+                                      xas: object, mapping: object, do_lru: bool,
+                                      list_: list[Folio] | None, uniform_split: bool,
+                                      end: int = 0) -> int:
+    """__folio_freeze_and_split_unmapped() - freeze, unqueue, split, unfreeze each piece.
+
+    Models: mm/huge_memory.c:__folio_freeze_and_split_unmapped() (mm tree, Nov 2025
+    "mm/huge_memory.c: introduce folio_split_unmapped"; in v6.18 and the v7 series this
+    is inline in __folio_split()). Freeze at cache refs + 1 (-EAGAIN if that fails); take
+    the folio off the deferred split queue and clear PG_partially_mapped; split; each
+    new folio is unfrozen at folio_expected_ref_count() + 1 (1: it is unmapped) and, with
+    ``do_lru``, put on the LRU or on ``list_`` (with an extra reference). Every piece
+    stays locked. Emits one ``folio_ref_unfreeze`` event for all pieces.
+    """
+    m, nr, pfn = folio.m, folio_nr_pages(folio), folio.pfn
+    _, cache = can_split_folio(folio, 0)
+    if not folio_ref_freeze(folio, cache + 1):
+        return -EAGAIN
+    m.deferred_split_queue.pop(pfn, None)  # folio_unqueue_deferred_split()
+    m.mem.clear(pfn, PG.partially_mapped)  # folio_reset_partially_mapped()
+    __split_unmapped_folio(folio, new_order, split_at, xas, mapping, uniform_split)
+    heads = _new_folios(m, pfn, nr)
+    refs = np.ones(len(heads), np.int32)
+    if m.mem.test(pfn, PG.swapcache):
+        refs += (1 << m.mem.order[heads]).astype(np.int32)
+    for h in heads[1:] if folio_is_zone_device(folio) else ():
+        _zone_device_private_split_cb(folio, Folio(m, int(h)))
+    m.mem._refcount[heads] = refs  # folio_ref_unfreeze(new_folio, ...), then @folio last
+    if do_lru and not folio_is_zone_device(folio):
+        if list_ is None:
+            m.mem.set(heads[1:], PG.lru)  # lru_add_split_folio(): onto folio's LRU list
+        else:
+            for h in heads[1:]:
+                folio_get(Folio(m, int(h)))
+                m.mem.extra_refs[int(h)] += 1  # held by whoever owns list_
+                list_.append(Folio(m, int(h)))
+    _zone_device_private_split_cb(folio, None)
+    m.trace.emit("folio_ref_unfreeze", changes={"folios": len(heads)}, pfn=pfn,
+                 refcounts=[int(x) for x in refs[:16]])
+    return 0
+
+
+# -- __folio_split and its entry points -----------------------------------------------------
+def __folio_split(folio: Folio, new_order: int, split_at: int, lock_at: int,
+                  list_: list[Folio] | None, uniform_split: bool, unmapped: bool = False) -> int:
+    """__folio_split() - split a locked, referenced large folio; 0 or -errno.
+
+    Models: mm/huge_memory.c:__folio_split() (v6.18; ``unmapped`` is the v7 series
+    patch 11/16, Oct 2025, never merged). Order checks (-EINVAL, not counted); the huge
+    zero folio or writeback (-EBUSY, not counted); no anon_vma because the folio is not
+    mapped (-EBUSY); can_split_folio(folio, 1) false (-EAGAIN); unmap_folio(); freeze at
+    1 + extra_pins (-EAGAIN); __split_unmapped_folio(); unfreeze; LRU; remap_page() with
+    RMP_USE_SHARED_ZEROPAGE on success (zero-filled order-0 anon pages go to the shared
+    zero page and are freed); unlock and put every new folio but the one holding
+    ``lock_at``. ``thp_split_page`` or ``thp_split_page_failed`` is counted for an order-9
+    folio once the anon_vma step is reached. With ``unmapped`` (v7): no anon_vma, no
+    unmap, no LRU, and it returns right after unfreezing (nothing counted, nothing
+    remapped, every piece locked with one reference).
+    """
+    m, order, is_anon = folio.m, folio_order(folio), folio_test_anon(folio)
+    VM_WARN_ON_FOLIO(not folio_test_locked(folio), folio, "split of an unlocked folio")
+    VM_WARN_ON_FOLIO(not folio_test_large(folio), folio, "split of a small folio")
+    if page_folio(m, split_at) != folio or page_folio(m, lock_at) != folio:
+        return -EINVAL
+    if new_order >= order:
+        return -EINVAL
+    if uniform_split and not uniform_split_supported(folio, new_order, True):
+        return -EINVAL
+    if not uniform_split and not non_uniform_split_supported(folio, new_order, True):
+        return -EINVAL
+    if is_zero_folio(folio) or m.mem.test(folio.pfn, PG.writeback):
+        return -EBUSY
+    ret = _split_mapped_steps(folio, new_order, split_at, lock_at, list_, uniform_split,
+                              unmapped, is_anon)
+    if unmapped and ret != -EBUSY:
+        return ret
+    if order == HPAGE_PMD_ORDER:
+        m.vmstat["thp_split_page" if not ret else "thp_split_page_failed"] += 1
+    m.trace.emit("__folio_split", changes={"ret": ret}, pfn=folio.pfn, new_order=new_order,
+                 uniform=uniform_split)
+    return ret
+
+
+def _split_mapped_steps(folio: Folio, new_order: int, split_at: int, lock_at: int,
+                        list_: list[Folio] | None, uniform: bool, unmapped: bool,
+                        is_anon: bool) -> int:
+    """The body of __folio_split() from the anon_vma to the final unlock."""
+    m, nr, pfn = folio.m, folio_nr_pages(folio), folio.pfn
+    if not is_anon or (not unmapped and (not folio_mapped(folio)
+                                         or folio_anon_vma(folio) is None)):
+        return -EBUSY  # folio_get_anon_vma() is NULL (or a file folio's mapping is gone)
+    if not can_split_folio(folio, 1)[0]:
+        return -EAGAIN
+    if not unmapped:
+        unmap_folio(folio)
+    held = m.mem.extra_refs.pop(pfn, 0)
+    ret = __folio_freeze_and_split_unmapped(folio, new_order, split_at, None, None,
+                                            not unmapped, list_, uniform)
+    heads = _new_folios(m, pfn, nr) if not ret else np.array([pfn])
+    keeper = page_folio(m, lock_at).pfn
+    if unmapped:  # v7: the caller keeps every piece (one reference each, locked)
+        for h in heads if held else ():
+            m.mem.extra_refs[int(h)] += held
+        return ret
+    if held:
+        m.mem.extra_refs[keeper if not ret else pfn] += held
+    flags = RMP_USE_SHARED_ZEROPAGE if not ret and not folio_is_zone_device(folio) else 0
+    remap_page(folio, nr, flags)
+    _unlock_and_put(m, heads[heads != keeper])
+    return ret
+
+
+def _unlock_and_put(m: Machine, h: np.ndarray) -> None:
+    """folio_unlock() + free_folio_and_swap_cache() on each folio, batched: the folios
+    whose last reference goes are freed (__folio_put())."""
+    m.mem.clear(h, PG.locked)
+    m.mem._refcount[h] -= 1
+    for pfn in h[m.mem._refcount[h] == 0]:
+        __folio_put(Folio(m, int(pfn)))
+
+
+def __split_huge_page_to_list_to_order(page: Folio, list_: list[Folio] | None, new_order: int,
+                                       unmapped: bool = False) -> int:
+    """__split_huge_page_to_list_to_order() - uniform split; ``page``'s folio stays locked.
+
+    Models: mm/huge_memory.c:__split_huge_page_to_list_to_order() (v6.18; the v7 series
+    adds ``unmapped``). ``page`` is the simulator's ``struct page *``: a view
+    ``Folio(m, pfn)`` of any page of the folio (head or tail).
+    """
+    folio = page_folio(page.m, page.pfn)
+    return __folio_split(folio, new_order, folio.pfn, page.pfn, list_, True, unmapped)
+
+
+def split_huge_page_to_list_to_order(page: Folio, list_: list[Folio] | None, new_order: int,
+                                     unmapped: bool = False) -> int:
+    """split_huge_page_to_list_to_order() - uniform split of ``page``'s folio; 0 or -errno.
+
+    Models: include/linux/huge_mm.h:split_huge_page_to_list_to_order() (v6.18), which is
+    __split_huge_page_to_list_to_order(page, list, new_order, false) in the v7 series.
+    ``unmapped=True`` is design (a): the v7 __ variant, callable from a class.
+    """
+    return __split_huge_page_to_list_to_order(page, list_, new_order, unmapped)
+
+
+def split_huge_page(page: Folio) -> int:
+    """split_huge_page() - split to order 0 (min_order_for_split()); ``page`` stays locked.
+
+    Models: include/linux/huge_mm.h:split_huge_page() (v6.18).
+    """
+    ret = min_order_for_split(page_folio(page.m, page.pfn))
+    return ret if ret < 0 else split_huge_page_to_list_to_order(page, None, ret)
+
+
+def split_folio_to_order(folio: Folio, new_order: int) -> int:
+    """split_folio_to_order() - uniform split of a locked folio; the head stays locked.
+
+    Models: include/linux/huge_mm.h:split_folio_to_order() (v6.18).
+    """
+    return split_huge_page_to_list_to_order(folio, None, new_order)
+
+
+def split_folio_to_list(folio: Folio, list_: list[Folio] | None) -> int:
+    """split_folio_to_list() - split to min_order_for_split(); Models: mm/huge_memory.c (v6.18)."""
+    ret = min_order_for_split(folio)
+    return ret if ret < 0 else split_huge_page_to_list_to_order(folio, list_, ret)
+
+
+def split_folio(folio: Folio) -> int:
+    """split_folio() - split_folio_to_list(folio, NULL). Models: include/linux/huge_mm.h (v6.18)."""
+    return split_folio_to_list(folio, None)
+
+
+def folio_split(folio: Folio, new_order: int, split_at: int, list_: list[Folio] | None) -> int:
+    """folio_split() - non-uniform (buddy-style) split at page ``split_at`` (a PFN).
+
+    Models: mm/huge_memory.c:folio_split() (v6.18): the folio (its first piece) stays
+    locked. Order 9 at page 257 to order 0 leaves orders 8, 0, 0, 0, 0, 2, 3, 4, 5, 6, 7.
+    """
+    return __folio_split(folio, new_order, split_at, folio.pfn, list_, False, False)
+
+
+def try_folio_split(folio: Folio, page: int, list_: list[Folio] | None) -> int:
+    """try_folio_split() - non-uniform split to order 0 at ``page`` (a PFN), falling back
+    to a uniform split where non-uniform is not supported (the swap cache).
+
+    Models: include/linux/huge_mm.h:try_folio_split() (v6.18; later trees have
+    try_folio_split_to_order()).
+    """
+    ret = min_order_for_split(folio)
+    if ret < 0:
+        return ret
+    if not non_uniform_split_supported(folio, 0, False):
+        return split_huge_page_to_list_to_order(folio, list_, ret)
+    return folio_split(folio, ret, page, list_)
+
+
+def folio_split_unmapped(folio: Folio, new_order: int) -> int:
+    """folio_split_unmapped() - uniform split of an unmapped, isolated anon folio.
+
+    Models: mm/huge_memory.c:folio_split_unmapped() (design (b): mm tree, Nov 2025,
+    "mm/huge_memory.c: introduce folio_split_unmapped"; not in v6.18, expected in v6.19,
+    unconfirmed). Warns unless unmapped, locked, large and anon; -EAGAIN unless
+    folio_expected_ref_count() == refcount - 1 (the first version used
+    can_split_folio(folio, 1)); then __folio_freeze_and_split_unmapped() with no LRU and
+    no list. No remap, no unlock, no put, no vmstat: every piece stays locked with one
+    reference (cache refs + 1), each recorded in ``extra_refs`` if the folio's was.
+    """
+    m = folio.m
+    VM_WARN_ON_FOLIO(folio_mapped(folio), folio, "folio_split_unmapped of a mapped folio")
+    VM_WARN_ON_FOLIO(not folio_test_locked(folio), folio, "not locked")
+    VM_WARN_ON_FOLIO(not folio_test_large(folio), folio, "not large")
+    VM_WARN_ON_FOLIO(not folio_test_anon(folio), folio, "not anon")
+    if folio_expected_ref_count(folio) != folio_ref_count(folio) - 1:
+        return -EAGAIN
+    nr, held = folio_nr_pages(folio), m.mem.extra_refs.pop(folio.pfn, 0)
+    ret = __folio_freeze_and_split_unmapped(folio, new_order, folio.pfn, None, None, False,
+                                            None, True)
+    for h in (_new_folios(m, folio.pfn, nr) if not ret else [folio.pfn]):
+        if held:
+            m.mem.extra_refs[int(h)] += held
+    return ret
+
+
+# -- the deferred split shrinker ----------------------------------------------------------
+def thp_underused(folio: Folio) -> bool:
+    """thp_underused() - more than max_ptes_none of the folio's pages are zero-filled.
+
+    Models: mm/huge_memory.c:thp_underused() (v6.18): always false when
+    khugepaged/max_ptes_none is its default 511 (HPAGE_PMD_NR - 1), so by default only
+    partially mapped folios are split by the shrinker. The machine may carry
+    ``khugepaged_max_ptes_none`` (default :data:`KHUGEPAGED_MAX_PTES_NONE`).
+    """
+    m = folio.m
+    max_none = int(getattr(m, "khugepaged_max_ptes_none", KHUGEPAGED_MAX_PTES_NONE))
+    if max_none == HPAGE_PMD_NR - 1:
+        return False
+    zero = int(np.count_nonzero(m.mem.stamp[folio.pfn: folio.pfn + folio_nr_pages(folio)] == 0))
+    return zero > max_none
+
+
+def deferred_split_scan(m: Machine, nr_to_scan: int | None = None) -> int:
+    """deferred_split_scan() - the deferred split shrinker; returns how many it split.
+
+    Models: mm/huge_memory.c:deferred_split_scan() (v6.18): take a reference on up to
+    ``nr_to_scan`` queued folios (a folio being freed is dropped from the queue); a
+    partially mapped one is split (split_folio(): its unmapped pages are freed); an
+    unflagged one only if thp_underused() (``thp_underused_split_page``), otherwise it
+    leaves the queue; a locked folio or a failed split of a partially mapped one stays
+    queued.
+    """
+    queued = list(m.deferred_split_queue)[: nr_to_scan]
+    split = 0
+    for pfn in queued:
+        folio = Folio(m, pfn)
+        if folio_ref_count(folio) <= 0:  # folio_try_get() failed
+            m.deferred_split_queue.pop(pfn, None)
+            m.mem.clear(pfn, PG.partially_mapped)
+            continue
+        folio_get(folio)
+        did_split = underused = False
+        partially = m.mem.test(pfn, PG.partially_mapped)
+        if (partially or (underused := thp_underused(folio))) and not folio_test_locked(folio):
+            folio_lock(folio)
+            if not split_folio(folio):
+                did_split, split = True, split + 1
+                if underused:
+                    m.vmstat["thp_underused_split_page"] += 1
+            folio_unlock(folio)
+        if not did_split and not m.mem.test(pfn, PG.partially_mapped):
+            m.deferred_split_queue.pop(pfn, None)
+        folio_put(folio)
+    m.trace.emit("deferred_split_scan", changes={"split": split}, scanned=len(queued))
+    return split
+
+
+def shrink_deferred_split(m: Machine) -> int:
+    """Run the deferred split shrinker over the whole queue (what ``echo 2 >
+    /proc/sys/vm/drop_caches`` does to it, through drop_slab()); how many were split."""
+    return deferred_split_scan(m, None)
+
+
+# -- the debugfs-style helper ---------------------------------------------------------------
+def split_mapped_folio(m: Machine, pfn: int, new_order: int, *, uniform: bool = True,
+                       at: int | None = None) -> int:
+    """Split the folio holding frame ``pfn`` as debugfs split_huge_pages does
+    (mm/huge_memory.c:split_huge_pages_pid()): get, lock, split_folio_to_order() or,
+    with ``uniform=False``, folio_split() at page offset ``at`` (default 0), unlock, put.
+
+    Returns 0; raises MmError with the kernel's errno (state unchanged but for
+    ``thp_split_page_failed``) if the split fails or the folio is not large.
+    """
+    folio = page_folio(m, pfn)
+    if not folio_test_large(folio):
+        raise MmError(EINVAL, f"frame {pfn:#x} is not in a large folio")
+    folio_get(folio)
+    folio_lock(folio)
+    if uniform:
+        ret = split_folio_to_order(folio, new_order)
+    else:
+        ret = folio_split(folio, new_order, folio.pfn + (at or 0), None)
+    folio_unlock(folio)
+    folio_put(folio)
+    if ret:
+        raise MmError(-ret, f"split of the order-{folio_order(folio) if ret else 0} folio at "
+                      f"{folio.pfn:#x} to order {new_order} failed")
+    return 0
