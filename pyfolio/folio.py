@@ -91,67 +91,119 @@ def page_folio(m: Machine, pfn: int) -> Folio:
 
 
 def folio_page_idx(folio: Folio, pfn: int) -> int:
+    """folio_page_idx() - the index of page ``pfn`` inside the folio.
+
+    Models: include/linux/mm.h:folio_page_idx() (v6.18).
+    """
     return pfn - folio.pfn
 
 
 def folio_test_large(folio: Folio) -> bool:
+    """folio_test_large() - is the folio more than one page (PG_head set)?
+
+    Models: include/linux/page-flags.h:folio_test_large() (v6.18).
+    """
     return folio.m.mem.test(folio.pfn, PG.head)
 
 
 def folio_order(folio: Folio) -> int:
-    """folio_order() - log2 of the folio's size in pages (0 for a small folio)."""
+    """folio_order() - log2 of the folio's size in pages (0 for a small folio).
+
+    Models: include/linux/mm.h:folio_order() (v6.18).
+    """
     return int(folio.m.mem.order[folio.pfn]) if folio_test_large(folio) else 0
 
 
 def folio_nr_pages(folio: Folio) -> int:
+    """folio_nr_pages() - the number of pages in the folio (2^order).
+
+    Models: include/linux/mm.h:folio_nr_pages() (v6.18).
+    """
     return 1 << folio_order(folio)
 
 
 def folio_test_anon(folio: Folio) -> bool:
-    """folio_test_anon() - the low bit of folio->mapping is FOLIO_MAPPING_ANON."""
+    """folio_test_anon() - the low bit of folio->mapping is FOLIO_MAPPING_ANON.
+
+    Models: include/linux/page-flags.h:folio_test_anon() (v6.18).
+    """
     return bool(int(folio.m.mem.mapping[folio.pfn]) & FOLIO_MAPPING_ANON)
 
 
 def folio_is_zone_device(folio: Folio) -> bool:
+    """folio_is_zone_device() - does the folio live in ZONE_DEVICE memory?
+
+    Models: include/linux/mm.h:folio_is_zone_device() (v6.18).
+    """
     return int(folio.m.mem.zone[folio.pfn]) == ZONE_DEVICE
 
 
 def is_zero_folio(folio: Folio) -> bool:
-    """is_zero_folio() or is_huge_zero_folio(): the shared zero page or huge zero folio."""
+    """is_zero_folio() or is_huge_zero_folio(): the shared zero page or huge zero folio.
+
+    Models: include/linux/pgtable.h:is_zero_folio() and
+    include/linux/huge_mm.h:is_huge_zero_folio() (v6.18).
+    """
     return folio.pfn in (folio.m.zero_pfn, folio.m.huge_zero_pfn)
 
 
 def folio_test_locked(folio: Folio) -> bool:
+    """folio_test_locked() - is PG_locked set?
+
+    Models: include/linux/page-flags.h:folio_test_locked() (v6.18).
+    """
     return folio.m.mem.test(folio.pfn, PG.locked)
 
 
 def folio_lock(folio: Folio) -> None:
+    """folio_lock() - take the folio lock (PG_locked); the simulator never sleeps.
+
+    Models: include/linux/pagemap.h:folio_lock() (v6.18).
+    """
     VM_WARN_ON_FOLIO(folio_test_locked(folio), folio, "already locked")
     folio.m.mem.set(folio.pfn, PG.locked)
 
 
 def folio_unlock(folio: Folio) -> None:
+    """folio_unlock() - release the folio lock.
+
+    Models: mm/filemap.c:folio_unlock() (v6.18).
+    """
     VM_WARN_ON_FOLIO(not folio_test_locked(folio), folio, "not locked")
     folio.m.mem.clear(folio.pfn, PG.locked)
 
 
 def folio_ref_count(folio: Folio) -> int:
-    """folio_ref_count() - the head page's _refcount."""
+    """folio_ref_count() - the head page's _refcount.
+
+    Models: include/linux/page_ref.h:folio_ref_count() (v6.18).
+    """
     return int(folio.m.mem._refcount[folio.pfn])
 
 
 def folio_ref_add(folio: Folio, nr: int) -> None:
+    """folio_ref_add() - add ``nr`` references.
+
+    Models: include/linux/page_ref.h:folio_ref_add() (v6.18).
+    """
     VM_WARN_ON_FOLIO(folio_ref_count(folio) <= 0, folio, "ref_add on a free or frozen folio")
     folio.m.mem._refcount[folio.pfn] += nr
 
 
 def folio_ref_sub(folio: Folio, nr: int) -> None:
+    """folio_ref_sub() - drop ``nr`` references that are not the last.
+
+    Models: include/linux/page_ref.h:folio_ref_sub() (v6.18).
+    """
     folio.m.mem._refcount[folio.pfn] -= nr
     VM_WARN_ON_FOLIO(folio_ref_count(folio) <= 0, folio, "ref_sub to zero; use folio_put")
 
 
 def folio_get(folio: Folio) -> None:
-    """folio_get() - take a reference (include/linux/mm.h)."""
+    """folio_get() - take a reference (include/linux/mm.h).
+
+    Models: include/linux/mm.h:folio_get() (v6.18).
+    """
     folio_ref_add(folio, 1)
 
 
@@ -184,6 +236,10 @@ def folio_put_refs(folio: Folio, refs: int) -> None:
 
 
 def __folio_put(folio: Folio) -> None:
+    """__folio_put() - free a folio whose last reference is gone.
+
+    Models: mm/swap.c:__folio_put() (v6.18).
+    """
     from .page_alloc import __free_pages
 
     m = folio.m
@@ -224,11 +280,18 @@ def folio_mapcount(folio: Folio) -> int:
 
 
 def folio_large_mapcount(folio: Folio) -> int:
+    """folio_large_mapcount() - ``_large_mapcount + 1``: every PTE and PMD mapping of a large folio.
+
+    Models: include/linux/mm.h:folio_large_mapcount() (v6.18).
+    """
     return int(folio.m.mem._large_mapcount[folio.pfn]) + 1
 
 
 def folio_entire_mapcount(folio: Folio) -> int:
-    """folio_entire_mapcount() - PMD mappings of the whole folio (``_entire_mapcount + 1``)."""
+    """folio_entire_mapcount() - PMD mappings of the whole folio (``_entire_mapcount + 1``).
+
+    Models: include/linux/mm.h:folio_entire_mapcount() (v6.18).
+    """
     VM_WARN_ON_FOLIO(not folio_test_large(folio), folio, "entire mapcount of a small folio")
     return int(folio.m.mem._entire_mapcount[folio.pfn]) + 1
 
@@ -241,6 +304,10 @@ def page_mapcount(m: Machine, pfn: int) -> int:
 
 
 def folio_mapped(folio: Folio) -> bool:
+    """folio_mapped() - is any page of the folio mapped (mapcount >= 1)?
+
+    Models: include/linux/mm.h:folio_mapped() (v6.18).
+    """
     return folio_mapcount(folio) >= 1
 
 
@@ -270,7 +337,10 @@ def folio_ref_freeze(folio: Folio, count: int) -> bool:
 
 
 def folio_ref_unfreeze(folio: Folio, count: int) -> None:
-    """folio_ref_unfreeze() - store ``count`` into a frozen (zero) refcount."""
+    """folio_ref_unfreeze() - store ``count`` into a frozen (zero) refcount.
+
+    Models: include/linux/page_ref.h:folio_ref_unfreeze() (v6.18).
+    """
     VM_WARN_ON_FOLIO(folio_ref_count(folio) != 0, folio, "unfreeze of a folio not frozen")
     folio.m.mem._refcount[folio.pfn] = count
     folio.m.trace.emit("folio_ref_unfreeze", pfn=folio.pfn, count=count)

@@ -19,7 +19,10 @@ __all__ = ["mm_alloc", "dup_mm"]
 
 
 def mm_alloc(m: Machine) -> MMStruct:
-    """mm_alloc() - a new, empty address space with its own PGD page."""
+    """mm_alloc() - a new, empty address space with its own PGD page.
+
+    Models: kernel/fork.c:mm_alloc() (v6.18).
+    """
     mm = MMStruct(m, m.next_mm_id, m.alloc_pgtable())
     m.next_mm_id += 1
     m.mms.append(mm)
@@ -27,7 +30,10 @@ def mm_alloc(m: Machine) -> MMStruct:
 
 
 def dup_mm(oldmm: MMStruct) -> MMStruct:
-    """dup_mm() - the child's copy of ``oldmm`` (dup_mmap() over every VMA)."""
+    """dup_mm() - the child's copy of ``oldmm`` (dup_mmap() over every VMA).
+
+    Models: kernel/fork.c:dup_mm() (v6.18).
+    """
     mm = mm_alloc(oldmm.m)
     for vma in oldmm.vmas:
         new = VMA(mm, vma.vm_start, vma.vm_end, vma.vm_flags, vma.vm_pgoff)

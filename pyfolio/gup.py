@@ -32,7 +32,10 @@ __all__ = ["pin_user_pages", "unpin_user_page", "follow_page"]
 
 
 def follow_page(mm: MMStruct, addr: int) -> tuple[int, bool] | None:
-    """follow_page_mask() - the PFN mapped at ``addr`` and whether it is writable."""
+    """follow_page_mask() - the PFN mapped at ``addr`` and whether it is writable.
+
+    Models: mm/gup.c:follow_page_mask() (v6.18).
+    """
     w = walk(mm.m, mm.pgd, addr)
     if not w.raw & _PAGE_PRESENT:
         return None
@@ -55,6 +58,8 @@ def _try_grab_folio(folio: Folio) -> None:
 
 def pin_user_pages(mm: MMStruct, start: int, nr_pages: int) -> list[int]:
     """pin_user_pages() - pin ``nr_pages`` pages from ``start`` for writing; their PFNs.
+
+    Models: mm/gup.c:pin_user_pages() (v6.18).
 
     Raises MmError(EFAULT), changing nothing, if a page is outside any writable VMA.
     Should a fault fail (-ENOMEM), the pins already taken are released again.
@@ -87,7 +92,10 @@ def pin_user_pages(mm: MMStruct, start: int, nr_pages: int) -> list[int]:
 
 
 def unpin_user_page(m: Machine, pfn: int) -> None:
-    """unpin_user_page() - drop one FOLL_PIN pin (gup_put_folio())."""
+    """unpin_user_page() - drop one FOLL_PIN pin (gup_put_folio()).
+
+    Models: mm/gup.c:unpin_user_page() (v6.18).
+    """
     folio = page_folio(m, pfn)
     m.pins[folio.pfn] -= 1
     if not m.pins[folio.pfn]:

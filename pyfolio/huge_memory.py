@@ -92,6 +92,10 @@ def _set_pmd_at(m: Machine, slot: Slot, val: int) -> None:
 
 
 def is_huge_zero_pmd(m: Machine, pmd: int) -> bool:
+    """is_huge_zero_pmd() - does the PMD map the huge zero folio?
+
+    Models: include/linux/huge_mm.h:is_huge_zero_pmd() (v6.18).
+    """
     return pmd_leaf(pmd) and m.huge_zero_pfn >= 0 and pte_pfn(pmd) == m.huge_zero_pfn
 
 
@@ -139,12 +143,18 @@ def mm_get_huge_zero_folio(m: Machine) -> int:
 
 
 def pgtable_trans_huge_deposit(vma: VMA, slot: Slot, pgtable: int) -> None:
-    """pgtable_trans_huge_deposit() - park a PTE table with the PMD for a later split."""
+    """pgtable_trans_huge_deposit() - park a PTE table with the PMD for a later split.
+
+    Models: mm/pgtable-generic.c:pgtable_trans_huge_deposit() (v6.18).
+    """
     vma.vm_mm.pmd_huge_pte[slot] = pgtable
 
 
 def pgtable_trans_huge_withdraw(vma: VMA, slot: Slot) -> int:
-    """pgtable_trans_huge_withdraw() - take back the PTE table deposited with the PMD."""
+    """pgtable_trans_huge_withdraw() - take back the PTE table deposited with the PMD.
+
+    Models: mm/pgtable-generic.c:pgtable_trans_huge_withdraw() (v6.18).
+    """
     return vma.vm_mm.pmd_huge_pte.pop(slot)
 
 
@@ -218,7 +228,10 @@ def do_huge_pmd_anonymous_page(vma: VMA, address: int, flags: int, slot: Slot) -
 
 
 def huge_pmd_set_accessed(vma: VMA, slot: Slot, write: bool) -> None:
-    """huge_pmd_set_accessed() - a fault on a present PMD leaf: set young (and dirty)."""
+    """huge_pmd_set_accessed() - a fault on a present PMD leaf: set young (and dirty).
+
+    Models: mm/huge_memory.c:huge_pmd_set_accessed() (v6.18).
+    """
     m = vma.vm_mm.m
     pmd = _pmd(m, slot)
     new = pmd | _PAGE_ACCESSED | (_PAGE_DIRTY if write else 0)
@@ -400,6 +413,9 @@ def split_huge_pmd(vma: VMA, slot: Slot, address: int) -> None:
 
 def __split_huge_pmd(vma: VMA, slot: Slot, address: int, freeze: bool) -> None:
     """__split_huge_pmd() - split the PMD at ``slot`` if it is a leaf or a swap-format
+
+    Models: mm/huge_memory.c:__split_huge_pmd() (v6.18).
+
     (migration or device-private) PMD entry; ``freeze`` installs migration entries."""
     m = vma.vm_mm.m
     pmd = _pmd(m, slot)
@@ -408,7 +424,10 @@ def __split_huge_pmd(vma: VMA, slot: Slot, address: int, freeze: bool) -> None:
 
 
 def split_huge_pmd_address(vma: VMA, address: int, freeze: bool) -> None:
-    """split_huge_pmd_address() - find the PMD for ``address`` and split it if huge."""
+    """split_huge_pmd_address() - find the PMD for ``address`` and split it if huge.
+
+    Models: mm/huge_memory.c:split_huge_pmd_address() (v6.18).
+    """
     from .memory import pmd_slot
 
     slot = pmd_slot(vma.vm_mm, address)
@@ -506,6 +525,9 @@ def _finish_split(vma: VMA, slot: Slot, pgtable: int, haddr: int, old: int, into
 
 def vma_adjust_trans_huge(vma: VMA, start: int, end: int) -> None:
     """vma_adjust_trans_huge() - before a VMA is cut at ``start``/``end``, split any PMD
+
+    Models: mm/huge_memory.c:vma_adjust_trans_huge() (v6.18).
+
     leaf that the cut would straddle (split_huge_pmd_if_needed())."""
     for address in (start, end):
         if address & (PMD_SIZE - 1):

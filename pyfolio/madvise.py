@@ -35,6 +35,8 @@ ADVICE = ("hugepage", "nohugepage", "dontneed", "free")
 def do_madvise(mm: MMStruct, start: int, length: int, advice: str) -> None:
     """do_madvise() - apply ``advice`` to [start, start + length).
 
+    Models: mm/madvise.c:do_madvise() (v6.18).
+
     Raises EINVAL for unknown advice or a misaligned start, ENOMEM when part of the range
     is unmapped (the kernel applies the advice to the mapped parts and then returns
     -ENOMEM; the simulator checks first and changes nothing).
@@ -66,7 +68,10 @@ def do_madvise(mm: MMStruct, start: int, length: int, advice: str) -> None:
 
 
 def madvise_free_single_vma(vma: VMA, start: int, end: int) -> None:
-    """madvise_free_single_vma() - MADV_FREE over [start, end) of one VMA."""
+    """madvise_free_single_vma() - MADV_FREE over [start, end) of one VMA.
+
+    Models: mm/madvise.c:madvise_free_single_vma() (v6.18).
+    """
     m = vma.vm_mm.m
     addr = start
     while addr < end:

@@ -65,7 +65,7 @@ __all__ = [
     "FAULT_FLAG_WRITE", "VM_FAULT_FALLBACK", "VM_FAULT_OOM", "VM_FAULT_SIGBUS",
     "pmd_slot", "pte_slot", "set_pte_at", "handle_mm_fault", "handle_pte_fault",
     "do_anonymous_page", "do_wp_page", "wp_page_copy", "do_swap_page", "zap_pte_range",
-    "zap_page_range", "copy_page_range", "free_pgtables", "pte_mkwrite_anon",
+    "zap_page_range", "copy_page_range", "free_pgtables", "maybe_mkwrite",
 ]
 
 FAULT_FLAG_WRITE = 0x1
@@ -114,13 +114,19 @@ def pte_slot(mm: MMStruct, addr: int, alloc: bool = False) -> tuple[int, int] | 
 
 
 def set_pte_at(m: Machine, slot: tuple[int, int], val: int) -> None:
-    """set_pte_at() - write one entry (counted as a PTE write)."""
+    """set_pte_at() - write one entry (counted as a PTE write).
+
+    Models: include/linux/pgtable.h:set_pte_at() (v6.18).
+    """
     m.pgtables[slot[0]][slot[1]] = val
     m.trace.cost("pte_writes")
 
 
-def pte_mkwrite_anon(vma: VMA, pte: int) -> int:
-    """maybe_mkwrite(): RW only where the VMA is writable."""
+def maybe_mkwrite(pte: int, vma: VMA) -> int:
+    """maybe_mkwrite() - set RW only where the VMA is writable.
+
+    Models: include/linux/mm.h:maybe_mkwrite() (v6.18).
+    """
     return pte | _PAGE_RW if vma.writable else pte
 
 
@@ -157,7 +163,10 @@ def handle_mm_fault(vma: VMA, address: int, flags: int) -> int:
 
 
 def handle_pte_fault(vma: VMA, address: int, flags: int) -> int:
-    """handle_pte_fault() - the PTE-level fault: none, swap-format, or write-protect."""
+    """handle_pte_fault() - the PTE-level fault: none, swap-format, or write-protect.
+
+    Models: mm/memory.c:handle_pte_fault() (v6.18).
+    """
     m = vma.vm_mm.m
     slot = pte_slot(vma.vm_mm, address, alloc=True)
     assert slot is not None, "PTE fault under a PMD leaf"
@@ -201,7 +210,7 @@ def do_anonymous_page(vma: VMA, address: int, flags: int, slot: tuple[int, int])
     folio_add_new_anon_rmap(folio, vma, address, RMAP_EXCLUSIVE)
     m.mem.set(pfn, PG.lru)
     entry = pfn_pte(pfn, vm_page_prot(True) | _PAGE_DIRTY)
-    set_pte_at(m, slot, pte_mkwrite_anon(vma, entry))
+    set_pte_at(m, slot, maybe_mkwrite(entry, vma))
     m.trace.emit("do_anonymous_page", address=address, pfn=pfn)
     return 0
 
@@ -238,7 +247,7 @@ def do_wp_page(vma: VMA, address: int, flags: int, slot: tuple[int, int]) -> int
     if not pte & _PAGE_SPECIAL and not is_zero_folio(folio):
         if m.mem.test(pfn, PG.anon_exclusive) or _wp_can_reuse_anon_folio(folio, vma):
             m.mem.set(pfn, PG.anon_exclusive)
-            set_pte_at(m, slot, pte_mkwrite_anon(vma, pte | _PAGE_ACCESSED | _PAGE_DIRTY))
+            set_pte_at(m, slot, maybe_mkwrite(pte | _PAGE_ACCESSED | _PAGE_DIRTY, vma))
             m.trace.emit("wp_page_reuse", address=address, pfn=pfn)
             return 0
     return wp_page_copy(vma, address, slot)
@@ -266,7 +275,7 @@ def wp_page_copy(vma: VMA, address: int, slot: tuple[int, int]) -> int:
     folio_add_new_anon_rmap(new, vma, address, RMAP_EXCLUSIVE)
     m.mem.set(new_pfn, PG.lru)
     entry = pfn_pte(new_pfn, vm_page_prot(True) | _PAGE_DIRTY)
-    set_pte_at(m, slot, pte_mkwrite_anon(vma, entry))
+    set_pte_at(m, slot, maybe_mkwrite(entry, vma))
     m.trace.cost("tlb_flushes")
     old_folio = page_folio(m, old_pfn)
     if not (old & _PAGE_SPECIAL or is_zero_folio(old_folio)):
@@ -327,7 +336,7 @@ def zap_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
             pfn = -1
         tbl[i: i + nr] = 0
         m.trace.cost("pte_writes", nr)
-        if pfn >= 0 and not raw & _PAGE_SPECIAL:
+        if pfn >= 0 and not (raw & _PAGE_PRESENT and raw & _PAGE_SPECIAL):
             folio = page_folio(m, pfn)
             folio_remove_rmap_ptes(folio, pfn, nr, vma)
             folio_put_refs(folio, nr)
@@ -432,7 +441,7 @@ def _copy_pte_range(dst_vma: VMA, src_vma: VMA, src_table: int, start: int, end:
             folio_add_new_anon_rmap(Folio(m, new_pfn), dst_vma, addr, RMAP_EXCLUSIVE)
             m.mem.set(new_pfn, PG.lru)
             entry = pfn_pte(new_pfn, vm_page_prot(True) | _PAGE_DIRTY)
-            set_pte_at(m, dslot, pte_mkwrite_anon(dst_vma, entry))
+            set_pte_at(m, dslot, maybe_mkwrite(entry, dst_vma))
             continue
         folio_get(folio)
         if raw & _PAGE_RW:

@@ -100,6 +100,8 @@ def _vmas_in(mm: MMStruct, start: int, end: int) -> list[VMA]:
 def vma_merge_range(mm: MMStruct, start: int, end: int) -> None:
     """Merge VMAs touching [start, end) with equal neighbours (vma_merge_existing_range()).
 
+    Models: mm/vma.c:vma_merge_existing_range() (v6.18).
+
     Mergeable: adjacent, same flags, contiguous vm_pgoff, and the same anon_vma (or one
     side without any: is_mergeable_anon_vma()).
     """
@@ -139,7 +141,10 @@ def do_munmap(mm: MMStruct, start: int, length: int) -> None:
 
 
 def exit_mmap(mm: MMStruct) -> None:
-    """exit_mmap() - tear down an address space: zap everything, free every table."""
+    """exit_mmap() - tear down an address space: zap everything, free every table.
+
+    Models: mm/mmap.c:exit_mmap() (v6.18).
+    """
     for vma in list(mm.vmas):
         zap_page_range(vma, vma.vm_start, vma.vm_end)
         unlink_anon_vmas(vma)

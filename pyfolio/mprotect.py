@@ -22,6 +22,8 @@ __all__ = ["do_mprotect", "change_protection"]
 def do_mprotect(mm: MMStruct, start: int, length: int, prot: str) -> None:
     """do_mprotect_pkey() - set ``prot`` ("r" or "rw") on [start, start + length).
 
+    Models: mm/mprotect.c:do_mprotect_pkey() (v6.18).
+
     Raises EINVAL for a bad protection or alignment and ENOMEM when part of the range is
     not mapped (as the kernel does), changing nothing in either case.
     """
@@ -44,6 +46,8 @@ def do_mprotect(mm: MMStruct, start: int, length: int, prot: str) -> None:
 
 def change_protection(vma: VMA, start: int, end: int) -> None:
     """change_protection() - apply the VMA's protection to the entries in [start, end).
+
+    Models: mm/mprotect.c:change_protection() (v6.18).
 
     Removing write clears RW everywhere; adding it sets RW only on pages that are
     PG_anon_exclusive (can_change_pte_writable()): shared pages keep COW.

@@ -124,7 +124,10 @@ def __free_pages(m: Machine, pfn: int, order: int) -> None:
 
 
 def free_pages_range(m: Machine, start: int, end: int) -> None:
-    """Free frames [start, end) as the largest aligned blocks (memblock_free_pages at boot)."""
+    """Free frames [start, end) as the largest aligned blocks (memblock_free_pages at boot).
+
+    Models: mm/mm_init.c:__free_pages_core() (boot) (v6.18).
+    """
     pfn = start
     while pfn < end:
         order = MAX_PAGE_ORDER
@@ -162,9 +165,16 @@ def take_page_off_buddy(m: Machine, pfn: int) -> bool:
 
 
 def nr_free_pages(m: Machine) -> int:
+    """nr_free_pages() - free frames in the buddy allocator.
+
+    Models: include/linux/swap.h:nr_free_pages() (v6.18).
+    """
     return m.free_area.nr_free
 
 
 def buddyinfo(m: Machine) -> list[int]:
-    """Free blocks per order, as a line of /proc/buddyinfo shows them."""
+    """Free blocks per order, as a line of /proc/buddyinfo shows them.
+
+    Models: mm/vmstat.c:frag_show_print() (v6.18).
+    """
     return [len(lst) for lst in m.free_area.lists]

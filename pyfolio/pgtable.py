@@ -95,70 +95,130 @@ def vm_page_prot(writable: bool) -> int:
 
 
 def pfn_pte(pfn: int, prot: int) -> int:
-    """pfn_pte() / pfn_pmd() - an entry mapping ``pfn`` with protection bits ``prot``."""
+    """pfn_pte() / pfn_pmd() - an entry mapping ``pfn`` with protection bits ``prot``.
+
+    Models: arch/x86/include/asm/pgtable.h:pfn_pte() (v6.18).
+    """
     return ((pfn << PAGE_SHIFT) & PTE_PFN_MASK) | prot
 
 
 def pte_pfn(pte: int) -> int:
+    """pte_pfn() - the PFN in bits 12..51 of an entry.
+
+    Models: arch/x86/include/asm/pgtable.h:pte_pfn() (v6.18).
+    """
     return (pte & PTE_PFN_MASK) >> PAGE_SHIFT
 
 
 def pte_none(pte: int) -> bool:
+    """pte_none() - an entry with no bits set.
+
+    Models: arch/x86/include/asm/pgtable.h:pte_none() (v6.18).
+    """
     return pte == 0
 
 
 def pte_present(pte: int) -> bool:
+    """pte_present() - the P bit.
+
+    Models: arch/x86/include/asm/pgtable.h:pte_present() (v6.18).
+    """
     return bool(pte & _PAGE_PRESENT)
 
 
 def pte_write(pte: int) -> bool:
+    """pte_write() - the RW bit.
+
+    Models: arch/x86/include/asm/pgtable.h:pte_write() (v6.18).
+    """
     return bool(pte & _PAGE_RW)
 
 
 def pte_dirty(pte: int) -> bool:
+    """pte_dirty() - the D bit.
+
+    Models: arch/x86/include/asm/pgtable.h:pte_dirty() (v6.18).
+    """
     return bool(pte & _PAGE_DIRTY)
 
 
 def pte_young(pte: int) -> bool:
+    """pte_young() - the A (accessed) bit.
+
+    Models: arch/x86/include/asm/pgtable.h:pte_young() (v6.18).
+    """
     return bool(pte & _PAGE_ACCESSED)
 
 
 def pmd_leaf(pmd: int) -> bool:
-    """pmd_leaf() - a present PMD with PSE maps 2 MiB directly (no PTE table below)."""
+    """pmd_leaf() - a present PMD with PSE maps 2 MiB directly (no PTE table below).
+
+    Models: arch/x86/include/asm/pgtable.h:pmd_leaf() (v6.18).
+    """
     return bool(pmd & _PAGE_PRESENT) and bool(pmd & _PAGE_PSE)
 
 
 def swp_entry(type_: int, offset: int) -> int:
-    """__swp_entry() - encode a swap-format entry (offset inverted, type in bits 59-63)."""
+    """__swp_entry() - encode a swap-format entry (offset inverted, type in bits 59-63).
+
+    Models: arch/x86/include/asm/pgtable_64.h:__swp_entry() (v6.18).
+    """
     return ((((~offset) << SWP_OFFSET_SHIFT) & _U64) >> SWP_TYPE_BITS) | (type_ << 59)
 
 
 def swp_type(entry: int) -> int:
+    """swp_type() - the type field (bits 59..63) of a swap-format entry.
+
+    Models: arch/x86/include/asm/pgtable_64.h:__swp_type() (v6.18).
+    """
     return entry >> (64 - SWP_TYPE_BITS)
 
 
 def swp_offset(entry: int) -> int:
-    """__swp_offset() - shift up past the type, invert, shift down."""
+    """__swp_offset() - shift up past the type, invert, shift down.
+
+    Models: arch/x86/include/asm/pgtable_64.h:__swp_offset() (v6.18).
+    """
     return ((((~entry) << SWP_TYPE_BITS) & _U64) >> SWP_OFFSET_SHIFT)
 
 
 def make_readable_migration_entry(pfn: int) -> int:
+    """make_readable_migration_entry() - a read-only migration entry for ``pfn``.
+
+    Models: include/linux/swapops.h:make_readable_migration_entry() (v6.18).
+    """
     return swp_entry(SwpType.SWP_MIGRATION_READ, pfn)
 
 
 def make_readable_exclusive_migration_entry(pfn: int) -> int:
+    """make_readable_exclusive_migration_entry() - a migration entry for a PG_anon_exclusive page.
+
+    Models: include/linux/swapops.h:make_readable_exclusive_migration_entry() (v6.18).
+    """
     return swp_entry(SwpType.SWP_MIGRATION_READ_EXCLUSIVE, pfn)
 
 
 def make_writable_migration_entry(pfn: int) -> int:
+    """make_writable_migration_entry() - a migration entry that was writable.
+
+    Models: include/linux/swapops.h:make_writable_migration_entry() (v6.18).
+    """
     return swp_entry(SwpType.SWP_MIGRATION_WRITE, pfn)
 
 
 def make_readable_device_private_entry(pfn: int) -> int:
+    """make_readable_device_private_entry() - a read-only device-private entry for device ``pfn``.
+
+    Models: include/linux/swapops.h:make_readable_device_private_entry() (v6.18).
+    """
     return swp_entry(SwpType.SWP_DEVICE_READ, pfn)
 
 
 def make_writable_device_private_entry(pfn: int) -> int:
+    """make_writable_device_private_entry() - a writable device-private entry for device ``pfn``.
+
+    Models: include/linux/swapops.h:make_writable_device_private_entry() (v6.18).
+    """
     return swp_entry(SwpType.SWP_DEVICE_WRITE, pfn)
 
 
@@ -167,21 +227,37 @@ def _is_swp(entry: int) -> bool:
 
 
 def is_migration_entry(entry: int) -> bool:
+    """is_migration_entry() - a swap-format entry of one of the three migration types?
+
+    Models: include/linux/swapops.h:is_migration_entry() (v6.18).
+    """
     return _is_swp(entry) and swp_type(entry) in (
         SwpType.SWP_MIGRATION_READ, SwpType.SWP_MIGRATION_READ_EXCLUSIVE,
         SwpType.SWP_MIGRATION_WRITE)
 
 
 def is_writable_migration_entry(entry: int) -> bool:
+    """is_writable_migration_entry() - a SWP_MIGRATION_WRITE entry?
+
+    Models: include/linux/swapops.h:is_writable_migration_entry() (v6.18).
+    """
     return _is_swp(entry) and swp_type(entry) == SwpType.SWP_MIGRATION_WRITE
 
 
 def is_device_private_entry(entry: int) -> bool:
+    """is_device_private_entry() - a SWP_DEVICE_READ or SWP_DEVICE_WRITE entry?
+
+    Models: include/linux/swapops.h:is_device_private_entry() (v6.18).
+    """
     return _is_swp(entry) and swp_type(entry) in (SwpType.SWP_DEVICE_READ,
                                                   SwpType.SWP_DEVICE_WRITE)
 
 
 def is_writable_device_private_entry(entry: int) -> bool:
+    """is_writable_device_private_entry() - a SWP_DEVICE_WRITE entry?
+
+    Models: include/linux/swapops.h:is_writable_device_private_entry() (v6.18).
+    """
     return _is_swp(entry) and swp_type(entry) == SwpType.SWP_DEVICE_WRITE
 
 
@@ -251,19 +327,34 @@ def decode_entry(raw: int, level: str = "pte") -> Entry:
 
 
 def pgd_index(addr: int) -> int:
-    """Bits 39..47 of the address: the slot in the PGD (4-level paging)."""
+    """Bits 39..47 of the address: the slot in the PGD (4-level paging).
+
+    Models: include/linux/pgtable.h:pgd_index() (v6.18).
+    """
     return (addr >> PGDIR_SHIFT) & (PTRS_PER_TABLE - 1)
 
 
 def pud_index(addr: int) -> int:
+    """pud_index() - bits 30..38 of the address: the slot in the PUD table.
+
+    Models: include/linux/pgtable.h:pud_index() (v6.18).
+    """
     return (addr >> PUD_SHIFT) & (PTRS_PER_TABLE - 1)
 
 
 def pmd_index(addr: int) -> int:
+    """pmd_index() - bits 21..29 of the address: the slot in the PMD table.
+
+    Models: include/linux/pgtable.h:pmd_index() (v6.18).
+    """
     return (addr >> PMD_SHIFT) & (PTRS_PER_TABLE - 1)
 
 
 def pte_index(addr: int) -> int:
+    """pte_index() - bits 12..20 of the address: the slot in the PTE table.
+
+    Models: include/linux/pgtable.h:pte_index() (v6.18).
+    """
     return (addr >> PAGE_SHIFT) & (PTRS_PER_TABLE - 1)
 
 
@@ -285,6 +376,8 @@ class Walk:
 
 def walk(m: Machine, pgd: int, addr: int) -> Walk:
     """Walk the 4-level table from ``pgd`` down to the entry mapping ``addr``.
+
+    Models: mm/pagewalk.c:walk_page_range() (one address, no callbacks) (v6.18).
 
     Stops at the first entry that is none, a leaf (PMD leaf), or not present.
     """

@@ -87,7 +87,10 @@ class PagemapEntry:
 
 
 def precise_page_mapcount(m: Machine, pfn: int) -> int:
-    """folio_precise_page_mapcount() - PTE mappings of the page plus PMD mappings of its folio."""
+    """folio_precise_page_mapcount() - PTE mappings of the page plus PMD mappings of its folio.
+
+    Models: include/linux/mm.h:folio_precise_page_mapcount() (v6.18).
+    """
     if m.mem.page_type[pfn] != PGTY.none:
         return 0
     folio = page_folio(m, pfn)
@@ -133,6 +136,8 @@ def _pagemap_one(m: Machine, mm: MMStruct, addr: int) -> int:
 def pagemap(mm: MMStruct, addr: int, n: int) -> list[PagemapEntry]:
     """/proc/PID/pagemap - ``n`` records from ``addr`` (fs/proc/task_mmu.c:pagemap_read()).
 
+    Models: fs/proc/task_mmu.c:pagemap_read() (v6.18).
+
     Present: PFN in bits 0-54 (the simulator reads as root), exclusive when the page is
     mapped exactly once. Migration and device-private entries read as swapped (bit 62)
     with the swap type and offset in the frame bits.
@@ -142,6 +147,8 @@ def pagemap(mm: MMStruct, addr: int, n: int) -> list[PagemapEntry]:
 
 def smaps(mm: MMStruct) -> list[dict[str, int]]:
     """/proc/PID/smaps - per VMA, sizes in kB (fs/proc/task_mmu.c:show_smap()).
+
+    Models: fs/proc/task_mmu.c:show_smap() (v6.18).
 
     ``Rss`` counts mapped pages except the zero pages (vm_normal_page() gives none), and
     device-private pages (smaps_pte_entry() finds their page through the swap entry);
@@ -224,6 +231,8 @@ def _kpageflags_one(m: Machine, pfn: int) -> int:
 def kpageflags(m: Machine, pfns: list[int] | range) -> list[int]:
     """/proc/kpageflags - KPF_* bits per PFN (fs/proc/page.c:stable_page_flags()).
 
+    Models: fs/proc/page.c:kpageflags_read() (v6.18).
+
     Large anon folios of any order show THP; every page of the huge zero folio shows THP
     and ZERO_PAGE; free pages show BUDDY on the first page of each free block.
     """
@@ -231,12 +240,18 @@ def kpageflags(m: Machine, pfns: list[int] | range) -> list[int]:
 
 
 def kpagecount(m: Machine, pfns: list[int] | range) -> list[int]:
-    """/proc/kpagecount - folio_precise_page_mapcount() per PFN (fs/proc/page.c)."""
+    """/proc/kpagecount - folio_precise_page_mapcount() per PFN (fs/proc/page.c).
+
+    Models: fs/proc/page.c:kpagecount_read() (v6.18).
+    """
     return [precise_page_mapcount(m, int(p)) if 0 <= int(p) < m.mem.nr else 0 for p in pfns]
 
 
 def vmstat(m: Machine) -> dict[str, int]:
     """/proc/vmstat - the event counters plus a few gauges computed from the memmap
+
+    Models: mm/vmstat.c:vmstat_show() (v6.18).
+
     (nr_free_pages, nr_anon_pages, nr_anon_transparent_hugepages: PMD-mapped THPs only,
     nr_page_table_pages)."""
     mem = m.mem

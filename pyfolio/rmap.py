@@ -69,7 +69,10 @@ def anon_vma_prepare(vma: VMA) -> AnonVma:
 
 
 def anon_vma_clone(dst: VMA, src: VMA) -> None:
-    """anon_vma_clone() - chain ``dst`` to every anon_vma ``src`` is chained to."""
+    """anon_vma_clone() - chain ``dst`` to every anon_vma ``src`` is chained to.
+
+    Models: mm/rmap.c:anon_vma_clone() (v6.18).
+    """
     dst.anon_vma = src.anon_vma
     dst.anon_vma_chain = list(src.anon_vma_chain)
     for av in dst.anon_vma_chain:
@@ -98,6 +101,8 @@ def anon_vma_fork(vma: VMA, pvma: VMA) -> None:
 def unlink_anon_vmas(vma: VMA) -> None:
     """unlink_anon_vmas() - drop the VMA's chains; an anon_vma nobody reaches is freed.
 
+    Models: mm/rmap.c:unlink_anon_vmas() (v6.18).
+
     As in the kernel, folios do not keep an anon_vma alive: once no VMA reaches it, no
     folio pointing at it can still be mapped (folio_anon_vma() then finds nothing).
     """
@@ -111,7 +116,10 @@ def unlink_anon_vmas(vma: VMA) -> None:
 
 
 def folio_anon_vma(folio: Folio) -> AnonVma | None:
-    """folio_anon_vma() - the anon_vma folio->mapping points at (None if not anon)."""
+    """folio_anon_vma() - the anon_vma folio->mapping points at (None if not anon).
+
+    Models: mm/util.c:folio_anon_vma() (v6.18).
+    """
     mapping = int(folio.m.mem.mapping[folio.pfn])
     if not mapping & FOLIO_MAPPING_ANON:
         return None
@@ -183,6 +191,10 @@ def folio_add_anon_rmap_ptes(folio: Folio, page: int, nr_pages: int, vma: VMA, a
 
 
 def folio_add_anon_rmap_pte(folio: Folio, page: int, vma: VMA, address: int, flags: int) -> None:
+    """folio_add_anon_rmap_pte() - add one PTE mapping of one page.
+
+    Models: include/linux/rmap.h:folio_add_anon_rmap_pte() (v6.18).
+    """
     folio_add_anon_rmap_ptes(folio, page, 1, vma, address, flags)
 
 
@@ -231,6 +243,10 @@ def folio_remove_rmap_ptes(folio: Folio, page: int, nr_pages: int, vma: VMA) -> 
 
 
 def folio_remove_rmap_pte(folio: Folio, page: int, vma: VMA) -> None:
+    """folio_remove_rmap_pte() - remove one PTE mapping of one page.
+
+    Models: include/linux/rmap.h:folio_remove_rmap_pte() (v6.18).
+    """
     folio_remove_rmap_ptes(folio, page, 1, vma)
 
 
@@ -279,7 +295,10 @@ def folio_try_dup_anon_rmap_ptes(folio: Folio, page: int, nr_pages: int,
 
 
 def folio_try_dup_anon_rmap_pmd(folio: Folio, page: int, src_vma: VMA) -> bool:
-    """folio_try_dup_anon_rmap_pmd() - fork: share a PMD-mapped folio (False if pinned)."""
+    """folio_try_dup_anon_rmap_pmd() - fork: share a PMD-mapped folio (False if pinned).
+
+    Models: include/linux/rmap.h:folio_try_dup_anon_rmap_pmd() (v6.18).
+    """
     mem = folio.m.mem
     if mem.test(folio.pfn, PG.anon_exclusive) and folio_maybe_dma_pinned(folio):
         return False
@@ -291,6 +310,9 @@ def folio_try_dup_anon_rmap_pmd(folio: Folio, page: int, src_vma: VMA) -> bool:
 
 def folio_try_share_anon_rmap_pte(folio: Folio, page: int) -> bool:
     """folio_try_share_anon_rmap_pte() - clear PG_anon_exclusive before a migration entry
+
+    Models: include/linux/rmap.h:folio_try_share_anon_rmap_pte() (v6.18).
+
     replaces the PTE; fails (False) if the folio may be pinned."""
     if folio_maybe_dma_pinned(folio):
         return False
@@ -299,6 +321,10 @@ def folio_try_share_anon_rmap_pte(folio: Folio, page: int) -> bool:
 
 
 def folio_try_share_anon_rmap_pmd(folio: Folio, page: int) -> bool:
+    """folio_try_share_anon_rmap_pmd() - as folio_try_share_anon_rmap_pte(), for a PMD mapping.
+
+    Models: include/linux/rmap.h:folio_try_share_anon_rmap_pmd() (v6.18).
+    """
     if folio_maybe_dma_pinned(folio):
         return False
     folio.m.mem.clear(page, PG.anon_exclusive)
@@ -306,7 +332,10 @@ def folio_try_share_anon_rmap_pmd(folio: Folio, page: int) -> bool:
 
 
 def folio_move_anon_rmap(folio: Folio, vma: VMA) -> None:
-    """folio_move_anon_rmap() - an exclusively owned folio now belongs to this VMA's anon_vma."""
+    """folio_move_anon_rmap() - an exclusively owned folio now belongs to this VMA's anon_vma.
+
+    Models: mm/rmap.c:folio_move_anon_rmap() (v6.18).
+    """
     assert vma.anon_vma is not None
     folio.m.mem.mapping[folio.pfn] = (vma.anon_vma.id << 1) | FOLIO_MAPPING_ANON
 
