@@ -17,7 +17,19 @@ from typing import Any
 __all__ = ["KernelRef", "kernel_refs", "read_the_kernel", "xref_table"]
 
 _MODELS = re.compile(r"Models:\s*(.+?)(?:\n\s*\n|$)", re.S)
-_REF = re.compile(r"([\w./-]+\.[ch]):(\w+)\(")
+_FILE = re.compile(r"([\w./-]+\.[ch]):")
+_FUNC = re.compile(r"\s*(?:,|/|and)?\s*(\w+)\([^)]*\)")
+
+
+def _parse(text: str) -> tuple[tuple[str, str], ...]:
+    """(file, function) pairs: ``mm/memory.c:a(), b() and c()`` names three functions."""
+    out: list[tuple[str, str]] = []
+    for f in _FILE.finditer(text):
+        pos = f.end()
+        while (g := _FUNC.match(text, pos)) is not None:
+            out.append((f.group(1), g.group(1)))
+            pos = g.end()
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +51,7 @@ def _ref(python: str, obj: Any) -> KernelRef | None:
     text = _models_text(obj)
     if text is None:
         return None
-    return KernelRef(python, tuple(_REF.findall(text)), text)
+    return KernelRef(python, _parse(text), text)
 
 
 def kernel_refs() -> list[KernelRef]:
