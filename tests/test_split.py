@@ -1,0 +1,376 @@
+"""Tests of pyfolio.split: __folio_split and its entry points, exact counts (Linux 6.18)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pyfolio import EAGAIN, EBUSY, EINVAL, KiB, MiB, MmError, System
+from pyfolio import split as sp
+from pyfolio.debug_vm import snapshot
+from pyfolio.folio import Folio, folio_get, folio_lock, folio_put, folio_unlock, page_folio
+from pyfolio.memmap import NO_HEAD, PG
+
+
+def thp(m: System, fork: bool = False) -> tuple:
+    p = m.spawn()
+    a = p.mmap(4 * MiB)
+    p.madvise(a, 2 * MiB, "hugepage")
+    p.touch(a, 2 * MiB)
+    return p, a, p.folio_at(a).pfn
+
+
+def orders(m: System, head: int, nr: int = 512) -> list[int]:
+    mm = m.machine
+    heads = [head + i for i in range(nr) if mm.mem.compound_head[head + i] == NO_HEAD]
+    return [Folio(mm, h).order for h in heads]
+
+
+def split(m: System, pfn: int, new_order: int, uniform: bool = True, at: int = 0) -> int:
+    """get/lock/split/unlock/put like the debugfs splitter; the kernel's return value."""
+    folio = page_folio(m.machine, pfn)
+    folio_get(folio)
+    folio_lock(folio)
+    ret = sp.split_folio_to_order(folio, new_order) if uniform else \
+        sp.folio_split(folio, new_order, folio.pfn + at, None)
+    folio_unlock(folio)
+    folio_put(folio)
+    return ret
+
+
+@pytest.fixture
+def m() -> System:
+    return System(ram="32M", seed=0)
+
+
+def data_ok(p, a: int) -> bool:
+    return all(p.read(a + i * 4 * KiB) == (a >> 12) + i + 1 for i in range(512))
+
+
+def test_uniform_split_to_order0_pmd_mapped(m: System) -> None:
+    p, a, pfn = thp(m)
+    free = m.nr_free_pages()
+    assert split(m, pfn, 0) == 0
+    assert orders(m, pfn) == [0] * 512
+    v = m.vmstat()
+    assert (v["thp_split_page"], v["thp_split_pmd"], v["thp_split_page_failed"]) == (1, 1, 0)
+    assert v["thp_deferred_split_page"] == 0 and pfn not in m.machine.deferred_split_queue
+    e = p.lookup(a + 5 * 4 * KiB)
+    assert (e.level, e.kind, e.pfn, e.write, e.dirty) == ("pte", "page", pfn + 5, True, True)
+    for i in (0, 5, 511):
+        f = m.folio(pfn + i)
+        assert (f.pfn, f.order, f.refcount, f.mapcount) == (pfn + i, 0, 1, 1)
+        assert m.machine.mem.test(pfn + i, PG.anon_exclusive)
+        assert m.machine.mem.test(pfn + i, PG.lru) and not m.machine.mem.test(pfn + i, PG.locked)
+        assert m.machine.mem.index[pfn + i] == m.machine.mem.index[pfn] + i
+    assert m.nr_free_pages() == free  # the deposited PTE table is now in use, nothing freed
+    assert data_ok(p, a)
+    assert m.check() == []
+
+
+def test_uniform_split_to_order2(m: System) -> None:
+    p, a, pfn = thp(m)
+    assert split(m, pfn, 2) == 0
+    assert orders(m, pfn) == [2] * 128
+    f = m.folio(pfn + 8)
+    assert (f.pfn, f.order, f.refcount, f.mapcount, f.page_mapcounts()) == (
+        pfn + 8, 2, 4, 4, [1, 1, 1, 1])
+    assert m.folio(pfn + 9).pfn == pfn + 8
+    assert data_ok(p, a) and m.check() == []
+
+
+@pytest.mark.parametrize("at,want", [
+    (0, [0, 0, 0, 0, 2, 3, 4, 5, 6, 7, 8]),
+    (257, [8, 0, 0, 0, 0, 2, 3, 4, 5, 6, 7]),
+    (511, [8, 7, 6, 5, 4, 3, 2, 0, 0, 0, 0]),
+])
+def test_non_uniform_split(m: System, at: int, want: list[int]) -> None:
+    p, a, pfn = thp(m)
+    assert split(m, pfn, 0, uniform=False, at=at) == 0
+    assert orders(m, pfn) == want
+    assert m.folio(pfn + at).order == 0
+    assert m.vmstat()["thp_split_page"] == 1
+    assert data_ok(p, a) and m.check() == []
+
+
+def test_non_uniform_to_order3_matches_kernel_comment(m: System) -> None:
+    """folio_split() kernel-doc: order 9 at its third order-3 piece to order 3."""
+    p, a, pfn = thp(m)
+    assert split(m, pfn, 3, uniform=False, at=16) == 0
+    assert orders(m, pfn) == [4, 3, 3, 5, 6, 7, 8]
+    assert m.check() == []
+
+
+@pytest.mark.parametrize("order,uniform", [(1, True), (1, False), (9, True), (10, False)])
+def test_bad_orders_are_einval_and_not_counted(m: System, order: int, uniform: bool) -> None:
+    p, a, pfn = thp(m)
+    before = snapshot(m.machine)
+    assert split(m, pfn, order, uniform) == -EINVAL
+    assert snapshot(m.machine) == before  # thp_split_page_failed not counted either
+    assert m.check() == []
+
+
+def test_pinned_folio_is_eagain_and_unchanged(m: System) -> None:
+    p, a, pfn = thp(m)
+    p.pin(a + 4 * KiB, 4 * KiB)
+    before = snapshot(m.machine)
+    assert split(m, pfn, 0) == -EAGAIN
+    after = snapshot(m.machine)
+    assert after.pop("vmstat")["thp_split_page_failed"] == 1
+    before.pop("vmstat")
+    assert after == before
+    with pytest.raises(MmError) as e:
+        sp.split_mapped_folio(m.machine, pfn, 0)
+    assert e.value.errno == EAGAIN
+    assert m.vmstat()["thp_split_page_failed"] == 2 and m.check() == []
+
+
+def test_unmapped_folio_has_no_anon_vma_ebusy(m: System) -> None:
+    p, a, pfn = thp(m)
+    folio = Folio(m.machine, pfn)
+    folio_get(folio)
+    m.machine.mem.extra_refs[pfn] += 1
+    p.munmap(a, 2 * MiB)
+    folio_lock(folio)
+    assert sp.split_folio(folio) == -EBUSY  # folio_get_anon_vma(): not mapped
+    assert m.vmstat()["thp_split_page_failed"] == 1
+    folio_unlock(folio)
+    m.machine.mem.extra_refs[pfn] -= 1
+    folio_put(folio)
+    assert m.check() == []
+
+
+def test_pte_mapped_thp(m: System) -> None:
+    p, a, pfn = thp(m)
+    p.mprotect(a + 4 * KiB, 4 * KiB, "r")
+    assert p.folio_at(a).order == 9 and p.lookup(a).level == "pte"
+    assert split(m, pfn, 0) == 0
+    v = m.vmstat()
+    # try_to_migrate_one() drops PTE rmaps one by one: the folio is transiently
+    # partially mapped and queued (then unqueued under the freeze)
+    assert (v["thp_split_pmd"], v["thp_split_page"], v["thp_deferred_split_page"]) == (1, 1, 1)
+    assert not m.machine.deferred_split_queue
+    assert p.lookup(a + 4 * KiB).write is False and p.lookup(a).write is True
+    assert data_ok(p, a) and m.check() == []
+
+
+@pytest.mark.parametrize("pmd_split", [False, True])
+def test_after_fork_both_processes_remapped(m: System, pmd_split: bool) -> None:
+    p, a, pfn = thp(m)
+    c = p.fork()
+    if pmd_split:
+        p.mprotect(a, 4 * KiB, "r")
+    assert split(m, pfn, 0) == 0
+    for proc in (p, c):
+        e = proc.lookup(a + 7 * 4 * KiB)
+        assert (e.level, e.kind, e.pfn, e.write) == ("pte", "page", pfn + 7, False)
+    f = m.folio(pfn + 7)
+    assert (f.order, f.refcount, f.mapcount) == (0, 2, 2)
+    assert not m.machine.mem.test(pfn + 7, PG.anon_exclusive)
+    assert data_ok(p, a) and data_ok(c, a) and m.check() == []
+
+
+def test_618_0_try_to_migrate_bug_fails_shared_pmd_thp(m: System, monkeypatch) -> None:
+    """Linux 6.18.0 (before 939080834fef) stops the walk after one PMD: -EAGAIN."""
+    monkeypatch.setattr(sp, "TRY_TO_MIGRATE_STOPS_AFTER_PMD_SPLIT", True)
+    p, a, pfn = thp(m)
+    c = p.fork()
+    assert split(m, pfn, 0) == -EAGAIN
+    assert m.folio(pfn).order == 9 and m.vmstat()["thp_split_page_failed"] == 1
+    assert data_ok(p, a) and data_ok(c, a) and m.check() == []
+
+
+def test_queued_folio_is_removed_from_deferred_queue(m: System) -> None:
+    p, a, pfn = thp(m)
+    assert pfn in m.machine.deferred_split_queue  # every new THP, unflagged
+    assert split(m, pfn, 0) == 0
+    assert not m.machine.deferred_split_queue and m.check() == []
+
+
+def test_zero_pages_remapped_to_shared_zero_page(m: System) -> None:
+    p = m.spawn()
+    a = p.mmap(2 * MiB)
+    p.madvise(a, 2 * MiB, "hugepage")
+    p.write(a, 7)  # THP fault: 511 pages stay zero-filled
+    pfn = p.folio_at(a).pfn
+    free = m.nr_free_pages()
+    assert split(m, pfn, 0) == 0
+    assert m.nr_free_pages() == free + 511
+    e = p.lookup(a + 4 * KiB)
+    assert (e.kind, e.pfn, e.write) == ("zero", m.machine.zero_pfn, False)
+    assert p.read(a) == 7 and p.read(a + 8 * KiB) == 0
+    assert p.smaps()[0]["Rss"] == 4
+    assert m.check() == []
+
+
+def test_split_to_order2_keeps_zero_pages(m: System) -> None:
+    p = m.spawn()
+    a = p.mmap(2 * MiB)
+    p.madvise(a, 2 * MiB, "hugepage")
+    p.write(a, 7)
+    free = m.nr_free_pages()
+    assert split(m, p.folio_at(a).pfn, 2) == 0  # only order-0 pages go to the zero page
+    assert m.nr_free_pages() == free and m.check() == []
+
+
+def test_partial_munmap_then_shrinker_frees_unmapped_half(m: System) -> None:
+    p, a, pfn = thp(m)
+    p.munmap(a + MiB, MiB)
+    v = m.vmstat()
+    assert (v["thp_split_pmd"], v["thp_deferred_split_page"], v["thp_split_page"]) == (1, 1, 0)
+    free = m.nr_free_pages()
+    assert sp.shrink_deferred_split(m.machine) == 1
+    assert m.vmstat()["thp_split_page"] == 1 and not m.machine.deferred_split_queue
+    assert m.nr_free_pages() == free + 256
+    assert m.folio(pfn).order == 0 and m.folio(pfn + 255).refcount == 1
+    assert all(p.read(a + i * 4 * KiB) == (a >> 12) + i + 1 for i in range(256))
+    assert m.check() == []
+
+
+def test_shrinker_leaves_fully_mapped_thp_alone(m: System) -> None:
+    p, a, pfn = thp(m)
+    assert sp.deferred_split_scan(m.machine) == 0  # max_ptes_none 511: never underused
+    assert m.folio(pfn).order == 9 and not m.machine.deferred_split_queue
+    assert m.check() == []
+
+
+def test_shrinker_splits_underused_thp(m: System) -> None:
+    p = m.spawn()
+    a = p.mmap(2 * MiB)
+    p.madvise(a, 2 * MiB, "hugepage")
+    p.write(a, 1)
+    m.machine.khugepaged_max_ptes_none = 255  # type: ignore[attr-defined]
+    assert sp.deferred_split_scan(m.machine) == 1
+    v = m.vmstat()
+    assert (v["thp_split_page"], v["thp_underused_split_page"]) == (1, 1)
+    assert p.smaps()[0]["Rss"] == 4 and m.check() == []
+
+
+def test_madvise_free_of_part_splits_at_once(m: System) -> None:
+    p, a, pfn = thp(m)
+    p.madvise(a, 40 * KiB, "free")
+    v = m.vmstat()
+    assert (v["thp_split_pmd"], v["thp_split_page"], v["thp_deferred_split_page"]) == (1, 1, 0)
+    assert m.folio(pfn).order == 0
+    assert not m.machine.mem.test(pfn, PG.dirty) and m.machine.mem.test(pfn + 10, PG.dirty)
+    assert m.check() == []
+
+
+def test_list_gets_new_folios_with_a_reference(m: System) -> None:
+    p, a, pfn = thp(m)
+    folio = Folio(m.machine, pfn)
+    folio_get(folio)
+    folio_lock(folio)
+    lst: list[Folio] = []
+    assert sp.split_huge_page_to_list_to_order(Folio(m.machine, pfn + 3), lst, 0) == 0
+    assert [f.pfn for f in lst] == list(range(pfn + 1, pfn + 512))
+    assert m.machine.mem.test(pfn + 3, PG.locked) and not m.machine.mem.test(pfn, PG.locked)
+    assert m.folio(pfn + 3).refcount == 3  # caller + PTE + list
+    folio_unlock(m.folio(pfn + 3))
+    folio_put(m.folio(pfn + 3))
+    for f in lst:
+        m.machine.mem.extra_refs[f.pfn] -= 1
+        folio_put(f)
+    assert m.check() == []
+
+
+def _unmapped_thp(m: System) -> tuple:
+    """A THP isolated and unmapped as migration leaves it: one held reference, locked."""
+    p, a, pfn = thp(m)
+    folio = Folio(m.machine, pfn)
+    folio_get(folio)
+    m.machine.mem.extra_refs[pfn] += 1
+    folio_lock(folio)
+    sp.unmap_folio(folio)
+    return p, a, folio
+
+
+@pytest.mark.parametrize("design", ["a", "b"])
+def test_unmapped_designs_agree(design: str) -> None:
+    m = System(ram="32M")
+    p, a, folio = _unmapped_thp(m)
+    if design == "a":
+        ret = sp.split_huge_page_to_list_to_order(folio, None, 0, unmapped=True)
+    else:
+        ret = sp.folio_split_unmapped(folio, 0)
+    assert ret == 0
+    mem = m.machine.mem
+    heads = range(folio.pfn, folio.pfn + 512)
+    assert all(mem._refcount[h] == 1 and mem.test(h, PG.locked) for h in heads)
+    assert not any(mem.test(h, PG.lru) for h in range(folio.pfn + 1, folio.pfn + 512))
+    assert m.vmstat()["thp_split_page"] == 0  # neither design counts it
+    sp.remap_page(folio, 512, 0)
+    for h in heads:
+        folio_unlock(Folio(m.machine, h))
+        mem.extra_refs[h] -= 1
+        folio_put(Folio(m.machine, h))
+    assert data_ok(p, a) and m.check() == []
+
+
+def test_folio_split_unmapped_eagain_when_extra_ref() -> None:
+    m = System(ram="32M")
+    p, a, folio = _unmapped_thp(m)
+    folio_get(folio)
+    before = snapshot(m.machine)
+    assert sp.folio_split_unmapped(folio, 0) == -EAGAIN
+    assert snapshot(m.machine) == before
+
+
+def test_trace_steps(m: System) -> None:
+    p, a, pfn = thp(m)
+    mark = m.trace.mark()
+    split(m, pfn, 0)
+    names = [n for n in m.trace.names(mark) if n in (
+        "unmap_folio", "folio_ref_freeze", "__split_unmapped_folio", "folio_ref_unfreeze",
+        "remap_page")]
+    assert names == ["unmap_folio", "folio_ref_freeze", "__split_unmapped_folio",
+                     "folio_ref_unfreeze", "remap_page"]
+    ev = [e for e in m.trace.since(mark) if e.name == "unmap_folio"][0]
+    assert ev.change("mapcount") == (1, 0) and ev.change("refcount") == (2, 1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(fork=st.booleans(), pmd_split=st.booleans(), pin=st.booleans(),
+       new_order=st.sampled_from([0, 2, 3, 5, 8]), at=st.integers(0, 511),
+       uniform=st.booleans(), touch=st.booleans())
+def test_property_split(fork: bool, pmd_split: bool, pin: bool, new_order: int, at: int,
+                        uniform: bool, touch: bool) -> None:
+    m = System(ram="16M", seed=0)
+    p = m.spawn()
+    a = p.mmap(2 * MiB)
+    p.madvise(a, 2 * MiB, "hugepage")
+    if touch:
+        p.touch(a, 2 * MiB)
+    else:
+        p.write(a + at * 4 * KiB, 99)
+    pfn = p.folio_at(a).pfn
+    c = p.fork() if fork else None
+    if pmd_split:
+        p.mprotect(a + 4 * KiB, 4 * KiB, "r")
+    if pin:
+        p.pin(a + 8 * KiB, 4 * KiB)
+    total = m.nr_free_pages() + int((m.machine.mem._refcount[: m.machine.nr_ram] > 0).sum()
+                                    + (m.machine.mem.compound_head[: m.machine.nr_ram] >= 0).sum())
+    before = snapshot(m.machine)
+    ret = split(m, pfn, new_order, uniform, at)
+    if ret:
+        assert ret == -EAGAIN and pin
+        after = snapshot(m.machine)
+        after["vmstat"].pop("thp_split_page_failed")
+        before["vmstat"].pop("thp_split_page_failed")
+        assert after == before
+    else:
+        mem = m.machine.mem
+        for h in range(pfn, pfn + 512):
+            if mem.compound_head[h] == NO_HEAD and (mem._refcount[h] or mem.page_type[h] == 0):
+                o = Folio(m.machine, h).order
+                assert h % (1 << o) == 0
+        assert m.folio(pfn + at).order == (new_order if uniform or new_order else 0)
+    now = m.nr_free_pages() + int((m.machine.mem._refcount[: m.machine.nr_ram] > 0).sum()
+                                  + (m.machine.mem.compound_head[: m.machine.nr_ram] >= 0).sum())
+    assert now == total
+    assert m.check() == []
+    for proc in [p] + ([c] if c else []):
+        if touch:
+            assert proc.read(a + 300 * 4 * KiB) == (a >> 12) + 301
