@@ -413,10 +413,10 @@ def split_huge_pmd(vma: VMA, slot: Slot, address: int) -> None:
 
 def __split_huge_pmd(vma: VMA, slot: Slot, address: int, freeze: bool) -> None:
     """__split_huge_pmd() - split the PMD at ``slot`` if it is a leaf or a swap-format
+    (migration or device-private) PMD entry; ``freeze`` installs migration entries.
 
     Models: mm/huge_memory.c:__split_huge_pmd() (v6.18).
-
-    (migration or device-private) PMD entry; ``freeze`` installs migration entries."""
+    """
     m = vma.vm_mm.m
     pmd = _pmd(m, slot)
     if pmd_leaf(pmd) or (pmd and not pmd & _PAGE_PRESENT):
@@ -525,10 +525,10 @@ def _finish_split(vma: VMA, slot: Slot, pgtable: int, haddr: int, old: int, into
 
 def vma_adjust_trans_huge(vma: VMA, start: int, end: int) -> None:
     """vma_adjust_trans_huge() - before a VMA is cut at ``start``/``end``, split any PMD
+    leaf that the cut would straddle (split_huge_pmd_if_needed()).
 
     Models: mm/huge_memory.c:vma_adjust_trans_huge() (v6.18).
-
-    leaf that the cut would straddle (split_huge_pmd_if_needed())."""
+    """
     for address in (start, end):
         if address & (PMD_SIZE - 1):
             lo = address & ~(PMD_SIZE - 1)

@@ -249,11 +249,10 @@ def kpagecount(m: Machine, pfns: list[int] | range) -> list[int]:
 
 def vmstat(m: Machine) -> dict[str, int]:
     """/proc/vmstat - the event counters plus a few gauges computed from the memmap
-
-    Models: mm/vmstat.c:vmstat_show() (v6.18).
-
     (nr_free_pages, nr_anon_pages, nr_anon_transparent_hugepages: PMD-mapped THPs only,
-    nr_page_table_pages)."""
+    nr_page_table_pages).
+
+    Models: mm/vmstat.c:vmstat_show() (v6.18)."""
     mem = m.mem
     heads = [Folio(m, int(p)) for p in (mem.flags & PG.head).nonzero()[0]]
     thps = sum(1 for f in heads if int(mem._entire_mapcount[f.pfn]) >= 0

@@ -310,10 +310,10 @@ def folio_try_dup_anon_rmap_pmd(folio: Folio, page: int, src_vma: VMA) -> bool:
 
 def folio_try_share_anon_rmap_pte(folio: Folio, page: int) -> bool:
     """folio_try_share_anon_rmap_pte() - clear PG_anon_exclusive before a migration entry
+    replaces the PTE; fails (False) if the folio may be pinned.
 
     Models: include/linux/rmap.h:folio_try_share_anon_rmap_pte() (v6.18).
-
-    replaces the PTE; fails (False) if the folio may be pinned."""
+    """
     if folio_maybe_dma_pinned(folio):
         return False
     folio.m.mem.clear(page, PG.anon_exclusive)
