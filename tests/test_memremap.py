@@ -30,7 +30,8 @@ def test_device_registers_one_pgmap_over_the_device_frames():
     assert dev.driver.pgmap.range == (mm.device_base, mm.mem.nr)
     assert mm.mem.nr - mm.device_base == 2048
     assert (mm.mem.zone[mm.device_base:] == ZONE_DEVICE).all()
-    assert (mm.mem.pgmap[mm.device_base:] == 0).all() and (mm.mem.pgmap[:mm.device_base] == -1).all()
+    assert (mm.mem.pgmap[mm.device_base:] == 0).all()
+    assert (mm.mem.pgmap[:mm.device_base] == -1).all()
     assert is_device_private_page(mm, mm.device_base) and not is_device_private_page(mm, 5)
     assert dev.free_large == 4 and dev.free_small == 0
     assert (mm.mem._refcount[mm.device_base:] == 0).all()
