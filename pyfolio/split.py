@@ -165,8 +165,11 @@ def _warn(folio: Folio, warns: bool, what: str) -> None:
 
 
 def min_order_for_split(folio: Folio) -> int:
-    """min_order_for_split() - 0 for anon folios; a truncated file folio gives -EBUSY
-    (and counts ``thp_split_page_failed``). Models: mm/huge_memory.c (v6.18)."""
+    """min_order_for_split() - 0 for anon folios; a truncated file folio gives -EBUSY.
+
+    Models: mm/huge_memory.c:min_order_for_split() (v6.18), which also counts
+    ``thp_split_page_failed`` for a PMD-sized truncated folio.
+    """
     if folio_test_anon(folio):
         return 0
     if folio_order(folio) == HPAGE_PMD_ORDER:
@@ -218,8 +221,9 @@ def try_to_migrate(folio: Folio, flags: int) -> bool:
     readable-exclusive if the page was PG_anon_exclusive, else readable, keeping
     soft-dirty and uffd-wp; a dirty PTE dirties the folio; the exclusive page must be
     shared first (folio_try_share_anon_rmap_pte()), which fails for a maybe-pinned folio:
-    the PTE is left as it was and the walk stops (returns False). Each PTE removed drops
-    its rmap (folio_remove_rmap_pte()) and reference (folio_put()).
+    the PTE is left as it was and the walk stops (returns False). A device-private entry
+    (the series) becomes a migration entry the same way, writable if it was. Each entry
+    removed drops its rmap (folio_remove_rmap_pte()) and reference (folio_put()).
     Simplification: migration entries do not keep the young/dirty bits.
     """
     m, end_pfn = folio.m, folio.pfn + folio_nr_pages(folio)
@@ -244,10 +248,18 @@ def _migrate_ptes(folio: Folio, vma: VMA, table: int, addr: int, end: int) -> bo
     i0, n = pte_index(addr), (end - addr) >> PAGE_SHIFT
     ents = tbl[i0: i0 + n]
     pfns = (ents & _U64(PTE_PFN_MASK)) >> _U64(PAGE_SHIFT)
-    hit = ((ents & _U64(_PAGE_PRESENT)) != 0) & ((ents & _U64(_PAGE_SPECIAL)) == 0) \
+    present = (ents & _U64(_PAGE_PRESENT)) != 0
+    typ = ents >> _U64(59)
+    device = ~present & (ents != 0) & ((typ == _U64(SwpType.SWP_DEVICE_WRITE))
+                                       | (typ == _U64(SwpType.SWP_DEVICE_READ)))
+    pfns = np.where(device, ((~ents) << _U64(5)) >> _U64(14), pfns)
+    hit = ((present & ((ents & _U64(_PAGE_SPECIAL)) == 0)) | device) \
         & (pfns >= _U64(folio.pfn)) & (pfns < _U64(folio.pfn + folio_nr_pages(folio)))
     for j in np.flatnonzero(hit):
         pte, pfn = int(ents[j]), int(pfns[j])
+        if device[j]:  # a device-private entry: its writability and soft-dirty carry over
+            w, sd = int(typ[j]) == SwpType.SWP_DEVICE_WRITE, pte & _PAGE_SWP_SOFT_DIRTY
+            pte = (_PAGE_RW if w else 0) | (_PAGE_SOFT_DIRTY if sd else 0)
         exclusive = m.mem.test(pfn, PG.anon_exclusive)
         if exclusive and not folio_try_share_anon_rmap_pte(folio, pfn):
             return False  # set_pte_at(orig): nothing was changed for this PTE
@@ -658,13 +670,19 @@ def split_folio_to_order(folio: Folio, new_order: int) -> int:
 
 
 def split_folio_to_list(folio: Folio, list_: list[Folio] | None) -> int:
-    """split_folio_to_list() - split to min_order_for_split(); Models: mm/huge_memory.c (v6.18)."""
+    """split_folio_to_list() - split to min_order_for_split().
+
+    Models: mm/huge_memory.c:split_folio_to_list() (v6.18).
+    """
     ret = min_order_for_split(folio)
     return ret if ret < 0 else split_huge_page_to_list_to_order(folio, list_, ret)
 
 
 def split_folio(folio: Folio) -> int:
-    """split_folio() - split_folio_to_list(folio, NULL). Models: include/linux/huge_mm.h (v6.18)."""
+    """split_folio() - split_folio_to_list(folio, NULL): to order 0, head stays locked.
+
+    Models: include/linux/huge_mm.h:split_folio() (v6.18).
+    """
     return split_folio_to_list(folio, None)
 
 
