@@ -11,7 +11,6 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 LAB_STAMP := $(VENV)/.lab-stamp
 KERNEL_STAMP := $(VENV)/.kernel-stamp
-WIDGETS_JS := book/_widgets_js/widgets/embed-amd.js
 JOBS ?= 2
 
 .PHONY: help venv book book-strict test lint typecheck pytest lab bench clean distclean widgets-js

@@ -24,18 +24,21 @@ MATHJAX = "mathjax/tex-mml-chtml.js"
 
 def _use_local_copies(app: Any, config: Any) -> None:
     root = Path(app.srcdir) / WIDGETS_DIR
-    if (root / MATHJAX).is_file():
+    have_mathjax = (root / MATHJAX).is_file()
+    have_widgets = all((root / name).is_file() for name in FILES)
+    if have_mathjax or have_widgets:
+        config.html_static_path = [*config.html_static_path, str(root)]
+    if have_mathjax:
         config.mathjax_path = MATHJAX  # Sphinx resolves it under _static/
     else:
         print(f"widgets_js: no {root / MATHJAX}; MathJax will load from the CDN")
-    if not all((root / name).is_file() for name in FILES):
+    if not have_widgets:
         print(
             f"widgets_js: {root}/widgets/ is incomplete; widget JavaScript will load from the CDN "
             "(run tools/fetch_widgets_js.sh, or `make book`, to serve it locally)"
         )
         return
     (root / PATHS_JS).write_text(_REQUIRE_PATHS)
-    config.html_static_path = [*config.html_static_path, str(root)]
     config.nb_ipywidgets_js = {
         "widgets/require.js": {},
         PATHS_JS: {},
