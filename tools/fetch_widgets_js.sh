@@ -10,6 +10,7 @@ set -euo pipefail
 HTML_MANAGER_VERSION="${HTML_MANAGER_VERSION:-1.0.14}"   # ipywidgets 8.1 wants ^1.0.1
 REQUIREJS_VERSION="${REQUIREJS_VERSION:-2.3.7}"
 MATHJAX_VERSION="${MATHJAX_VERSION:-3.2.2}"       # Sphinx 7 uses MathJax 3
+NPM="${NPM:-npm}"
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 vendor="$here/book/_widgets_js"
@@ -22,7 +23,7 @@ if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -f "$dest/embed-amd.js" && 
       && -f "$mathjax/tex-mml-chtml.js" ]]; then
     exit 0
 fi
-if ! command -v npm >/dev/null 2>&1; then
+if ! command -v "$NPM" >/dev/null 2>&1; then
     echo "WARNING: npm not found: widget JavaScript will load from the CDN (widgets need a network)." >&2
     exit 0
 fi
@@ -30,7 +31,7 @@ fi
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 echo "Fetching $want from npm"
-if ! (cd "$tmp" && npm pack --silent "@jupyter-widgets/html-manager@$HTML_MANAGER_VERSION" \
+if ! (cd "$tmp" && "$NPM" pack --silent "@jupyter-widgets/html-manager@$HTML_MANAGER_VERSION" \
         "requirejs@$REQUIREJS_VERSION" "mathjax@$MATHJAX_VERSION" >/dev/null 2>npm.log); then
     cat "$tmp/npm.log" >&2 || true
     echo "WARNING: npm pack failed: widget JavaScript will load from the CDN." >&2
