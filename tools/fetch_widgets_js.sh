@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fetch the JavaScript the built pages need from the npm registry into book/_widgets_js/, so the
-# book works offline (see tools/widgets_js.py):
+# book works offline (see tools/book_extras.py):
 #   widgets/  @jupyter-widgets/html-manager's embed-amd.js (+ its icon fonts) and RequireJS,
 #   mathjax/  MathJax 3 (tex-mml-chtml.js, its fonts and lazily loaded components).
 # Idempotent: does nothing when the pinned versions are already there. Without npm it warns and
