@@ -1,0 +1,59 @@
+"""Classroom exercises: seeded questions with checkers, in the spirit of OSTEP's homework.
+
+A seed makes a scenario; the simulator runs it and computes the answer; the reader predicts
+it, ``check(answer)`` says right or wrong and why, and ``solution()`` shows the worked steps.
+The book and the terminal use the same generators::
+
+    >>> from pyfolio.exercises import make
+    >>> ex = make(4, "indices", seed=3)
+    >>> ex.check(ex.answer)[0], ex.check("0 0 0 0 0")[0]
+    (True, False)
+
+From a shell: ``python -m pyfolio.exercises 4 -s 3 -c`` (see ``__main__``).
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from . import (
+    ch02_page_frames,
+    ch03_folios,
+    ch04_page_tables,
+    ch05_faults_and_thp,
+    ch06_counting_references,
+)
+from .base import Exercise
+
+__all__ = ["Exercise", "CHAPTERS", "kinds", "make", "exercises"]
+
+#: chapter number -> the module holding its exercise kinds (``KINDS``: kind -> class)
+CHAPTERS: dict[int, ModuleType] = {
+    2: ch02_page_frames,
+    3: ch03_folios,
+    4: ch04_page_tables,
+    5: ch05_faults_and_thp,
+    6: ch06_counting_references,
+}
+
+
+def kinds(chapter: int) -> list[str]:
+    """The exercise kinds of a chapter, in the order the CLI prints them."""
+    if chapter not in CHAPTERS:
+        raise ValueError(f"no exercises for chapter {chapter}; chapters: {sorted(CHAPTERS)}")
+    return list(CHAPTERS[chapter].KINDS)
+
+
+def make(chapter: int, kind: str, seed: int) -> Exercise:
+    """One exercise of ``kind`` from ``chapter``, made from ``seed``."""
+    table = CHAPTERS[chapter].KINDS if chapter in CHAPTERS else {}
+    if kind not in table:
+        raise ValueError(f"chapter {chapter} has no exercise kind {kind!r}; "
+                         f"kinds: {', '.join(kinds(chapter))}")
+    cls: type[Exercise] = table[kind]
+    return cls(seed)
+
+
+def exercises(chapter: int, seed: int) -> list[Exercise]:
+    """One exercise of every kind of ``chapter``, all from ``seed``."""
+    return [make(chapter, k, seed) for k in kinds(chapter)]

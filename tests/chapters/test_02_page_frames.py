@@ -1,0 +1,57 @@
+"""The claims of chapters/02-page-frames.md, checked through the same pyfolio calls."""
+
+from __future__ import annotations
+
+from pyfolio import MiB, System
+from pyfolio.page_alloc import __free_pages, alloc_pages, buddyinfo, nr_free_pages
+
+_free = __free_pages  # module-level alias, as the chapter calls it
+
+
+def test_one_struct_page_per_frame_and_biased_mapcount() -> None:
+    m = System(ram="16M", thp="always", seed=0)
+    M = m.machine
+    assert M.mem.nr == M.nr_ram == 4096
+    assert int(M.mem._refcount[0]) == 1 and int(M.mem._mapcount[1]) == -1
+
+
+def test_boot_free_lists() -> None:
+    M = System(ram="16M").machine
+    assert buddyinfo(M) == [1] * 10 + [3]
+    assert nr_free_pages(M) == M.nr_ram - 1
+
+
+def test_second_order0_allocation_splits_and_free_merges() -> None:
+    m = System(ram="16M", thp="always", seed=0)
+    M = m.machine
+    boot = buddyinfo(M)
+    x = alloc_pages(M, 0)
+    y = alloc_pages(M, 0)
+    assert (x, y) == (1, 2)
+    assert buddyinfo(M)[:2] == [1, 0]
+    mark = M.trace.mark()
+    _free(M, y, 0)
+    ev = M.trace.since(mark)[-1]
+    assert (ev.name, ev.arg("pfn"), ev.arg("order")) == ("mm_page_free", 2, 1)
+    _free(M, x, 0)
+    assert buddyinfo(M) == boot
+    assert m.check() == []
+
+
+def test_fragmented_machine_falls_back_to_4k_then_recovers() -> None:
+    m = System(ram="16M", thp="always", seed=0)
+    before = nr_free_pages(m.machine)
+    held = m.fragment()
+    assert held == 8 and nr_free_pages(m.machine) == before - held
+    assert buddyinfo(m.machine)[9:] == [0, 0]
+    p = m.spawn()
+    a = p.mmap(2 * MiB)
+    p.write(a, 1)
+    assert p.lookup(a).level == "pte"
+    assert m.vmstat()["thp_fault_fallback"] == 1 and m.vmstat()["thp_fault_alloc"] == 0
+    m.defragment()
+    q = m.spawn()
+    b = q.mmap(2 * MiB)
+    q.write(b, 1)
+    assert q.lookup(b).level == "pmd" and m.vmstat()["thp_fault_alloc"] == 1
+    assert m.check() == []

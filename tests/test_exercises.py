@@ -1,0 +1,105 @@
+"""pyfolio.exercises: every seed makes a question whose checker accepts the simulator's
+answer and rejects a wrong one; the CLI's output is pinned by golden files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pyfolio.exercises import CHAPTERS, exercises, kinds, make
+from pyfolio.exercises.__main__ import main, render
+
+GOLDEN = Path(__file__).parent / "golden"
+#: (chapter, seed, solve) pinned by tests/golden/chNN-sSEED[-c].out
+GOLDEN_CASES = [(c, s, solve) for c in sorted(CHAPTERS) for s, solve in ((1, True), (7, False))]
+
+
+def _wrong(value: object) -> object:
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    return "nonsense"
+
+
+@pytest.mark.parametrize("chapter", sorted(CHAPTERS))
+def test_every_seed_checks_its_own_answer_and_rejects_a_wrong_one(chapter: int) -> None:
+    for seed in range(12):
+        for ex in exercises(chapter, seed):
+            assert ex.question() and ex.solution().startswith(ex.steps[0])
+            ok, why = ex.check(ex.answer)
+            assert ok, (ex, why)
+            assert ex.check(" ".join(map(str, ex.answer)))[0], ex  # as a typed string
+            for i in range(len(ex.answer)):
+                bad = list(ex.answer)
+                bad[i] = _wrong(bad[i])
+                ok, why = ex.check(tuple(bad))
+                assert not ok and why.startswith("Wrong"), (ex, i, why)
+
+
+def test_at_least_three_kinds_per_chapter() -> None:
+    assert all(len(kinds(c)) >= 3 for c in CHAPTERS)
+
+
+def test_same_seed_same_question_and_answer() -> None:
+    for c in CHAPTERS:
+        for k in kinds(c):
+            a, b = make(c, k, 5), make(c, k, 5)
+            assert (a.question(), a.answer) == (b.question(), b.answer)
+
+
+def test_seeds_differ() -> None:
+    assert len({make(4, "indices", s).question() for s in range(10)}) == 10
+
+
+def test_check_explains_missing_and_miscounted_answers() -> None:
+    ex = make(4, "indices", 3)
+    assert ex.check(None) == (False, f"No answer yet. {ex.answer_format()}.")
+    ok, why = ex.check("1 2")
+    assert not ok and "Expected 5 values" in why
+    hexed = ", ".join(hex(v) for v in ex.answer)
+    assert ex.check(hexed)[0]
+
+
+def test_unknown_chapter_or_kind_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no exercises for chapter 9"):
+        kinds(9)
+    with pytest.raises(ValueError, match="has no exercise kind 'nope'"):
+        make(2, "nope", 0)
+
+
+def _golden_name(chapter: int, seed: int, solve: bool) -> str:
+    return f"ch{chapter:02d}-s{seed}{'-c' if solve else ''}.out"
+
+
+@pytest.mark.parametrize(("chapter", "seed", "solve"), GOLDEN_CASES,
+                         ids=[_golden_name(*c) for c in GOLDEN_CASES])
+def test_cli_output_matches_golden(chapter: int, seed: int, solve: bool,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [str(chapter), "-s", str(seed)] + (["-c"] if solve else [])
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out == (GOLDEN / _golden_name(chapter, seed, solve)).read_text()
+
+
+def test_cli_echoes_its_arguments_and_accepts_long_options() -> None:
+    text = render(3, 2, "head", True)
+    assert text.splitlines()[:4] == ["ARG chapter 3", "ARG seed 2", "ARG kind head",
+                                     "ARG solve True"]
+    assert "Answer: head pfn = " in text
+
+
+def test_cli_runs_as_a_module() -> None:
+    done = subprocess.run([sys.executable, "-m", "pyfolio.exercises", "--chapter", "4",
+                           "--seed", "3", "--solve", "-k", "indices"],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout == render(4, 3, "indices", True) + "\n"
+
+
+def test_cli_rejects_an_unknown_chapter(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["9"])
+    assert "no exercises for chapter 9" in capsys.readouterr().err
