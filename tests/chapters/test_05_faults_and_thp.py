@@ -1,0 +1,86 @@
+"""The claims of chapters/05-faults-and-thp.md, checked through the same pyfolio calls."""
+
+from __future__ import annotations
+
+import pytest
+
+from pyfolio import KiB, MiB, System
+from pyfolio.units import PMD_SIZE
+
+
+def test_read_maps_zero_page_write_allocates() -> None:
+    m = System(ram="64M", thp="never", seed=0)
+    p = m.spawn()
+    a = p.mmap(64 * KiB)
+    assert p.read(a) == 0
+    e = p.lookup(a)
+    assert (e.kind, e.pfn, e.write) == ("zero", m.machine.zero_pfn, False)
+    assert p.smaps()[0]["Rss"] == 0
+    p.write(a, 42)
+    assert p.lookup(a).kind == "page" and p.smaps()[0]["Rss"] == 4
+    assert m.check() == []
+
+
+@pytest.mark.parametrize(("policy", "advised", "level"), [
+    ("always", False, "pmd"), ("always", True, "pmd"), ("madvise", False, "pte"),
+    ("madvise", True, "pmd"), ("never", False, "pte"), ("never", True, "pte")])
+def test_policy_table(policy: str, advised: bool, level: str) -> None:
+    m = System(ram="64M", thp=policy, seed=0)
+    q = m.spawn()
+    b = q.mmap(2 * MiB)
+    if advised:
+        q.madvise(b, 2 * MiB, "hugepage")
+    q.write(b, 1)
+    assert q.lookup(b).level == level
+
+
+def test_only_pmd_multiple_lengths_are_aligned() -> None:
+    m = System(ram="64M", thp="always", seed=0)
+    p = m.spawn()
+    four, three = p.mmap(4 * MiB), p.mmap(3 * MiB)
+    assert four % PMD_SIZE == 0 and three % PMD_SIZE != 0
+    p.write(three, 1)
+    assert p.lookup(three).level == "pte"
+    first = -(-three // PMD_SIZE) * PMD_SIZE
+    p.write(first, 1)
+    assert p.lookup(first).level == "pmd"
+    assert m.check() == []
+
+
+def test_fragmented_fallback() -> None:
+    m = System(ram="64M", thp="always", seed=0)
+    m.fragment()
+    p = m.spawn()
+    b = p.mmap(2 * MiB)
+    p.write(b, 1)
+    assert p.lookup(b).level == "pte"
+    assert (m.vmstat()["thp_fault_alloc"], m.vmstat()["thp_fault_fallback"]) == (0, 1)
+
+
+def test_huge_zero_then_write_gets_thp_without_split() -> None:
+    m = System(ram="64M", thp="always", seed=0)
+    p = m.spawn()
+    z = p.mmap(2 * MiB)
+    p.read(z)
+    r = p.lookup(z)
+    assert (r.level, r.kind, r.pfn) == ("pmd", "zero", m.machine.huge_zero_pfn)
+    assert p.smaps()[0]["Rss"] == 0
+    p.write(z + 4 * KiB, 1)
+    w = p.lookup(z)
+    assert (w.level, w.kind, w.write) == ("pmd", "huge", True)
+    v = m.vmstat()
+    assert (v["thp_zero_page_alloc"], v["thp_fault_alloc"], v["thp_split_pmd"]) == (1, 1, 0)
+    assert m.check() == []
+
+
+def test_anon_huge_pages_counts_pmd_mappings_only() -> None:
+    m = System(ram="64M", thp="always", seed=0)
+    p = m.spawn()
+    t = p.mmap(2 * MiB)
+    p.touch(t)
+    assert (p.smaps()[0]["Rss"], p.smaps()[0]["AnonHugePages"]) == (2048, 2048)
+    p.mprotect(t + 4 * KiB, 4 * KiB, "r")
+    assert sum(d["AnonHugePages"] for d in p.smaps()) == 0
+    assert sum(d["Rss"] for d in p.smaps()) == 2048
+    assert p.folio_at(t).order == 9  # type: ignore[union-attr]
+    assert m.check() == []
