@@ -1,0 +1,80 @@
+"""The claims of chapters/06-counting-references.md, checked through the same pyfolio calls."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from pyfolio import KiB, MiB, MmError, System, folio_expected_ref_count, folio_maybe_dma_pinned
+from pyfolio.split import can_split_folio, split_mapped_folio
+
+
+def _thp() -> tuple[System, Process, int]:
+    m = System(ram="64M", thp="always", seed=0)
+    p = m.spawn()
+    a = p.mmap(2 * MiB)
+    p.touch(a)
+    return m, p, a
+
+
+def test_fork_cow_exit_counts() -> None:
+    m, p, a = _thp()
+    f = p.folio_at(a)
+    assert (f.refcount, f.mapcount, f.entire_mapcount) == (1, 1, 1)
+    c = p.fork()
+    assert (f.refcount, f.mapcount, f.entire_mapcount) == (2, 2, 2)
+    assert m.kpagecount([f.pfn])[0] == 2
+    c.write(a + 8 * KiB, 7)
+    assert m.vmstat()["thp_split_pmd"] == 1
+    assert (f.refcount, f.mapcount, f.entire_mapcount) == (512, 512, 1)
+    assert f.page_mapcounts()[2] == 0 and f.page_mapcounts().count(1) == 511
+    assert c.folio_at(a + 8 * KiB).order == 0
+    assert (p.smaps()[0]["AnonHugePages"], c.smaps()[0]["AnonHugePages"]) == (2048, 0)
+    assert folio_expected_ref_count(f) == f.refcount
+    c.exit()
+    assert (f.refcount, f.mapcount, f.entire_mapcount) == (1, 1, 1)
+    assert m.check() == []
+
+
+def test_pins_large_and_small() -> None:
+    m, p, a = _thp()
+    f = p.folio_at(a)
+    p.pin(a + 12 * KiB, 4 * KiB)
+    assert (f.refcount, f.pincount, folio_expected_ref_count(f)) == (2, 1, 1)
+    assert folio_maybe_dma_pinned(f)
+    ms = System(ram="16M", thp="never", seed=0)
+    q = ms.spawn()
+    s = q.mmap(64 * KiB)
+    q.write(s, 1)
+    q.pin(s, 4 * KiB)
+    small = q.folio_at(s)
+    assert small is not None and small.refcount == 1025 and folio_maybe_dma_pinned(small)
+
+
+def test_pinned_folio_cannot_be_split_and_state_is_unchanged() -> None:
+    m, p, a = _thp()
+    f = p.folio_at(a)
+    p.pin(a + 12 * KiB, 4 * KiB)
+    assert can_split_folio(f, 0) == (False, 0)
+    before = (m.machine.mem._refcount.copy(), p.lookup(a).raw)
+    with pytest.raises(MmError) as exc:
+        split_mapped_folio(m.machine, f.pfn, 0)
+    assert exc.value.errno == errno.EAGAIN
+    assert (before[0] == m.machine.mem._refcount).all() and before[1] == p.lookup(a).raw
+    assert m.vmstat()["thp_split_page_failed"] == 1
+    p.unpin(a + 12 * KiB, 4 * KiB)
+    split_mapped_folio(m.machine, f.pfn, 0)
+    assert p.folio_at(a).order == 0 and m.vmstat()["thp_split_page"] == 1
+    assert m.check() == []
+
+
+def test_fork_copies_a_pinned_thp() -> None:
+    m, p, b = _thp()
+    p.pin(b, 4 * KiB)
+    c = p.fork()
+    big = p.folio_at(b)
+    assert (big.order, big.mapcount, big.refcount) == (9, 512, 513)
+    assert all(c.folio_at(b + i * 4 * KiB).order == 0 for i in (0, 2, 511))
+    assert m.vmstat()["thp_split_pmd"] == 1
+    assert m.check() == []
