@@ -1,0 +1,233 @@
+"""Region strip: the pages of a process's address range as cells, by folio and by state.
+
+:func:`region_cells` reads the page tables once per 2 MiB (one walk to the PMD, then the
+PTE table as one NumPy array) and returns per-page arrays; :func:`region_strip` draws them.
+Up to 16 MiB every 4 KiB page is a cell (a 16 x 32 grid per 2 MiB, the grid aligned to the
+PMD so a block is exactly what one PMD entry covers); beyond that each cell is one 2 MiB
+block coloured by its most common state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from matplotlib.artist import Artist
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch, Rectangle
+
+from ..memmap import NO_HEAD
+from ..pgtable import _PAGE_PRESENT, _PAGE_SPECIAL, PTE_PFN_MASK, decode_entry, walk
+from ..units import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PTRS_PER_TABLE
+from ._style import STATE_COLORS, STATE_LABELS, STATES, WHITE, folio_color, new_figure
+
+if TYPE_CHECKING:
+    from ..system import Process
+
+__all__ = ["RegionCells", "region_cells", "region_strip", "AGGREGATE_ABOVE"]
+
+#: regions larger than this are drawn one cell per 2 MiB
+AGGREGATE_ABOVE = 16 * 1024 * 1024
+_ROWS, _COLS = 16, 32  # one 2 MiB block of 512 pages
+_STATE_CODE = {s: i for i, s in enumerate(STATES)}
+
+
+@dataclass(frozen=True)
+class RegionCells:
+    """Per-page arrays for ``[start, start + 2 MiB * nr_blocks)`` (PMD-aligned).
+
+    ``state`` holds indices into :data:`STATES`; ``pfn`` the frame each page maps (-1 if
+    none); ``head``/``order`` its folio's head PFN and order; ``pmd_kind`` the decoded kind
+    of each block's PMD entry ("table" for a PTE table, "none", "huge", "zero", ...).
+    ``inside`` marks the pages of the requested range.
+    """
+
+    start: int
+    addr: int
+    length: int
+    state: np.ndarray
+    pfn: np.ndarray
+    head: np.ndarray
+    order: np.ndarray
+    pmd_kind: tuple[str, ...]
+    inside: np.ndarray
+
+    def states(self) -> list[str]:
+        """State names of the pages of the requested range."""
+        return [STATES[i] for i in self.state[self.inside]]
+
+
+def _block(p: Process, blk: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """States and PFNs of the 512 pages of the 2 MiB block at ``blk``, and the PMD kind."""
+    m, mm = p.m, p.mm
+    state = np.full(PTRS_PER_TABLE, _STATE_CODE["none"], np.int8)
+    pfn = np.full(PTRS_PER_TABLE, -1, np.int64)
+    w = walk(m, mm.pgd, blk)
+    if w.level in ("pgd", "pud") or (w.level == "pmd" and w.raw == 0):
+        return state, pfn, "none"
+    if w.level == "pmd":
+        e = decode_entry(w.raw, "pmd")
+        pfn[:] = e.pfn + np.arange(PTRS_PER_TABLE)
+        zero = e.kind == "zero" or e.pfn == m.huge_zero_pfn
+        state[:] = _STATE_CODE["zero" if zero else "pmd" if e.kind == "huge" else e.kind]
+        return state, pfn, "zero" if zero else e.kind
+    raw = m.pgtables[w.tables[-1][1]]
+    present = (raw & np.uint64(_PAGE_PRESENT)) != 0
+    pfn[present] = ((raw[present] & np.uint64(PTE_PFN_MASK)) >> np.uint64(PAGE_SHIFT))
+    state[present] = _STATE_CODE["pte"]
+    zero = present & (((raw & np.uint64(_PAGE_SPECIAL)) != 0) | (pfn == m.zero_pfn))
+    state[zero] = _STATE_CODE["zero"]
+    for i in np.flatnonzero(~present & (raw != 0)):
+        e = decode_entry(int(raw[i]), "pte")
+        state[i] = _STATE_CODE.get(e.kind, _STATE_CODE["none"])
+        pfn[i] = e.pfn
+    return state, pfn, "table"
+
+
+def region_cells(p: Process, addr: int, length: int) -> RegionCells:
+    """Read (never change) what maps each page of ``[addr, addr + length)`` in ``p``."""
+    start = addr & ~(PMD_SIZE - 1)
+    nblk = max(1, -(-(addr + length - start) // PMD_SIZE))
+    n = nblk * PTRS_PER_TABLE
+    state = np.empty(n, np.int8)
+    pfn = np.empty(n, np.int64)
+    kinds = []
+    for b in range(nblk):
+        s, f, k = _block(p, start + b * PMD_SIZE)
+        state[b * 512:(b + 1) * 512], pfn[b * 512:(b + 1) * 512] = s, f
+        kinds.append(k)
+    vaddr = start + np.arange(n, dtype=np.int64) * PAGE_SIZE
+    for lo, hi in _holes(p, start, start + n * PAGE_SIZE):
+        state[(vaddr >= lo) & (vaddr < hi)] = _STATE_CODE["novma"]
+    mem = p.m.mem
+    ok = (pfn >= 0) & (pfn < mem.nr)
+    head = np.full(n, -1, np.int64)
+    ch = mem.compound_head[pfn[ok]]
+    head[ok] = np.where(ch == NO_HEAD, pfn[ok], ch)
+    order = np.zeros(n, np.int8)
+    order[ok] = mem.order[head[ok]]
+    inside = (vaddr >= addr) & (vaddr < addr + length)
+    return RegionCells(start, addr, length, state, pfn, head, order, tuple(kinds), inside)
+
+
+def _holes(p: Process, lo: int, hi: int) -> list[tuple[int, int]]:
+    """The parts of ``[lo, hi)`` no VMA covers."""
+    holes, cur = [], lo
+    for vma in p.mm.vmas_between(lo, hi):
+        if vma.vm_end <= cur or vma.vm_start >= hi:
+            continue
+        if vma.vm_start > cur:
+            holes.append((cur, vma.vm_start))
+        cur = max(cur, vma.vm_end)
+    if cur < hi:
+        holes.append((cur, hi))
+    return holes
+
+
+def _page_colors(c: RegionCells) -> tuple[np.ndarray, list[tuple[int, int, tuple]]]:
+    """RGB per page, and (head, order, colour) of each large folio in order of appearance."""
+    rgb = np.array([STATE_COLORS[s] for s in STATES])[c.state]
+    mapped = np.isin(c.state, [_STATE_CODE["pmd"], _STATE_CODE["pte"]]) & (c.head >= 0)
+    folios: dict[int, tuple[int, tuple]] = {}
+    for i in np.flatnonzero(mapped):
+        h = int(c.head[i])
+        if h not in folios:
+            k = sum(1 for o, _ in folios.values() if o > 0)
+            folios[h] = (int(c.order[i]), folio_color(k, int(c.order[i])))
+        rgb[i] = folios[h][1]
+    rgb[~c.inside] = WHITE
+    return rgb, [(h, o, col) for h, (o, col) in folios.items()]
+
+
+def region_strip(p: Process, addr: int, length: int, *, title: str | None = None) -> Figure:
+    """The pages of ``[addr, addr + length)`` of process ``p`` as a figure.
+
+    Each 2 MiB block (what one PMD entry covers) is a 16 x 32 grid of 4 KiB pages, read
+    left to right, top to bottom. Mapped pages take their folio's colour (one colour for
+    all order-0 folios, a distinct colour per large folio, listed with its order); other
+    pages take their state's colour (zero page, migration entry, device-private, not
+    present, no VMA). A dot marks a folio's head page. A thick frame marks a block mapped
+    by one PMD leaf, a thin frame a block mapped through a PTE table. Regions above
+    :data:`AGGREGATE_ABOVE` are drawn one cell per 2 MiB, by the block's most common state.
+    """
+    if length > AGGREGATE_ABOVE:
+        return _aggregated(p, addr, length, title)
+    c = region_cells(p, addr, length)
+    nblk = len(c.pmd_kind)
+    bcols = min(nblk, 2 if nblk <= 4 else 4)
+    brows = -(-nblk // bcols)
+    rgb, folios = _page_colors(c)
+    img = np.ones(((_ROWS + 1) * brows - 1, (_COLS + 1) * bcols - 1, 3))
+    width = 3.4 * bcols + 2.6
+    fig = new_figure(width, 0.70 * width * (img.shape[0] + 1) / img.shape[1] / 0.84 + 0.5)
+    ax = fig.add_axes((0.02, 0.02, 0.70, 0.84))
+    grid: list[list[tuple[float, float]]] = []
+    for b in range(nblk):
+        r0, c0 = (b // bcols) * (_ROWS + 1), (b % bcols) * (_COLS + 1)
+        img[r0:r0 + _ROWS, c0:c0 + _COLS] = rgb[b * 512:(b + 1) * 512].reshape(_ROWS, _COLS, 3)
+        leaf = c.pmd_kind[b] not in ("table", "none")
+        ax.add_patch(Rectangle((c0 - 0.5, r0 - 0.5), _COLS, _ROWS, fill=False,
+                               lw=2.5 if leaf else 0.8, ec="black"))
+        if c.pmd_kind[b] == "table":
+            grid += [[(c0 - 0.5, r0 + y - 0.5), (c0 + _COLS - 0.5, r0 + y - 0.5)]
+                     for y in range(1, _ROWS)]
+            grid += [[(c0 + x - 0.5, r0 - 0.5), (c0 + x - 0.5, r0 + _ROWS - 0.5)]
+                     for x in range(1, _COLS)]
+        label = {"table": "PTE table", "none": "PMD none"}.get(c.pmd_kind[b], "PMD leaf")
+        ax.text(c0, r0 - 0.7, f"{c.start + b * PMD_SIZE:#x}  {label}", fontsize=7,
+                va="bottom")
+    ax.imshow(img, interpolation="nearest", aspect="equal")
+    ax.add_collection(LineCollection(grid, colors="white", linewidths=0.4))
+    heads = np.flatnonzero((c.pfn == c.head) & (c.head >= 0) & c.inside)
+    if len(heads):
+        hb, hi = heads // 512, heads % 512
+        ax.plot((hb % bcols) * (_COLS + 1) + hi % _COLS, (hb // bcols) * (_ROWS + 1) + hi // _COLS,
+                "o", ms=3, mfc="black", mec="white", mew=0.5, ls="none")
+    ax.set_axis_off()
+    present = sorted(set(int(s) for s in c.state[c.inside]))
+    handles: list[Artist] = []
+    handles += [Patch(fc=col, ec="black", lw=0.5, label=f"folio {h:#x} order {o}")
+                for h, o, col in folios if o > 0][:8]
+    if any(o == 0 for _, o, _ in folios):
+        handles.append(Patch(fc=folio_color(0, 0), ec="black", lw=0.5, label="order-0 folios"))
+    handles += [Patch(fc=STATE_COLORS[STATES[s]], ec="black", lw=0.5,
+                      label=STATE_LABELS[STATES[s]])
+                for s in present if STATES[s] not in ("pmd", "pte")]
+    handles.append(Patch(fc="white", ec="black", lw=2.5, label="block mapped by a PMD leaf"))
+    handles.append(Patch(fc="white", ec="black", lw=0.8, label="block mapped by a PTE table"))
+    handles.append(Line2D([], [], marker="o", ls="none", mfc="black", mec="white",
+                          label="folio head"))
+    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(0.73, 0.5), fontsize=7,
+               frameon=False)
+    fig.suptitle(title or f"{length // 1024} KiB at {addr:#x} (pid {p.pid})", fontsize=9)
+    return fig
+
+
+def _aggregated(p: Process, addr: int, length: int, title: str | None) -> Figure:
+    c = region_cells(p, addr, length)
+    nblk = len(c.pmd_kind)
+    per = c.state.reshape(nblk, 512)
+    counts = np.stack([(per == i).sum(axis=1) for i in range(len(STATES))], axis=1)
+    major = counts.argmax(axis=1)
+    rows = -(-nblk // _COLS)
+    img = np.ones((rows, _COLS, 3))
+    pal = np.array([STATE_COLORS[s] for s in STATES])
+    img.reshape(-1, 3)[:nblk] = pal[major]
+    fig = new_figure(8.0, 0.70 * 8.0 * rows / _COLS / 0.80 + 0.5)
+    ax = fig.add_axes((0.02, 0.03, 0.70, 0.80))
+    ax.imshow(img, interpolation="nearest", aspect="equal")
+    ax.set_xticks(np.arange(-0.5, _COLS, 1), minor=True)
+    ax.set_yticks(np.arange(-0.5, rows, 1), minor=True)
+    ax.grid(which="minor", color="white", lw=0.3)
+    ax.tick_params(which="both", length=0, labelbottom=False, labelleft=False)
+    handles = [Patch(fc=STATE_COLORS[STATES[s]], ec="black", lw=0.5,
+                     label=f"{STATE_LABELS[STATES[s]]}: {int((major == s).sum())} x 2 MiB")
+               for s in sorted(set(int(x) for x in major))]
+    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(0.73, 0.5), fontsize=7,
+               frameon=False)
+    fig.suptitle(title or f"{length // (1024 * 1024)} MiB at {addr:#x} (pid {p.pid}), "
+                 "one cell per 2 MiB (most common state)", fontsize=9)
+    return fig
