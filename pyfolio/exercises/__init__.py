@@ -22,6 +22,7 @@ from . import (
     ch04_page_tables,
     ch05_faults_and_thp,
     ch06_counting_references,
+    ch07_pmd_to_ptes,
 )
 from .base import Exercise
 
@@ -34,6 +35,7 @@ CHAPTERS: dict[int, ModuleType] = {
     4: ch04_page_tables,
     5: ch05_faults_and_thp,
     6: ch06_counting_references,
+    7: ch07_pmd_to_ptes,
 }
 
 

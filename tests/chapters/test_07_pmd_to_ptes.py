@@ -1,0 +1,108 @@
+"""The claims of chapters/07-pmd-to-ptes.md, checked through the same pyfolio calls."""
+
+from __future__ import annotations
+
+import pytest
+
+from pyfolio import KiB, MiB, System
+from pyfolio.exercises.ch07_pmd_to_ptes import TRIGGERS, WhichCounters
+from pyfolio.pgtable import walk
+from pyfolio.proc import KPF
+from pyfolio.system import Process
+from pyfolio.units import HPAGE_PMD_NR
+
+
+def _thp() -> tuple[System, Process, int]:
+    m = System(ram="64M", thp="madvise", seed=0)
+    p = m.spawn()
+    a = p.mmap(4 * MiB)
+    p.madvise(a, 2 * MiB, "hugepage")
+    p.touch(a, 2 * MiB)
+    return m, p, a
+
+
+def test_split_withdraws_the_deposit_and_moves_the_counts_to_the_pages() -> None:
+    m, p, a = _thp()
+    f = p.folio_at(a)
+    assert f is not None
+    assert (f.refcount, f.mapcount, f.entire_mapcount) == (1, 1, 1)
+    assert set(f.page_mapcounts()) == {0}
+    deposited = dict(p.mm.pmd_huge_pte)
+    assert len(deposited) == 1
+    p.mprotect(a + 4 * KiB, 4 * KiB, "r")
+    assert walk(m.machine, p.mm.pgd, a).tables[-1][1] == next(iter(deposited.values()))
+    assert p.mm.pmd_huge_pte == {}
+    assert (f.order, f.refcount, f.mapcount, f.entire_mapcount) == (9, 512, 512, 0)
+    assert set(f.page_mapcounts()) == {1}
+    v = m.vmstat()
+    assert (v["thp_split_pmd"], v["thp_split_page"]) == (1, 0)
+    ptes = [p.lookup(a + i * 4 * KiB) for i in range(HPAGE_PMD_NR)]
+    assert [e.pfn for e in ptes] == list(range(f.pfn, f.pfn + HPAGE_PMD_NR))
+    assert [e.write for e in ptes].count(False) == 1 and not ptes[1].write
+    assert all(e.dirty and e.accessed for e in ptes)
+    flags = m.kpageflags(range(f.pfn, f.pfn + HPAGE_PMD_NR))
+    assert all(x >> KPF["ANON_EXCLUSIVE"] & 1 for x in flags)
+    assert flags[0] >> KPF["THP"] & 1 and flags[0] >> KPF["COMPOUND_HEAD"] & 1
+    assert sum(s["AnonHugePages"] for s in p.smaps()) == 0
+    assert sum(s["Rss"] for s in p.smaps()) == 2048
+    assert m.check() == []
+
+
+def test_clean_old_readonly_pmd_gives_clean_old_readonly_ptes() -> None:
+    m, p, a = _thp()
+    p.madvise(a, 2 * MiB, "free")
+    p.mprotect(a, 2 * MiB, "r")
+    assert m.vmstat()["thp_split_pmd"] == 0
+    p.munmap(a + 2 * MiB - 4 * KiB, 4 * KiB)
+    ptes = [p.lookup(a + i * 4 * KiB) for i in range(HPAGE_PMD_NR - 1)]
+    assert all(e.level == "pte" and not (e.write or e.dirty or e.accessed) for e in ptes)
+    assert m.check() == []
+
+
+@pytest.mark.parametrize(("trigger", "counters"), [
+    ("mprotect", (1, 0, 0)), ("munmap", (1, 0, 1)), ("dontneed", (1, 0, 1)),
+    ("free", (1, 1, 0)), ("cow", (1, 0, 0)), ("zero", (1, 0, 0)), ("dontneed-all", (0, 0, 0))])
+def test_trigger_table(trigger: str, counters: tuple[int, int, int]) -> None:
+    seen = {ex.answer for ex in (WhichCounters(s) for s in range(120)) if ex.trigger == trigger}
+    assert trigger in TRIGGERS and seen == {counters}
+
+
+def test_cow_after_fork_splits_only_the_writer() -> None:
+    m, p, a = _thp()
+    c = p.fork()
+    f = p.folio_at(a)
+    assert f is not None
+    c.write(a + 8 * KiB, 42)
+    assert p.lookup(a).level == "pmd" and c.lookup(a).level == "pte"
+    new = c.folio_at(a + 8 * KiB)
+    assert new is not None and new.order == 0 and new.pfn != f.pfn + 2
+    assert (f.order, f.mapcount, f.refcount, f.entire_mapcount) == (9, 512, 512, 1)
+    assert m.kpagecount([f.pfn + 1, f.pfn + 2]) == [2, 1]
+    assert sum(s["AnonHugePages"] for s in p.smaps()) == 2048
+    assert sum(s["AnonHugePages"] for s in c.smaps()) == 0
+    assert m.check() == []
+
+
+def test_huge_zero_pmd_becomes_512_zero_page_ptes() -> None:
+    m = System(ram="64M", thp="madvise", seed=0)
+    p = m.spawn()
+    a = p.mmap(4 * MiB)
+    p.madvise(a, 2 * MiB, "hugepage")
+    assert p.read(a) == 0 and p.lookup(a).kind == "zero" and p.lookup(a).level == "pmd"
+    p.mprotect(a, 4 * KiB, "r")
+    ptes = [p.lookup(a + i * 4 * KiB) for i in range(HPAGE_PMD_NR)]
+    assert all(e.level == "pte" and e.pfn == m.machine.zero_pfn and not e.write for e in ptes)
+    assert m.vmstat()["thp_split_pmd"] == 1
+    assert sum(s["Rss"] for s in p.smaps()) == 0
+    assert m.check() == []
+
+
+def test_partial_munmap_queues_a_deferred_split() -> None:
+    m, p, a = _thp()
+    f = p.folio_at(a)
+    assert f is not None
+    p.munmap(a + 1 * MiB, 1 * MiB)
+    assert (f.order, f.mapcount, f.refcount) == (9, 256, 256)
+    assert f.pfn in m.machine.deferred_split_queue
+    assert m.vmstat()["thp_deferred_split_page"] == 1 and m.vmstat()["thp_split_page"] == 0
+    assert m.check() == []
