@@ -6,7 +6,15 @@ import errno
 
 import pytest
 
-from pyfolio import KiB, MiB, MmError, System, folio_expected_ref_count, folio_maybe_dma_pinned
+from pyfolio import (
+    KiB,
+    MiB,
+    MmError,
+    Process,
+    System,
+    folio_expected_ref_count,
+    folio_maybe_dma_pinned,
+)
 from pyfolio.split import can_split_folio, split_mapped_folio
 
 
