@@ -13,8 +13,10 @@ from pyfolio.exercises import CHAPTERS, exercises, kinds, make
 from pyfolio.exercises.__main__ import main, render
 
 GOLDEN = Path(__file__).parent / "golden"
-#: (chapter, seed, solve) pinned by tests/golden/chNN-sSEED[-c].out
-GOLDEN_CASES = [(c, s, solve) for c in sorted(CHAPTERS) for s, solve in ((1, True), (7, False))]
+#: (chapter, seed, solve) pinned by tests/golden/chNN-sSEED[-c].out, for every chapter that
+#: has golden files (a chapter's author adds them when its exercises are stable)
+GOLDEN_CASES = [(int(f.name[2:4]), int(f.stem.split("-")[1][1:]), f.stem.endswith("-c"))
+                for f in sorted(GOLDEN.glob("ch*.out"))]
 
 
 def _wrong(value: object) -> object:
