@@ -1,0 +1,165 @@
+"""The child process the kernel backend starts: runs one scenario on real memory.
+
+Run as ``python -m pyfolio.kernel_lab._child`` with ``{"steps": [...], "counters": [...]}``
+on stdin; prints one JSON document ``{"base": addr, "observations": [...]}`` on stdout.
+It touches only memory it maps itself (and, for a fork step, its own child's copy of it);
+the only global action is ``drop_caches``, which writes 2 to /proc/sys/vm/drop_caches
+(runs the shrinkers once: reclaimable slab caches are dropped, no setting changes).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import sys
+from typing import Any
+
+from . import readers
+from .scenarios import Step, observe, vmstat_delta
+
+__all__ = ["run_steps", "main"]
+
+PROT_NONE, PROT_READ, PROT_WRITE = 0, 1, 2
+MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS, MAP_NORESERVE = 0x02, 0x10, 0x20, 0x4000
+#: include/uapi/asm-generic/mman-common.h
+MADV = {"dontneed": 4, "free": 8, "hugepage": 14, "nohugepage": 15, "cold": 20,
+        "pageout": 21, "collapse": 25}
+PMD = 2 << 20
+PAGE = 4096
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                       ctypes.c_int, ctypes.c_long]
+for _name in ("munmap", "madvise", "mprotect"):
+    getattr(_libc, _name).argtypes = [ctypes.c_void_p, ctypes.c_size_t] + (
+        [ctypes.c_int] if _name != "munmap" else [])
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"{what}: {errno.errorcode.get(e, e)}")
+
+
+def _map_region(length: int) -> int:
+    """A 2 MiB aligned private anonymous region between PROT_NONE guards (so it never
+    merges with another VMA of this process)."""
+    reserve = _libc.mmap(None, length + 2 * PMD, PROT_NONE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+    if reserve in (None, ctypes.c_void_p(-1).value):
+        raise OSError(ctypes.get_errno(), "mmap of the reservation failed")
+    base = (reserve + PMD + PMD - 1) & ~(PMD - 1)
+    got = _libc.mmap(base, length, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0)
+    if got != base:
+        raise OSError(ctypes.get_errno(), "mmap MAP_FIXED inside the reservation failed")
+    return int(base)
+
+
+class _Run:
+    """State of one scenario run in this process."""
+
+    def __init__(self, counters: list[str]) -> None:
+        self.counters = counters
+        self.base = self.length = 0
+        self.child_pid = 0
+        self.hold_fd = -1
+
+    def do(self, s: Step) -> None:
+        a = self.base + s.off
+        if s.op == "mmap":
+            self.length, self.base = s.length, _map_region(s.length)
+        elif s.op == "write":
+            ctypes.memset(a, 0x5A, s.length)
+        elif s.op == "read":
+            for i in range(s.length // PAGE):
+                ctypes.c_char.from_address(a + i * PAGE).value  # noqa: B018
+        elif s.op == "madvise":
+            _check(_libc.madvise(a, s.length, MADV[s.arg]), f"madvise {s.arg}")
+        elif s.op == "mprotect":
+            prot = PROT_READ | (PROT_WRITE if "w" in s.arg else 0)
+            _check(_libc.mprotect(a, s.length, prot), "mprotect")
+        elif s.op == "munmap":
+            _check(_libc.munmap(a, s.length), "munmap")
+        elif s.op == "fork_and_write_in_child":
+            self._fork_and_write(a)
+        elif s.op == "child_exit":
+            self._child_exit()
+        elif s.op == "drop_caches":
+            with open("/proc/sys/vm/drop_caches", "w") as f:
+                f.write("2")
+        else:
+            raise ValueError(f"unknown step {s.op!r}")
+
+    def _fork_and_write(self, addr: int) -> None:
+        ack_r, ack_w = os.pipe()
+        hold_r, hold_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: write one byte, report, wait until the parent says exit
+            os.close(ack_r)
+            os.close(hold_w)
+            ctypes.memset(addr, 0x77, 1)
+            os.write(ack_w, b"w")
+            os.read(hold_r, 1)
+            os._exit(0)
+        os.close(ack_w)
+        os.close(hold_r)
+        os.read(ack_r, 1)
+        os.close(ack_r)
+        self.child_pid, self.hold_fd = pid, hold_w
+
+    def _child_exit(self) -> None:
+        if self.child_pid:
+            os.close(self.hold_fd)
+            os.waitpid(self.child_pid, 0)
+            self.child_pid, self.hold_fd = 0, -1
+
+    def look(self, pid: int | str) -> dict[str, object]:
+        n = self.length // PAGE
+        entries = readers.pagemap(pid, self.base, n)
+        readers.require_pfns(entries)
+        pfns = sorted({e.pfn for e in entries if e.present})
+        flags = dict(zip(pfns, readers.kpageflags(pfns), strict=True))
+        counts = dict(zip(pfns, readers.kpagecount(pfns), strict=True))
+        return observe(entries, flags, counts, readers.smaps_all(pid), self.base,
+                       self.base + self.length)
+
+    def step(self, s: Step) -> dict[str, Any]:
+        before = readers.vmstat()
+        status = "ok"
+        try:
+            self.do(s)
+        except OSError as e:
+            status = f"error: {errno.errorcode.get(e.errno or 0, e.errno)}"
+        after = readers.vmstat()
+        return {"step": s.label, "status": status, "proc": self.look("self"),
+                "child": self.look(self.child_pid) if self.child_pid else None,
+                "vmstat": vmstat_delta(before, after, self.counters)}
+
+
+def run_steps(steps: list[Step], counters: list[str]) -> dict[str, Any]:
+    """Run the steps here and return ``{"base", "observations"}``."""
+    run = _Run(counters)
+    try:
+        obs = [run.step(s) for s in steps]
+    finally:
+        run._child_exit()
+    return {"base": run.base, "observations": obs}
+
+
+def main() -> int:
+    spec = json.load(sys.stdin)
+    steps = [Step(**s) for s in spec["steps"]]
+    try:
+        out = run_steps(steps, spec["counters"])
+    except readers.Unavailable as e:
+        out = {"unavailable": e.reason}
+    json.dump(out, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Backends that run a :class:`~pyfolio.kernel_lab.scenarios.Scenario`: the simulator
+(:class:`SimulatorBackend`) or the running kernel (:class:`KernelBackend`, in a child
+process it starts). Both return one observation record per step::
+
+    {"step": label, "status": "ok" | "error: EINVAL" | "not modelled",
+     "proc": {...}, "child": {...} | None, "vmstat": {counter: delta}}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from .. import System
+from ..errors import MmError
+from ..units import PAGE_SIZE
+from . import readers
+from .readers import Unavailable
+from .scenarios import COUNTERS, Scenario, Step, observe, vmstat_delta
+
+__all__ = ["SimulatorBackend", "KernelBackend", "Observations"]
+
+Observations = list[dict[str, Any]]
+
+
+class SimulatorBackend:
+    """Runs scenarios on a fresh pyfolio :class:`~pyfolio.System` each time.
+
+    ``drop_caches`` runs the deferred split shrinker (pyfolio.split.shrink_deferred_split,
+    which is what the shrinkers do to THPs); advice the simulator does not model
+    (``collapse``, ``cold``) is recorded as ``"not modelled"`` and changes nothing.
+    """
+
+    name = "simulator"
+
+    def __init__(self, ram: str = "128M", thp: str = "madvise", seed: int = 0) -> None:
+        self.ram, self.thp, self.seed = ram, thp, seed
+
+    def unavailable(self) -> str | None:
+        return None
+
+    def run(self, scenario: Scenario) -> Observations:
+        m = System(ram=self.ram, thp=self.thp, seed=self.seed)
+        p = m.spawn()
+        state: dict[str, Any] = {"base": 0, "child": None}
+        out: Observations = []
+        for s in scenario.steps:
+            before = m.vmstat()
+            status = self._do(m, p, state, s)
+            after = m.vmstat()
+            child = state["child"]
+            out.append({"step": s.label, "status": status,
+                        "proc": self._look(m, p, state["base"], scenario.length),
+                        "child": self._look(m, child, state["base"], scenario.length)
+                        if child else None,
+                        "vmstat": vmstat_delta(before, after, COUNTERS)})
+        return out
+
+    @staticmethod
+    def _do(m: System, p: Any, state: dict[str, Any], s: Step) -> str:
+        from ..madvise import ADVICE
+
+        a = state["base"] + s.off
+        try:
+            if s.op == "mmap":
+                state["base"] = p.mmap(s.length)
+            elif s.op == "write":
+                p.touch(a, s.length)
+            elif s.op == "read":
+                for i in range(s.length // PAGE_SIZE):
+                    p.read(a + i * PAGE_SIZE)
+            elif s.op == "madvise":
+                if s.arg not in ADVICE:
+                    return "not modelled"
+                p.madvise(a, s.length, s.arg)
+            elif s.op == "mprotect":
+                p.mprotect(a, s.length, s.arg)
+            elif s.op == "munmap":
+                p.munmap(a, s.length)
+            elif s.op == "fork_and_write_in_child":
+                state["child"] = p.fork()
+                state["child"].write(a, 0x77)
+            elif s.op == "child_exit":
+                state["child"].exit()
+                state["child"] = None
+            elif s.op == "drop_caches":
+                from .. import split
+
+                shrink = getattr(split, "shrink_deferred_split", None)
+                if shrink is None:
+                    return "not modelled"
+                shrink(m.machine)
+            else:
+                raise ValueError(f"unknown step {s.op!r}")
+        except MmError as e:
+            return f"error: {e.errno_name if hasattr(e, 'errno_name') else e.errno}"
+        return "ok"
+
+    @staticmethod
+    def _look(m: System, p: Any, base: int, length: int) -> dict[str, object]:
+        n = length // PAGE_SIZE
+        entries = p.pagemap(base, n)
+        pfns = sorted({e.pfn for e in entries if e.present})
+        flags = dict(zip(pfns, m.kpageflags(pfns), strict=True))
+        counts = dict(zip(pfns, m.kpagecount(pfns), strict=True))
+        return observe(entries, flags, counts, p.smaps(), base, base + length)
+
+
+class KernelBackend:
+    """Runs scenarios on the running kernel, in a child Python process it starts.
+
+    The child maps its own region, applies the steps through libc (ctypes), reads its
+    own pagemap/kpageflags/kpagecount/smaps (and its forked child's) and sends the
+    observations back over a pipe as JSON. Needs Linux, root (PFNs and /proc/kpage*),
+    and THP not ``never``; :meth:`unavailable` says which is missing.
+    """
+
+    name = "kernel"
+
+    def __init__(self, python: str = sys.executable, timeout: float = 60.0) -> None:
+        self.python, self.timeout = python, timeout
+
+    def unavailable(self) -> str | None:
+        """None when the kernel backend can run here, else the reason it cannot."""
+        if not sys.platform.startswith("linux"):
+            return f"unavailable: not Linux (sys.platform is {sys.platform!r})"
+        if os.geteuid() != 0:
+            return "unavailable: PFNs read as 0 in pagemap: needs CAP_SYS_ADMIN (root)"
+        bad = {k: v for k, v in readers.availability().items() if v != "ok"}
+        return "; ".join(bad.values()) if bad else None
+
+    def run(self, scenario: Scenario) -> Observations:
+        why = self.unavailable()
+        if why:
+            raise Unavailable(why)
+        spec = {"steps": [dataclasses.asdict(s) for s in scenario.steps],
+                "counters": list(COUNTERS)}
+        env = dict(os.environ)
+        top = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = top + os.pathsep + env.get("PYTHONPATH", "")
+        done = subprocess.run([self.python, "-m", "pyfolio.kernel_lab._child"],
+                              input=json.dumps(spec), capture_output=True, text=True,
+                              timeout=self.timeout, env=env, check=False)
+        if done.returncode:
+            raise RuntimeError(f"kernel lab child failed ({done.returncode}): {done.stderr}")
+        got = json.loads(done.stdout)
+        if "unavailable" in got:
+            raise Unavailable(got["unavailable"])
+        return list(got["observations"])

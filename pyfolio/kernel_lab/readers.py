@@ -1,0 +1,209 @@
+"""Readers of the running kernel's memory interfaces, shaped like the simulator's views.
+
+Each reader takes a ``root`` (default ``/``) so tests can point it at fake /proc and /sys
+trees; each raises :class:`Unavailable` with a reason a reader can act on when the
+interface cannot be read (not Linux, not root, file missing, THP compiled out).
+Only reads: nothing here writes to /proc or /sys.
+
+The bit layouts are those of the simulator (:mod:`pyfolio.proc`), which follows
+Documentation/admin-guide/mm/pagemap.rst; the kernel side is fs/proc/task_mmu.c
+(pagemap_read(), show_smap()), fs/proc/page.c (kpageflags_read(), kpagecount_read())
+and mm/vmstat.c (vmstat_show()).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+import sys
+from pathlib import Path
+
+from ..proc import PagemapEntry
+from ..units import PAGE_SIZE
+
+__all__ = ["Unavailable", "pagemap", "require_pfns", "kpageflags", "kpagecount", "smaps",
+           "smaps_all", "vmstat", "thp_settings", "thp_policy", "availability"]
+
+_VMA_HEADER = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) ")
+_KB_FIELD = re.compile(r"^(\w+):\s+(\d+) kB$")
+
+
+class Unavailable(Exception):
+    """A kernel interface cannot be read here; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _path(root: str | Path, rel: str) -> Path:
+    if str(root) == "/" and not sys.platform.startswith("linux"):
+        raise Unavailable(f"unavailable: not Linux (sys.platform is {sys.platform!r})")
+    return Path(root) / rel
+
+
+def _read_bytes(path: Path, offset: int, n: int) -> bytes:
+    try:
+        with open(path, "rb", buffering=0) as f:
+            f.seek(offset)
+            data = f.read(n)
+    except FileNotFoundError:
+        raise Unavailable(f"unavailable: {path} does not exist") from None
+    except PermissionError:
+        raise Unavailable(f"unavailable: {path} is not readable (needs root)") from None
+    except OSError as e:
+        raise Unavailable(f"unavailable: reading {path}: {e.strerror}") from None
+    return data
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise Unavailable(f"unavailable: {path} does not exist") from None
+    except PermissionError:
+        raise Unavailable(f"unavailable: {path} is not readable (needs root)") from None
+    except OSError as e:
+        raise Unavailable(f"unavailable: reading {path}: {e.strerror}") from None
+
+
+def _u64s(data: bytes, n: int, what: str) -> list[int]:
+    if len(data) < 8 * n:
+        raise Unavailable(f"unavailable: {what} returned {len(data)} bytes, wanted {8 * n}")
+    return list(struct.unpack(f"<{n}Q", data[: 8 * n]))
+
+
+def pagemap(pid: int | str, addr: int, n: int, root: str | Path = "/") -> list[PagemapEntry]:
+    """``n`` records of /proc/PID/pagemap from virtual address ``addr`` (one per page).
+
+    Same shape as :meth:`pyfolio.Process.pagemap`. Without CAP_SYS_ADMIN the kernel
+    reports PFN 0 for present pages: check with :func:`require_pfns`.
+    """
+    data = _read_bytes(_path(root, f"proc/{pid}/pagemap"), addr // PAGE_SIZE * 8, 8 * n)
+    return [PagemapEntry(r) for r in _u64s(data, n, f"/proc/{pid}/pagemap")]
+
+
+def require_pfns(entries: list[PagemapEntry]) -> None:
+    """Raise Unavailable when present pages all read PFN 0 (the reader lacks
+    CAP_SYS_ADMIN: fs/proc/task_mmu.c:pagemap_open() hides PFNs)."""
+    present = [e for e in entries if e.present]
+    if present and all(e.pfn == 0 for e in present):
+        raise Unavailable("unavailable: PFNs read as 0 in pagemap: needs CAP_SYS_ADMIN (root)")
+
+
+def _per_pfn(name: str, pfns: list[int], root: str | Path) -> list[int]:
+    """Read 8-byte records of /proc/<name> for each PFN, one read per contiguous run."""
+    path = _path(root, f"proc/{name}")
+    out: list[int] = []
+    i = 0
+    while i < len(pfns):
+        j = i + 1
+        while j < len(pfns) and pfns[j] == pfns[j - 1] + 1:
+            j += 1
+        out += _u64s(_read_bytes(path, pfns[i] * 8, 8 * (j - i)), j - i, f"/proc/{name}")
+        i = j
+    return out
+
+
+def kpageflags(pfns: list[int] | range, root: str | Path = "/") -> list[int]:
+    """/proc/kpageflags: the KPF_* bits of each PFN (bits as in :data:`pyfolio.proc.KPF`)."""
+    return _per_pfn("kpageflags", [int(p) for p in pfns], root)
+
+
+def kpagecount(pfns: list[int] | range, root: str | Path = "/") -> list[int]:
+    """/proc/kpagecount: how many times each PFN is mapped."""
+    return _per_pfn("kpagecount", [int(p) for p in pfns], root)
+
+
+def smaps_all(pid: int | str, root: str | Path = "/") -> list[dict[str, int]]:
+    """Every VMA of /proc/PID/smaps: ``Start``, ``End`` and the kB fields (Rss, Anonymous,
+    AnonHugePages, ...), like :func:`pyfolio.proc.smaps`."""
+    out: list[dict[str, int]] = []
+    for line in _read_text(_path(root, f"proc/{pid}/smaps")).splitlines():
+        if h := _VMA_HEADER.match(line):
+            out.append({"Start": int(h.group(1), 16), "End": int(h.group(2), 16)})
+        elif (f := _KB_FIELD.match(line)) and out:
+            out[-1][f.group(1)] = int(f.group(2))
+    return out
+
+
+def smaps(pid: int | str, addr: int, root: str | Path = "/") -> dict[str, int]:
+    """The smaps fields (kB) of the VMA of process ``pid`` containing ``addr``."""
+    for vma in smaps_all(pid, root):
+        if vma["Start"] <= addr < vma["End"]:
+            return vma
+    raise Unavailable(f"unavailable: no VMA of process {pid} contains {addr:#x}")
+
+
+def vmstat(root: str | Path = "/") -> dict[str, int]:
+    """/proc/vmstat: every counter (thp_*, pgmigrate_*, nr_anon_transparent_hugepages...).
+
+    Counters are global: deltas include what other processes did meanwhile."""
+    out: dict[str, int] = {}
+    for line in _read_text(_path(root, "proc/vmstat")).splitlines():
+        name, _, value = line.partition(" ")
+        if value.strip().lstrip("-").isdigit():
+            out[name] = int(value)
+    return out
+
+
+def _setting(text: str) -> str | int:
+    """``always [madvise] never`` -> ``madvise``; ``1`` -> 1."""
+    text = text.strip()
+    if b := re.search(r"\[([^\]]+)\]", text):
+        return b.group(1)
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def thp_settings(root: str | Path = "/") -> dict[str, str | int]:
+    """/sys/kernel/mm/transparent_hugepage: enabled, defrag, use_zero_page,
+    shrink_underused, khugepaged/max_ptes_none and each ``hugepages-<size>kB`` enabled
+    (mTHP). Missing optional files are left out; a missing directory is Unavailable."""
+    base = _path(root, "sys/kernel/mm/transparent_hugepage")
+    if not base.is_dir():
+        raise Unavailable(f"unavailable: {base} does not exist (kernel without THP)")
+    out: dict[str, str | int] = {}
+    for name in ("enabled", "defrag", "use_zero_page", "shrink_underused",
+                 "khugepaged/max_ptes_none", "hpage_pmd_size"):
+        if (base / name).is_file():
+            out[name] = _setting(_read_text(base / name))
+    sizes = sorted(base.glob("hugepages-*kB"), key=lambda p: int(p.name[10:-2]))
+    for d in sizes:
+        if (d / "enabled").is_file():
+            out[f"{d.name}/enabled"] = _setting(_read_text(d / "enabled"))
+    return out
+
+
+def thp_policy(settings: dict[str, str | int]) -> str:
+    """The effective policy for PMD-sized THPs: the 2048 kB per-size setting unless it
+    says ``inherit``, else the top-level ``enabled``."""
+    top = str(settings.get("enabled", "never"))
+    pmd = str(settings.get("hugepages-2048kB/enabled", "inherit"))
+    return top if pmd == "inherit" else pmd
+
+
+def availability(root: str | Path = "/") -> dict[str, str]:
+    """Each interface the lab needs -> ``"ok"`` or the reason it is unavailable."""
+    out: dict[str, str] = {}
+
+    def probe(name: str, fn: object) -> None:
+        try:
+            fn()  # type: ignore[operator]
+            out[name] = "ok"
+        except Unavailable as e:
+            out[name] = e.reason
+
+    probe("pagemap", lambda: pagemap("self", 0, 1, root))
+    probe("kpageflags", lambda: kpageflags([0], root))
+    probe("kpagecount", lambda: kpagecount([0], root))
+    probe("smaps", lambda: smaps_all("self", root))
+    probe("vmstat", lambda: vmstat(root))
+    probe("thp_settings", lambda: thp_settings(root))
+    if out["thp_settings"] == "ok" and thp_policy(thp_settings(root)) == "never":
+        out["thp_settings"] = "unavailable: THP is set to never (enabled=never)"
+    if str(root) == "/" and hasattr(os, "geteuid") and os.geteuid() != 0:
+        out["pfns"] = "unavailable: PFNs read as 0 in pagemap: needs CAP_SYS_ADMIN (root)"
+    else:
+        out["pfns"] = "ok"
+    return out

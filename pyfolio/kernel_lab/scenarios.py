@@ -1,0 +1,159 @@
+"""Scenarios (lists of steps on one region) and the observation record both backends make.
+
+A scenario maps one anonymous region (2 MiB aligned), then applies steps at offsets into
+it. After each step a backend reads pagemap, kpageflags, kpagecount, smaps and vmstat and
+:func:`observe` boils them down to the same record on the simulator and on the kernel:
+
+- ``layout``: runs over the region's pages, ``[kind, pages]``; kinds ``none`` (not
+  present), ``small`` (order-0 pages, consecutive ones merged), ``large`` (one run per
+  large folio, found from KPF_COMPOUND_HEAD/TAIL and consecutive PFNs), ``zero`` (the 4 KiB
+  zero page), ``huge_zero`` (the huge zero folio);
+- ``thp``: pages with KPF_THP that are not a zero page;
+- ``kpagecount``: run-length ``[count, pages]`` of /proc/kpagecount over present pages;
+- ``rss_kb``, ``anon_huge_kb``: Rss and AnonHugePages summed over the VMAs in the region;
+- ``vmstat``: deltas of the scenario's counters over the step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..proc import KPF, PagemapEntry
+from ..units import KiB, MiB
+
+__all__ = ["Step", "Scenario", "SCENARIOS", "COUNTERS", "observe", "layout_of", "rle",
+           "vmstat_delta"]
+
+#: the vmstat counters a scenario may explain (the rest move with other processes too)
+COUNTERS = ("thp_fault_alloc", "thp_fault_fallback", "thp_split_pmd", "thp_split_page",
+            "thp_split_page_failed", "thp_deferred_split_page", "thp_underused_split_page",
+            "thp_zero_page_alloc", "thp_collapse_alloc")
+
+_HEAD, _TAIL = 1 << KPF["COMPOUND_HEAD"], 1 << KPF["COMPOUND_TAIL"]
+_THP, _ZERO = 1 << KPF["THP"], 1 << KPF["ZERO_PAGE"]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One step: ``op`` in mmap, madvise, write, read, mprotect, munmap,
+    fork_and_write_in_child, child_exit, drop_caches; ``off``/``length`` in bytes
+    relative to the region; ``arg`` the advice or protection."""
+
+    op: str
+    off: int = 0
+    length: int = 0
+    arg: str = ""
+
+    @property
+    def label(self) -> str:
+        if self.op in ("drop_caches", "child_exit"):
+            return self.op
+        if self.op == "mmap":
+            return f"mmap({self.length // KiB} KiB)"
+        if self.op == "fork_and_write_in_child":
+            return f"fork, child writes +{self.off // KiB} KiB"
+        arg = f", {self.arg}" if self.arg else ""
+        return f"{self.op}(+{self.off // KiB} KiB, {self.length // KiB} KiB{arg})"
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """A named list of steps; ``counters`` are the vmstat counters it explains."""
+
+    name: str
+    title: str
+    steps: tuple[Step, ...]
+    counters: tuple[str, ...] = field(default=COUNTERS)
+
+    @property
+    def length(self) -> int:
+        return self.steps[0].length
+
+
+def _thp(*more: Step, size: int = 2 * MiB) -> tuple[Step, ...]:
+    return (Step("mmap", 0, size), Step("madvise", 0, size, "hugepage"),
+            Step("write", 0, size)) + more
+
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
+    Scenario("thp_fault", "THP fault (MADV_HUGEPAGE)", _thp()),
+    Scenario("mprotect_split", "mprotect one page: PMD split",
+             _thp(Step("mprotect", 4 * KiB, 4 * KiB, "r"))),
+    Scenario("fork_cow", "fork, child writes at +8 KiB",
+             _thp(Step("fork_and_write_in_child", 8 * KiB), Step("child_exit"))),
+    Scenario("munmap_half", "munmap half, then the deferred split shrinker",
+             _thp(Step("munmap", 1 * MiB, 1 * MiB), Step("drop_caches"))),
+    Scenario("dontneed_10", "MADV_DONTNEED of 10 pages, then the shrinker",
+             _thp(Step("madvise", 0, 40 * KiB, "dontneed"), Step("drop_caches"))),
+    Scenario("free_10", "MADV_FREE of 10 pages",
+             _thp(Step("madvise", 0, 40 * KiB, "free"))),
+    Scenario("huge_zero", "huge zero page: read, then write",
+             (Step("mmap", 0, 2 * MiB), Step("madvise", 0, 2 * MiB, "hugepage"),
+              Step("read", 0, 2 * MiB), Step("write", 0, 4 * KiB))),
+    Scenario("collapse", "MADV_COLLAPSE of 512 small pages",
+             (Step("mmap", 0, 2 * MiB), Step("write", 0, 2 * MiB),
+              Step("madvise", 0, 2 * MiB, "collapse"))),
+    Scenario("cold_10", "MADV_COLD of 10 pages",
+             _thp(Step("madvise", 0, 40 * KiB, "cold"))),
+)}
+
+
+def rle(values: Sequence[object]) -> list[list[object]]:
+    """Run-length encoding: ``[1, 1, 2] -> [[1, 2], [2, 1]]``."""
+    out: list[list[object]] = []
+    for v in values:
+        if out and out[-1][0] == v:
+            out[-1][1] = int(out[-1][1]) + 1  # type: ignore[call-overload]
+        else:
+            out.append([v, 1])
+    return out
+
+
+def layout_of(entries: Sequence[PagemapEntry], flags: dict[int, int]) -> list[list[object]]:
+    """Folio runs over the pages (see the module docstring); ``flags`` maps PFN -> KPF."""
+    runs: list[list[object]] = []
+    prev_pfn, prev_kind = -2, ""
+    for e in entries:
+        f = flags.get(e.pfn, 0) if e.present else 0
+        if not e.present:
+            kind = "none"
+        elif f & _ZERO:
+            kind = "huge_zero" if f & _THP else "zero"
+        elif f & (_HEAD | _TAIL):
+            kind = "large"
+        else:
+            kind = "small"
+        contiguous = e.pfn == prev_pfn + 1
+        same_folio = contiguous and (kind == "huge_zero" or bool(f & _TAIL))
+        continues = kind == prev_kind and (kind in ("none", "small", "zero") or same_folio)
+        if continues:
+            runs[-1][1] = int(runs[-1][1]) + 1  # type: ignore[call-overload]
+        else:
+            runs.append([kind, 1])
+        prev_pfn, prev_kind = e.pfn, kind
+    return runs
+
+
+def observe(entries: Sequence[PagemapEntry], flags: dict[int, int], counts: dict[int, int],
+            vmas: Sequence[dict[str, int]], lo: int, hi: int) -> dict[str, object]:
+    """The per-process part of an observation record (see the module docstring).
+
+    ``vmas``: smaps dicts with Start/End; those overlapping [lo, hi) are summed."""
+    present = [e for e in entries if e.present]
+    inside = [v for v in vmas if v["Start"] < hi and v["End"] > lo]
+    return {
+        "layout": layout_of(entries, flags),
+        "thp": sum(1 for e in present if flags.get(e.pfn, 0) & _THP
+                   and not flags.get(e.pfn, 0) & _ZERO),
+        "kpagecount": rle([counts.get(e.pfn, 0) for e in present]),
+        "rss_kb": sum(v.get("Rss", 0) for v in inside),
+        "anon_huge_kb": sum(v.get("AnonHugePages", 0) for v in inside),
+    }
+
+
+def vmstat_delta(before: dict[str, int], after: dict[str, int],
+                 counters: Sequence[str]) -> dict[str, int]:
+    """after - before for each counter (missing counters count as 0)."""
+    return {c: after.get(c, 0) - before.get(c, 0) for c in counters}
+
