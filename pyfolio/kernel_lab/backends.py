@@ -8,11 +8,13 @@ process it starts). Both return one observation record per step::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from . import readers
 from .readers import Unavailable
 from .scenarios import COUNTERS, Scenario, Step, observe, vmstat_delta
 
-__all__ = ["SimulatorBackend", "KernelBackend", "Observations"]
+__all__ = ["SimulatorBackend", "KernelBackend", "Observations", "thp_settings_set"]
 
 Observations = list[dict[str, Any]]
 
@@ -111,6 +113,32 @@ class SimulatorBackend:
         return observe(entries, flags, counts, p.smaps(), base, base + length)
 
 
+THP_DIR = Path("/sys/kernel/mm/transparent_hugepage")
+
+
+@contextlib.contextmanager
+def thp_settings_set(settings: tuple[tuple[str, str], ...],
+                     base: Path = THP_DIR) -> Iterator[None]:
+    """Write THP sysfs ``settings`` ((file, value) pairs under ``base``) for the duration
+    of the block and restore each file's previous value afterwards, whatever happens.
+    Raises Unavailable when a file is missing or the kernel refuses the value."""
+    saved: list[tuple[Path, str]] = []
+    try:
+        for name, value in settings:
+            path = base / name
+            try:
+                old = readers._setting(path.read_text())
+                path.write_text(value)
+            except OSError as e:
+                raise Unavailable(f"unavailable: cannot set {path} to {value!r}: "
+                                  f"{e.strerror}") from None
+            saved.append((path, str(old)))
+        yield
+    finally:
+        for path, old in reversed(saved):
+            path.write_text(old)
+
+
 class KernelBackend:
     """Runs scenarios on the running kernel, in a child Python process it starts.
 
@@ -135,9 +163,15 @@ class KernelBackend:
         return "; ".join(bad.values()) if bad else None
 
     def run(self, scenario: Scenario) -> Observations:
+        """Run ``scenario`` in a child process. Its ``settings`` (THP sysfs files) are
+        written first and restored afterwards, even on failure."""
         why = self.unavailable()
         if why:
             raise Unavailable(why)
+        with thp_settings_set(scenario.settings):
+            return self._run_child(scenario)
+
+    def _run_child(self, scenario: Scenario) -> Observations:
         spec = {"steps": [dataclasses.asdict(s) for s in scenario.steps],
                 "counters": list(COUNTERS)}
         env = dict(os.environ)

@@ -22,13 +22,17 @@ from dataclasses import dataclass, field
 from ..proc import KPF, PagemapEntry
 from ..units import KiB, MiB
 
-__all__ = ["Step", "Scenario", "SCENARIOS", "COUNTERS", "observe", "layout_of", "rle",
+__all__ = ["Step", "Scenario", "SCENARIOS", "COUNTERS", "EXPLAINED", "observe", "layout_of", "rle",
            "vmstat_delta"]
 
 #: the vmstat counters a scenario may explain (the rest move with other processes too)
 COUNTERS = ("thp_fault_alloc", "thp_fault_fallback", "thp_split_pmd", "thp_split_page",
             "thp_split_page_failed", "thp_deferred_split_page", "thp_underused_split_page",
             "thp_zero_page_alloc", "thp_collapse_alloc")
+#: the counters compared by default: thp_zero_page_alloc is left out, because the kernel
+#: counts it only when the huge zero folio is (re)allocated, which depends on whether any
+#: other process holds it and on when the shrinker last freed it
+EXPLAINED = tuple(c for c in COUNTERS if c != "thp_zero_page_alloc")
 
 _HEAD, _TAIL = 1 << KPF["COMPOUND_HEAD"], 1 << KPF["COMPOUND_TAIL"]
 _THP, _ZERO = 1 << KPF["THP"], 1 << KPF["ZERO_PAGE"]
@@ -59,12 +63,16 @@ class Step:
 
 @dataclass(frozen=True, slots=True)
 class Scenario:
-    """A named list of steps; ``counters`` are the vmstat counters it explains."""
+    """A named list of steps; ``counters`` are the vmstat counters it explains (the ones a
+    comparison looks at; every one of :data:`COUNTERS` is recorded)."""
 
     name: str
     title: str
     steps: tuple[Step, ...]
-    counters: tuple[str, ...] = field(default=COUNTERS)
+    counters: tuple[str, ...] = field(default=EXPLAINED)
+    #: THP sysfs settings (path under /sys/kernel/mm/transparent_hugepage, value) the
+    #: kernel backend sets for the run and restores afterwards
+    settings: tuple[tuple[str, str], ...] = ()
 
     @property
     def length(self) -> int:
@@ -96,6 +104,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
               Step("madvise", 0, 2 * MiB, "collapse"))),
     Scenario("cold_10", "MADV_COLD of 10 pages",
              _thp(Step("madvise", 0, 40 * KiB, "cold"))),
+    Scenario("mthp_64k", "mTHP 64 KiB: fault, unmap one page, the shrinker",
+             _thp(Step("munmap", 16 * KiB, 4 * KiB), Step("drop_caches"), size=256 * KiB),
+             settings=(("hugepages-64kB/enabled", "madvise"),)),
 )}
 
 

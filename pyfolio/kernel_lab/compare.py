@@ -1,0 +1,191 @@
+"""Simulator versus kernel: differences, side-by-side tables, the agreement figure, and
+observations recorded on a real kernel (shipped as JSON in ``recorded/``).
+
+Vmstat counters are global: on the kernel a step's delta includes whatever other
+processes did meanwhile, so only the counters the scenario explains are compared.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .backends import KernelBackend, Observations, SimulatorBackend
+from .readers import Unavailable, thp_settings
+from .scenarios import SCENARIOS, Scenario
+
+__all__ = ["Difference", "FIELDS", "compare", "step_agrees", "summary", "side_by_side",
+           "agreement_figure", "record", "load_recorded", "RECORDED", "kernel_observations",
+           "simulate_all", "describe"]
+
+#: the per-process fields an observation carries, in table order
+FIELDS = ("layout", "thp", "kpagecount", "rss_kb", "anon_huge_kb")
+#: the data file this module reads by default
+RECORDED = Path(__file__).parent / "recorded" / "observations.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    """One field of one step where simulator and kernel disagree."""
+
+    scenario: str
+    index: int
+    step: str
+    field: str
+    simulator: object
+    kernel: object
+
+
+def _fields(scenario: Scenario, obs: dict[str, Any]) -> dict[str, object]:
+    out: dict[str, object] = {"status": obs["status"]}
+    for who in ("proc", "child"):
+        view = obs.get(who)
+        if view is None:
+            out[who] = None
+            continue
+        for f in FIELDS:
+            out[f"{who}.{f}" if who == "child" else f] = view[f]
+    for c in scenario.counters:
+        out[c] = obs["vmstat"].get(c, 0)
+    return out
+
+
+def compare(scenario: Scenario, sim: Observations, ker: Observations) -> list[Difference]:
+    """Every field where the two backends' records of the same step differ."""
+    if len(sim) != len(ker):
+        raise ValueError(f"{scenario.name}: {len(sim)} simulator steps, {len(ker)} kernel steps")
+    out = []
+    for i, (s, k) in enumerate(zip(sim, ker, strict=True)):
+        fs, fk = _fields(scenario, s), _fields(scenario, k)
+        for name in dict.fromkeys([*fs, *fk]):
+            if fs.get(name) != fk.get(name):
+                out.append(Difference(scenario.name, i, s["step"], name, fs.get(name),
+                                      fk.get(name)))
+    return out
+
+
+def step_agrees(diffs: list[Difference], n: int) -> list[bool]:
+    """For each of ``n`` steps: no difference recorded for it."""
+    bad = {d.index for d in diffs}
+    return [i not in bad for i in range(n)]
+
+
+def summary(sims: dict[str, Observations], kers: dict[str, Observations]
+            ) -> dict[str, dict[str, int]]:
+    """Per scenario: steps that ``agree``, ``differ`` and are ``not modelled``."""
+    out = {}
+    for name, ker in kers.items():
+        sc, sim = SCENARIOS[name], sims[name]
+        diffs = compare(sc, sim, ker)
+        bad = {d.index for d in diffs}
+        nm = {i for i, s in enumerate(sim) if s["status"] == "not modelled"}
+        out[name] = {"agree": len(ker) - len(bad), "differ": len(bad - nm),
+                     "not modelled": len(nm)}
+    return out
+
+
+def _show(v: object) -> str:
+    if isinstance(v, list):
+        return " ".join(f"{a}×{b}" for a, b in v) if v else "–"
+    return "–" if v is None else str(v)
+
+
+def side_by_side(scenario: Scenario, sim: Observations, ker: Observations) -> str:
+    """A Markdown table: each step, simulator vs kernel, on the main fields."""
+    diffs = compare(scenario, sim, ker)
+    lines = ["| step | layout (sim / kernel) | AnonHugePages kB | kpagecount | vmstat "
+             "(sim / kernel) | agree |", "|---|---|---|---|---|---|"]
+    for i, (s, k) in enumerate(zip(sim, ker, strict=True)):
+        ok = all(d.index != i for d in diffs)
+
+        def pair(f: str, s: dict[str, Any] = s, k: dict[str, Any] = k) -> str:
+            a, b = _show(s["proc"][f]), _show(k["proc"][f])
+            if s["child"] or k["child"]:
+                a += f"; child {_show((s['child'] or {}).get(f))}"
+                b += f"; child {_show((k['child'] or {}).get(f))}"
+            return a if a == b else f"{a} / **{b}**"
+        moved = {c: v for c, v in s["vmstat"].items() if v and c in scenario.counters}
+        kmoved = {c: v for c, v in k["vmstat"].items() if v and c in scenario.counters}
+        vm = ", ".join(f"{c} +{v}" for c, v in moved.items()) or "–"
+        if kmoved != moved:
+            vm += " / **" + (", ".join(f"{c} +{v}" for c, v in kmoved.items()) or "–") + "**"
+        step = s["step"] + ("" if s["status"] == "ok" else f" (sim: {s['status']})")
+        lines.append(f"| {step} | {pair('layout')} | {pair('anon_huge_kb')} | "
+                     f"{pair('kpagecount')} | {vm} | {'yes' if ok else 'no'} |")
+    return "\n".join(lines)
+
+
+def describe(d: Difference) -> str:
+    """One line for a difference."""
+    return (f"{d.scenario} step {d.index} ({d.step}): {d.field} simulator {_show(d.simulator)}"
+            f", kernel {_show(d.kernel)}")
+
+
+def agreement_figure(counts: dict[str, dict[str, int]], title: str) -> Figure:
+    """Horizontal bars per scenario: steps that agree, differ, are not modelled."""
+    fig = Figure(figsize=(7.5, 0.45 * len(counts) + 1.2), dpi=100, facecolor="white")
+    fig.patch.set_alpha(1.0)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    names = list(counts)
+    left = [0] * len(names)
+    for key, color in (("agree", "#2ca02c"), ("differ", "#d62728"),
+                       ("not modelled", "#bbbbbb")):
+        vals = [counts[n][key] for n in names]
+        ax.barh(names, vals, left=left, color=color, label=key)
+        left = [a + b for a, b in zip(left, vals, strict=True)]
+    ax.invert_yaxis()
+    ax.set_xlabel("scenario steps")
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def simulate_all(names: list[str] | None = None) -> dict[str, Observations]:
+    """Every scenario (or ``names``) on the simulator."""
+    sb = SimulatorBackend()
+    return {n: sb.run(SCENARIOS[n]) for n in (names or list(SCENARIOS))}
+
+
+def record(path: Path | None = None, names: list[str] | None = None) -> dict[str, Any]:
+    """Run the scenarios on this kernel and write them, labelled as recorded, to ``path``
+    (default :data:`RECORDED`). Raises Unavailable where the kernel backend cannot run."""
+    kb = KernelBackend()
+    data = {"label": "recorded", "date": datetime.date.today().isoformat(),
+            "kernel_release": platform.release(), "machine": platform.machine(),
+            "thp_settings": thp_settings(),
+            "observations": {n: kb.run(SCENARIOS[n]) for n in (names or list(SCENARIOS))}}
+    p = path or RECORDED
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(data, indent=None, separators=(",", ":")) + "\n")
+    return data
+
+
+def load_recorded(path: Path | None = None) -> dict[str, Any]:
+    """The recorded observations (``label``, ``date``, ``kernel_release``,
+    ``thp_settings``, ``observations``)."""
+    data: dict[str, Any] = json.loads((path or RECORDED).read_text())
+    return data
+
+
+def kernel_observations(live: bool = True) -> tuple[str, dict[str, Observations]]:
+    """(source, observations): a live run when ``live`` and the kernel backend is
+    available, otherwise the recorded data; ``source`` says which."""
+    kb = KernelBackend()
+    why = kb.unavailable() if live else "live run not requested"
+    if why is None:
+        try:
+            return (f"live, Linux {platform.release()}",
+                    {n: kb.run(s) for n, s in SCENARIOS.items()})
+        except Unavailable:
+            pass
+    rec = load_recorded()
+    return (f"recorded on {rec['date']}, Linux {rec['kernel_release']}", rec["observations"])
