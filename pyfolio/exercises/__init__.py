@@ -23,6 +23,7 @@ from . import (
     ch05_faults_and_thp,
     ch06_counting_references,
     ch07_pmd_to_ptes,
+    ch08_splitting_a_folio,
 )
 from .base import Exercise
 
@@ -36,6 +37,7 @@ CHAPTERS: dict[int, ModuleType] = {
     5: ch05_faults_and_thp,
     6: ch06_counting_references,
     7: ch07_pmd_to_ptes,
+    8: ch08_splitting_a_folio,
 }
 
 

@@ -1,0 +1,166 @@
+"""Chapter 8 exercises: the orders a split leaves, why a split fails, and what the deferred
+split shrinker frees.
+
+Every answer comes from running the split on the simulator (``split_mapped_folio``, as
+debugfs split_huge_pages does, or the deferred split shrinker) and reading the result.
+"""
+
+from __future__ import annotations
+
+from ..errors import MmError
+from ..folio import page_folio
+from ..split import shrink_deferred_split, split_mapped_folio
+from ..system import Process, System
+from ..units import PAGE_SIZE, MiB
+from .base import Exercise
+
+__all__ = ["written_thp", "SplitOrders", "SplitErrno", "DeferredShrink", "KINDS"]
+
+
+def written_thp(seed: int = 0) -> tuple[System, Process, int, int]:
+    """A fresh machine whose one process has written one PMD-mapped THP (MADV_HUGEPAGE):
+    (system, process, address, head PFN). Chapter 8 starts each of its splits from one."""
+    m = System(ram="64M", thp="madvise", seed=seed)
+    p = m.spawn()
+    a = p.mmap(4 * MiB)
+    p.madvise(a, 2 * MiB, "hugepage")
+    p.touch(a, 2 * MiB)
+    f = p.folio_at(a)
+    assert f is not None and f.order == 9
+    return m, p, a, f.pfn
+
+
+def _orders(m: System, head: int, nr: int) -> list[int]:
+    """Orders of the folios in [head, head + nr), in address order."""
+    out, pfn = [], head
+    while pfn < head + nr:
+        f = page_folio(m.machine, pfn)
+        out.append(f.order)
+        pfn += f.nr_pages
+    return out
+
+
+class SplitOrders(Exercise):
+    """The folios a non-uniform (buddy-style) split leaves."""
+
+    chapter = 8
+    kind = "orders"
+    title = "Which folios does a non-uniform split leave?"
+    fields = ("number of folios", "order of the folio holding the split page",
+              "order of the first folio")
+
+    def setup(self) -> None:
+        self.at = self.rng.randrange(512)
+        self.new_order = self.rng.choice([0, 0, 2, 3, 4])
+        m, _, _, head = written_thp(self.seed)
+        split_mapped_folio(m.machine, head, self.new_order, uniform=False, at=self.at)
+        orders = _orders(m, head, 512)
+        holder = page_folio(m.machine, head + self.at).order
+        self.answer = (len(orders), holder, orders[0])
+        self.steps.append(f"folio_split(folio, {self.new_order}, page {self.at}) halves the "
+                          f"piece holding page {self.at} at each order from 8 down to "
+                          f"{self.new_order}, keeping the other half (anon: no order-1 step). "
+                          f"Orders in address order: {orders}.")
+
+    def question(self) -> str:
+        return (f"A written, PMD-mapped anonymous THP (order 9) is split non-uniformly "
+                f"(folio_split()) to order {self.new_order} at page {self.at}. How many folios "
+                f"are there afterwards, what is the order of the folio holding page {self.at}, "
+                f"and of the first folio? {self.answer_format()}.")
+
+    def hint(self) -> str:
+        return ("Buddy-style: split in halves, keep the half without the split page, recurse "
+                "into the other; an anonymous folio skips order 1, so the order-2 piece "
+                "becomes four order-0 folios when splitting to order 0.")
+
+
+class SplitErrno(Exercise):
+    """Does this split succeed, and how many folios are there afterwards?"""
+
+    chapter = 8
+    kind = "errno"
+    title = "Does the split succeed?"
+    fields = ("result (0, EINVAL or EAGAIN)", "folios in the 2 MiB afterwards")
+
+    def setup(self) -> None:
+        rng = self.rng
+        self.new_order = rng.choice([0, 1, 2, 3, 5, 8, 9])
+        self.uniform = rng.random() < 0.6
+        self.forked = rng.random() < 0.3
+        self.pinned = not self.forked and rng.random() < 0.5
+        m, p, a, head = written_thp(self.seed)
+        if self.forked:
+            p.fork()
+        if self.pinned:
+            p.pin(a + rng.randrange(512) * PAGE_SIZE, PAGE_SIZE)
+        try:
+            split_mapped_folio(m.machine, head, self.new_order, uniform=self.uniform,
+                               at=rng.randrange(512))
+            result = "0"
+        except MmError as e:
+            result = e.errname
+        self.answer = (result, len(_orders(m, head, 512)))
+        self.steps.append(f"The split returned {result}; the 2 MiB now holds "
+                          f"{self.answer[1]} folio(s).")
+
+    def question(self) -> str:
+        how = "uniformly (split_folio_to_order())" if self.uniform else \
+            "non-uniformly (folio_split())"
+        extra = ([("the process forks (the child keeps running)")] if self.forked else []) \
+            + (["one page of it is pinned with pin_user_pages()"] if self.pinned else [])
+        also = ("; " + " and ".join(extra)) if extra else ""
+        return (f"A written, PMD-mapped anonymous THP (order 9){also}. It is split {how} to "
+                f"order {self.new_order}. What does the split return, and how many folios does "
+                f"the 2 MiB hold afterwards? {self.answer_format()}.")
+
+    def hint(self) -> str:
+        return ("new_order must be below the folio's order and not 1 for anon folios "
+                "(EINVAL); any reference not explained by a mapping (a pin) makes "
+                "can_split_folio() fail (EAGAIN). A failed split changes nothing.")
+
+
+class DeferredShrink(Exercise):
+    """What the deferred split shrinker frees after a partial unmap."""
+
+    chapter = 8
+    kind = "deferred"
+    title = "What does the shrinker free?"
+    fields = ("frames freed by the shrinker", "Rss of the range afterwards in kB")
+
+    def setup(self) -> None:
+        rng = self.rng
+        self.written = sorted(rng.sample(range(512), rng.randint(1, 12)))
+        self.unmapped = rng.randint(1, 200)
+        m = System(ram="64M", thp="madvise", seed=self.seed)
+        p = m.spawn()
+        a = p.mmap(4 * MiB)
+        p.madvise(a, 2 * MiB, "hugepage")
+        for i in self.written:
+            p.write(a + i * PAGE_SIZE, i + 1)
+        p.munmap(a + (512 - self.unmapped) * PAGE_SIZE, self.unmapped * PAGE_SIZE)
+        free = m.nr_free_pages()
+        n = shrink_deferred_split(m.machine)
+        freed = m.nr_free_pages() - free
+        rss = sum(s["Rss"] for s in p.smaps())
+        self.answer = (freed, rss)
+        kept = [i for i in self.written if i < 512 - self.unmapped]
+        self.steps.append(f"munmap() left the THP partially mapped and queued; the shrinker "
+                          f"split {n} folio(s): the {self.unmapped} unmapped pages were freed, "
+                          f"and every still-mapped page that is all zeros was remapped to the "
+                          f"shared zero page and freed too; {len(kept)} written page(s) stay.")
+
+    def question(self) -> str:
+        return (f"A process writes pages {', '.join(map(str, self.written))} of a 2 MiB-aligned "
+                f"MADV_HUGEPAGE range (the first write faults in one THP; the rest of it is "
+                f"zero-filled), then munmap()s its last {self.unmapped} page(s). Then the "
+                f"deferred split shrinker runs. How many frames does it free, and what is the "
+                f"Rss of the mapping afterwards? {self.answer_format()}.")
+
+    def hint(self) -> str:
+        return ("The shrinker splits the partially mapped folio to order 0: the unmapped "
+                "pages are freed, and remap_page() maps zero-filled pages to the shared zero "
+                "page (RMP_USE_SHARED_ZEROPAGE), freeing them as well.")
+
+
+KINDS: dict[str, type[Exercise]] = {c.kind: c for c in (SplitOrders, SplitErrno,
+                                                         DeferredShrink)}

@@ -1,0 +1,104 @@
+"""The claims of chapters/08-splitting-a-folio.md, checked through the same pyfolio calls."""
+
+from __future__ import annotations
+
+import pytest
+
+from pyfolio import KiB, MiB, System
+from pyfolio.debug_vm import snapshot
+from pyfolio.errors import MmError
+from pyfolio.exercises.ch08_splitting_a_folio import written_thp
+from pyfolio.split import can_split_folio, shrink_deferred_split, split_mapped_folio, split_orders
+
+STEPS = ["split_huge_pmd", "unmap_folio", "folio_ref_freeze", "__split_unmapped_folio",
+         "folio_ref_unfreeze", "remap_page", "__folio_split"]
+
+
+def test_split_emits_the_steps_in_order_with_the_counts() -> None:
+    m, p, a, head = written_thp()
+    mark = m.trace.mark()
+    split_mapped_folio(m.machine, head, 0)
+    events = [e for e in m.trace.since(mark) if e.name in STEPS]
+    assert [e.name for e in events] == STEPS
+    ev = {e.name: e for e in events}
+    assert ev["split_huge_pmd"].change("into") == "migration"
+    assert ev["unmap_folio"].change("mapcount") == (1, 0)
+    assert ev["unmap_folio"].change("refcount") == (2, 1)
+    assert ev["folio_ref_freeze"].arg("count") == 1
+    assert ev["folio_ref_unfreeze"].change("folios") == 512
+    assert ev["remap_page"].change("ptes") == 512
+    assert m.vmstat()["thp_split_page"] == 1
+    assert all(m.folio(head + i).order == 0 for i in range(512))
+    assert p.read(a + 20 * KiB) == (a >> 12) + 6
+    assert m.check() == []
+
+
+@pytest.mark.parametrize(("at", "new_order", "uniform", "orders"), [
+    (0, 0, True, [0] * 512),
+    (0, 3, True, [3] * 64),
+    (257, 0, False, [8, 0, 0, 0, 0, 2, 3, 4, 5, 6, 7]),
+    (0, 0, False, [0, 0, 0, 0, 2, 3, 4, 5, 6, 7, 8]),
+])
+def test_split_orders(at: int, new_order: int, uniform: bool, orders: list[int]) -> None:
+    m, _, _, head = written_thp()
+    assert split_orders(m.machine, head, at, new_order, uniform=uniform) == orders
+    assert m.check() == []
+
+
+def test_anon_order_1_is_einval_and_changes_nothing_but_a_warning() -> None:
+    m, _, _, head = written_thp()
+    before = snapshot(m.machine)
+    with pytest.raises(MmError) as exc:
+        split_mapped_folio(m.machine, head, 1)
+    assert exc.value.errname == "EINVAL"
+    assert snapshot(m.machine) == before
+    assert m.trace.events[-1].name == "VM_WARN_ONCE"
+
+
+def test_pinned_folio_fails_with_eagain_and_only_the_failure_counter_moves() -> None:
+    m, p, a, head = written_thp()
+    p.pin(a + 4 * KiB, 4 * KiB)
+    f = m.folio(head)
+    assert (f.refcount, f.mapcount, f.pincount) == (2, 1, 1)
+    assert not can_split_folio(f, 0)[0]  # we hold no reference of our own
+    before = snapshot(m.machine)
+    with pytest.raises(MmError) as exc:
+        split_mapped_folio(m.machine, head, 0)
+    after = snapshot(m.machine)
+    assert exc.value.errname == "EAGAIN"
+    assert [k for k in before if before[k] != after[k]] == ["vmstat"]
+    vb, va = before["vmstat"], after["vmstat"]
+    assert isinstance(vb, dict) and isinstance(va, dict)
+    assert {k: (vb[k], va[k]) for k in vb if vb[k] != va[k]} == {"thp_split_page_failed": (0, 1)}
+    assert m.check() == []
+
+
+def test_shrinker_frees_the_unmapped_half() -> None:
+    m, p, a, head = written_thp()
+    p.munmap(a + 1 * MiB, 1 * MiB)
+    assert list(m.machine.deferred_split_queue) == [head]
+    free = m.nr_free_pages()
+    assert shrink_deferred_split(m.machine) == 1
+    assert m.nr_free_pages() - free == 256 and m.machine.deferred_split_queue == {}
+    assert m.folio(head).order == 0 and sum(s["Rss"] for s in p.smaps()) == 1024
+    assert m.check() == []
+
+
+def test_zero_filled_pages_go_to_the_shared_zero_page() -> None:
+    m = System(ram="64M", thp="madvise", seed=0)
+    p = m.spawn()
+    a = p.mmap(4 * MiB)
+    p.madvise(a, 2 * MiB, "hugepage")
+    for i in range(10):
+        p.write(a + i * 4 * KiB, i + 1)
+    p.madvise(a + 2 * MiB - 4 * KiB, 4 * KiB, "dontneed")
+    free = m.nr_free_pages()
+    mark = m.trace.mark()
+    shrink_deferred_split(m.machine)
+    remap = [e for e in m.trace.since(mark) if e.name == "remap_page"]
+    assert len(remap) == 1
+    assert (remap[0].change("ptes"), remap[0].change("zero_page_ptes")) == (10, 501)
+    assert m.nr_free_pages() - free == 502
+    assert sum(s["Rss"] for s in p.smaps()) == 40
+    assert p.lookup(a + 80 * KiB).kind == "zero" and p.read(a + 4 * KiB) == 2
+    assert m.check() == []
