@@ -42,12 +42,13 @@ class SimulatorBackend:
 
     def __init__(self, ram: str = "128M", thp: str = "madvise", seed: int = 0) -> None:
         self.ram, self.thp, self.seed = ram, thp, seed
+        self.system: System | None = None  # the System of the last run, for checks
 
     def unavailable(self) -> str | None:
         return None
 
     def run(self, scenario: Scenario) -> Observations:
-        m = System(ram=self.ram, thp=self.thp, seed=self.seed)
+        m = self.system = System(ram=self.ram, thp=self.thp, seed=self.seed)
         p = m.spawn()
         state: dict[str, Any] = {"base": 0, "child": None}
         out: Observations = []
@@ -100,7 +101,7 @@ class SimulatorBackend:
             else:
                 raise ValueError(f"unknown step {s.op!r}")
         except MmError as e:
-            return f"error: {e.errno_name if hasattr(e, 'errno_name') else e.errno}"
+            return f"error: {e.errname}"
         return "ok"
 
     @staticmethod

@@ -162,6 +162,10 @@ def record(path: Path | None = None, names: list[str] | None = None) -> dict[str
     data = {"label": "recorded", "date": datetime.date.today().isoformat(),
             "kernel_release": platform.release(), "machine": platform.machine(),
             "thp_settings": thp_settings(),
+            "settings_changed_during_run": {n: dict(SCENARIOS[n].settings)
+                                            for n in (names or list(SCENARIOS))
+                                            if SCENARIOS[n].settings},
+            "note": "vmstat deltas are global counters: they include other processes",
             "observations": {n: kb.run(SCENARIOS[n]) for n in (names or list(SCENARIOS))}}
     p = path or RECORDED
     p.parent.mkdir(parents=True, exist_ok=True)

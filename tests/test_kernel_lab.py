@@ -1,0 +1,223 @@
+"""pyfolio.kernel_lab: readers on fake /proc and /sys trees, fallbacks, the observation
+record, both backends, the comparison, and the recorded data."""
+
+from __future__ import annotations
+
+import copy
+import os
+import struct
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pyfolio.kernel_lab import (
+    SCENARIOS,
+    KernelBackend,
+    SimulatorBackend,
+    Unavailable,
+    availability,
+    kpagecount,
+    kpageflags,
+    pagemap,
+    smaps,
+    thp_settings,
+    vmstat,
+)
+from pyfolio.kernel_lab.backends import thp_settings_set
+from pyfolio.kernel_lab.compare import (
+    compare,
+    load_recorded,
+    side_by_side,
+    step_agrees,
+    summary,
+)
+from pyfolio.kernel_lab.readers import require_pfns, smaps_all, thp_policy
+from pyfolio.kernel_lab.scenarios import layout_of, rle
+from pyfolio.proc import KPF, PM_MMAP_EXCLUSIVE, PM_PRESENT, PM_SOFT_DIRTY, PM_SWAP, PagemapEntry
+
+HEAD, TAIL = 1 << KPF["COMPOUND_HEAD"], 1 << KPF["COMPOUND_TAIL"]
+THP, ZERO = 1 << KPF["THP"], 1 << KPF["ZERO_PAGE"]
+
+
+def _u64(*vals: int) -> bytes:
+    return struct.pack(f"<{len(vals)}Q", *vals)
+
+
+@pytest.fixture
+def fake_root(tmp_path: Path) -> Path:
+    """A /proc and /sys tree with known bytes: pid 42 maps 3 pages at 0x7000_0000."""
+    proc = tmp_path / "proc"
+    (proc / "42").mkdir(parents=True)
+    base_index = 0x7000_0000 // 4096
+    records = [PM_PRESENT | PM_MMAP_EXCLUSIVE | PM_SOFT_DIRTY | 0x1200, PM_PRESENT | 0x1201,
+               PM_SWAP | (7 << 5) | 1, 0]
+    (proc / "42" / "pagemap").write_bytes(b"\0" * 8 * base_index + _u64(*records))
+    flags = [0] * 0x1300
+    flags[0x1200], flags[0x1201], flags[0x1210] = HEAD | THP, TAIL | THP, ZERO
+    (proc / "kpageflags").write_bytes(_u64(*flags))
+    counts = [0] * 0x1300
+    counts[0x1200], counts[0x1201], counts[0x1210] = 1, 2, 0
+    (proc / "kpagecount").write_bytes(_u64(*counts))
+    (proc / "42" / "smaps").write_text(
+        "70000000-70200000 rw-p 00000000 00:00 0 \nSize:               2048 kB\n"
+        "Rss:                2048 kB\nAnonymous:          2048 kB\n"
+        "AnonHugePages:      2048 kB\nVmFlags: rd wr mr mw me ac hg\n"
+        "70200000-70201000 r--p 00000000 00:00 0 \nRss:                   4 kB\n")
+    (proc / "vmstat").write_text("nr_free_pages 1000\nthp_fault_alloc 7\nthp_split_pmd 3\n")
+    thp = tmp_path / "sys/kernel/mm/transparent_hugepage"
+    (thp / "hugepages-64kB").mkdir(parents=True)
+    (thp / "hugepages-2048kB").mkdir()
+    (thp / "enabled").write_text("always [madvise] never\n")
+    (thp / "defrag").write_text("always defer defer+madvise [madvise] never\n")
+    (thp / "use_zero_page").write_text("1\n")
+    (thp / "hugepages-64kB" / "enabled").write_text("always inherit madvise [never]\n")
+    (thp / "hugepages-2048kB" / "enabled").write_text("always [inherit] madvise never\n")
+    return tmp_path
+
+
+# -- readers on known byte layouts -------------------------------------------------------
+def test_pagemap_decodes_the_documented_bits(fake_root: Path) -> None:
+    e = pagemap(42, 0x7000_0000, 4, root=fake_root)
+    assert [x.present for x in e] == [True, True, False, False]
+    assert [x.pfn for x in e] == [0x1200, 0x1201, 0, 0]
+    assert (e[0].exclusive, e[0].soft_dirty, e[1].exclusive, e[1].soft_dirty) == (
+        True, True, False, False)
+    assert e[2].swapped and not e[3].swapped and e[3].raw == 0
+
+
+def test_kpageflags_and_kpagecount_read_runs_and_gaps(fake_root: Path) -> None:
+    assert kpageflags([0x1200, 0x1201, 0x1210], root=fake_root) == [HEAD | THP, TAIL | THP, ZERO]
+    assert kpagecount([0x1201, 0x1200, 0x1210], root=fake_root) == [2, 1, 0]
+
+
+def test_smaps_vmstat_and_thp_settings_parse(fake_root: Path) -> None:
+    v = smaps(42, 0x7010_0000, root=fake_root)
+    assert (v["Start"], v["End"], v["Rss"], v["AnonHugePages"]) == (
+        0x7000_0000, 0x7020_0000, 2048, 2048)
+    assert [x["Rss"] for x in smaps_all(42, root=fake_root)] == [2048, 4]
+    with pytest.raises(Unavailable, match="no VMA"):
+        smaps(42, 0x1000, root=fake_root)
+    assert vmstat(root=fake_root) == {"nr_free_pages": 1000, "thp_fault_alloc": 7,
+                                      "thp_split_pmd": 3}
+    s = thp_settings(root=fake_root)
+    assert s == {"enabled": "madvise", "defrag": "madvise", "use_zero_page": 1,
+                 "hugepages-64kB/enabled": "never", "hugepages-2048kB/enabled": "inherit"}
+    assert thp_policy(s) == "madvise"
+
+
+# -- fallbacks ------------------------------------------------------------------------------
+def test_missing_files_and_short_reads_say_why(tmp_path: Path, fake_root: Path) -> None:
+    with pytest.raises(Unavailable, match="does not exist"):
+        kpageflags([1], root=tmp_path / "nowhere")
+    with pytest.raises(Unavailable, match="kernel without THP"):
+        thp_settings(root=tmp_path / "nowhere")
+    with pytest.raises(Unavailable, match="returned 0 bytes"):
+        kpageflags([0x5000], root=fake_root)
+
+
+def test_pfns_hidden_without_cap_sys_admin() -> None:
+    hidden = [PagemapEntry(PM_PRESENT), PagemapEntry(0)]
+    with pytest.raises(Unavailable, match="needs CAP_SYS_ADMIN"):
+        require_pfns(hidden)
+    require_pfns([PagemapEntry(PM_PRESENT | 5), PagemapEntry(0)])  # visible PFNs pass
+
+
+def test_thp_never_is_reported(fake_root: Path) -> None:
+    thp = fake_root / "sys/kernel/mm/transparent_hugepage"
+    (thp / "enabled").write_text("always madvise [never]\n")
+    assert availability(root=fake_root)["thp_settings"] == (
+        "unavailable: THP is set to never (enabled=never)")
+
+
+def test_not_linux_and_not_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "platform", "darwin")
+    with pytest.raises(Unavailable, match="not Linux"):
+        vmstat()
+    assert "not Linux" in (KernelBackend().unavailable() or "")
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert "needs CAP_SYS_ADMIN" in (KernelBackend().unavailable() or "")
+
+
+def test_setting_is_restored_even_on_failure(fake_root: Path) -> None:
+    base = fake_root / "sys/kernel/mm/transparent_hugepage"
+    with pytest.raises(RuntimeError), thp_settings_set(
+            (("hugepages-64kB/enabled", "madvise"),), base=base):
+        assert (base / "hugepages-64kB/enabled").read_text() == "madvise"
+        raise RuntimeError("scenario failed")
+    assert (base / "hugepages-64kB/enabled").read_text() == "never"
+    with pytest.raises(Unavailable, match="cannot set"):
+        with thp_settings_set((("hugepages-8kB/enabled", "always"),), base=base):
+            pass
+
+
+# -- the observation record -----------------------------------------------------------------
+def test_layout_separates_folios_by_head_tail_and_contiguity() -> None:
+    pm = [PagemapEntry(PM_PRESENT | p) if p else PagemapEntry(0)
+          for p in (100, 101, 102, 0, 500, 103, 7, 8, 9)]
+    flags = {100: HEAD | THP, 101: TAIL | THP, 102: TAIL | THP, 103: TAIL | THP, 500: 0,
+             7: ZERO | THP | HEAD, 8: ZERO | THP | TAIL, 9: 0}
+    assert layout_of(pm, flags) == [["large", 3], ["none", 1], ["small", 1], ["large", 1],
+                                    ["huge_zero", 2], ["small", 1]]
+    assert rle([2, 2, 1, 2]) == [[2, 2], [1, 1], [2, 1]]
+
+
+# -- backends and the comparison ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def simulated() -> dict[str, list[dict[str, Any]]]:
+    """Every scenario on the simulator, checked for invariant violations after each run."""
+    sb, out = SimulatorBackend(), {}
+    for name, sc in SCENARIOS.items():
+        out[name] = sb.run(sc)
+        assert sb.system is not None and sb.system.check() == [], name
+    return out
+
+
+def test_simulator_backend_runs_every_scenario(simulated: dict[str, Any]) -> None:
+    for name, sc in SCENARIOS.items():
+        assert len(simulated[name]) == len(sc.steps), name
+    fault = simulated["thp_fault"][-1]
+    assert fault["proc"] == {"layout": [["large", 512]], "thp": 512, "kpagecount": [[1, 512]],
+                             "rss_kb": 2048, "anon_huge_kb": 2048}
+    assert fault["vmstat"]["thp_fault_alloc"] == 1 and fault["vmstat"]["thp_split_pmd"] == 0
+    cow = simulated["fork_cow"][3]
+    assert cow["child"]["layout"] == [["large", 2], ["small", 1], ["large", 509]]
+    assert cow["child"]["anon_huge_kb"] == 0 and cow["proc"]["anon_huge_kb"] == 2048
+    assert simulated["collapse"][2]["status"] == "not modelled"
+
+
+def test_kernel_backend_thp_fault_agrees_with_the_simulator() -> None:
+    why = KernelBackend().unavailable()
+    if why:
+        pytest.skip(why)
+    sc = SCENARIOS["thp_fault"]
+    ker = KernelBackend().run(sc)
+    assert ker[-1]["proc"]["layout"] == [["large", 512]]
+    assert compare(sc, SimulatorBackend().run(sc), ker) == []
+
+
+def test_comparison_finds_a_planted_difference() -> None:
+    sc = SCENARIOS["mprotect_split"]
+    sim = SimulatorBackend().run(sc)
+    ker = copy.deepcopy(sim)
+    ker[3]["proc"]["anon_huge_kb"] = 2048
+    ker[3]["vmstat"]["thp_split_pmd"] = 0
+    ker[3]["vmstat"]["thp_zero_page_alloc"] = 5  # not explained by the scenario: ignored
+    diffs = compare(sc, sim, ker)
+    assert [(d.index, d.field, d.simulator, d.kernel) for d in diffs] == [
+        (3, "anon_huge_kb", 0, 2048), (3, "thp_split_pmd", 1, 0)]
+    assert step_agrees(diffs, 4) == [True, True, True, False]
+    assert "| no |" in side_by_side(sc, sim, ker)
+
+
+def test_recorded_data_is_labelled_and_matches_the_simulator_where_modelled(
+        simulated: dict[str, Any]) -> None:
+    rec = load_recorded()
+    assert rec["label"] == "recorded" and rec["kernel_release"].startswith("6.18")
+    assert set(rec["observations"]) == set(SCENARIOS)
+    counts = summary(simulated, rec["observations"])
+    differing = {n for n, c in counts.items() if c["agree"] != len(SCENARIOS[n].steps)}
+    assert differing == {"collapse", "cold_10", "mthp_64k"}
+    assert counts["collapse"]["not modelled"] == counts["cold_10"]["not modelled"] == 1
