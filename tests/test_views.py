@@ -11,7 +11,23 @@ import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from pyfolio import KiB, MiB, System  # noqa: E402
-from pyfolio.views import region_cells, region_strip  # noqa: E402
+from pyfolio.views import (  # noqa: E402
+    animate,
+    before_after,
+    count_panel,
+    count_timeline,
+    draw_cells,
+    draw_pagetable,
+    draw_rmap,
+    entry_bits,
+    folio_strip,
+    frame_cells,
+    pagetable_graph,
+    record,
+    region_cells,
+    region_strip,
+    rmap_graph,
+)
 from pyfolio.views._style import STATE_COLORS, folio_color  # noqa: E402
 
 MEM_FIELDS = ("flags", "_refcount", "_mapcount", "compound_head", "order", "_entire_mapcount",
@@ -99,3 +115,154 @@ def test_region_strip_aggregated_1gib():
     assert all(tuple(x) == STATE_COLORS["pmd"] for x in flat[:32])
     assert all(tuple(x) == STATE_COLORS["none"] for x in flat[32:])
     assert_same(before, memstate(m))
+
+
+def texts(fig: Figure) -> str:
+    out = [t.get_text() for ax in fig.axes for t in ax.texts] + [t.get_text() for t in fig.texts]
+    if fig._suptitle is not None:
+        out.append(fig._suptitle.get_text())
+    return "\n".join(out)
+
+
+def test_folio_strip_after_non_uniform_split(thp):
+    from pyfolio.split import split_mapped_folio
+
+    m, p, a = thp
+    f = p.folio_at(a)
+    fig = folio_strip(f)
+    assert {tuple(c) for c in image(fig).reshape(-1, 3)} == {tuple(image(fig)[0, 0])}
+    split_mapped_folio(m.machine, f.pfn, 0, uniform=False, at=300)
+    c = frame_cells(m.machine, range(f.pfn, f.pfn + 512))
+    heads = sorted(set(int(h) for h in c.head))
+    assert heads[0] == f.pfn and f.pfn + 300 in heads and len(heads) > 2
+    assert [int(c.order[h - f.pfn]) for h in heads] == [p.folio_at(a + (h - f.pfn) * 4 * KiB).order
+                                                        for h in heads]
+    fig = folio_strip(m, range(f.pfn, f.pfn + 512))
+    assert len({tuple(x) for x in image(fig).reshape(-1, 3)}) == len(set(c.order.tolist()))
+    assert len(fig.axes[0].lines[0].get_xdata()) == len(heads)  # one head mark per folio
+
+
+def test_folio_strip_free_and_tables():
+    m = System(ram="64M", seed=0)
+    p = m.spawn()
+    a = p.mmap(64 * KiB)
+    p.touch(a, 8 * KiB)
+    c = frame_cells(m.machine, range(0, 64))
+    assert "table" in c.kind and "free" in c.kind and "folio" in c.kind
+    assert c.kind[p.pfn_at(a)] == "folio" and c.mapcount[p.pfn_at(a)] == 1
+
+
+def test_pagetable_graph_pmd_leaf_vs_pte_table(thp):
+    m, p, a = thp
+    g = pagetable_graph(p, a + 5 * 4 * KiB)
+    assert list(g.edges) == [("pgd", "pud"), ("pud", "pmd"), ("pmd", "folio")]
+    assert g.nodes["pmd"]["kind"] == "huge" and g.nodes["folio"]["pfn"] == p.folio_at(a).pfn + 5
+    p.mprotect(a + 4 * KiB, 4 * KiB, "r")
+    g = pagetable_graph(p, a + 5 * 4 * KiB)
+    assert list(g.edges) == [("pgd", "pud"), ("pud", "pmd"), ("pmd", "pte"), ("pte", "folio")]
+    assert g.nodes["pmd"]["kind"] == "table" and g.nodes["pte"]["index"] == 5
+    assert g.edges["pte", "folio"]["index"] == 5
+    fig = draw_pagetable(p, a + 5 * 4 * KiB)
+    t = texts(fig)
+    assert "PTE table" in t and "PTE index (20..12)\n= 5" in t
+
+
+def test_pagetable_graph_unmapped_has_no_folio(thp):
+    m, p, a = thp
+    g = pagetable_graph(p, a + 2 * MiB)
+    assert "folio" not in g and g.nodes["pmd"]["kind"] == "none"
+
+
+def test_entry_bits_pfn_and_flags(thp):
+    m, p, a = thp
+    e = p.lookup(a)
+    t = texts(entry_bits(e))
+    assert f"{p.folio_at(a).pfn:#x}" in t and "PSE" in t and "NX" in t
+
+
+def test_entry_bits_migration_entry():
+    from pyfolio.pgtable import make_writable_migration_entry
+
+    t = texts(entry_bits(make_writable_migration_entry(0x1234)))
+    assert "SWP_MIGRATION_WRITE" in t and "PFN 0x1234" in t and "PFN\n" not in t
+
+
+def scenario(m, p, a):
+    box = {}
+    return [("touch", lambda: p.touch(a, 2 * MiB)),
+            ("fork", lambda: box.setdefault("c", p.fork())),
+            ("mprotect", lambda: p.mprotect(a + 4 * KiB, 4 * KiB, "r")),
+            ("bad munmap", lambda: p.munmap(a + 1, 4 * KiB)),
+            ("child exit", lambda: box["c"].exit())]
+
+
+def test_record_and_count_timeline():
+    m = System(ram="64M", seed=0)
+    p = m.spawn()
+    a = p.mmap(2 * MiB)
+    p.madvise(a, 2 * MiB, "hugepage")
+    frames = record(m, scenario(m, p, a), proc=p, addr=a)
+    assert [f.label for f in frames] == ["start", "touch", "fork", "mprotect", "bad munmap",
+                                         "child exit"]
+    c = [f.counts for f in frames]
+    assert c[0] is None and (c[1].refcount, c[1].mapcount, c[1].entire_mapcount) == (1, 1, 1)
+    assert (c[2].refcount, c[2].entire_mapcount) == (2, 2)
+    assert (c[3].mapcount, c[3].entire_mapcount) == (513, 1)
+    assert frames[4].error and "EINVAL" in frames[4].error and c[4] == c[3]
+    assert (c[5].refcount, c[5].mapcount, c[5].entire_mapcount) == (512, 512, 0)
+    assert "split_huge_pmd" in frames[3].why() and frames[3].pmd_kind == "table"
+    fig = count_timeline(frames)
+    t = texts(fig)
+    assert "3 mprotect: " in t and "split_huge_pmd" in t and "4 bad munmap" not in t
+    assert m.check() == []
+
+
+def test_count_panel_shows_counts(thp):
+    m, p, a = thp
+    p.mprotect(a + 4 * KiB, 4 * KiB, "r")
+    fig = count_panel(p.folio_at(a))
+    bars = [r.get_width() for r in fig.axes[0].patches]
+    assert bars == [512, 512, 0, 512, 0]
+    assert "512x1" in fig.axes[1].get_title()
+
+
+def test_rmap_graph_after_fork_and_split(thp):
+    m, p, a = thp
+    c = p.fork()
+    p.mprotect(a + 4 * KiB, 4 * KiB, "r")
+    g = rmap_graph(p.folio_at(a))
+    maps = {n: d for n, d in g.nodes(data=True) if d["role"] == "mapping"}
+    assert {d["level"] for d in maps.values() if d["mm_id"] == c.mm.id} == {"pmd"}
+    assert sum(d["nr"] for d in maps.values() if d["mm_id"] == p.mm.id) == 512
+    assert g.degree["folio"] == len(maps)
+    assert "PMD (whole folio)" in texts(draw_rmap(p.folio_at(a)))
+
+
+def test_animate_and_before_after():
+    m = System(ram="64M", seed=0)
+    p = m.spawn()
+    a = p.mmap(2 * MiB)
+    p.madvise(a, 2 * MiB, "hugepage")
+    frames = record(m, scenario(m, p, a)[:3], proc=p, addr=a)
+    html = animate(frames, lambda f: draw_cells(f.cells, title=f.label))
+    assert "<script" in html.data and "anim" in html.data.lower()
+    assert html.data.count("data:image/png;base64") == len(frames)
+    fig = before_after(frames[1], frames[3], lambda f: draw_cells(f.cells))
+    assert len(fig.axes) == 2 and "before: touch" in texts(fig)
+
+
+def test_views_never_mutate(thp):
+    m, p, a = thp
+    c = p.fork()
+    p.mprotect(a + 4 * KiB, 4 * KiB, "r")
+    f = p.folio_at(a)
+    before = memstate(m)
+    trace_len, vm = len(m.trace), m.vmstat()
+    for view in (lambda: region_strip(p, a, 4 * MiB), lambda: folio_strip(f),
+                 lambda: draw_pagetable(p, a), lambda: entry_bits(p.lookup(a)),
+                 lambda: count_panel(f), lambda: draw_rmap(f), lambda: rmap_graph(f),
+                 lambda: pagetable_graph(p, a)):
+        view()
+        assert_same(before, memstate(m))
+    assert len(m.trace) == trace_len and m.vmstat() == vm
+    assert c.alive and m.check() == []

@@ -1,8 +1,34 @@
 """Views: pure functions from model state or a trace to a matplotlib Figure, a networkx
 graph or an HTML animation. Views read the model through public accessors and never
-change it.
+change it. Every figure has a fixed size and an opaque white background, and is not
+registered with pyplot (display it, or save it; closing is optional).
+
+- :func:`region_strip` - a process's address range, by folio and state
+- :func:`folio_strip` - physical frames, by folio order, with heads and free frames
+- :func:`pagetable_graph` / :func:`draw_pagetable` - the walk of one address
+- :func:`entry_bits` - one 64-bit entry as bit fields
+- :func:`count_panel` / :func:`count_timeline` - a folio's counts now and over steps
+- :func:`rmap_graph` / :func:`draw_rmap` - who maps a folio
+- :func:`record` / :class:`Snapshot` - frames over a scenario
+- :func:`animate` / :func:`before_after` - a JavaScript player and a still for print
 """
 
-from .region import RegionCells, region_cells, region_strip
+from .animate import animate, before_after, render
+from .counts import changed_steps, count_panel, count_timeline
+from .entry import entry_bits, entry_fields
+from .folio_strip import FrameCells, folio_strip, frame_cells
+from .frames import FolioCounts, Snapshot, Step, folio_counts, record, snapshot
+from .pagetable import address_fields, draw_pagetable, pagetable_graph
+from .region import RegionCells, draw_cells, region_cells, region_strip
+from .rmap import draw_rmap, rmap_graph
 
-__all__ = ["RegionCells", "region_cells", "region_strip"]
+__all__ = [
+    "region_strip", "region_cells", "draw_cells", "RegionCells",
+    "folio_strip", "frame_cells", "FrameCells",
+    "pagetable_graph", "draw_pagetable", "address_fields",
+    "entry_bits", "entry_fields",
+    "count_panel", "count_timeline", "changed_steps",
+    "rmap_graph", "draw_rmap",
+    "Snapshot", "FolioCounts", "Step", "record", "snapshot", "folio_counts",
+    "animate", "before_after", "render",
+]

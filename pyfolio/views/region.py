@@ -27,7 +27,7 @@ from ._style import STATE_COLORS, STATE_LABELS, STATES, WHITE, folio_color, new_
 if TYPE_CHECKING:
     from ..system import Process
 
-__all__ = ["RegionCells", "region_cells", "region_strip", "AGGREGATE_ABOVE"]
+__all__ = ["RegionCells", "region_cells", "region_strip", "draw_cells", "AGGREGATE_ABOVE"]
 
 #: regions larger than this are drawn one cell per 2 MiB
 AGGREGATE_ABOVE = 16 * 1024 * 1024
@@ -153,17 +153,24 @@ def region_strip(p: Process, addr: int, length: int, *, title: str | None = None
     by one PMD leaf, a thin frame a block mapped through a PTE table. Regions above
     :data:`AGGREGATE_ABOVE` are drawn one cell per 2 MiB, by the block's most common state.
     """
-    if length > AGGREGATE_ABOVE:
-        return _aggregated(p, addr, length, title)
     c = region_cells(p, addr, length)
+    return draw_cells(c, title=title or f"{length // 1024} KiB at {addr:#x} (pid {p.pid})")
+
+
+def draw_cells(c: RegionCells, *, title: str = "") -> Figure:
+    """Draw :class:`RegionCells` (from :func:`region_cells` or a recorded frame) as
+    :func:`region_strip` does."""
+    if c.length > AGGREGATE_ABOVE:
+        return _aggregated(c, title)
     nblk = len(c.pmd_kind)
     bcols = min(nblk, 2 if nblk <= 4 else 4)
     brows = -(-nblk // bcols)
     rgb, folios = _page_colors(c)
     img = np.ones(((_ROWS + 1) * brows - 1, (_COLS + 1) * bcols - 1, 3))
-    width = 3.4 * bcols + 2.6
-    fig = new_figure(width, 0.70 * width * (img.shape[0] + 1) / img.shape[1] / 0.84 + 0.5)
-    ax = fig.add_axes((0.02, 0.02, 0.70, 0.84))
+    width = 3.4 * bcols + 3.2
+    frac = 3.4 * bcols / width
+    fig = new_figure(width, frac * width * (img.shape[0] + 1) / img.shape[1] / 0.84 + 0.5)
+    ax = fig.add_axes((0.02, 0.02, frac, 0.84))
     grid: list[list[tuple[float, float]]] = []
     for b in range(nblk):
         r0, c0 = (b // bcols) * (_ROWS + 1), (b % bcols) * (_COLS + 1)
@@ -200,14 +207,13 @@ def region_strip(p: Process, addr: int, length: int, *, title: str | None = None
     handles.append(Patch(fc="white", ec="black", lw=0.8, label="block mapped by a PTE table"))
     handles.append(Line2D([], [], marker="o", ls="none", mfc="black", mec="white",
                           label="folio head"))
-    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(0.73, 0.5), fontsize=7,
-               frameon=False)
-    fig.suptitle(title or f"{length // 1024} KiB at {addr:#x} (pid {p.pid})", fontsize=9)
+    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(frac + 0.03, 0.5),
+               fontsize=7, frameon=False)
+    fig.suptitle(title, fontsize=9)
     return fig
 
 
-def _aggregated(p: Process, addr: int, length: int, title: str | None) -> Figure:
-    c = region_cells(p, addr, length)
+def _aggregated(c: RegionCells, title: str) -> Figure:
     nblk = len(c.pmd_kind)
     per = c.state.reshape(nblk, 512)
     counts = np.stack([(per == i).sum(axis=1) for i in range(len(STATES))], axis=1)
@@ -228,6 +234,5 @@ def _aggregated(p: Process, addr: int, length: int, title: str | None) -> Figure
                for s in sorted(set(int(x) for x in major))]
     fig.legend(handles=handles, loc="center left", bbox_to_anchor=(0.73, 0.5), fontsize=7,
                frameon=False)
-    fig.suptitle(title or f"{length // (1024 * 1024)} MiB at {addr:#x} (pid {p.pid}), "
-                 "one cell per 2 MiB (most common state)", fontsize=9)
+    fig.suptitle(f"{title}, one cell per 2 MiB (most common state)", fontsize=9)
     return fig

@@ -1,0 +1,91 @@
+"""Step-through player and before/after stills, for any view of recorded frames.
+
+``draw`` is any view function taking a frame and returning a Figure (for example
+``lambda f: draw_cells(f.cells)`` or ``count_panel``). Each frame is rendered once to pixels;
+the player is matplotlib's JavaScript animation (``to_jshtml()``: play/pause and a step
+slider that work on a static HTML page without a kernel).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+from IPython.display import HTML
+from matplotlib.animation import FuncAnimation
+from matplotlib.figure import Figure
+
+from ._style import new_figure
+
+__all__ = ["render", "animate", "before_after"]
+
+F = TypeVar("F")
+
+
+def render(fig: Figure) -> np.ndarray:
+    """The figure as an RGB pixel array (white background); the figure is cleared."""
+    fig.canvas.draw()
+    rgba = np.asarray(fig.canvas.buffer_rgba())  # type: ignore[attr-defined]
+    out = rgba[..., :3].copy()
+    fig.clf()
+    return out
+
+
+def _pad(imgs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    h, w = max(i.shape[0] for i in imgs), max(i.shape[1] for i in imgs)
+    out = []
+    for i in imgs:
+        p = np.full((h, w, 3), 255, np.uint8)
+        p[:i.shape[0], :i.shape[1]] = i
+        out.append(p)
+    return out
+
+
+def _label(frame: Any, i: int) -> str:
+    label = getattr(frame, "label", None)
+    err = getattr(frame, "error", None)
+    return f"step {i}: {label}" + (f" ({err})" if err else "") if label else f"step {i}"
+
+
+def animate(frames: Sequence[F], draw: Callable[[F], Figure], *, interval: int = 900,
+            dpi: int = 80) -> HTML:
+    """A JavaScript player over ``[draw(f) for f in frames]`` (play/pause, step slider)."""
+    if not frames:
+        raise ValueError("animate() needs at least one frame")
+    imgs = _pad([render(draw(f)) for f in frames])
+    h, w = imgs[0].shape[:2]
+    fig = new_figure(w / dpi, h / dpi + 0.3)
+    fig.set_dpi(dpi)
+    ax = fig.add_axes((0, 0, 1, h / (h + 0.3 * dpi)))
+    ax.set_axis_off()
+    im = ax.imshow(imgs[0], interpolation="nearest")
+    caption = fig.text(0.01, 0.995, _label(frames[0], 0), va="top", fontsize=9)
+
+    def update(i: int) -> list[Any]:
+        im.set_data(imgs[i])
+        caption.set_text(_label(frames[i], i))
+        return [im, caption]
+
+    anim = FuncAnimation(fig, update, frames=len(imgs), interval=interval, blit=False)
+    html = anim.to_jshtml(default_mode="once")
+    fig.clf()
+    return HTML(html)
+
+
+def before_after(frame0: F, frame1: F, draw: Callable[[F], Figure], *,
+                 labels: tuple[str, str] = ("before", "after")) -> Figure:
+    """One still for print: ``draw(frame0)`` above ``draw(frame1)``, each captioned."""
+    a, b = _pad([render(draw(frame0)), render(draw(frame1))])
+    h, w = a.shape[:2]
+    dpi = 100
+    fig = new_figure(w / dpi, 2 * h / dpi + 0.6)
+    for k, (img, lbl, fr) in enumerate(((a, labels[0], frame0), (b, labels[1], frame1))):
+        top = 1 - k * 0.5
+        ax = fig.add_axes((0, top - 0.5, 1, 0.5 - 0.3 / (2 * h / dpi + 0.6)))
+        ax.imshow(img, interpolation="nearest")
+        ax.set_axis_off()
+        what = getattr(fr, "label", "")
+        fig.text(0.01, top - 0.005, f"{lbl}" + (f": {what}" if what else ""), va="top",
+                 fontsize=10, weight="bold")
+    return fig

@@ -1,0 +1,113 @@
+"""Entry inspector: a 64-bit page-table entry drawn as its bit fields.
+
+Present entries (a PTE, or a PMD leaf with PSE) show NX, the PFN and the flag bits; swap-format
+entries (migration, device-private, swap) show the type, the inverted offset (and the PFN it
+decodes to), and the E/F/SD software bits, laid out as in arch/x86/include/asm/pgtable_64.h.
+Values come from :func:`pyfolio.pgtable.decode_entry` and the pgtable constants.
+"""
+
+from __future__ import annotations
+
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from ..pgtable import (
+    _PAGE_ACCESSED,
+    _PAGE_DIRTY,
+    _PAGE_GLOBAL,
+    _PAGE_NX,
+    _PAGE_PCD,
+    _PAGE_PRESENT,
+    _PAGE_PSE,
+    _PAGE_PWT,
+    _PAGE_RW,
+    _PAGE_SOFT_DIRTY,
+    _PAGE_SPECIAL,
+    _PAGE_SWP_EXCLUSIVE,
+    _PAGE_SWP_SOFT_DIRTY,
+    _PAGE_SWP_UFFD_WP,
+    _PAGE_UFFD_WP,
+    _PAGE_USER,
+    PTE_PFN_MASK,
+    Entry,
+    SwpType,
+    decode_entry,
+)
+from ._style import new_figure
+
+__all__ = ["entry_fields", "entry_bits"]
+
+
+def _bit(mask: int) -> int:
+    return mask.bit_length() - 1
+
+
+_PFN_LO, _PFN_HI = _bit(PTE_PFN_MASK & -PTE_PFN_MASK), PTE_PFN_MASK.bit_length() - 1
+_PRESENT_FLAGS = (("SD", _PAGE_SOFT_DIRTY), ("UW", _PAGE_UFFD_WP), ("SP", _PAGE_SPECIAL),
+                  ("G", _PAGE_GLOBAL), ("PSE", _PAGE_PSE), ("D", _PAGE_DIRTY),
+                  ("A", _PAGE_ACCESSED), ("CD", _PAGE_PCD), ("WT", _PAGE_PWT),
+                  ("U", _PAGE_USER), ("RW", _PAGE_RW), ("P", _PAGE_PRESENT))
+_SWP_TYPE_LO, _SWP_OFF_LO = 59, 9
+
+
+def entry_fields(entry: Entry | int, level: str = "pte") -> list[tuple[str, int, int, str]]:
+    """``(name, high bit, low bit, value text)`` for each field of ``entry``, high bits first.
+
+    >>> from pyfolio.pgtable import make_writable_migration_entry
+    >>> [f[0] for f in entry_fields(make_writable_migration_entry(0x1234))]
+    ['type', '~offset', '8..4', 'E', 'F', 'SD', 'P']
+    """
+    e = entry if isinstance(entry, Entry) else decode_entry(entry, level)
+    raw = e.raw
+    if e.present or e.kind == "none":
+        out = [("NX", 63, 63, str(int(bool(raw & _PAGE_NX)))),
+               ("avail", 62, _PFN_HI + 1, f"{(raw >> (_PFN_HI + 1)) & 0x7FF:#x}"),
+               ("PFN", _PFN_HI, _PFN_LO, f"{e.pfn:#x}" if e.pfn >= 0 else "0")]
+        out += [(n, _bit(m), _bit(m), str(int(bool(raw & m)))) for n, m in _PRESENT_FLAGS]
+        return out
+    t = e.swp_type
+    tname = SwpType(t).name if t in SwpType._value2member_map_ else "swap file"
+    inv = (raw >> _SWP_OFF_LO) & ((1 << (_SWP_TYPE_LO - _SWP_OFF_LO)) - 1)
+    return [("type", 63, _SWP_TYPE_LO, f"{t} {tname}"),
+            ("~offset", _SWP_TYPE_LO - 1, _SWP_OFF_LO,
+             f"{inv:#x} -> offset {e.swp_offset:#x}"
+             + (f" = PFN {e.pfn:#x}" if e.pfn >= 0 else "")),
+            ("8..4", 8, 4, f"{(raw >> 4) & 0x1F:#x}"),
+            ("E", 3, 3, str(int(bool(raw & _PAGE_SWP_EXCLUSIVE)))),
+            ("F", 2, 2, str(int(bool(raw & _PAGE_SWP_UFFD_WP)))),
+            ("SD", 1, 1, str(int(bool(raw & _PAGE_SWP_SOFT_DIRTY)))),
+            ("P", 0, 0, str(int(bool(raw & _PAGE_PRESENT))))]
+
+
+def _width(hi: int, lo: int) -> float:
+    """Drawn width of a field: one unit per single bit, wide fields compressed."""
+    n = hi - lo + 1
+    return 1.0 if n == 1 else 3.0 + n / 8
+
+
+def entry_bits(entry: Entry | int, level: str = "pte", *, title: str | None = None) -> Figure:
+    """Draw ``entry`` (an :class:`~pyfolio.pgtable.Entry` or a raw int at ``level``) as its
+    bit fields: name and bit range above each box, the field's value inside."""
+    e = entry if isinstance(entry, Entry) else decode_entry(entry, level)
+    fields = entry_fields(e)
+    total = sum(_width(hi, lo) for _, hi, lo, _ in fields)
+    fig = new_figure(10.0, 2.0)
+    ax = fig.add_axes((0.01, 0.02, 0.98, 0.78))
+    ax.set_xlim(-0.1, total + 0.1)
+    ax.set_ylim(0, 3)
+    ax.set_axis_off()
+    x = 0.0
+    for name, hi, lo, val in fields:
+        w = _width(hi, lo)
+        on = val not in ("0", "0x0")
+        fc = (0.55, 0.75, 1.0) if on and w == 1 else (0.97, 0.97, 0.97) if w == 1 \
+            else (1.0, 0.93, 0.78)
+        ax.add_patch(Rectangle((x, 0.4), w, 1.3, fc=fc, ec="black", lw=0.8))
+        ax.text(x + w / 2, 1.05, val, ha="center", va="center", fontsize=7 if w > 1 else 8,
+                family="monospace", wrap=True)
+        rng = str(hi) if hi == lo else f"{hi}..{lo}"
+        ax.text(x + w / 2, 2.0, name, ha="center", va="bottom", fontsize=7, weight="bold")
+        ax.text(x + w / 2, 1.75, rng, ha="center", va="bottom", fontsize=6, color="#555555")
+        x += w
+    fig.suptitle(title or f"{e.level.upper()} entry {e.raw:#018x}: {e.kind}", fontsize=9)
+    return fig

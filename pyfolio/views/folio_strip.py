@@ -1,0 +1,139 @@
+"""Folio strip: physical frames as cells, coloured by the order of the folio that holds
+them, with head marks, folio boundaries, free frames and page-table pages.
+
+Pass a folio, a list of folios, or a machine (``System`` or ``Machine``) and a PFN range.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from ..folio import Folio
+from ..memmap import NO_HEAD, PGTY, ZONE_DEVICE
+from ._style import new_figure
+
+if TYPE_CHECKING:
+    from ..machine import Machine
+    from ..system import System
+
+__all__ = ["FrameCells", "frame_cells", "folio_strip", "order_color", "FREE_COLOR",
+           "TABLE_COLOR"]
+
+FREE_COLOR = (0.96, 0.96, 0.96)
+TABLE_COLOR = (0.35, 0.35, 0.35)
+_COLS = 32
+
+
+def order_color(order: int) -> tuple[float, float, float]:
+    """The colour of a folio of ``order`` (0..10) in a folio strip."""
+    r, g, b, _ = colormaps["viridis"](0.15 + 0.8 * min(order, 10) / 10)
+    return (float(r), float(g), float(b))
+
+
+@dataclass(frozen=True)
+class FrameCells:
+    """Per-frame arrays for PFNs ``start .. start + len(kind) - 1``: ``kind`` is "folio",
+    "free", "table" or "device"(-private, free); ``head`` the folio head, ``order`` its order,
+    ``mapcount`` the page's own mapcount (``_mapcount + 1``)."""
+
+    start: int
+    kind: tuple[str, ...]
+    head: np.ndarray
+    order: np.ndarray
+    mapcount: np.ndarray
+
+
+def frame_cells(m: Machine, pfns: range) -> FrameCells:
+    """Read (never change) what each frame of ``pfns`` holds."""
+    mem, idx = m.mem, np.arange(pfns.start, pfns.stop)
+    ch = mem.compound_head[idx]
+    head = np.where(ch == NO_HEAD, idx, ch)
+    order = mem.order[head].astype(np.int64)
+    ptype = mem.page_type[idx]
+    free = ptype == PGTY.buddy
+    # a free frame inside a buddy block: its block head is not tracked per page
+    kinds = np.where(free, "free", np.where(ptype == PGTY.table, "table", "folio")).astype(object)
+    unused = (ptype == PGTY.none) & (mem._refcount[head] == 0)
+    kinds[unused & (mem.zone[idx] == ZONE_DEVICE)] = "device"
+    kinds[unused & (mem.zone[idx] != ZONE_DEVICE)] = "free"
+    order[kinds != "folio"] = -1
+    return FrameCells(pfns.start, tuple(kinds), head, order, mem._mapcount[idx] + 1)
+
+
+def _target(x: Folio | Sequence[Folio] | System | Machine,
+            pfns: range | None) -> tuple[Machine, range]:
+    if isinstance(x, Folio):
+        return x.m, pfns or range(x.pfn, x.pfn + x.nr_pages)
+    if isinstance(x, Sequence):
+        lo = min(f.pfn for f in x)
+        return x[0].m, pfns or range(lo, max(f.pfn + f.nr_pages for f in x))
+    m: Machine = x.machine if hasattr(x, "machine") else x
+    if pfns is None:
+        raise TypeError("folio_strip(machine, pfns): give the PFN range to draw")
+    return m, pfns
+
+
+def folio_strip(x: Folio | Sequence[Folio] | System | Machine, pfns: range | None = None, *,
+                title: str | None = None) -> Figure:
+    """Frames as a grid of 32 per row: colour = order of the holding folio, a dot on each
+    head page, a black line at every folio boundary; free frames light grey, page-table
+    pages dark grey. Up to 64 frames also show each page's mapcount."""
+    m, rng = _target(x, pfns)
+    c = frame_cells(m, rng)
+    n = len(c.kind)
+    rows = -(-n // _COLS)
+    cols = min(n, _COLS)
+    kind = np.array(c.kind)
+    rgb = np.ones((rows * cols, 3))
+    rgb[:n] = FREE_COLOR
+    rgb[:n][kind == "table"] = TABLE_COLOR
+    pal = np.array([order_color(o) for o in range(11)])
+    rgb[:n][kind == "folio"] = pal[np.clip(c.order[kind == "folio"], 0, 10)]
+    fig = new_figure(8.0, 0.25 * rows * 32 / cols * 0.85 + 1.3)
+    ax = fig.add_axes((0.08, 0.05, 0.66, 0.78))
+    ax.imshow(rgb.reshape(rows, cols, 3), interpolation="nearest", aspect="equal")
+    heads = np.flatnonzero((kind == "folio") & (c.head == np.arange(rng.start, rng.stop)))
+    ax.plot(heads % cols, heads // cols, "o", ms=3, mfc="white",
+            mec="black", mew=0.5, ls="none")
+    segs = _boundaries(np.where(kind == "folio", c.head, -1 - np.arange(n)), cols)
+    ax.add_collection(LineCollection(segs, colors="black", linewidths=1.2))
+    if n <= 64:
+        for i in range(n):
+            if c.kind[i] == "folio":
+                ax.text(i % cols, i // cols, str(int(c.mapcount[i])), ha="center", va="center",
+                        fontsize=6, color="white")
+    ax.set_axis_off()
+    for r in range(0, rows, max(1, rows // 8)):
+        ax.text(-0.8, r, f"{rng.start + r * cols:#x}", ha="right", va="center", fontsize=6)
+    orders = sorted({int(o) for o in c.order if o >= 0})
+    handles = [Patch(fc=order_color(o), ec="black", lw=0.5,
+                     label=f"order {o} ({int((c.order[heads] == o).sum())} folios)")
+               for o in orders]
+    handles += [Patch(fc=col, ec="black", lw=0.5, label=lbl) for k, col, lbl in
+                (("free", FREE_COLOR, "free frame"), ("table", TABLE_COLOR, "page table"))
+                if k in c.kind]
+    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(0.75, 0.5), fontsize=7,
+               frameon=False)
+    fig.suptitle(title or f"frames {rng.start:#x}..{rng.stop - 1:#x} (dot: head page"
+                 f"{', number: page mapcount' if n <= 64 else ''})", fontsize=9)
+    return fig
+
+
+def _boundaries(owner: np.ndarray, cols: int) -> list[list[tuple[float, float]]]:
+    """Segments between grid cells whose ``owner`` differs (left and upper neighbours)."""
+    i = np.arange(1, len(owner))
+    x = i % cols
+    left = i[(x > 0) & (owner[1:] != owner[:-1])]
+    up = i[i >= cols]
+    up = up[owner[up] != owner[up - cols]]
+    segs = [[(k % cols - 0.5, k // cols - 0.5), (k % cols - 0.5, k // cols + 0.5)] for k in left]
+    segs += [[(k % cols - 0.5, k // cols - 0.5), (k % cols + 0.5, k // cols - 0.5)] for k in up]
+    return segs
