@@ -1,0 +1,18 @@
+"""Widgets: thin ipywidgets apps wiring controls to pyfolio operations and views.
+
+Each app is a function returning an ``ipywidgets.VBox`` subclass with a Reset button, errors
+shown as a message (never a traceback), and ``.static_figure()`` giving the same picture as
+a matplotlib Figure for the static site and the PDF. Callbacks are plain methods, so tests
+drive the apps by setting control values and calling ``button.click()``.
+"""
+
+from .device_fault import DeviceFaultExplorer, device_fault_explorer
+from .pmd_remap import PmdRemapViewer, pmd_remap_frames, pmd_remap_viewer
+from .refcount_watcher import RefcountWatcher, Scenario, fork_cow_scenario, refcount_watcher
+from .split_explorer import SplitExplorer, split_explorer
+
+__all__ = [
+    "split_explorer", "SplitExplorer", "pmd_remap_viewer", "PmdRemapViewer", "pmd_remap_frames",
+    "device_fault_explorer", "DeviceFaultExplorer", "refcount_watcher", "RefcountWatcher",
+    "Scenario", "fork_cow_scenario",
+]

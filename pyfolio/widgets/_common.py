@@ -1,0 +1,45 @@
+"""Shared pieces of the widget apps: a figure shown as a PNG image widget, a message line.
+
+A figure is rendered to PNG bytes into an ``ipywidgets.Image`` (so tests can assert that a
+redraw happened, and the static page keeps the last picture); errors are shown as a red
+line, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+
+import ipywidgets as widgets
+from matplotlib.figure import Figure
+
+__all__ = ["png", "image_widget", "Message"]
+
+
+def png(fig: Figure, dpi: int = 80) -> bytes:
+    """The figure as PNG bytes on a white background; the figure is cleared afterwards."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, facecolor="white")
+    fig.clf()
+    return buf.getvalue()
+
+
+def image_widget(fig: Figure) -> widgets.Image:
+    return widgets.Image(value=png(fig), format="png", layout={"max_width": "100%"})
+
+
+class Message(widgets.HTML):
+    """A one-line status: ``ok(text)`` in green, ``error(text)`` in red."""
+
+    def ok(self, text: str) -> None:
+        self.value = f"<span style='color:#1a6b1a'>{html.escape(text)}</span>"
+
+    def error(self, text: str) -> None:
+        self.value = f"<span style='color:#b00020'><b>{html.escape(text)}</b></span>"
+
+    @property
+    def text(self) -> str:
+        """The message without markup (for tests)."""
+        import re
+
+        return html.unescape(re.sub(r"<[^>]+>", "", self.value))

@@ -1,0 +1,157 @@
+"""Widgets driven headlessly: set control values, click buttons, assert model and display."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from pyfolio import KiB, MiB  # noqa: E402
+from pyfolio.widgets import (  # noqa: E402
+    Scenario,
+    device_fault_explorer,
+    pmd_remap_viewer,
+    refcount_watcher,
+    split_explorer,
+)
+
+
+def memstate(w) -> dict[str, np.ndarray]:
+    mem = w.system.machine.mem
+    out = {f: getattr(mem, f).copy() for f in ("flags", "_refcount", "_mapcount",
+                                               "compound_head", "order", "_pincount")}
+    out.update({f"pt{k}": v.copy() for k, v in w.system.machine.pgtables.items()})
+    return out
+
+
+def same(a, b) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_split_explorer_non_uniform_split():
+    w = split_explorer()
+    head = w.proc.folio_at(w.addr).pfn
+    png0 = w.image.value
+    w.kind.value = "non-uniform"
+    w.new_order.value = 0
+    w.at.value = 257
+    w.split_button.click()
+    assert "done" in w.message.text
+    orders = [w.proc.folio_at(w.addr + i * 4 * KiB).order for i in (0, 256, 257)]
+    assert orders == [8, 0, 0]
+    assert w.system.folio(head).order == 8
+    assert w.image.value != png0 and "order</th><td>" not in w.counts.value
+    assert isinstance(w.static_figure(), Figure)
+    assert w.system.check() == []
+
+
+def test_split_explorer_pinned_split_fails_and_leaves_state():
+    w = split_explorer()
+    w.pin_page.value = 3
+    w.pin_button.click()
+    before = memstate(w)
+    w.split_button.click()
+    assert "split failed" in w.message.text and "EAGAIN" in w.message.text
+    assert same(before, memstate(w))
+    assert w.proc.folio_at(w.addr).order == 9
+    w.unpin_button.click()
+    w.kind.value = "uniform"
+    w.new_order.value = 4
+    w.split_button.click()
+    assert "done" in w.message.text
+    assert {w.proc.folio_at(w.addr + i * 4 * KiB).order for i in range(0, 512, 16)} == {4}
+    w.reset_button.click()
+    assert w.proc.folio_at(w.addr).order == 9 and w.system.check() == []
+
+
+def test_split_explorer_bad_unpin_is_a_message():
+    w = split_explorer()
+    w.unpin_button.click()
+    assert "EINVAL" in w.message.text
+
+
+def test_pmd_remap_viewer_triggers():
+    w = pmd_remap_viewer()
+    assert w.frames[0].pmd_kind == "huge" and w.frames[-1].pmd_kind == "table"
+    fill = [f for f in w.frames if f.label.startswith("__split_huge_pmd_locked")]
+    assert len(fill) == 8 and fill[3].cells.states().count("pte") == 3 * 64
+    w.step.value = 0
+    png0 = w.image.value
+    w.step.value = w.step.max
+    assert w.image.value != png0 and "table" in w.message.text
+    w.trigger.value = "munmap part"
+    w.run_button.click()
+    assert w.step.value == 0
+    last = w.frames[-1].cells.states()
+    assert last[:256] == ["pte"] * 256 and last[256:] == ["novma"] * 256
+    w.trigger.value = "COW after fork"
+    w.run_button.click()
+    assert w.frames[1].label == "fork()" and "wp_page_copy" in w.frames[-1].why()
+    assert w.system.check() == []
+    assert len(w.static_figure().axes) == 2
+
+
+def test_refcount_watcher_step_back_run():
+    w = refcount_watcher()
+    assert w.frames[0].counts is None
+    w.step_button.click()
+    assert (w.frame.counts.refcount, w.frame.counts.mapcount) == (1, 1)
+    w.step_button.click()
+    assert w.frame.counts.pincount == 1 and "pin_user_pages" in w.label.value
+    w.back_button.click()
+    assert w.slider.value == 1 and len(w.frames) == 3  # back did not undo the model
+    assert w.scenario.proc.folio_at(w.scenario.addr).pincount == 1
+    w.step_button.click()  # forward over a recorded frame: nothing runs
+    assert len(w.frames) == 3 and w.slider.value == 2
+    w.run()
+    assert w.done and w.frame.counts.pincount == 0
+    w.reset_button.click()
+    assert len(w.frames) == 1 and w.scenario.system.check() == []
+
+
+def test_refcount_watcher_error_is_a_message():
+    def make() -> Scenario:
+        from pyfolio import System
+
+        m = System(ram="64M")
+        p = m.spawn()
+        a = p.mmap(2 * MiB)
+        return Scenario(m, [("bad mprotect", lambda: p.mprotect(a + 1, 4 * KiB, "r")),
+                            ("touch", lambda: p.touch(a, 8 * KiB))], proc=p, addr=a)
+
+    w = refcount_watcher(make)
+    w.run(until=1)
+    assert "EINVAL" in w.message.text and len(w.frames) == 2
+    w.step()
+    assert w.frame.counts.refcount == 1 and w.message.text == "ok"
+    assert len(w.static_figure().axes) == 1
+
+
+def test_device_fault_explorer_large_and_fallback():
+    w = device_fault_explorer()
+    w.migrate_button.click()
+    e = w.proc.lookup(w.addr)
+    assert (e.level, e.kind) == ("pmd", "device_private") and "512 of 512" in w.message.text
+    w.page.value = 5
+    w.read_button.click()
+    assert w.proc.lookup(w.addr + 5 * 4 * KiB).kind == "huge" and "PMD huge" in w.message.text
+    w.reset_button.click()
+    w.large.value = False
+    w.design.value = "a"
+    w.migrate_button.click()
+    assert "split_huge_pmd" in w.events.value
+    assert w.proc.lookup(w.addr).kind == "device_private"
+    w.write_button.click()
+    kinds = [w.proc.lookup(w.addr + i * 4 * KiB).kind for i in (4, 5, 6)]
+    assert kinds == ["device_private", "page", "device_private"]
+    assert w.proc.read(w.addr + 5 * 4 * KiB) == 0xC0FFEE
+    assert w.system.check() == []
+
+
+def test_device_fault_explorer_no_device_memory_message():
+    w = device_fault_explorer(device="0")
+    w.migrate_button.click()
+    assert "migrate_to_device" in w.message.text and "EINVAL" in w.message.text
