@@ -58,7 +58,7 @@ typecheck: venv
 	@if [ -d pyfolio ]; then $(BIN)/mypy pyfolio; else echo "mypy: no pyfolio/ yet, skipped"; fi
 
 pytest: venv
-	JUPYTER_PATH=$(CURDIR)/$(VENV)/share/jupyter $(BIN)/python -m pytest -n $(JOBS)
+	JUPYTER_PATH=$(CURDIR)/$(VENV)/share/jupyter $(BIN)/python -m pytest -n $(JOBS) --dist loadgroup
 
 # The book build and pytest both run even if the first fails, so a broken chapter is reported by
 # both (Sphinx names the file and shows the cell; pytest names chapter, cell number and line).

@@ -1,14 +1,18 @@
 """Shared helpers for the book-level tests (chapters, TOC, built HTML).
 
 Kept minimal: the repository root, the chapters the TOC lists, and execution of a chapter with
-nbclient, cached on disk by content so the browser test can compare against it without running
-every chapter a second time. Unit tests of pyfolio need nothing from here.
+nbclient. An execution is kept on disk for the rest of the same pytest run (keyed by run and by
+the chapter's and pyfolio's sources), so the notebook test and the browser test of a chapter
+(grouped onto one xdist worker) execute it once; every run executes every chapter afresh.
+Unit tests of pyfolio need nothing from here.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +21,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTERS = ROOT / "chapters"
-EXEC_CACHE = ROOT / ".pytest_cache" / "executed-chapters"
+EXEC_ROOT = ROOT / ".pytest_cache" / "executed-chapters"
+RUN_VAR = "SPLITTING_FOLIOS_TEST_RUN"  # set by the controller, inherited by xdist workers
 EXEC_TIMEOUT = 300  # seconds per cell, as in _config.yml
 
 
@@ -66,6 +71,18 @@ def _describe_failure(chapter: Path, nb: Any, exc: Exception) -> str:
     return f"{rel}: {where} failed: {type(exc).__name__}\n{exc}"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config, "workerinput"):
+        return  # an xdist worker: the controller already chose the run id
+    os.environ[RUN_VAR] = uuid.uuid4().hex[:12]
+    shutil.rmtree(EXEC_ROOT, ignore_errors=True)  # executions of earlier runs
+
+
+def _cache_path(chapter: Path) -> Path:
+    run = os.environ.get(RUN_VAR, "no-run")
+    return EXEC_ROOT / run / f"{chapter.stem}-{_source_digest(chapter)}.ipynb"
+
+
 def _source_digest(chapter: Path) -> str:
     h = hashlib.sha256(chapter.read_bytes())
     for path in sorted((ROOT / "pyfolio").rglob("*.py")):
@@ -95,8 +112,8 @@ def execute_chapter(chapter: Path) -> Any:
         client.execute()
     except Exception as exc:  # CellExecutionError, CellTimeoutError, DeadKernelError
         raise ChapterExecutionError(_describe_failure(chapter, nb, exc)) from None
-    EXEC_CACHE.mkdir(parents=True, exist_ok=True)
-    target = EXEC_CACHE / f"{chapter.stem}-{_source_digest(chapter)}.ipynb"
+    target = _cache_path(chapter)
+    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(f".{os.getpid()}.tmp")
     nbformat.write(nb, tmp)
     tmp.replace(target)  # atomic: another xdist worker may be writing the same file
@@ -104,15 +121,15 @@ def execute_chapter(chapter: Path) -> Any:
 
 
 def executed_chapter(chapter: Path) -> Any:
-    """The executed notebook of a chapter, from the cache when its sources are unchanged."""
+    """The executed notebook of a chapter, executing it unless this run already did."""
     import nbformat
 
-    cached = EXEC_CACHE / f"{chapter.stem}-{_source_digest(chapter)}.ipynb"
+    cached = _cache_path(chapter)
     if cached.is_file():
         return nbformat.read(cached, as_version=4)
     return execute_chapter(chapter)
 
 
-@pytest.fixture(scope="session")
-def repo_root() -> Path:
-    return ROOT
+def chapter_params(chapters: list[Path]) -> list[Any]:
+    """One parameter per chapter, grouped by chapter for ``pytest -n 2 --dist loadgroup``."""
+    return [pytest.param(c, id=c.stem, marks=pytest.mark.xdist_group(c.stem)) for c in chapters]

@@ -89,7 +89,11 @@ def visible_outputs(nb: Any) -> tuple[int, int]:
 
 
 @pytest.mark.browser
-@pytest.mark.parametrize("doc", PAGES, ids=PAGES)
+@pytest.mark.parametrize(
+    "doc",
+    # a chapter's page runs on the worker that executes that chapter (see conftest.py)
+    [pytest.param(d, id=d, marks=pytest.mark.xdist_group(Path(d).name)) for d in PAGES],
+)
 def test_page(doc: str, server: str, browser: Any) -> None:
     page_path = HTML / f"{doc}.html"
     assert page_path.is_file(), f"{page_path} was not built: run `make book`"

@@ -6,16 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ChapterExecutionError, execute_chapter, toc_chapters
+from conftest import ChapterExecutionError, chapter_params, executed_chapter, toc_chapters
 
 CHAPTER_FILES = toc_chapters()
 
 
 @pytest.mark.notebook
-@pytest.mark.parametrize("chapter", CHAPTER_FILES, ids=[p.stem for p in CHAPTER_FILES])
+@pytest.mark.parametrize("chapter", chapter_params(CHAPTER_FILES))
 def test_chapter_executes(chapter: Path) -> None:
     try:
-        execute_chapter(chapter)
+        executed_chapter(chapter)  # executed in this run (shared with the browser test)
     except ChapterExecutionError as exc:
         failure = str(exc)
     else:
