@@ -119,8 +119,7 @@ def test_region_strip_aggregated_1gib():
 
 def texts(fig: Figure) -> str:
     out = [t.get_text() for ax in fig.axes for t in ax.texts] + [t.get_text() for t in fig.texts]
-    if fig._suptitle is not None:
-        out.append(fig._suptitle.get_text())
+    out.append(fig.get_suptitle())
     return "\n".join(out)
 
 

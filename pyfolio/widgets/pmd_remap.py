@@ -115,7 +115,7 @@ class PmdRemapViewer(widgets.VBox):
 
     def figure(self, frame: Snapshot) -> Figure:
         assert frame.cells is not None
-        return draw_cells(frame.cells, title=f"step {frame.step}: {frame.label}")
+        return draw_cells(frame.cells, title=frame.label)
 
     def static_figure(self) -> Figure:
         """Before (PMD leaf) and after (the trigger done on PTEs), for print."""
