@@ -82,6 +82,7 @@ def test_region_strip_after_mprotect_split(thp):
     p.mprotect(a + 4 * KiB, 4 * KiB, "r")
     c = region_cells(p, a, 4 * MiB)
     assert c.pmd_kind == ("table", "table")
+    assert np.flatnonzero(c.readonly).tolist() == [1]  # the mprotected page
     s = c.states()
     assert s[:512] == ["pte"] * 512
     assert s[512:514] == ["none"] * 2 and s[514:517] == ["pte"] * 3 and s[517:] == ["none"] * 507

@@ -20,7 +20,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
 from ..memmap import NO_HEAD
-from ..pgtable import _PAGE_PRESENT, _PAGE_SPECIAL, PTE_PFN_MASK, decode_entry, walk
+from ..pgtable import _PAGE_PRESENT, _PAGE_RW, _PAGE_SPECIAL, PTE_PFN_MASK, decode_entry, walk
 from ..units import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PTRS_PER_TABLE
 from ._style import STATE_COLORS, STATE_LABELS, STATES, WHITE, folio_color, new_figure
 
@@ -54,37 +54,43 @@ class RegionCells:
     order: np.ndarray
     pmd_kind: tuple[str, ...]
     inside: np.ndarray
+    #: entries whose RW bit is clear (present read-only, or a read-only swap-format entry)
+    readonly: np.ndarray
 
     def states(self) -> list[str]:
         """State names of the pages of the requested range."""
         return [STATES[i] for i in self.state[self.inside]]
 
 
-def _block(p: Process, blk: int) -> tuple[np.ndarray, np.ndarray, str]:
-    """States and PFNs of the 512 pages of the 2 MiB block at ``blk``, and the PMD kind."""
+def _block(p: Process, blk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """States, PFNs and read-only flags of the 512 pages of the 2 MiB block at ``blk``,
+    and the PMD kind."""
     m, mm = p.m, p.mm
     state = np.full(PTRS_PER_TABLE, _STATE_CODE["none"], np.int8)
     pfn = np.full(PTRS_PER_TABLE, -1, np.int64)
+    ro = np.zeros(PTRS_PER_TABLE, bool)
     w = walk(m, mm.pgd, blk)
     if w.level in ("pgd", "pud") or (w.level == "pmd" and w.raw == 0):
-        return state, pfn, "none"
+        return state, pfn, ro, "none"
     if w.level == "pmd":
         e = decode_entry(w.raw, "pmd")
         pfn[:] = e.pfn + np.arange(PTRS_PER_TABLE)
         zero = e.kind == "zero" or e.pfn == m.huge_zero_pfn
         state[:] = _STATE_CODE["zero" if zero else "pmd" if e.kind == "huge" else e.kind]
-        return state, pfn, "zero" if zero else e.kind
+        ro[:] = not e.write
+        return state, pfn, ro, "zero" if zero else e.kind
     raw = m.pgtables[w.tables[-1][1]]
     present = (raw & np.uint64(_PAGE_PRESENT)) != 0
     pfn[present] = ((raw[present] & np.uint64(PTE_PFN_MASK)) >> np.uint64(PAGE_SHIFT))
     state[present] = _STATE_CODE["pte"]
+    ro[present] = (raw[present] & np.uint64(_PAGE_RW)) == 0
     zero = present & (((raw & np.uint64(_PAGE_SPECIAL)) != 0) | (pfn == m.zero_pfn))
     state[zero] = _STATE_CODE["zero"]
     for i in np.flatnonzero(~present & (raw != 0)):
         e = decode_entry(int(raw[i]), "pte")
         state[i] = _STATE_CODE.get(e.kind, _STATE_CODE["none"])
-        pfn[i] = e.pfn
-    return state, pfn, "table"
+        pfn[i], ro[i] = e.pfn, not e.write
+    return state, pfn, ro, "table"
 
 
 def region_cells(p: Process, addr: int, length: int) -> RegionCells:
@@ -94,10 +100,12 @@ def region_cells(p: Process, addr: int, length: int) -> RegionCells:
     n = nblk * PTRS_PER_TABLE
     state = np.empty(n, np.int8)
     pfn = np.empty(n, np.int64)
+    ro = np.empty(n, bool)
     kinds = []
     for b in range(nblk):
-        s, f, k = _block(p, start + b * PMD_SIZE)
-        state[b * 512:(b + 1) * 512], pfn[b * 512:(b + 1) * 512] = s, f
+        s, f, r, k = _block(p, start + b * PMD_SIZE)
+        blk = slice(b * 512, (b + 1) * 512)
+        state[blk], pfn[blk], ro[blk] = s, f, r
         kinds.append(k)
     vaddr = start + np.arange(n, dtype=np.int64) * PAGE_SIZE
     for lo, hi in _holes(p, start, start + n * PAGE_SIZE):
@@ -110,7 +118,8 @@ def region_cells(p: Process, addr: int, length: int) -> RegionCells:
     order = np.zeros(n, np.int8)
     order[ok] = mem.order[head[ok]]
     inside = (vaddr >= addr) & (vaddr < addr + length)
-    return RegionCells(start, addr, length, state, pfn, head, order, tuple(kinds), inside)
+    return RegionCells(start, addr, length, state, pfn, head, order, tuple(kinds), inside,
+                       ro & (state != _STATE_CODE["novma"]) & (state != _STATE_CODE["none"]))
 
 
 def _holes(p: Process, lo: int, hi: int) -> list[tuple[int, int]]:
@@ -193,6 +202,11 @@ def draw_cells(c: RegionCells, *, title: str = "") -> Figure:
         hb, hi = heads // 512, heads % 512
         ax.plot((hb % bcols) * (_COLS + 1) + hi % _COLS, (hb // bcols) * (_ROWS + 1) + hi // _COLS,
                 "o", ms=3, mfc="black", mec="white", mew=0.5, ls="none")
+    ros = np.flatnonzero(c.readonly & c.inside & (c.state != _STATE_CODE["zero"]))
+    if len(ros):
+        rb, ri = ros // 512, ros % 512
+        ax.plot((rb % bcols) * (_COLS + 1) + ri % _COLS, (rb // bcols) * (_ROWS + 1) + ri // _COLS,
+                "x", ms=3, mew=0.7, color="white", ls="none")
     ax.set_axis_off()
     present = sorted(set(int(s) for s in c.state[c.inside]))
     handles: list[Artist] = []
@@ -207,6 +221,9 @@ def draw_cells(c: RegionCells, *, title: str = "") -> Figure:
     handles.append(Patch(fc="white", ec="black", lw=0.8, label="block mapped by a PTE table"))
     handles.append(Line2D([], [], marker="o", ls="none", mfc="black", mec="white",
                           label="folio head"))
+    if len(ros):
+        handles.append(Line2D([], [], marker="x", ls="none", color="black",
+                              label="read-only entry (no RW bit)"))
     fig.legend(handles=handles, loc="center left", bbox_to_anchor=(frac + 0.03, 0.5),
                fontsize=7, frameon=False)
     fig.suptitle(title, fontsize=9)
