@@ -33,7 +33,7 @@ from pyfolio.kernel_lab.compare import (
     step_agrees,
     summary,
 )
-from pyfolio.kernel_lab.readers import require_pfns, smaps_all, thp_policy
+from pyfolio.kernel_lab.readers import debugfs_split_status, require_pfns, smaps_all, thp_policy
 from pyfolio.kernel_lab.scenarios import layout_of, rle
 from pyfolio.proc import KPF, PM_MMAP_EXCLUSIVE, PM_PRESENT, PM_SOFT_DIRTY, PM_SWAP, PagemapEntry
 
@@ -221,3 +221,12 @@ def test_recorded_data_is_labelled_and_matches_the_simulator_where_modelled(
     differing = {n for n, c in counts.items() if c["agree"] != len(SCENARIOS[n].steps)}
     assert differing == {"collapse", "cold_10", "mthp_64k"}
     assert counts["collapse"]["not modelled"] == counts["cold_10"]["not modelled"] == 1
+
+
+def test_debugfs_split_probe_reports_missing_and_usable(fake_root: Path) -> None:
+    assert "debugfs not mounted" in debugfs_split_status(root=fake_root)
+    f = fake_root / "sys/kernel/debug/split_huge_pages"
+    f.parent.mkdir(parents=True)
+    f.write_text("")
+    assert debugfs_split_status(root=fake_root) == "ok"
+    assert f.read_text() == f"{os.getpid()},0x0,0x0\n"  # an empty range: splits nothing

@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .backends import KernelBackend, Observations, SimulatorBackend
-from .readers import Unavailable, thp_settings
+from .readers import Unavailable, debugfs_split_status, thp_settings
 from .scenarios import SCENARIOS, Scenario
 
 __all__ = ["Difference", "FIELDS", "compare", "step_agrees", "summary", "side_by_side",
@@ -166,6 +166,7 @@ def record(path: Path | None = None, names: list[str] | None = None) -> dict[str
                                             for n in (names or list(SCENARIOS))
                                             if SCENARIOS[n].settings},
             "note": "vmstat deltas are global counters: they include other processes",
+            "debugfs_split": debugfs_split_status(),
             "observations": {n: kb.run(SCENARIOS[n]) for n in (names or list(SCENARIOS))}}
     p = path or RECORDED
     p.parent.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,8 @@ from ..proc import PagemapEntry
 from ..units import PAGE_SIZE
 
 __all__ = ["Unavailable", "pagemap", "require_pfns", "kpageflags", "kpagecount", "smaps",
-           "smaps_all", "vmstat", "thp_settings", "thp_policy", "availability"]
+           "smaps_all", "vmstat", "thp_settings", "thp_policy", "availability",
+           "debugfs_split_status"]
 
 _VMA_HEADER = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) ")
 _KB_FIELD = re.compile(r"^(\w+):\s+(\d+) kB$")
@@ -207,3 +208,22 @@ def availability(root: str | Path = "/") -> dict[str, str]:
     else:
         out["pfns"] = "ok"
     return out
+
+
+def debugfs_split_status(root: str | Path = "/") -> str:
+    """Whether debugfs ``split_huge_pages`` can be used: ``"ok"`` or the reason not.
+
+    Probes with a harmless write (this process, an empty address range: nothing is
+    split). The lab never mounts debugfs itself; on a locked-down kernel the write is
+    refused with EPERM even as root."""
+    path = _path(root, "sys/kernel/debug/split_huge_pages")
+    if not path.exists():
+        return f"unavailable: {path} does not exist (debugfs not mounted)"
+    try:
+        with open(path, "w") as f:
+            f.write(f"{os.getpid()},0x0,0x0\n")
+    except PermissionError:
+        return f"unavailable: writing {path} is refused (EPERM: kernel lockdown or not root)"
+    except OSError as e:
+        return f"unavailable: writing {path}: {e.strerror}"
+    return "ok"

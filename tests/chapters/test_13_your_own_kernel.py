@@ -23,6 +23,7 @@ def test_recorded_label_and_step_totals(data: tuple[dict[str, Any], dict[str, An
     rec, sims = data
     assert rec["label"] == "recorded" and rec["kernel_release"].startswith("6.18")
     assert rec["thp_settings"]["enabled"] == "madvise"
+    assert "EPERM" in rec["debugfs_split"]  # the recording machine's kernel is locked down
     counts = summary(sims, rec["observations"])
     total = sum(len(s.steps) for s in SCENARIOS.values())
     agree = sum(c["agree"] for c in counts.values())
