@@ -144,7 +144,10 @@ def agreement_figure(counts: dict[str, dict[str, int]], title: str) -> Figure:
     ax.invert_yaxis()
     ax.set_xlabel("scenario steps")
     ax.set_title(title, fontsize=10)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlim(0, max(left) + 0.5)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize=8,
+              frameon=False)
     fig.tight_layout()
     return fig
 
