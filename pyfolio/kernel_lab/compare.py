@@ -16,6 +16,7 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .backends import KernelBackend, Observations, SimulatorBackend
 from .readers import Unavailable, debugfs_split_status, thp_settings
@@ -145,7 +146,7 @@ def agreement_figure(counts: dict[str, dict[str, int]], title: str) -> Figure:
     ax.set_xlabel("scenario steps")
     ax.set_title(title, fontsize=10)
     ax.set_xlim(0, max(left) + 0.5)
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize=8,
               frameon=False)
     fig.tight_layout()
