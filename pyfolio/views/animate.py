@@ -8,6 +8,7 @@ slider that work on a static HTML page without a kernel).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -69,6 +70,8 @@ def animate(frames: Sequence[F], draw: Callable[[F], Figure], *, interval: int =
 
     anim = FuncAnimation(fig, update, frames=len(imgs), interval=interval, blit=False)
     html = anim.to_jshtml(default_mode="once")
+    # matplotlib links Font Awesome from a CDN; the book serves it locally (offline pages).
+    html = re.sub(r"<link rel=\"stylesheet\"\s+href=\"https?://[^>]*>", "", html)
     fig.clf()
     return HTML(html)
 
