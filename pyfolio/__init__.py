@@ -6,7 +6,17 @@ files that hold them (``pyfolio.huge_memory.split_huge_pmd`` models
 ``mm/huge_memory.c:split_huge_pmd()``).
 """
 
-from .errors import EAGAIN, EBUSY, EFAULT, EINVAL, ENOMEM, MmError, SegmentationFault, VmWarning
+from .errors import (
+    EAGAIN,
+    EBUSY,
+    EEXIST,
+    EFAULT,
+    EINVAL,
+    ENOMEM,
+    MmError,
+    SegmentationFault,
+    VmWarning,
+)
 from .folio import (
                     Folio,
                     folio_entire_mapcount,
@@ -22,7 +32,7 @@ from .units import GiB, KiB, MiB, parse_size
 
 __all__ = [
     "System", "Process", "Folio", "KiB", "MiB", "GiB", "parse_size", "MmError",
-    "SegmentationFault", "VmWarning", "EAGAIN", "EBUSY", "EFAULT", "EINVAL", "ENOMEM",
+    "SegmentationFault", "VmWarning", "EAGAIN", "EBUSY", "EEXIST", "EFAULT", "EINVAL", "ENOMEM",
     "folio_order", "folio_nr_pages", "folio_ref_count", "folio_mapcount",
     "folio_entire_mapcount", "folio_expected_ref_count", "folio_maybe_dma_pinned",
 ]

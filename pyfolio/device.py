@@ -18,14 +18,14 @@ from .dmirror import (
     dmirror_read,
 )
 from .errors import EINVAL, MmError
-from .migrate_device import MIGRATE_PFN_MIGRATE, SPLIT_DESIGNS, MigrateVma, migrate_pfn_to_page
+from .migrate_device import MIGRATE_PFN_MIGRATE, MigrateVma, migrate_pfn_to_page
 from .units import PAGE_SIZE, parse_size
 
 if TYPE_CHECKING:
     from .machine import Machine
     from .system import Process
 
-__all__ = ["Device", "PageResult"]
+__all__ = ["DESIGNS", "Device", "PageResult", "split_design"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,12 +39,49 @@ class PageResult:
     why: str = ""
 
 
-class Device:
-    """A device with device-private memory (a dmirror instance) on machine ``m``."""
+#: the split-fallback designs by name -> the simulator's switch (migrate_device.SPLIT_DESIGNS):
+#: "unmapped-param" is the v7 patch 11/16 (Oct 2025: an ``unmapped`` flag through
+#: __folio_split()); "split-unmapped-folio" is what was merged in Nov 2025
+#: (folio_split_unmapped(), called from migrate_vma_split_unmapped_folio()).
+DESIGNS = {"unmapped-param": "a", "split-unmapped-folio": "b", "a": "a", "b": "b"}
 
-    def __init__(self, m: Machine) -> None:
-        self.driver = Dmirror(m)
+
+def split_design(name: str) -> str:
+    """The simulator's switch ("a"/"b") for a design name; MmError(EINVAL) if unknown."""
+    if name not in DESIGNS:
+        raise MmError(EINVAL, f"split design {name!r} is not one of "
+                              f"'split-unmapped-folio', 'unmapped-param'")
+    return DESIGNS[name]
+
+
+class Device:
+    """A device with device-private memory (a dmirror instance) on machine ``m``.
+
+    ``frames``: the device range it owns (default: the machine's device frames);
+    ``large_pages=False``: every order-9 device allocation fails (the split fallback).
+    """
+
+    def __init__(self, m: Machine, name: str = "dmirror0", frames: tuple[int, int] | None = None,
+                 large_pages: bool = True, design: str = "split-unmapped-folio") -> None:
+        self.driver = Dmirror(m, frames=frames)
+        self.driver.fail_large_alloc = not large_pages
+        self.driver.split_design = split_design(design)
         self.m = m
+        self.name = name
+
+    def __repr__(self) -> str:
+        start, end = self.driver.pgmap.range
+        return (f"<Device {self.name}: {(end - start) * PAGE_SIZE >> 20} MiB of device-private "
+                f"memory, large pages {'on' if self.large_pages else 'off'}>")
+
+    @property
+    def large_pages(self) -> bool:
+        """False: every 2 MiB device allocation fails (the split fallback path)."""
+        return not self.driver.fail_large_alloc
+
+    @large_pages.setter
+    def large_pages(self, value: bool) -> None:
+        self.driver.fail_large_alloc = not value
 
     @property
     def fail_large_alloc(self) -> bool:
@@ -72,13 +109,13 @@ class Device:
         return len(self.driver.free_pages)
 
     def migrate_to_device(self, p: Process, addr: int, length: int | str,
-                          design: str = "b") -> list[PageResult]:
+                          design: str | None = None) -> list[PageResult]:
         """HMM_DMIRROR_MIGRATE_TO_DEV over [addr, addr + length); ``design`` picks the
-        split fallback ("a": v7 ``unmapped`` flag, "b": ``folio_split_unmapped``)."""
-        if design not in SPLIT_DESIGNS:
-            raise MmError(EINVAL, f"design {design!r} is not one of {SPLIT_DESIGNS}")
+        split fallback for this call ("unmapped-param" or "split-unmapped-folio"; default:
+        the System's ``split_design``)."""
+        if design is not None:
+            self.driver.split_design = split_design(design)
         p._live()
-        self.driver.split_design = design
         return _results(dmirror_migrate_to_device(self.driver, p.mm, addr, parse_size(length)))
 
     def migrate_to_system(self, p: Process, addr: int, length: int | str) -> list[PageResult]:

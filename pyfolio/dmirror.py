@@ -64,9 +64,12 @@ VM_FAULT_SIGBUS = 0x2
 class Dmirror:
     """struct dmirror_device + struct dmirror: free lists, counters, device page table."""
 
-    def __init__(self, m: Machine, large: bool = True) -> None:
+    def __init__(self, m: Machine, large: bool = True,
+                 frames: tuple[int, int] | None = None) -> None:
+        """``frames``: the device range it owns (default: all the machine's device frames)."""
         if not m.device_base:
             raise MmError(EINVAL, "dmirror: the machine has no device memory (device=0)")
+        start, end = frames or (m.device_base, m.mem.nr)
         self.m = m
         self.flags = 0
         self.fail_large_alloc = False
@@ -78,10 +81,10 @@ class Dmirror:
         self.pt: dict[tuple[int, int], tuple[int, bool]] = {}
         ops = DevPagemapOps(page_free=self._page_free, migrate_to_ram=self._migrate_to_ram,
                             folio_split=self._folio_split)
-        self.pgmap = memremap_pages(m, DevPagemap((m.device_base, m.mem.nr),
+        self.pgmap = memremap_pages(m, DevPagemap((start, end),
                                                   MEMORY_TYPE.MEMORY_DEVICE_PRIVATE, ops,
                                                   owner=self))
-        self._carve(m.device_base, m.mem.nr, large)
+        self._carve(start, end, large)
 
     def _carve(self, start: int, end: int, large: bool) -> None:
         """The free-list part of dmirror_allocate_chunk() (LIFO lists, head last)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import errno as _errno
 
 __all__ = [
-    "EINVAL", "EBUSY", "EAGAIN", "ENOMEM", "EFAULT", "ENOENT", "EPERM",
+    "EINVAL", "EBUSY", "EAGAIN", "ENOMEM", "EFAULT", "ENOENT", "EPERM", "EEXIST",
     "MmError", "SegmentationFault", "VmWarning",
 ]
 
@@ -19,6 +19,7 @@ ENOMEM = _errno.ENOMEM
 EFAULT = _errno.EFAULT
 ENOENT = _errno.ENOENT
 EPERM = _errno.EPERM
+EEXIST = _errno.EEXIST
 
 
 class MmError(Exception):

@@ -97,6 +97,19 @@ class Machine:
         self.mem.page_type[pfn] = PGTY.none
         _free_frames(self, pfn, 0)
 
+    def add_device_memory(self, pages: int) -> tuple[int, int]:
+        """Frames for a new ZONE_DEVICE range of ``pages`` (a multiple of 512), placed after
+        RAM and earlier device ranges on a 2 MiB boundary; returns ``(start, end)``."""
+        if pages <= 0 or pages % HPAGE_PMD_NR:
+            raise MmError(EINVAL, f"device memory of {pages} pages is not a positive "
+                                  f"multiple of {HPAGE_PMD_NR} (2 MiB)")
+        start = -(-self.mem.nr // HPAGE_PMD_NR) * HPAGE_PMD_NR
+        self.mem.grow(start + pages - self.mem.nr)
+        self.mem.zone[start:] = ZONE_DEVICE
+        if not self.device_base:
+            self.device_base = start
+        return start, start + pages
+
     def is_ram(self, pfn: int) -> bool:
         return 0 <= pfn < self.nr_ram
 

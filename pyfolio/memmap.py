@@ -93,6 +93,15 @@ class Memmap:
         #: keyed by head PFN; the invariant checker adds them to the expected refcount.
         self.extra_refs: Counter[int] = Counter()
 
+    def grow(self, extra: int) -> None:
+        """Append ``extra`` frames in their initial state (memremap_pages() giving a new
+        device range its struct pages)."""
+        new = Memmap(extra)
+        for name, arr in list(vars(self).items()):
+            if isinstance(arr, np.ndarray):
+                setattr(self, name, np.concatenate([arr, getattr(new, name)]))
+        self.nr += extra
+
     def test(self, pfn: int, flag: PG) -> bool:
         return bool(int(self.flags[pfn]) & flag.value)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .debug_vm import Violation, check
-from .errors import EINVAL, MmError, SegmentationFault
+from .errors import EEXIST, EINVAL, MmError, SegmentationFault
 from .folio import Folio, page_folio
 from .fork import dup_mm, mm_alloc
 from .gup import follow_page, pin_user_pages, unpin_user_page
@@ -44,23 +44,75 @@ class System:
     """
 
     def __init__(self, ram: int | str = "256M", thp: str = "madvise", seed: int = 0,
-                 device: int | str = 0) -> None:
+                 device: int | str = 0, split_design: str = "split-unmapped-folio") -> None:
+        from .device import split_design as design_switch
+
+        design_switch(split_design)  # MmError(EINVAL) for an unknown design, before anything
         ram_pages = parse_size(ram) // PAGE_SIZE
         self.machine = Machine(ram_pages, parse_size(device) // PAGE_SIZE, thp=thp, seed=seed)
         self.seed = seed
         self.processes: list[Process] = []
         self._next_pid = 1
-        self._device: Device | None = None
+        self.devices: dict[str, Device] = {}
+        self._split_design = split_design
+
+    @property
+    def split_design(self) -> str:
+        """The split fallback of device migration: "split-unmapped-folio" (merged Nov 2025,
+        folio_split_unmapped()) or "unmapped-param" (v7 patch 11/16's flag)."""
+        return self._split_design
+
+    @split_design.setter
+    def split_design(self, name: str) -> None:
+        from .device import split_design as design_switch
+
+        switch = design_switch(name)
+        self._split_design = name
+        for dev in self.devices.values():
+            dev.driver.split_design = switch
 
     @property
     def device(self) -> Device:
-        """The dmirror-like device owning the device-private memory (``device=`` size);
-        created on first use. MmError(EINVAL) when the system has no device memory."""
+        """The first device; with none added yet, a "dmirror0" over the ``device=`` memory.
+        MmError(EINVAL) when there is neither."""
         from .device import Device
 
-        if self._device is None:
-            self._device = Device(self.machine)
-        return self._device
+        if not self.devices:
+            self.devices["dmirror0"] = Device(self.machine, "dmirror0",
+                                              design=self._split_design)
+        return next(iter(self.devices.values()))
+
+    def add_device(self, name: str = "dmirror0", memory: int | str = "64M",
+                   large_pages: bool = True) -> Device:
+        """A dmirror-like device with ``memory`` of its own device-private memory (a
+        multiple of 2 MiB). ``large_pages=False``: its order-9 allocations fail."""
+        from .device import Device
+
+        if name in self.devices:
+            raise MmError(EEXIST, f"a device named {name!r} exists already")
+        size = parse_size(memory)
+        if size <= 0 or size % PMD_SIZE:
+            raise MmError(EINVAL, f"device memory {memory!r} is not a positive multiple of 2 MiB")
+        frames = self.machine.add_device_memory(size // PAGE_SIZE)
+        dev = Device(self.machine, name, frames, large_pages, self._split_design)
+        self.devices[name] = dev
+        return dev
+
+    def split(self, pfn: int, new_order: int = 0, *, uniform: bool = True,
+              at: int | None = None) -> None:
+        """Split the folio holding ``pfn`` to ``new_order`` as debugfs split_huge_pages
+        does; ``uniform=False`` is the buddy-style folio_split() around page ``at``.
+        MmError with the kernel's errno on failure (nothing changed)."""
+        from .split import split_mapped_folio
+
+        split_mapped_folio(self.machine, pfn, new_order, uniform=uniform, at=at)
+
+    def drop_caches(self) -> int:
+        """``echo 2 > /proc/sys/vm/drop_caches``: runs the shrinkers, among them the deferred
+        split shrinker; returns how many queued folios it split."""
+        from .split import shrink_deferred_split
+
+        return shrink_deferred_split(self.machine)
 
     @property
     def trace(self) -> Trace:
