@@ -17,6 +17,7 @@ from pyfolio.views import (  # noqa: E402
     count_panel,
     count_timeline,
     draw_cells,
+    draw_frames,
     draw_pagetable,
     draw_rmap,
     entry_bits,
@@ -24,9 +25,11 @@ from pyfolio.views import (  # noqa: E402
     frame_cells,
     pagetable_graph,
     record,
+    record_events,
     region_cells,
     region_strip,
     rmap_graph,
+    stack,
 )
 from pyfolio.views._style import STATE_COLORS, folio_color  # noqa: E402
 
@@ -266,3 +269,53 @@ def test_views_never_mutate(thp):
         assert_same(before, memstate(m))
     assert len(m.trace) == trace_len and m.vmstat() == vm
     assert c.alive and m.check() == []
+
+
+SPLIT_STEPS = ("unmap_folio", "folio_ref_freeze", "__split_unmapped_folio",
+               "folio_ref_unfreeze", "remap_page")
+
+
+def test_record_events_inside_a_split(thp):
+    from pyfolio.split import split_mapped_folio
+
+    m, p, a = thp
+    head = p.folio_at(a).pfn
+    frames = record_events(m, lambda: split_mapped_folio(m.machine, head, 0, uniform=False,
+                                                         at=257),
+                           SPLIT_STEPS, proc=p, addr=a, pfn=head, pfns=range(head, head + 512))
+    assert [f.label for f in frames] == ["start", *SPLIT_STEPS, "end"]
+    st = {f.label: f for f in frames}
+    assert st["start"].counts.order == 9 and st["start"].pmd_kind == "huge"
+    assert set(st["unmap_folio"].cells.states()) == {"migration"}
+    assert st["unmap_folio"].counts.mapcount == 0
+    assert st["folio_ref_freeze"].counts.refcount == 0
+    # frozen mid-split: the memmap still shows the folio, not free frames
+    assert set(st["folio_ref_freeze"].frames.kind) == {"folio"}
+    assert st["folio_ref_freeze"].counts.order == 9
+    assert st["__split_unmapped_folio"].counts.order == 8
+    assert st["folio_ref_unfreeze"].counts.refcount == 1
+    assert set(st["remap_page"].cells.states()) == {"pte"}
+    assert [e.name for e in st["end"].events] == ["__folio_split"]
+    assert "emit" not in vars(m.trace)  # the observer is gone
+    assert m.check() == []
+
+
+def test_record_events_error_is_recorded(thp):
+    m, p, a = thp
+    frames = record_events(m, lambda: p.munmap(a + 1, 4 * KiB), ("split_huge_pmd",),
+                           proc=p, addr=a)
+    assert [f.label for f in frames] == ["start", "end"] and "EINVAL" in frames[-1].error
+    assert "emit" not in vars(m.trace)
+
+
+def test_draw_frames_and_stack(thp):
+    m, p, a = thp
+    f = p.folio_at(a)
+    c = frame_cells(m.machine, range(f.pfn, f.pfn + 512))
+    fig = draw_frames(c, title="x")
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["order 9 (1 folios)"]
+    assert fig.get_suptitle() == "x"
+    both = stack(draw_cells(region_cells(p, a, 2 * MiB)), draw_frames(c))
+    assert len(both.axes) == 2
+    h = [ax.get_position().height for ax in both.axes]
+    assert h[0] == pytest.approx(h[1]) and sum(h) == pytest.approx(1.0)

@@ -9,26 +9,27 @@ registered with pyplot (display it, or save it; closing is optional).
 - :func:`entry_bits` - one 64-bit entry as bit fields
 - :func:`count_panel` / :func:`count_timeline` - a folio's counts now and over steps
 - :func:`rmap_graph` / :func:`draw_rmap` - who maps a folio
-- :func:`record` / :class:`Snapshot` - frames over a scenario
+- :func:`record` / :class:`Snapshot` - frames over a scenario; :func:`record_events` -
+  frames inside one operation, at named trace events
 - :func:`animate` / :func:`before_after` - a JavaScript player and a still for print
 """
 
-from .animate import animate, before_after, render
+from .animate import animate, before_after, render, stack
 from .counts import changed_steps, count_panel, count_timeline
 from .entry import entry_bits, entry_fields
-from .folio_strip import FrameCells, folio_strip, frame_cells
-from .frames import FolioCounts, Snapshot, Step, folio_counts, record, snapshot
+from .folio_strip import FrameCells, draw_frames, folio_strip, frame_cells
+from .frames import FolioCounts, Snapshot, Step, folio_counts, record, record_events, snapshot
 from .pagetable import address_fields, draw_pagetable, pagetable_graph
 from .region import RegionCells, draw_cells, region_cells, region_strip
 from .rmap import draw_rmap, rmap_graph
 
 __all__ = [
     "region_strip", "region_cells", "draw_cells", "RegionCells",
-    "folio_strip", "frame_cells", "FrameCells",
+    "folio_strip", "frame_cells", "draw_frames", "FrameCells",
     "pagetable_graph", "draw_pagetable", "address_fields",
     "entry_bits", "entry_fields",
     "count_panel", "count_timeline", "changed_steps",
     "rmap_graph", "draw_rmap",
-    "Snapshot", "FolioCounts", "Step", "record", "snapshot", "folio_counts",
-    "animate", "before_after", "render",
+    "Snapshot", "FolioCounts", "Step", "record", "record_events", "snapshot", "folio_counts",
+    "animate", "before_after", "render", "stack",
 ]

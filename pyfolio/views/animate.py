@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 
 from ._style import new_figure
 
-__all__ = ["render", "animate", "before_after"]
+__all__ = ["render", "animate", "before_after", "stack"]
 
 F = TypeVar("F")
 
@@ -91,4 +91,18 @@ def before_after(frame0: F, frame1: F, draw: Callable[[F], Figure], *,
         what = getattr(fr, "label", "")
         fig.text(0.01, top - 0.005, f"{lbl}" + (f": {what}" if what else ""), va="top",
                  fontsize=10, weight="bold")
+    return fig
+
+
+def stack(*figs: Figure, dpi: int = 100) -> Figure:
+    """One figure showing ``figs`` one above the other (each rendered to pixels), for a
+    frame that needs two views at once (for example a region and its frames)."""
+    imgs = _pad([render(f) for f in figs])
+    h, w = imgs[0].shape[:2]
+    total = h * len(imgs)
+    fig = new_figure(w / dpi, total / dpi)
+    for k, img in enumerate(imgs):
+        ax = fig.add_axes((0, 1 - (k + 1) * h / total, 1, h / total))
+        ax.imshow(img, interpolation="nearest")
+        ax.set_axis_off()
     return fig

@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from ..machine import Machine
     from ..system import System
 
-__all__ = ["FrameCells", "frame_cells", "folio_strip", "order_color", "FREE_COLOR",
-           "TABLE_COLOR"]
+__all__ = ["FrameCells", "frame_cells", "folio_strip", "draw_frames", "order_color",
+           "FREE_COLOR", "TABLE_COLOR"]
 
 FREE_COLOR = (0.96, 0.96, 0.96)
 TABLE_COLOR = (0.35, 0.35, 0.35)
@@ -61,7 +61,9 @@ def frame_cells(m: Machine, pfns: range) -> FrameCells:
     free = ptype == PGTY.buddy
     # a free frame inside a buddy block: its block head is not tracked per page
     kinds = np.where(free, "free", np.where(ptype == PGTY.table, "table", "folio")).astype(object)
-    unused = (ptype == PGTY.none) & (mem._refcount[head] == 0)
+    # refcount 0 and no flags: free; a frozen folio (refcount 0 mid-split) keeps its flags
+    unused = ((ptype == PGTY.none) & (mem._refcount[head] == 0) & (mem.flags[head] == 0)
+              & (mem.flags[idx] == 0))
     kinds[unused & (mem.zone[idx] == ZONE_DEVICE)] = "device"
     kinds[unused & (mem.zone[idx] != ZONE_DEVICE)] = "free"
     order[kinds != "folio"] = -1
@@ -87,8 +89,14 @@ def folio_strip(x: Folio | Sequence[Folio] | System | Machine, pfns: range | Non
     head page, a black line at every folio boundary; free frames light grey, page-table
     pages dark grey. Up to 64 frames also show each page's mapcount."""
     m, rng = _target(x, pfns)
-    c = frame_cells(m, rng)
+    return draw_frames(frame_cells(m, rng), title=title)
+
+
+def draw_frames(c: FrameCells, *, title: str | None = None) -> Figure:
+    """Draw :class:`FrameCells` (from :func:`frame_cells` or a recorded frame) as
+    :func:`folio_strip` does."""
     n = len(c.kind)
+    rng = range(c.start, c.start + n)
     rows = -(-n // _COLS)
     cols = min(n, _COLS)
     kind = np.array(c.kind)

@@ -27,12 +27,14 @@ from ..folio import Folio, folio_expected_ref_count, folio_maybe_dma_pinned, pag
 from ..pgtable import decode_entry, walk
 from ..trace import Event
 from ..units import PMD_SIZE
+from .folio_strip import FrameCells, frame_cells
 from .region import RegionCells, region_cells
 
 if TYPE_CHECKING:
     from ..system import Process, System
 
-__all__ = ["FolioCounts", "Snapshot", "Step", "folio_counts", "snapshot", "record"]
+__all__ = ["FolioCounts", "Snapshot", "Step", "folio_counts", "snapshot", "record",
+           "record_events"]
 
 Step = tuple[str, Callable[[], Any]]
 
@@ -71,7 +73,8 @@ class Snapshot:
     ``events`` are the trace events the step emitted; ``counts`` the watched folio's
     counts (the folio at ``addr`` in ``proc``, else the one holding ``pfn``); ``cells`` the
     watched region; ``pmd_kind``/``pte_table`` the PMD entry over ``addr`` and, when it
-    points at a PTE table, a copy of that table's 512 raw entries.
+    points at a PTE table, a copy of that table's 512 raw entries; ``frames`` the
+    watched physical frames (``pfns``), by folio, as :func:`draw_frames` draws them.
     """
 
     step: int
@@ -83,6 +86,7 @@ class Snapshot:
     pmd_raw: int
     pmd_kind: str
     pte_table: np.ndarray | None
+    frames: FrameCells | None = None
 
     def why(self) -> list[str]:
         """Distinct event names of this step, in order (allocation events left out)."""
@@ -92,7 +96,8 @@ class Snapshot:
 
 def snapshot(m: System, step: int = 0, label: str = "start", events: Sequence[Event] = (),
              error: str | None = None, *, proc: Process | None = None, addr: int | None = None,
-             length: int = PMD_SIZE, pfn: int | None = None) -> Snapshot:
+             length: int = PMD_SIZE, pfn: int | None = None,
+             pfns: range | None = None) -> Snapshot:
     """Take one :class:`Snapshot` of ``m`` (see :func:`record` for what is watched)."""
     counts, cells, pmd_raw, pmd_kind, table = None, None, 0, "none", None
     if proc is not None and addr is not None and proc.alive:
@@ -107,18 +112,20 @@ def snapshot(m: System, step: int = 0, label: str = "start", events: Sequence[Ev
         counts = folio_counts(f) if f is not None else None
     if pfn is not None:
         counts = folio_counts(page_folio(m.machine, pfn))
-    return Snapshot(step, label, tuple(events), error, counts, cells, pmd_raw, pmd_kind, table)
+    frames = frame_cells(m.machine, pfns) if pfns is not None else None
+    return Snapshot(step, label, tuple(events), error, counts, cells, pmd_raw, pmd_kind, table,
+                    frames)
 
 
 def record(m: System, steps: Sequence[Step], *, proc: Process | None = None,
            addr: int | None = None, length: int = PMD_SIZE,
-           pfn: int | None = None) -> list[Snapshot]:
+           pfn: int | None = None, pfns: range | None = None) -> list[Snapshot]:
     """Run ``steps`` in order; a snapshot before the first ("start") and after each.
 
     Watch the region ``[addr, addr + length)`` of ``proc`` and the folio mapped at
-    ``addr``, and/or the folio holding frame ``pfn``.
+    ``addr``, and/or the folio holding frame ``pfn``, and/or the frames ``pfns``.
     """
-    watch: dict[str, Any] = dict(proc=proc, addr=addr, length=length, pfn=pfn)
+    watch: dict[str, Any] = dict(proc=proc, addr=addr, length=length, pfn=pfn, pfns=pfns)
     frames = [snapshot(m, **watch)]
     for i, (label, fn) in enumerate(steps, 1):
         mark, error = m.trace.mark(), None
@@ -127,4 +134,40 @@ def record(m: System, steps: Sequence[Step], *, proc: Process | None = None,
         except MmError as e:
             error = str(e)
         frames.append(snapshot(m, i, label, m.trace.since(mark), error, **watch))
+    return frames
+
+
+def record_events(m: System, fn: Callable[[], Any], names: Sequence[str], *,
+                  proc: Process | None = None, addr: int | None = None,
+                  length: int = PMD_SIZE, pfn: int | None = None,
+                  pfns: range | None = None) -> list[Snapshot]:
+    """Run ``fn`` once; a snapshot before it ("start") and right after each trace event
+    whose name is in ``names`` (labelled with the event's name), then one at the end.
+
+    This shows the states *inside* one operation (a split's unmap, freeze, split, unfreeze
+    and remap) exactly as the model passed through them: the snapshots only read state,
+    taken while ``m.trace.emit`` is observed (restored afterwards). An ``MmError`` from
+    ``fn`` is recorded in the last frame. Watches what :func:`record` watches.
+    """
+    watch: dict[str, Any] = dict(proc=proc, addr=addr, length=length, pfn=pfn, pfns=pfns)
+    frames = [snapshot(m, **watch)]
+    trace, wanted = m.trace, set(names)
+    emit, last = trace.emit, [trace.mark()]
+
+    def observe(name: str, changes: dict[str, Any] | None = None, **args: Any) -> Event | None:
+        ev = emit(name, changes, **args)
+        if name in wanted:
+            frames.append(snapshot(m, len(frames), name, trace.since(last[0]), **watch))
+            last[0] = trace.mark()
+        return ev
+
+    error = None
+    trace.emit = observe  # type: ignore[method-assign]
+    try:
+        fn()
+    except MmError as e:
+        error = str(e)
+    finally:
+        del trace.emit  # the instance attribute; the class method is back
+    frames.append(snapshot(m, len(frames), "end", trace.since(last[0]), error, **watch))
     return frames
