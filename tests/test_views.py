@@ -20,6 +20,7 @@ from pyfolio.views import (  # noqa: E402
     draw_frames,
     draw_pagetable,
     draw_rmap,
+    draw_step,
     entry_bits,
     folio_strip,
     frame_cells,
@@ -316,6 +317,39 @@ def test_draw_frames_and_stack(thp):
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["order 9 (1 folios)"]
     assert fig.get_suptitle() == "x"
     both = stack(draw_cells(region_cells(p, a, 2 * MiB)), draw_frames(c))
-    assert len(both.axes) == 2
-    h = [ax.get_position().height for ax in both.axes]
-    assert h[0] == pytest.approx(h[1]) and sum(h) == pytest.approx(1.0)
+    img = np.asarray(both.axes[0].images[0].get_array())
+    # both pictures, one above the other, blank margins cut: shorter than the two figures
+    assert img.shape[0] < 100 * (draw_cells(region_cells(p, a, 2 * MiB)).get_size_inches()[1]
+                                 + draw_frames(c).get_size_inches()[1])
+    assert img.shape[1] == 800
+
+
+def test_draw_step_titles_counts_and_errors(thp):
+    from pyfolio.split import split_mapped_folio
+
+    m, p, a = thp
+    head = p.folio_at(a).pfn
+    frames = record_events(m, lambda: split_mapped_folio(m.machine, head, 0),
+                           ("folio_ref_freeze",), proc=p, addr=a, pfn=head,
+                           pfns=range(head, head + 512))
+    fig = draw_step(frames[1])
+    assert len(fig.axes) == 1 and fig.axes[0].images  # region above memmap, one picture
+    only_cells = record(m, [("bad", lambda: p.munmap(a + 1, 4 * KiB))], proc=p, addr=a)
+    t = texts(draw_step(only_cells[1]))
+    assert "page tables after bad" in t and "error:" in t and "EINVAL" in t
+
+
+def test_folio_strip_free_buddy_blocks():
+    from pyfolio.page_alloc import alloc_pages
+
+    m = System(ram="16M", seed=0)
+    x, y = alloc_pages(m.machine, 0), alloc_pages(m.machine, 0)
+    c = frame_cells(m.machine, range(0, 64))
+    assert (x, y) == (1, 2) and c.kind[3] == "free"
+    assert (c.free_head[3], c.free_order[3]) == (3, 0)
+    assert set(c.free_order[4:8]) == {2} and set(c.free_head[32:64]) == {32}
+    assert c.free_head[1] == -1
+    mid = frame_cells(m.machine, range(40, 48))  # inside the order-5 block at 32
+    assert set(mid.free_head) == {32} and set(mid.free_order) == {5}
+    fig = folio_strip(m, range(0, 64))
+    assert {"o0", "o2", "o5"} <= set(texts(fig).split())

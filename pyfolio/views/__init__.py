@@ -12,6 +12,7 @@ registered with pyplot (display it, or save it; closing is optional).
 - :func:`record` / :class:`Snapshot` - frames over a scenario; :func:`record_events` -
   frames inside one operation, at named trace events
 - :func:`animate` / :func:`before_after` - a JavaScript player and a still for print
+- :func:`draw_step` - one recorded frame: its region and/or frames, with its counts
 """
 
 from .animate import animate, before_after, render, stack
@@ -22,6 +23,7 @@ from .frames import FolioCounts, Snapshot, Step, folio_counts, record, record_ev
 from .pagetable import address_fields, draw_pagetable, pagetable_graph
 from .region import RegionCells, draw_cells, region_cells, region_strip
 from .rmap import draw_rmap, rmap_graph
+from .step_view import counts_line, draw_step
 
 __all__ = [
     "region_strip", "region_cells", "draw_cells", "RegionCells",
@@ -31,5 +33,5 @@ __all__ = [
     "count_panel", "count_timeline", "changed_steps",
     "rmap_graph", "draw_rmap",
     "Snapshot", "FolioCounts", "Step", "record", "record_events", "snapshot", "folio_counts",
-    "animate", "before_after", "render", "stack",
+    "animate", "before_after", "render", "stack", "draw_step", "counts_line",
 ]

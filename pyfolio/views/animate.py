@@ -94,15 +94,24 @@ def before_after(frame0: F, frame1: F, draw: Callable[[F], Figure], *,
     return fig
 
 
+def _trim(img: np.ndarray, margin: int = 8) -> np.ndarray:
+    """Cut the all-white rows above and below the picture (keeping ``margin`` rows)."""
+    rows = np.flatnonzero((img < 250).any(axis=(1, 2)))
+    if not len(rows):
+        return img
+    return img[max(0, rows[0] - margin):rows[-1] + 1 + margin]
+
+
 def stack(*figs: Figure, dpi: int = 100) -> Figure:
-    """One figure showing ``figs`` one above the other (each rendered to pixels), for a
-    frame that needs two views at once (for example a region and its frames)."""
-    imgs = _pad([render(f) for f in figs])
-    h, w = imgs[0].shape[:2]
-    total = h * len(imgs)
-    fig = new_figure(w / dpi, total / dpi)
-    for k, img in enumerate(imgs):
-        ax = fig.add_axes((0, 1 - (k + 1) * h / total, 1, h / total))
-        ax.imshow(img, interpolation="nearest")
-        ax.set_axis_off()
+    """One figure showing ``figs`` one above the other (each rendered to pixels, blank
+    rows above and below cut), for a frame that needs two views at once (for example a
+    region and its frames)."""
+    trimmed = [_trim(render(f)) for f in figs]
+    w = max(i.shape[1] for i in trimmed)
+    img = np.concatenate([np.pad(i, ((0, 0), (0, w - i.shape[1]), (0, 0)),
+                                 constant_values=255) for i in trimmed])
+    fig = new_figure(w / dpi, img.shape[0] / dpi)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(img, interpolation="nearest")
+    ax.set_axis_off()
     return fig

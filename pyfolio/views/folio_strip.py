@@ -42,13 +42,16 @@ def order_color(order: int) -> tuple[float, float, float]:
 class FrameCells:
     """Per-frame arrays for PFNs ``start .. start + len(kind) - 1``: ``kind`` is "folio",
     "free", "table" or "device"(-private, free); ``head`` the folio head, ``order`` its order,
-    ``mapcount`` the page's own mapcount (``_mapcount + 1``)."""
+    ``mapcount`` the page's own mapcount (``_mapcount + 1``); ``free_head``/``free_order``
+    the buddy block a free frame is in (its head PFN and order, -1 if not free)."""
 
     start: int
     kind: tuple[str, ...]
     head: np.ndarray
     order: np.ndarray
     mapcount: np.ndarray
+    free_head: np.ndarray | None = None
+    free_order: np.ndarray | None = None
 
 
 def frame_cells(m: Machine, pfns: range) -> FrameCells:
@@ -67,7 +70,27 @@ def frame_cells(m: Machine, pfns: range) -> FrameCells:
     kinds[unused & (mem.zone[idx] == ZONE_DEVICE)] = "device"
     kinds[unused & (mem.zone[idx] != ZONE_DEVICE)] = "free"
     order[kinds != "folio"] = -1
-    return FrameCells(pfns.start, tuple(kinds), head, order, mem._mapcount[idx] + 1)
+    fh, fo = _free_blocks(m, pfns)
+    return FrameCells(pfns.start, tuple(kinds), head, order, mem._mapcount[idx] + 1, fh, fo)
+
+
+def _free_blocks(m: Machine, pfns: range) -> tuple[np.ndarray, np.ndarray]:
+    """For each frame of ``pfns``: the head PFN and order of the free buddy block holding
+    it (-1, -1 if none). A buddy block head has page_type buddy and its order set."""
+    mem, n = m.mem, len(pfns)
+    fh, fo = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
+    heads = [pfns.start + int(i) for i in np.flatnonzero(mem.page_type[pfns.start:pfns.stop]
+                                                         == PGTY.buddy)]
+    for o in range(11):  # a block that starts before the range
+        h = pfns.start & ~((1 << o) - 1)
+        if h < pfns.start and mem.page_type[h] == PGTY.buddy and int(mem.order[h]) == o:
+            heads.insert(0, h)
+            break
+    for h in heads:
+        o = int(mem.order[h])
+        lo, hi = max(h, pfns.start) - pfns.start, min(h + (1 << o), pfns.stop) - pfns.start
+        fh[lo:hi], fo[lo:hi] = h, o
+    return fh, fo
 
 
 def _target(x: Folio | Sequence[Folio] | System | Machine,
@@ -111,13 +134,19 @@ def draw_frames(c: FrameCells, *, title: str | None = None) -> Figure:
     heads = np.flatnonzero((kind == "folio") & (c.head == np.arange(rng.start, rng.stop)))
     ax.plot(heads % cols, heads // cols, "o", ms=3, mfc="white",
             mec="black", mew=0.5, ls="none")
-    segs = _boundaries(np.where(kind == "folio", c.head, -1 - np.arange(n)), cols)
+    free_head = c.free_head if c.free_head is not None else np.full(n, -1)
+    owner = np.where(kind == "folio", c.head,
+                     np.where(free_head >= 0, -2 - free_head, -(1 << 40) - np.arange(n)))
+    segs = _boundaries(owner, cols)
     ax.add_collection(LineCollection(segs, colors="black", linewidths=1.2))
     if n <= 64:
         for i in range(n):
             if c.kind[i] == "folio":
                 ax.text(i % cols, i // cols, str(int(c.mapcount[i])), ha="center", va="center",
                         fontsize=6, color="white")
+            elif c.free_order is not None and rng.start + i == free_head[i]:
+                ax.text(i % cols, i // cols, f"o{int(c.free_order[i])}", ha="center",
+                        va="center", fontsize=5, color="dimgray")
     ax.set_axis_off()
     for r in range(0, rows, max(1, rows // 8)):
         ax.text(-0.8, r, f"{rng.start + r * cols:#x}", ha="right", va="center", fontsize=6)
@@ -126,7 +155,9 @@ def draw_frames(c: FrameCells, *, title: str | None = None) -> Figure:
                      label=f"order {o} ({int((c.order[heads] == o).sum())} folios)")
                for o in orders]
     handles += [Patch(fc=col, ec="black", lw=0.5, label=lbl) for k, col, lbl in
-                (("free", FREE_COLOR, "free frame"), ("table", TABLE_COLOR, "page table"))
+                (("free", FREE_COLOR, "free (outline: buddy block"
+                  + (",\no<n>: its order)" if n <= 64 else ")")),
+                 ("table", TABLE_COLOR, "page table"))
                 if k in c.kind]
     fig.legend(handles=handles, loc="center left", bbox_to_anchor=(0.75, 0.5), fontsize=7,
                frameon=False)

@@ -1,0 +1,53 @@
+"""The two split-fallback designs, one step at a time: the call stack behind each event.
+
+:func:`draw_design_step` draws a :class:`pyfolio.review.DesignStep` as one column per
+design: the kernel-modelled functions on the stack, from migrate_vma_split_unmapped_folio()
+down to the one that emitted the event. Functions only one design passes through are
+filled orange; functions both share are blue. Feed it to :func:`pyfolio.views.animate`
+to step through a whole fallback split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyBboxPatch
+
+from ..review import DesignStep
+from ._style import new_figure
+
+__all__ = ["draw_design_step", "ONLY_HERE", "SHARED"]
+
+ONLY_HERE = "#f7c58f"
+SHARED = "#dbe6f5"
+_TITLES = {"unmapped-param": "unmapped-param: v7 patch 11/16 (Oct 2025)",
+           "split-unmapped-folio": "split-unmapped-folio: merged (Nov 2025)"}
+_ROWS = 7
+
+
+def draw_design_step(step: DesignStep, designs: Sequence[str] | None = None, *,
+                     title: str | None = None) -> Figure:
+    """One column per design (all of ``step``'s by default): the call stack of the event."""
+    names = list(designs) if designs is not None else [d for d, _ in step.stacks]
+    fig = new_figure(4.6 * len(names), 3.9)
+    others = {d: {f for e, s in step.stacks if e != d for f in s} for d, _ in step.stacks}
+    for k, design in enumerate(names):
+        ax = fig.add_axes((k / len(names) + 0.01, 0.02, 1 / len(names) - 0.02, 0.8))
+        ax.set_xlim(0, 1)
+        ax.set_ylim(-_ROWS - 0.8, 0.6)
+        ax.set_axis_off()
+        ax.set_title(_TITLES.get(design, design), fontsize=9, loc="left")
+        for depth, fn in enumerate(step.stack(design)):
+            only = len(step.stacks) > 1 and fn not in others[design]
+            x = 0.02 + 0.05 * depth
+            ax.add_patch(FancyBboxPatch((x, -depth - 0.4), 0.96 - x, 0.8,
+                                        boxstyle="round,pad=0.0,rounding_size=0.08",
+                                        facecolor=ONLY_HERE if only else SHARED,
+                                        edgecolor="#555555", linewidth=0.6))
+            ax.text(x + 0.02, -depth, f"{fn}()", va="center", fontsize=8.5,
+                    family="monospace", weight="bold" if only else "normal")
+        ax.text(0.02, -_ROWS - 0.3, f"emits: {step.event}", fontsize=9, style="italic")
+    fig.suptitle(title if title is not None else step.label, x=0.01, y=0.98,
+                 ha="left", fontsize=10.5)
+    return fig
