@@ -102,3 +102,47 @@ def test_zero_filled_pages_go_to_the_shared_zero_page() -> None:
     assert sum(s["Rss"] for s in p.smaps()) == 40
     assert p.lookup(a + 80 * KiB).kind == "zero" and p.read(a + 4 * KiB) == 2
     assert m.check() == []
+
+
+def test_step_through_player_of_the_split() -> None:
+    from functools import partial
+
+    from pyfolio.views import animate, draw_step, record_events
+
+    m, p, a, head = written_thp()
+    steps = STEPS[1:-1]
+    frames = record_events(m, partial(split_mapped_folio, m.machine, head, 0), steps, proc=p,
+                           addr=a, pfn=head, pfns=range(head, head + 512))
+    assert [f.label for f in frames] == ["start", *steps, "end"]
+    by = {f.label: f for f in frames}
+    assert [by[k].counts.refcount for k in ("start", *steps, "end")] == [1, 1, 0, 0, 1, 2, 1]
+    assert [by[k].counts.order for k in ("start", *steps, "end")] == [9, 9, 9, 0, 0, 0, 0]
+    assert set(by["unmap_folio"].cells.states()) == {"migration"}
+    assert set(by["__split_unmapped_folio"].cells.states()) == {"migration"}
+    assert set(by["remap_page"].cells.states()) == {"pte"}
+    assert set(by["folio_ref_freeze"].frames.kind) == {"folio"}
+    html = animate(frames, draw_step).data
+    assert html.count("data:image/png;base64") == len(frames) == 7
+    assert m.check() == []
+
+
+def test_split_explorer_non_uniform_at_257_and_pinned_failure() -> None:
+    from pyfolio.widgets import split_explorer
+
+    ex = split_explorer()
+    ex.kind.value, ex.new_order.value, ex.at.value = "non-uniform", 0, 257
+    ex.split_button.click()
+    assert ex.message.text.endswith("done")
+    orders = [ex.system.folio(ex.base + i).order for i in (0, 256, 257, 258, 259, 260, 264)]
+    assert orders == [8, 0, 0, 0, 0, 2, 3]
+    assert ex.system.vmstat()["thp_split_page"] == 1
+    legend = [t.get_text() for t in ex.static_figure().legends[0].get_texts()]
+    assert "order 0 (4 folios)" in legend and "order 8 (1 folios)" in legend
+    assert ex.system.check() == []
+    probe = split_explorer()
+    probe.pin_page.value = 3
+    probe.pin_button.click()
+    before = probe.image.value
+    probe.split_button.click()
+    assert "EAGAIN" in probe.message.text and probe.system.folio(probe.base).order == 9
+    assert probe.image.value == before and probe.system.check() == []
