@@ -21,8 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .errors import EINVAL, ENOMEM, MmError
-from .folio import Folio, folio_lock, folio_order, folio_unlock, page_folio
-from .memmap import PG
+from .folio import Folio, folio_lock, folio_order, page_folio
 from .memremap import (
     MEMORY_TYPE,
     DevPagemap,
@@ -30,7 +29,6 @@ from .memremap import (
     memremap_pages,
     zone_device_folio_init,
 )
-from .migrate import ref_drop, ref_hold
 from .migrate_device import (
     MIGRATE_PFN_COMPOUND,
     MIGRATE_PFN_MIGRATE,
@@ -114,19 +112,9 @@ class Dmirror:
         dmirror_devmem_folio_split(self, head, tail)
 
     def _migrate_to_ram(self, vma: VMA, address: int, pfn: int, via_pte: bool) -> int:
-        """What do_swap_page() / do_huge_pmd_device_private() do around the op: lock the
-        folio and take a reference (mm/memory.c), call migrate_to_ram, unlock and put
-        the folio of the faulting page."""
-        folio = page_folio(self.m, pfn)
-        if self.m.mem.test(folio.pfn, PG.locked):
-            return 0  # folio_trylock() failed: wait like a migration entry, retry
-        ref_hold(folio)
-        folio_lock(folio)
-        ret = dmirror_devmem_fault(self, vma, address, pfn, via_pte)
-        folio = page_folio(self.m, pfn)
-        folio_unlock(folio)
-        ref_drop(folio)
-        return ret
+        """The op: the caller (do_swap_page() / do_huge_pmd_device_private()) holds the
+        faulting folio locked and referenced."""
+        return dmirror_devmem_fault(self, vma, address, pfn, via_pte)
 
 
 def dmirror_devmem_alloc_page(dmirror: Dmirror, is_large: bool) -> int | None:

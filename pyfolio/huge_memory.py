@@ -289,12 +289,26 @@ def do_huge_pmd_device_private(vma: VMA, address: int, flags: int, slot: Slot) -
     """do_huge_pmd_device_private() - a CPU fault on a device-private PMD entry.
 
     Models: mm/huge_memory.c:do_huge_pmd_device_private() (the 2025 series): the owning
-    driver's ``migrate_to_ram`` is called with no PTE (the whole folio may come back).
+    driver's ``migrate_to_ram`` is called with no PTE (the whole folio may come back),
+    the folio locked and referenced around it (``folio_trylock()``, ``folio_get()``;
+    then ``folio_unlock()``, ``folio_put()`` of the same folio). If the folio is already
+    locked the fault returns 0 and the access faults again.
     """
+    from .folio import folio_test_locked
+    from .migrate import ref_drop, ref_hold
+
     m = vma.vm_mm.m
     pfn = swp_offset(_pmd(m, slot))
+    folio = page_folio(m, pfn)
+    if folio_test_locked(folio):
+        return 0  # folio_trylock() failed
+    folio_lock(folio)
+    ref_hold(folio)
     pgmap = m.pgmaps[int(m.mem.pgmap[pfn])]
-    return int(pgmap.ops.migrate_to_ram(vma, address, pfn, False))  # type: ignore[attr-defined]
+    ret = int(pgmap.ops.migrate_to_ram(vma, address, pfn, False))  # type: ignore[attr-defined]
+    folio_unlock(folio)
+    ref_drop(folio)
+    return ret
 
 
 def zap_huge_pmd(vma: VMA, slot: Slot, addr: int) -> None:

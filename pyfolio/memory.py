@@ -18,10 +18,13 @@ from .errors import EFAULT, MmError
 from .folio import (
     Folio,
     folio_get,
+    folio_lock,
     folio_put,
     folio_put_refs,
     folio_ref_count,
     folio_test_large,
+    folio_test_locked,
+    folio_unlock,
     is_zero_folio,
     page_folio,
 )
@@ -289,17 +292,29 @@ def do_swap_page(vma: VMA, address: int, flags: int, slot: tuple[int, int]) -> i
     """do_swap_page() - a fault on a swap-format PTE.
 
     Models: mm/memory.c:do_swap_page() (v6.18): a device-private entry calls the owning
-    driver's ``pgmap->ops->migrate_to_ram()``; the simulator has no swap device, so other
-    swap-format entries (a migration entry seen outside an operation) are an error.
+    driver's ``pgmap->ops->migrate_to_ram()`` with the page locked and referenced
+    (``trylock_page()``, ``get_page()``; afterwards ``unlock_page()`` and ``put_page()`` of
+    ``vmf->page``, whose folio may by then be a piece of a split). If the page is already
+    locked the fault returns 0 and the access faults again. The simulator has no swap
+    device, so other swap-format entries (a migration entry seen outside an operation)
+    are an error.
     """
     m = vma.vm_mm.m
     raw = int(m.pgtables[slot[0]][slot[1]])
     if is_device_private_entry(raw):
+        from .migrate import ref_drop, ref_hold
         from .pgtable import swp_offset
 
         pfn = swp_offset(raw)
+        if folio_test_locked(page_folio(m, pfn)):
+            return 0  # trylock_page() failed
+        folio_lock(page_folio(m, pfn))
+        ref_hold(page_folio(m, pfn))
         pgmap = m.pgmaps[int(m.mem.pgmap[pfn])]
-        return int(pgmap.ops.migrate_to_ram(vma, address, pfn, True))  # type: ignore[attr-defined]
+        ret = int(pgmap.ops.migrate_to_ram(vma, address, pfn, True))  # type: ignore[attr-defined]
+        folio_unlock(page_folio(m, pfn))
+        ref_drop(page_folio(m, pfn))
+        return ret
     raise MmError(EFAULT, f"swap-format entry {raw:#x} at {address:#x}: no swap in the simulator")
 
 

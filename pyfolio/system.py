@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .debug_vm import Violation, check
-from .errors import EEXIST, EINVAL, MmError, SegmentationFault
+from .errors import EAGAIN, EEXIST, EINVAL, MmError, SegmentationFault
 from .folio import Folio, page_folio
 from .fork import dup_mm, mm_alloc
 from .gup import follow_page, pin_user_pages, unpin_user_page
@@ -231,13 +231,16 @@ class Process:
         if not vma.vm_flags & VM.READ:
             raise SegmentationFault(f"pid {self.pid}: access to PROT_NONE {addr:#x}")
         got = follow_page(self.mm, addr)
-        if got is None or (write and not got[1]) or not self._young_dirty(addr, write):
+        tries = 0  # the CPU re-executes the access: a fault that left no usable entry
+        while got is None or (write and not got[1]) or not self._young_dirty(addr, write):
+            tries += 1  # (e.g. a device folio split by migrate_to_ram) faults again
+            if tries > 4:
+                raise MmError(EAGAIN, f"fault at {addr:#x} made no progress in 4 tries")
             if handle_mm_fault(vma, addr, FAULT_FLAG_WRITE if write else 0) & VM_FAULT_OOM:
                 from .errors import ENOMEM
 
                 raise MmError(ENOMEM, f"out of memory faulting {addr:#x}")
             got = follow_page(self.mm, addr)
-        assert got is not None
         return got[0]
 
     def _young_dirty(self, addr: int, write: bool) -> bool:

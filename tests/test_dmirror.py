@@ -1,8 +1,7 @@
 """dmirror driver: device faults, fork, exit, allocator (lib/test_hmm.c, hmm-tests.c)."""
 
-import pytest
-
 from pyfolio import KiB, MiB, System
+from pyfolio.memmap import PG
 
 
 def _on_device(dev_size="16M"):
@@ -57,16 +56,71 @@ def test_partial_unmap_splits_the_device_pmd_into_ptes():
     assert m.vmstat()["thp_split_pmd"] == 1 and m.check() == []
 
 
-@pytest.mark.xfail(strict=True, reason="pyfolio.split.try_to_migrate() does not yet turn "
-                   "device-private PTEs into migration entries, so split_folio() of a "
-                   "device-private folio returns -EAGAIN (issue 9)")
 def test_migrate_partial_unmap_fault_brings_one_page_back():
     m, p, a = _on_device()
     p.munmap(a, 1 * MiB)
+    before = m.vmstat()
     assert p.read(a + 1 * MiB + 4 * KiB) == ((a + 1 * MiB) >> 12) + 2
+    after = m.vmstat()
+    # the first fault splits the PTE-mapped device folio (split_folio() from
+    # migrate_vma_split_folio()) and migrates nothing; the access faults again
+    assert after["pgfault"] - before["pgfault"] == 2
+    assert after["thp_split_page"] - before["thp_split_page"] == 1
     assert p.lookup(a + 1 * MiB + 4 * KiB).kind == "page"
-    assert p.lookup(a + 1 * MiB + 8 * KiB).kind == "device_private"
-    assert p.folio_at(a + 1 * MiB + 8 * KiB).order == 0
+    assert p.folio_at(a + 1 * MiB + 4 * KiB).order == 0
+    rest = [a + 1 * MiB + i * 4 * KiB for i in range(256) if i != 1]
+    assert {p.lookup(x).kind for x in rest} == {"device_private"}
+    assert {p.folio_at(x).order for x in rest} == {0}
+    assert [m.device.read(p, x) for x in rest] == [(x >> 12) + 1 for x in rest]
+    # the 256 unmapped pieces and the migrated page went back to the driver
+    assert m.device.driver.cfree == 257 and m.device.free_small == 257
+    assert m.check() == []
+
+
+def _spy_on_migrate_to_ram(m):
+    ops = m.device.driver.pgmap.ops
+    seen = []
+    real = ops.migrate_to_ram
+
+    def spy(vma, address, pfn, via_pte):
+        f = m.folio(pfn)
+        seen.append((m.machine.mem.test(f.pfn, PG.locked), f.refcount, via_pte))
+        return real(vma, address, pfn, via_pte)
+
+    ops.migrate_to_ram = spy
+    return seen
+
+
+def test_device_pmd_fault_holds_the_folio_locked_and_referenced():
+    m, p, a = _on_device()
+    seen = _spy_on_migrate_to_ram(m)
+    p.read(a)
+    # do_huge_pmd_device_private(): folio_trylock() + folio_get(): 1 mapping + 1
+    assert seen == [(True, 2, False)]
+    assert not m.machine.mem.test(p.folio_at(a).pfn, PG.locked) and m.check() == []
+
+
+def test_device_fault_holds_the_folio_locked_and_referenced():
+    m, p, a = _on_device()
+    p.munmap(a, 1 * MiB)
+    seen = _spy_on_migrate_to_ram(m)
+    p.read(a + 1 * MiB)
+    # do_swap_page(): trylock_page() + get_page(): 256 mappings + 1 (first fault, large
+    # folio), then 1 mapping + 1 (the retry on the order-0 piece)
+    assert seen == [(True, 257, True), (True, 2, True)]
+    assert m.check() == []
+
+
+def test_device_fault_on_a_locked_folio_changes_nothing():
+    from pyfolio.memory import handle_mm_fault
+
+    m, p, a = _on_device()
+    f = p.folio_at(a)
+    m.machine.mem.set(f.pfn, PG.locked)  # someone else holds the folio lock
+    raw = p.lookup(a).raw
+    assert handle_mm_fault(p.mm.find_vma(a), a, 0) == 0  # folio_trylock() failed
+    assert p.lookup(a).raw == raw and p.folio_at(a).refcount == 1
+    m.machine.mem.clear(f.pfn, PG.locked)
     assert m.check() == []
 
 
