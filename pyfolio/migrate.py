@@ -162,7 +162,8 @@ def set_pmd_migration_entry(vma: VMA, slot: Slot, pfn: int) -> int:
     entry = _migration_entry(folio.pfn, write, excl)
     m.pgtables[slot[0]][slot[1]] = entry | (_PAGE_SWP_SOFT_DIRTY if soft else 0)
     m.trace.cost("pmd_writes")
-    m.trace.cost("tlb_flushes")
+    if raw & _PAGE_PRESENT:  # pmdp_invalidate() flushes; pmdp_huge_get_and_clear() does not
+        m.trace.cost("tlb_flushes")
     folio_remove_rmap_pmd(folio, folio.pfn, vma)
     folio_put(folio)
     return 0

@@ -329,6 +329,8 @@ def _collect_pte(migrate: MigrateVma, pslot: tuple[int, int], addr: int,
             ref_drop(folio)
             return 0, None
         folio_lock(folio)
+    if pte & _PAGE_PRESENT and m.mem.test(pfn, PG.anon_exclusive):
+        m.trace.cost("tlb_flushes")  # ptep_clear_flush() before folio_try_share_anon_rmap_pte()
     if not set_pte_migration_entry(vma, pslot, pfn):
         if folio != fault_folio:
             folio_unlock(folio)
