@@ -106,3 +106,20 @@ def test_partial_munmap_queues_a_deferred_split() -> None:
     assert f.pfn in m.machine.deferred_split_queue
     assert m.vmstat()["thp_deferred_split_page"] == 1 and m.vmstat()["thp_split_page"] == 0
     assert m.check() == []
+
+
+def test_remap_viewer_munmap_part_fills_the_table_then_unmaps_half() -> None:
+    from pyfolio.widgets import pmd_remap_viewer
+
+    v = pmd_remap_viewer("munmap part")
+    assert len(v.frames) == 11
+    v.step.value = 5
+    f = v.frames[5]
+    assert f.label == "__split_huge_pmd_locked(): 256 of 512 PTEs written"
+    assert f.cells.states().count("pte") == 256 and f.cells.states().count("none") == 256
+    assert (v.frames[0].pmd_kind, v.frames[-1].pmd_kind) == ("huge", "table")
+    assert v.frames[-1].counts.mapcount == 256 and v.frames[-1].counts.refcount == 256
+    assert "munmap" in v.message.text
+    fig = v.static_figure()
+    assert "before: start" in [t.get_text() for t in fig.texts]
+    assert v.system.check() == []
