@@ -1,10 +1,14 @@
 """The child process the kernel backend starts: runs one scenario on real memory.
 
-Run as ``python -m pyfolio.kernel_lab._child`` with ``{"steps": [...], "counters": [...]}``
-on stdin; prints one JSON document ``{"base": addr, "observations": [...]}`` on stdout.
-It touches only memory it maps itself (and, for a fork step, its own child's copy of it);
+Run as ``python -m pyfolio.kernel_lab._child`` with ``{"steps": [...], "counters": [...],
+"root": "/"}`` on stdin; prints one JSON document ``{"base": addr, "observations": [...]}``
+on stdout. It touches only memory it maps itself (and, for a fork step, its own child's copy of it);
 the only global action is ``drop_caches``, which writes 2 to /proc/sys/vm/drop_caches
-(runs the shrinkers once: reclaimable slab caches are dropped, no setting changes).
+(runs the shrinkers: reclaimable slab caches are dropped, no setting changes). A ``pin``
+step registers the pages as io_uring fixed buffers (io_sqe_buffer_register() pins them
+with FOLL_PIN | FOLL_LONGTERM); ``unpin`` unregisters them and closes the rings. A
+``split`` step writes ``PID,0xSTART,0xEND,ORDER`` for this process to debugfs
+``split_huge_pages`` (mm/huge_memory.c:split_huge_pages_write()).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import errno
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from . import readers
@@ -28,6 +33,9 @@ MADV = {"dontneed": 4, "free": 8, "hugepage": 14, "nohugepage": 15, "cold": 20,
         "pageout": 21, "collapse": 25}
 PMD = 2 << 20
 PAGE = 4096
+#: include/uapi/asm-generic/unistd.h (the same numbers on every architecture)
+SYS_IO_URING_SETUP, SYS_IO_URING_REGISTER = 425, 427
+IORING_REGISTER_BUFFERS, IORING_UNREGISTER_BUFFERS = 0, 1
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mmap.restype = ctypes.c_void_p
@@ -36,6 +44,11 @@ _libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_
 for _name in ("munmap", "madvise", "mprotect"):
     getattr(_libc, _name).argtypes = [ctypes.c_void_p, ctypes.c_size_t] + (
         [ctypes.c_int] if _name != "munmap" else [])
+_libc.syscall.restype = ctypes.c_long
+
+
+class _Iovec(ctypes.Structure):
+    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
 
 
 def _check(ret: int, what: str) -> None:
@@ -62,11 +75,12 @@ def _map_region(length: int) -> int:
 class _Run:
     """State of one scenario run in this process."""
 
-    def __init__(self, counters: list[str]) -> None:
-        self.counters = counters
+    def __init__(self, counters: list[str], root: str | Path = "/") -> None:
+        self.counters, self.root = counters, Path(root)
         self.base = self.length = 0
         self.child_pid = 0
         self.hold_fd = -1
+        self.rings: list[int] = []  # io_uring fds holding pins
 
     def do(self, s: Step) -> None:
         a = self.base + s.off
@@ -89,8 +103,14 @@ class _Run:
         elif s.op == "child_exit":
             self._child_exit()
         elif s.op == "drop_caches":
-            with open("/proc/sys/vm/drop_caches", "w") as f:
-                f.write("2")
+            (self.root / "proc/sys/vm/drop_caches").write_text("2")
+        elif s.op == "pin":
+            self._pin(a, s.length)
+        elif s.op == "unpin":
+            self._unpin()
+        elif s.op == "split":
+            (self.root / "sys/kernel/debug/split_huge_pages").write_text(
+                f"{os.getpid()},{a:#x},{a + s.length:#x},{int(s.arg or 0)}")
         else:
             raise ValueError(f"unknown step {s.op!r}")
 
@@ -111,6 +131,26 @@ class _Run:
         os.close(ack_r)
         self.child_pid, self.hold_fd = pid, hold_w
 
+    def _pin(self, addr: int, length: int) -> None:
+        """Pin [addr, addr + length) as the fixed buffer of a new io_uring."""
+        params = ctypes.create_string_buffer(120)  # struct io_uring_params, zeroed
+        fd = _libc.syscall(SYS_IO_URING_SETUP, 1, params)
+        if fd < 0:
+            e = ctypes.get_errno()
+            raise readers.Unavailable(f"unavailable: pin needs io_uring: io_uring_setup "
+                                      f"failed ({errno.errorcode.get(e, e)})")
+        self.rings.append(fd)
+        iov = _Iovec(addr, length)
+        _check(_libc.syscall(SYS_IO_URING_REGISTER, fd, IORING_REGISTER_BUFFERS,
+                             ctypes.byref(iov), 1), "io_uring_register buffers")
+
+    def _unpin(self) -> None:
+        """Unregister every fixed buffer (unpin_user_folio()) and close the rings."""
+        for fd in self.rings:
+            _libc.syscall(SYS_IO_URING_REGISTER, fd, IORING_UNREGISTER_BUFFERS, None, 0)
+            os.close(fd)
+        self.rings = []
+
     def _child_exit(self) -> None:
         if self.child_pid:
             os.close(self.hold_fd)
@@ -119,33 +159,34 @@ class _Run:
 
     def look(self, pid: int | str) -> dict[str, object]:
         n = self.length // PAGE
-        entries = readers.pagemap(pid, self.base, n)
+        entries = readers.pagemap(pid, self.base, n, self.root)
         readers.require_pfns(entries)
         pfns = sorted({e.pfn for e in entries if e.present})
-        flags = dict(zip(pfns, readers.kpageflags(pfns), strict=True))
-        counts = dict(zip(pfns, readers.kpagecount(pfns), strict=True))
-        return observe(entries, flags, counts, readers.smaps_all(pid), self.base,
+        flags = dict(zip(pfns, readers.kpageflags(pfns, self.root), strict=True))
+        counts = dict(zip(pfns, readers.kpagecount(pfns, self.root), strict=True))
+        return observe(entries, flags, counts, readers.smaps_all(pid, self.root), self.base,
                        self.base + self.length)
 
     def step(self, s: Step) -> dict[str, Any]:
-        before = readers.vmstat()
+        before = readers.vmstat(self.root)
         status = "ok"
         try:
             self.do(s)
         except OSError as e:
             status = f"error: {errno.errorcode.get(e.errno or 0, e.errno)}"
-        after = readers.vmstat()
+        after = readers.vmstat(self.root)
         return {"step": s.label, "status": status, "proc": self.look("self"),
                 "child": self.look(self.child_pid) if self.child_pid else None,
                 "vmstat": vmstat_delta(before, after, self.counters)}
 
 
-def run_steps(steps: list[Step], counters: list[str]) -> dict[str, Any]:
+def run_steps(steps: list[Step], counters: list[str], root: str = "/") -> dict[str, Any]:
     """Run the steps here and return ``{"base", "observations"}``."""
-    run = _Run(counters)
+    run = _Run(counters, root)
     try:
         obs = [run.step(s) for s in steps]
     finally:
+        run._unpin()
         run._child_exit()
     return {"base": run.base, "observations": obs}
 
@@ -154,7 +195,7 @@ def main() -> int:
     spec = json.load(sys.stdin)
     steps = [Step(**s) for s in spec["steps"]]
     try:
-        out = run_steps(steps, spec["counters"])
+        out = run_steps(steps, spec["counters"], spec.get("root", "/"))
     except readers.Unavailable as e:
         out = {"unavailable": e.reason}
     json.dump(out, sys.stdout)

@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,9 +34,12 @@ Observations = list[dict[str, Any]]
 class SimulatorBackend:
     """Runs scenarios on a fresh pyfolio :class:`~pyfolio.System` each time.
 
-    ``drop_caches`` runs the deferred split shrinker (pyfolio.split.shrink_deferred_split,
-    which is what the shrinkers do to THPs); advice the simulator does not model
-    (``collapse``, ``cold``) is recorded as ``"not modelled"`` and changes nothing.
+    ``drop_caches`` runs the deferred split shrinker once (``System.drop_caches()``);
+    ``pin``/``unpin`` use ``Process.pin``/``unpin``; ``split`` splits each large folio met
+    in the range as debugfs split_huge_pages does (``System.split()``; a failed split is
+    skipped, as the kernel does).
+    Advice the simulator does not model (``collapse``, ``cold``) is recorded as
+    ``"not modelled"`` and changes nothing.
     """
 
     name = "simulator"
@@ -50,7 +54,7 @@ class SimulatorBackend:
     def run(self, scenario: Scenario) -> Observations:
         m = self.system = System(ram=self.ram, thp=self.thp, seed=self.seed)
         p = m.spawn()
-        state: dict[str, Any] = {"base": 0, "child": None}
+        state: dict[str, Any] = {"base": 0, "child": None, "pins": []}
         out: Observations = []
         for s in scenario.steps:
             before = m.vmstat()
@@ -92,12 +96,16 @@ class SimulatorBackend:
                 state["child"].exit()
                 state["child"] = None
             elif s.op == "drop_caches":
-                from .. import split
-
-                shrink = getattr(split, "shrink_deferred_split", None)
-                if shrink is None:
-                    return "not modelled"
-                shrink(m.machine)
+                m.drop_caches()
+            elif s.op == "pin":
+                p.pin(a, s.length)
+                state["pins"].append((a, s.length))
+            elif s.op == "unpin":
+                for pa, plen in state["pins"]:
+                    p.unpin(pa, plen)
+                state["pins"] = []
+            elif s.op == "split":
+                _debugfs_split(m, p, a, s.length, int(s.arg or 0))
             else:
                 raise ValueError(f"unknown step {s.op!r}")
         except MmError as e:
@@ -114,7 +122,21 @@ class SimulatorBackend:
         return observe(entries, flags, counts, p.smaps(), base, base + length)
 
 
+def _debugfs_split(m: System, p: Any, addr: int, length: int, new_order: int) -> None:
+    """split_huge_pages_pid() on the simulator: every large folio of order above
+    ``new_order`` met walking [addr, addr + length) page by page is split with
+    ``System.split()``; failures are skipped (the kernel's write still succeeds)."""
+    for va in range(addr, addr + length, PAGE_SIZE):
+        f = p.folio_at(va)
+        if f is not None and f.order > new_order:
+            with contextlib.suppress(MmError):
+                m.split(f.pfn, new_order)
+
+
 THP_DIR = Path("/sys/kernel/mm/transparent_hugepage")
+#: held while a scenario runs on the kernel, so two lab runs (a test and a chapter, say)
+#: neither restore each other's settings wrongly nor see each other in vmstat deltas
+LOCK = Path(tempfile.gettempdir()) / "pyfolio-kernel-lab.lock"
 
 
 @contextlib.contextmanager
@@ -146,35 +168,46 @@ class KernelBackend:
     The child maps its own region, applies the steps through libc (ctypes), reads its
     own pagemap/kpageflags/kpagecount/smaps (and its forked child's) and sends the
     observations back over a pipe as JSON. Needs Linux, root (PFNs and /proc/kpage*),
-    and THP not ``never``; :meth:`unavailable` says which is missing.
+    and THP not ``never``; :meth:`unavailable` says which is missing. ``root`` is where
+    /proc and /sys are (tests point it at a fake tree).
     """
 
     name = "kernel"
 
-    def __init__(self, python: str = sys.executable, timeout: float = 60.0) -> None:
-        self.python, self.timeout = python, timeout
+    def __init__(self, python: str = sys.executable, timeout: float = 60.0,
+                 root: str | Path = "/") -> None:
+        self.python, self.timeout, self.root = python, timeout, Path(root)
 
-    def unavailable(self) -> str | None:
-        """None when the kernel backend can run here, else the reason it cannot."""
+    def unavailable(self, scenario: Scenario | None = None) -> str | None:
+        """None when the kernel backend can run (``scenario``) here, else the reason not.
+        A scenario with a ``split`` step also needs debugfs split_huge_pages."""
         if not sys.platform.startswith("linux"):
             return f"unavailable: not Linux (sys.platform is {sys.platform!r})"
         if os.geteuid() != 0:
             return "unavailable: PFNs read as 0 in pagemap: needs CAP_SYS_ADMIN (root)"
-        bad = {k: v for k, v in readers.availability().items() if v != "ok"}
-        return "; ".join(bad.values()) if bad else None
+        bad = [v for v in readers.availability(self.root).values() if v != "ok"]
+        if scenario is not None and any(s.op == "split" for s in scenario.steps):
+            debugfs = readers.debugfs_split_status(self.root)
+            bad += [] if debugfs == "ok" else [debugfs]
+        return "; ".join(bad) if bad else None
 
     def run(self, scenario: Scenario) -> Observations:
         """Run ``scenario`` in a child process. Its ``settings`` (THP sysfs files) are
         written first and restored afterwards, even on failure."""
-        why = self.unavailable()
+        why = self.unavailable(scenario)
         if why:
             raise Unavailable(why)
-        with thp_settings_set(scenario.settings):
-            return self._run_child(scenario)
+        import fcntl
+
+        with open(LOCK, "a") as lock:  # one lab run at a time: settings and vmstat deltas
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            with thp_settings_set(scenario.settings,
+                                  self.root / THP_DIR.relative_to(THP_DIR.anchor)):
+                return self._run_child(scenario)
 
     def _run_child(self, scenario: Scenario) -> Observations:
         spec = {"steps": [dataclasses.asdict(s) for s in scenario.steps],
-                "counters": list(COUNTERS)}
+                "counters": list(COUNTERS), "root": str(self.root)}
         env = dict(os.environ)
         top = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = top + os.pathsep + env.get("PYTHONPATH", "")

@@ -24,7 +24,7 @@ from .scenarios import SCENARIOS, Scenario
 
 __all__ = ["Difference", "FIELDS", "compare", "step_agrees", "summary", "side_by_side",
            "agreement_figure", "record", "load_recorded", "RECORDED", "kernel_observations",
-           "simulate_all", "describe"]
+           "run_kernel", "simulate_all", "describe"]
 
 #: the per-process fields an observation carries, in table order
 FIELDS = ("layout", "thp", "kpagecount", "rss_kb", "anon_huge_kb")
@@ -159,10 +159,29 @@ def simulate_all(names: list[str] | None = None) -> dict[str, Observations]:
     return {n: sb.run(SCENARIOS[n]) for n in (names or list(SCENARIOS))}
 
 
+def run_kernel(names: list[str] | None = None, kb: KernelBackend | None = None
+               ) -> tuple[dict[str, Observations], dict[str, str]]:
+    """Run the scenarios (or ``names``) on this kernel: (observations, and for each
+    scenario that cannot run here the reason, e.g. debugfs split refused)."""
+    kb = kb or KernelBackend()
+    obs: dict[str, Observations] = {}
+    missing: dict[str, str] = {}
+    for n in names or list(SCENARIOS):
+        try:
+            obs[n] = kb.run(SCENARIOS[n])
+        except Unavailable as e:
+            missing[n] = e.reason
+    return obs, missing
+
+
 def record(path: Path | None = None, names: list[str] | None = None) -> dict[str, Any]:
     """Run the scenarios on this kernel and write them, labelled as recorded, to ``path``
-    (default :data:`RECORDED`). Raises Unavailable where the kernel backend cannot run."""
-    kb = KernelBackend()
+    (default :data:`RECORDED`); scenarios that cannot run here are listed with the reason
+    under ``unavailable``. Raises Unavailable where the kernel backend cannot run at all."""
+    why = KernelBackend().unavailable()
+    if why:
+        raise Unavailable(why)
+    obs, missing = run_kernel(names)
     data = {"label": "recorded", "date": datetime.date.today().isoformat(),
             "kernel_release": platform.release(), "machine": platform.machine(),
             "thp_settings": thp_settings(),
@@ -171,7 +190,7 @@ def record(path: Path | None = None, names: list[str] | None = None) -> dict[str
                                             if SCENARIOS[n].settings},
             "note": "vmstat deltas are global counters: they include other processes",
             "debugfs_split": debugfs_split_status(),
-            "observations": {n: kb.run(SCENARIOS[n]) for n in (names or list(SCENARIOS))}}
+            "observations": obs, "unavailable": missing}
     p = path or RECORDED
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps(data, indent=None, separators=(",", ":")) + "\n")
@@ -187,14 +206,11 @@ def load_recorded(path: Path | None = None) -> dict[str, Any]:
 
 def kernel_observations(live: bool = True) -> tuple[str, dict[str, Observations]]:
     """(source, observations): a live run when ``live`` and the kernel backend is
-    available, otherwise the recorded data; ``source`` says which."""
+    available (scenarios that cannot run here are left out), otherwise the recorded
+    data; ``source`` says which."""
     kb = KernelBackend()
     why = kb.unavailable() if live else "live run not requested"
     if why is None:
-        try:
-            return (f"live, Linux {platform.release()}",
-                    {n: kb.run(s) for n, s in SCENARIOS.items()})
-        except Unavailable:
-            pass
+        return f"live, Linux {platform.release()}", run_kernel(kb=kb)[0]
     rec = load_recorded()
     return (f"recorded on {rec['date']}, Linux {rec['kernel_release']}", rec["observations"])

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import struct
+import subprocess
 import sys
 from pathlib import Path
 
@@ -218,12 +220,37 @@ def debugfs_split_status(root: str | Path = "/") -> str:
     refused with EPERM even as root."""
     path = _path(root, "sys/kernel/debug/split_huge_pages")
     if not path.exists():
-        return f"unavailable: {path} does not exist (debugfs not mounted)"
+        why = f"unavailable: {path} does not exist (debugfs not mounted)"
+        return why + (_private_debugfs_probe() if str(root) == "/" else "")
     try:
-        with open(path, "w") as f:
-            f.write(f"{os.getpid()},0x0,0x0\n")
+        _write(path, f"{os.getpid()},0x0,0x0\n")
     except PermissionError:
         return f"unavailable: writing {path} is refused (EPERM: kernel lockdown or not root)"
     except OSError as e:
         return f"unavailable: writing {path}: {e.strerror}"
     return "ok"
+
+
+def _write(path: Path, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _private_debugfs_probe() -> str:
+    """When debugfs is not mounted: mount it in a private mount namespace that ends with
+    the probe (``unshare --mount --propagation private``; nothing changes outside it) and
+    try the same harmless write there. Returns a note to append to the reason."""
+    if not shutil.which("unshare") or not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return ""
+    script = ('mount -t debugfs debugfs /sys/kernel/debug || exit 3; '
+              'echo "$$,0x0,0x0" > /sys/kernel/debug/split_huge_pages')
+    try:
+        done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                               script], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    if done.returncode == 0:
+        return "; mounted privately it accepts writes: mount debugfs to use it"
+    if "not permitted" in done.stderr:
+        return "; mounted privately, writing it is refused (EPERM: kernel lockdown)"
+    return ""

@@ -22,8 +22,12 @@ from dataclasses import dataclass, field
 from ..proc import KPF, PagemapEntry
 from ..units import KiB, MiB
 
-__all__ = ["Step", "Scenario", "SCENARIOS", "COUNTERS", "EXPLAINED", "observe", "layout_of", "rle",
-           "vmstat_delta"]
+__all__ = ["Step", "Scenario", "SCENARIOS", "COUNTERS", "EXPLAINED", "NOT_FAILED", "OPS",
+           "observe", "layout_of", "rle", "vmstat_delta"]
+
+#: the operations a step may perform
+OPS = ("mmap", "madvise", "write", "read", "mprotect", "munmap", "fork_and_write_in_child",
+       "child_exit", "drop_caches", "pin", "unpin", "split")
 
 #: the vmstat counters a scenario may explain (the rest move with other processes too)
 COUNTERS = ("thp_fault_alloc", "thp_fault_fallback", "thp_split_pmd", "thp_split_page",
@@ -33,6 +37,10 @@ COUNTERS = ("thp_fault_alloc", "thp_fault_fallback", "thp_split_pmd", "thp_split
 #: counts it only when the huge zero folio is (re)allocated, which depends on whether any
 #: other process holds it and on when the shrinker last freed it
 EXPLAINED = tuple(c for c in COUNTERS if c != "thp_zero_page_alloc")
+#: ... and without thp_split_page_failed: drop_slab() (mm/vmscan.c) repeats its passes
+#: over every shrinker while the caches still give back objects, so on the kernel a split
+#: that keeps failing is counted once per pass, a number that depends on the other caches
+NOT_FAILED = tuple(c for c in EXPLAINED if c != "thp_split_page_failed")
 
 _HEAD, _TAIL = 1 << KPF["COMPOUND_HEAD"], 1 << KPF["COMPOUND_TAIL"]
 _THP, _ZERO = 1 << KPF["THP"], 1 << KPF["ZERO_PAGE"]
@@ -40,9 +48,14 @@ _THP, _ZERO = 1 << KPF["THP"], 1 << KPF["ZERO_PAGE"]
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One step: ``op`` in mmap, madvise, write, read, mprotect, munmap,
-    fork_and_write_in_child, child_exit, drop_caches; ``off``/``length`` in bytes
-    relative to the region; ``arg`` the advice or protection."""
+    """One step: ``op`` in :data:`OPS`; ``off``/``length`` in bytes relative to the
+    region; ``arg`` the advice, the protection, or for ``split`` the new order.
+
+    ``pin`` pins pages with FOLL_PIN | FOLL_LONGTERM (on the kernel: io_uring fixed
+    buffers, a way any process can pin its own pages) and ``unpin`` drops every pin the
+    scenario took; ``split`` is debugfs
+    ``split_huge_pages`` over the range (where the kernel allows it); ``drop_caches`` runs
+    the shrinkers (``echo 2 > /proc/sys/vm/drop_caches``)."""
 
     op: str
     off: int = 0
@@ -51,8 +64,11 @@ class Step:
 
     @property
     def label(self) -> str:
-        if self.op in ("drop_caches", "child_exit"):
+        if self.op in ("drop_caches", "child_exit", "unpin"):
             return self.op
+        if self.op == "split":
+            return f"debugfs split(+{self.off // KiB} KiB, {self.length // KiB} KiB, " \
+                   f"order {self.arg or 0})"
         if self.op == "mmap":
             return f"mmap({self.length // KiB} KiB)"
         if self.op == "fork_and_write_in_child":
@@ -92,6 +108,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              _thp(Step("fork_and_write_in_child", 8 * KiB), Step("child_exit"))),
     Scenario("munmap_half", "munmap half, then the deferred split shrinker",
              _thp(Step("munmap", 1 * MiB, 1 * MiB), Step("drop_caches"))),
+    Scenario("dontneed_half", "MADV_DONTNEED of half a THP, then the shrinker",
+             _thp(Step("madvise", 1 * MiB, 1 * MiB, "dontneed"), Step("drop_caches"))),
     Scenario("dontneed_10", "MADV_DONTNEED of 10 pages, then the shrinker",
              _thp(Step("madvise", 0, 40 * KiB, "dontneed"), Step("drop_caches"))),
     Scenario("free_10", "MADV_FREE of 10 pages",
@@ -104,6 +122,12 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
               Step("madvise", 0, 2 * MiB, "collapse"))),
     Scenario("cold_10", "MADV_COLD of 10 pages",
              _thp(Step("madvise", 0, 40 * KiB, "cold"))),
+    Scenario("pin_blocks_split", "a pinned page keeps the shrinker from splitting",
+             _thp(Step("pin", 0, 4 * KiB), Step("munmap", 1 * MiB, 1 * MiB),
+                  Step("drop_caches"), Step("unpin"), Step("drop_caches")),
+             counters=NOT_FAILED),
+    Scenario("debugfs_split", "debugfs split_huge_pages to order 4",
+             _thp(Step("split", 0, 2 * MiB, "4"))),
     Scenario("mthp_64k", "mTHP 64 KiB: fault, unmap one page, the shrinker",
              _thp(Step("munmap", 16 * KiB, 4 * KiB), Step("drop_caches"), size=256 * KiB),
              settings=(("hugepages-64kB/enabled", "madvise"),)),
