@@ -155,3 +155,23 @@ def test_device_fault_explorer_no_device_memory_message():
     w = device_fault_explorer(device="0")
     w.migrate_button.click()
     assert "migrate_to_device" in w.message.text and "EINVAL" in w.message.text
+
+
+def test_refcount_watcher_fork_shares_when_the_pin_comes_after_exit():
+    from functools import partial
+
+    from pyfolio.widgets import fork_cow_scenario, refcount_watcher
+
+    w = refcount_watcher(partial(fork_cow_scenario, pin_before_fork=False))
+    w.run()
+    c = [(f.counts.refcount, f.counts.mapcount, f.counts.entire_mapcount, f.counts.pincount)
+         for f in w.frames[1:]]
+    assert c == [(1, 1, 1, 0), (2, 2, 2, 0), (512, 512, 1, 0), (1, 1, 1, 0), (2, 1, 1, 1),
+                 (1, 1, 1, 0)]
+    assert w.frames[2].why() == ["copy_huge_pmd", "dup_mm"]
+    notes = w.static_figure().texts[0].get_text()
+    assert "6 parent unpins: (no traced event)" in notes
+    assert w.scenario.system.check() == []
+    pinned_first = refcount_watcher()  # the default: pin, then fork copies instead of sharing
+    pinned_first.run()
+    assert pinned_first.frames[3].why() == ["split_huge_pmd", "dup_mm"]

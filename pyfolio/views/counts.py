@@ -76,7 +76,7 @@ def count_timeline(frames: Sequence[Snapshot], *, title: str | None = None) -> F
     explain the change."""
     changed = changed_steps(frames)
     notes = [f"{i} {frames[i].label}: " + (", ".join(frames[i].why()[:3]) or
-                                             frames[i].error or "")
+                                             frames[i].error or "(no traced event)")
              for i in changed][:8]
     fig = new_figure(9.0, 3.0 + 0.16 * len(notes))
     bottom = (0.35 + 0.16 * len(notes)) / (3.0 + 0.16 * len(notes))

@@ -34,21 +34,27 @@ class Scenario:
     pfn: int | None = None
 
 
-def fork_cow_scenario() -> Scenario:
-    """THP fault, a pin, fork, a COW write in the child, the child's exit, the unpin."""
+def fork_cow_scenario(pin_before_fork: bool = True) -> Scenario:
+    """THP fault, a pin, fork, a COW write in the child, the child's exit, the unpin.
+
+    With ``pin_before_fork=False`` the parent pins only after the child has exited (fork
+    then shares the THP; with the pin first, fork copies instead: the folio may be pinned).
+    """
     m = System(ram="64M", thp="madvise", seed=0)
     p = m.spawn()
     a = p.mmap(2 * MiB)
     p.madvise(a, 2 * MiB, "hugepage")
     kids: list[Process] = []
-    return Scenario(m, [
-        ("touch 2 MiB (THP fault)", lambda: p.touch(a, 2 * MiB)),
-        ("parent pins a page", lambda: p.pin(a + 16 * KiB, 4 * KiB)),
+    pin: Step = ("parent pins a page", lambda: p.pin(a + 16 * KiB, 4 * KiB))
+    life: list[Step] = [
         ("fork()", lambda: kids.append(p.fork())),
         ("child writes a page (COW)", lambda: kids[0].write(a + 8 * KiB, 1)),
         ("child exit()", lambda: kids[0].exit()),
-        ("parent unpins", lambda: p.unpin(a + 16 * KiB, 4 * KiB)),
-    ], proc=p, addr=a)
+    ]
+    steps = [pin, *life] if pin_before_fork else [*life, pin]
+    return Scenario(m, [("touch 2 MiB (THP fault)", lambda: p.touch(a, 2 * MiB)), *steps,
+                        ("parent unpins", lambda: p.unpin(a + 16 * KiB, 4 * KiB))],
+                    proc=p, addr=a)
 
 
 class RefcountWatcher(widgets.VBox):

@@ -86,3 +86,24 @@ def test_fork_copies_a_pinned_thp() -> None:
     assert all(c.folio_at(b + i * 4 * KiB).order == 0 for i in (0, 2, 511))
     assert m.vmstat()["thp_split_pmd"] == 1
     assert m.check() == []
+
+
+def test_refcount_watcher_matches_the_chapter_table_and_animates() -> None:
+    from functools import partial
+
+    from pyfolio.views import animate, count_panel
+    from pyfolio.widgets import fork_cow_scenario, refcount_watcher
+
+    w = refcount_watcher(partial(fork_cow_scenario, pin_before_fork=False))
+    w.run()
+    assert w.done and len(w.frames) == 7
+    c = [(f.counts.refcount, f.counts.mapcount, f.counts.entire_mapcount, f.counts.pincount)
+         for f in w.frames[1:]]
+    assert c == [(1, 1, 1, 0), (2, 2, 2, 0), (512, 512, 1, 0), (1, 1, 1, 0), (2, 1, 1, 1),
+                 (1, 1, 1, 0)]
+    assert w.frames[3].why() == ["do_huge_pmd_wp_page", "split_huge_pmd", "wp_page_copy"]
+    assert w.frames[5].why() == ["do_huge_pmd_wp_page", "pin_user_pages"]
+    assert w.slider.value == 6 and "parent unpins" in w.label.value
+    html = animate(w.frames, count_panel).data
+    assert html.count("data:image/png;base64") == 7
+    assert w.scenario.system.check() == []
