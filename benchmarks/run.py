@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-MODULES = ("bench_core", "bench_split", "bench_migrate", "bench_views")
+MODULES = ("bench_core", "bench_split", "bench_migrate", "bench_views", "bench_kernel")
 
 if __name__ == "__main__":
     for name in MODULES:

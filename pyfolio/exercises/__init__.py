@@ -24,6 +24,7 @@ from . import (
     ch06_counting_references,
     ch07_pmd_to_ptes,
     ch08_splitting_a_folio,
+    ch09_device_private_memory,
 )
 from .base import Exercise
 
@@ -38,6 +39,7 @@ CHAPTERS: dict[int, ModuleType] = {
     6: ch06_counting_references,
     7: ch07_pmd_to_ptes,
     8: ch08_splitting_a_folio,
+    9: ch09_device_private_memory,
 }
 
 
