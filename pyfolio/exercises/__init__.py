@@ -25,6 +25,8 @@ from . import (
     ch07_pmd_to_ptes,
     ch08_splitting_a_folio,
     ch09_device_private_memory,
+    ch11_no_huge_page_on_the_device,
+    ch12_code_review_lab,
 )
 from .base import Exercise
 
@@ -40,6 +42,8 @@ CHAPTERS: dict[int, ModuleType] = {
     7: ch07_pmd_to_ptes,
     8: ch08_splitting_a_folio,
     9: ch09_device_private_memory,
+    11: ch11_no_huge_page_on_the_device,
+    12: ch12_code_review_lab,
 }
 
 

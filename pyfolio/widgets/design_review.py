@@ -1,0 +1,85 @@
+"""Design review widget: toggle the split-fallback design and step through its events.
+
+Both designs run the same scenario (:func:`pyfolio.review.fallback_scenario`: THPs
+migrated to a device without large pages). The toggle picks the design whose call
+stack is drawn at the chosen step; the table under the figure shows what a reviewer
+compares: the machine state's fingerprint (equal for both designs), the pages that
+reached the device, and how many branches on ``unmapped`` the reader of that design's
+entry point must hold in mind.
+"""
+
+from __future__ import annotations
+
+import html
+
+import ipywidgets as widgets
+from matplotlib.figure import Figure
+
+from ..review import DESIGNS, ENTRY, design_steps, fallback_scenario, reader_load, state_digest
+from ..views.design_steps import draw_design_step
+from ._common import Message, png
+
+__all__ = ["design_review", "DesignReview"]
+
+
+class DesignReview(widgets.VBox):
+    """The design review app (see :func:`design_review`)."""
+
+    def __init__(self, seed: int = 0, thps: int = 1) -> None:
+        self.seed, self.thps = seed, thps
+        self.design = widgets.ToggleButtons(options=list(DESIGNS), value=DESIGNS[0],
+                                            description="design")
+        self.step = widgets.IntSlider(value=2, min=1, max=1, description="step")
+        self.both = widgets.Checkbox(value=False, description="show both")
+        self.reset_button = widgets.Button(description="Reset")
+        self.message = Message()
+        self.table = widgets.HTML()
+        self.image = widgets.Image(format="png", layout={"max_width": "100%"})
+        for w in (self.design, self.step, self.both):
+            w.observe(lambda _: self.redraw(), names="value")
+        self.reset_button.on_click(lambda _: self.reset())
+        super().__init__([widgets.HBox([self.design, self.reset_button]),
+                          widgets.HBox([self.step, self.both]), self.message, self.image,
+                          self.table])
+        self.reset()
+
+    def reset(self) -> None:
+        """Run the scenario once per design and go back to step 2 (the freeze)."""
+        self.runs = {d: fallback_scenario(d, self.seed, thps=self.thps, small_pages=0)
+                     for d in DESIGNS}
+        self.steps = design_steps(*self.runs.values())
+        self.step.max = len(self.steps)
+        self.step.value = min(2, len(self.steps))
+        self.message.ok(f"{self.thps} THP(s) migrated to a device without 2 MiB pages, "
+                        f"once per design")
+        self.redraw()
+
+    def _rows(self) -> str:
+        d = self.design.value
+        run, load = self.runs[d], reader_load(ENTRY[d], "unmapped")
+        other = [x for x in DESIGNS if x != d][0]
+        same = state_digest(run.system) == state_digest(self.runs[other].system)
+        rows = [("state fingerprint", f"{state_digest(run.system)} "
+                 f"({'same as' if same else 'DIFFERENT from'} {other})"),
+                ("pages on the device", str(sum(r.migrated for r in run.results))),
+                (f"reader of {ENTRY[d]}() reads", ", ".join(f"{f}()" for f in load.functions)),
+                ("branches there / on unmapped", f"{len(load.branches)} / {len(load.on_flag)}")]
+        return "<table>" + "".join(f"<tr><td><b>{html.escape(k)}</b></td>"
+                                   f"<td><code>{html.escape(v)}</code></td></tr>"
+                                   for k, v in rows) + "</table>"
+
+    def static_figure(self) -> Figure:
+        """The call stack at the current step (one design, or both side by side)."""
+        step = self.steps[self.step.value - 1]
+        return draw_design_step(step, None if self.both.value else [self.design.value])
+
+    def redraw(self) -> None:
+        self.image.value = png(self.static_figure())
+        self.table.value = self._rows()
+
+
+def design_review(seed: int = 0, thps: int = 1) -> DesignReview:
+    """A widget: pick a split-fallback design and a step; see which functions the
+    fallback passes through, and that the resulting state is the same for both designs.
+    ``.static_figure()`` gives the current picture for print."""
+    return DesignReview(seed, thps)

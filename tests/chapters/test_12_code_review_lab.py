@@ -1,0 +1,75 @@
+"""The claims of chapters/12-code-review-lab.md, checked through the same pyfolio calls."""
+
+from __future__ import annotations
+
+import pytest
+
+from pyfolio.debug_vm import snapshot
+from pyfolio.review import (
+    DESIGNS,
+    ENTRY,
+    call_args,
+    design_steps,
+    fallback_scenario,
+    functions_with_param,
+    reader_load,
+    split_events,
+)
+
+A, B = DESIGNS
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_both_designs_leave_identical_machine_state(seed: int) -> None:
+    run_a, run_b = fallback_scenario(A, seed), fallback_scenario(B, seed)
+    assert split_events(run_a) and split_events(run_b)  # the fallback really ran
+    assert snapshot(run_a.system.machine) == snapshot(run_b.system.machine)
+    assert [r.migrated for r in run_a.results] == [r.migrated for r in run_b.results]
+    assert all(r.migrated for r in run_a.results)
+    assert run_a.system.check() == run_b.system.check() == []
+
+
+def test_the_state_comparison_can_fail() -> None:
+    """Control: a device with large pages moves the THP whole, a different state."""
+    split = fallback_scenario(B, 0, thps=1, small_pages=0)
+    whole = fallback_scenario(B, 0, thps=1, small_pages=0, large_pages=True)
+    assert not split_events(whole)
+    assert snapshot(split.system.machine) != snapshot(whole.system.machine)
+    assert whole.proc.lookup(whole.addr).level == "pmd"
+    assert split.proc.lookup(split.addr).level == "pte"
+
+
+def test_same_events_different_stacks() -> None:
+    run_a = fallback_scenario(A, 0, thps=2, small_pages=17)
+    run_b = fallback_scenario(B, 0, thps=2, small_pages=17)
+    assert [e.name for e in run_a.events] == [e.name for e in run_b.events]
+    steps = design_steps(run_a, run_b)
+    assert [s.event for s in steps] == ["split_huge_pmd", "folio_ref_freeze",
+                                        "__split_unmapped_folio", "folio_ref_unfreeze",
+                                        "migrate_vma_split_unmapped_folio"]
+    freeze = steps[1]
+    assert freeze.stack(A)[:4] == ("migrate_vma_split_unmapped_folio",
+                                   "__split_huge_page_to_list_to_order", "__folio_split",
+                                   "__folio_freeze_and_split_unmapped")
+    assert freeze.stack(B)[:3] == ("migrate_vma_split_unmapped_folio", "folio_split_unmapped",
+                                   "__folio_freeze_and_split_unmapped")
+    assert steps[0].stack(A) == steps[0].stack(B)
+    assert design_steps(run_a, run_b, thp=1)[1].stack(B) == freeze.stack(B)
+
+
+def test_branch_counts_flag_path_versus_separate_entry() -> None:
+    load_a, load_b = reader_load(ENTRY[A], "unmapped"), reader_load(ENTRY[B], "unmapped")
+    assert load_a.functions[0] == "__folio_split" and load_b.functions[0] == "folio_split_unmapped"
+    assert len(load_a.on_flag) >= 1 and all("unmapped" in b.test for b in load_a.on_flag)
+    assert load_b.on_flag == () and load_b.forwards == ()
+    assert len(load_a.branches) > len(load_a.on_flag)
+    assert set(load_a.on_flag) <= set(load_a.branches)
+    threaded = functions_with_param("unmapped")
+    assert any(n.endswith(".__folio_split") for n in threaded)
+    assert not any(n.endswith(".folio_split_unmapped") for n in threaded)
+
+
+def test_separate_entry_passes_no_page_cache_state() -> None:
+    args = dict(call_args("folio_split_unmapped", "__folio_freeze_and_split_unmapped"))
+    assert (args["xas"], args["mapping"], args["do_lru"], args["list_"]) == \
+        ("None", "None", "False", "None")
