@@ -43,3 +43,21 @@ def test_mprotect_of_one_page_splits_the_pmd_not_the_folio() -> None:
     assert (f2.pfn, f2.order) == (f.pfn, 9)
     assert folio_mapcount(f2) == 512
     assert m.check() == []
+
+
+def test_region_strip_draws_each_2mib_block_as_a_16_by_32_grid_of_pages() -> None:
+    import numpy as np
+
+    from pyfolio.views import region_cells, region_strip
+
+    m, p, a = _thp_faulted()
+    p.mprotect(a + 4 * KiB, 4 * KiB, "r")
+    fig = region_strip(p, a, 4 * MiB)
+    img = fig.axes[0].images[0].get_array()
+    assert img.shape[:2] == (16, 2 * 32 + 1)  # two blocks, one blank column apart
+    labels = " ".join(t.get_text() for t in fig.axes[0].texts)
+    assert "PTE table" in labels and "PMD none" in labels
+    c = region_cells(p, a, 4 * MiB)
+    assert c.pmd_kind == ("table", "none")
+    assert list(np.flatnonzero(c.readonly)) == [1]
+    assert set(c.states()[512:]) == {"none"}
