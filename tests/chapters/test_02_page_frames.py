@@ -55,3 +55,29 @@ def test_fragmented_machine_falls_back_to_4k_then_recovers() -> None:
     q.write(b, 1)
     assert q.lookup(b).level == "pmd" and m.vmstat()["thp_fault_alloc"] == 1
     assert m.check() == []
+
+
+def test_buddy_player_splits_an_order2_block_and_merges_it_back() -> None:
+    from functools import partial
+
+    import numpy as np
+
+    from pyfolio.page_alloc import __free_pages, alloc_pages, buddyinfo
+    from pyfolio.views import animate, draw_step, record
+
+    mb = System(ram="16M", thp="always", seed=0)
+    M = mb.machine
+    boot = buddyinfo(M)
+    frames = record(mb, [
+        ("a0", partial(alloc_pages, M, 0)), ("a1", partial(alloc_pages, M, 0)),
+        ("a2", partial(alloc_pages, M, 1)), ("f2", partial(__free_pages, M, 4, 1)),
+        ("f1", partial(__free_pages, M, 2, 0)), ("f0", partial(__free_pages, M, 1, 0)),
+    ], pfns=range(0, 64))
+    c3 = frames[3].frames
+    assert c3.kind[4:8] == ("folio", "folio", "free", "free") and c3.order[4] == 1
+    assert (int(c3.free_head[6]), int(c3.free_order[6])) == (6, 1)
+    assert (int(c3.free_head[3]), int(c3.free_order[3])) == (3, 0)
+    first, last = frames[0].frames, frames[-1].frames
+    assert first.kind == last.kind and np.array_equal(first.free_head, last.free_head)
+    assert buddyinfo(M) == boot and mb.check() == []
+    assert animate(frames, draw_step).data.count("data:image/png;base64") == 7
