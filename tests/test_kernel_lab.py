@@ -69,7 +69,8 @@ def fake_root(tmp_path: Path) -> Path:
         "Rss:                2048 kB\nAnonymous:          2048 kB\n"
         "AnonHugePages:      2048 kB\nVmFlags: rd wr mr mw me ac hg\n"
         "70200000-70201000 r--p 00000000 00:00 0 \nRss:                   4 kB\n")
-    (proc / "vmstat").write_text("nr_free_pages 1000\nthp_fault_alloc 7\nthp_split_pmd 3\n")
+    (proc / "vmstat").write_text("nr_free_pages 1000\nthp_fault_alloc 7\nthp_split_pmd 3\n"
+                                 "pgmigrate_success 12\nthp_migration_split 1\n")
     (proc / "self").symlink_to("42")
     (proc / "sys/vm").mkdir(parents=True)
     (proc / "sys/vm/drop_caches").write_text("")
@@ -107,7 +108,8 @@ def test_smaps_vmstat_and_thp_settings_parse(fake_root: Path) -> None:
     with pytest.raises(Unavailable, match="no VMA"):
         smaps(42, 0x1000, root=fake_root)
     assert vmstat(root=fake_root) == {"nr_free_pages": 1000, "thp_fault_alloc": 7,
-                                      "thp_split_pmd": 3}
+                                      "thp_split_pmd": 3, "pgmigrate_success": 12,
+                                      "thp_migration_split": 1}
     s = thp_settings(root=fake_root)
     assert s == {"enabled": "madvise", "defrag": "madvise", "use_zero_page": 1,
                  "hugepages-64kB/enabled": "never", "hugepages-2048kB/enabled": "inherit"}

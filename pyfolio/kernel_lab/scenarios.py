@@ -102,6 +102,9 @@ def _thp(*more: Step, size: int = 2 * MiB) -> tuple[Step, ...]:
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("thp_fault", "THP fault (MADV_HUGEPAGE)", _thp()),
+    Scenario("nohugepage", "MADV_NOHUGEPAGE after MADV_HUGEPAGE: small pages",
+             (Step("mmap", 0, 2 * MiB), Step("madvise", 0, 2 * MiB, "hugepage"),
+              Step("madvise", 0, 2 * MiB, "nohugepage"), Step("write", 0, 2 * MiB))),
     Scenario("mprotect_split", "mprotect one page: PMD split",
              _thp(Step("mprotect", 4 * KiB, 4 * KiB, "r"))),
     Scenario("fork_cow", "fork, child writes at +8 KiB",

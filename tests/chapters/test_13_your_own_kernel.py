@@ -28,7 +28,7 @@ def test_recorded_label_and_step_totals(data: tuple[dict[str, Any], dict[str, An
     counts = summary(sims, rec["observations"])
     total = sum(len(SCENARIOS[n].steps) for n in rec["observations"])
     agree = sum(c["agree"] for c in counts.values())
-    assert (len(counts), total, agree) == (12, 55, 50)
+    assert (len(counts), total, agree) == (13, 59, 54)
     assert {n for n, c in counts.items() if c["not modelled"]} == {"collapse", "cold_10"}
     assert {n for n, c in counts.items() if c["differ"]} == {"mthp_64k"}
 
