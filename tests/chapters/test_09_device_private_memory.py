@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pyfolio import KiB, MiB, System
+from pyfolio.device import Device
 from pyfolio.exercises.ch09_device_private_memory import pages_on_device
 from pyfolio.memmap import ZONE_DEVICE
 from pyfolio.memremap import MEMORY_TYPE, is_device_private_page
 from pyfolio.pgtable import SwpType, decode_entry, make_writable_device_private_entry, swp_offset
+from pyfolio.system import Process
 
 PAGE = 4 * KiB
 
@@ -111,16 +113,23 @@ def test_readable_entry_comes_back_read_only() -> None:
     assert m.check() == []
 
 
-def test_thp_migrates_under_one_device_private_pmd() -> None:
+def _thp_on_device() -> tuple[System, Device, Process, int, int]:
+    """A written, PMD-mapped THP migrated to a 16 MiB dmirror device; its RAM head PFN."""
     m = System(ram="64M", thp="madvise", seed=0)
     dev = m.add_device("dmirror0", memory="16M")
-    start, end = dev.driver.pgmap.range
     t = m.spawn()
     b = t.mmap(2 * MiB)
     t.madvise(b, 2 * MiB, "hugepage")
     t.touch(b, 2 * MiB)
-    ram_head = t.folio_at(b).pfn
+    ram = t.folio_at(b)
+    assert ram is not None and ram.order == 9
     dev.migrate_to_device(t, b, 2 * MiB)
+    return m, dev, t, b, ram.pfn
+
+
+def test_thp_migrates_under_one_device_private_pmd() -> None:
+    m, dev, t, b, ram_head = _thp_on_device()
+    start, end = dev.driver.pgmap.range
     pe = t.lookup(b)
     f = t.folio_at(b)
     assert f is not None
@@ -133,13 +142,7 @@ def test_thp_migrates_under_one_device_private_pmd() -> None:
 
 
 def test_cpu_fault_on_device_private_pmd_brings_the_whole_folio_back() -> None:
-    m = System(ram="64M", thp="madvise", seed=0)
-    dev = m.add_device("dmirror0", memory="16M")
-    t = m.spawn()
-    b = t.mmap(2 * MiB)
-    t.madvise(b, 2 * MiB, "hugepage")
-    t.touch(b, 2 * MiB)
-    dev.migrate_to_device(t, b, 2 * MiB)
+    m, dev, t, b, _ = _thp_on_device()
     copied = m.trace.costs["pages_copied"]
     assert t.read(b + 12 * PAGE) == (b >> 12) + 13
     assert m.trace.costs["pages_copied"] - copied == 512
