@@ -50,3 +50,20 @@ def test_thp_is_order9_with_kpageflags_and_faults_make_only_orders_0_and_9() -> 
     orders |= {p.folio_at(x).order for x in range(b, b + 64 * KiB, 4 * KiB)}  # type: ignore[union-attr]
     assert orders == {0, 9}
     assert m.check() == []
+
+
+def test_heads_and_tails_player_places_each_folio_on_its_natural_alignment() -> None:
+    from functools import partial
+
+    from pyfolio.views import record
+
+    m = System(ram="16M", thp="always", seed=0)
+    frames = record(m, [(f"o{o}", partial(alloc_pages, m.machine, o)) for o in (2, 3, 0, 4)],
+                    pfns=range(0, 64))
+    assert len(frames) == 5
+    last = frames[-1].frames
+    for h, o in ((4, 2), (8, 3), (16, 4), (1, 0)):
+        assert set(last.head[h:h + (1 << o)]) == {h} and set(last.order[h:h + (1 << o)]) == {o}
+        __free_pages(m.machine, h, o)
+    assert frames[1].frames.kind[4:8] == ("folio",) * 4 and frames[1].frames.kind[8] == "free"
+    assert m.check() == []
