@@ -149,7 +149,10 @@ def dmirror_migrate_alloc_and_copy(args: MigrateVma, dmirror: Dmirror) -> None:
     """dmirror_migrate_alloc_and_copy() - allocate device pages for every MIGRATE entry
     and copy. A COMPOUND source asks for a large device folio (dst |= COMPOUND); when
     that fails it falls back to 512 single pages, which makes the core split the source
-    (migrate_vma_split_unmapped_folio()). Entries left 0 are not migrated."""
+    (migrate_vma_split_unmapped_folio()). Entries left 0 are not migrated.
+
+    Models: lib/test_hmm.c:dmirror_migrate_alloc_and_copy() (the 2025 series).
+    """
     m, src, dst = dmirror.m, args.src, args.dst
     i = 0
     while i < args.npages:
@@ -344,7 +347,10 @@ def dmirror_devmem_fault(dmirror: Dmirror, vma: VMA, address: int, pfn: int,
 def dmirror_devmem_folio_split(dmirror: Dmirror, head: Folio, tail: Folio | None) -> None:
     """dmirror_devmem_folio_split() - the ``folio_split`` op: a new folio of a split
     device folio inherits ``mapping`` and ``pgmap`` (the driver's backing-page bookkeeping
-    has no counterpart here: the data is in the device page itself)."""
+    has no counterpart here: the data is in the device page itself).
+
+    Models: lib/test_hmm.c:dmirror_devmem_folio_split() (the 2025 series).
+    """
     if tail is None:
         return
     mem = dmirror.m.mem

@@ -186,7 +186,10 @@ def migrate_vma_collect_hole(migrate: MigrateVma, start: int, end: int) -> int:
 
 def migrate_vma_split_folio(folio: Folio, fault_page: int | None) -> int:
     """migrate_vma_split_folio() - split a large folio met at PTE level (split_folio()),
-    keeping the fault page's folio locked and referenced. Returns 0 or -errno."""
+    keeping the fault page's folio locked and referenced. Returns 0 or -errno.
+
+    Models: mm/migrate_device.c:migrate_vma_split_folio() (merged series, linux-mm).
+    """
     from .split import split_folio
 
     m = folio.m
