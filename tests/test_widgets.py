@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from pyfolio import KiB, MiB  # noqa: E402
+from pyfolio import KiB, MiB, System  # noqa: E402
 from pyfolio.widgets import (  # noqa: E402
     Scenario,
     device_fault_explorer,
@@ -175,3 +175,27 @@ def test_refcount_watcher_fork_shares_when_the_pin_comes_after_exit():
     pinned_first = refcount_watcher()  # the default: pin, then fork copies instead of sharing
     pinned_first.run()
     assert pinned_first.frames[3].why() == ["split_huge_pmd", "dup_mm"]
+
+
+def test_address_walker_shows_the_walk_and_the_entry_bits():
+    from pyfolio.widgets import address_walker
+
+    m = System(ram="64M", thp="madvise", seed=0)
+    p = m.spawn()
+    a = p.mmap(4 * MiB)
+    p.madvise(a, 2 * MiB, "hugepage")
+    p.touch(a, 2 * MiB)
+    p.write(a + 2 * MiB, 1)
+    w = address_walker(p, a, 4 * MiB)
+    assert w.message.text.startswith(f"{a:#x}: PMD entry, huge")
+    first = (bytes(w.walk_image.value), bytes(w.bits_image.value))
+    assert first[0].startswith(b"\x89PNG") and first[1].startswith(b"\x89PNG")
+    w.addr.value = a + 2 * MiB + 4 * KiB
+    assert w.message.text.startswith(f"{a + 2 * MiB + 4 * KiB:#x}: PTE entry, none")
+    assert bytes(w.walk_image.value) != first[0]
+    walk, bits = w.figures()
+    assert "ends at a PTE" in walk.get_suptitle() and "PTE entry 0x0000000000000000" in \
+        "".join(t.get_text() for t in bits.texts) + bits.get_suptitle()
+    w.reset_button.click()
+    assert w.addr.value == a and w.message.text.startswith(f"{a:#x}: PMD entry")
+    assert m.check() == []

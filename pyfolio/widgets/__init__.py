@@ -6,6 +6,7 @@ a matplotlib Figure for the static site and the PDF. Callbacks are plain methods
 drive the apps by setting control values and calling ``button.click()``.
 """
 
+from .address_walk import AddressWalker, address_walker
 from .device_fault import DeviceFaultExplorer, device_fault_explorer
 from .pmd_remap import PmdRemapViewer, pmd_remap_frames, pmd_remap_viewer
 from .refcount_watcher import RefcountWatcher, Scenario, fork_cow_scenario, refcount_watcher
@@ -14,5 +15,5 @@ from .split_explorer import SplitExplorer, split_explorer
 __all__ = [
     "split_explorer", "SplitExplorer", "pmd_remap_viewer", "PmdRemapViewer", "pmd_remap_frames",
     "device_fault_explorer", "DeviceFaultExplorer", "refcount_watcher", "RefcountWatcher",
-    "Scenario", "fork_cow_scenario",
+    "Scenario", "fork_cow_scenario", "address_walker", "AddressWalker",
 ]

@@ -30,3 +30,22 @@ def test_pmd_leaf_versus_pte_table_and_table_count() -> None:
     assert len(m.machine.pgtables) == 5 and len(p.mm.pmd_huge_pte) == 1
     assert p.lookup(a + 2 * MiB + 4 * KiB).kind == "none"
     assert m.check() == []
+
+
+def test_address_walker_pmd_leaf_then_pte_in_the_second_2mib() -> None:
+    from pyfolio.views import pagetable_graph
+    from pyfolio.widgets import address_walker
+
+    m = System(ram="64M", thp="madvise", seed=0)
+    p = m.spawn()
+    a = p.mmap(4 * MiB)
+    p.madvise(a, 2 * MiB, "hugepage")
+    p.touch(a, 2 * MiB)
+    p.write(a + 2 * MiB, 1)
+    w = address_walker(p, a, 4 * MiB)
+    assert w.message.text.startswith(f"{a:#x}: PMD entry, huge")
+    w.addr.value = a + 2 * MiB
+    assert w.message.text.startswith(f"{a + 2 * MiB:#x}: PTE entry, page")
+    assert "pte" in pagetable_graph(p, a + 2 * MiB) and "pte" not in pagetable_graph(p, a)
+    assert (w.addr.min, w.addr.max, w.addr.step) == (a, a + 4 * MiB - 4 * KiB, 4 * KiB)
+    assert m.check() == []

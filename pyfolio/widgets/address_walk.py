@@ -1,0 +1,72 @@
+"""Address walker: pick an address of a process, see its page-table walk and the entry's bits.
+
+The model operation is only a read: :func:`pyfolio.pgtable.walk` through
+``Process.lookup``; the views are :func:`pyfolio.views.draw_pagetable` (the address split
+into its 9/9/9/9/12 index bits and the tables the walk reads) and
+:func:`pyfolio.views.entry_bits` (the last entry's bit fields).
+"""
+
+from __future__ import annotations
+
+import html
+
+import ipywidgets as widgets
+from matplotlib.figure import Figure
+
+from ..system import Process
+from ..units import PAGE_SIZE
+from ..views import draw_pagetable, entry_bits, stack
+from ._common import Message, png
+
+__all__ = ["address_walker", "AddressWalker"]
+
+
+class AddressWalker(widgets.VBox):
+    """The address walker app (see :func:`address_walker`)."""
+
+    def __init__(self, proc: Process, start: int, length: int) -> None:
+        self.proc = proc
+        self.addr = widgets.IntSlider(value=start, min=start, max=start + length - PAGE_SIZE,
+                                      step=PAGE_SIZE, description="address",
+                                      readout_format="x", layout={"width": "90%"})
+        self.message = Message()
+        self.walk_image = widgets.Image(format="png", layout={"max_width": "100%"})
+        self.bits_image = widgets.Image(format="png", layout={"max_width": "100%"})
+        self.reset_button = widgets.Button(description="Reset")
+        self.reset_button.on_click(lambda _: self.reset())
+        self.addr.observe(lambda _: self.redraw(), names="value")
+        super().__init__([widgets.HBox([self.addr, self.reset_button]), self.message,
+                          self.walk_image, self.bits_image])
+        self.redraw()
+
+    def reset(self) -> None:
+        """Back to the first address of the range."""
+        if self.addr.value == self.addr.min:
+            self.redraw()
+        self.addr.value = self.addr.min
+
+    def figures(self) -> tuple[Figure, Figure]:
+        """The walk diagram and the last entry's bits for the chosen address."""
+        a = self.addr.value
+        e = self.proc.lookup(a)
+        return (draw_pagetable(self.proc, a),
+                entry_bits(e, e.level, title=f"the {e.level.upper()} entry {e.raw:#018x} "
+                                             f"({e.kind})"))
+
+    def static_figure(self) -> Figure:
+        """The walk above the entry's bits, as in the widget (for print)."""
+        return stack(*self.figures())
+
+    def redraw(self) -> None:
+        e = self.proc.lookup(self.addr.value)
+        self.message.ok(f"{self.addr.value:#x}: {e.level.upper()} entry, {e.kind}")
+        walk, bits = self.figures()
+        self.walk_image.value, self.bits_image.value = png(walk), png(bits)
+        self.message.value += f" <code>{html.escape(str(e))}</code>"
+
+
+def address_walker(proc: Process, start: int, length: int) -> AddressWalker:
+    """A widget: a slider over ``[start, start + length)`` of ``proc``, page by page; for the
+    chosen address the page-table walk (index bits, tables, the entry at each level) and the
+    last entry's bits. ``.static_figure()`` gives both as one Figure for print."""
+    return AddressWalker(proc, start, length)
