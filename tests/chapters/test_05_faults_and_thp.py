@@ -84,3 +84,26 @@ def test_anon_huge_pages_counts_pmd_mappings_only() -> None:
     assert sum(d["Rss"] for d in p.smaps()) == 2048
     assert p.folio_at(t).order == 9  # type: ignore[union-attr]
     assert m.check() == []
+
+
+def test_fault_sequence_player_zero_page_thp_then_fallback() -> None:
+    from functools import partial
+
+    from pyfolio.views import animate, draw_step, record
+
+    m = System(ram="64M", thp="always", seed=0)
+    q = m.spawn()
+    r = q.mmap(4 * MiB)
+    frames = record(m, [
+        ("read", partial(q.read, r)), ("write", partial(q.write, r + 4 * KiB, 1)),
+        ("fragment", m.fragment), ("fallback", partial(q.write, r + 2 * MiB, 1)),
+        ("small", partial(q.write, r + 2 * MiB + 8 * KiB, 1)),
+    ], proc=q, addr=r, length=4 * MiB)
+    kinds = [f.cells.pmd_kind for f in frames]
+    assert kinds == [("none", "none"), ("zero", "none"), ("huge", "none"), ("huge", "none"),
+                     ("huge", "table"), ("huge", "table")]
+    assert frames[4].why() == ["thp_fault_fallback", "do_anonymous_page"]
+    assert frames[-1].cells.states().count("pte") == 2
+    assert m.vmstat()["thp_fault_fallback"] == 1 and m.vmstat()["thp_zero_page_alloc"] == 1
+    assert animate(frames, draw_step).data.count("data:image/png;base64") == 6
+    assert m.check() == []
