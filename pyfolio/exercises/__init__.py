@@ -25,6 +25,7 @@ from . import (
     ch07_pmd_to_ptes,
     ch08_splitting_a_folio,
     ch09_device_private_memory,
+    ch10_migrating_a_thp,
     ch11_no_huge_page_on_the_device,
     ch12_code_review_lab,
 )
@@ -42,6 +43,7 @@ CHAPTERS: dict[int, ModuleType] = {
     7: ch07_pmd_to_ptes,
     8: ch08_splitting_a_folio,
     9: ch09_device_private_memory,
+    10: ch10_migrating_a_thp,
     11: ch11_no_huge_page_on_the_device,
     12: ch12_code_review_lab,
 }
