@@ -172,13 +172,17 @@ def test_unreadable_kpageflags_says_root_is_needed(fake_root: Path,
         kpageflags([0x1200], root=fake_root)
 
 
-def test_not_linux_and_not_root(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_not_linux_and_not_root(monkeypatch: pytest.MonkeyPatch, fake_root: Path) -> None:
     monkeypatch.setattr(sys, "platform", "darwin")
     with pytest.raises(Unavailable, match="not Linux"):
         vmstat()
+    assert set(availability().values()) == {"unavailable: not Linux (sys.platform is 'darwin')"}
     assert "not Linux" in (KernelBackend().unavailable() or "")
     monkeypatch.setattr(sys, "platform", "linux")
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    got = availability(root=fake_root)
+    assert {k for k, v in got.items() if v != "ok"} == {"pfns"}
+    assert got["pfns"] == "unavailable: PFNs read as 0 in pagemap: needs CAP_SYS_ADMIN (root)"
     assert "needs CAP_SYS_ADMIN" in (KernelBackend().unavailable() or "")
     with pytest.raises(Unavailable, match="needs CAP_SYS_ADMIN"):
         KernelBackend().run(SCENARIOS["thp_fault"])

@@ -205,11 +205,15 @@ def availability(root: str | Path = "/") -> dict[str, str]:
     probe("thp_settings", lambda: thp_settings(root))
     if out["thp_settings"] == "ok" and thp_policy(thp_settings(root)) == "never":
         out["thp_settings"] = "unavailable: THP is set to never (enabled=never)"
-    if str(root) == "/" and hasattr(os, "geteuid") and os.geteuid() != 0:
-        out["pfns"] = "unavailable: PFNs read as 0 in pagemap: needs CAP_SYS_ADMIN (root)"
-    else:
-        out["pfns"] = "ok"
+    probe("pfns", lambda: _pfns_visible(root))
     return out
+
+
+def _pfns_visible(root: str | Path) -> None:
+    """fs/proc/task_mmu.c:pagemap_open() hides PFNs from readers without CAP_SYS_ADMIN."""
+    _path(root, "proc")
+    if hasattr(os, "geteuid") and os.geteuid() != 0:
+        raise Unavailable("unavailable: PFNs read as 0 in pagemap: needs CAP_SYS_ADMIN (root)")
 
 
 def debugfs_split_status(root: str | Path = "/") -> str:
