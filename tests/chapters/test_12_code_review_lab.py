@@ -55,6 +55,14 @@ def test_same_events_different_stacks() -> None:
                                    "__folio_freeze_and_split_unmapped")
     assert steps[0].stack(A) == steps[0].stack(B)
     assert design_steps(run_a, run_b, thp=1)[1].stack(B) == freeze.stack(B)
+    last_a, last_b = split_events(run_a)[-1].event, split_events(run_b)[-1].event
+    assert last_a.name == last_b.name == "migrate_vma_split_unmapped_folio"
+    assert last_a.arg("design") != last_b.arg("design")  # the only difference in the trace
+    differ = [(x.event, y.event) for x, y in zip(run_a.events, run_b.events, strict=True)
+              if str(x.event) != str(y.event)]
+    assert len(differ) == 2 and all(x.name == "migrate_vma_split_unmapped_folio"
+                                    for x, _ in differ)
+    assert run_a.system.trace.costs == run_b.system.trace.costs
 
 
 def test_branch_counts_flag_path_versus_separate_entry() -> None:
