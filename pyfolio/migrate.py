@@ -1,11 +1,11 @@
 """Migration entries in and out, and moving struct-page state from one folio to another.
 
 Models: mm/migrate.c (remove_migration_ptes(), remove_migration_pte(),
-remove_migration_pmd(), folio_migrate_mapping(), folio_migrate_flags()), the PMD half of
-mm/huge_memory.c:set_pmd_migration_entry(), and mm/vmscan.c:folio_isolate_lru() /
-mm/migrate.c:folio_putback_lru(), as the device-migration path (mm/migrate_device.c)
-uses them (merged series, linux-mm tree). ``try_to_migrate()`` (mm/rmap.c) is modelled
-for the mappings migrate_device_unmap() can meet: PTEs, device-private PTEs and PMDs.
+folio_migrate_mapping(), folio_migrate_flags()), the PMD halves of mm/huge_memory.c
+(set_pmd_migration_entry(), remove_migration_pmd()), and mm/vmscan.c:folio_isolate_lru()
+/ mm/migrate.c:folio_putback_lru(), as the folio split (remap_page()) and the
+device-migration path (mm/migrate_device.c, merged series, linux-mm tree) use them.
+``try_to_migrate()`` (mm/rmap.c) lives in :mod:`pyfolio.rmap` and is re-exported here.
 
 Simplifications: no swap cache or page cache (``mapping`` is NULL for anon folios);
 migration entries do not carry young/dirty bits, so a restored entry is young and is dirty
@@ -17,26 +17,34 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from .errors import EBUSY
 from .folio import (
     Folio,
     folio_expected_ref_count,
     folio_get,
+    folio_nr_pages,
     folio_put,
     folio_ref_count,
     folio_test_anon,
     page_folio,
 )
-from .memmap import PG
+from .memmap import NO_HEAD, PG, ZONE_DEVICE
 from .pgtable import (
-    _PAGE_ACCESSED,
     _PAGE_DIRTY,
     _PAGE_PRESENT,
     _PAGE_PSE,
     _PAGE_RW,
     _PAGE_SOFT_DIRTY,
+    _PAGE_SPECIAL,
     _PAGE_SWP_SOFT_DIRTY,
+    _PAGE_SWP_UFFD_WP,
+    _PAGE_UFFD_WP,
+    SWP_OFFSET_SHIFT,
+    SWP_TYPE_BITS,
     SwpType,
+    is_migration_entry,
     is_writable_device_private_entry,
     make_readable_device_private_entry,
     make_readable_exclusive_migration_entry,
@@ -44,28 +52,39 @@ from .pgtable import (
     make_writable_device_private_entry,
     make_writable_migration_entry,
     pfn_pte,
+    pte_index,
+    swp_offset,
     swp_type,
     vm_page_prot,
 )
 from .rmap import (
     RMAP_EXCLUSIVE,
     RMAP_NONE,
+    anon_vma_ranges,
     folio_add_anon_rmap_pmd,
-    folio_add_anon_rmap_ptes,
     folio_remove_rmap_pmd,
     folio_remove_rmap_pte,
     folio_try_share_anon_rmap_pmd,
     folio_try_share_anon_rmap_pte,
-    rmap_walk,
+    pmd_chunks,
+    pte_table_of,
+    try_to_migrate,
 )
+from .units import PAGE_SHIFT, PMD_SIZE
 
 if TYPE_CHECKING:
+    from .machine import Machine
     from .mm_types import VMA
 
-__all__ = ["ref_hold", "ref_drop", "folio_isolate_lru", "folio_putback_lru",
-           "set_pte_migration_entry", "set_pmd_migration_entry", "try_to_migrate",
-           "remove_migration_ptes", "folio_migrate_mapping", "folio_migrate_flags"]
+__all__ = ["RMP_LOCKED", "RMP_USE_SHARED_ZEROPAGE", "ref_hold", "ref_drop",
+           "folio_isolate_lru", "folio_putback_lru", "set_pte_migration_entry",
+           "set_pmd_migration_entry", "try_to_migrate", "remove_migration_ptes",
+           "remove_migration_entries", "folio_migrate_mapping", "folio_migrate_flags"]
 
+#: include/linux/rmap.h enum rmp_flags (v6.18); later trees fold them into ttu_flags.
+RMP_LOCKED = 1 << 0
+RMP_USE_SHARED_ZEROPAGE = 1 << 1
+_U64 = np.uint64
 Slot = tuple[int, int]
 
 
@@ -102,12 +121,20 @@ def folio_putback_lru(folio: Folio) -> None:
     ref_drop(folio)
 
 
-def _migration_entry(pfn: int, write: bool, anon_exclusive: bool) -> int:
-    if write:
-        return make_writable_migration_entry(pfn)
-    if anon_exclusive:
-        return make_readable_exclusive_migration_entry(pfn)
-    return make_readable_migration_entry(pfn)
+def _migration_entry(folio: Folio, raw: int, pfn: int, anon_exclusive: bool) -> int:
+    """The migration entry that replaces ``raw`` (present or device-private) for ``pfn``:
+    writable if it was, else readable-exclusive for an exclusive page, else readable;
+    soft-dirty kept; a dirty present entry dirties the folio (try_to_migrate_one())."""
+    if raw & _PAGE_PRESENT:
+        write, soft = bool(raw & _PAGE_RW), bool(raw & _PAGE_SOFT_DIRTY)
+        if raw & _PAGE_DIRTY:
+            folio.m.mem.set(folio.pfn, PG.dirty)
+    else:
+        write, soft = is_writable_device_private_entry(raw), bool(raw & _PAGE_SWP_SOFT_DIRTY)
+    make = (make_writable_migration_entry if write else
+            make_readable_exclusive_migration_entry if anon_exclusive else
+            make_readable_migration_entry)
+    return make(pfn) | (_PAGE_SWP_SOFT_DIRTY if soft else 0)
 
 
 def set_pte_migration_entry(vma: VMA, slot: Slot, pfn: int) -> bool:
@@ -124,14 +151,7 @@ def set_pte_migration_entry(vma: VMA, slot: Slot, pfn: int) -> bool:
     excl = folio_test_anon(folio) and m.mem.test(pfn, PG.anon_exclusive)
     if excl and not folio_try_share_anon_rmap_pte(folio, pfn):
         return False
-    if raw & _PAGE_PRESENT:
-        write, soft = bool(raw & _PAGE_RW), bool(raw & _PAGE_SOFT_DIRTY)
-        if raw & _PAGE_DIRTY:
-            m.mem.set(folio.pfn, PG.dirty)
-    else:
-        write, soft = is_writable_device_private_entry(raw), bool(raw & _PAGE_SWP_SOFT_DIRTY)
-    entry = _migration_entry(pfn, write, excl)
-    m.pgtables[slot[0]][slot[1]] = entry | (_PAGE_SWP_SOFT_DIRTY if soft else 0)
+    m.pgtables[slot[0]][slot[1]] = _migration_entry(folio, raw, pfn, excl)
     m.trace.cost("pte_writes")
     folio_remove_rmap_pte(folio, pfn, vma)
     folio_put(folio)
@@ -153,14 +173,7 @@ def set_pmd_migration_entry(vma: VMA, slot: Slot, pfn: int) -> int:
     excl = folio_test_anon(folio) and m.mem.test(folio.pfn, PG.anon_exclusive)
     if excl and not folio_try_share_anon_rmap_pmd(folio, folio.pfn):
         return -EBUSY
-    if raw & _PAGE_PRESENT:
-        write, soft = bool(raw & _PAGE_RW), bool(raw & _PAGE_SOFT_DIRTY)
-        if raw & _PAGE_DIRTY:
-            m.mem.set(folio.pfn, PG.dirty)
-    else:
-        write, soft = is_writable_device_private_entry(raw), bool(raw & _PAGE_SWP_SOFT_DIRTY)
-    entry = _migration_entry(folio.pfn, write, excl)
-    m.pgtables[slot[0]][slot[1]] = entry | (_PAGE_SWP_SOFT_DIRTY if soft else 0)
+    m.pgtables[slot[0]][slot[1]] = _migration_entry(folio, raw, folio.pfn, excl)
     m.trace.cost("pmd_writes")
     if raw & _PAGE_PRESENT:  # pmdp_invalidate() flushes; pmdp_huge_get_and_clear() does not
         m.trace.cost("tlb_flushes")
@@ -169,77 +182,139 @@ def set_pmd_migration_entry(vma: VMA, slot: Slot, pfn: int) -> int:
     return 0
 
 
-def try_to_migrate(folio: Folio, flags: int = 0) -> None:
-    """try_to_migrate() - replace every remaining mapping of the folio with migration
-    entries (found through the rmap). Models: mm/rmap.c:try_to_migrate() (v6.18) for
-    anon PTE, device-private PTE and PMD mappings; a mapping that cannot be shared stays."""
-    from .memory import pmd_slot, pte_slot
-
-    for mp in rmap_walk(folio):
-        if mp.level == "pmd":
-            slot = pmd_slot(mp.vma.vm_mm, mp.address)
-            assert slot is not None
-            set_pmd_migration_entry(mp.vma, slot, mp.pfn)
-            continue
-        pslot = pte_slot(mp.vma.vm_mm, mp.address)
-        assert pslot is not None
-        set_pte_migration_entry(mp.vma, pslot, mp.pfn)
-        folio.m.trace.cost("tlb_flushes")
-
-
-def _restored_entry(vma: VMA, old: int, new_pfn: int, device: bool, huge: bool) -> int:
-    """remove_migration_pte()/remove_migration_pmd(): the entry that replaces ``old``."""
-    m = vma.vm_mm.m
-    write = swp_type(old) == SwpType.SWP_MIGRATION_WRITE
-    soft = bool(old & _PAGE_SWP_SOFT_DIRTY)
-    if device:
-        make = make_writable_device_private_entry if write else make_readable_device_private_entry
-        return make(new_pfn) | (_PAGE_SWP_SOFT_DIRTY if soft else 0)
-    folio = page_folio(m, new_pfn)
-    prot = vm_page_prot(True) | _PAGE_ACCESSED | (_PAGE_PSE if huge else 0)
-    prot |= _PAGE_DIRTY if m.mem.test(folio.pfn, PG.dirty) else 0
-    prot |= _PAGE_RW if write else 0
-    prot |= _PAGE_SOFT_DIRTY if soft else 0
-    return pfn_pte(new_pfn, prot)
-
-
 def remove_migration_ptes(src: Folio, dst: Folio, flags: int = 0) -> int:
     """remove_migration_ptes() - turn every migration entry pointing into ``src`` into a
-    mapping of the same page of ``dst``.
+    mapping of the same page of ``dst``; returns the number of entries replaced.
 
-    Models: mm/migrate.c:remove_migration_ptes() with remove_migration_pte() and
-    remove_migration_pmd() (merged series, linux-mm): a present PTE/PMD for system RAM, a
-    device-private PTE/PMD (writable iff the migration entry was) when ``dst`` is
-    device-private; the rmap is added (exclusive unless the entry was a plain readable
-    one) and ``dst`` gains one reference per entry. Returns the number of entries.
+    Models: mm/migrate.c:remove_migration_ptes() with remove_migration_pte() (v6.18, and
+    the merged device-private series) and mm/huge_memory.c:remove_migration_pmd(): the
+    walk goes through ``dst``'s anon_vma (rmap_walk(dst)). Each PTE entry becomes a PTE
+    with the VMA's protection, writable if the entry was, dirty if the folio is dirty,
+    soft-dirty and uffd-wp kept; the page gets a PTE mapping (RMAP_EXCLUSIVE unless the
+    entry was readable) and its folio a reference. A device-private page gets a
+    device-private entry (writable iff the migration entry was) instead; a PMD migration
+    entry becomes a PMD (or device-private PMD) the same way. With
+    RMP_USE_SHARED_ZEROPAGE, try_to_map_unused_to_zeropage(): an order-0, not mlocked
+    page whose contents are all zero (stamp 0) is mapped to the shared zero page
+    (special, read-only, soft-dirty and uffd-wp kept) with no reference and no rmap.
+    Simplifications: no VM_LOCKED or mm_forbids_zeropage(); young is not tracked through
+    migration (the PTE is young).
     """
-    from .memory import pmd_slot, pte_slot
-    from .memremap import folio_is_device_private
-
     m = src.m
-    device = folio_is_device_private(dst)
-    done = 0
-    for mp in rmap_walk(src, migration=True):
-        if mp.kind != "migration":
-            continue
-        mm, vma = mp.vma.vm_mm, mp.vma
-        slot = pmd_slot(mm, mp.address) if mp.level == "pmd" else pte_slot(mm, mp.address)
-        assert slot is not None
-        old = int(m.pgtables[slot[0]][slot[1]])
-        new_pfn = dst.pfn + (mp.pfn - src.pfn)
-        excl = RMAP_NONE if swp_type(old) == SwpType.SWP_MIGRATION_READ else RMAP_EXCLUSIVE
-        folio_get(dst)
-        if mp.level == "pmd":
-            folio_add_anon_rmap_pmd(dst, dst.pfn, vma, mp.address, excl)
-            m.trace.cost("pmd_writes")
-        else:
-            folio_add_anon_rmap_ptes(dst, new_pfn, 1, vma, mp.address, excl)
-            m.trace.cost("pte_writes")
-        m.pgtables[slot[0]][slot[1]] = _restored_entry(vma, old, new_pfn, device,
-                                                       mp.level == "pmd")
-        done += 1
-    m.trace.emit("remove_migration_ptes", changes={"entries": done}, src=src.pfn, dst=dst.pfn)
-    return done
+    done, zero = remove_migration_entries(m, dst.pfn, src.pfn, folio_nr_pages(src), dst.pfn,
+                                          flags)
+    m.trace.emit("remove_migration_ptes", changes={"entries": done + zero}, src=src.pfn,
+                 dst=dst.pfn)
+    return done + zero
+
+
+def remove_migration_entries(m: Machine, anon: int, src: int, nr: int, dst: int,
+                             flags: int) -> tuple[int, int]:
+    """The rmap walk of remove_migration_ptes(): through the anon_vma of the folio at
+    ``anon``, every migration entry for pages [src, src + nr) becomes a mapping of page
+    ``dst + (pfn - src)``. Returns (entries mapped, entries put on the shared zero page).
+    remap_page() uses it once for all the folios a split made."""
+    restored = zeroed = 0
+    for vma, lo, hi in list(anon_vma_ranges(m, anon, nr)):
+        for addr, nxt, slot in pmd_chunks(vma, lo, hi):
+            pmd = int(m.pgtables[slot[0]][slot[1]])
+            if is_migration_entry(pmd) and src <= swp_offset(pmd) < src + nr:
+                _remove_migration_pmd(vma, slot, addr, pmd, dst + swp_offset(pmd) - src)
+                restored += 1
+                continue
+            table = pte_table_of(m, slot)
+            if table is not None:
+                r, z = _remap_table(m, table, pte_index(addr), (nxt - addr) >> PAGE_SHIFT,
+                                    src, nr, dst - src, flags)
+                restored, zeroed = restored + r, zeroed + z
+    return restored, zeroed
+
+
+def _remove_migration_pmd(vma: VMA, slot: Slot, addr: int, old: int, new_pfn: int) -> None:
+    """mm/huge_memory.c:remove_migration_pmd(): a PMD migration entry back to a PMD
+    mapping of the (PMD-sized) folio at ``new_pfn``, or to a device-private PMD."""
+    from .memremap import is_device_private_page
+
+    m = vma.vm_mm.m
+    folio = page_folio(m, new_pfn)
+    write = swp_type(old) == SwpType.SWP_MIGRATION_WRITE
+    soft = bool(old & _PAGE_SWP_SOFT_DIRTY)
+    folio_get(folio)
+    folio_add_anon_rmap_pmd(folio, folio.pfn, vma, addr & ~(PMD_SIZE - 1),
+                            RMAP_NONE if swp_type(old) == SwpType.SWP_MIGRATION_READ
+                            else RMAP_EXCLUSIVE)
+    if is_device_private_page(m, new_pfn):
+        make = make_writable_device_private_entry if write else make_readable_device_private_entry
+        entry = make(new_pfn) | (_PAGE_SWP_SOFT_DIRTY if soft else 0)
+    else:
+        prot = vm_page_prot(True) | _PAGE_PSE | (_PAGE_RW if write else 0)
+        prot |= (_PAGE_DIRTY if m.mem.test(folio.pfn, PG.dirty) else 0)
+        entry = pfn_pte(new_pfn, prot | (_PAGE_SOFT_DIRTY if soft else 0))
+    m.pgtables[slot[0]][slot[1]] = entry
+    m.trace.cost("pmd_writes")
+
+
+def _remap_table(m: Machine, table: int, i0: int, n: int, src: int, nr: int, delta: int,
+                 flags: int) -> tuple[int, int]:
+    """remove_migration_pte() for every migration entry for [src, src + nr) among the
+    entries [i0, i0 + n) of one PTE table, vectorised (the new page is pfn + delta)."""
+    mem, tbl = m.mem, m.pgtables[table]
+    ents = tbl[i0: i0 + n]
+    typ = ents >> _U64(59)
+    pfns = ((~ents) << _U64(SWP_TYPE_BITS)) >> _U64(SWP_OFFSET_SHIFT)
+    hit = (ents != 0) & ((ents & _U64(_PAGE_PRESENT)) == 0) \
+        & (typ >= _U64(SwpType.SWP_MIGRATION_READ)) & (typ <= _U64(SwpType.SWP_MIGRATION_WRITE)) \
+        & (pfns >= _U64(src)) & (pfns < _U64(src + nr))
+    idx = np.flatnonzero(hit)
+    if not len(idx):
+        return 0, 0
+    raw, typ = ents[idx], typ[idx].astype(np.int64)
+    pfn = pfns[idx].astype(np.int64) + delta
+    ch = mem.compound_head[pfn]
+    heads = np.where(ch == NO_HEAD, pfn, ch)
+    hflags = mem.flags[heads]
+    large = (hflags & np.uint32(PG.head)) != 0
+    soft = np.where((raw & _U64(_PAGE_SWP_SOFT_DIRTY)) != 0, _U64(_PAGE_SOFT_DIRTY), _U64(0))
+    uffd = np.where((raw & _U64(_PAGE_SWP_UFFD_WP)) != 0, _U64(_PAGE_UFFD_WP), _U64(0))
+    device = mem.zone[pfn] == ZONE_DEVICE
+    zero = np.zeros(len(idx), bool)
+    if flags & RMP_USE_SHARED_ZEROPAGE:
+        zero = ~large & (mem.stamp[pfn] == 0) & ((hflags & np.uint32(PG.mlocked)) == 0) & ~device
+    write = typ == SwpType.SWP_MIGRATION_WRITE
+    dirty = (hflags & np.uint32(PG.dirty)) != 0
+    pte = (pfn.astype(_U64) << _U64(PAGE_SHIFT)) | _U64(vm_page_prot(True)) | soft \
+        | np.where(write, _U64(_PAGE_RW), uffd) | np.where(dirty, _U64(_PAGE_DIRTY), _U64(0))
+    if device.any():
+        pte = _device_private_ptes(m, pfn, write, raw, device, pte)
+    zpte = _U64(m.zero_pfn << PAGE_SHIFT) | _U64(vm_page_prot(False) | _PAGE_SPECIAL) | soft | uffd
+    tbl[i0 + idx] = np.where(zero, zpte, pte)
+    m.trace.cost("pte_writes", len(idx))
+    keep = ~zero
+    pfn, heads, large = pfn[keep], heads[keep], large[keep]
+    excl = typ[keep] != SwpType.SWP_MIGRATION_READ
+    mem._mapcount[pfn] += 1  # folio_add_anon_rmap_pte(); distinct pages within one table
+    mem.set(pfn[excl], PG.anon_exclusive)
+    base = int(src + delta)
+    mem._refcount[base: base + nr] += np.bincount(heads - base, minlength=nr).astype(np.int32)
+    if large.any():  # folio_get() per PTE above; the large folios' counts here
+        lh = heads[large] - base
+        mem._large_mapcount[base: base + nr] += np.bincount(lh, minlength=nr).astype(np.int32)
+        first = (mem._mapcount[pfn[large]] == 0).astype(np.int64)
+        mem._nr_pages_mapped[base: base + nr] += np.bincount(lh, first, nr).astype(np.int32)
+    return int(keep.sum()), int(zero.sum())
+
+
+def _device_private_ptes(m: Machine, pfn: np.ndarray, write: np.ndarray, raw: np.ndarray,
+                         device: np.ndarray, pte: np.ndarray) -> np.ndarray:
+    """remove_migration_pte(): a device-private page gets a device-private entry."""
+    from .memremap import is_device_private_page
+
+    for k in np.flatnonzero(device):
+        if is_device_private_page(m, int(pfn[k])):
+            make = make_writable_device_private_entry if write[k] else \
+                make_readable_device_private_entry
+            pte[k] = make(int(pfn[k])) | (int(raw[k]) & (_PAGE_SWP_SOFT_DIRTY | _PAGE_SWP_UFFD_WP))
+    return pte
 
 
 def folio_migrate_mapping(mapping: object, newfolio: Folio, folio: Folio,

@@ -2,14 +2,17 @@
 
 Models: mm/rmap.c (v6.18) with CONFIG_PAGE_MAPCOUNT: __folio_add_rmap(),
 __folio_remove_rmap(), folio_add_new_anon_rmap(), folio_try_dup_anon_rmap_*(),
-anon_vma_prepare(), anon_vma_fork(), rmap_walk_anon(). The rmap functions never touch
-``_refcount``: callers pair each added mapping with a folio_get() and each removed one
-with a folio_put(), as the kernel does.
+anon_vma_prepare(), anon_vma_fork(), rmap_walk_anon(), and try_to_migrate() (mappings
+to migration entries). The rmap functions never touch ``_refcount``: callers pair each
+added mapping with a folio_get() and each removed one with a folio_put(), as the kernel
+does (try_to_migrate() is such a caller).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,6 +21,7 @@ from .folio import (
     Folio,
     folio_maybe_dma_pinned,
     folio_nr_pages,
+    folio_ref_sub,
     folio_test_anon,
     folio_test_large,
     page_folio,
@@ -25,15 +29,32 @@ from .folio import (
 from .memmap import ENTIRELY_MAPPED, FOLIO_MAPPING_ANON, PG
 from .mm_types import VMA, AnonVma, MMStruct
 from .pgtable import (
+    _PAGE_DIRTY,
+    _PAGE_PRESENT,
+    _PAGE_PSE,
+    _PAGE_RW,
+    _PAGE_SOFT_DIRTY,
+    _PAGE_SPECIAL,
+    _PAGE_SWP_SOFT_DIRTY,
+    _PAGE_SWP_UFFD_WP,
+    _PAGE_UFFD_WP,
+    PTE_PFN_MASK,
+    SWP_OFFSET_SHIFT,
+    SWP_TYPE_BITS,
+    SwpType,
     decode_entry,
     is_device_private_entry,
     is_migration_entry,
     pmd_leaf,
+    pte_index,
     pte_pfn,
     swp_offset,
     walk,
 )
-from .units import HPAGE_PMD_NR, PAGE_SIZE, PMD_SIZE
+from .units import HPAGE_PMD_NR, PAGE_SHIFT, PAGE_SIZE, PMD_SIZE
+
+if TYPE_CHECKING:
+    from .machine import Machine
 
 __all__ = [
     "RMAP_EXCLUSIVE", "RMAP_NONE", "anon_vma_prepare", "anon_vma_fork", "anon_vma_clone",
@@ -42,7 +63,8 @@ __all__ = [
     "folio_remove_rmap_ptes", "folio_remove_rmap_pte", "folio_remove_rmap_pmd",
     "folio_try_dup_anon_rmap_ptes", "folio_try_dup_anon_rmap_pmd", "folio_move_anon_rmap",
     "folio_try_share_anon_rmap_pte", "folio_try_share_anon_rmap_pmd", "Mapping", "rmap_walk",
-    "folio_mms",
+    "folio_mms", "TTU_SPLIT_HUGE_PMD", "TTU_RMAP_LOCKED", "anon_vma_ranges", "pmd_chunks",
+    "pte_table_of", "swp_entries", "try_to_migrate",
 ]
 
 RMAP_NONE = 0
@@ -407,3 +429,164 @@ def rmap_walk(folio: Folio, *, migration: bool = False) -> list[Mapping]:
 def folio_mms(folio: Folio) -> set[int]:
     """The ids of the mms that map the folio (what CONFIG_MM_ID's _mm_id[] tracks)."""
     return {mp.mm.id for mp in rmap_walk(folio)}
+
+
+# -- try_to_migrate -------------------------------------------------------------------------
+#: include/linux/rmap.h enum ttu_flags (the two the split uses).
+TTU_SPLIT_HUGE_PMD = 0x4
+TTU_RMAP_LOCKED = 0x80
+#: Linux 6.18.0 stopped try_to_migrate()'s rmap walk after the first PMD it split
+#: (commit 60fbb14396d5), so a PMD-mapped THP shared by two processes failed to split
+#: with -EAGAIN; fixed by 939080834fef (in 6.18.y stable, March 2026). False models the
+#: fix; set True to reproduce 6.18.0.
+TRY_TO_MIGRATE_STOPS_AFTER_PMD_SPLIT = False
+_U64 = np.uint64
+_TYPE_SHIFT = _U64(59)
+
+
+def anon_vma_ranges(m: Machine, head: int, nr: int) -> Iterator[tuple[VMA, int, int]]:
+    """rmap_walk_anon(): each VMA the anon_vma of the folio at ``head`` reaches, with the
+    address range where pages [head, head + nr) would be mapped (vma_address())."""
+    av = folio_anon_vma(Folio(m, head))
+    if av is None:
+        return
+    first = int(m.mem.index[head])
+    for vma in sorted(av.vmas, key=lambda v: (v.vm_mm.id, v.vm_start)):
+        lo = max(vma.vm_start, vma.address_of(first))
+        hi = min(vma.vm_end, vma.address_of(first + nr))
+        if lo < hi:
+            yield vma, lo, hi
+
+
+def pmd_chunks(vma: VMA, lo: int, hi: int) -> Iterator[tuple[int, int, tuple[int, int]]]:
+    """The PMD slots covering [lo, hi): (addr, end of this PMD's part, slot)."""
+    from .memory import pmd_slot
+
+    addr = lo
+    while addr < hi:
+        nxt = min((addr | (PMD_SIZE - 1)) + 1, hi)
+        slot = pmd_slot(vma.vm_mm, addr)
+        if slot is not None:
+            yield addr, nxt, slot
+        addr = nxt
+
+
+def pte_table_of(m: Machine, slot: tuple[int, int]) -> int | None:
+    """The PTE table a PMD entry points to (None for an empty, leaf or swap-format PMD)."""
+    raw = int(m.pgtables[slot[0]][slot[1]])
+    return pte_pfn(raw) if raw & _PAGE_PRESENT and not raw & _PAGE_PSE else None
+
+
+def swp_entries(types: np.ndarray, pfns: np.ndarray) -> np.ndarray:
+    """__swp_entry() over arrays: swap-format entries of ``types`` for ``pfns``."""
+    return (((~pfns.astype(_U64)) << _U64(SWP_OFFSET_SHIFT)) >> _U64(SWP_TYPE_BITS)) \
+        | (types.astype(_U64) << _TYPE_SHIFT)
+
+
+def _pmd_maps(raw: int, head: int, end: int) -> bool:
+    """Does a PMD entry map the folio [head, end): a leaf or a device-private PMD?"""
+    if pmd_leaf(raw):
+        return head <= pte_pfn(raw) < end
+    return is_device_private_entry(raw) and head <= swp_offset(raw) < end
+
+
+def try_to_migrate(folio: Folio, flags: int) -> bool:
+    """try_to_migrate() - replace every mapping of the folio with a migration entry.
+
+    Models: mm/rmap.c:try_to_migrate() and try_to_migrate_one() (v6.18 with the 6.18.y
+    fix 939080834fef, see TRY_TO_MIGRATE_STOPS_AFTER_PMD_SPLIT; device-private entries
+    as in the merged series). A PMD mapping (present or device-private) is split with
+    freeze (split_huge_pmd_address(vma, addr, True)) under TTU_SPLIT_HUGE_PMD, and the
+    walk goes on in that VMA; without it the PMD becomes a PMD migration entry
+    (set_pmd_migration_entry(); a maybe-pinned exclusive folio stops the walk). Each PTE
+    becomes a writable migration entry if it was writable, else readable-exclusive if the
+    page was PG_anon_exclusive, else readable, keeping soft-dirty and uffd-wp; a dirty
+    PTE dirties the folio; the exclusive page must be shared first
+    (folio_try_share_anon_rmap_pte()), which fails for a maybe-pinned folio: that PTE
+    is left as it was and the walk stops (returns False). A device-private entry becomes
+    a migration entry the same way, writable if it was. Each entry removed drops its
+    rmap (folio_remove_rmap_pte(), one PTE at a time as the kernel does) and reference.
+    Simplification: migration entries do not keep the young/dirty bits.
+    """
+    m, end_pfn = folio.m, folio.pfn + folio_nr_pages(folio)
+    for vma, lo, hi in list(anon_vma_ranges(m, folio.pfn, folio_nr_pages(folio))):
+        split_pmd = bool(flags & TTU_SPLIT_HUGE_PMD)
+        for addr, nxt, slot in pmd_chunks(vma, lo, hi):
+            raw = int(m.pgtables[slot[0]][slot[1]])
+            if _pmd_maps(raw, folio.pfn, end_pfn):
+                if not split_pmd:
+                    from .migrate import set_pmd_migration_entry
+
+                    if set_pmd_migration_entry(vma, slot, folio.pfn):
+                        return False
+                    continue
+                from .huge_memory import split_huge_pmd_address
+
+                split_huge_pmd_address(vma, addr, True)
+                if TRY_TO_MIGRATE_STOPS_AFTER_PMD_SPLIT:
+                    return False
+                split_pmd = False  # flags &= ~TTU_SPLIT_HUGE_PMD; restart the walk
+            table = pte_table_of(m, slot)
+            if table is not None and not _migrate_ptes(folio, vma, table, pte_index(addr),
+                                                       (nxt - addr) >> PAGE_SHIFT):
+                return False
+    return True
+
+
+def _migrate_ptes(folio: Folio, vma: VMA, table: int, i0: int, n: int) -> bool:
+    """try_to_migrate_one() for the entries [i0, i0 + n) of one PTE table that map the
+    folio (present or device-private), vectorised; False where the walk stops."""
+    m, tbl = folio.m, folio.m.pgtables[table]
+    ents = tbl[i0: i0 + n]
+    present = (ents & _U64(_PAGE_PRESENT)) != 0
+    typ = ents >> _TYPE_SHIFT
+    device = ~present & (ents != 0) & ((typ == _U64(SwpType.SWP_DEVICE_WRITE))
+                                       | (typ == _U64(SwpType.SWP_DEVICE_READ)))
+    pfns = np.where(device, ((~ents) << _U64(SWP_TYPE_BITS)) >> _U64(SWP_OFFSET_SHIFT),
+                    (ents & _U64(PTE_PFN_MASK)) >> _U64(PAGE_SHIFT))
+    hit = ((present & ((ents & _U64(_PAGE_SPECIAL)) == 0)) | device) \
+        & (pfns >= _U64(folio.pfn)) & (pfns < _U64(folio.pfn + folio_nr_pages(folio)))
+    idx = np.flatnonzero(hit)
+    if not len(idx):
+        return True
+    mem, pfn, raw, dev = m.mem, pfns[idx].astype(np.int64), ents[idx], device[idx]
+    excl = (mem.flags[pfn] & np.uint32(PG.anon_exclusive)) != 0
+    excl &= folio_test_anon(folio)
+    ok = not (excl.any() and folio_maybe_dma_pinned(folio))
+    if not ok:  # folio_try_share_anon_rmap_pte() fails at the first exclusive page
+        k = int(np.argmax(excl))
+        idx, pfn, raw, dev, excl = idx[:k], pfn[:k], raw[:k], dev[:k], excl[:k]
+        if not k:
+            return False
+    mem.clear(pfn[excl], PG.anon_exclusive)
+    if ((raw & _U64(_PAGE_DIRTY)) != 0)[~dev].any():
+        mem.set(folio.pfn, PG.dirty)
+    write = np.where(dev, typ[idx] == _U64(SwpType.SWP_DEVICE_WRITE),
+                     (raw & _U64(_PAGE_RW)) != 0)
+    soft = np.where(dev, raw & _U64(_PAGE_SWP_SOFT_DIRTY), raw & _U64(_PAGE_SOFT_DIRTY)) != 0
+    types = np.where(write, SwpType.SWP_MIGRATION_WRITE,
+                     np.where(excl, SwpType.SWP_MIGRATION_READ_EXCLUSIVE,
+                              SwpType.SWP_MIGRATION_READ))
+    swp = swp_entries(types, pfn) | np.where(soft, _U64(_PAGE_SWP_SOFT_DIRTY), _U64(0)) \
+        | np.where(~dev & ((raw & _U64(_PAGE_UFFD_WP)) != 0), _U64(_PAGE_SWP_UFFD_WP), _U64(0))
+    tbl[i0 + idx] = swp
+    m.trace.cost("pte_writes", len(idx))
+    _remove_rmap_ptes_one_by_one(folio, pfn, vma)
+    folio_ref_sub(folio, len(idx))  # folio_put() per PTE; the caller holds a reference
+    m.trace.cost("tlb_flushes")
+    return ok
+
+
+def _remove_rmap_ptes_one_by_one(folio: Folio, pfn: np.ndarray, vma: VMA) -> None:
+    """folio_remove_rmap_pte() for each (distinct) page in ``pfn``, in order, with the same
+    result as one call per page (mapcounts and the deferred-split decision): the first
+    page to lose its last mapping is removed on its own, the runs before and after it in
+    batches of contiguous pages."""
+    mem = folio.m.mem
+    gone = np.flatnonzero(mem._mapcount[pfn] == 0)
+    parts = [pfn] if not len(gone) else [pfn[: gone[0]], pfn[gone[0]: gone[0] + 1],
+                                         pfn[gone[0] + 1:]]
+    for part in parts:
+        for run in np.split(part, np.flatnonzero(np.diff(part) != 1) + 1):
+            if len(run):
+                folio_remove_rmap_ptes(folio, int(run[0]), len(run), vma)

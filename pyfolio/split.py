@@ -1,8 +1,8 @@
 """Splitting a large folio: the folio-split half of mm/huge_memory.c.
 
-Models: mm/huge_memory.c (v6.18) __folio_split() and its entry points, with
-mm/rmap.c:try_to_migrate() (unmap to migration entries) and
-mm/migrate.c:remove_migration_ptes() (remap) as far as the split uses them. PMD-level
+Models: mm/huge_memory.c (v6.18) __folio_split() and its entry points. The unmap and
+remap steps use mm/rmap.c:try_to_migrate() (:mod:`pyfolio.rmap`) and
+mm/migrate.c:remove_migration_ptes() (:mod:`pyfolio.migrate`), re-exported here. PMD-level
 code (split_huge_pmd, the deferred split queue) is in :mod:`pyfolio.huge_memory`.
 
 Two designs for splitting a folio that migration has already unmapped (the device
@@ -24,7 +24,6 @@ the machine as it was. The Python-only helper :func:`split_mapped_folio` raises
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -52,35 +51,19 @@ from .folio import (
     is_zero_folio,
     page_folio,
 )
-from .huge_memory import split_huge_pmd_address
-from .memmap import NO_HEAD, PG, ZONE_DEVICE
-from .pgtable import (
-    _PAGE_DIRTY,
-    _PAGE_PRESENT,
-    _PAGE_PSE,
-    _PAGE_RW,
-    _PAGE_SOFT_DIRTY,
-    _PAGE_SPECIAL,
-    _PAGE_SWP_SOFT_DIRTY,
-    _PAGE_SWP_UFFD_WP,
-    _PAGE_UFFD_WP,
-    PTE_PFN_MASK,
-    SwpType,
-    make_readable_exclusive_migration_entry,
-    make_readable_migration_entry,
-    make_writable_migration_entry,
-    pmd_leaf,
-    pte_index,
-    pte_pfn,
-    vm_page_prot,
+from .memmap import NO_HEAD, PG
+from .memremap import zone_device_private_split_cb
+from .migrate import (
+    RMP_LOCKED,
+    RMP_USE_SHARED_ZEROPAGE,
+    remove_migration_entries,
+    remove_migration_ptes,
 )
-from .rmap import folio_anon_vma, folio_remove_rmap_pte, folio_try_share_anon_rmap_pte
-from .units import HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SHIFT, PMD_SIZE
+from .rmap import TTU_RMAP_LOCKED, TTU_SPLIT_HUGE_PMD, folio_anon_vma, try_to_migrate
+from .units import HPAGE_PMD_NR, HPAGE_PMD_ORDER
 
 if TYPE_CHECKING:
     from .machine import Machine
-    from .memmap import Memmap
-    from .mm_types import VMA
 
 __all__ = [
     "RMP_LOCKED", "RMP_USE_SHARED_ZEROPAGE", "TTU_SPLIT_HUGE_PMD", "TTU_RMAP_LOCKED",
@@ -94,27 +77,12 @@ __all__ = [
     "split_mapped_folio", "KHUGEPAGED_MAX_PTES_NONE",
 ]
 
-#: include/linux/rmap.h enum rmp_flags (v6.18); later trees fold them into ttu_flags.
-RMP_LOCKED = 1 << 0
-RMP_USE_SHARED_ZEROPAGE = 1 << 1
-#: include/linux/rmap.h enum ttu_flags (the two the split uses).
-TTU_SPLIT_HUGE_PMD = 0x4
-TTU_RMAP_LOCKED = 0x80
 #: /sys/kernel/mm/transparent_hugepage/khugepaged/max_ptes_none default (HPAGE_PMD_NR - 1).
 KHUGEPAGED_MAX_PTES_NONE = HPAGE_PMD_NR - 1
-#: Linux 6.18.0 stopped try_to_migrate()'s rmap walk after the first PMD it split
-#: (commit 60fbb14396d5), so a PMD-mapped THP shared by two processes failed to split
-#: with -EAGAIN; fixed by 939080834fef (in 6.18.y stable, March 2026). False models the
-#: fix; set True to reproduce 6.18.0.
-TRY_TO_MIGRATE_STOPS_AFTER_PMD_SPLIT = False
-
 #: page flags __split_folio_to_order() copies from the head to each new head
 _COPY_FLAGS = (PG.referenced | PG.swapbacked | PG.swapcache | PG.mlocked | PG.uptodate
                | PG.active | PG.locked | PG.unevictable | PG.dirty)
 _COPY, _HEAD, _LARGE_RMAPPABLE = int(_COPY_FLAGS), int(PG.head), int(PG.large_rmappable)
-_U64 = np.uint64
-_MIGRATION_TYPES = (SwpType.SWP_MIGRATION_READ, SwpType.SWP_MIGRATION_READ_EXCLUSIVE,
-                    SwpType.SWP_MIGRATION_WRITE)
 
 
 # -- checks ------------------------------------------------------------------------------
@@ -177,108 +145,7 @@ def min_order_for_split(folio: Folio) -> int:
     return -EBUSY
 
 
-# -- walking the mappings -------------------------------------------------------------------
-def _vma_ranges(m: Machine, head: int, nr: int) -> Iterator[tuple[VMA, int, int]]:
-    """rmap_walk_anon(): each VMA the folio's anon_vma reaches, with the address range
-    where pages [head, head + nr) would be mapped (vma_address())."""
-    av = folio_anon_vma(Folio(m, head))
-    if av is None:
-        return
-    first = int(m.mem.index[head])
-    for vma in sorted(av.vmas, key=lambda v: (v.vm_mm.id, v.vm_start)):
-        lo = max(vma.vm_start, vma.address_of(first))
-        hi = min(vma.vm_end, vma.address_of(first + nr))
-        if lo < hi:
-            yield vma, lo, hi
-
-
-def _pmd_chunks(vma: VMA, lo: int, hi: int) -> Iterator[tuple[int, int, tuple[int, int]]]:
-    """The PMD slots covering [lo, hi): (addr, end of this PMD's part, slot)."""
-    from .memory import pmd_slot
-
-    addr = lo
-    while addr < hi:
-        nxt = min((addr | (PMD_SIZE - 1)) + 1, hi)
-        slot = pmd_slot(vma.vm_mm, addr)
-        if slot is not None:
-            yield addr, nxt, slot
-        addr = nxt
-
-
-def _pte_table(m: Machine, slot: tuple[int, int]) -> int | None:
-    raw = int(m.pgtables[slot[0]][slot[1]])
-    return pte_pfn(raw) if raw & _PAGE_PRESENT and not raw & _PAGE_PSE else None
-
-
-# -- unmap: try_to_migrate ----------------------------------------------------------------
-def try_to_migrate(folio: Folio, flags: int) -> bool:
-    """try_to_migrate() - replace every mapping of the folio with a migration entry.
-
-    Models: mm/rmap.c:try_to_migrate() and try_to_migrate_one() (v6.18 with the 6.18.y
-    fix 939080834fef, see TRY_TO_MIGRATE_STOPS_AFTER_PMD_SPLIT). A PMD mapping is split
-    with freeze (split_huge_pmd_address(vma, addr, True)) and the walk restarts in that
-    VMA; each PTE becomes a writable migration entry if it was writable, else
-    readable-exclusive if the page was PG_anon_exclusive, else readable, keeping
-    soft-dirty and uffd-wp; a dirty PTE dirties the folio; the exclusive page must be
-    shared first (folio_try_share_anon_rmap_pte()), which fails for a maybe-pinned folio:
-    the PTE is left as it was and the walk stops (returns False). A device-private entry
-    (the series) becomes a migration entry the same way, writable if it was. Each entry
-    removed drops its rmap (folio_remove_rmap_pte()) and reference (folio_put()).
-    Simplification: migration entries do not keep the young/dirty bits.
-    """
-    m, end_pfn = folio.m, folio.pfn + folio_nr_pages(folio)
-    for vma, lo, hi in list(_vma_ranges(m, folio.pfn, folio_nr_pages(folio))):
-        split_pmd = bool(flags & TTU_SPLIT_HUGE_PMD)
-        for addr, nxt, slot in _pmd_chunks(vma, lo, hi):
-            raw = int(m.pgtables[slot[0]][slot[1]])
-            if pmd_leaf(raw) and folio.pfn <= pte_pfn(raw) < end_pfn and split_pmd:
-                split_huge_pmd_address(vma, addr, True)
-                if TRY_TO_MIGRATE_STOPS_AFTER_PMD_SPLIT:
-                    return False
-                split_pmd = False  # flags &= ~TTU_SPLIT_HUGE_PMD; restart the walk
-            table = _pte_table(m, slot)
-            if table is not None and not _migrate_ptes(folio, vma, table, addr, nxt):
-                return False
-    return True
-
-
-def _migrate_ptes(folio: Folio, vma: VMA, table: int, addr: int, end: int) -> bool:
-    """try_to_migrate_one() for the present PTEs of one table that map the folio."""
-    m, tbl = folio.m, folio.m.pgtables[table]
-    i0, n = pte_index(addr), (end - addr) >> PAGE_SHIFT
-    ents = tbl[i0: i0 + n]
-    pfns = (ents & _U64(PTE_PFN_MASK)) >> _U64(PAGE_SHIFT)
-    present = (ents & _U64(_PAGE_PRESENT)) != 0
-    typ = ents >> _U64(59)
-    device = ~present & (ents != 0) & ((typ == _U64(SwpType.SWP_DEVICE_WRITE))
-                                       | (typ == _U64(SwpType.SWP_DEVICE_READ)))
-    pfns = np.where(device, ((~ents) << _U64(5)) >> _U64(14), pfns)
-    hit = ((present & ((ents & _U64(_PAGE_SPECIAL)) == 0)) | device) \
-        & (pfns >= _U64(folio.pfn)) & (pfns < _U64(folio.pfn + folio_nr_pages(folio)))
-    for j in np.flatnonzero(hit):
-        pte, pfn = int(ents[j]), int(pfns[j])
-        if device[j]:  # a device-private entry: its writability and soft-dirty carry over
-            w, sd = int(typ[j]) == SwpType.SWP_DEVICE_WRITE, pte & _PAGE_SWP_SOFT_DIRTY
-            pte = (_PAGE_RW if w else 0) | (_PAGE_SOFT_DIRTY if sd else 0)
-        exclusive = m.mem.test(pfn, PG.anon_exclusive)
-        if exclusive and not folio_try_share_anon_rmap_pte(folio, pfn):
-            return False  # set_pte_at(orig): nothing was changed for this PTE
-        if pte & _PAGE_DIRTY:
-            m.mem.set(folio.pfn, PG.dirty)
-        make = (make_writable_migration_entry if pte & _PAGE_RW else
-                make_readable_exclusive_migration_entry if exclusive else
-                make_readable_migration_entry)
-        swp = make(pfn) | (_PAGE_SWP_SOFT_DIRTY if pte & _PAGE_SOFT_DIRTY else 0) \
-            | (_PAGE_SWP_UFFD_WP if pte & _PAGE_UFFD_WP else 0)
-        tbl[i0 + j] = swp
-        m.trace.cost("pte_writes")
-        folio_remove_rmap_pte(folio, pfn, vma)
-        folio_put(folio)
-    if hit.any():
-        m.trace.cost("tlb_flushes")
-    return True
-
-
+# -- unmap and remap -----------------------------------------------------------------------
 def unmap_folio(folio: Folio) -> None:
     """unmap_folio() - turn every mapping of the (anon) folio into migration entries.
 
@@ -297,26 +164,6 @@ def unmap_folio(folio: Folio) -> None:
         "refcount": (before[1], folio_ref_count(folio))}, pfn=folio.pfn)
 
 
-# -- remap: remove_migration_ptes ---------------------------------------------------------
-def remove_migration_ptes(src: Folio, dst: Folio, flags: int) -> None:
-    """remove_migration_ptes() - migration entries for ``src`` back to PTEs on ``dst``.
-
-    Models: mm/migrate.c:remove_migration_ptes() and remove_migration_pte() (v6.18),
-    for src == dst (as remap_page() uses it; after a split each entry resolves to the new
-    folio holding its page). Each entry becomes a PTE with the VMA's protection, writable
-    if the entry was, dirty if the folio is dirty, soft-dirty and uffd-wp kept; the page
-    gets a PTE mapping (RMAP_EXCLUSIVE unless the entry was readable) and the folio a
-    reference. A device-private page gets a device-private entry instead. With
-    RMP_USE_SHARED_ZEROPAGE, try_to_map_unused_to_zeropage(): an order-0, not mlocked
-    page whose contents are all zero (stamp 0) is mapped to the shared zero page
-    (special, read-only, soft-dirty kept) with no reference and no rmap.
-    Simplifications: no PMD migration entries (remove_migration_pmd()); no VM_LOCKED or
-    mm_forbids_zeropage(); young is not tracked through migration (the PTE is young).
-    """
-    VM_WARN_ON_FOLIO(src.pfn != dst.pfn, src, "remap to another folio")
-    _remove_migration_entries(src.m, src.pfn, folio_nr_pages(src), flags)
-
-
 def remap_page(folio: Folio, nr: int, flags: int) -> None:
     """remap_page() - remove_migration_ptes() over every folio in [folio, folio + nr).
 
@@ -326,78 +173,10 @@ def remap_page(folio: Folio, nr: int, flags: int) -> None:
     """
     if not folio_test_anon(folio):
         return
-    restored, zero = _remove_migration_entries(folio.m, folio.pfn, nr, flags)
+    restored, zero = remove_migration_entries(folio.m, folio.pfn, folio.pfn, nr, folio.pfn,
+                                              flags)
     folio.m.trace.emit("remap_page", changes={"ptes": restored, "zero_page_ptes": zero},
                        pfn=folio.pfn, nr=nr, flags=flags)
-
-
-def _remove_migration_entries(m: Machine, head: int, nr: int, flags: int) -> tuple[int, int]:
-    restored = zeroed = 0
-    for vma, lo, hi in list(_vma_ranges(m, head, nr)):
-        for addr, nxt, slot in _pmd_chunks(vma, lo, hi):
-            table = _pte_table(m, slot)
-            if table is not None:
-                r, z = _remap_table(m, vma, table, addr, nxt, head, nr, flags)
-                restored, zeroed = restored + r, zeroed + z
-    return restored, zeroed
-
-
-def _remap_table(m: Machine, vma: VMA, table: int, addr: int, end: int, head: int, nr: int,
-                 flags: int) -> tuple[int, int]:
-    """remove_migration_pte() for every matching entry of one PTE table, vectorised."""
-    mem, tbl = m.mem, m.pgtables[table]
-    i0, n = pte_index(addr), (end - addr) >> PAGE_SHIFT
-    ents = tbl[i0: i0 + n]
-    typ = ents >> _U64(59)
-    pfns = ((~ents) << _U64(5)) >> _U64(14)
-    hit = (ents != 0) & ((ents & _U64(_PAGE_PRESENT)) == 0) & (typ >= _U64(_MIGRATION_TYPES[0])) \
-        & (typ <= _U64(_MIGRATION_TYPES[-1])) & (pfns >= _U64(head)) & (pfns < _U64(head + nr))
-    idx = np.flatnonzero(hit)
-    if not len(idx):
-        return 0, 0
-    raw, typ, pfn = ents[idx], typ[idx].astype(np.int64), pfns[idx].astype(np.int64)
-    ch = mem.compound_head[pfn]
-    heads = np.where(ch == NO_HEAD, pfn, ch)
-    large = (mem.flags[heads] & np.uint32(PG.head)) != 0
-    soft = np.where((raw & _U64(_PAGE_SWP_SOFT_DIRTY)) != 0, _U64(_PAGE_SOFT_DIRTY), _U64(0))
-    zero = np.zeros(len(idx), bool)
-    if flags & RMP_USE_SHARED_ZEROPAGE:
-        zero = ~large & (mem.stamp[pfn] == 0) & ((mem.flags[heads] & np.uint32(PG.mlocked)) == 0) \
-            & (mem.zone[pfn] != ZONE_DEVICE)
-    write = typ == SwpType.SWP_MIGRATION_WRITE
-    dirty = (mem.flags[heads] & np.uint32(PG.dirty)) != 0
-    pte = (pfn.astype(_U64) << _U64(PAGE_SHIFT)) | _U64(vm_page_prot(True)) | soft \
-        | np.where(write, _U64(_PAGE_RW), _U64(0)) | np.where(dirty, _U64(_PAGE_DIRTY), _U64(0))
-    pte |= np.where((raw & _U64(_PAGE_SWP_UFFD_WP)) != 0, _U64(_PAGE_UFFD_WP), _U64(0))
-    pte = _device_private_ptes(mem, pfn, write, raw, pte)
-    zpte = _U64(m.zero_pfn << PAGE_SHIFT) | _U64(vm_page_prot(False) | _PAGE_SPECIAL) | soft
-    tbl[i0 + idx] = np.where(zero, zpte, pte)
-    m.trace.cost("pte_writes", len(idx))
-    keep = ~zero
-    pfn, heads, large = pfn[keep], heads[keep], large[keep]
-    excl = typ[keep] != SwpType.SWP_MIGRATION_READ
-    mem._mapcount[pfn] += 1  # folio_add_anon_rmap_pte(); distinct pages within one table
-    mem.set(pfn[excl], PG.anon_exclusive)
-    uniq, counts = np.unique(heads, return_counts=True)
-    mem._refcount[uniq] += counts.astype(np.int32)  # folio_get() per PTE
-    if large.any():
-        lh, first = heads[large], (mem._mapcount[pfn[large]] == 0).astype(np.int32)
-        np.add.at(mem._large_mapcount, lh, 1)
-        np.add.at(mem._nr_pages_mapped, lh, first)
-    return int(keep.sum()), int(zero.sum())
-
-
-def _device_private_ptes(mem: Memmap, pfn: np.ndarray, write: np.ndarray, raw: np.ndarray,
-                         pte: np.ndarray) -> np.ndarray:
-    """remove_migration_pte(): a device-private page gets a device-private entry."""
-    from .pgtable import make_readable_device_private_entry, make_writable_device_private_entry
-
-    dev = np.flatnonzero(mem.zone[pfn] == ZONE_DEVICE)
-    for k in dev:
-        make = make_writable_device_private_entry if write[k] else \
-            make_readable_device_private_entry
-        pte[k] = make(int(pfn[k])) | (int(raw[k]) & _PAGE_SWP_SOFT_DIRTY)
-    return pte
 
 
 # -- the split of struct pages ------------------------------------------------------------
@@ -497,17 +276,6 @@ def split_orders(m: Machine, pfn: int, at: int, new_order: int, *, uniform: bool
     return _orders(m, head, nr)
 
 
-def _zone_device_private_split_cb(orig: Folio, new: Folio | None) -> None:
-    """zone_device_private_split_cb() (the series): tell a device-private folio's driver
-    (pgmap->ops->folio_split) about each new folio, then None at the end."""
-    if not folio_is_zone_device(orig):
-        return
-    pgmap = orig.m.pgmaps[int(orig.m.mem.pgmap[orig.pfn])]
-    cb = getattr(getattr(pgmap, "ops", None), "folio_split", None)
-    if cb is not None:
-        cb(orig, new)
-
-
 def __folio_freeze_and_split_unmapped(folio: Folio, new_order: int, split_at: int,
                                       xas: object, mapping: object, do_lru: bool,
                                       list_: list[Folio] | None, uniform_split: bool,
@@ -534,7 +302,7 @@ def __folio_freeze_and_split_unmapped(folio: Folio, new_order: int, split_at: in
     if m.mem.test(pfn, PG.swapcache):
         refs += (1 << m.mem.order[heads]).astype(np.int32)
     for h in heads[1:] if folio_is_zone_device(folio) else ():
-        _zone_device_private_split_cb(folio, Folio(m, int(h)))
+        zone_device_private_split_cb(folio, Folio(m, int(h)))
     m.mem._refcount[heads] = refs  # folio_ref_unfreeze(new_folio, ...), then @folio last
     if do_lru and not folio_is_zone_device(folio):
         if list_ is None:
@@ -544,7 +312,7 @@ def __folio_freeze_and_split_unmapped(folio: Folio, new_order: int, split_at: in
                 folio_get(Folio(m, int(h)))
                 m.mem.extra_refs[int(h)] += 1  # held by whoever owns list_
                 list_.append(Folio(m, int(h)))
-    _zone_device_private_split_cb(folio, None)
+    zone_device_private_split_cb(folio, None)
     m.trace.emit("folio_ref_unfreeze", changes={"folios": len(heads)}, pfn=pfn,
                  refcounts=[int(x) for x in refs[:16]])
     return 0

@@ -173,7 +173,9 @@ def test_after_fork_both_processes_remapped(m: System, pmd_split: bool) -> None:
 
 def test_618_0_try_to_migrate_bug_fails_shared_pmd_thp(m: System, monkeypatch) -> None:
     """Linux 6.18.0 (before 939080834fef) stops the walk after one PMD: -EAGAIN."""
-    monkeypatch.setattr(sp, "TRY_TO_MIGRATE_STOPS_AFTER_PMD_SPLIT", True)
+    from pyfolio import rmap
+
+    monkeypatch.setattr(rmap, "TRY_TO_MIGRATE_STOPS_AFTER_PMD_SPLIT", True)
     p, a, pfn = thp(m)
     c = p.fork()
     assert split(m, pfn, 0) == -EAGAIN
