@@ -100,6 +100,17 @@ def test_whole_thp_is_one_compound_entry_and_one_device_private_pmd() -> None:
     assert m.check() == []
 
 
+def test_pinned_thp_stays_where_it_is() -> None:
+    m, p = machine()
+    a = p.mmap(2 * MiB)
+    p.madvise(a, 2 * MiB, "hugepage")
+    p.touch(a, 2 * MiB)
+    p.pin(a, 4 * KiB)
+    assert not any(r.migrated for r in m.device.migrate_to_device(p, a, 2 * MiB))
+    assert (p.lookup(a).level, p.lookup(a).kind) == ("pmd", "huge")
+    assert p.folio_at(a).order == 9 and m.check() == []
+
+
 @pytest.mark.parametrize(("backing", "to_device", "to_system"), [
     # (PTE writes, PMD writes, TLB flushes, pages copied, pages migrated) per direction
     ("4k", (1024, 0, 513, 512, 512), (1024, 0, 0, 512, 512)),
