@@ -13,7 +13,7 @@ LAB_STAMP := $(VENV)/.lab-stamp
 KERNEL_STAMP := $(VENV)/.kernel-stamp
 JOBS ?= 2
 
-.PHONY: help venv book book-strict test lint typecheck pytest lab bench clean distclean widgets-js
+.PHONY: help venv fresh-cache book book-strict test lint typecheck pytest lab bench clean distclean widgets-js
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,13 +41,22 @@ widgets-js: ## fetch the widget JavaScript from npm (offline widgets)
 # JUPYTER_PATH puts the venv's kernelspec first.
 JB := JUPYTER_PATH=$(CURDIR)/$(VENV)/share/jupyter $(BIN)/jupyter-book
 
-book: venv widgets-js ## build the executed book into _build/html
+# The execution cache is keyed on each chapter's own code, not on pyfolio: when pyfolio's
+# source changes, drop the cached outputs so every chapter runs against the new simulator.
+PYFOLIO_HASH = $$(find pyfolio -name '*.py' -print0 | sort -z | xargs -0 cat | sha256sum | cut -c1-16)
+fresh-cache:
+	@h=$(PYFOLIO_HASH); f=_build/.jupyter_cache/pyfolio.hash; \
+	if [ -d _build/.jupyter_cache ] && [ "$$(cat $$f 2>/dev/null)" != "$$h" ]; then \
+	  echo "pyfolio changed: re-executing every chapter"; rm -rf _build/.jupyter_cache; fi; \
+	mkdir -p _build/.jupyter_cache && echo "$$h" > $$f
+
+book: venv widgets-js fresh-cache ## build the executed book into _build/html
 	$(JB) build .
 	@echo "Open $(CURDIR)/_build/html/index.html"
 
 # --all: re-read every page, so warnings from an earlier failed build are raised again (Sphinx
 # stays silent about unchanged pages). Executed notebooks still come from the jupyter cache.
-book-strict: venv widgets-js
+book-strict: venv widgets-js fresh-cache
 	$(JB) build . --all -W -n --keep-going
 	@echo "Open $(CURDIR)/_build/html/index.html"
 
