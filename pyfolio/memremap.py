@@ -123,22 +123,22 @@ def zone_device_folio_init(folio: Folio, pgmap: DevPagemap, order: int) -> None:
     """zone_device_folio_init() - hand a free device folio to its driver's user.
 
     Models: mm/memremap.c:zone_device_page_init() and include/linux/memremap.h:
-    zone_device_folio_init() (the series): refcount 1, locked, made compound for
-    ``order`` > 0, large_rmappable for ``order`` > 1.
+    zone_device_folio_init() (the series): refcount 1, locked, made compound and
+    large_rmappable for ``order`` > 0.
     """
     m = folio.m
     m.mem._refcount[folio.pfn] = 1
     folio_lock(folio)
     if order:
         prep_compound_page(m.mem, folio.pfn, order)
-    if order > 1:
         m.mem.set(folio.pfn, PG.large_rmappable)
 
 
 def zone_device_private_split_cb(original: Folio, new: Folio | None) -> None:
     """zone_device_private_split_cb() - tell the driver about one new folio of a split.
 
-    Models: mm/memremap.c:zone_device_private_split_cb() (the series): called by the split
+    Models: include/linux/memremap.h:zone_device_private_split_cb() (the series; a static
+    inline in the header): called by the split
     for each new folio and once with ``new`` None at the end. Without a ``folio_split`` op
     the new folio just inherits ``pgmap`` and ``mapping``.
     """
