@@ -26,7 +26,7 @@ from . import readers
 from .readers import Unavailable
 from .scenarios import COUNTERS, Scenario, Step, observe, vmstat_delta
 
-__all__ = ["SimulatorBackend", "KernelBackend", "Observations", "thp_settings_set"]
+__all__ = ["SimulatorBackend", "KernelBackend", "Observations", "thp_settings_set", "run_lock"]
 
 Observations = list[dict[str, Any]]
 
@@ -162,6 +162,32 @@ def thp_settings_set(settings: tuple[tuple[str, str], ...],
             path.write_text(old)
 
 
+_held = [0]  # how deep this process holds LOCK
+
+
+@contextlib.contextmanager
+def run_lock() -> Iterator[None]:
+    """Hold :data:`LOCK` (flock, exclusive) for the block: one kernel lab run at a time on
+    this machine, so no run sees another's THP settings or vmstat events. Re-entrant
+    within a process (a test may hold it around a run to read settings before and after)."""
+    if _held[0]:
+        _held[0] += 1
+        try:
+            yield
+        finally:
+            _held[0] -= 1
+        return
+    import fcntl
+
+    with open(LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _held[0] = 1
+        try:
+            yield
+        finally:
+            _held[0] = 0
+
+
 class KernelBackend:
     """Runs scenarios on the running kernel, in a child Python process it starts.
 
@@ -197,13 +223,9 @@ class KernelBackend:
         why = self.unavailable(scenario)
         if why:
             raise Unavailable(why)
-        import fcntl
-
-        with open(LOCK, "a") as lock:  # one lab run at a time: settings and vmstat deltas
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            with thp_settings_set(scenario.settings,
-                                  self.root / THP_DIR.relative_to(THP_DIR.anchor)):
-                return self._run_child(scenario)
+        with run_lock(), thp_settings_set(scenario.settings,
+                                          self.root / THP_DIR.relative_to(THP_DIR.anchor)):
+            return self._run_child(scenario)
 
     def _run_child(self, scenario: Scenario) -> Observations:
         spec = {"steps": [dataclasses.asdict(s) for s in scenario.steps],

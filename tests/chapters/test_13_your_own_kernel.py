@@ -8,7 +8,13 @@ from typing import Any
 import pytest
 
 from pyfolio.kernel_lab import SCENARIOS, KernelBackend, Scenario, SimulatorBackend, Step
-from pyfolio.kernel_lab.compare import compare, load_recorded, simulate_all, summary
+from pyfolio.kernel_lab.compare import (
+    compare,
+    load_recorded,
+    run_against,
+    simulate_all,
+    summary,
+)
 from pyfolio.units import MiB
 
 DIFFERING = {"collapse", "cold_10", "mthp_64k"}
@@ -89,4 +95,4 @@ def test_exercise_dontneed_of_a_whole_thp_does_not_split() -> None:
     assert sb.system is not None and sb.system.check() == []
     kb = KernelBackend()
     if kb.unavailable() is None:
-        assert compare(whole, mine, kb.run(whole)) == []
+        assert compare(whole, mine, run_against(kb, whole, mine)) == []
