@@ -3,8 +3,9 @@
 Layer 5 (see DESIGN.md): readers of /proc and /sys (:mod:`.readers`), scenarios and the
 observation record (:mod:`.scenarios`), backends that run a scenario on the simulator or
 on the running kernel (:mod:`.backends`), and the comparison and recorded data
-(:mod:`.compare`). The lab touches only memory of processes it starts and changes no
-kernel setting; its one global action is ``echo 2 > /proc/sys/vm/drop_caches``.
+(:mod:`.compare`). The lab touches only memory of processes it starts; a setting a
+scenario needs (an mTHP size) is written for the length of the run and restored; its one
+other global action is ``echo 2 > /proc/sys/vm/drop_caches``.
 """
 
 from .backends import KernelBackend, Observations, SimulatorBackend
