@@ -102,7 +102,10 @@ class System:
               at: int | None = None) -> None:
         """Split the folio holding ``pfn`` to ``new_order`` as debugfs split_huge_pages
         does; ``uniform=False`` is the buddy-style folio_split() around page ``at``.
-        MmError with the kernel's errno on failure (nothing changed)."""
+        MmError with the kernel's errno on failure (nothing changed but the
+        ``thp_split_page_failed`` count __folio_split() keeps). Unlike debugfs, which
+        skips a folio that fails can_split_folio() silently, the split is attempted, so
+        the reader sees its -EAGAIN."""
         from .split import split_mapped_folio
 
         split_mapped_folio(self.machine, pfn, new_order, uniform=uniform, at=at)
