@@ -98,3 +98,14 @@ def test_cost_figures_are_white_and_labelled() -> None:
     assert heights == [513, 0, 1, 0]      # TLB flushes: 4k to/back, THP to/back
     assert "chosen: THP" in view.get_suptitle() and _white_corner(view)
     assert np.isclose(view.get_facecolor()[3], 1.0)
+
+
+def test_cost_explorer_redraws_on_a_choice() -> None:
+    from pyfolio.widgets.migration_cost import cost_explorer
+
+    w = cost_explorer(sizes=[2, 4], size=2, backing="thp")
+    first = w.image.value
+    assert first[:4] == b"\x89PNG" and "2 MiB of THPs" in w.message.text
+    w.backing.value = "4k"
+    assert w.image.value != first and "2 MiB of 4 KiB pages" in w.message.text
+    assert w.static_figure().get_suptitle().endswith("(chosen: 4 KiB pages)")
