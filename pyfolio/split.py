@@ -16,6 +16,9 @@ fallback of "mm: support THP migration for zone device private pages"):
   folio_split_unmapped", mm tree; expected in v6.19, not confirmed here):
   ``folio_split_unmapped()`` built on ``__folio_freeze_and_split_unmapped()``.
 
+The struct-page split (__split_unmapped_folio() and its helpers, and the design (b)
+entry point) is in :mod:`pyfolio.split_unmapped`, re-exported here.
+
 Return convention: kernel-named functions return 0 or a negative errno, as the kernel
 does (callers such as MADV_FREE ignore it, as the kernel's do); a failed split leaves
 the machine as it was. The Python-only helper :func:`split_mapped_folio` raises
@@ -51,7 +54,7 @@ from .folio import (
     is_zero_folio,
     page_folio,
 )
-from .memmap import NO_HEAD, PG
+from .memmap import PG
 from .memremap import zone_device_private_split_cb
 from .migrate import (
     RMP_LOCKED,
@@ -60,6 +63,13 @@ from .migrate import (
     remove_migration_ptes,
 )
 from .rmap import TTU_RMAP_LOCKED, TTU_SPLIT_HUGE_PMD, folio_anon_vma, try_to_migrate
+from .split_unmapped import (
+    __split_folio_to_order,
+    __split_unmapped_folio,
+    folio_cache_ref_count,
+    heads_in_range,
+    orders_in_range,
+)
 from .units import HPAGE_PMD_NR, HPAGE_PMD_ORDER
 
 if TYPE_CHECKING:
@@ -79,10 +89,6 @@ __all__ = [
 
 #: /sys/kernel/mm/transparent_hugepage/khugepaged/max_ptes_none default (HPAGE_PMD_NR - 1).
 KHUGEPAGED_MAX_PTES_NONE = HPAGE_PMD_NR - 1
-#: page flags __split_folio_to_order() copies from the head to each new head
-_COPY_FLAGS = (PG.referenced | PG.swapbacked | PG.swapcache | PG.mlocked | PG.uptodate
-               | PG.active | PG.locked | PG.unevictable | PG.dirty)
-_COPY, _HEAD, _LARGE_RMAPPABLE = int(_COPY_FLAGS), int(PG.head), int(PG.large_rmappable)
 
 
 # -- checks ------------------------------------------------------------------------------
@@ -93,8 +99,7 @@ def can_split_folio(folio: Folio, caller_pins: int) -> tuple[bool, int]:
     pins are the swap-cache references of an anon folio (none in the simulator unless
     PG_swapcache is set); ok when ``mapcount == refcount - extra_pins - caller_pins``.
     """
-    extra = folio_nr_pages(folio) if not folio_test_anon(folio) or folio.m.mem.test(
-        folio.pfn, PG.swapcache) else 0
+    extra = folio_cache_ref_count(folio)
     return folio_mapcount(folio) == folio_ref_count(folio) - extra - caller_pins, extra
 
 
@@ -179,101 +184,13 @@ def remap_page(folio: Folio, nr: int, flags: int) -> None:
                        pfn=folio.pfn, nr=nr, flags=flags)
 
 
-# -- the split of struct pages ------------------------------------------------------------
-def __split_folio_to_order(folio: Folio, old_order: int, new_order: int) -> None:
-    """__split_folio_to_order() - cut a frozen, unmapped folio into 2^(old-new) folios.
-
-    Models: mm/huge_memory.c:__split_folio_to_order() (v6.18), vectorised: each new head
-    gets the head's referenced, swapbacked, swapcache, mlocked, uptodate, active, locked,
-    unevictable and dirty flags (every other flag of the new head, PG_anon_exclusive
-    included, is dropped: PAGE_FLAGS_CHECK_AT_PREP), ->mapping, ->index = index + i,
-    and stops being a tail; a new order > 0 makes it a compound head
-    (prep_compound_page(): mapcounts -1, _nr_pages_mapped and _pincount 0) and
-    large-rmappable. Tail pages keep their own flags (per-page PG_anon_exclusive). The
-    old head gets the new order, or stops being compound at order 0.
-    Simplification: PG_large_rmappable is copied from the old head (the simulator's THP
-    faults do not set it) instead of being set unconditionally.
-    """
-    mem, pfn = folio.m.mem, folio.pfn
-    nr, new_nr = 1 << old_order, 1 << new_order
-    k = nr // new_nr
-
-    def heads(arr: np.ndarray) -> np.ndarray:  # a view of the new heads' entries
-        return arr[pfn: pfn + nr].reshape(k, new_nr)[1:, 0]
-
-    hflags = int(mem.flags[pfn])
-    large = _LARGE_RMAPPABLE if hflags & _LARGE_RMAPPABLE else 0
-    heads(mem.flags)[:] = (hflags & _COPY) | ((_HEAD | large) if new_order else 0)
-    heads(mem.mapping)[:] = mem.mapping[pfn]
-    heads(mem.index)[:] = mem.index[pfn] + np.arange(new_nr, nr, new_nr)
-    ch = mem.compound_head[pfn: pfn + nr].reshape(k, new_nr)
-    ch[1:, 0] = NO_HEAD  # clear_compound_head()
-    if new_order:  # prep_compound_page() on each new head; folio_set_order() on the old
-        ch[:, 1:] = (pfn + np.arange(0, nr, new_nr))[:, None]
-        mem.order[pfn: pfn + nr].reshape(k, new_nr)[:, 0] = new_order
-    else:
-        mem.order[pfn] = 0
-        mem.clear(pfn, PG.head | PG.large_rmappable | PG.partially_mapped)
-    for arr, value in ((mem._entire_mapcount, -1), (mem._large_mapcount, -1),
-                       (mem._nr_pages_mapped, 0), (mem._pincount, 0)):
-        heads(arr)[:] = value
-        if not new_order:
-            arr[pfn] = value
-
-
-def __split_unmapped_folio(folio: Folio, new_order: int, split_at: int, xas: object = None,
-                           mapping: object = None, uniform_split: bool = True) -> int:
-    """__split_unmapped_folio() - split a frozen, unmapped folio, uniformly or buddy-style.
-
-    Models: mm/huge_memory.c:__split_unmapped_folio() (v6.18). Uniform: one step to
-    ``new_order``. Non-uniform: from order-1 down to ``new_order``, halve the piece that
-    holds ``split_at`` and keep the other half; anon folios skip order 1. Returns 0 (the
-    page-cache ``xas`` failures of file folios do not arise: anon only).
-
-    >>> from pyfolio import System, MiB
-    >>> m = System(ram="16M"); p = m.spawn(); a = p.mmap(2 * MiB)
-    >>> p.madvise(a, 2 * MiB, "hugepage"); p.touch(a, 2 * MiB)
-    >>> f = p.folio_at(a)
-    >>> orders = split_orders(m.machine, f.pfn, 257, 0, uniform=False)
-    >>> orders
-    [8, 0, 0, 0, 0, 2, 3, 4, 5, 6, 7]
-    """
-    is_anon, old_order = folio_test_anon(folio), folio_order(folio)
-    nr = 1 << old_order
-    start = new_order if uniform_split else old_order - 1
-    cur = folio
-    for split_order in range(start, new_order - 1, -1):
-        if is_anon and split_order == 1:
-            continue
-        __split_folio_to_order(cur, old_order, split_order)
-        cur, old_order = page_folio(folio.m, split_at), split_order
-    if folio.m.trace.enabled:
-        folio.m.trace.emit("__split_unmapped_folio", changes={
-            "orders": (nr.bit_length() - 1, _orders(folio.m, folio.pfn, nr))},
-            pfn=folio.pfn, new_order=new_order, split_at=split_at, uniform=uniform_split)
-    return 0
-
-
-def _new_folios(m: Machine, pfn: int, nr: int) -> np.ndarray:
-    """Heads of the folios in [pfn, pfn + nr) (folio_next() from pfn), in address order."""
-    return pfn + np.flatnonzero(m.mem.compound_head[pfn: pfn + nr] == NO_HEAD)
-
-
-def _orders(m: Machine, pfn: int, nr: int) -> list[int]:
-    """Orders of the folios in [pfn, pfn + nr), in address order (vectorised)."""
-    mem = m.mem
-    heads = _new_folios(m, pfn, nr)
-    large = (mem.flags[heads] & np.uint32(PG.head)) != 0
-    return [int(x) for x in np.where(large, mem.order[heads], 0)]
-
-
 def split_orders(m: Machine, pfn: int, at: int, new_order: int, *, uniform: bool) -> list[int]:
     """Split the mapped folio at ``pfn`` (at page offset ``at``) and list the orders of
     the folios it leaves, in address order (a Python helper for docs and tests)."""
     nr = folio_nr_pages(page_folio(m, pfn))
     head = page_folio(m, pfn).pfn
     split_mapped_folio(m, head, new_order, uniform=uniform, at=None if uniform else at)
-    return _orders(m, head, nr)
+    return orders_in_range(m, head, nr)
 
 
 def __folio_freeze_and_split_unmapped(folio: Folio, new_order: int, split_at: int,
@@ -291,13 +208,12 @@ def __folio_freeze_and_split_unmapped(folio: Folio, new_order: int, split_at: in
     stays locked. Emits one ``folio_ref_unfreeze`` event for all pieces.
     """
     m, nr, pfn = folio.m, folio_nr_pages(folio), folio.pfn
-    _, cache = can_split_folio(folio, 0)
-    if not folio_ref_freeze(folio, cache + 1):
+    if not folio_ref_freeze(folio, folio_cache_ref_count(folio) + 1):
         return -EAGAIN
     m.deferred_split_queue.pop(pfn, None)  # folio_unqueue_deferred_split()
     m.mem.clear(pfn, PG.partially_mapped)  # folio_reset_partially_mapped()
     __split_unmapped_folio(folio, new_order, split_at, xas, mapping, uniform_split)
-    heads = _new_folios(m, pfn, nr)
+    heads = heads_in_range(m, pfn, nr)
     refs = np.ones(len(heads), np.int32)
     if m.mem.test(pfn, PG.swapcache):
         refs += (1 << m.mem.order[heads]).astype(np.int32)
@@ -374,7 +290,7 @@ def _split_mapped_steps(folio: Folio, new_order: int, split_at: int, lock_at: in
     held = m.mem.extra_refs.pop(pfn, 0)
     ret = __folio_freeze_and_split_unmapped(folio, new_order, split_at, None, None,
                                             not unmapped, list_, uniform)
-    heads = _new_folios(m, pfn, nr) if not ret else np.array([pfn])
+    heads = heads_in_range(m, pfn, nr) if not ret else np.array([pfn])
     keeper = page_folio(m, lock_at).pfn
     if unmapped:  # v7: the caller keeps every piece (one reference each, locked)
         for h in heads if held else ():
@@ -499,7 +415,7 @@ def folio_split_unmapped(folio: Folio, new_order: int) -> int:
     nr, held = folio_nr_pages(folio), m.mem.extra_refs.pop(folio.pfn, 0)
     ret = __folio_freeze_and_split_unmapped(folio, new_order, folio.pfn, None, None, False,
                                             None, True)
-    for h in (_new_folios(m, folio.pfn, nr) if not ret else [folio.pfn]):
+    for h in (heads_in_range(m, folio.pfn, nr) if not ret else [folio.pfn]):
         if held:
             m.mem.extra_refs[int(h)] += held
     return ret
