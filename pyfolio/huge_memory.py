@@ -40,9 +40,6 @@ from .pgtable import (
     is_writable_device_private_entry,
     is_writable_migration_entry,
     make_readable_device_private_entry,
-    make_readable_exclusive_migration_entry,
-    make_readable_migration_entry,
-    make_writable_migration_entry,
     pfn_pte,
     pmd_leaf,
     pte_pfn,
@@ -452,22 +449,33 @@ def split_huge_pmd_address(vma: VMA, address: int, freeze: bool) -> None:
 def __split_huge_pmd_locked(vma: VMA, slot: Slot, haddr: int, freeze: bool) -> None:
     """__split_huge_pmd_locked() - the split itself.
 
-    Models: mm/huge_memory.c:__split_huge_pmd_locked() (v6.18):
+    Models: mm/huge_memory.c:__split_huge_pmd_locked() (v6.18; device-private PMDs as in
+    the merged series, read in the linux-mm tree):
 
     * ``thp_split_pmd`` is counted; a huge zero PMD becomes 512 zero-page PTEs.
     * The deposited PTE table is withdrawn and filled with 512 entries, page i of the folio
       in entry i, each inheriting write, dirty, young, soft-dirty and uffd-wp.
-    * Without ``freeze``: ``folio_ref_add(folio, 511)`` so each PTE holds a reference,
-      every page gets a PTE mapping (exclusive if the head page was), and the PMD mapping is
-      removed (_entire_mapcount -1).
-    * With ``freeze`` (used to split the folio): migration entries instead of PTEs, no PTE
-      mappings, and the PMD's reference is dropped (put_page). If the folio may be pinned
-      and is exclusive, it cannot be shared and the split is done without freeze.
-    * A device-private PMD entry (the 2025 series) becomes 512 device-private PTEs.
+    * A present PMD without ``freeze``: ``folio_ref_add(folio, 511)`` so each PTE holds a
+      reference, every page gets a PTE mapping (RMAP_EXCLUSIVE if the head page was
+      PageAnonExclusive), and the PMD mapping is removed (_entire_mapcount -1).
+    * With ``freeze`` (used to split the folio): an exclusive folio is shared first
+      (folio_try_share_anon_rmap_pmd() clears the head's PG_anon_exclusive); if it may be
+      pinned that fails and the PMD is split without freeze. Otherwise 512 migration
+      entries (writable if the PMD was, else readable-exclusive if the head page was
+      exclusive, else readable), no PTE mappings, the PMD mapping removed and the PMD's
+      reference dropped (put_page()).
+    * A PMD migration entry becomes 512 PTE migration entries of the same kind (an anon
+      folio's readable-exclusive stays readable-exclusive); no rmap and no reference
+      changes (put_page() only with ``freeze``, as the kernel writes it).
+    * A device-private PMD becomes 512 device-private PTEs, with references and PTE
+      mappings as for a present PMD (exclusive if the head page was); with ``freeze``, as
+      for a present PMD, migration entries instead.
 
     Simplification: migration entries do not carry the young/dirty bits x86 keeps in them.
     """
-    from .pgtable import make_writable_device_private_entry
+    from .folio import folio_test_anon
+    from .pgtable import _PAGE_SWP_UFFD_WP, SwpType, is_migration_entry, swp_type
+    from .rmap import swp_entries
 
     m = vma.vm_mm.m
     pmd = _pmd(m, slot)
@@ -478,53 +486,54 @@ def __split_huge_pmd_locked(vma: VMA, slot: Slot, haddr: int, freeze: bool) -> N
         tbl[:] = pfn_pte(m.zero_pfn, vm_page_prot(False) | _PAGE_SPECIAL)
         _finish_split(vma, slot, pgtable, haddr, pmd, "zero")
         return
-    swap_format = not pmd & _PAGE_PRESENT
-    pfn = swp_offset(pmd) if swap_format else pte_pfn(pmd)
+    migration, device = is_migration_entry(pmd), is_device_private_entry(pmd)
+    pfn = swp_offset(pmd) if migration or device else pte_pfn(pmd)
     folio = page_folio(m, pfn)
-    if swap_format:
-        device = is_device_private_entry(pmd)
-        write = (is_writable_device_private_entry(pmd) if device
-                 else is_writable_migration_entry(pmd))
-        make = (make_writable_device_private_entry if write else
-                make_readable_device_private_entry) if device else (
-            make_writable_migration_entry if write else make_readable_migration_entry)
-        keep = pmd & (_PAGE_SWP_SOFT_DIRTY | _PAGE_SWP_EXCLUSIVE | 0x4)
-        for i in range(HPAGE_PMD_NR):
-            tbl[i] = make(pfn + i) | keep
-        if device:
-            folio_add_anon_rmap_ptes(folio, folio.pfn, HPAGE_PMD_NR, vma, haddr,
-                                     RMAP_EXCLUSIVE if pmd & _PAGE_SWP_EXCLUSIVE else RMAP_NONE)
-            folio_ref_add(folio, HPAGE_PMD_NR - 1)
-            folio_remove_rmap_pmd(folio, folio.pfn, vma)
-        _finish_split(vma, slot, pgtable, haddr, pmd, "device_private" if device else "migration")
-        return
-    write, young, dirty = bool(pmd & _PAGE_RW), bool(pmd & _PAGE_ACCESSED), bool(pmd & _PAGE_DIRTY)
-    if dirty:
-        m.mem.set(folio.pfn, PG.dirty)
-    anon_exclusive = m.mem.test(folio.pfn, PG.anon_exclusive)
-    if freeze and anon_exclusive and not folio_try_share_anon_rmap_pmd(folio, folio.pfn):
-        freeze = False
-    if freeze:  # make_*_migration_entry(pfn + i) for all 512 at once (swp_entry())
-        swp = (make_writable_migration_entry if write else
-               make_readable_exclusive_migration_entry if anon_exclusive else
-               make_readable_migration_entry)(0) & ~(((1 << 50) - 1) << 9)
-        pfns = np.arange(pfn, pfn + HPAGE_PMD_NR, dtype=np.uint64)
-        tbl[:] = ((~pfns << np.uint64(14)) >> np.uint64(5)) | np.uint64(
-            swp | (_PAGE_SWP_SOFT_DIRTY if pmd & _PAGE_SOFT_DIRTY else 0))
+    young = dirty = False
+    if migration:
+        soft_dirty, uffd_wp = pmd & _PAGE_SWP_SOFT_DIRTY, pmd & _PAGE_SWP_UFFD_WP
+        write = is_writable_migration_entry(pmd)
+        anon_exclusive = folio_test_anon(folio) and \
+            swp_type(pmd) == SwpType.SWP_MIGRATION_READ_EXCLUSIVE
     else:
-        folio_ref_add(folio, HPAGE_PMD_NR - 1)
-        folio_add_anon_rmap_ptes(folio, folio.pfn, HPAGE_PMD_NR, vma, haddr,
-                                 RMAP_EXCLUSIVE if anon_exclusive else RMAP_NONE)
+        if device:
+            soft_dirty, uffd_wp = pmd & _PAGE_SWP_SOFT_DIRTY, pmd & _PAGE_SWP_UFFD_WP
+            write = is_writable_device_private_entry(pmd)
+        else:
+            soft_dirty, uffd_wp = pmd & _PAGE_SOFT_DIRTY, pmd & _PAGE_UFFD_WP
+            write, young, dirty = bool(pmd & _PAGE_RW), bool(pmd & _PAGE_ACCESSED), \
+                bool(pmd & _PAGE_DIRTY)
+            if dirty:
+                m.mem.set(folio.pfn, PG.dirty)
+        anon_exclusive = m.mem.test(folio.pfn, PG.anon_exclusive)
+        if freeze and anon_exclusive and not folio_try_share_anon_rmap_pmd(folio, folio.pfn):
+            freeze = False
+        if not freeze:
+            folio_ref_add(folio, HPAGE_PMD_NR - 1)
+            folio_add_anon_rmap_ptes(folio, folio.pfn, HPAGE_PMD_NR, vma, haddr,
+                                     RMAP_EXCLUSIVE if anon_exclusive else RMAP_NONE)
+    pfns = np.arange(pfn, pfn + HPAGE_PMD_NR, dtype=np.uint64)
+    if freeze or migration:
+        typ = (SwpType.SWP_MIGRATION_WRITE if write else SwpType.SWP_MIGRATION_READ_EXCLUSIVE
+               if anon_exclusive else SwpType.SWP_MIGRATION_READ)
+        tbl[:] = swp_entries(np.full(HPAGE_PMD_NR, typ), pfns) | np.uint64(
+            (_PAGE_SWP_SOFT_DIRTY if soft_dirty else 0) | (_PAGE_SWP_UFFD_WP if uffd_wp else 0))
+    elif device:
+        typ = SwpType.SWP_DEVICE_WRITE if write else SwpType.SWP_DEVICE_READ
+        tbl[:] = swp_entries(np.full(HPAGE_PMD_NR, typ), pfns) | np.uint64(
+            (_PAGE_SWP_SOFT_DIRTY if soft_dirty else 0) | (_PAGE_SWP_UFFD_WP if uffd_wp else 0))
+    else:
         prot = vm_page_prot(True) | (_PAGE_RW if write else 0) | (_PAGE_DIRTY if dirty else 0)
-        prot |= pmd & (_PAGE_SOFT_DIRTY | _PAGE_UFFD_WP)
+        prot |= (_PAGE_SOFT_DIRTY if soft_dirty else 0) | (_PAGE_UFFD_WP if uffd_wp else 0)
         if not young:
             prot &= ~_PAGE_ACCESSED
-        pfns = np.arange(pfn, pfn + HPAGE_PMD_NR, dtype=np.uint64)
         tbl[:] = (pfns << np.uint64(12)) | np.uint64(prot)
-    folio_remove_rmap_pmd(folio, folio.pfn, vma)
+    if not migration:
+        folio_remove_rmap_pmd(folio, folio.pfn, vma)
     if freeze:
         folio_put(folio)
-    _finish_split(vma, slot, pgtable, haddr, pmd, "migration" if freeze else "pte")
+    _finish_split(vma, slot, pgtable, haddr, pmd,
+                  "migration" if freeze or migration else "device_private" if device else "pte")
 
 
 def _finish_split(vma: VMA, slot: Slot, pgtable: int, haddr: int, old: int, into: str) -> None:

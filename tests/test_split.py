@@ -376,3 +376,90 @@ def test_property_split(fork: bool, pmd_split: bool, pin: bool, new_order: int, 
     for proc in [p] + ([c] if c else []):
         if touch:
             assert proc.read(a + 300 * 4 * KiB) == (a >> 12) + 301
+
+
+# -- __split_huge_pmd_locked: freeze and PMD migration entries (mm/huge_memory.c) ---------
+def _frozen_pmd_split(m: System, readonly: bool, pinned: bool = False) -> tuple:
+    """A THP (read-only PMD if asked, pinned if asked), referenced and locked by the
+    caller, its PMD split with freeze as try_to_migrate() does for unmap_folio()."""
+    from pyfolio.huge_memory import split_huge_pmd_address
+
+    p, a, pfn = thp(m)
+    if readonly:
+        p.mprotect(a, 2 * MiB, "r")
+    if pinned:
+        p.pin(a, 4 * KiB)
+    folio = page_folio(m.machine, pfn)
+    folio_get(folio)
+    folio_lock(folio)
+    before = (folio.refcount, folio.entire_mapcount)
+    split_huge_pmd_address(p.mm.find_vma(a), a, True)
+    return p, a, folio, before
+
+
+@pytest.mark.parametrize("readonly", [False, True])
+def test_freeze_pmd_split_installs_migration_entries_and_drops_the_pmd_reference(
+        m: System, readonly: bool) -> None:
+    from pyfolio.migrate import remove_migration_ptes
+
+    p, a, folio, (ref0, entire0) = _frozen_pmd_split(m, readonly)
+    assert (ref0, entire0) == (2, 1)
+    entries = [p.lookup(a + i * 4 * KiB) for i in range(512)]
+    assert {e.kind for e in entries} == {"migration"}
+    assert [e.pfn for e in entries] == list(range(folio.pfn, folio.pfn + 512))
+    # writable PMD -> writable entries; read-only exclusive PMD -> readable-exclusive
+    assert {(e.write, e.exclusive) for e in entries} == {(not readonly, readonly)}
+    assert (folio.refcount, folio.entire_mapcount, folio.mapcount) == (1, 0, 0)
+    assert not m.machine.mem.test(folio.pfn, PG.anon_exclusive)  # shared before freezing
+    assert remove_migration_ptes(folio, folio, 0) == 512
+    e = p.lookup(a + 5 * 4 * KiB)
+    assert (e.kind, e.write) == ("page", not readonly)
+    assert all(m.machine.mem.test(folio.pfn + i, PG.anon_exclusive) for i in range(512))
+    assert (folio.refcount, folio.mapcount) == (513, 512)
+    folio_unlock(folio)
+    folio_put(folio)
+    assert m.check() == []
+
+
+def test_freeze_pmd_split_of_a_pinned_exclusive_thp_is_a_plain_split(m: System) -> None:
+    p, a, folio, (ref0, _) = _frozen_pmd_split(m, readonly=False, pinned=True)
+    e = p.lookup(a + 9 * 4 * KiB)
+    assert (e.level, e.kind, e.write) == ("pte", "page", True)
+    assert folio.refcount == ref0 + 511 and folio.mapcount == 512
+    assert all(m.machine.mem.test(folio.pfn + i, PG.anon_exclusive) for i in range(512))
+    folio_unlock(folio)
+    folio_put(folio)
+    p.unpin(a, 4 * KiB)
+    assert m.check() == []
+
+
+@pytest.mark.parametrize("readonly", [False, True])
+def test_split_of_a_pmd_migration_entry_keeps_its_kind_and_references(
+        m: System, readonly: bool) -> None:
+    from pyfolio.huge_memory import split_huge_pmd_address
+    from pyfolio.migrate import remove_migration_ptes
+    from pyfolio.rmap import try_to_migrate
+
+    p, a, pfn = thp(m)
+    if readonly:
+        p.mprotect(a, 2 * MiB, "r")
+    folio = page_folio(m.machine, pfn)
+    folio_get(folio)
+    folio_lock(folio)
+    assert try_to_migrate(folio, 0)  # no TTU_SPLIT_HUGE_PMD: a PMD migration entry
+    pmd = p.lookup(a)
+    assert (pmd.level, pmd.kind, pmd.write, pmd.exclusive) == ("pmd", "migration",
+                                                               not readonly, readonly)
+    ref = folio.refcount
+    split_huge_pmd_address(p.mm.find_vma(a), a, False)
+    entries = [p.lookup(a + i * 4 * KiB) for i in range(512)]
+    assert {(e.level, e.kind, e.write, e.exclusive) for e in entries} == {
+        ("pte", "migration", not readonly, readonly)}
+    assert (folio.refcount, folio.mapcount, folio.entire_mapcount) == (ref, 0, 0)
+    assert m.vmstat()["thp_split_pmd"] == 1
+    assert remove_migration_ptes(folio, folio, 0) == 512
+    assert m.machine.mem.test(pfn + 3, PG.anon_exclusive)
+    assert (folio.refcount, folio.mapcount) == (ref + 512, 512)
+    folio_unlock(folio)
+    folio_put(folio)
+    assert m.check() == []
