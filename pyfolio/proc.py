@@ -45,14 +45,20 @@ PM_SWAP = 1 << 62
 PM_PRESENT = 1 << 63
 MAX_SWAPFILES_SHIFT = 5
 
-#: /proc/kpageflags bits (include/uapi/linux/kernel-page-flags.h), plus two of the
-#: kernel-hacking bits (RESERVED 32, ANON_EXCLUSIVE 47).
+#: /proc/kpageflags bits: the stable ones (include/uapi/linux/kernel-page-flags.h) and the
+#: kernel-hacking ones (include/linux/kernel-page-flags.h, 32-42). There is no
+#: anon-exclusive bit: PG_anon_exclusive is an alias of PG_owner_2, which
+#: stable_page_flags() copies from the *folio's* flags as KPF_OWNER_2, so a tail page
+#: shows its head's bit (per-page exclusivity is not visible in /proc; pagemap's bit 56,
+#: PM_MMAP_EXCLUSIVE, is "mapped exactly once", another thing).
 KPF = {"LOCKED": 0, "ERROR": 1, "REFERENCED": 2, "UPTODATE": 3, "DIRTY": 4, "LRU": 5,
        "ACTIVE": 6, "SLAB": 7, "WRITEBACK": 8, "RECLAIM": 9, "BUDDY": 10, "MMAP": 11,
        "ANON": 12, "SWAPCACHE": 13, "SWAPBACKED": 14, "COMPOUND_HEAD": 15,
        "COMPOUND_TAIL": 16, "HUGE": 17, "UNEVICTABLE": 18, "HWPOISON": 19, "NOPAGE": 20,
        "KSM": 21, "THP": 22, "OFFLINE": 23, "ZERO_PAGE": 24, "IDLE": 25, "PGTABLE": 26,
-       "RESERVED": 32, "ANON_EXCLUSIVE": 47}
+       "RESERVED": 32, "MLOCKED": 33, "OWNER_2": 34, "PRIVATE": 35, "PRIVATE_2": 36,
+       "OWNER_PRIVATE": 37, "ARCH": 38, "UNCACHED": 39, "SOFTDIRTY": 40, "ARCH_2": 41,
+       "ARCH_3": 42}
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,15 +214,15 @@ def _kpageflags_one(m: Machine, pfn: int) -> int:
     f = int(mem.flags[folio.pfn])
     u = 0
     for name in ("locked", "referenced", "uptodate", "dirty", "lru", "active", "swapbacked",
-                 "swapcache", "unevictable", "reserved", "writeback"):
+                 "swapcache", "unevictable", "reserved", "writeback", "mlocked"):
         if f & PG[name]:
             u |= 1 << KPF[name.upper()]
     if folio_test_anon(folio):
         u |= 1 << KPF["ANON"]
     if folio.mapcount > 0:
         u |= 1 << KPF["MMAP"]
-    if mem.test(pfn, PG.anon_exclusive):
-        u |= 1 << KPF["ANON_EXCLUSIVE"]
+    if f & PG.anon_exclusive:  # PG_owner_2 of the folio, as stable_page_flags() copies it
+        u |= 1 << KPF["OWNER_2"]
     if folio_test_large(folio):
         u |= 1 << KPF["COMPOUND_HEAD" if pfn == folio.pfn else "COMPOUND_TAIL"]
     if _is_zero(m, pfn):
@@ -234,7 +240,9 @@ def kpageflags(m: Machine, pfns: list[int] | range) -> list[int]:
     Models: fs/proc/page.c:kpageflags_read() (v6.18).
 
     Large anon folios of any order show THP; every page of the huge zero folio shows THP
-    and ZERO_PAGE; free pages show BUDDY on the first page of each free block.
+    and ZERO_PAGE; free pages show BUDDY on the first page of each free block; every page
+    of a folio whose head is PageAnonExclusive shows OWNER_2 (PG_anon_exclusive is
+    PG_owner_2, copied from the folio's flags).
     """
     return [_kpageflags_one(m, int(p)) for p in pfns]
 

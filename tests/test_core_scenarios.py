@@ -326,3 +326,20 @@ def test_trace_records_operations(m: System) -> None:
     ev = [e for e in m.trace.since(mark) if e.name == "split_huge_pmd"][0]
     assert ev.change("ptes_written") == 512 and ev.change("into") == "pte"
     assert m.trace.costs["pte_writes"] >= 512
+
+
+def test_kpageflags_shows_the_folios_anon_exclusive_as_owner_2_on_every_page(m: System) -> None:
+    """fs/proc/page.c:stable_page_flags() copies PG_owner_2 (= PG_anon_exclusive) from the
+    folio's flags: every page of an exclusive THP shows KPF_OWNER_2 (34), there is no
+    per-page anon-exclusive bit, and after fork (shared) no page shows it."""
+    p, a = thp_process(m)
+    f = p.folio_at(a)
+    pfns = range(f.pfn, f.pfn + 512)
+    assert all(x >> KPF["OWNER_2"] & 1 for x in m.kpageflags(pfns))
+    assert not any(x >> 47 for x in m.kpageflags(pfns))
+    p.mprotect(a + 4 * KiB, 4 * KiB, "r")  # split_huge_pmd: every page now exclusive
+    m.machine.mem.clear(f.pfn, PG.anon_exclusive)  # head only: tails still exclusive
+    assert not any(x >> KPF["OWNER_2"] & 1 for x in m.kpageflags(pfns))
+    m.machine.mem.set(f.pfn, PG.anon_exclusive)
+    p.fork()
+    assert not any(x >> KPF["OWNER_2"] & 1 for x in m.kpageflags(pfns))

@@ -1,14 +1,14 @@
 """Chapter 7 exercises: split_huge_pmd, its triggers, the counts and the bits it leaves.
 
 Every answer is read off the simulator after the operation: ``m.vmstat()`` for the
-counters, the folio view for the counts, ``p.lookup()`` and ``m.kpageflags()`` for the
-bits of one PTE.
+counters, the folio view for the counts, ``p.lookup()`` for the bits of one PTE and the
+struct page for PG_anon_exclusive (which /proc/kpageflags cannot show per page).
 """
 
 from __future__ import annotations
 
 from ..folio import Folio
-from ..proc import KPF
+from ..memmap import PG
 from ..system import Process, System
 from ..units import PAGE_SIZE, KiB, MiB
 from .base import Exercise
@@ -156,8 +156,8 @@ class InheritedBits(Exercise):
         self.page = rng.randrange(511)
         addr = a + self.page * PAGE_SIZE
         e = p.lookup(addr)
-        kpf = m.kpageflags([e.pfn])[0]
-        self.answer = (e.write, e.dirty, e.accessed, bool(kpf >> KPF["ANON_EXCLUSIVE"] & 1))
+        excl = m.machine.mem.test(e.pfn, PG.anon_exclusive)  # not visible in /proc per page
+        self.answer = (e.write, e.dirty, e.accessed, excl)
         self.steps.append(f"munmap() of page 511 split the PMD; page {self.page}'s PTE is "
                           f"{e.raw:#x}; PageAnonExclusive is "
                           f"{'set' if self.answer[3] else 'clear'}.")

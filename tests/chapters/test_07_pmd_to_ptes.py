@@ -6,6 +6,7 @@ import pytest
 
 from pyfolio import KiB, MiB, System
 from pyfolio.exercises.ch07_pmd_to_ptes import TRIGGERS, WhichCounters
+from pyfolio.memmap import PG
 from pyfolio.pgtable import walk
 from pyfolio.proc import KPF
 from pyfolio.system import Process
@@ -41,7 +42,8 @@ def test_split_withdraws_the_deposit_and_moves_the_counts_to_the_pages() -> None
     assert [e.write for e in ptes].count(False) == 1 and not ptes[1].write
     assert all(e.dirty and e.accessed for e in ptes)
     flags = m.kpageflags(range(f.pfn, f.pfn + HPAGE_PMD_NR))
-    assert all(x >> KPF["ANON_EXCLUSIVE"] & 1 for x in flags)
+    assert all(m.machine.mem.test(f.pfn + i, PG.anon_exclusive) for i in range(HPAGE_PMD_NR))
+    assert all(x >> KPF["OWNER_2"] & 1 for x in flags)  # the folio's PG_owner_2 on every page
     assert flags[0] >> KPF["THP"] & 1 and flags[0] >> KPF["COMPOUND_HEAD"] & 1
     assert sum(s["AnonHugePages"] for s in p.smaps()) == 0
     assert sum(s["Rss"] for s in p.smaps()) == 2048
