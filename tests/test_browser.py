@@ -137,6 +137,11 @@ def test_page(doc: str, server: str, browser: Any) -> None:
         "Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0))"
         ".map(i => i.getAttribute('src'))"
     )
+    # a Markdown table a cell displays must render as a table, not as "| a | b |" text
+    raw_tables = page.evaluate(
+        "Array.from(document.querySelectorAll('.cell_output p'))"
+        ".filter(p => p.textContent.trim().startsWith('|')).length"
+    )
     html_outputs = page.locator(".cell .cell_output").count()
     # an animation player (pyfolio.views.animate) shows its frames through one <img> of its own,
     # and a widget app (pyfolio.widgets) draws its figure in an Image widget (img.widget-image,
@@ -149,6 +154,7 @@ def test_page(doc: str, server: str, browser: Any) -> None:
     assert not offsite, f"{name}: requests left localhost: {offsite}"
     assert not errors, f"{name}: console errors: {errors}"
     assert not broken_imgs, f"{name}: images that did not load: {broken_imgs}"
+    assert raw_tables == 0, f"{name}: {raw_tables} Markdown tables printed as text"
     assert n_placeholders == 0, f"{name}: {n_placeholders} widgets still say 'Loading widget...'"
     if n_widget_outputs:
         assert n_rendered > 0, f"{name}: widget outputs present but nothing rendered"
