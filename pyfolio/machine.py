@@ -30,7 +30,8 @@ _free_frames = __free_pages
 #: /proc/vmstat counters the simulator keeps (names as in mm/vmstat.c:vmstat_text[]).
 VMSTAT_COUNTERS = (
     "pgfault", "thp_fault_alloc", "thp_fault_fallback", "thp_split_pmd", "thp_split_page",
-    "thp_split_page_failed", "thp_deferred_split_page", "thp_zero_page_alloc",
+    "thp_split_page_failed", "thp_deferred_split_page", "thp_underused_split_page",
+    "thp_zero_page_alloc",
     "thp_zero_page_alloc_failed", "thp_migration_success", "thp_migration_fail",
     "thp_migration_split", "pgmigrate_success", "pgmigrate_fail", "cow_ksm",
 )
@@ -62,6 +63,9 @@ class Machine:
         self.thp_use_zero_page = True
         #: /sys/kernel/mm/transparent_hugepage/shrink_underused (default on since 6.12)
         self.thp_shrink_underused = True
+        #: /sys/kernel/mm/transparent_hugepage/khugepaged/max_ptes_none (HPAGE_PMD_NR - 1);
+        #: below that, thp_underused() lets the shrinker split mostly-zero THPs
+        self.khugepaged_max_ptes_none = HPAGE_PMD_NR - 1
         self.seed = seed
         #: page-table pages: pfn -> 512 entries (PGD, PUD, PMD or PTE table)
         self.pgtables: dict[int, np.ndarray] = {}

@@ -427,11 +427,12 @@ def thp_underused(folio: Folio) -> bool:
 
     Models: mm/huge_memory.c:thp_underused() (v6.18): always false when
     khugepaged/max_ptes_none is its default 511 (HPAGE_PMD_NR - 1), so by default only
-    partially mapped folios are split by the shrinker. The machine may carry
-    ``khugepaged_max_ptes_none`` (default :data:`KHUGEPAGED_MAX_PTES_NONE`).
+    partially mapped folios are split by the shrinker; otherwise true when more than
+    ``m.khugepaged_max_ptes_none`` pages are all zeroes (stamp 0; the kernel's early exits
+    give the same answer).
     """
     m = folio.m
-    max_none = int(getattr(m, "khugepaged_max_ptes_none", KHUGEPAGED_MAX_PTES_NONE))
+    max_none = m.khugepaged_max_ptes_none
     if max_none == HPAGE_PMD_NR - 1:
         return False
     zero = int(np.count_nonzero(m.mem.stamp[folio.pfn: folio.pfn + folio_nr_pages(folio)] == 0))
@@ -444,9 +445,10 @@ def deferred_split_scan(m: Machine, nr_to_scan: int | None = None) -> int:
     Models: mm/huge_memory.c:deferred_split_scan() (v6.18): take a reference on up to
     ``nr_to_scan`` queued folios (a folio being freed is dropped from the queue); a
     partially mapped one is split (split_folio(): its unmapped pages are freed); an
-    unflagged one only if thp_underused() (``thp_underused_split_page``), otherwise it
-    leaves the queue; a locked folio or a failed split of a partially mapped one stays
-    queued.
+    unflagged one only if it is not mlocked and thp_underused() (then
+    ``thp_underused_split_page`` is counted), otherwise it leaves the queue; a locked
+    folio or a failed split of a partially mapped one stays queued. The mlocked check is
+    read in v6.18.y (gregkh/linux v6.18.38); 6.18.0 not confirmed.
     """
     queued = list(m.deferred_split_queue)[: nr_to_scan]
     split = 0
@@ -459,7 +461,9 @@ def deferred_split_scan(m: Machine, nr_to_scan: int | None = None) -> int:
         folio_get(folio)
         did_split = underused = False
         partially = m.mem.test(pfn, PG.partially_mapped)
-        if (partially or (underused := thp_underused(folio))) and not folio_test_locked(folio):
+        if not partially and not m.mem.test(pfn, PG.mlocked):
+            underused = thp_underused(folio)
+        if (partially or underused) and not folio_test_locked(folio):
             folio_lock(folio)
             if not split_folio(folio):
                 did_split, split = True, split + 1

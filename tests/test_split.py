@@ -242,7 +242,7 @@ def test_shrinker_splits_underused_thp(m: System) -> None:
     a = p.mmap(2 * MiB)
     p.madvise(a, 2 * MiB, "hugepage")
     p.write(a, 1)
-    m.machine.khugepaged_max_ptes_none = 255  # type: ignore[attr-defined]
+    m.machine.khugepaged_max_ptes_none = 255
     assert sp.deferred_split_scan(m.machine) == 1
     v = m.vmstat()
     assert (v["thp_split_page"], v["thp_underused_split_page"]) == (1, 1)
@@ -462,4 +462,41 @@ def test_split_of_a_pmd_migration_entry_keeps_its_kind_and_references(
     assert (folio.refcount, folio.mapcount) == (ref + 512, 512)
     folio_unlock(folio)
     folio_put(folio)
+    assert m.check() == []
+
+
+# -- thp_underused() and the shrinker's counter ------------------------------------------------
+def test_vmstat_lists_thp_underused_split_page_and_max_ptes_none_defaults_to_511(
+        m: System) -> None:
+    assert m.vmstat()["thp_underused_split_page"] == 0  # listed from boot, as in mm/vmstat.c
+    assert m.machine.khugepaged_max_ptes_none == 511
+
+
+@pytest.mark.parametrize("written,underused", [(257, False), (256, True)])
+def test_thp_underused_counts_zero_filled_pages_against_max_ptes_none(
+        m: System, written: int, underused: bool) -> None:
+    p = m.spawn()
+    a = p.mmap(2 * MiB)
+    p.madvise(a, 2 * MiB, "hugepage")
+    for i in range(written):
+        p.write(a + i * 4 * KiB, i + 1)
+    m.machine.khugepaged_max_ptes_none = 255
+    assert sp.thp_underused(p.folio_at(a)) is underused  # 512 - written zero pages > 255?
+    assert sp.deferred_split_scan(m.machine) == int(underused)
+    assert m.vmstat()["thp_underused_split_page"] == int(underused)
+    assert not m.machine.deferred_split_queue and m.check() == []
+
+
+def test_shrinker_skips_an_mlocked_underused_thp(m: System) -> None:
+    p = m.spawn()
+    a = p.mmap(2 * MiB)
+    p.madvise(a, 2 * MiB, "hugepage")
+    p.write(a, 1)
+    pfn = p.folio_at(a).pfn
+    m.machine.khugepaged_max_ptes_none = 0
+    m.machine.mem.set(pfn, PG.mlocked)  # v6.18.y: zero pages of an mlocked folio stay
+    assert sp.deferred_split_scan(m.machine) == 0
+    assert m.folio(pfn).order == 9 and not m.machine.deferred_split_queue
+    assert m.vmstat()["thp_underused_split_page"] == 0
+    m.machine.mem.clear(pfn, PG.mlocked)
     assert m.check() == []
