@@ -59,6 +59,41 @@ VM_FAULT_OOM = 0x1
 VM_FAULT_SIGBUS = 0x2
 
 
+class DevicePageTable(dict[tuple[int, int], tuple[int, bool]]):
+    """The device's page table: (mm id, address) -> (device pfn, writable), with a reverse
+    index by device pfn so freeing a device page finds its entry without a scan."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_pfn: dict[int, set[tuple[int, int]]] = {}
+
+    def __setitem__(self, key: tuple[int, int], value: tuple[int, bool]) -> None:
+        if key in self:
+            del self[key]
+        super().__setitem__(key, value)
+        self.by_pfn.setdefault(value[0], set()).add(key)
+
+    def __delitem__(self, key: tuple[int, int]) -> None:
+        keys = self.by_pfn[self[key][0]]
+        keys.discard(key)
+        if not keys:
+            del self.by_pfn[self[key][0]]
+        super().__delitem__(key)
+
+    def pop(self, key: tuple[int, int], default: object = None) -> object:  # type: ignore[override]
+        if key in self:
+            value = self[key]
+            del self[key]
+            return value
+        return default
+
+    def forget_pfns(self, pfn: int, nr: int) -> None:
+        """Drop the entries that point into device frames [pfn, pfn + nr)."""
+        for dpfn in range(pfn, pfn + nr):
+            for key in list(self.by_pfn.get(dpfn, ())):
+                del self[key]
+
+
 class Dmirror:
     """struct dmirror_device + struct dmirror: free lists, counters, device page table."""
 
@@ -76,7 +111,7 @@ class Dmirror:
         self.free_folios: list[int] = []
         self.free_pages: list[int] = []
         #: device page table: (mm id, address) -> (device pfn, writable)
-        self.pt: dict[tuple[int, int], tuple[int, bool]] = {}
+        self.pt = DevicePageTable()
         ops = DevPagemapOps(page_free=self._page_free, migrate_to_ram=self._migrate_to_ram,
                             folio_split=self._folio_split)
         self.pgmap = memremap_pages(m, DevPagemap((start, end),
@@ -119,7 +154,10 @@ class Dmirror:
 
 def dmirror_devmem_alloc_page(dmirror: Dmirror, is_large: bool) -> int | None:
     """dmirror_devmem_alloc_page() - a device page (or 2 MiB folio), locked, refcount 1
-    held by the driver until finalize (recorded in extra_refs). None if none is free."""
+    held by the driver until finalize (recorded in extra_refs). None if none is free.
+
+    Models: lib/test_hmm.c:dmirror_devmem_alloc_page() (the series: ``is_large``).
+    """
     m = dmirror.m
     if is_large:
         if dmirror.fail_large_alloc or not dmirror.free_folios:
@@ -188,7 +226,10 @@ def dmirror_migrate_alloc_and_copy(args: MigrateVma, dmirror: Dmirror) -> None:
 
 def dmirror_migrate_finalize_and_map(args: MigrateVma, dmirror: Dmirror) -> None:
     """dmirror_migrate_finalize_and_map() - record migrated pages in the device page
-    table (WRITE-tagged when the dst entry has MIGRATE_PFN_WRITE)."""
+    table (WRITE-tagged when the dst entry has MIGRATE_PFN_WRITE).
+
+    Models: lib/test_hmm.c:dmirror_migrate_finalize_and_map().
+    """
     assert args.vma is not None
     mm_id = args.vma.vm_mm.id
     for i in range(args.npages):
@@ -233,7 +274,10 @@ def dmirror_migrate_to_device(dmirror: Dmirror, mm: MMStruct, start: int,
     """dmirror_migrate_to_device() - HMM_DMIRROR_MIGRATE_TO_DEV: per 2 MiB window,
     SELECT_SYSTEM | SELECT_COMPOUND, setup, alloc_and_copy, pages, finalize_and_map,
     finalize. Raises MmError(EINVAL) before touching anything for a bad range; returns
-    each window's migrate_vma (its src entries say what migrated)."""
+    each window's migrate_vma (its src entries say what migrated).
+
+    Models: lib/test_hmm.c:dmirror_migrate_to_device() (the series).
+    """
     _check_range(mm, start, size)
     done = []
     for vma, lo, hi in _windows(mm, start, start + size):
@@ -251,7 +295,10 @@ def dmirror_migrate_to_device(dmirror: Dmirror, mm: MMStruct, start: int,
 def dmirror_devmem_fault_alloc_and_copy(args: MigrateVma, dmirror: Dmirror) -> int:
     """dmirror_devmem_fault_alloc_and_copy() - system pages for device pages: an order-9
     folio for a large source (512 single pages if that fails or is forced to), copy,
-    and erase the device page-table entries. VM_FAULT_OOM if a small page is missing."""
+    and erase the device page-table entries. VM_FAULT_OOM if a small page is missing.
+
+    Models: lib/test_hmm.c:dmirror_devmem_fault_alloc_and_copy() (the series).
+    """
     from .page_alloc import alloc_pages
 
     m = dmirror.m
@@ -300,7 +347,10 @@ def _lock_new(m: Machine, pfn: int) -> None:
 def dmirror_migrate_to_system(dmirror: Dmirror, mm: MMStruct, start: int,
                               size: int) -> list[MigrateVma]:
     """dmirror_migrate_to_system() - HMM_DMIRROR_MIGRATE_TO_SYS: device pages of the
-    range back to system RAM, SELECT_DEVICE_PRIVATE | SELECT_COMPOUND."""
+    range back to system RAM, SELECT_DEVICE_PRIVATE | SELECT_COMPOUND.
+
+    Models: lib/test_hmm.c:dmirror_migrate_to_system() (the series).
+    """
     _check_range(mm, start, size)
     done = []
     for vma, lo, hi in _windows(mm, start, start + size):
@@ -360,11 +410,15 @@ def dmirror_devmem_folio_split(dmirror: Dmirror, head: Folio, tail: Folio | None
 
 def dmirror_devmem_free(dmirror: Dmirror, pfn: int, order: int) -> None:
     """dmirror_devmem_free() - page_free: the device folio goes back on the free list of
-    its size (``cfree`` counts pages returned)."""
+    its size (``cfree`` counts pages returned).
+
+    Models: lib/test_hmm.c:dmirror_devmem_free() (the series). Simplification: the
+    device's page-table entries for the page are dropped here; the driver drops them
+    through its mmu notifier (dmirror_interval_invalidate()).
+    """
     dmirror.cfree += 1 << order
     (dmirror.free_folios if order else dmirror.free_pages).append(pfn)
-    for key in [k for k, v in dmirror.pt.items() if pfn <= v[0] < pfn + (1 << order)]:
-        del dmirror.pt[key]
+    dmirror.pt.forget_pfns(pfn, 1 << order)
 
 
 def dmirror_read(dmirror: Dmirror, mm: MMStruct, addr: int) -> int | None:

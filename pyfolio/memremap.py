@@ -98,7 +98,11 @@ def memremap_pages(m: Machine, pgmap: DevPagemap) -> DevPagemap:
 
 
 def page_pgmap(m: Machine, pfn: int) -> DevPagemap:
-    """page_pgmap() - the dev_pagemap a ZONE_DEVICE page belongs to."""
+    """page_pgmap() - the dev_pagemap a ZONE_DEVICE page belongs to.
+
+    Models: include/linux/mmzone.h:page_pgmap() (v6.18; MmError(EINVAL) for a page that
+    is not ZONE_DEVICE, where the kernel's VM_WARN_ON_ONCE_PAGE fires).
+    """
     idx = int(m.mem.pgmap[pfn])
     if idx < 0:
         raise MmError(EINVAL, f"pfn {pfn:#x} is not a ZONE_DEVICE page")
@@ -108,14 +112,20 @@ def page_pgmap(m: Machine, pfn: int) -> DevPagemap:
 
 
 def is_device_private_page(m: Machine, pfn: int) -> bool:
-    """is_device_private_page() - a ZONE_DEVICE page of a MEMORY_DEVICE_PRIVATE pgmap."""
+    """is_device_private_page() - a ZONE_DEVICE page of a MEMORY_DEVICE_PRIVATE pgmap.
+
+    Models: include/linux/memremap.h:is_device_private_page().
+    """
     if int(m.mem.zone[pfn]) != ZONE_DEVICE or int(m.mem.pgmap[pfn]) < 0:
         return False
     return page_pgmap(m, pfn).type == MEMORY_TYPE.MEMORY_DEVICE_PRIVATE
 
 
 def folio_is_device_private(folio: Folio) -> bool:
-    """folio_is_device_private() - include/linux/memremap.h."""
+    """folio_is_device_private() - a folio of MEMORY_DEVICE_PRIVATE memory.
+
+    Models: include/linux/memremap.h:folio_is_device_private().
+    """
     return folio_is_zone_device(folio) and is_device_private_page(folio.m, folio.pfn)
 
 

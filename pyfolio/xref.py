@@ -41,6 +41,7 @@ KERNEL_SOURCES: dict[str, str] = {
     "include/linux/mm_inline.h": "LRU helpers",
     "include/linux/mm_types.h": "struct page, struct folio, struct vm_area_struct",
     "include/linux/mmdebug.h": "VM_WARN_ON_FOLIO and friends",
+    "include/linux/mmzone.h": "zones, ZONE_DEVICE, page_pgmap",
     "include/linux/page-flags.h": "page flags and folio tests",
     "include/linux/page_ref.h": "folio_ref_* and the refcount freeze",
     "include/linux/pagemap.h": "folio lock",

@@ -147,3 +147,17 @@ def test_device_out_of_memory_leaves_pages_in_ram():
     assert [x.why for x in r if not x.migrated] == ["no destination page"] * 512
     assert p.lookup(a + 3 * MiB).kind == "page" and m.check() == []
     assert p.read(a + 3 * MiB) == ((a + 3 * MiB) >> 12) + 1
+
+
+def test_device_page_table_reverse_index_follows_every_change():
+    from pyfolio.dmirror import DevicePageTable
+
+    pt = DevicePageTable()
+    pt[(1, 0x1000)] = (600, True)
+    pt[(2, 0x1000)] = (600, False)      # the same device page seen by two mms
+    pt[(1, 0x2000)] = (601, True)
+    pt[(1, 0x2000)] = (602, True)       # overwritten: 601 is no longer referenced
+    assert pt.by_pfn == {600: {(1, 0x1000), (2, 0x1000)}, 602: {(1, 0x2000)}}
+    assert pt.pop((9, 0)) is None and pt.pop((1, 0x2000)) == (602, True)
+    pt.forget_pfns(600, 2)
+    assert pt == {} and pt.by_pfn == {}

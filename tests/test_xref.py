@@ -55,16 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: test was written (reported to the lead). Remove names as they get their citation; a name
 #: NOT in this set that lacks one fails the test.
 KNOWN_UNCITED = {
-    "pyfolio.dmirror.dmirror_devmem_alloc_page",
-    "pyfolio.dmirror.dmirror_devmem_fault_alloc_and_copy",
-    "pyfolio.dmirror.dmirror_devmem_free",
-    "pyfolio.dmirror.dmirror_migrate_finalize_and_map",
-    "pyfolio.dmirror.dmirror_migrate_to_device",
-    "pyfolio.dmirror.dmirror_migrate_to_system",
     "pyfolio.huge_memory._set_pmd_at",
-    "pyfolio.memremap.folio_is_device_private",
-    "pyfolio.memremap.is_device_private_page",
-    "pyfolio.memremap.page_pgmap",
     "pyfolio.migrate.folio_putback_lru",
     "pyfolio.migrate_device.migrate_pfn",
     "pyfolio.migrate_device.migrate_pfn_to_page",
