@@ -85,6 +85,15 @@ __all__ = ["RMP_LOCKED", "RMP_USE_SHARED_ZEROPAGE", "ref_hold", "ref_drop",
 RMP_LOCKED = 1 << 0
 RMP_USE_SHARED_ZEROPAGE = 1 << 1
 _U64 = np.uint64
+_TYPE_SHIFT = _U64(59)
+_MIG_READ, _MIG_WRITE = _U64(SwpType.SWP_MIGRATION_READ), _U64(SwpType.SWP_MIGRATION_WRITE)
+_PG_HEAD, _PG_MLOCKED = np.uint32(PG.head), np.uint32(PG.mlocked)
+_PG_ANON_EXCLUSIVE = np.uint32(PG.anon_exclusive)
+_PG_DIRTY_BIT = np.uint32(int(PG.dirty).bit_length() - 1)
+_PAGE_DIRTY_BIT = _U64(_PAGE_DIRTY.bit_length() - 1)
+#: swap-format soft-dirty / uffd-wp bit -> the present PTE's bit (x86-64)
+_SOFT_DIRTY_SHIFT = _U64(_PAGE_SOFT_DIRTY.bit_length() - _PAGE_SWP_SOFT_DIRTY.bit_length())
+_UFFD_WP_SHIFT = _U64(_PAGE_UFFD_WP.bit_length() - _PAGE_SWP_UFFD_WP.bit_length())
 Slot = tuple[int, int]
 
 
@@ -260,40 +269,46 @@ def _remap_table(m: Machine, table: int, i0: int, n: int, src: int, nr: int, del
     entries [i0, i0 + n) of one PTE table, vectorised (the new page is pfn + delta)."""
     mem, tbl = m.mem, m.pgtables[table]
     ents = tbl[i0: i0 + n]
-    typ = ents >> _U64(59)
+    typ = ents >> _TYPE_SHIFT
     pfns = ((~ents) << _U64(SWP_TYPE_BITS)) >> _U64(SWP_OFFSET_SHIFT)
-    hit = (ents != 0) & ((ents & _U64(_PAGE_PRESENT)) == 0) \
-        & (typ >= _U64(SwpType.SWP_MIGRATION_READ)) & (typ <= _U64(SwpType.SWP_MIGRATION_WRITE)) \
+    hit = (typ >= _MIG_READ) & (typ <= _MIG_WRITE) & ((ents & _U64(_PAGE_PRESENT)) == 0) \
         & (pfns >= _U64(src)) & (pfns < _U64(src + nr))
-    idx = np.flatnonzero(hit)
-    if not len(idx):
+    sel: slice | np.ndarray = slice(0, n) if hit.all() else np.flatnonzero(hit)
+    raw, typ = ents[sel], typ[sel]
+    cnt = len(raw)
+    if not cnt:
         return 0, 0
-    raw, typ = ents[idx], typ[idx].astype(np.int64)
-    pfn = pfns[idx].astype(np.int64) + delta
+    pfn = pfns[sel].astype(np.int64) + delta
     ch = mem.compound_head[pfn]
     heads = np.where(ch == NO_HEAD, pfn, ch)
     hflags = mem.flags[heads]
-    large = (hflags & np.uint32(PG.head)) != 0
-    soft = np.where((raw & _U64(_PAGE_SWP_SOFT_DIRTY)) != 0, _U64(_PAGE_SOFT_DIRTY), _U64(0))
-    uffd = np.where((raw & _U64(_PAGE_SWP_UFFD_WP)) != 0, _U64(_PAGE_UFFD_WP), _U64(0))
-    device = mem.zone[pfn] == ZONE_DEVICE
-    zero = np.zeros(len(idx), bool)
-    if flags & RMP_USE_SHARED_ZEROPAGE:
-        zero = ~large & (mem.stamp[pfn] == 0) & ((hflags & np.uint32(PG.mlocked)) == 0) & ~device
-    write = typ == SwpType.SWP_MIGRATION_WRITE
-    dirty = (hflags & np.uint32(PG.dirty)) != 0
+    large = (hflags & _PG_HEAD) != 0
+    write = typ == _MIG_WRITE
+    soft = (raw & _U64(_PAGE_SWP_SOFT_DIRTY)) << _SOFT_DIRTY_SHIFT
+    uffd = (raw & _U64(_PAGE_SWP_UFFD_WP)) << _UFFD_WP_SHIFT
     pte = (pfn.astype(_U64) << _U64(PAGE_SHIFT)) | _U64(vm_page_prot(True)) | soft \
-        | np.where(write, _U64(_PAGE_RW), uffd) | np.where(dirty, _U64(_PAGE_DIRTY), _U64(0))
+        | np.where(write, _U64(_PAGE_RW), uffd) \
+        | (((hflags >> _PG_DIRTY_BIT) & 1).astype(_U64) << _PAGE_DIRTY_BIT)
+    device = mem.zone[pfn] == ZONE_DEVICE
     if device.any():
         pte = _device_private_ptes(m, pfn, write, raw, device, pte)
-    zpte = _U64(m.zero_pfn << PAGE_SHIFT) | _U64(vm_page_prot(False) | _PAGE_SPECIAL) | soft | uffd
-    tbl[i0 + idx] = np.where(zero, zpte, pte)
-    m.trace.cost("pte_writes", len(idx))
-    keep = ~zero
-    pfn, heads, large = pfn[keep], heads[keep], large[keep]
-    excl = typ[keep] != SwpType.SWP_MIGRATION_READ
+    zero = None
+    if flags & RMP_USE_SHARED_ZEROPAGE:
+        zero = ~large & (mem.stamp[pfn] == 0) & ((hflags & _PG_MLOCKED) == 0) & ~device
+        if zero.any():
+            zpte = _U64(m.zero_pfn << PAGE_SHIFT) | _U64(vm_page_prot(False) | _PAGE_SPECIAL)
+            pte = np.where(zero, zpte | soft | uffd, pte)
+            keep = ~zero
+            pfn, heads, large, typ = pfn[keep], heads[keep], large[keep], typ[keep]
+        else:
+            zero = None
+    if isinstance(sel, slice):
+        tbl[i0: i0 + n] = pte
+    else:
+        tbl[i0 + sel] = pte
+    m.trace.cost("pte_writes", cnt)
     mem._mapcount[pfn] += 1  # folio_add_anon_rmap_pte(); distinct pages within one table
-    mem.set(pfn[excl], PG.anon_exclusive)
+    mem.flags[pfn[typ != _MIG_READ]] |= _PG_ANON_EXCLUSIVE  # RMAP_EXCLUSIVE
     base = int(src + delta)
     mem._refcount[base: base + nr] += np.bincount(heads - base, minlength=nr).astype(np.int32)
     if large.any():  # folio_get() per PTE above; the large folios' counts here
@@ -301,7 +316,8 @@ def _remap_table(m: Machine, table: int, i0: int, n: int, src: int, nr: int, del
         mem._large_mapcount[base: base + nr] += np.bincount(lh, minlength=nr).astype(np.int32)
         first = (mem._mapcount[pfn[large]] == 0).astype(np.int64)
         mem._nr_pages_mapped[base: base + nr] += np.bincount(lh, first, nr).astype(np.int32)
-    return int(keep.sum()), int(zero.sum())
+    zeroed = int(np.count_nonzero(zero)) if zero is not None else 0
+    return cnt - zeroed, zeroed
 
 
 def _device_private_ptes(m: Machine, pfn: np.ndarray, write: np.ndarray, raw: np.ndarray,

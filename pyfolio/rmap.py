@@ -540,8 +540,10 @@ def _migrate_ptes(folio: Folio, vma: VMA, table: int, i0: int, n: int) -> bool:
     ents = tbl[i0: i0 + n]
     present = (ents & _U64(_PAGE_PRESENT)) != 0
     typ = ents >> _TYPE_SHIFT
-    device = ~present & (ents != 0) & ((typ == _U64(SwpType.SWP_DEVICE_WRITE))
-                                       | (typ == _U64(SwpType.SWP_DEVICE_READ)))
+    device = ~present & ((typ == _U64(SwpType.SWP_DEVICE_WRITE))
+                         | (typ == _U64(SwpType.SWP_DEVICE_READ)))
+    if not (present.any() or device.any()):  # e.g. a PMD just split with freeze
+        return True
     pfns = np.where(device, ((~ents) << _U64(SWP_TYPE_BITS)) >> _U64(SWP_OFFSET_SHIFT),
                     (ents & _U64(PTE_PFN_MASK)) >> _U64(PAGE_SHIFT))
     hit = ((present & ((ents & _U64(_PAGE_SPECIAL)) == 0)) | device) \

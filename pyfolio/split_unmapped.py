@@ -33,6 +33,8 @@ __all__ = [
 _COPY_FLAGS = (PG.referenced | PG.swapbacked | PG.swapcache | PG.mlocked | PG.uptodate
                | PG.active | PG.locked | PG.unevictable | PG.dirty)
 _COPY, _HEAD, _LARGE_RMAPPABLE = int(_COPY_FLAGS), int(PG.head), int(PG.large_rmappable)
+#: what an order-0 split clears on the old head (PG_head, PG_large_rmappable, partially_mapped)
+_NOT_COMPOUND = np.uint32(~int(PG.head | PG.large_rmappable | PG.partially_mapped) & 0xFFFFFFFF)
 
 
 
@@ -65,27 +67,23 @@ def __split_folio_to_order(folio: Folio, old_order: int, new_order: int) -> None
     """
     mem, pfn = folio.m.mem, folio.pfn
     nr, new_nr = 1 << old_order, 1 << new_order
-    k = nr // new_nr
-
-    def heads(arr: np.ndarray) -> np.ndarray:  # a view of the new heads' entries
-        return arr[pfn: pfn + nr].reshape(k, new_nr)[1:, 0]
-
+    heads = slice(pfn + new_nr, pfn + nr, new_nr)  # the new heads: a strided view
     hflags = int(mem.flags[pfn])
     large = _LARGE_RMAPPABLE if hflags & _LARGE_RMAPPABLE else 0
-    heads(mem.flags)[:] = (hflags & _COPY) | ((_HEAD | large) if new_order else 0)
-    heads(mem.mapping)[:] = mem.mapping[pfn]
-    heads(mem.index)[:] = mem.index[pfn] + np.arange(new_nr, nr, new_nr)
-    ch = mem.compound_head[pfn: pfn + nr].reshape(k, new_nr)
-    ch[1:, 0] = NO_HEAD  # clear_compound_head()
+    mem.flags[heads] = (hflags & _COPY) | ((_HEAD | large) if new_order else 0)
+    mem.mapping[heads] = mem.mapping[pfn]
+    mem.index[heads] = mem.index[pfn] + np.arange(new_nr, nr, new_nr)
+    mem.compound_head[heads] = NO_HEAD  # clear_compound_head()
     if new_order:  # prep_compound_page() on each new head; folio_set_order() on the old
+        ch = mem.compound_head[pfn: pfn + nr].reshape(-1, new_nr)
         ch[:, 1:] = (pfn + np.arange(0, nr, new_nr))[:, None]
-        mem.order[pfn: pfn + nr].reshape(k, new_nr)[:, 0] = new_order
+        mem.order[pfn: pfn + nr: new_nr] = new_order
     else:
         mem.order[pfn] = 0
-        mem.clear(pfn, PG.head | PG.large_rmappable | PG.partially_mapped)
+        mem.flags[pfn] &= _NOT_COMPOUND
     for arr, value in ((mem._entire_mapcount, -1), (mem._large_mapcount, -1),
                        (mem._nr_pages_mapped, 0), (mem._pincount, 0)):
-        heads(arr)[:] = value
+        arr[heads] = value
         if not new_order:
             arr[pfn] = value
 
