@@ -6,6 +6,9 @@ folio_migrate_mapping(), folio_migrate_flags()), the PMD halves of mm/huge_memor
 / mm/migrate.c:folio_putback_lru(), as the folio split (remap_page()) and the
 device-migration path (mm/migrate_device.c, merged series, linux-mm tree) use them.
 ``try_to_migrate()`` (mm/rmap.c) lives in :mod:`pyfolio.rmap` and is re-exported here.
+The migrate_vma interface of include/linux/migrate.h (``MIGRATE_PFN_*``,
+``MIGRATE_VMA_SELECT``, :class:`MigrateVma`, migrate_pfn()) is defined at the end, for
+:mod:`pyfolio.migrate_device`, which re-exports it.
 
 Simplifications: no swap cache or page cache (``mapping`` is NULL for anon folios);
 migration entries do not carry young/dirty bits, so a restored entry is young and is dirty
@@ -15,6 +18,8 @@ when the folio is PG_dirty. References held between steps by isolation are recor
 
 from __future__ import annotations
 
+import enum
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -79,7 +84,10 @@ if TYPE_CHECKING:
 __all__ = ["RMP_LOCKED", "RMP_USE_SHARED_ZEROPAGE", "ref_hold", "ref_drop",
            "folio_isolate_lru", "folio_putback_lru", "set_pte_migration_entry",
            "set_pmd_migration_entry", "try_to_migrate", "remove_migration_ptes",
-           "remove_migration_entries", "folio_migrate_mapping", "folio_migrate_flags"]
+           "remove_migration_entries", "folio_migrate_mapping", "folio_migrate_flags",
+           "MIGRATE_PFN", "MIGRATE_PFN_VALID", "MIGRATE_PFN_MIGRATE", "MIGRATE_PFN_WRITE",
+           "MIGRATE_PFN_COMPOUND", "MIGRATE_PFN_SHIFT", "MIGRATE_VMA_SELECT", "MigrateVma",
+           "migrate_pfn", "migrate_pfn_to_page"]
 
 #: include/linux/rmap.h enum rmp_flags (v6.18); later trees fold them into ttu_flags.
 RMP_LOCKED = 1 << 0
@@ -365,3 +373,76 @@ def folio_migrate_flags(newfolio: Folio, folio: Folio) -> None:
     keep = PG.referenced | PG.uptodate | PG.active | PG.unevictable | PG.dirty | PG.mlocked
     mem.set(newfolio.pfn, PG(int(mem.flags[folio.pfn]) & keep))
     mem.clear(folio.pfn, PG.active | PG.unevictable)
+
+
+# -- include/linux/migrate.h: the migrate_vma interface ------------------------------------
+class MIGRATE_PFN(enum.IntFlag):
+    """The flag bits of a src/dst entry (include/linux/migrate.h).
+
+    An entry is ``pfn << MIGRATE_PFN_SHIFT | flags``::
+
+        63 ............ 6 | 5 | 4        | 3     | 2 | 1       | 0
+        pfn               | - | COMPOUND | WRITE | - | MIGRATE | VALID
+    """
+
+    VALID = 1 << 0
+    MIGRATE = 1 << 1
+    WRITE = 1 << 3
+    COMPOUND = 1 << 4
+
+
+# Plain ints (as the kernel's #defines): ``~`` of an IntFlag member would keep only the
+# other flag bits and wipe the PFN.
+MIGRATE_PFN_VALID = int(MIGRATE_PFN.VALID)
+MIGRATE_PFN_MIGRATE = int(MIGRATE_PFN.MIGRATE)
+MIGRATE_PFN_WRITE = int(MIGRATE_PFN.WRITE)
+MIGRATE_PFN_COMPOUND = int(MIGRATE_PFN.COMPOUND)
+MIGRATE_PFN_SHIFT = 6
+
+
+class MIGRATE_VMA_SELECT(enum.IntFlag):
+    """enum migrate_vma_direction (include/linux/migrate.h); COMPOUND is the series'."""
+
+    SYSTEM = 1 << 0
+    DEVICE_PRIVATE = 1 << 1
+    DEVICE_COHERENT = 1 << 2
+    COMPOUND = 1 << 3
+
+
+def migrate_pfn(pfn: int) -> int:
+    """migrate_pfn() - ``pfn << MIGRATE_PFN_SHIFT | MIGRATE_PFN_VALID``.
+
+    Models: include/linux/migrate.h:migrate_pfn() (v6.18).
+
+    >>> hex(migrate_pfn(0x1234))
+    '0x48d01'
+    """
+    return (pfn << MIGRATE_PFN_SHIFT) | MIGRATE_PFN_VALID
+
+
+def migrate_pfn_to_page(mpfn: int) -> int | None:
+    """migrate_pfn_to_page() - the PFN of a VALID entry, else None.
+
+    Models: include/linux/migrate.h:migrate_pfn_to_page() (v6.18), a PFN for a page.
+    """
+    return mpfn >> MIGRATE_PFN_SHIFT if mpfn & MIGRATE_PFN_VALID else None
+
+
+@dataclass
+class MigrateVma:
+    """struct migrate_vma (include/linux/migrate.h), kernel field names.
+
+    ``split_design`` is the simulator's switch between the two split-fallback designs.
+    """
+
+    vma: VMA | None
+    start: int
+    end: int
+    src: list[int] = field(default_factory=list)
+    dst: list[int] = field(default_factory=list)
+    npages: int = 0
+    cpages: int = 0
+    pgmap_owner: object = None
+    flags: int = 0
+    fault_page: int | None = None
+    split_design: str = "b"
