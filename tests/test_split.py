@@ -500,3 +500,41 @@ def test_shrinker_skips_an_mlocked_underused_thp(m: System) -> None:
     assert m.vmstat()["thp_underused_split_page"] == 0
     m.machine.mem.clear(pfn, PG.mlocked)
     assert m.check() == []
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_split_of_a_device_private_pmd(freeze: bool) -> None:
+    """The series' device-private branch: without freeze, 512 device-private PTEs with a
+    reference and an exclusive PTE mapping each; with freeze, migration entries (the
+    folio shared first) and the PMD's reference dropped."""
+    from pyfolio.huge_memory import split_huge_pmd_address
+    from pyfolio.migrate import remove_migration_ptes
+
+    m = System(ram="64M", device="16M")
+    p = m.spawn()
+    a = p.mmap(2 * MiB)
+    p.madvise(a, 2 * MiB, "hugepage")
+    p.touch(a, 2 * MiB)
+    m.device.migrate_to_device(p, a, 2 * MiB)
+    pmd = p.lookup(a)
+    assert (pmd.level, pmd.kind, pmd.write) == ("pmd", "device_private", True)
+    folio = page_folio(m.machine, pmd.pfn)
+    assert m.machine.mem.test(folio.pfn, PG.anon_exclusive)
+    folio_get(folio)
+    folio_lock(folio)
+    ref = folio.refcount
+    split_huge_pmd_address(p.mm.find_vma(a), a, freeze)
+    entries = [p.lookup(a + i * 4 * KiB) for i in range(512)]
+    kind = "migration" if freeze else "device_private"
+    assert {(e.level, e.kind, e.write) for e in entries} == {("pte", kind, True)}
+    assert [e.pfn for e in entries] == list(range(folio.pfn, folio.pfn + 512))
+    if freeze:
+        assert (folio.refcount, folio.mapcount) == (ref - 1, 0)
+        assert not m.machine.mem.test(folio.pfn, PG.anon_exclusive)
+        assert remove_migration_ptes(folio, folio, 0) == 512
+        assert p.lookup(a + 7 * 4 * KiB).kind == "device_private"
+    assert (folio.refcount, folio.mapcount, folio.entire_mapcount) == (ref + 511, 512, 0)
+    assert all(m.machine.mem.test(folio.pfn + i, PG.anon_exclusive) for i in range(512))
+    folio_unlock(folio)
+    folio_put(folio)
+    assert p.read(a + 7 * 4 * KiB) == (a >> 12) + 8 and m.check() == []
