@@ -129,7 +129,7 @@ def test_page(doc: str, server: str, browser: Any) -> None:
     if n_widget_outputs:
         page.wait_for_function(
             "document.querySelectorAll('.cell_output .jupyter-widgets').length > 0",
-            timeout=20_000,
+            timeout=60_000,
         )
     n_rendered = page.locator(".cell_output .jupyter-widgets").count()
     n_placeholders = page.get_by_text("Loading widget...").count()

@@ -72,6 +72,24 @@ _REQUIRE_PATHS = """\
     "@jupyter-widgets": base
   }});
 })();
+// The widget bundle typesets labels with the MathJax 2 call MathJax.Hub.Queue(...) whenever
+// window.MathJax exists; the book loads MathJax 3 (no Hub), so that call threw "Cannot read
+// properties of undefined (reading 'Queue')". Give every object assigned to window.MathJax
+// (Sphinx's config, then MathJax 3 itself) a Hub.Queue that typesets through MathJax 3.
+(function () {
+  function shim(o) {
+    if (o && typeof o === "object" && !o.Hub) {
+      Object.defineProperty(o, "Hub", {enumerable: false, value: {Queue: function (job) {
+        var mj = window.MathJax, el = job && job[2];
+        if (el && mj && mj.typesetPromise) mj.typesetPromise([el]).catch(function () {});
+      }}});
+    }
+    return o;
+  }
+  var current = shim(window.MathJax);
+  Object.defineProperty(window, "MathJax", {configurable: true,
+    get: function () { return current; }, set: function (v) { current = shim(v); }});
+})();
 """
 
 
