@@ -62,7 +62,8 @@ __all__ = [
     "folio_add_anon_rmap_ptes", "folio_add_anon_rmap_pte", "folio_add_anon_rmap_pmd",
     "folio_remove_rmap_ptes", "folio_remove_rmap_pte", "folio_remove_rmap_pmd",
     "folio_try_dup_anon_rmap_ptes", "folio_try_dup_anon_rmap_pmd", "folio_move_anon_rmap",
-    "folio_try_share_anon_rmap_pte", "folio_try_share_anon_rmap_pmd", "Mapping", "rmap_walk",
+    "__folio_try_share_anon_rmap", "folio_try_share_anon_rmap_pte",
+    "folio_try_share_anon_rmap_pmd", "Mapping", "rmap_walk",
     "folio_mms", "TTU_SPLIT_HUGE_PMD", "TTU_RMAP_LOCKED", "anon_vma_ranges", "pmd_chunks",
     "pte_table_of", "swp_entries", "try_to_migrate",
 ]
@@ -330,16 +331,24 @@ def folio_try_dup_anon_rmap_pmd(folio: Folio, page: int, src_vma: VMA) -> bool:
     return True
 
 
-def folio_try_share_anon_rmap_pte(folio: Folio, page: int) -> bool:
-    """folio_try_share_anon_rmap_pte() - clear PG_anon_exclusive before a migration entry
-    replaces the PTE; fails (False) if the folio may be pinned.
+def __folio_try_share_anon_rmap(folio: Folio, page: int, nr_pages: int, level: str) -> bool:
+    """__folio_try_share_anon_rmap() - clear ``page``'s PG_anon_exclusive (only that page)
+    before a migration entry replaces its mapping; False (-EBUSY) if maybe pinned.
 
-    Models: include/linux/rmap.h:folio_try_share_anon_rmap_pte() (v6.18).
+    Models: include/linux/rmap.h:__folio_try_share_anon_rmap() (v6.18), level "pte"/"pmd".
     """
     if folio_maybe_dma_pinned(folio):
         return False
     folio.m.mem.clear(page, PG.anon_exclusive)
     return True
+
+
+def folio_try_share_anon_rmap_pte(folio: Folio, page: int) -> bool:
+    """folio_try_share_anon_rmap_pte() - share one PTE-mapped exclusive page, or False.
+
+    Models: include/linux/rmap.h:folio_try_share_anon_rmap_pte() (v6.18).
+    """
+    return __folio_try_share_anon_rmap(folio, page, 1, "pte")
 
 
 def folio_try_share_anon_rmap_pmd(folio: Folio, page: int) -> bool:
@@ -347,10 +356,7 @@ def folio_try_share_anon_rmap_pmd(folio: Folio, page: int) -> bool:
 
     Models: include/linux/rmap.h:folio_try_share_anon_rmap_pmd() (v6.18).
     """
-    if folio_maybe_dma_pinned(folio):
-        return False
-    folio.m.mem.clear(page, PG.anon_exclusive)
-    return True
+    return __folio_try_share_anon_rmap(folio, page, HPAGE_PMD_NR, "pmd")
 
 
 def folio_move_anon_rmap(folio: Folio, vma: VMA) -> None:
