@@ -537,10 +537,13 @@ def __split_huge_pmd_locked(vma: VMA, slot: Slot, haddr: int, freeze: bool) -> N
 
 
 def _finish_split(vma: VMA, slot: Slot, pgtable: int, haddr: int, old: int, into: str) -> None:
-    """pmd_populate(): point the PMD at the filled PTE table; flush the 2 MiB range."""
+    """pmd_populate(): point the PMD at the filled PTE table. Only a present PMD (a THP or
+    the huge zero page) was cleared with a TLB flush (pmdp_invalidate() /
+    pmdp_huge_clear_flush()); a migration or device-private PMD is not in the TLB."""
     m = vma.vm_mm.m
     m.trace.cost("pte_writes", HPAGE_PMD_NR)
-    m.trace.cost("tlb_flushes")
+    if old & _PAGE_PRESENT:
+        m.trace.cost("tlb_flushes")
     _set_pmd_at(m, slot, pfn_pte(pgtable, _PAGE_TABLE))
     m.trace.emit("split_huge_pmd", changes={"ptes_written": HPAGE_PMD_NR, "into": into},
                  address=haddr, old_pmd=old)

@@ -30,13 +30,13 @@ from __future__ import annotations
 
 from .errors import EINVAL, MmError
 from .folio import (
+    VM_WARN_ON_FOLIO,
     Folio,
     folio_get,
     folio_mapcount,
     folio_mapped,
     folio_nr_pages,
     folio_order,
-    folio_put,
     folio_ref_count,
     folio_test_locked,
     folio_unlock,
@@ -334,11 +334,7 @@ def migrate_vma_split_unmapped_folio(migrate: MigrateVma, idx: int, addr: int,
     before = folio_ref_count(folio)
     folio_get(folio)  # split_huge_pmd_address(freeze=true) drops a reference at the end
     split_huge_pmd_address(vma, addr, True)
-    if folio_ref_count(folio) == before + 1:
-        # ADAPTER (core gap, reported): pyfolio.huge_memory.__split_huge_pmd_locked()
-        # does not put_page() when it splits a PMD *migration* entry with freeze; the
-        # kernel does (``if (freeze) put_page(page)``), which is why the get above exists.
-        folio_put(folio)
+    VM_WARN_ON_FOLIO(folio_ref_count(folio) != before, folio)
     if migrate.split_design == "a":
         ret = split.__split_huge_page_to_list_to_order(Folio(m, folio.pfn), None, 0, True)
     else:

@@ -114,3 +114,18 @@ def test_drop_caches_runs_the_deferred_split_shrinker():
     assert p.folio_at(a).order == 0 and m.vmstat()["thp_split_page"] == 1
     assert m.drop_caches() == 0
     assert m.check() == []
+
+
+def test_splitting_the_pmd_migration_entry_flushes_no_tlb():
+    """Only the present PMD's replacement by a migration entry is flushed
+    (set_pmd_migration_entry: pmdp_invalidate); splitting that non-present PMD into PTE
+    migration entries is not (__split_huge_pmd_locked reads it without pmdp_invalidate),
+    nor are the device-private PTEs that replace the migration entries."""
+    m = System(ram="16M")
+    dev = m.add_device("dmirror0", memory="8M", large_pages=False)
+    p, a = _thp(m)
+    before = m.trace.costs["tlb_flushes"]
+    mark = m.trace.mark()
+    dev.migrate_to_device(p, a, 2 * MiB)
+    assert [e.name for e in m.trace.since(mark)].count("split_huge_pmd") == 1
+    assert m.trace.costs["tlb_flushes"] - before == 1
