@@ -83,7 +83,10 @@ def _pmd(m: Machine, slot: Slot) -> int:
 
 
 def _set_pmd_at(m: Machine, slot: Slot, val: int) -> None:
-    """set_pmd_at() - write one PMD entry (counted as a PMD write)."""
+    """set_pmd_at() - write one PMD entry (counted as a PMD write).
+
+    Models: arch/x86/include/asm/pgtable.h:set_pmd_at().
+    """
     m.pgtables[slot[0]][slot[1]] = val
     m.trace.cost("pmd_writes")
 

@@ -133,7 +133,10 @@ def folio_isolate_lru(folio: Folio) -> bool:
 
 
 def folio_putback_lru(folio: Folio) -> None:
-    """folio_putback_lru() - back on the LRU, dropping the isolation reference."""
+    """folio_putback_lru() - back on the LRU, dropping the isolation reference.
+
+    Models: mm/vmscan.c:folio_putback_lru().
+    """
     folio.m.mem.set(folio.pfn, PG.lru)
     ref_drop(folio)
 

@@ -168,7 +168,10 @@ def migrate_device_unmap(src: list[int], npages: int, fault_page: int | None,
 
 
 def migrate_vma_unmap(migrate: MigrateVma) -> None:
-    """migrate_vma_unmap() - ``cpages = migrate_device_unmap(...)``."""
+    """migrate_vma_unmap() - ``cpages = migrate_device_unmap(...)``.
+
+    Models: mm/migrate_device.c:migrate_vma_unmap().
+    """
     assert migrate.vma is not None
     migrate.cpages = migrate_device_unmap(migrate.src, migrate.npages, migrate.fault_page,
                                           migrate.vma.vm_mm.m)
@@ -305,7 +308,10 @@ def migrate_vma_insert_page(migrate: MigrateVma, addr: int, idx: int) -> None:
 
 
 def migrate_vma_nr_pages(mpfn: int) -> int:
-    """migrate_vma_nr_pages() - 512 for a COMPOUND entry, else 1."""
+    """migrate_vma_nr_pages() - 512 for a COMPOUND entry, else 1.
+
+    Models: mm/migrate_device.c:migrate_vma_nr_pages() (the series).
+    """
     return HPAGE_PMD_NR if mpfn & MIGRATE_PFN_COMPOUND else 1
 
 
@@ -419,7 +425,10 @@ def _migrate_one(migrate: MigrateVma, src: list[int], dst: list[int], i: int, pa
 
 
 def migrate_vma_pages(migrate: MigrateVma) -> None:
-    """migrate_vma_pages() - migrate struct-page state of every collected entry."""
+    """migrate_vma_pages() - migrate struct-page state of every collected entry.
+
+    Models: mm/migrate_device.c:migrate_vma_pages().
+    """
     __migrate_device_pages(migrate.src, migrate.dst, migrate.npages, migrate)
     assert migrate.vma is not None
     migrate.vma.vm_mm.m.trace.emit("migrate_vma_pages", start=migrate.start)
@@ -465,7 +474,10 @@ def __migrate_device_finalize(src: list[int], dst: list[int], npages: int,
 
 
 def migrate_vma_finalize(migrate: MigrateVma) -> None:
-    """migrate_vma_finalize() - restore CPU page-table entries; release the pages."""
+    """migrate_vma_finalize() - restore CPU page-table entries; release the pages.
+
+    Models: mm/migrate_device.c:migrate_vma_finalize().
+    """
     assert migrate.vma is not None
     m = migrate.vma.vm_mm.m
     __migrate_device_finalize(migrate.src, migrate.dst, migrate.npages, migrate.fault_page, m)
