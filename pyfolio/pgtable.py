@@ -381,13 +381,20 @@ def walk(m: Machine, pgd: int, addr: int) -> Walk:
 
     Stops at the first entry that is none, a leaf (PMD leaf), or not present.
     """
+    # hot path (every fault walks): the index helpers and pte_pfn() inlined as shifts
+    pgtables = m.pgtables
     tables: list[tuple[str, int, int]] = []
     pfn = pgd
-    for level, idx in (("pgd", pgd_index(addr)), ("pud", pud_index(addr)),
-                       ("pmd", pmd_index(addr)), ("pte", pte_index(addr))):
+    for level, shift in _WALK_LEVELS:
+        idx = (addr >> shift) & (PTRS_PER_TABLE - 1)
         tables.append((level, pfn, idx))
-        raw = int(m.pgtables[pfn][idx])
-        if level == "pte" or not raw & _PAGE_PRESENT or (level == "pmd" and raw & _PAGE_PSE):
+        raw: int = pgtables[pfn].item(idx)
+        if shift == PAGE_SHIFT or not raw & _PAGE_PRESENT or (
+                shift == PMD_SHIFT and raw & _PAGE_PSE):
             return Walk(addr, tuple(tables), level, raw)
-        pfn = pte_pfn(raw)
+        pfn = (raw & PTE_PFN_MASK) >> PAGE_SHIFT
     raise AssertionError("unreachable")
+
+
+_WALK_LEVELS = (("pgd", PGDIR_SHIFT), ("pud", PUD_SHIFT), ("pmd", PMD_SHIFT),
+                ("pte", PAGE_SHIFT))
