@@ -92,12 +92,14 @@ def madvise_free_single_vma(vma: VMA, start: int, end: int) -> None:
 
 def _madvise_free_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
     """madvise_free_pte_range(): a large folio not wholly inside the range is split
-    (split_folio()); a page another process maps is skipped; the rest become clean, old
-    and lazy-free."""
+    (split_folio()); if that fails (a pin) its PTEs are left alone and the walk moves
+    past them; a page another process maps is skipped; the rest become clean, old and
+    lazy-free."""
     from .split import split_folio
 
     m = vma.vm_mm.m
     tbl = m.pgtables[table]
+    shared: dict[int, bool] = {}  # folio_maybe_mapped_shared() per folio, until a split
     addr = start
     while addr < end:
         i = pte_index(addr)
@@ -106,7 +108,9 @@ def _madvise_free_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
             addr += PAGE_SIZE
             continue
         folio = page_folio(m, pte_pfn(pte))
-        if folio_mms(folio) - {vma.vm_mm.id}:
+        if folio.pfn not in shared:
+            shared[folio.pfn] = bool(folio_mms(folio) - {vma.vm_mm.id})
+        if shared[folio.pfn]:
             addr += PAGE_SIZE
             continue
         if folio_test_large(folio):
@@ -114,10 +118,13 @@ def _madvise_free_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
             if first < start or first + folio.nr_pages * PAGE_SIZE > end:
                 folio_get(folio)
                 folio_lock(folio)
-                split_folio(folio)
+                err = split_folio(folio)
                 folio_unlock(folio)
                 folio_put(folio)
-                continue  # look at the same address again: now a small folio
+                shared.clear()
+                if err:  # "leave it in place and advance to the next pte" past the folio
+                    addr = max(addr + PAGE_SIZE, min(end, first + folio.nr_pages * PAGE_SIZE))
+                continue  # else look at the same address again: now a small folio
         m.mem.clear(folio.pfn, PG.dirty | PG.swapbacked)
         new = pte & ~(_PAGE_ACCESSED | _PAGE_DIRTY)
         if new != pte:

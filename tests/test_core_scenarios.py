@@ -173,6 +173,32 @@ def test_free_whole_thp_marks_lazyfree_without_split(m: System) -> None:
     assert m.check() == []
 
 
+def test_free_part_of_a_pinned_thp_leaves_it_whole_and_moves_on(m: System) -> None:
+    """The split MADV_FREE asks for fails on the pin (-EAGAIN): the folio's PTEs are left
+    as they are and the walk goes on (mm/madvise.c:madvise_free_pte_range())."""
+    p, a = thp_process(m)
+    p.madvise(a + 2 * MiB - 4 * KiB, 4 * KiB, "dontneed")  # now PTE-mapped
+    p.pin(a, 4 * KiB)
+    p.madvise(a, 40 * KiB, "free")
+    f = p.folio_at(a)
+    v = m.vmstat()
+    assert f.order == 9 and (v["thp_split_pmd"], v["thp_split_page_failed"]) == (1, 1)
+    assert m.machine.mem.test(f.pfn, PG.swapbacked) and p.lookup(a + 4 * KiB).dirty
+    assert m.check() == []
+
+
+def test_free_part_of_a_pinned_pmd_mapped_thp_changes_nothing(m: System) -> None:
+    """madvise_free_huge_pmd() tries split_folio() on a PMD it does not cover wholly; the
+    pin makes it fail before anything is unmapped, so the PMD stays."""
+    p, a = thp_process(m)
+    p.pin(a, 4 * KiB)
+    p.madvise(a, 40 * KiB, "free")
+    v = m.vmstat()
+    assert p.lookup(a).level == "pmd" and p.folio_at(a).order == 9
+    assert (v["thp_split_pmd"], v["thp_split_page_failed"]) == (0, 1)
+    assert m.check() == []
+
+
 def test_fork_shares_thp_then_child_write_splits_child_pmd(m: System) -> None:
     p, a = thp_process(m)
     c = p.fork()
