@@ -17,6 +17,6 @@ if __name__ == "__main__":
         except ModuleNotFoundError as e:
             print(f"({name}: not present: {e})")
             continue
-        runner = getattr(mod, "run", None) or getattr(mod, "main")
+        runner = getattr(mod, "run", None) or mod.main
         runner()
         print()
