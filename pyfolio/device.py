@@ -18,8 +18,13 @@ from .dmirror import (
     dmirror_read,
 )
 from .errors import EINVAL, MmError
-from .migrate_device import MIGRATE_PFN_MIGRATE, MigrateVma, migrate_pfn_to_page
-from .units import PAGE_SIZE, parse_size
+from .migrate_device import (
+    MIGRATE_PFN_COMPOUND,
+    MIGRATE_PFN_MIGRATE,
+    MigrateVma,
+    migrate_pfn_to_page,
+)
+from .units import HPAGE_PMD_NR, PAGE_SIZE, parse_size
 
 if TYPE_CHECKING:
     from .machine import Machine
@@ -130,24 +135,23 @@ class Device:
 
 
 def _results(done: list[MigrateVma]) -> list[PageResult]:
-    out = []
+    """One PageResult per page; the 511 empty entries after a migrated COMPOUND head
+    (src and dst both COMPOUND) are migrated pages of that THP."""
+    out: list[PageResult] = []
     for args in done:
-        for i in range(args.npages):
+        i = 0
+        while i < args.npages:
             s, d = args.src[i], args.dst[i]
             ok = bool(s & MIGRATE_PFN_MIGRATE) and migrate_pfn_to_page(d) is not None
             why = "" if ok else ("not collected" if not s else
                                  "no destination page" if not d else "not migrated")
-            if not ok and not s and i and _in_compound(args, i):
-                ok, why = True, ""
             out.append(PageResult(args.start + i * PAGE_SIZE, ok, migrate_pfn_to_page(s),
                                   migrate_pfn_to_page(d), why))
+            i += 1
+            stop = min(i + HPAGE_PMD_NR - 1, args.npages)
+            if ok and s & MIGRATE_PFN_COMPOUND and d & MIGRATE_PFN_COMPOUND and \
+                    not any(args.src[i:stop]):
+                out += [PageResult(args.start + j * PAGE_SIZE, True, None, None)
+                        for j in range(i, stop)]
+                i = stop
     return out
-
-
-def _in_compound(args: MigrateVma, i: int) -> bool:
-    """Entry i is one of the 511 empty entries after a migrated COMPOUND head."""
-    from .migrate_device import MIGRATE_PFN_COMPOUND
-
-    head = i - i % 512
-    return bool(args.src[head] & MIGRATE_PFN_COMPOUND and args.src[head] & MIGRATE_PFN_MIGRATE
-                and args.dst[head] & MIGRATE_PFN_COMPOUND)
