@@ -44,7 +44,12 @@ def test_split_explorer_non_uniform_split():
     assert orders == [8, 0, 0]
     assert w.system.folio(head).order == 8
     assert w.image.value != png0 and "order</th><td>" not in w.counts.value
-    assert isinstance(w.static_figure(), Figure)
+    # the key beside the image: one order-8 folio, two of order 0 ... after this split
+    assert "order 8 (1 folios)" in w.legend.value and "order 0 (4 folios)" in w.legend.value
+    assert "background:rgb(" in w.legend.value
+    fig = w.static_figure()
+    assert isinstance(fig, Figure) and len(fig.legends) == 1  # print keeps the key
+    assert not w.static_figure(legend=False).legends
     assert w.system.check() == []
 
 

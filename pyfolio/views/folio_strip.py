@@ -6,6 +6,7 @@ Pass a folio, a list of folios, or a machine (``System`` or ``Machine``) and a P
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from ..system import System
 
 __all__ = ["FrameCells", "frame_cells", "folio_strip", "draw_frames", "order_color",
+           "legend_entries", "legend_html",
            "FREE_COLOR", "TABLE_COLOR"]
 
 FREE_COLOR = (0.96, 0.96, 0.96)
@@ -107,15 +109,43 @@ def _target(x: Folio | Sequence[Folio] | System | Machine,
 
 
 def folio_strip(x: Folio | Sequence[Folio] | System | Machine, pfns: range | None = None, *,
-                title: str | None = None) -> Figure:
+                title: str | None = None, legend: bool = True) -> Figure:
     """Frames as a grid of 32 per row: colour = order of the holding folio, a dot on each
     head page, a black line at every folio boundary; free frames light grey, page-table
-    pages dark grey. Up to 64 frames also show each page's mapcount."""
+    pages dark grey. Up to 64 frames also show each page's mapcount. ``legend=False``
+    leaves the key out (a widget shows :func:`legend_entries` as HTML beside it)."""
     m, rng = _target(x, pfns)
-    return draw_frames(frame_cells(m, rng), title=title)
+    return draw_frames(frame_cells(m, rng), title=title, legend=legend)
 
 
-def draw_frames(c: FrameCells, *, title: str | None = None) -> Figure:
+def legend_entries(c: FrameCells) -> list[tuple[tuple[float, float, float], str]]:
+    """The key of a folio strip: (colour, label) per folio order present, free, table."""
+    n = len(c.kind)
+    kind = np.array(c.kind)
+    heads = np.flatnonzero((kind == "folio") & (c.head == np.arange(c.start, c.start + n)))
+    orders = sorted({int(o) for o in c.order if o >= 0})
+    out = [(order_color(o), f"order {o} ({int((c.order[heads] == o).sum())} folios)")
+           for o in orders]
+    out += [(col, lbl) for k, col, lbl in
+            (("free", FREE_COLOR, "free (outline: buddy block"
+              + (",\no<n>: its order)" if n <= 64 else ")")),
+             ("table", TABLE_COLOR, "page table"))
+            if k in c.kind]
+    return out
+
+
+def legend_html(entries: list[tuple[tuple[float, float, float], str]]) -> str:
+    """:func:`legend_entries` as an HTML line of colour swatches."""
+    def swatch(col: tuple[float, float, float]) -> str:
+        r, g, b = (int(255 * v) for v in col)
+        return (f"<span style='display:inline-block;width:0.9em;height:0.9em;"
+                f"background:rgb({r},{g},{b});border:1px solid black;"
+                f"vertical-align:middle'></span>")
+    return " ".join(f"<span style='margin-right:1em'>{swatch(col)} {html.escape(lbl)}</span>"
+                    for col, lbl in entries)
+
+
+def draw_frames(c: FrameCells, *, title: str | None = None, legend: bool = True) -> Figure:
     """Draw :class:`FrameCells` (from :func:`frame_cells` or a recorded frame) as
     :func:`folio_strip` does."""
     n = len(c.kind)
@@ -150,17 +180,11 @@ def draw_frames(c: FrameCells, *, title: str | None = None) -> Figure:
     ax.set_axis_off()
     for r in range(0, rows, max(1, rows // 8)):
         ax.text(-0.8, r, f"{rng.start + r * cols:#x}", ha="right", va="center", fontsize=6)
-    orders = sorted({int(o) for o in c.order if o >= 0})
-    handles = [Patch(fc=order_color(o), ec="black", lw=0.5,
-                     label=f"order {o} ({int((c.order[heads] == o).sum())} folios)")
-               for o in orders]
-    handles += [Patch(fc=col, ec="black", lw=0.5, label=lbl) for k, col, lbl in
-                (("free", FREE_COLOR, "free (outline: buddy block"
-                  + (",\no<n>: its order)" if n <= 64 else ")")),
-                 ("table", TABLE_COLOR, "page table"))
-                if k in c.kind]
-    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(0.75, 0.5), fontsize=7,
-               frameon=False)
+    if legend:
+        handles = [Patch(fc=col, ec="black", lw=0.5, label=lbl)
+                   for col, lbl in legend_entries(c)]
+        fig.legend(handles=handles, loc="center left", bbox_to_anchor=(0.75, 0.5),
+                   fontsize=7, frameon=False)
     fig.suptitle(title or f"frames {rng.start:#x}..{rng.stop - 1:#x} (dot: head page"
                  f"{', number: page mapcount' if n <= 64 else ''})", fontsize=9)
     return fig

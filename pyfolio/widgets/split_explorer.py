@@ -17,6 +17,7 @@ from ..errors import MmError
 from ..system import System
 from ..units import PAGE_SIZE, MiB
 from ..views import folio_counts, folio_strip
+from ..views.folio_strip import frame_cells, legend_entries, legend_html
 from ._common import Message, png
 
 __all__ = ["split_explorer", "SplitExplorer"]
@@ -37,6 +38,7 @@ class SplitExplorer(widgets.VBox):
         self.split_button = widgets.Button(description="Split", button_style="primary")
         self.reset_button = widgets.Button(description="Reset")
         self.image = widgets.Image(format="png", layout={"max_width": "100%"})
+        self.legend = widgets.HTML()  # the strip's key as HTML: drawing it costs ~45 ms a click
         self.counts = widgets.HTML()
         self.message = Message()
         self.pin_button.on_click(lambda _: self._pin(True))
@@ -47,7 +49,7 @@ class SplitExplorer(widgets.VBox):
             widgets.HBox([self.kind, self.new_order]),
             widgets.HBox([self.at, self.pin_page, self.pin_button, self.unpin_button]),
             widgets.HBox([self.split_button, self.reset_button]),
-            self.message, self.image, self.counts])
+            self.message, self.image, self.legend, self.counts])
         self.reset()
 
     # -- model -----------------------------------------------------------------------------
@@ -97,13 +99,15 @@ class SplitExplorer(widgets.VBox):
         self.redraw()
 
     # -- view ------------------------------------------------------------------------------
-    def static_figure(self) -> Figure:
-        """The folio strip of the 512 frames, as in the widget (for print)."""
-        return folio_strip(self.system, range(self.base, self.base + 512),
+    def static_figure(self, legend: bool = True) -> Figure:
+        """The folio strip of the 512 frames, as in the widget (for print, with its key)."""
+        return folio_strip(self.system, range(self.base, self.base + 512), legend=legend,
                            title=f"the 512 frames of the THP (pins: {sum(self.pins.values())})")
 
     def redraw(self) -> None:
-        self.image.value = png(self.static_figure())
+        self.image.value = png(self.static_figure(legend=False))
+        cells = frame_cells(self.system.machine, range(self.base, self.base + 512))
+        self.legend.value = legend_html(legend_entries(cells))
         f = self.proc.folio_at(self.addr + self.at.value * PAGE_SIZE)
         if f is None:
             self.counts.value = ""
