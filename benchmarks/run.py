@@ -17,6 +17,6 @@ if __name__ == "__main__":
         except ModuleNotFoundError as e:
             print(f"({name}: not present: {e})")
             continue
-        runner = getattr(mod, "run", None) or mod.main
+        runner = getattr(mod, "main", None) or mod.run  # main(): the entry point, if any
         runner()
         print()
