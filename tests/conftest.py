@@ -133,3 +133,22 @@ def executed_chapter(chapter: Path) -> Any:
 def chapter_params(chapters: list[Path]) -> list[Any]:
     """One parameter per chapter, grouped by chapter for ``pytest -n 2 --dist loadgroup``."""
     return [pytest.param(c, id=c.stem, marks=pytest.mark.xdist_group(c.stem)) for c in chapters]
+
+
+def glued(chapter: Path) -> dict[str, Any]:
+    """The values a chapter glued into its prose (myst_nb ``glue``), from the executed
+    notebook of this run: name -> the Python value of its text/plain output (the text itself
+    when it is not a literal)."""
+    import ast
+
+    out: dict[str, Any] = {}
+    for cell in executed_chapter(chapter).cells:
+        for o in cell.get("outputs", []):
+            meta = o.get("metadata", {}).get("scrapbook")
+            if meta:
+                text = o.get("data", {}).get(meta.get("mime_prefix", "") + "text/plain", "")
+                try:
+                    out[meta["name"]] = ast.literal_eval(text)
+                except (ValueError, SyntaxError):
+                    out[meta["name"]] = text.strip("'\"")
+    return out
