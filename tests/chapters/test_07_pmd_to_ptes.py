@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import ROOT, glued
 from pyfolio import KiB, MiB, System
 from pyfolio.exercises.ch07_pmd_to_ptes import TRIGGERS, WhichCounters
 from pyfolio.memmap import PG
@@ -11,6 +12,8 @@ from pyfolio.pgtable import walk
 from pyfolio.proc import KPF
 from pyfolio.system import Process
 from pyfolio.units import HPAGE_PMD_NR
+
+CHAPTER = ROOT / "chapters" / "07-pmd-to-ptes.md"
 
 
 def _thp() -> tuple[System, Process, int]:
@@ -125,3 +128,35 @@ def test_remap_viewer_munmap_part_fills_the_table_then_unmaps_half() -> None:
     fig = v.static_figure()
     assert "before: start" in [t.get_text() for t in fig.texts]
     assert v.system.check() == []
+
+
+@pytest.mark.xdist_group("07-pmd-to-ptes")
+def test_the_prose_quotes_what_the_simulator_computes() -> None:
+    g = glued(CHAPTER)
+    m, p, a = _thp()
+    f = p.folio_at(a)
+    assert f is not None
+    deposited = next(iter(p.mm.pmd_huge_pte.values()))
+    assert (g["ch07_ref0"], g["ch07_map0"], g["ch07_entire0"], g["ch07_page0"]) == (
+        f.refcount, f.mapcount, f.entire_mapcount, f.page_mapcounts()[0])
+    assert g["ch07_deposit"] == f"{deposited:#x}"
+    assert g["ch07_ahp0"] == sum(s["AnonHugePages"] for s in p.smaps())
+    ref0 = f.refcount
+    p.mprotect(a + 4 * KiB, 4 * KiB, "r")
+    assert g["ch07_table"] == f"{walk(m.machine, p.mm.pgd, a).tables[-1][1]:#x}"
+    v = m.vmstat()
+    assert (g["ch07_split_pmd"], g["ch07_split_page"]) == (v["thp_split_pmd"], v["thp_split_page"])
+    assert (g["ch07_order_after"], g["ch07_ref1"], g["ch07_map1"], g["ch07_entire1"]) == (
+        f.order, f.refcount, f.mapcount, f.entire_mapcount)
+    assert g["ch07_page1"] == f.page_mapcounts()[0]
+    assert g["ch07_refadd"] == f.refcount - ref0
+    assert g["ch07_ahp1"] == sum(s["AnonHugePages"] for s in p.smaps())
+    assert g["ch07_rss"] == sum(s["Rss"] for s in p.smaps())
+    rows: dict[str, tuple[int, int, int]] = {}
+    for seed in range(200):
+        ex = WhichCounters(seed)
+        rows.setdefault(ex.trigger, ex.answer)
+    assert set(rows) == set(TRIGGERS)
+    for kind, answer in rows.items():
+        key = kind.replace("-", "_")
+        assert (g[f"ch07_t_{key}_pmd"], g[f"ch07_t_{key}_page"], g[f"ch07_t_{key}_def"]) == answer
