@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import ROOT, glued
 from pyfolio import KiB, MiB, System
 from pyfolio.debug_vm import snapshot
 from pyfolio.errors import MmError
 from pyfolio.exercises.ch08_splitting_a_folio import written_thp
 from pyfolio.split import can_split_folio, shrink_deferred_split, split_mapped_folio, split_orders
 
+CHAPTER = ROOT / "chapters" / "08-splitting-a-folio.md"
 STEPS = ["split_huge_pmd", "unmap_folio", "folio_ref_freeze", "__split_unmapped_folio",
          "folio_ref_unfreeze", "remap_page", "__folio_split"]
 
@@ -146,3 +148,83 @@ def test_split_explorer_non_uniform_at_257_and_pinned_failure() -> None:
     probe.split_button.click()
     assert "EAGAIN" in probe.message.text and probe.system.folio(probe.base).order == 9
     assert probe.image.value == before and probe.system.check() == []
+
+
+@pytest.mark.xdist_group("08-splitting-a-folio")
+def test_the_prose_quotes_what_the_simulator_computes() -> None:
+    from functools import partial
+
+    from pyfolio.views import record_events
+    from pyfolio.widgets import split_explorer
+
+    g = glued(CHAPTER)
+    m, _, _, head = written_thp()
+    mark = m.trace.mark()
+    split_mapped_folio(m.machine, head, 0)
+    ev = {e.name: e for e in m.trace.since(mark) if e.name in STEPS}
+    assert g["ch08_unmap_map"] == "{} → {}".format(*ev["unmap_folio"].change("mapcount"))
+    assert g["ch08_unmap_ref"] == "{} → {}".format(*ev["unmap_folio"].change("refcount"))
+    assert g["ch08_freeze"] == ev["folio_ref_freeze"].arg("count")
+    assert g["ch08_nfolios"] == ev["folio_ref_unfreeze"].change("folios")
+    assert g["ch08_remapped"] == ev["remap_page"].change("ptes")
+    assert g["ch08_split_page"] == m.vmstat()["thp_split_page"]
+
+    m8, p8, a8, h8 = written_thp()
+    frames = record_events(m8, partial(split_mapped_folio, m8.machine, h8, 0), STEPS[1:-1],
+                           proc=p8, addr=a8, pfn=h8, pfns=range(h8, h8 + 512))
+    by = {f.label: f for f in frames}
+    assert g["ch08_nframes"] == len(frames)
+    assert g["ch08_frozen_ref"] == by["folio_ref_freeze"].counts.refcount
+    assert g["ch08_split_order"] == by["__split_unmapped_folio"].counts.order
+    assert g["ch08_unfrozen_ref"] == by["folio_ref_unfreeze"].counts.refcount
+    assert g["ch08_remap_ref"] == by["remap_page"].counts.refcount
+
+    s1, _, _, h1 = written_thp()
+    s2, _, _, h2 = written_thp()
+    s3, _, _, h3 = written_thp()
+    buddy257 = split_orders(s3.machine, h3, 257, 0, uniform=False)
+    assert g["ch08_u0"] == len(split_orders(s1.machine, h1, 0, 0, uniform=True))
+    assert g["ch08_u3"] == len(split_orders(s2.machine, h2, 0, 3, uniform=True))
+    assert (g["ch08_b257"], g["ch08_b257_n"]) == (", ".join(map(str, buddy257)), len(buddy257))
+
+    ex = split_explorer()
+    ex.kind.value, ex.new_order.value, ex.at.value = "non-uniform", 0, 257
+    ex.split_button.click()
+    explored = ex.proc.folio_at(ex.addr + 257 * 4 * KiB)
+    assert explored is not None
+    assert g["ch08_exp_msg"] == ex.message.text
+    assert g["ch08_exp_order"] == explored.order
+    assert g["ch08_exp_split"] == ex.system.vmstat()["thp_split_page"]
+
+    s5, pinner, b5, h5 = written_thp()
+    pinner.pin(b5 + 4 * KiB, 4 * KiB)
+    folio = s5.folio(h5)
+    before = snapshot(s5.machine)
+    with pytest.raises(MmError) as exc:
+        split_mapped_folio(s5.machine, h5, 0)
+    after = snapshot(s5.machine)
+    assert (g["ch08_pin_ref"], g["ch08_pin_map"]) == (folio.refcount, folio.mapcount)
+    assert g["ch08_pin_err"] == exc.value.errname
+    assert g["ch08_pin_changed"] == ", ".join(k for k in before if before[k] != after[k])
+
+    s6, u, ub, _ = written_thp()
+    u.munmap(ub + 1 * MiB, 1 * MiB)
+    free = s6.nr_free_pages()
+    assert g["ch08_def_split"] == shrink_deferred_split(s6.machine)
+    assert g["ch08_def_freed"] == s6.nr_free_pages() - free
+
+    s7 = System(ram="64M", thp="madvise", seed=0)
+    w = s7.spawn()
+    wb = w.mmap(4 * MiB)
+    w.madvise(wb, 2 * MiB, "hugepage")
+    for i in range(10):
+        w.write(wb + i * 4 * KiB, i + 1)
+    w.madvise(wb + 2 * MiB - 4 * KiB, 4 * KiB, "dontneed")
+    free = s7.nr_free_pages()
+    mark = s7.trace.mark()
+    shrink_deferred_split(s7.machine)
+    remap = next(e for e in s7.trace.since(mark) if e.name == "remap_page")
+    assert (g["ch08_zero_ptes"], g["ch08_zero_kept"]) == (
+        remap.change("zero_page_ptes"), remap.change("ptes"))
+    assert g["ch08_zero_rss"] == sum(v["Rss"] for v in w.smaps())
+    assert g["ch08_zero_freed"] == s7.nr_free_pages() - free
