@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from conftest import ROOT, glued
 from pyfolio import KiB, MiB, System, folio_mapcount, folio_ref_count
+
+CHAPTER = ROOT / "chapters" / "01-tour.md"
 
 
 def _thp_faulted() -> tuple[System, Any, int]:
@@ -61,3 +66,29 @@ def test_region_strip_draws_each_2mib_block_as_a_16_by_32_grid_of_pages() -> Non
     assert c.pmd_kind == ("table", "none")
     assert list(np.flatnonzero(c.readonly)) == [1]
     assert set(c.states()[512:]) == {"none"}
+
+
+@pytest.mark.notebook
+@pytest.mark.xdist_group("01-tour")  # the chapter's stem: same worker as its notebook test
+def test_the_prose_quotes_what_the_simulator_computes() -> None:
+    import numpy as np
+
+    from pyfolio.views import region_cells, region_strip
+
+    g = glued(CHAPTER)
+    m, p, a = _thp_faulted()
+    f = p.folio_at(a)
+    assert (g["tour_order"], g["tour_nr_pages"]) == (f.order, f.nr_pages)
+    assert (g["tour_refcount"], g["tour_mapcount"]) == (folio_ref_count(f), folio_mapcount(f))
+    assert g["tour_fault_alloc"] == m.vmstat()["thp_fault_alloc"]
+    p.mprotect(a + 4 * KiB, 4 * KiB, "r")
+    f2 = p.folio_at(a)
+    assert g["tour_split_pmd"] == m.vmstat()["thp_split_pmd"]
+    assert (g["tour_order_after"], g["tour_mapcount_after"]) == (f2.order, folio_mapcount(f2))
+    cells = region_cells(p, a, 4 * MiB)
+    rows, width = region_strip(p, a, 4 * MiB).axes[0].images[0].get_array().shape[:2]
+    blocks = len(cells.pmd_kind)
+    assert g["tour_blocks"] == blocks
+    assert (g["tour_rows"], g["tour_cols"]) == (rows, (width - (blocks - 1)) // blocks)
+    assert g["tour_cells"] == g["tour_rows"] * g["tour_cols"] == f.nr_pages
+    assert g["tour_ro_page"] == int(np.flatnonzero(cells.readonly)[0])

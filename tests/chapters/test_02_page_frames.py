@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
+from conftest import ROOT, glued
 from pyfolio import MiB, System
 from pyfolio.page_alloc import __free_pages, alloc_pages, buddyinfo, nr_free_pages
 
 _free = __free_pages  # module-level alias, as the chapter calls it
+
+CHAPTER = ROOT / "chapters" / "02-page-frames.md"
 
 
 def test_one_struct_page_per_frame_and_biased_mapcount() -> None:
@@ -81,3 +86,57 @@ def test_buddy_player_splits_an_order2_block_and_merges_it_back() -> None:
     assert first.kind == last.kind and np.array_equal(first.free_head, last.free_head)
     assert buddyinfo(M) == boot and mb.check() == []
     assert animate(frames, draw_step).data.count("data:image/png;base64") == 7
+
+
+@pytest.mark.notebook
+@pytest.mark.xdist_group("02-page-frames")  # the chapter's stem: same worker as its notebook test
+def test_the_prose_quotes_what_the_simulator_computes() -> None:
+    from functools import partial
+
+    from pyfolio.views import record
+
+    g = glued(CHAPTER)
+    m = System(ram="16M", thp="always", seed=0)
+    M = m.machine
+    assert (g["ch02_frames"], g["ch02_memmap_len"]) == (M.nr_ram, M.mem.nr)
+    assert g["ch02_zero_refcount"] == int(M.mem._refcount[M.zero_pfn])
+    assert g["ch02_unmapped"] == int(M.mem._mapcount[1])
+    boot = buddyinfo(M)
+    assert (g["ch02_boot_top"], g["ch02_max_order"]) == (boot[-1], len(boot) - 1)
+    # two order-0 allocations, the second freed: it merges with its buddy
+    x = alloc_pages(M, 0)
+    y = alloc_pages(M, 0)
+    mark = M.trace.mark()
+    _free(M, y, 0)
+    freed = M.trace.since(mark)[-1]
+    _free(M, x, 0)
+    assert (int(g["ch02_x"], 16), int(g["ch02_y"], 16)) == (x, y)
+    assert int(g["ch02_buddy"], 16) == y ^ 1
+    merged = (int(g["ch02_merged_pfn"], 16), g["ch02_merged_order"])
+    assert merged == (freed.arg("pfn"), freed.arg("order"))
+    # the player: a fresh machine, alloc 0, 0, 1 then free in reverse order
+    mb = System(ram="16M", thp="always", seed=0)
+    MB = mb.machine
+    z = int(g["ch02_z"], 16)
+    frames = record(mb, [
+        ("a0", partial(alloc_pages, MB, 0)), ("a1", partial(alloc_pages, MB, 0)),
+        ("a2", partial(alloc_pages, MB, 1)), ("f2", partial(__free_pages, MB, z, 1)),
+        ("f1", partial(__free_pages, MB, y, 0)), ("f0", partial(__free_pages, MB, x, 0)),
+    ], pfns=range(0, 64))
+    assert g["ch02_anim_frames"] == len(frames)
+    assert frames[3].frames.head[z] == z and frames[3].frames.order[z] == 1
+    pair = frames[3].frames
+    assert int(g["ch02_pair_buddy"], 16) == int(pair.free_head[6])
+    assert g["ch02_pair_buddy_order"] == int(pair.free_order[6])
+    assert int(g["ch02_final_o2"], 16) == int(frames[-1].frames.free_head[4])
+    # fragmentation: the same machine as the chapter's (after its buddy experiment)
+    before = nr_free_pages(M)
+    held = m.fragment()
+    after = nr_free_pages(M)
+    assert g["ch02_held"] == held
+    assert g["ch02_free_pct"] == f"{100 * after / before:.1f}"
+    p = m.spawn()
+    a = p.mmap(2 * MiB)
+    p.write(a, 1)
+    assert g["ch02_fallback"] == m.vmstat()["thp_fault_fallback"]
+    assert g["ch02_level"] == p.lookup(a).level.upper()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 import pyfolio.folio
+from conftest import ROOT, glued
 from pyfolio import KiB, MiB, System
 from pyfolio.folio import folio_nr_pages, folio_order, folio_page_idx, page_folio
 from pyfolio.memmap import PG
@@ -10,6 +13,8 @@ from pyfolio.page_alloc import __free_pages, alloc_pages
 from pyfolio.proc import KPF
 
 _free = __free_pages
+
+CHAPTER = ROOT / "chapters" / "03-folios.md"
 
 
 def test_compound_page_head_and_tails() -> None:
@@ -67,3 +72,45 @@ def test_heads_and_tails_player_places_each_folio_on_its_natural_alignment() -> 
         __free_pages(m.machine, h, o)
     assert frames[1].frames.kind[4:8] == ("folio",) * 4 and frames[1].frames.kind[8] == "free"
     assert m.check() == []
+
+
+@pytest.mark.notebook
+@pytest.mark.xdist_group("03-folios")  # the chapter's stem: same worker as its notebook test
+def test_the_prose_quotes_what_the_simulator_computes() -> None:
+    from functools import partial
+
+    from pyfolio.units import HPAGE_PMD_ORDER, PAGE_SIZE
+    from pyfolio.views import record
+
+    g = glued(CHAPTER)
+    m = System(ram="16M", thp="always", seed=0)
+    M = m.machine
+    head = alloc_pages(M, 2)
+    tail = int(g["ch03_tail"], 16)
+    f = page_folio(M, tail)
+    assert int(g["ch03_head"], 16) == head == f.pfn
+    assert head < tail < head + folio_nr_pages(f)
+    assert (g["ch03_order"], g["ch03_nr"]) == (folio_order(f), folio_nr_pages(f))
+    assert g["ch03_idx"] == folio_page_idx(f, tail) == tail - head
+    _free(M, head, 2)
+    p = m.spawn()
+    a, b = p.mmap(2 * MiB), p.mmap(64 * KiB)
+    p.touch(a)
+    p.touch(b)
+    thp, small = p.folio_at(a), p.folio_at(b)
+    assert thp is not None and small is not None
+    assert (g["ch03_thp_order"], g["ch03_thp_nr"]) == (thp.order, thp.nr_pages)
+    assert g["ch03_small_order"] == small.order
+    mthp_orders = range(2, HPAGE_PMD_ORDER + 1)  # order 1 excluded, up to the PMD order
+    assert g["ch03_mthp_n"] == len(mthp_orders)
+    assert g["ch03_mthp_min"] == (1 << mthp_orders[0]) * PAGE_SIZE // KiB
+    assert g["ch03_mthp_max"] == thp.nr_pages * PAGE_SIZE // KiB
+    m3 = System(ram="16M", thp="always", seed=0)
+    frames = record(m3, [(f"o{o}", partial(alloc_pages, m3.machine, o)) for o in (2, 3, 0, 4)],
+                    pfns=range(0, 64))
+    assert g["ch03_anim_frames"] == len(frames)
+    last = frames[-1].frames
+    heads = sorted({int(h) for h, k, o in zip(last.head, last.kind, last.order, strict=True)
+                    if k == "folio" and o > 0})
+    assert [int(h, 16) for h in g["ch03_anim_heads"].split(", ")] == heads
+    assert all(h % (1 << int(last.order[h])) == 0 for h in heads)
