@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
+from conftest import ROOT, glued
 from pyfolio import KiB, MiB, System
 from pyfolio.pgtable import decode_entry, pgd_index, pmd_index, pte_index, pud_index, walk
+
+CHAPTER = ROOT / "chapters" / "04-page-tables.md"
 
 
 def test_address_decomposes_into_the_indices_shown() -> None:
@@ -48,4 +53,34 @@ def test_address_walker_pmd_leaf_then_pte_in_the_second_2mib() -> None:
     assert w.message.text.startswith(f"{a + 2 * MiB:#x}: PTE entry, page")
     assert "pte" in pagetable_graph(p, a + 2 * MiB) and "pte" not in pagetable_graph(p, a)
     assert (w.addr.min, w.addr.max, w.addr.step) == (a, a + 4 * MiB - 4 * KiB, 4 * KiB)
+    assert m.check() == []
+
+
+@pytest.mark.xdist_group("04-page-tables")
+def test_the_prose_quotes_what_the_simulator_computes() -> None:
+    from pyfolio.widgets import address_walker
+
+    g = glued(CHAPTER)
+    m = System(ram="64M", thp="madvise", seed=0)
+    p = m.spawn()
+    a = p.mmap(4 * MiB)
+    addr = a + 0x12345
+    assert g["ch04_addr"] == f"{addr:#x}"
+    assert (g["ch04_pgd"], g["ch04_pud"], g["ch04_pmd"], g["ch04_pte"], g["ch04_off"]) == (
+        pgd_index(addr), pud_index(addr), pmd_index(addr), pte_index(addr), f"{addr & 0xfff:#x}")
+    p.madvise(a, 2 * MiB, "hugepage")
+    p.touch(a, 2 * MiB)
+    p.touch(a + 2 * MiB, 4 * KiB)
+    huge, small = walk(m.machine, p.mm.pgd, addr), walk(m.machine, p.mm.pgd, a + 2 * MiB)
+    assert (g["ch04_huge_levels"], g["ch04_small_levels"]) == (len(huge.tables), len(small.tables))
+    assert g["ch04_huge_pfn"] == f"{decode_entry(huge.raw, 'pmd').pfn:#x}"
+    assert g["ch04_tables"] == len(m.machine.pgtables)
+    e = p.lookup(addr)
+    assert (g["ch04_raw"], g["ch04_pfn"]) == (f"{e.raw:#018x}", f"{e.pfn:#x}")
+    assert g["ch04_pfn"] == g["ch04_huge_pfn"]  # the PMD leaf the walk ended at
+    w = address_walker(p, a, 4 * MiB)
+    w.addr.value = a + 2 * MiB
+    assert g["ch04_w_second"] == f"{w.addr.value:#x}"
+    assert (g["ch04_w_first_level"], g["ch04_w_second_level"]) == (
+        p.lookup(a).level.upper(), p.lookup(w.addr.value).level.upper())
     assert m.check() == []

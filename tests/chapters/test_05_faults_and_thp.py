@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import ROOT, glued
 from pyfolio import KiB, MiB, System
 from pyfolio.units import PMD_SIZE
+
+CHAPTER = ROOT / "chapters" / "05-faults-and-thp.md"
 
 
 def test_read_maps_zero_page_write_allocates() -> None:
@@ -106,4 +109,64 @@ def test_fault_sequence_player_zero_page_thp_then_fallback() -> None:
     assert frames[-1].cells.states().count("pte") == 2
     assert m.vmstat()["thp_fault_fallback"] == 1 and m.vmstat()["thp_zero_page_alloc"] == 1
     assert animate(frames, draw_step).data.count("data:image/png;base64") == 6
+    assert m.check() == []
+
+
+@pytest.mark.xdist_group("05-faults-and-thp")
+def test_the_prose_quotes_what_the_simulator_computes() -> None:
+    from functools import partial
+
+    from pyfolio.views import record
+
+    g = glued(CHAPTER)
+    # A read maps the zero page (no Rss); a write allocates a page.
+    m = System(ram="64M", thp="never", seed=0)
+    p = m.spawn()
+    a = p.mmap(64 * KiB)
+    assert g["ch05_read_value"] == p.read(a)
+    assert g["ch05_rss_read"] == p.smaps()[0]["Rss"]
+    p.write(a, 42)
+    assert g["ch05_rss_write"] == p.smaps()[0]["Rss"]
+    # A misaligned 3 MiB mapping: PTEs at its start, a PMD at its first 2 MiB boundary.
+    m = System(ram="64M", thp="always", seed=0)
+    p = m.spawn()
+    p.mmap(4 * MiB)
+    three = p.mmap(3 * MiB)
+    p.write(three, 1)
+    first = -(-three // PMD_SIZE) * PMD_SIZE
+    p.write(first, 1)
+    assert (g["ch05_three_level"], g["ch05_aligned_level"]) == (
+        p.lookup(three).level.upper(), p.lookup(first).level.upper())
+    # The huge zero page, then a THP on the first write.
+    m = System(ram="64M", thp="always", seed=0)
+    p = m.spawn()
+    z = p.mmap(2 * MiB)
+    p.read(z)
+    assert g["ch05_zero_rss"] == p.smaps()[0]["Rss"]
+    p.write(z + 4 * KiB, 1)
+    v = m.vmstat()
+    assert (g["ch05_zero_alloc"], g["ch05_zero_split"], g["ch05_zero_fault_alloc"]) == (
+        v["thp_zero_page_alloc"], v["thp_split_pmd"], v["thp_fault_alloc"])
+    # The fault player.
+    m = System(ram="64M", thp="always", seed=0)
+    q = m.spawn()
+    r = q.mmap(4 * MiB)
+    frames = record(m, [
+        ("read", partial(q.read, r)), ("write", partial(q.write, r + 4 * KiB, 1)),
+        ("fragment", m.fragment), ("fallback", partial(q.write, r + 2 * MiB, 1)),
+        ("small", partial(q.write, r + 2 * MiB + 8 * KiB, 1)),
+    ], proc=q, addr=r, length=4 * MiB)
+    assert g["ch05_anim_frames"] == len(frames)
+    assert g["ch05_anim_fallback_why"] == ", ".join(frames[4].why())
+    assert g["ch05_anim_small"] == frames[-1].cells.states().count("pte")
+    # AnonHugePages counts PMD mappings only: mprotect splits the PMD, Rss stays.
+    m = System(ram="64M", thp="always", seed=0)
+    p = m.spawn()
+    t = p.mmap(2 * MiB)
+    p.touch(t)
+    assert g["ch05_ahp_before"] == p.smaps()[0]["AnonHugePages"]
+    p.mprotect(t + 4 * KiB, 4 * KiB, "r")
+    after = p.smaps()
+    assert (g["ch05_ahp_after"], g["ch05_rss_after"]) == (
+        sum(d["AnonHugePages"] for d in after), sum(d["Rss"] for d in after))
     assert m.check() == []

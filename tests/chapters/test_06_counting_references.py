@@ -6,6 +6,7 @@ import errno
 
 import pytest
 
+from conftest import ROOT, glued
 from pyfolio import (
     KiB,
     MiB,
@@ -16,6 +17,8 @@ from pyfolio import (
     folio_maybe_dma_pinned,
 )
 from pyfolio.split import can_split_folio, split_mapped_folio
+
+CHAPTER = ROOT / "chapters" / "06-counting-references.md"
 
 
 def _thp() -> tuple[System, Process, int]:
@@ -107,3 +110,44 @@ def test_refcount_watcher_matches_the_chapter_table_and_animates() -> None:
     html = animate(w.frames, count_panel).data
     assert html.count("data:image/png;base64") == 7
     assert w.scenario.system.check() == []
+
+
+@pytest.mark.xdist_group("06-counting-references")
+def test_the_prose_quotes_what_the_simulator_computes() -> None:
+    from functools import partial
+
+    from pyfolio.widgets import fork_cow_scenario, refcount_watcher
+
+    g = glued(CHAPTER)
+    m, p, a = _thp()
+    f = p.folio_at(a)
+    assert (g["ch06_ref0"], g["ch06_map0"], g["ch06_exp0"]) == (
+        f.refcount, f.mapcount, folio_expected_ref_count(f))
+    c = p.fork()
+    assert (g["ch06_ref1"], g["ch06_map1"], g["ch06_ent1"]) == (
+        f.refcount, f.mapcount, f.entire_mapcount)
+    c.write(a + 8 * KiB, 7)
+    assert (g["ch06_ref2"], g["ch06_map2"], g["ch06_ent2"]) == (
+        f.refcount, f.mapcount, f.entire_mapcount)
+    assert g["ch06_split_pmd"] == m.vmstat()["thp_split_pmd"]
+    assert g["ch06_page2"] == f.page_mapcounts()[2]
+    c.exit()
+    p.pin(a + 12 * KiB, 4 * KiB)
+    assert (g["ch06_pin_ref"], g["ch06_pin_pc"], g["ch06_pin_exp"]) == (
+        f.refcount, f.pincount, folio_expected_ref_count(f))
+    ms = System(ram="16M", thp="never", seed=0)
+    q = ms.spawn()
+    s = q.mmap(64 * KiB)
+    q.write(s, 1)
+    q.pin(s, 4 * KiB)
+    assert g["ch06_small_ref"] == q.folio_at(s).refcount
+    with pytest.raises(MmError) as exc:
+        split_mapped_folio(m.machine, f.pfn, 0)
+    assert g["ch06_errno"] == exc.value.errno
+    assert g["ch06_split_failed"] == m.vmstat()["thp_split_page_failed"]
+    w = refcount_watcher(partial(fork_cow_scenario, pin_before_fork=False))
+    w.run()
+    assert g["ch06_w_steps"] == len(w.scenario.steps)
+    assert g["ch06_w_cow_why"] == ", ".join(w.frames[3].why())
+    assert g["ch06_w_pin_why"] == ", ".join(w.frames[5].why())
+    assert m.check() == [] and ms.check() == []
