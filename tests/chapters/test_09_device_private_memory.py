@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import pytest
+
+from conftest import ROOT, glued
 from pyfolio import KiB, MiB, System
 from pyfolio.device import Device
 from pyfolio.exercises.ch09_device_private_memory import pages_on_device
 from pyfolio.memmap import ZONE_DEVICE
 from pyfolio.memremap import MEMORY_TYPE, is_device_private_page
-from pyfolio.pgtable import SwpType, decode_entry, make_writable_device_private_entry, swp_offset
+from pyfolio.pgtable import (
+    SWP_TYPE_BITS,
+    SwpType,
+    decode_entry,
+    make_writable_device_private_entry,
+    swp_offset,
+)
 from pyfolio.system import Process
 
+CHAPTER = ROOT / "chapters" / "09-device-private-memory.md"
 PAGE = 4 * KiB
 
 
@@ -175,3 +185,66 @@ def test_round_trip_faults_bring_back_only_what_is_touched() -> None:
     assert r.read(rb + 511 * PAGE) == (rb >> 12) + 512
     assert dev.driver.calloc == dev.driver.cfree == 512
     assert m.check() == []
+
+
+@pytest.mark.xdist_group("09-device-private-memory")
+def test_the_prose_quotes_what_the_simulator_computes() -> None:
+    g = glued(CHAPTER)
+    # the chapter's machine: one dmirror device, then the 4 KiB pages, then the THP, in order
+    m = System(ram="64M", thp="madvise", seed=0)
+    dev = m.add_device("dmirror0", memory="16M")
+    pgmap = dev.driver.pgmap
+    start, end = pgmap.range
+    assert (g["ch09_ram_end"], g["ch09_dev_start"], g["ch09_dev_end"]) == (
+        f"{m.machine.nr_ram:#x}", f"{start:#x}", f"{end:#x}")
+    assert (g["ch09_dev_pages"], g["ch09_type"]) == (end - start, pgmap.type.name)
+    assert g["ch09_free_large"] == dev.free_large
+
+    p = m.spawn()
+    a = p.mmap(16 * PAGE)
+    p.madvise(a, 16 * PAGE, "nohugepage")
+    for i in range(16):
+        p.write(a + i * PAGE, 100 + i)
+    p.mprotect(a, 4 * PAGE, "r")
+    src4 = p.pfn_at(a + 4 * PAGE)
+    results = dev.migrate_to_device(p, a, 16 * PAGE)
+    e4, f4 = p.lookup(a + 4 * PAGE), p.folio_at(a + 4 * PAGE)
+    assert f4 is not None
+    assert g["ch09_migrated"] == sum(r.migrated for r in results)
+    assert (g["ch09_e4_raw"], g["ch09_e4_type"], g["ch09_e4_off"]) == (
+        f"{e4.raw:#018x}", e4.swp_type, f"{e4.swp_offset:#x}")
+    assert (g["ch09_f4_ref"], g["ch09_f4_map"]) == (f4.refcount, f4.mapcount)
+    assert g["ch09_src4"] == f"{src4:#x}" == f"{results[4].src_pfn:#x}"
+
+    assert g["ch09_e0_type"] == p.lookup(a).swp_type
+    assert g["ch09_ntypes"] == 1 << SWP_TYPE_BITS
+    assert g["ch09_nspecial"] == (1 << SWP_TYPE_BITS) - SwpType.SWP_HWPOISON
+    assert (g["ch09_lastfile"], g["ch09_maxswap"]) == (
+        SwpType.SWP_HWPOISON - 1, int(SwpType.SWP_HWPOISON))
+    assert g["ch09_devwrite"] == int(SwpType.SWP_DEVICE_WRITE)
+
+    dev_pfn = e4.pfn
+    faults, cfree, copied = m.vmstat()["pgfault"], dev.driver.cfree, m.trace.costs["pages_copied"]
+    value = p.read(a + 4 * PAGE)
+    back = p.lookup(a + 4 * PAGE)
+    assert (g["ch09_value"], g["ch09_back_pfn"]) == (value, f"{back.pfn:#x}")
+    assert g["ch09_faults"] == m.vmstat()["pgfault"] - faults
+    assert g["ch09_cfree"] == dev.driver.cfree - cfree
+    assert g["ch09_dev_pfn"] == f"{dev_pfn:#x}"
+    assert g["ch09_copied"] == m.trace.costs["pages_copied"] - copied
+    assert g["ch09_stayed"] == sum(
+        p.lookup(a + i * PAGE).kind == "device_private" for i in range(16))
+
+    t = m.spawn()
+    b = t.mmap(2 * MiB)
+    t.madvise(b, 2 * MiB, "hugepage")
+    t.touch(b, 2 * MiB)
+    dev.migrate_to_device(t, b, 2 * MiB)
+    pe, dfolio = t.lookup(b), t.folio_at(b)
+    assert dfolio is not None
+    assert (g["ch09_pmd_raw"], g["ch09_pmd_off"], g["ch09_pmd_type"], g["ch09_pmd_order"]) == (
+        f"{pe.raw:#018x}", f"{pe.swp_offset:#x}", pe.swp_type, dfolio.order)
+    copied = m.trace.costs["pages_copied"]
+    t.read(b + 12 * PAGE)
+    assert g["ch09_pmd_copied"] == m.trace.costs["pages_copied"] - copied
+    assert g["ch09_pmd_back_kind"] == t.lookup(b).kind
