@@ -172,12 +172,14 @@ def test_the_prose_quotes_what_the_simulator_computes() -> None:
     m8, p8, a8, h8 = written_thp()
     frames = record_events(m8, partial(split_mapped_folio, m8.machine, h8, 0), STEPS[1:-1],
                            proc=p8, addr=a8, pfn=h8, pfns=range(h8, h8 + 512))
-    by = {f.label: f for f in frames}
+    counts = {f.label: f.counts for f in frames}
     assert g["ch08_nframes"] == len(frames)
-    assert g["ch08_frozen_ref"] == by["folio_ref_freeze"].counts.refcount
-    assert g["ch08_split_order"] == by["__split_unmapped_folio"].counts.order
-    assert g["ch08_unfrozen_ref"] == by["folio_ref_unfreeze"].counts.refcount
-    assert g["ch08_remap_ref"] == by["remap_page"].counts.refcount
+    frozen, split, unfrozen, remapped = (counts[k] for k in STEPS[2:6])
+    assert frozen and split and unfrozen and remapped
+    assert g["ch08_frozen_ref"] == frozen.refcount
+    assert g["ch08_split_order"] == split.order
+    assert g["ch08_unfrozen_ref"] == unfrozen.refcount
+    assert g["ch08_remap_ref"] == remapped.refcount
 
     s1, _, _, h1 = written_thp()
     s2, _, _, h2 = written_thp()
