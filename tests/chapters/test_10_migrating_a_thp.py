@@ -6,12 +6,14 @@ from functools import partial
 
 import pytest
 
+from conftest import ROOT, glued
 from pyfolio import KiB, MiB, System
 from pyfolio.dmirror import dmirror_migrate_alloc_and_copy, dmirror_migrate_finalize_and_map
 from pyfolio.errors import MmError
 from pyfolio.migrate_device import (
     MIGRATE_PFN_COMPOUND,
     MIGRATE_PFN_MIGRATE,
+    MIGRATE_PFN_SHIFT,
     MIGRATE_PFN_VALID,
     MIGRATE_PFN_WRITE,
     MIGRATE_VMA_SELECT,
@@ -22,7 +24,7 @@ from pyfolio.migrate_device import (
     migrate_vma_setup,
 )
 from pyfolio.system import Process
-from pyfolio.views.migration_cost import migration_cost, migration_frames
+from pyfolio.views.migration_cost import migration_cost, migration_frames, mpfn_str
 
 V, M, W, C = MIGRATE_PFN_VALID, MIGRATE_PFN_MIGRATE, MIGRATE_PFN_WRITE, MIGRATE_PFN_COMPOUND
 SELECT = MIGRATE_VMA_SELECT.SYSTEM | MIGRATE_VMA_SELECT.COMPOUND
@@ -161,3 +163,78 @@ def test_cost_model_rejects_bad_input() -> None:
     with pytest.raises(MmError) as e:
         migration_cost(2 * MiB, "2m")
     assert e.value.errname == "EINVAL"
+
+
+CHAPTER = ROOT / "chapters" / "10-migrating-a-thp.md"
+
+
+@pytest.mark.xdist_group("10-migrating-a-thp")
+def test_the_prose_quotes_what_the_simulator_computes() -> None:
+    g = glued(CHAPTER)
+    # The chapter's own sequence on one machine: 16 KiB of 4 KiB pages, then a THP, then back.
+    m, p = machine()
+    small = p.mmap(2 * MiB)
+    p.madvise(small, 2 * MiB, "nohugepage")
+    p.write(small, 7)
+    p.write(small + 4 * KiB, 8)
+    p.read(small + 8 * KiB)
+    args = MigrateVma(p.vma_at(small), small, small + 16 * KiB, pgmap_owner=m.device.driver,
+                      flags=SELECT)
+    steps = driver_steps(m, args)
+    steps[0][1]()
+    src = list(args.src)
+    for _, fn in steps[1:]:
+        fn()
+    assert (g["ch10_small_src0"], g["ch10_small_src2"], g["ch10_small_dst0"]) == (
+        mpfn_str(src[0]), mpfn_str(src[2]), mpfn_str(args.dst[0]))
+    assert (g["ch10_small_cpages"], g["ch10_shift"], g["ch10_small_dev0"]) == (
+        args.cpages, MIGRATE_PFN_SHIFT, m.device.read(p, small))
+
+    thp = p.mmap(2 * MiB)
+    p.madvise(thp, 2 * MiB, "hugepage")
+    p.touch(thp, 2 * MiB)
+    free = m.nr_free_pages()
+    targs = MigrateVma(p.vma_at(thp), thp, thp + 2 * MiB, pgmap_owner=m.device.driver,
+                       flags=SELECT)
+    migration_frames(m, p, thp, targs, driver_steps(m, targs))
+    e = p.lookup(thp)
+    assert (g["ch10_thp_src0"], g["ch10_thp_dst0"]) == (mpfn_str(targs.src[0]),
+                                                        mpfn_str(targs.dst[0]))
+    assert (g["ch10_thp_cpages"], g["ch10_thp_npages"], g["ch10_thp_empty"]) == (
+        targs.cpages, targs.npages, sum(1 for s in targs.src[1:] if s == 0))
+    assert (g["ch10_thp_freed"], g["ch10_thp_devorder"], g["ch10_thp_dev5"]) == (
+        m.nr_free_pages() - free, m.folio(e.pfn).order, m.device.read(p, thp + 20 * KiB))
+    assert g["ch10_pmd_raw"] == f"{e.raw:#018x}"
+    back = m.device.migrate_to_system(p, thp, 2 * MiB)
+    home = p.lookup(thp)
+    assert g["ch10_back_migrated"] == sum(r.migrated for r in back)
+    assert g["ch10_back_kind"] == f"{home.level.upper()} {home.kind}"
+    assert g["ch10_back_same"] == f"PFN {home.pfn:#x}"
+
+    # The cost sweep: 2 MiB each way, and 8 MiB to the device.
+    k4, b4 = migration_cost(2 * MiB, "4k")
+    kt, bt = migration_cost(2 * MiB, "thp")
+    assert (g["ch10_4k_entries"], g["ch10_4k_flushes"], g["ch10_4k_copied"]) == (
+        k4.entries_written, k4.tlb_flushes, k4.pages_copied)
+    assert (g["ch10_thp_entries"], g["ch10_thp_flushes"], g["ch10_thp_copied"]) == (
+        kt.entries_written, kt.tlb_flushes, kt.pages_copied)
+    assert (g["ch10_4k_back_flushes"], g["ch10_thp_back_flushes"]) == (b4.tlb_flushes,
+                                                                       bt.tlb_flushes)
+    assert (g["ch10_4k_back_entries"], g["ch10_thp_back_entries"]) == (b4.entries_written,
+                                                                       bt.entries_written)
+    assert g["ch10_ratio_entries"] == k4.entries_written // kt.entries_written
+    assert (g["ch10_8m_4k_flushes"], g["ch10_8m_thp_flushes"]) == (
+        migration_cost(8 * MiB, "4k")[0].tlb_flushes, migration_cost(8 * MiB, "thp")[0].tlb_flushes)
+
+    # The vmstat table: the THP (back in RAM) to the device again, then an empty 2 MiB.
+    v0 = m.vmstat()
+    m.device.migrate_to_device(p, thp, 2 * MiB)
+    v1 = m.vmstat()
+    empty = p.mmap(2 * MiB)
+    p.madvise(empty, 2 * MiB, "hugepage")
+    m.device.migrate_to_device(p, empty, 2 * MiB)
+    v2 = m.vmstat()
+    assert g["ch10_vm_free"] == v1["nr_free_pages"] - v0["nr_free_pages"]
+    assert g["ch10_vm_fault_alloc"] == v2["thp_fault_alloc"] - v1["thp_fault_alloc"]
+    assert g["ch10_empty_kind"] == p.lookup(empty).kind
+    assert m.check() == []

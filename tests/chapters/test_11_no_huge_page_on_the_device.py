@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import ROOT, glued
 from pyfolio import KiB, MiB, System
 from pyfolio.errors import MmError
 from pyfolio.exercises.ch11_no_huge_page_on_the_device import device_thps
@@ -157,3 +158,68 @@ def test_explorer_fallback_then_one_read() -> None:
     states = [ex.proc.lookup(ex.addr + i * 4 * KiB).kind for i in range(512)]
     assert states.count("device_private") == 511 and states[5] == "page"
     assert ex.system.vmstat()["thp_split_pmd"] == 1 and ex.system.check() == []
+
+
+CHAPTER = ROOT / "chapters" / "11-no-huge-page-on-the-device.md"
+
+
+@pytest.mark.xdist_group("11-no-huge-page-on-the-device")
+def test_the_prose_quotes_what_the_simulator_computes() -> None:
+    g = glued(CHAPTER)
+    # The fallback: a THP to a device without 2 MiB pages.
+    m, dev, p, a = _fallback()
+    vm0, cost0 = m.vmstat(), dict(m.trace.costs)
+    mark = m.trace.mark()
+    res = dev.migrate_to_device(p, a, 2 * MiB)
+    vm1, cost1 = m.vmstat(), dict(m.trace.costs)
+    ev = {e.name: e for e in m.trace.since(mark) if e.name.startswith("migrate_vma")}
+    assert g["ch11_collected"] == ev["migrate_vma_setup"].change("cpages")
+    assert g["ch11_split_folios"] == ev["migrate_vma_split_unmapped_folio"].change("folios")
+    assert g["ch11_migrated"] == sum(r.migrated for r in res)
+    assert (g["ch11_split_pmd"], g["ch11_split_page"], g["ch11_migration_split"],
+            g["ch11_nr_thp"]) == tuple(vm1[k] - vm0[k] for k in COUNTERS)
+    assert g["ch11_ptes"] == sum(1 for i in range(512) if p.lookup(a + i * 4 * KiB).level == "pte")
+    assert g["ch11_pte_writes"] == cost1["pte_writes"] - cost0.get("pte_writes", 0)
+    assert g["ch11_copied"] == cost1["pages_copied"] - cost0.get("pages_copied", 0)
+
+    # With 2 MiB device pages: PMD and PTE writes.
+    mL, devL, pL, aL = device_thps(1, large_pages=True)
+    costL = dict(mL.trace.costs)
+    devL.migrate_to_device(pL, aL, 2 * MiB)
+    assert (g["ch11_large_pmd_writes"], g["ch11_large_pte_writes"]) == tuple(
+        mL.trace.costs[k] - costL.get(k, 0) for k in ("pmd_writes", "pte_writes"))
+
+    # The recorded frames of the fallback.
+    m2, dev2, p2, a2 = device_thps(1, large_pages=False)
+    h2 = p2.folio_at(a2).pfn
+    frames = record_events(m2, lambda: dev2.migrate_to_device(p2, a2, 2 * MiB), STEPS,
+                           proc=p2, addr=a2, pfn=h2, pfns=range(h2, h2 + 512))
+    by = {f.label: f for f in frames}
+    split = by["migrate_vma_split_unmapped_folio"]
+    assert (g["ch11_setup_pmd"], g["ch11_split_pmd_kind"], g["ch11_piece_ref"]) == (
+        by["migrate_vma_setup"].pmd_kind, split.pmd_kind, split.counts.refcount)
+    assert g["ch11_nframes"] == len(frames)
+
+    # The partially mapped device folio, and the read that takes two faults.
+    m3, dev3, p3, a3 = _partial(True)
+    f3 = p3.folio_at(a3 + 1 * MiB)
+    assert (g["ch11_partial_map"], g["ch11_partial_order"]) == (f3.mapcount, f3.order)
+    fault = a3 + 257 * 4 * KiB
+    before, mark = m3.vmstat(), m3.trace.mark()
+    p3.read(fault)
+    setups = [e.change("cpages") for e in m3.trace.since(mark) if e.name == "migrate_vma_setup"]
+    assert g["ch11_faults"] == m3.vmstat()["pgfault"] - before["pgfault"]
+    assert g["ch11_setups"] == " and ".join(map(str, setups))
+    assert g["ch11_cfree"] == dev3.driver.cfree
+
+    # The explorer: fallback, then a read of page 5.
+    from pyfolio.widgets import device_fault_explorer
+
+    ex = device_fault_explorer(ram="64M", device="8M")
+    ex.large.value = False
+    ex.migrate()
+    ex.page.value = 5
+    ex.touch(False)
+    states = [ex.proc.lookup(ex.addr + i * 4 * KiB).kind for i in range(512)]
+    assert g["ch11_ex_device"] == states.count("device_private")
+    assert g["ch11_ex_msg"] == ex.message.text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import ROOT, glued
 from pyfolio.debug_vm import snapshot
 from pyfolio.review import (
     DESIGNS,
@@ -81,3 +82,56 @@ def test_separate_entry_passes_no_page_cache_state() -> None:
     args = dict(call_args("folio_split_unmapped", "__folio_freeze_and_split_unmapped"))
     assert (args["xas"], args["mapping"], args["do_lru"], args["list_"]) == \
         ("None", "None", "False", "None")
+
+
+CHAPTER = ROOT / "chapters" / "12-code-review-lab.md"
+
+
+@pytest.mark.xdist_group("12-code-review-lab")
+def test_the_prose_quotes_what_the_simulator_computes() -> None:
+    g = glued(CHAPTER)
+    run_a = fallback_scenario(A, seed=0, thps=2, small_pages=17)
+    run_b = fallback_scenario(B, seed=0, thps=2, small_pages=17)
+    snap_a = snapshot(run_a.system.machine)
+    assert g["ch12_moved"] == sum(r.migrated for r in run_a.results)
+    assert g["ch12_pages"] == len(run_a.results)
+    assert g["ch12_fields"] == len(snap_a)
+    assert g["ch12_splits"] == len([e for e in split_events(run_a)
+                                    if e.name == "split_huge_pmd"])
+    unfreeze = next(e for e in split_events(run_a) if e.name == "folio_ref_unfreeze")
+    assert g["ch12_nfolios"] == unfreeze.event.change("folios")
+
+    # Over more seeds: how many leave equal states.
+    equal = [snapshot(fallback_scenario(A, s).system.machine)
+             == snapshot(fallback_scenario(B, s).system.machine) for s in range(1, 6)]
+    assert (g["ch12_nseeds"], g["ch12_nequal"]) == (len(equal), sum(equal))
+
+    # The trace: events, those that differ, and the costs.
+    differ = [x for x, y in zip(run_a.events, run_b.events, strict=True)
+              if str(x.event) != str(y.event)]
+    assert (g["ch12_nevents"], g["ch12_ndiffer"]) == (len(run_a.events), len(differ))
+    costs = run_a.system.trace.costs
+    assert (g["ch12_tlb"], g["ch12_ptew"]) == (costs["tlb_flushes"], costs["pte_writes"])
+
+    # The call stacks at the freeze.
+    steps = design_steps(run_a, run_b)
+    freeze = next(s for s in steps if s.event == "folio_ref_freeze")
+    only_a = [f for f in freeze.stack(A) if f not in freeze.stack(B)]
+    only_b = [f for f in freeze.stack(B) if f not in freeze.stack(A)]
+    assert g["ch12_nsteps"] == len(steps)
+    assert g["ch12_only_a"] == " and ".join(f"{f}()" for f in only_a)
+    assert g["ch12_only_b"] == " and ".join(f"{f}()" for f in only_b)
+    assert (g["ch12_depth_a"], g["ch12_depth_b"]) == (len(freeze.stack(A)), len(freeze.stack(B)))
+
+    # The reviewer's count.
+    load_a, load_b = reader_load(ENTRY[A], "unmapped"), reader_load(ENTRY[B], "unmapped")
+    assert (g["ch12_a_branches"], g["ch12_a_flag"], g["ch12_a_fwd"], g["ch12_a_rest"]) == (
+        len(load_a.branches), len(load_a.on_flag), len(load_a.forwards),
+        len(load_a.branches) - len(load_a.on_flag))
+    assert (g["ch12_b_branches"], g["ch12_b_flag"]) == (len(load_b.branches), len(load_b.on_flag))
+    assert g["ch12_threaded"] == len(functions_with_param("unmapped"))
+
+    # What file-backed folios would need.
+    args = dict(call_args("folio_split_unmapped", "__folio_freeze_and_split_unmapped"))
+    assert g["ch12_file_args"] == ", ".join(f"{k}={args[k]}" for k in ("xas", "mapping", "do_lru"))
+    assert g["ch12_anon_guard"] == next(b.test for b in load_a.on_flag if "is_anon" in b.test)

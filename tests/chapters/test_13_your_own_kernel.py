@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from conftest import ROOT, glued
 from pyfolio.kernel_lab import SCENARIOS, KernelBackend, Scenario, SimulatorBackend, Step
 from pyfolio.kernel_lab.compare import (
     compare,
@@ -96,3 +97,83 @@ def test_exercise_dontneed_of_a_whole_thp_does_not_split() -> None:
     kb = KernelBackend()
     if kb.unavailable() is None:
         assert compare(whole, mine, run_against(kb, whole, mine)) == []
+
+
+CHAPTER = ROOT / "chapters" / "13-your-own-kernel.md"
+
+
+def _layout(layout: list[list[Any]]) -> str:
+    return " ".join(f"{k}×{n}" for k, n in layout)
+
+
+def _quoted(obs: dict[str, Any]) -> dict[str, Any]:
+    """The per-scenario values the chapter quotes, read from one set of observations
+    (recorded kernel or simulator) exactly as the chapter's glue cells read them."""
+    fault, split = obs["mprotect_split"][2], obs["mprotect_split"][3]
+    cow = obs["fork_cow"][3]
+    half, drop = obs["munmap_half"][3], obs["munmap_half"][4]
+    zread, zwrite = obs["huge_zero"][2], obs["huge_zero"][3]
+    return {
+        "ch13_fault_ahp": fault["proc"]["anon_huge_kb"],
+        "ch13_fault_alloc": fault["vmstat"]["thp_fault_alloc"],
+        "ch13_split_pmd": split["vmstat"]["thp_split_pmd"],
+        "ch13_split_ahp": split["proc"]["anon_huge_kb"],
+        "ch13_split_rss": split["proc"]["rss_kb"],
+        "ch13_split_thp": split["proc"]["thp"],
+        "ch13_nohuge_small": obs["nohugepage"][3]["proc"]["layout"][0][1],
+        "ch13_cow_child": _layout(cow["child"]["layout"]),
+        "ch13_cow_parent_ahp": cow["proc"]["anon_huge_kb"],
+        "ch13_cow_child_ahp": cow["child"]["anon_huge_kb"],
+        "ch13_cow_shared": sum(n for c, n in cow["proc"]["kpagecount"] if c == 2),
+        "ch13_half_deferred": half["vmstat"]["thp_deferred_split_page"],
+        "ch13_half_thp": half["proc"]["thp"],
+        "ch13_drop_split": drop["vmstat"]["thp_split_page"],
+        "ch13_drop_rss": drop["proc"]["rss_kb"],
+        "ch13_dn_rss": obs["dontneed_10"][4]["proc"]["rss_kb"],
+        "ch13_dhalf_layout": _layout(obs["dontneed_half"][3]["proc"]["layout"]),
+        "ch13_free_split": obs["free_10"][3]["vmstat"]["thp_split_page"],
+        "ch13_pin_layout": _layout(obs["pin_blocks_split"][5]["proc"]["layout"]),
+        "ch13_pin_split": obs["pin_blocks_split"][7]["vmstat"]["thp_split_page"],
+        "ch13_zero_rss": zread["proc"]["rss_kb"],
+        "ch13_zero_count": zread["proc"]["kpagecount"][0][0],
+        "ch13_zero_write_split": zwrite["vmstat"]["thp_split_pmd"],
+    }
+
+
+@pytest.mark.xdist_group("13-your-own-kernel")
+def test_the_prose_quotes_what_the_simulator_computes(
+        data: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    g = glued(CHAPTER)
+    rec, sims = data
+    R = rec["observations"]
+    # The recording and the agreement counts, from kernel_lab's summary of the same data.
+    counts = summary(sims, R)
+    assert (g["ch13_date"], g["ch13_release"], g["ch13_policy"]) == (
+        rec["date"], rec["kernel_release"], rec["thp_settings"]["enabled"])
+    assert (g["ch13_debugfs"], g["ch13_debugfs_scenario"]) == (
+        rec["debugfs_split"], ", ".join(rec["unavailable"]))
+    assert (g["ch13_scenarios"], g["ch13_total"]) == (
+        len(R), sum(len(SCENARIOS[n].steps) for n in R))
+    assert (g["ch13_agree"], g["ch13_not_modelled"], g["ch13_differ"]) == tuple(
+        sum(c[k] for c in counts.values()) for k in ("agree", "not modelled", "differ"))
+
+    # Every value quoted from an agreeing scenario is the recorded kernel's and the simulator's.
+    kernel, simulated = _quoted(R), _quoted(sims)
+    assert {k: g[k] for k in kernel} == kernel == simulated
+
+    # The pin: the kernel counts a failure per shrinker pass, the simulator one.
+    failed = "thp_split_page_failed"
+    assert g["ch13_pin_failed_kernel"] == R["pin_blocks_split"][5]["vmstat"][failed]
+    assert g["ch13_pin_failed_sim"] == sims["pin_blocks_split"][5]["vmstat"][failed]
+
+    # debugfs split: the simulator's prediction only.
+    assert g["ch13_dsplit_folios"] == len(sims["debugfs_split"][3]["proc"]["layout"])
+
+    # The differences: recorded values the simulator does not reproduce.
+    mthp = R["mthp_64k"]
+    assert g["ch13_collapse_alloc"] == R["collapse"][2]["vmstat"]["thp_collapse_alloc"]
+    assert g["ch13_mthp_folios"] == len(mthp[2]["proc"]["layout"])
+    assert g["ch13_mthp_left"] == sum(1 for k, _ in mthp[4]["proc"]["layout"] if k == "large")
+    assert g["ch13_mthp_folios"] != len(sims["mthp_64k"][2]["proc"]["layout"])
+    assert {d.scenario for n in ("collapse", "mthp_64k")
+            for d in compare(SCENARIOS[n], sims[n], R[n])} == {"collapse", "mthp_64k"}
