@@ -59,38 +59,96 @@ VM_FAULT_OOM = 0x1
 VM_FAULT_SIGBUS = 0x2
 
 
-class DevicePageTable(dict[tuple[int, int], tuple[int, bool]]):
+Key = tuple[int, int]
+
+
+class DevicePageTable(dict[Key, tuple[int, bool]]):
     """The device's page table: (mm id, address) -> (device pfn, writable), with a reverse
-    index by device pfn so freeing a device page finds its entry without a scan."""
+    index by device pfn so freeing a device page finds its entry without a scan.
+
+    The reverse index holds a device pfn's one key itself, or a set when several keys
+    (several mms) map it: no container per entry, which matters at 262,144 entries a GiB.
+    """
 
     def __init__(self) -> None:
         super().__init__()
-        self.by_pfn: dict[int, set[tuple[int, int]]] = {}
+        self._by_pfn: dict[int, Key | set[Key]] = {}
 
-    def __setitem__(self, key: tuple[int, int], value: tuple[int, bool]) -> None:
+    def keys_of(self, dpfn: int) -> set[Key]:
+        """The keys whose entry points at device frame ``dpfn``."""
+        got = self._by_pfn.get(dpfn)
+        return set() if got is None else set(got) if isinstance(got, set) else {got}
+
+    def reverse_index(self) -> dict[int, set[Key]]:
+        """Device pfn -> keys, for every device frame an entry points at."""
+        return {dpfn: self.keys_of(dpfn) for dpfn in self._by_pfn}
+
+    def _index(self, dpfn: int, key: Key) -> None:
+        got = self._by_pfn.get(dpfn)
+        if got is None:
+            self._by_pfn[dpfn] = key
+        elif isinstance(got, set):
+            got.add(key)
+        else:
+            self._by_pfn[dpfn] = {got, key}
+
+    def _unindex(self, dpfn: int, key: Key) -> None:
+        got = self._by_pfn[dpfn]
+        if not isinstance(got, set):
+            del self._by_pfn[dpfn]
+            return
+        got.discard(key)
+        if len(got) == 1:
+            self._by_pfn[dpfn] = got.pop()
+
+    def __setitem__(self, key: Key, value: tuple[int, bool]) -> None:
         if key in self:
             del self[key]
         super().__setitem__(key, value)
-        self.by_pfn.setdefault(value[0], set()).add(key)
+        self._index(value[0], key)
 
-    def __delitem__(self, key: tuple[int, int]) -> None:
-        keys = self.by_pfn[self[key][0]]
-        keys.discard(key)
-        if not keys:
-            del self.by_pfn[self[key][0]]
+    def __delitem__(self, key: Key) -> None:
+        self._unindex(self[key][0], key)
         super().__delitem__(key)
 
-    def pop(self, key: tuple[int, int], default: object = None) -> object:  # type: ignore[override]
+    def pop(self, key: Key, default: object = None) -> object:  # type: ignore[override]
         if key in self:
             value = self[key]
             del self[key]
             return value
         return default
 
+    def map_range(self, mm_id: int, addr: int, dpfn: int, nr: int, writable: bool) -> None:
+        """``nr`` entries: page ``addr + j`` -> device frame ``dpfn + j`` (the driver's
+        per-page xa_store() loop); in bulk when no address has an entry and no frame is
+        indexed yet (the usual case: fresh device pages for unmapped addresses)."""
+        keys = [(mm_id, addr + j * PAGE_SIZE) for j in range(nr)]
+        dpfns = range(dpfn, dpfn + nr)
+        if self.keys().isdisjoint(keys) and self._by_pfn.keys().isdisjoint(dpfns):
+            dict.update(self, zip(keys, [(d, writable) for d in dpfns], strict=True))
+            self._by_pfn.update(zip(dpfns, keys, strict=True))
+            return
+        for d, key in zip(dpfns, keys, strict=True):
+            self[key] = (d, writable)
+
+    def unmap_range(self, mm_id: int, addr: int, nr: int) -> None:
+        """Drop the entries of ``nr`` pages from ``addr`` (those that exist)."""
+        keys = [(mm_id, addr + j * PAGE_SIZE) for j in range(nr)]
+        by_pfn = self._by_pfn
+        for key, value in zip(keys, [dict.pop(self, key, None) for key in keys], strict=True):
+            if value is None:
+                continue
+            if by_pfn.get(value[0]) == key:  # the frame's only key
+                del by_pfn[value[0]]
+            else:
+                self._unindex(value[0], key)
+
     def forget_pfns(self, pfn: int, nr: int) -> None:
         """Drop the entries that point into device frames [pfn, pfn + nr)."""
+        if self._by_pfn.keys().isdisjoint(range(pfn, pfn + nr)):
+            return
         for dpfn in range(pfn, pfn + nr):
-            for key in list(self.by_pfn.get(dpfn, ())):
+            for key in self.keys_of(dpfn):
                 del self[key]
 
 
@@ -233,13 +291,14 @@ def dmirror_migrate_finalize_and_map(args: MigrateVma, dmirror: Dmirror) -> None
     assert args.vma is not None
     mm_id = args.vma.vm_mm.id
     for i in range(args.npages):
+        if not args.src[i] & MIGRATE_PFN_MIGRATE:
+            continue
         dpage = migrate_pfn_to_page(args.dst[i])
-        if not args.src[i] & MIGRATE_PFN_MIGRATE or dpage is None:
+        if dpage is None:
             continue
         nr = HPAGE_PMD_NR if args.dst[i] & MIGRATE_PFN_COMPOUND else 1
-        for j in range(nr):
-            dmirror.pt[(mm_id, args.start + (i + j) * PAGE_SIZE)] = (
-                dpage + j, bool(args.dst[i] & MIGRATE_PFN_WRITE))
+        dmirror.pt.map_range(mm_id, args.start + i * PAGE_SIZE, dpage, nr,
+                             bool(args.dst[i] & MIGRATE_PFN_WRITE))
 
 
 def _check_range(mm: MMStruct, start: int, size: int) -> None:
@@ -305,8 +364,8 @@ def dmirror_devmem_fault_alloc_and_copy(args: MigrateVma, dmirror: Dmirror) -> i
     assert args.vma is not None
     i = 0
     while i < args.npages:
-        spage = migrate_pfn_to_page(args.src[i])
-        if spage is None or not args.src[i] & MIGRATE_PFN_MIGRATE:
+        spage = migrate_pfn_to_page(args.src[i]) if args.src[i] & MIGRATE_PFN_MIGRATE else None
+        if spage is None:
             i += 1
             continue
         order = folio_order(page_folio(m, spage))
@@ -318,12 +377,14 @@ def dmirror_devmem_fault_alloc_and_copy(args: MigrateVma, dmirror: Dmirror) -> i
             except MmError:
                 dpage = None
         dmirror.flags &= ~HMM_DMIRROR_FLAG_FAIL_ALLOC
+        mm_id = args.vma.vm_mm.id
         if dpage is not None:
             _lock_new(m, dpage)
             args.dst[i] = migrate_pfn(dpage) | write | MIGRATE_PFN_COMPOUND
             _copy(m, dpage, spage, 1 << order)
-        for j in range(1 << order):
-            if dpage is None:
+            dmirror.pt.unmap_range(mm_id, args.start + i * PAGE_SIZE, 1 << order)
+        else:
+            for j in range(1 << order):
                 try:
                     small = alloc_pages(m, 0)
                 except MmError:
@@ -331,8 +392,7 @@ def dmirror_devmem_fault_alloc_and_copy(args: MigrateVma, dmirror: Dmirror) -> i
                 _lock_new(m, small)
                 args.dst[i + j] = migrate_pfn(small) | write
                 _copy(m, small, spage + j, 1)
-            addr = args.start + (i + j) * PAGE_SIZE
-            dmirror.pt.pop((args.vma.vm_mm.id, addr), None)
+                dmirror.pt.unmap_range(mm_id, args.start + (i + j) * PAGE_SIZE, 1)
         i += 1 << order
     return 0
 

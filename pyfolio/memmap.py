@@ -103,13 +103,13 @@ class Memmap:
         self.nr += extra
 
     def test(self, pfn: int, flag: PG) -> bool:
-        return bool(int(self.flags[pfn]) & flag.value)
+        return bool(int(self.flags[pfn]) & int(flag))
 
     def set(self, pfn: int | slice | np.ndarray, flag: PG) -> None:
         self.flags[pfn] |= np.uint32(flag)
 
     def clear(self, pfn: int | slice | np.ndarray, flag: PG) -> None:
-        self.flags[pfn] &= np.uint32(~flag & 0xFFFFFFFF)
+        self.flags[pfn] &= np.uint32(~int(flag) & 0xFFFFFFFF)
 
     def reset(self, start: int, end: int) -> None:
         """Return frames [start, end) to the state of a freshly initialised struct page."""

@@ -371,6 +371,9 @@ def __migrate_device_pages(src: list[int], dst: list[int], npages: int,
     """
     i = 0
     while i < npages:
+        if not src[i] and not dst[i]:  # an empty entry (e.g. after a COMPOUND head)
+            i += 1
+            continue
         newpage, page = migrate_pfn_to_page(dst[i]), migrate_pfn_to_page(src[i])
         nr = 1
         if newpage is None:
@@ -449,6 +452,8 @@ def __migrate_device_finalize(src: list[int], dst: list[int], npages: int,
     assert isinstance(m, Machine)
     fault_folio = page_folio(m, fault_page) if fault_page is not None else None
     for i in range(npages):
+        if not src[i] and not dst[i]:  # an empty entry: nothing to restore or release
+            continue
         newpage, page = migrate_pfn_to_page(dst[i]), migrate_pfn_to_page(src[i])
         dfolio = page_folio(m, newpage) if newpage is not None else None
         if page is None:

@@ -1,5 +1,8 @@
 """dmirror driver: device faults, fork, exit, allocator (lib/test_hmm.c, hmm-tests.c)."""
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from pyfolio import KiB, MiB, System
 from pyfolio.memmap import PG
 
@@ -157,7 +160,42 @@ def test_device_page_table_reverse_index_follows_every_change():
     pt[(2, 0x1000)] = (600, False)      # the same device page seen by two mms
     pt[(1, 0x2000)] = (601, True)
     pt[(1, 0x2000)] = (602, True)       # overwritten: 601 is no longer referenced
-    assert pt.by_pfn == {600: {(1, 0x1000), (2, 0x1000)}, 602: {(1, 0x2000)}}
+    assert pt.reverse_index() == {600: {(1, 0x1000), (2, 0x1000)}, 602: {(1, 0x2000)}}
     assert pt.pop((9, 0)) is None and pt.pop((1, 0x2000)) == (602, True)
     pt.forget_pfns(600, 2)
-    assert pt == {} and pt.by_pfn == {}
+    assert pt == {} and pt.reverse_index() == {}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["map", "unmap", "set", "del", "forget"]),
+                          st.integers(1, 2), st.integers(0, 7), st.integers(600, 607),
+                          st.integers(1, 4), st.booleans()), max_size=25))
+def test_bulk_device_page_table_updates_match_one_entry_at_a_time(ops):
+    """map_range()/unmap_range() (the fast paths of finalize_and_map and the fault's
+    alloc_and_copy) leave the table and its reverse index as per-entry updates would."""
+    from pyfolio.dmirror import DevicePageTable
+
+    bulk, single = DevicePageTable(), DevicePageTable()
+    for op, mm, page, dpfn, nr, w in ops:
+        addr = page * 4 * KiB
+        if op == "map":
+            bulk.map_range(mm, addr, dpfn, nr, w)
+            for j in range(nr):
+                single[(mm, addr + j * 4 * KiB)] = (dpfn + j, w)
+        elif op == "unmap":
+            bulk.unmap_range(mm, addr, nr)
+            for j in range(nr):
+                single.pop((mm, addr + j * 4 * KiB))
+        elif op == "set":
+            bulk[(mm, addr)] = single[(mm, addr)] = (dpfn, w)
+        elif op == "del" and (mm, addr) in single:
+            del bulk[(mm, addr)], single[(mm, addr)]
+        elif op == "forget":
+            bulk.forget_pfns(dpfn, nr)
+            for key in [k for k, v in single.items() if dpfn <= v[0] < dpfn + nr]:
+                del single[key]
+        assert bulk == single
+        expected: dict[int, set] = {}
+        for key, (d, _) in single.items():
+            expected.setdefault(d, set()).add(key)
+        assert bulk.reverse_index() == expected == single.reverse_index()
