@@ -7,8 +7,11 @@ call into :mod:`pyfolio.dmirror` (lib/test_hmm.c) and :mod:`pyfolio.migrate_devi
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from itertools import accumulate
+from typing import TYPE_CHECKING, overload
 
 from .dmirror import (
     HMM_DMIRROR_FLAG_FAIL_ALLOC,
@@ -30,7 +33,7 @@ if TYPE_CHECKING:
     from .machine import Machine
     from .system import Process
 
-__all__ = ["DESIGNS", "Device", "PageResult", "split_design"]
+__all__ = ["DESIGNS", "Device", "MigrationResults", "PageResult", "split_design"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,19 +117,21 @@ class Device:
         return len(self.driver.free_pages)
 
     def migrate_to_device(self, p: Process, addr: int, length: int | str,
-                          design: str | None = None) -> list[PageResult]:
+                          design: str | None = None) -> MigrationResults:
         """HMM_DMIRROR_MIGRATE_TO_DEV over [addr, addr + length); ``design`` picks the
         split fallback for this call ("unmapped-param" or "split-unmapped-folio"; default:
         the System's ``split_design``)."""
         if design is not None:
             self.driver.split_design = split_design(design)
         p._live()
-        return _results(dmirror_migrate_to_device(self.driver, p.mm, addr, parse_size(length)))
+        done = dmirror_migrate_to_device(self.driver, p.mm, addr, parse_size(length))
+        return MigrationResults(done)
 
-    def migrate_to_system(self, p: Process, addr: int, length: int | str) -> list[PageResult]:
+    def migrate_to_system(self, p: Process, addr: int, length: int | str) -> MigrationResults:
         """HMM_DMIRROR_MIGRATE_TO_SYS over [addr, addr + length)."""
         p._live()
-        return _results(dmirror_migrate_to_system(self.driver, p.mm, addr, parse_size(length)))
+        done = dmirror_migrate_to_system(self.driver, p.mm, addr, parse_size(length))
+        return MigrationResults(done)
 
     def read(self, p: Process, addr: int) -> int | None:
         """The device reads the page at ``addr`` through its own page table, without a
@@ -134,24 +139,69 @@ class Device:
         return dmirror_read(self.driver, p.mm, addr)
 
 
-def _results(done: list[MigrateVma]) -> list[PageResult]:
-    """One PageResult per page; the 511 empty entries after a migrated COMPOUND head
-    (src and dst both COMPOUND) are migrated pages of that THP."""
-    out: list[PageResult] = []
-    for args in done:
-        i = 0
-        while i < args.npages:
-            s, d = args.src[i], args.dst[i]
-            ok = bool(s & MIGRATE_PFN_MIGRATE) and migrate_pfn_to_page(d) is not None
-            why = "" if ok else ("not collected" if not s else
-                                 "no destination page" if not d else "not migrated")
-            out.append(PageResult(args.start + i * PAGE_SIZE, ok, migrate_pfn_to_page(s),
-                                  migrate_pfn_to_page(d), why))
-            i += 1
-            stop = min(i + HPAGE_PMD_NR - 1, args.npages)
-            if ok and s & MIGRATE_PFN_COMPOUND and d & MIGRATE_PFN_COMPOUND and \
-                    not any(args.src[i:stop]):
-                out += [PageResult(args.start + j * PAGE_SIZE, True, None, None)
-                        for j in range(i, stop)]
-                i = stop
-    return out
+class MigrationResults(Sequence[PageResult]):
+    """The per-page results of one migrate_to_device() / migrate_to_system() call: a
+    read-only sequence of :class:`PageResult`, one per page of the range, worked out on
+    access from each window's ``src``/``dst`` arrays (1 GiB is 262,144 pages: building
+    them all up front cost more than the migration). The 511 empty entries after a
+    migrated COMPOUND head (src and dst both COMPOUND) are migrated pages of that THP.
+    """
+
+    def __init__(self, done: list[MigrateVma]) -> None:
+        self._windows = done
+        self._first = list(accumulate((args.npages for args in done), initial=0))
+        self._tails = [_thp_tails(args) for args in done]
+
+    def __len__(self) -> int:
+        return self._first[-1]
+
+    @overload
+    def __getitem__(self, k: int) -> PageResult: ...
+
+    @overload
+    def __getitem__(self, k: slice) -> list[PageResult]: ...
+
+    def __getitem__(self, k: int | slice) -> PageResult | list[PageResult]:
+        if isinstance(k, slice):
+            return [self[j] for j in range(*k.indices(len(self)))]
+        if k < 0:
+            k += len(self)
+        if not 0 <= k < len(self):
+            raise IndexError(f"page result {k} out of range (the call covered {len(self)} pages)")
+        w = bisect_right(self._first, k) - 1
+        args, i = self._windows[w], k - self._first[w]
+        address = args.start + i * PAGE_SIZE
+        if any(i in tail for tail in self._tails[w]):
+            return PageResult(address, True, None, None)
+        s, d = args.src[i], args.dst[i]
+        ok = bool(s & MIGRATE_PFN_MIGRATE) and migrate_pfn_to_page(d) is not None
+        why = "" if ok else ("not collected" if not s else
+                             "no destination page" if not d else "not migrated")
+        return PageResult(address, ok, migrate_pfn_to_page(s), migrate_pfn_to_page(d), why)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @property
+    def migrated(self) -> int:
+        """How many pages migrated."""
+        return sum(r.migrated for r in self)
+
+    def __repr__(self) -> str:
+        return f"<MigrationResults: {self.migrated} of {len(self)} pages migrated>"
+
+
+def _thp_tails(args: MigrateVma) -> list[range]:
+    """The window indexes that are the tail pages of a THP migrated whole."""
+    src, dst, n = args.src, args.dst, args.npages
+    tails = []
+    for i in [i for i, s in enumerate(src) if s & MIGRATE_PFN_COMPOUND]:
+        stop = min(i + HPAGE_PMD_NR, n)
+        if (src[i] & MIGRATE_PFN_MIGRATE and dst[i] & MIGRATE_PFN_COMPOUND
+                and migrate_pfn_to_page(dst[i]) is not None and not any(src[i + 1:stop])):
+            tails.append(range(i + 1, stop))
+    return tails

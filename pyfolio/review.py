@@ -34,7 +34,7 @@ from .debug_vm import snapshot
 from .units import PAGE_SIZE, MiB
 
 if TYPE_CHECKING:
-    from .device import PageResult
+    from .device import MigrationResults
     from .system import Process, System
     from .trace import Event
 
@@ -116,7 +116,7 @@ class FallbackRun:
     proc: Process
     addr: int
     length: int
-    results: list[PageResult]
+    results: MigrationResults
     events: list[StackedEvent]
     design: str
 

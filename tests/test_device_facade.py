@@ -129,3 +129,30 @@ def test_splitting_the_pmd_migration_entry_flushes_no_tlb():
     dev.migrate_to_device(p, a, 2 * MiB)
     assert [e.name for e in m.trace.since(mark)].count("split_huge_pmd") == 1
     assert m.trace.costs["tlb_flushes"] - before == 1
+
+
+def test_migration_results_are_one_per_page_read_from_src_and_dst():
+    """MigrationResults: a THP migrated whole is its head's entry plus 511 migrated tail
+    pages; a pinned 4 KiB page is not collected (folio_try_share_anon_rmap_pte() fails)."""
+    from pyfolio.device import MigrationResults, PageResult
+
+    m = System(ram="64M", device="16M", thp="madvise")
+    p = m.spawn()
+    a = p.mmap(4 * MiB)
+    p.madvise(a, 2 * MiB, "hugepage")
+    p.touch(a, 4 * MiB)
+    pinned = a + 2 * MiB + 5 * 4 * KiB
+    p.pin(pinned, 4 * KiB)
+    head, last = p.folio_at(a).pfn, p.folio_at(a + 4 * MiB - 4 * KiB).pfn
+    res = m.device.migrate_to_device(p, a, 4 * MiB)
+    assert isinstance(res, MigrationResults) and len(res) == 1024 and res.migrated == 1023
+    assert res[0].src_pfn == head and p.lookup(a).pfn == res[0].dst_pfn
+    assert res[1] == PageResult(a + 4 * KiB, True, None, None)
+    assert res[517] == PageResult(pinned, False, None, None, "not collected")
+    assert res[-1] == res[1023] and res[-1].src_pfn == last
+    assert res[-1].dst_pfn == p.lookup(a + 4 * MiB - 4 * KiB).pfn
+    assert [r.address for r in res] == [a + i * 4 * KiB for i in range(1024)]
+    assert res[510:514] == list(res)[510:514] and res == list(res) and res != list(res)[:-1]
+    assert repr(res) == "<MigrationResults: 1023 of 1024 pages migrated>"
+    with pytest.raises(IndexError, match="1024"):
+        res[1024]

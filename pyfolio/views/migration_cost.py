@@ -23,10 +23,10 @@ machine it is given: the cost functions build their own.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -131,7 +131,7 @@ class MigrationCost:
         return self.pte_writes + self.pmd_writes
 
 
-def _measure(m: System, run: Callable[[], list], size: int, backing: str,
+def _measure(m: System, run: Callable[[], Iterable[Any]], size: int, backing: str,
              large_pages: bool, direction: str) -> MigrationCost:
     before = dict(m.trace.costs)
     results = run()
