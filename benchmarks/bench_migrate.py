@@ -48,12 +48,16 @@ def main() -> None:
             print(f"{size:>5} {name:<22} {r['entries']:>8} {r['tlb']:>6} {r['copied']:>8} "
                   f"{r['to_dev_s']:>9.3f} {r['to_sys_s']:>9.3f}")
         size *= 4
-    # issue 4's target: 1 GiB of THPs to a device with 2 MiB pages and back, under 1 s each
-    r = run(1024, True, True)
-    for way, key in (("to device", "to_dev_s"), ("back", "to_sys_s")):
-        verdict = "ok" if r[key] < 1.0 else "OVER TARGET"
-        print(f"1 GiB of THPs, device 2M pages, {way}: {r[key]:.2f} s (target < 1 s: {verdict})")
-
+    # issue 4's target: 1 GiB of THPs to the device and back, under 1 s each way; with
+    # device 2 MiB pages, and without (every THP split, 262,144 single pages each way)
+    for name, large in (("device 2M pages", True), ("split fallback", False)):
+        print(f"1 GiB of THPs, {name}: running...", end="", flush=True)
+        r = run(1024, True, large)
+        print(f"\r1 GiB of THPs, {name}: to the device {r['entries']} entries, "
+              f"{r['tlb']} TLB flushes, {r['copied']} pages copied")
+        for way, key in (("to device", "to_dev_s"), ("back", "to_sys_s")):
+            verdict = "ok" if r[key] < 1.0 else "OVER TARGET"
+            print(f"    {way}: {r[key]:.2f} s (target < 1 s: {verdict})")
 
 if __name__ == "__main__":
     main()
