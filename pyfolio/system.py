@@ -137,6 +137,17 @@ class System:
         """A new process with an empty address space."""
         return self._add(mm_alloc(self.machine))
 
+    def spawn_with_thp(self, length: int | str = PMD_SIZE) -> tuple[Process, int]:
+        """A new process that maps ``length`` bytes, asks for THP on the first 2 MiB
+        (MADV_HUGEPAGE) and writes them: (process, address). Where THP can be had, that
+        is one PMD-mapped order-9 folio at the address (the chapters spell the steps out).
+        """
+        p = self.spawn()
+        a = p.mmap(length)
+        p.madvise(a, PMD_SIZE, "hugepage")
+        p.touch(a, PMD_SIZE)
+        return p, a
+
     def _add(self, mm: MMStruct) -> Process:
         p = Process(self, mm, self._next_pid)
         self._next_pid += 1

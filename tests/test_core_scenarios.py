@@ -16,14 +16,6 @@ def m() -> System:
     return System(ram="64M", thp="madvise", seed=0)
 
 
-def thp_process(m: System) -> tuple:
-    p = m.spawn()
-    a = p.mmap(4 * MiB)
-    p.madvise(a, 2 * MiB, "hugepage")
-    p.touch(a, 2 * MiB)
-    return p, a
-
-
 def test_mmap_of_2m_multiple_is_pmd_aligned(m: System) -> None:
     p = m.spawn()
     assert p.mmap(4 * MiB) % (2 * MiB) == 0
@@ -34,9 +26,12 @@ def test_mmap_of_2m_multiple_is_pmd_aligned(m: System) -> None:
 
 
 def test_thp_fault_maps_one_pmd_and_one_order9_folio(m: System) -> None:
-    p, a = thp_process(m)
+    p, a = m.spawn_with_thp(4 * MiB)  # mmap 4 MiB, MADV_HUGEPAGE + write the first 2 MiB
     e = p.lookup(a)
     f = p.folio_at(a)
+    v, rest = p.vma_at(a), p.vma_at(a + 2 * MiB)  # madvise split the VMA: VM_HUGEPAGE differs
+    assert (v.vm_start, v.vm_end, rest.vm_end) == (a, a + 2 * MiB, a + 4 * MiB)
+    assert p.lookup(a + 2 * MiB).kind == "none"
     assert (e.level, e.kind, e.write, e.dirty, e.pse) == ("pmd", "huge", True, True, True)
     assert (f.order, f.refcount, f.mapcount, f.entire_mapcount) == (9, 1, 1, 1)
     assert f.page_mapcounts() == [0] * 512
@@ -72,10 +67,7 @@ def test_thp_policy_never_and_unadvised_ranges_get_4k_pages(m: System) -> None:
 def test_fragmented_machine_falls_back_to_4k(m: System) -> None:
     held = m.fragment()
     assert held > 0
-    p = m.spawn()
-    a = p.mmap(2 * MiB)
-    p.madvise(a, 2 * MiB, "hugepage")
-    p.touch(a, 2 * MiB)
+    p, a = m.spawn_with_thp()
     assert p.lookup(a).level == "pte" and p.folio_at(a).order == 0
     assert m.vmstat()["thp_fault_fallback"] >= 1
     assert m.check() == []
@@ -115,7 +107,7 @@ def test_read_fault_maps_shared_zero_page(m: System) -> None:
 
 
 def test_mprotect_one_page_splits_pmd(m: System) -> None:
-    p, a = thp_process(m)
+    p, a = m.spawn_with_thp(4 * MiB)
     nr_vmas = len(p.mm.vmas)  # [hugepage 2 MiB][plain 2 MiB]
     p.mprotect(a + 4 * KiB, 4 * KiB, "r")
     f = p.folio_at(a)
@@ -135,7 +127,7 @@ def test_mprotect_one_page_splits_pmd(m: System) -> None:
 
 
 def test_munmap_half_queues_deferred_split(m: System) -> None:
-    p, a = thp_process(m)
+    p, a = m.spawn_with_thp(4 * MiB)
     p.munmap(a, 1 * MiB)
     f = m.folio(p.folio_at(a + 1 * MiB).pfn)
     assert (f.order, f.refcount, f.mapcount) == (9, 256, 256)
@@ -146,7 +138,7 @@ def test_munmap_half_queues_deferred_split(m: System) -> None:
 
 
 def test_dontneed_whole_thp_drops_pmd_without_split(m: System) -> None:
-    p, a = thp_process(m)
+    p, a = m.spawn_with_thp(4 * MiB)
     pfn = p.folio_at(a).pfn
     p.madvise(a, 2 * MiB, "dontneed")
     assert p.lookup(a).kind == "none" and m.vmstat()["thp_split_pmd"] == 0
@@ -155,7 +147,7 @@ def test_dontneed_whole_thp_drops_pmd_without_split(m: System) -> None:
 
 
 def test_dontneed_ten_pages_splits_pmd_and_defers(m: System) -> None:
-    p, a = thp_process(m)
+    p, a = m.spawn_with_thp(4 * MiB)
     p.madvise(a, 40 * KiB, "dontneed")
     v = m.vmstat()
     assert (v["thp_split_pmd"], v["thp_deferred_split_page"], v["thp_split_page"]) == (1, 1, 0)
@@ -164,7 +156,7 @@ def test_dontneed_ten_pages_splits_pmd_and_defers(m: System) -> None:
 
 
 def test_free_whole_thp_marks_lazyfree_without_split(m: System) -> None:
-    p, a = thp_process(m)
+    p, a = m.spawn_with_thp(4 * MiB)
     p.madvise(a, 2 * MiB, "free")
     f = p.folio_at(a)
     assert f.order == 9 and m.vmstat()["thp_split_pmd"] == 0
@@ -176,7 +168,7 @@ def test_free_whole_thp_marks_lazyfree_without_split(m: System) -> None:
 def test_free_part_of_a_pinned_thp_leaves_it_whole_and_moves_on(m: System) -> None:
     """The split MADV_FREE asks for fails on the pin (-EAGAIN): the folio's PTEs are left
     as they are and the walk goes on (mm/madvise.c:madvise_free_pte_range())."""
-    p, a = thp_process(m)
+    p, a = m.spawn_with_thp(4 * MiB)
     p.madvise(a + 2 * MiB - 4 * KiB, 4 * KiB, "dontneed")  # now PTE-mapped
     p.pin(a, 4 * KiB)
     p.madvise(a, 40 * KiB, "free")
@@ -190,7 +182,7 @@ def test_free_part_of_a_pinned_thp_leaves_it_whole_and_moves_on(m: System) -> No
 def test_free_part_of_a_pinned_pmd_mapped_thp_changes_nothing(m: System) -> None:
     """madvise_free_huge_pmd() tries split_folio() on a PMD it does not cover wholly; the
     pin makes it fail before anything is unmapped, so the PMD stays."""
-    p, a = thp_process(m)
+    p, a = m.spawn_with_thp(4 * MiB)
     p.pin(a, 4 * KiB)
     p.madvise(a, 40 * KiB, "free")
     v = m.vmstat()
@@ -200,7 +192,7 @@ def test_free_part_of_a_pinned_pmd_mapped_thp_changes_nothing(m: System) -> None
 
 
 def test_fork_shares_thp_then_child_write_splits_child_pmd(m: System) -> None:
-    p, a = thp_process(m)
+    p, a = m.spawn_with_thp(4 * MiB)
     c = p.fork()
     f = p.folio_at(a)
     assert (f.refcount, f.mapcount, f.entire_mapcount) == (2, 2, 2)
@@ -222,7 +214,7 @@ def test_fork_shares_thp_then_child_write_splits_child_pmd(m: System) -> None:
 
 
 def test_survivor_reuses_exclusive_page_after_other_exits(m: System) -> None:
-    p, a = thp_process(m)
+    p, a = m.spawn_with_thp(4 * MiB)
     c = p.fork()
     c.write(a + 8 * KiB, 1)   # child: PMD split, one page copied
     p.mprotect(a, 4 * KiB, "r")  # parent PMD split too; folio now PTE-mapped twice
@@ -250,7 +242,7 @@ def test_small_page_cow_after_fork(m: System) -> None:
 
 
 def test_pins_raise_refcount_as_foll_pin(m: System) -> None:
-    p, a = thp_process(m)
+    p, a = m.spawn_with_thp(4 * MiB)
     p.pin(a, 8 * KiB)
     f = p.folio_at(a)
     assert (f.refcount, f.pincount) == (3, 2)
@@ -266,7 +258,7 @@ def test_pins_raise_refcount_as_foll_pin(m: System) -> None:
 
 
 def test_fork_of_pinned_thp_copies_for_child(m: System) -> None:
-    p, a = thp_process(m)
+    p, a = m.spawn_with_thp(4 * MiB)
     p.pin(a, 4 * KiB)
     c = p.fork()
     assert p.lookup(a).level == "pte"  # copy_huge_pmd split the parent PMD (-EAGAIN)
@@ -277,7 +269,7 @@ def test_fork_of_pinned_thp_copies_for_child(m: System) -> None:
 
 def test_exit_frees_everything(m: System) -> None:
     free = m.nr_free_pages()
-    p, a = thp_process(m)
+    p, a = m.spawn_with_thp(4 * MiB)
     p.touch(a + 2 * MiB, 64 * KiB)
     c = p.fork()
     c.write(a, 1)
@@ -288,7 +280,7 @@ def test_exit_frees_everything(m: System) -> None:
 
 
 def test_pagemap_reports_pfn_and_exclusive(m: System) -> None:
-    p, a = thp_process(m)
+    p, a = m.spawn_with_thp(4 * MiB)
     rec = p.pagemap(a, 3)
     f = p.folio_at(a)
     assert [r.pfn for r in rec] == [f.pfn, f.pfn + 1, f.pfn + 2]
@@ -308,7 +300,7 @@ def test_pagemap_reports_pfn_and_exclusive(m: System) -> None:
     lambda p, a: p.mmap("2 parsecs"),
 ])
 def test_bad_input_is_einval_and_changes_nothing(m: System, call) -> None:  # type: ignore[no-untyped-def]
-    p, a = thp_process(m)
+    p, a = m.spawn_with_thp(4 * MiB)
     before = snapshot(m.machine)
     with pytest.raises(MmError) as e:
         call(p, a)
@@ -317,7 +309,7 @@ def test_bad_input_is_einval_and_changes_nothing(m: System, call) -> None:  # ty
 
 
 def test_unmapped_ranges_and_segfaults(m: System) -> None:
-    p, a = thp_process(m)
+    p, a = m.spawn_with_thp(4 * MiB)
     before = snapshot(m.machine)
     with pytest.raises(MmError) as e:
         p.mprotect(a + 6 * MiB, 4096, "r")
@@ -345,7 +337,7 @@ def test_out_of_memory_is_enomem() -> None:
 
 def test_trace_records_operations(m: System) -> None:
     mark = m.trace.mark()
-    p, a = thp_process(m)
+    p, a = m.spawn_with_thp(4 * MiB)
     p.mprotect(a + 4 * KiB, 4 * KiB, "r")
     names = m.trace.names(mark)
     assert "do_huge_pmd_anonymous_page" in names and "split_huge_pmd" in names
@@ -358,7 +350,7 @@ def test_kpageflags_shows_the_folios_anon_exclusive_as_owner_2_on_every_page(m: 
     """fs/proc/page.c:stable_page_flags() copies PG_owner_2 (= PG_anon_exclusive) from the
     folio's flags: every page of an exclusive THP shows KPF_OWNER_2 (34), there is no
     per-page anon-exclusive bit, and after fork (shared) no page shows it."""
-    p, a = thp_process(m)
+    p, a = m.spawn_with_thp(4 * MiB)
     f = p.folio_at(a)
     pfns = range(f.pfn, f.pfn + 512)
     assert all(x >> KPF["OWNER_2"] & 1 for x in m.kpageflags(pfns))

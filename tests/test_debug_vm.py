@@ -11,10 +11,7 @@ from pyfolio.pgtable import walk
 @pytest.fixture
 def mp():  # type: ignore[no-untyped-def]
     m = System(ram="16M")
-    p = m.spawn()
-    a = p.mmap(4 * MiB)
-    p.madvise(a, 2 * MiB, "hugepage")
-    p.touch(a, 2 * MiB)
+    p, a = m.spawn_with_thp(4 * MiB)
     p.touch(a + 2 * MiB, 16 * 4096)
     assert m.check() == []
     return m, p, a

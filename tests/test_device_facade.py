@@ -7,14 +7,6 @@ from pyfolio.debug_vm import snapshot
 from pyfolio.memmap import ZONE_DEVICE
 
 
-def _thp(m: System):
-    p = m.spawn()
-    a = p.mmap(4 * MiB)
-    p.madvise(a, 2 * MiB, "hugepage")
-    p.touch(a, 2 * MiB)
-    return p, a
-
-
 def test_add_device_gives_each_device_its_own_aligned_range():
     m = System(ram="16M")
     d0 = m.add_device("dmirror0", memory="8M")
@@ -48,7 +40,7 @@ def test_add_device_rejects_bad_input_and_changes_nothing():
 def test_a_device_without_large_pages_takes_the_split_fallback():
     m = System(ram="16M")
     dev = m.add_device("dmirror0", memory="8M", large_pages=False)
-    p, a = _thp(m)
+    p, a = m.spawn_with_thp(4 * MiB)
     res = dev.migrate_to_device(p, a, 2 * MiB)
     assert all(r.migrated for r in res) and len(res) == 512
     # mm/migrate_device.c counts no THP_MIGRATION_SPLIT (mm/migrate.c's batch migration does)
@@ -76,7 +68,7 @@ def test_split_design_reaches_every_device(name, switch):
 
 def test_system_split_uniform_and_non_uniform():
     m = System(ram="16M")
-    p, a = _thp(m)
+    p, a = m.spawn_with_thp(4 * MiB)
     head = p.folio_at(a).pfn
     m.split(head, 0, uniform=False, at=257)
     # buddy-style around page 257: 256 stays order 8; 258-259 an order-1 piece is skipped
@@ -84,7 +76,7 @@ def test_system_split_uniform_and_non_uniform():
     orders = {i: p.folio_at(a + i * 4 * KiB).order for i in (0, 256, 257, 258, 259, 260, 264, 272)}
     assert orders == {0: 8, 256: 0, 257: 0, 258: 0, 259: 0, 260: 2, 264: 3, 272: 4}
     assert m.check() == []
-    q, b = _thp(m)
+    q, b = m.spawn_with_thp(4 * MiB)
     m.split(q.folio_at(b).pfn, 3)
     assert {q.folio_at(b + i * 4 * KiB).order for i in range(0, 512, 8)} == {3}
     assert m.check() == []
@@ -92,7 +84,7 @@ def test_system_split_uniform_and_non_uniform():
 
 def test_system_split_of_a_pinned_folio_fails_with_eagain_and_changes_nothing():
     m = System(ram="16M")
-    p, a = _thp(m)
+    p, a = m.spawn_with_thp(4 * MiB)
     p.pin(a, 4 * KiB)
     before = snapshot(m.machine)
     with pytest.raises(MmError) as e:
@@ -107,7 +99,7 @@ def test_system_split_of_a_pinned_folio_fails_with_eagain_and_changes_nothing():
 
 def test_drop_caches_runs_the_deferred_split_shrinker():
     m = System(ram="16M")
-    p, a = _thp(m)
+    p, a = m.spawn_with_thp(4 * MiB)
     p.munmap(a + 1 * MiB, 1 * MiB)
     assert p.folio_at(a).order == 9
     assert m.drop_caches() == 1
@@ -123,7 +115,7 @@ def test_splitting_the_pmd_migration_entry_flushes_no_tlb():
     nor are the device-private PTEs that replace the migration entries."""
     m = System(ram="16M")
     dev = m.add_device("dmirror0", memory="8M", large_pages=False)
-    p, a = _thp(m)
+    p, a = m.spawn_with_thp(4 * MiB)
     before = m.trace.costs["tlb_flushes"]
     mark = m.trace.mark()
     dev.migrate_to_device(p, a, 2 * MiB)

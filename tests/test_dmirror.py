@@ -9,10 +9,7 @@ from pyfolio.memmap import PG
 
 def _on_device(dev_size="16M"):
     m = System(ram="64M", device=dev_size)
-    p = m.spawn()
-    a = p.mmap(2 * MiB)
-    p.madvise(a, 2 * MiB, "hugepage")
-    p.touch(a, 2 * MiB)
+    p, a = m.spawn_with_thp()
     m.device.migrate_to_device(p, a, 2 * MiB)
     return m, p, a
 
@@ -129,10 +126,7 @@ def test_device_fault_on_a_locked_folio_changes_nothing():
 
 def test_fragmented_device_falls_back_to_small_pages():
     m = System(ram="64M", device="4M")
-    p = m.spawn()
-    a = p.mmap(2 * MiB)
-    p.madvise(a, 2 * MiB, "hugepage")
-    p.touch(a, 2 * MiB)
+    p, a = m.spawn_with_thp()
     assert m.device.fragment() == 2 and m.device.free_large == 0
     r = m.device.migrate_to_device(p, a, 2 * MiB)
     assert sum(x.migrated for x in r) == 512 and p.lookup(a).level == "pte"

@@ -24,10 +24,7 @@ from pyfolio.migrate_device import (
 
 def _thp(dev_size="16M"):
     m = System(ram="64M", device=dev_size)
-    p = m.spawn()
-    a = p.mmap(2 * MiB)
-    p.madvise(a, 2 * MiB, "hugepage")
-    p.touch(a, 2 * MiB)
+    p, a = m.spawn_with_thp()
     return m, p, a
 
 

@@ -50,10 +50,7 @@ def test_mpfn_table_rows_gap_and_escaped_pipes() -> None:
 def test_migration_frames_label_each_step_and_draw() -> None:
     m = System(ram="64M", seed=0)
     dev = m.add_device("dmirror0", memory="4M")
-    p = m.spawn()
-    a = p.mmap(2 * MiB)
-    p.madvise(a, 2 * MiB, "hugepage")
-    p.touch(a, 2 * MiB)
+    p, a = m.spawn_with_thp()
     args = MigrateVma(p.vma_at(a), a, a + 2 * MiB, pgmap_owner=dev.driver,
                       flags=MIGRATE_VMA_SELECT.SYSTEM | MIGRATE_VMA_SELECT.COMPOUND)
     frames = migration_frames(m, p, a, args, [("setup", partial(migrate_vma_setup, args))])

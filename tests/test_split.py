@@ -14,10 +14,7 @@ from pyfolio.memmap import NO_HEAD, PG
 
 
 def thp(m: System, fork: bool = False) -> tuple:
-    p = m.spawn()
-    a = p.mmap(4 * MiB)
-    p.madvise(a, 2 * MiB, "hugepage")
-    p.touch(a, 2 * MiB)
+    p, a = m.spawn_with_thp(4 * MiB)
     return p, a, p.folio_at(a).pfn
 
 
@@ -511,10 +508,7 @@ def test_split_of_a_device_private_pmd(freeze: bool) -> None:
     from pyfolio.migrate import remove_migration_ptes
 
     m = System(ram="64M", device="16M")
-    p = m.spawn()
-    a = p.mmap(2 * MiB)
-    p.madvise(a, 2 * MiB, "hugepage")
-    p.touch(a, 2 * MiB)
+    p, a = m.spawn_with_thp()
     m.device.migrate_to_device(p, a, 2 * MiB)
     pmd = p.lookup(a)
     assert (pmd.level, pmd.kind, pmd.write) == ("pmd", "device_private", True)

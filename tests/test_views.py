@@ -55,10 +55,7 @@ def assert_same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
 @pytest.fixture
 def thp() -> tuple[System, object, int]:
     m = System(ram="64M", thp="madvise", seed=0)
-    p = m.spawn()
-    a = p.mmap(4 * MiB)
-    p.madvise(a, 2 * MiB, "hugepage")
-    p.touch(a, 2 * MiB)
+    p, a = m.spawn_with_thp(4 * MiB)
     return m, p, a
 
 

@@ -186,10 +186,7 @@ def test_address_walker_shows_the_walk_and_the_entry_bits():
     from pyfolio.widgets import address_walker
 
     m = System(ram="64M", thp="madvise", seed=0)
-    p = m.spawn()
-    a = p.mmap(4 * MiB)
-    p.madvise(a, 2 * MiB, "hugepage")
-    p.touch(a, 2 * MiB)
+    p, a = m.spawn_with_thp(4 * MiB)
     p.write(a + 2 * MiB, 1)
     w = address_walker(p, a, 4 * MiB)
     assert w.message.text.startswith(f"{a:#x}: PMD entry, huge")

@@ -21,10 +21,7 @@ def written_thp(seed: int = 0) -> tuple[System, Process, int, int]:
     """A fresh machine whose one process has written one PMD-mapped THP (MADV_HUGEPAGE):
     (system, process, address, head PFN). Chapter 8 starts each of its splits from one."""
     m = System(ram="64M", thp="madvise", seed=seed)
-    p = m.spawn()
-    a = p.mmap(4 * MiB)
-    p.madvise(a, 2 * MiB, "hugepage")
-    p.touch(a, 2 * MiB)
+    p, a = m.spawn_with_thp(4 * MiB)
     f = p.folio_at(a)
     assert f is not None and f.order == 9
     return m, p, a, f.pfn

@@ -135,10 +135,7 @@ class PmdFault(Exercise):
         self.write = rng.random() < 0.5
         m = System(ram="64M", thp="madvise", seed=self.seed)
         dev = m.add_device("dmirror0", memory="8M")
-        p = m.spawn()
-        a = p.mmap(2 * MiB)
-        p.madvise(a, 2 * MiB, "hugepage")
-        p.touch(a, 2 * MiB)
+        p, a = m.spawn_with_thp()
         if not self.large:
             dev.fragment()
         dev.migrate_to_device(p, a, 2 * MiB)

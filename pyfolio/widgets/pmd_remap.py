@@ -46,10 +46,7 @@ def pmd_remap_frames(trigger: str, *, fill_steps: int = 8,
                      seed: int = 0) -> tuple[System, Process, int, list[Snapshot]]:
     """Run ``trigger`` on a fresh PMD-mapped THP and return the frames to step through."""
     m = System(ram="64M", thp="madvise", seed=seed)
-    p = m.spawn()
-    a = p.mmap(2 * MiB)
-    p.madvise(a, 2 * MiB, "hugepage")
-    p.touch(a, 2 * MiB)
+    p, a = m.spawn_with_thp()
     steps: list[tuple[str, Callable[[], object]]] = []
     if trigger == "COW after fork":
         steps.append(("fork()", p.fork))

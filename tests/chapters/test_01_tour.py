@@ -14,10 +14,7 @@ CHAPTER = ROOT / "chapters" / "01-tour.md"
 
 def _thp_faulted() -> tuple[System, Any, int]:
     m = System(ram="64M", thp="madvise", seed=0)
-    p = m.spawn()
-    a = p.mmap(4 * MiB)
-    p.madvise(a, 2 * MiB, "hugepage")
-    p.touch(a, 2 * MiB)
+    p, a = m.spawn_with_thp(4 * MiB)
     return m, p, a
 
 

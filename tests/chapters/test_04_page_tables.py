@@ -21,10 +21,7 @@ def test_address_decomposes_into_the_indices_shown() -> None:
 
 def test_pmd_leaf_versus_pte_table_and_table_count() -> None:
     m = System(ram="64M", thp="madvise", seed=0)
-    p = m.spawn()
-    a = p.mmap(4 * MiB)
-    p.madvise(a, 2 * MiB, "hugepage")
-    p.touch(a, 2 * MiB)
+    p, a = m.spawn_with_thp(4 * MiB)
     p.touch(a + 2 * MiB, 4 * KiB)
     huge, small = walk(m.machine, p.mm.pgd, a + 0x12345), walk(m.machine, p.mm.pgd, a + 2 * MiB)
     assert (len(huge.tables), huge.level) == (3, "pmd")
@@ -42,10 +39,7 @@ def test_address_walker_pmd_leaf_then_pte_in_the_second_2mib() -> None:
     from pyfolio.widgets import address_walker
 
     m = System(ram="64M", thp="madvise", seed=0)
-    p = m.spawn()
-    a = p.mmap(4 * MiB)
-    p.madvise(a, 2 * MiB, "hugepage")
-    p.touch(a, 2 * MiB)
+    p, a = m.spawn_with_thp(4 * MiB)
     p.write(a + 2 * MiB, 1)
     w = address_walker(p, a, 4 * MiB)
     assert w.message.text.startswith(f"{a:#x}: PMD entry, huge")

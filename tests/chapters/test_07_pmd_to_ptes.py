@@ -18,10 +18,7 @@ CHAPTER = ROOT / "chapters" / "07-pmd-to-ptes.md"
 
 def _thp() -> tuple[System, Process, int]:
     m = System(ram="64M", thp="madvise", seed=0)
-    p = m.spawn()
-    a = p.mmap(4 * MiB)
-    p.madvise(a, 2 * MiB, "hugepage")
-    p.touch(a, 2 * MiB)
+    p, a = m.spawn_with_thp(4 * MiB)
     return m, p, a
 
 

@@ -127,10 +127,7 @@ def _thp_on_device() -> tuple[System, Device, Process, int, int]:
     """A written, PMD-mapped THP migrated to a 16 MiB dmirror device; its RAM head PFN."""
     m = System(ram="64M", thp="madvise", seed=0)
     dev = m.add_device("dmirror0", memory="16M")
-    t = m.spawn()
-    b = t.mmap(2 * MiB)
-    t.madvise(b, 2 * MiB, "hugepage")
-    t.touch(b, 2 * MiB)
+    t, b = m.spawn_with_thp()
     ram = t.folio_at(b)
     assert ram is not None and ram.order == 9
     dev.migrate_to_device(t, b, 2 * MiB)
@@ -235,10 +232,7 @@ def test_the_prose_quotes_what_the_simulator_computes() -> None:
     assert g["ch09_stayed"] == sum(
         p.lookup(a + i * PAGE).kind == "device_private" for i in range(16))
 
-    t = m.spawn()
-    b = t.mmap(2 * MiB)
-    t.madvise(b, 2 * MiB, "hugepage")
-    t.touch(b, 2 * MiB)
+    t, b = m.spawn_with_thp()
     dev.migrate_to_device(t, b, 2 * MiB)
     pe, dfolio = t.lookup(b), t.folio_at(b)
     assert dfolio is not None

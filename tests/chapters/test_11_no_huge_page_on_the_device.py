@@ -22,10 +22,7 @@ COUNTERS = ("thp_split_pmd", "thp_split_page", "thp_migration_split",
 def _fallback(design: str = "split-unmapped-folio"):
     m = System(ram="64M", thp="madvise", seed=0, split_design=design)
     dev = m.add_device("dmirror0", memory="64M", large_pages=False)
-    p = m.spawn()
-    a = p.mmap(2 * MiB)
-    p.madvise(a, 2 * MiB, "hugepage")
-    p.touch(a, 2 * MiB)
+    p, a = m.spawn_with_thp()
     return m, dev, p, a
 
 
