@@ -12,7 +12,7 @@ from .errors import EINVAL, ENOMEM, MmError
 from .folio import folio_get, folio_lock, folio_put, folio_test_large, folio_unlock, page_folio
 from .huge_memory import madvise_free_huge_pmd
 from .memmap import PG
-from .memory import pmd_slot, set_pte_at, zap_page_range
+from .memory import set_pte_at, zap_page_range
 from .mm_types import VM, VMA, MMStruct
 from .mmap import _vmas_in, check_range, vma_merge_range
 from .pgtable import (
@@ -24,8 +24,8 @@ from .pgtable import (
     pte_index,
     pte_pfn,
 )
-from .rmap import folio_mms
-from .units import PAGE_SIZE, PMD_SIZE
+from .rmap import folio_mms, pmd_chunks
+from .units import PAGE_SIZE
 
 __all__ = ["do_madvise", "ADVICE", "madvise_free_single_vma"]
 
@@ -73,21 +73,13 @@ def madvise_free_single_vma(vma: VMA, start: int, end: int) -> None:
     Models: mm/madvise.c:madvise_free_single_vma() (v6.18).
     """
     m = vma.vm_mm.m
-    addr = start
-    while addr < end:
-        nxt = min((addr | (PMD_SIZE - 1)) + 1, end)
-        slot = pmd_slot(vma.vm_mm, addr)
-        if slot is None:
-            addr = nxt
-            continue
+    for addr, nxt, slot in pmd_chunks(vma, start, end):
         raw = int(m.pgtables[slot[0]][slot[1]])
         if pmd_leaf(raw) and madvise_free_huge_pmd(vma, slot, addr, nxt):
-            addr = nxt
             continue
         raw = int(m.pgtables[slot[0]][slot[1]])
         if raw & _PAGE_PRESENT and not pmd_leaf(raw):
             _madvise_free_pte_range(vma, pte_pfn(raw), addr, nxt)
-        addr = nxt
 
 
 def _madvise_free_pte_range(vma: VMA, table: int, start: int, end: int) -> None:

@@ -58,6 +58,7 @@ from .rmap import (
     folio_remove_rmap_pte,
     folio_remove_rmap_ptes,
     folio_try_dup_anon_rmap_ptes,
+    pmd_chunks,
 )
 from .units import PAGE_SIZE, PGDIR_SHIFT, PMD_SIZE
 
@@ -380,22 +381,16 @@ def zap_page_range(vma: VMA, start: int, end: int) -> None:
     whole (zap_huge_pmd()); one only partly inside is split first (__split_huge_pmd()).
     """
     mm = vma.vm_mm
-    addr = start
-    while addr < end:
-        nxt = min((addr | (PMD_SIZE - 1)) + 1, end)
-        slot = pmd_slot(mm, addr)
-        if slot is not None:
+    for addr, nxt, slot in pmd_chunks(vma, start, end):
+        raw = int(mm.m.pgtables[slot[0]][slot[1]])
+        if raw and (pmd_leaf(raw) or not raw & _PAGE_PRESENT):
+            if addr & (PMD_SIZE - 1) == 0 and nxt - addr == PMD_SIZE:
+                hm.zap_huge_pmd(vma, slot, addr)
+                continue
+            hm.__split_huge_pmd(vma, slot, addr, False)
             raw = int(mm.m.pgtables[slot[0]][slot[1]])
-            if raw and (pmd_leaf(raw) or not raw & _PAGE_PRESENT):
-                if addr & (PMD_SIZE - 1) == 0 and nxt - addr == PMD_SIZE:
-                    hm.zap_huge_pmd(vma, slot, addr)
-                    addr = nxt
-                    continue
-                hm.__split_huge_pmd(vma, slot, addr, False)
-                raw = int(mm.m.pgtables[slot[0]][slot[1]])
-            if raw:
-                zap_pte_range(vma, pte_pfn(raw), addr, nxt)
-        addr = nxt
+        if raw:
+            zap_pte_range(vma, pte_pfn(raw), addr, nxt)
     mm.m.trace.emit("zap_page_range", start=start, end=end)
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 from .errors import ENOMEM, MmError
 from .huge_memory import __split_huge_pmd, change_huge_pmd
 from .memmap import PG
-from .memory import pmd_slot, set_pte_at
+from .memory import set_pte_at
 from .mm_types import VM, VMA, MMStruct
 from .mmap import PROT, _vmas_in, check_range, vma_merge_range
 from .pgtable import _PAGE_PRESENT, _PAGE_RW, _PAGE_SPECIAL, pmd_leaf, pte_index, pte_pfn
+from .rmap import pmd_chunks
 from .units import PAGE_SIZE, PMD_SIZE
 
 __all__ = ["do_mprotect", "change_protection"]
@@ -54,18 +55,11 @@ def change_protection(vma: VMA, start: int, end: int) -> None:
     """
     m = vma.vm_mm.m
     writable = vma.writable
-    addr = start
-    while addr < end:
-        nxt = min((addr | (PMD_SIZE - 1)) + 1, end)
-        slot = pmd_slot(vma.vm_mm, addr)
-        if slot is None:
-            addr = nxt
-            continue
+    for addr, nxt, slot in pmd_chunks(vma, start, end):
         raw = int(m.pgtables[slot[0]][slot[1]])
         if pmd_leaf(raw):
             if addr & (PMD_SIZE - 1) == 0 and nxt - addr == PMD_SIZE:
                 change_huge_pmd(vma, slot, addr, writable)
-                addr = nxt
                 continue
             __split_huge_pmd(vma, slot, addr, False)
             raw = int(m.pgtables[slot[0]][slot[1]])
@@ -85,4 +79,3 @@ def change_protection(vma: VMA, start: int, end: int) -> None:
                 if new != pte:
                     set_pte_at(m, (pte_pfn(raw), i), new)
             m.trace.cost("tlb_flushes")
-        addr = nxt
