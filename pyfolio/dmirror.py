@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from .errors import EINVAL, ENOMEM, MmError
 from .folio import Folio, folio_lock, folio_order, page_folio
+from .huge_memory import VM_FAULT_OOM, VM_FAULT_SIGBUS
 from .memremap import (
     MEMORY_TYPE,
     DevPagemap,
@@ -55,8 +56,6 @@ __all__ = ["Dmirror", "HMM_DMIRROR_FLAG_FAIL_ALLOC", "VM_FAULT_OOM", "VM_FAULT_S
            "dmirror_read"]
 
 HMM_DMIRROR_FLAG_FAIL_ALLOC = 1 << 0
-VM_FAULT_OOM = 0x1
-VM_FAULT_SIGBUS = 0x2
 
 
 Key = tuple[int, int]

@@ -75,6 +75,9 @@ __all__ = [
 ]
 
 Slot = tuple[int, int]
+#: include/linux/mm_types.h enum vm_fault_reason (the ones the model returns)
+VM_FAULT_OOM = 0x1
+VM_FAULT_SIGBUS = 0x2
 VM_FAULT_FALLBACK = 0x800
 
 
@@ -102,8 +105,9 @@ def is_huge_zero_pmd(m: Machine, pmd: int) -> bool:
 def thp_vma_allowable_order(vma: VMA, address: int) -> bool:
     """thp_vma_allowable_order() - may a PMD-sized THP back ``address`` in ``vma``?
 
-    Models: mm/huge_memory.c:__thp_vma_allowable_orders() and transhuge_vma_suitable()
-    (v6.18): the policy in /sys/kernel/mm/transparent_hugepage/enabled allows it
+    Models: mm/huge_memory.c:__thp_vma_allowable_orders() and
+    include/linux/huge_mm.h:thp_vma_suitable_order() (v6.18): the policy in
+    /sys/kernel/mm/transparent_hugepage/enabled allows it
     (``always`` unless MADV_NOHUGEPAGE, ``madvise`` only with MADV_HUGEPAGE, ``never``
     never) and the 2 MiB-aligned range around ``address`` lies inside the VMA.
     """
@@ -203,24 +207,35 @@ def do_huge_pmd_anonymous_page(vma: VMA, address: int, flags: int, slot: Slot) -
     huge zero folio read-only (when use_zero_page is on); a write fault allocates an
     order-9 folio. Either way a PTE table is allocated and deposited for a later split.
     Returns VM_FAULT_FALLBACK (so the fault is retried with 4 KiB pages) when no order-9
-    block is free.
+    block is free, VM_FAULT_OOM when the page table cannot be allocated (the new folio
+    is put back first: __do_huge_pmd_anonymous_page()'s ``release``).
     """
     m = vma.vm_mm.m
     haddr = address & ~(PMD_SIZE - 1)
     anon_vma_prepare(vma)
     if not flags & 1 and m.thp_use_zero_page:
+        try:  # the zero-page path allocates the page table first
+            pgtable = m.alloc_pgtable()
+        except MmError:
+            return VM_FAULT_OOM
         zero = mm_get_huge_zero_folio(m)
         if zero < 0:
+            m.free_pgtable(pgtable)
             m.vmstat["thp_fault_fallback"] += 1
             return VM_FAULT_FALLBACK
-        pgtable_trans_huge_deposit(vma, slot, m.alloc_pgtable())
+        pgtable_trans_huge_deposit(vma, slot, pgtable)
         _set_pmd_at(m, slot, pfn_pte(zero, vm_page_prot(False) | _PAGE_PSE | _PAGE_SPECIAL))
         m.trace.emit("set_huge_zero_folio", address=haddr, pfn=zero)
         return 0
     folio = _vma_alloc_anon_folio_pmd(vma)
     if folio is None:
         return VM_FAULT_FALLBACK
-    pgtable_trans_huge_deposit(vma, slot, m.alloc_pgtable())
+    try:
+        pgtable = m.alloc_pgtable()
+    except MmError:
+        folio_put(folio)
+        return VM_FAULT_OOM
+    pgtable_trans_huge_deposit(vma, slot, pgtable)
     map_anon_folio_pmd(folio, slot, vma, haddr)
     m.trace.emit("do_huge_pmd_anonymous_page", changes={"folio_order": HPAGE_PMD_ORDER},
                  address=haddr, pfn=folio.pfn)

@@ -73,9 +73,8 @@ __all__ = [
 ]
 
 FAULT_FLAG_WRITE = 0x1
-VM_FAULT_OOM = 0x1
-VM_FAULT_SIGBUS = 0x2
-VM_FAULT_FALLBACK = 0x800
+VM_FAULT_OOM, VM_FAULT_SIGBUS, VM_FAULT_FALLBACK = (hm.VM_FAULT_OOM, hm.VM_FAULT_SIGBUS,
+                                                 hm.VM_FAULT_FALLBACK)
 
 
 # -- page-table pages ---------------------------------------------------------------------

@@ -361,3 +361,38 @@ def test_kpageflags_shows_the_folios_anon_exclusive_as_owner_2_on_every_page(m: 
     m.machine.mem.set(f.pfn, PG.anon_exclusive)
     p.fork()
     assert not any(x >> KPF["OWNER_2"] & 1 for x in m.kpageflags(pfns))
+
+
+def test_thp_fault_without_memory_for_its_page_table_puts_the_folio_back() -> None:
+    """__do_huge_pmd_anonymous_page(): the order-9 folio is allocated first; when
+    pte_alloc_one() then fails, the folio is put (``release``) and the fault is
+    VM_FAULT_OOM: -ENOMEM to the access, nothing leaked, memory as it was."""
+    from pyfolio.page_alloc import __free_pages, alloc_pages
+
+    m = System(ram="16M", thp="madvise", seed=0)
+    mach = m.machine
+    p = m.spawn()
+    a = p.mmap(4 * MiB)
+    p.touch(a + 2 * MiB, 4 * KiB)  # the PMD table exists already
+    p.madvise(a, 2 * MiB, "hugepage")
+    held: list[tuple[int, int]] = []
+    for order in (9, 0):  # everything, then give back exactly one order-9 block
+        while True:
+            try:
+                held.append((alloc_pages(mach, order, comp=False), order))
+            except MmError:
+                break
+    __free_pages(mach, *held.pop(0))
+    assert mach.free_area.nr_free == 512
+    before = snapshot(mach)
+    with pytest.raises(MmError) as e:
+        p.touch(a, 4 * KiB)
+    assert e.value.errno == ENOMEM
+    after = snapshot(mach)
+    vm_before, vm_after = before.pop("vmstat"), after.pop("vmstat")
+    assert vm_after == {**vm_before, "pgfault": vm_before["pgfault"] + 1}  # counted anyway
+    assert after == before and p.lookup(a).kind == "none"
+    for pfn, order in held:
+        __free_pages(mach, pfn, order)
+    p.touch(a, 4 * KiB)  # with memory back, the same fault maps a THP
+    assert p.lookup(a).level == "pmd" and m.check() == []
