@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,7 +76,11 @@ def pytest_configure(config: pytest.Config) -> None:
     if hasattr(config, "workerinput"):
         return  # an xdist worker: the controller already chose the run id
     os.environ[RUN_VAR] = uuid.uuid4().hex[:12]
-    shutil.rmtree(EXEC_ROOT, ignore_errors=True)  # executions of earlier runs
+    # executions of earlier runs; a run that started in the last hour may still be going
+    stale = time.time() - 3600
+    for run in EXEC_ROOT.glob("*") if EXEC_ROOT.is_dir() else ():
+        if run.stat().st_mtime < stale:
+            shutil.rmtree(run, ignore_errors=True)
 
 
 def _cache_path(chapter: Path) -> Path:
