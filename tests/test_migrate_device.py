@@ -48,6 +48,7 @@ def test_4k_round_trip_keeps_data_and_counts():
     e = p.lookup(a)
     assert e.kind == "device_private" and e.write and e.level == "pte"
     assert m.nr_free_pages() == free0 + 16  # the old frames went back to the buddy
+    assert all(int(m.machine.mem._refcount[pfn]) == 0 for pfn in old)
     f = p.folio_at(a)
     assert f.order == 0 and f.refcount == 1 and f.mapcount == 1
     assert [m.device.read(p, a + i * 4 * KiB) for i in range(16)] == [1000 + i for i in range(16)]
@@ -56,7 +57,9 @@ def test_4k_round_trip_keeps_data_and_counts():
     assert [p.lookup(a + i * 4 * KiB).kind for i in range(16)] == ["page"] * 16
     assert [p.read(a + i * 4 * KiB) for i in range(16)] == [1000 + i for i in range(16)]
     assert m.device.free_small + 512 * m.device.free_large == 4096
-    assert set(old).isdisjoint(p.pfn_at(a + i * 4 * KiB) for i in range(16)) or True
+    back = [p.pfn_at(a + i * 4 * KiB) for i in range(16)]  # 16 distinct RAM frames again
+    assert len(set(back)) == 16 and all(m.machine.is_ram(pfn) for pfn in back)
+    assert m.nr_free_pages() == free0  # as many frames in use as before the round trip
     assert m.check() == []
 
 

@@ -130,8 +130,12 @@ def test_unmapped_folio_has_no_anon_vma_ebusy(m: System) -> None:
     m.machine.mem.extra_refs[pfn] += 1
     p.munmap(a, 2 * MiB)
     folio_lock(folio)
+    before = snapshot(m.machine)
     assert sp.split_folio(folio) == -EBUSY  # folio_get_anon_vma(): not mapped
-    assert m.vmstat()["thp_split_page_failed"] == 1
+    after = snapshot(m.machine)
+    failed = after["vmstat"].pop("thp_split_page_failed")  # type: ignore[attr-defined]
+    assert failed == before["vmstat"].pop("thp_split_page_failed") + 1  # type: ignore[attr-defined]
+    assert after == before  # only the failure counter moved
     folio_unlock(folio)
     m.machine.mem.extra_refs[pfn] -= 1
     folio_put(folio)
@@ -532,3 +536,58 @@ def test_split_of_a_device_private_pmd(freeze: bool) -> None:
     folio_unlock(folio)
     folio_put(folio)
     assert p.read(a + 7 * 4 * KiB) == (a >> 12) + 8 and m.check() == []
+
+
+def locked(m: System, pfn: int) -> list[int]:
+    return [i for i in range(512) if m.machine.mem.test(pfn + i, PG.locked)]
+
+
+def test_split_huge_page_keeps_the_page_it_was_given_locked_and_referenced(m: System) -> None:
+    """split_huge_page(page): to order 0; the caller's lock and reference stay with the
+    folio of ``page`` (a tail page here), every other piece is unlocked."""
+    p, a, pfn = thp(m)
+    folio = page_folio(m.machine, pfn)
+    folio_get(folio)
+    folio_lock(folio)
+    assert sp.split_huge_page(Folio(m.machine, pfn + 100)) == 0
+    assert orders(m, pfn) == [0] * 512 and locked(m, pfn) == [100]
+    assert [int(m.machine.mem._refcount[pfn + i]) for i in (0, 99, 100, 101)] == [1, 1, 2, 1]
+    piece = page_folio(m.machine, pfn + 100)
+    folio_unlock(piece)
+    folio_put(piece)
+    assert data_ok(p, a) and m.check() == []
+
+
+def test_try_folio_split_is_the_non_uniform_split_to_order_0(m: System) -> None:
+    """try_folio_split(folio, page, NULL) on an anon folio (non-uniform supported): the
+    same pieces as folio_split() at that page; the first piece stays locked."""
+    p, a, pfn = thp(m)
+    folio = page_folio(m.machine, pfn)
+    folio_get(folio)
+    folio_lock(folio)
+    assert sp.try_folio_split(folio, pfn + 257, None) == 0
+    assert orders(m, pfn) == [8, 0, 0, 0, 0, 2, 3, 4, 5, 6, 7] and locked(m, pfn) == [0]
+    folio_unlock(folio)
+    folio_put(folio)
+    assert data_ok(p, a) and m.check() == []
+
+
+def test_split_folio_to_list_puts_the_new_folios_on_the_list(m: System) -> None:
+    """split_folio_to_list() with a list (page reclaim's case): lru_add_split_folio()
+    takes a reference on each new folio and adds it to the list instead of the LRU."""
+    p, a, pfn = thp(m)
+    folio = page_folio(m.machine, pfn)
+    folio_get(folio)
+    folio_lock(folio)
+    new: list[Folio] = []
+    assert sp.split_folio_to_list(folio, new) == 0
+    assert [f.pfn - pfn for f in new] == list(range(1, 512))
+    assert not any(m.machine.mem.test(f.pfn, PG.lru) for f in new)
+    assert all(int(m.machine.mem._refcount[f.pfn]) == 2 for f in new)  # mapping + list
+    assert locked(m, pfn) == [0]
+    for f in new:  # the list's owner lets go
+        m.machine.mem.extra_refs[f.pfn] -= 1
+        folio_put(f)
+    folio_unlock(folio)
+    folio_put(folio)
+    assert data_ok(p, a) and m.check() == []

@@ -43,7 +43,10 @@ def test_split_explorer_non_uniform_split():
     orders = [w.proc.folio_at(w.addr + i * 4 * KiB).order for i in (0, 256, 257)]
     assert orders == [8, 0, 0]
     assert w.system.folio(head).order == 8
-    assert w.image.value != png0 and "order</th><td>" not in w.counts.value
+    assert w.image.value != png0
+    # the counts panel describes the folio now holding page 257: order 0, one split counted
+    assert f"{w.proc.folio_at(w.addr + 257 * 4 * KiB).pfn:#x}, order 0</td>" in w.counts.value
+    assert "_failed</th><td>1 / 0</td>" in w.counts.value
     # the key beside the image: one order-8 folio, two of order 0 ... after this split
     assert "order 8 (1 folios)" in w.legend.value and "order 0 (4 folios)" in w.legend.value
     assert "background:rgb(" in w.legend.value
