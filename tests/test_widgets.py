@@ -10,6 +10,7 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from pyfolio import KiB, MiB, System  # noqa: E402
+from pyfolio.debug_vm import snapshot  # noqa: E402
 from pyfolio.widgets import (  # noqa: E402
     Scenario,
     device_fault_explorer,
@@ -77,8 +78,9 @@ def test_split_explorer_pinned_split_fails_and_leaves_state():
 
 def test_split_explorer_bad_unpin_is_a_message():
     w = split_explorer()
+    before = memstate(w)
     w.unpin_button.click()
-    assert "EINVAL" in w.message.text
+    assert "EINVAL" in w.message.text and same(before, memstate(w))
 
 
 def test_pmd_remap_viewer_triggers():
@@ -133,6 +135,8 @@ def test_refcount_watcher_error_is_a_message():
     w = refcount_watcher(make)
     w.run(until=1)
     assert "EINVAL" in w.message.text and len(w.frames) == 2
+    f0, f1 = w.frames[0], w.frames[1]  # the failed step changed nothing the views show
+    assert (f1.pmd_raw, f1.counts, f1.events) == (f0.pmd_raw, f0.counts, ())
     w.step()
     assert w.frame.counts.refcount == 1 and w.message.text == "ok"
     assert len(w.static_figure().axes) == 1
@@ -161,8 +165,10 @@ def test_device_fault_explorer_large_and_fallback():
 
 def test_device_fault_explorer_no_device_memory_message():
     w = device_fault_explorer(device="0")
+    before = snapshot(w.system.machine)
     w.migrate_button.click()
     assert "migrate_to_device" in w.message.text and "EINVAL" in w.message.text
+    assert snapshot(w.system.machine) == before  # the failed migration changed nothing
 
 
 def test_refcount_watcher_fork_shares_when_the_pin_comes_after_exit():
