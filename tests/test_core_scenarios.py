@@ -399,3 +399,20 @@ def test_thp_fault_without_memory_for_its_page_table_puts_the_folio_back() -> No
         __free_pages(mach, pfn, order)
     p.touch(a, 4 * KiB)  # with memory back, the same fault maps a THP
     assert p.lookup(a).level == "pmd" and m.check() == []
+
+
+def test_an_unknown_thp_policy_is_einval_and_changes_nothing(m: System) -> None:
+    """/sys/kernel/mm/transparent_hugepage/enabled takes always, madvise or never
+    (enabled_store() returns -EINVAL for anything else)."""
+    with pytest.raises(MmError) as e:
+        System(ram="16M", thp="sometimes")
+    assert e.value.errno == EINVAL and "sometimes" in str(e.value)
+    with pytest.raises(MmError) as e:
+        m.thp = "yes"
+    assert e.value.errno == EINVAL and "always, madvise, never" in str(e.value)
+    assert m.thp == "madvise"
+    m.thp = "never"
+    p = m.spawn()
+    a = p.mmap(2 * MiB)
+    p.touch(a, 4 * KiB)
+    assert p.lookup(a).level == "pte"
