@@ -36,6 +36,9 @@ class VM(enum.IntFlag):
     MAYREAD = 0x10
     MAYWRITE = 0x20
     MAYEXEC = 0x40
+    #: CONFIG_MEM_SOFT_DIRTY=y (0 without it): "not soft dirty clean area". Set on every
+    #: new VMA (mm/vma.c:__mmap_complete()); only clear_refs (writing 4) clears it.
+    SOFTDIRTY = 0x08000000
     HUGEPAGE = 0x20000000
     NOHUGEPAGE = 0x40000000
 

@@ -56,13 +56,14 @@ def do_mmap(mm: MMStruct, length: int, prot: str = "rw") -> int:
     """do_mmap() - create an anonymous private mapping; returns its address.
 
     Models: mm/mmap.c:do_mmap() + mmap_region() (v6.18). Nothing is allocated until the
-    first fault.
+    first fault. The new VMA gets VM_SOFTDIRTY (mm/vma.c:__mmap_complete(): a new area is
+    all soft-dirty, so pagemap reports bit 55 on every page of it).
     """
     if prot not in PROT:
         raise MmError(EINVAL, f"mmap: protection {prot!r} is not one of {', '.join(PROT)}")
     length = check_range(0, length, "mmap")
     addr = get_unmapped_area(mm, length)
-    flags = PROT[prot] | VM.MAYREAD | VM.MAYWRITE | VM.MAYEXEC
+    flags = PROT[prot] | VM.MAYREAD | VM.MAYWRITE | VM.MAYEXEC | VM.SOFTDIRTY
     vma = VMA(mm, addr, addr + length, flags, addr >> 12)
     mm.vmas.append(vma)
     mm.vmas.sort(key=lambda v: v.vm_start)

@@ -13,13 +13,15 @@ from typing import TYPE_CHECKING
 
 from .folio import Folio, folio_test_anon, folio_test_large, page_folio
 from .memmap import PG, PGTY, ZONE_DEVICE
-from .mm_types import MMStruct
+from .mm_types import VM, MMStruct
 from .pgtable import (
     _PAGE_DIRTY,
     _PAGE_PRESENT,
     _PAGE_SOFT_DIRTY,
     _PAGE_SPECIAL,
     _PAGE_SWP_SOFT_DIRTY,
+    _PAGE_SWP_UFFD_WP,
+    _PAGE_UFFD_WP,
     is_device_private_entry,
     is_migration_entry,
     pmd_leaf,
@@ -28,7 +30,7 @@ from .pgtable import (
     swp_type,
     walk,
 )
-from .units import HPAGE_PMD_NR, PAGE_SIZE, PMD_SIZE
+from .units import HPAGE_PMD_NR, PAGE_SHIFT, PAGE_SIZE, PMD_SIZE
 
 if TYPE_CHECKING:
     from .machine import Machine
@@ -112,30 +114,60 @@ def _is_zero(m: Machine, pfn: int) -> bool:
 
 
 def _pagemap_one(m: Machine, mm: MMStruct, addr: int) -> int:
+    """One record: pagemap_pte_hole(), pte_to_pagemap_entry() or the PMD branch of
+    pagemap_pmd_range(), by what the walk finds at ``addr``."""
+    vma = mm.find_vma(addr)
+    if vma is None:
+        return 0  # pagemap_pte_hole() outside any VMA: an empty record
+    flags = PM_SOFT_DIRTY if vma.vm_flags & VM.SOFTDIRTY else 0
     w = walk(m, mm.pgd, addr)
     raw = w.raw
-    if raw == 0 or (w.level not in ("pte", "pmd")) or (w.level == "pmd" and raw & _PAGE_PRESENT
-                                                        and not pmd_leaf(raw)):
-        return 0
+    if raw == 0 or w.level not in ("pte", "pmd") or (w.level == "pmd" and raw & _PAGE_PRESENT
+                                                      and not pmd_leaf(raw)):
+        return flags  # pagemap_pte_hole() or pte_none(): only the VMA's soft-dirty
+    idx = (addr & (PMD_SIZE - 1)) >> PAGE_SHIFT if w.level == "pmd" else 0
     if raw & _PAGE_PRESENT:
-        pfn = pte_pfn(raw)
-        if w.level == "pmd":
-            pfn += (addr & (PMD_SIZE - 1)) >> 12
-        flags = PM_PRESENT | pfn
-        if raw & _PAGE_SOFT_DIRTY:
-            flags |= PM_SOFT_DIRTY
-        if not (raw & _PAGE_SPECIAL or _is_zero(m, pfn)):
-            if precise_page_mapcount(m, pfn) == 1:
-                flags |= PM_MMAP_EXCLUSIVE
-        return flags
+        return flags | _pagemap_present(m, raw, w.level == "pmd", idx)
+    return flags | _pagemap_swap(m, raw, idx)
+
+
+def _pagemap_present(m: Machine, raw: int, pmd: bool, idx: int) -> int:
+    """A present PTE or PMD leaf; ``idx`` is the page's index under the PMD.
+
+    The PTE path takes its page from vm_normal_page() (none for the zero page and special
+    PTEs); the PMD path from pmd_page() (also for the huge zero folio, which is not anon:
+    PM_FILE). Exclusive is folio_precise_page_mapcount() == 1 (CONFIG_PAGE_MAPCOUNT) of
+    that page: for a PMD, of its first page for all 512 records (6.18 passes ``page``,
+    not ``page + idx``, to __folio_page_mapped_exclusively()).
+    """
+    pfn = pte_pfn(raw)
+    flags = PM_PRESENT | (pfn + idx)
+    if raw & _PAGE_SOFT_DIRTY:
+        flags |= PM_SOFT_DIRTY
+    if raw & _PAGE_UFFD_WP:
+        flags |= PM_UFFD_WP
+    if not pmd and (raw & _PAGE_SPECIAL or pfn == m.zero_pfn):
+        return flags  # vm_normal_page() gives no page
+    if not folio_test_anon(page_folio(m, pfn)):
+        flags |= PM_FILE
+    if precise_page_mapcount(m, pfn) == 1:
+        flags |= PM_MMAP_EXCLUSIVE
+    return flags
+
+
+def _pagemap_swap(m: Machine, raw: int, idx: int) -> int:
+    """A swap-format PTE or PMD: type and offset in the frame bits, the offset of a PMD
+    entry advanced by the page index; never PM_MMAP_EXCLUSIVE (only with PM_PRESENT since
+    v6.10, da7f31ed0f4d)."""
     t, off = swp_type(raw), swp_offset(raw)
-    flags = PM_SWAP | (t | (off << MAX_SWAPFILES_SHIFT)) & PM_PFRAME_MASK
+    flags = PM_SWAP | ((t | ((off + idx) << MAX_SWAPFILES_SHIFT)) & PM_PFRAME_MASK)
     if raw & _PAGE_SWP_SOFT_DIRTY:
         flags |= PM_SOFT_DIRTY
-    if (is_migration_entry(raw) or is_device_private_entry(raw)):
-        pfn = off + ((addr & (PMD_SIZE - 1)) >> 12 if w.level == "pmd" else 0)
-        if precise_page_mapcount(m, pfn) == 1:
-            flags |= PM_MMAP_EXCLUSIVE
+    if raw & _PAGE_SWP_UFFD_WP:
+        flags |= PM_UFFD_WP
+    if (is_migration_entry(raw) or is_device_private_entry(raw)) and not folio_test_anon(
+            page_folio(m, off)):
+        flags |= PM_FILE
     return flags
 
 
@@ -144,9 +176,13 @@ def pagemap(mm: MMStruct, addr: int, n: int) -> list[PagemapEntry]:
 
     Models: fs/proc/task_mmu.c:pagemap_read() (v6.18).
 
-    Present: PFN in bits 0-54 (the simulator reads as root), exclusive when the page is
-    mapped exactly once. Migration and device-private entries read as swapped (bit 62)
-    with the swap type and offset in the frame bits.
+    Present: PFN in bits 0-54 (the simulator reads as root), exclusive (bit 56) when the
+    page is mapped exactly once. Migration and device-private entries read as swapped
+    (bit 62) with the swap type and offset (the PFN; page by page under a PMD) in the
+    frame bits, never exclusive. Soft-dirty (bit 55) when the entry is or the VMA has
+    VM_SOFTDIRTY, which every new mapping has: with CONFIG_MEM_SOFT_DIRTY=y every record
+    in a VMA shows it until clear_refs. (A kernel built without it, like the lab's
+    6.18.44 firecracker kernel, never shows bit 55.) No VMA: an all-zero record.
     """
     return [PagemapEntry(_pagemap_one(mm.m, mm, addr + i * PAGE_SIZE)) for i in range(n)]
 
@@ -203,6 +239,8 @@ def _kpageflags_one(m: Machine, pfn: int) -> int:
     if not 0 <= pfn < m.mem.nr:
         return 1 << KPF["NOPAGE"]
     mem = m.mem
+    if int(mem.zone[pfn]) == ZONE_DEVICE:
+        return 0  # kpage_read(): pfn_to_online_page() is NULL for ZONE_DEVICE memory
     if mem.page_type[pfn] == PGTY.buddy:
         return 1 << KPF["BUDDY"]
     if mem.page_type[pfn] == PGTY.table:
@@ -212,6 +250,11 @@ def _kpageflags_one(m: Machine, pfn: int) -> int:
         return 0  # a free tail of a buddy block: no flags
     folio = page_folio(m, pfn)
     f = int(mem.flags[folio.pfn])
+    if folio.pfn == m.huge_zero_pfn:
+        # The kernel's huge zero folio is a plain folio_alloc()ed one: no PG_reserved
+        # (6.18.44 shows COMPOUND_HEAD/TAIL, THP, ZERO_PAGE only). The simulator sets
+        # PG_reserved on it (huge_memory.py) for its own bookkeeping; hide it here.
+        f &= ~int(PG.reserved)
     u = 0
     for name in ("locked", "referenced", "uptodate", "dirty", "lru", "active", "swapbacked",
                  "swapcache", "unevictable", "reserved", "writeback", "mlocked"):
@@ -229,7 +272,7 @@ def _kpageflags_one(m: Machine, pfn: int) -> int:
         u |= 1 << KPF["ZERO_PAGE"]
         if pfn != m.zero_pfn:
             u |= 1 << KPF["THP"]
-    elif folio_test_large(folio) and int(mem.zone[pfn]) != ZONE_DEVICE:
+    elif folio_test_large(folio):
         u |= 1 << KPF["THP"]
     return u
 
@@ -240,9 +283,11 @@ def kpageflags(m: Machine, pfns: list[int] | range) -> list[int]:
     Models: fs/proc/page.c:kpageflags_read() (v6.18).
 
     Large anon folios of any order show THP; every page of the huge zero folio shows THP
-    and ZERO_PAGE; free pages show BUDDY on the first page of each free block; every page
-    of a folio whose head is PageAnonExclusive shows OWNER_2 (PG_anon_exclusive is
-    PG_owner_2, copied from the folio's flags).
+    and ZERO_PAGE (not RESERVED; the 4 KiB zero page shows ZERO_PAGE and RESERVED); free
+    pages show BUDDY on the first page of each free block; every page of a folio whose
+    head is PageAnonExclusive shows OWNER_2 (PG_anon_exclusive is PG_owner_2, copied from
+    the folio's flags). ZONE_DEVICE frames read as 0 (pfn_to_online_page() finds no
+    online page there).
     """
     return [_kpageflags_one(m, int(p)) for p in pfns]
 
@@ -250,9 +295,11 @@ def kpageflags(m: Machine, pfns: list[int] | range) -> list[int]:
 def kpagecount(m: Machine, pfns: list[int] | range) -> list[int]:
     """/proc/kpagecount - folio_precise_page_mapcount() per PFN (fs/proc/page.c).
 
-    Models: fs/proc/page.c:kpagecount_read() (v6.18).
+    Models: fs/proc/page.c:kpagecount_read() (v6.18). ZONE_DEVICE frames read as 0, as
+    in kpageflags.
     """
-    return [precise_page_mapcount(m, int(p)) if 0 <= int(p) < m.mem.nr else 0 for p in pfns]
+    return [precise_page_mapcount(m, int(p)) if 0 <= int(p) < m.mem.nr
+            and int(m.mem.zone[int(p)]) != ZONE_DEVICE else 0 for p in pfns]
 
 
 def vmstat(m: Machine) -> dict[str, int]:
