@@ -481,9 +481,14 @@ def dmirror_devmem_free(dmirror: Dmirror, pfn: int, order: int) -> None:
 
 
 def dmirror_read(dmirror: Dmirror, mm: MMStruct, addr: int) -> int | None:
-    """The device reading one page through its own page table (dmirror_do_read()):
-    the page's data, or None when the device has no entry there (-ENOENT: the driver
-    would then fault it in with hmm_range_fault())."""
+    """The device reading one page through its own page table: the page's data, or None
+    when the device has no entry there.
+
+    Models: lib/test_hmm.c:dmirror_do_read() (v6.18), for one page: xa_load() from the
+    device page table, -ENOENT (here None) when there is no entry. The driver's
+    dmirror_read() (the HMM_DMIRROR_READ ioctl) then calls dmirror_fault(), which faults
+    the range in with hmm_range_fault(), and retries; this function does not.
+    """
     got = dmirror.pt.get((mm.id, addr & ~(PAGE_SIZE - 1)))
     return None if got is None else int(dmirror.m.mem.stamp[got[0]])
 

@@ -297,7 +297,14 @@ def folio_entire_mapcount(folio: Folio) -> int:
 
 
 def page_mapcount(m: Machine, pfn: int) -> int:
-    """The page's own PTE mappings (``_mapcount + 1``), not counting PMD mappings."""
+    """The page's own PTE mappings (``_mapcount + 1``, 0 for a typed page), not counting PMD
+    mappings.
+
+    Simulator helper, no kernel counterpart in v6.18: include/linux/mm.h has no
+    page_mapcount() any more (the old one added the folio's entire mapcount), and the
+    nearest function, fs/proc/internal.h:folio_precise_page_mapcount(), adds the entire
+    mapcount too (pyfolio.proc.precise_page_mapcount() models that one).
+    """
     if m.mem.page_type[pfn] != PGTY.none:
         return 0
     return int(m.mem._mapcount[pfn]) + 1

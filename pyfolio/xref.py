@@ -4,7 +4,8 @@ Built from the ``Models:`` line of every docstring, so the book's cross-referenc
 the chapters' "Read the kernel" boxes can never drift from the code. :data:`KERNEL_SOURCES`
 is pyfolio's reference list of kernel files (every citation must name one of them);
 :func:`uncited` finds functions that present themselves as kernel functions (a docstring
-headed ``name() - ...`` or a ``__name``) without a ``Models:`` line; :func:`xref_page`
+headed ``name() - ...``, a ``__name``, or a public name that some ``Models:`` line cites as a
+kernel function, see :func:`kernel_names`) without a ``Models:`` line; :func:`xref_page`
 renders the back-matter page, with the chapters whose "Read the kernel" box teaches each
 function (found by reading the chapters' ``read_the_kernel(...)`` calls).
 """
@@ -12,6 +13,7 @@ function (found by reading the chapters' ``read_the_kernel(...)`` calls).
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import inspect
 import pkgutil
@@ -22,8 +24,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-__all__ = ["KernelRef", "KERNEL_SOURCES", "kernel_refs", "read_the_kernel", "xref_table",
-           "model_modules", "uncited", "chapters_teaching", "xref_page"]
+__all__ = ["KernelRef", "KERNEL_SOURCES", "kernel_refs", "kernel_names", "read_the_kernel",
+           "xref_table", "model_modules", "uncited", "chapters_teaching", "xref_page"]
 
 #: pyfolio's reference list: every kernel file a ``Models:`` line may cite, with what it
 #: holds (Linux 6.18 unless the citation says otherwise). A citation of any other file is an
@@ -31,6 +33,7 @@ __all__ = ["KernelRef", "KERNEL_SOURCES", "kernel_refs", "read_the_kernel", "xre
 KERNEL_SOURCES: dict[str, str] = {
     "arch/x86/include/asm/pgtable.h": "x86 page-table entry accessors",
     "arch/x86/include/asm/pgtable_64.h": "x86-64 swap-entry encoding",
+    "arch/x86/mm/pgtable.c": "x86 pte_mkwrite() and pmd_mkwrite() (shadow-stack aware)",
     "fs/proc/page.c": "/proc/kpageflags and /proc/kpagecount",
     "fs/proc/task_mmu.c": "/proc/PID/smaps and /proc/PID/pagemap",
     "include/linux/huge_mm.h": "THP split entry points and helpers",
@@ -148,14 +151,25 @@ def model_modules() -> list[ModuleType]:
             if not any(part in info.name for part in _NOT_MODEL)]
 
 
-def uncited(mod: ModuleType) -> list[str]:
-    """Functions of ``mod`` that present themselves as kernel functions (docstring headed
-    ``name() - summary.``, or a ``__name`` with a docstring) but have no ``Models:`` line."""
+@functools.cache
+def kernel_names() -> frozenset[str]:
+    """The kernel function names xref knows: every function a ``Models:`` line cites."""
+    return frozenset(fn for r in kernel_refs() for _, fn in r.kernel)
+
+
+def uncited(mod: ModuleType, names: Iterable[str] | None = None) -> list[str]:
+    """Functions of ``mod`` that present themselves as kernel functions but have no
+    ``Models:`` line: a docstring headed ``name() - summary.``, a ``__name``, or a public
+    function named after a kernel function (one in ``names``, by default
+    :func:`kernel_names`). Private ``_helpers`` and classes are not judged by their name."""
+    known = kernel_names() if names is None else frozenset(names)
     out = []
     for name, obj in _own(mod):
         doc = inspect.getdoc(obj) or ""
-        kernelish = bool(_KERNEL_HEAD.match(doc)) or (
-            inspect.isfunction(obj) and name.startswith("__") and not name.endswith("__"))
+        func = inspect.isfunction(obj)
+        kernelish = (bool(_KERNEL_HEAD.match(doc))
+                     or (func and name.startswith("__") and not name.endswith("__"))
+                     or (func and not name.startswith("_") and name in known))
         if kernelish and _models_text(obj) is None:
             out.append(f"{mod.__name__}.{name}")
     return out

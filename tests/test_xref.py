@@ -44,6 +44,7 @@ from pathlib import Path  # noqa: E402
 from pyfolio.xref import (  # noqa: E402
     KERNEL_SOURCES,
     chapters_teaching,
+    kernel_names,
     model_modules,
     uncited,
     xref_page,
@@ -94,6 +95,43 @@ def test_uncited_detects_kernel_style_docstrings_and_dunder_names() -> None:
         fn.__module__ = mod.__name__
         setattr(mod, fn.__name__, fn)
     assert uncited(mod) == ["pyfolio.fake.split_thing", "pyfolio.fake.__inner"]
+
+
+def test_uncited_detects_public_functions_named_after_cited_kernel_functions() -> None:
+    mod = types.ModuleType("pyfolio.fake_names")
+
+    def folio_mapcount() -> None:
+        """A helper that happens to carry the name of a modelled kernel function."""
+
+    def _folio_mapcount() -> None:
+        """A private helper: not judged by its name."""
+
+    def folio_mapped() -> None:
+        """folio_mapped - cited.
+
+        Models: include/linux/mm.h:folio_mapped() (v6.18).
+        """
+
+    def split_mapped_folio() -> None:
+        """A Python helper whose name no Models: line cites."""
+
+    for fn in (folio_mapcount, _folio_mapcount, folio_mapped, split_mapped_folio):
+        fn.__module__ = mod.__name__
+        setattr(mod, fn.__name__, fn)
+    assert {"folio_mapcount", "folio_mapped"} <= kernel_names()
+    assert "split_mapped_folio" not in kernel_names()
+    assert uncited(mod) == ["pyfolio.fake_names.folio_mapcount"]
+    assert uncited(mod, names=()) == []
+
+
+def test_dmirror_read_and_page_mapcount_say_what_they_model() -> None:
+    from pyfolio import dmirror, folio
+
+    refs = {r.python: r.kernel for r in kernel_refs()}
+    assert refs["pyfolio.dmirror.dmirror_read"] == (("lib/test_hmm.c", "dmirror_do_read"),)
+    assert "pyfolio.folio.page_mapcount" not in refs and "page_mapcount" not in kernel_names()
+    assert "no kernel counterpart" in (folio.page_mapcount.__doc__ or "")
+    assert dmirror.dmirror_read.__doc__
 
 
 def test_chapters_teaching_reads_read_the_kernel_calls(tmp_path: Path) -> None:

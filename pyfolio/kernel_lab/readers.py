@@ -3,7 +3,11 @@
 Each reader takes a ``root`` (default ``/``) so tests can point it at fake /proc and /sys
 trees; each raises :class:`Unavailable` with a reason a reader can act on when the
 interface cannot be read (not Linux, not root, file missing, THP compiled out).
-Only reads: nothing here writes to /proc or /sys.
+Nothing here writes to /proc or /sys, with one exception: :func:`debugfs_split_status`
+writes ``"<own pid>,0x0,0x0"`` to /sys/kernel/debug/split_huge_pages to probe it (an empty
+address range of this process, so nothing is split); when debugfs is not mounted and the
+caller is root, it repeats that write inside a private mount namespace where it mounts
+debugfs (``unshare``), which ends with the probe.
 
 The bit layouts are those of the simulator (:mod:`pyfolio.proc`), which follows
 Documentation/admin-guide/mm/pagemap.rst; the kernel side is fs/proc/task_mmu.c

@@ -103,6 +103,12 @@ def test_the_prose_quotes_what_the_simulator_computes() -> None:
     assert g["ch02_unmapped"] == int(M.mem._mapcount[1])
     boot = buddyinfo(M)
     assert (g["ch02_boot_top"], g["ch02_max_order"]) == (boot[-1], len(boot) - 1)
+    # below the first max-order block: one block of each lower order, after the zero page
+    low = [order for order, n in enumerate(boot[:-1]) if n == 1]
+    assert low == list(range(len(boot) - 1))
+    assert g["ch02_low_range"] == f"{M.zero_pfn + 1}..{(1 << (len(boot) - 1)) - 1}"
+    assert (g["ch02_low_top"], g["ch02_low_top_frames"]) == (low[-1], 1 << low[-1])
+    assert sum(1 << o for o in low) == (1 << (len(boot) - 1)) - 1 - M.zero_pfn
     # two order-0 allocations, the second freed: it merges with its buddy
     x = alloc_pages(M, 0)
     y = alloc_pages(M, 0)

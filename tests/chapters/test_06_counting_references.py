@@ -131,6 +131,7 @@ def test_the_prose_quotes_what_the_simulator_computes() -> None:
         f.refcount, f.mapcount, f.entire_mapcount)
     assert g["ch06_split_pmd"] == m.vmstat()["thp_split_pmd"]
     assert g["ch06_page2"] == f.page_mapcounts()[2]
+    assert g["ch06_child_ptes"] == f.page_mapcounts().count(1)
     c.exit()
     p.pin(a + 12 * KiB, 4 * KiB)
     assert (g["ch06_pin_ref"], g["ch06_pin_pc"], g["ch06_pin_exp"]) == (
@@ -145,6 +146,11 @@ def test_the_prose_quotes_what_the_simulator_computes() -> None:
         split_mapped_folio(m.machine, f.pfn, 0)
     assert g["ch06_errno"] == exc.value.errno
     assert g["ch06_split_failed"] == m.vmstat()["thp_split_page_failed"]
+    p.unpin(a + 12 * KiB, 4 * KiB)
+    split_mapped_folio(m.machine, f.pfn, 0)
+    pieces = [p.folio_at(a + i * 4 * KiB) for i in range(2 * MiB // (4 * KiB))]
+    assert g["ch06_pieces"] == len({q.pfn for q in pieces if q is not None})
+    assert all(q is not None and q.order == 0 for q in pieces)
     w = refcount_watcher(partial(fork_cow_scenario, pin_before_fork=False))
     w.run()
     assert g["ch06_w_steps"] == len(w.scenario.steps)
