@@ -10,8 +10,9 @@ here) and :func:`migrate_vma_finalize` (migration entries become mappings of the
 pages, or of the old ones where migration failed; old pages are released).
 
 Split fallback, two designs (``MigrateVma.split_design``, not a kernel field):
-``"b"`` (default) as merged in Nov 2025 (mm-unstable during 6.18-rc, so 6.19 at the
-earliest): migrate_vma_split_unmapped_folio() calls ``folio_split_unmapped(folio, 0)``;
+``"b"`` (default) as merged in Nov 2025 (mm-unstable during 6.18-rc; in Linus's tree for
+v6.19 with mm-stable-2025-12-03, merge 7203ca412fc8): migrate_vma_split_unmapped_folio()
+calls ``folio_split_unmapped(folio, 0)``;
 ``"a"`` the v7 patch 11/16 (Oct 2025): ``__split_huge_page_to_list_to_order(
 folio_page(folio, 0), NULL, 0, true)``, an ``unmapped`` flag threaded through
 ``__folio_split()``. Both must leave the same machine state.

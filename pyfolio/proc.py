@@ -97,7 +97,7 @@ class PagemapEntry:
 def precise_page_mapcount(m: Machine, pfn: int) -> int:
     """folio_precise_page_mapcount() - PTE mappings of the page plus PMD mappings of its folio.
 
-    Models: include/linux/mm.h:folio_precise_page_mapcount() (v6.18).
+    Models: fs/proc/internal.h:folio_precise_page_mapcount() (v6.18).
     """
     if m.mem.page_type[pfn] != PGTY.none:
         return 0

@@ -13,7 +13,7 @@ fallback of "mm: support THP migration for zone device private pages"):
   ``__folio_split(..., unmapped=True)`` and
   ``split_huge_page_to_list_to_order(page, list_, new_order, unmapped=True)``.
 * (b) what was merged instead (Nov 2025, "mm/huge_memory.c: introduce
-  folio_split_unmapped", mm tree; expected in v6.19, not confirmed here):
+  folio_split_unmapped", cab812d9c964; merged for v6.19 with mm-stable-2025-12-03):
   ``folio_split_unmapped()`` built on ``__folio_freeze_and_split_unmapped()``.
 
 The struct-page split (__split_unmapped_folio() and its helpers, and the design (b)
@@ -398,8 +398,8 @@ def folio_split_unmapped(folio: Folio, new_order: int) -> int:
     """folio_split_unmapped() - uniform split of an unmapped, isolated anon folio.
 
     Models: mm/huge_memory.c:folio_split_unmapped() (design (b): mm tree, Nov 2025,
-    "mm/huge_memory.c: introduce folio_split_unmapped"; not in v6.18, expected in v6.19,
-    unconfirmed). Warns unless unmapped, locked, large and anon; -EAGAIN unless
+    "mm/huge_memory.c: introduce folio_split_unmapped", cab812d9c964; not in v6.18, merged
+    for v6.19). Warns unless unmapped, locked, large and anon; -EAGAIN unless
     folio_expected_ref_count() == refcount - 1 (the first version used
     can_split_folio(folio, 1)); then __folio_freeze_and_split_unmapped() with no LRU and
     no list. No remap, no unlock, no put, no vmstat: every piece stays locked with one

@@ -36,6 +36,7 @@ KERNEL_SOURCES: dict[str, str] = {
     "arch/x86/mm/pgtable.c": "x86 pte_mkwrite() and pmd_mkwrite() (shadow-stack aware)",
     "fs/proc/page.c": "/proc/kpageflags and /proc/kpagecount",
     "fs/proc/task_mmu.c": "/proc/PID/smaps and /proc/PID/pagemap",
+    "fs/proc/internal.h": "folio_precise_page_mapcount() for pagemap and kpagecount",
     "include/linux/huge_mm.h": "THP split entry points and helpers",
     "include/linux/hmm.h": "heterogeneous memory management",
     "include/linux/memremap.h": "ZONE_DEVICE, struct dev_pagemap and its ops",
