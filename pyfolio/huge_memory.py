@@ -26,11 +26,9 @@ from .folio import (
 from .memmap import PG
 from .pgtable import (
     _PAGE_ACCESSED,
-    _PAGE_DIRTY,
     _PAGE_PRESENT,
     _PAGE_PSE,
     _PAGE_RW,
-    _PAGE_SOFT_DIRTY,
     _PAGE_SPECIAL,
     _PAGE_SWP_EXCLUSIVE,
     _PAGE_SWP_SOFT_DIRTY,
@@ -41,8 +39,19 @@ from .pgtable import (
     is_writable_migration_entry,
     make_readable_device_private_entry,
     pfn_pte,
+    pmd_dirty,
     pmd_leaf,
+    pmd_mkclean,
+    pmd_mkdirty,
+    pmd_mkwrite,
+    pmd_modify,
+    pmd_wrprotect,
+    pte_mkdirty,
+    pte_mkold,
+    pte_mksoft_dirty,
+    pte_mkwrite,
     pte_pfn,
+    pte_soft_dirty,
     swp_offset,
     vm_page_prot,
 )
@@ -162,10 +171,19 @@ def pgtable_trans_huge_withdraw(vma: VMA, slot: Slot) -> int:
     return vma.vm_mm.pmd_huge_pte.pop(slot)
 
 
+def maybe_pmd_mkwrite(pmd: int, vma: VMA) -> int:
+    """maybe_pmd_mkwrite() - pmd_mkwrite() where the VMA is writable.
+
+    Models: mm/huge_memory.c:maybe_pmd_mkwrite() (v6.18).
+    """
+    return pmd_mkwrite(pmd) if vma.writable else pmd
+
+
 def _thp_pmd(folio_pfn: int, vma: VMA) -> int:
-    """folio_mk_pmd() + maybe_pmd_mkwrite(pmd_mkdirty()): a fresh THP's PMD entry."""
-    entry = pfn_pte(folio_pfn, vm_page_prot(True) | _PAGE_PSE | _PAGE_DIRTY)
-    return entry | _PAGE_RW if vma.writable else entry
+    """folio_mk_pmd() + maybe_pmd_mkwrite(pmd_mkdirty()): a fresh THP's PMD entry (D and
+    soft-dirty; in a read-only VMA the dirtiness is kept in SavedDirty)."""
+    entry = pfn_pte(folio_pfn, vm_page_prot(True) | _PAGE_PSE)
+    return maybe_pmd_mkwrite(pmd_mkdirty(entry), vma)
 
 
 def map_anon_folio_pmd(folio: Folio, slot: Slot, vma: VMA, haddr: int) -> None:
@@ -243,13 +261,14 @@ def do_huge_pmd_anonymous_page(vma: VMA, address: int, flags: int, slot: Slot) -
 
 
 def huge_pmd_set_accessed(vma: VMA, slot: Slot, write: bool) -> None:
-    """huge_pmd_set_accessed() - a fault on a present PMD leaf: set young (and dirty).
+    """huge_pmd_set_accessed() - a fault on a present PMD leaf: set young (and, for a
+    write, pmd_mkdirty()).
 
-    Models: mm/huge_memory.c:huge_pmd_set_accessed() (v6.18).
+    Models: mm/huge_memory.c:huge_pmd_set_accessed() and touch_pmd() (v6.18).
     """
     m = vma.vm_mm.m
     pmd = _pmd(m, slot)
-    new = pmd | _PAGE_ACCESSED | (_PAGE_DIRTY if write else 0)
+    new = (pmd_mkdirty(pmd) if write else pmd) | _PAGE_ACCESSED
     if new != pmd:
         _set_pmd_at(m, slot, new)
 
@@ -290,9 +309,8 @@ def do_huge_pmd_wp_page(vma: VMA, address: int, flags: int, slot: Slot) -> int:
         folio_move_anon_rmap(folio, vma)
         m.mem.set(folio.pfn, PG.anon_exclusive)
         reuse = True
-    if reuse:
-        new = pmd | _PAGE_ACCESSED | _PAGE_DIRTY
-        _set_pmd_at(m, slot, new | _PAGE_RW if vma.writable else new)
+    if reuse:  # maybe_pmd_mkwrite(pmd_mkdirty(pmd_mkyoung(orig_pmd)))
+        _set_pmd_at(m, slot, maybe_pmd_mkwrite(pmd_mkdirty(pmd | _PAGE_ACCESSED), vma))
         m.trace.emit("do_huge_pmd_wp_page", address=address, reused=True)
         return 0
     m.trace.emit("do_huge_pmd_wp_page", address=address, reused=False)
@@ -349,8 +367,9 @@ def zap_huge_pmd(vma: VMA, slot: Slot, addr: int) -> None:
 def copy_huge_pmd(dst_vma: VMA, src_vma: VMA, slot: Slot, addr: int) -> int:
     """copy_huge_pmd() - fork: share a PMD-mapped THP with the child.
 
-    Models: mm/huge_memory.c:copy_huge_pmd() (v6.18): both PMDs end write-protected, the
-    child's marked old; refcount and entire mapcount rise by one; PG_anon_exclusive is
+    Models: mm/huge_memory.c:copy_huge_pmd() (v6.18): both PMDs end write-protected
+    (pmdp_set_wrprotect() and pmd_wrprotect(): a set D moves to SavedDirty), the child's
+    marked old; refcount and entire mapcount rise by one; PG_anon_exclusive is
     cleared. A maybe-pinned exclusive folio is not shared: the parent's PMD is split and
     -EAGAIN makes the caller copy at the PTE level.
     """
@@ -380,9 +399,9 @@ def copy_huge_pmd(dst_vma: VMA, src_vma: VMA, slot: Slot, addr: int) -> int:
         return -EAGAIN
     folio_get(folio)
     pgtable_trans_huge_deposit(dst_vma, dslot, m.alloc_pgtable())
-    pmd &= ~_PAGE_RW
+    pmd = pmd_wrprotect(pmd)
     _set_pmd_at(m, slot, pmd)
-    _set_pmd_at(m, dslot, pmd & ~_PAGE_ACCESSED)
+    _set_pmd_at(m, dslot, pte_mkold(pmd))
     m.trace.emit("copy_huge_pmd", address=addr, pfn=folio.pfn)
     return 0
 
@@ -412,20 +431,19 @@ def copy_nonpresent_pte(dst_vma: VMA, src_vma: VMA, src_slot: Slot, dst_slot: Sl
 def change_huge_pmd(vma: VMA, slot: Slot, addr: int, writable: bool) -> None:
     """change_huge_pmd() - mprotect of a whole PMD leaf.
 
-    Models: mm/huge_memory.c:change_huge_pmd() (v6.18): removing write clears RW; adding it
-    sets RW only where the folio is exclusive (can_change_pmd_writable()), otherwise the
-    next write takes a write-protect fault.
+    Models: mm/huge_memory.c:change_huge_pmd() (v6.18): pmd_modify() with the VMA's
+    protection (a private mapping's has no RW), then pmd_mkwrite() where the VMA is writable
+    and the folio exclusive (can_change_pmd_writable()); otherwise the next write takes a
+    write-protect fault. As 6.18's pmd_modify() drops the hardware D bit, a PMD that was
+    dirty in D comes out clean (pte_modify() on a PTE moves D to SavedDirty instead).
     """
     m = vma.vm_mm.m
     pmd = _pmd(m, slot)
     if not pmd_leaf(pmd) or is_huge_zero_pmd(m, pmd):
         return
-    if writable and m.mem.test(pte_pfn(pmd), PG.anon_exclusive):
-        new = pmd | _PAGE_RW
-    elif writable:
-        new = pmd
-    else:
-        new = pmd & ~_PAGE_RW
+    new = pmd_modify(pmd, vm_page_prot(writable))
+    if writable and not new & _PAGE_RW and m.mem.test(pte_pfn(pmd), PG.anon_exclusive):
+        new = pmd_mkwrite(new)
     if new != pmd:
         _set_pmd_at(m, slot, new)
         m.trace.cost("tlb_flushes")
@@ -472,7 +490,9 @@ def __split_huge_pmd_locked(vma: VMA, slot: Slot, haddr: int, freeze: bool) -> N
 
     * ``thp_split_pmd`` is counted; a huge zero PMD becomes 512 zero-page PTEs.
     * The deposited PTE table is withdrawn and filled with 512 entries, page i of the folio
-      in entry i, each inheriting write, dirty, young, soft-dirty and uffd-wp.
+      in entry i, each inheriting write, dirty (pmd_dirty(): D or SavedDirty; the PTE gets
+      pte_mkdirty(), so D when writable, SavedDirty when not, and soft-dirty), young,
+      soft-dirty and uffd-wp.
     * A present PMD without ``freeze``: ``folio_ref_add(folio, 511)`` so each PTE holds a
       reference, every page gets a PTE mapping (RMAP_EXCLUSIVE if the head page was
       PageAnonExclusive), and the PMD mapping is removed (_entire_mapcount -1).
@@ -518,9 +538,9 @@ def __split_huge_pmd_locked(vma: VMA, slot: Slot, haddr: int, freeze: bool) -> N
             soft_dirty, uffd_wp = pmd & _PAGE_SWP_SOFT_DIRTY, pmd & _PAGE_SWP_UFFD_WP
             write = is_writable_device_private_entry(pmd)
         else:
-            soft_dirty, uffd_wp = pmd & _PAGE_SOFT_DIRTY, pmd & _PAGE_UFFD_WP
+            soft_dirty, uffd_wp = pte_soft_dirty(pmd), pmd & _PAGE_UFFD_WP
             write, young, dirty = bool(pmd & _PAGE_RW), bool(pmd & _PAGE_ACCESSED), \
-                bool(pmd & _PAGE_DIRTY)
+                pmd_dirty(pmd)
             if dirty:
                 m.mem.set(folio.pfn, PG.dirty)
         anon_exclusive = m.mem.test(folio.pfn, PG.anon_exclusive)
@@ -541,17 +561,33 @@ def __split_huge_pmd_locked(vma: VMA, slot: Slot, haddr: int, freeze: bool) -> N
         tbl[:] = swp_entries(np.full(HPAGE_PMD_NR, typ), pfns) | np.uint64(
             (_PAGE_SWP_SOFT_DIRTY if soft_dirty else 0) | (_PAGE_SWP_UFFD_WP if uffd_wp else 0))
     else:
-        prot = vm_page_prot(True) | (_PAGE_RW if write else 0) | (_PAGE_DIRTY if dirty else 0)
-        prot |= (_PAGE_SOFT_DIRTY if soft_dirty else 0) | (_PAGE_UFFD_WP if uffd_wp else 0)
-        if not young:
-            prot &= ~_PAGE_ACCESSED
-        tbl[:] = (pfns << np.uint64(12)) | np.uint64(prot)
+        tbl[:] = (pfns << np.uint64(12)) | np.uint64(_split_pte_bits(write, young, dirty,
+                                                                     bool(soft_dirty),
+                                                                     bool(uffd_wp)))
     if not migration:
         folio_remove_rmap_pmd(folio, folio.pfn, vma)
     if freeze:
         folio_put(folio)
     _finish_split(vma, slot, pgtable, haddr, pmd,
                   "migration" if freeze or migration else "device_private" if device else "pte")
+
+
+def _split_pte_bits(write: bool, young: bool, dirty: bool, soft_dirty: bool,
+                    uffd_wp: bool) -> int:
+    """The flag bits every PTE of a split present PMD gets, in the kernel's order:
+    mk_pte(vm_page_prot), pte_mkwrite() if the PMD was writable, pte_mkold() if it was not
+    young, pte_mkdirty() if pmd_dirty() (D and soft-dirty; on a read-only PTE D lands in
+    SavedDirty), pte_mksoft_dirty() if the PMD was soft-dirty, uffd-wp."""
+    entry = vm_page_prot(True)
+    if write:
+        entry = pte_mkwrite(entry)
+    if not young:
+        entry = pte_mkold(entry)
+    if dirty:
+        entry = pte_mkdirty(entry)
+    if soft_dirty:
+        entry = pte_mksoft_dirty(entry)
+    return entry | (_PAGE_UFFD_WP if uffd_wp else 0)
 
 
 def _finish_split(vma: VMA, slot: Slot, pgtable: int, haddr: int, old: int, into: str) -> None:
@@ -629,7 +665,7 @@ def madvise_free_huge_pmd(vma: VMA, slot: Slot, addr: int, next_: int) -> bool:
         folio_put(folio)
         return False
     m.mem.clear(folio.pfn, PG.dirty | PG.swapbacked)  # folio_mark_lazyfree()
-    _set_pmd_at(m, slot, pmd & ~(_PAGE_ACCESSED | _PAGE_DIRTY))
+    _set_pmd_at(m, slot, pte_mkold(pmd_mkclean(pmd)))
     m.trace.emit("madvise_free_huge_pmd", address=addr, pfn=folio.pfn)
     return True
 

@@ -16,12 +16,12 @@ from .memory import set_pte_at, zap_page_range
 from .mm_types import VM, VMA, MMStruct
 from .mmap import _vmas_in, check_range, vma_merge_range
 from .pgtable import (
-    _PAGE_ACCESSED,
-    _PAGE_DIRTY,
     _PAGE_PRESENT,
     _PAGE_SPECIAL,
     pmd_leaf,
     pte_index,
+    pte_mkclean,
+    pte_mkold,
     pte_pfn,
 )
 from .rmap import folio_mms, pmd_chunks
@@ -118,7 +118,7 @@ def _madvise_free_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
                     addr = max(addr + PAGE_SIZE, min(end, first + folio.nr_pages * PAGE_SIZE))
                 continue  # else look at the same address again: now a small folio
         m.mem.clear(folio.pfn, PG.dirty | PG.swapbacked)
-        new = pte & ~(_PAGE_ACCESSED | _PAGE_DIRTY)
+        new = pte_mkold(pte_mkclean(pte))  # clear_young_dirty_ptes(): D and SavedDirty
         if new != pte:
             set_pte_at(m, (table, i), new)
         addr += PAGE_SIZE

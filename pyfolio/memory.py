@@ -32,7 +32,6 @@ from .memmap import PG
 from .mm_types import VMA, MMStruct
 from .pgtable import (
     _PAGE_ACCESSED,
-    _PAGE_DIRTY,
     _PAGE_PRESENT,
     _PAGE_PSE,
     _PAGE_RW,
@@ -45,7 +44,11 @@ from .pgtable import (
     pmd_index,
     pmd_leaf,
     pte_index,
+    pte_mkdirty,
+    pte_mkold,
+    pte_mkwrite,
     pte_pfn,
+    pte_wrprotect,
     pud_index,
     vm_page_prot,
 )
@@ -126,11 +129,12 @@ def set_pte_at(m: Machine, slot: tuple[int, int], val: int) -> None:
 
 
 def maybe_mkwrite(pte: int, vma: VMA) -> int:
-    """maybe_mkwrite() - set RW only where the VMA is writable.
+    """maybe_mkwrite() - pte_mkwrite() (RW, SavedDirty back to D) only where the VMA is
+    writable.
 
     Models: include/linux/mm.h:maybe_mkwrite() (v6.18).
     """
-    return pte | _PAGE_RW if vma.writable else pte
+    return pte_mkwrite(pte) if vma.writable else pte
 
 
 # -- faults -------------------------------------------------------------------------------
@@ -181,7 +185,7 @@ def handle_pte_fault(vma: VMA, address: int, flags: int) -> int:
         return do_swap_page(vma, address, flags, slot)
     if write and not pte & _PAGE_RW:
         return do_wp_page(vma, address, flags, slot)
-    new = pte | _PAGE_ACCESSED | (_PAGE_DIRTY if write else 0)
+    new = (pte_mkdirty(pte) if write else pte) | _PAGE_ACCESSED  # pte_mkdirty(); pte_mkyoung()
     if new != pte:
         set_pte_at(m, slot, new)
     return 0
@@ -192,7 +196,8 @@ def do_anonymous_page(vma: VMA, address: int, flags: int, slot: tuple[int, int])
 
     Models: mm/memory.c:do_anonymous_page() (v6.18): a read maps the shared zero page
     read-only (a special PTE: no refcount, no mapcount); a write allocates a zeroed order-0
-    folio, maps it writable and dirty, exclusive to this process. (mTHP orders other than
+    folio, maps it writable and dirty (pte_mkwrite(pte_mkdirty()): D and soft-dirty),
+    exclusive to this process. (mTHP orders other than
     PMD size are not modelled: alloc_anon_folio() falls back to order 0.)
     """
     m = vma.vm_mm.m
@@ -212,8 +217,8 @@ def do_anonymous_page(vma: VMA, address: int, flags: int, slot: tuple[int, int])
     folio = Folio(m, pfn)
     folio_add_new_anon_rmap(folio, vma, address, RMAP_EXCLUSIVE)
     m.mem.set(pfn, PG.lru)
-    entry = pfn_pte(pfn, vm_page_prot(True) | _PAGE_DIRTY)
-    set_pte_at(m, slot, maybe_mkwrite(entry, vma))
+    entry = pfn_pte(pfn, vm_page_prot(True))
+    set_pte_at(m, slot, maybe_mkwrite(pte_mkdirty(entry), vma))
     m.trace.emit("do_anonymous_page", address=address, pfn=pfn)
     return 0
 
@@ -250,7 +255,7 @@ def do_wp_page(vma: VMA, address: int, flags: int, slot: tuple[int, int]) -> int
     if not pte & _PAGE_SPECIAL and not is_zero_folio(folio):
         if m.mem.test(pfn, PG.anon_exclusive) or _wp_can_reuse_anon_folio(folio, vma):
             m.mem.set(pfn, PG.anon_exclusive)
-            set_pte_at(m, slot, maybe_mkwrite(pte | _PAGE_ACCESSED | _PAGE_DIRTY, vma))
+            set_pte_at(m, slot, maybe_mkwrite(pte_mkdirty(pte | _PAGE_ACCESSED), vma))
             m.trace.emit("wp_page_reuse", address=address, pfn=pfn)
             return 0
     return wp_page_copy(vma, address, slot)
@@ -277,8 +282,8 @@ def wp_page_copy(vma: VMA, address: int, slot: tuple[int, int]) -> int:
     new = Folio(m, new_pfn)
     folio_add_new_anon_rmap(new, vma, address, RMAP_EXCLUSIVE)
     m.mem.set(new_pfn, PG.lru)
-    entry = pfn_pte(new_pfn, vm_page_prot(True) | _PAGE_DIRTY)
-    set_pte_at(m, slot, maybe_mkwrite(entry, vma))
+    entry = pfn_pte(new_pfn, vm_page_prot(True))
+    set_pte_at(m, slot, maybe_mkwrite(pte_mkdirty(entry), vma))
     m.trace.cost("tlb_flushes")
     old_folio = page_folio(m, old_pfn)
     if not (old & _PAGE_SPECIAL or is_zero_folio(old_folio)):
@@ -399,7 +404,8 @@ def copy_page_range(dst_vma: VMA, src_vma: VMA) -> None:
 
     Models: mm/memory.c:copy_page_range(), copy_pte_range(), copy_present_ptes() (v6.18):
     anon pages are shared (folio_get plus folio_try_dup_anon_rmap_pte) and both PTEs are
-    write-protected for COW; the child's PTE is marked old. A possibly pinned exclusive
+    write-protected for COW (pte_wrprotect(): a dirty page's D moves to SavedDirty); the
+    child's PTE is marked old. A possibly pinned exclusive
     page is copied for the child at once (copy_present_page()). PMD leaves go to
     copy_huge_pmd(), which splits and retries at the PTE level for a pinned THP.
     """
@@ -449,14 +455,14 @@ def _copy_pte_range(dst_vma: VMA, src_vma: VMA, src_table: int, start: int, end:
             anon_vma_prepare(dst_vma)
             folio_add_new_anon_rmap(Folio(m, new_pfn), dst_vma, addr, RMAP_EXCLUSIVE)
             m.mem.set(new_pfn, PG.lru)
-            entry = pfn_pte(new_pfn, vm_page_prot(True) | _PAGE_DIRTY)
-            set_pte_at(m, dslot, maybe_mkwrite(entry, dst_vma))
+            entry = pfn_pte(new_pfn, vm_page_prot(True))
+            set_pte_at(m, dslot, maybe_mkwrite(pte_mkdirty(entry), dst_vma))
             continue
         folio_get(folio)
-        if raw & _PAGE_RW:
-            raw &= ~_PAGE_RW
+        if raw & _PAGE_RW:  # __copy_present_ptes(): wrprotect_ptes() and pte_wrprotect()
+            raw = pte_wrprotect(raw)
             set_pte_at(m, (src_table, i), raw)
-        set_pte_at(m, dslot, raw & ~_PAGE_ACCESSED)
+        set_pte_at(m, dslot, pte_mkold(raw))
     m.trace.cost("tlb_flushes")
 
 

@@ -37,7 +37,6 @@ from .folio import (
 )
 from .memmap import NO_HEAD, PG, ZONE_DEVICE
 from .pgtable import (
-    _PAGE_DIRTY,
     _PAGE_PRESENT,
     _PAGE_PSE,
     _PAGE_RW,
@@ -57,7 +56,13 @@ from .pgtable import (
     make_writable_device_private_entry,
     make_writable_migration_entry,
     pfn_pte,
+    pmd_mkdirty,
+    pmd_mkwrite,
+    pte_dirty,
     pte_index,
+    pte_mkdirty,
+    pte_mksoft_dirty,
+    pte_mkwrite,
     swp_offset,
     swp_type,
     vm_page_prot,
@@ -98,7 +103,6 @@ _MIG_READ, _MIG_WRITE = _U64(SwpType.SWP_MIGRATION_READ), _U64(SwpType.SWP_MIGRA
 _PG_HEAD, _PG_MLOCKED = np.uint32(PG.head), np.uint32(PG.mlocked)
 _PG_ANON_EXCLUSIVE = np.uint32(PG.anon_exclusive)
 _PG_DIRTY_BIT = np.uint32(int(PG.dirty).bit_length() - 1)
-_PAGE_DIRTY_BIT = _U64(_PAGE_DIRTY.bit_length() - 1)
 #: swap-format soft-dirty / uffd-wp bit -> the present PTE's bit (x86-64)
 _SOFT_DIRTY_SHIFT = _U64(_PAGE_SOFT_DIRTY.bit_length() - _PAGE_SWP_SOFT_DIRTY.bit_length())
 _UFFD_WP_SHIFT = _U64(_PAGE_UFFD_WP.bit_length() - _PAGE_SWP_UFFD_WP.bit_length())
@@ -147,7 +151,7 @@ def _migration_entry(folio: Folio, raw: int, pfn: int, anon_exclusive: bool) -> 
     soft-dirty kept; a dirty present entry dirties the folio (try_to_migrate_one())."""
     if raw & _PAGE_PRESENT:
         write, soft = bool(raw & _PAGE_RW), bool(raw & _PAGE_SOFT_DIRTY)
-        if raw & _PAGE_DIRTY:
+        if pte_dirty(raw):  # D or SavedDirty
             folio.m.mem.set(folio.pfn, PG.dirty)
     else:
         write, soft = is_writable_device_private_entry(raw), bool(raw & _PAGE_SWP_SOFT_DIRTY)
@@ -209,12 +213,15 @@ def remove_migration_ptes(src: Folio, dst: Folio, flags: int = 0) -> int:
     Models: mm/migrate.c:remove_migration_ptes() with remove_migration_pte() (v6.18, and
     the merged device-private series) and mm/huge_memory.c:remove_migration_pmd(): the
     walk goes through ``dst``'s anon_vma (rmap_walk(dst)). Each PTE entry becomes a PTE
-    with the VMA's protection, writable if the entry was, dirty if the folio is dirty,
-    soft-dirty and uffd-wp kept; the page gets a PTE mapping (RMAP_EXCLUSIVE unless the
-    entry was readable) and its folio a reference. A device-private page gets a
-    device-private entry (writable iff the migration entry was) instead; a PMD migration
-    entry becomes a PMD (or device-private PMD) the same way. With
-    RMP_USE_SHARED_ZEROPAGE, try_to_map_unused_to_zeropage(): an order-0, not mlocked
+    with the VMA's protection, writable if the entry was, dirty if the folio is dirty
+    (pte_mkdirty() before pte_mkwrite(): D if writable, else SavedDirty), soft-dirty
+    exactly as the entry had it, uffd-wp kept; the page gets a PTE mapping
+    (RMAP_EXCLUSIVE unless the entry was readable) and its folio a reference. A
+    device-private page gets a device-private entry (writable iff the migration entry
+    was) instead; a PMD migration entry becomes a PMD (or device-private PMD) the same
+    way, except that remove_migration_pmd() calls pmd_mkwrite() before pmd_mkdirty(),
+    which sets soft-dirty whatever the entry had. With RMP_USE_SHARED_ZEROPAGE,
+    try_to_map_unused_to_zeropage(): an order-0, not mlocked
     page whose contents are all zero (stamp 0) is mapped to the shared zero page
     (special, read-only, soft-dirty and uffd-wp kept) with no reference and no rmap.
     Simplifications: no VM_LOCKED or mm_forbids_zeropage(); young is not tracked through
@@ -266,10 +273,14 @@ def _remove_migration_pmd(vma: VMA, slot: Slot, addr: int, old: int, new_pfn: in
     if is_device_private_page(m, new_pfn):
         make = make_writable_device_private_entry if write else make_readable_device_private_entry
         entry = make(new_pfn) | (_PAGE_SWP_SOFT_DIRTY if soft else 0)
-    else:
-        prot = vm_page_prot(True) | _PAGE_PSE | (_PAGE_RW if write else 0)
-        prot |= (_PAGE_DIRTY if m.mem.test(folio.pfn, PG.dirty) else 0)
-        entry = pfn_pte(new_pfn, prot | (_PAGE_SOFT_DIRTY if soft else 0))
+    else:  # soft-dirty, pmd_mkwrite(), then pmd_mkdirty() (which sets soft-dirty too)
+        entry = pfn_pte(new_pfn, vm_page_prot(True) | _PAGE_PSE)
+        if soft:
+            entry = pte_mksoft_dirty(entry)
+        if write:
+            entry = pmd_mkwrite(entry)
+        if m.mem.test(folio.pfn, PG.dirty):
+            entry = pmd_mkdirty(entry)
     m.pgtables[slot[0]][slot[1]] = entry
     m.trace.cost("pmd_writes")
 
@@ -297,9 +308,9 @@ def _remap_table(m: Machine, table: int, i0: int, n: int, src: int, nr: int, del
     write = typ == _MIG_WRITE
     soft = (raw & _U64(_PAGE_SWP_SOFT_DIRTY)) << _SOFT_DIRTY_SHIFT
     uffd = (raw & _U64(_PAGE_SWP_UFFD_WP)) << _UFFD_WP_SHIFT
-    pte = (pfn.astype(_U64) << _U64(PAGE_SHIFT)) | _U64(vm_page_prot(True)) | soft \
-        | np.where(write, _U64(_PAGE_RW), uffd) \
-        | (((hflags >> _PG_DIRTY_BIT) & 1).astype(_U64) << _PAGE_DIRTY_BIT)
+    dirty = ((hflags >> _PG_DIRTY_BIT) & 1).astype(np.int64)
+    pte = (pfn.astype(_U64) << _U64(PAGE_SHIFT)) | _RESTORED_BITS[write * 2 + dirty] | soft \
+        | np.where(write, _U64(0), uffd)
     device = mem.zone[pfn] == ZONE_DEVICE
     if device.any():
         pte = _device_private_ptes(m, pfn, write, raw, device, pte)
@@ -329,6 +340,23 @@ def _remap_table(m: Machine, table: int, i0: int, n: int, src: int, nr: int, del
         mem._nr_pages_mapped[base: base + nr] += np.bincount(lh, first, nr).astype(np.int32)
     zeroed = int(np.count_nonzero(zero)) if zero is not None else 0
     return cnt - zeroed, zeroed
+
+
+def _restored_pte_bits(write: bool, dirty: bool) -> int:
+    """remove_migration_pte()'s flag bits apart from soft-dirty and uffd-wp, in its order:
+    mk_pte(vm_page_prot), pte_mkdirty() if the folio is dirty (on the still read-only entry
+    D lands in SavedDirty), soft-dirty set or cleared from the migration entry (so the one
+    pte_mkdirty() set is dropped here; the caller adds the entry's), then pte_mkwrite() for
+    a writable entry (SavedDirty back to D)."""
+    entry = vm_page_prot(True)
+    if dirty:
+        entry = pte_mkdirty(entry) & ~_PAGE_SOFT_DIRTY
+    return pte_mkwrite(entry) if write else entry
+
+
+#: _restored_pte_bits(write, dirty) indexed by write * 2 + dirty
+_RESTORED_BITS = np.array([_restored_pte_bits(w, d) for w in (False, True)
+                           for d in (False, True)], dtype=_U64)
 
 
 def _device_private_ptes(m: Machine, pfn: np.ndarray, write: np.ndarray, raw: np.ndarray,

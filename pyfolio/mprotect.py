@@ -13,7 +13,17 @@ from .memmap import PG
 from .memory import set_pte_at
 from .mm_types import VM, VMA, MMStruct
 from .mmap import PROT, _vmas_in, check_range, vma_merge_range
-from .pgtable import _PAGE_PRESENT, _PAGE_RW, _PAGE_SPECIAL, pmd_leaf, pte_index, pte_pfn
+from .pgtable import (
+    _PAGE_PRESENT,
+    _PAGE_RW,
+    _PAGE_SPECIAL,
+    pmd_leaf,
+    pte_index,
+    pte_mkwrite,
+    pte_modify,
+    pte_pfn,
+    vm_page_prot,
+)
 from .rmap import pmd_chunks
 from .units import PAGE_SIZE, PMD_SIZE
 
@@ -48,13 +58,16 @@ def do_mprotect(mm: MMStruct, start: int, length: int, prot: str) -> None:
 def change_protection(vma: VMA, start: int, end: int) -> None:
     """change_protection() - apply the VMA's protection to the entries in [start, end).
 
-    Models: mm/mprotect.c:change_protection() (v6.18).
+    Models: mm/mprotect.c:change_protection() and change_pte_range() (v6.18).
 
-    Removing write clears RW everywhere; adding it sets RW only on pages that are
-    PG_anon_exclusive (can_change_pte_writable()): shared pages keep COW.
+    Each present PTE gets pte_modify() with the VMA's protection (a private mapping's
+    vm_page_prot has no RW, so RW goes and a dirty writable PTE's D moves to SavedDirty);
+    where the VMA is writable, pte_mkwrite() (RW back, SavedDirty back to D) only on pages
+    that are PG_anon_exclusive (can_change_pte_writable()): shared pages keep COW.
     """
     m = vma.vm_mm.m
     writable = vma.writable
+    newprot = vm_page_prot(writable)
     for addr, nxt, slot in pmd_chunks(vma, start, end):
         raw = int(m.pgtables[slot[0]][slot[1]])
         if pmd_leaf(raw):
@@ -70,12 +83,10 @@ def change_protection(vma: VMA, start: int, end: int) -> None:
                 pte = int(tbl[i])
                 if not pte & _PAGE_PRESENT:
                     continue
-                if not writable:
-                    new = pte & ~_PAGE_RW
-                elif not pte & _PAGE_SPECIAL and m.mem.test(pte_pfn(pte), PG.anon_exclusive):
-                    new = pte | _PAGE_RW
-                else:
-                    new = pte
+                new = pte_modify(pte, newprot)
+                if writable and not new & (_PAGE_RW | _PAGE_SPECIAL) and \
+                        m.mem.test(pte_pfn(pte), PG.anon_exclusive):
+                    new = pte_mkwrite(new)
                 if new != pte:
                     set_pte_at(m, (pte_pfn(raw), i), new)
             m.trace.cost("tlb_flushes")

@@ -5,12 +5,19 @@ include/linux/swap.h, include/linux/swapops.h (v6.18).
 
 Present entry (PTE, or PMD leaf with PSE)::
 
-    63 | 62..52 | 51 ........ 12 | 11 | 10 | 9  | 8 | 7   | 6 | 5 | 4  | 3  | 2 | 1  | 0
-    NX | (avail)| PFN            | SD | UW | SP | G | PSE | D | A | CD | WT | U | RW | P
+    63 | 62-59 | 58 | 57-52 | 51 .. 12 | 11 | 10 | 9  | 8 | 7   | 6 | 5 | 4  | 3  | 2 | 1  | 0
+    NX | pkey  | SV | avail | PFN      | SD | UW | SP | G | PSE | D | A | CD | WT | U | RW | P
 
 SD soft-dirty (_PAGE_SOFT_DIRTY, SOFTW3), UW uffd-wp (SOFTW2), SP _PAGE_SPECIAL (SOFTW1:
-the zero page and other pages without a struct-page refcount). A non-leaf entry points at
-the next table with _PAGE_TABLE (P|RW|U|A|D).
+the zero page and other pages without a struct-page refcount), SV SavedDirty
+(_PAGE_SAVED_DIRTY, SOFTW5). Bit 7 is PSE in a PMD or PUD (a leaf: it maps 2 MiB or 1 GiB)
+and PAT in a 4 KiB PTE. A non-leaf entry points at the next table with _PAGE_TABLE
+(P|RW|U|A|D).
+
+Dirty, since 6.6 (x86 shadow stacks): hardware treats Write=0,Dirty=1 as a shadow-stack page,
+so the kernel never leaves D set on a read-only entry. pte_wrprotect() and pte_mkdirty() of a
+read-only entry move D to SavedDirty; pte_mkwrite() moves it back. pte_dirty() is "D or
+SavedDirty"; pte_mkdirty() also sets soft-dirty.
 
 Swap-format (non-present) entry, as drawn in pgtable_64.h::
 
@@ -38,9 +45,13 @@ if TYPE_CHECKING:
 __all__ = [
     "_PAGE_PRESENT", "_PAGE_RW", "_PAGE_USER", "_PAGE_PWT", "_PAGE_PCD", "_PAGE_ACCESSED",
     "_PAGE_DIRTY", "_PAGE_PSE", "_PAGE_GLOBAL", "_PAGE_SPECIAL", "_PAGE_UFFD_WP",
-    "_PAGE_SOFT_DIRTY", "_PAGE_NX", "_PAGE_TABLE", "PTE_PFN_MASK", "_PAGE_SWP_SOFT_DIRTY",
+    "_PAGE_SOFT_DIRTY", "_PAGE_SAVED_DIRTY", "_PAGE_DIRTY_BITS", "_PAGE_PAT", "_PAGE_NX",
+    "_PAGE_TABLE", "_PAGE_CHG_MASK", "_HPAGE_CHG_MASK", "PTE_PFN_MASK", "_PAGE_SWP_SOFT_DIRTY",
     "_PAGE_SWP_UFFD_WP", "_PAGE_SWP_EXCLUSIVE", "SwpType", "Entry", "pfn_pte", "pte_pfn",
     "pte_present", "pte_write", "pte_dirty", "pte_young", "pte_none", "pmd_leaf",
+    "pte_soft_dirty", "pte_mksoft_dirty", "pte_mkdirty", "pte_mkclean", "pte_wrprotect",
+    "pte_mkwrite", "pte_mkold", "pte_modify", "pmd_dirty", "pmd_mkdirty", "pmd_mkclean",
+    "pmd_wrprotect", "pmd_mkwrite", "pmd_modify", "mksaveddirty_shift", "clear_saveddirty_shift",
     "swp_entry", "swp_type", "swp_offset", "make_readable_migration_entry",
     "make_readable_exclusive_migration_entry", "make_writable_migration_entry",
     "make_readable_device_private_entry", "make_writable_device_private_entry",
@@ -61,9 +72,20 @@ _PAGE_GLOBAL = 1 << 8
 _PAGE_SPECIAL = 1 << 9
 _PAGE_UFFD_WP = 1 << 10
 _PAGE_SOFT_DIRTY = 1 << 11
+_PAGE_PAT = 1 << 7  # _PAGE_BIT_PAT: in a 4 KiB PTE, the bit a PMD/PUD leaf uses for PSE
+_PAGE_PAT_LARGE = 1 << 12  # _PAGE_BIT_PAT_LARGE, on 2 MiB or 1 GiB pages
+_PAGE_BIT_RW, _PAGE_BIT_DIRTY, _PAGE_BIT_SAVED_DIRTY = 1, 6, 58
+_PAGE_SAVED_DIRTY = 1 << _PAGE_BIT_SAVED_DIRTY  # _PAGE_BIT_SOFTW5 on x86-64
+_PAGE_DIRTY_BITS = _PAGE_DIRTY | _PAGE_SAVED_DIRTY
 _PAGE_NX = 1 << 63
 PTE_PFN_MASK = ((1 << 52) - 1) & ~((1 << PAGE_SHIFT) - 1)  # bits 12..51
 _PAGE_TABLE = _PAGE_PRESENT | _PAGE_RW | _PAGE_USER | _PAGE_ACCESSED | _PAGE_DIRTY
+#: bits pte_modify() / pmd_modify() keep from the old entry (pgtable_types.h; _PAGE_CC and
+#: _PAGE_DEVMAP are 0 here)
+_COMMON_PAGE_CHG_MASK = (PTE_PFN_MASK | _PAGE_PCD | _PAGE_PWT | _PAGE_SPECIAL | _PAGE_ACCESSED
+                         | _PAGE_DIRTY_BITS | _PAGE_SOFT_DIRTY | _PAGE_UFFD_WP)
+_PAGE_CHG_MASK = _COMMON_PAGE_CHG_MASK | _PAGE_PAT
+_HPAGE_CHG_MASK = _COMMON_PAGE_CHG_MASK | _PAGE_PSE | _PAGE_PAT_LARGE
 
 _PAGE_SWP_SOFT_DIRTY = 1 << 1
 _PAGE_SWP_UFFD_WP = 1 << 2
@@ -135,11 +157,149 @@ def pte_write(pte: int) -> bool:
 
 
 def pte_dirty(pte: int) -> bool:
-    """pte_dirty() - the D bit.
+    """pte_dirty() - dirty in hardware (D) or saved (SavedDirty): _PAGE_DIRTY_BITS.
 
     Models: arch/x86/include/asm/pgtable.h:pte_dirty() (v6.18).
     """
-    return bool(pte & _PAGE_DIRTY)
+    return bool(pte & _PAGE_DIRTY_BITS)
+
+
+def pmd_dirty(pmd: int) -> bool:
+    """pmd_dirty() - D or SavedDirty in a PMD leaf.
+
+    Models: arch/x86/include/asm/pgtable.h:pmd_dirty() (v6.18).
+    """
+    return pte_dirty(pmd)
+
+
+def pte_soft_dirty(pte: int) -> bool:
+    """pte_soft_dirty() - the soft-dirty bit (11) of a present entry.
+
+    Models: arch/x86/include/asm/pgtable.h:pte_soft_dirty() (v6.18).
+    """
+    return bool(pte & _PAGE_SOFT_DIRTY)
+
+
+def pte_mksoft_dirty(pte: int) -> int:
+    """pte_mksoft_dirty() / pmd_mksoft_dirty() - set soft-dirty.
+
+    Models: arch/x86/include/asm/pgtable.h:pte_mksoft_dirty() (v6.18).
+    """
+    return pte | _PAGE_SOFT_DIRTY
+
+
+def mksaveddirty_shift(v: int) -> int:
+    """mksaveddirty_shift() - on a read-only entry (RW=0) move D to SavedDirty.
+
+    Models: arch/x86/include/asm/pgtable.h:mksaveddirty_shift() (v6.18).
+    """
+    cond = (~v >> _PAGE_BIT_RW) & 1
+    v |= ((v >> _PAGE_BIT_DIRTY) & cond) << _PAGE_BIT_SAVED_DIRTY
+    return v & ~(cond << _PAGE_BIT_DIRTY)
+
+
+def clear_saveddirty_shift(v: int) -> int:
+    """clear_saveddirty_shift() - on a writable entry (RW=1) move SavedDirty back to D.
+
+    Models: arch/x86/include/asm/pgtable.h:clear_saveddirty_shift() (v6.18).
+    """
+    cond = (v >> _PAGE_BIT_RW) & 1
+    v |= ((v >> _PAGE_BIT_SAVED_DIRTY) & cond) << _PAGE_BIT_DIRTY
+    return v & ~(cond << _PAGE_BIT_SAVED_DIRTY)
+
+
+def pte_mkdirty(pte: int) -> int:
+    """pte_mkdirty() - set D and soft-dirty; on a read-only entry D lands in SavedDirty.
+
+    Models: arch/x86/include/asm/pgtable.h:pte_mkdirty() (v6.18).
+    """
+    return mksaveddirty_shift(pte | _PAGE_DIRTY | _PAGE_SOFT_DIRTY)
+
+
+def pmd_mkdirty(pmd: int) -> int:
+    """pmd_mkdirty() - as pte_mkdirty(), for a PMD leaf.
+
+    Models: arch/x86/include/asm/pgtable.h:pmd_mkdirty() (v6.18).
+    """
+    return pte_mkdirty(pmd)
+
+
+def pte_mkclean(pte: int) -> int:
+    """pte_mkclean() - clear both D and SavedDirty (soft-dirty stays).
+
+    Models: arch/x86/include/asm/pgtable.h:pte_mkclean() (v6.18).
+    """
+    return pte & ~_PAGE_DIRTY_BITS
+
+
+def pmd_mkclean(pmd: int) -> int:
+    """pmd_mkclean() - clear D and SavedDirty of a PMD leaf.
+
+    Models: arch/x86/include/asm/pgtable.h:pmd_mkclean() (v6.18).
+    """
+    return pte_mkclean(pmd)
+
+
+def pte_wrprotect(pte: int) -> int:
+    """pte_wrprotect() - clear RW; a set D moves to SavedDirty (no Write=0,Dirty=1 entry).
+
+    Models: arch/x86/include/asm/pgtable.h:pte_wrprotect() (v6.18).
+    """
+    return mksaveddirty_shift(pte & ~_PAGE_RW)
+
+
+def pmd_wrprotect(pmd: int) -> int:
+    """pmd_wrprotect() - as pte_wrprotect(), for a PMD leaf.
+
+    Models: arch/x86/include/asm/pgtable.h:pmd_wrprotect() (v6.18).
+    """
+    return pte_wrprotect(pmd)
+
+
+def pte_mkwrite(pte: int) -> int:
+    """pte_mkwrite() - set RW; SavedDirty moves back to D (no shadow-stack VMAs here).
+
+    Models: arch/x86/mm/pgtable.c:pte_mkwrite() (v6.18).
+    """
+    return clear_saveddirty_shift(pte | _PAGE_RW)
+
+
+def pmd_mkwrite(pmd: int) -> int:
+    """pmd_mkwrite() - as pte_mkwrite(), for a PMD leaf.
+
+    Models: arch/x86/mm/pgtable.c:pmd_mkwrite() (v6.18).
+    """
+    return pte_mkwrite(pmd)
+
+
+def pte_mkold(pte: int) -> int:
+    """pte_mkold() / pmd_mkold() - clear the A bit.
+
+    Models: arch/x86/include/asm/pgtable.h:pte_mkold() (v6.18).
+    """
+    return pte & ~_PAGE_ACCESSED
+
+
+def pte_modify(pte: int, newprot: int) -> int:
+    """pte_modify() - mprotect's new protection: keep _PAGE_CHG_MASK, take the rest from
+    ``newprot``; then, if the old entry was writable, move D to SavedDirty (mksaveddirty),
+    else SavedDirty stays (clear_saveddirty acts only on RW=1).
+
+    Models: arch/x86/include/asm/pgtable.h:pte_modify() (v6.18) (no PROT_NONE inversion).
+    """
+    val = (pte & _PAGE_CHG_MASK) | (newprot & ~_PAGE_CHG_MASK)
+    return mksaveddirty_shift(val) if pte & _PAGE_RW else clear_saveddirty_shift(val)
+
+
+def pmd_modify(pmd: int, newprot: int) -> int:
+    """pmd_modify() - as pte_modify() with _HPAGE_CHG_MASK, but the old value is masked with
+    ``_HPAGE_CHG_MASK & ~_PAGE_DIRTY``: in v6.18 a hardware-dirty PMD loses D here (it is
+    gone before mksaveddirty could save it; pte_modify() and pud_modify() keep it).
+
+    Models: arch/x86/include/asm/pgtable.h:pmd_modify() (v6.18).
+    """
+    val = (pmd & _HPAGE_CHG_MASK & ~_PAGE_DIRTY) | (newprot & ~_HPAGE_CHG_MASK)
+    return mksaveddirty_shift(val) if pmd & _PAGE_RW else clear_saveddirty_shift(val)
 
 
 def pte_young(pte: int) -> bool:
@@ -264,7 +424,11 @@ def is_writable_device_private_entry(entry: int) -> bool:
 @dataclass(frozen=True, slots=True)
 class Entry:
     """A decoded page-table entry. ``kind`` is one of: none, table, page, huge (PMD leaf),
-    zero (special zero-page mapping), migration, device_private, swap."""
+    zero (special zero-page mapping), migration, device_private, swap.
+
+    ``dirty`` is pte_dirty(): D (bit 6) or SavedDirty (bit 58, ``saved_dirty``), the form a
+    read-only entry keeps its dirtiness in. Bit 7 is ``pse`` in a PMD/PUD (or PGD) entry and
+    ``pat`` in a 4 KiB PTE."""
 
     raw: int
     level: str
@@ -283,10 +447,12 @@ class Entry:
     swp_type: int = -1
     swp_offset: int = -1
     exclusive: bool = False
+    saved_dirty: bool = False
+    pat: bool = False
 
     def __str__(self) -> str:
-        bits = [n for n in ("write", "user", "accessed", "dirty", "pse", "nx", "special",
-                            "soft_dirty", "exclusive") if getattr(self, n)]
+        bits = [n for n in ("write", "user", "accessed", "dirty", "saved_dirty", "pse", "pat",
+                            "nx", "special", "soft_dirty", "exclusive") if getattr(self, n)]
         where = f" pfn={self.pfn:#x}" if self.pfn >= 0 else ""
         return f"{self.level.upper()} {self.kind}{where} [{' '.join(bits)}] raw={self.raw:#018x}"
 
@@ -298,6 +464,9 @@ def decode_entry(raw: int, level: str = "pte") -> Entry:
     >>> e = decode_entry(pfn_pte(0x200, bits), "pmd")
     >>> e.kind, hex(e.pfn), e.write, e.dirty, e.nx
     ('huge', '0x200', True, True, True)
+    >>> f = decode_entry(pmd_wrprotect(e.raw), "pmd")
+    >>> f.write, f.dirty, f.saved_dirty
+    (False, True, True)
     >>> decode_entry(make_writable_migration_entry(0x1234)).kind
     'migration'
     """
@@ -308,10 +477,12 @@ def decode_entry(raw: int, level: str = "pte") -> Entry:
         leaf = level == "pte" or (level in ("pmd", "pud") and bool(raw & _PAGE_PSE))
         kind = ("zero" if raw & _PAGE_SPECIAL else ("huge" if level != "pte" else "page")) \
             if leaf else "table"
+        bit7 = bool(raw & _PAGE_PSE)
         return Entry(raw, level, kind, pte_pfn(raw), True, bool(raw & _PAGE_RW),
-                     bool(raw & _PAGE_USER), bool(raw & _PAGE_ACCESSED), bool(raw & _PAGE_DIRTY),
-                     bool(raw & _PAGE_PSE), bool(raw & _PAGE_NX), bool(raw & _PAGE_SPECIAL),
-                     bool(raw & _PAGE_SOFT_DIRTY), bool(raw & _PAGE_UFFD_WP))
+                     bool(raw & _PAGE_USER), bool(raw & _PAGE_ACCESSED), pte_dirty(raw),
+                     bit7 and level != "pte", bool(raw & _PAGE_NX), bool(raw & _PAGE_SPECIAL),
+                     bool(raw & _PAGE_SOFT_DIRTY), bool(raw & _PAGE_UFFD_WP),
+                     saved_dirty=bool(raw & _PAGE_SAVED_DIRTY), pat=bit7 and level == "pte")
     t, off = swp_type(raw), swp_offset(raw)
     if is_migration_entry(raw):
         kind = "migration"

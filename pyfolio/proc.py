@@ -15,7 +15,6 @@ from .folio import Folio, folio_test_anon, folio_test_large, page_folio
 from .memmap import PG, PGTY, ZONE_DEVICE
 from .mm_types import VM, MMStruct
 from .pgtable import (
-    _PAGE_DIRTY,
     _PAGE_PRESENT,
     _PAGE_SOFT_DIRTY,
     _PAGE_SPECIAL,
@@ -25,6 +24,7 @@ from .pgtable import (
     is_device_private_entry,
     is_migration_entry,
     pmd_leaf,
+    pte_dirty,
     pte_pfn,
     swp_offset,
     swp_type,
@@ -219,7 +219,9 @@ def smaps(mm: MMStruct) -> list[dict[str, int]]:
                     kb = step // 1024
                     mapcount = max(1, precise_page_mapcount(m, pfn))
                     head = page_folio(m, pfn).pfn
-                    dirty = bool(raw & _PAGE_DIRTY) or m.mem.test(head, PG.dirty)
+                    # smaps_pte_entry(): pte_dirty() (D or SavedDirty) of a present entry
+                    dirty = bool(raw & _PAGE_PRESENT) and pte_dirty(raw) \
+                        or m.mem.test(head, PG.dirty)
                     key = ("Shared_" if mapcount > 1 else "Private_")
                     key += "Dirty" if dirty else "Clean"
                     d["Rss"] += kb

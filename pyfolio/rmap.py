@@ -29,7 +29,7 @@ from .folio import (
 from .memmap import ENTIRELY_MAPPED, FOLIO_MAPPING_ANON, PG
 from .mm_types import VMA, AnonVma, MMStruct
 from .pgtable import (
-    _PAGE_DIRTY,
+    _PAGE_DIRTY_BITS,
     _PAGE_PRESENT,
     _PAGE_PSE,
     _PAGE_RW,
@@ -567,7 +567,7 @@ def _migrate_ptes(folio: Folio, vma: VMA, table: int, i0: int, n: int) -> bool:
         if not k:
             return False
     mem.clear(pfn[excl], PG.anon_exclusive)
-    if ((raw & _U64(_PAGE_DIRTY)) != 0)[~dev].any():
+    if ((raw & _U64(_PAGE_DIRTY_BITS)) != 0)[~dev].any():  # pte_dirty(): folio_mark_dirty()
         mem.set(folio.pfn, PG.dirty)
     write = np.where(dev, typ[idx] == _U64(SwpType.SWP_DEVICE_WRITE),
                      (raw & _U64(_PAGE_RW)) != 0)

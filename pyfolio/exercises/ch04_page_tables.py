@@ -105,13 +105,17 @@ class DecodeEntry(Exercise):
         self.steps.append(f"decode_entry({e.raw:#x}, {e.level!r}) = {d}")
 
     def question(self) -> str:
+        bit7 = ("PSE, bit 7" if self.level != "pte" else
+                "in a 4 KiB PTE bit 7 is PAT, not PSE, so a PTE never does")
         return (f"{self.text}\nThe walk for that page ends at a {self.level.upper()} entry "
-                f"{self.raw:#018x}. Is it present (bit 0)? writable (RW, bit 1)? dirty (D, bit "
-                f"6)? Does it map 2 MiB directly (PSE, bit 7)? Which PFN (bits 12..51)? "
-                f"{self.answer_format()}.")
+                f"{self.raw:#018x}. Is it present (bit 0)? writable (RW, bit 1)? dirty as "
+                f"pte_dirty() says (D, bit 6, or SavedDirty, bit 58)? Does it map 2 MiB "
+                f"directly ({bit7})? Which PFN (bits 12..51)? {self.answer_format()}.")
 
     def hint(self) -> str:
-        return "Write the low 12 bits in binary; the PFN is (raw >> 12) & ((1 << 40) - 1)."
+        return ("Write the low 12 bits in binary, and look at bit 58 too: a read-only entry "
+                "keeps its dirtiness there, never in D. The PFN is (raw >> 12) & "
+                "((1 << 40) - 1).")
 
 
 class Translate(Exercise):

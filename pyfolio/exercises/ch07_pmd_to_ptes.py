@@ -173,10 +173,11 @@ class InheritedBits(Exercise):
                 f"(yes/no).")
 
     def hint(self) -> str:
-        return ("Each PTE copies write, dirty, young and soft-dirty from the PMD, and each "
-                "page becomes anon-exclusive if the head page was. fork write-protects the "
-                "PMD and clears anon-exclusive; MADV_FREE of the whole PMD makes it clean "
-                "and old.")
+        return ("Each PTE copies write, dirty (pte_dirty(): D or SavedDirty), young and "
+                "soft-dirty from the PMD, and each page becomes anon-exclusive if the head "
+                "page was. fork write-protects the PMD (D moves to SavedDirty) and clears "
+                "anon-exclusive; MADV_FREE of the whole PMD makes it clean and old; on x86 "
+                "in 6.18, mprotect() of the whole PMD (pmd_modify()) drops its dirty bit.")
 
 
 KINDS: dict[str, type[Exercise]] = {c.kind: c for c in (WhichCounters, CountsAfterSplit,

@@ -1,9 +1,12 @@
 """Entry inspector: a 64-bit page-table entry drawn as its bit fields.
 
-Present entries (a PTE, or a PMD leaf with PSE) show NX, the PFN and the flag bits; swap-format
-entries (migration, device-private, swap) show the type, the inverted offset (and the PFN it
-decodes to), and the E/F/SD software bits, laid out as in arch/x86/include/asm/pgtable_64.h.
-Values come from :func:`pyfolio.pgtable.decode_entry` and the pgtable constants.
+Present entries (a PTE, or a PMD leaf with PSE) show NX, the protection-key bits, SavedDirty
+(SV, bit 58: where a read-only entry keeps its dirtiness), the PFN and the flag bits, soft-dirty
+(SD, bit 11) among them; bit 7 is PSE in a PMD/PUD entry and PAT in a 4 KiB PTE. The title
+says "dirty" as pte_dirty() does: D or SV. Swap-format entries (migration, device-private,
+swap) show the type, the inverted offset (and the PFN it decodes to), and the E/F/SD software
+bits, laid out as in arch/x86/include/asm/pgtable_64.h. Values come from
+:func:`pyfolio.pgtable.decode_entry` and the pgtable constants.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ from ..pgtable import (
     _PAGE_DIRTY,
     _PAGE_GLOBAL,
     _PAGE_NX,
+    _PAGE_PAT,
     _PAGE_PCD,
     _PAGE_PRESENT,
     _PAGE_PSE,
     _PAGE_PWT,
     _PAGE_RW,
+    _PAGE_SAVED_DIRTY,
     _PAGE_SOFT_DIRTY,
     _PAGE_SPECIAL,
     _PAGE_SWP_EXCLUSIVE,
@@ -43,27 +48,40 @@ def _bit(mask: int) -> int:
 
 
 _PFN_LO, _PFN_HI = _bit(PTE_PFN_MASK & -PTE_PFN_MASK), PTE_PFN_MASK.bit_length() - 1
-_PRESENT_FLAGS = (("SD", _PAGE_SOFT_DIRTY), ("UW", _PAGE_UFFD_WP), ("SP", _PAGE_SPECIAL),
-                  ("G", _PAGE_GLOBAL), ("PSE", _PAGE_PSE), ("D", _PAGE_DIRTY),
-                  ("A", _PAGE_ACCESSED), ("CD", _PAGE_PCD), ("WT", _PAGE_PWT),
-                  ("U", _PAGE_USER), ("RW", _PAGE_RW), ("P", _PAGE_PRESENT))
+_SV = _bit(_PAGE_SAVED_DIRTY)
+_HIGH = (("pkey", 62, _SV + 1), ("SV", _SV, _SV), ("avail", _SV - 1, _PFN_HI + 1))
+
+
+def _present_flags(level: str) -> tuple[tuple[str, int], ...]:
+    """Bits 11..0 of a present entry; bit 7 is PAT in a 4 KiB PTE, PSE above."""
+    bit7 = ("PAT", _PAGE_PAT) if level == "pte" else ("PSE", _PAGE_PSE)
+    return (("SD", _PAGE_SOFT_DIRTY), ("UW", _PAGE_UFFD_WP), ("SP", _PAGE_SPECIAL),
+            ("G", _PAGE_GLOBAL), bit7, ("D", _PAGE_DIRTY), ("A", _PAGE_ACCESSED),
+            ("CD", _PAGE_PCD), ("WT", _PAGE_PWT), ("U", _PAGE_USER), ("RW", _PAGE_RW),
+            ("P", _PAGE_PRESENT))
 _SWP_TYPE_LO, _SWP_OFF_LO = 59, 9
 
 
 def entry_fields(entry: Entry | int, level: str = "pte") -> list[tuple[str, int, int, str]]:
     """``(name, high bit, low bit, value text)`` for each field of ``entry``, high bits first.
 
-    >>> from pyfolio.pgtable import make_writable_migration_entry
+    >>> from pyfolio.pgtable import make_writable_migration_entry, pfn_pte, pte_wrprotect
     >>> [f[0] for f in entry_fields(make_writable_migration_entry(0x1234))]
     ['type', '~offset', '8..4', 'E', 'F', 'SD', 'P']
+    >>> f = {n: v for n, _, _, v in entry_fields(pte_wrprotect(pfn_pte(0x42, 0x867)))}
+    >>> f["RW"], f["D"], f["SV"], f["SD"], "PAT" in f
+    ('0', '0', '1', '1', True)
     """
     e = entry if isinstance(entry, Entry) else decode_entry(entry, level)
     raw = e.raw
     if e.present or e.kind == "none":
-        out = [("NX", 63, 63, str(int(bool(raw & _PAGE_NX)))),
-               ("avail", 62, _PFN_HI + 1, f"{(raw >> (_PFN_HI + 1)) & 0x7FF:#x}"),
-               ("PFN", _PFN_HI, _PFN_LO, f"{e.pfn:#x}" if e.pfn >= 0 else "0")]
-        out += [(n, _bit(m), _bit(m), str(int(bool(raw & m)))) for n, m in _PRESENT_FLAGS]
+        out = [("NX", 63, 63, str(int(bool(raw & _PAGE_NX))))]
+        for name, hi, lo in _HIGH:
+            v = (raw >> lo) & ((1 << (hi - lo + 1)) - 1)
+            out.append((name, hi, lo, str(v) if hi == lo else f"{v:#x}"))
+        out.append(("PFN", _PFN_HI, _PFN_LO, f"{e.pfn:#x}" if e.pfn >= 0 else "0"))
+        out += [(n, _bit(m), _bit(m), str(int(bool(raw & m))))
+                for n, m in _present_flags(e.level)]
         return out
     t = e.swp_type
     tname = SwpType(t).name if t in SwpType._value2member_map_ else "swap file"
@@ -109,5 +127,6 @@ def entry_bits(entry: Entry | int, level: str = "pte", *, title: str | None = No
         ax.text(x + w / 2, 2.0, name, ha="center", va="bottom", fontsize=7, weight="bold")
         ax.text(x + w / 2, 1.75, rng, ha="center", va="bottom", fontsize=6, color="#555555")
         x += w
-    fig.suptitle(title or f"{e.level.upper()} entry {e.raw:#018x}: {e.kind}", fontsize=9)
+    dirty = f", dirty ({'SV' if e.saved_dirty else 'D'})" if e.present and e.dirty else ""
+    fig.suptitle(title or f"{e.level.upper()} entry {e.raw:#018x}: {e.kind}{dirty}", fontsize=9)
     return fig
