@@ -71,7 +71,8 @@ def check(m: Machine) -> list[Violation]:
 
 
 def _frame_owners(m: Machine, out: list[Violation]) -> np.ndarray:
-    """Label each frame: 0 unknown, 1 free, 2 page table, 3 folio, 4 reserved, 5 device."""
+    """Label each frame: 0 unknown, 1 free, 2 page table, 3 folio, 4 reserved (PG_reserved,
+    or the huge zero folio: held for good, mapped without mapcounts), 5 device."""
     mem = m.mem
     owner = np.zeros(mem.nr, np.int8)
     for order, lst in enumerate(m.free_area.lists):
@@ -90,7 +91,8 @@ def _frame_owners(m: Machine, out: list[Violation]) -> np.ndarray:
         n = 1 << int(mem.order[pfn]) if mem.test(pfn, PG.head) else 1
         if owner[pfn: pfn + n].any():
             out.append(Violation("pfn-in-two", pfn, "folio overlaps free or table frames"))
-        owner[pfn: pfn + n] = 4 if mem.test(pfn, PG.reserved) else 3
+        reserved = mem.test(pfn, PG.reserved) or pfn == m.huge_zero_pfn
+        owner[pfn: pfn + n] = 4 if reserved else 3
         if n > 1 and not (mem.compound_head[pfn + 1: pfn + n] == pfn).all():
             out.append(Violation("compound", pfn, "a tail does not point at its head"))
     if m.device_base:

@@ -149,8 +149,7 @@ def mm_get_huge_zero_folio(m: Machine) -> int:
         m.vmstat["thp_zero_page_alloc_failed"] += 1
         return -1
     m.mem.stamp[pfn: pfn + HPAGE_PMD_NR] = 0
-    m.mem.set(pfn, PG.reserved)
-    m.huge_zero_pfn = pfn
+    m.huge_zero_pfn = pfn  # a plain folio_alloc()ed folio: no PG_reserved
     m.vmstat["thp_zero_page_alloc"] += 1
     return pfn
 

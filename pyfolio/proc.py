@@ -252,11 +252,6 @@ def _kpageflags_one(m: Machine, pfn: int) -> int:
         return 0  # a free tail of a buddy block: no flags
     folio = page_folio(m, pfn)
     f = int(mem.flags[folio.pfn])
-    if folio.pfn == m.huge_zero_pfn:
-        # The kernel's huge zero folio is a plain folio_alloc()ed one: no PG_reserved
-        # (6.18.44 shows COMPOUND_HEAD/TAIL, THP, ZERO_PAGE only). The simulator sets
-        # PG_reserved on it (huge_memory.py) for its own bookkeeping; hide it here.
-        f &= ~int(PG.reserved)
     u = 0
     for name in ("locked", "referenced", "uptodate", "dirty", "lru", "active", "swapbacked",
                  "swapcache", "unevictable", "reserved", "writeback", "mlocked"):
