@@ -43,7 +43,9 @@ def do_madvise(mm: MMStruct, start: int, length: int, advice: str) -> None:
     """
     if advice not in ADVICE:
         raise MmError(EINVAL, f"madvise: advice {advice!r} is not one of {', '.join(ADVICE)}")
-    length = check_range(start, length, "madvise")
+    length = check_range(start, length, "madvise", empty_ok=True)
+    if not length:
+        return  # madvise_should_skip(): start + len == start, 0
     end = start + length
     covered = sum(min(v.vm_end, end) - max(v.vm_start, start)
                   for v in mm.vmas_between(start, end))

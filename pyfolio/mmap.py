@@ -20,10 +20,14 @@ PROT = {"r": VM.READ, "rw": VM.READ | VM.WRITE, "w": VM.READ | VM.WRITE,
         "none": VM(0)}
 
 
-def check_range(start: int, length: int, what: str) -> int:
-    """Page-align ``length``; raise EINVAL for an unaligned start or a zero/huge length."""
+def check_range(start: int, length: int, what: str, empty_ok: bool = False) -> int:
+    """Page-align ``length``; raise EINVAL for an unaligned start or a negative length, and
+    for a zero length unless ``empty_ok`` (mprotect() and madvise() return 0 for it;
+    mmap() and munmap() fail with -EINVAL)."""
     if start & (PAGE_SIZE - 1):
         raise MmError(EINVAL, f"{what}: address {start:#x} is not page aligned")
+    if length == 0 and empty_ok:
+        return 0
     if length <= 0:
         raise MmError(EINVAL, f"{what}: length must be positive, got {length}")
     return (length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)

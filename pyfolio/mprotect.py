@@ -42,7 +42,9 @@ def do_mprotect(mm: MMStruct, start: int, length: int, prot: str) -> None:
 
     if prot not in ("r", "rw", "w"):
         raise MmError(EINVAL, f"mprotect: protection {prot!r} is not 'r' or 'rw'")
-    length = check_range(start, length, "mprotect")
+    length = check_range(start, length, "mprotect", empty_ok=True)
+    if not length:
+        return  # do_mprotect_pkey(): "if (!len) return 0;"
     end = start + length
     covered = sum(min(v.vm_end, end) - max(v.vm_start, start)
                   for v in mm.vmas_between(start, end))

@@ -416,3 +416,19 @@ def test_an_unknown_thp_policy_is_einval_and_changes_nothing(m: System) -> None:
     a = p.mmap(2 * MiB)
     p.touch(a, 4 * KiB)
     assert p.lookup(a).level == "pte"
+
+
+def test_zero_length_mprotect_and_madvise_succeed_mmap_and_munmap_do_not(m: System) -> None:
+    """do_mprotect_pkey() and madvise_should_skip() return 0 for len 0 (after checking the
+    alignment of start); mmap() and munmap() of 0 bytes are -EINVAL."""
+    p, a = m.spawn_with_thp(4 * MiB)
+    before = snapshot(m.machine)
+    p.mprotect(a, 0, "r")
+    p.madvise(a, 0, "dontneed")
+    assert snapshot(m.machine) == before
+    for call in (lambda: p.mprotect(a + 1, 0, "r"), lambda: p.madvise(a + 1, 0, "free"),
+                 lambda: p.munmap(a, 0), lambda: p.mmap(0)):
+        with pytest.raises(MmError) as e:
+            call()
+        assert e.value.errno == EINVAL
+    assert snapshot(m.machine) == before
