@@ -72,7 +72,7 @@ __all__ = [
     "FAULT_FLAG_WRITE", "VM_FAULT_FALLBACK", "VM_FAULT_OOM", "VM_FAULT_SIGBUS",
     "pmd_slot", "pte_slot", "set_pte_at", "handle_mm_fault", "handle_pte_fault",
     "do_anonymous_page", "do_wp_page", "wp_page_copy", "do_swap_page", "zap_pte_range",
-    "zap_page_range", "copy_page_range", "free_pgtables", "maybe_mkwrite",
+    "zap_page_range", "copy_page_range", "vma_needs_copy", "free_pgtables", "maybe_mkwrite",
 ]
 
 FAULT_FLAG_WRITE = 0x1
@@ -408,24 +408,30 @@ def copy_page_range(dst_vma: VMA, src_vma: VMA) -> None:
     child's PTE is marked old. A possibly pinned exclusive
     page is copied for the child at once (copy_present_page()). PMD leaves go to
     copy_huge_pmd(), which splits and retries at the PTE level for a pinned THP.
+    Nothing is copied for a VMA without an anon_vma (vma_needs_copy(): only read faults,
+    so only zero-page PTEs): the child faults them in again.
     """
+    if not vma_needs_copy(dst_vma, src_vma):
+        return
     m = src_vma.vm_mm.m
-    addr = src_vma.vm_start
-    while addr < src_vma.vm_end:
-        nxt = min((addr | (PMD_SIZE - 1)) + 1, src_vma.vm_end)
-        slot = pmd_slot(src_vma.vm_mm, addr)
-        if slot is None:
-            addr = nxt
-            continue
+    for addr, nxt, slot in pmd_chunks(src_vma, src_vma.vm_start, src_vma.vm_end):
         raw = int(m.pgtables[slot[0]][slot[1]])
         if raw and (pmd_leaf(raw) or not raw & _PAGE_PRESENT):
             if hm.copy_huge_pmd(dst_vma, src_vma, slot, addr) == 0:
-                addr = nxt
                 continue
             raw = int(m.pgtables[slot[0]][slot[1]])
         if raw:
             _copy_pte_range(dst_vma, src_vma, pte_pfn(raw), addr, nxt)
-        addr = nxt
+
+
+def vma_needs_copy(dst_vma: VMA, src_vma: VMA) -> bool:
+    """vma_needs_copy() - must fork copy this VMA's page tables?
+
+    Models: mm/memory.c:vma_needs_copy() (v6.18): yes for uffd-wp, VM_PFNMAP/VM_MIXEDMAP
+    (neither modelled) or an anon_vma; otherwise a fault will fill the child's entries.
+    """
+    del dst_vma  # userfaultfd_wp(dst_vma): not modelled
+    return src_vma.anon_vma is not None
 
 
 def _copy_pte_range(dst_vma: VMA, src_vma: VMA, src_table: int, start: int, end: int) -> None:

@@ -432,3 +432,21 @@ def test_zero_length_mprotect_and_madvise_succeed_mmap_and_munmap_do_not(m: Syst
             call()
         assert e.value.errno == EINVAL
     assert snapshot(m.machine) == before
+
+
+def test_fork_copies_no_page_tables_of_a_vma_without_anon_vma() -> None:
+    """vma_needs_copy(): a VMA that only took read faults (zero-page PTEs, no anon_vma)
+    is not copied at fork; the child's read faults map the zero page again. Once the
+    VMA has an anon_vma (a write), its zero-page PTEs are copied too."""
+    m = System(ram="16M", thp="never", seed=0)
+    p = m.spawn()
+    a = p.mmap(64 * KiB)
+    p.read(a)
+    assert p.lookup(a).pfn == m.machine.zero_pfn and p.vma_at(a).anon_vma is None
+    child = p.fork()
+    assert child.lookup(a).kind == "none" and p.lookup(a).pfn == m.machine.zero_pfn
+    assert child.read(a) == 0 and child.lookup(a).pfn == m.machine.zero_pfn
+    p.write(a + 4 * KiB, 7)  # now the VMA has an anon_vma
+    second = p.fork()
+    assert second.lookup(a).pfn == m.machine.zero_pfn and second.read(a + 4 * KiB) == 7
+    assert m.check() == []
