@@ -22,6 +22,7 @@ from pyfolio.views import (  # noqa: E402
     draw_rmap,
     draw_step,
     entry_bits,
+    entry_fields,
     folio_strip,
     frame_cells,
     pagetable_graph,
@@ -92,7 +93,8 @@ def test_region_strip_after_mprotect_split(thp):
     assert img.shape == (16, 65, 3)  # two blocks side by side, one blank column between
     assert tuple(img[0, 33 + 2]) == folio_color(0, 0)
     assert tuple(img[0, 33 + 0]) == STATE_COLORS["none"]
-    assert len(fig.axes[0].collections) >= 1  # the PTE grid
+    # the PTE grid: 15 + 31 white lines inside each of the two PTE-table blocks
+    assert len(fig.axes[0].collections[0].get_segments()) == 2 * (15 + 31)
 
 
 def test_region_strip_unaligned_and_holes(thp):
@@ -178,7 +180,14 @@ def test_entry_bits_pfn_and_flags(thp):
     m, p, a = thp
     e = p.lookup(a)
     t = texts(entry_bits(e))
-    assert f"{p.folio_at(a).pfn:#x}" in t and "PSE" in t and "NX" in t
+    assert f"{p.folio_at(a).pfn:#x}" in t
+    bits = {name: val for name, _, _, val in entry_fields(e)}
+    # a written PMD leaf: present, writable, user, young, dirty (with soft-dirty), huge, NX
+    assert [bits[k] for k in ("P", "RW", "U", "A", "D", "SD", "PSE", "NX", "SV")] == \
+        ["1", "1", "1", "1", "1", "1", "1", "1", "0"]
+    p.write(a + 2 * MiB, 1)  # a 4 KiB PTE: bit 7 is PAT there, not PSE
+    names = [name for name, *_ in entry_fields(p.lookup(a + 2 * MiB))]
+    assert "PAT" in names and "PSE" not in names
 
 
 def test_entry_bits_migration_entry():
