@@ -45,6 +45,8 @@ CHROMIUM_ARGS = [
 PAGES = toc_files()
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 HIDDEN_OUTPUT_TAGS = {"remove-cell", "remove-output"}
+#: the saved state of one widget view in a cell output (what the html-manager renders)
+WIDGET_VIEW = "script[type='application/vnd.jupyter.widget-view+json']"
 
 
 @pytest.fixture(scope="module")
@@ -172,14 +174,20 @@ def test_page(doc: str, server: str, browser: Any) -> None:
         context.close()
     assert not stalled, f"{doc}: requests that never finished (twice): {stalled}"
 
-    # Widgets: wait until the html-manager has replaced every placeholder.
-    n_widget_outputs = page.locator(".cell_output script[type*='jupyter-widget-view']").count()
+    # Widgets: each view (one <script> of saved state) must render next to its script; wait
+    # until the html-manager has rendered them all (or 60 s, then report how many did not).
+    n_widget_outputs = page.locator(f".cell_output {WIDGET_VIEW}").count()
+    unrendered_js = (f"Array.from(document.querySelectorAll(\".cell_output {WIDGET_VIEW}\"))"
+                     ".filter(s => !s.parentElement.querySelector('.jupyter-widgets')).length")
     if n_widget_outputs:
-        page.wait_for_function(
-            "document.querySelectorAll('.cell_output .jupyter-widgets').length > 0",
-            timeout=60_000,
-        )
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        try:
+            page.wait_for_function(f"{unrendered_js} === 0", timeout=60_000)
+        except PlaywrightTimeout:
+            pass  # the assertion below names the count
     n_rendered = page.locator(".cell_output .jupyter-widgets").count()
+    unrendered = page.evaluate(unrendered_js)
     n_placeholders = page.get_by_text("Loading widget...").count()
     broken_imgs = page.evaluate(
         "Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0))"
@@ -206,6 +214,7 @@ def test_page(doc: str, server: str, browser: Any) -> None:
     assert n_placeholders == 0, f"{name}: {n_placeholders} widgets still say 'Loading widget...'"
     if n_widget_outputs:
         assert n_rendered > 0, f"{name}: widget outputs present but nothing rendered"
+    assert unrendered == 0, f"{name}: {unrendered} of {n_widget_outputs} widget views not rendered"
     if not doc.startswith("chapters/"):
         return
     cells, images = visible_outputs(executed_chapter(ROOT / f"{doc}.md"))
