@@ -100,6 +100,9 @@ def test_pmd_remap_viewer_triggers():
     w.trigger.value = "COW after fork"
     w.run_button.click()
     assert w.frames[1].label == "fork()" and "wp_page_copy" in w.frames[-1].why()
+    # recorded from inside the write fault: the PMD split is do_huge_pmd_wp_page()'s fallback
+    assert w.frames[-2].why() == ["do_huge_pmd_wp_page", "split_huge_pmd"]
+    assert w.frames[-1].why() == ["wp_page_copy"]  # then the PTE-level COW of one page
     assert w.system.check() == []
     assert len(w.static_figure().axes) == 2
 

@@ -1,11 +1,12 @@
 """PMD -> PTE remap viewer: pick a trigger and watch the PMD entry become a PTE table.
 
-Each trigger is recorded as the kernel runs it: first ``split_huge_pmd_address()`` (what
+Each trigger runs once, as the kernel runs it, and is recorded from inside
+(:func:`~pyfolio.views.record_events`): the state right after its split_huge_pmd event (what
 mprotect/munmap reach through vma_adjust_trans_huge(), MADV_DONTNEED through
-zap_pmd_range() and a COW write through do_huge_pmd_wp_page()'s fallback), then the rest of
-the operation on the new PTEs. Between the two, :func:`pmd_remap_frames` adds frames that
-reveal the 512 new entries in PTE order, as __split_huge_pmd_locked() fills the table (the
-entries shown are the ones the split wrote; only their order of appearance is staged).
+zap_pmd_range() and a COW write through do_huge_pmd_wp_page()'s fallback), then the end of
+the operation. Before the split frame, :func:`pmd_remap_frames` adds frames that reveal the
+512 new entries in PTE order, as __split_huge_pmd_locked() fills the table (the entries
+shown are the ones the split wrote; only their order of appearance is staged).
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ import ipywidgets as widgets
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..huge_memory import split_huge_pmd_address
 from ..system import Process, System
 from ..units import KiB, MiB
-from ..views import Snapshot, before_after, draw_cells, record
+from ..views import Snapshot, before_after, draw_cells, record, record_events
 from ..views._style import STATES
 from ._common import Message, png
 
@@ -44,22 +44,21 @@ def _op(trigger: str, p: Process, a: int) -> Callable[[], object]:
 
 def pmd_remap_frames(trigger: str, *, fill_steps: int = 8,
                      seed: int = 0) -> tuple[System, Process, int, list[Snapshot]]:
-    """Run ``trigger`` on a fresh PMD-mapped THP and return the frames to step through."""
+    """Run ``trigger`` on a fresh PMD-mapped THP and return the frames to step through:
+    the start (and fork() for the COW trigger), the PTE table being filled, the state
+    right after the split inside the trigger, and the trigger's end."""
     m = System(ram="64M", thp="madvise", seed=seed)
     p, a = m.spawn_with_thp()
-    steps: list[tuple[str, Callable[[], object]]] = []
-    if trigger == "COW after fork":
-        steps.append(("fork()", p.fork))
-
-    def split() -> None:
-        vma = p.vma_at(a)
-        assert vma is not None
-        split_huge_pmd_address(vma, a, False)
-
-    steps += [("split_huge_pmd()", split), (TRIGGERS[trigger], _op(trigger, p, a))]
-    frames = record(m, steps, proc=p, addr=a)
-    k = len(frames) - 2  # the frame after the split
-    return m, p, a, frames[:k] + _fill(frames[k], fill_steps) + frames[k:]
+    frames = record(m, [("fork()", p.fork)], proc=p, addr=a) \
+        if trigger == "COW after fork" else []
+    inside = record_events(m, _op(trigger, p, a), ["split_huge_pmd"], proc=p, addr=a)
+    what = TRIGGERS[trigger].split("then ")[-1]  # the operation that splits
+    inside[-2] = replace(inside[-2], label=f"split_huge_pmd(), in: {what}")
+    inside[-1] = replace(inside[-1], label=f"{what}: done")
+    frames = frames + inside[1:] if frames else inside
+    k = len(frames) - 2  # the frame right after the split
+    frames = frames[:k] + _fill(frames[k], fill_steps) + frames[k:]
+    return m, p, a, [replace(f, step=i) for i, f in enumerate(frames)]
 
 
 def _fill(after: Snapshot, n: int) -> list[Snapshot]:
