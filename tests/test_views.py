@@ -359,3 +359,12 @@ def test_folio_strip_free_buddy_blocks():
     assert set(mid.free_head) == {32} and set(mid.free_order) == {5}
     fig = folio_strip(m, range(0, 64))
     assert {"o0", "o2", "o5"} <= set(texts(fig).split())
+
+
+def test_folio_strip_key_names_free_device_frames():
+    from pyfolio.views.folio_strip import frame_cells, legend_entries
+
+    m = System(ram="16M", device="4M")
+    base = m.machine.device_base
+    labels = [lbl for _, lbl in legend_entries(frame_cells(m.machine, range(base, base + 512)))]
+    assert labels == ["device-private, free (the driver's)"]

@@ -129,7 +129,8 @@ def legend_entries(c: FrameCells) -> list[tuple[tuple[float, float, float], str]
     out += [(col, lbl) for k, col, lbl in
             (("free", FREE_COLOR, "free (outline: buddy block"
               + (",\no<n>: its order)" if n <= 64 else ")")),
-             ("table", TABLE_COLOR, "page table"))
+             ("table", TABLE_COLOR, "page table"),
+             ("device", FREE_COLOR, "device-private, free (the driver's)"))
             if k in c.kind]
     return out
 
