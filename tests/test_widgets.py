@@ -210,6 +210,15 @@ def test_address_walker_shows_the_walk_and_the_entry_bits():
     walk, bits = w.figures()
     assert "ends at a PTE" in walk.get_suptitle() and "PTE entry 0x0000000000000000" in \
         "".join(t.get_text() for t in bits.texts) + bits.get_suptitle()
+    w.typed.value = hex(a + 2 * MiB + 0x234)  # any byte: the offset bits are not 0
+    assert w.message.text.startswith(f"{a + 2 * MiB + 0x234:#x}: PTE entry, page")
+    assert w.addr.value == a + 2 * MiB and w.current == a + 2 * MiB + 0x234
+    walk = w.figures()[0]
+    texts = [t.get_text() for ax in walk.axes for t in ax.texts]
+    assert "offset (11..0)\n= 564" in texts  # 0x234: the typed address's offset bits
+    for bad, why in (("nonsense", "not an address"), (hex(a + 4 * MiB), "outside")):
+        w.typed.value = bad
+        assert why in w.message.text and w.current == a + 2 * MiB + 0x234
     w.reset_button.click()
     assert w.addr.value == a and w.message.text.startswith(f"{a:#x}: PMD entry")
     assert m.check() == []

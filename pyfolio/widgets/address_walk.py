@@ -29,25 +29,58 @@ class AddressWalker(widgets.VBox):
         self.addr = widgets.IntSlider(value=start, min=start, max=start + length - PAGE_SIZE,
                                       step=PAGE_SIZE, description="address",
                                       readout_format="x", layout={"width": "90%"})
+        self.typed = widgets.Text(placeholder=f"{start + 0x1234:#x}", description="or type",
+                                  continuous_update=False, layout={"width": "20em"})
+        #: the address shown: the slider's page, or any byte of the range typed in
+        self.current = start
         self.message = Message()
         self.walk_image = widgets.Image(format="png", layout={"max_width": "100%"})
         self.bits_image = widgets.Image(format="png", layout={"max_width": "100%"})
         self.reset_button = widgets.Button(description="Reset")
         self.reset_button.on_click(lambda _: self.reset())
-        self.addr.observe(lambda _: self.redraw(), names="value")
-        super().__init__([widgets.HBox([self.addr, self.reset_button]), self.message,
-                          self.walk_image, self.bits_image])
+        self.addr.observe(lambda _: self._slid(), names="value")
+        self.typed.observe(lambda _: self.go_to(self.typed.value), names="value")
+        super().__init__([widgets.HBox([self.addr, self.reset_button]), self.typed,
+                          self.message, self.walk_image, self.bits_image])
         self.redraw()
+
+    def _slid(self) -> None:
+        self.current = self.addr.value
+        self.redraw()
+
+    def go_to(self, text: str) -> None:
+        """Show the walk for a typed address (hex or decimal, any byte of the range); a bad
+        entry is a message and changes nothing."""
+        if not text.strip():
+            return
+        try:
+            a = int(text.strip(), 0)
+        except ValueError:
+            self.message.error(f"{text!r} is not an address (write it as 0x...)")
+            return
+        lo, hi = self.addr.min, self.addr.max + PAGE_SIZE
+        if not lo <= a < hi:
+            self.message.error(f"{a:#x} is outside the mapping [{lo:#x}, {hi:#x})")
+            return
+        self.current = a
+        page = a & ~(PAGE_SIZE - 1)
+        if self.addr.value == page:
+            self.redraw()
+        else:
+            self.addr.value = page  # redraws, keeping the typed offset
+            self.current = a
+            self.redraw()
 
     def reset(self) -> None:
         """Back to the first address of the range."""
+        self.typed.value = ""
         if self.addr.value == self.addr.min:
-            self.redraw()
+            self._slid()
         self.addr.value = self.addr.min
 
     def figures(self) -> tuple[Figure, Figure]:
         """The walk diagram and the last entry's bits for the chosen address."""
-        a = self.addr.value
+        a = self.current
         e = self.proc.lookup(a)
         return (draw_pagetable(self.proc, a),
                 entry_bits(e, e.level, title=f"the {e.level.upper()} entry {e.raw:#018x} "
@@ -58,15 +91,16 @@ class AddressWalker(widgets.VBox):
         return stack(*self.figures())
 
     def redraw(self) -> None:
-        e = self.proc.lookup(self.addr.value)
-        self.message.ok(f"{self.addr.value:#x}: {e.level.upper()} entry, {e.kind}")
+        e = self.proc.lookup(self.current)
+        self.message.ok(f"{self.current:#x}: {e.level.upper()} entry, {e.kind}")
         walk, bits = self.figures()
         self.walk_image.value, self.bits_image.value = png(walk), png(bits)
         self.message.value += f" <code>{html.escape(str(e))}</code>"
 
 
 def address_walker(proc: Process, start: int, length: int) -> AddressWalker:
-    """A widget: a slider over ``[start, start + length)`` of ``proc``, page by page; for the
-    chosen address the page-table walk (index bits, tables, the entry at each level) and the
-    last entry's bits. ``.static_figure()`` gives both as one Figure for print."""
+    """A widget: a slider over ``[start, start + length)`` of ``proc``, page by page, and a
+    box to type any address of the range; for the chosen address the page-table walk (index
+    bits, tables, the entry at each level) and the last entry's bits. ``.static_figure()``
+    gives both as one Figure for print."""
     return AddressWalker(proc, start, length)
