@@ -34,6 +34,7 @@ VMSTAT_COUNTERS = (
     "thp_zero_page_alloc",
     "thp_zero_page_alloc_failed", "thp_migration_success", "thp_migration_fail",
     "thp_migration_split", "pgmigrate_success", "pgmigrate_fail", "cow_ksm",
+    "thp_collapse_alloc", "thp_collapse_alloc_failed",
 )
 
 

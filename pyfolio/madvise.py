@@ -1,9 +1,10 @@
-"""madvise: MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_DONTNEED, MADV_FREE.
+"""madvise: MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_DONTNEED, MADV_FREE, MADV_COLLAPSE.
 
 Models: mm/madvise.c (v6.18): madvise_update_vma() splits VMAs for the flag-setting
 advice; MADV_DONTNEED zaps (zap_page_range_single()); MADV_FREE marks exclusively mapped
 anonymous pages clean and lazy-free (madvise_free_single_vma(),
-madvise_free_pte_range()), splitting a large folio it covers only in part.
+madvise_free_pte_range()), splitting a large folio it covers only in part; MADV_COLLAPSE
+goes VMA by VMA to mm/khugepaged.c:madvise_collapse() (:mod:`pyfolio.khugepaged`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from .errors import EINVAL, ENOMEM, MmError
 from .folio import folio_get, folio_lock, folio_put, folio_test_large, folio_unlock, page_folio
 from .huge_memory import madvise_free_huge_pmd
+from .khugepaged import madvise_collapse
 from .memmap import PG
 from .memory import set_pte_at, zap_page_range
 from .mm_types import VM, VMA, MMStruct
@@ -29,7 +31,7 @@ from .units import PAGE_SIZE
 
 __all__ = ["do_madvise", "ADVICE", "madvise_free_single_vma"]
 
-ADVICE = ("hugepage", "nohugepage", "dontneed", "free")
+ADVICE = ("hugepage", "nohugepage", "dontneed", "free", "collapse")
 
 
 def do_madvise(mm: MMStruct, start: int, length: int, advice: str) -> None:
@@ -39,7 +41,10 @@ def do_madvise(mm: MMStruct, start: int, length: int, advice: str) -> None:
 
     Raises EINVAL for unknown advice or a misaligned start, ENOMEM when part of the range
     is unmapped (the kernel applies the advice to the mapped parts and then returns
-    -ENOMEM; the simulator checks first and changes nothing).
+    -ENOMEM; the simulator checks first and changes nothing). ``collapse`` calls
+    madvise_collapse() for each VMA in turn (madvise_walk_vmas()) and stops at the first
+    that fails, raising its errno (EINVAL, EAGAIN, ENOMEM): a range over several VMAs is
+    collapsed VMA by VMA, and a VMA holding no whole aligned 2 MiB block is refused.
     """
     if advice not in ADVICE:
         raise MmError(EINVAL, f"madvise: advice {advice!r} is not one of {', '.join(ADVICE)}")
@@ -64,6 +69,8 @@ def do_madvise(mm: MMStruct, start: int, length: int, advice: str) -> None:
             if lo < hi:
                 if advice == "dontneed":
                     zap_page_range(vma, lo, hi)
+                elif advice == "collapse":
+                    madvise_collapse(vma, lo, hi)
                 else:
                     madvise_free_single_vma(vma, lo, hi)
     mm.m.trace.emit("madvise", start=start, end=end, advice=advice)

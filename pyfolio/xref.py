@@ -60,6 +60,7 @@ KERNEL_SOURCES: dict[str, str] = {
     "mm/hmm.c": "hmm_range_fault",
     "mm/huge_memory.c": "THP faults, PMD split, folio split, deferred split",
     "mm/internal.h": "mm-internal helpers",
+    "mm/khugepaged.c": "MADV_COLLAPSE: collapse of small pages into a THP",
     "mm/madvise.c": "madvise",
     "mm/memory.c": "page faults, zap, copy of page tables",
     "mm/memremap.c": "memremap_pages, device page free",
