@@ -7,7 +7,10 @@ drive the apps by setting control values and calling ``button.click()``.
 """
 
 from .address_walk import AddressWalker, address_walker
+from .buddy_explorer import BuddyExplorer, buddy_explorer
 from .device_fault import DeviceFaultExplorer, device_fault_explorer
+from .fault_explorer import FaultExplorer, fault_explorer
+from .folio_inspector import FolioInspector, folio_inspector
 from .pmd_remap import PmdRemapViewer, pmd_remap_frames, pmd_remap_viewer
 from .refcount_watcher import RefcountWatcher, Scenario, fork_cow_scenario, refcount_watcher
 from .split_explorer import SplitExplorer, split_explorer
@@ -16,4 +19,6 @@ __all__ = [
     "split_explorer", "SplitExplorer", "pmd_remap_viewer", "PmdRemapViewer", "pmd_remap_frames",
     "device_fault_explorer", "DeviceFaultExplorer", "refcount_watcher", "RefcountWatcher",
     "Scenario", "fork_cow_scenario", "address_walker", "AddressWalker",
+    "buddy_explorer", "BuddyExplorer", "folio_inspector", "FolioInspector",
+    "fault_explorer", "FaultExplorer",
 ]

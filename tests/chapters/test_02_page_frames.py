@@ -146,3 +146,24 @@ def test_the_prose_quotes_what_the_simulator_computes() -> None:
     p.write(a, 1)
     assert g["ch02_fallback"] == m.vmstat()["thp_fault_fallback"]
     assert g["ch02_level"] == p.lookup(a).level.upper()
+
+
+@pytest.mark.notebook
+@pytest.mark.xdist_group("02-page-frames")
+def test_the_try_it_prose_quotes_the_buddy_allocator() -> None:
+    """The explorer's state in the chapter, redone with pyfolio: on a 4 MiB machine an
+    order-3 block, fragment(), then an order-9 request that fails with -ENOMEM."""
+    from pyfolio.errors import MmError
+
+    g = glued(CHAPTER)
+    m = System(ram="4M", thp="never", seed=0)
+    M = m.machine
+    block = alloc_pages(M, 3)
+    held = m.fragment()
+    with pytest.raises(MmError) as exc:
+        alloc_pages(M, 9)
+    info = buddyinfo(M)
+    assert int(g["ch02_w_block"], 16) == block and g["ch02_w_held"] == held
+    assert g["ch02_w_free"] == nr_free_pages(M)
+    assert g["ch02_w_largest"] == max(o for o, n in enumerate(info) if n)
+    assert g["ch02_w_msg"] == f"alloc_pages(order 9) failed: {exc.value}"

@@ -114,3 +114,29 @@ def test_the_prose_quotes_what_the_simulator_computes() -> None:
                     if k == "folio" and o > 0})
     assert [int(h, 16) for h in g["ch03_anim_heads"].split(", ")] == heads
     assert all(h % (1 << int(last.order[h])) == 0 for h in heads)
+
+
+@pytest.mark.notebook
+@pytest.mark.xdist_group("03-folios")
+def test_the_try_it_prose_quotes_the_folio_of_page_5_of_a_split_thp() -> None:
+    """The inspector's page in the chapter, redone with pyfolio: a THP, then a second one
+    split non-uniformly to order 0 at page 3; page 5 of the second."""
+    g = glued(CHAPTER)
+    m = System(ram="16M", thp="madvise", seed=0)
+    p = m.spawn()
+    for _ in range(2):
+        a = p.mmap(2 * MiB)
+        p.madvise(a, 2 * MiB, "hugepage")
+        p.touch(a, 2 * MiB)
+    head = p.pfn_at(a)
+    assert head is not None
+    m.split(head, 0, uniform=False, at=3)
+    pfn = head + 5
+    f = page_folio(m.machine, pfn)
+    assert (int(g["ch03_w_pfn"], 16), int(g["ch03_w_head"], 16)) == (pfn, f.pfn)
+    assert (g["ch03_w_order"], g["ch03_w_idx"]) == (folio_order(f), folio_page_idx(f, pfn))
+    flags = m.kpageflags([pfn])[0]
+    shown = [k for k in ("COMPOUND_HEAD", "COMPOUND_TAIL", "THP") if flags >> KPF[k] & 1]
+    assert g["ch03_w_tail_flags"] == ", ".join(shown)
+    assert g["ch03_w_max_order"] == max(page_folio(m.machine, head + i).order
+                                        for i in range(512))

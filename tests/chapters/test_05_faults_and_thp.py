@@ -170,3 +170,26 @@ def test_the_prose_quotes_what_the_simulator_computes() -> None:
     assert (g["ch05_ahp_after"], g["ch05_rss_after"]) == (
         sum(d["AnonHugePages"] for d in after), sum(d["Rss"] for d in after))
     assert m.check() == []
+
+
+@pytest.mark.xdist_group("05-faults-and-thp")
+def test_the_try_it_prose_quotes_reads_of_an_unaligned_mapping() -> None:
+    """The explorer's two runs in the chapter, redone with pyfolio: policy always, a 3 MiB
+    mapping, a read at offset 0 and one at its first 2 MiB boundary (fresh machines)."""
+    g = glued(CHAPTER)
+    m = System(ram="64M", thp="always", seed=0)
+    p = m.spawn()
+    a = p.mmap(3 * MiB)
+    p.read(a)
+    e = p.lookup(a)
+    assert g["ch05_w_start"] == f"{e.level.upper()} entry of kind {e.kind}"
+    m = System(ram="64M", thp="always", seed=0)
+    p = m.spawn()
+    a = p.mmap(3 * MiB)
+    boundary = -(-a // PMD_SIZE) * PMD_SIZE
+    p.read(boundary)
+    e = p.lookup(boundary)
+    assert g["ch05_w_offset"] == (boundary - a) // KiB
+    assert g["ch05_w_boundary"] == f"{e.level.upper()} entry of kind {e.kind}"
+    assert g["ch05_w_zero_alloc"] == m.vmstat()["thp_zero_page_alloc"]
+    assert g["ch05_w_ahp"] == sum(d["AnonHugePages"] for d in p.smaps())
