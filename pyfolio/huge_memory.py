@@ -67,15 +67,17 @@ from .rmap import (
     folio_try_dup_anon_rmap_ptes,
     folio_try_share_anon_rmap_pmd,
 )
-from .units import HPAGE_PMD_NR, HPAGE_PMD_ORDER, PMD_SIZE
+from .units import HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SIZE, PMD_SIZE
 
 if TYPE_CHECKING:
     from .machine import Machine
     from .mm_types import VMA
 
 __all__ = [
-    "thp_vma_allowable_order", "mm_get_huge_zero_folio", "do_huge_pmd_anonymous_page",
-    "map_anon_folio_pmd", "do_huge_pmd_wp_page", "do_huge_zero_wp_pmd",
+    "THP_ORDERS_ALL_ANON", "highest_order", "next_order", "thp_vma_allowable_orders",
+    "thp_vma_suitable_orders", "thp_vma_allowable_order", "mm_get_huge_zero_folio",
+    "do_huge_pmd_anonymous_page", "map_anon_folio_pmd", "do_huge_pmd_wp_page",
+    "do_huge_zero_wp_pmd",
     "huge_pmd_set_accessed", "do_huge_pmd_device_private", "zap_huge_pmd", "copy_huge_pmd",
     "copy_nonpresent_pte", "change_huge_pmd", "split_huge_pmd", "__split_huge_pmd",
     "__split_huge_pmd_locked", "split_huge_pmd_address", "vma_adjust_trans_huge",
@@ -111,24 +113,82 @@ def is_huge_zero_pmd(m: Machine, pmd: int) -> bool:
     return pmd_leaf(pmd) and m.huge_zero_pfn >= 0 and pte_pfn(pmd) == m.huge_zero_pfn
 
 
-def thp_vma_allowable_order(vma: VMA, address: int) -> bool:
-    """thp_vma_allowable_order() - may a PMD-sized THP back ``address`` in ``vma``?
+#: THP_ORDERS_ALL_ANON (include/linux/huge_mm.h): orders 2..PMD order, bit n for order n
+THP_ORDERS_ALL_ANON = ((1 << (HPAGE_PMD_ORDER + 1)) - 1) & ~0b11
 
-    Models: mm/huge_memory.c:__thp_vma_allowable_orders() and
-    include/linux/huge_mm.h:thp_vma_suitable_order() (v6.18): the policy in
-    /sys/kernel/mm/transparent_hugepage/enabled allows it
-    (``always`` unless MADV_NOHUGEPAGE, ``madvise`` only with MADV_HUGEPAGE, ``never``
-    never) and the 2 MiB-aligned range around ``address`` lies inside the VMA.
+
+def highest_order(orders: int) -> int:
+    """highest_order() - the highest order set in the bitfield ``orders`` (-1 for none).
+
+    Models: include/linux/huge_mm.h:highest_order() (v6.18).
+    """
+    return orders.bit_length() - 1
+
+
+def next_order(orders: int, prev: int) -> tuple[int, int]:
+    """next_order() - clear ``prev`` from ``orders``: (the orders left, the highest of them).
+
+    Models: include/linux/huge_mm.h:next_order() (v6.18), which updates ``*orders`` in
+    place; here the new bitfield is returned with the order.
+    """
+    orders &= ~(1 << prev)
+    return orders, highest_order(orders)
+
+
+def thp_vma_allowable_orders(vma: VMA, orders: int) -> int:
+    """thp_vma_allowable_orders() - the orders of ``orders`` (bit n = order n) that a page
+    fault may use for anonymous ``vma``.
+
+    Models: include/linux/huge_mm.h:thp_vma_allowable_orders() and
+    mm/huge_memory.c:__thp_vma_allowable_orders() (v6.18, TVA_PAGEFAULT, anonymous VMA):
+    the per-size hugepages-<size>kB/enabled settings give the mask: ``always`` sizes;
+    ``madvise`` sizes with MADV_HUGEPAGE (VM_HUGEPAGE); ``inherit`` sizes when the global
+    enabled is ``always``, or ``madvise`` with VM_HUGEPAGE. Then THP_ORDERS_ALL_ANON and
+    vma_thp_disabled() (MADV_NOHUGEPAGE: none). Not modelled: prctl(PR_SET_THP_DISABLE),
+    temporary stacks, hardware without THP.
     """
     from .mm_types import VM
 
-    policy = vma.vm_mm.m.thp_enabled
-    if policy == "never" or vma.vm_flags & VM.NOHUGEPAGE:
-        return False
-    if policy == "madvise" and not vma.vm_flags & VM.HUGEPAGE:
-        return False
-    haddr = address & ~(PMD_SIZE - 1)
-    return haddr >= vma.vm_start and haddr + PMD_SIZE <= vma.vm_end
+    m = vma.vm_mm.m
+    hugepage = bool(vma.vm_flags & VM.HUGEPAGE)
+    inherit = m.thp_enabled == "always" or (hugepage and m.thp_enabled == "madvise")
+    allowed = {"always": True, "madvise": hugepage, "inherit": inherit, "never": False}
+    mask = sum(1 << o for o, mode in m.thp_anon_enabled.items() if allowed[mode])
+    orders &= mask & THP_ORDERS_ALL_ANON
+    if not orders or vma.vm_flags & VM.NOHUGEPAGE:
+        return 0
+    return orders
+
+
+def thp_vma_suitable_orders(vma: VMA, addr: int, orders: int) -> int:
+    """thp_vma_suitable_orders() - drop, highest first, the orders whose naturally aligned
+    range around ``addr`` does not lie inside ``vma`` (the lower ones then all fit).
+
+    Models: include/linux/huge_mm.h:thp_vma_suitable_orders() and
+    thp_vma_suitable_order() (v6.18; anonymous VMAs: no pgoff check).
+    """
+    order = highest_order(orders)
+    while orders:
+        size = PAGE_SIZE << order
+        haddr = addr & ~(size - 1)
+        if haddr >= vma.vm_start and haddr + size <= vma.vm_end:
+            break
+        orders, order = next_order(orders, order)
+    return orders
+
+
+def thp_vma_allowable_order(vma: VMA, address: int) -> bool:
+    """thp_vma_allowable_order() - may a PMD-sized THP back ``address`` in ``vma``?
+
+    Models: include/linux/huge_mm.h:thp_vma_allowable_order(..., PMD_ORDER) (v6.18) as
+    __handle_mm_fault() asks it, together with the thp_vma_suitable_order() check that
+    do_huge_pmd_anonymous_page() makes first: hugepages-2048kB/enabled (default
+    ``inherit``: the global policy, ``always`` unless MADV_NOHUGEPAGE, ``madvise`` only
+    with MADV_HUGEPAGE, ``never`` never) allows it and the 2 MiB-aligned range around
+    ``address`` lies inside the VMA.
+    """
+    orders = thp_vma_allowable_orders(vma, 1 << HPAGE_PMD_ORDER)
+    return bool(thp_vma_suitable_orders(vma, address, orders))
 
 
 def mm_get_huge_zero_folio(m: Machine) -> int:
@@ -239,6 +299,7 @@ def do_huge_pmd_anonymous_page(vma: VMA, address: int, flags: int, slot: Slot) -
         if zero < 0:
             m.free_pgtable(pgtable)
             m.vmstat["thp_fault_fallback"] += 1
+            m.trace.emit("thp_fault_fallback", reason="no huge zero folio")
             return VM_FAULT_FALLBACK
         pgtable_trans_huge_deposit(vma, slot, pgtable)
         _set_pmd_at(m, slot, pfn_pte(zero, vm_page_prot(False) | _PAGE_PSE | _PAGE_SPECIAL))

@@ -15,14 +15,20 @@ from .errors import EINVAL, MmError
 from .memmap import PG, PGTY, ZONE_DEVICE, Memmap
 from .page_alloc import FreeArea, __free_pages, alloc_pages, free_pages_range
 from .trace import Trace
-from .units import HPAGE_PMD_NR, PTRS_PER_TABLE
+from .units import HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SIZE, PTRS_PER_TABLE
 
 if TYPE_CHECKING:
     from .mm import AnonVma, MMStruct
 
-__all__ = ["Machine", "THP_POLICIES", "VMSTAT_COUNTERS"]
+__all__ = ["Machine", "THP_POLICIES", "MTHP_POLICIES", "MTHP_ORDERS", "mthp_size_order",
+           "VMSTAT_COUNTERS"]
 
 THP_POLICIES = ("always", "madvise", "never")
+#: values of /sys/kernel/mm/transparent_hugepage/hugepages-<size>kB/enabled
+MTHP_POLICIES = ("always", "inherit", "madvise", "never")
+#: the anonymous large-folio orders x86-64 offers per size (THP_ORDERS_ALL_ANON: 2..PMD order;
+#: order 1 is not supported for anon folios)
+MTHP_ORDERS = tuple(range(2, HPAGE_PMD_ORDER + 1))
 
 #: __free_pages under a name that is not mangled inside the class body below.
 _free_frames = __free_pages
@@ -36,6 +42,16 @@ VMSTAT_COUNTERS = (
     "thp_migration_split", "pgmigrate_success", "pgmigrate_fail", "cow_ksm",
     "thp_collapse_alloc", "thp_collapse_alloc_failed",
 )
+
+
+def mthp_size_order(size: str) -> int:
+    """The order of an mTHP size named as in sysfs (``"64kB"`` -> 4); MmError(EINVAL) for a
+    size x86-64 does not offer (hugepages-<size>kB exists for orders 2..9 only)."""
+    for order in MTHP_ORDERS:
+        if size == f"{(PAGE_SIZE << order) // 1024}kB":
+            return order
+    sizes = ", ".join(f"{(PAGE_SIZE << o) // 1024}kB" for o in MTHP_ORDERS)
+    raise MmError(EINVAL, f"mTHP size {size!r} is not one of {sizes}")
 
 
 class Machine:
@@ -62,6 +78,10 @@ class Machine:
         #: /sys/kernel/mm/transparent_hugepage/enabled and use_zero_page
         self.thp_enabled = thp
         self.thp_use_zero_page = True
+        #: hugepages-<size>kB/enabled per order (huge_anon_orders_always/_inherit/_madvise):
+        #: hugepage_init_sysfs() sets the PMD size to "inherit" and every other size "never"
+        self.thp_anon_enabled: dict[int, str] = {
+            o: "inherit" if o == HPAGE_PMD_ORDER else "never" for o in MTHP_ORDERS}
         #: /sys/kernel/mm/transparent_hugepage/shrink_underused (default on since 6.12)
         self.thp_shrink_underused = True
         #: /sys/kernel/mm/transparent_hugepage/khugepaged/max_ptes_none (HPAGE_PMD_NR - 1);
@@ -122,7 +142,8 @@ class Machine:
         """Hold one free frame in every ``every``-frame block so no order-9 block stays free.
 
         Stands in for other users of memory (the kernel has no such call): afterwards a THP
-        fault falls back to 4 KiB pages. Returns how many frames it took; ``defragment``
+        fault falls back to a smaller enabled mTHP size (with ``every`` = 512, any below
+        2 MiB still fits) or to 4 KiB pages. Returns how many frames it took; ``defragment``
         gives them back.
         """
         from .page_alloc import take_page_off_buddy

@@ -19,8 +19,10 @@ from .folio import (
     Folio,
     folio_get,
     folio_lock,
+    folio_order,
     folio_put,
     folio_put_refs,
+    folio_ref_add,
     folio_ref_count,
     folio_test_large,
     folio_test_locked,
@@ -63,7 +65,7 @@ from .rmap import (
     folio_try_dup_anon_rmap_ptes,
     pmd_chunks,
 )
-from .units import PAGE_SIZE, PGDIR_SHIFT, PMD_SIZE
+from .units import HPAGE_PMD_ORDER, PAGE_SIZE, PGDIR_SHIFT, PMD_SIZE
 
 if TYPE_CHECKING:
     from .machine import Machine
@@ -71,7 +73,8 @@ if TYPE_CHECKING:
 __all__ = [
     "FAULT_FLAG_WRITE", "VM_FAULT_FALLBACK", "VM_FAULT_OOM", "VM_FAULT_SIGBUS",
     "pmd_slot", "pte_slot", "set_pte_at", "handle_mm_fault", "handle_pte_fault",
-    "do_anonymous_page", "do_wp_page", "wp_page_copy", "do_swap_page", "zap_pte_range",
+    "pte_range_none", "alloc_anon_folio", "do_anonymous_page", "do_wp_page", "wp_page_copy",
+    "do_swap_page", "zap_pte_range",
     "zap_page_range", "copy_page_range", "vma_needs_copy", "free_pgtables", "maybe_mkwrite",
 ]
 
@@ -191,14 +194,65 @@ def handle_pte_fault(vma: VMA, address: int, flags: int) -> int:
     return 0
 
 
+def pte_range_none(m: Machine, table: int, first: int, nr_pages: int) -> bool:
+    """pte_range_none() - are the ``nr_pages`` entries from slot ``first`` all empty?
+
+    Models: mm/memory.c:pte_range_none() (v6.18).
+    """
+    return not m.pgtables[table][first: first + nr_pages].any()
+
+
+def alloc_anon_folio(vma: VMA, address: int, slot: tuple[int, int]) -> Folio | None:
+    """alloc_anon_folio() - a zeroed folio for an anonymous write fault: the largest
+    allowed mTHP size that fits, else one page; None when not even a page is free.
+
+    Models: mm/memory.c:alloc_anon_folio() (v6.18): the orders below the PMD order that
+    thp_vma_allowable_orders() (the hugepages-<size>kB/enabled settings) and
+    thp_vma_suitable_orders() (the aligned range lies in the VMA) allow; from the highest,
+    the first whose aligned range of PTEs is all none (pte_range_none()); then the
+    allocation is tried order by order downwards (count_mthp_stat(ANON_FAULT_FALLBACK) for
+    each failure: traced, not counted) before order 0 (folio_prealloc()). No memcg charge,
+    no userfaultfd.
+    """
+    from .page_alloc import alloc_pages
+
+    m = vma.vm_mm.m
+    orders = hm.thp_vma_allowable_orders(vma, (1 << HPAGE_PMD_ORDER) - 1)
+    orders = hm.thp_vma_suitable_orders(vma, address, orders)
+    order = hm.highest_order(orders)
+    while orders:
+        first = pte_index(address & ~((PAGE_SIZE << order) - 1))
+        if pte_range_none(m, slot[0], first, 1 << order):
+            break
+        orders, order = hm.next_order(orders, order)
+    while orders:
+        try:
+            pfn = alloc_pages(m, order)
+            break
+        except MmError:
+            m.trace.emit("anon_fault_fallback", address=address, order=order)
+            orders, order = hm.next_order(orders, order)
+    else:
+        try:
+            pfn = alloc_pages(m, 0)
+        except MmError:
+            return None
+    folio = Folio(m, pfn)
+    m.mem.stamp[pfn: pfn + folio.nr_pages] = 0
+    m.trace.cost("pages_zeroed", folio.nr_pages)
+    return folio
+
+
 def do_anonymous_page(vma: VMA, address: int, flags: int, slot: tuple[int, int]) -> int:
     """do_anonymous_page() - first touch of an anonymous page.
 
     Models: mm/memory.c:do_anonymous_page() (v6.18): a read maps the shared zero page
-    read-only (a special PTE: no refcount, no mapcount); a write allocates a zeroed order-0
-    folio, maps it writable and dirty (pte_mkwrite(pte_mkdirty()): D and soft-dirty),
-    exclusive to this process. (mTHP orders other than
-    PMD size are not modelled: alloc_anon_folio() falls back to order 0.)
+    read-only (a special PTE: no refcount, no mapcount); a write gets a zeroed folio from
+    alloc_anon_folio() (an mTHP of 2^order pages where the per-size settings allow one,
+    else order 0), takes a reference per page (folio_ref_add(nr_pages - 1)), maps it
+    exclusive to this process (folio_add_new_anon_rmap(RMAP_EXCLUSIVE)), puts it on the
+    LRU and sets its nr_pages PTEs (set_ptes()) writable and dirty
+    (pte_mkwrite(pte_mkdirty()): D and soft-dirty).
     """
     m = vma.vm_mm.m
     if not flags & FAULT_FLAG_WRITE:
@@ -206,20 +260,20 @@ def do_anonymous_page(vma: VMA, address: int, flags: int, slot: tuple[int, int])
         m.trace.emit("do_anonymous_page", address=address, zero_page=True)
         return 0
     anon_vma_prepare(vma)
-    from .page_alloc import alloc_pages
-
-    try:
-        pfn = alloc_pages(m, 0)
-    except MmError:
+    folio = alloc_anon_folio(vma, address, slot)
+    if folio is None:
         return VM_FAULT_OOM
-    m.mem.stamp[pfn] = 0
-    m.trace.cost("pages_zeroed")
-    folio = Folio(m, pfn)
-    folio_add_new_anon_rmap(folio, vma, address, RMAP_EXCLUSIVE)
-    m.mem.set(pfn, PG.lru)
-    entry = pfn_pte(pfn, vm_page_prot(True))
-    set_pte_at(m, slot, maybe_mkwrite(pte_mkdirty(entry), vma))
-    m.trace.emit("do_anonymous_page", address=address, pfn=pfn)
+    nr = folio.nr_pages
+    addr = address & ~(nr * PAGE_SIZE - 1)
+    folio_ref_add(folio, nr - 1)
+    folio_add_new_anon_rmap(folio, vma, addr, RMAP_EXCLUSIVE)
+    m.mem.set(folio.pfn, PG.lru)
+    first = pte_index(addr)
+    for i in range(nr):  # set_ptes()
+        entry = pfn_pte(folio.pfn + i, vm_page_prot(True))
+        set_pte_at(m, (slot[0], first + i), maybe_mkwrite(pte_mkdirty(entry), vma))
+    m.trace.emit("do_anonymous_page", changes={"folio_order": folio_order(folio)},
+                 address=addr, pfn=folio.pfn)
     return 0
 
 

@@ -133,6 +133,31 @@ class System:
             raise MmError(EINVAL, f"THP policy {policy!r} is not one of {', '.join(THP_POLICIES)}")
         self.machine.thp_enabled = policy
 
+    def mthp(self, size: str) -> str:
+        """The setting of ``/sys/kernel/mm/transparent_hugepage/hugepages-<size>/enabled``
+        (``size`` as in sysfs, "16kB" to "2048kB")."""
+        from .machine import mthp_size_order
+
+        return self.machine.thp_anon_enabled[mthp_size_order(size)]
+
+    def set_mthp(self, size: str, policy: str) -> None:
+        """``echo policy > .../hugepages-<size>/enabled``: anonymous folios of this size
+        "always", per the global policy ("inherit"), with MADV_HUGEPAGE ("madvise") or
+        "never" (mm/huge_memory.c:anon_enabled_store(), v6.18). The defaults: "inherit"
+        for 2048kB, "never" for the rest. MmError(EINVAL) for a size x86-64 does not
+        offer or an unknown value; nothing changes then.
+
+        >>> m = System(ram="64M"); m.set_mthp("64kB", "madvise"); m.mthp("64kB")
+        'madvise'
+        """
+        from .machine import MTHP_POLICIES, mthp_size_order
+
+        order = mthp_size_order(size)
+        if policy not in MTHP_POLICIES:
+            raise MmError(EINVAL, f"mTHP policy {policy!r} is not one of "
+                                  f"{', '.join(MTHP_POLICIES)}")
+        self.machine.thp_anon_enabled[order] = policy
+
     def spawn(self) -> Process:
         """A new process with an empty address space."""
         return self._add(mm_alloc(self.machine))

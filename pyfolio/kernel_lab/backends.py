@@ -32,7 +32,8 @@ Observations = list[dict[str, Any]]
 
 
 class SimulatorBackend:
-    """Runs scenarios on a fresh pyfolio :class:`~pyfolio.System` each time.
+    """Runs scenarios on a fresh pyfolio :class:`~pyfolio.System` each time, with the
+    scenario's THP ``settings`` (the global and per-size ``enabled``) applied first.
 
     ``drop_caches`` runs the deferred split shrinker once (``System.drop_caches()``);
     ``pin``/``unpin`` use ``Process.pin``/``unpin``; ``split`` splits each large folio met
@@ -54,6 +55,7 @@ class SimulatorBackend:
 
     def run(self, scenario: Scenario) -> Observations:
         m = self.system = System(ram=self.ram, thp=self.thp, seed=self.seed)
+        _apply_settings(m, scenario.settings)
         p = m.spawn()
         state: dict[str, Any] = {"base": 0, "child": None, "pins": []}
         out: Observations = []
@@ -121,6 +123,18 @@ class SimulatorBackend:
         flags = dict(zip(pfns, m.kpageflags(pfns), strict=True))
         counts = dict(zip(pfns, m.kpagecount(pfns), strict=True))
         return observe(entries, flags, counts, p.smaps(), base, base + length)
+
+
+def _apply_settings(m: System, settings: tuple[tuple[str, str], ...]) -> None:
+    """Write the scenario's THP sysfs ``settings`` to the simulator: ``enabled`` (the
+    global policy) and ``hugepages-<size>/enabled`` (``System.set_mthp()``)."""
+    for name, value in settings:
+        if name == "enabled":
+            m.thp = value
+        elif name.startswith("hugepages-") and name.endswith("/enabled"):
+            m.set_mthp(name.removeprefix("hugepages-").removesuffix("/enabled"), value)
+        else:
+            raise ValueError(f"THP setting {name!r} is not modelled by the simulator")
 
 
 def _debugfs_split(m: System, p: Any, addr: int, length: int, new_order: int) -> None:

@@ -105,6 +105,16 @@ def test_the_prose_quotes_what_the_simulator_computes() -> None:
     assert g["ch03_mthp_n"] == len(mthp_orders)
     assert g["ch03_mthp_min"] == (1 << mthp_orders[0]) * PAGE_SIZE // KiB
     assert g["ch03_mthp_max"] == thp.nr_pages * PAGE_SIZE // KiB
+    mm = System(ram="64M", thp="madvise", seed=0)  # the 64 KiB mTHP fault
+    mm.set_mthp("64kB", "madvise")
+    q = mm.spawn()
+    c = q.mmap(256 * KiB)
+    q.madvise(c, 256 * KiB, "hugepage")
+    q.touch(c, 256 * KiB)
+    folios = {q.folio_at(c + i * PAGE_SIZE).pfn for i in range(64)}
+    f64 = q.folio_at(c)
+    assert (g["ch03_mthp_folios"], g["ch03_mthp_order"], g["ch03_mthp_ptes"]) == \
+        (len(folios), f64.order, f64.mapcount) == (4, 4, 16)
     m3 = System(ram="16M", thp="always", seed=0)
     frames = record(m3, [(f"o{o}", partial(alloc_pages, m3.machine, o)) for o in (2, 3, 0, 4)],
                     pfns=range(0, 64))
