@@ -1,17 +1,32 @@
-"""madvise: MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_DONTNEED, MADV_FREE, MADV_COLLAPSE.
+"""madvise: MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_DONTNEED, MADV_FREE, MADV_COLD, MADV_COLLAPSE.
 
 Models: mm/madvise.c (v6.18): madvise_update_vma() splits VMAs for the flag-setting
 advice; MADV_DONTNEED zaps (zap_page_range_single()); MADV_FREE marks exclusively mapped
 anonymous pages clean and lazy-free (madvise_free_single_vma(),
-madvise_free_pte_range()), splitting a large folio it covers only in part; MADV_COLLAPSE
+madvise_free_pte_range()), splitting a large folio it covers only in part; MADV_COLD
+deactivates exclusively mapped pages (madvise_cold_or_pageout_pte_range()), splitting the
+same way; MADV_COLLAPSE
 goes VMA by VMA to mm/khugepaged.c:madvise_collapse() (:mod:`pyfolio.khugepaged`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from .errors import EINVAL, ENOMEM, MmError
-from .folio import folio_get, folio_lock, folio_put, folio_test_large, folio_unlock, page_folio
-from .huge_memory import madvise_free_huge_pmd
+from .folio import (
+    Folio,
+    folio_get,
+    folio_is_zone_device,
+    folio_lock,
+    folio_mapcount,
+    folio_put,
+    folio_test_large,
+    folio_unlock,
+    page_folio,
+)
+from .huge_memory import _set_pmd_at, madvise_free_huge_pmd
 from .khugepaged import madvise_collapse
 from .memmap import PG
 from .memory import set_pte_at, zap_page_range
@@ -25,13 +40,17 @@ from .pgtable import (
     pte_mkclean,
     pte_mkold,
     pte_pfn,
+    pte_young,
 )
 from .rmap import folio_mms, pmd_chunks
-from .units import PAGE_SIZE
+from .units import PAGE_SIZE, PMD_SIZE
 
-__all__ = ["do_madvise", "ADVICE", "madvise_free_single_vma"]
+if TYPE_CHECKING:
+    from .machine import Machine
 
-ADVICE = ("hugepage", "nohugepage", "dontneed", "free", "collapse")
+__all__ = ["do_madvise", "ADVICE", "madvise_free_single_vma", "madvise_cold_page_range"]
+
+ADVICE = ("hugepage", "nohugepage", "dontneed", "free", "cold", "collapse")
 
 
 def do_madvise(mm: MMStruct, start: int, length: int, advice: str) -> None:
@@ -71,6 +90,8 @@ def do_madvise(mm: MMStruct, start: int, length: int, advice: str) -> None:
                     zap_page_range(vma, lo, hi)
                 elif advice == "collapse":
                     madvise_collapse(vma, lo, hi)
+                elif advice == "cold":
+                    madvise_cold_page_range(vma, lo, hi)
                 else:
                     madvise_free_single_vma(vma, lo, hi)
     mm.m.trace.emit("madvise", start=start, end=end, advice=advice)
@@ -81,14 +102,22 @@ def madvise_free_single_vma(vma: VMA, start: int, end: int) -> None:
 
     Models: mm/madvise.c:madvise_free_single_vma() (v6.18).
     """
+    _walk_page_range(vma, start, end, madvise_free_huge_pmd, _madvise_free_pte_range)
+
+
+def _walk_page_range(vma: VMA, start: int, end: int,
+                     huge_pmd: Callable[[VMA, tuple[int, int], int, int], bool],
+                     pte_range: Callable[[VMA, int, int, int], None]) -> None:
+    """walk_page_range_vma() with a pmd_entry callback: ``huge_pmd(vma, slot, addr, next)``
+    for a PMD leaf (True: handled there), else ``pte_range(vma, table, addr, next)``."""
     m = vma.vm_mm.m
     for addr, nxt, slot in pmd_chunks(vma, start, end):
         raw = int(m.pgtables[slot[0]][slot[1]])
-        if pmd_leaf(raw) and madvise_free_huge_pmd(vma, slot, addr, nxt):
+        if pmd_leaf(raw) and huge_pmd(vma, slot, addr, nxt):
             continue
         raw = int(m.pgtables[slot[0]][slot[1]])
         if raw & _PAGE_PRESENT and not pmd_leaf(raw):
-            _madvise_free_pte_range(vma, pte_pfn(raw), addr, nxt)
+            pte_range(vma, pte_pfn(raw), addr, nxt)
 
 
 def _madvise_free_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
@@ -96,8 +125,6 @@ def _madvise_free_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
     (split_folio()); if that fails (a pin) its PTEs are left alone and the walk moves
     past them; a page another process maps is skipped; the rest become clean, old and
     lazy-free."""
-    from .split import split_folio
-
     m = vma.vm_mm.m
     tbl = m.pgtables[table]
     shared: dict[int, bool] = {}  # folio_maybe_mapped_shared() per folio, until a split
@@ -117,11 +144,7 @@ def _madvise_free_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
         if folio_test_large(folio):
             first = vma.address_of(int(m.mem.index[folio.pfn]))
             if first < start or first + folio.nr_pages * PAGE_SIZE > end:
-                folio_get(folio)
-                folio_lock(folio)
-                err = split_folio(folio)
-                folio_unlock(folio)
-                folio_put(folio)
+                err = _split_locked(folio)
                 shared.clear()
                 if err:  # "leave it in place and advance to the next pte" past the folio
                     addr = max(addr + PAGE_SIZE, min(end, first + folio.nr_pages * PAGE_SIZE))
@@ -131,3 +154,98 @@ def _madvise_free_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
         if new != pte:
             set_pte_at(m, (table, i), new)
         addr += PAGE_SIZE
+
+
+def madvise_cold_page_range(vma: VMA, start: int, end: int) -> None:
+    """madvise_cold_page_range() - MADV_COLD over [start, end) of one VMA: the walk of
+    madvise_cold_or_pageout_pte_range() with ``pageout`` false.
+
+    Models: mm/madvise.c:madvise_cold_or_pageout_pte_range() (v6.18). A PMD-mapped THP the
+    range covers whole is made old and deactivated without a split; one covered in part is
+    split (split_folio(): the PMD split, then the folio) and its pages are handled at the PTE
+    level. A folio another process maps is left alone.
+    """
+    _walk_page_range(vma, start, end, _madvise_cold_huge_pmd, _madvise_cold_pte_range)
+    vma.vm_mm.m.trace.emit("madvise_cold", start=start, end=end)
+
+
+def _split_locked(folio: Folio) -> int:
+    """folio_get(); folio_lock(); split_folio(); folio_unlock(); folio_put()."""
+    from .split import split_folio
+
+    folio_get(folio)
+    folio_lock(folio)
+    err = split_folio(folio)
+    folio_unlock(folio)
+    folio_put(folio)
+    return err
+
+
+def _deactivate(m: Machine, folio: Folio) -> None:
+    """folio_clear_referenced(), then folio_deactivate(): off the active LRU list."""
+    m.mem.clear(folio.pfn, PG.referenced)
+    if m.mem.test(folio.pfn, PG.lru) and not m.mem.test(folio.pfn, PG.unevictable):
+        m.mem.clear(folio.pfn, PG.active | PG.referenced)  # lru_deactivate()
+
+
+def _madvise_cold_huge_pmd(vma: VMA, slot: tuple[int, int], addr: int, nxt: int) -> bool:
+    """The pmd_trans_huge() branch; True when the PMD was handled (or left alone)."""
+    m = vma.vm_mm.m
+    pmd = int(m.pgtables[slot[0]][slot[1]])
+    if not pmd & _PAGE_PRESENT or pmd & _PAGE_SPECIAL:  # not present, or the huge zero page
+        return True
+    folio = page_folio(m, pte_pfn(pmd))
+    if folio_is_zone_device(folio) or folio_mms(folio) - {vma.vm_mm.id}:
+        return True
+    if nxt - addr != PMD_SIZE:
+        return bool(_split_locked(folio))  # on success: the regular (PTE) walk
+    if pte_young(pmd):
+        _set_pmd_at(m, slot, pte_mkold(pmd))  # pmdp_invalidate(), pmd_mkold()
+    _deactivate(m, folio)
+    return True
+
+
+def _madvise_cold_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
+    """The PTE loop: a large folio not wholly inside the range is split (if that fails, or
+    another process maps it, the walk moves past its PTEs); an exclusively mapped LRU folio
+    has its PTEs made old and is deactivated."""
+    m = vma.vm_mm.m
+    tbl = m.pgtables[table]
+    addr = start
+    while addr < end:
+        pte = int(tbl[pte_index(addr)])
+        if not pte & _PAGE_PRESENT or pte & _PAGE_SPECIAL:
+            addr += PAGE_SIZE
+            continue
+        folio = page_folio(m, pte_pfn(pte))
+        if folio_is_zone_device(folio):
+            addr += PAGE_SIZE
+            continue
+        nr = _pte_batch(m, tbl, addr, end, folio)
+        if folio_test_large(folio) and nr < folio.nr_pages:
+            if folio_mms(folio) - {vma.vm_mm.id} or _split_locked(folio):
+                addr += nr * PAGE_SIZE
+            continue  # split: look at the same address again, now a small folio
+        if m.mem.test(folio.pfn, PG.lru) and folio_mapcount(folio) == folio.nr_pages:
+            for i in range(pte_index(addr), pte_index(addr) + nr):
+                if pte_young(int(tbl[i])):
+                    set_pte_at(m, (table, i), pte_mkold(int(tbl[i])))
+            _deactivate(m, folio)
+        addr += nr * PAGE_SIZE
+
+
+def _pte_batch(m: Machine, tbl: object, addr: int, end: int, folio: Folio) -> int:
+    """folio_pte_batch(): how many PTEs from ``addr`` (before ``end`` and within this table)
+    map consecutive pages of ``folio``."""
+    import numpy as np
+
+    assert isinstance(tbl, np.ndarray)
+    i0, pfn0 = pte_index(addr), pte_pfn(int(tbl[pte_index(addr)]))
+    limit = min((end - addr) // PAGE_SIZE, 512 - i0, folio.pfn + folio.nr_pages - pfn0)
+    nr = 1
+    while nr < limit:
+        pte = int(tbl[i0 + nr])
+        if not pte & _PAGE_PRESENT or pte_pfn(pte) != pfn0 + nr:
+            break
+        nr += 1
+    return nr

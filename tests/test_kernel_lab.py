@@ -334,7 +334,9 @@ def test_simulator_backend_runs_every_scenario(simulated: dict[str, Any]) -> Non
     assert collapse["status"] == "ok" and collapse["vmstat"]["thp_collapse_alloc"] == 1
     assert collapse["proc"] == {"layout": [["large", 512]], "thp": 512, "kpagecount": [[1, 512]],
                                 "rss_kb": 2048, "anon_huge_kb": 2048}
-    assert simulated["cold_10"][3]["status"] == "not modelled"
+    cold = simulated["cold_10"][3]  # MADV_COLD on 10 pages: the PMD and the folio split
+    assert cold["status"] == "ok" and cold["proc"]["layout"] == [["small", 512]]
+    assert (cold["vmstat"]["thp_split_pmd"], cold["vmstat"]["thp_split_page"]) == (1, 1)
     mthp = simulated["mthp_64k"]  # hugepages-64kB/enabled=madvise applied by the backend
     assert mthp[2]["proc"] == {"layout": [["large", 16]] * 4, "thp": 64,
                                "kpagecount": [[1, 64]], "rss_kb": 256, "anon_huge_kb": 0}
@@ -379,13 +381,11 @@ def test_recorded_data_is_labelled_and_matches_the_simulator_where_modelled(
     assert "refused (EPERM" in rec["unavailable"]["debugfs_split"]
     counts = summary(simulated, rec["observations"])
     differing = {n for n, c in counts.items() if c["agree"] != len(SCENARIOS[n].steps)}
-    assert differing == UNMODELLED
-    assert counts["cold_10"]["not modelled"] == 1 and counts["collapse"]["not modelled"] == 0
+    assert differing == set()  # MADV_COLD, MADV_COLLAPSE and mTHP sizes are all modelled
+    assert all(c["not modelled"] == 0 for c in counts.values())
 
 
 # -- on the running kernel (skipped with the reason where it cannot run) ---------------------
-#: scenarios using what the simulator leaves out (MADV_COLD)
-UNMODELLED = {"cold_10"}
 
 
 def _on_kernel(name: str, reference: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -405,7 +405,7 @@ def _settings_now() -> dict[str, str | int] | None:
         return None
 
 
-@pytest.mark.parametrize("name", [n for n in SCENARIOS if n not in UNMODELLED])
+@pytest.mark.parametrize("name", list(SCENARIOS))
 def test_the_kernel_agrees_with_the_simulator(name: str, simulated: dict[str, Any]) -> None:
     sc = SCENARIOS[name]
     with run_lock():  # no other lab run may change a setting meanwhile
@@ -413,19 +413,6 @@ def test_the_kernel_agrees_with_the_simulator(name: str, simulated: dict[str, An
         ker = _on_kernel(name, simulated[name])
         assert thp_settings() == before  # a setting the run changed (mTHP) is restored
     assert compare(sc, simulated[name], ker) == []
-
-
-@pytest.mark.parametrize("name", sorted(UNMODELLED))
-def test_the_kernel_repeats_the_recording_where_the_simulator_differs(
-        name: str, simulated: dict[str, Any]) -> None:
-    sc, rec = SCENARIOS[name], load_recorded()["observations"][name]
-    with run_lock():  # no other lab run may change a setting meanwhile
-        before = _settings_now()
-        ker = _on_kernel(name, rec)
-        assert thp_settings() == before  # any setting the run changed is restored
-    assert compare(sc, rec, ker) == []
-    fields = {(d.index, d.field) for d in compare(sc, simulated[name], ker)}
-    assert fields == {(d.index, d.field) for d in compare(sc, simulated[name], rec)} != set()
 
 
 def test_debugfs_split_probe_reports_missing_and_usable(fake_root: Path) -> None:
