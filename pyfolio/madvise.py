@@ -87,7 +87,7 @@ def do_madvise(mm: MMStruct, start: int, length: int, advice: str) -> None:
             lo, hi = max(vma.vm_start, start), min(vma.vm_end, end)
             if lo < hi:
                 if advice == "dontneed":
-                    zap_page_range(vma, lo, hi)
+                    zap_page_range(vma, lo, hi, reclaim_pt=True)  # madvise_dontneed_single_vma()
                 elif advice == "collapse":
                     madvise_collapse(vma, lo, hi)
                 elif advice == "cold":

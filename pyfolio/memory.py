@@ -75,7 +75,8 @@ __all__ = [
     "pmd_slot", "pte_slot", "set_pte_at", "handle_mm_fault", "handle_pte_fault",
     "pte_range_none", "alloc_anon_folio", "do_anonymous_page", "do_wp_page", "wp_page_copy",
     "do_swap_page", "zap_pte_range",
-    "zap_page_range", "copy_page_range", "vma_needs_copy", "free_pgtables", "maybe_mkwrite",
+    "zap_page_range", "try_to_free_pte", "copy_page_range", "vma_needs_copy", "free_pgtables",
+    "maybe_mkwrite",
 ]
 
 FAULT_FLAG_WRITE = 0x1
@@ -432,11 +433,14 @@ def _folio_pte_batch(m: Machine, tbl: np.ndarray, i: int, hi: int, pfn: int) -> 
     return n if ok.all() else max(1, int(np.argmin(ok)))
 
 
-def zap_page_range(vma: VMA, start: int, end: int) -> None:
+def zap_page_range(vma: VMA, start: int, end: int, reclaim_pt: bool = False) -> None:
     """zap_page_range_single() - unmap every page of [start, end) in ``vma``.
 
     Models: mm/memory.c:zap_pmd_range() (v6.18): a PMD leaf fully inside the range is zapped
     whole (zap_huge_pmd()); one only partly inside is split first (__split_huge_pmd()).
+    ``reclaim_pt`` (``zap_details.reclaim_pt``, set by MADV_DONTNEED; CONFIG_PT_RECLAIM, on
+    by default on x86-64 since 6.14): a PTE table whose whole 2 MiB the zap covered is freed
+    and its PMD cleared when no entry is left (mm/pt_reclaim.c:try_to_free_pte()).
     """
     mm = vma.vm_mm
     for addr, nxt, slot in pmd_chunks(vma, start, end):
@@ -449,7 +453,22 @@ def zap_page_range(vma: VMA, start: int, end: int) -> None:
             raw = int(mm.m.pgtables[slot[0]][slot[1]])
         if raw:
             zap_pte_range(vma, pte_pfn(raw), addr, nxt)
+            if reclaim_pt and nxt - addr >= PMD_SIZE:  # reclaim_pt_is_enabled()
+                try_to_free_pte(mm, slot, pte_pfn(raw))
     mm.m.trace.emit("zap_page_range", start=start, end=end)
+
+
+def try_to_free_pte(mm: MMStruct, slot: tuple[int, int], table: int) -> None:
+    """try_to_free_pte() - free a PTE table that has no entry left, clearing its PMD.
+
+    Models: mm/pt_reclaim.c:try_to_free_pte() (v6.18).
+    """
+    m = mm.m
+    if m.pgtables[table].any():
+        return
+    m.pgtables[slot[0]][slot[1]] = 0  # pmd_clear()
+    m.free_pgtable(table)  # free_pte(): pte_free_tlb()
+    m.trace.emit("try_to_free_pte", changes={"page_tables": -1}, table=table)
 
 
 # -- fork ---------------------------------------------------------------------------------

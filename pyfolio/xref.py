@@ -63,6 +63,7 @@ KERNEL_SOURCES: dict[str, str] = {
     "mm/khugepaged.c": "MADV_COLLAPSE: collapse of small pages into a THP",
     "mm/madvise.c": "madvise",
     "mm/memory.c": "page faults, zap, copy of page tables",
+    "mm/pt_reclaim.c": "freeing PTE tables MADV_DONTNEED emptied (CONFIG_PT_RECLAIM)",
     "mm/memremap.c": "memremap_pages, device page free",
     "mm/migrate.c": "folio migration, migration entries",
     "mm/migrate_device.c": "migrate_vma_setup/pages/finalize",

@@ -450,3 +450,24 @@ def test_fork_copies_no_page_tables_of_a_vma_without_anon_vma() -> None:
     second = p.fork()
     assert second.lookup(a).pfn == m.machine.zero_pfn and second.read(a + 4 * KiB) == 7
     assert m.check() == []
+
+
+def test_madv_dontneed_of_a_whole_pte_table_frees_it() -> None:
+    """CONFIG_PT_RECLAIM (6.14+, x86-64): MADV_DONTNEED over a whole PMD range frees the
+    emptied PTE table and clears the PMD (try_to_free_pte()); a partial zap keeps it; so a
+    later MADV_COLLAPSE finds no table (SCAN_PMD_NULL: EINVAL), as seen on 6.18.44."""
+    m = System(ram="16M", thp="never", seed=0)
+    p = m.spawn()
+    a = p.mmap(4 * MiB)
+    p.touch(a, 4 * MiB)  # two PTE tables
+    tables = len(m.machine.pgtables)
+    p.madvise(a + 2 * MiB + 4 * KiB, 8 * KiB, "dontneed")  # part of the second: kept
+    assert p.lookup(a + 2 * MiB).level == "pte" and len(m.machine.pgtables) == tables
+    p.madvise(a, 2 * MiB, "dontneed")  # the whole first block: its table goes
+    e = p.lookup(a)
+    assert (e.level, e.kind) == ("pmd", "none") and len(m.machine.pgtables) == tables - 1
+    with pytest.raises(MmError) as err:
+        p.madvise(a, 2 * MiB, "collapse")
+    assert err.value.errno == EINVAL
+    p.touch(a, 4 * KiB)  # a new fault allocates a new table
+    assert p.lookup(a).level == "pte" and m.check() == []
