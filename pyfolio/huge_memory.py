@@ -150,14 +150,14 @@ def thp_vma_allowable_orders(vma: VMA, orders: int) -> int:
     from .mm_types import VM
 
     m = vma.vm_mm.m
-    hugepage = bool(vma.vm_flags & VM.HUGEPAGE)
+    flags = int(vma.vm_flags)
+    if flags & VM.NOHUGEPAGE:  # vma_thp_disabled(): checked first here, same result
+        return 0
+    hugepage = bool(flags & VM.HUGEPAGE)
     inherit = m.thp_enabled == "always" or (hugepage and m.thp_enabled == "madvise")
     allowed = {"always": True, "madvise": hugepage, "inherit": inherit, "never": False}
     mask = sum(1 << o for o, mode in m.thp_anon_enabled.items() if allowed[mode])
-    orders &= mask & THP_ORDERS_ALL_ANON
-    if not orders or vma.vm_flags & VM.NOHUGEPAGE:
-        return 0
-    return orders
+    return orders & mask & THP_ORDERS_ALL_ANON
 
 
 def thp_vma_suitable_orders(vma: VMA, addr: int, orders: int) -> int:
