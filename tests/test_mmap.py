@@ -1,0 +1,188 @@
+"""Unit tests of pyfolio/mmap.py: do_mmap(), get_unmapped_area(), do_munmap(), split_vma(),
+vma_merge_range() and check_range(), against mm/mmap.c and mm/vma.c (v6.18)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pyfolio import EINVAL, ENOMEM, KiB, MiB, MmError, System
+from pyfolio.debug_vm import snapshot
+from pyfolio.memmap import ENTIRELY_MAPPED, PG
+from pyfolio.mm_types import VM
+from pyfolio.mmap import (
+    check_range,
+    do_mmap,
+    do_munmap,
+    get_unmapped_area,
+    split_vma,
+    vma_merge_range,
+)
+from pyfolio.rmap import anon_vma_prepare, rmap_walk
+from pyfolio.units import PMD_SIZE
+
+
+@pytest.fixture
+def m() -> System:
+    return System(ram="64M", thp="madvise", seed=0)
+
+
+def _layout(mm: object) -> list[tuple[int, int, int]]:
+    return [(v.vm_start, v.vm_end, v.vm_pgoff) for v in mm.vmas]  # type: ignore[attr-defined]
+
+
+def test_check_range_aligns_and_rejects() -> None:
+    assert check_range(0x1000, 5000, "x") == 8192  # PAGE_ALIGN(len)
+    assert check_range(0x1000, 0, "mprotect", empty_ok=True) == 0
+    for start, length in ((0x1001, 4096), (0x1000, 0), (0x1000, -4096)):
+        with pytest.raises(MmError) as e:
+            check_range(start, length, "munmap")
+        assert e.value.errno == EINVAL
+
+
+def test_do_mmap_makes_one_vma_with_the_kernels_flags_and_pgoff(m: System) -> None:
+    mm = m.spawn().mm
+    a = do_mmap(mm, 5000)  # rounded up to two pages
+    v = mm.find_vma(a)
+    assert (v.vm_start, v.vm_end, v.vm_pgoff) == (a, a + 8 * KiB, a >> 12)  # anon: addr >> 12
+    assert v.vm_flags == VM.READ | VM.WRITE | VM.MAYREAD | VM.MAYWRITE | VM.MAYEXEC | VM.SOFTDIRTY
+    assert v.anon_vma is None  # anon_vma_prepare() waits for the first write fault
+    r = do_mmap(mm, 4 * KiB, "r")
+    assert not mm.find_vma(r).vm_flags & VM.WRITE
+    assert m.machine.mem._refcount[1:].sum() == 1  # nothing allocated but the PGD page
+    assert m.check() == []
+
+
+def test_do_mmap_of_zero_length_is_einval_and_changes_nothing(m: System) -> None:
+    mm = m.spawn().mm
+    before = snapshot(m.machine)
+    with pytest.raises(MmError) as e:
+        do_mmap(mm, 0)  # do_mmap(): if (!len) return -EINVAL
+    assert e.value.errno == EINVAL and snapshot(m.machine) == before
+
+
+def test_get_unmapped_area_is_top_down_and_pmd_aligned_for_pmd_multiples(m: System) -> None:
+    mm = m.spawn().mm
+    top = mm.mmap_base
+    assert get_unmapped_area(mm, 2 * MiB) == top - 2 * MiB
+    small = do_mmap(mm, 12 * KiB)
+    assert small == top - 12 * KiB
+    # thp_get_unmapped_area_vmflags(): a 2 MiB multiple goes below, 2 MiB aligned
+    assert get_unmapped_area(mm, 4 * MiB) == (small - 4 * MiB) & ~(PMD_SIZE - 1)
+    assert get_unmapped_area(mm, 4 * KiB) == small - 4 * KiB  # just below, page aligned
+
+
+def test_get_unmapped_area_without_room_is_enomem(m: System) -> None:
+    mm = m.spawn().mm
+    mm.mmap_base = 0x10000 + 8 * KiB
+    assert get_unmapped_area(mm, 8 * KiB) == 0x10000
+    with pytest.raises(MmError) as e:
+        do_mmap(mm, 16 * KiB)
+    assert e.value.errno == ENOMEM and mm.vmas == []
+
+
+def test_adjacent_mmaps_with_equal_flags_merge_into_one_vma(m: System) -> None:
+    p = m.spawn()
+    a = p.mmap(8 * KiB)
+    p.touch(a, 4 * KiB)  # the upper VMA now has an anon_vma, the new one will not
+    b = p.mmap(8 * KiB)
+    assert b == a - 8 * KiB
+    assert _layout(p.mm) == [(b, a + 8 * KiB, b >> 12)]  # pgoffs were contiguous
+    assert p.vma_at(b).anon_vma is not None  # the merged VMA keeps it
+    c = p.mmap(4 * KiB, "r")  # different flags: a VMA of its own
+    assert len(p.mm.vmas) == 2 and p.vma_at(c).vm_end == b
+    assert m.check() == []
+
+
+def test_vma_merge_range_keeps_vmas_with_different_anon_vmas_apart(m: System) -> None:
+    p = m.spawn()
+    a = p.mmap(8 * KiB)
+    v = p.vma_at(a)
+    upper = split_vma(v, a + 4 * KiB)
+    assert _layout(p.mm) == [(a, a + 4 * KiB, a >> 12), (a + 4 * KiB, a + 8 * KiB,
+                                                          (a >> 12) + 1)]
+    anon_vma_prepare(v)
+    anon_vma_prepare(upper)  # two anon_vmas: is_mergeable_anon_vma() says no
+    vma_merge_range(p.mm, a, a + 8 * KiB)
+    assert len(p.mm.vmas) == 2
+    upper.anon_vma_chain.clear()
+    upper.anon_vma = None  # one side without any: mergeable
+    vma_merge_range(p.mm, a, a + 8 * KiB)
+    assert _layout(p.mm) == [(a, a + 8 * KiB, a >> 12)] and p.vma_at(a) is v
+
+
+def test_split_vma_keeps_the_rmap_reaching_both_parts(m: System) -> None:
+    p = m.spawn()
+    a = p.mmap(16 * KiB)
+    p.touch(a)
+    v = p.vma_at(a)
+    upper = split_vma(v, a + 8 * KiB)
+    assert (v.vm_end, upper.vm_start, upper.vm_end, upper.vm_pgoff) == (
+        a + 8 * KiB, a + 8 * KiB, a + 16 * KiB, (a >> 12) + 2)
+    assert upper.anon_vma is v.anon_vma and upper in v.anon_vma.vmas  # anon_vma_clone()
+    f = p.folio_at(a + 12 * KiB)
+    assert [(mp.vma, mp.address) for mp in rmap_walk(f)] == [(upper, a + 12 * KiB)]
+    assert m.check() == []
+
+
+def test_split_vma_inside_a_thp_splits_the_pmd_first(m: System) -> None:
+    p, a = m.spawn_with_thp(4 * MiB)
+    split_vma(p.vma_at(a), a + 1 * MiB)  # vma_adjust_trans_huge()
+    assert p.lookup(a).level == "pte" and m.machine.vmstat["thp_split_pmd"] == 1
+    f = p.folio_at(a)
+    assert (f.order, f.refcount, f.mapcount, f.entire_mapcount) == (9, 512, 512, 0)
+    assert m.check() == []
+
+
+def test_do_munmap_of_the_middle_splits_the_vma_and_frees_the_pages(m: System) -> None:
+    p = m.spawn()
+    a = p.mmap(16 * KiB)
+    p.touch(a)
+    gone = p.folio_at(a + 4 * KiB)
+    free = m.nr_free_pages()
+    do_munmap(p.mm, a + 4 * KiB, 8 * KiB)
+    assert _layout(p.mm) == [(a, a + 4 * KiB, a >> 12), (a + 12 * KiB, a + 16 * KiB,
+                                                          (a >> 12) + 3)]
+    assert p.lookup(a + 4 * KiB).kind == "none" and p.lookup(a + 8 * KiB).kind == "none"
+    assert m.machine.mem._refcount[gone.pfn] == 0
+    assert m.nr_free_pages() == free + 2  # two 4 KiB folios back; the PTE table stays
+    assert p.read(a + 12 * KiB) == ((a + 12 * KiB) >> 12) + 1  # data kept
+    assert m.check() == []
+
+
+def test_do_munmap_of_part_of_a_thp_leaves_it_partially_mapped(m: System) -> None:
+    p, a = m.spawn_with_thp(4 * MiB)
+    f, mem = p.folio_at(a), m.machine.mem
+    do_munmap(p.mm, a, 4 * KiB)
+    assert (f.order, f.refcount, f.mapcount) == (9, 511, 511)
+    assert (int(mem._entire_mapcount[f.pfn]), int(mem._nr_pages_mapped[f.pfn])) == (-1, 511)
+    assert int(mem._nr_pages_mapped[f.pfn]) < ENTIRELY_MAPPED
+    assert mem._mapcount[f.pfn] == -1 and mem._mapcount[f.pfn + 1] == 0
+    assert mem.test(f.pfn, PG.partially_mapped) and f.pfn in m.machine.deferred_split_queue
+    assert (m.machine.vmstat["thp_split_pmd"], m.machine.vmstat["thp_deferred_split_page"]) \
+        == (1, 1)
+    assert m.check() == []
+
+
+def test_do_munmap_of_nothing_succeeds_and_bad_ranges_are_einval(m: System) -> None:
+    p = m.spawn()
+    a = p.mmap(16 * KiB)
+    before = snapshot(m.machine)
+    do_munmap(p.mm, a - 64 * KiB, 16 * KiB)  # no VMA there: 0
+    assert snapshot(m.machine) == before
+    for start, length in ((a + 1, 4 * KiB), (a, 0)):
+        with pytest.raises(MmError) as e:
+            do_munmap(p.mm, start, length)
+        assert e.value.errno == EINVAL
+    assert snapshot(m.machine) == before
+
+
+def test_do_munmap_of_everything_frees_the_page_tables(m: System) -> None:
+    p = m.spawn()
+    free = m.nr_free_pages()
+    a = p.mmap(16 * KiB)
+    p.touch(a)  # 4 pages + PUD, PMD and PTE tables
+    assert m.nr_free_pages() == free - 7
+    do_munmap(p.mm, a, 16 * KiB)
+    assert p.mm.vmas == [] and m.nr_free_pages() == free
+    assert set(m.machine.pgtables) == {p.mm.pgd}
+    assert m.check() == []
