@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .errors import EFAULT, MmError
+from .errors import EFAULT, ENOMEM, MmError
 from .folio import (
     GUP_PIN_COUNTING_BIAS,
     Folio,
@@ -20,7 +20,7 @@ from .folio import (
     folio_test_large,
     page_folio,
 )
-from .memory import FAULT_FLAG_WRITE, handle_mm_fault
+from .memory import FAULT_FLAG_WRITE, VM_FAULT_OOM, handle_mm_fault
 from .mm_types import MMStruct
 
 if TYPE_CHECKING:
@@ -77,7 +77,9 @@ def pin_user_pages(mm: MMStruct, start: int, nr_pages: int) -> list[int]:
             assert vma is not None
             got = follow_page(mm, addr)
             if got is None or not got[1]:
-                handle_mm_fault(vma, addr, FAULT_FLAG_WRITE)
+                if handle_mm_fault(vma, addr, FAULT_FLAG_WRITE) & VM_FAULT_OOM:
+                    # faultin_page(): VM_FAULT_OOM -> -ENOMEM
+                    raise MmError(ENOMEM, f"pin: out of memory faulting {addr:#x} in")
                 got = follow_page(mm, addr)
             assert got is not None
             _try_grab_folio(page_folio(mm.m, got[0]))

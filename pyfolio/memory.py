@@ -332,8 +332,12 @@ def wp_page_copy(vma: VMA, address: int, slot: tuple[int, int]) -> int:
         new_pfn = alloc_pages(m, 0)
     except MmError:
         return VM_FAULT_OOM
-    m.mem.stamp[new_pfn] = m.mem.stamp[old_pfn]
-    m.trace.cost("pages_copied")
+    if old_pfn == m.zero_pfn:  # is_zero_pfn(): folio_prealloc(need_zero), nothing copied
+        m.mem.stamp[new_pfn] = 0
+        m.trace.cost("pages_zeroed")
+    else:  # __wp_page_copy_user()
+        m.mem.stamp[new_pfn] = m.mem.stamp[old_pfn]
+        m.trace.cost("pages_copied")
     new = Folio(m, new_pfn)
     folio_add_new_anon_rmap(new, vma, address, RMAP_EXCLUSIVE)
     m.mem.set(new_pfn, PG.lru)

@@ -248,8 +248,6 @@ def folio_remove_rmap_ptes(folio: Folio, page: int, nr_pages: int, vma: VMA) -> 
     if not folio_test_large(folio):
         mem._mapcount[page] -= 1
         return
-    from .huge_memory import deferred_split_folio
-
     s = slice(page, page + nr_pages)
     mem._mapcount[s] -= 1
     mem._large_mapcount[folio.pfn] -= nr_pages
@@ -259,10 +257,7 @@ def folio_remove_rmap_ptes(folio: Folio, page: int, nr_pages: int, vma: VMA) -> 
         mem._nr_pages_mapped[folio.pfn] -= last
         if mem._nr_pages_mapped[folio.pfn] < ENTIRELY_MAPPED:
             nr = last
-    partially_mapped = bool(nr) and int(mem._nr_pages_mapped[folio.pfn]) != 0
-    if partially_mapped and folio_test_anon(folio) and not mem.test(folio.pfn,
-                                                                     PG.partially_mapped):
-        deferred_split_folio(folio, True)
+    _queue_partially_mapped(folio, bool(nr) and int(mem._nr_pages_mapped[folio.pfn]) != 0)
 
 
 def folio_remove_rmap_pte(folio: Folio, page: int, vma: VMA) -> None:
@@ -280,8 +275,6 @@ def folio_remove_rmap_pmd(folio: Folio, page: int, vma: VMA) -> None:
     mapping goes while some pages are still PTE-mapped, the folio is partially mapped and
     queued for deferred split.
     """
-    from .huge_memory import deferred_split_folio
-
     mem = folio.m.mem
     mem._large_mapcount[folio.pfn] -= 1
     mem._entire_mapcount[folio.pfn] -= 1
@@ -291,9 +284,20 @@ def folio_remove_rmap_pmd(folio: Folio, page: int, vma: VMA) -> None:
         left = int(mem._nr_pages_mapped[folio.pfn])
         nr_pmdmapped = folio_nr_pages(folio)
         nr = max(nr_pmdmapped - left, 0)
-    partially_mapped = bool(nr) and nr < nr_pmdmapped
-    if partially_mapped and folio_test_anon(folio) and not mem.test(folio.pfn,
-                                                                     PG.partially_mapped):
+    _queue_partially_mapped(folio, bool(nr) and nr < nr_pmdmapped)
+
+
+def _queue_partially_mapped(folio: Folio, partially_mapped: bool) -> None:
+    """The end of __folio_remove_rmap(): an anon large folio that is now partially mapped
+    is queued for deferred split, unless it already is or is device-private ("Device
+    private folios do not support deferred splitting and shrinker based scanning", the
+    device-THP series, merged for 6.19)."""
+    from .huge_memory import deferred_split_folio
+    from .memremap import folio_is_device_private
+
+    if (partially_mapped and folio_test_anon(folio)
+            and not folio.m.mem.test(folio.pfn, PG.partially_mapped)
+            and not folio_is_device_private(folio)):
         deferred_split_folio(folio, True)
 
 

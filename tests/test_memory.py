@@ -135,8 +135,6 @@ def test_write_to_the_zero_page_gets_a_fresh_page(m: System) -> None:
     assert m.check() == []
 
 
-@pytest.mark.xfail(strict=True, reason="wp_page_copy() counts a page copy for the zero page; "
-                   "v6.18 allocates it zeroed (folio_prealloc(need_zero)) and copies nothing")
 def test_write_to_the_zero_page_zeroes_one_page_and_copies_none(m: System) -> None:
     p = m.spawn()
     a = p.mmap(16 * KiB)

@@ -409,9 +409,6 @@ def test_try_to_migrate_a_thp_without_split_leaves_a_pmd_migration_entry(m: Syst
     assert m.check() == []
 
 
-@pytest.mark.xfail(strict=True, reason="__folio_remove_rmap() queues device-private folios for "
-                   "deferred split; the merged device-THP series skips them "
-                   "(!folio_is_device_private(folio), linux-mm mm/rmap.c)")
 def test_partial_unmap_of_a_device_private_thp_is_not_queued_for_deferred_split() -> None:
     m = System(ram="64M", device="32M", thp="madvise", seed=0)
     p, a = m.spawn_with_thp(4 * MiB)
