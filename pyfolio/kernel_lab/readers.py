@@ -17,12 +17,14 @@ and mm/vmstat.c (vmstat_show()).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import struct
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..proc import PagemapEntry
@@ -50,29 +52,28 @@ def _path(root: str | Path, rel: str) -> Path:
     return Path(root) / rel
 
 
-def _read_bytes(path: Path, offset: int, n: int) -> bytes:
+@contextlib.contextmanager
+def _readable(path: Path) -> Iterator[None]:
+    """Turn the OSError of reading ``path`` into :class:`Unavailable` saying why."""
     try:
-        with open(path, "rb", buffering=0) as f:
-            f.seek(offset)
-            data = f.read(n)
+        yield
     except FileNotFoundError:
         raise Unavailable(f"unavailable: {path} does not exist") from None
     except PermissionError:
         raise Unavailable(f"unavailable: {path} is not readable (needs root)") from None
     except OSError as e:
         raise Unavailable(f"unavailable: reading {path}: {e.strerror}") from None
-    return data
+
+
+def _read_bytes(path: Path, offset: int, n: int) -> bytes:
+    with _readable(path), open(path, "rb", buffering=0) as f:
+        f.seek(offset)
+        return f.read(n)
 
 
 def _read_text(path: Path) -> str:
-    try:
+    with _readable(path):
         return path.read_text()
-    except FileNotFoundError:
-        raise Unavailable(f"unavailable: {path} does not exist") from None
-    except PermissionError:
-        raise Unavailable(f"unavailable: {path} is not readable (needs root)") from None
-    except OSError as e:
-        raise Unavailable(f"unavailable: reading {path}: {e.strerror}") from None
 
 
 def _u64s(data: bytes, n: int, what: str) -> list[int]:
