@@ -23,3 +23,14 @@ def test_every_toc_entry_exists() -> None:
 
 def test_toc_lists_at_least_one_chapter() -> None:
     assert any(name.startswith("chapters/") for name in toc_files())
+
+
+def test_every_chapter_has_its_own_test_file() -> None:
+    """chapters/NN-name.md -> tests/chapters/test_NN_name.py, which names the chapter."""
+    missing = []
+    for chapter in sorted(CHAPTERS.glob("*.md")):
+        test = ROOT / "tests" / "chapters" / f"test_{chapter.stem.replace('-', '_')}.py"
+        rel = chapter.relative_to(ROOT).as_posix()
+        if not test.is_file() or rel not in test.read_text():
+            missing.append(rel)
+    assert not missing, f"chapters without a test file naming them: {missing}"

@@ -9,7 +9,7 @@ import pytest
 from conftest import ROOT, glued
 from pyfolio import KiB, MiB, System, folio_mapcount, folio_ref_count
 
-CHAPTER = ROOT / "chapters" / "01-tour.md"
+CHAPTER = ROOT / "chapters/01-tour.md"
 
 
 def _thp_faulted() -> tuple[System, Any, int]:

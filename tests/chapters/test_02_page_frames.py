@@ -10,7 +10,7 @@ from pyfolio.page_alloc import __free_pages, alloc_pages, buddyinfo, nr_free_pag
 
 _free = __free_pages  # module-level alias, as the chapter calls it
 
-CHAPTER = ROOT / "chapters" / "02-page-frames.md"
+CHAPTER = ROOT / "chapters/02-page-frames.md"
 
 
 def test_one_struct_page_per_frame_and_biased_mapcount() -> None:

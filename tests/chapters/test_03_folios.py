@@ -14,7 +14,7 @@ from pyfolio.proc import KPF
 
 _free = __free_pages
 
-CHAPTER = ROOT / "chapters" / "03-folios.md"
+CHAPTER = ROOT / "chapters/03-folios.md"
 
 
 def test_compound_page_head_and_tails() -> None:

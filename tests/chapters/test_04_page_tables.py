@@ -8,7 +8,7 @@ from conftest import ROOT, glued
 from pyfolio import KiB, MiB, System
 from pyfolio.pgtable import decode_entry, pgd_index, pmd_index, pte_index, pud_index, walk
 
-CHAPTER = ROOT / "chapters" / "04-page-tables.md"
+CHAPTER = ROOT / "chapters/04-page-tables.md"
 
 
 def test_address_decomposes_into_the_indices_shown() -> None:

@@ -8,7 +8,7 @@ from conftest import ROOT, glued
 from pyfolio import KiB, MiB, System
 from pyfolio.units import PMD_SIZE
 
-CHAPTER = ROOT / "chapters" / "05-faults-and-thp.md"
+CHAPTER = ROOT / "chapters/05-faults-and-thp.md"
 
 
 def test_read_maps_zero_page_write_allocates() -> None:

@@ -18,7 +18,7 @@ from pyfolio import (
 )
 from pyfolio.split import can_split_folio, split_mapped_folio
 
-CHAPTER = ROOT / "chapters" / "06-counting-references.md"
+CHAPTER = ROOT / "chapters/06-counting-references.md"
 
 
 def _thp() -> tuple[System, Process, int]:

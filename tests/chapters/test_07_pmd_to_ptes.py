@@ -13,7 +13,7 @@ from pyfolio.proc import KPF
 from pyfolio.system import Process
 from pyfolio.units import HPAGE_PMD_NR
 
-CHAPTER = ROOT / "chapters" / "07-pmd-to-ptes.md"
+CHAPTER = ROOT / "chapters/07-pmd-to-ptes.md"
 
 
 def _thp() -> tuple[System, Process, int]:

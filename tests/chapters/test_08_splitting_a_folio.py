@@ -11,7 +11,7 @@ from pyfolio.errors import MmError
 from pyfolio.exercises.ch08_splitting_a_folio import written_thp
 from pyfolio.split import can_split_folio, shrink_deferred_split, split_mapped_folio, split_orders
 
-CHAPTER = ROOT / "chapters" / "08-splitting-a-folio.md"
+CHAPTER = ROOT / "chapters/08-splitting-a-folio.md"
 STEPS = ["split_huge_pmd", "unmap_folio", "folio_ref_freeze", "__split_unmapped_folio",
          "folio_ref_unfreeze", "remap_page", "__folio_split"]
 

@@ -19,7 +19,7 @@ from pyfolio.pgtable import (
 )
 from pyfolio.system import Process
 
-CHAPTER = ROOT / "chapters" / "09-device-private-memory.md"
+CHAPTER = ROOT / "chapters/09-device-private-memory.md"
 PAGE = 4 * KiB
 
 

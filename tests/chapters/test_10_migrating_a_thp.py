@@ -165,7 +165,7 @@ def test_cost_model_rejects_bad_input() -> None:
     assert e.value.errname == "EINVAL"
 
 
-CHAPTER = ROOT / "chapters" / "10-migrating-a-thp.md"
+CHAPTER = ROOT / "chapters/10-migrating-a-thp.md"
 
 
 @pytest.mark.xdist_group("10-migrating-a-thp")

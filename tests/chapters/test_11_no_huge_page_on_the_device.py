@@ -157,7 +157,7 @@ def test_explorer_fallback_then_one_read() -> None:
     assert ex.system.vmstat()["thp_split_pmd"] == 1 and ex.system.check() == []
 
 
-CHAPTER = ROOT / "chapters" / "11-no-huge-page-on-the-device.md"
+CHAPTER = ROOT / "chapters/11-no-huge-page-on-the-device.md"
 
 
 @pytest.mark.xdist_group("11-no-huge-page-on-the-device")

@@ -84,7 +84,7 @@ def test_separate_entry_passes_no_page_cache_state() -> None:
         ("None", "None", "False", "None")
 
 
-CHAPTER = ROOT / "chapters" / "12-code-review-lab.md"
+CHAPTER = ROOT / "chapters/12-code-review-lab.md"
 
 
 @pytest.mark.xdist_group("12-code-review-lab")

@@ -115,7 +115,7 @@ def test_exercise_dontneed_of_a_whole_thp_does_not_split() -> None:
         assert compare(whole, mine, run_against(kb, whole, mine)) == []
 
 
-CHAPTER = ROOT / "chapters" / "13-your-own-kernel.md"
+CHAPTER = ROOT / "chapters/13-your-own-kernel.md"
 
 
 def _layout(layout: list[list[Any]]) -> str:
