@@ -27,8 +27,6 @@ from __future__ import annotations
 import enum
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from .errors import EAGAIN, EINVAL, ENOMEM, MmError
 from .folio import (
     Folio,
@@ -47,6 +45,7 @@ from .folio import (
 )
 from .huge_memory import deferred_split_folio, maybe_pmd_mkwrite, pgtable_trans_huge_deposit
 from .memmap import PG
+from .memory import folio_pte_batch
 from .mm_types import VM, VMA, MMStruct
 from .pgtable import (
     _PAGE_PRESENT,
@@ -537,7 +536,7 @@ def __collapse_huge_page_copy_succeeded(table: int, vma: VMA, address: int,
         page = pte_pfn(pte)
         src = page_folio(m, page)
         if folio_test_large(src):
-            nr = _pte_batch(tbl, i, src, page)
+            nr = folio_pte_batch(m, tbl, i, HPAGE_PMD_NR, page)
         else:
             _release_pte_folio(src)
         tbl[i: i + nr] = 0  # clear_ptes()
@@ -550,15 +549,3 @@ def __collapse_huge_page_copy_succeeded(table: int, vma: VMA, address: int,
             _release_pte_folio(src)
     m.trace.emit("collapse_huge_page_copy_succeeded", address=address,
                  old_folios=len(isolated))
-
-
-def _pte_batch(tbl: np.ndarray, i: int, folio: Folio, page: int) -> int:
-    """folio_pte_batch(): how many PTEs from ``i`` map the following pages of ``folio``."""
-    n, end = 1, folio.pfn + folio.nr_pages
-    while i + n < HPAGE_PMD_NR and page + n < end:
-        pte = int(tbl[i + n])
-        if pte & (_PAGE_PRESENT | _PAGE_SPECIAL) != _PAGE_PRESENT or pte_pfn(pte) != page + n:
-            break
-        n += 1
-    return n
-

@@ -29,7 +29,7 @@ from .folio import (
 from .huge_memory import _set_pmd_at, madvise_free_huge_pmd
 from .khugepaged import madvise_collapse
 from .memmap import PG
-from .memory import set_pte_at, zap_page_range
+from .memory import folio_pte_batch, set_pte_at, zap_page_range
 from .mm_types import VM, VMA, MMStruct
 from .mmap import _vmas_in, check_range, vma_merge_range
 from .pgtable import (
@@ -185,7 +185,7 @@ def _deactivate(m: Machine, folio: Folio) -> None:
     """folio_clear_referenced(), then folio_deactivate(): off the active LRU list."""
     m.mem.clear(folio.pfn, PG.referenced)
     if m.mem.test(folio.pfn, PG.lru) and not m.mem.test(folio.pfn, PG.unevictable):
-        m.mem.clear(folio.pfn, PG.active | PG.referenced)  # lru_deactivate()
+        m.mem.clear(folio.pfn, PG.active)  # lru_deactivate()
 
 
 def _madvise_cold_huge_pmd(vma: VMA, slot: tuple[int, int], addr: int, nxt: int) -> bool:
@@ -221,7 +221,9 @@ def _madvise_cold_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
         if folio_is_zone_device(folio):
             addr += PAGE_SIZE
             continue
-        nr = _pte_batch(m, tbl, addr, end, folio)
+        i = pte_index(addr)
+        nr = folio_pte_batch(m, tbl, i, i + min((end - addr) // PAGE_SIZE, 512 - i),
+                             pte_pfn(pte))
         if folio_test_large(folio) and nr < folio.nr_pages:
             if folio_mms(folio) - {vma.vm_mm.id} or _split_locked(folio):
                 addr += nr * PAGE_SIZE
@@ -232,20 +234,3 @@ def _madvise_cold_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
                     set_pte_at(m, (table, i), pte_mkold(int(tbl[i])))
             _deactivate(m, folio)
         addr += nr * PAGE_SIZE
-
-
-def _pte_batch(m: Machine, tbl: object, addr: int, end: int, folio: Folio) -> int:
-    """folio_pte_batch(): how many PTEs from ``addr`` (before ``end`` and within this table)
-    map consecutive pages of ``folio``."""
-    import numpy as np
-
-    assert isinstance(tbl, np.ndarray)
-    i0, pfn0 = pte_index(addr), pte_pfn(int(tbl[pte_index(addr)]))
-    limit = min((end - addr) // PAGE_SIZE, 512 - i0, folio.pfn + folio.nr_pages - pfn0)
-    nr = 1
-    while nr < limit:
-        pte = int(tbl[i0 + nr])
-        if not pte & _PAGE_PRESENT or pte_pfn(pte) != pfn0 + nr:
-            break
-        nr += 1
-    return nr

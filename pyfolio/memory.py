@@ -74,7 +74,7 @@ __all__ = [
     "FAULT_FLAG_WRITE", "VM_FAULT_FALLBACK", "VM_FAULT_OOM", "VM_FAULT_SIGBUS",
     "pmd_slot", "pte_slot", "set_pte_at", "handle_mm_fault", "handle_pte_fault",
     "pte_range_none", "alloc_anon_folio", "do_anonymous_page", "do_wp_page", "wp_page_copy",
-    "do_swap_page", "zap_pte_range",
+    "do_swap_page", "zap_pte_range", "folio_pte_batch",
     "zap_page_range", "try_to_free_pte", "copy_page_range", "vma_needs_copy", "free_pgtables",
     "maybe_mkwrite",
 ]
@@ -406,7 +406,7 @@ def zap_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
         if raw & _PAGE_PRESENT:
             pfn = pte_pfn(raw)
             if not raw & _PAGE_SPECIAL:
-                nr = _folio_pte_batch(m, tbl, i, hi, pfn)
+                nr = folio_pte_batch(m, tbl, i, hi, pfn)
         elif is_device_private_entry(raw):
             from .pgtable import swp_offset
 
@@ -423,9 +423,13 @@ def zap_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
     m.trace.cost("tlb_flushes")
 
 
-def _folio_pte_batch(m: Machine, tbl: np.ndarray, i: int, hi: int, pfn: int) -> int:
-    """folio_pte_batch(): how many PTEs from slot ``i`` map consecutive pages of the same
-    folio (present, not special; the A/D/RW bits may differ)."""
+def folio_pte_batch(m: Machine, tbl: np.ndarray, i: int, hi: int, pfn: int) -> int:
+    """folio_pte_batch() - how many PTEs from slot ``i`` (before slot ``hi``) map consecutive
+    pages of the folio of ``pfn``, starting at ``pfn`` (present, not special; the A/D/RW
+    bits may differ). The entry at ``i`` must be such a PTE.
+
+    Models: mm/internal.h:folio_pte_batch() (v6.18).
+    """
     folio = page_folio(m, pfn)
     n = min(hi - i, folio.pfn + folio.nr_pages - pfn)
     if n <= 1:

@@ -39,9 +39,8 @@ class SimulatorBackend:
     ``pin``/``unpin`` use ``Process.pin``/``unpin``; ``split`` splits each large folio met
     in the range as debugfs split_huge_pages does (``System.split()``; a failed split is
     skipped, as the kernel does).
-    ``madvise`` with ``collapse`` runs MADV_COLLAPSE (:mod:`pyfolio.khugepaged`); advice
-    the simulator does not model (``cold``: anything not in
-    :data:`pyfolio.madvise.ADVICE`) is recorded as ``"not modelled"`` and changes nothing.
+    ``madvise`` runs any advice in :data:`pyfolio.madvise.ADVICE` (MADV_COLLAPSE and
+    MADV_COLD included); other advice is recorded as ``"not modelled"`` and changes nothing.
     """
 
     name = "simulator"

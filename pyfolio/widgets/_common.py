@@ -37,6 +37,21 @@ class Message(widgets.HTML):
     def error(self, text: str) -> None:
         self.value = f"<span style='color:#b00020'><b>{html.escape(text)}</b></span>"
 
+    def number_in(self, text: str, lo: int, hi: int, noun: str, where: str) -> int | None:
+        """A typed number (0x... or decimal) in [lo, hi); else None, after saying what is
+        wrong (an empty box: None, silently)."""
+        if not text.strip():
+            return None
+        try:
+            value = int(text.strip(), 0)
+        except ValueError:
+            self.error(f"{text!r} is not {noun} (write it as 0x... or in decimal)")
+            return None
+        if not lo <= value < hi:
+            self.error(f"{value:#x} is outside {where} [{lo:#x}, {hi:#x})")
+            return None
+        return value
+
     @property
     def text(self) -> str:
         """The message without markup (for tests)."""

@@ -51,25 +51,13 @@ class AddressWalker(widgets.VBox):
     def go_to(self, text: str) -> None:
         """Show the walk for a typed address (hex or decimal, any byte of the range); a bad
         entry is a message and changes nothing."""
-        if not text.strip():
+        a = self.message.number_in(text, self.addr.min, self.addr.max + PAGE_SIZE,
+                                   "an address", "the mapping")
+        if a is None:
             return
-        try:
-            a = int(text.strip(), 0)
-        except ValueError:
-            self.message.error(f"{text!r} is not an address (write it as 0x...)")
-            return
-        lo, hi = self.addr.min, self.addr.max + PAGE_SIZE
-        if not lo <= a < hi:
-            self.message.error(f"{a:#x} is outside the mapping [{lo:#x}, {hi:#x})")
-            return
+        self.addr.value = a & ~(PAGE_SIZE - 1)  # the slider follows to the page
         self.current = a
-        page = a & ~(PAGE_SIZE - 1)
-        if self.addr.value == page:
-            self.redraw()
-        else:
-            self.addr.value = page  # redraws, keeping the typed offset
-            self.current = a
-            self.redraw()
+        self.redraw()
 
     def reset(self) -> None:
         """Back to the first address of the range."""

@@ -102,18 +102,9 @@ class FolioInspector(widgets.VBox):
 
     def go_to_pfn(self, text: str) -> None:
         """Inspect a typed PFN (hex or decimal); a bad one is a message and changes nothing."""
-        if not text.strip():
-            return
-        try:
-            pfn = int(text.strip(), 0)
-        except ValueError:
-            self.message.error(f"{text!r} is not a PFN (write it as 0x... or in decimal)")
-            return
-        nr = self.system.machine.nr_ram
-        if not 0 <= pfn < nr:
-            self.message.error(f"PFN {pfn:#x} is outside RAM (0..{nr - 1:#x})")
-            return
-        self.show(pfn, f"PFN {pfn:#x}")
+        pfn = self.message.number_in(text, 0, self.system.machine.nr_ram, "a PFN", "RAM")
+        if pfn is not None:
+            self.show(pfn, f"PFN {pfn:#x}")
 
     # -- view ------------------------------------------------------------------------------
     def folio(self) -> Folio | None:
