@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable
 
 from pyfolio import GiB, System
-from pyfolio.folio import folio_get, folio_lock, folio_put, folio_unlock, page_folio
-from pyfolio.split import folio_split, split_folio_to_order
+from pyfolio.include.linux.mm import folio_get, folio_lock, folio_put, folio_unlock, page_folio
+from pyfolio.mm.huge_memory_split import folio_split, split_folio_to_order
 
 TARGET_SECONDS = 0.5
 

@@ -2,11 +2,21 @@
 page tables, splitting, device-private memory) for the book "Splitting Folios".
 
 Start with :class:`System`; kernel-named functions live in modules named after the kernel
-files that hold them (``pyfolio.huge_memory.split_huge_pmd`` models
+files that hold them (``pyfolio.mm.huge_memory.split_huge_pmd`` models
 ``mm/huge_memory.c:split_huge_pmd()``).
 """
 
-from .errors import (
+from pyfolio.include.linux.mm import (
+    Folio,
+    folio_entire_mapcount,
+    folio_expected_ref_count,
+    folio_mapcount,
+    folio_maybe_dma_pinned,
+    folio_nr_pages,
+    folio_order,
+    folio_ref_count,
+)
+from pyfolio.sim.errors import (
     EAGAIN,
     EBUSY,
     EEXIST,
@@ -17,18 +27,8 @@ from .errors import (
     SegmentationFault,
     VmWarning,
 )
-from .folio import (
-                    Folio,
-                    folio_entire_mapcount,
-                    folio_expected_ref_count,
-                    folio_mapcount,
-                    folio_maybe_dma_pinned,
-                    folio_nr_pages,
-                    folio_order,
-                    folio_ref_count,
-)
-from .system import Process, System
-from .units import GiB, KiB, MiB, parse_size
+from pyfolio.sim.units import GiB, KiB, MiB, parse_size
+from pyfolio.system import Process, System
 
 __all__ = [
     "System", "Process", "Folio", "KiB", "MiB", "GiB", "parse_size", "MmError",

@@ -2,7 +2,7 @@
 
 ``m = System(ram="64M", device="64M"); dev = m.device`` gives a :class:`Device` whose
 methods read like the story (``dev.migrate_to_device(p, addr, length)``); each is a thin
-call into :mod:`pyfolio.dmirror` (lib/test_hmm.c) and :mod:`pyfolio.migrate_device`.
+call into :mod:`pyfolio.lib.dmirror` (lib/test_hmm.c) and :mod:`pyfolio.mm.migrate_device`.
 """
 
 from __future__ import annotations
@@ -13,25 +13,25 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import TYPE_CHECKING, overload
 
-from .dmirror import (
+from pyfolio.lib.dmirror import (
     HMM_DMIRROR_FLAG_FAIL_ALLOC,
     Dmirror,
     dmirror_migrate_to_device,
     dmirror_migrate_to_system,
     dmirror_read,
 )
-from .errors import EINVAL, MmError
-from .migrate_device import (
+from pyfolio.mm.migrate_device import (
     MIGRATE_PFN_COMPOUND,
     MIGRATE_PFN_MIGRATE,
     MigrateVma,
     migrate_pfn_to_page,
 )
-from .units import HPAGE_PMD_NR, PAGE_SIZE, parse_size
+from pyfolio.sim.errors import EINVAL, MmError
+from pyfolio.sim.units import HPAGE_PMD_NR, PAGE_SIZE, parse_size
 
 if TYPE_CHECKING:
-    from .machine import Machine
-    from .system import Process
+    from pyfolio.sim.machine import Machine
+    from pyfolio.system import Process
 
 __all__ = ["DESIGNS", "Device", "MigrationResults", "PageResult", "split_design"]
 

@@ -8,24 +8,31 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .debug_vm import Violation, check
-from .errors import EAGAIN, EEXIST, EINVAL, MmError, SegmentationFault
-from .folio import Folio, page_folio
-from .fork import dup_mm, mm_alloc
-from .gup import follow_page, pin_user_pages, unpin_user_page
-from .machine import Machine
-from .madvise import do_madvise
-from .memory import FAULT_FLAG_WRITE, VM_FAULT_OOM, handle_mm_fault
-from .mm_types import VM, VMA, MMStruct
-from .mmap import do_mmap, do_munmap, exit_mmap
-from .mprotect import do_mprotect
-from .pgtable import Entry, decode_entry, walk
-from .proc import PagemapEntry, kpagecount, kpageflags, pagemap, smaps, vmstat
-from .trace import Trace
-from .units import PAGE_SIZE, PMD_SIZE, parse_size
+from pyfolio.arch.x86.pgtable import Entry, decode_entry, walk
+from pyfolio.device import Device
+from pyfolio.device import split_design as design_switch
+from pyfolio.fs.proc.page import kpagecount, kpageflags
+from pyfolio.fs.proc.task_mmu import PagemapEntry, pagemap, smaps
+from pyfolio.include.linux.mm import Folio, page_folio
+from pyfolio.include.linux.mm_types import VM, VMA, MMStruct
+from pyfolio.kernel.fork import dup_mm, mm_alloc
+from pyfolio.mm.debug_vm import Violation, check
+from pyfolio.mm.gup import follow_page, pin_user_pages, unpin_user_page
+from pyfolio.mm.huge_memory_split import shrink_deferred_split, split_mapped_folio
+from pyfolio.mm.madvise import do_madvise
+from pyfolio.mm.memory import FAULT_FLAG_WRITE, VM_FAULT_OOM, handle_mm_fault
+from pyfolio.mm.mm_init import boot_machine
+from pyfolio.mm.mmap import do_mmap, do_munmap, exit_mmap
+from pyfolio.mm.mprotect import do_mprotect
+from pyfolio.mm.page_alloc import defragment, fragment
+from pyfolio.mm.vmstat import vmstat
+from pyfolio.sim.errors import EAGAIN, EEXIST, EINVAL, ENOMEM, MmError, SegmentationFault
+from pyfolio.sim.machine import MTHP_POLICIES, THP_POLICIES, mthp_size_order
+from pyfolio.sim.trace import Trace
+from pyfolio.sim.units import PAGE_SIZE, PMD_SIZE, parse_size
 
 if TYPE_CHECKING:
-    from .device import Device
+    from pyfolio.sim.machine import Machine
 
 __all__ = ["System", "Process"]
 
@@ -45,11 +52,9 @@ class System:
 
     def __init__(self, ram: int | str = "256M", thp: str = "madvise", seed: int = 0,
                  device: int | str = 0, split_design: str = "split-unmapped-folio") -> None:
-        from .device import split_design as design_switch
-
         design_switch(split_design)  # MmError(EINVAL) for an unknown design, before anything
         ram_pages = parse_size(ram) // PAGE_SIZE
-        self.machine = Machine(ram_pages, parse_size(device) // PAGE_SIZE, thp=thp, seed=seed)
+        self.machine = boot_machine(ram_pages, parse_size(device) // PAGE_SIZE, thp=thp, seed=seed)
         self.seed = seed
         self.processes: list[Process] = []
         self._next_pid = 1
@@ -64,8 +69,6 @@ class System:
 
     @split_design.setter
     def split_design(self, name: str) -> None:
-        from .device import split_design as design_switch
-
         switch = design_switch(name)
         self._split_design = name
         for dev in self.devices.values():
@@ -75,8 +78,6 @@ class System:
     def device(self) -> Device:
         """The first device; with none added yet, a "dmirror0" over the ``device=`` memory.
         MmError(EINVAL) when there is neither."""
-        from .device import Device
-
         if not self.devices:
             self.devices["dmirror0"] = Device(self.machine, "dmirror0",
                                               design=self._split_design)
@@ -86,8 +87,6 @@ class System:
                    large_pages: bool = True) -> Device:
         """A dmirror-like device with ``memory`` of its own device-private memory (a
         multiple of 2 MiB). ``large_pages=False``: its order-9 allocations fail."""
-        from .device import Device
-
         if name in self.devices:
             raise MmError(EEXIST, f"a device named {name!r} exists already")
         size = parse_size(memory)
@@ -106,15 +105,11 @@ class System:
         ``thp_split_page_failed`` count __folio_split() keeps). Unlike debugfs, which
         skips a folio that fails can_split_folio() silently, the split is attempted, so
         the reader sees its -EAGAIN."""
-        from .split import split_mapped_folio
-
         split_mapped_folio(self.machine, pfn, new_order, uniform=uniform, at=at)
 
     def drop_caches(self) -> int:
         """``echo 2 > /proc/sys/vm/drop_caches``: runs the shrinkers, among them the deferred
         split shrinker; returns how many queued folios it split."""
-        from .split import shrink_deferred_split
-
         return shrink_deferred_split(self.machine)
 
     @property
@@ -127,8 +122,6 @@ class System:
 
     @thp.setter
     def thp(self, policy: str) -> None:
-        from .machine import THP_POLICIES
-
         if policy not in THP_POLICIES:
             raise MmError(EINVAL, f"THP policy {policy!r} is not one of {', '.join(THP_POLICIES)}")
         self.machine.thp_enabled = policy
@@ -136,8 +129,6 @@ class System:
     def mthp(self, size: str) -> str:
         """The setting of ``/sys/kernel/mm/transparent_hugepage/hugepages-<size>/enabled``
         (``size`` as in sysfs, "16kB" to "2048kB")."""
-        from .machine import mthp_size_order
-
         return self.machine.thp_anon_enabled[mthp_size_order(size)]
 
     def set_mthp(self, size: str, policy: str) -> None:
@@ -150,8 +141,6 @@ class System:
         >>> m = System(ram="64M"); m.set_mthp("64kB", "madvise"); m.mthp("64kB")
         'madvise'
         """
-        from .machine import MTHP_POLICIES, mthp_size_order
-
         order = mthp_size_order(size)
         if policy not in MTHP_POLICIES:
             raise MmError(EINVAL, f"mTHP policy {policy!r} is not one of "
@@ -185,10 +174,10 @@ class System:
 
     def fragment(self) -> int:
         """Hold one frame in every 2 MiB block so THP faults fall back to 4 KiB pages."""
-        return self.machine.fragment()
+        return fragment(self.machine)
 
     def defragment(self) -> int:
-        return self.machine.defragment()
+        return defragment(self.machine)
 
     def kpageflags(self, pfns: list[int] | range) -> list[int]:
         return kpageflags(self.machine, pfns)
@@ -276,8 +265,6 @@ class Process:
             if tries > 4:
                 raise MmError(EAGAIN, f"fault at {addr:#x} made no progress in 4 tries")
             if handle_mm_fault(vma, addr, FAULT_FLAG_WRITE if write else 0) & VM_FAULT_OOM:
-                from .errors import ENOMEM
-
                 raise MmError(ENOMEM, f"out of memory faulting {addr:#x}")
             got = follow_page(self.mm, addr)
         return got[0]

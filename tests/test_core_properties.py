@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pyfolio import KiB, MiB, MmError, System
-from pyfolio.debug_vm import snapshot
+from pyfolio.mm.debug_vm import snapshot
 
 OPS = st.sampled_from(["mmap", "touch", "write", "read", "mprotect", "munmap", "madvise",
                        "fork", "pin", "unpin", "exit"])
@@ -51,7 +51,7 @@ def _apply(m: System, regions: list, op: str, who: int, off: int, n: int, adv: s
         p.pin(a, min(length, 8 * KiB))
     elif op == "unpin" and p._pins:
         pfn = p._pins[0]
-        from pyfolio.gup import unpin_user_page
+        from pyfolio.mm.gup import unpin_user_page
 
         p._pins.remove(pfn)
         unpin_user_page(m.machine, pfn)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from pyfolio import KiB, MiB, MmError, System
-from pyfolio.debug_vm import snapshot
-from pyfolio.errors import EINVAL, ENOMEM, SegmentationFault
-from pyfolio.memmap import PG
-from pyfolio.proc import KPF
+from pyfolio.fs.proc.page import KPF
+from pyfolio.mm.debug_vm import snapshot
+from pyfolio.sim.errors import EINVAL, ENOMEM, SegmentationFault
+from pyfolio.sim.memmap import PG
 
 
 @pytest.fixture
@@ -370,7 +370,7 @@ def test_thp_fault_without_memory_for_its_page_table_puts_the_folio_back() -> No
     """__do_huge_pmd_anonymous_page(): the order-9 folio is allocated first; when
     pte_alloc_one() then fails, the folio is put (``release``) and the fault is
     VM_FAULT_OOM: -ENOMEM to the access, nothing leaked, memory as it was."""
-    from pyfolio.page_alloc import __free_pages, alloc_pages
+    from pyfolio.mm.page_alloc import __free_pages, alloc_pages
 
     m = System(ram="16M", thp="madvise", seed=0)
     mach = m.machine

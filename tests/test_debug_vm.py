@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pyfolio import MiB, System
-from pyfolio.pgtable import walk
+from pyfolio.arch.x86.pgtable import pte_alloc_one, walk
 
 
 @pytest.fixture
@@ -58,7 +58,7 @@ def test_leaked_frame(mp) -> None:  # type: ignore[no-untyped-def]
 
 def test_unreachable_page_table(mp) -> None:  # type: ignore[no-untyped-def]
     m, p, a = mp
-    m.machine.alloc_pgtable()
+    pte_alloc_one(m.machine)
     assert "pgtable-refs" in kinds(m)
 
 

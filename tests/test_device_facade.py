@@ -3,8 +3,8 @@
 import pytest
 
 from pyfolio import EEXIST, EINVAL, KiB, MiB, MmError, System
-from pyfolio.debug_vm import snapshot
-from pyfolio.memmap import ZONE_DEVICE
+from pyfolio.mm.debug_vm import snapshot
+from pyfolio.sim.memmap import ZONE_DEVICE
 
 
 def test_add_device_gives_each_device_its_own_aligned_range():

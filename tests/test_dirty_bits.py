@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 
 from pyfolio import KiB, MiB, System
-from pyfolio.memmap import PG
-from pyfolio.pgtable import Entry
+from pyfolio.arch.x86.pgtable import Entry
+from pyfolio.sim.memmap import PG
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pyfolio import KiB, MiB, System
-from pyfolio.memmap import PG
+from pyfolio.sim.memmap import PG
 
 
 def _on_device(dev_size="16M"):
@@ -112,7 +112,7 @@ def test_device_fault_holds_the_folio_locked_and_referenced():
 
 
 def test_device_fault_on_a_locked_folio_changes_nothing():
-    from pyfolio.memory import handle_mm_fault
+    from pyfolio.mm.memory import handle_mm_fault
 
     m, p, a = _on_device()
     f = p.folio_at(a)
@@ -147,7 +147,7 @@ def test_device_out_of_memory_leaves_pages_in_ram():
 
 
 def test_device_page_table_reverse_index_follows_every_change():
-    from pyfolio.dmirror import DevicePageTable
+    from pyfolio.lib.dmirror import DevicePageTable
 
     pt = DevicePageTable()
     pt[(1, 0x1000)] = (600, True)
@@ -167,7 +167,7 @@ def test_device_page_table_reverse_index_follows_every_change():
 def test_bulk_device_page_table_updates_match_one_entry_at_a_time(ops):
     """map_range()/unmap_range() (the fast paths of finalize_and_map and the fault's
     alloc_and_copy) leave the table and its reverse index as per-entry updates would."""
-    from pyfolio.dmirror import DevicePageTable
+    from pyfolio.lib.dmirror import DevicePageTable
 
     bulk, single = DevicePageTable(), DevicePageTable()
     for op, mm, page, dpfn, nr, w in ops:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pyfolio import KiB, MiB, System
-from pyfolio.errors import VmWarning
-from pyfolio.folio import (
+from pyfolio.include.linux.mm import (
     folio_expected_ref_count,
     folio_get,
     folio_maybe_dma_pinned,
@@ -14,6 +13,7 @@ from pyfolio.folio import (
     folio_ref_freeze,
     folio_ref_unfreeze,
 )
+from pyfolio.sim.errors import VmWarning
 
 
 def thp(m: System):  # type: ignore[no-untyped-def]

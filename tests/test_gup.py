@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 
 from pyfolio import EFAULT, ENOMEM, KiB, MiB, MmError, System
-from pyfolio.debug_vm import snapshot
-from pyfolio.folio import GUP_PIN_COUNTING_BIAS, folio_maybe_dma_pinned, page_folio
-from pyfolio.gup import follow_page, pin_user_pages, unpin_user_page
-from pyfolio.memmap import PG
+from pyfolio.include.linux.mm import GUP_PIN_COUNTING_BIAS, folio_maybe_dma_pinned, page_folio
+from pyfolio.mm.debug_vm import snapshot
+from pyfolio.mm.gup import follow_page, pin_user_pages, unpin_user_page
+from pyfolio.sim.memmap import PG
 
 
 @pytest.fixture
@@ -122,7 +122,7 @@ def test_pin_records_one_event_with_the_count(m: System) -> None:
 
 def _fill(m: System) -> None:
     """Take every free frame (a process that wrote all of memory)."""
-    from pyfolio.page_alloc import alloc_pages
+    from pyfolio.mm.page_alloc import alloc_pages
 
     while m.nr_free_pages():
         pfn = alloc_pages(m.machine, 0)

@@ -13,6 +13,14 @@ from typing import Any
 
 import pytest
 
+from pyfolio.fs.proc.page import KPF
+from pyfolio.fs.proc.task_mmu import (
+    PM_MMAP_EXCLUSIVE,
+    PM_PRESENT,
+    PM_SOFT_DIRTY,
+    PM_SWAP,
+    PagemapEntry,
+)
 from pyfolio.kernel_lab import (
     SCENARIOS,
     KernelBackend,
@@ -39,8 +47,7 @@ from pyfolio.kernel_lab.compare import (
 )
 from pyfolio.kernel_lab.readers import debugfs_split_status, require_pfns, smaps_all, thp_policy
 from pyfolio.kernel_lab.scenarios import Step, layout_of, rle
-from pyfolio.proc import KPF, PM_MMAP_EXCLUSIVE, PM_PRESENT, PM_SOFT_DIRTY, PM_SWAP, PagemapEntry
-from pyfolio.units import KiB, MiB
+from pyfolio.sim.units import KiB, MiB
 
 HEAD, TAIL = 1 << KPF["COMPOUND_HEAD"], 1 << KPF["COMPOUND_TAIL"]
 THP, ZERO = 1 << KPF["THP"], 1 << KPF["ZERO_PAGE"]

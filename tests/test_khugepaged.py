@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 
 from pyfolio import KiB, MiB, MmError, System
-from pyfolio.debug_vm import snapshot
-from pyfolio.errors import EAGAIN, EINVAL, ENOMEM
-from pyfolio.memmap import PG
+from pyfolio.mm.debug_vm import snapshot
+from pyfolio.sim.errors import EAGAIN, EINVAL, ENOMEM
+from pyfolio.sim.memmap import PG
 from pyfolio.system import Process
 
 

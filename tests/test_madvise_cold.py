@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from pyfolio import KiB, MiB, System
-from pyfolio.debug_vm import snapshot
-from pyfolio.memmap import PG
+from pyfolio.mm.debug_vm import snapshot
+from pyfolio.sim.memmap import PG
 
 
 def _split_counts(m: System, before: dict[str, int]) -> tuple[int, int]:

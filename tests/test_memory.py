@@ -7,9 +7,10 @@ from __future__ import annotations
 import pytest
 
 from pyfolio import KiB, MiB, System
-from pyfolio.folio import GUP_PIN_COUNTING_BIAS, page_folio
-from pyfolio.memmap import PG
-from pyfolio.memory import (
+from pyfolio.arch.x86.pgtable import _PAGE_DIRTY, _PAGE_SAVED_DIRTY, pte_pfn
+from pyfolio.include.linux.mm import GUP_PIN_COUNTING_BIAS, page_folio
+from pyfolio.include.linux.mm_types import VMA
+from pyfolio.mm.memory import (
     FAULT_FLAG_WRITE,
     copy_page_range,
     do_anonymous_page,
@@ -19,9 +20,8 @@ from pyfolio.memory import (
     vma_needs_copy,
     zap_pte_range,
 )
-from pyfolio.mm_types import VMA
-from pyfolio.pgtable import _PAGE_DIRTY, _PAGE_SAVED_DIRTY, pte_pfn
-from pyfolio.rmap import anon_vma_fork, folio_anon_vma
+from pyfolio.mm.rmap import anon_vma_fork, folio_anon_vma
+from pyfolio.sim.memmap import PG
 
 
 @pytest.fixture

@@ -3,10 +3,9 @@
 import pytest
 
 from pyfolio import EBUSY, EINVAL, MmError, System
-from pyfolio.debug_vm import snapshot
-from pyfolio.folio import Folio
-from pyfolio.memmap import PG, ZONE_DEVICE
-from pyfolio.memremap import (
+from pyfolio.include.linux.mm import Folio
+from pyfolio.mm.debug_vm import snapshot
+from pyfolio.mm.memremap import (
     MEMORY_TYPE,
     DevPagemap,
     DevPagemapOps,
@@ -15,6 +14,7 @@ from pyfolio.memremap import (
     memremap_pages,
     zone_device_folio_init,
 )
+from pyfolio.sim.memmap import PG, ZONE_DEVICE
 
 
 def _ops() -> DevPagemapOps:

@@ -3,11 +3,10 @@
 import pytest
 
 from pyfolio import EINVAL, KiB, MiB, MmError, System
-from pyfolio.debug_vm import snapshot
-from pyfolio.dmirror import dmirror_devmem_alloc_page, dmirror_migrate_finalize_and_map
-from pyfolio.folio import Folio
-from pyfolio.memmap import PG
-from pyfolio.migrate_device import (
+from pyfolio.include.linux.mm import Folio
+from pyfolio.lib.dmirror import dmirror_devmem_alloc_page, dmirror_migrate_finalize_and_map
+from pyfolio.mm.debug_vm import snapshot
+from pyfolio.mm.migrate_device import (
     MIGRATE_PFN,
     MIGRATE_PFN_COMPOUND,
     MIGRATE_PFN_MIGRATE,
@@ -20,6 +19,7 @@ from pyfolio.migrate_device import (
     migrate_vma_pages,
     migrate_vma_setup,
 )
+from pyfolio.sim.memmap import PG
 
 
 def _thp(dev_size="16M"):

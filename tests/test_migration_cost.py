@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from pyfolio import MiB, System
-from pyfolio.debug_vm import snapshot as machine_snapshot
-from pyfolio.errors import MmError
-from pyfolio.migrate_device import MIGRATE_VMA_SELECT, MigrateVma, migrate_pfn, migrate_vma_setup
+from pyfolio.mm.debug_vm import snapshot as machine_snapshot
+from pyfolio.mm.migrate_device import MIGRATE_VMA_SELECT, MigrateVma, migrate_pfn, migrate_vma_setup
+from pyfolio.sim.errors import MmError
 from pyfolio.views import render
 from pyfolio.views.migration_cost import (
     cost_sweep,

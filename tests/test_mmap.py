@@ -6,10 +6,9 @@ from __future__ import annotations
 import pytest
 
 from pyfolio import EINVAL, ENOMEM, KiB, MiB, MmError, System
-from pyfolio.debug_vm import snapshot
-from pyfolio.memmap import ENTIRELY_MAPPED, PG
-from pyfolio.mm_types import VM
-from pyfolio.mmap import (
+from pyfolio.include.linux.mm_types import VM
+from pyfolio.mm.debug_vm import snapshot
+from pyfolio.mm.mmap import (
     check_range,
     do_mmap,
     do_munmap,
@@ -17,8 +16,9 @@ from pyfolio.mmap import (
     split_vma,
     vma_merge_range,
 )
-from pyfolio.rmap import anon_vma_prepare, rmap_walk
-from pyfolio.units import PMD_SIZE
+from pyfolio.mm.rmap import anon_vma_prepare, rmap_walk
+from pyfolio.sim.memmap import ENTIRELY_MAPPED, PG
+from pyfolio.sim.units import PMD_SIZE
 
 
 @pytest.fixture

@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 
 from pyfolio import KiB, MiB, System
-from pyfolio.errors import MmError
-from pyfolio.folio import folio_mapcount, folio_ref_count
-from pyfolio.memmap import PG
-from pyfolio.proc import KPF
+from pyfolio.fs.proc.page import KPF
+from pyfolio.include.linux.mm import folio_mapcount, folio_ref_count
+from pyfolio.mm.page_alloc import fragment
+from pyfolio.sim.errors import MmError
+from pyfolio.sim.memmap import PG
 from pyfolio.system import Process
 
 
@@ -129,7 +130,7 @@ def test_a_partly_populated_range_falls_to_a_smaller_order_or_a_page() -> None:
 def test_allocation_failure_falls_back_order_by_order() -> None:
     m, p, a = _mthp_system(s64kB="madvise", s32kB="madvise")
     p.madvise(a, 256 * KiB, "hugepage")
-    m.machine.fragment(every=16)  # one frame held in every 16: no free order-4 block
+    fragment(m.machine, every=16)  # one frame held in every 16: no free order-4 block
     p.touch(a, 64 * KiB)
     assert _orders(p, a, 16) == [3] * 16  # 32 KiB folios
     m.set_mthp("32kB", "never")

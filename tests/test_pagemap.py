@@ -6,12 +6,13 @@ from __future__ import annotations
 import pytest
 
 from pyfolio import KiB, MiB, System
-from pyfolio.folio import folio_get, folio_lock, folio_put, folio_unlock, page_folio
-from pyfolio.memmap import PG
-from pyfolio.mm_types import VM
-from pyfolio.pgtable import SwpType
-from pyfolio.proc import KPF, PM_FILE, PM_MMAP_EXCLUSIVE, PM_PRESENT, PM_SOFT_DIRTY, PM_SWAP
-from pyfolio.rmap import try_to_migrate
+from pyfolio.fs.proc.page import KPF
+from pyfolio.fs.proc.task_mmu import PM_FILE, PM_MMAP_EXCLUSIVE, PM_PRESENT, PM_SOFT_DIRTY, PM_SWAP
+from pyfolio.include.linux.mm import folio_get, folio_lock, folio_put, folio_unlock, page_folio
+from pyfolio.include.linux.mm_types import VM
+from pyfolio.include.linux.swapops import SwpType
+from pyfolio.mm.rmap import try_to_migrate
+from pyfolio.sim.memmap import PG
 
 SWP_SHIFT = 5  # MAX_SWAPFILES_SHIFT: bits 0-4 swap type, 5-54 offset
 

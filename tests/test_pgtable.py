@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pyfolio.pgtable import (
+from pyfolio.arch.x86.pgtable import (
     _HPAGE_CHG_MASK,
     _PAGE_CHG_MASK,
     _PAGE_DIRTY,
@@ -16,13 +16,7 @@ from pyfolio.pgtable import (
     _PAGE_SAVED_DIRTY,
     _PAGE_SOFT_DIRTY,
     _PAGE_SWP_EXCLUSIVE,
-    SwpType,
     decode_entry,
-    is_device_private_entry,
-    is_migration_entry,
-    make_readable_exclusive_migration_entry,
-    make_writable_device_private_entry,
-    make_writable_migration_entry,
     pfn_pte,
     pgd_index,
     pmd_index,
@@ -43,6 +37,14 @@ from pyfolio.pgtable import (
     swp_offset,
     swp_type,
     vm_page_prot,
+)
+from pyfolio.include.linux.swapops import (
+    SwpType,
+    is_device_private_entry,
+    is_migration_entry,
+    make_readable_exclusive_migration_entry,
+    make_writable_device_private_entry,
+    make_writable_migration_entry,
 )
 
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 import pytest
 
 from pyfolio import KiB, MiB, System
-from pyfolio.machine import VMSTAT_COUNTERS
-from pyfolio.proc import precise_page_mapcount, smaps, vmstat
+from pyfolio.fs.proc.internal import precise_page_mapcount
+from pyfolio.fs.proc.task_mmu import smaps
+from pyfolio.mm.vmstat import vmstat
+from pyfolio.sim.machine import VMSTAT_COUNTERS
 
 _ZERO = dict.fromkeys(("Rss", "Pss", "Shared_Clean", "Shared_Dirty", "Private_Clean",
                        "Private_Dirty", "Referenced", "Anonymous", "AnonHugePages"), 0)

@@ -1,4 +1,4 @@
-"""pyfolio.review: branch counting from source, stacks at events, the fallback scenario;
+"""pyfolio.reading.review: branch counting from source, stacks at events, the fallback scenario;
 pyfolio.views.design_steps and pyfolio.widgets.design_review."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import ast
 
 import pytest
 
-from pyfolio.review import (
+from pyfolio.reading.review import (
     DESIGNS,
     body_of,
     branches_in,
@@ -19,8 +19,8 @@ from pyfolio.review import (
     reader_load,
     traced_stacks,
 )
+from pyfolio.sim.units import MiB
 from pyfolio.system import System
-from pyfolio.units import MiB
 from pyfolio.views.design_steps import draw_design_step
 
 SRC = '''
@@ -55,7 +55,7 @@ def test_branches_in_counts_every_kind_and_filters_by_flag() -> None:
 
 def test_find_function_looks_up_by_name_across_modules() -> None:
     fn = find_function("migrate_vma_split_unmapped_folio")
-    assert fn.module == "pyfolio.migrate_device" and "folio" in fn.params
+    assert fn.module == "pyfolio.mm.migrate_device" and "folio" in fn.params
     with pytest.raises(KeyError, match="no module-level function 'no_such_fn'"):
         find_function("no_such_fn")
     with pytest.raises(KeyError, match="does not call"):

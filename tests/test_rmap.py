@@ -11,15 +11,15 @@ from __future__ import annotations
 import pytest
 
 from pyfolio import KiB, MiB, System
-from pyfolio.debug_vm import snapshot
-from pyfolio.folio import Folio
-from pyfolio.huge_memory import split_huge_pmd
-from pyfolio.memmap import ENTIRELY_MAPPED, FOLIO_MAPPING_ANON, PG
-from pyfolio.memory import pmd_slot, pte_slot, set_pte_at
-from pyfolio.migrate import ref_drop, ref_hold, remove_migration_ptes
-from pyfolio.page_alloc import alloc_pages
-from pyfolio.pgtable import SwpType, pfn_pte, pte_mkdirty, vm_page_prot
-from pyfolio.rmap import (
+from pyfolio.arch.x86.pgtable import pfn_pte, pte_mkdirty, vm_page_prot
+from pyfolio.include.linux.mm import Folio
+from pyfolio.include.linux.swapops import SwpType
+from pyfolio.mm.debug_vm import snapshot
+from pyfolio.mm.huge_memory import split_huge_pmd
+from pyfolio.mm.memory import pmd_slot, pte_slot, set_pte_at
+from pyfolio.mm.migrate import ref_drop, ref_hold, remove_migration_ptes
+from pyfolio.mm.page_alloc import alloc_pages
+from pyfolio.mm.rmap import (
     RMAP_EXCLUSIVE,
     RMAP_NONE,
     TTU_SPLIT_HUGE_PMD,
@@ -39,7 +39,8 @@ from pyfolio.rmap import (
     rmap_walk,
     try_to_migrate,
 )
-from pyfolio.units import PMD_SIZE
+from pyfolio.sim.memmap import ENTIRELY_MAPPED, FOLIO_MAPPING_ANON, PG
+from pyfolio.sim.units import PMD_SIZE
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Tests of pyfolio.split: __folio_split and its entry points, exact counts (Linux 6.18)."""
+"""Tests of pyfolio.mm.huge_memory_split: __folio_split and its entry points, exact counts
+(Linux 6.18)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pyfolio import EAGAIN, EBUSY, EINVAL, KiB, MiB, MmError, System
-from pyfolio import split as sp
-from pyfolio.debug_vm import snapshot
-from pyfolio.folio import Folio, folio_get, folio_lock, folio_put, folio_unlock, page_folio
-from pyfolio.memmap import NO_HEAD, PG
+from pyfolio.include.linux.mm import (
+    Folio,
+    folio_get,
+    folio_lock,
+    folio_put,
+    folio_unlock,
+    page_folio,
+)
+from pyfolio.mm import huge_memory_split as sp
+from pyfolio.mm.debug_vm import snapshot
+from pyfolio.sim.memmap import NO_HEAD, PG
 
 
 def thp(m: System, fork: bool = False) -> tuple:
@@ -174,7 +182,7 @@ def test_after_fork_both_processes_remapped(m: System, pmd_split: bool) -> None:
 
 def test_618_0_try_to_migrate_bug_fails_shared_pmd_thp(m: System, monkeypatch) -> None:
     """Linux 6.18.0 (before 939080834fef) stops the walk after one PMD: -EAGAIN."""
-    from pyfolio import rmap
+    from pyfolio.mm import rmap as rmap
 
     monkeypatch.setattr(rmap, "TRY_TO_MIGRATE_STOPS_AFTER_PMD_SPLIT", True)
     p, a, pfn = thp(m)
@@ -383,7 +391,7 @@ def test_property_split(fork: bool, pmd_split: bool, pin: bool, new_order: int, 
 def _frozen_pmd_split(m: System, readonly: bool, pinned: bool = False) -> tuple:
     """A THP (read-only PMD if asked, pinned if asked), referenced and locked by the
     caller, its PMD split with freeze as try_to_migrate() does for unmap_folio()."""
-    from pyfolio.huge_memory import split_huge_pmd_address
+    from pyfolio.mm.huge_memory import split_huge_pmd_address
 
     p, a, pfn = thp(m)
     if readonly:
@@ -401,7 +409,7 @@ def _frozen_pmd_split(m: System, readonly: bool, pinned: bool = False) -> tuple:
 @pytest.mark.parametrize("readonly", [False, True])
 def test_freeze_pmd_split_installs_migration_entries_and_drops_the_pmd_reference(
         m: System, readonly: bool) -> None:
-    from pyfolio.migrate import remove_migration_ptes
+    from pyfolio.mm.migrate import remove_migration_ptes
 
     p, a, folio, (ref0, entire0) = _frozen_pmd_split(m, readonly)
     assert (ref0, entire0) == (2, 1)
@@ -437,9 +445,9 @@ def test_freeze_pmd_split_of_a_pinned_exclusive_thp_is_a_plain_split(m: System) 
 @pytest.mark.parametrize("readonly", [False, True])
 def test_split_of_a_pmd_migration_entry_keeps_its_kind_and_references(
         m: System, readonly: bool) -> None:
-    from pyfolio.huge_memory import split_huge_pmd_address
-    from pyfolio.migrate import remove_migration_ptes
-    from pyfolio.rmap import try_to_migrate
+    from pyfolio.mm.huge_memory import split_huge_pmd_address
+    from pyfolio.mm.migrate import remove_migration_ptes
+    from pyfolio.mm.rmap import try_to_migrate
 
     p, a, pfn = thp(m)
     if readonly:
@@ -508,8 +516,8 @@ def test_split_of_a_device_private_pmd(freeze: bool) -> None:
     """The series' device-private branch: without freeze, 512 device-private PTEs with a
     reference and an exclusive PTE mapping each; with freeze, migration entries (the
     folio shared first) and the PMD's reference dropped."""
-    from pyfolio.huge_memory import split_huge_pmd_address
-    from pyfolio.migrate import remove_migration_ptes
+    from pyfolio.mm.huge_memory import split_huge_pmd_address
+    from pyfolio.mm.migrate import remove_migration_ptes
 
     m = System(ram="64M", device="16M")
     p, a = m.spawn_with_thp()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pyfolio import KiB, MiB, System
-from pyfolio.trace import COSTS, Event, Trace
+from pyfolio.sim.trace import COSTS, Event, Trace
 
 
 def test_emit_numbers_events_in_order_and_keeps_args_and_changes() -> None:

@@ -128,7 +128,7 @@ def texts(fig: Figure) -> str:
 
 
 def test_folio_strip_after_non_uniform_split(thp):
-    from pyfolio.split import split_mapped_folio
+    from pyfolio.mm.huge_memory_split import split_mapped_folio
 
     m, p, a = thp
     f = p.folio_at(a)
@@ -191,7 +191,7 @@ def test_entry_bits_pfn_and_flags(thp):
 
 
 def test_entry_bits_migration_entry():
-    from pyfolio.pgtable import make_writable_migration_entry
+    from pyfolio.include.linux.swapops import make_writable_migration_entry
 
     t = texts(entry_bits(make_writable_migration_entry(0x1234)))
     assert "SWP_MIGRATION_WRITE" in t and "PFN 0x1234" in t and "PFN\n" not in t
@@ -283,7 +283,7 @@ SPLIT_STEPS = ("unmap_folio", "folio_ref_freeze", "__split_unmapped_folio",
 
 
 def test_record_events_inside_a_split(thp):
-    from pyfolio.split import split_mapped_folio
+    from pyfolio.mm.huge_memory_split import split_mapped_folio
 
     m, p, a = thp
     head = p.folio_at(a).pfn
@@ -331,7 +331,7 @@ def test_draw_frames_and_stack(thp):
 
 
 def test_draw_step_titles_counts_and_errors(thp):
-    from pyfolio.split import split_mapped_folio
+    from pyfolio.mm.huge_memory_split import split_mapped_folio
 
     m, p, a = thp
     head = p.folio_at(a).pfn
@@ -346,7 +346,7 @@ def test_draw_step_titles_counts_and_errors(thp):
 
 
 def test_folio_strip_free_buddy_blocks():
-    from pyfolio.page_alloc import alloc_pages
+    from pyfolio.mm.page_alloc import alloc_pages
 
     m = System(ram="16M", seed=0)
     x, y = alloc_pages(m.machine, 0), alloc_pages(m.machine, 0)

@@ -10,7 +10,7 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from pyfolio import KiB, MiB, System  # noqa: E402
-from pyfolio.debug_vm import snapshot  # noqa: E402
+from pyfolio.mm.debug_vm import snapshot  # noqa: E402
 from pyfolio.widgets import (  # noqa: E402
     Scenario,
     device_fault_explorer,

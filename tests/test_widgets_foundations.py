@@ -1,7 +1,7 @@
 """The widgets of chapters 2, 3 and 5 driven headlessly: set values, click, assert the model.
 
 A failing action (ENOMEM, bad input, SIGSEGV) must be a message and leave the machine as it
-was (compared with pyfolio.debug_vm.snapshot).
+was (compared with pyfolio.mm.debug_vm.snapshot).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
 
 from pyfolio import KiB, MiB  # noqa: E402
-from pyfolio.debug_vm import snapshot  # noqa: E402
-from pyfolio.page_alloc import buddyinfo, nr_free_pages  # noqa: E402
-from pyfolio.units import PMD_SIZE  # noqa: E402
+from pyfolio.mm.debug_vm import snapshot  # noqa: E402
+from pyfolio.mm.page_alloc import buddyinfo, nr_free_pages  # noqa: E402
+from pyfolio.sim.units import PMD_SIZE  # noqa: E402
 from pyfolio.widgets import buddy_explorer, fault_explorer, folio_inspector  # noqa: E402
 
 # -- chapter 2: the buddy allocator explorer -----------------------------------------------

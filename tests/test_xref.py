@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from pyfolio import huge_memory, memory, page_alloc, rmap
-from pyfolio.xref import kernel_refs, read_the_kernel, xref_table
+from pyfolio.mm import huge_memory as huge_memory
+from pyfolio.mm import memory as memory
+from pyfolio.mm import page_alloc as page_alloc
+from pyfolio.mm import rmap as rmap
+from pyfolio.reading.xref import kernel_refs, read_the_kernel, xref_table
 
 
 def test_every_modelled_function_names_a_kernel_file_and_function() -> None:
@@ -41,7 +44,7 @@ import re  # noqa: E402
 import types  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from pyfolio.xref import (  # noqa: E402
+from pyfolio.reading.xref import (  # noqa: E402
     KERNEL_SOURCES,
     chapters_teaching,
     kernel_names,
@@ -61,7 +64,7 @@ KNOWN_UNCITED: set[str] = set()
 def test_every_citation_names_a_file_of_the_reference_list() -> None:
     missing = sorted({f"{path} (cited by {r.python})" for r in kernel_refs()
                       for path, _ in r.kernel if path not in KERNEL_SOURCES})
-    assert not missing, f"add these files to pyfolio.xref.KERNEL_SOURCES: {missing}"
+    assert not missing, f"add these files to pyfolio.reading.xref.KERNEL_SOURCES: {missing}"
     assert all(desc for desc in KERNEL_SOURCES.values())
 
 
@@ -125,11 +128,13 @@ def test_uncited_detects_public_functions_named_after_cited_kernel_functions() -
 
 
 def test_dmirror_read_and_page_mapcount_say_what_they_model() -> None:
-    from pyfolio import dmirror, folio
+    from pyfolio.include.linux import mm as folio
+    from pyfolio.lib import dmirror as dmirror
 
     refs = {r.python: r.kernel for r in kernel_refs()}
-    assert refs["pyfolio.dmirror.dmirror_read"] == (("lib/test_hmm.c", "dmirror_do_read"),)
-    assert "pyfolio.folio.page_mapcount" not in refs and "page_mapcount" not in kernel_names()
+    assert refs["pyfolio.lib.dmirror.dmirror_read"] == (("lib/test_hmm.c", "dmirror_do_read"),)
+    assert "pyfolio.include.linux.mm.page_mapcount" not in refs
+    assert "page_mapcount" not in kernel_names()
     assert "no kernel counterpart" in (folio.page_mapcount.__doc__ or "")
     assert dmirror.dmirror_read.__doc__
 
@@ -156,7 +161,7 @@ def test_xref_page_rows_and_chapter_links() -> None:
     toc = (ROOT / "_toc.yml").read_text()
     for target in set(re.findall(r"</(chapters/[\w-]+)>", page)):
         assert f"- file: {target}\n" in toc, target
-    row = next(r for r in rows if "`pyfolio.split.folio_split_unmapped`" in r)
+    row = next(r for r in rows if "`pyfolio.mm.huge_memory_split.folio_split_unmapped`" in r)
     assert "</chapters/12-code-review-lab>" in row and "`mm/huge_memory.c`" in row
 
 

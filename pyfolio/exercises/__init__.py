@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import (
+from pyfolio.exercises import (
     ch02_page_frames,
     ch03_folios,
     ch04_page_tables,
@@ -29,7 +29,7 @@ from . import (
     ch11_no_huge_page_on_the_device,
     ch12_code_review_lab,
 )
-from .base import Exercise
+from pyfolio.exercises.base import Exercise
 
 __all__ = ["Exercise", "CHAPTERS", "kinds", "make", "exercises"]
 

@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import CHAPTERS, kinds, make
+from pyfolio.exercises import CHAPTERS, kinds, make
 
 __all__ = ["main", "render"]
 

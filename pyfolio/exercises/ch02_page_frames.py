@@ -7,9 +7,10 @@ frees frames 1..1023 as one block of each order 0..9). The answers come from run
 
 from __future__ import annotations
 
-from ..machine import Machine
-from ..page_alloc import __free_pages, alloc_pages, buddyinfo
-from .base import Exercise
+from pyfolio.exercises.base import Exercise
+from pyfolio.mm.mm_init import boot_machine
+from pyfolio.mm.page_alloc import __free_pages, alloc_pages, buddyinfo
+from pyfolio.sim.machine import Machine
 
 __all__ = ["BuddyMerge", "BuddyinfoAfter", "AllocPfn", "KINDS"]
 
@@ -19,7 +20,7 @@ _free_block = __free_pages
 
 
 def _machine() -> Machine:
-    return Machine(RAM_PAGES)
+    return boot_machine(RAM_PAGES)
 
 
 class _BuddyScenario(Exercise):

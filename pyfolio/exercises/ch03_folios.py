@@ -6,13 +6,13 @@ Answers come from the memmap: ``page_folio()`` follows a tail page's compound he
 
 from __future__ import annotations
 
-from ..folio import folio_order, folio_page_idx, page_folio
-from ..machine import Machine
-from ..page_alloc import alloc_pages
-from ..proc import KPF
-from ..system import System
-from ..units import MiB
-from .base import Exercise
+from pyfolio.exercises.base import Exercise
+from pyfolio.fs.proc.page import KPF
+from pyfolio.include.linux.mm import folio_order, folio_page_idx, page_folio
+from pyfolio.mm.mm_init import boot_machine
+from pyfolio.mm.page_alloc import alloc_pages
+from pyfolio.sim.units import MiB
+from pyfolio.system import System
 
 __all__ = ["FolioHead", "PageIndex", "KpageflagsBits", "KINDS"]
 
@@ -25,7 +25,7 @@ class _Folios(Exercise):
     chapter = 3
 
     def setup(self) -> None:
-        m = Machine(RAM_PAGES)
+        m = boot_machine(RAM_PAGES)
         self.m = m
         self.folios = []
         for order in self.rng.sample([2, 3, 4, 5, 9], 3):
@@ -56,7 +56,7 @@ class FolioHead(_Folios):
     fields = ("head pfn", "order")
 
     def compute(self, folio: object) -> None:
-        from ..folio import Folio
+        from pyfolio.include.linux.mm import Folio
 
         assert isinstance(folio, Folio)
         self.answer = (folio.pfn, folio_order(folio))
@@ -79,7 +79,7 @@ class PageIndex(_Folios):
     fields = ("folio_page_idx", "folio_nr_pages")
 
     def compute(self, folio: object) -> None:
-        from ..folio import Folio
+        from pyfolio.include.linux.mm import Folio
 
         assert isinstance(folio, Folio)
         self.answer = (folio_page_idx(folio, self.pfn), folio.nr_pages)

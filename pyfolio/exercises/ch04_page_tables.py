@@ -6,10 +6,10 @@ of a real simulated page table after a small scenario; translations are done by 
 
 from __future__ import annotations
 
-from ..pgtable import decode_entry, pgd_index, pmd_index, pte_index, pud_index
-from ..system import Process, System
-from ..units import PAGE_SIZE, KiB, MiB
-from .base import Exercise
+from pyfolio.arch.x86.pgtable import decode_entry, pgd_index, pmd_index, pte_index, pud_index
+from pyfolio.exercises.base import Exercise
+from pyfolio.sim.units import PAGE_SIZE, KiB, MiB
+from pyfolio.system import Process, System
 
 __all__ = ["IndexDecomposition", "DecodeEntry", "Translate", "KINDS", "SCENARIOS"]
 

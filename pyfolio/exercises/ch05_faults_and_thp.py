@@ -7,9 +7,9 @@ Every answer is read off the simulator after the fault: ``p.lookup()`` for the e
 
 from __future__ import annotations
 
-from ..system import Process, System
-from ..units import PAGE_SIZE, PMD_SIZE, KiB, MiB
-from .base import Exercise
+from pyfolio.exercises.base import Exercise
+from pyfolio.sim.units import PAGE_SIZE, PMD_SIZE, KiB, MiB
+from pyfolio.system import Process, System
 
 __all__ = ["ThpOrNot", "ZeroPage", "SmapsSizes", "KINDS"]
 

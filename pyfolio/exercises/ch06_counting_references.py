@@ -6,12 +6,12 @@ succeeds is found by trying it (``split_mapped_folio``, as debugfs split_huge_pa
 
 from __future__ import annotations
 
-from ..errors import MmError
-from ..folio import Folio
-from ..split import split_mapped_folio
-from ..system import Process, System
-from ..units import PAGE_SIZE, KiB, MiB
-from .base import Exercise
+from pyfolio.exercises.base import Exercise
+from pyfolio.include.linux.mm import Folio
+from pyfolio.mm.huge_memory_split import split_mapped_folio
+from pyfolio.sim.errors import MmError
+from pyfolio.sim.units import PAGE_SIZE, KiB, MiB
+from pyfolio.system import Process, System
 
 __all__ = ["ForkCounts", "CowCounts", "PinCounts", "KINDS"]
 

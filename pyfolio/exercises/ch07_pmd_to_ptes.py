@@ -7,11 +7,11 @@ struct page for PG_anon_exclusive (which /proc/kpageflags cannot show per page).
 
 from __future__ import annotations
 
-from ..folio import Folio
-from ..memmap import PG
-from ..system import Process, System
-from ..units import PAGE_SIZE, KiB, MiB
-from .base import Exercise
+from pyfolio.exercises.base import Exercise
+from pyfolio.include.linux.mm import Folio
+from pyfolio.sim.memmap import PG
+from pyfolio.sim.units import PAGE_SIZE, KiB, MiB
+from pyfolio.system import Process, System
 
 __all__ = ["WhichCounters", "CountsAfterSplit", "InheritedBits", "KINDS", "TRIGGERS"]
 

@@ -7,12 +7,12 @@ debugfs split_huge_pages does, or the deferred split shrinker) and reading the r
 
 from __future__ import annotations
 
-from ..errors import MmError
-from ..folio import page_folio
-from ..split import shrink_deferred_split, split_mapped_folio
-from ..system import Process, System
-from ..units import PAGE_SIZE, MiB
-from .base import Exercise
+from pyfolio.exercises.base import Exercise
+from pyfolio.include.linux.mm import page_folio
+from pyfolio.mm.huge_memory_split import shrink_deferred_split, split_mapped_folio
+from pyfolio.sim.errors import MmError
+from pyfolio.sim.units import PAGE_SIZE, MiB
+from pyfolio.system import Process, System
 
 __all__ = ["written_thp", "SplitOrders", "SplitErrno", "DeferredShrink", "KINDS"]
 

@@ -7,10 +7,10 @@ counters and free lists for the device pages, the folio view for what came back.
 
 from __future__ import annotations
 
-from ..device import Device
-from ..system import Process, System
-from ..units import PAGE_SIZE, MiB
-from .base import Exercise
+from pyfolio.device import Device
+from pyfolio.exercises.base import Exercise
+from pyfolio.sim.units import PAGE_SIZE, MiB
+from pyfolio.system import Process, System
 
 __all__ = ["pages_on_device", "DecodeEntry", "FaultBack", "PmdFault", "KINDS"]
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..dmirror import dmirror_migrate_alloc_and_copy, dmirror_migrate_finalize_and_map
-from ..migrate_device import (
+from pyfolio.exercises.base import Exercise
+from pyfolio.lib.dmirror import dmirror_migrate_alloc_and_copy, dmirror_migrate_finalize_and_map
+from pyfolio.mm.migrate_device import (
     MIGRATE_PFN,
     MIGRATE_VMA_SELECT,
     MigrateVma,
@@ -19,10 +20,9 @@ from ..migrate_device import (
     migrate_vma_pages,
     migrate_vma_setup,
 )
-from ..system import Process, System
-from ..units import PAGE_SIZE, KiB, MiB
-from ..views.migration_cost import BACKINGS, migration_cost, mpfn_str
-from .base import Exercise
+from pyfolio.sim.units import PAGE_SIZE, KiB, MiB
+from pyfolio.system import Process, System
+from pyfolio.views.migration_cost import BACKINGS, migration_cost, mpfn_str
 
 __all__ = ["SrcEntry", "MigrationCostExercise", "AfterMigration", "KINDS", "ENTRY_SCENARIOS"]
 

@@ -8,10 +8,10 @@ Every answer is read off the simulator after the operations: the entries with
 
 from __future__ import annotations
 
-from ..device import Device
-from ..system import Process, System
-from ..units import PAGE_SIZE, MiB
-from .base import Exercise
+from pyfolio.device import Device
+from pyfolio.exercises.base import Exercise
+from pyfolio.sim.units import PAGE_SIZE, MiB
+from pyfolio.system import Process, System
 
 __all__ = ["device_thps", "WhatReachesTheDevice", "FaultsOnAPartialFolio", "RoundTrip",
            "KINDS", "MODES"]

@@ -1,15 +1,22 @@
 """Chapter 12 exercises: review the two designs of the split fallback.
 
 Every answer comes from the simulator or from pyfolio's own source: which function the
-fallback goes through (a traced run of :func:`pyfolio.review.fallback_scenario`), the
+fallback goes through (a traced run of :func:`pyfolio.reading.review.fallback_scenario`), the
 state a migration leaves (the same run), and which conditions of the split path exist only
-because of the ``unmapped`` flag (:func:`pyfolio.review.reader_load`, read with ``ast``).
+because of the ``unmapped`` flag (:func:`pyfolio.reading.review.reader_load`, read with ``ast``).
 """
 
 from __future__ import annotations
 
-from ..review import DESIGNS, ENTRY, Branch, fallback_scenario, reader_load, split_events
-from .base import Exercise
+from pyfolio.exercises.base import Exercise
+from pyfolio.reading.review import (
+    DESIGNS,
+    ENTRY,
+    Branch,
+    fallback_scenario,
+    reader_load,
+    split_events,
+)
 
 __all__ = ["WhichPath", "PredictState", "SpotSpecialCase", "KINDS"]
 
@@ -112,7 +119,7 @@ class SpotSpecialCase(Exercise):
     def hint(self) -> str:
         return ("Look for the name unmapped in the condition; then count the conditions of "
                 "the same function that mention it (read it with "
-                "pyfolio.review.branches(find_function(name), 'unmapped')).")
+                "pyfolio.reading.review.branches(find_function(name), 'unmapped')).")
 
 
 KINDS: dict[str, type[Exercise]] = {c.kind: c for c in (WhichPath, PredictState,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from .base import Exercise
+from pyfolio.exercises.base import Exercise
 
 __all__ = ["exercise_widget", "question_html"]
 

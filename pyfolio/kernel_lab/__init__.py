@@ -8,8 +8,8 @@ scenario needs (an mTHP size) is written for the length of the run and restored;
 other global action is ``echo 2 > /proc/sys/vm/drop_caches``.
 """
 
-from .backends import KernelBackend, Observations, SimulatorBackend
-from .readers import (
+from pyfolio.kernel_lab.backends import KernelBackend, Observations, SimulatorBackend
+from pyfolio.kernel_lab.readers import (
     Unavailable,
     availability,
     kpagecount,
@@ -19,7 +19,7 @@ from .readers import (
     thp_settings,
     vmstat,
 )
-from .scenarios import SCENARIOS, Scenario, Step
+from pyfolio.kernel_lab.scenarios import SCENARIOS, Scenario, Step
 
 __all__ = ["Unavailable", "pagemap", "kpageflags", "kpagecount", "smaps", "vmstat",
            "thp_settings", "availability", "Step", "Scenario", "SCENARIOS",

@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import readers
-from .scenarios import Step, observe, vmstat_delta
+from pyfolio.kernel_lab import readers
+from pyfolio.kernel_lab.scenarios import Step, observe, vmstat_delta
 
 __all__ = ["run_steps", "main"]
 

@@ -19,12 +19,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .. import System
-from ..errors import MmError
-from ..units import PAGE_SIZE
-from . import readers
-from .readers import Unavailable
-from .scenarios import COUNTERS, Scenario, Step, observe, vmstat_delta
+from pyfolio import System
+from pyfolio.kernel_lab import readers
+from pyfolio.kernel_lab.readers import Unavailable
+from pyfolio.kernel_lab.scenarios import COUNTERS, Scenario, Step, observe, vmstat_delta
+from pyfolio.sim.errors import MmError
+from pyfolio.sim.units import PAGE_SIZE
 
 __all__ = ["SimulatorBackend", "KernelBackend", "Observations", "thp_settings_set", "run_lock"]
 
@@ -39,7 +39,7 @@ class SimulatorBackend:
     ``pin``/``unpin`` use ``Process.pin``/``unpin``; ``split`` splits each large folio met
     in the range as debugfs split_huge_pages does (``System.split()``; a failed split is
     skipped, as the kernel does).
-    ``madvise`` runs any advice in :data:`pyfolio.madvise.ADVICE` (MADV_COLLAPSE and
+    ``madvise`` runs any advice in :data:`pyfolio.mm.madvise.ADVICE` (MADV_COLLAPSE and
     MADV_COLD included); other advice is recorded as ``"not modelled"`` and changes nothing.
     """
 
@@ -72,7 +72,7 @@ class SimulatorBackend:
 
     @staticmethod
     def _do(m: System, p: Any, state: dict[str, Any], s: Step) -> str:
-        from ..madvise import ADVICE
+        from pyfolio.mm.madvise import ADVICE
 
         a = state["base"] + s.off
         try:

@@ -18,9 +18,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .backends import KernelBackend, Observations, SimulatorBackend
-from .readers import Unavailable, debugfs_split_status, thp_settings
-from .scenarios import SCENARIOS, Scenario
+from pyfolio.kernel_lab.backends import KernelBackend, Observations, SimulatorBackend
+from pyfolio.kernel_lab.readers import Unavailable, debugfs_split_status, thp_settings
+from pyfolio.kernel_lab.scenarios import SCENARIOS, Scenario
 
 __all__ = ["Difference", "FIELDS", "compare", "step_agrees", "summary", "side_by_side",
            "agreement_figure", "record", "load_recorded", "RECORDED", "kernel_observations",

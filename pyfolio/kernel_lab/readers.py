@@ -9,7 +9,7 @@ address range of this process, so nothing is split); when debugfs is not mounted
 caller is root, it repeats that write inside a private mount namespace where it mounts
 debugfs (``unshare``), which ends with the probe.
 
-The bit layouts are those of the simulator (:mod:`pyfolio.proc`), which follows
+The bit layouts are those of the simulator (:mod:`pyfolio.fs.proc.task_mmu`), which follows
 Documentation/admin-guide/mm/pagemap.rst; the kernel side is fs/proc/task_mmu.c
 (pagemap_read(), show_smap()), fs/proc/page.c (kpageflags_read(), kpagecount_read())
 and mm/vmstat.c (vmstat_show()).
@@ -27,8 +27,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..proc import PagemapEntry
-from ..units import PAGE_SIZE
+from pyfolio.fs.proc.task_mmu import PagemapEntry
+from pyfolio.sim.units import PAGE_SIZE
 
 __all__ = ["Unavailable", "pagemap", "require_pfns", "kpageflags", "kpagecount", "smaps",
            "smaps_all", "vmstat", "thp_settings", "thp_policy", "availability",
@@ -115,7 +115,7 @@ def _per_pfn(name: str, pfns: list[int], root: str | Path) -> list[int]:
 
 
 def kpageflags(pfns: list[int] | range, root: str | Path = "/") -> list[int]:
-    """/proc/kpageflags: the KPF_* bits of each PFN (bits as in :data:`pyfolio.proc.KPF`)."""
+    """/proc/kpageflags: the KPF_* bits of each PFN (as :data:`pyfolio.fs.proc.page.KPF`)."""
     return _per_pfn("kpageflags", [int(p) for p in pfns], root)
 
 
@@ -126,7 +126,7 @@ def kpagecount(pfns: list[int] | range, root: str | Path = "/") -> list[int]:
 
 def smaps_all(pid: int | str, root: str | Path = "/") -> list[dict[str, int]]:
     """Every VMA of /proc/PID/smaps: ``Start``, ``End`` and the kB fields (Rss, Anonymous,
-    AnonHugePages, ...), like :func:`pyfolio.proc.smaps`."""
+    AnonHugePages, ...), like :func:`pyfolio.fs.proc.task_mmu.smaps`."""
     out: list[dict[str, int]] = []
     for line in _read_text(_path(root, f"proc/{pid}/smaps")).splitlines():
         if h := _VMA_HEADER.match(line):

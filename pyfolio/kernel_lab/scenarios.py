@@ -19,8 +19,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..proc import KPF, PagemapEntry
-from ..units import KiB, MiB
+from pyfolio.fs.proc.page import KPF
+from pyfolio.fs.proc.task_mmu import PagemapEntry
+from pyfolio.sim.units import KiB, MiB
 
 __all__ = ["Step", "Scenario", "SCENARIOS", "COUNTERS", "EXPLAINED", "NOT_FAILED", "OPS",
            "observe", "layout_of", "rle", "vmstat_delta"]

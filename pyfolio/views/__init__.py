@@ -15,15 +15,23 @@ registered with pyplot (display it, or save it; closing is optional).
 - :func:`draw_step` - one recorded frame: its region and/or frames, with its counts
 """
 
-from .animate import animate, before_after, render, stack
-from .counts import changed_steps, count_panel, count_timeline
-from .entry import entry_bits, entry_fields
-from .folio_strip import FrameCells, draw_frames, folio_strip, frame_cells
-from .frames import FolioCounts, Snapshot, Step, folio_counts, record, record_events, snapshot
-from .pagetable import address_fields, draw_pagetable, pagetable_graph
-from .region import RegionCells, draw_cells, region_cells, region_strip
-from .rmap import draw_rmap, rmap_graph
-from .step_view import counts_line, draw_step
+from pyfolio.views.animate import animate, before_after, render, stack
+from pyfolio.views.counts import changed_steps, count_panel, count_timeline
+from pyfolio.views.entry import entry_bits, entry_fields
+from pyfolio.views.folio_strip import FrameCells, draw_frames, folio_strip, frame_cells
+from pyfolio.views.frames import (
+    FolioCounts,
+    Snapshot,
+    Step,
+    folio_counts,
+    record,
+    record_events,
+    snapshot,
+)
+from pyfolio.views.pagetable import address_fields, draw_pagetable, pagetable_graph
+from pyfolio.views.region import RegionCells, draw_cells, region_cells, region_strip
+from pyfolio.views.rmap import draw_rmap, rmap_graph
+from pyfolio.views.step_view import counts_line, draw_step
 
 __all__ = [
     "region_strip", "region_cells", "draw_cells", "RegionCells",

@@ -17,7 +17,7 @@ from IPython.display import HTML
 from matplotlib.animation import FuncAnimation
 from matplotlib.figure import Figure
 
-from ._style import new_figure
+from pyfolio.views._style import new_figure
 
 __all__ = ["render", "animate", "before_after", "stack"]
 

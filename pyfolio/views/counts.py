@@ -13,9 +13,9 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..folio import Folio
-from ._style import new_figure
-from .frames import FolioCounts, Snapshot, folio_counts
+from pyfolio.include.linux.mm import Folio
+from pyfolio.views._style import new_figure
+from pyfolio.views.frames import FolioCounts, Snapshot, folio_counts
 
 __all__ = ["count_panel", "count_timeline", "COUNT_NAMES"]
 

@@ -1,6 +1,6 @@
 """The two split-fallback designs, one step at a time: the call stack behind each event.
 
-:func:`draw_design_step` draws a :class:`pyfolio.review.DesignStep` as one column per
+:func:`draw_design_step` draws a :class:`pyfolio.reading.review.DesignStep` as one column per
 design: the kernel-modelled functions on the stack, from migrate_vma_split_unmapped_folio()
 down to the one that emitted the event. Functions only one design passes through are
 filled orange; functions both share are blue. Feed it to :func:`pyfolio.views.animate`
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch
 
-from ..review import DesignStep
-from ._style import new_figure
+from pyfolio.reading.review import DesignStep
+from pyfolio.views._style import new_figure
 
 __all__ = ["draw_design_step", "ONLY_HERE", "SHARED"]
 

@@ -6,7 +6,7 @@ Present entries (a PTE, or a PMD leaf with PSE) show NX, the protection-key bits
 says "dirty" as pte_dirty() does: D or SV. Swap-format entries (migration, device-private,
 swap) show the type, the inverted offset (and the PFN it decodes to), and the E/F/SD software
 bits, laid out as in arch/x86/include/asm/pgtable_64.h. Values come from
-:func:`pyfolio.pgtable.decode_entry` and the pgtable constants.
+:func:`pyfolio.arch.x86.pgtable.decode_entry` and the pgtable constants.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from ..pgtable import (
+from pyfolio.arch.x86.pgtable import (
     _PAGE_ACCESSED,
     _PAGE_DIRTY,
     _PAGE_GLOBAL,
@@ -35,10 +35,10 @@ from ..pgtable import (
     _PAGE_USER,
     PTE_PFN_MASK,
     Entry,
-    SwpType,
     decode_entry,
 )
-from ._style import new_figure
+from pyfolio.include.linux.swapops import SwpType
+from pyfolio.views._style import new_figure
 
 __all__ = ["entry_fields", "entry_bits"]
 
@@ -65,7 +65,8 @@ _SWP_TYPE_LO, _SWP_OFF_LO = 59, 9
 def entry_fields(entry: Entry | int, level: str = "pte") -> list[tuple[str, int, int, str]]:
     """``(name, high bit, low bit, value text)`` for each field of ``entry``, high bits first.
 
-    >>> from pyfolio.pgtable import make_writable_migration_entry, pfn_pte, pte_wrprotect
+    >>> from pyfolio.arch.x86.pgtable import pfn_pte, pte_wrprotect
+    >>> from pyfolio.include.linux.swapops import make_writable_migration_entry
     >>> [f[0] for f in entry_fields(make_writable_migration_entry(0x1234))]
     ['type', '~offset', '8..4', 'E', 'F', 'SD', 'P']
     >>> f = {n: v for n, _, _, v in entry_fields(pte_wrprotect(pfn_pte(0x42, 0x867)))}
@@ -104,7 +105,7 @@ def _width(hi: int, lo: int) -> float:
 
 
 def entry_bits(entry: Entry | int, level: str = "pte", *, title: str | None = None) -> Figure:
-    """Draw ``entry`` (an :class:`~pyfolio.pgtable.Entry` or a raw int at ``level``) as its
+    """Draw ``entry`` (an :class:`~pyfolio.arch.x86.pgtable.Entry` or a raw int at ``level``) as its
     bit fields: name and bit range above each box, the field's value inside."""
     e = entry if isinstance(entry, Entry) else decode_entry(entry, level)
     fields = entry_fields(e)

@@ -17,13 +17,13 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from ..folio import Folio
-from ..memmap import NO_HEAD, PGTY, ZONE_DEVICE
-from ._style import new_figure
+from pyfolio.include.linux.mm import Folio
+from pyfolio.sim.memmap import NO_HEAD, PGTY, ZONE_DEVICE
+from pyfolio.views._style import new_figure
 
 if TYPE_CHECKING:
-    from ..machine import Machine
-    from ..system import System
+    from pyfolio.sim.machine import Machine
+    from pyfolio.system import System
 
 __all__ = ["FrameCells", "frame_cells", "folio_strip", "draw_frames", "order_color",
            "legend_entries", "legend_html",

@@ -22,16 +22,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import MmError
-from ..folio import Folio, folio_expected_ref_count, folio_maybe_dma_pinned, page_folio
-from ..pgtable import decode_entry, walk
-from ..trace import Event
-from ..units import PMD_SIZE
-from .folio_strip import FrameCells, frame_cells
-from .region import RegionCells, region_cells
+from pyfolio.arch.x86.pgtable import decode_entry, walk
+from pyfolio.include.linux.mm import (
+    Folio,
+    folio_expected_ref_count,
+    folio_maybe_dma_pinned,
+    page_folio,
+)
+from pyfolio.sim.errors import MmError
+from pyfolio.sim.trace import Event
+from pyfolio.sim.units import PMD_SIZE
+from pyfolio.views.folio_strip import FrameCells, frame_cells
+from pyfolio.views.region import RegionCells, region_cells
 
 if TYPE_CHECKING:
-    from ..system import Process, System
+    from pyfolio.system import Process, System
 
 __all__ = ["FolioCounts", "Snapshot", "Step", "folio_counts", "snapshot", "record",
            "record_events"]

@@ -7,7 +7,7 @@
   memory and back costs: page-table entries written, TLB flushes, pages copied
 - :func:`draw_costs` / :func:`cost_view` - those costs as the region grows, and for one size
 
-The costs are the simulator's own counters (:attr:`pyfolio.trace.Trace.costs`:
+The costs are the simulator's own counters (:attr:`pyfolio.sim.trace.Trace.costs`:
 ``pte_writes``, ``pmd_writes``, ``tlb_flushes``, ``pages_copied``), read before and after each
 direction of a dmirror migration (``HMM_DMIRROR_MIGRATE_TO_DEV`` / ``_TO_SYS`` of
 lib/test_hmm.c) on a fresh machine. The trace's event list is switched off while measuring
@@ -31,15 +31,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..errors import EINVAL, MmError
-from ..migrate_device import MIGRATE_PFN, MIGRATE_PFN_SHIFT, MIGRATE_PFN_VALID, MigrateVma
-from ..units import PAGE_SIZE, PMD_SIZE, MiB, parse_size
-from ._style import new_figure
-from .frames import Snapshot, Step, snapshot
-from .region import draw_cells
+from pyfolio.mm.migrate_device import MIGRATE_PFN, MIGRATE_PFN_SHIFT, MIGRATE_PFN_VALID, MigrateVma
+from pyfolio.sim.errors import EINVAL, MmError
+from pyfolio.sim.units import PAGE_SIZE, PMD_SIZE, MiB, parse_size
+from pyfolio.views._style import new_figure
+from pyfolio.views.frames import Snapshot, Step, snapshot
+from pyfolio.views.region import draw_cells
 
 if TYPE_CHECKING:
-    from ..system import Process, System
+    from pyfolio.system import Process, System
 
 __all__ = ["BACKINGS", "COST_FIELDS", "MigrationCost", "mpfn_str", "mpfn_table",
            "migration_frames", "draw_step", "migration_cost", "cost_sweep", "draw_costs",
@@ -150,7 +150,7 @@ def migration_cost(size: int | str, backing: str = "thp", *, large_pages: bool =
     ``large_pages=False``: the device has no 2 MiB pages.
     Returns the costs (to device, to system). MmError(EINVAL) for a bad size or backing.
     Results are cached (each call would build the same machine again)."""
-    from ..system import System
+    from pyfolio.system import System
 
     nbytes = parse_size(size)
     if backing not in BACKINGS:

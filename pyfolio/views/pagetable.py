@@ -10,13 +10,13 @@ import networkx as nx
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch
 
-from ..folio import page_folio
-from ..pgtable import decode_entry, pgd_index, pmd_index, pte_index, pud_index, walk
-from ..units import PAGE_SIZE
-from ._style import STATE_COLORS, new_figure
+from pyfolio.arch.x86.pgtable import decode_entry, pgd_index, pmd_index, pte_index, pud_index, walk
+from pyfolio.include.linux.mm import page_folio
+from pyfolio.sim.units import PAGE_SIZE
+from pyfolio.views._style import STATE_COLORS, new_figure
 
 if TYPE_CHECKING:
-    from ..system import Process
+    from pyfolio.system import Process
 
 __all__ = ["pagetable_graph", "draw_pagetable", "address_fields", "LEVELS"]
 

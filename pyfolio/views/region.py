@@ -19,13 +19,20 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
-from ..memmap import NO_HEAD
-from ..pgtable import _PAGE_PRESENT, _PAGE_RW, _PAGE_SPECIAL, PTE_PFN_MASK, decode_entry, walk
-from ..units import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PTRS_PER_TABLE
-from ._style import STATE_COLORS, STATE_LABELS, STATES, WHITE, folio_color, new_figure
+from pyfolio.arch.x86.pgtable import (
+    _PAGE_PRESENT,
+    _PAGE_RW,
+    _PAGE_SPECIAL,
+    PTE_PFN_MASK,
+    decode_entry,
+    walk,
+)
+from pyfolio.sim.memmap import NO_HEAD
+from pyfolio.sim.units import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PTRS_PER_TABLE
+from pyfolio.views._style import STATE_COLORS, STATE_LABELS, STATES, WHITE, folio_color, new_figure
 
 if TYPE_CHECKING:
-    from ..system import Process
+    from pyfolio.system import Process
 
 __all__ = ["RegionCells", "region_cells", "region_strip", "draw_cells", "AGGREGATE_ABOVE"]
 

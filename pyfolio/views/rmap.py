@@ -1,6 +1,6 @@
 """Rmap graph: which processes, addresses and page-table levels map a folio.
 
-Built from :func:`pyfolio.rmap.rmap_walk`; runs of consecutive PTEs in one VMA are merged
+Built from :func:`pyfolio.mm.rmap.rmap_walk`; runs of consecutive PTEs in one VMA are merged
 into one node so a PTE-mapped 2 MiB folio is one node per process, not 512.
 """
 
@@ -9,10 +9,10 @@ from __future__ import annotations
 import networkx as nx
 from matplotlib.figure import Figure
 
-from ..folio import Folio
-from ..rmap import rmap_walk
-from ..units import PAGE_SIZE
-from ._style import STATE_COLORS, new_figure
+from pyfolio.include.linux.mm import Folio
+from pyfolio.mm.rmap import rmap_walk
+from pyfolio.sim.units import PAGE_SIZE
+from pyfolio.views._style import STATE_COLORS, new_figure
 
 __all__ = ["rmap_graph", "draw_rmap"]
 

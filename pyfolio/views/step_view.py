@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from matplotlib.figure import Figure
 
-from ._style import new_figure
-from .animate import stack
-from .folio_strip import draw_frames
-from .frames import Snapshot
-from .region import draw_cells
+from pyfolio.views._style import new_figure
+from pyfolio.views.animate import stack
+from pyfolio.views.folio_strip import draw_frames
+from pyfolio.views.frames import Snapshot
+from pyfolio.views.region import draw_cells
 
 __all__ = ["draw_step", "counts_line"]
 

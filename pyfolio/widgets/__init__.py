@@ -6,14 +6,19 @@ a matplotlib Figure for the static site and the PDF. Callbacks are plain methods
 drive the apps by setting control values and calling ``button.click()``.
 """
 
-from .address_walk import AddressWalker, address_walker
-from .buddy_explorer import BuddyExplorer, buddy_explorer
-from .device_fault import DeviceFaultExplorer, device_fault_explorer
-from .fault_explorer import FaultExplorer, fault_explorer
-from .folio_inspector import FolioInspector, folio_inspector
-from .pmd_remap import PmdRemapViewer, pmd_remap_frames, pmd_remap_viewer
-from .refcount_watcher import RefcountWatcher, Scenario, fork_cow_scenario, refcount_watcher
-from .split_explorer import SplitExplorer, split_explorer
+from pyfolio.widgets.address_walk import AddressWalker, address_walker
+from pyfolio.widgets.buddy_explorer import BuddyExplorer, buddy_explorer
+from pyfolio.widgets.device_fault import DeviceFaultExplorer, device_fault_explorer
+from pyfolio.widgets.fault_explorer import FaultExplorer, fault_explorer
+from pyfolio.widgets.folio_inspector import FolioInspector, folio_inspector
+from pyfolio.widgets.pmd_remap import PmdRemapViewer, pmd_remap_frames, pmd_remap_viewer
+from pyfolio.widgets.refcount_watcher import (
+    RefcountWatcher,
+    Scenario,
+    fork_cow_scenario,
+    refcount_watcher,
+)
+from pyfolio.widgets.split_explorer import SplitExplorer, split_explorer
 
 __all__ = [
     "split_explorer", "SplitExplorer", "pmd_remap_viewer", "PmdRemapViewer", "pmd_remap_frames",

@@ -1,6 +1,6 @@
 """Address walker: pick an address of a process, see its page-table walk and the entry's bits.
 
-The model operation is only a read: :func:`pyfolio.pgtable.walk` through
+The model operation is only a read: :func:`pyfolio.arch.x86.pgtable.walk` through
 ``Process.lookup``; the views are :func:`pyfolio.views.draw_pagetable` (the address split
 into its 9/9/9/9/12 index bits and the tables the walk reads) and
 :func:`pyfolio.views.entry_bits` (the last entry's bit fields).
@@ -13,10 +13,10 @@ import html
 import ipywidgets as widgets
 from matplotlib.figure import Figure
 
-from ..system import Process
-from ..units import PAGE_SIZE
-from ..views import draw_pagetable, entry_bits, stack
-from ._common import Message, png
+from pyfolio.sim.units import PAGE_SIZE
+from pyfolio.system import Process
+from pyfolio.views import draw_pagetable, entry_bits, stack
+from pyfolio.widgets._common import Message, png
 
 __all__ = ["address_walker", "AddressWalker"]
 

@@ -1,9 +1,9 @@
 """Buddy allocator explorer: allocate and free blocks on a small machine, see the free lists.
 
-The model operations are :func:`pyfolio.page_alloc.alloc_pages` and
-:func:`pyfolio.page_alloc.__free_pages` (the buddy split and merge), and the facade's
+The model operations are :func:`pyfolio.mm.page_alloc.alloc_pages` and
+:func:`pyfolio.mm.page_alloc.__free_pages` (the buddy split and merge), and the facade's
 ``System.fragment``/``defragment``; the views are :func:`pyfolio.views.folio_strip` (every
-frame of the machine, free buddy blocks outlined) and :func:`pyfolio.page_alloc.buddyinfo`
+frame of the machine, free buddy blocks outlined) and :func:`pyfolio.mm.page_alloc.buddyinfo`
 (the free blocks per order, as ``/proc/buddyinfo`` prints them).
 """
 
@@ -14,13 +14,13 @@ import html
 import ipywidgets as widgets
 from matplotlib.figure import Figure
 
-from ..errors import MmError
-from ..page_alloc import __free_pages, alloc_pages, buddyinfo, nr_free_pages
-from ..system import System
-from ..units import MAX_PAGE_ORDER, PAGE_SIZE, MiB
-from ..views import folio_strip
-from ..views.folio_strip import frame_cells, legend_entries, legend_html
-from ._common import Message, png
+from pyfolio.mm.page_alloc import __free_pages, alloc_pages, buddyinfo, nr_free_pages
+from pyfolio.sim.errors import MmError
+from pyfolio.sim.units import MAX_PAGE_ORDER, PAGE_SIZE, MiB
+from pyfolio.system import System
+from pyfolio.views import folio_strip
+from pyfolio.views.folio_strip import frame_cells, legend_entries, legend_html
+from pyfolio.widgets._common import Message, png
 
 __all__ = ["buddy_explorer", "BuddyExplorer"]
 

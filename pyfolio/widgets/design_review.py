@@ -1,6 +1,6 @@
 """Design review widget: toggle the split-fallback design and step through its events.
 
-Both designs run the same scenario (:func:`pyfolio.review.fallback_scenario`: THPs
+Both designs run the same scenario (:func:`pyfolio.reading.review.fallback_scenario`: THPs
 migrated to a device without large pages). The toggle picks the design whose call
 stack is drawn at the chosen step; the table under the figure shows what a reviewer
 compares: the machine state's fingerprint (equal for both designs), the pages that
@@ -15,9 +15,16 @@ import html
 import ipywidgets as widgets
 from matplotlib.figure import Figure
 
-from ..review import DESIGNS, ENTRY, design_steps, fallback_scenario, reader_load, state_digest
-from ..views.design_steps import draw_design_step
-from ._common import Message, png
+from pyfolio.reading.review import (
+    DESIGNS,
+    ENTRY,
+    design_steps,
+    fallback_scenario,
+    reader_load,
+    state_digest,
+)
+from pyfolio.views.design_steps import draw_design_step
+from pyfolio.widgets._common import Message, png
 
 __all__ = ["design_review", "DesignReview"]
 

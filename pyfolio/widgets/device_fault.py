@@ -15,11 +15,11 @@ from collections.abc import Callable
 import ipywidgets as widgets
 from matplotlib.figure import Figure
 
-from ..errors import MmError, SegmentationFault
-from ..system import System
-from ..units import PAGE_SIZE, MiB
-from ..views import draw_cells, region_cells
-from ._common import Message, png
+from pyfolio.sim.errors import MmError, SegmentationFault
+from pyfolio.sim.units import PAGE_SIZE, MiB
+from pyfolio.system import System
+from pyfolio.views import draw_cells, region_cells
+from pyfolio.widgets._common import Message, png
 
 __all__ = ["device_fault_explorer", "DeviceFaultExplorer"]
 

@@ -16,12 +16,12 @@ import html
 import ipywidgets as widgets
 from matplotlib.figure import Figure
 
-from ..errors import MmError
-from ..pgtable import Entry
-from ..system import Process, System
-from ..units import PAGE_SIZE, KiB, MiB
-from ..views import region_strip
-from ._common import Message, png
+from pyfolio.arch.x86.pgtable import Entry
+from pyfolio.sim.errors import MmError
+from pyfolio.sim.units import PAGE_SIZE, KiB, MiB
+from pyfolio.system import Process, System
+from pyfolio.views import region_strip
+from pyfolio.widgets._common import Message, png
 
 __all__ = ["fault_explorer", "FaultExplorer", "FAULT_COUNTERS"]
 

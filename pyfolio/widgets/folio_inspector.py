@@ -1,7 +1,7 @@
 """Folio inspector: pick a page of a process (or any PFN), see the folio that holds it.
 
 The model is only read: the facade's ``Process.pfn_at``/``System.folio``, the folio API
-(:func:`pyfolio.folio.folio_page_idx`), ``System.kpageflags``/``kpagecount`` (what
+(:func:`pyfolio.include.linux.mm.folio_page_idx`), ``System.kpageflags``/``kpagecount`` (what
 ``/proc/kpageflags`` and ``/proc/kpagecount`` print) and :func:`pyfolio.views.folio_counts`;
 the picture is :func:`pyfolio.views.folio_strip` of the 512 frames around the page, with the
 folio outlined in red and the page marked. The process maps one THP, a second THP split
@@ -17,13 +17,13 @@ import ipywidgets as widgets
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from ..folio import Folio, folio_page_idx
-from ..proc import KPF
-from ..system import System
-from ..units import PAGE_SIZE, KiB, MiB
-from ..views import folio_counts, folio_strip
-from ..views.folio_strip import frame_cells, legend_entries, legend_html
-from ._common import Message, png
+from pyfolio.fs.proc.page import KPF
+from pyfolio.include.linux.mm import Folio, folio_page_idx
+from pyfolio.sim.units import PAGE_SIZE, KiB, MiB
+from pyfolio.system import System
+from pyfolio.views import folio_counts, folio_strip
+from pyfolio.views.folio_strip import frame_cells, legend_entries, legend_html
+from pyfolio.widgets._common import Message, png
 
 __all__ = ["folio_inspector", "FolioInspector", "kpageflags_names"]
 

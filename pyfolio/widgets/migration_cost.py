@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import ipywidgets as widgets
 from matplotlib.figure import Figure
 
-from ..views.migration_cost import cost_view
-from ._common import Message, png
+from pyfolio.views.migration_cost import cost_view
+from pyfolio.widgets._common import Message, png
 
 __all__ = ["CostExplorer", "cost_explorer"]
 

@@ -18,11 +18,11 @@ import ipywidgets as widgets
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..system import Process, System
-from ..units import KiB, MiB
-from ..views import Snapshot, before_after, draw_cells, record, record_events
-from ..views._style import STATES
-from ._common import Message, png
+from pyfolio.sim.units import KiB, MiB
+from pyfolio.system import Process, System
+from pyfolio.views import Snapshot, before_after, draw_cells, record, record_events
+from pyfolio.views._style import STATES
+from pyfolio.widgets._common import Message, png
 
 __all__ = ["TRIGGERS", "pmd_remap_frames", "pmd_remap_viewer", "PmdRemapViewer"]
 

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import ipywidgets as widgets
 from matplotlib.figure import Figure
 
-from ..errors import MmError
-from ..system import Process, System
-from ..units import KiB, MiB
-from ..views import Snapshot, Step, count_panel, count_timeline, snapshot
-from ._common import Message, png
+from pyfolio.sim.errors import MmError
+from pyfolio.sim.units import KiB, MiB
+from pyfolio.system import Process, System
+from pyfolio.views import Snapshot, Step, count_panel, count_timeline, snapshot
+from pyfolio.widgets._common import Message, png
 
 __all__ = ["Scenario", "fork_cow_scenario", "refcount_watcher", "RefcountWatcher"]
 

@@ -1,6 +1,6 @@
 """THP split explorer: split a PMD-sized folio uniformly or non-uniformly, with pins.
 
-The model operation is :func:`pyfolio.split.split_mapped_folio` (what debugfs
+The model operation is :func:`pyfolio.mm.huge_memory_split.split_mapped_folio` (what debugfs
 split_huge_pages does); pins go through the facade (``Process.pin``/``unpin``). The widget
 only wires controls to them and redraws :func:`pyfolio.views.folio_strip`.
 """
@@ -13,12 +13,12 @@ from collections import Counter
 import ipywidgets as widgets
 from matplotlib.figure import Figure
 
-from ..errors import MmError
-from ..system import System
-from ..units import PAGE_SIZE, MiB
-from ..views import folio_counts, folio_strip
-from ..views.folio_strip import frame_cells, legend_entries, legend_html
-from ._common import Message, png
+from pyfolio.sim.errors import MmError
+from pyfolio.sim.units import PAGE_SIZE, MiB
+from pyfolio.system import System
+from pyfolio.views import folio_counts, folio_strip
+from pyfolio.views.folio_strip import frame_cells, legend_entries, legend_html
+from pyfolio.widgets._common import Message, png
 
 __all__ = ["split_explorer", "SplitExplorer"]
 
@@ -75,7 +75,7 @@ class SplitExplorer(widgets.VBox):
             self.message.error("no folio mapped at that page")
             return
         uniform, old_order = self.kind.value == "uniform", folio.order
-        from ..split import split_mapped_folio
+        from pyfolio.mm.huge_memory_split import split_mapped_folio
 
         try:
             split_mapped_folio(self.system.machine, folio.pfn, self.new_order.value,

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import ROOT, glued
 from pyfolio import MiB, System
-from pyfolio.page_alloc import __free_pages, alloc_pages, buddyinfo, nr_free_pages
+from pyfolio.mm.page_alloc import __free_pages, alloc_pages, buddyinfo, nr_free_pages
 
 _free = __free_pages  # module-level alias, as the chapter calls it
 
@@ -67,7 +67,7 @@ def test_buddy_player_splits_an_order2_block_and_merges_it_back() -> None:
 
     import numpy as np
 
-    from pyfolio.page_alloc import __free_pages, alloc_pages, buddyinfo
+    from pyfolio.mm.page_alloc import __free_pages, alloc_pages, buddyinfo
     from pyfolio.views import animate, draw_step, record
 
     mb = System(ram="16M", thp="always", seed=0)
@@ -153,7 +153,7 @@ def test_the_prose_quotes_what_the_simulator_computes() -> None:
 def test_the_try_it_prose_quotes_the_buddy_allocator() -> None:
     """The explorer's state in the chapter, redone with pyfolio: on a 4 MiB machine an
     order-3 block, fragment(), then an order-9 request that fails with -ENOMEM."""
-    from pyfolio.errors import MmError
+    from pyfolio.sim.errors import MmError
 
     g = glued(CHAPTER)
     m = System(ram="4M", thp="never", seed=0)

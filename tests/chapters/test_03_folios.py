@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-import pyfolio.folio
+import pyfolio.include.linux.mm
 from conftest import ROOT, glued
 from pyfolio import KiB, MiB, System
-from pyfolio.folio import folio_nr_pages, folio_order, folio_page_idx, page_folio
-from pyfolio.memmap import PG
-from pyfolio.page_alloc import __free_pages, alloc_pages
-from pyfolio.proc import KPF
+from pyfolio.include.linux.mm import folio_nr_pages, folio_order, folio_page_idx, page_folio
+from pyfolio.sim.memmap import PG
+from pyfolio.mm.page_alloc import __free_pages, alloc_pages
+from pyfolio.fs.proc.page import KPF
 
 _free = __free_pages
 
@@ -33,7 +33,7 @@ def test_compound_page_head_and_tails() -> None:
 
 
 def test_folio_api_names() -> None:
-    names = set(pyfolio.folio.__all__)
+    names = set(pyfolio.include.linux.mm.__all__)
     assert {"folio_order", "folio_nr_pages", "folio_ref_count", "folio_mapcount",
             "folio_expected_ref_count", "folio_ref_freeze", "folio_maybe_dma_pinned"} <= names
 
@@ -79,7 +79,7 @@ def test_heads_and_tails_player_places_each_folio_on_its_natural_alignment() -> 
 def test_the_prose_quotes_what_the_simulator_computes() -> None:
     from functools import partial
 
-    from pyfolio.units import HPAGE_PMD_ORDER, PAGE_SIZE
+    from pyfolio.sim.units import HPAGE_PMD_ORDER, PAGE_SIZE
     from pyfolio.views import record
 
     g = glued(CHAPTER)

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import ROOT, glued
 from pyfolio import KiB, MiB, System
-from pyfolio.pgtable import decode_entry, pgd_index, pmd_index, pte_index, pud_index, walk
+from pyfolio.arch.x86.pgtable import decode_entry, pgd_index, pmd_index, pte_index, pud_index, walk
 
 CHAPTER = ROOT / "chapters/04-page-tables.md"
 

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import ROOT, glued
 from pyfolio import KiB, MiB, System
-from pyfolio.units import PMD_SIZE
+from pyfolio.sim.units import PMD_SIZE
 
 CHAPTER = ROOT / "chapters/05-faults-and-thp.md"
 

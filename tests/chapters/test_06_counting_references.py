@@ -16,7 +16,7 @@ from pyfolio import (
     folio_expected_ref_count,
     folio_maybe_dma_pinned,
 )
-from pyfolio.split import can_split_folio, split_mapped_folio
+from pyfolio.mm.huge_memory_split import can_split_folio, split_mapped_folio
 
 CHAPTER = ROOT / "chapters/06-counting-references.md"
 

@@ -7,11 +7,11 @@ import pytest
 from conftest import ROOT, glued
 from pyfolio import KiB, MiB, System
 from pyfolio.exercises.ch07_pmd_to_ptes import TRIGGERS, WhichCounters
-from pyfolio.memmap import PG
-from pyfolio.pgtable import walk
-from pyfolio.proc import KPF
+from pyfolio.sim.memmap import PG
+from pyfolio.arch.x86.pgtable import walk
+from pyfolio.fs.proc.page import KPF
 from pyfolio.system import Process
-from pyfolio.units import HPAGE_PMD_NR
+from pyfolio.sim.units import HPAGE_PMD_NR
 
 CHAPTER = ROOT / "chapters/07-pmd-to-ptes.md"
 

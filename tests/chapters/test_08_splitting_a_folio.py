@@ -6,10 +6,10 @@ import pytest
 
 from conftest import ROOT, glued
 from pyfolio import KiB, MiB, System
-from pyfolio.debug_vm import snapshot
-from pyfolio.errors import MmError
+from pyfolio.mm.debug_vm import snapshot
+from pyfolio.sim.errors import MmError
 from pyfolio.exercises.ch08_splitting_a_folio import written_thp
-from pyfolio.split import can_split_folio, shrink_deferred_split, split_mapped_folio, split_orders
+from pyfolio.mm.huge_memory_split import can_split_folio, shrink_deferred_split, split_mapped_folio, split_orders
 
 CHAPTER = ROOT / "chapters/08-splitting-a-folio.md"
 STEPS = ["split_huge_pmd", "unmap_folio", "folio_ref_freeze", "__split_unmapped_folio",

@@ -8,15 +8,10 @@ from conftest import ROOT, glued
 from pyfolio import KiB, MiB, System
 from pyfolio.device import Device
 from pyfolio.exercises.ch09_device_private_memory import pages_on_device
-from pyfolio.memmap import ZONE_DEVICE
-from pyfolio.memremap import MEMORY_TYPE, is_device_private_page
-from pyfolio.pgtable import (
-    SWP_TYPE_BITS,
-    SwpType,
-    decode_entry,
-    make_writable_device_private_entry,
-    swp_offset,
-)
+from pyfolio.sim.memmap import ZONE_DEVICE
+from pyfolio.mm.memremap import MEMORY_TYPE, is_device_private_page
+from pyfolio.arch.x86.pgtable import SWP_TYPE_BITS, decode_entry, swp_offset
+from pyfolio.include.linux.swapops import SwpType, make_writable_device_private_entry
 from pyfolio.system import Process
 
 CHAPTER = ROOT / "chapters/09-device-private-memory.md"

@@ -8,9 +8,9 @@ import pytest
 
 from conftest import ROOT, glued
 from pyfolio import KiB, MiB, System
-from pyfolio.dmirror import dmirror_migrate_alloc_and_copy, dmirror_migrate_finalize_and_map
-from pyfolio.errors import MmError
-from pyfolio.migrate_device import (
+from pyfolio.lib.dmirror import dmirror_migrate_alloc_and_copy, dmirror_migrate_finalize_and_map
+from pyfolio.sim.errors import MmError
+from pyfolio.mm.migrate_device import (
     MIGRATE_PFN_COMPOUND,
     MIGRATE_PFN_MIGRATE,
     MIGRATE_PFN_SHIFT,

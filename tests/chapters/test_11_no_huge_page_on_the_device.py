@@ -8,9 +8,9 @@ import pytest
 
 from conftest import ROOT, glued
 from pyfolio import KiB, MiB, System
-from pyfolio.errors import MmError
+from pyfolio.sim.errors import MmError
 from pyfolio.exercises.ch11_no_huge_page_on_the_device import device_thps
-from pyfolio.migrate_device import MIGRATE_VMA_SELECT, MigrateVma, migrate_vma_setup
+from pyfolio.mm.migrate_device import MIGRATE_VMA_SELECT, MigrateVma, migrate_vma_setup
 from pyfolio.views import record_events
 
 STEPS = ("migrate_vma_collect", "migrate_vma_setup", "migrate_vma_split_unmapped_folio",

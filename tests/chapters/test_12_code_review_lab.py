@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import ROOT, glued
-from pyfolio.debug_vm import snapshot
-from pyfolio.review import (
+from pyfolio.mm.debug_vm import snapshot
+from pyfolio.reading.review import (
     DESIGNS,
     ENTRY,
     call_args,

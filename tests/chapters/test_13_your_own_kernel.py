@@ -16,7 +16,7 @@ from pyfolio.kernel_lab.compare import (
     simulate_all,
     summary,
 )
-from pyfolio.units import MiB
+from pyfolio.sim.units import MiB
 
 
 

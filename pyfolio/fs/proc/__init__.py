@@ -1,0 +1,3 @@
+"""Models of fs/proc: what /proc/PID/pagemap, /proc/PID/smaps, /proc/kpageflags and
+/proc/kpagecount show.
+"""

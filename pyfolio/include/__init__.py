@@ -1,0 +1,2 @@
+"""Models of the kernel's include/ headers: their inline helpers and structs.
+"""

@@ -1,0 +1,124 @@
+"""mm_struct, vm_area_struct and anon_vma: the address-space structures.
+
+Models: include/linux/mm_types.h (struct mm_struct, struct vm_area_struct) and
+include/linux/rmap.h (struct anon_vma, anon_vma_chain) (v6.18). The anon_vma_chain is
+kept as the set of VMAs each anon_vma reaches (``anon_vma.vmas``), which is what
+rmap_walk_anon() iterates.
+"""
+
+from __future__ import annotations
+
+import bisect
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from pyfolio.sim.units import PAGE_SHIFT
+
+if TYPE_CHECKING:
+    from pyfolio.sim.machine import Machine
+
+__all__ = ["VM", "VMA", "MMStruct", "AnonVma", "TASK_SIZE", "MMAP_BASE"]
+
+#: The top of the user address space with 4-level paging (arch/x86: TASK_SIZE_MAX).
+TASK_SIZE = 0x7FFF_FFFF_F000
+#: Where top-down mmap starts (below the stack gap; the kernel randomises it, we do not).
+MMAP_BASE = 0x7F00_0000_0000
+
+
+class VM(enum.IntFlag):
+    """vm_flags (include/linux/mm.h)."""
+
+    READ = 0x1
+    WRITE = 0x2
+    EXEC = 0x4
+    SHARED = 0x8
+    MAYREAD = 0x10
+    MAYWRITE = 0x20
+    MAYEXEC = 0x40
+    #: CONFIG_MEM_SOFT_DIRTY=y (0 without it): "not soft dirty clean area". Set on every
+    #: new VMA (mm/vma.c:__mmap_complete()); only clear_refs (writing 4) clears it.
+    SOFTDIRTY = 0x08000000
+    HUGEPAGE = 0x20000000
+    NOHUGEPAGE = 0x40000000
+
+
+@dataclass(eq=False)
+class AnonVma:
+    """struct anon_vma: what an anon folio's ->mapping points at; ``vmas`` are the VMAs its
+    anon_vma_chains reach (the VMA it belongs to, and those of forked children)."""
+
+    id: int
+    root: AnonVma | None = None
+    parent: AnonVma | None = None
+    vmas: set[VMA] = field(default_factory=set)
+
+    def __hash__(self) -> int:
+        return self.id
+
+
+@dataclass(eq=False)
+class VMA:
+    """struct vm_area_struct: [vm_start, vm_end) with vm_flags, vm_pgoff and anon_vma."""
+
+    vm_mm: MMStruct
+    vm_start: int
+    vm_end: int
+    vm_flags: VM
+    vm_pgoff: int
+    anon_vma: AnonVma | None = None
+    #: every anon_vma this VMA is chained to (its own and its ancestors'), as avc list
+    anon_vma_chain: list[AnonVma] = field(default_factory=list)
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    @property
+    def writable(self) -> bool:
+        return bool(self.vm_flags & VM.WRITE)
+
+    def linear_page_index(self, addr: int) -> int:
+        """linear_page_index() - the folio->index an anon page faulted at ``addr`` gets."""
+        return ((addr - self.vm_start) >> PAGE_SHIFT) + self.vm_pgoff
+
+    def address_of(self, index: int) -> int:
+        """vma_address() - the address at which page ``index`` would be mapped here."""
+        return self.vm_start + ((index - self.vm_pgoff) << PAGE_SHIFT)
+
+    def __repr__(self) -> str:
+        return (f"VMA({self.vm_start:#x}-{self.vm_end:#x} {VM(self.vm_flags)!r} "
+                f"mm={self.vm_mm.id})")
+
+
+@dataclass(eq=False)
+class MMStruct:
+    """struct mm_struct: the page-table root (pgd), the VMAs sorted by address, counters."""
+
+    m: Machine
+    id: int
+    pgd: int
+    vmas: list[VMA] = field(default_factory=list)
+    #: pgtable_trans_huge_deposit(): PTE tables deposited for PMD-mapped THPs,
+    #: keyed by (PMD table pfn, index)
+    pmd_huge_pte: dict[tuple[int, int], int] = field(default_factory=dict)
+    mmap_base: int = MMAP_BASE
+
+    def __hash__(self) -> int:
+        return self.id
+
+    def find_vma(self, addr: int) -> VMA | None:
+        """find_vma() in the strict sense: the VMA containing ``addr``, or None."""
+        i = bisect.bisect_right(self.vmas, addr, key=_vm_start) - 1
+        if i >= 0 and addr < self.vmas[i].vm_end:
+            return self.vmas[i]
+        return None
+
+    def vmas_between(self, start: int, end: int) -> list[VMA]:
+        """The VMAs overlapping [start, end), in address order (the maple tree walk)."""
+        i = max(bisect.bisect_right(self.vmas, start, key=_vm_start) - 1, 0)
+        j = bisect.bisect_left(self.vmas, end, key=_vm_start)
+        return [v for v in self.vmas[i:j] if v.vm_end > start]
+
+
+def _vm_start(vma: VMA) -> int:
+    return vma.vm_start

@@ -1,0 +1,2 @@
+"""Models of the kernel's kernel/*.c files (fork).
+"""

@@ -1,0 +1,497 @@
+"""A dmirror-like device driver: device-private memory, its allocator, its faults.
+
+Models: lib/test_hmm.c (linux-mm tree with the 2025 THP series, commit 05ab5121):
+dmirror_allocate_chunk() (free 2 MiB-aligned order-9 folios and single pages),
+dmirror_devmem_alloc_page(), dmirror_migrate_alloc_and_copy(),
+dmirror_migrate_finalize_and_map(), dmirror_migrate_to_device(),
+dmirror_devmem_fault_alloc_and_copy(), dmirror_migrate_to_system(),
+dmirror_devmem_fault() (the ``migrate_to_ram`` op), dmirror_devmem_folio_split() (the
+``folio_split`` op) and dmirror_devmem_free() (``page_free``; ``folio_free`` newer).
+
+Simplifications: one chunk covering the machine's device frames, registered at start;
+the data lives in the device page's ``stamp`` (the real driver keeps a backing system
+page in ``zone_device_data``), so a device page costs no RAM; an empty single-page list
+is refilled by breaking up one free large folio (the driver would add a new chunk); the
+device page table ``pt`` is keyed by (mm id, address). ``fail_large_alloc`` makes every
+large allocation fail (``HMM_DMIRROR_FLAG_FAIL_ALLOC`` fails only the next one).
+
+Place: lib/test_hmm.c's driver is called dmirror; a module named test_hmm.py would be
+collected by pytest as a test file.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pyfolio.include.linux.mm import Folio, folio_lock, folio_order, page_folio
+from pyfolio.mm.huge_memory import VM_FAULT_OOM, VM_FAULT_SIGBUS
+from pyfolio.mm.memremap import (
+    MEMORY_TYPE,
+    DevPagemap,
+    DevPagemapOps,
+    memremap_pages,
+    zone_device_folio_init,
+)
+from pyfolio.mm.migrate_device import (
+    MIGRATE_PFN_COMPOUND,
+    MIGRATE_PFN_MIGRATE,
+    MIGRATE_PFN_WRITE,
+    MIGRATE_VMA_SELECT,
+    MigrateVma,
+    migrate_pfn,
+    migrate_pfn_to_page,
+    migrate_vma_finalize,
+    migrate_vma_pages,
+    migrate_vma_setup,
+)
+from pyfolio.sim.errors import EINVAL, ENOMEM, MmError
+from pyfolio.sim.units import HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SIZE
+
+if TYPE_CHECKING:
+    from pyfolio.include.linux.mm_types import VMA, MMStruct
+    from pyfolio.sim.machine import Machine
+
+__all__ = ["Dmirror", "HMM_DMIRROR_FLAG_FAIL_ALLOC", "VM_FAULT_OOM", "VM_FAULT_SIGBUS",
+           "dmirror_devmem_alloc_page", "dmirror_migrate_alloc_and_copy",
+           "dmirror_migrate_finalize_and_map", "dmirror_migrate_to_device",
+           "dmirror_devmem_fault_alloc_and_copy", "dmirror_migrate_to_system",
+           "dmirror_devmem_fault", "dmirror_devmem_folio_split", "dmirror_devmem_free",
+           "dmirror_read"]
+
+HMM_DMIRROR_FLAG_FAIL_ALLOC = 1 << 0
+
+
+Key = tuple[int, int]
+
+
+class DevicePageTable(dict[Key, tuple[int, bool]]):
+    """The device's page table: (mm id, address) -> (device pfn, writable), with a reverse
+    index by device pfn so freeing a device page finds its entry without a scan.
+
+    The reverse index holds a device pfn's one key itself, or a set when several keys
+    (several mms) map it: no container per entry, which matters at 262,144 entries a GiB.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._by_pfn: dict[int, Key | set[Key]] = {}
+
+    def keys_of(self, dpfn: int) -> set[Key]:
+        """The keys whose entry points at device frame ``dpfn``."""
+        got = self._by_pfn.get(dpfn)
+        return set() if got is None else set(got) if isinstance(got, set) else {got}
+
+    def reverse_index(self) -> dict[int, set[Key]]:
+        """Device pfn -> keys, for every device frame an entry points at."""
+        return {dpfn: self.keys_of(dpfn) for dpfn in self._by_pfn}
+
+    def _index(self, dpfn: int, key: Key) -> None:
+        got = self._by_pfn.get(dpfn)
+        if got is None:
+            self._by_pfn[dpfn] = key
+        elif isinstance(got, set):
+            got.add(key)
+        else:
+            self._by_pfn[dpfn] = {got, key}
+
+    def _unindex(self, dpfn: int, key: Key) -> None:
+        got = self._by_pfn[dpfn]
+        if not isinstance(got, set):
+            del self._by_pfn[dpfn]
+            return
+        got.discard(key)
+        if len(got) == 1:
+            self._by_pfn[dpfn] = got.pop()
+
+    def __setitem__(self, key: Key, value: tuple[int, bool]) -> None:
+        if key in self:
+            del self[key]
+        super().__setitem__(key, value)
+        self._index(value[0], key)
+
+    def __delitem__(self, key: Key) -> None:
+        self._unindex(self[key][0], key)
+        super().__delitem__(key)
+
+    def pop(self, key: Key, default: object = None) -> object:  # type: ignore[override]
+        if key in self:
+            value = self[key]
+            del self[key]
+            return value
+        return default
+
+    def map_range(self, mm_id: int, addr: int, dpfn: int, nr: int, writable: bool) -> None:
+        """``nr`` entries: page ``addr + j`` -> device frame ``dpfn + j`` (the driver's
+        per-page xa_store() loop); in bulk when no address has an entry and no frame is
+        indexed yet (the usual case: fresh device pages for unmapped addresses)."""
+        keys = [(mm_id, addr + j * PAGE_SIZE) for j in range(nr)]
+        dpfns = range(dpfn, dpfn + nr)
+        if self.keys().isdisjoint(keys) and self._by_pfn.keys().isdisjoint(dpfns):
+            dict.update(self, zip(keys, [(d, writable) for d in dpfns], strict=True))
+            self._by_pfn.update(zip(dpfns, keys, strict=True))
+            return
+        for d, key in zip(dpfns, keys, strict=True):
+            self[key] = (d, writable)
+
+    def unmap_range(self, mm_id: int, addr: int, nr: int) -> None:
+        """Drop the entries of ``nr`` pages from ``addr`` (those that exist)."""
+        keys = [(mm_id, addr + j * PAGE_SIZE) for j in range(nr)]
+        by_pfn = self._by_pfn
+        for key, value in zip(keys, [dict.pop(self, key, None) for key in keys], strict=True):
+            if value is None:
+                continue
+            if by_pfn.get(value[0]) == key:  # the frame's only key
+                del by_pfn[value[0]]
+            else:
+                self._unindex(value[0], key)
+
+    def forget_pfns(self, pfn: int, nr: int) -> None:
+        """Drop the entries that point into device frames [pfn, pfn + nr)."""
+        if self._by_pfn.keys().isdisjoint(range(pfn, pfn + nr)):
+            return
+        for dpfn in range(pfn, pfn + nr):
+            for key in self.keys_of(dpfn):
+                del self[key]
+
+
+class Dmirror:
+    """struct dmirror_device + struct dmirror: free lists, counters, device page table."""
+
+    def __init__(self, m: Machine, large: bool = True,
+                 frames: tuple[int, int] | None = None) -> None:
+        """``frames``: the device range it owns (default: all the machine's device frames)."""
+        if not m.device_base:
+            raise MmError(EINVAL, "dmirror: the machine has no device memory (device=0)")
+        start, end = frames or (m.device_base, m.mem.nr)
+        self.m = m
+        self.flags = 0
+        self.fail_large_alloc = False
+        self.split_design = "b"
+        self.calloc = self.cfree = 0
+        self.free_folios: list[int] = []
+        self.free_pages: list[int] = []
+        #: device page table: (mm id, address) -> (device pfn, writable)
+        self.pt = DevicePageTable()
+        ops = DevPagemapOps(page_free=self._page_free, migrate_to_ram=self._migrate_to_ram,
+                            folio_split=self._folio_split)
+        self.pgmap = memremap_pages(m, DevPagemap((start, end),
+                                                  MEMORY_TYPE.MEMORY_DEVICE_PRIVATE, ops,
+                                                  owner=self))
+        self._carve(start, end, large)
+
+    def _carve(self, start: int, end: int, large: bool) -> None:
+        """The free-list part of dmirror_allocate_chunk() (LIFO lists, head last)."""
+        pfn = start
+        while pfn < end:
+            if large and pfn % HPAGE_PMD_NR == 0 and pfn + HPAGE_PMD_NR <= end:
+                self.free_folios.append(pfn)
+                pfn += HPAGE_PMD_NR
+                continue
+            self.free_pages.append(pfn)
+            pfn += 1
+
+    def fragment(self) -> int:
+        """Break every free large folio into single pages: large allocations now fail."""
+        n = len(self.free_folios)
+        for pfn in reversed(self.free_folios):
+            self._carve(pfn, pfn + HPAGE_PMD_NR, False)
+        self.free_folios.clear()
+        self.m.trace.emit("dmirror_fragment", changes={"folios_broken": n})
+        return n
+
+    # the dev_pagemap_ops entries the core calls
+    def _page_free(self, pfn: int, order: int) -> None:
+        dmirror_devmem_free(self, pfn, order)
+
+    def _folio_split(self, head: Folio, tail: Folio | None) -> None:
+        dmirror_devmem_folio_split(self, head, tail)
+
+    def _migrate_to_ram(self, vma: VMA, address: int, pfn: int, via_pte: bool) -> int:
+        """The op: the caller (do_swap_page() / do_huge_pmd_device_private()) holds the
+        faulting folio locked and referenced."""
+        return dmirror_devmem_fault(self, vma, address, pfn, via_pte)
+
+
+def dmirror_devmem_alloc_page(dmirror: Dmirror, is_large: bool) -> int | None:
+    """dmirror_devmem_alloc_page() - a device page (or 2 MiB folio), locked, refcount 1
+    held by the driver until finalize (recorded in extra_refs). None if none is free.
+
+    Models: lib/test_hmm.c:dmirror_devmem_alloc_page() (the series: ``is_large``).
+    """
+    m = dmirror.m
+    if is_large:
+        if dmirror.fail_large_alloc or not dmirror.free_folios:
+            return None
+        dpage = dmirror.free_folios.pop()
+    else:
+        if not dmirror.free_pages and dmirror.free_folios:
+            head = dmirror.free_folios.pop()  # dmirror_allocate_chunk(): more pages
+            dmirror._carve(head, head + HPAGE_PMD_NR, False)
+        if not dmirror.free_pages:
+            return None
+        dpage = dmirror.free_pages.pop()
+    order = HPAGE_PMD_ORDER if is_large else 0
+    dmirror.calloc += 1 << order
+    zone_device_folio_init(Folio(m, dpage), dmirror.pgmap, order)
+    m.mem.extra_refs[dpage] += 1
+    return dpage
+
+
+def _copy(m: Machine, dst: int, src: int | None, n: int) -> None:
+    """copy_highpage() / clear_highpage() of ``n`` pages (the data is the stamp)."""
+    m.mem.stamp[dst: dst + n] = 0 if src is None else m.mem.stamp[src: src + n]
+    m.trace.cost("pages_copied", n)
+
+
+def dmirror_migrate_alloc_and_copy(args: MigrateVma, dmirror: Dmirror) -> None:
+    """dmirror_migrate_alloc_and_copy() - allocate device pages for every MIGRATE entry
+    and copy. A COMPOUND source asks for a large device folio (dst |= COMPOUND); when
+    that fails it falls back to 512 single pages, which makes the core split the source
+    (migrate_vma_split_unmapped_folio()). Entries left 0 are not migrated.
+
+    Models: lib/test_hmm.c:dmirror_migrate_alloc_and_copy() (the 2025 series).
+    """
+    m, src, dst = dmirror.m, args.src, args.dst
+    i = 0
+    while i < args.npages:
+        s = src[i]
+        is_large = bool(s & MIGRATE_PFN_COMPOUND)
+        write = MIGRATE_PFN_WRITE if s & MIGRATE_PFN_WRITE else 0
+        if not s & MIGRATE_PFN_MIGRATE:
+            i += 1
+            continue
+        spage = migrate_pfn_to_page(s)
+        if dmirror.flags & HMM_DMIRROR_FLAG_FAIL_ALLOC and is_large:
+            dmirror.flags &= ~HMM_DMIRROR_FLAG_FAIL_ALLOC
+            dpage = None
+        else:
+            dpage = dmirror_devmem_alloc_page(dmirror, is_large)
+        if dpage is None:
+            if not is_large:
+                i += 1
+                continue
+            for j in range(min(HPAGE_PMD_NR, args.npages - i)):
+                small = dmirror_devmem_alloc_page(dmirror, False)
+                if small is None:
+                    break
+                dst[i + j] = migrate_pfn(small) | write
+                _copy(m, small, None if spage is None else spage + j, 1)
+            i += HPAGE_PMD_NR
+            continue
+        dst[i] = migrate_pfn(dpage) | write | (MIGRATE_PFN_COMPOUND if is_large else 0)
+        n = HPAGE_PMD_NR if is_large else 1
+        _copy(m, dpage, spage, n)
+        i += n
+
+
+def dmirror_migrate_finalize_and_map(args: MigrateVma, dmirror: Dmirror) -> None:
+    """dmirror_migrate_finalize_and_map() - record migrated pages in the device page
+    table (WRITE-tagged when the dst entry has MIGRATE_PFN_WRITE).
+
+    Models: lib/test_hmm.c:dmirror_migrate_finalize_and_map().
+    """
+    assert args.vma is not None
+    mm_id = args.vma.vm_mm.id
+    for i in range(args.npages):
+        if not args.src[i] & MIGRATE_PFN_MIGRATE:
+            continue
+        dpage = migrate_pfn_to_page(args.dst[i])
+        if dpage is None:
+            continue
+        nr = HPAGE_PMD_NR if args.dst[i] & MIGRATE_PFN_COMPOUND else 1
+        dmirror.pt.map_range(mm_id, args.start + i * PAGE_SIZE, dpage, nr,
+                             bool(args.dst[i] & MIGRATE_PFN_WRITE))
+
+
+def _check_range(mm: MMStruct, start: int, size: int) -> None:
+    """The ioctl's checks (dmirror_fops_unlocked_ioctl and the per-VMA lookup): -EINVAL."""
+    from pyfolio.include.linux.mm_types import VM
+
+    if start % PAGE_SIZE or size <= 0 or size % PAGE_SIZE:
+        raise MmError(EINVAL, f"dmirror: [{start:#x}, +{size:#x}) is not page aligned "
+                      "or is empty")
+    addr = start
+    while addr < start + size:
+        vma = mm.find_vma(addr)
+        if vma is None or not vma.vm_flags & VM.READ:
+            raise MmError(EINVAL, f"dmirror: {addr:#x} is not in a readable VMA")
+        addr = vma.vm_end
+
+
+def _windows(mm: MMStruct, start: int, end: int) -> list[tuple[VMA, int, int]]:
+    """The loop of dmirror_migrate_to_*(): at most 512 pages, never past the VMA end."""
+    out, addr = [], start
+    while addr < end:
+        vma = mm.find_vma(addr)
+        assert vma is not None
+        nxt = min(end, addr + HPAGE_PMD_NR * PAGE_SIZE, vma.vm_end)
+        out.append((vma, addr, nxt))
+        addr = nxt
+    return out
+
+
+def dmirror_migrate_to_device(dmirror: Dmirror, mm: MMStruct, start: int,
+                              size: int) -> list[MigrateVma]:
+    """dmirror_migrate_to_device() - HMM_DMIRROR_MIGRATE_TO_DEV: per 2 MiB window,
+    SELECT_SYSTEM | SELECT_COMPOUND, setup, alloc_and_copy, pages, finalize_and_map,
+    finalize. Raises MmError(EINVAL) before touching anything for a bad range; returns
+    each window's migrate_vma (its src entries say what migrated).
+
+    Models: lib/test_hmm.c:dmirror_migrate_to_device() (the series).
+    """
+    _check_range(mm, start, size)
+    done = []
+    for vma, lo, hi in _windows(mm, start, start + size):
+        args = MigrateVma(vma, lo, hi, pgmap_owner=dmirror, split_design=dmirror.split_design,
+                          flags=MIGRATE_VMA_SELECT.SYSTEM | MIGRATE_VMA_SELECT.COMPOUND)
+        migrate_vma_setup(args)
+        dmirror_migrate_alloc_and_copy(args, dmirror)
+        migrate_vma_pages(args)
+        dmirror_migrate_finalize_and_map(args, dmirror)
+        migrate_vma_finalize(args)
+        done.append(args)
+    return done
+
+
+def dmirror_devmem_fault_alloc_and_copy(args: MigrateVma, dmirror: Dmirror) -> int:
+    """dmirror_devmem_fault_alloc_and_copy() - system pages for device pages: an order-9
+    folio for a large source (512 single pages if that fails or is forced to), copy,
+    and erase the device page-table entries. VM_FAULT_OOM if a small page is missing.
+
+    Models: lib/test_hmm.c:dmirror_devmem_fault_alloc_and_copy() (the series).
+    """
+    from pyfolio.mm.page_alloc import alloc_pages
+
+    m = dmirror.m
+    assert args.vma is not None
+    i = 0
+    while i < args.npages:
+        spage = migrate_pfn_to_page(args.src[i]) if args.src[i] & MIGRATE_PFN_MIGRATE else None
+        if spage is None:
+            i += 1
+            continue
+        order = folio_order(page_folio(m, spage))
+        write = MIGRATE_PFN_WRITE if args.src[i] & MIGRATE_PFN_WRITE else 0
+        dpage = None
+        if order and not dmirror.flags & HMM_DMIRROR_FLAG_FAIL_ALLOC:
+            try:
+                dpage = alloc_pages(m, order)
+            except MmError:
+                dpage = None
+        dmirror.flags &= ~HMM_DMIRROR_FLAG_FAIL_ALLOC
+        mm_id = args.vma.vm_mm.id
+        if dpage is not None:
+            _lock_new(m, dpage)
+            args.dst[i] = migrate_pfn(dpage) | write | MIGRATE_PFN_COMPOUND
+            _copy(m, dpage, spage, 1 << order)
+            dmirror.pt.unmap_range(mm_id, args.start + i * PAGE_SIZE, 1 << order)
+        else:
+            for j in range(1 << order):
+                try:
+                    small = alloc_pages(m, 0)
+                except MmError:
+                    return VM_FAULT_OOM
+                _lock_new(m, small)
+                args.dst[i + j] = migrate_pfn(small) | write
+                _copy(m, small, spage + j, 1)
+                dmirror.pt.unmap_range(mm_id, args.start + (i + j) * PAGE_SIZE, 1)
+        i += 1 << order
+    return 0
+
+
+def _lock_new(m: Machine, pfn: int) -> None:
+    """lock_page() on a freshly allocated destination; the allocation reference is the
+    driver's until finalize."""
+    folio_lock(Folio(m, pfn))
+    m.mem.extra_refs[pfn] += 1
+
+
+def dmirror_migrate_to_system(dmirror: Dmirror, mm: MMStruct, start: int,
+                              size: int) -> list[MigrateVma]:
+    """dmirror_migrate_to_system() - HMM_DMIRROR_MIGRATE_TO_SYS: device pages of the
+    range back to system RAM, SELECT_DEVICE_PRIVATE | SELECT_COMPOUND.
+
+    Models: lib/test_hmm.c:dmirror_migrate_to_system() (the series).
+    """
+    _check_range(mm, start, size)
+    done = []
+    for vma, lo, hi in _windows(mm, start, start + size):
+        args = MigrateVma(vma, lo, hi, pgmap_owner=dmirror, split_design=dmirror.split_design,
+                          flags=MIGRATE_VMA_SELECT.DEVICE_PRIVATE | MIGRATE_VMA_SELECT.COMPOUND)
+        migrate_vma_setup(args)
+        if dmirror_devmem_fault_alloc_and_copy(args, dmirror):
+            migrate_vma_finalize(args)
+            raise MmError(ENOMEM, "dmirror_migrate_to_system: out of system memory")
+        migrate_vma_pages(args)
+        migrate_vma_finalize(args)
+        done.append(args)
+    return done
+
+
+def dmirror_devmem_fault(dmirror: Dmirror, vma: VMA, address: int, pfn: int,
+                         via_pte: bool) -> int:
+    """dmirror_devmem_fault() - migrate_to_ram: bring the faulting device memory back.
+
+    Models: lib/test_hmm.c:dmirror_devmem_fault() (merged series): the range is the
+    device folio (order of its folio, SELECT_COMPOUND when > 0); but when the fault came
+    through a PTE (``vmf->pte`` set, here ``via_pte``) the folio may be only partly mapped,
+    so order 0 and one page are used (the seed's fix). Returns 0, VM_FAULT_SIGBUS if setup
+    fails or VM_FAULT_OOM.
+    """
+    order = 0 if via_pte else folio_order(page_folio(dmirror.m, pfn))
+    start = address & ~((PAGE_SIZE << order) - 1)
+    flags = MIGRATE_VMA_SELECT.DEVICE_PRIVATE | (MIGRATE_VMA_SELECT.COMPOUND if order else 0)
+    args = MigrateVma(vma, start, start + (PAGE_SIZE << order), pgmap_owner=dmirror,
+                      flags=flags, fault_page=pfn, split_design=dmirror.split_design)
+    try:
+        migrate_vma_setup(args)
+    except MmError:
+        return VM_FAULT_SIGBUS
+    ret = dmirror_devmem_fault_alloc_and_copy(args, dmirror)
+    if ret:
+        migrate_vma_finalize(args)
+        return ret
+    migrate_vma_pages(args)
+    migrate_vma_finalize(args)
+    return 0
+
+
+def dmirror_devmem_folio_split(dmirror: Dmirror, head: Folio, tail: Folio | None) -> None:
+    """dmirror_devmem_folio_split() - the ``folio_split`` op: a new folio of a split
+    device folio inherits ``mapping`` and ``pgmap`` (the driver's backing-page bookkeeping
+    has no counterpart here: the data is in the device page itself).
+
+    Models: lib/test_hmm.c:dmirror_devmem_folio_split() (the 2025 series).
+    """
+    if tail is None:
+        return
+    mem = dmirror.m.mem
+    mem.mapping[tail.pfn] = mem.mapping[head.pfn]
+    mem.pgmap[tail.pfn] = mem.pgmap[head.pfn]
+
+
+def dmirror_devmem_free(dmirror: Dmirror, pfn: int, order: int) -> None:
+    """dmirror_devmem_free() - page_free: the device folio goes back on the free list of
+    its size (``cfree`` counts pages returned).
+
+    Models: lib/test_hmm.c:dmirror_devmem_free() (the series). Simplification: the
+    device's page-table entries for the page are dropped here; the driver drops them
+    through its mmu notifier (dmirror_interval_invalidate()).
+    """
+    dmirror.cfree += 1 << order
+    (dmirror.free_folios if order else dmirror.free_pages).append(pfn)
+    dmirror.pt.forget_pfns(pfn, 1 << order)
+
+
+def dmirror_read(dmirror: Dmirror, mm: MMStruct, addr: int) -> int | None:
+    """The device reading one page through its own page table: the page's data, or None
+    when the device has no entry there.
+
+    Models: lib/test_hmm.c:dmirror_do_read() (v6.18), for one page: xa_load() from the
+    device page table, -ENOENT (here None) when there is no entry. The driver's
+    dmirror_read() (the HMM_DMIRROR_READ ioctl) then calls dmirror_fault(), which faults
+    the range in with hmm_range_fault(), and retries; this function does not.
+    """
+    got = dmirror.pt.get((mm.id, addr & ~(PAGE_SIZE - 1)))
+    return None if got is None else int(dmirror.m.mem.stamp[got[0]])
+

@@ -1,0 +1,261 @@
+"""The invariant checker: every way the simulated memory can be inconsistent.
+
+Models: mm/debug.c and the CONFIG_DEBUG_VM checks (VM_BUG_ON_FOLIO, page-table checks in
+mm/page_table_check.c) in spirit (v6.18): instead of warning at one site, ``check()``
+recomputes from the page tables what every count must be and reports each difference.
+It reads the state through the kernel models' decoders (entries, folios, rmap), so it sits
+with them in mm/ rather than in the simulator's machinery below them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from pyfolio.arch.x86.pgtable import (
+    _PAGE_PRESENT,
+    _PAGE_PSE,
+    _PAGE_SPECIAL,
+    pte_pfn,
+    swp_offset,
+    swp_type,
+)
+from pyfolio.include.linux.mm import GUP_PIN_COUNTING_BIAS, Folio, folio_test_anon, page_folio
+from pyfolio.include.linux.swapops import SwpType, is_device_private_entry
+from pyfolio.mm.rmap import folio_anon_vma
+from pyfolio.sim.memmap import ENTIRELY_MAPPED, NO_HEAD, PG, PGTY, ZONE_DEVICE
+from pyfolio.sim.units import HPAGE_PMD_NR, PAGE_SHIFT, PGDIR_SHIFT, PMD_SHIFT, PUD_SHIFT
+
+if TYPE_CHECKING:
+    from pyfolio.include.linux.mm_types import VMA
+    from pyfolio.sim.machine import Machine
+
+__all__ = ["Violation", "check", "snapshot"]
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """One broken invariant: what kind, where (pfn or address), and the detail."""
+
+    kind: str
+    where: int
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} at {self.where:#x}: {self.detail}"
+
+
+_SHIFT = {"pgd": PGDIR_SHIFT, "pud": PUD_SHIFT, "pmd": PMD_SHIFT, "pte": PAGE_SHIFT}
+_NEXT = {"pgd": "pud", "pud": "pmd", "pmd": "pte"}
+_KNOWN_SWP = {SwpType.SWP_MIGRATION_READ, SwpType.SWP_MIGRATION_READ_EXCLUSIVE,
+              SwpType.SWP_MIGRATION_WRITE, SwpType.SWP_DEVICE_READ, SwpType.SWP_DEVICE_WRITE}
+
+
+def check(m: Machine) -> list[Violation]:
+    """Every invariant violation in machine ``m``; an empty list means sound.
+
+    Checked: each frame is exactly one of free, page table, folio or reserved; every page
+    table is reachable exactly once; every entry is well formed and maps a live frame
+    inside a VMA; per-page, entire and large mapcounts and _nr_pages_mapped equal what the
+    page tables show; each folio's refcount equals its mappings plus pins plus the
+    references recorded as held elsewhere; an anon folio's anon_vma reaches every VMA
+    that maps it.
+    """
+    out: list[Violation] = []
+    owner = _frame_owners(m, out)
+    pte_maps, pmd_maps = _scan_tables(m, owner, out)
+    _check_counts(m, pte_maps, pmd_maps, out)
+    return out
+
+
+def _frame_owners(m: Machine, out: list[Violation]) -> np.ndarray:
+    """Label each frame: 0 unknown, 1 free, 2 page table, 3 folio, 4 reserved (PG_reserved,
+    or the huge zero folio: held for good, mapped without mapcounts), 5 device."""
+    mem = m.mem
+    owner = np.zeros(mem.nr, np.int8)
+    for order, lst in enumerate(m.free_area.lists):
+        for pfn in lst:
+            if owner[pfn: pfn + (1 << order)].any():
+                out.append(Violation("double-free", pfn, f"free block of order {order} overlaps"))
+            owner[pfn: pfn + (1 << order)] = 1
+    for pfn in m.pgtables:
+        if owner[pfn]:
+            out.append(Violation("pgtable-free", pfn, "page-table page is also free"))
+        owner[pfn] = 2
+    heads = np.flatnonzero((mem._refcount > 0) & (mem.compound_head == NO_HEAD)
+                           & (mem.page_type == PGTY.none))
+    for p in heads:
+        pfn = int(p)
+        n = 1 << int(mem.order[pfn]) if mem.test(pfn, PG.head) else 1
+        if owner[pfn: pfn + n].any():
+            out.append(Violation("pfn-in-two", pfn, "folio overlaps free or table frames"))
+        reserved = mem.test(pfn, PG.reserved) or pfn == m.huge_zero_pfn
+        owner[pfn: pfn + n] = 4 if reserved else 3
+        if n > 1 and not (mem.compound_head[pfn + 1: pfn + n] == pfn).all():
+            out.append(Violation("compound", pfn, "a tail does not point at its head"))
+    if m.device_base:
+        dev = slice(m.device_base, mem.nr)
+        owner[dev] = np.where(owner[dev] == 0, 5, owner[dev])
+    leaked = np.flatnonzero(owner[: m.nr_ram] == 0)
+    if len(leaked):
+        out.append(Violation("leak", int(leaked[0]), f"{len(leaked)} frames are neither free "
+                             "nor in use"))
+    return owner
+
+
+def _scan_tables(m: Machine, owner: np.ndarray, out: list[Violation]
+                 ) -> tuple[np.ndarray, Counter[int]]:
+    """Walk every mm's tables: count PTE mappings per pfn and PMD mappings per head."""
+    pte_maps = np.zeros(m.mem.nr, np.int64)
+    pmd_maps: Counter[int] = Counter()
+    seen: Counter[int] = Counter()
+    for mm in m.mms:
+        seen[mm.pgd] += 1
+        for pt in mm.pmd_huge_pte.values():
+            seen[pt] += 1
+        stack = [(mm.pgd, "pgd", 0)]
+        while stack:
+            table, level, base = stack.pop()
+            tbl = m.pgtables.get(table)
+            if tbl is None:
+                out.append(Violation("pgtable", table, f"{level} table is not a page table"))
+                continue
+            for i in np.flatnonzero(tbl):
+                raw, addr = int(tbl[i]), base + (int(i) << _SHIFT[level])
+                leaf = level == "pte" or (level == "pmd" and (raw & _PAGE_PSE or not raw & 1))
+                if not leaf:
+                    seen[pte_pfn(raw)] += 1
+                    stack.append((pte_pfn(raw), _NEXT[level], addr))
+                    continue
+                vma = mm.find_vma(addr)
+                if vma is None:
+                    out.append(Violation("entry-outside-vma", addr, f"mm {mm.id} {raw:#x}"))
+                    continue
+                pfn = _count_leaf(m, owner, raw, level, addr, pte_maps, pmd_maps, out)
+                if pfn >= 0:
+                    _check_rmap(m, vma, addr, pfn, out)
+    for pfn in set(m.pgtables) | set(seen):
+        if seen[pfn] != 1:
+            out.append(Violation("pgtable-refs", pfn, f"table referenced {seen[pfn]} times"))
+    return pte_maps, pmd_maps
+
+
+def _check_rmap(m: Machine, vma: VMA, addr: int, pfn: int, out: list[Violation]) -> None:
+    """The rmap can find this mapping: the folio's anon_vma reaches the VMA, and
+    vma_address() of the page's index is this address (what rmap_walk_anon() relies on)."""
+    folio = page_folio(m, pfn)
+    av = folio_anon_vma(folio)
+    if av is None:
+        return  # reported by _check_folio
+    index = int(m.mem.index[folio.pfn]) + pfn - folio.pfn
+    if vma not in av.vmas or vma.address_of(index) != addr:
+        out.append(Violation("rmap", addr, f"page {pfn:#x} mapped here cannot be found from "
+                             f"its anon_vma {av.id} (index {index:#x})"))
+
+
+def _count_leaf(m: Machine, owner: np.ndarray, raw: int, level: str, addr: int,
+                pte_maps: np.ndarray, pmd_maps: Counter[int], out: list[Violation]) -> int:
+    """Count a leaf entry's mapping; return the mapped pfn, or -1 if it maps no folio."""
+    if raw & _PAGE_PRESENT:
+        pfn = pte_pfn(raw)
+        if raw & _PAGE_SPECIAL:
+            if pfn not in (m.zero_pfn, m.huge_zero_pfn):
+                out.append(Violation("special", addr, f"special entry maps {pfn:#x}"))
+            return -1
+        device = False
+    else:
+        if swp_type(raw) not in _KNOWN_SWP:
+            out.append(Violation("entry", addr, f"unknown swap-format entry {raw:#x}"))
+            return -1
+        if not is_device_private_entry(raw):
+            return -1  # migration entries hold no mapping (only inside an operation)
+        pfn, device = swp_offset(raw), True
+    if not 0 <= pfn < m.mem.nr or owner[pfn] not in (3, 5):
+        out.append(Violation("maps-free-frame", addr, f"entry {raw:#x} maps frame {pfn:#x}"))
+        return -1
+    if device != (int(m.mem.zone[pfn]) == ZONE_DEVICE):
+        out.append(Violation("entry", addr, f"device-private entry vs zone of {pfn:#x}"))
+    if level == "pmd":
+        if m.mem.order[pfn] != 9 or not m.mem.test(pfn, PG.head):
+            out.append(Violation("pmd-leaf", addr, f"maps {pfn:#x}, not an order-9 head"))
+            return -1
+        pmd_maps[pfn] += 1
+    else:
+        pte_maps[pfn] += 1
+    return pfn
+
+
+def _check_counts(m: Machine, pte_maps: np.ndarray, pmd_maps: Counter[int],
+                  out: list[Violation]) -> None:
+    mem = m.mem
+    live = (mem.page_type == PGTY.none) & ((mem._refcount > 0) | (mem.compound_head >= 0)
+                                           | (mem._mapcount >= 0))
+    live[[m.zero_pfn] + ([m.huge_zero_pfn] if m.huge_zero_pfn >= 0 else [])] = False
+    if m.huge_zero_pfn >= 0:
+        live[m.huge_zero_pfn: m.huge_zero_pfn + HPAGE_PMD_NR] = False
+    bad = np.flatnonzero(live & (mem._mapcount + 1 != pte_maps))
+    for pfn in bad[:20]:
+        out.append(Violation("mapcount", int(pfn), f"_mapcount+1={int(mem._mapcount[pfn]) + 1}"
+                             f" but {int(pte_maps[pfn])} PTEs map it"))
+    for head in np.flatnonzero(live & (mem.compound_head == NO_HEAD)):
+        _check_folio(Folio(m, int(head)), pte_maps, pmd_maps, out)
+    for pfn in m.deferred_split_queue:
+        if not mem.test(pfn, PG.head) or mem._refcount[pfn] <= 0:
+            out.append(Violation("deferred-split", pfn, "queued folio is not a live large folio"))
+
+
+def _check_folio(folio: Folio, pte_maps: np.ndarray, pmd_maps: Counter[int],
+                 out: list[Violation]) -> None:
+    m, mem, pfn = folio.m, folio.m.mem, folio.pfn
+    large = mem.test(pfn, PG.head)
+    nr = folio.nr_pages
+    ptes = int(pte_maps[pfn: pfn + nr].sum())
+    pmds = pmd_maps[pfn]
+    if large:
+        want = {"_entire_mapcount": pmds - 1, "_large_mapcount": ptes + pmds - 1,
+                "_nr_pages_mapped": int((pte_maps[pfn: pfn + nr] > 0).sum())
+                + (ENTIRELY_MAPPED if pmds else 0),
+                "_pincount": m.pins[pfn]}
+        for field, value in want.items():
+            have = int(getattr(mem, field)[pfn])
+            if have != value:
+                out.append(Violation(field.strip("_"), pfn, f"{field}={have}, expected {value}"))
+    pins = m.pins[pfn] * (1 if large else GUP_PIN_COUNTING_BIAS)
+    expected = ptes + pmds + pins + mem.extra_refs[pfn]
+    if int(mem._refcount[pfn]) != expected:
+        out.append(Violation("refcount", pfn, f"_refcount={int(mem._refcount[pfn])}, expected "
+                             f"{expected} ({ptes} PTE + {pmds} PMD mappings, {pins} pin refs, "
+                             f"{mem.extra_refs[pfn]} held elsewhere)"))
+    if (ptes or pmds) and not folio_test_anon(folio):
+        out.append(Violation("anon", pfn, "mapped folio is not anonymous"))
+    elif (ptes or pmds) and folio_anon_vma(folio) is None:
+        out.append(Violation("anon_vma", pfn, "folio->mapping points at no live anon_vma"))
+
+
+def snapshot(m: Machine) -> dict[str, object]:
+    """Everything an operation could change, in comparable form: memmap arrays, page
+    tables, free lists, deposits, VMAs, pins, queues and counters (not the trace).
+
+    A failed operation must leave ``snapshot(m)`` equal to what it was before.
+    """
+    mem = m.mem
+    arrays = {name: getattr(mem, name).tobytes() for name in (
+        "flags", "page_type", "_refcount", "_mapcount", "compound_head", "order",
+        "_entire_mapcount", "_large_mapcount", "_nr_pages_mapped", "_pincount", "mapping",
+        "index", "zone", "pgmap", "stamp")}
+    return {
+        **arrays,
+        "extra_refs": dict(+mem.extra_refs),
+        "pgtables": {pfn: tbl.tobytes() for pfn, tbl in m.pgtables.items()},
+        "free_area": [list(lst) for lst in m.free_area.lists],
+        "vmstat": dict(m.vmstat),
+        "pins": dict(+m.pins),
+        "deferred_split_queue": list(m.deferred_split_queue),
+        "mms": [(mm.id, mm.pgd, dict(mm.pmd_huge_pte),
+                 [(v.vm_start, v.vm_end, int(v.vm_flags), v.vm_pgoff,
+                   v.anon_vma.id if v.anon_vma else None) for v in mm.vmas]) for mm in m.mms],
+        "huge_zero_pfn": m.huge_zero_pfn,
+    }

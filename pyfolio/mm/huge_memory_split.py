@@ -1,0 +1,510 @@
+"""Splitting a large folio: the folio-split half of mm/huge_memory.c.
+
+Models: mm/huge_memory.c (v6.18) __folio_split() and its entry points. The unmap and
+remap steps use mm/rmap.c:try_to_migrate() (:mod:`pyfolio.mm.rmap`) and
+mm/migrate.c:remove_migration_ptes() (:mod:`pyfolio.mm.migrate`), re-exported here. PMD-level
+code (split_huge_pmd, the deferred split queue) is in :mod:`pyfolio.mm.huge_memory`.
+
+Two designs for splitting a folio that migration has already unmapped (the device
+fallback of "mm: support THP migration for zone device private pages"):
+
+* (a) the v7 series (Oct 2025, patch 11/16): ``bool unmapped`` threaded through
+  ``__folio_split()`` and ``__split_huge_page_to_list_to_order()``; here
+  ``__folio_split(..., unmapped=True)`` and
+  ``split_huge_page_to_list_to_order(page, list_, new_order, unmapped=True)``.
+* (b) what was merged instead (Nov 2025, "mm/huge_memory.c: introduce
+  folio_split_unmapped", cab812d9c964; merged for v6.19 with mm-stable-2025-12-03):
+  ``folio_split_unmapped()`` built on ``__folio_freeze_and_split_unmapped()``.
+
+The struct-page split (__split_unmapped_folio() and its helpers, and the design (b)
+entry point) is in :mod:`pyfolio.mm.huge_memory_split_unmapped`, re-exported here.
+
+Return convention: kernel-named functions return 0 or a negative errno, as the kernel
+does (callers such as MADV_FREE ignore it, as the kernel's do); a failed split leaves
+the machine as it was. The Python-only helper :func:`split_mapped_folio` raises
+``MmError`` with the errno instead. A page is a PFN; a ``list_`` is a Python list.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from pyfolio.include.linux.mm import (
+    VM_WARN_ON_FOLIO,
+    Folio,
+    __folio_put,
+    folio_expected_ref_count,
+    folio_get,
+    folio_is_zone_device,
+    folio_lock,
+    folio_mapcount,
+    folio_mapped,
+    folio_nr_pages,
+    folio_order,
+    folio_put,
+    folio_ref_count,
+    folio_ref_freeze,
+    folio_test_anon,
+    folio_test_large,
+    folio_test_locked,
+    folio_unlock,
+    is_zero_folio,
+    page_folio,
+)
+from pyfolio.mm.huge_memory_split_unmapped import (
+    __split_folio_to_order,
+    __split_unmapped_folio,
+    folio_cache_ref_count,
+    heads_in_range,
+    orders_in_range,
+)
+from pyfolio.mm.memremap import zone_device_private_split_cb
+from pyfolio.mm.migrate import (
+    RMP_LOCKED,
+    RMP_USE_SHARED_ZEROPAGE,
+    remove_migration_entries,
+    remove_migration_ptes,
+)
+from pyfolio.mm.rmap import TTU_RMAP_LOCKED, TTU_SPLIT_HUGE_PMD, folio_anon_vma, try_to_migrate
+from pyfolio.sim.errors import EAGAIN, EBUSY, EINVAL, MmError
+from pyfolio.sim.memmap import PG
+from pyfolio.sim.units import HPAGE_PMD_NR, HPAGE_PMD_ORDER
+
+if TYPE_CHECKING:
+    from pyfolio.sim.machine import Machine
+
+__all__ = [
+    "RMP_LOCKED", "RMP_USE_SHARED_ZEROPAGE", "TTU_SPLIT_HUGE_PMD", "TTU_RMAP_LOCKED",
+    "can_split_folio", "uniform_split_supported", "non_uniform_split_supported",
+    "min_order_for_split", "try_to_migrate", "unmap_folio", "remove_migration_ptes",
+    "remap_page", "__split_folio_to_order", "__split_unmapped_folio",
+    "__folio_freeze_and_split_unmapped", "__folio_split", "__split_huge_page_to_list_to_order",
+    "split_huge_page_to_list_to_order", "split_huge_page", "split_folio_to_order",
+    "split_folio_to_list", "split_folio", "folio_split", "try_folio_split",
+    "folio_split_unmapped", "thp_underused", "deferred_split_scan", "shrink_deferred_split",
+    "split_mapped_folio", "KHUGEPAGED_MAX_PTES_NONE",
+]
+
+#: /sys/kernel/mm/transparent_hugepage/khugepaged/max_ptes_none default (HPAGE_PMD_NR - 1).
+KHUGEPAGED_MAX_PTES_NONE = HPAGE_PMD_NR - 1
+
+
+# -- checks ------------------------------------------------------------------------------
+def can_split_folio(folio: Folio, caller_pins: int) -> tuple[bool, int]:
+    """can_split_folio() - is every reference but the caller's explained by mappings?
+
+    Models: mm/huge_memory.c:can_split_folio() (v6.18). Returns (ok, extra_pins): extra
+    pins are the swap-cache references of an anon folio (none in the simulator unless
+    PG_swapcache is set); ok when ``mapcount == refcount - extra_pins - caller_pins``.
+    """
+    extra = folio_cache_ref_count(folio)
+    return folio_mapcount(folio) == folio_ref_count(folio) - extra - caller_pins, extra
+
+
+def non_uniform_split_supported(folio: Folio, new_order: int, warns: bool) -> bool:
+    """non_uniform_split_supported() - anon: any order but 1; not from the swap cache.
+
+    Models: mm/huge_memory.c:non_uniform_split_supported() (v6.18). The VM_WARN_ONCE
+    becomes a ``VM_WARN_ONCE`` trace event.
+    """
+    if folio_test_anon(folio) and new_order == 1:
+        _warn(folio, warns, "Cannot split to order-1 folio")
+        return False
+    if folio.m.mem.test(folio.pfn, PG.swapcache):
+        _warn(folio, warns, "Cannot split swapcache folio to non-0 order")
+        return False
+    return True
+
+
+def uniform_split_supported(folio: Folio, new_order: int, warns: bool) -> bool:
+    """uniform_split_supported() - anon: any order but 1; swap cache: order 0 only.
+
+    Models: mm/huge_memory.c:uniform_split_supported() (v6.18).
+    """
+    if folio_test_anon(folio) and new_order == 1:
+        _warn(folio, warns, "Cannot split to order-1 folio")
+        return False
+    if new_order and folio.m.mem.test(folio.pfn, PG.swapcache):
+        _warn(folio, warns, "Cannot split swapcache folio to non-0 order")
+        return False
+    return True
+
+
+def _warn(folio: Folio, warns: bool, what: str) -> None:
+    if warns:
+        folio.m.trace.emit("VM_WARN_ONCE", pfn=folio.pfn, what=what)
+
+
+def min_order_for_split(folio: Folio) -> int:
+    """min_order_for_split() - 0 for anon folios; a truncated file folio gives -EBUSY.
+
+    Models: mm/huge_memory.c:min_order_for_split() (v6.18), which also counts
+    ``thp_split_page_failed`` for a PMD-sized truncated folio.
+    """
+    if folio_test_anon(folio):
+        return 0
+    if folio_order(folio) == HPAGE_PMD_ORDER:
+        folio.m.vmstat["thp_split_page_failed"] += 1
+    return -EBUSY
+
+
+# -- unmap and remap -----------------------------------------------------------------------
+def unmap_folio(folio: Folio) -> None:
+    """unmap_folio() - turn every mapping of the (anon) folio into migration entries.
+
+    Models: mm/huge_memory.c:unmap_folio() (v6.18): try_to_migrate() with
+    TTU_SPLIT_HUGE_PMD for a PMD-mappable folio (and TTU_RMAP_LOCKED|TTU_SYNC|
+    TTU_BATCH_FLUSH). Emits ``unmap_folio`` with the map and reference counts before
+    and after.
+    """
+    VM_WARN_ON_FOLIO(not folio_test_large(folio), folio, "unmap_folio of a small folio")
+    before = (folio_mapcount(folio), folio_ref_count(folio))
+    flags = TTU_RMAP_LOCKED | (TTU_SPLIT_HUGE_PMD if folio_order(folio) >= HPAGE_PMD_ORDER
+                               else 0)
+    try_to_migrate(folio, flags)
+    folio.m.trace.emit("unmap_folio", changes={
+        "mapcount": (before[0], folio_mapcount(folio)),
+        "refcount": (before[1], folio_ref_count(folio))}, pfn=folio.pfn)
+
+
+def remap_page(folio: Folio, nr: int, flags: int) -> None:
+    """remap_page() - remove_migration_ptes() over every folio in [folio, folio + nr).
+
+    Models: mm/huge_memory.c:remap_page() (v6.18): the kernel walks the rmap once per
+    after-split folio; the simulator walks the range once and resolves each entry's
+    folio (same result). Emits ``remap_page`` with the PTEs restored and zero-mapped.
+    """
+    if not folio_test_anon(folio):
+        return
+    restored, zero = remove_migration_entries(folio.m, folio.pfn, folio.pfn, nr, folio.pfn,
+                                              flags)
+    folio.m.trace.emit("remap_page", changes={"ptes": restored, "zero_page_ptes": zero},
+                       pfn=folio.pfn, nr=nr, flags=flags)
+
+
+def split_orders(m: Machine, pfn: int, at: int, new_order: int, *, uniform: bool) -> list[int]:
+    """Split the mapped folio at ``pfn`` (at page offset ``at``) and list the orders of
+    the folios it leaves, in address order (a Python helper for docs and tests)."""
+    nr = folio_nr_pages(page_folio(m, pfn))
+    head = page_folio(m, pfn).pfn
+    split_mapped_folio(m, head, new_order, uniform=uniform, at=None if uniform else at)
+    return orders_in_range(m, head, nr)
+
+
+def __folio_freeze_and_split_unmapped(folio: Folio, new_order: int, split_at: int,
+                                      xas: object, mapping: object, do_lru: bool,
+                                      list_: list[Folio] | None, uniform_split: bool,
+                                      end: int = 0) -> int:
+    """__folio_freeze_and_split_unmapped() - freeze, unqueue, split, unfreeze each piece.
+
+    Models: mm/huge_memory.c:__folio_freeze_and_split_unmapped() (mm tree, Nov 2025
+    "mm/huge_memory.c: introduce folio_split_unmapped"; in v6.18 and the v7 series this
+    is inline in __folio_split()). Freeze at cache refs + 1 (-EAGAIN if that fails); take
+    the folio off the deferred split queue and clear PG_partially_mapped; split; each
+    new folio is unfrozen at folio_expected_ref_count() + 1 (1: it is unmapped) and, with
+    ``do_lru``, put on the LRU or on ``list_`` (with an extra reference). Every piece
+    stays locked. Emits one ``folio_ref_unfreeze`` event for all pieces.
+    """
+    m, nr, pfn = folio.m, folio_nr_pages(folio), folio.pfn
+    if not folio_ref_freeze(folio, folio_cache_ref_count(folio) + 1):
+        return -EAGAIN
+    m.deferred_split_queue.pop(pfn, None)  # folio_unqueue_deferred_split()
+    m.mem.clear(pfn, PG.partially_mapped)  # folio_reset_partially_mapped()
+    __split_unmapped_folio(folio, new_order, split_at, xas, mapping, uniform_split)
+    heads = heads_in_range(m, pfn, nr)
+    refs = np.ones(len(heads), np.int32)
+    if m.mem.test(pfn, PG.swapcache):
+        refs += (1 << m.mem.order[heads]).astype(np.int32)
+    for h in heads[1:] if folio_is_zone_device(folio) else ():
+        zone_device_private_split_cb(folio, Folio(m, int(h)))
+    m.mem._refcount[heads] = refs  # folio_ref_unfreeze(new_folio, ...), then @folio last
+    if do_lru and not folio_is_zone_device(folio):
+        if list_ is None:
+            m.mem.set(heads[1:], PG.lru)  # lru_add_split_folio(): onto folio's LRU list
+        else:
+            for h in heads[1:]:
+                folio_get(Folio(m, int(h)))
+                m.mem.extra_refs[int(h)] += 1  # held by whoever owns list_
+                list_.append(Folio(m, int(h)))
+    zone_device_private_split_cb(folio, None)
+    m.trace.emit("folio_ref_unfreeze", changes={"folios": len(heads)}, pfn=pfn,
+                 refcounts=[int(x) for x in refs[:16]])
+    return 0
+
+
+# -- __folio_split and its entry points -----------------------------------------------------
+def __folio_split(folio: Folio, new_order: int, split_at: int, lock_at: int,
+                  list_: list[Folio] | None, uniform_split: bool, unmapped: bool = False) -> int:
+    """__folio_split() - split a locked, referenced large folio; 0 or -errno.
+
+    Models: mm/huge_memory.c:__folio_split() (v6.18; ``unmapped`` is the v7 series
+    patch 11/16, Oct 2025, never merged). Order checks (-EINVAL, not counted); the huge
+    zero folio or writeback (-EBUSY, not counted); no anon_vma because the folio is not
+    mapped (-EBUSY); can_split_folio(folio, 1) false (-EAGAIN); unmap_folio(); freeze at
+    1 + extra_pins (-EAGAIN); __split_unmapped_folio(); unfreeze; LRU; remap_page() with
+    RMP_USE_SHARED_ZEROPAGE on success (zero-filled order-0 anon pages go to the shared
+    zero page and are freed); unlock and put every new folio but the one holding
+    ``lock_at``. ``thp_split_page`` or ``thp_split_page_failed`` is counted for an order-9
+    folio once the anon_vma step is reached. With ``unmapped`` (v7): no anon_vma, no
+    unmap, no LRU, and it returns right after unfreezing (nothing counted, nothing
+    remapped, every piece locked with one reference).
+    """
+    m, order, is_anon = folio.m, folio_order(folio), folio_test_anon(folio)
+    VM_WARN_ON_FOLIO(not folio_test_locked(folio), folio, "split of an unlocked folio")
+    VM_WARN_ON_FOLIO(not folio_test_large(folio), folio, "split of a small folio")
+    if page_folio(m, split_at) != folio or page_folio(m, lock_at) != folio:
+        return -EINVAL
+    if new_order >= order:
+        return -EINVAL
+    if uniform_split and not uniform_split_supported(folio, new_order, True):
+        return -EINVAL
+    if not uniform_split and not non_uniform_split_supported(folio, new_order, True):
+        return -EINVAL
+    if is_zero_folio(folio) or m.mem.test(folio.pfn, PG.writeback):
+        return -EBUSY
+    ret = _split_mapped_steps(folio, new_order, split_at, lock_at, list_, uniform_split,
+                              unmapped, is_anon)
+    if unmapped and ret != -EBUSY:
+        return ret
+    if order == HPAGE_PMD_ORDER:
+        m.vmstat["thp_split_page" if not ret else "thp_split_page_failed"] += 1
+    m.trace.emit("__folio_split", changes={"ret": ret}, pfn=folio.pfn, new_order=new_order,
+                 uniform=uniform_split)
+    return ret
+
+
+def _split_mapped_steps(folio: Folio, new_order: int, split_at: int, lock_at: int,
+                        list_: list[Folio] | None, uniform: bool, unmapped: bool,
+                        is_anon: bool) -> int:
+    """The body of __folio_split() from the anon_vma to the final unlock."""
+    m, nr, pfn = folio.m, folio_nr_pages(folio), folio.pfn
+    if not is_anon or (not unmapped and (not folio_mapped(folio)
+                                         or folio_anon_vma(folio) is None)):
+        return -EBUSY  # folio_get_anon_vma() is NULL (or a file folio's mapping is gone)
+    if not can_split_folio(folio, 1)[0]:
+        return -EAGAIN
+    if not unmapped:
+        unmap_folio(folio)
+    held = m.mem.extra_refs.pop(pfn, 0)
+    ret = __folio_freeze_and_split_unmapped(folio, new_order, split_at, None, None,
+                                            not unmapped, list_, uniform)
+    heads = heads_in_range(m, pfn, nr) if not ret else np.array([pfn])
+    keeper = page_folio(m, lock_at).pfn
+    if unmapped:  # v7: the caller keeps every piece (one reference each, locked)
+        for h in heads if held else ():
+            m.mem.extra_refs[int(h)] += held
+        return ret
+    if held:
+        m.mem.extra_refs[keeper if not ret else pfn] += held
+    flags = RMP_USE_SHARED_ZEROPAGE if not ret and not folio_is_zone_device(folio) else 0
+    remap_page(folio, nr, flags)
+    _unlock_and_put(m, heads[heads != keeper])
+    return ret
+
+
+def _unlock_and_put(m: Machine, h: np.ndarray) -> None:
+    """folio_unlock() + free_folio_and_swap_cache() on each folio, batched: the folios
+    whose last reference goes are freed (__folio_put())."""
+    m.mem.clear(h, PG.locked)
+    m.mem._refcount[h] -= 1
+    for pfn in h[m.mem._refcount[h] == 0]:
+        __folio_put(Folio(m, int(pfn)))
+
+
+def __split_huge_page_to_list_to_order(page: Folio, list_: list[Folio] | None, new_order: int,
+                                       unmapped: bool = False) -> int:
+    """__split_huge_page_to_list_to_order() - uniform split; ``page``'s folio stays locked.
+
+    Models: mm/huge_memory.c:__split_huge_page_to_list_to_order() (v6.18; the v7 series
+    adds ``unmapped``). ``page`` is the simulator's ``struct page *``: a view
+    ``Folio(m, pfn)`` of any page of the folio (head or tail).
+    """
+    folio = page_folio(page.m, page.pfn)
+    return __folio_split(folio, new_order, folio.pfn, page.pfn, list_, True, unmapped)
+
+
+def split_huge_page_to_list_to_order(page: Folio, list_: list[Folio] | None, new_order: int,
+                                     unmapped: bool = False) -> int:
+    """split_huge_page_to_list_to_order() - uniform split of ``page``'s folio; 0 or -errno.
+
+    Models: include/linux/huge_mm.h:split_huge_page_to_list_to_order() (v6.18), which is
+    __split_huge_page_to_list_to_order(page, list, new_order, false) in the v7 series.
+    ``unmapped=True`` is design (a): the v7 __ variant, callable from a class.
+    """
+    return __split_huge_page_to_list_to_order(page, list_, new_order, unmapped)
+
+
+def split_huge_page(page: Folio) -> int:
+    """split_huge_page() - split to order 0 (min_order_for_split()); ``page`` stays locked.
+
+    Models: include/linux/huge_mm.h:split_huge_page() (v6.18).
+    """
+    ret = min_order_for_split(page_folio(page.m, page.pfn))
+    return ret if ret < 0 else split_huge_page_to_list_to_order(page, None, ret)
+
+
+def split_folio_to_order(folio: Folio, new_order: int) -> int:
+    """split_folio_to_order() - uniform split of a locked folio; the head stays locked.
+
+    Models: include/linux/huge_mm.h:split_folio_to_order() (v6.18).
+    """
+    return split_huge_page_to_list_to_order(folio, None, new_order)
+
+
+def split_folio_to_list(folio: Folio, list_: list[Folio] | None) -> int:
+    """split_folio_to_list() - split to min_order_for_split().
+
+    Models: mm/huge_memory.c:split_folio_to_list() (v6.18).
+    """
+    ret = min_order_for_split(folio)
+    return ret if ret < 0 else split_huge_page_to_list_to_order(folio, list_, ret)
+
+
+def split_folio(folio: Folio) -> int:
+    """split_folio() - split_folio_to_list(folio, NULL): to order 0, head stays locked.
+
+    Models: include/linux/huge_mm.h:split_folio() (v6.18).
+    """
+    return split_folio_to_list(folio, None)
+
+
+def folio_split(folio: Folio, new_order: int, split_at: int, list_: list[Folio] | None) -> int:
+    """folio_split() - non-uniform (buddy-style) split at page ``split_at`` (a PFN).
+
+    Models: mm/huge_memory.c:folio_split() (v6.18): the folio (its first piece) stays
+    locked. Order 9 at page 257 to order 0 leaves orders 8, 0, 0, 0, 0, 2, 3, 4, 5, 6, 7.
+    """
+    return __folio_split(folio, new_order, split_at, folio.pfn, list_, False, False)
+
+
+def try_folio_split(folio: Folio, page: int, list_: list[Folio] | None) -> int:
+    """try_folio_split() - non-uniform split to order 0 at ``page`` (a PFN), falling back
+    to a uniform split where non-uniform is not supported (the swap cache).
+
+    Models: include/linux/huge_mm.h:try_folio_split() (v6.18; later trees have
+    try_folio_split_to_order()).
+    """
+    ret = min_order_for_split(folio)
+    if ret < 0:
+        return ret
+    if not non_uniform_split_supported(folio, 0, False):
+        return split_huge_page_to_list_to_order(folio, list_, ret)
+    return folio_split(folio, ret, page, list_)
+
+
+def folio_split_unmapped(folio: Folio, new_order: int) -> int:
+    """folio_split_unmapped() - uniform split of an unmapped, isolated anon folio.
+
+    Models: mm/huge_memory.c:folio_split_unmapped() (design (b): mm tree, Nov 2025,
+    "mm/huge_memory.c: introduce folio_split_unmapped", cab812d9c964; not in v6.18, merged
+    for v6.19). Warns unless unmapped, locked, large and anon; -EAGAIN unless
+    folio_expected_ref_count() == refcount - 1 (the first version used
+    can_split_folio(folio, 1)); then __folio_freeze_and_split_unmapped() with no LRU and
+    no list. No remap, no unlock, no put, no vmstat: every piece stays locked with one
+    reference (cache refs + 1), each recorded in ``extra_refs`` if the folio's was.
+    """
+    m = folio.m
+    VM_WARN_ON_FOLIO(folio_mapped(folio), folio, "folio_split_unmapped of a mapped folio")
+    VM_WARN_ON_FOLIO(not folio_test_locked(folio), folio, "not locked")
+    VM_WARN_ON_FOLIO(not folio_test_large(folio), folio, "not large")
+    VM_WARN_ON_FOLIO(not folio_test_anon(folio), folio, "not anon")
+    if folio_expected_ref_count(folio) != folio_ref_count(folio) - 1:
+        return -EAGAIN
+    nr, held = folio_nr_pages(folio), m.mem.extra_refs.pop(folio.pfn, 0)
+    ret = __folio_freeze_and_split_unmapped(folio, new_order, folio.pfn, None, None, False,
+                                            None, True)
+    for h in (heads_in_range(m, folio.pfn, nr) if not ret else [folio.pfn]):
+        if held:
+            m.mem.extra_refs[int(h)] += held
+    return ret
+
+
+# -- the deferred split shrinker ----------------------------------------------------------
+def thp_underused(folio: Folio) -> bool:
+    """thp_underused() - more than max_ptes_none of the folio's pages are zero-filled.
+
+    Models: mm/huge_memory.c:thp_underused() (v6.18): always false when
+    khugepaged/max_ptes_none is its default 511 (HPAGE_PMD_NR - 1), so by default only
+    partially mapped folios are split by the shrinker; otherwise true when more than
+    ``m.khugepaged_max_ptes_none`` pages are all zeroes (stamp 0; the kernel's early exits
+    give the same answer).
+    """
+    m = folio.m
+    max_none = m.khugepaged_max_ptes_none
+    if max_none == HPAGE_PMD_NR - 1:
+        return False
+    zero = int(np.count_nonzero(m.mem.stamp[folio.pfn: folio.pfn + folio_nr_pages(folio)] == 0))
+    return zero > max_none
+
+
+def deferred_split_scan(m: Machine, nr_to_scan: int | None = None) -> int:
+    """deferred_split_scan() - the deferred split shrinker; returns how many it split.
+
+    Models: mm/huge_memory.c:deferred_split_scan() (v6.18): take a reference on up to
+    ``nr_to_scan`` queued folios (a folio being freed is dropped from the queue); a
+    partially mapped one is split (split_folio(): its unmapped pages are freed); an
+    unflagged one only if it is not mlocked and thp_underused() (then
+    ``thp_underused_split_page`` is counted), otherwise it leaves the queue; a locked
+    folio or a failed split of a partially mapped one stays queued. The mlocked check is
+    read in v6.18.y (gregkh/linux v6.18.38); 6.18.0 not confirmed.
+    """
+    queued = list(m.deferred_split_queue)[: nr_to_scan]
+    split = 0
+    for pfn in queued:
+        folio = Folio(m, pfn)
+        if folio_ref_count(folio) <= 0:  # folio_try_get() failed
+            m.deferred_split_queue.pop(pfn, None)
+            m.mem.clear(pfn, PG.partially_mapped)
+            continue
+        folio_get(folio)
+        did_split = underused = False
+        partially = m.mem.test(pfn, PG.partially_mapped)
+        if not partially and not m.mem.test(pfn, PG.mlocked):
+            underused = thp_underused(folio)
+        if (partially or underused) and not folio_test_locked(folio):
+            folio_lock(folio)
+            if not split_folio(folio):
+                did_split, split = True, split + 1
+                if underused:
+                    m.vmstat["thp_underused_split_page"] += 1
+            folio_unlock(folio)
+        if not did_split and not m.mem.test(pfn, PG.partially_mapped):
+            m.deferred_split_queue.pop(pfn, None)
+        folio_put(folio)
+    m.trace.emit("deferred_split_scan", changes={"split": split}, scanned=len(queued))
+    return split
+
+
+def shrink_deferred_split(m: Machine) -> int:
+    """Run the deferred split shrinker over the whole queue (what ``echo 2 >
+    /proc/sys/vm/drop_caches`` does to it, through drop_slab()); how many were split."""
+    return deferred_split_scan(m, None)
+
+
+# -- the debugfs-style helper ---------------------------------------------------------------
+def split_mapped_folio(m: Machine, pfn: int, new_order: int, *, uniform: bool = True,
+                       at: int | None = None) -> int:
+    """Split the folio holding frame ``pfn`` as debugfs split_huge_pages does
+    (mm/huge_memory.c:split_huge_pages_pid()): get, lock, split_folio_to_order() or,
+    with ``uniform=False``, folio_split() at page offset ``at`` (default 0), unlock, put.
+
+    Returns 0; raises MmError with the kernel's errno (state unchanged but for
+    ``thp_split_page_failed``) if the split fails or the folio is not large.
+    """
+    folio = page_folio(m, pfn)
+    if not folio_test_large(folio):
+        raise MmError(EINVAL, f"frame {pfn:#x} is not in a large folio")
+    folio_get(folio)
+    folio_lock(folio)
+    if uniform:
+        ret = split_folio_to_order(folio, new_order)
+    else:
+        ret = folio_split(folio, new_order, folio.pfn + (at or 0), None)
+    folio_unlock(folio)
+    folio_put(folio)
+    if ret:
+        raise MmError(-ret, f"split of the order-{folio_order(folio) if ret else 0} folio at "
+                      f"{folio.pfn:#x} to order {new_order} failed")
+    return 0

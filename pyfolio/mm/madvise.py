@@ -1,0 +1,236 @@
+"""madvise: MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_DONTNEED, MADV_FREE, MADV_COLD, MADV_COLLAPSE.
+
+Models: mm/madvise.c (v6.18): madvise_update_vma() splits VMAs for the flag-setting
+advice; MADV_DONTNEED zaps (zap_page_range_single()); MADV_FREE marks exclusively mapped
+anonymous pages clean and lazy-free (madvise_free_single_vma(),
+madvise_free_pte_range()), splitting a large folio it covers only in part; MADV_COLD
+deactivates exclusively mapped pages (madvise_cold_or_pageout_pte_range()), splitting the
+same way; MADV_COLLAPSE
+goes VMA by VMA to mm/khugepaged.c:madvise_collapse() (:mod:`pyfolio.mm.khugepaged`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from pyfolio.arch.x86.pgtable import (
+    _PAGE_PRESENT,
+    _PAGE_SPECIAL,
+    pmd_leaf,
+    pte_index,
+    pte_mkclean,
+    pte_mkold,
+    pte_pfn,
+    pte_young,
+)
+from pyfolio.include.linux.mm import (
+    Folio,
+    folio_get,
+    folio_is_zone_device,
+    folio_lock,
+    folio_mapcount,
+    folio_put,
+    folio_test_large,
+    folio_unlock,
+    page_folio,
+)
+from pyfolio.include.linux.mm_types import VM, VMA, MMStruct
+from pyfolio.mm.huge_memory import _set_pmd_at, madvise_free_huge_pmd
+from pyfolio.mm.khugepaged import madvise_collapse
+from pyfolio.mm.memory import folio_pte_batch, set_pte_at, zap_page_range
+from pyfolio.mm.mmap import _vmas_in, check_range, vma_merge_range
+from pyfolio.mm.rmap import folio_mms, pmd_chunks
+from pyfolio.sim.errors import EINVAL, ENOMEM, MmError
+from pyfolio.sim.memmap import PG
+from pyfolio.sim.units import PAGE_SIZE, PMD_SIZE
+
+if TYPE_CHECKING:
+    from pyfolio.sim.machine import Machine
+
+__all__ = ["do_madvise", "ADVICE", "madvise_free_single_vma", "madvise_cold_page_range"]
+
+ADVICE = ("hugepage", "nohugepage", "dontneed", "free", "cold", "collapse")
+
+
+def do_madvise(mm: MMStruct, start: int, length: int, advice: str) -> None:
+    """do_madvise() - apply ``advice`` to [start, start + length).
+
+    Models: mm/madvise.c:do_madvise() (v6.18).
+
+    Raises EINVAL for unknown advice or a misaligned start, ENOMEM when part of the range
+    is unmapped (the kernel applies the advice to the mapped parts and then returns
+    -ENOMEM; the simulator checks first and changes nothing). ``collapse`` calls
+    madvise_collapse() for each VMA in turn (madvise_walk_vmas()) and stops at the first
+    that fails, raising its errno (EINVAL, EAGAIN, ENOMEM): a range over several VMAs is
+    collapsed VMA by VMA, and a VMA holding no whole aligned 2 MiB block is refused.
+    """
+    if advice not in ADVICE:
+        raise MmError(EINVAL, f"madvise: advice {advice!r} is not one of {', '.join(ADVICE)}")
+    length = check_range(start, length, "madvise", empty_ok=True)
+    if not length:
+        return  # madvise_should_skip(): start + len == start, 0
+    end = start + length
+    covered = sum(min(v.vm_end, end) - max(v.vm_start, start)
+                  for v in mm.vmas_between(start, end))
+    if covered != length:
+        raise MmError(ENOMEM, f"madvise: [{start:#x}, {end:#x}) is not fully mapped")
+    if advice in ("hugepage", "nohugepage"):
+        for vma in _vmas_in(mm, start, end):
+            if advice == "hugepage":
+                vma.vm_flags = (vma.vm_flags & ~VM.NOHUGEPAGE) | VM.HUGEPAGE
+            else:
+                vma.vm_flags = (vma.vm_flags & ~VM.HUGEPAGE) | VM.NOHUGEPAGE
+        vma_merge_range(mm, start, end)
+    else:
+        for vma in mm.vmas_between(start, end):
+            lo, hi = max(vma.vm_start, start), min(vma.vm_end, end)
+            if lo < hi:
+                if advice == "dontneed":
+                    zap_page_range(vma, lo, hi, reclaim_pt=True)  # madvise_dontneed_single_vma()
+                elif advice == "collapse":
+                    madvise_collapse(vma, lo, hi)
+                elif advice == "cold":
+                    madvise_cold_page_range(vma, lo, hi)
+                else:
+                    madvise_free_single_vma(vma, lo, hi)
+    mm.m.trace.emit("madvise", start=start, end=end, advice=advice)
+
+
+def madvise_free_single_vma(vma: VMA, start: int, end: int) -> None:
+    """madvise_free_single_vma() - MADV_FREE over [start, end) of one VMA.
+
+    Models: mm/madvise.c:madvise_free_single_vma() (v6.18).
+    """
+    _walk_page_range(vma, start, end, madvise_free_huge_pmd, _madvise_free_pte_range)
+
+
+def _walk_page_range(vma: VMA, start: int, end: int,
+                     huge_pmd: Callable[[VMA, tuple[int, int], int, int], bool],
+                     pte_range: Callable[[VMA, int, int, int], None]) -> None:
+    """walk_page_range_vma() with a pmd_entry callback: ``huge_pmd(vma, slot, addr, next)``
+    for a PMD leaf (True: handled there), else ``pte_range(vma, table, addr, next)``."""
+    m = vma.vm_mm.m
+    for addr, nxt, slot in pmd_chunks(vma, start, end):
+        raw = int(m.pgtables[slot[0]][slot[1]])
+        if pmd_leaf(raw) and huge_pmd(vma, slot, addr, nxt):
+            continue
+        raw = int(m.pgtables[slot[0]][slot[1]])
+        if raw & _PAGE_PRESENT and not pmd_leaf(raw):
+            pte_range(vma, pte_pfn(raw), addr, nxt)
+
+
+def _madvise_free_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
+    """madvise_free_pte_range(): a large folio not wholly inside the range is split
+    (split_folio()); if that fails (a pin) its PTEs are left alone and the walk moves
+    past them; a page another process maps is skipped; the rest become clean, old and
+    lazy-free."""
+    m = vma.vm_mm.m
+    tbl = m.pgtables[table]
+    shared: dict[int, bool] = {}  # folio_maybe_mapped_shared() per folio, until a split
+    addr = start
+    while addr < end:
+        i = pte_index(addr)
+        pte = int(tbl[i])
+        if not pte & _PAGE_PRESENT or pte & _PAGE_SPECIAL:
+            addr += PAGE_SIZE
+            continue
+        folio = page_folio(m, pte_pfn(pte))
+        if folio.pfn not in shared:
+            shared[folio.pfn] = bool(folio_mms(folio) - {vma.vm_mm.id})
+        if shared[folio.pfn]:
+            addr += PAGE_SIZE
+            continue
+        if folio_test_large(folio):
+            first = vma.address_of(int(m.mem.index[folio.pfn]))
+            if first < start or first + folio.nr_pages * PAGE_SIZE > end:
+                err = _split_locked(folio)
+                shared.clear()
+                if err:  # "leave it in place and advance to the next pte" past the folio
+                    addr = max(addr + PAGE_SIZE, min(end, first + folio.nr_pages * PAGE_SIZE))
+                continue  # else look at the same address again: now a small folio
+        m.mem.clear(folio.pfn, PG.dirty | PG.swapbacked)
+        new = pte_mkold(pte_mkclean(pte))  # clear_young_dirty_ptes(): D and SavedDirty
+        if new != pte:
+            set_pte_at(m, (table, i), new)
+        addr += PAGE_SIZE
+
+
+def madvise_cold_page_range(vma: VMA, start: int, end: int) -> None:
+    """madvise_cold_page_range() - MADV_COLD over [start, end) of one VMA: the walk of
+    madvise_cold_or_pageout_pte_range() with ``pageout`` false.
+
+    Models: mm/madvise.c:madvise_cold_or_pageout_pte_range() (v6.18). A PMD-mapped THP the
+    range covers whole is made old and deactivated without a split; one covered in part is
+    split (split_folio(): the PMD split, then the folio) and its pages are handled at the PTE
+    level. A folio another process maps is left alone.
+    """
+    _walk_page_range(vma, start, end, _madvise_cold_huge_pmd, _madvise_cold_pte_range)
+    vma.vm_mm.m.trace.emit("madvise_cold", start=start, end=end)
+
+
+def _split_locked(folio: Folio) -> int:
+    """folio_get(); folio_lock(); split_folio(); folio_unlock(); folio_put()."""
+    from pyfolio.mm.huge_memory_split import split_folio
+
+    folio_get(folio)
+    folio_lock(folio)
+    err = split_folio(folio)
+    folio_unlock(folio)
+    folio_put(folio)
+    return err
+
+
+def _deactivate(m: Machine, folio: Folio) -> None:
+    """folio_clear_referenced(), then folio_deactivate(): off the active LRU list."""
+    m.mem.clear(folio.pfn, PG.referenced)
+    if m.mem.test(folio.pfn, PG.lru) and not m.mem.test(folio.pfn, PG.unevictable):
+        m.mem.clear(folio.pfn, PG.active)  # lru_deactivate()
+
+
+def _madvise_cold_huge_pmd(vma: VMA, slot: tuple[int, int], addr: int, nxt: int) -> bool:
+    """The pmd_trans_huge() branch; True when the PMD was handled (or left alone)."""
+    m = vma.vm_mm.m
+    pmd = int(m.pgtables[slot[0]][slot[1]])
+    if not pmd & _PAGE_PRESENT or pmd & _PAGE_SPECIAL:  # not present, or the huge zero page
+        return True
+    folio = page_folio(m, pte_pfn(pmd))
+    if folio_is_zone_device(folio) or folio_mms(folio) - {vma.vm_mm.id}:
+        return True
+    if nxt - addr != PMD_SIZE:
+        return bool(_split_locked(folio))  # on success: the regular (PTE) walk
+    if pte_young(pmd):
+        _set_pmd_at(m, slot, pte_mkold(pmd))  # pmdp_invalidate(), pmd_mkold()
+    _deactivate(m, folio)
+    return True
+
+
+def _madvise_cold_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
+    """The PTE loop: a large folio not wholly inside the range is split (if that fails, or
+    another process maps it, the walk moves past its PTEs); an exclusively mapped LRU folio
+    has its PTEs made old and is deactivated."""
+    m = vma.vm_mm.m
+    tbl = m.pgtables[table]
+    addr = start
+    while addr < end:
+        pte = int(tbl[pte_index(addr)])
+        if not pte & _PAGE_PRESENT or pte & _PAGE_SPECIAL:
+            addr += PAGE_SIZE
+            continue
+        folio = page_folio(m, pte_pfn(pte))
+        if folio_is_zone_device(folio):
+            addr += PAGE_SIZE
+            continue
+        i = pte_index(addr)
+        nr = folio_pte_batch(m, tbl, i, i + min((end - addr) // PAGE_SIZE, 512 - i),
+                             pte_pfn(pte))
+        if folio_test_large(folio) and nr < folio.nr_pages:
+            if folio_mms(folio) - {vma.vm_mm.id} or _split_locked(folio):
+                addr += nr * PAGE_SIZE
+            continue  # split: look at the same address again, now a small folio
+        if m.mem.test(folio.pfn, PG.lru) and folio_mapcount(folio) == folio.nr_pages:
+            for i in range(pte_index(addr), pte_index(addr) + nr):
+                if pte_young(int(tbl[i])):
+                    set_pte_at(m, (table, i), pte_mkold(int(tbl[i])))
+            _deactivate(m, folio)
+        addr += nr * PAGE_SIZE

@@ -1,0 +1,588 @@
+"""Page faults, zapping and copying page tables: the PTE-level half of the mm.
+
+Models: mm/memory.c (v6.18): handle_mm_fault(), __handle_mm_fault(), handle_pte_fault(),
+do_anonymous_page(), do_wp_page(), wp_page_copy(), zap_pte_range(), copy_page_range(),
+free_pgtables(), and the page-table allocators __pud_alloc()/__pmd_alloc()/__pte_alloc().
+Simplifications: no locks, no TLB batching (each flush is counted), anonymous private
+memory only, no swap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from pyfolio.arch.x86.pgtable import (
+    _PAGE_ACCESSED,
+    _PAGE_PRESENT,
+    _PAGE_PSE,
+    _PAGE_RW,
+    _PAGE_SPECIAL,
+    _PAGE_TABLE,
+    PTE_PFN_MASK,
+    pfn_pte,
+    pgd_index,
+    pmd_index,
+    pmd_leaf,
+    pte_alloc_one,
+    pte_free,
+    pte_index,
+    pte_mkdirty,
+    pte_mkold,
+    pte_mkwrite,
+    pte_pfn,
+    pte_wrprotect,
+    pud_index,
+    vm_page_prot,
+)
+from pyfolio.include.linux.mm import (
+    Folio,
+    folio_get,
+    folio_lock,
+    folio_order,
+    folio_put,
+    folio_put_refs,
+    folio_ref_add,
+    folio_ref_count,
+    folio_test_large,
+    folio_test_locked,
+    folio_unlock,
+    is_zero_folio,
+    page_folio,
+)
+from pyfolio.include.linux.mm_types import VMA, MMStruct
+from pyfolio.include.linux.swapops import is_device_private_entry
+from pyfolio.mm import huge_memory as hm
+from pyfolio.mm.rmap import (
+    RMAP_EXCLUSIVE,
+    anon_vma_prepare,
+    folio_add_new_anon_rmap,
+    folio_mms,
+    folio_move_anon_rmap,
+    folio_remove_rmap_pte,
+    folio_remove_rmap_ptes,
+    folio_try_dup_anon_rmap_ptes,
+    pmd_chunks,
+)
+from pyfolio.sim.errors import EFAULT, MmError
+from pyfolio.sim.memmap import PG
+from pyfolio.sim.units import HPAGE_PMD_ORDER, PAGE_SIZE, PGDIR_SHIFT, PMD_SIZE
+
+if TYPE_CHECKING:
+    from pyfolio.sim.machine import Machine
+
+__all__ = [
+    "FAULT_FLAG_WRITE", "VM_FAULT_FALLBACK", "VM_FAULT_OOM", "VM_FAULT_SIGBUS",
+    "pmd_slot", "pte_slot", "set_pte_at", "handle_mm_fault", "handle_pte_fault",
+    "pte_range_none", "alloc_anon_folio", "do_anonymous_page", "do_wp_page", "wp_page_copy",
+    "do_swap_page", "zap_pte_range", "folio_pte_batch",
+    "zap_page_range", "try_to_free_pte", "copy_page_range", "vma_needs_copy", "free_pgtables",
+    "maybe_mkwrite",
+]
+
+FAULT_FLAG_WRITE = 0x1
+VM_FAULT_OOM, VM_FAULT_SIGBUS, VM_FAULT_FALLBACK = (hm.VM_FAULT_OOM, hm.VM_FAULT_SIGBUS,
+                                                 hm.VM_FAULT_FALLBACK)
+
+
+# -- page-table pages ---------------------------------------------------------------------
+def _next_table(m: Machine, table: int, idx: int, alloc: bool) -> int | None:
+    raw = int(m.pgtables[table][idx])
+    if raw == 0:
+        if not alloc:
+            return None
+        new = pte_alloc_one(m)
+        m.pgtables[table][idx] = pfn_pte(new, _PAGE_TABLE)
+        return new
+    return pte_pfn(raw)
+
+
+def pmd_slot(mm: MMStruct, addr: int, alloc: bool = False) -> tuple[int, int] | None:
+    """(PMD table pfn, index) for ``addr``; allocates the PUD and PMD tables when asked
+    (__pud_alloc(), __pmd_alloc())."""
+    m = mm.m
+    pud = _next_table(m, mm.pgd, pgd_index(addr), alloc)
+    if pud is None:
+        return None
+    pmd = _next_table(m, pud, pud_index(addr), alloc)
+    if pmd is None:
+        return None
+    return pmd, pmd_index(addr)
+
+
+def pte_slot(mm: MMStruct, addr: int, alloc: bool = False) -> tuple[int, int] | None:
+    """(PTE table pfn, index) for ``addr``, or None when a PMD leaf or nothing is there
+    (allocating the PTE table with __pte_alloc() when asked)."""
+    slot = pmd_slot(mm, addr, alloc)
+    if slot is None:
+        return None
+    table, idx = slot
+    raw = int(mm.m.pgtables[table][idx])
+    if raw and not (raw & _PAGE_PRESENT and not raw & _PAGE_PSE):
+        return None  # a PMD leaf or a PMD-level swap-format entry
+    pt = _next_table(mm.m, table, idx, alloc)
+    return None if pt is None else (pt, pte_index(addr))
+
+
+def set_pte_at(m: Machine, slot: tuple[int, int], val: int) -> None:
+    """set_pte_at() - write one entry (counted as a PTE write).
+
+    Models: include/linux/pgtable.h:set_pte_at() (v6.18).
+    """
+    m.pgtables[slot[0]][slot[1]] = val
+    m.trace.cost("pte_writes")
+
+
+def maybe_mkwrite(pte: int, vma: VMA) -> int:
+    """maybe_mkwrite() - pte_mkwrite() (RW, SavedDirty back to D) only where the VMA is
+    writable.
+
+    Models: include/linux/mm.h:maybe_mkwrite() (v6.18).
+    """
+    return pte_mkwrite(pte) if vma.writable else pte
+
+
+# -- faults -------------------------------------------------------------------------------
+def handle_mm_fault(vma: VMA, address: int, flags: int) -> int:
+    """handle_mm_fault() - resolve a fault at ``address`` in ``vma``; returns VM_FAULT_*.
+
+    Models: mm/memory.c:__handle_mm_fault() (v6.18): an empty PMD in a THP-eligible range
+    tries a PMD-sized fault first (create_huge_pmd()); a write to a read-only PMD leaf goes
+    to do_huge_pmd_wp_page(); whatever falls back is handled at the PTE level.
+    Access checks (VMA present, permissions) are the caller's (do_user_addr_fault()).
+    """
+    m = vma.vm_mm.m
+    m.vmstat["pgfault"] += 1
+    write = bool(flags & FAULT_FLAG_WRITE)
+    slot = pmd_slot(vma.vm_mm, address, alloc=True)
+    assert slot is not None
+    pmd = int(m.pgtables[slot[0]][slot[1]])
+    if pmd == 0 and hm.thp_vma_allowable_order(vma, address):
+        ret = hm.do_huge_pmd_anonymous_page(vma, address, flags, slot)
+        if not ret & VM_FAULT_FALLBACK:
+            return ret
+    elif pmd_leaf(pmd):
+        if write and not pmd & _PAGE_RW:
+            ret = hm.do_huge_pmd_wp_page(vma, address, flags, slot)
+            if not ret & VM_FAULT_FALLBACK:
+                return ret
+        else:
+            hm.huge_pmd_set_accessed(vma, slot, write)
+            return 0
+    elif pmd and is_device_private_entry(pmd):
+        return hm.do_huge_pmd_device_private(vma, address, flags, slot)
+    return handle_pte_fault(vma, address, flags)
+
+
+def handle_pte_fault(vma: VMA, address: int, flags: int) -> int:
+    """handle_pte_fault() - the PTE-level fault: none, swap-format, or write-protect.
+
+    Models: mm/memory.c:handle_pte_fault() (v6.18).
+    """
+    m = vma.vm_mm.m
+    slot = pte_slot(vma.vm_mm, address, alloc=True)
+    assert slot is not None, "PTE fault under a PMD leaf"
+    pte = int(m.pgtables[slot[0]][slot[1]])
+    write = bool(flags & FAULT_FLAG_WRITE)
+    if pte == 0:
+        return do_anonymous_page(vma, address, flags, slot)
+    if not pte & _PAGE_PRESENT:
+        return do_swap_page(vma, address, flags, slot)
+    if write and not pte & _PAGE_RW:
+        return do_wp_page(vma, address, flags, slot)
+    new = (pte_mkdirty(pte) if write else pte) | _PAGE_ACCESSED  # pte_mkdirty(); pte_mkyoung()
+    if new != pte:
+        set_pte_at(m, slot, new)
+    return 0
+
+
+def pte_range_none(m: Machine, table: int, first: int, nr_pages: int) -> bool:
+    """pte_range_none() - are the ``nr_pages`` entries from slot ``first`` all empty?
+
+    Models: mm/memory.c:pte_range_none() (v6.18).
+    """
+    return not m.pgtables[table][first: first + nr_pages].any()
+
+
+def alloc_anon_folio(vma: VMA, address: int, slot: tuple[int, int]) -> Folio | None:
+    """alloc_anon_folio() - a zeroed folio for an anonymous write fault: the largest
+    allowed mTHP size that fits, else one page; None when not even a page is free.
+
+    Models: mm/memory.c:alloc_anon_folio() (v6.18): the orders below the PMD order that
+    thp_vma_allowable_orders() (the hugepages-<size>kB/enabled settings) and
+    thp_vma_suitable_orders() (the aligned range lies in the VMA) allow; from the highest,
+    the first whose aligned range of PTEs is all none (pte_range_none()); then the
+    allocation is tried order by order downwards (count_mthp_stat(ANON_FAULT_FALLBACK) for
+    each failure: traced, not counted) before order 0 (folio_prealloc()). No memcg charge,
+    no userfaultfd.
+    """
+    from pyfolio.mm.page_alloc import alloc_pages
+
+    m = vma.vm_mm.m
+    orders = hm.thp_vma_allowable_orders(vma, (1 << HPAGE_PMD_ORDER) - 1)
+    orders = hm.thp_vma_suitable_orders(vma, address, orders)
+    order = hm.highest_order(orders)
+    while orders:
+        first = pte_index(address & ~((PAGE_SIZE << order) - 1))
+        if pte_range_none(m, slot[0], first, 1 << order):
+            break
+        orders, order = hm.next_order(orders, order)
+    while orders:
+        try:
+            pfn = alloc_pages(m, order)
+            break
+        except MmError:
+            m.trace.emit("anon_fault_fallback", address=address, order=order)
+            orders, order = hm.next_order(orders, order)
+    else:
+        try:
+            pfn = alloc_pages(m, 0)
+        except MmError:
+            return None
+    folio = Folio(m, pfn)
+    m.mem.stamp[pfn: pfn + folio.nr_pages] = 0
+    m.trace.cost("pages_zeroed", folio.nr_pages)
+    return folio
+
+
+def do_anonymous_page(vma: VMA, address: int, flags: int, slot: tuple[int, int]) -> int:
+    """do_anonymous_page() - first touch of an anonymous page.
+
+    Models: mm/memory.c:do_anonymous_page() (v6.18): a read maps the shared zero page
+    read-only (a special PTE: no refcount, no mapcount); a write gets a zeroed folio from
+    alloc_anon_folio() (an mTHP of 2^order pages where the per-size settings allow one,
+    else order 0), takes a reference per page (folio_ref_add(nr_pages - 1)), maps it
+    exclusive to this process (folio_add_new_anon_rmap(RMAP_EXCLUSIVE)), puts it on the
+    LRU and sets its nr_pages PTEs (set_ptes()) writable and dirty
+    (pte_mkwrite(pte_mkdirty()): D and soft-dirty).
+    """
+    m = vma.vm_mm.m
+    if not flags & FAULT_FLAG_WRITE:
+        set_pte_at(m, slot, pfn_pte(m.zero_pfn, vm_page_prot(False) | _PAGE_SPECIAL))
+        m.trace.emit("do_anonymous_page", address=address, zero_page=True)
+        return 0
+    anon_vma_prepare(vma)
+    folio = alloc_anon_folio(vma, address, slot)
+    if folio is None:
+        return VM_FAULT_OOM
+    nr = folio.nr_pages
+    addr = address & ~(nr * PAGE_SIZE - 1)
+    folio_ref_add(folio, nr - 1)
+    folio_add_new_anon_rmap(folio, vma, addr, RMAP_EXCLUSIVE)
+    m.mem.set(folio.pfn, PG.lru)
+    first = pte_index(addr)
+    for i in range(nr):  # set_ptes()
+        entry = pfn_pte(folio.pfn + i, vm_page_prot(True))
+        set_pte_at(m, (slot[0], first + i), maybe_mkwrite(pte_mkdirty(entry), vma))
+    m.trace.emit("do_anonymous_page", changes={"folio_order": folio_order(folio)},
+                 address=addr, pfn=folio.pfn)
+    return 0
+
+
+def _wp_can_reuse_anon_folio(folio: Folio, vma: VMA) -> bool:
+    """wp_can_reuse_anon_folio() (mm/memory.c, v6.18): a small folio is reused when only
+    this mapping holds it (refcount 1); a large one (CONFIG_MM_ID,
+    __wp_can_reuse_large_anon_folio()) when only this mm maps it and every reference is a
+    mapping (large mapcount == refcount)."""
+    if folio_test_large(folio):
+        from pyfolio.include.linux.mm import folio_large_mapcount
+
+        if folio_mms(folio) - {vma.vm_mm.id}:
+            return False
+        return folio_large_mapcount(folio) == folio_ref_count(folio)
+    if folio_ref_count(folio) != 1:
+        return False
+    folio_move_anon_rmap(folio, vma)
+    return True
+
+
+def do_wp_page(vma: VMA, address: int, flags: int, slot: tuple[int, int]) -> int:
+    """do_wp_page() - a write to a present, write-protected PTE: reuse or copy (COW).
+
+    Models: mm/memory.c:do_wp_page() (v6.18): a page marked PG_anon_exclusive is reused
+    in place; so is a folio nobody else holds (wp_can_reuse_anon_folio()), which is then
+    marked exclusive; otherwise wp_page_copy() gives this process its own copy. A write
+    to the zero page always copies (into a fresh zeroed page).
+    """
+    m = vma.vm_mm.m
+    pte = int(m.pgtables[slot[0]][slot[1]])
+    pfn = pte_pfn(pte)
+    folio = page_folio(m, pfn)
+    if not pte & _PAGE_SPECIAL and not is_zero_folio(folio):
+        if m.mem.test(pfn, PG.anon_exclusive) or _wp_can_reuse_anon_folio(folio, vma):
+            m.mem.set(pfn, PG.anon_exclusive)
+            set_pte_at(m, slot, maybe_mkwrite(pte_mkdirty(pte | _PAGE_ACCESSED), vma))
+            m.trace.emit("wp_page_reuse", address=address, pfn=pfn)
+            return 0
+    return wp_page_copy(vma, address, slot)
+
+
+def wp_page_copy(vma: VMA, address: int, slot: tuple[int, int]) -> int:
+    """wp_page_copy() - copy the page, map the copy writable, drop the old mapping.
+
+    Models: mm/memory.c:wp_page_copy() (v6.18). Dropping one PTE of a large folio leaves
+    it partially mapped, which queues it for deferred split (in folio_remove_rmap_pte()).
+    """
+    from pyfolio.mm.page_alloc import alloc_pages
+
+    m = vma.vm_mm.m
+    old = int(m.pgtables[slot[0]][slot[1]])
+    old_pfn = pte_pfn(old)
+    anon_vma_prepare(vma)
+    try:
+        new_pfn = alloc_pages(m, 0)
+    except MmError:
+        return VM_FAULT_OOM
+    if old_pfn == m.zero_pfn:  # is_zero_pfn(): folio_prealloc(need_zero), nothing copied
+        m.mem.stamp[new_pfn] = 0
+        m.trace.cost("pages_zeroed")
+    else:  # __wp_page_copy_user()
+        m.mem.stamp[new_pfn] = m.mem.stamp[old_pfn]
+        m.trace.cost("pages_copied")
+    new = Folio(m, new_pfn)
+    folio_add_new_anon_rmap(new, vma, address, RMAP_EXCLUSIVE)
+    m.mem.set(new_pfn, PG.lru)
+    entry = pfn_pte(new_pfn, vm_page_prot(True))
+    set_pte_at(m, slot, maybe_mkwrite(pte_mkdirty(entry), vma))
+    m.trace.cost("tlb_flushes")
+    old_folio = page_folio(m, old_pfn)
+    if not (old & _PAGE_SPECIAL or is_zero_folio(old_folio)):
+        folio_remove_rmap_pte(old_folio, old_pfn, vma)
+        folio_put(old_folio)
+    m.trace.emit("wp_page_copy", address=address, old_pfn=old_pfn, new_pfn=new_pfn)
+    return 0
+
+
+def do_swap_page(vma: VMA, address: int, flags: int, slot: tuple[int, int]) -> int:
+    """do_swap_page() - a fault on a swap-format PTE.
+
+    Models: mm/memory.c:do_swap_page() (v6.18): a device-private entry calls the owning
+    driver's ``pgmap->ops->migrate_to_ram()`` with the page locked and referenced
+    (``trylock_page()``, ``get_page()``; afterwards ``unlock_page()`` and ``put_page()`` of
+    ``vmf->page``, whose folio may by then be a piece of a split). If the page is already
+    locked the fault returns 0 and the access faults again. The simulator has no swap
+    device, so other swap-format entries (a migration entry seen outside an operation)
+    are an error.
+    """
+    m = vma.vm_mm.m
+    raw = int(m.pgtables[slot[0]][slot[1]])
+    if is_device_private_entry(raw):
+        from pyfolio.arch.x86.pgtable import swp_offset
+        from pyfolio.mm.migrate import ref_drop, ref_hold
+
+        pfn = swp_offset(raw)
+        if folio_test_locked(page_folio(m, pfn)):
+            return 0  # trylock_page() failed
+        folio_lock(page_folio(m, pfn))
+        ref_hold(page_folio(m, pfn))
+        pgmap = m.pgmaps[int(m.mem.pgmap[pfn])]
+        ret = int(pgmap.ops.migrate_to_ram(vma, address, pfn, True))  # type: ignore[attr-defined]
+        folio_unlock(page_folio(m, pfn))
+        ref_drop(page_folio(m, pfn))
+        return ret
+    raise MmError(EFAULT, f"swap-format entry {raw:#x} at {address:#x}: no swap in the simulator")
+
+
+# -- zap ----------------------------------------------------------------------------------
+def zap_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
+    """zap_pte_range() - clear the PTEs for [start, end) inside one PTE table.
+
+    Models: mm/memory.c:zap_pte_range() (v6.18): each present anon page loses its rmap and
+    the reference its mapping held; zero-page PTEs are just cleared; device-private entries
+    drop their folio like present ones (zap_nonpresent_ptes()).
+    """
+    m = vma.vm_mm.m
+    tbl = m.pgtables[table]
+    lo, hi = pte_index(start), pte_index(start) + (end - start) // PAGE_SIZE
+    i = lo
+    while i < hi:
+        raw = int(tbl[i])
+        if raw == 0:
+            nz = np.flatnonzero(tbl[i:hi])
+            if not len(nz):
+                break
+            i += int(nz[0])
+            continue
+        nr = 1
+        if raw & _PAGE_PRESENT:
+            pfn = pte_pfn(raw)
+            if not raw & _PAGE_SPECIAL:
+                nr = folio_pte_batch(m, tbl, i, hi, pfn)
+        elif is_device_private_entry(raw):
+            from pyfolio.arch.x86.pgtable import swp_offset
+
+            pfn = swp_offset(raw)
+        else:
+            pfn = -1
+        tbl[i: i + nr] = 0
+        m.trace.cost("pte_writes", nr)
+        if pfn >= 0 and not (raw & _PAGE_PRESENT and raw & _PAGE_SPECIAL):
+            folio = page_folio(m, pfn)
+            folio_remove_rmap_ptes(folio, pfn, nr, vma)
+            folio_put_refs(folio, nr)
+        i += nr
+    m.trace.cost("tlb_flushes")
+
+
+def folio_pte_batch(m: Machine, tbl: np.ndarray, i: int, hi: int, pfn: int) -> int:
+    """folio_pte_batch() - how many PTEs from slot ``i`` (before slot ``hi``) map consecutive
+    pages of the folio of ``pfn``, starting at ``pfn`` (present, not special; the A/D/RW
+    bits may differ). The entry at ``i`` must be such a PTE.
+
+    Models: mm/internal.h:folio_pte_batch() (v6.18).
+    """
+    folio = page_folio(m, pfn)
+    n = min(hi - i, folio.pfn + folio.nr_pages - pfn)
+    if n <= 1:
+        return 1
+    vals = tbl[i: i + n]
+    want = np.arange(pfn, pfn + n, dtype=np.uint64)
+    ok = ((vals & np.uint64(PTE_PFN_MASK)) >> np.uint64(12) == want) & (
+        vals & np.uint64(_PAGE_PRESENT | _PAGE_SPECIAL) == np.uint64(_PAGE_PRESENT))
+    return n if ok.all() else max(1, int(np.argmin(ok)))
+
+
+def zap_page_range(vma: VMA, start: int, end: int, reclaim_pt: bool = False) -> None:
+    """zap_page_range_single() - unmap every page of [start, end) in ``vma``.
+
+    Models: mm/memory.c:zap_pmd_range() (v6.18): a PMD leaf fully inside the range is zapped
+    whole (zap_huge_pmd()); one only partly inside is split first (__split_huge_pmd()).
+    ``reclaim_pt`` (``zap_details.reclaim_pt``, set by MADV_DONTNEED; CONFIG_PT_RECLAIM, on
+    by default on x86-64 since 6.14): a PTE table whose whole 2 MiB the zap covered is freed
+    and its PMD cleared when no entry is left (mm/pt_reclaim.c:try_to_free_pte()).
+    """
+    mm = vma.vm_mm
+    for addr, nxt, slot in pmd_chunks(vma, start, end):
+        raw = int(mm.m.pgtables[slot[0]][slot[1]])
+        if raw and (pmd_leaf(raw) or not raw & _PAGE_PRESENT):
+            if addr & (PMD_SIZE - 1) == 0 and nxt - addr == PMD_SIZE:
+                hm.zap_huge_pmd(vma, slot, addr)
+                continue
+            hm.__split_huge_pmd(vma, slot, addr, False)
+            raw = int(mm.m.pgtables[slot[0]][slot[1]])
+        if raw:
+            zap_pte_range(vma, pte_pfn(raw), addr, nxt)
+            if reclaim_pt and nxt - addr >= PMD_SIZE:  # reclaim_pt_is_enabled()
+                try_to_free_pte(mm, slot, pte_pfn(raw))
+    mm.m.trace.emit("zap_page_range", start=start, end=end)
+
+
+def try_to_free_pte(mm: MMStruct, slot: tuple[int, int], table: int) -> None:
+    """try_to_free_pte() - free a PTE table that has no entry left, clearing its PMD.
+
+    Models: mm/pt_reclaim.c:try_to_free_pte() (v6.18).
+    """
+    m = mm.m
+    if m.pgtables[table].any():
+        return
+    m.pgtables[slot[0]][slot[1]] = 0  # pmd_clear()
+    pte_free(m, table)  # free_pte(): pte_free_tlb()
+    m.trace.emit("try_to_free_pte", changes={"page_tables": -1}, table=table)
+
+
+# -- fork ---------------------------------------------------------------------------------
+def copy_page_range(dst_vma: VMA, src_vma: VMA) -> None:
+    """copy_page_range() - fork: give the child the parent's mappings of ``src_vma``.
+
+    Models: mm/memory.c:copy_page_range(), copy_pte_range(), copy_present_ptes() (v6.18):
+    anon pages are shared (folio_get plus folio_try_dup_anon_rmap_pte) and both PTEs are
+    write-protected for COW (pte_wrprotect(): a dirty page's D moves to SavedDirty); the
+    child's PTE is marked old. A possibly pinned exclusive
+    page is copied for the child at once (copy_present_page()). PMD leaves go to
+    copy_huge_pmd(), which splits and retries at the PTE level for a pinned THP.
+    Nothing is copied for a VMA without an anon_vma (vma_needs_copy(): only read faults,
+    so only zero-page PTEs): the child faults them in again.
+    """
+    if not vma_needs_copy(dst_vma, src_vma):
+        return
+    m = src_vma.vm_mm.m
+    for addr, nxt, slot in pmd_chunks(src_vma, src_vma.vm_start, src_vma.vm_end):
+        raw = int(m.pgtables[slot[0]][slot[1]])
+        if raw and (pmd_leaf(raw) or not raw & _PAGE_PRESENT):
+            if hm.copy_huge_pmd(dst_vma, src_vma, slot, addr) == 0:
+                continue
+            raw = int(m.pgtables[slot[0]][slot[1]])
+        if raw:
+            _copy_pte_range(dst_vma, src_vma, pte_pfn(raw), addr, nxt)
+
+
+def vma_needs_copy(dst_vma: VMA, src_vma: VMA) -> bool:
+    """vma_needs_copy() - must fork copy this VMA's page tables?
+
+    Models: mm/memory.c:vma_needs_copy() (v6.18): yes for uffd-wp, VM_PFNMAP/VM_MIXEDMAP
+    (neither modelled) or an anon_vma; otherwise a fault will fill the child's entries.
+    """
+    del dst_vma  # userfaultfd_wp(dst_vma): not modelled
+    return src_vma.anon_vma is not None
+
+
+def _copy_pte_range(dst_vma: VMA, src_vma: VMA, src_table: int, start: int, end: int) -> None:
+    from pyfolio.mm.page_alloc import alloc_pages
+
+    m = src_vma.vm_mm.m
+    src = m.pgtables[src_table]
+    for addr in range(start, end, PAGE_SIZE):
+        i = pte_index(addr)
+        raw = int(src[i])
+        if raw == 0:
+            continue
+        dslot = pte_slot(dst_vma.vm_mm, addr, alloc=True)
+        assert dslot is not None
+        if not raw & _PAGE_PRESENT:
+            hm.copy_nonpresent_pte(dst_vma, src_vma, (src_table, i), dslot, addr)
+            continue
+        if raw & _PAGE_SPECIAL:
+            set_pte_at(m, dslot, raw)
+            continue
+        pfn = pte_pfn(raw)
+        folio = page_folio(m, pfn)
+        if not folio_try_dup_anon_rmap_ptes(folio, pfn, 1, src_vma):
+            new_pfn = alloc_pages(m, 0)  # copy_present_page(): the child gets its own copy
+            m.mem.stamp[new_pfn] = m.mem.stamp[pfn]
+            m.trace.cost("pages_copied")
+            anon_vma_prepare(dst_vma)
+            folio_add_new_anon_rmap(Folio(m, new_pfn), dst_vma, addr, RMAP_EXCLUSIVE)
+            m.mem.set(new_pfn, PG.lru)
+            entry = pfn_pte(new_pfn, vm_page_prot(True))
+            set_pte_at(m, dslot, maybe_mkwrite(pte_mkdirty(entry), dst_vma))
+            continue
+        folio_get(folio)
+        if raw & _PAGE_RW:  # __copy_present_ptes(): wrprotect_ptes() and pte_wrprotect()
+            raw = pte_wrprotect(raw)
+            set_pte_at(m, (src_table, i), raw)
+        set_pte_at(m, dslot, pte_mkold(raw))
+    m.trace.cost("tlb_flushes")
+
+
+# -- page tables at munmap and exit ---------------------------------------------------------
+def free_pgtables(mm: MMStruct, start: int, end: int) -> None:
+    """free_pgtables() - free page tables that no longer cover any VMA.
+
+    Models: mm/memory.c:free_pgtables() / free_pgd_range() (v6.18): a PTE, PMD or PUD table
+    whose whole span lies in the unmapped gap is freed and its parent entry cleared.
+    Simplification: tables are freed only when empty and their span meets no VMA.
+    """
+    m = mm.m
+
+    def span_free(lo: int, hi: int) -> bool:
+        return not any(v.vm_start < hi and lo < v.vm_end for v in mm.vmas)
+
+    def sweep(table: int, base: int, shift: int) -> bool:
+        """Free empty child tables under ``table``; return True if ``table`` is empty."""
+        tbl = m.pgtables[table]
+        size = 1 << shift
+        for i in (int(x) for x in np.flatnonzero(tbl)):
+            raw = int(tbl[i])
+            lo = base + i * size
+            if not raw or lo >= end or lo + size <= start:
+                continue
+            is_table = raw & _PAGE_PRESENT and not raw & _PAGE_PSE and shift > 12
+            if is_table and span_free(lo, lo + size):
+                child = pte_pfn(raw)
+                if sweep(child, lo, shift - 9):
+                    pte_free(m, child)
+                    tbl[i] = 0
+        return not tbl.any()
+
+    sweep(mm.pgd, 0, PGDIR_SHIFT)

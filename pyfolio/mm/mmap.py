@@ -1,0 +1,164 @@
+"""mmap, munmap and VMA splitting and merging.
+
+Models: mm/mmap.c (do_mmap(), __get_unmapped_area(), exit_mmap()) and mm/vma.c
+(__split_vma(), do_vmi_munmap(), vma_merge) (v6.18). Anonymous private mappings only.
+"""
+
+from __future__ import annotations
+
+from pyfolio.arch.x86.pgtable import pte_free
+from pyfolio.include.linux.mm_types import VM, VMA, MMStruct
+from pyfolio.mm.huge_memory import vma_adjust_trans_huge
+from pyfolio.mm.memory import free_pgtables, zap_page_range
+from pyfolio.mm.rmap import anon_vma_clone, unlink_anon_vmas
+from pyfolio.sim.errors import EINVAL, ENOMEM, MmError
+from pyfolio.sim.units import PAGE_SIZE, PMD_SIZE
+
+__all__ = ["do_mmap", "get_unmapped_area", "do_munmap", "split_vma", "vma_merge_range",
+           "exit_mmap", "check_range", "PROT"]
+
+PROT = {"r": VM.READ, "rw": VM.READ | VM.WRITE, "w": VM.READ | VM.WRITE,
+        "none": VM(0)}
+
+
+def check_range(start: int, length: int, what: str, empty_ok: bool = False) -> int:
+    """Page-align ``length``; raise EINVAL for an unaligned start or a negative length, and
+    for a zero length unless ``empty_ok`` (mprotect() and madvise() return 0 for it;
+    mmap() and munmap() fail with -EINVAL)."""
+    if start & (PAGE_SIZE - 1):
+        raise MmError(EINVAL, f"{what}: address {start:#x} is not page aligned")
+    if length == 0 and empty_ok:
+        return 0
+    if length <= 0:
+        raise MmError(EINVAL, f"{what}: length must be positive, got {length}")
+    return (length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+
+
+def get_unmapped_area(mm: MMStruct, length: int) -> int:
+    """__get_unmapped_area() - a free range for a new mapping, top-down below mmap_base.
+
+    Models: mm/mmap.c:__get_unmapped_area() (v6.18): an anonymous mapping whose length is
+    a multiple of PMD_SIZE is placed 2 MiB aligned (thp_get_unmapped_area_vmflags()), so
+    that THPs can back it. Other lengths are only page aligned.
+    """
+    align = PMD_SIZE if length % PMD_SIZE == 0 else PAGE_SIZE
+    top = mm.mmap_base
+    for vma in sorted(mm.vmas, key=lambda v: -v.vm_start):
+        if vma.vm_end <= top:
+            cand = (top - length) & ~(align - 1)
+            if cand >= vma.vm_end:
+                return cand
+            top = min(top, vma.vm_start)
+        else:
+            top = min(top, vma.vm_start)
+    cand = (top - length) & ~(align - 1)
+    if cand < 0x10000:
+        raise MmError(ENOMEM, f"no free address range of {length} bytes")
+    return cand
+
+
+def do_mmap(mm: MMStruct, length: int, prot: str = "rw") -> int:
+    """do_mmap() - create an anonymous private mapping; returns its address.
+
+    Models: mm/mmap.c:do_mmap() + mmap_region() (v6.18). Nothing is allocated until the
+    first fault. The new VMA gets VM_SOFTDIRTY (mm/vma.c:__mmap_complete(): a new area is
+    all soft-dirty, so pagemap reports bit 55 on every page of it).
+    """
+    if prot not in PROT:
+        raise MmError(EINVAL, f"mmap: protection {prot!r} is not one of {', '.join(PROT)}")
+    length = check_range(0, length, "mmap")
+    addr = get_unmapped_area(mm, length)
+    flags = PROT[prot] | VM.MAYREAD | VM.MAYWRITE | VM.MAYEXEC | VM.SOFTDIRTY
+    vma = VMA(mm, addr, addr + length, flags, addr >> 12)
+    mm.vmas.append(vma)
+    mm.vmas.sort(key=lambda v: v.vm_start)
+    vma_merge_range(mm, addr, addr + length)
+    mm.m.trace.emit("do_mmap", changes={"vma": f"{addr:#x}-{addr + length:#x}"},
+                    length=length, prot=prot)
+    return addr
+
+
+def split_vma(vma: VMA, addr: int) -> VMA:
+    """__split_vma() - cut ``vma`` at ``addr``; returns the new upper part.
+
+    Models: mm/vma.c:__split_vma() (v6.18): a PMD leaf straddling ``addr`` is split first
+    (vma_adjust_trans_huge()); both parts keep the anon_vma chains (anon_vma_clone()).
+    """
+    vma_adjust_trans_huge(vma, addr, addr)
+    new = VMA(vma.vm_mm, addr, vma.vm_end, vma.vm_flags,
+              vma.vm_pgoff + ((addr - vma.vm_start) >> 12))
+    anon_vma_clone(new, vma)
+    vma.vm_end = addr
+    mm = vma.vm_mm
+    mm.vmas.insert(mm.vmas.index(vma) + 1, new)
+    return new
+
+
+def _vmas_in(mm: MMStruct, start: int, end: int) -> list[VMA]:
+    """Split VMAs at start and end; return those inside [start, end)."""
+    for addr in (start, end):
+        vma = mm.find_vma(addr)
+        if vma is not None and vma.vm_start < addr:
+            split_vma(vma, addr)
+    return mm.vmas_between(start, end)
+
+
+def vma_merge_range(mm: MMStruct, start: int, end: int) -> None:
+    """Merge VMAs touching [start, end) with equal neighbours (vma_merge_existing_range()).
+
+    Models: mm/vma.c:vma_merge_existing_range() (v6.18).
+
+    Mergeable: adjacent, same flags, contiguous vm_pgoff, and the same anon_vma (or one
+    side without any: is_mergeable_anon_vma()).
+    """
+    near_vmas = mm.vmas_between(max(start - 1, 0), end + 1)
+    i = mm.vmas.index(near_vmas[0]) if near_vmas else len(mm.vmas)
+    last = i + len(near_vmas)
+    while i + 1 < min(last, len(mm.vmas)):
+        a, b = mm.vmas[i], mm.vmas[i + 1]
+        same_av = a.anon_vma is b.anon_vma or a.anon_vma is None or b.anon_vma is None
+        if (a.vm_end == b.vm_start and a.vm_flags == b.vm_flags and same_av
+                and b.vm_pgoff == a.vm_pgoff + ((a.vm_end - a.vm_start) >> 12)):
+            if a.anon_vma is None and b.anon_vma is not None:
+                anon_vma_clone(a, b)
+            a.vm_end = b.vm_end
+            unlink_anon_vmas(b)
+            del mm.vmas[i + 1]
+            last -= 1
+            continue
+        i += 1
+
+
+def do_munmap(mm: MMStruct, start: int, length: int) -> None:
+    """do_munmap() - remove [start, start + length): zap pages, drop VMAs, free tables.
+
+    Models: mm/vma.c:do_vmi_munmap() (v6.18). Unmapping part of a PMD-mapped THP splits
+    the PMD; the folio, now partially mapped, goes on the deferred split queue. Unmapping
+    a range with no mapping in it succeeds and does nothing.
+    """
+    length = check_range(start, length, "munmap")
+    end = start + length
+    for vma in _vmas_in(mm, start, end):
+        zap_page_range(vma, vma.vm_start, vma.vm_end)
+        unlink_anon_vmas(vma)
+        mm.vmas.remove(vma)
+    free_pgtables(mm, start, end)
+    mm.m.trace.emit("do_munmap", start=start, end=end)
+
+
+def exit_mmap(mm: MMStruct) -> None:
+    """exit_mmap() - tear down an address space: zap everything, free every table.
+
+    Models: mm/mmap.c:exit_mmap() (v6.18).
+    """
+    for vma in list(mm.vmas):
+        zap_page_range(vma, vma.vm_start, vma.vm_end)
+        unlink_anon_vmas(vma)
+    mm.vmas.clear()
+    free_pgtables(mm, 0, 1 << 48)
+    for pgtable in mm.pmd_huge_pte.values():
+        pte_free(mm.m, pgtable)
+    mm.pmd_huge_pte.clear()
+    pte_free(mm.m, mm.pgd)
+    mm.m.mms.remove(mm)
+    mm.m.trace.emit("exit_mmap", mm=mm.id)

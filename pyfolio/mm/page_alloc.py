@@ -1,0 +1,177 @@
+"""The buddy allocator: free lists per order 0..MAX_PAGE_ORDER, split on allocation,
+merge on free.
+
+Models: mm/page_alloc.c (v6.18): __rmqueue_smallest(), expand(), __free_one_page(),
+take_page_off_buddy(). Simplifications: one zone, one migratetype, no per-CPU lists, no
+watermarks or reclaim: an allocation either finds a free block or fails with -ENOMEM.
+Free blocks are kept LIFO per order as the kernel's list_add does, in dicts so a buddy can
+be taken off its list in O(1) when it merges.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pyfolio.sim.errors import EINVAL, ENOMEM, MmError
+from pyfolio.sim.memmap import PG, Memmap
+from pyfolio.sim.units import HPAGE_PMD_NR, MAX_PAGE_ORDER
+
+if TYPE_CHECKING:
+    from pyfolio.sim.machine import Machine
+
+__all__ = ["alloc_pages", "__free_pages", "take_page_off_buddy",
+           "nr_free_pages", "buddyinfo", "fragment", "defragment", "prep_compound_page"]
+
+
+def prep_compound_page(mem: Memmap, pfn: int, order: int) -> None:
+    """prep_compound_page() - make frames [pfn, pfn + 2^order) one compound page.
+
+    Models: mm/page_alloc.c:prep_compound_page() (v6.18): PG_head on the head, every tail
+    points at it, the order is recorded, and the large-folio mapcounts start at -1.
+    """
+    mem.set(pfn, PG.head)
+    mem.order[pfn] = order
+    mem.compound_head[pfn + 1: pfn + (1 << order)] = pfn
+    mem._entire_mapcount[pfn] = -1
+    mem._large_mapcount[pfn] = -1
+    mem._nr_pages_mapped[pfn] = 0
+    mem._pincount[pfn] = 0
+
+
+def alloc_pages(m: Machine, order: int, *, comp: bool = True) -> int:
+    """alloc_pages() - take a free block of 2^order frames off the buddy free lists.
+
+    Models: mm/page_alloc.c:__rmqueue_smallest() and expand() (v6.18): the smallest free
+    block of at least ``order`` is taken and halved, the unused halves going back to the
+    lower free lists. The returned head has ``_refcount`` 1; with ``comp`` (__GFP_COMP, as
+    folio_alloc() asks) an order > 0 block becomes a compound page.
+
+    Raises MmError(ENOMEM) when no block is large enough, and changes nothing then.
+
+    >>> from pyfolio.mm.mm_init import boot_machine
+    >>> m = boot_machine(ram_pages=1024)
+    >>> pfn = alloc_pages(m, 9); (pfn % 512, int(m.mem._refcount[pfn]))
+    (0, 1)
+    """
+    if not 0 <= order <= MAX_PAGE_ORDER:
+        raise MmError(EINVAL, f"order {order} outside 0..{MAX_PAGE_ORDER}")
+    fa, mem = m.free_area, m.mem
+    for current in range(order, MAX_PAGE_ORDER + 1):
+        if fa.lists[current]:
+            break
+    else:
+        raise MmError(ENOMEM, f"no free block of order {order} "
+                      f"({fa.nr_free} pages free, largest order {largest_free_order(m)})")
+    pfn = next(reversed(fa.lists[current]))  # LIFO: the block freed last
+    fa.remove(mem, pfn, current)
+    while current > order:  # expand(): give back the upper halves
+        current -= 1
+        fa.add(mem, pfn + (1 << current), current)
+    mem._refcount[pfn] = 1
+    if order and comp:
+        prep_compound_page(mem, pfn, order)
+    m.trace.emit("mm_page_alloc", pfn=pfn, order=order)
+    return pfn
+
+
+def largest_free_order(m: Machine) -> int:
+    for o in range(MAX_PAGE_ORDER, -1, -1):
+        if m.free_area.lists[o]:
+            return o
+    return -1
+
+
+def __free_pages(m: Machine, pfn: int, order: int) -> None:
+    """__free_pages() - give 2^order frames back, merging with free buddies.
+
+    Models: mm/page_alloc.c:__free_one_page() (v6.18): while the buddy block
+    (``pfn ^ (1 << order)``) is free and of the same order, take it off its list and merge.
+    The struct pages are reset first (free_pages_prepare()).
+    """
+    mem, fa = m.mem, m.free_area
+    if pfn & ((1 << order) - 1):
+        raise MmError(EINVAL, f"pfn {pfn:#x} is not aligned to order {order}")
+    mem.reset(pfn, pfn + (1 << order))
+    while order < MAX_PAGE_ORDER:
+        buddy = pfn ^ (1 << order)
+        if buddy + (1 << order) > m.nr_ram or buddy not in fa.lists[order]:
+            break
+        fa.remove(mem, buddy, order)
+        pfn = min(pfn, buddy)
+        order += 1
+    fa.add(mem, pfn, order)
+    m.trace.emit("mm_page_free", pfn=pfn, order=order)
+
+
+def take_page_off_buddy(m: Machine, pfn: int) -> bool:
+    """take_page_off_buddy() - take one particular free frame out of the buddy allocator.
+
+    Models: mm/page_alloc.c:take_page_off_buddy() (v6.18): find the free block holding
+    ``pfn``, split it down around the frame (break_down_buddy_pages) and hand the frame out
+    with ``_refcount`` 1. Returns False when the frame is not free.
+    """
+    mem, fa = m.mem, m.free_area
+    for order in range(MAX_PAGE_ORDER + 1):
+        head = pfn & ~((1 << order) - 1)
+        if head in fa.lists[order]:
+            break
+    else:
+        return False
+    fa.remove(mem, head, order)
+    while order:  # break_down_buddy_pages(): keep the half holding pfn, free the other
+        order -= 1
+        half = 1 << order
+        if pfn >= head + half:
+            fa.add(mem, head, order)
+            head += half
+        else:
+            fa.add(mem, head + half, order)
+    mem._refcount[pfn] = 1
+    return True
+
+
+def nr_free_pages(m: Machine) -> int:
+    """nr_free_pages() - free frames in the buddy allocator.
+
+    Models: include/linux/swap.h:nr_free_pages() (v6.18).
+    """
+    return m.free_area.nr_free
+
+
+def buddyinfo(m: Machine) -> list[int]:
+    """Free blocks per order, as a line of /proc/buddyinfo shows them.
+
+    Models: mm/vmstat.c:frag_show_print() (v6.18).
+    """
+    return [len(lst) for lst in m.free_area.lists]
+
+
+def fragment(m: Machine, every: int = HPAGE_PMD_NR) -> int:
+    """Hold one free frame in every ``every``-frame block so no order-9 block stays free.
+
+    Stands in for other users of memory (the kernel has no such call): afterwards a THP
+    fault falls back to a smaller enabled mTHP size (with ``every`` = 512, any below
+    2 MiB still fits) or to 4 KiB pages. Returns how many frames it took; :func:`defragment`
+    gives them back.
+    """
+    taken = 0
+    for block in range(0, m.nr_ram, every):
+        pfn = block + every // 2
+        if pfn < m.nr_ram and take_page_off_buddy(m, pfn):
+            m.mem.extra_refs[pfn] += 1
+            m.fragment_holds.append(pfn)
+            taken += 1
+    m.trace.emit("fragment", changes={"frames_held": taken}, every=every)
+    return taken
+
+
+def defragment(m: Machine) -> int:
+    """Give back every frame :func:`fragment` took."""
+    n = len(m.fragment_holds)
+    for pfn in m.fragment_holds:
+        m.mem.extra_refs[pfn] -= 1
+        if not m.mem.extra_refs[pfn]:
+            del m.mem.extra_refs[pfn]
+        __free_pages(m, pfn, 0)
+    m.fragment_holds.clear()
+    return n

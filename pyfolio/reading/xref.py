@@ -1,0 +1,265 @@
+"""The kernel cross-reference: which pyfolio function models which kernel function.
+
+Built from the ``Models:`` line of every docstring, so the book's cross-reference page and
+the chapters' "Read the kernel" boxes can never drift from the code. :data:`KERNEL_SOURCES`
+is pyfolio's reference list of kernel files (every citation must name one of them);
+:func:`uncited` finds functions that present themselves as kernel functions (a docstring
+headed ``name() - ...``, a ``__name``, or a public name that some ``Models:`` line cites as a
+kernel function, see :func:`kernel_names`) without a ``Models:`` line; :func:`xref_page`
+renders the back-matter page, with the chapters whose "Read the kernel" box teaches each
+function (found by reading the chapters' ``read_the_kernel(...)`` calls).
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import importlib
+import inspect
+import pkgutil
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+__all__ = ["KernelRef", "KERNEL_SOURCES", "kernel_refs", "kernel_names", "read_the_kernel",
+           "xref_table", "model_modules", "uncited", "chapters_teaching", "xref_page"]
+
+#: pyfolio's reference list: every kernel file a ``Models:`` line may cite, with what it
+#: holds (Linux 6.18 unless the citation says otherwise). A citation of any other file is an
+#: error (tests/test_xref.py): add the file here, with one line saying what it is.
+KERNEL_SOURCES: dict[str, str] = {
+    "arch/x86/include/asm/pgtable.h": "x86 page-table entry accessors",
+    "arch/x86/include/asm/pgtable_64.h": "x86-64 swap-entry encoding",
+    "arch/x86/mm/pgtable.c": "x86 pte_mkwrite() and pmd_mkwrite() (shadow-stack aware)",
+    "fs/proc/page.c": "/proc/kpageflags and /proc/kpagecount",
+    "fs/proc/task_mmu.c": "/proc/PID/smaps and /proc/PID/pagemap",
+    "fs/proc/internal.h": "folio_precise_page_mapcount() for pagemap and kpagecount",
+    "include/asm-generic/pgalloc.h": "generic page-table page allocation and free",
+    "include/linux/huge_mm.h": "THP split entry points and helpers",
+    "include/linux/hmm.h": "heterogeneous memory management",
+    "include/linux/memremap.h": "ZONE_DEVICE, struct dev_pagemap and its ops",
+    "include/linux/migrate.h": "struct migrate_vma, MIGRATE_PFN_* flags",
+    "include/linux/mm.h": "folio refcount and mapcount helpers, page-table helpers",
+    "include/linux/mm_inline.h": "LRU helpers",
+    "include/linux/mm_types.h": "struct page, struct folio, struct vm_area_struct",
+    "include/linux/mmdebug.h": "VM_WARN_ON_FOLIO and friends",
+    "include/linux/mmzone.h": "zones, ZONE_DEVICE, page_pgmap",
+    "include/linux/page-flags.h": "page flags and folio tests",
+    "include/linux/page_ref.h": "folio_ref_* and the refcount freeze",
+    "include/linux/pagemap.h": "folio lock",
+    "include/linux/pgtable.h": "generic page-table helpers",
+    "include/linux/rmap.h": "reverse-map add/remove/dup helpers",
+    "include/linux/swap.h": "swap entries",
+    "include/linux/swapops.h": "migration and device-private entries",
+    "kernel/fork.c": "fork: dup_mm",
+    "lib/test_hmm.c": "the dmirror test driver",
+    "mm/filemap.c": "folio lock and page cache",
+    "mm/gup.c": "get/pin_user_pages",
+    "mm/hmm.c": "hmm_range_fault",
+    "mm/huge_memory.c": "THP faults, PMD split, folio split, deferred split",
+    "mm/internal.h": "mm-internal helpers",
+    "mm/khugepaged.c": "MADV_COLLAPSE: collapse of small pages into a THP",
+    "mm/madvise.c": "madvise",
+    "mm/memory.c": "page faults, zap, copy of page tables",
+    "mm/pt_reclaim.c": "freeing PTE tables MADV_DONTNEED emptied (CONFIG_PT_RECLAIM)",
+    "mm/memremap.c": "memremap_pages, device page free",
+    "mm/migrate.c": "folio migration, migration entries",
+    "mm/migrate_device.c": "migrate_vma_setup/pages/finalize",
+    "mm/mm_init.c": "memmap initialisation",
+    "mm/mmap.c": "mmap",
+    "mm/mprotect.c": "mprotect",
+    "mm/page_alloc.c": "the buddy allocator",
+    "mm/pagewalk.c": "page-table walks",
+    "mm/pgtable-generic.c": "PMD deposit/withdraw",
+    "mm/rmap.c": "reverse map, try_to_migrate",
+    "mm/swap.c": "LRU add, folio_put",
+    "mm/util.c": "folio_mapcount helpers",
+    "mm/vma.c": "VMA split and merge",
+    "mm/vmscan.c": "LRU isolation",
+    "mm/vmstat.c": "/proc/vmstat",
+}
+#: pyfolio packages that are not the model: views, widgets, exercises, the kernel lab
+_NOT_MODEL = (".views", ".widgets", ".exercises", ".kernel_lab", "__main__", ".xref")
+_KERNEL_HEAD = re.compile(r"^(\w+)\(\) - ")
+
+_MODELS = re.compile(r"Models:\s*(.+?)(?:\n\s*\n|$)", re.S)
+_FILE = re.compile(r"([\w./-]+\.[ch]):")
+_FUNC = re.compile(r"\s*(?:,|/|and)?\s*(\w+)\([^)]*\)")
+
+
+def _parse(text: str) -> tuple[tuple[str, str], ...]:
+    """(file, function) pairs: ``mm/memory.c:a(), b() and c()`` names three functions."""
+    out: list[tuple[str, str]] = []
+    for f in _FILE.finditer(text):
+        pos = f.end()
+        while (g := _FUNC.match(text, pos)) is not None:
+            out.append((f.group(1), g.group(1)))
+            pos = g.end()
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class KernelRef:
+    """One pyfolio function and the kernel function(s) it models."""
+
+    python: str  # "pyfolio.mm.huge_memory.split_huge_pmd"
+    kernel: tuple[tuple[str, str], ...]  # (("mm/huge_memory.c", "split_huge_pmd"), ...)
+    note: str  # the whole Models: text (version, simplifications)
+
+
+def _models_text(obj: Any) -> str | None:
+    doc = inspect.getdoc(obj) or ""
+    found = _MODELS.search(doc)
+    return " ".join(found.group(1).split()) if found else None
+
+
+def _ref(python: str, obj: Any) -> KernelRef | None:
+    text = _models_text(obj)
+    if text is None:
+        return None
+    return KernelRef(python, _parse(text), text)
+
+
+def kernel_refs() -> list[KernelRef]:
+    """Every function (or class) in pyfolio whose docstring has a ``Models:`` line."""
+    import pyfolio
+
+    out: list[KernelRef] = []
+    for info in pkgutil.walk_packages(pyfolio.__path__, "pyfolio."):
+        if ".widgets" in info.name or info.name.endswith(("__main__", ".xref")):
+            continue
+        mod = importlib.import_module(info.name)
+        for name, obj in _own(mod):
+            ref = _ref(f"{mod.__name__}.{name}", obj)
+            if ref is not None:
+                out.append(ref)
+    return sorted(out, key=lambda r: (r.kernel[0] if r.kernel else ("~", ""), r.python))
+
+
+def _own(mod: ModuleType) -> list[tuple[str, Any]]:
+    """The functions and classes defined in ``mod`` (not imported into it)."""
+    return [(name, obj) for name, obj in vars(mod).items()
+            if (inspect.isfunction(obj) or inspect.isclass(obj))
+            and obj.__module__ == mod.__name__]
+
+
+def model_modules() -> list[ModuleType]:
+    """pyfolio's model modules (layer 1-2: everything but views, widgets, exercises, lab)."""
+    import pyfolio
+
+    return [importlib.import_module(info.name)
+            for info in pkgutil.walk_packages(pyfolio.__path__, "pyfolio.")
+            if not any(part in info.name for part in _NOT_MODEL)]
+
+
+@functools.cache
+def kernel_names() -> frozenset[str]:
+    """The kernel function names xref knows: every function a ``Models:`` line cites."""
+    return frozenset(fn for r in kernel_refs() for _, fn in r.kernel)
+
+
+def uncited(mod: ModuleType, names: Iterable[str] | None = None) -> list[str]:
+    """Functions of ``mod`` that present themselves as kernel functions but have no
+    ``Models:`` line: a docstring headed ``name() - summary.``, a ``__name``, or a public
+    function named after a kernel function (one in ``names``, by default
+    :func:`kernel_names`). Private ``_helpers`` and classes are not judged by their name."""
+    known = kernel_names() if names is None else frozenset(names)
+    out = []
+    for name, obj in _own(mod):
+        doc = inspect.getdoc(obj) or ""
+        func = inspect.isfunction(obj)
+        kernelish = (bool(_KERNEL_HEAD.match(doc))
+                     or (func and name.startswith("__") and not name.endswith("__"))
+                     or (func and not name.startswith("_") and name in known))
+        if kernelish and _models_text(obj) is None:
+            out.append(f"{mod.__name__}.{name}")
+    return out
+
+
+def xref_table(refs: Iterable[KernelRef] | None = None) -> str:
+    """A Markdown table: kernel file, kernel function, the pyfolio function, the note."""
+    rows = ["| kernel file | kernel function | pyfolio | as modelled |", "|---|---|---|---|"]
+    for r in refs if refs is not None else kernel_refs():
+        for path, fn in dict.fromkeys(r.kernel) or (("", ""),):
+            note = r.note.replace("|", "\\|")
+            rows.append(f"| `{path}` | `{fn}()` | `{r.python}` | {note} |")
+    return "\n".join(rows)
+
+
+def read_the_kernel(*functions: Callable[..., Any]) -> str:
+    """A "Read the kernel" list for a chapter: each function's kernel file and function,
+    taken from its ``Models:`` line (Markdown; display it with IPython's Markdown)."""
+    lines = []
+    for fn in functions:
+        ref = _ref(f"{fn.__module__}.{fn.__name__}", fn)
+        if ref is None:
+            raise ValueError(f"{fn.__module__}.{fn.__name__} has no 'Models:' line")
+        where = ", ".join(f"`{p}:{f}()`" for p, f in ref.kernel) or ref.note
+        lines.append(f"- {where}, modelled by `{ref.python}`")
+    return "\n".join(lines)
+
+
+# -- the back-matter page -------------------------------------------------------------------
+def _root(root: Path | None) -> Path:
+    """The book's root: ``root``, or the nearest directory upwards holding _toc.yml."""
+    if root is not None:
+        return root
+    for d in (Path.cwd(), *Path.cwd().parents):
+        if (d / "_toc.yml").exists():
+            return d
+    raise FileNotFoundError("no _toc.yml in the working directory or above it")
+
+
+def _toc_chapters(root: Path) -> list[str]:
+    """The chapters (``chapters/NN-name``) _toc.yml lists, in order."""
+    return re.findall(r"^\s*-\s*file:\s*(chapters/\S+)\s*$", (root / "_toc.yml").read_text(),
+                      re.M)
+
+
+def _taught(text: str) -> list[str]:
+    """The function names passed to ``read_the_kernel(...)`` in a chapter's code cells."""
+    names: list[str] = []
+    for cell in re.findall(r"```\{code-cell\}[^\n]*\n(.*?)```", text, re.S):
+        body = "\n".join(line for line in cell.splitlines() if not line.startswith(":"))
+        try:
+            tree = ast.parse(body)
+        except SyntaxError:
+            continue
+        for n in ast.walk(tree):
+            if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "read_the_kernel":
+                names += [a.id if isinstance(a, ast.Name) else a.attr for a in n.args
+                          if isinstance(a, (ast.Name, ast.Attribute))]
+    return names
+
+
+def chapters_teaching(root: Path | None = None) -> dict[str, list[str]]:
+    """pyfolio function name -> the chapters (``chapters/NN-name``, in TOC order) whose
+    "Read the kernel" box lists it."""
+    base = _root(root)
+    out: dict[str, list[str]] = {}
+    for chapter in _toc_chapters(base):
+        path = base / f"{chapter}.md"
+        for name in _taught(path.read_text()) if path.exists() else []:
+            out.setdefault(name, [])
+            if chapter not in out[name]:
+                out[name].append(chapter)
+    return out
+
+
+def xref_page(root: Path | None = None, refs: Iterable[KernelRef] | None = None) -> str:
+    """The cross-reference as MyST Markdown: one row per (kernel file, function), with the
+    pyfolio function, the chapters that teach it (links) and the ``Models:`` note."""
+    teaching = chapters_teaching(root)
+    rows = ["| kernel file | kernel function | pyfolio | taught in | as modelled |",
+            "|---|---|---|---|---|"]
+    for r in refs if refs is not None else kernel_refs():
+        name = r.python.rsplit(".", 1)[1]
+        links = ", ".join(f"{{doc}}`{int(c.split('/')[1][:2])} </{c}>`"
+                          for c in teaching.get(name, [])) or "–"
+        note = r.note.replace("|", "\\|")
+        for path, fn in dict.fromkeys(r.kernel):
+            rows.append(f"| `{path}` | `{fn}()` | `{r.python}` | {links} | {note} |")
+    return "\n".join(rows)

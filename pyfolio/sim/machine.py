@@ -1,0 +1,143 @@
+"""The simulated machine: memmap, free lists, page-table pages, settings, counters, trace.
+
+This is the model's root object (one NUMA node, one RAM zone, optional ZONE_DEVICE ranges):
+the state only. The kernel functions that act on it are in the kernel models
+(:mod:`pyfolio.mm.page_alloc` allocates from its free lists, :mod:`pyfolio.mm.mm_init`
+boots it); they reach it through the folio or the mm they act on.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from pyfolio.sim.errors import EINVAL, MmError
+from pyfolio.sim.memmap import PG, PGTY, ZONE_DEVICE, Memmap
+from pyfolio.sim.trace import Trace
+from pyfolio.sim.units import HPAGE_PMD_NR, HPAGE_PMD_ORDER, MAX_PAGE_ORDER, PAGE_SIZE
+
+if TYPE_CHECKING:
+    from pyfolio.include.linux.mm_types import AnonVma, MMStruct
+
+__all__ = ["Machine", "FreeArea", "THP_POLICIES", "MTHP_POLICIES", "MTHP_ORDERS", "mthp_size_order",
+           "VMSTAT_COUNTERS"]
+
+THP_POLICIES = ("always", "madvise", "never")
+#: values of /sys/kernel/mm/transparent_hugepage/hugepages-<size>kB/enabled
+MTHP_POLICIES = ("always", "inherit", "madvise", "never")
+#: the anonymous large-folio orders x86-64 offers per size (THP_ORDERS_ALL_ANON: 2..PMD order;
+#: order 1 is not supported for anon folios)
+MTHP_ORDERS = tuple(range(2, HPAGE_PMD_ORDER + 1))
+
+#: /proc/vmstat counters the simulator keeps (names as in mm/vmstat.c:vmstat_text[]).
+VMSTAT_COUNTERS = (
+    "pgfault", "thp_fault_alloc", "thp_fault_fallback", "thp_split_pmd", "thp_split_page",
+    "thp_split_page_failed", "thp_deferred_split_page", "thp_underused_split_page",
+    "thp_zero_page_alloc",
+    "thp_zero_page_alloc_failed", "thp_migration_success", "thp_migration_fail",
+    "thp_migration_split", "pgmigrate_success", "pgmigrate_fail", "cow_ksm",
+    "thp_collapse_alloc", "thp_collapse_alloc_failed",
+)
+
+
+def mthp_size_order(size: str) -> int:
+    """The order of an mTHP size named as in sysfs (``"64kB"`` -> 4); MmError(EINVAL) for a
+    size x86-64 does not offer (hugepages-<size>kB exists for orders 2..9 only)."""
+    for order in MTHP_ORDERS:
+        if size == f"{(PAGE_SIZE << order) // 1024}kB":
+            return order
+    sizes = ", ".join(f"{(PAGE_SIZE << o) // 1024}kB" for o in MTHP_ORDERS)
+    raise MmError(EINVAL, f"mTHP size {size!r} is not one of {sizes}")
+
+
+class FreeArea:
+    """zone->free_area[]: one LIFO free list of block-head PFNs per order."""
+
+    def __init__(self) -> None:
+        self.lists: list[dict[int, None]] = [{} for _ in range(MAX_PAGE_ORDER + 1)]
+        self.nr_free = 0  # pages
+
+    def add(self, mem: Memmap, pfn: int, order: int) -> None:
+        self.lists[order][pfn] = None
+        mem.page_type[pfn] = PGTY.buddy
+        mem.order[pfn] = order
+        self.nr_free += 1 << order
+
+    def remove(self, mem: Memmap, pfn: int, order: int) -> None:
+        del self.lists[order][pfn]
+        mem.page_type[pfn] = PGTY.none
+        mem.order[pfn] = 0
+        self.nr_free -= 1 << order
+
+
+class Machine:
+    """Frames 0..ram_pages-1 are RAM; ``device_pages`` more frames follow for ZONE_DEVICE.
+
+    Frame 0 is reserved as the shared zero page (``ZERO_PAGE(0)``); everything else in RAM
+    starts free in the buddy allocator.
+    """
+
+    def __init__(self, ram_pages: int, device_pages: int = 0, thp: str = "madvise",
+                 seed: int = 0) -> None:
+        if ram_pages < 2 * HPAGE_PMD_NR:
+            raise MmError(EINVAL, f"RAM of {ram_pages} pages is too small (at least 4M)")
+        if thp not in THP_POLICIES:
+            raise MmError(EINVAL, f"THP policy {thp!r} is not one of {', '.join(THP_POLICIES)}")
+        self.nr_ram = ram_pages
+        self.device_base = -(-ram_pages // HPAGE_PMD_NR) * HPAGE_PMD_NR if device_pages else 0
+        self.mem = Memmap(self.device_base + device_pages if device_pages else ram_pages)
+        if device_pages:
+            self.mem.zone[self.device_base:] = ZONE_DEVICE
+        self.free_area = FreeArea()
+        self.trace = Trace()
+        self.vmstat: Counter[str] = Counter({k: 0 for k in VMSTAT_COUNTERS})
+        #: /sys/kernel/mm/transparent_hugepage/enabled and use_zero_page
+        self.thp_enabled = thp
+        self.thp_use_zero_page = True
+        #: hugepages-<size>kB/enabled per order (huge_anon_orders_always/_inherit/_madvise):
+        #: hugepage_init_sysfs() sets the PMD size to "inherit" and every other size "never"
+        self.thp_anon_enabled: dict[int, str] = {
+            o: "inherit" if o == HPAGE_PMD_ORDER else "never" for o in MTHP_ORDERS}
+        #: /sys/kernel/mm/transparent_hugepage/shrink_underused (default on since 6.12)
+        self.thp_shrink_underused = True
+        #: /sys/kernel/mm/transparent_hugepage/khugepaged/max_ptes_none (HPAGE_PMD_NR - 1);
+        #: below that, thp_underused() lets the shrinker split mostly-zero THPs
+        self.khugepaged_max_ptes_none = HPAGE_PMD_NR - 1
+        self.seed = seed
+        #: page-table pages: pfn -> 512 entries (PGD, PUD, PMD or PTE table)
+        self.pgtables: dict[int, np.ndarray] = {}
+        #: FOLL_PIN pins per head pfn (the kernel keeps _pincount on large folios and a
+        #: GUP_PIN_COUNTING_BIAS share of _refcount on small ones)
+        self.pins: Counter[int] = Counter()
+        #: the deferred split queue (mm/huge_memory.c: ds_queue->split_queue), head pfns
+        self.deferred_split_queue: dict[int, None] = {}
+        self.mms: list[MMStruct] = []
+        self.anon_vmas: dict[int, AnonVma] = {}
+        self.next_anon_vma_id = 1
+        self.next_mm_id = 1
+        self.huge_zero_pfn = -1
+        #: frames taken by fragment(): held by "other users" of memory
+        self.fragment_holds: list[int] = []
+        self.pgmaps: list[object] = []
+        self.zero_pfn = 0
+        self.mem.set(0, PG.reserved)
+        self.mem._refcount[0] = 1
+
+    def add_device_memory(self, pages: int) -> tuple[int, int]:
+        """Frames for a new ZONE_DEVICE range of ``pages`` (a multiple of 512), placed after
+        RAM and earlier device ranges on a 2 MiB boundary; returns ``(start, end)``."""
+        if pages <= 0 or pages % HPAGE_PMD_NR:
+            raise MmError(EINVAL, f"device memory of {pages} pages is not a positive "
+                                  f"multiple of {HPAGE_PMD_NR} (2 MiB)")
+        start = -(-self.mem.nr // HPAGE_PMD_NR) * HPAGE_PMD_NR
+        self.mem.grow(start + pages - self.mem.nr)
+        self.mem.zone[start:] = ZONE_DEVICE
+        if not self.device_base:
+            self.device_base = start
+        return start, start + pages
+
+    def is_ram(self, pfn: int) -> bool:
+        return 0 <= pfn < self.nr_ram
+
