@@ -12,13 +12,14 @@ from pyfolio.arch.x86.pgtable import Entry, decode_entry, walk
 from pyfolio.device import Device
 from pyfolio.device import split_design as design_switch
 from pyfolio.fs.proc.page import kpagecount, kpageflags
-from pyfolio.fs.proc.task_mmu import PagemapEntry, pagemap, smaps
+from pyfolio.fs.proc.task_mmu import PagemapEntry, pagemap, smaps, task_mem
 from pyfolio.include.linux.mm import Folio, page_folio
 from pyfolio.include.linux.mm_types import VM, VMA, MMStruct
-from pyfolio.kernel.fork import dup_mm, mm_alloc
+from pyfolio.kernel.fork import check_mm, dup_mm, mm_alloc
 from pyfolio.mm.debug_vm import Violation, check
 from pyfolio.mm.gup import follow_page, pin_user_pages, unpin_user_page
 from pyfolio.mm.huge_memory_split import shrink_deferred_split, split_mapped_folio
+from pyfolio.mm.huge_memory_sysfs import thpsize_stats
 from pyfolio.mm.madvise import do_madvise
 from pyfolio.mm.memory import FAULT_FLAG_WRITE, VM_FAULT_OOM, handle_mm_fault
 from pyfolio.mm.mm_init import boot_machine
@@ -27,7 +28,7 @@ from pyfolio.mm.mprotect import do_mprotect
 from pyfolio.mm.page_alloc import defragment, fragment
 from pyfolio.mm.vmstat import vmstat
 from pyfolio.sim.errors import EAGAIN, EEXIST, EINVAL, ENOMEM, MmError, SegmentationFault
-from pyfolio.sim.machine import MTHP_POLICIES, THP_POLICIES, mthp_size_order
+from pyfolio.sim.machine import MTHP_POLICIES, THP_POLICIES, THPSIZE_ORDERS, mthp_size_order
 from pyfolio.sim.trace import Trace
 from pyfolio.sim.units import PAGE_SIZE, PMD_SIZE, parse_size
 
@@ -147,6 +148,36 @@ class System:
                                   f"{', '.join(MTHP_POLICIES)}")
         self.machine.thp_anon_enabled[order] = policy
 
+    def mthp_stats(self, size: str) -> dict[str, int]:
+        """Every file of ``/sys/kernel/mm/transparent_hugepage/hugepages-<size>/stats/``
+        with its value, under the kernel's names (mm/huge_memory.c, v6.18): all 17
+        mthp_stat_item files for "16kB".."2048kB", the 11 file-size ones for "8kB".
+        MmError(EINVAL) for a size x86-64 does not have.
+
+        >>> m = System(ram="16M"); p, a = m.spawn_with_thp()
+        >>> s = m.mthp_stats("2048kB"); s["anon_fault_alloc"], s["nr_anon"], len(s)
+        (1, 1, 17)
+        """
+        return thpsize_stats(self.machine, mthp_size_order(size, THPSIZE_ORDERS))
+
+    @property
+    def use_zero_page(self) -> bool:
+        """/sys/kernel/mm/transparent_hugepage/use_zero_page (default on)."""
+        return self.machine.thp_use_zero_page
+
+    def set_use_zero_page(self, enabled: bool) -> None:
+        """``echo 0|1 > .../transparent_hugepage/use_zero_page``: whether a read fault in a
+        THP-eligible range maps the huge zero page (do_huge_pmd_anonymous_page()).
+        ``enabled`` must be a bool; anything else is MmError(EINVAL) (the kernel's
+        single_hugepage_flag_store() refuses values other than 0 and 1) and changes nothing.
+
+        >>> m = System(ram="16M"); m.set_use_zero_page(False); m.use_zero_page
+        False
+        """
+        if not isinstance(enabled, bool):
+            raise MmError(EINVAL, f"use_zero_page must be True or False, not {enabled!r}")
+        self.machine.thp_use_zero_page = enabled
+
     def spawn(self) -> Process:
         """A new process with an empty address space."""
         return self._add(mm_alloc(self.machine))
@@ -244,6 +275,7 @@ class Process:
             unpin_user_page(self.m, pfn)
         self._pins.clear()
         exit_mmap(self.mm)
+        check_mm(self.mm)
         self.alive = False
         self.system.processes.remove(self)
 
@@ -359,3 +391,14 @@ class Process:
 
     def smaps(self) -> list[dict[str, int]]:
         return smaps(self.mm)
+
+    def status(self) -> dict[str, int]:
+        """The RSS lines of /proc/PID/status in kB (fs/proc/task_mmu.c:task_mem()): VmRSS,
+        RssAnon, RssFile, RssShmem, VmSwap, from the mm's counters (mm->rss_stat[]).
+
+        >>> m = System(ram="16M"); p, a = m.spawn_with_thp()
+        >>> p.madvise(a, 40 * 1024, "dontneed"); p.status()["RssAnon"]
+        2008
+        """
+        self._live()
+        return task_mem(self.mm)

@@ -12,7 +12,8 @@ import pytest
 
 from pyfolio import KiB, MiB, System
 from pyfolio.arch.x86.pgtable import pfn_pte, pte_mkdirty, vm_page_prot
-from pyfolio.include.linux.mm import Folio
+from pyfolio.include.linux.mm import Folio, inc_mm_counter
+from pyfolio.include.linux.mm_types import MM_ANONPAGES
 from pyfolio.include.linux.swapops import SwpType
 from pyfolio.mm.debug_vm import snapshot
 from pyfolio.mm.huge_memory import split_huge_pmd
@@ -56,6 +57,7 @@ def _map_pte(m: System, mm: object, addr: int, pfn: int) -> None:
     """Install the writable dirty PTE a fault would, so the state is whole again."""
     slot = pte_slot(mm, addr, alloc=True)  # type: ignore[arg-type]
     assert slot is not None
+    inc_mm_counter(mm, MM_ANONPAGES)  # type: ignore[arg-type]  # do_anonymous_page() does
     set_pte_at(m.machine, slot, pte_mkdirty(pfn_pte(pfn, vm_page_prot(True))))
 
 

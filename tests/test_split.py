@@ -17,8 +17,12 @@ from pyfolio.include.linux.mm import (
     page_folio,
 )
 from pyfolio.mm import huge_memory_split as sp
+from pyfolio.include.linux.huge_mm import MTHP_STAT
 from pyfolio.mm.debug_vm import snapshot
 from pyfolio.sim.memmap import NO_HEAD, PG
+
+#: the snapshot key of hugepages-2048kB/stats/split_failed
+_SPLIT_FAILED_9 = (9, int(MTHP_STAT.MTHP_STAT_SPLIT_FAILED))
 
 
 def thp(m: System, fork: bool = False) -> tuple:
@@ -123,6 +127,7 @@ def test_pinned_folio_is_eagain_and_unchanged(m: System) -> None:
     assert split(m, pfn, 0) == -EAGAIN
     after = snapshot(m.machine)
     assert after.pop("vmstat")["thp_split_page_failed"] == 1
+    assert after.pop("mthp_stats") == {**before.pop("mthp_stats"), _SPLIT_FAILED_9: 1}
     before.pop("vmstat")
     assert after == before
     with pytest.raises(MmError) as e:
@@ -143,7 +148,9 @@ def test_unmapped_folio_has_no_anon_vma_ebusy(m: System) -> None:
     after = snapshot(m.machine)
     failed = after["vmstat"].pop("thp_split_page_failed")  # type: ignore[attr-defined]
     assert failed == before["vmstat"].pop("thp_split_page_failed") + 1  # type: ignore[attr-defined]
-    assert after == before  # only the failure counter moved
+    # split_failed of 2048kB too (the anon_vma step's -EBUSY is counted at out:)
+    assert after.pop("mthp_stats") == {**before.pop("mthp_stats"), _SPLIT_FAILED_9: 1}
+    assert after == before  # only the failure counters moved
     folio_unlock(folio)
     m.machine.mem.extra_refs[pfn] -= 1
     folio_put(folio)
@@ -370,6 +377,8 @@ def test_property_split(fork: bool, pmd_split: bool, pin: bool, new_order: int, 
         after = snapshot(m.machine)
         after["vmstat"].pop("thp_split_page_failed")
         before["vmstat"].pop("thp_split_page_failed")
+        assert after.pop("mthp_stats")[_SPLIT_FAILED_9] == \
+            before.pop("mthp_stats").get(_SPLIT_FAILED_9, 0) + 1
         assert after == before
     else:
         mem = m.machine.mem

@@ -23,8 +23,16 @@ from pyfolio.arch.x86.pgtable import (
     swp_offset,
     swp_type,
 )
-from pyfolio.include.linux.mm import GUP_PIN_COUNTING_BIAS, Folio, folio_test_anon, page_folio
-from pyfolio.include.linux.swapops import SwpType, is_device_private_entry
+from pyfolio.include.linux.huge_mm import MTHP_STAT
+from pyfolio.include.linux.mm import (
+    GUP_PIN_COUNTING_BIAS,
+    Folio,
+    folio_test_anon,
+    mm_counter,
+    page_folio,
+)
+from pyfolio.include.linux.mm_types import MM_COUNTER_NAMES, MM_SWAPENTS, NR_MM_COUNTERS
+from pyfolio.include.linux.swapops import SwpType, is_device_private_entry, is_migration_entry
 from pyfolio.mm.rmap import folio_anon_vma
 from pyfolio.sim.memmap import ENTIRELY_MAPPED, NO_HEAD, PG, PGTY, ZONE_DEVICE
 from pyfolio.sim.units import HPAGE_PMD_NR, PAGE_SHIFT, PGDIR_SHIFT, PMD_SHIFT, PUD_SHIFT
@@ -33,7 +41,7 @@ if TYPE_CHECKING:
     from pyfolio.include.linux.mm_types import VMA
     from pyfolio.sim.machine import Machine
 
-__all__ = ["Violation", "check", "snapshot"]
+__all__ = ["Violation", "check", "snapshot", "rss_of_leaf"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +70,10 @@ def check(m: Machine) -> list[Violation]:
     inside a VMA; per-page, entire and large mapcounts and _nr_pages_mapped equal what the
     page tables show; each folio's refcount equals its mappings plus pins plus the
     references recorded as held elsewhere; an anon folio's anon_vma reaches every VMA
-    that maps it.
+    that maps it; each mm's RSS counters (``rss_stat``) equal what its page tables map
+    (:func:`rss_of_leaf`); the per-size ``nr_anon`` and ``nr_anon_partially_mapped``
+    stats equal the live anon large folios of each order and those flagged
+    PG_partially_mapped.
     """
     out: list[Violation] = []
     owner = _frame_owners(m, out)
@@ -113,6 +124,7 @@ def _scan_tables(m: Machine, owner: np.ndarray, out: list[Violation]
     pmd_maps: Counter[int] = Counter()
     seen: Counter[int] = Counter()
     for mm in m.mms:
+        rss = [0] * NR_MM_COUNTERS
         seen[mm.pgd] += 1
         for pt in mm.pmd_huge_pte.values():
             seen[pt] += 1
@@ -137,10 +149,39 @@ def _scan_tables(m: Machine, owner: np.ndarray, out: list[Violation]
                 pfn = _count_leaf(m, owner, raw, level, addr, pte_maps, pmd_maps, out)
                 if pfn >= 0:
                     _check_rmap(m, vma, addr, pfn, out)
+                member, nr = rss_of_leaf(m, raw, level)
+                if member >= 0:
+                    rss[member] += nr
+        for member, want in enumerate(rss):
+            if mm.rss_stat[member] != want:
+                out.append(Violation("rss", mm.id, f"mm {mm.id} {MM_COUNTER_NAMES[member]}="
+                                     f"{mm.rss_stat[member]} but its page tables map {want}"))
     for pfn in set(m.pgtables) | set(seen):
         if seen[pfn] != 1:
             out.append(Violation("pgtable-refs", pfn, f"table referenced {seen[pfn]} times"))
     return pte_maps, pmd_maps
+
+
+def rss_of_leaf(m: Machine, raw: int, level: str) -> tuple[int, int]:
+    """(rss_stat index, pages) one leaf entry counts for, or (-1, 0): what the functions
+    that keep mm->rss_stat[] add for a mapping, as zap_pte_range() and zap_huge_pmd()
+    take it away again. A present page, a migration entry and a device-private entry
+    count in mm_counter(folio) (MM_ANONPAGES for anon folios, device-private ones
+    included); a PMD counts 512 pages; the zero page and the huge zero page count in
+    nothing; any other swap entry counts in MM_SWAPENTS.
+    """
+    nr = HPAGE_PMD_NR if level == "pmd" else 1
+    if raw & _PAGE_PRESENT:
+        if raw & _PAGE_SPECIAL:
+            return -1, 0
+        pfn = pte_pfn(raw)
+    elif is_migration_entry(raw) or is_device_private_entry(raw):
+        pfn = swp_offset(raw)
+    else:
+        return MM_SWAPENTS, nr
+    if not 0 <= pfn < m.mem.nr:
+        return -1, 0
+    return mm_counter(page_folio(m, pfn)), nr
 
 
 def _check_rmap(m: Machine, vma: VMA, addr: int, pfn: int, out: list[Violation]) -> None:
@@ -205,6 +246,26 @@ def _check_counts(m: Machine, pte_maps: np.ndarray, pmd_maps: Counter[int],
     for pfn in m.deferred_split_queue:
         if not mem.test(pfn, PG.head) or mem._refcount[pfn] <= 0:
             out.append(Violation("deferred-split", pfn, "queued folio is not a live large folio"))
+    _check_mthp_gauges(m, live, out)
+
+
+def _check_mthp_gauges(m: Machine, live: np.ndarray, out: list[Violation]) -> None:
+    """nr_anon / nr_anon_partially_mapped per order: the live anon large folios (RAM and
+    device-private), and those of them flagged PG_partially_mapped."""
+    mem = m.mem
+    heads = np.flatnonzero(live & (mem.compound_head == NO_HEAD)
+                           & ((mem.flags & np.uint32(PG.head)) != 0)
+                           & ((mem.mapping & 1) == 1))
+    orders = mem.order[heads].astype(np.int64)
+    partial = (mem.flags[heads] & np.uint32(PG.partially_mapped)) != 0
+    for item, got in ((MTHP_STAT.MTHP_STAT_NR_ANON, np.bincount(orders, minlength=10)),
+                      (MTHP_STAT.MTHP_STAT_NR_ANON_PARTIALLY_MAPPED,
+                       np.bincount(orders[partial], minlength=10))):
+        for order in range(1, len(got)):
+            have = int(m.mthp_stats[(order, int(item))])
+            if have != int(got[order]):
+                out.append(Violation("mthp-stat", order, f"order {order} {item.name}={have}, "
+                                     f"but {int(got[order])} such folios are live"))
 
 
 def _check_folio(folio: Folio, pte_maps: np.ndarray, pmd_maps: Counter[int],
@@ -252,9 +313,10 @@ def snapshot(m: Machine) -> dict[str, object]:
         "pgtables": {pfn: tbl.tobytes() for pfn, tbl in m.pgtables.items()},
         "free_area": [list(lst) for lst in m.free_area.lists],
         "vmstat": dict(m.vmstat),
+        "mthp_stats": {k: v for k, v in m.mthp_stats.items() if v},
         "pins": dict(+m.pins),
         "deferred_split_queue": list(m.deferred_split_queue),
-        "mms": [(mm.id, mm.pgd, dict(mm.pmd_huge_pte),
+        "mms": [(mm.id, mm.pgd, dict(mm.pmd_huge_pte), list(mm.rss_stat),
                  [(v.vm_start, v.vm_end, int(v.vm_flags), v.vm_pgoff,
                    v.anon_vma.id if v.anon_vma else None) for v in mm.vmas]) for mm in m.mms],
         "huge_zero_pfn": m.huge_zero_pfn,

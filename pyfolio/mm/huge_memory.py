@@ -41,17 +41,23 @@ from pyfolio.arch.x86.pgtable import (
     swp_offset,
     vm_page_prot,
 )
+from pyfolio.include.linux.huge_mm import MTHP_STAT, count_mthp_stat, mod_mthp_stat
 from pyfolio.include.linux.mm import (
     Folio,
+    add_mm_counter,
     folio_get,
     folio_lock,
     folio_order,
     folio_put,
     folio_ref_add,
     folio_ref_count,
+    folio_test_anon,
     folio_unlock,
+    mm_counter,
+    mm_counter_file,
     page_folio,
 )
+from pyfolio.include.linux.mm_types import MM_ANONPAGES
 from pyfolio.include.linux.swapops import (
     is_device_private_entry,
     is_writable_device_private_entry,
@@ -86,8 +92,8 @@ __all__ = [
     "huge_pmd_set_accessed", "do_huge_pmd_device_private", "zap_huge_pmd", "copy_huge_pmd",
     "copy_nonpresent_pte", "change_huge_pmd", "split_huge_pmd", "__split_huge_pmd",
     "__split_huge_pmd_locked", "split_huge_pmd_address", "vma_adjust_trans_huge",
-    "deferred_split_folio", "madvise_free_huge_pmd", "pgtable_trans_huge_withdraw",
-    "is_huge_zero_pmd",
+    "deferred_split_folio", "__folio_unqueue_deferred_split", "madvise_free_huge_pmd",
+    "pgtable_trans_huge_withdraw", "is_huge_zero_pmd",
 ]
 
 Slot = tuple[int, int]
@@ -254,20 +260,23 @@ def map_anon_folio_pmd(folio: Folio, slot: Slot, vma: VMA, haddr: int) -> None:
     """map_anon_folio_pmd() - map a new anon THP with one PMD.
 
     Models: mm/huge_memory.c:map_anon_folio_pmd() (v6.18): writable, dirty PMD; new anon
-    rmap (exclusive); onto the LRU; ``thp_fault_alloc``; and onto the deferred split queue
-    as not partially mapped (deferred_split_folio(folio, false), for the underused-THP
-    shrinker).
+    rmap (exclusive); onto the LRU; MM_ANONPAGES += 512; ``thp_fault_alloc`` and the
+    2048kB ``anon_fault_alloc``; and onto the deferred split queue as not partially
+    mapped (deferred_split_folio(folio, false), for the underused-THP shrinker).
     """
     m = folio.m
     folio_add_new_anon_rmap(folio, vma, haddr, RMAP_EXCLUSIVE)
     m.mem.set(folio.pfn, PG.lru)
     _set_pmd_at(m, slot, _thp_pmd(folio.pfn, vma))
+    add_mm_counter(vma.vm_mm, MM_ANONPAGES, HPAGE_PMD_NR)
     m.vmstat["thp_fault_alloc"] += 1
+    count_mthp_stat(m, HPAGE_PMD_ORDER, MTHP_STAT.MTHP_STAT_ANON_FAULT_ALLOC)
     deferred_split_folio(folio, False)
 
 
 def _vma_alloc_anon_folio_pmd(vma: VMA) -> Folio | None:
-    """vma_alloc_anon_folio_pmd(): an order-9 folio, zeroed; ``thp_fault_fallback`` if none."""
+    """vma_alloc_anon_folio_pmd(): an order-9 folio, zeroed; ``thp_fault_fallback`` and the
+    2048kB ``anon_fault_fallback`` if none (no memcg, so never the _charge variants)."""
     from pyfolio.mm.page_alloc import alloc_pages
 
     m = vma.vm_mm.m
@@ -275,6 +284,7 @@ def _vma_alloc_anon_folio_pmd(vma: VMA) -> Folio | None:
         pfn = alloc_pages(m, HPAGE_PMD_ORDER)
     except MmError:
         m.vmstat["thp_fault_fallback"] += 1
+        count_mthp_stat(m, HPAGE_PMD_ORDER, MTHP_STAT.MTHP_STAT_ANON_FAULT_FALLBACK)
         m.trace.emit("thp_fault_fallback", reason="no free order-9 block")
         return None
     m.mem.stamp[pfn: pfn + HPAGE_PMD_NR] = 0
@@ -413,7 +423,8 @@ def zap_huge_pmd(vma: VMA, slot: Slot, addr: int) -> None:
     """zap_huge_pmd() - unmap a whole PMD leaf: free the deposited table, drop the folio.
 
     Models: mm/huge_memory.c:zap_huge_pmd() (v6.18); a device-private PMD entry (series)
-    is dropped the same way.
+    is dropped the same way. An anon folio's 512 pages leave MM_ANONPAGES (a file one's,
+    mm_counter_file()); the huge zero PMD was never counted.
     """
     m = vma.vm_mm.m
     pmd = _pmd(m, slot)
@@ -425,6 +436,8 @@ def zap_huge_pmd(vma: VMA, slot: Slot, addr: int) -> None:
     pfn = pte_pfn(pmd) if pmd & _PAGE_PRESENT else swp_offset(pmd)
     folio = page_folio(m, pfn)
     folio_remove_rmap_pmd(folio, folio.pfn, vma)
+    add_mm_counter(vma.vm_mm, MM_ANONPAGES if folio_test_anon(folio) else
+                   mm_counter_file(folio), -HPAGE_PMD_NR)
     folio_put(folio)
     m.trace.emit("zap_huge_pmd", address=addr, pfn=folio.pfn)
 
@@ -436,7 +449,8 @@ def copy_huge_pmd(dst_vma: VMA, src_vma: VMA, slot: Slot, addr: int) -> int:
     (pmdp_set_wrprotect() and pmd_wrprotect(): a set D moves to SavedDirty), the child's
     marked old; refcount and entire mapcount rise by one; PG_anon_exclusive is
     cleared. A maybe-pinned exclusive folio is not shared: the parent's PMD is split and
-    -EAGAIN makes the caller copy at the PTE level.
+    -EAGAIN makes the caller copy at the PTE level. The child's MM_ANONPAGES gains 512 for
+    a shared THP or a device-private PMD, nothing for the huge zero PMD.
     """
     from pyfolio.mm.memory import pmd_slot
 
@@ -451,6 +465,7 @@ def copy_huge_pmd(dst_vma: VMA, src_vma: VMA, slot: Slot, addr: int) -> int:
         if is_writable_device_private_entry(pmd):
             pmd = make_readable_device_private_entry(swp_offset(pmd)) | (pmd & 0xE)
             _set_pmd_at(m, slot, pmd)
+        add_mm_counter(dst_vma.vm_mm, MM_ANONPAGES, HPAGE_PMD_NR)
         pgtable_trans_huge_deposit(dst_vma, dslot, pte_alloc_one(m))
         _set_pmd_at(m, dslot, pmd)
         return 0
@@ -463,6 +478,7 @@ def copy_huge_pmd(dst_vma: VMA, src_vma: VMA, slot: Slot, addr: int) -> int:
         __split_huge_pmd(src_vma, slot, addr, False)
         return -EAGAIN
     folio_get(folio)
+    add_mm_counter(dst_vma.vm_mm, MM_ANONPAGES, HPAGE_PMD_NR)
     pgtable_trans_huge_deposit(dst_vma, dslot, pte_alloc_one(m))
     pmd = pmd_wrprotect(pmd)
     _set_pmd_at(m, slot, pmd)
@@ -476,8 +492,9 @@ def copy_nonpresent_pte(dst_vma: VMA, src_vma: VMA, src_slot: Slot, dst_slot: Sl
     """copy_nonpresent_pte() - fork of a swap-format PTE.
 
     Models: mm/memory.c:copy_nonpresent_pte() (v6.18): a device-private entry shares its
-    device folio with the child (reference and mapcount +1); a writable one is made
-    readable in both so a later write goes through the fault path.
+    device folio with the child (reference and mapcount +1, and the child's
+    ``rss[mm_counter(folio)]++``: "treated just like normal pages"); a writable one is
+    made readable in both so a later write goes through the fault path.
     """
     m = src_vma.vm_mm.m
     raw = int(m.pgtables[src_slot[0]][src_slot[1]])
@@ -486,6 +503,7 @@ def copy_nonpresent_pte(dst_vma: VMA, src_vma: VMA, src_slot: Slot, dst_slot: Sl
         folio = page_folio(m, pfn)
         folio_get(folio)
         folio_try_dup_anon_rmap_ptes(folio, pfn, 1, src_vma)
+        add_mm_counter(dst_vma.vm_mm, mm_counter(folio), 1)
         if is_writable_device_private_entry(raw):
             raw = make_readable_device_private_entry(pfn) | (raw & 0xE & ~_PAGE_SWP_EXCLUSIVE)
             m.pgtables[src_slot[0]][src_slot[1]] = raw
@@ -686,22 +704,44 @@ def deferred_split_folio(folio: Folio, partially_mapped: bool) -> None:
     """deferred_split_folio() - queue a large anon folio for the deferred split shrinker.
 
     Models: mm/huge_memory.c:deferred_split_folio() (v6.18): orders <= 1 are never queued;
-    a partially mapped folio is flagged PG_partially_mapped and ``thp_deferred_split_page``
-    is counted for PMD-sized ones (once); every new THP is queued unflagged, so the
-    shrinker can split it if it turns out underused (shrink_underused).
+    a partially mapped folio is flagged PG_partially_mapped, once: ``thp_deferred_split_page``
+    for PMD-sized ones, and the per-size ``split_deferred`` and
+    ``nr_anon_partially_mapped`` (+1) for every size; every new THP is queued unflagged,
+    so the shrinker can split it if it turns out underused (shrink_underused).
     """
     m = folio.m
-    if folio_order(folio) <= 1 or m.mem.test(folio.pfn, PG.swapcache):
+    order = folio_order(folio)
+    if order <= 1 or m.mem.test(folio.pfn, PG.swapcache):
         return
     if partially_mapped:
         if not m.mem.test(folio.pfn, PG.partially_mapped):
             m.mem.set(folio.pfn, PG.partially_mapped)
-            if folio_order(folio) == HPAGE_PMD_ORDER:
+            if order == HPAGE_PMD_ORDER:
                 m.vmstat["thp_deferred_split_page"] += 1
+            count_mthp_stat(m, order, MTHP_STAT.MTHP_STAT_SPLIT_DEFERRED)
+            mod_mthp_stat(m, order, MTHP_STAT.MTHP_STAT_NR_ANON_PARTIALLY_MAPPED, 1)
             m.trace.emit("deferred_split_folio", pfn=folio.pfn, partially_mapped=True)
     elif not m.thp_shrink_underused:
         return
     m.deferred_split_queue.setdefault(folio.pfn, None)
+
+
+def __folio_unqueue_deferred_split(folio: Folio) -> bool:
+    """__folio_unqueue_deferred_split() - take the folio off the deferred split queue; a
+    partially mapped one loses PG_partially_mapped and ``nr_anon_partially_mapped`` -1.
+    Returns whether it was queued.
+
+    Models: mm/huge_memory.c:__folio_unqueue_deferred_split() (v6.18), and the same
+    unqueue step inlined in __folio_split() under the freeze and in deferred_split_scan()
+    when folio_try_get() loses the race with the last folio_put().
+    """
+    m = folio.m
+    if m.deferred_split_queue.pop(folio.pfn, False) is False:
+        return False
+    if m.mem.test(folio.pfn, PG.partially_mapped):
+        m.mem.clear(folio.pfn, PG.partially_mapped)
+        mod_mthp_stat(m, folio_order(folio), MTHP_STAT.MTHP_STAT_NR_ANON_PARTIALLY_MAPPED, -1)
+    return True
 
 
 def madvise_free_huge_pmd(vma: VMA, slot: Slot, addr: int, next_: int) -> bool:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pyfolio.include.linux.huge_mm import MTHP_STAT, count_mthp_stat
 from pyfolio.include.linux.mm import (
     VM_WARN_ON_FOLIO,
     Folio,
@@ -53,6 +54,7 @@ from pyfolio.include.linux.mm import (
     is_zero_folio,
     page_folio,
 )
+from pyfolio.mm.huge_memory import __folio_unqueue_deferred_split
 from pyfolio.mm.huge_memory_split_unmapped import (
     __split_folio_to_order,
     __split_unmapped_folio,
@@ -202,7 +204,8 @@ def __folio_freeze_and_split_unmapped(folio: Folio, new_order: int, split_at: in
     Models: mm/huge_memory.c:__folio_freeze_and_split_unmapped() (mm tree, Nov 2025
     "mm/huge_memory.c: introduce folio_split_unmapped"; in v6.18 and the v7 series this
     is inline in __folio_split()). Freeze at cache refs + 1 (-EAGAIN if that fails); take
-    the folio off the deferred split queue and clear PG_partially_mapped; split; each
+    the folio off the deferred split queue and clear PG_partially_mapped (with
+    ``nr_anon_partially_mapped`` -1); split; each
     new folio is unfrozen at folio_expected_ref_count() + 1 (1: it is unmapped) and, with
     ``do_lru``, put on the LRU or on ``list_`` (with an extra reference). Every piece
     stays locked. Emits one ``folio_ref_unfreeze`` event for all pieces.
@@ -210,8 +213,7 @@ def __folio_freeze_and_split_unmapped(folio: Folio, new_order: int, split_at: in
     m, nr, pfn = folio.m, folio_nr_pages(folio), folio.pfn
     if not folio_ref_freeze(folio, folio_cache_ref_count(folio) + 1):
         return -EAGAIN
-    m.deferred_split_queue.pop(pfn, None)  # folio_unqueue_deferred_split()
-    m.mem.clear(pfn, PG.partially_mapped)  # folio_reset_partially_mapped()
+    __folio_unqueue_deferred_split(folio)  # off the queue; PG_partially_mapped cleared
     __split_unmapped_folio(folio, new_order, split_at, xas, mapping, uniform_split)
     heads = heads_in_range(m, pfn, nr)
     refs = np.ones(len(heads), np.int32)
@@ -246,8 +248,10 @@ def __folio_split(folio: Folio, new_order: int, split_at: int, lock_at: int,
     1 + extra_pins (-EAGAIN); __split_unmapped_folio(); unfreeze; LRU; remap_page() with
     RMP_USE_SHARED_ZEROPAGE on success (zero-filled order-0 anon pages go to the shared
     zero page and are freed); unlock and put every new folio but the one holding
-    ``lock_at``. ``thp_split_page`` or ``thp_split_page_failed`` is counted for an order-9
-    folio once the anon_vma step is reached. With ``unmapped`` (v7): no anon_vma, no
+    ``lock_at``. Once the anon_vma step is reached the result is counted (the ``out:``
+    label): ``thp_split_page`` or ``thp_split_page_failed`` for an order-9 folio, the
+    per-size ``split`` or ``split_failed`` for every order (the newest mm tree counts
+    the early -EINVAL/-EBUSY returns too; v6.18 does not). With ``unmapped`` (v7): no anon_vma, no
     unmap, no LRU, and it returns right after unfreezing (nothing counted, nothing
     remapped, every piece locked with one reference).
     """
@@ -270,6 +274,8 @@ def __folio_split(folio: Folio, new_order: int, split_at: int, lock_at: int,
         return ret
     if order == HPAGE_PMD_ORDER:
         m.vmstat["thp_split_page" if not ret else "thp_split_page_failed"] += 1
+    count_mthp_stat(m, order, MTHP_STAT.MTHP_STAT_SPLIT if not ret
+                    else MTHP_STAT.MTHP_STAT_SPLIT_FAILED)
     m.trace.emit("__folio_split", changes={"ret": ret}, pfn=folio.pfn, new_order=new_order,
                  uniform=uniform_split)
     return ret
@@ -454,9 +460,8 @@ def deferred_split_scan(m: Machine, nr_to_scan: int | None = None) -> int:
     split = 0
     for pfn in queued:
         folio = Folio(m, pfn)
-        if folio_ref_count(folio) <= 0:  # folio_try_get() failed
-            m.deferred_split_queue.pop(pfn, None)
-            m.mem.clear(pfn, PG.partially_mapped)
+        if folio_ref_count(folio) <= 0:  # folio_try_get() failed: we lost the race
+            __folio_unqueue_deferred_split(folio)
             continue
         folio_get(folio)
         did_split = underused = False

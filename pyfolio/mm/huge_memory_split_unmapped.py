@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pyfolio.include.linux.huge_mm import MTHP_STAT, mod_mthp_stat
 from pyfolio.include.linux.mm import (
     Folio,
     folio_nr_pages,
@@ -94,8 +95,10 @@ def __split_unmapped_folio(folio: Folio, new_order: int, split_at: int, xas: obj
 
     Models: mm/huge_memory.c:__split_unmapped_folio() (v6.18). Uniform: one step to
     ``new_order``. Non-uniform: from order-1 down to ``new_order``, halve the piece that
-    holds ``split_at`` and keep the other half; anon folios skip order 1. Returns 0 (the
-    page-cache ``xas`` failures of file folios do not arise: anon only).
+    holds ``split_at`` and keep the other half; anon folios skip order 1. An anon folio's
+    ``nr_anon`` moves: -1 at its old order, +1 at the order of each folio it leaves
+    (order 0 is not counted). Returns 0 (the page-cache ``xas`` failures of file folios
+    do not arise: anon only).
 
     >>> from pyfolio import System, MiB
     >>> m = System(ram="16M"); p = m.spawn(); a = p.mmap(2 * MiB)
@@ -115,6 +118,11 @@ def __split_unmapped_folio(folio: Folio, new_order: int, split_at: int, xas: obj
             continue
         __split_folio_to_order(cur, old_order, split_order)
         cur, old_order = page_folio(folio.m, split_at), split_order
+    if is_anon:
+        mod_mthp_stat(folio.m, nr.bit_length() - 1, MTHP_STAT.MTHP_STAT_NR_ANON, -1)
+        for order in orders_in_range(folio.m, folio.pfn, nr):
+            if order:  # mod_mthp_stat() would ignore order 0 anyway
+                mod_mthp_stat(folio.m, order, MTHP_STAT.MTHP_STAT_NR_ANON, 1)
     if folio.m.trace.enabled:
         folio.m.trace.emit("__split_unmapped_folio", changes={
             "orders": (nr.bit_length() - 1, orders_in_range(folio.m, folio.pfn, nr))},

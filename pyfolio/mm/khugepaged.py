@@ -40,6 +40,7 @@ from pyfolio.arch.x86.pgtable import (
 )
 from pyfolio.include.linux.mm import (
     Folio,
+    add_mm_counter,
     folio_expected_ref_count,
     folio_get,
     folio_is_zone_device,
@@ -53,7 +54,7 @@ from pyfolio.include.linux.mm import (
     folio_unlock,
     page_folio,
 )
-from pyfolio.include.linux.mm_types import VM, VMA, MMStruct
+from pyfolio.include.linux.mm_types import MM_ANONPAGES, VM, VMA, MMStruct
 from pyfolio.include.linux.swapops import is_device_private_entry
 from pyfolio.mm.huge_memory import (
     deferred_split_folio,
@@ -521,9 +522,11 @@ def __collapse_huge_page_copy_succeeded(table: int, vma: VMA, address: int,
                                         isolated: list[Folio]) -> None:
     """__collapse_huge_page_copy_succeeded() - clear the old PTEs and drop the old pages.
 
-    Models: mm/khugepaged.c:__collapse_huge_page_copy_succeeded() (v6.18): zero-page PTEs
-    are cleared; a small folio is released from isolation, then loses this mapping
-    (folio_remove_rmap_ptes()) and its reference, so it is freed unless another process
+    Models: mm/khugepaged.c:__collapse_huge_page_copy_succeeded() (v6.18): each none or
+    zero-page PTE is a page the new THP adds to MM_ANONPAGES (add_mm_counter(1); the
+    mapped pages move to the THP uncounted), and zero-page PTEs are cleared; a small
+    folio is released from isolation, then loses this mapping (folio_remove_rmap_ptes())
+    and its reference, so it is freed unless another process
     maps it too; the PTEs of a large folio are cleared in batches of consecutive pages
     (folio_pte_batch(): no partially-mapped state in between, so no deferred split while
     all its pages were mapped here), and at the end each large folio is unlocked and put
@@ -535,9 +538,11 @@ def __collapse_huge_page_copy_succeeded(table: int, vma: VMA, address: int,
     while i < HPAGE_PMD_NR:
         pte, nr = int(tbl[i]), 1
         if pte == 0:
+            add_mm_counter(vma.vm_mm, MM_ANONPAGES, 1)
             i += 1
             continue
         if pte_pfn(pte) == m.zero_pfn:
+            add_mm_counter(vma.vm_mm, MM_ANONPAGES, 1)
             tbl[i] = 0  # ptep_clear()
             m.trace.cost("pte_writes")
             i += 1

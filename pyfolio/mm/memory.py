@@ -36,8 +36,11 @@ from pyfolio.arch.x86.pgtable import (
     pud_index,
     vm_page_prot,
 )
+from pyfolio.include.linux.huge_mm import MTHP_STAT, count_mthp_stat
 from pyfolio.include.linux.mm import (
     Folio,
+    add_mm_counter,
+    dec_mm_counter,
     folio_get,
     folio_lock,
     folio_order,
@@ -45,13 +48,17 @@ from pyfolio.include.linux.mm import (
     folio_put_refs,
     folio_ref_add,
     folio_ref_count,
+    folio_test_anon,
     folio_test_large,
     folio_test_locked,
     folio_unlock,
+    inc_mm_counter,
     is_zero_folio,
+    mm_counter,
+    mm_counter_file,
     page_folio,
 )
-from pyfolio.include.linux.mm_types import VMA, MMStruct
+from pyfolio.include.linux.mm_types import MM_ANONPAGES, VMA, MMStruct
 from pyfolio.include.linux.swapops import is_device_private_entry
 from pyfolio.mm import huge_memory as hm
 from pyfolio.mm.rmap import (
@@ -213,9 +220,9 @@ def alloc_anon_folio(vma: VMA, address: int, slot: tuple[int, int]) -> Folio | N
     thp_vma_allowable_orders() (the hugepages-<size>kB/enabled settings) and
     thp_vma_suitable_orders() (the aligned range lies in the VMA) allow; from the highest,
     the first whose aligned range of PTEs is all none (pte_range_none()); then the
-    allocation is tried order by order downwards (count_mthp_stat(ANON_FAULT_FALLBACK) for
-    each failure: traced, not counted) before order 0 (folio_prealloc()). No memcg charge,
-    no userfaultfd.
+    allocation is tried order by order downwards (each failure counts that size's
+    ``anon_fault_fallback``) before order 0 (folio_prealloc()). No memcg charge (so never
+    ``anon_fault_fallback_charge``), no userfaultfd.
     """
     from pyfolio.mm.page_alloc import alloc_pages
 
@@ -233,6 +240,7 @@ def alloc_anon_folio(vma: VMA, address: int, slot: tuple[int, int]) -> Folio | N
             pfn = alloc_pages(m, order)
             break
         except MmError:
+            count_mthp_stat(m, order, MTHP_STAT.MTHP_STAT_ANON_FAULT_FALLBACK)
             m.trace.emit("anon_fault_fallback", address=address, order=order)
             orders, order = hm.next_order(orders, order)
     else:
@@ -252,10 +260,12 @@ def do_anonymous_page(vma: VMA, address: int, flags: int, slot: tuple[int, int])
     Models: mm/memory.c:do_anonymous_page() (v6.18): a read maps the shared zero page
     read-only (a special PTE: no refcount, no mapcount); a write gets a zeroed folio from
     alloc_anon_folio() (an mTHP of 2^order pages where the per-size settings allow one,
-    else order 0), takes a reference per page (folio_ref_add(nr_pages - 1)), maps it
-    exclusive to this process (folio_add_new_anon_rmap(RMAP_EXCLUSIVE)), puts it on the
-    LRU and sets its nr_pages PTEs (set_ptes()) writable and dirty
-    (pte_mkwrite(pte_mkdirty()): D and soft-dirty).
+    else order 0), takes a reference per page (folio_ref_add(nr_pages - 1)), counts the
+    pages in MM_ANONPAGES and the size's ``anon_fault_alloc`` (mod_mthp_stat() ignores
+    order 0), maps it exclusive to this process (folio_add_new_anon_rmap(RMAP_EXCLUSIVE)),
+    puts it on the LRU and sets its nr_pages PTEs (set_ptes()) writable and dirty
+    (pte_mkwrite(pte_mkdirty()): D and soft-dirty). The zero-page PTE counts in no
+    RSS counter.
     """
     m = vma.vm_mm.m
     if not flags & FAULT_FLAG_WRITE:
@@ -269,6 +279,8 @@ def do_anonymous_page(vma: VMA, address: int, flags: int, slot: tuple[int, int])
     nr = folio.nr_pages
     addr = address & ~(nr * PAGE_SIZE - 1)
     folio_ref_add(folio, nr - 1)
+    add_mm_counter(vma.vm_mm, MM_ANONPAGES, nr)
+    count_mthp_stat(m, folio_order(folio), MTHP_STAT.MTHP_STAT_ANON_FAULT_ALLOC)
     folio_add_new_anon_rmap(folio, vma, addr, RMAP_EXCLUSIVE)
     m.mem.set(folio.pfn, PG.lru)
     first = pte_index(addr)
@@ -323,6 +335,9 @@ def wp_page_copy(vma: VMA, address: int, slot: tuple[int, int]) -> int:
 
     Models: mm/memory.c:wp_page_copy() (v6.18). Dropping one PTE of a large folio leaves
     it partially mapped, which queues it for deferred split (in folio_remove_rmap_pte()).
+    RSS: a copy of an anon page replaces an anon page (no change); a copy of the zero
+    page is one more MM_ANONPAGES page; a copy of a file page moves one page from
+    mm_counter_file() to MM_ANONPAGES.
     """
     from pyfolio.mm.page_alloc import alloc_pages
 
@@ -347,7 +362,12 @@ def wp_page_copy(vma: VMA, address: int, slot: tuple[int, int]) -> int:
     set_pte_at(m, slot, maybe_mkwrite(pte_mkdirty(entry), vma))
     m.trace.cost("tlb_flushes")
     old_folio = page_folio(m, old_pfn)
-    if not (old & _PAGE_SPECIAL or is_zero_folio(old_folio)):
+    if old & _PAGE_SPECIAL or is_zero_folio(old_folio):
+        inc_mm_counter(vma.vm_mm, MM_ANONPAGES)
+    else:
+        if not folio_test_anon(old_folio):  # a private file page becomes anon
+            dec_mm_counter(vma.vm_mm, mm_counter_file(old_folio))
+            inc_mm_counter(vma.vm_mm, MM_ANONPAGES)
         folio_remove_rmap_pte(old_folio, old_pfn, vma)
         folio_put(old_folio)
     m.trace.emit("wp_page_copy", address=address, old_pfn=old_pfn, new_pfn=new_pfn)
@@ -389,8 +409,9 @@ def zap_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
     """zap_pte_range() - clear the PTEs for [start, end) inside one PTE table.
 
     Models: mm/memory.c:zap_pte_range() (v6.18): each present anon page loses its rmap and
-    the reference its mapping held; zero-page PTEs are just cleared; device-private entries
-    drop their folio like present ones (zap_nonpresent_ptes()).
+    the reference its mapping held, and its page leaves ``rss[mm_counter(folio)]``
+    (zap_present_folio_ptes()); zero-page PTEs are just cleared; device-private entries
+    drop their folio like present ones (zap_nonpresent_ptes(): ``rss[mm_counter(folio)]--``).
     """
     m = vma.vm_mm.m
     tbl = m.pgtables[table]
@@ -419,6 +440,7 @@ def zap_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
         m.trace.cost("pte_writes", nr)
         if pfn >= 0 and not (raw & _PAGE_PRESENT and raw & _PAGE_SPECIAL):
             folio = page_folio(m, pfn)
+            add_mm_counter(vma.vm_mm, mm_counter(folio), -nr)
             folio_remove_rmap_ptes(folio, pfn, nr, vma)
             folio_put_refs(folio, nr)
         i += nr
@@ -492,7 +514,10 @@ def copy_page_range(dst_vma: VMA, src_vma: VMA) -> None:
     page is copied for the child at once (copy_present_page()). PMD leaves go to
     copy_huge_pmd(), which splits and retries at the PTE level for a pinned THP.
     Nothing is copied for a VMA without an anon_vma (vma_needs_copy(): only read faults,
-    so only zero-page PTEs): the child faults them in again.
+    so only zero-page PTEs): the child faults them in again. The child's RSS counts what
+    it inherits: ``rss[MM_ANONPAGES]++`` per shared or copied anon page
+    (copy_present_ptes(), copy_present_page()), 512 per PMD (copy_huge_pmd()), one per
+    device-private entry (copy_nonpresent_pte()); zero-page entries count nothing.
     """
     if not vma_needs_copy(dst_vma, src_vma):
         return
@@ -544,10 +569,12 @@ def _copy_pte_range(dst_vma: VMA, src_vma: VMA, src_table: int, start: int, end:
             anon_vma_prepare(dst_vma)
             folio_add_new_anon_rmap(Folio(m, new_pfn), dst_vma, addr, RMAP_EXCLUSIVE)
             m.mem.set(new_pfn, PG.lru)
+            inc_mm_counter(dst_vma.vm_mm, MM_ANONPAGES)
             entry = pfn_pte(new_pfn, vm_page_prot(True))
             set_pte_at(m, dslot, maybe_mkwrite(pte_mkdirty(entry), dst_vma))
             continue
         folio_get(folio)
+        inc_mm_counter(dst_vma.vm_mm, mm_counter(folio))  # anon or mm_counter_file()
         if raw & _PAGE_RW:  # __copy_present_ptes(): wrprotect_ptes() and pte_wrprotect()
             raw = pte_wrprotect(raw)
             set_pte_at(m, (src_table, i), raw)

@@ -47,14 +47,19 @@ from pyfolio.arch.x86.pgtable import (
     swp_type,
     vm_page_prot,
 )
+from pyfolio.include.linux.huge_mm import MTHP_STAT, mod_mthp_stat
 from pyfolio.include.linux.mm import (
     Folio,
+    add_mm_counter,
     folio_expected_ref_count,
     folio_get,
     folio_nr_pages,
+    folio_order,
     folio_put,
     folio_ref_count,
     folio_test_anon,
+    folio_test_large,
+    mm_counter,
     page_folio,
 )
 from pyfolio.include.linux.swapops import (
@@ -242,7 +247,9 @@ def remove_migration_entries(m: Machine, anon: int, src: int, nr: int, dst: int,
     """The rmap walk of remove_migration_ptes(): through the anon_vma of the folio at
     ``anon``, every migration entry for pages [src, src + nr) becomes a mapping of page
     ``dst + (pfn - src)``. Returns (entries mapped, entries put on the shared zero page).
-    remap_page() uses it once for all the folios a split made."""
+    remap_page() uses it once for all the folios a split made. Each entry put on the
+    zero page is one page less in the mm's ``rss[mm_counter(folio)]``
+    (try_to_map_unused_to_zeropage(): dec_mm_counter())."""
     restored = zeroed = 0
     for vma, lo, hi in list(anon_vma_ranges(m, anon, nr)):
         for addr, nxt, slot in pmd_chunks(vma, lo, hi):
@@ -256,6 +263,8 @@ def remove_migration_entries(m: Machine, anon: int, src: int, nr: int, dst: int,
                 r, z = _remap_table(m, table, pte_index(addr), (nxt - addr) >> PAGE_SHIFT,
                                     src, nr, dst - src, flags)
                 restored, zeroed = restored + r, zeroed + z
+                if z:
+                    add_mm_counter(vma.vm_mm, mm_counter(page_folio(m, anon)), -z)
     return restored, zeroed
 
 
@@ -381,7 +390,8 @@ def folio_migrate_mapping(mapping: object, newfolio: Folio, folio: Folio,
     Models: mm/migrate.c:folio_migrate_mapping() / __folio_migrate_mapping() (v6.18) for
     an anon folio without swap cache: -EAGAIN unless the refcount is exactly
     ``folio_expected_ref_count + extra_count + 1``; then the new folio takes ->index,
-    ->mapping and PG_swapbacked. Returns 0 or -EAGAIN.
+    ->mapping (a large anon one counts in its size's ``nr_anon``, +1: the old folio
+    leaves it when freed) and PG_swapbacked. Returns 0 or -EAGAIN.
     """
     from pyfolio.sim.errors import EAGAIN
 
@@ -391,6 +401,8 @@ def folio_migrate_mapping(mapping: object, newfolio: Folio, folio: Folio,
     mem = folio.m.mem
     mem.index[newfolio.pfn] = mem.index[folio.pfn]
     mem.mapping[newfolio.pfn] = mem.mapping[folio.pfn]
+    if folio_test_anon(folio) and folio_test_large(folio):
+        mod_mthp_stat(folio.m, folio_order(folio), MTHP_STAT.MTHP_STAT_NR_ANON, 1)
     if folio_test_anon(folio):
         mem.set(newfolio.pfn, PG.swapbacked)
     return 0

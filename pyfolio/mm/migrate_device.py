@@ -30,9 +30,11 @@ interface still imports from this module.
 from __future__ import annotations
 
 from pyfolio.arch.x86.pgtable import _PAGE_PRESENT, _PAGE_PSE, pte_alloc_one, pte_pfn
+from pyfolio.include.linux.huge_mm import MTHP_STAT, count_mthp_stat
 from pyfolio.include.linux.mm import (
     VM_WARN_ON_FOLIO,
     Folio,
+    add_mm_counter,
     folio_get,
     folio_mapcount,
     folio_mapped,
@@ -43,6 +45,7 @@ from pyfolio.include.linux.mm import (
     folio_unlock,
     page_folio,
 )
+from pyfolio.include.linux.mm_types import MM_ANONPAGES
 from pyfolio.mm.memremap import folio_is_device_private, is_device_private_page
 from pyfolio.mm.migrate import (
     MIGRATE_PFN,
@@ -74,7 +77,7 @@ from pyfolio.mm.migrate_device_collect import (
 )
 from pyfolio.sim.errors import EINVAL, MmError
 from pyfolio.sim.memmap import PG, ZONE_DEVICE
-from pyfolio.sim.units import HPAGE_PMD_NR, PAGE_SIZE, PMD_SIZE
+from pyfolio.sim.units import HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SIZE, PMD_SIZE
 
 __all__ = [
     "MIGRATE_PFN", "MIGRATE_PFN_VALID", "MIGRATE_PFN_MIGRATE", "MIGRATE_PFN_WRITE",
@@ -220,9 +223,9 @@ def migrate_vma_insert_huge_pmd_page(migrate: MigrateVma, addr: int, page: int,
 
     Models: mm/migrate_device.c:migrate_vma_insert_huge_pmd_page() (merged series): like
     __do_huge_pmd_anonymous_page(): order 9, a PTE table deposited (or the huge zero
-    PMD's kept), a device-private PMD (writable iff VM_WRITE), new exclusive anon rmap,
-    one reference for the mapping, ``thp_fault_alloc``. Any problem clears MIGRATE on all
-    512 entries. Returns 0.
+    PMD's kept), a device-private PMD (writable iff VM_WRITE), MM_ANONPAGES += 512, new
+    exclusive anon rmap, one reference for the mapping, ``thp_fault_alloc`` and the
+    2048kB ``anon_fault_alloc``. Any problem clears MIGRATE on all 512 entries. Returns 0.
     """
     from pyfolio.include.linux.swapops import (
         make_readable_device_private_entry,
@@ -246,6 +249,7 @@ def migrate_vma_insert_huge_pmd_page(migrate: MigrateVma, addr: int, page: int,
     make = make_writable_device_private_entry if vma.writable else \
         make_readable_device_private_entry
     m.mem.set(folio.pfn, PG.uptodate)
+    add_mm_counter(vma.vm_mm, MM_ANONPAGES, HPAGE_PMD_NR)
     folio_add_new_anon_rmap(folio, vma, addr, RMAP_EXCLUSIVE)
     folio_get(folio)  # the new mapping's reference
     if not pmd:
@@ -255,6 +259,7 @@ def migrate_vma_insert_huge_pmd_page(migrate: MigrateVma, addr: int, page: int,
     m.pgtables[slot[0]][slot[1]] = make(folio.pfn)
     m.trace.cost("pmd_writes")
     m.vmstat["thp_fault_alloc"] += 1
+    count_mthp_stat(m, HPAGE_PMD_ORDER, MTHP_STAT.MTHP_STAT_ANON_FAULT_ALLOC)
     return 0
 
 
@@ -263,7 +268,8 @@ def migrate_vma_insert_page(migrate: MigrateVma, addr: int, idx: int) -> None:
 
     Models: mm/migrate_device.c:migrate_vma_insert_page() (merged series): a COMPOUND dst
     goes to migrate_vma_insert_huge_pmd_page(); a huge zero PMD is split first; the PTE
-    must be none or the zero page; a device-private PTE (writable iff VM_WRITE), new
+    must be none or the zero page; a device-private PTE (writable iff VM_WRITE),
+    inc_mm_counter(MM_ANONPAGES) (the zero page it may replace was not counted), new
     exclusive anon rmap, one reference. Failure clears MIGRATE for the entry.
     """
     from pyfolio.include.linux.swapops import (
@@ -300,6 +306,7 @@ def migrate_vma_insert_page(migrate: MigrateVma, addr: int, idx: int) -> None:
         return
     anon_vma_prepare(vma)
     m.mem.set(folio.pfn, PG.uptodate)
+    add_mm_counter(vma.vm_mm, MM_ANONPAGES, 1)
     folio_add_new_anon_rmap(folio, vma, addr, RMAP_EXCLUSIVE)
     folio_get(folio)  # the new mapping's reference
     if old:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pyfolio.include.linux.huge_mm import MTHP_STAT, mod_mthp_stat
 from pyfolio.sim.errors import EINVAL, ENOMEM, MmError
-from pyfolio.sim.memmap import PG, Memmap
+from pyfolio.sim.memmap import FOLIO_MAPPING_ANON, PG, Memmap
 from pyfolio.sim.units import HPAGE_PMD_NR, MAX_PAGE_ORDER
 
 if TYPE_CHECKING:
@@ -86,11 +87,14 @@ def __free_pages(m: Machine, pfn: int, order: int) -> None:
 
     Models: mm/page_alloc.c:__free_one_page() (v6.18): while the buddy block
     (``pfn ^ (1 << order)``) is free and of the same order, take it off its list and merge.
-    The struct pages are reset first (free_pages_prepare()).
+    The struct pages are reset first (free_pages_prepare(), which also takes an anon
+    folio out of its size's ``nr_anon``: mod_mthp_stat(order, MTHP_STAT_NR_ANON, -1)).
     """
     mem, fa = m.mem, m.free_area
     if pfn & ((1 << order) - 1):
         raise MmError(EINVAL, f"pfn {pfn:#x} is not aligned to order {order}")
+    if int(mem.mapping[pfn]) & FOLIO_MAPPING_ANON:
+        mod_mthp_stat(m, order, MTHP_STAT.MTHP_STAT_NR_ANON, -1)
     mem.reset(pfn, pfn + (1 << order))
     while order < MAX_PAGE_ORDER:
         buddy = pfn ^ (1 << order)

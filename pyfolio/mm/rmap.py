@@ -36,11 +36,13 @@ from pyfolio.arch.x86.pgtable import (
     swp_offset,
     walk,
 )
+from pyfolio.include.linux.huge_mm import MTHP_STAT, mod_mthp_stat
 from pyfolio.include.linux.mm import (
     VM_WARN_ON_FOLIO,
     Folio,
     folio_maybe_dma_pinned,
     folio_nr_pages,
+    folio_order,
     folio_ref_sub,
     folio_test_anon,
     folio_test_large,
@@ -168,7 +170,9 @@ def folio_add_new_anon_rmap(folio: Folio, vma: VMA, address: int, flags: int) ->
     Models: mm/rmap.c:folio_add_new_anon_rmap() (v6.18): a small folio gets _mapcount 0; a
     PMD-mappable folio is mapped by one PMD (_entire_mapcount 0, large mapcount 1,
     _nr_pages_mapped = ENTIRELY_MAPPED, exclusive bit on the head page); other large folios
-    are mapped by PTEs on every page. PG_swapbacked is set (__folio_set_swapbacked()).
+    are mapped by PTEs on every page. PG_swapbacked is set (__folio_set_swapbacked()),
+    and a large folio counts in its size's ``nr_anon`` (mod_mthp_stat(order,
+    MTHP_STAT_NR_ANON, 1)).
     """
     mem, pfn, nr = folio.m.mem, folio.pfn, folio_nr_pages(folio)
     exclusive = bool(flags & RMAP_EXCLUSIVE)
@@ -190,6 +194,7 @@ def folio_add_new_anon_rmap(folio: Folio, vma: VMA, address: int, flags: int) ->
         mem._nr_pages_mapped[pfn] = ENTIRELY_MAPPED
         if exclusive:
             mem.set(pfn, PG.anon_exclusive)
+    mod_mthp_stat(folio.m, folio_order(folio), MTHP_STAT.MTHP_STAT_NR_ANON, 1)
 
 
 def folio_add_anon_rmap_ptes(folio: Folio, page: int, nr_pages: int, vma: VMA, address: int,

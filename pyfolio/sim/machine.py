@@ -21,8 +21,8 @@ from pyfolio.sim.units import HPAGE_PMD_NR, HPAGE_PMD_ORDER, MAX_PAGE_ORDER, PAG
 if TYPE_CHECKING:
     from pyfolio.include.linux.mm_types import AnonVma, MMStruct
 
-__all__ = ["Machine", "FreeArea", "THP_POLICIES", "MTHP_POLICIES", "MTHP_ORDERS", "mthp_size_order",
-           "VMSTAT_COUNTERS"]
+__all__ = ["Machine", "FreeArea", "THP_POLICIES", "MTHP_POLICIES", "MTHP_ORDERS", "THPSIZE_ORDERS",
+           "mthp_size_order", "VMSTAT_COUNTERS"]
 
 THP_POLICIES = ("always", "madvise", "never")
 #: values of /sys/kernel/mm/transparent_hugepage/hugepages-<size>kB/enabled
@@ -30,6 +30,10 @@ MTHP_POLICIES = ("always", "inherit", "madvise", "never")
 #: the anonymous large-folio orders x86-64 offers per size (THP_ORDERS_ALL_ANON: 2..PMD order;
 #: order 1 is not supported for anon folios)
 MTHP_ORDERS = tuple(range(2, HPAGE_PMD_ORDER + 1))
+#: the orders that have a /sys/kernel/mm/transparent_hugepage/hugepages-<size>kB directory on
+#: x86-64: THP_ORDERS_ALL_ANON | THP_ORDERS_ALL_FILE_DEFAULT (hugepage_init_sysfs()), orders
+#: 1..9; order 1 (8kB) is a file size only (no ``enabled``, no anon stats)
+THPSIZE_ORDERS = tuple(range(1, HPAGE_PMD_ORDER + 1))
 
 #: /proc/vmstat counters the simulator keeps (names as in mm/vmstat.c:vmstat_text[]).
 VMSTAT_COUNTERS = (
@@ -42,13 +46,16 @@ VMSTAT_COUNTERS = (
 )
 
 
-def mthp_size_order(size: str) -> int:
+def mthp_size_order(size: str, orders: tuple[int, ...] = MTHP_ORDERS) -> int:
     """The order of an mTHP size named as in sysfs (``"64kB"`` -> 4); MmError(EINVAL) for a
-    size x86-64 does not offer (hugepages-<size>kB exists for orders 2..9 only)."""
-    for order in MTHP_ORDERS:
+    size x86-64 does not offer among ``orders`` (by default the anonymous sizes, orders
+    2..9; :data:`THPSIZE_ORDERS` adds the file-only 8kB)."""
+    if not isinstance(size, str):
+        raise MmError(EINVAL, f"mTHP size {size!r} is not a string such as '64kB'")
+    for order in orders:
         if size == f"{(PAGE_SIZE << order) // 1024}kB":
             return order
-    sizes = ", ".join(f"{(PAGE_SIZE << o) // 1024}kB" for o in MTHP_ORDERS)
+    sizes = ", ".join(f"{(PAGE_SIZE << o) // 1024}kB" for o in orders)
     raise MmError(EINVAL, f"mTHP size {size!r} is not one of {sizes}")
 
 
@@ -93,6 +100,9 @@ class Machine:
         self.free_area = FreeArea()
         self.trace = Trace()
         self.vmstat: Counter[str] = Counter({k: 0 for k in VMSTAT_COUNTERS})
+        #: the per-size mTHP statistics (include/linux/huge_mm.h: struct mthp_stat, summed
+        #: over CPUs), keyed (order, enum mthp_stat_item); see pyfolio.include.linux.huge_mm
+        self.mthp_stats: Counter[tuple[int, int]] = Counter()
         #: /sys/kernel/mm/transparent_hugepage/enabled and use_zero_page
         self.thp_enabled = thp
         self.thp_use_zero_page = True

@@ -68,10 +68,12 @@ def test_pinned_folio_fails_with_eagain_and_only_the_failure_counter_moves() -> 
         split_mapped_folio(m.machine, head, 0)
     after = snapshot(m.machine)
     assert exc.value.errname == "EAGAIN"
-    assert [k for k in before if before[k] != after[k]] == ["vmstat"]
+    assert [k for k in before if before[k] != after[k]] == ["vmstat", "mthp_stats"]
     vb, va = before["vmstat"], after["vmstat"]
     assert isinstance(vb, dict) and isinstance(va, dict)
     assert {k: (vb[k], va[k]) for k in vb if vb[k] != va[k]} == {"thp_split_page_failed": (0, 1)}
+    # the per-size counterpart, hugepages-2048kB/stats/split_failed (counted at out:)
+    assert m.mthp_stats("2048kB")["split_failed"] == 1
     assert m.check() == []
 
 

@@ -1,8 +1,8 @@
 """/proc/PID/pagemap and /proc/PID/smaps: what a process's page tables map, per page and
-per VMA.
+per VMA; and the RSS lines of /proc/PID/status.
 
 Models: fs/proc/task_mmu.c (v6.18): pagemap_pmd_range(), pte_to_pagemap_entry(),
-smaps_pte_range(), show_smap(), with the bit layouts of
+smaps_pte_range(), show_smap(), task_mem(), with the bit layouts of
 Documentation/admin-guide/mm/pagemap.rst, so the same scenario can be read from the
 simulator and from a running kernel.
 """
@@ -27,8 +27,15 @@ from pyfolio.arch.x86.pgtable import (
     walk,
 )
 from pyfolio.fs.proc.internal import is_zero_pfn, precise_page_mapcount
-from pyfolio.include.linux.mm import folio_test_anon, page_folio
-from pyfolio.include.linux.mm_types import VM, MMStruct
+from pyfolio.include.linux.mm import folio_test_anon, get_mm_counter, page_folio
+from pyfolio.include.linux.mm_types import (
+    MM_ANONPAGES,
+    MM_FILEPAGES,
+    MM_SHMEMPAGES,
+    MM_SWAPENTS,
+    VM,
+    MMStruct,
+)
 from pyfolio.include.linux.swapops import is_device_private_entry, is_migration_entry
 from pyfolio.sim.memmap import PG
 from pyfolio.sim.units import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE
@@ -36,7 +43,7 @@ from pyfolio.sim.units import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE
 if TYPE_CHECKING:
     from pyfolio.sim.machine import Machine
 
-__all__ = ["PagemapEntry", "pagemap", "smaps", "PM_PRESENT", "PM_SWAP", "PM_FILE",
+__all__ = ["PagemapEntry", "pagemap", "smaps", "task_mem", "PM_PRESENT", "PM_SWAP", "PM_FILE",
            "PM_MMAP_EXCLUSIVE", "PM_SOFT_DIRTY"]
 
 PM_PFRAME_MASK = (1 << 55) - 1
@@ -202,3 +209,24 @@ def smaps(mm: MMStruct) -> list[dict[str, int]]:
         d["Pss"] = int(pss)
         out.append(d)
     return out
+
+
+def task_mem(mm: MMStruct) -> dict[str, int]:
+    """task_mem() - the RSS lines of /proc/PID/status, in kB: VmRSS (anon + file + shmem),
+    RssAnon, RssFile, RssShmem (MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES) and VmSwap
+    (MM_SWAPENTS), each ``pages << (PAGE_SHIFT - 10)``.
+
+    Models: fs/proc/task_mmu.c:task_mem() (v6.18; the kernel reads the per-CPU counters,
+    get_mm_counter_sum() in the newest tree; the simulator's are exact). The other lines
+    (VmPeak, VmSize, VmHWM, VmData, VmPTE, ...) are not modelled.
+
+    >>> from pyfolio import System, MiB
+    >>> m = System(ram="16M"); p, a = m.spawn_with_thp()
+    >>> task_mem(p.mm)
+    {'VmRSS': 2048, 'RssAnon': 2048, 'RssFile': 0, 'RssShmem': 0, 'VmSwap': 0}
+    """
+    kb = PAGE_SHIFT - 10
+    anon, file = get_mm_counter(mm, MM_ANONPAGES), get_mm_counter(mm, MM_FILEPAGES)
+    shmem, swap = get_mm_counter(mm, MM_SHMEMPAGES), get_mm_counter(mm, MM_SWAPENTS)
+    return {"VmRSS": (anon + file + shmem) << kb, "RssAnon": anon << kb,
+            "RssFile": file << kb, "RssShmem": shmem << kb, "VmSwap": swap << kb}

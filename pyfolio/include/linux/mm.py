@@ -10,10 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pyfolio.include.linux.mm_types import (
+    MM_ANONPAGES,
+    MM_FILEPAGES,
+    MM_SHMEMPAGES,
+)
 from pyfolio.sim.errors import EINVAL, MmError, VmWarning
 from pyfolio.sim.memmap import FOLIO_MAPPING_ANON, NO_HEAD, PG, PGTY, ZONE_DEVICE
 
 if TYPE_CHECKING:
+    from pyfolio.include.linux.mm_types import MMStruct
     from pyfolio.sim.machine import Machine
 
 __all__ = [
@@ -24,6 +30,8 @@ __all__ = [
     "folio_large_mapcount", "folio_mapped", "folio_expected_ref_count", "folio_ref_freeze",
     "folio_ref_unfreeze", "folio_maybe_dma_pinned", "folio_is_zone_device", "page_mapcount",
     "GUP_PIN_COUNTING_BIAS", "VM_WARN_ON_FOLIO", "folio_page_idx", "is_zero_folio",
+    "folio_test_swapbacked", "get_mm_counter", "add_mm_counter", "inc_mm_counter",
+    "dec_mm_counter", "mm_counter_file", "mm_counter", "get_mm_rss",
 ]
 
 #: include/linux/mm.h: a FOLL_PIN on a small folio adds this much to _refcount.
@@ -238,13 +246,19 @@ def folio_put_refs(folio: Folio, refs: int) -> None:
 def __folio_put(folio: Folio) -> None:
     """__folio_put() - free a folio whose last reference is gone.
 
-    Models: mm/swap.c:__folio_put() (v6.18).
+    Models: mm/swap.c:__folio_put() (v6.18): a ZONE_DEVICE folio goes to
+    free_zone_device_folio(); any other leaves the deferred split queue
+    (folio_unqueue_deferred_split()) and goes back to the buddy allocator
+    (free_frozen_pages(), whose free_pages_prepare() counts an anon folio out of
+    ``nr_anon``).
     """
+    from pyfolio.mm.huge_memory import __folio_unqueue_deferred_split
     from pyfolio.mm.page_alloc import __free_pages
 
     m = folio.m
     order = folio_order(folio)
-    m.deferred_split_queue.pop(folio.pfn, None)
+    if order > 1:  # folio_unqueue_deferred_split(): order-1 folios have no deferred list
+        __folio_unqueue_deferred_split(folio)
     m.trace.emit("free_folio", changes={"freed_pages": 1 << order}, pfn=folio.pfn, order=order)
     if folio_is_zone_device(folio):
         free_zone_device_folio(folio)
@@ -255,10 +269,16 @@ def __folio_put(folio: Folio) -> None:
 def free_zone_device_folio(folio: Folio) -> None:
     """free_zone_device_folio() - hand a device folio back to its dev_pagemap's driver.
 
-    Models: mm/memremap.c:free_zone_device_folio() (v6.18): the driver's ``page_free`` op
-    (``folio_free`` in newer trees) takes the frames back.
+    Models: mm/memremap.c:free_zone_device_folio() (v6.18; with the merged series): an
+    anon folio leaves ``nr_anon`` (mod_mthp_stat(order, MTHP_STAT_NR_ANON, -1), as the
+    linux-mm tree has it; the v7 series lacked the decrement), then the driver's
+    ``page_free`` op (``folio_free`` in newer trees) takes the frames back.
     """
+    from pyfolio.include.linux.huge_mm import MTHP_STAT, mod_mthp_stat
+
     m = folio.m
+    if folio_test_anon(folio):
+        mod_mthp_stat(m, folio_order(folio), MTHP_STAT.MTHP_STAT_NR_ANON, -1)
     pgmap = m.pgmaps[int(m.mem.pgmap[folio.pfn])]
     order = folio_order(folio)
     m.mem.reset(folio.pfn, folio.pfn + (1 << order))
@@ -361,3 +381,71 @@ def folio_maybe_dma_pinned(folio: Folio) -> bool:
     if folio_test_large(folio):
         return int(folio.m.mem._pincount[folio.pfn]) > 0
     return folio_ref_count(folio) >= GUP_PIN_COUNTING_BIAS
+
+
+# -- per-mm RSS counters (mm->rss_stat[]) --------------------------------------------------
+def folio_test_swapbacked(folio: Folio) -> bool:
+    """folio_test_swapbacked() - PG_swapbacked: anon and shmem folios (not lazy-free ones).
+
+    Models: include/linux/page-flags.h:folio_test_swapbacked() (v6.18).
+    """
+    return folio.m.mem.test(folio.pfn, PG.swapbacked)
+
+
+def get_mm_counter(mm: MMStruct, member: int) -> int:
+    """get_mm_counter() - pages counted in ``mm->rss_stat[member]``.
+
+    Models: include/linux/mm.h:get_mm_counter() (v6.18; the kernel reads a per-CPU
+    counter, percpu_counter_read_positive(), exact here).
+    """
+    return max(mm.rss_stat[member], 0)
+
+
+def add_mm_counter(mm: MMStruct, member: int, value: int) -> None:
+    """add_mm_counter() - add ``value`` pages to ``mm->rss_stat[member]``.
+
+    Models: include/linux/mm.h:add_mm_counter() (v6.18).
+    """
+    mm.rss_stat[member] += value
+
+
+def inc_mm_counter(mm: MMStruct, member: int) -> None:
+    """inc_mm_counter() - add_mm_counter(mm, member, 1).
+
+    Models: include/linux/mm.h:inc_mm_counter() (v6.18).
+    """
+    add_mm_counter(mm, member, 1)
+
+
+def dec_mm_counter(mm: MMStruct, member: int) -> None:
+    """dec_mm_counter() - add_mm_counter(mm, member, -1).
+
+    Models: include/linux/mm.h:dec_mm_counter() (v6.18).
+    """
+    add_mm_counter(mm, member, -1)
+
+
+def mm_counter_file(folio: Folio) -> int:
+    """mm_counter_file() - MM_SHMEMPAGES for a swap-backed (shmem) file folio, else
+    MM_FILEPAGES.
+
+    Models: include/linux/mm.h:mm_counter_file() (v6.18).
+    """
+    return MM_SHMEMPAGES if folio_test_swapbacked(folio) else MM_FILEPAGES
+
+
+def mm_counter(folio: Folio) -> int:
+    """mm_counter() - the rss_stat index a mapping of ``folio`` counts in: MM_ANONPAGES for
+    an anon folio (device-private ones included), else mm_counter_file().
+
+    Models: include/linux/mm.h:mm_counter() (v6.18).
+    """
+    return MM_ANONPAGES if folio_test_anon(folio) else mm_counter_file(folio)
+
+
+def get_mm_rss(mm: MMStruct) -> int:
+    """get_mm_rss() - resident pages: file + anon + shmem (swap entries are not resident).
+
+    Models: include/linux/mm.h:get_mm_rss() (v6.18).
+    """
+    return sum(get_mm_counter(mm, i) for i in (MM_FILEPAGES, MM_ANONPAGES, MM_SHMEMPAGES))

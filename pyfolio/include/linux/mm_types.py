@@ -1,9 +1,12 @@
 """mm_struct, vm_area_struct and anon_vma: the address-space structures.
 
-Models: include/linux/mm_types.h (struct mm_struct, struct vm_area_struct) and
-include/linux/rmap.h (struct anon_vma, anon_vma_chain) (v6.18). The anon_vma_chain is
-kept as the set of VMAs each anon_vma reaches (``anon_vma.vmas``), which is what
-rmap_walk_anon() iterates.
+Models: include/linux/mm_types.h (struct mm_struct, struct vm_area_struct),
+include/linux/mm_types_task.h (the MM_* RSS counter indices) and include/linux/rmap.h
+(struct anon_vma, anon_vma_chain) (v6.18). The anon_vma_chain is kept as the set of VMAs
+each anon_vma reaches (``anon_vma.vmas``), which is what rmap_walk_anon() iterates.
+``mm->rss_stat[]`` (percpu counters in the kernel) is a plain list of page counts; the
+helpers that keep it (add_mm_counter(), mm_counter(), ...) are in
+:mod:`pyfolio.include.linux.mm`.
 """
 
 from __future__ import annotations
@@ -18,12 +21,19 @@ from pyfolio.sim.units import PAGE_SHIFT
 if TYPE_CHECKING:
     from pyfolio.sim.machine import Machine
 
-__all__ = ["VM", "VMA", "MMStruct", "AnonVma", "TASK_SIZE", "MMAP_BASE"]
+__all__ = ["VM", "VMA", "MMStruct", "AnonVma", "TASK_SIZE", "MMAP_BASE", "MM_FILEPAGES",
+           "MM_ANONPAGES", "MM_SWAPENTS", "MM_SHMEMPAGES", "NR_MM_COUNTERS", "MM_COUNTER_NAMES"]
 
 #: The top of the user address space with 4-level paging (arch/x86: TASK_SIZE_MAX).
 TASK_SIZE = 0x7FFF_FFFF_F000
 #: Where top-down mmap starts (below the stack gap; the kernel randomises it, we do not).
 MMAP_BASE = 0x7F00_0000_0000
+
+#: include/linux/mm_types_task.h: the indices of mm->rss_stat[] (resident file mapping
+#: pages, resident anonymous pages, anonymous swap entries, resident shared memory pages)
+MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS, MM_SHMEMPAGES, NR_MM_COUNTERS = range(5)
+#: their names, as kernel/fork.c:resident_page_types[] spells them
+MM_COUNTER_NAMES = ("MM_FILEPAGES", "MM_ANONPAGES", "MM_SWAPENTS", "MM_SHMEMPAGES")
 
 
 class VM(enum.IntFlag):
@@ -92,7 +102,8 @@ class VMA:
 
 @dataclass(eq=False)
 class MMStruct:
-    """struct mm_struct: the page-table root (pgd), the VMAs sorted by address, counters."""
+    """struct mm_struct: the page-table root (pgd), the VMAs sorted by address, counters
+    (``rss_stat``: pages per MM_* index)."""
 
     m: Machine
     id: int
@@ -102,6 +113,8 @@ class MMStruct:
     #: keyed by (PMD table pfn, index)
     pmd_huge_pte: dict[tuple[int, int], int] = field(default_factory=dict)
     mmap_base: int = MMAP_BASE
+    #: mm->rss_stat[NR_MM_COUNTERS], in pages
+    rss_stat: list[int] = field(default_factory=lambda: [0] * NR_MM_COUNTERS)
 
     def __hash__(self) -> int:
         return self.id
