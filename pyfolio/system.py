@@ -275,9 +275,9 @@ class Process:
             unpin_user_page(self.m, pfn)
         self._pins.clear()
         exit_mmap(self.mm)
-        check_mm(self.mm)
         self.alive = False
         self.system.processes.remove(self)
+        check_mm(self.mm)  # __mmdrop(): every RSS counter must be back at zero
 
     # -- memory accesses --------------------------------------------------------------------
     def _fault(self, addr: int, write: bool) -> int:

@@ -79,6 +79,10 @@ def fake_root(tmp_path: Path) -> Path:
         "70200000-70201000 r--p 00000000 00:00 0 \nRss:                   4 kB\n")
     (proc / "vmstat").write_text("nr_free_pages 1000\nthp_fault_alloc 7\nthp_split_pmd 3\n"
                                  "pgmigrate_success 12\nthp_migration_split 1\n")
+    (proc / "42" / "status").write_text("Name:\tpython3\nVmRSS:\t    2152 kB\n"
+                                        "RssAnon:\t    2104 kB\nRssFile:\t      48 kB\n"
+                                        "RssShmem:\t       0 kB\nVmSwap:\t       0 kB\n"
+                                        "Threads:\t1\n")
     (proc / "self").symlink_to("42")
     (proc / "sys/vm").mkdir(parents=True)
     (proc / "sys/vm/drop_caches").write_text("")
@@ -89,6 +93,9 @@ def fake_root(tmp_path: Path) -> Path:
     (thp / "defrag").write_text("always defer defer+madvise [madvise] never\n")
     (thp / "use_zero_page").write_text("1\n")
     (thp / "hugepages-64kB" / "enabled").write_text("always inherit madvise [never]\n")
+    (thp / "hugepages-2048kB" / "stats").mkdir()
+    for name, value in (("anon_fault_alloc", 5), ("split", 2), ("nr_anon", 3)):
+        (thp / "hugepages-2048kB" / "stats" / name).write_text(f"{value}\n")
     (thp / "hugepages-2048kB" / "enabled").write_text("always [inherit] madvise never\n")
     return tmp_path
 
@@ -106,6 +113,15 @@ def test_pagemap_decodes_the_documented_bits(fake_root: Path) -> None:
 def test_kpageflags_and_kpagecount_read_runs_and_gaps(fake_root: Path) -> None:
     assert kpageflags([0x1200, 0x1201, 0x1210], root=fake_root) == [HEAD | THP, TAIL | THP, ZERO]
     assert kpagecount([0x1201, 0x1200, 0x1210], root=fake_root) == [2, 1, 0]
+
+
+def test_status_and_per_size_stats_parse(fake_root: Path) -> None:
+    assert readers.status(42, root=fake_root) == {"VmRSS": 2152, "RssAnon": 2104,
+                                                  "RssFile": 48, "RssShmem": 0, "VmSwap": 0}
+    assert readers.mthp_stats(("2048kB", "64kB", "8kB"), root=fake_root) == {
+        "2048kB": {"anon_fault_alloc": 5, "nr_anon": 3, "split": 2}, "64kB": {}, "8kB": {}}
+    with pytest.raises(Unavailable, match="does not exist"):
+        readers.status(7, root=fake_root)
 
 
 def test_smaps_vmstat_and_thp_settings_parse(fake_root: Path) -> None:
@@ -252,7 +268,10 @@ def test_split_step_writes_debugfs_and_records_the_fake_region(fake_root: Path,
                    "proc": {"layout": [["large", 2], ["none", 2]], "thp": 2,
                             "kpagecount": [[1, 1], [2, 1]], "rss_kb": 2048,
                             "anon_huge_kb": 2048},
-                   "child": None, "vmstat": {"thp_fault_alloc": 0, "thp_split_pmd": 0}}
+                   "child": None, "vmstat": {"thp_fault_alloc": 0, "thp_split_pmd": 0},
+                   "mthp": {"2048kB": {"anon_fault_alloc": 0, "nr_anon": 0, "split": 0},
+                            "64kB": {}},
+                   "rss_anon_kb": 0}
 
 
 def test_drop_caches_step_writes_2(fake_root: Path, fake_run: _child._Run) -> None:
@@ -390,6 +409,51 @@ def test_recorded_data_is_labelled_and_matches_the_simulator_where_modelled(
     differing = {n for n, c in counts.items() if c["agree"] != len(SCENARIOS[n].steps)}
     assert differing == set()  # MADV_COLD, MADV_COLLAPSE and mTHP sizes are all modelled
     assert all(c["not modelled"] == 0 for c in counts.values())
+
+
+def _moved(obs: dict[str, Any]) -> dict[str, int]:
+    """The per-size stats that moved in a step, as ``size/stat``, and the RssAnon delta."""
+    out = {f"{z}/{k}": v for z, st in obs["mthp"].items() for k, v in st.items() if v
+           and k != "anon_fault_declined"}  # the running kernel's local, non-upstream stat
+    return {**out, "RssAnon": obs["rss_anon_kb"]} if obs["rss_anon_kb"] else out
+
+
+def test_recorded_per_size_stats_and_rss_are_the_kernel_counting_sites() -> None:
+    """The per-size stats and RssAnon deltas recorded on 6.18.44, step by step, are what
+    the counting sites predict (and what the research notes measured with a C program):
+    map_anon_folio_pmd() / do_anonymous_page() count anon_fault_alloc and nr_anon;
+    deferred_split_folio(, true) split_deferred and nr_anon_partially_mapped;
+    __folio_split() split, __split_unmapped_folio() nr_anon; zaps take the pages out of
+    MM_ANONPAGES; splits and mprotect leave it alone."""
+    R = load_recorded()["observations"]
+    big, small = "2048kB", "64kB"
+    assert _moved(R["thp_fault"][2]) == {f"{big}/anon_fault_alloc": 1, f"{big}/nr_anon": 1,
+                                         "RssAnon": 2048}
+    assert _moved(R["mprotect_split"][3]) == {}  # a PMD split moves no stat, no RSS
+    assert _moved(R["munmap_half"][3]) == {f"{big}/split_deferred": 1,
+                                           f"{big}/nr_anon_partially_mapped": 1,
+                                           "RssAnon": -1024}
+    assert _moved(R["munmap_half"][4]) == {f"{big}/split": 1, f"{big}/nr_anon": -1,
+                                           f"{big}/nr_anon_partially_mapped": -1}
+    assert _moved(R["dontneed_10"][3])["RssAnon"] == -40
+    assert _moved(R["free_10"][3]) == {f"{big}/split": 1, f"{big}/nr_anon": -1}
+    # a fully PTE-mapped THP split by MADV_FREE passes through "partially mapped" while
+    # try_to_migrate() replaces its PTEs: split_deferred +1, nr_anon_partially_mapped nets 0
+    assert _moved(R["free_pte_mapped"][4]) == {f"{big}/split": 1, f"{big}/split_deferred": 1,
+                                               f"{big}/nr_anon": -1}
+    assert _moved(R["fork_cow"][3]) == {}  # the parent's RssAnon: COW in the child only
+    assert _moved(R["huge_zero"][2]) == {}  # the huge zero page counts in no RSS counter
+    assert _moved(R["collapse"][2]) == {f"{big}/nr_anon": 1}  # no anon_fault_alloc
+    assert _moved(R["mthp_64k"][2]) == {f"{small}/anon_fault_alloc": 4, f"{small}/nr_anon": 4,
+                                        "RssAnon": 256}
+    assert _moved(R["mthp_64k"][3]) == {f"{small}/split_deferred": 1,
+                                        f"{small}/nr_anon_partially_mapped": 1, "RssAnon": -4}
+    assert _moved(R["mthp_64k"][4]) == {f"{small}/split": 1, f"{small}/nr_anon": -1,
+                                        f"{small}/nr_anon_partially_mapped": -1}
+    assert _moved(R["mthp_64k_free"][3]) == {f"{small}/split": 1,
+                                             f"{small}/split_deferred": 1,
+                                             f"{small}/nr_anon": -1}
+    assert _moved(R["mthp_64k_free"][4]) == {f"{small}/nr_anon": -3, "RssAnon": -256}
 
 
 # -- on the running kernel (skipped with the reason where it cannot run) ---------------------

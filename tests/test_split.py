@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pyfolio import EAGAIN, EBUSY, EINVAL, KiB, MiB, MmError, System
+from pyfolio.include.linux.huge_mm import MTHP_STAT
 from pyfolio.include.linux.mm import (
     Folio,
     folio_get,
@@ -17,7 +18,6 @@ from pyfolio.include.linux.mm import (
     page_folio,
 )
 from pyfolio.mm import huge_memory_split as sp
-from pyfolio.include.linux.huge_mm import MTHP_STAT
 from pyfolio.mm.debug_vm import snapshot
 from pyfolio.sim.memmap import NO_HEAD, PG
 

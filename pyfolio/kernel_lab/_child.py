@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pyfolio.kernel_lab import readers
-from pyfolio.kernel_lab.scenarios import Step, observe, vmstat_delta
+from pyfolio.kernel_lab.scenarios import MTHP_SIZES, Step, mthp_delta, observe, vmstat_delta
 
 __all__ = ["run_steps", "main"]
 
@@ -167,17 +167,29 @@ class _Run:
         return observe(entries, flags, counts, readers.smaps_all(pid, self.root), self.base,
                        self.base + self.length)
 
+    def rss_anon(self) -> int:
+        """RssAnon (kB) of this process, read twice so the read's own allocations are done
+        before the value that counts is taken."""
+        readers.status("self", self.root)
+        return readers.status("self", self.root).get("RssAnon", 0)
+
     def step(self, s: Step) -> dict[str, Any]:
         before = readers.vmstat(self.root)
+        mthp_before = readers.mthp_stats(MTHP_SIZES, self.root)
+        rss_before = self.rss_anon()
         status = "ok"
         try:
             self.do(s)
         except OSError as e:
             status = f"error: {errno.errorcode.get(e.errno or 0, e.errno)}"
+        rss_after = self.rss_anon()
         after = readers.vmstat(self.root)
+        mthp_after = readers.mthp_stats(MTHP_SIZES, self.root)
         return {"step": s.label, "status": status, "proc": self.look("self"),
                 "child": self.look(self.child_pid) if self.child_pid else None,
-                "vmstat": vmstat_delta(before, after, self.counters)}
+                "vmstat": vmstat_delta(before, after, self.counters),
+                "mthp": mthp_delta(mthp_before, mthp_after),
+                "rss_anon_kb": rss_after - rss_before}
 
 
 def run_steps(steps: list[Step], counters: list[str], root: str = "/") -> dict[str, Any]:

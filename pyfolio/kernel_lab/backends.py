@@ -3,7 +3,8 @@
 process it starts). Both return one observation record per step::
 
     {"step": label, "status": "ok" | "error: EINVAL" | "not modelled",
-     "proc": {...}, "child": {...} | None, "vmstat": {counter: delta}}
+     "proc": {...}, "child": {...} | None, "vmstat": {counter: delta},
+     "mthp": {size: {stat: delta}}, "rss_anon_kb": delta}
 """
 
 from __future__ import annotations
@@ -22,7 +23,15 @@ from typing import Any
 from pyfolio import System
 from pyfolio.kernel_lab import readers
 from pyfolio.kernel_lab.readers import Unavailable
-from pyfolio.kernel_lab.scenarios import COUNTERS, Scenario, Step, observe, vmstat_delta
+from pyfolio.kernel_lab.scenarios import (
+    COUNTERS,
+    MTHP_SIZES,
+    Scenario,
+    Step,
+    mthp_delta,
+    observe,
+    vmstat_delta,
+)
 from pyfolio.sim.errors import MmError
 from pyfolio.sim.units import PAGE_SIZE
 
@@ -59,15 +68,18 @@ class SimulatorBackend:
         state: dict[str, Any] = {"base": 0, "child": None, "pins": []}
         out: Observations = []
         for s in scenario.steps:
-            before = m.vmstat()
+            before, mthp_before = m.vmstat(), {z: m.mthp_stats(z) for z in MTHP_SIZES}
+            rss_before = p.status()["RssAnon"]
             status = self._do(m, p, state, s)
-            after = m.vmstat()
+            after, mthp_after = m.vmstat(), {z: m.mthp_stats(z) for z in MTHP_SIZES}
             child = state["child"]
             out.append({"step": s.label, "status": status,
                         "proc": self._look(m, p, state["base"], scenario.length),
                         "child": self._look(m, child, state["base"], scenario.length)
                         if child else None,
-                        "vmstat": vmstat_delta(before, after, COUNTERS)})
+                        "vmstat": vmstat_delta(before, after, COUNTERS),
+                        "mthp": mthp_delta(mthp_before, mthp_after),
+                        "rss_anon_kb": p.status()["RssAnon"] - rss_before})
         return out
 
     @staticmethod

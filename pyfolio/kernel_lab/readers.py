@@ -12,7 +12,8 @@ debugfs (``unshare``), which ends with the probe.
 The bit layouts are those of the simulator (:mod:`pyfolio.fs.proc.task_mmu`), which follows
 Documentation/admin-guide/mm/pagemap.rst; the kernel side is fs/proc/task_mmu.c
 (pagemap_read(), show_smap()), fs/proc/page.c (kpageflags_read(), kpagecount_read())
-and mm/vmstat.c (vmstat_show()).
+and mm/vmstat.c (vmstat_show()); /proc/PID/status is fs/proc/task_mmu.c:task_mem() and the
+per-size stats mm/huge_memory.c (sum_mthp_stat()).
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from pyfolio.fs.proc.task_mmu import PagemapEntry
 from pyfolio.sim.units import PAGE_SIZE
 
 __all__ = ["Unavailable", "pagemap", "require_pfns", "kpageflags", "kpagecount", "smaps",
-           "smaps_all", "vmstat", "thp_settings", "thp_policy", "availability",
-           "debugfs_split_status"]
+           "smaps_all", "vmstat", "status", "mthp_stats", "thp_settings", "thp_policy",
+           "availability", "debugfs_split_status"]
 
 _VMA_HEADER = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) ")
 _KB_FIELD = re.compile(r"^(\w+):\s+(\d+) kB$")
@@ -153,6 +154,32 @@ def vmstat(root: str | Path = "/") -> dict[str, int]:
         name, _, value = line.partition(" ")
         if value.strip().lstrip("-").isdigit():
             out[name] = int(value)
+    return out
+
+
+def status(pid: int | str, root: str | Path = "/") -> dict[str, int]:
+    """The kB lines of /proc/PID/status (VmRSS, RssAnon, RssFile, RssShmem, VmSwap, ...),
+    like :func:`pyfolio.fs.proc.task_mmu.task_mem`."""
+    out: dict[str, int] = {}
+    for line in _read_text(_path(root, f"proc/{pid}/status")).splitlines():
+        name, _, value = line.partition(":")
+        if value.strip().endswith(" kB") and value.split()[0].isdigit():
+            out[name] = int(value.split()[0])
+    return out
+
+
+def mthp_stats(sizes: tuple[str, ...], root: str | Path = "/") -> dict[str, dict[str, int]]:
+    """``hugepages-<size>/stats/*`` for each of ``sizes`` ("2048kB", ...): every file the
+    directory has (a kernel that lacks one, or the directory, just leaves it out; the
+    running 6.18.44 kernel's local ``anon_fault_declined`` is read like the rest).
+
+    Counters are global: deltas include what other processes did meanwhile."""
+    base = _path(root, "sys/kernel/mm/transparent_hugepage")
+    out: dict[str, dict[str, int]] = {}
+    for size in sizes:
+        d = base / f"hugepages-{size}" / "stats"
+        out[size] = {f.name: int(f.read_text()) for f in sorted(d.glob("*"))} \
+            if d.is_dir() else {}
     return out
 
 

@@ -11,7 +11,11 @@ it. After each step a backend reads pagemap, kpageflags, kpagecount, smaps and v
 - ``thp``: pages with KPF_THP that are not a zero page;
 - ``kpagecount``: run-length ``[count, pages]`` of /proc/kpagecount over present pages;
 - ``rss_kb``, ``anon_huge_kb``: Rss and AnonHugePages summed over the VMAs in the region;
-- ``vmstat``: deltas of the scenario's counters over the step.
+- ``vmstat``: deltas of the scenario's counters over the step;
+- ``mthp``: deltas of the per-size stats (``hugepages-<size>/stats/``) of
+  :data:`MTHP_SIZES` over the step, ``{size: {item: delta}}``;
+- ``rss_anon_kb``: the change of the scenario process's RssAnon (/proc/PID/status) over
+  the step.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from pyfolio.fs.proc.task_mmu import PagemapEntry
 from pyfolio.sim.units import KiB, MiB
 
 __all__ = ["Step", "Scenario", "SCENARIOS", "COUNTERS", "EXPLAINED", "NOT_FAILED", "OPS",
-           "observe", "layout_of", "rle", "vmstat_delta"]
+           "MTHP_SIZES", "MTHP_EXPLAINED", "observe", "layout_of", "rle", "vmstat_delta",
+           "mthp_delta"]
 
 #: the operations a step may perform
 OPS = ("mmap", "madvise", "write", "read", "mprotect", "munmap", "fork_and_write_in_child",
@@ -42,6 +47,13 @@ EXPLAINED = tuple(c for c in COUNTERS if c != "thp_zero_page_alloc")
 #: over every shrinker while the caches still give back objects, so on the kernel a split
 #: that keeps failing is counted once per pass, a number that depends on the other caches
 NOT_FAILED = tuple(c for c in EXPLAINED if c != "thp_split_page_failed")
+#: the sizes whose hugepages-<size>/stats/ a step records
+MTHP_SIZES = ("2048kB", "64kB")
+#: the per-size stats a comparison looks at (the ones the simulator counts; the swap,
+#: zswap, shmem and _charge items stay 0 there and move with other processes' work here);
+#: ``split_failed`` is left out where the scenario leaves out thp_split_page_failed
+MTHP_EXPLAINED = ("anon_fault_alloc", "anon_fault_fallback", "split", "split_failed",
+                  "split_deferred", "nr_anon", "nr_anon_partially_mapped")
 
 _HEAD, _TAIL = 1 << KPF["COMPOUND_HEAD"], 1 << KPF["COMPOUND_TAIL"]
 _THP, _ZERO = 1 << KPF["THP"], 1 << KPF["ZERO_PAGE"]
@@ -95,6 +107,12 @@ class Scenario:
     def length(self) -> int:
         return self.steps[0].length
 
+    @property
+    def mthp_items(self) -> tuple[str, ...]:
+        """The per-size stats compared for this scenario (see :data:`MTHP_EXPLAINED`)."""
+        failed = "thp_split_page_failed" in self.counters
+        return tuple(i for i in MTHP_EXPLAINED if failed or i != "split_failed")
+
 
 def _thp(*more: Step, size: int = 2 * MiB) -> tuple[Step, ...]:
     return (Step("mmap", 0, size), Step("madvise", 0, size, "hugepage"),
@@ -134,6 +152,13 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              _thp(Step("split", 0, 2 * MiB, "4"))),
     Scenario("mthp_64k", "mTHP 64 KiB: fault, unmap one page, the shrinker",
              _thp(Step("munmap", 16 * KiB, 4 * KiB), Step("drop_caches"), size=256 * KiB),
+             settings=(("hugepages-64kB/enabled", "madvise"),)),
+    Scenario("free_pte_mapped", "MADV_FREE of 10 pages of a PTE-mapped THP",
+             _thp(Step("mprotect", 4 * KiB, 4 * KiB, "r"),
+                  Step("madvise", 64 * KiB, 40 * KiB, "free"))),
+    Scenario("mthp_64k_free", "mTHP 64 KiB: MADV_FREE of 2 pages, munmap of the rest",
+             _thp(Step("madvise", 64 * KiB, 8 * KiB, "free"), Step("munmap", 0, 256 * KiB),
+                  size=256 * KiB),
              settings=(("hugepages-64kB/enabled", "madvise"),)),
 )}
 
@@ -195,4 +220,11 @@ def vmstat_delta(before: dict[str, int], after: dict[str, int],
                  counters: Sequence[str]) -> dict[str, int]:
     """after - before for each counter (missing counters count as 0)."""
     return {c: after.get(c, 0) - before.get(c, 0) for c in counters}
+
+
+def mthp_delta(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]
+               ) -> dict[str, dict[str, int]]:
+    """after - before for every per-size stat read (``{size: {item: delta}}``)."""
+    return {size: vmstat_delta(before.get(size, {}), stats, sorted(stats))
+            for size, stats in after.items()}
 

@@ -34,7 +34,7 @@ def test_recorded_label_and_step_totals(data: tuple[dict[str, Any], dict[str, An
     counts = summary(sims, rec["observations"])
     total = sum(len(SCENARIOS[n].steps) for n in rec["observations"])
     agree = sum(c["agree"] for c in counts.values())
-    assert (len(counts), total, agree) == (13, 59, 59)
+    assert (len(counts), total, agree) == (15, 69, 69)
     assert {n for n, c in counts.items() if c["not modelled"]} == set()
     assert {n for n, c in counts.items() if c["differ"]} == set()
 
@@ -195,6 +195,12 @@ def test_the_prose_quotes_what_the_simulator_computes(
         sim[2]["proc"]["layout"]) == 4
     assert g["ch13_mthp_left"] == sum(1 for k, _ in mthp[4]["proc"]["layout"] if k == "large")
     assert g["ch13_mthp_left"] == sum(1 for k, _ in sim[4]["proc"]["layout"] if k == "large")
+    # ... and its per-size stats (hugepages-64kB/stats/), recorded and simulated alike
+    for key, step, item, want in (("ch13_mthp_alloc", 2, "anon_fault_alloc", 4),
+                                  ("ch13_mthp_deferred", 3, "split_deferred", 1),
+                                  ("ch13_mthp_split", 4, "split", 1)):
+        assert g[key] == mthp[step]["mthp"]["64kB"][item] == sim[step]["mthp"]["64kB"][item] \
+            == want
     assert g["ch13_differ"] == 0
     assert {d.scenario for n in ("collapse", "mthp_64k")
             for d in compare(SCENARIOS[n], sims[n], R[n])} == set()
