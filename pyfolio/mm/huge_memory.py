@@ -54,7 +54,6 @@ from pyfolio.include.linux.mm import (
     folio_test_anon,
     folio_unlock,
     mm_counter,
-    mm_counter_file,
     page_folio,
 )
 from pyfolio.include.linux.mm_types import MM_ANONPAGES
@@ -423,8 +422,8 @@ def zap_huge_pmd(vma: VMA, slot: Slot, addr: int) -> None:
     """zap_huge_pmd() - unmap a whole PMD leaf: free the deposited table, drop the folio.
 
     Models: mm/huge_memory.c:zap_huge_pmd() (v6.18); a device-private PMD entry (series)
-    is dropped the same way. An anon folio's 512 pages leave MM_ANONPAGES (a file one's,
-    mm_counter_file()); the huge zero PMD was never counted.
+    is dropped the same way. An anon folio's 512 pages leave MM_ANONPAGES (a file one's
+    mm_counter_file(): together, mm_counter()); the huge zero PMD was never counted.
     """
     m = vma.vm_mm.m
     pmd = _pmd(m, slot)
@@ -436,8 +435,7 @@ def zap_huge_pmd(vma: VMA, slot: Slot, addr: int) -> None:
     pfn = pte_pfn(pmd) if pmd & _PAGE_PRESENT else swp_offset(pmd)
     folio = page_folio(m, pfn)
     folio_remove_rmap_pmd(folio, folio.pfn, vma)
-    add_mm_counter(vma.vm_mm, MM_ANONPAGES if folio_test_anon(folio) else
-                   mm_counter_file(folio), -HPAGE_PMD_NR)
+    add_mm_counter(vma.vm_mm, mm_counter(folio), -HPAGE_PMD_NR)
     folio_put(folio)
     m.trace.emit("zap_huge_pmd", address=addr, pfn=folio.pfn)
 
@@ -595,7 +593,6 @@ def __split_huge_pmd_locked(vma: VMA, slot: Slot, haddr: int, freeze: bool) -> N
     Simplification: migration entries do not carry the young/dirty bits x86 keeps in them.
     """
     from pyfolio.arch.x86.pgtable import _PAGE_SWP_UFFD_WP, swp_type
-    from pyfolio.include.linux.mm import folio_test_anon
     from pyfolio.include.linux.swapops import SwpType, is_migration_entry
     from pyfolio.mm.rmap import swp_entries
 
