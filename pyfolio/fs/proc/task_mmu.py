@@ -2,7 +2,7 @@
 per VMA; and the RSS lines of /proc/PID/status.
 
 Models: fs/proc/task_mmu.c (v6.18): pagemap_pmd_range(), pte_to_pagemap_entry(),
-smaps_pte_range(), show_smap(), task_mem(), with the bit layouts of
+smaps_pte_range(), smaps_account(), show_smap(), task_mem(), with the bit layouts of
 Documentation/admin-guide/mm/pagemap.rst, so the same scenario can be read from the
 simulator and from a running kernel.
 """
@@ -19,15 +19,24 @@ from pyfolio.arch.x86.pgtable import (
     _PAGE_SWP_SOFT_DIRTY,
     _PAGE_SWP_UFFD_WP,
     _PAGE_UFFD_WP,
+    pmd_dirty,
     pmd_leaf,
     pte_dirty,
     pte_pfn,
+    pte_young,
     swp_offset,
     swp_type,
     walk,
 )
 from pyfolio.fs.proc.internal import is_zero_pfn, precise_page_mapcount
-from pyfolio.include.linux.mm import folio_test_anon, get_mm_counter, page_folio
+from pyfolio.include.linux.mm import (
+    Folio,
+    folio_nr_pages,
+    folio_ref_count,
+    folio_test_anon,
+    get_mm_counter,
+    page_folio,
+)
 from pyfolio.include.linux.mm_types import (
     MM_ANONPAGES,
     MM_FILEPAGES,
@@ -44,7 +53,8 @@ if TYPE_CHECKING:
     from pyfolio.sim.machine import Machine
 
 __all__ = ["PagemapEntry", "pagemap", "smaps", "task_mem", "PM_PRESENT", "PM_SWAP", "PM_FILE",
-           "PM_MMAP_EXCLUSIVE", "PM_SOFT_DIRTY"]
+           "PM_MMAP_EXCLUSIVE", "PM_SOFT_DIRTY", "PSS_SHIFT", "SMAPS_FIELDS", "MemSizeStats",
+           "smaps_account", "smaps_page_accumulate", "smaps_pte_entry", "smaps_pmd_entry"]
 
 PM_PFRAME_MASK = (1 << 55) - 1
 PM_SOFT_DIRTY = 1 << 55
@@ -161,52 +171,170 @@ def pagemap(mm: MMStruct, addr: int, n: int) -> list[PagemapEntry]:
     return [PagemapEntry(_pagemap_one(mm.m, mm, addr + i * PAGE_SIZE)) for i in range(n)]
 
 
+#: fs/proc/task_mmu.c: Pss is summed in fixed point, (bytes << PSS_SHIFT) / mapcount per page
+PSS_SHIFT = 12
+
+#: the fields show_smap() prints, in its order (all in kB); KSM, the shmem/file/hugetlb ones,
+#: Swap, SwapPss and Locked are always 0 here: no KSM, files, hugetlb, swap or mlock
+SMAPS_FIELDS = ("Size", "KernelPageSize", "MMUPageSize", "Rss", "Pss", "Pss_Dirty",
+                "Shared_Clean", "Shared_Dirty", "Private_Clean", "Private_Dirty", "Referenced",
+                "Anonymous", "KSM", "LazyFree", "AnonHugePages", "ShmemPmdMapped",
+                "FilePmdMapped", "Shared_Hugetlb", "Private_Hugetlb", "Swap", "SwapPss",
+                "Locked")
+
+
+@dataclass(slots=True)
+class MemSizeStats:
+    """struct mem_size_stats (fs/proc/task_mmu.c): sizes in bytes; the ``pss*`` sums in
+    PSS_SHIFT fixed point. Only the fields the simulator can fill."""
+
+    resident: int = 0
+    shared_clean: int = 0
+    shared_dirty: int = 0
+    private_clean: int = 0
+    private_dirty: int = 0
+    referenced: int = 0
+    anonymous: int = 0
+    lazyfree: int = 0
+    anonymous_thp: int = 0
+    pss: int = 0
+    pss_anon: int = 0
+    pss_dirty: int = 0
+
+
+def smaps_page_accumulate(mss: MemSizeStats, folio: Folio, size: int, pss: int, dirty: bool,
+                          private: bool) -> None:
+    """smaps_page_accumulate() - add ``size`` bytes (``pss`` in fixed point) to Pss and to
+    one of Shared/Private x Clean/Dirty.
+
+    Models: fs/proc/task_mmu.c:smaps_page_accumulate() (v6.18). Dirty is the entry's dirty
+    bit or PG_dirty; there is no VM_LOCKED here, so nothing goes to Locked.
+    """
+    mss.pss += pss
+    if folio_test_anon(folio):
+        mss.pss_anon += pss
+    if dirty or folio.m.mem.test(folio.pfn, PG.dirty):
+        mss.pss_dirty += pss
+        if private:
+            mss.private_dirty += size
+        else:
+            mss.shared_dirty += size
+    elif private:
+        mss.private_clean += size
+    else:
+        mss.shared_clean += size
+
+
+def smaps_account(mss: MemSizeStats, m: Machine, pfn: int, compound: bool, young: bool,
+                  dirty: bool, present: bool) -> None:
+    """smaps_account() - account the page at ``pfn`` (the whole folio if ``compound``).
+
+    Models: fs/proc/task_mmu.c:smaps_account() (v6.18) with CONFIG_PAGE_MAPCOUNT, as on
+    the lab's 6.18.44 kernel. Anonymous and Rss take the whole size; LazyFree too when the
+    folio is anon, not PG_swapbacked, and neither the entry nor the folio is dirty.
+    Refcount 1 (mapped exactly once) or a non-present entry (a migration entry; a
+    device-private PTE counts as present) takes the whole size at once, Private if present
+    else Shared. Otherwise each page is weighed by its own
+    folio_precise_page_mapcount(): Pss ``PAGE_SIZE / mapcount``, Private below 2, so a
+    PMD-mapped THP whose page 2 the other process has COW-copied shows 511 shared pages and
+    one private one. (With CONFIG_NO_PAGE_MAPCOUNT the kernel uses one average mapcount
+    for the folio instead; not modelled.)
+    """
+    folio = page_folio(m, pfn)
+    nr = folio_nr_pages(folio) if compound else 1
+    size = nr * PAGE_SIZE
+    if folio_test_anon(folio):
+        mss.anonymous += size
+        if not m.mem.test(folio.pfn, PG.swapbacked) and not dirty \
+                and not m.mem.test(folio.pfn, PG.dirty):
+            mss.lazyfree += size
+    mss.resident += size
+    if young or m.mem.test(folio.pfn, PG.referenced):
+        mss.referenced += size
+    if folio_ref_count(folio) == 1 or not present:
+        smaps_page_accumulate(mss, folio, size, size << PSS_SHIFT, dirty, present)
+        return
+    for page in range(pfn, pfn + nr):
+        mapcount = precise_page_mapcount(m, page)
+        pss = PAGE_SIZE << PSS_SHIFT
+        if mapcount >= 2:
+            pss //= mapcount
+        smaps_page_accumulate(mss, folio, PAGE_SIZE, pss, dirty, mapcount < 2)
+
+
+def smaps_pte_entry(mss: MemSizeStats, m: Machine, pte: int) -> None:
+    """smaps_pte_entry() - one PTE: a present one through vm_normal_page() (no page for the
+    zero page or a special PTE); a migration entry (not present) or a device-private
+    one ("fake-present") through the PFN it holds.
+
+    Models: fs/proc/task_mmu.c:smaps_pte_entry() (v6.18).
+    """
+    if pte & _PAGE_PRESENT:
+        pfn = pte_pfn(pte)
+        if pte & _PAGE_SPECIAL or is_zero_pfn(m, pfn):
+            return
+        smaps_account(mss, m, pfn, False, pte_young(pte), pte_dirty(pte), True)
+    elif is_migration_entry(pte) or is_device_private_entry(pte):
+        smaps_account(mss, m, swp_offset(pte), False, False, False,
+                      is_device_private_entry(pte))
+
+
+def smaps_pmd_entry(mss: MemSizeStats, m: Machine, pmd: int) -> None:
+    """smaps_pmd_entry() - one PMD leaf, or a non-present PMD holding a PFN (a migration
+    or device-private entry): AnonHugePages for an anon folio, then the whole folio.
+
+    Models: fs/proc/task_mmu.c:smaps_pmd_entry() (v6.18; the device-private PMD as in the
+    newest mm tree, where it is not "fake-present" as a PTE is). vm_normal_page_pmd()
+    gives no page for the huge zero folio. pmd_young() and pmd_dirty() read the entry's
+    bits whether it is present or not, as the kernel does; a swap-format PMD has no A
+    bit, and its inverted offset usually sets the SavedDirty bit (bit 58).
+    """
+    if pmd & _PAGE_PRESENT:
+        pfn, present = pte_pfn(pmd), True
+        if is_zero_pfn(m, pfn):
+            return
+    elif is_migration_entry(pmd) or is_device_private_entry(pmd):
+        pfn, present = swp_offset(pmd), False
+    else:
+        return
+    if folio_test_anon(page_folio(m, pfn)):
+        mss.anonymous_thp += PMD_SIZE
+    smaps_account(mss, m, pfn, True, pte_young(pmd), pmd_dirty(pmd), present)
+
+
 def smaps(mm: MMStruct) -> list[dict[str, int]]:
     """/proc/PID/smaps - per VMA, sizes in kB (fs/proc/task_mmu.c:show_smap()).
 
-    Models: fs/proc/task_mmu.c:show_smap() (v6.18).
-
-    ``Rss`` counts mapped pages except the zero pages (vm_normal_page() gives none), and
-    device-private pages (smaps_pte_entry() finds their page through the swap entry);
-    ``AnonHugePages`` counts PMD-mapped THPs only; Shared/Private split by mapcount.
+    Models: fs/proc/task_mmu.c:show_smap() (v6.18): smap_gather_stats() walks the VMA
+    (smaps_pte_range(): smaps_pmd_entry() for a PMD leaf or a non-present PMD, else
+    smaps_pte_entry() per PTE), then __show_smap() prints :data:`SMAPS_FIELDS` in kB, Pss
+    and Pss_Dirty shifted down from fixed point. Each dict also has ``Start`` and ``End``.
     """
     m, out = mm.m, []
     for vma in mm.vmas:
-        d = dict.fromkeys(("Size", "Rss", "Pss", "Shared_Clean", "Shared_Dirty",
-                           "Private_Clean", "Private_Dirty", "Referenced", "Anonymous",
-                           "AnonHugePages"), 0)
-        d["Start"], d["End"] = vma.vm_start, vma.vm_end
-        d["Size"] = (vma.vm_end - vma.vm_start) // 1024
-        pss = 0.0
+        mss = MemSizeStats()
         addr = vma.vm_start
         while addr < vma.vm_end:
             w = walk(m, mm.pgd, addr)
-            step = PMD_SIZE if w.level == "pmd" and (pmd_leaf(w.raw) or (
-                w.raw and not w.raw & _PAGE_PRESENT)) else PAGE_SIZE
             if w.level in ("pgd", "pud") or (w.level == "pmd" and not w.raw):
                 addr = (addr | ((PMD_SIZE if w.level == "pmd" else 1 << 30) - 1)) + 1
                 continue
-            raw = w.raw
-            if raw and (raw & _PAGE_PRESENT or is_device_private_entry(raw)):
-                pfn = pte_pfn(raw) if raw & _PAGE_PRESENT else swp_offset(raw)
-                if not (raw & _PAGE_PRESENT and raw & _PAGE_SPECIAL) and not is_zero_pfn(m, pfn):
-                    kb = step // 1024
-                    mapcount = max(1, precise_page_mapcount(m, pfn))
-                    head = page_folio(m, pfn).pfn
-                    # smaps_pte_entry(): pte_dirty() (D or SavedDirty) of a present entry
-                    dirty = bool(raw & _PAGE_PRESENT) and pte_dirty(raw) \
-                        or m.mem.test(head, PG.dirty)
-                    key = ("Shared_" if mapcount > 1 else "Private_")
-                    key += "Dirty" if dirty else "Clean"
-                    d["Rss"] += kb
-                    d[key] += kb
-                    d["Anonymous"] += kb
-                    d["Referenced"] += kb if raw & 0x20 else 0
-                    pss += kb / mapcount
-                    if step == PMD_SIZE and raw & _PAGE_PRESENT:
-                        d["AnonHugePages"] += kb
-            addr += step
-        d["Pss"] = int(pss)
+            if w.level == "pmd":  # a leaf or a non-present PMD (walk() stops there)
+                smaps_pmd_entry(mss, m, w.raw)
+                addr = (addr | (PMD_SIZE - 1)) + 1
+                continue
+            smaps_pte_entry(mss, m, w.raw)
+            addr += PAGE_SIZE
+        d = dict.fromkeys(SMAPS_FIELDS, 0)
+        d.update(Start=vma.vm_start, End=vma.vm_end, Size=(vma.vm_end - vma.vm_start) >> 10,
+                 KernelPageSize=PAGE_SIZE >> 10, MMUPageSize=PAGE_SIZE >> 10,
+                 Rss=mss.resident >> 10, Pss=mss.pss >> PSS_SHIFT >> 10,
+                 Pss_Dirty=mss.pss_dirty >> PSS_SHIFT >> 10,
+                 Shared_Clean=mss.shared_clean >> 10, Shared_Dirty=mss.shared_dirty >> 10,
+                 Private_Clean=mss.private_clean >> 10,
+                 Private_Dirty=mss.private_dirty >> 10, Referenced=mss.referenced >> 10,
+                 Anonymous=mss.anonymous >> 10, LazyFree=mss.lazyfree >> 10,
+                 AnonHugePages=mss.anonymous_thp >> 10)
         out.append(d)
     return out
 
