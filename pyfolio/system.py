@@ -26,6 +26,7 @@ from pyfolio.mm.mm_init import boot_machine
 from pyfolio.mm.mmap import do_mmap, do_munmap, exit_mmap
 from pyfolio.mm.mprotect import do_mprotect
 from pyfolio.mm.page_alloc import defragment, fragment
+from pyfolio.mm.swap import lru_add_drain
 from pyfolio.mm.vmstat import vmstat
 from pyfolio.sim.errors import EAGAIN, EEXIST, EINVAL, ENOMEM, MmError, SegmentationFault
 from pyfolio.sim.machine import MTHP_POLICIES, THP_POLICIES, THPSIZE_ORDERS, mthp_size_order
@@ -112,6 +113,14 @@ class System:
         """``echo 2 > /proc/sys/vm/drop_caches``: runs the shrinkers, among them the deferred
         split shrinker; returns how many queued folios it split."""
         return shrink_deferred_split(self.machine)
+
+    def lru_add_drain(self) -> None:
+        """Drain the CPU's LRU batches (mm/swap.c:lru_add_drain()): the small folios a
+        MADV_FREE left in the lazyfree batch become lazy-free now (PG_swapbacked cleared,
+        ``pglazyfree`` counted, LazyFree in smaps). A real kernel drains them at the next
+        MADV_FREE or MADV_COLD on that CPU, when 31 are waiting, at exit, or whenever
+        another task or khugepaged drains that CPU: after milliseconds or seconds."""
+        lru_add_drain(self.machine)
 
     @property
     def trace(self) -> Trace:

@@ -246,6 +246,11 @@ def _check_counts(m: Machine, pte_maps: np.ndarray, pmd_maps: Counter[int],
     for pfn in m.deferred_split_queue:
         if not mem.test(pfn, PG.head) or mem._refcount[pfn] <= 0:
             out.append(Violation("deferred-split", pfn, "queued folio is not a live large folio"))
+    for pfn in m.lru_lazyfree:
+        if mem._refcount[pfn] <= 0 or mem.compound_head[pfn] != NO_HEAD \
+                or mem.extra_refs[pfn] < m.lru_lazyfree.count(pfn):
+            out.append(Violation("lru-batch", pfn, "a folio in the lazyfree batch is not a live "
+                                                   "folio holding the batch's reference"))
     _check_mthp_gauges(m, live, out)
 
 
@@ -316,6 +321,7 @@ def snapshot(m: Machine) -> dict[str, object]:
         "mthp_stats": {k: v for k, v in m.mthp_stats.items() if v},
         "pins": dict(+m.pins),
         "deferred_split_queue": list(m.deferred_split_queue),
+        "lru_lazyfree": list(m.lru_lazyfree),
         "mms": [(mm.id, mm.pgd, dict(mm.pmd_huge_pte), list(mm.rss_stat),
                  [(v.vm_start, v.vm_end, int(v.vm_flags), v.vm_pgoff,
                    v.anon_vma.id if v.anon_vma else None) for v in mm.vmas]) for mm in m.mms],

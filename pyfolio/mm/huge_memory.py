@@ -746,10 +746,13 @@ def madvise_free_huge_pmd(vma: VMA, slot: Slot, addr: int, next_: int) -> bool:
 
     Models: mm/huge_memory.c:madvise_free_huge_pmd() (v6.18): a folio mapped by another
     process is left alone; a range covering only part of the THP splits the folio at once
-    (split_folio()); a whole one is marked clean, old and lazy-free without any split.
-    Returns True when the PMD was handled whole.
+    (split_folio()); a whole one is marked clean and old without any split and handed to
+    folio_mark_lazyfree(), which, the folio being large, makes it lazy-free at once
+    (PG_swapbacked cleared, ``pglazyfree`` +512). Returns True when the PMD was handled
+    whole.
     """
     from pyfolio.mm.rmap import folio_mms
+    from pyfolio.mm.swap import folio_mark_lazyfree
 
     m = vma.vm_mm.m
     pmd = _pmd(m, slot)
@@ -767,8 +770,9 @@ def madvise_free_huge_pmd(vma: VMA, slot: Slot, addr: int, next_: int) -> bool:
         folio_unlock(folio)
         folio_put(folio)
         return False
-    m.mem.clear(folio.pfn, PG.dirty | PG.swapbacked)  # folio_mark_lazyfree()
+    m.mem.clear(folio.pfn, PG.dirty)  # folio_clear_dirty()
     _set_pmd_at(m, slot, pte_mkold(pmd_mkclean(pmd)))
+    folio_mark_lazyfree(folio)
     m.trace.emit("madvise_free_huge_pmd", address=addr, pfn=folio.pfn)
     return True
 

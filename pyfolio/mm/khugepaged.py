@@ -68,6 +68,7 @@ from pyfolio.mm.rmap import (
     folio_mms,
     folio_remove_rmap_ptes,
 )
+from pyfolio.mm.swap import lru_add_drain_all
 from pyfolio.sim.errors import EAGAIN, EINVAL, ENOMEM, MmError
 from pyfolio.sim.memmap import PG
 from pyfolio.sim.units import HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SIZE, PMD_SIZE
@@ -130,10 +131,12 @@ def madvise_collapse(vma: VMA, start: int, end: int) -> None:
     errno of the last failure (:func:`madvise_collapse_errno`). As on the kernel, blocks
     collapsed before a failure stay collapsed; a block that fails is left as it was
     (except for counters, and a device-private page brought back by the swap-in step).
+    Once the VMA passes, lru_add_drain_all() empties the per-CPU LRU batches.
     """
     assert vma.vm_start <= start and end <= vma.vm_end  # BUG_ON()s
     if not _forced_collapse_allowed(vma):
         raise MmError(EINVAL, f"MADV_COLLAPSE: {vma!r} does not allow a THP")
+    lru_add_drain_all(vma.vm_mm.m)  # no page may hold a per-CPU batch's reference
     hstart = (start + PMD_SIZE - 1) & ~(PMD_SIZE - 1)
     hend = end & ~(PMD_SIZE - 1)
     thps, last_fail = 0, SCAN.SCAN_FAIL

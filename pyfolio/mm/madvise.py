@@ -3,7 +3,8 @@
 Models: mm/madvise.c (v6.18): madvise_update_vma() splits VMAs for the flag-setting
 advice; MADV_DONTNEED zaps (zap_page_range_single()); MADV_FREE marks exclusively mapped
 anonymous pages clean and lazy-free (madvise_free_single_vma(),
-madvise_free_pte_range()), splitting a large folio it covers only in part; MADV_COLD
+madvise_free_pte_range(); a small folio only when this CPU's LRU batch drains, see
+:mod:`pyfolio.mm.swap`), splitting a large folio it covers only in part; MADV_COLD
 deactivates exclusively mapped pages (madvise_cold_or_pageout_pte_range()), splitting the
 same way; MADV_COLLAPSE
 goes VMA by VMA to mm/khugepaged.c:madvise_collapse() (:mod:`pyfolio.mm.khugepaged`).
@@ -41,6 +42,7 @@ from pyfolio.mm.khugepaged import madvise_collapse
 from pyfolio.mm.memory import folio_pte_batch, set_pte_at, zap_page_range
 from pyfolio.mm.mmap import _vmas_in, check_range, vma_merge_range
 from pyfolio.mm.rmap import folio_mms, pmd_chunks
+from pyfolio.mm.swap import folio_mark_lazyfree, lru_add_drain
 from pyfolio.sim.errors import EINVAL, ENOMEM, MmError
 from pyfolio.sim.memmap import PG
 from pyfolio.sim.units import PAGE_SIZE, PMD_SIZE
@@ -100,8 +102,11 @@ def do_madvise(mm: MMStruct, start: int, length: int, advice: str) -> None:
 def madvise_free_single_vma(vma: VMA, start: int, end: int) -> None:
     """madvise_free_single_vma() - MADV_FREE over [start, end) of one VMA.
 
-    Models: mm/madvise.c:madvise_free_single_vma() (v6.18).
+    Models: mm/madvise.c:madvise_free_single_vma() (v6.18): lru_add_drain() first (the
+    folios an earlier MADV_FREE left in this CPU's batch become lazy-free now), then the
+    walk; each folio it frees goes into the batch again (:mod:`pyfolio.mm.swap`).
     """
+    lru_add_drain(vma.vm_mm.m)
     _walk_page_range(vma, start, end, madvise_free_huge_pmd, _madvise_free_pte_range)
 
 
@@ -123,8 +128,10 @@ def _walk_page_range(vma: VMA, start: int, end: int,
 def _madvise_free_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
     """madvise_free_pte_range(): a large folio not wholly inside the range is split
     (split_folio()); if that fails (a pin) its PTEs are left alone and the walk moves
-    past them; a page another process maps is skipped; the rest become clean, old and
-    lazy-free."""
+    past them; a page another process maps is skipped; the rest are made clean
+    (folio_clear_dirty()) and old, and handed to folio_mark_lazyfree(): a small folio
+    waits in the per-CPU batch with PG_swapbacked still set, a large one is lazy-free
+    at once."""
     m = vma.vm_mm.m
     tbl = m.pgtables[table]
     shared: dict[int, bool] = {}  # folio_maybe_mapped_shared() per folio, until a split
@@ -149,10 +156,11 @@ def _madvise_free_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
                 if err:  # "leave it in place and advance to the next pte" past the folio
                     addr = max(addr + PAGE_SIZE, min(end, first + folio.nr_pages * PAGE_SIZE))
                 continue  # else look at the same address again: now a small folio
-        m.mem.clear(folio.pfn, PG.dirty | PG.swapbacked)
+        m.mem.clear(folio.pfn, PG.dirty)
         new = pte_mkold(pte_mkclean(pte))  # clear_young_dirty_ptes(): D and SavedDirty
         if new != pte:
             set_pte_at(m, (table, i), new)
+        folio_mark_lazyfree(folio)
         addr += PAGE_SIZE
 
 
@@ -163,8 +171,10 @@ def madvise_cold_page_range(vma: VMA, start: int, end: int) -> None:
     Models: mm/madvise.c:madvise_cold_or_pageout_pte_range() (v6.18). A PMD-mapped THP the
     range covers whole is made old and deactivated without a split; one covered in part is
     split (split_folio(): the PMD split, then the folio) and its pages are handled at the PTE
-    level. A folio another process maps is left alone.
+    level. A folio another process maps is left alone. madvise_cold() drains this CPU's
+    LRU batches first (lru_add_drain()).
     """
+    lru_add_drain(vma.vm_mm.m)
     _walk_page_range(vma, start, end, _madvise_cold_huge_pmd, _madvise_cold_pte_range)
     vma.vm_mm.m.trace.emit("madvise_cold", start=start, end=end)
 

@@ -117,11 +117,14 @@ def migrate_device_unmap(src: list[int], npages: int, fault_page: int | None,
     COMPOUND; system folios are isolated from the LRU (the isolation reference replaces
     the collect reference); still-mapped folios go through try_to_migrate(); a folio still
     mapped or failing migrate_vma_check_page() is restored (migration entries removed,
-    unlocked, released) and its entry cleared. Returns the entries still migrating.
+    unlocked, released) and its entry cleared. Returns the entries still migrating. It
+    begins with lru_add_drain(), so no folio still holds an LRU batch's reference.
     """
+    from pyfolio.mm.swap import lru_add_drain
     from pyfolio.sim.machine import Machine
 
     assert isinstance(m, Machine)
+    lru_add_drain(m)
     fault_folio = page_folio(m, fault_page) if fault_page is not None else None
     unmapped = restore = 0
     i = 0

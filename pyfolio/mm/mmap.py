@@ -149,8 +149,12 @@ def do_munmap(mm: MMStruct, start: int, length: int) -> None:
 def exit_mmap(mm: MMStruct) -> None:
     """exit_mmap() - tear down an address space: zap everything, free every table.
 
-    Models: mm/mmap.c:exit_mmap() (v6.18).
+    Models: mm/mmap.c:exit_mmap() (v6.18): lru_add_drain() first, so folios this process
+    left in the CPU's LRU batch are moved (and freed with the rest).
     """
+    from pyfolio.mm.swap import lru_add_drain
+
+    lru_add_drain(mm.m)
     for vma in list(mm.vmas):
         zap_page_range(vma, vma.vm_start, vma.vm_end)
         unlink_anon_vmas(vma)

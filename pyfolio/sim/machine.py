@@ -42,7 +42,7 @@ VMSTAT_COUNTERS = (
     "thp_zero_page_alloc",
     "thp_zero_page_alloc_failed", "thp_migration_success", "thp_migration_fail",
     "thp_migration_split", "pgmigrate_success", "pgmigrate_fail", "cow_ksm",
-    "thp_collapse_alloc", "thp_collapse_alloc_failed",
+    "thp_collapse_alloc", "thp_collapse_alloc_failed", "pglazyfree",
 )
 
 
@@ -123,6 +123,9 @@ class Machine:
         self.pins: Counter[int] = Counter()
         #: the deferred split queue (mm/huge_memory.c: ds_queue->split_queue), head pfns
         self.deferred_split_queue: dict[int, None] = {}
+        #: the one CPU's cpu_fbatches.lru_lazyfree (mm/swap.c): head pfns MADV_FREE queued,
+        #: each holding a reference, lazy-freed when the batch drains (pyfolio.mm.swap)
+        self.lru_lazyfree: list[int] = []
         self.mms: list[MMStruct] = []
         self.anon_vmas: dict[int, AnonVma] = {}
         self.next_anon_vma_id = 1
