@@ -175,3 +175,37 @@ def test_migrating_device_memory_again_migrates_nothing():
     r = m.device.migrate_to_device(p, a, 2 * MiB)
     assert not any(x.migrated for x in r) and r[0].why == "not collected"
     assert snapshot(m.machine) == before
+
+
+def _small_pages_then_an_mthp():
+    """Four order-0 pages, then a 64 KiB mTHP at +64 KiB, in one PMD of one VMA."""
+    m = System(ram="64M", device="16M")
+    p = m.spawn()
+    a = p.mmap(4 * MiB)
+    a = (a + 2 * MiB - 1) & ~(2 * MiB - 1)
+    p.touch(a, 16 * KiB)
+    m.set_mthp("64kB", "always")
+    m.thp = "always"
+    p.touch(a + 64 * KiB, 64 * KiB)
+    assert p.folio_at(a).order == 0 and p.folio_at(a + 64 * KiB).order == 4
+    return m, p, a
+
+
+def test_collect_flushes_once_at_the_end_when_it_splits_a_folio_on_the_way():
+    """migrate_vma_collect_pmd() (merged series): ``unmapped`` is set once, above
+    ``again:``, so after migrate_vma_split_folio() succeeds the walk goes on and a single
+    flush_tlb_range() at the end covers the PTEs cleared before and after the split; only
+    the failure path flushes early. Besides it: one ptep_clear_flush() per anon-exclusive
+    page (4 + 16) and whatever the split itself flushes."""
+    m, p, a = _small_pages_then_an_mthp()
+    before = m.trace.costs["tlb_flushes"]
+    m.split(p.folio_at(a + 64 * KiB).pfn)  # what the split alone costs
+    split_cost = m.trace.costs["tlb_flushes"] - before
+    m, p, a = _small_pages_then_an_mthp()
+    before = m.trace.costs["tlb_flushes"]
+    args = MigrateVma(p.vma_at(a), a, a + 128 * KiB, pgmap_owner=m.device.driver,
+                      flags=MIGRATE_VMA_SELECT.SYSTEM)
+    migrate_vma_setup(args)
+    assert [p.lookup(a + i * 4 * KiB).kind for i in (0, 3, 16, 31)] == ["migration"] * 4
+    assert m.trace.costs["tlb_flushes"] - before == 20 + split_cost + 1
+    assert m.check() == []

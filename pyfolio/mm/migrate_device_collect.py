@@ -263,7 +263,10 @@ def migrate_vma_collect_pmd(migrate: MigrateVma, start: int, end: int) -> int:
     MIGRATE (hole), zero page -> MIGRATE without page, a normal or owned device-private
     page -> referenced, locked, replaced by a migration entry (rmap and mapping reference
     dropped); a page of a large folio is split first (migrate_vma_split_folio()) and the
-    PMD walked again. One TLB flush for the range if anything was unmapped.
+    walk goes on from that page (``goto again``). ``unmapped`` survives the split, so one
+    flush_tlb_range() at the end covers the PTEs cleared before and after it; only if a
+    split fails is the flush done early, before migrate_vma_collect_skip() (besides the
+    ptep_clear_flush() of each anon-exclusive page).
     """
     from pyfolio.mm.memory import pmd_slot, pte_slot
 
@@ -273,6 +276,7 @@ def migrate_vma_collect_pmd(migrate: MigrateVma, start: int, end: int) -> int:
     fault_folio = page_folio(m, migrate.fault_page) if migrate.fault_page is not None else None
     slot = pmd_slot(vma.vm_mm, start)
     assert slot is not None
+    unmapped = 0  # set once, above "again:": it survives the walk again after a split
     while True:
         pmd = int(m.pgtables[slot[0]][slot[1]])
         if pmd and (pmd & _PAGE_PSE or not pmd & _PAGE_PRESENT):
@@ -283,7 +287,6 @@ def migrate_vma_collect_pmd(migrate: MigrateVma, start: int, end: int) -> int:
                 return 0
         if int(m.pgtables[slot[0]][slot[1]]) == 0:
             return migrate_vma_collect_hole(migrate, start, end)
-        unmapped = 0
         for addr in range(start, end, PAGE_SIZE):
             pslot = pte_slot(vma.vm_mm, addr)
             assert pslot is not None
@@ -296,14 +299,14 @@ def migrate_vma_collect_pmd(migrate: MigrateVma, start: int, end: int) -> int:
             migrate.src[migrate.npages] = mpfn
             migrate.npages += 1
         else:
-            if unmapped:
+            if unmapped:  # "Only flush the TLB if we actually modified any entries"
                 m.trace.cost("tlb_flushes")
             return 0
-        if unmapped:
-            m.trace.cost("tlb_flushes")
         if migrate_vma_split_folio(large, migrate.fault_page):
+            if unmapped:  # the failure path flushes what it cleared before giving up
+                m.trace.cost("tlb_flushes")
             return migrate_vma_collect_skip(migrate, addr, end)
-        start = addr
+        start = addr  # goto again: walk on from the split folio's page
 
 
 def migrate_vma_collect(migrate: MigrateVma) -> None:
