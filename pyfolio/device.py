@@ -101,7 +101,11 @@ class Device:
         self.driver.fail_large_alloc = bool(value)
 
     def fail_next_alloc(self) -> None:
-        """HMM_DMIRROR_FLAG_FAIL_ALLOC: the next large allocation fails (once)."""
+        """HMM_DMIRROR_FLAG_FAIL_ALLOC: the driver's next allocation, of any size, fails
+        (once; the allocation clears the flag). Migrating to the device, a 2 MiB one falls
+        back to single pages and a single page is not migrated (``ret`` -ENOENT); on the
+        way back, a 2 MiB one falls back to single pages and a single page fails the
+        fault with VM_FAULT_OOM."""
         self.driver.flags |= HMM_DMIRROR_FLAG_FAIL_ALLOC
 
     def fragment(self) -> int:
@@ -120,12 +124,13 @@ class Device:
                           design: str | None = None) -> MigrationResults:
         """HMM_DMIRROR_MIGRATE_TO_DEV over [addr, addr + length); ``design`` picks the
         split fallback for this call ("unmapped-param" or "split-unmapped-folio"; default:
-        the System's ``split_design``)."""
+        the System's ``split_design``). The results' ``ret`` is what the ioctl returns:
+        0, or -ENOENT when some page of the range is not on the device afterwards."""
         if design is not None:
             self.driver.split_design = split_design(design)
         p._live()
-        done = dmirror_migrate_to_device(self.driver, p.mm, addr, parse_size(length))
-        return MigrationResults(done)
+        done, ret = dmirror_migrate_to_device(self.driver, p.mm, addr, parse_size(length))
+        return MigrationResults(done, ret)
 
     def migrate_to_system(self, p: Process, addr: int, length: int | str) -> MigrationResults:
         """HMM_DMIRROR_MIGRATE_TO_SYS over [addr, addr + length)."""
@@ -147,8 +152,11 @@ class MigrationResults(Sequence[PageResult]):
     migrated COMPOUND head (src and dst both COMPOUND) are migrated pages of that THP.
     """
 
-    def __init__(self, done: list[MigrateVma]) -> None:
+    def __init__(self, done: list[MigrateVma], ret: int = 0) -> None:
         self._windows = done
+        #: the ioctl's return value: 0, or a negative errno (-ENOENT from
+        #: dmirror_migrate_to_device() when a page of the range did not reach the device)
+        self.ret = ret
         self._first = list(accumulate((args.npages for args in done), initial=0))
         self._tails = [_thp_tails(args) for args in done]
 

@@ -1,9 +1,13 @@
 """dmirror driver: device faults, fork, exit, allocator (lib/test_hmm.c, hmm-tests.c)."""
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyfolio import KiB, MiB, System
+from pyfolio import ENOMEM, KiB, MiB, MmError, System
+from pyfolio.lib.dmirror import HMM_DMIRROR_FLAG_FAIL_ALLOC
+from pyfolio.mm.debug_vm import snapshot
+from pyfolio.sim.errors import ENOENT
 from pyfolio.sim.memmap import PG
 
 
@@ -142,6 +146,7 @@ def test_device_out_of_memory_leaves_pages_in_ram():
     r = m.device.migrate_to_device(p, a, 4 * MiB)
     assert sum(x.migrated for x in r) == 512
     assert [x.why for x in r if not x.migrated] == ["no destination page"] * 512
+    assert r.ret == -ENOENT  # dmirror_do_read() finds no device page for the rest
     assert p.lookup(a + 3 * MiB).kind == "page" and m.check() == []
     assert p.read(a + 3 * MiB) == ((a + 3 * MiB) >> 12) + 1
 
@@ -193,3 +198,59 @@ def test_bulk_device_page_table_updates_match_one_entry_at_a_time(ops):
         for key, (d, _) in single.items():
             expected.setdefault(d, set()).add(key)
         assert bulk.reverse_index() == expected == single.reverse_index()
+
+
+def test_fail_alloc_fails_the_next_allocation_of_any_size_once():
+    """lib/test_hmm.c:dmirror_migrate_alloc_and_copy() (merged): the flag is cleared by the
+    next allocation, large or small; a small entry that meets it is not migrated
+    (``if (!is_large) goto next``), so the ioctl's dmirror_do_read() returns -ENOENT."""
+    m = System(ram="64M", device="16M")
+    p = m.spawn()
+    a = p.mmap(64 * KiB)
+    p.touch(a, 64 * KiB)
+    m.device.fail_next_alloc()
+    r = m.device.migrate_to_device(p, a, 64 * KiB)
+    assert [x.migrated for x in r] == [False] + [True] * 15 and r.ret == -ENOENT
+    assert r[0].why == "no destination page" and p.lookup(a).kind == "page"
+    assert not m.device.driver.flags & HMM_DMIRROR_FLAG_FAIL_ALLOC and m.check() == []
+    r = m.device.migrate_to_device(p, a, 64 * KiB)  # the flag is gone: the rest moves
+    assert r.migrated == 1 and r.ret == 0
+
+
+def test_fail_alloc_met_by_a_thp_falls_back_to_single_pages():
+    m = System(ram="64M", device="16M")
+    p, a = m.spawn_with_thp()
+    m.device.fail_next_alloc()
+    r = m.device.migrate_to_device(p, a, 2 * MiB)
+    assert r.migrated == 512 and r.ret == 0 and p.lookup(a).level == "pte"
+    assert m.vmstat()["thp_split_pmd"] == 1 and m.check() == []
+
+
+def test_fail_alloc_on_the_way_back_fails_an_order_0_fault_with_oom():
+    """dmirror_devmem_fault_alloc_and_copy(): an order-0 source with the flag set returns
+    VM_FAULT_OOM (the flag already cleared). The kernel's #PF handler would retry the
+    access; the simulator reports ENOMEM, and the access after it succeeds."""
+    m = System(ram="64M", device="16M")
+    p = m.spawn()
+    a = p.mmap(16 * KiB)
+    p.touch(a, 16 * KiB, value=7)
+    assert m.device.migrate_to_device(p, a, 16 * KiB).ret == 0
+    m.device.fail_next_alloc()
+    before = snapshot(m.machine)
+    with pytest.raises(MmError) as e:
+        p.read(a)
+    assert e.value.errno == ENOMEM and not m.device.driver.flags & HMM_DMIRROR_FLAG_FAIL_ALLOC
+    after = snapshot(m.machine)
+    vm_before, vm_after = before.pop("vmstat"), after.pop("vmstat")
+    assert after == before and vm_after["pgfault"] == vm_before["pgfault"] + 1
+    assert p.lookup(a).kind == "device_private"
+    assert p.read(a) == 7 and p.lookup(a).kind == "page" and m.check() == []
+
+
+def test_fail_alloc_on_the_way_back_gives_a_device_thp_single_pages():
+    m, p, a = _on_device()
+    m.device.fail_next_alloc()
+    r = m.device.migrate_to_system(p, a, 2 * MiB)
+    assert r.migrated == 512 and p.lookup(a).level == "pte" and p.lookup(a).kind == "page"
+    assert p.folio_at(a).order == 0 and p.read(a + 4 * KiB) == (a >> 12) + 2
+    assert m.check() == []

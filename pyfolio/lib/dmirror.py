@@ -13,7 +13,8 @@ the data lives in the device page's ``stamp`` (the real driver keeps a backing s
 page in ``zone_device_data``), so a device page costs no RAM; an empty single-page list
 is refilled by breaking up one free large folio (the driver would add a new chunk); the
 device page table ``pt`` is keyed by (mm id, address). ``fail_large_alloc`` makes every
-large allocation fail (``HMM_DMIRROR_FLAG_FAIL_ALLOC`` fails only the next one).
+large allocation fail (``HMM_DMIRROR_FLAG_FAIL_ALLOC`` fails only the next allocation,
+of any size, and is cleared by it).
 
 Place: lib/test_hmm.c's driver is called dmirror; a module named test_hmm.py would be
 collected by pytest as a test file.
@@ -44,7 +45,7 @@ from pyfolio.mm.migrate_device import (
     migrate_vma_pages,
     migrate_vma_setup,
 )
-from pyfolio.sim.errors import EINVAL, ENOMEM, MmError
+from pyfolio.sim.errors import EINVAL, ENOENT, ENOMEM, MmError
 from pyfolio.sim.units import HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SIZE
 
 if TYPE_CHECKING:
@@ -248,8 +249,12 @@ def dmirror_migrate_alloc_and_copy(args: MigrateVma, dmirror: Dmirror) -> None:
     and copy. A COMPOUND source asks for a large device folio (dst |= COMPOUND); when
     that fails it falls back to 512 single pages, which makes the core split the source
     (migrate_vma_split_unmapped_folio()). Entries left 0 are not migrated.
+    HMM_DMIRROR_FLAG_FAIL_ALLOC fails the next allocation, of any size, and is cleared by
+    it: a large one falls back to single pages, a small one is simply not migrated
+    (``if (!is_large) goto next``).
 
-    Models: lib/test_hmm.c:dmirror_migrate_alloc_and_copy() (the 2025 series).
+    Models: lib/test_hmm.c:dmirror_migrate_alloc_and_copy() (the 2025 series; the flag as
+    in the merged driver, linux-mm tree 05ab5121).
     """
     m, src, dst = dmirror.m, args.src, args.dst
     i = 0
@@ -261,7 +266,7 @@ def dmirror_migrate_alloc_and_copy(args: MigrateVma, dmirror: Dmirror) -> None:
             i += 1
             continue
         spage = migrate_pfn_to_page(s)
-        if dmirror.flags & HMM_DMIRROR_FLAG_FAIL_ALLOC and is_large:
+        if dmirror.flags & HMM_DMIRROR_FLAG_FAIL_ALLOC:
             dmirror.flags &= ~HMM_DMIRROR_FLAG_FAIL_ALLOC
             dpage = None
         else:
@@ -331,11 +336,14 @@ def _windows(mm: MMStruct, start: int, end: int) -> list[tuple[VMA, int, int]]:
 
 
 def dmirror_migrate_to_device(dmirror: Dmirror, mm: MMStruct, start: int,
-                              size: int) -> list[MigrateVma]:
+                              size: int) -> tuple[list[MigrateVma], int]:
     """dmirror_migrate_to_device() - HMM_DMIRROR_MIGRATE_TO_DEV: per 2 MiB window,
     SELECT_SYSTEM | SELECT_COMPOUND, setup, alloc_and_copy, pages, finalize_and_map,
-    finalize. Raises MmError(EINVAL) before touching anything for a bad range; returns
-    each window's migrate_vma (its src entries say what migrated).
+    finalize; then "return the migrated data for verification": dmirror_do_read() over
+    the whole range. Raises MmError(EINVAL) before touching anything for a bad range;
+    returns each window's migrate_vma (its src entries say what migrated) and the
+    ioctl's return value: 0, or -ENOENT when any page of the range is not on the device
+    afterwards (a page that could not migrate); what did migrate stays migrated.
 
     Models: lib/test_hmm.c:dmirror_migrate_to_device() (the series).
     """
@@ -350,15 +358,23 @@ def dmirror_migrate_to_device(dmirror: Dmirror, mm: MMStruct, start: int,
         dmirror_migrate_finalize_and_map(args, dmirror)
         migrate_vma_finalize(args)
         done.append(args)
-    return done
+    # dmirror_do_read() over [start, start + size): -ENOENT at the first page the device
+    # page table has no entry for
+    wanted = {(mm.id, addr) for addr in range(start, start + size, PAGE_SIZE)}
+    return done, 0 if dmirror.pt.keys() >= wanted else -ENOENT
 
 
 def dmirror_devmem_fault_alloc_and_copy(args: MigrateVma, dmirror: Dmirror) -> int:
     """dmirror_devmem_fault_alloc_and_copy() - system pages for device pages: an order-9
     folio for a large source (512 single pages if that fails or is forced to), copy,
     and erase the device page-table entries. VM_FAULT_OOM if a small page is missing.
+    HMM_DMIRROR_FLAG_FAIL_ALLOC fails the next allocation and is cleared: a large source
+    falls back to single pages, an order-0 source returns VM_FAULT_OOM at once. (On a CPU
+    fault the kernel's #PF handler then only warns, pagefault_out_of_memory(), and the
+    access is retried and succeeds; the simulator's access reports ENOMEM instead.)
 
-    Models: lib/test_hmm.c:dmirror_devmem_fault_alloc_and_copy() (the series).
+    Models: lib/test_hmm.c:dmirror_devmem_fault_alloc_and_copy() (the series; the flag
+    as in the merged driver, linux-mm tree 05ab5121).
     """
     from pyfolio.mm.page_alloc import alloc_pages
 
@@ -373,12 +389,15 @@ def dmirror_devmem_fault_alloc_and_copy(args: MigrateVma, dmirror: Dmirror) -> i
         order = folio_order(page_folio(m, spage))
         write = MIGRATE_PFN_WRITE if args.src[i] & MIGRATE_PFN_WRITE else 0
         dpage = None
-        if order and not dmirror.flags & HMM_DMIRROR_FLAG_FAIL_ALLOC:
+        if dmirror.flags & HMM_DMIRROR_FLAG_FAIL_ALLOC:
+            dmirror.flags &= ~HMM_DMIRROR_FLAG_FAIL_ALLOC
+            if not order:
+                return VM_FAULT_OOM  # "if (!dpage && !order) return VM_FAULT_OOM"
+        elif order:
             try:
                 dpage = alloc_pages(m, order)
             except MmError:
                 dpage = None
-        dmirror.flags &= ~HMM_DMIRROR_FLAG_FAIL_ALLOC
         mm_id = args.vma.vm_mm.id
         if dpage is not None:
             _lock_new(m, dpage)
