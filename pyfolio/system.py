@@ -31,7 +31,7 @@ from pyfolio.mm.vmstat import vmstat
 from pyfolio.sim.errors import EAGAIN, EEXIST, EINVAL, ENOMEM, MmError, SegmentationFault
 from pyfolio.sim.machine import MTHP_POLICIES, THP_POLICIES, THPSIZE_ORDERS, mthp_size_order
 from pyfolio.sim.trace import Trace
-from pyfolio.sim.units import PAGE_SIZE, PMD_SIZE, parse_size
+from pyfolio.sim.units import HPAGE_PMD_NR, PAGE_SIZE, PMD_SIZE, parse_size
 
 if TYPE_CHECKING:
     from pyfolio.sim.machine import Machine
@@ -113,6 +113,17 @@ class System:
         """``echo 2 > /proc/sys/vm/drop_caches``: runs the shrinkers, among them the deferred
         split shrinker; returns how many queued folios it split."""
         return shrink_deferred_split(self.machine)
+
+    def set_max_ptes_none(self, n: int) -> None:
+        """``echo n > /sys/kernel/mm/transparent_hugepage/khugepaged/max_ptes_none``
+        (mm/khugepaged.c:max_ptes_none_store(), v6.18). Below its default 511, the
+        deferred split shrinker splits a queued THP that is not partially mapped when more
+        than ``n`` of its pages are all zeros (thp_underused()). MmError(EINVAL) outside
+        0..511; nothing changes then."""
+        if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= HPAGE_PMD_NR - 1:
+            raise MmError(EINVAL, f"max_ptes_none {n!r} is not an integer from 0 to "
+                                  f"{HPAGE_PMD_NR - 1}")
+        self.machine.khugepaged_max_ptes_none = n
 
     def lru_add_drain(self) -> None:
         """Drain the CPU's LRU batches (mm/swap.c:lru_add_drain()): the small folios a

@@ -83,8 +83,9 @@ class WhichCounters(Exercise):
     def hint(self) -> str:
         return ("A PMD covers all 2 MiB with one set of bits: any operation on part of it "
                 "splits the PMD (thp_split_pmd). Only MADV_FREE of part splits the folio at "
-                "once (thp_split_page); pages unmapped from a still-mapped folio queue it for "
-                "deferred split. Whole-PMD operations need no split.")
+                "once (thp_split_page); pages unmapped from a still-mapped folio flag it "
+                "partially mapped for the deferred split shrinker (thp_deferred_split_page). "
+                "Whole-PMD operations need no split.")
 
 
 class CountsAfterSplit(Exercise):

@@ -141,7 +141,8 @@ class DeferredShrink(Exercise):
         rss = sum(s["Rss"] for s in p.smaps())
         self.answer = (freed, rss)
         kept = [i for i in self.written if i < 512 - self.unmapped]
-        self.steps.append(f"munmap() left the THP partially mapped and queued; the shrinker "
+        self.steps.append(f"munmap() left the THP flagged partially mapped (on the deferred "
+                          f"split queue since its fault); the shrinker "
                           f"split {n} folio(s): the {self.unmapped} unmapped pages were freed, "
                           f"and every still-mapped page that is all zeros was remapped to the "
                           f"shared zero page and freed too; {len(kept)} written page(s) stay.")

@@ -261,7 +261,12 @@ def map_anon_folio_pmd(folio: Folio, slot: Slot, vma: VMA, haddr: int) -> None:
     Models: mm/huge_memory.c:map_anon_folio_pmd() (v6.18): writable, dirty PMD; new anon
     rmap (exclusive); onto the LRU; MM_ANONPAGES += 512; ``thp_fault_alloc`` and the
     2048kB ``anon_fault_alloc``; and onto the deferred split queue as not partially
-    mapped (deferred_split_folio(folio, false), for the underused-THP shrinker).
+    mapped (deferred_split_folio(folio, false), for the underused-THP shrinker). Where
+    that call sits moved: the v7 series tree (mm-new, Oct 2025) has it in
+    __do_huge_pmd_anonymous_page(), so a do_huge_zero_wp_pmd() THP was not queued; Wei
+    Yang's "mm/huge_memory: add pmd folio to ds_queue in do_huge_zero_wp_pmd()" (Cc
+    stable) moved it here. 6.18.y has it (v6.18.38 read; the lab's 6.18.44 queues a
+    zero-page THP); 6.18.0 not confirmed.
     """
     m = folio.m
     folio_add_new_anon_rmap(folio, vma, haddr, RMAP_EXCLUSIVE)
@@ -350,9 +355,12 @@ def huge_pmd_set_accessed(vma: VMA, slot: Slot, write: bool) -> None:
 def do_huge_zero_wp_pmd(vma: VMA, address: int, slot: Slot) -> int:
     """do_huge_zero_wp_pmd() - a write to the huge zero page: allocate a real THP.
 
-    Models: mm/huge_memory.c:do_huge_zero_wp_pmd() (v6.11+): the huge zero PMD is replaced
-    by a new zeroed THP, no PMD split; if no order-9 block is free the PMD is split (into
-    512 zero-page PTEs) and the fault falls back to the PTE level.
+    Models: mm/huge_memory.c:do_huge_zero_wp_pmd() (v6.13+, commit 1ced09e0331f "mm:
+    Allocate THP on hugezeropage wp-fault"): the huge zero PMD is replaced by a new zeroed
+    THP, no PMD split; if no order-9 block is free the PMD is split (into 512 zero-page
+    PTEs) and the fault falls back to the PTE level. The new THP goes through
+    map_anon_folio_pmd(), so it is queued for the deferred split shrinker too (seen on
+    6.18.44: with max_ptes_none 256 the shrinker splits it as underused).
     """
     m = vma.vm_mm.m
     haddr = address & ~(PMD_SIZE - 1)

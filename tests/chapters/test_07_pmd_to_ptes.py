@@ -99,13 +99,19 @@ def test_huge_zero_pmd_becomes_512_zero_page_ptes() -> None:
     assert m.check() == []
 
 
-def test_partial_munmap_queues_a_deferred_split() -> None:
+def test_partial_munmap_flags_a_thp_queued_since_its_fault() -> None:
+    """deferred_split_folio(folio, false) at the fault (shrink_underused on), then
+    deferred_split_folio(folio, true) at the partial unmap: PG_partially_mapped and one
+    thp_deferred_split_page."""
     m, p, a = _thp()
     f = p.folio_at(a)
     assert f is not None
+    assert f.pfn in m.machine.deferred_split_queue
+    assert not m.machine.mem.test(f.pfn, PG.partially_mapped)
     p.munmap(a + 1 * MiB, 1 * MiB)
     assert (f.order, f.mapcount, f.refcount) == (9, 256, 256)
     assert f.pfn in m.machine.deferred_split_queue
+    assert m.machine.mem.test(f.pfn, PG.partially_mapped)
     assert m.vmstat()["thp_deferred_split_page"] == 1 and m.vmstat()["thp_split_page"] == 0
     assert m.check() == []
 
