@@ -46,11 +46,14 @@ from pyfolio.kernel_lab.compare import (
     summary,
 )
 from pyfolio.kernel_lab.readers import debugfs_split_status, require_pfns, smaps_all, thp_policy
-from pyfolio.kernel_lab.scenarios import Step, layout_of, rle
+from pyfolio.kernel_lab.scenarios import LAZYFREE_TIMING, SMAPS_KB, Step, layout_of, rle
 from pyfolio.sim.units import KiB, MiB
 
 HEAD, TAIL = 1 << KPF["COMPOUND_HEAD"], 1 << KPF["COMPOUND_TAIL"]
 THP, ZERO = 1 << KPF["THP"], 1 << KPF["ZERO_PAGE"]
+SWAPBACKED = 1 << KPF["SWAPBACKED"]
+#: the smaps-derived fields of an observation, all 0 (a region with nothing in it)
+NO_SMAPS = dict.fromkeys(SMAPS_KB, 0)
 
 
 def _u64(*vals: int) -> bytes:
@@ -67,14 +70,16 @@ def fake_root(tmp_path: Path) -> Path:
                PM_SWAP | (7 << 5) | 1, 0]
     (proc / "42" / "pagemap").write_bytes(b"\0" * 8 * base_index + _u64(*records))
     flags = [0] * 0x1300
-    flags[0x1200], flags[0x1201], flags[0x1210] = HEAD | THP, TAIL | THP, ZERO
+    flags[0x1200], flags[0x1201], flags[0x1210] = HEAD | THP | SWAPBACKED, TAIL | THP, ZERO
     (proc / "kpageflags").write_bytes(_u64(*flags))
     counts = [0] * 0x1300
     counts[0x1200], counts[0x1201], counts[0x1210] = 1, 2, 0
     (proc / "kpagecount").write_bytes(_u64(*counts))
     (proc / "42" / "smaps").write_text(
         "70000000-70200000 rw-p 00000000 00:00 0 \nSize:               2048 kB\n"
-        "Rss:                2048 kB\nAnonymous:          2048 kB\n"
+        "Rss:                2048 kB\nPss:                1536 kB\n"
+        "Shared_Dirty:       1024 kB\nPrivate_Dirty:      1024 kB\n"
+        "Anonymous:          2048 kB\nLazyFree:              8 kB\n"
         "AnonHugePages:      2048 kB\nVmFlags: rd wr mr mw me ac hg\n"
         "70200000-70201000 r--p 00000000 00:00 0 \nRss:                   4 kB\n")
     (proc / "vmstat").write_text("nr_free_pages 1000\nthp_fault_alloc 7\nthp_split_pmd 3\n"
@@ -111,7 +116,8 @@ def test_pagemap_decodes_the_documented_bits(fake_root: Path) -> None:
 
 
 def test_kpageflags_and_kpagecount_read_runs_and_gaps(fake_root: Path) -> None:
-    assert kpageflags([0x1200, 0x1201, 0x1210], root=fake_root) == [HEAD | THP, TAIL | THP, ZERO]
+    assert kpageflags([0x1200, 0x1201, 0x1210], root=fake_root) == [
+        HEAD | THP | SWAPBACKED, TAIL | THP, ZERO]
     assert kpagecount([0x1201, 0x1200, 0x1210], root=fake_root) == [2, 1, 0]
 
 
@@ -266,12 +272,34 @@ def test_split_step_writes_debugfs_and_records_the_fake_region(fake_root: Path,
         f"{os.getpid()},0x70000000,0x70200000,4")
     assert rec == {"step": "debugfs split(+0 KiB, 2048 KiB, order 4)", "status": "ok",
                    "proc": {"layout": [["large", 2], ["none", 2]], "thp": 2,
-                            "kpagecount": [[1, 1], [2, 1]], "rss_kb": 2048,
-                            "anon_huge_kb": 2048},
+                            "kpagecount": [[1, 1], [2, 1]], "swapbacked": 1,
+                            **NO_SMAPS, "rss_kb": 2048, "anon_huge_kb": 2048, "pss_kb": 1536,
+                            "shared_dirty_kb": 1024, "private_dirty_kb": 1024,
+                            "lazyfree_kb": 8},
                    "child": None, "vmstat": {"thp_fault_alloc": 0, "thp_split_pmd": 0},
                    "mthp": {"2048kB": {"anon_fault_alloc": 0, "nr_anon": 0, "split": 0},
                             "64kB": {}},
                    "rss_anon_kb": 0}
+
+
+def test_lru_add_drain_step_is_madv_cold_of_an_untouched_page_of_its_own(
+        fake_run: _child._Run) -> None:
+    assert fake_run.step(Step("lru_add_drain"))["status"] == "ok"
+    scratch = fake_run.scratch
+    assert scratch and scratch % (2 * MiB) == 0  # between guards: merges with nothing
+    assert fake_run.step(Step("lru_add_drain"))["status"] == "ok" and fake_run.scratch == scratch
+
+
+def test_max_ptes_none_is_set_for_the_run_and_restored(fake_root: Path) -> None:
+    base = fake_root / "sys/kernel/mm/transparent_hugepage"
+    (base / "khugepaged").mkdir()
+    (base / "khugepaged/max_ptes_none").write_text("511\n")
+    with pytest.raises(RuntimeError), thp_settings_set(
+            SCENARIOS["underused"].settings, base=base):
+        assert (base / "khugepaged/max_ptes_none").read_text() == "256"
+        raise RuntimeError("scenario failed")
+    assert (base / "khugepaged/max_ptes_none").read_text() == "511"
+    assert thp_settings(root=fake_root)["khugepaged/max_ptes_none"] == 511
 
 
 def test_drop_caches_step_writes_2(fake_root: Path, fake_run: _child._Run) -> None:
@@ -350,22 +378,25 @@ def test_simulator_backend_runs_every_scenario(simulated: dict[str, Any]) -> Non
     for name, sc in SCENARIOS.items():
         assert len(simulated[name]) == len(sc.steps), name
     fault = simulated["thp_fault"][-1]
-    assert fault["proc"] == {"layout": [["large", 512]], "thp": 512, "kpagecount": [[1, 512]],
-                             "rss_kb": 2048, "anon_huge_kb": 2048}
+    thp = {"layout": [["large", 512]], "thp": 512, "kpagecount": [[1, 512]], "swapbacked": 512,
+           **NO_SMAPS, "rss_kb": 2048, "anon_huge_kb": 2048, "pss_kb": 2048,
+           "pss_dirty_kb": 2048, "private_dirty_kb": 2048}
+    assert fault["proc"] == thp
     assert fault["vmstat"]["thp_fault_alloc"] == 1 and fault["vmstat"]["thp_split_pmd"] == 0
     cow = simulated["fork_cow"][3]
     assert cow["child"]["layout"] == [["large", 2], ["small", 1], ["large", 509]]
     assert cow["child"]["anon_huge_kb"] == 0 and cow["proc"]["anon_huge_kb"] == 2048
     collapse = simulated["collapse"][2]
     assert collapse["status"] == "ok" and collapse["vmstat"]["thp_collapse_alloc"] == 1
-    assert collapse["proc"] == {"layout": [["large", 512]], "thp": 512, "kpagecount": [[1, 512]],
-                                "rss_kb": 2048, "anon_huge_kb": 2048}
+    assert collapse["proc"] == thp
     cold = simulated["cold_10"][3]  # MADV_COLD on 10 pages: the PMD and the folio split
     assert cold["status"] == "ok" and cold["proc"]["layout"] == [["small", 512]]
     assert (cold["vmstat"]["thp_split_pmd"], cold["vmstat"]["thp_split_page"]) == (1, 1)
     mthp = simulated["mthp_64k"]  # hugepages-64kB/enabled=madvise applied by the backend
     assert mthp[2]["proc"] == {"layout": [["large", 16]] * 4, "thp": 64,
-                               "kpagecount": [[1, 64]], "rss_kb": 256, "anon_huge_kb": 0}
+                               "kpagecount": [[1, 64]], "swapbacked": 64, **NO_SMAPS,
+                               "rss_kb": 256, "pss_kb": 256, "pss_dirty_kb": 256,
+                               "private_dirty_kb": 256}
     assert mthp[4]["proc"]["layout"][:3] == [["small", 4], ["none", 1], ["small", 11]]
 
 
@@ -381,6 +412,44 @@ def test_comparison_finds_a_planted_difference() -> None:
         (3, "anon_huge_kb", 0, 2048), (3, "thp_split_pmd", 1, 0)]
     assert step_agrees(diffs, 4) == [True, True, True, False]
     assert "| no |" in side_by_side(sc, sim, ker)
+
+
+def test_an_unsettled_field_is_not_compared_at_that_step_only() -> None:
+    """free_10: right after MADV_FREE the kernel's LazyFree, KPF_SWAPBACKED and pglazyfree
+    depend on when some task drains the CPU's batch; after the lru_add_drain step they do
+    not, and are compared."""
+    sc = SCENARIOS["free_10"]
+    assert sc.steps[3].unsettled == LAZYFREE_TIMING and sc.steps[4].op == "lru_add_drain"
+    sim = SimulatorBackend().run(sc)
+    ker = copy.deepcopy(sim)
+    ker[3]["proc"].update(lazyfree_kb=40, swapbacked=502)  # drained early by another task
+    ker[3]["vmstat"]["pglazyfree"] = 10
+    assert compare(sc, sim, ker) == []
+    ker[4]["proc"]["lazyfree_kb"] = 0
+    assert [(d.index, d.field) for d in compare(sc, sim, ker)] == [(4, "lazyfree_kb")]
+
+
+def test_simulator_runs_the_smaps_and_lazyfree_scenarios(simulated: dict[str, Any]) -> None:
+    """The values the kernel showed (issue 13's measurements, and the recording)."""
+    for name in ("fork_cow", "fork_cow_head"):
+        step = simulated[name][3]
+        for who in ("proc", "child"):
+            v = step[who]
+            assert (v["pss_kb"], v["shared_dirty_kb"], v["private_dirty_kb"]) == (1026, 2044, 4)
+        assert simulated[name][4]["proc"]["private_dirty_kb"] == 2048  # the child exited
+    free, drained = simulated["free_10"][3:5]
+    assert (free["proc"]["lazyfree_kb"], free["proc"]["swapbacked"]) == (0, 512)
+    assert (drained["proc"]["lazyfree_kb"], drained["proc"]["swapbacked"]) == (40, 502)
+    assert drained["vmstat"]["pglazyfree"] == 10 and free["proc"]["private_clean_kb"] == 40
+    whole, written = simulated["free_whole"][3:5]
+    assert (whole["proc"]["lazyfree_kb"], whole["vmstat"]["pglazyfree"]) == (2048, 512)
+    assert (written["proc"]["lazyfree_kb"], written["proc"]["private_dirty_kb"]) == (0, 2048)
+    kept, split = simulated["not_underused"][3], simulated["underused"][3]
+    assert kept["proc"]["rss_kb"] == 2048 and not any(kept["vmstat"].values())
+    assert split["proc"]["layout"] == [["small", 10], ["zero", 502]]
+    assert split["vmstat"]["thp_underused_split_page"] == 1 and split["proc"]["rss_kb"] == 40
+    zero = simulated["huge_zero_underused"][4]
+    assert zero["vmstat"]["thp_underused_split_page"] == 1 and zero["proc"]["rss_kb"] == 4
 
 
 def test_simulator_pin_blocks_the_shrinker_and_debugfs_split(simulated: dict[str, Any]) -> None:

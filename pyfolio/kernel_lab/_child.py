@@ -8,7 +8,11 @@ the only global action is ``drop_caches``, which writes 2 to /proc/sys/vm/drop_c
 step registers the pages as io_uring fixed buffers (io_sqe_buffer_register() pins them
 with FOLL_PIN | FOLL_LONGTERM); ``unpin`` unregisters them and closes the rings. A
 ``split`` step writes ``PID,0xSTART,0xEND,ORDER`` for this process to debugfs
-``split_huge_pages`` (mm/huge_memory.c:split_huge_pages_write()).
+``split_huge_pages`` (mm/huge_memory.c:split_huge_pages_write()). The child pins itself to
+one CPU for the run, so its per-CPU LRU batches are that CPU's; an ``lru_add_drain`` step
+drains them with ``madvise(MADV_COLD)`` of a page it maps for that and never touches
+(mm/madvise.c:madvise_cold() calls lru_add_drain() before it walks the range, which holds
+nothing).
 """
 
 from __future__ import annotations
@@ -81,6 +85,7 @@ class _Run:
         self.child_pid = 0
         self.hold_fd = -1
         self.rings: list[int] = []  # io_uring fds holding pins
+        self.scratch = 0  # an untouched page for the lru_add_drain step
 
     def do(self, s: Step) -> None:
         a = self.base + s.off
@@ -104,6 +109,8 @@ class _Run:
             self._child_exit()
         elif s.op == "drop_caches":
             (self.root / "proc/sys/vm/drop_caches").write_text("2")
+        elif s.op == "lru_add_drain":
+            self._lru_add_drain()
         elif s.op == "pin":
             self._pin(a, s.length)
         elif s.op == "unpin":
@@ -113,6 +120,12 @@ class _Run:
                 f"{os.getpid()},{a:#x},{a + s.length:#x},{int(s.arg or 0)}")
         else:
             raise ValueError(f"unknown step {s.op!r}")
+
+    def _lru_add_drain(self) -> None:
+        """lru_add_drain() on this CPU: MADV_COLD of an untouched page of its own."""
+        if not self.scratch:
+            self.scratch = _map_region(PAGE)
+        _check(_libc.madvise(self.scratch, PAGE, MADV["cold"]), "madvise cold (drain)")
 
     def _fork_and_write(self, addr: int) -> None:
         ack_r, ack_w = os.pipe()
@@ -193,7 +206,8 @@ class _Run:
 
 
 def run_steps(steps: list[Step], counters: list[str], root: str = "/") -> dict[str, Any]:
-    """Run the steps here and return ``{"base", "observations"}``."""
+    """Run the steps here, pinned to one CPU, and return ``{"base", "observations"}``."""
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     run = _Run(counters, root)
     try:
         obs = [run.step(s) for s in steps]

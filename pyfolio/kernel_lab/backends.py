@@ -44,7 +44,8 @@ class SimulatorBackend:
     """Runs scenarios on a fresh pyfolio :class:`~pyfolio.System` each time, with the
     scenario's THP ``settings`` (the global and per-size ``enabled``) applied first.
 
-    ``drop_caches`` runs the deferred split shrinker once (``System.drop_caches()``);
+    ``drop_caches`` runs the deferred split shrinker once (``System.drop_caches()``),
+    ``lru_add_drain`` drains the lazyfree batch (``System.lru_add_drain()``);
     ``pin``/``unpin`` use ``Process.pin``/``unpin``; ``split`` splits each large folio met
     in the range as debugfs split_huge_pages does (``System.split()``; a failed split is
     skipped, as the kernel does).
@@ -111,6 +112,8 @@ class SimulatorBackend:
                 state["child"] = None
             elif s.op == "drop_caches":
                 m.drop_caches()
+            elif s.op == "lru_add_drain":
+                m.lru_add_drain()
             elif s.op == "pin":
                 p.pin(a, s.length)
                 state["pins"].append((a, s.length))
@@ -138,12 +141,15 @@ class SimulatorBackend:
 
 def _apply_settings(m: System, settings: tuple[tuple[str, str], ...]) -> None:
     """Write the scenario's THP sysfs ``settings`` to the simulator: ``enabled`` (the
-    global policy) and ``hugepages-<size>/enabled`` (``System.set_mthp()``)."""
+    global policy), ``hugepages-<size>/enabled`` (``System.set_mthp()``) and
+    ``khugepaged/max_ptes_none`` (``System.set_max_ptes_none()``)."""
     for name, value in settings:
         if name == "enabled":
             m.thp = value
         elif name.startswith("hugepages-") and name.endswith("/enabled"):
             m.set_mthp(name.removeprefix("hugepages-").removesuffix("/enabled"), value)
+        elif name == "khugepaged/max_ptes_none":
+            m.set_max_ptes_none(int(value))
         else:
             raise ValueError(f"THP setting {name!r} is not modelled by the simulator")
 

@@ -10,12 +10,23 @@ it. After each step a backend reads pagemap, kpageflags, kpagecount, smaps and v
   zero page), ``huge_zero`` (the huge zero folio);
 - ``thp``: pages with KPF_THP that are not a zero page;
 - ``kpagecount``: run-length ``[count, pages]`` of /proc/kpagecount over present pages;
-- ``rss_kb``, ``anon_huge_kb``: Rss and AnonHugePages summed over the VMAs in the region;
+- ``swapbacked``: present pages with KPF_SWAPBACKED (anon pages not lazy-free);
+- ``rss_kb``, ``anon_huge_kb``, ``pss_kb``, ``pss_dirty_kb``, ``shared_clean_kb``,
+  ``shared_dirty_kb``, ``private_clean_kb``, ``private_dirty_kb``, ``lazyfree_kb``: those smaps
+  fields summed over the VMAs in the region;
 - ``vmstat``: deltas of the scenario's counters over the step;
 - ``mthp``: deltas of the per-size stats (``hugepages-<size>/stats/``) of
   :data:`MTHP_SIZES` over the step, ``{size: {item: delta}}``;
 - ``rss_anon_kb``: the change of the scenario process's RssAnon (/proc/PID/status) over
   the step.
+
+A step may name fields whose kernel value right after it depends on timing (``unsettled``):
+after MADV_FREE of small folios they wait in a per-CPU batch until some task drains that
+CPU, so LazyFree, KPF_SWAPBACKED and ``pglazyfree`` are compared only after the scenario's
+own ``lru_add_drain`` step. On the kernel, that step is ``madvise(MADV_COLD)`` of a page the
+run maps for it and never touches (madvise_cold() begins with lru_add_drain()), with the
+child pinned to one CPU for the whole run, so the drain empties the batch its MADV_FREE
+filled.
 """
 
 from __future__ import annotations
@@ -28,17 +39,17 @@ from pyfolio.fs.proc.task_mmu import PagemapEntry
 from pyfolio.sim.units import KiB, MiB
 
 __all__ = ["Step", "Scenario", "SCENARIOS", "COUNTERS", "EXPLAINED", "NOT_FAILED", "OPS",
-           "MTHP_SIZES", "MTHP_EXPLAINED", "observe", "layout_of", "rle", "vmstat_delta",
-           "mthp_delta"]
+           "MTHP_SIZES", "MTHP_EXPLAINED", "SMAPS_KB", "LAZYFREE_TIMING", "observe",
+           "layout_of", "rle", "vmstat_delta", "mthp_delta"]
 
 #: the operations a step may perform
 OPS = ("mmap", "madvise", "write", "read", "mprotect", "munmap", "fork_and_write_in_child",
-       "child_exit", "drop_caches", "pin", "unpin", "split")
+       "child_exit", "drop_caches", "pin", "unpin", "split", "lru_add_drain")
 
 #: the vmstat counters a scenario may explain (the rest move with other processes too)
 COUNTERS = ("thp_fault_alloc", "thp_fault_fallback", "thp_split_pmd", "thp_split_page",
             "thp_split_page_failed", "thp_deferred_split_page", "thp_underused_split_page",
-            "thp_zero_page_alloc", "thp_collapse_alloc")
+            "thp_zero_page_alloc", "thp_collapse_alloc", "pglazyfree")
 #: the counters compared by default: thp_zero_page_alloc is left out, because the kernel
 #: counts it only when the huge zero folio is (re)allocated, which depends on whether any
 #: other process holds it and on when the shrinker last freed it
@@ -57,6 +68,14 @@ MTHP_EXPLAINED = ("anon_fault_alloc", "anon_fault_fallback", "split", "split_fai
 
 _HEAD, _TAIL = 1 << KPF["COMPOUND_HEAD"], 1 << KPF["COMPOUND_TAIL"]
 _THP, _ZERO = 1 << KPF["THP"], 1 << KPF["ZERO_PAGE"]
+_SWAPBACKED = 1 << KPF["SWAPBACKED"]
+#: observation field -> the smaps field summed over the region's VMAs
+SMAPS_KB = {"rss_kb": "Rss", "anon_huge_kb": "AnonHugePages", "pss_kb": "Pss",
+            "pss_dirty_kb": "Pss_Dirty", "shared_clean_kb": "Shared_Clean",
+            "shared_dirty_kb": "Shared_Dirty", "private_clean_kb": "Private_Clean",
+            "private_dirty_kb": "Private_Dirty", "lazyfree_kb": "LazyFree"}
+#: what a per-CPU LRU batch drain decides: unsettled right after MADV_FREE of small folios
+LAZYFREE_TIMING = ("lazyfree_kb", "swapbacked", "pglazyfree")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,16 +87,19 @@ class Step:
     buffers, a way any process can pin its own pages) and ``unpin`` drops every pin the
     scenario took; ``split`` is debugfs
     ``split_huge_pages`` over the range (where the kernel allows it); ``drop_caches`` runs
-    the shrinkers (``echo 2 > /proc/sys/vm/drop_caches``)."""
+    the shrinkers (``echo 2 > /proc/sys/vm/drop_caches``); ``lru_add_drain`` drains the
+    CPU's LRU batches (see the module docstring). ``unsettled``: fields not compared
+    after this step, because on the kernel their value then depends on timing."""
 
     op: str
     off: int = 0
     length: int = 0
     arg: str = ""
+    unsettled: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
-        if self.op in ("drop_caches", "child_exit", "unpin"):
+        if self.op in ("drop_caches", "child_exit", "unpin", "lru_add_drain"):
             return self.op
         if self.op == "split":
             return f"debugfs split(+{self.off // KiB} KiB, {self.length // KiB} KiB, " \
@@ -114,9 +136,10 @@ class Scenario:
         return tuple(i for i in MTHP_EXPLAINED if failed or i != "split_failed")
 
 
-def _thp(*more: Step, size: int = 2 * MiB) -> tuple[Step, ...]:
+def _thp(*more: Step, size: int = 2 * MiB, written: int | None = None) -> tuple[Step, ...]:
+    """mmap ``size``, MADV_HUGEPAGE, write the first ``written`` bytes (all), then ``more``."""
     return (Step("mmap", 0, size), Step("madvise", 0, size, "hugepage"),
-            Step("write", 0, size)) + more
+            Step("write", 0, size if written is None else written)) + more
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
@@ -128,14 +151,28 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              _thp(Step("mprotect", 4 * KiB, 4 * KiB, "r"))),
     Scenario("fork_cow", "fork, child writes at +8 KiB",
              _thp(Step("fork_and_write_in_child", 8 * KiB), Step("child_exit"))),
+    Scenario("fork_cow_head", "fork, child writes at +0 KiB (the head page)",
+             _thp(Step("fork_and_write_in_child", 0), Step("child_exit"))),
     Scenario("munmap_half", "munmap half, then the deferred split shrinker",
              _thp(Step("munmap", 1 * MiB, 1 * MiB), Step("drop_caches"))),
     Scenario("dontneed_half", "MADV_DONTNEED of half a THP, then the shrinker",
              _thp(Step("madvise", 1 * MiB, 1 * MiB, "dontneed"), Step("drop_caches"))),
     Scenario("dontneed_10", "MADV_DONTNEED of 10 pages, then the shrinker",
              _thp(Step("madvise", 0, 40 * KiB, "dontneed"), Step("drop_caches"))),
-    Scenario("free_10", "MADV_FREE of 10 pages",
-             _thp(Step("madvise", 0, 40 * KiB, "free"))),
+    Scenario("free_10", "MADV_FREE of 10 pages, then a drain of the CPU's LRU batches",
+             _thp(Step("madvise", 0, 40 * KiB, "free", unsettled=LAZYFREE_TIMING),
+                  Step("lru_add_drain"))),
+    Scenario("free_whole", "MADV_FREE of a whole THP, then a write to it",
+             _thp(Step("madvise", 0, 2 * MiB, "free"), Step("write", 0, 4 * KiB))),
+    Scenario("not_underused", "a THP with 10 written pages, then the shrinker",
+             _thp(Step("drop_caches"), written=40 * KiB)),
+    Scenario("underused", "the same with max_ptes_none 256: an underused THP",
+             _thp(Step("drop_caches"), written=40 * KiB),
+             settings=(("khugepaged/max_ptes_none", "256"),)),
+    Scenario("huge_zero_underused", "a THP from the huge zero page is queued too",
+             (Step("mmap", 0, 2 * MiB), Step("madvise", 0, 2 * MiB, "hugepage"),
+              Step("read", 0, 2 * MiB), Step("write", 0, 4 * KiB), Step("drop_caches")),
+             settings=(("khugepaged/max_ptes_none", "256"),)),
     Scenario("huge_zero", "huge zero page: read, then write",
              (Step("mmap", 0, 2 * MiB), Step("madvise", 0, 2 * MiB, "hugepage"),
               Step("read", 0, 2 * MiB), Step("write", 0, 4 * KiB))),
@@ -211,8 +248,8 @@ def observe(entries: Sequence[PagemapEntry], flags: dict[int, int], counts: dict
         "thp": sum(1 for e in present if flags.get(e.pfn, 0) & _THP
                    and not flags.get(e.pfn, 0) & _ZERO),
         "kpagecount": rle([counts.get(e.pfn, 0) for e in present]),
-        "rss_kb": sum(v.get("Rss", 0) for v in inside),
-        "anon_huge_kb": sum(v.get("AnonHugePages", 0) for v in inside),
+        "swapbacked": sum(1 for e in present if flags.get(e.pfn, 0) & _SWAPBACKED),
+        **{name: sum(v.get(key, 0) for v in inside) for name, key in SMAPS_KB.items()},
     }
 
 
