@@ -360,8 +360,9 @@ def dmirror_migrate_to_device(dmirror: Dmirror, mm: MMStruct, start: int,
         done.append(args)
     # dmirror_do_read() over [start, start + size): -ENOENT at the first page the device
     # page table has no entry for
-    wanted = {(mm.id, addr) for addr in range(start, start + size, PAGE_SIZE)}
-    return done, 0 if dmirror.pt.keys() >= wanted else -ENOENT
+    pt, mm_id = dmirror.pt, mm.id
+    on_device = all((mm_id, addr) in pt for addr in range(start, start + size, PAGE_SIZE))
+    return done, 0 if on_device else -ENOENT
 
 
 def dmirror_devmem_fault_alloc_and_copy(args: MigrateVma, dmirror: Dmirror) -> int:
