@@ -192,10 +192,12 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              settings=(("hugepages-64kB/enabled", "madvise"),)),
     Scenario("free_pte_mapped", "MADV_FREE of 10 pages of a PTE-mapped THP",
              _thp(Step("mprotect", 4 * KiB, 4 * KiB, "r"),
-                  Step("madvise", 64 * KiB, 40 * KiB, "free"))),
+                  Step("madvise", 64 * KiB, 40 * KiB, "free", unsettled=LAZYFREE_TIMING),
+                  Step("lru_add_drain"))),
     Scenario("mthp_64k_free", "mTHP 64 KiB: MADV_FREE of 2 pages, munmap of the rest",
-             _thp(Step("madvise", 64 * KiB, 8 * KiB, "free"), Step("munmap", 0, 256 * KiB),
-                  size=256 * KiB),
+             _thp(Step("madvise", 64 * KiB, 8 * KiB, "free", unsettled=LAZYFREE_TIMING),
+                  Step("munmap", 0, 256 * KiB, unsettled=("pglazyfree",)),
+                  Step("lru_add_drain"), size=256 * KiB),
              settings=(("hugepages-64kB/enabled", "madvise"),)),
 )}
 

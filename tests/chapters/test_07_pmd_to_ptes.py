@@ -112,6 +112,10 @@ def test_partial_munmap_flags_a_thp_queued_since_its_fault() -> None:
     assert (f.order, f.mapcount, f.refcount) == (9, 256, 256)
     assert f.pfn in m.machine.deferred_split_queue
     assert m.machine.mem.test(f.pfn, PG.partially_mapped)
+    stats = m.mthp_stats("2048kB")
+    assert (stats["split_deferred"], stats["nr_anon_partially_mapped"]) == (1, 1)
+    g = glued(CHAPTER)
+    assert (g["ch07_half_sd"], g["ch07_half_napm"]) == (1, 1)
     assert m.vmstat()["thp_deferred_split_page"] == 1 and m.vmstat()["thp_split_page"] == 0
     assert m.check() == []
 
