@@ -15,6 +15,8 @@ from pyfolio.sim.machine import Machine
 __all__ = ["BuddyMerge", "BuddyinfoAfter", "AllocPfn", "KINDS"]
 
 RAM_PAGES = 1024
+#: the orders of the allocations in "merge" and "alloc" (wide, so answers vary over seeds)
+_WIDE = (0, 0, 1, 1, 2, 3, 4, 5)
 #: __free_pages under a name that is not mangled inside the class bodies below.
 _free_block = __free_pages
 
@@ -28,11 +30,12 @@ class _BuddyScenario(Exercise):
 
     chapter = 2
 
-    def run_sequence(self, m: Machine, n_alloc: int, n_free: int) -> list[str]:
+    def run_sequence(self, m: Machine, n_alloc: int, n_free: int,
+                     orders: tuple[int, ...] = (0, 0, 1, 1, 2, 3)) -> list[str]:
         blocks: list[tuple[str, int, int]] = []  # name, pfn, order
         lines = []
         for i in range(n_alloc):
-            order = self.rng.choice([0, 0, 1, 1, 2, 3])
+            order = self.rng.choice(orders)
             pfn = alloc_pages(m, order, comp=False)
             name = "ABCDEFGH"[i]
             blocks.append((name, pfn, order))
@@ -58,7 +61,8 @@ class BuddyMerge(_BuddyScenario):
 
     def setup(self) -> None:
         m = _machine()
-        self.lines = self.run_sequence(m, self.rng.randint(3, 5), self.rng.randint(0, 2))
+        self.lines = self.run_sequence(m, self.rng.randint(4, 8), self.rng.randint(1, 3),
+                                       _WIDE)
         self.name, self.pfn, self.order = self.rng.choice(self.live)
         self.lines_before = list(self.lines)
         mark = m.trace.mark()
@@ -112,32 +116,37 @@ class BuddyinfoAfter(_BuddyScenario):
 
 
 class AllocPfn(_BuddyScenario):
-    """Which PFN does the next allocation return?"""
+    """Which PFNs do the next two allocations return?"""
 
     kind = "alloc"
-    title = "Where does the next block come from?"
-    fields = ("pfn returned",)
+    title = "Where do the next blocks come from?"
+    fields = ("pfn returned first", "pfn returned second")
 
     def setup(self) -> None:
         m = _machine()
-        self.lines = self.run_sequence(m, self.rng.randint(1, 3), self.rng.randint(0, 1))
-        self.pfns = {name: pfn for name, pfn, _ in self.live}
-        self.order = self.rng.choice([0, 1, 2, 4])
-        pfn = alloc_pages(m, self.order, comp=False)
-        self.answer = (pfn,)
-        self.steps.append(f"alloc_pages(order={self.order}) takes the smallest free block of "
-                          f"order >= {self.order} (the most recently freed one on that list) "
-                          f"and returns its first frame, pfn {pfn:#x}.")
+        self.lines = self.run_sequence(m, self.rng.randint(2, 6), self.rng.randint(1, 2),
+                                       _WIDE)
+        self.orders = (self.rng.choice([0, 1, 2, 3, 4, 5]), self.rng.choice([0, 1, 2, 3]))
+        pfns = []
+        for order in self.orders:
+            pfn = alloc_pages(m, order, comp=False)
+            pfns.append(pfn)
+            self.steps.append(f"alloc_pages(order={order}) takes the smallest free block of "
+                              f"order >= {order} (the most recently freed one on that list), "
+                              f"splits it down to order {order} and returns its first frame, "
+                              f"pfn {pfn:#x}; buddyinfo {buddyinfo(m)}.")
+        self.answer = tuple(pfns)
 
     def question(self) -> str:
         seq = "\n".join(f"  {i + 1}. {line}" for i, line in enumerate(self.lines))
+        a, b = self.orders
         return (f"A fresh machine with {RAM_PAGES} frames (one free block of each order 0..9 "
-                f"after boot) runs:\n{seq}\nWhich pfn does the next "
-                f"alloc_pages(order={self.order}) return? {self.answer_format()}.")
+                f"after boot) runs:\n{seq}\nThen alloc_pages(order={a}) runs, and after it "
+                f"alloc_pages(order={b}). Which pfn does each return? {self.answer_format()}.")
 
     def hint(self) -> str:
         return ("Look for the smallest order >= the request with a free block; splitting keeps "
-                "the lower half and frees the upper halves.")
+                "the lower half and frees the upper halves, which the second request may use.")
 
 
 KINDS: dict[str, type[Exercise]] = {c.kind: c for c in (BuddyMerge, BuddyinfoAfter, AllocPfn)}

@@ -23,12 +23,19 @@ class _Folios(Exercise):
     """A machine where a few compound pages (folios) of orders 2..9 were allocated."""
 
     chapter = 3
+    #: the machine's size, the orders of the three folios, other allocations made first
+    ram_pages: int = RAM_PAGES
+    orders: tuple[int, ...] = (2, 3, 4, 5, 9)
+    others_first = False
 
     def setup(self) -> None:
-        m = boot_machine(RAM_PAGES)
+        m = boot_machine(self.ram_pages)
         self.m = m
+        self.others = self.rng.randint(1, 12) if self.others_first else 0
+        for _ in range(self.others):  # other allocations, so the folios land anywhere
+            alloc_pages(m, self.rng.choice([0, 0, 1, 2, 3, 9]))
         self.folios = []
-        for order in self.rng.sample([2, 3, 4, 5, 9], 3):
+        for order in self.rng.sample(self.orders, 3):
             pfn = alloc_pages(m, order)  # __GFP_COMP: a compound page, as folio_alloc() makes
             self.folios.append((pfn, order))
         self.folios.sort()
@@ -42,7 +49,8 @@ class _Folios(Exercise):
 
     def scenario(self) -> str:
         sizes = ", ".join(f"one of order {o}" for o in sorted(o for _, o in self.folios))
-        return (f"A machine allocated three folios ({sizes}); each is naturally aligned: an "
+        first = f"After {self.others} other allocation(s), a" if self.others else "A"
+        return (f"{first} machine allocated three folios ({sizes}); each is naturally aligned: an "
                 f"order-n folio starts at a PFN that is a multiple of 2^n. "
                 f"They sit at PFNs {', '.join(hex(p) for p, _ in self.folios)} "
                 f"(in that order of PFN, not of size).")
@@ -54,6 +62,7 @@ class FolioHead(_Folios):
     kind = "head"
     title = "Find the head page"
     fields = ("head pfn", "order")
+    ram_pages, orders, others_first = 2 * RAM_PAGES, (2, 3, 4, 5, 6, 9), True
 
     def compute(self, folio: object) -> None:
         from pyfolio.include.linux.mm import Folio
@@ -95,13 +104,16 @@ class PageIndex(_Folios):
         return "folio_page_idx is the PFN minus the head's PFN; nr_pages is 2^order."
 
 
+_BITS = ("COMPOUND_HEAD", "COMPOUND_TAIL", "THP", "BUDDY")
+
+
 class KpageflagsBits(Exercise):
-    """Which compound-page bits /proc/kpageflags shows for a frame."""
+    """Which compound-page bits /proc/kpageflags shows for two frames."""
 
     chapter = 3
     kind = "kpageflags"
     title = "Read /proc/kpageflags"
-    fields = ("COMPOUND_HEAD", "COMPOUND_TAIL", "THP", "BUDDY")
+    fields = tuple(f"{who} {bit}" for who in ("A", "B") for bit in _BITS)
 
     def setup(self) -> None:
         m = System(ram="16M", thp="always", seed=self.seed)
@@ -112,29 +124,40 @@ class KpageflagsBits(Exercise):
         p.touch(b)  # sixteen order-0 folios
         thp = p.folio_at(a)
         assert thp is not None
-        small = p.pfn_at(b + 4096 * self.rng.randrange(16))
+        rng = self.rng
+        order = rng.choice([o for o in range(1, 6) if m.machine.free_area.lists[o]])
+        block = next(iter(m.machine.free_area.lists[order]))  # a free block of 2..32 frames
+        i, j = rng.randrange(1, 512), rng.randrange(16)
+        small = p.pfn_at(b + 4096 * j)
         assert small is not None
-        free = next(iter(m.machine.free_area.lists[self.rng.randrange(3)] or [0]))
+        inside = rng.randrange(1, 1 << order)
         choices = {"the head of the THP": thp.pfn,
-                   f"page {(i := self.rng.randrange(1, 512))} of the THP": thp.pfn + i,
-                   "a 4 KiB page of the second mapping": small,
-                   "the first frame of a free block": free}
-        self.what, self.pfn = self.rng.choice(list(choices.items()))
-        flags = m.kpageflags([self.pfn])[0]
-        self.answer = tuple(bool(flags >> KPF[name] & 1) for name in self.fields)
-        set_ = [n for n in KPF if flags >> KPF[n] & 1]
-        self.steps.append(f"kpageflags([{self.pfn:#x}]) = {flags:#x}: {', '.join(set_)}.")
+                   f"page {i} of the THP": thp.pfn + i,
+                   f"page {j} of the 64 KiB mapping": small,
+                   f"the first frame of a free order-{order} block": block,
+                   f"frame {inside} of a free order-{order} block (not its first)":
+                       block + inside}
+        self.picked = rng.sample(list(choices.items()), 2)
+        pfns = [pfn for _, pfn in self.picked]
+        flags = m.kpageflags(pfns)
+        self.answer = tuple(bool(f >> KPF[name] & 1) for f in flags for name in _BITS)
+        for who, pfn, f in zip("AB", pfns, flags, strict=True):
+            set_ = [n for n in KPF if f >> KPF[n] & 1]
+            self.steps.append(f"{who}: kpageflags([{pfn:#x}]) = {f:#x}: "
+                              f"{', '.join(set_) or 'no flag'}.")
 
     def question(self) -> str:
+        (what_a, a), (what_b, b) = self.picked
         return ("A process (THP policy always) writes a 2 MiB-aligned 2 MiB mapping (one THP) "
                 "and a 64 KiB mapping (4 KiB pages). "
-                f"PFN {self.pfn:#x} is {self.what}. Which of the /proc/kpageflags bits "
-                "COMPOUND_HEAD, COMPOUND_TAIL, THP and BUDDY are set for it? "
-                "Answer with four yes/no, in that order.")
+                f"PFN A = {a:#x} is {what_a}; PFN B = {b:#x} is {what_b}. Which of the "
+                "/proc/kpageflags bits COMPOUND_HEAD, COMPOUND_TAIL, THP and BUDDY are set for "
+                "each? Answer with eight yes/no: the four bits of A in that order, then those "
+                "of B.")
 
     def hint(self) -> str:
         return ("Every page of a THP shows THP; the first also COMPOUND_HEAD, the others "
-                "COMPOUND_TAIL. BUDDY marks the first frame of a free block.")
+                "COMPOUND_TAIL. BUDDY marks only the first frame of a free block.")
 
 
 KINDS: dict[str, type[Exercise]] = {c.kind: c for c in (FolioHead, PageIndex, KpageflagsBits)}

@@ -6,6 +6,9 @@ of a real simulated page table after a small scenario; translations are done by 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from random import Random
+
 from pyfolio.arch.x86.pgtable import decode_entry, pgd_index, pmd_index, pte_index, pud_index
 from pyfolio.exercises.base import Exercise
 from pyfolio.sim.units import PAGE_SIZE, KiB, MiB
@@ -14,53 +17,97 @@ from pyfolio.system import Process, System
 __all__ = ["IndexDecomposition", "DecodeEntry", "Translate", "KINDS", "SCENARIOS"]
 
 
-def _thp(p: Process, a: int) -> int:
+def _page(rng: Random | None, fixed: int) -> int:
+    """A seeded 4 KiB page offset in the first 2 MiB; ``fixed`` without a generator."""
+    return fixed if rng is None else rng.randrange(512) * PAGE_SIZE
+
+
+def _thp(p: Process, a: int, rng: Random | None) -> tuple[int, str]:
     p.madvise(a, 2 * MiB, "hugepage")
     p.touch(a, 2 * MiB)
-    return a
+    text = "madvise(MADV_HUGEPAGE) the first 2 MiB and write all of it"
+    if rng is None:
+        return a, text
+    off = _page(rng, 0)
+    return a + off, f"{text}; look at +{off // KiB} KiB"
 
 
-def _pte(p: Process, a: int) -> int:
-    p.touch(a + 8 * KiB, 4 * KiB)
-    return a + 8 * KiB
+def _thp_readonly(p: Process, a: int, rng: Random | None) -> tuple[int, str]:
+    addr, text = _thp(p, a, rng)
+    p.mprotect(a, 2 * MiB, "r")
+    return addr, text.replace("all of it", "all of it, then mprotect() all 2 MiB PROT_READ")
 
 
-def _read_only(p: Process, a: int) -> int:
-    p.touch(a, 16 * KiB)
-    p.mprotect(a + 4 * KiB, 4 * KiB, "r")
-    return a + 4 * KiB
-
-
-def _after_fork(p: Process, a: int) -> int:
-    p.touch(a + 12 * KiB, 4 * KiB)
+def _thp_fork(p: Process, a: int, rng: Random | None) -> tuple[int, str]:
+    addr, text = _thp(p, a, rng)
     p.fork()
-    return a + 12 * KiB
+    return addr, text.replace("all of it", "all of it, then fork()")
 
 
-def _huge_zero(p: Process, a: int) -> int:
+def _pte(p: Process, a: int, rng: Random | None) -> tuple[int, str]:
+    off = _page(rng, 8 * KiB)
+    p.touch(a + off, 4 * KiB)
+    return a + off, f"write one 4 KiB page at +{off // KiB} KiB"
+
+
+def _read_only(p: Process, a: int, rng: Random | None) -> tuple[int, str]:
+    n = 4 if rng is None else rng.randint(2, 16)
+    off = _page(rng, 4 * KiB) % (n * PAGE_SIZE)
+    p.touch(a, n * PAGE_SIZE)
+    p.mprotect(a + off, 4 * KiB, "r")
+    return a + off, f"write {n * 4} KiB, then mprotect(+{off // KiB} KiB, 4 KiB, PROT_READ)"
+
+
+def _after_fork(p: Process, a: int, rng: Random | None) -> tuple[int, str]:
+    off = _page(rng, 12 * KiB)
+    p.touch(a + off, 4 * KiB)
+    p.fork()
+    return a + off, f"write the page at +{off // KiB} KiB, then fork()"
+
+
+def _huge_zero(p: Process, a: int, rng: Random | None) -> tuple[int, str]:
     p.madvise(a, 2 * MiB, "hugepage")
-    p.read(a)
-    return a
+    off = _page(rng, 0)
+    p.read(a + off)
+    text = "madvise(MADV_HUGEPAGE) the first 2 MiB and read"
+    return a + off, f"{text} its first byte" if rng is None else f"{text} +{off // KiB} KiB"
 
 
-#: name -> (description for the question, action returning the address to look at)
-SCENARIOS = {
-    "thp": ("madvise(MADV_HUGEPAGE) the first 2 MiB and write all of it", _thp),
-    "pte": ("write one 4 KiB page at +8 KiB", _pte),
-    "read_only": ("write 16 KiB, then mprotect(+4 KiB, 4 KiB, PROT_READ)", _read_only),
-    "fork": ("write the page at +12 KiB, then fork()", _after_fork),
-    "huge_zero": ("madvise(MADV_HUGEPAGE) the first 2 MiB and read its first byte", _huge_zero),
+Scenario = Callable[[Process, int, "Random | None"], tuple[int, str]]
+#: name -> action on the 4 MiB mapping at ``a``: (the address to look at, what it did); with
+#: no generator each acts at a fixed offset ("translate" uses those five)
+SCENARIOS: dict[str, Scenario] = {
+    "thp": _thp, "pte": _pte, "read_only": _read_only, "fork": _after_fork,
+    "huge_zero": _huge_zero, "thp_readonly": _thp_readonly, "thp_fork": _thp_fork,
 }
+_FIXED = ("fork", "huge_zero", "pte", "read_only", "thp")
 
 
-def _scenario(ex: Exercise) -> tuple[System, Process, int, str]:
-    """Run one seeded scenario on a 4 MiB mapping; the address it touched and its text."""
+def _scenario(ex: Exercise, varied: bool) -> tuple[System, Process, int, str]:
+    """Run one seeded scenario on a 4 MiB mapping; the address it touched and its text.
+    ``varied``: another process writes a few THPs and pages first (so the PFNs differ from
+    seed to seed), every scenario may run, each at a seeded offset."""
     m = System(ram="64M", thp="madvise", seed=ex.seed)
+    if not varied:
+        p = m.spawn()
+        a = p.mmap(4 * MiB)
+        addr, text = SCENARIOS[ex.rng.choice(_FIXED)](p, a, None)
+        return m, p, addr, f"A process maps 4 MiB at {a:#x} and does: {text}."
+    other = m.spawn()
+    thps, pages = ex.rng.randint(0, 6), ex.rng.randint(0, 40)
+    if thps:
+        t = other.mmap(thps * 2 * MiB)
+        other.madvise(t, thps * 2 * MiB, "hugepage")
+        other.touch(t, thps * 2 * MiB)
+    if pages:
+        b = other.mmap(pages * PAGE_SIZE)
+        other.madvise(b, pages * PAGE_SIZE, "nohugepage")
+        other.touch(b, pages * PAGE_SIZE)
     p = m.spawn()
     a = p.mmap(4 * MiB)
-    name = ex.rng.choice(sorted(SCENARIOS))
-    text, act = SCENARIOS[name]
-    return m, p, act(p, a), f"A process maps 4 MiB at {a:#x} and does: {text}."
+    addr, text = SCENARIOS[ex.rng.choice(sorted(SCENARIOS))](p, a, ex.rng)
+    return m, p, addr, (f"Another process has written {thps} THP(s) and {pages} 4 KiB page(s). "
+                        f"A process maps 4 MiB at {a:#x} and does: {text}.")
 
 
 class IndexDecomposition(Exercise):
@@ -97,7 +144,7 @@ class DecodeEntry(Exercise):
     fields = ("present", "writable", "dirty", "maps 2 MiB (PSE)", "pfn")
 
     def setup(self) -> None:
-        m, p, addr, self.text = _scenario(self)
+        m, p, addr, self.text = _scenario(self, varied=True)
         e = p.lookup(addr)
         self.raw, self.level = e.raw, e.level
         d = decode_entry(e.raw, e.level)
@@ -127,7 +174,7 @@ class Translate(Exercise):
     fields = ("level of the last entry (pmd/pte)", "physical address")
 
     def setup(self) -> None:
-        m, p, addr, self.text = _scenario(self)
+        m, p, addr, self.text = _scenario(self, varied=False)
         self.vaddr = addr + self.rng.randrange(0, PAGE_SIZE, 8)
         e = p.lookup(self.vaddr)
         pfn = p.pfn_at(self.vaddr)

@@ -32,7 +32,7 @@ def _counts(f: Folio) -> str:
 
 
 class ForkCounts(Exercise):
-    """The counts of a PMD-mapped THP after some forks and exits."""
+    """The counts of a THP after some forks, exits and PMD splits in the children."""
 
     chapter = 6
     kind = "fork"
@@ -40,63 +40,87 @@ class ForkCounts(Exercise):
     fields = ("refcount", "mapcount", "entire mapcount")
 
     def setup(self) -> None:
+        rng = self.rng
         m, p, a, f = _thp_process(self.seed)
         self.steps.append(f"After the THP fault: {_counts(f)}.")
-        self.n = self.rng.randint(1, 3)
+        mappers = rng.randint(1, 5)  # processes that still map it at the end
+        self.n = rng.randint(max(1, mappers - 1), 5)
         children = []
         for _ in range(self.n):
             children.append(p.fork())
             self.steps.append(f"fork(): {_counts(f)}.")
-        self.exits = self.rng.randint(0, self.n - 1)
+        self.exits = self.n + 1 - mappers
         for c in children[:self.exits]:
             c.exit()
             self.steps.append(f"a child exits: {_counts(f)}.")
+        alive = {"the parent": p} | {f"child {i + 1}": c for i, c in enumerate(children)
+                                     if i >= self.exits}
+        self.splits = [(who, rng.randrange(512))
+                       for who in rng.sample(sorted(alive), rng.randint(0, len(alive)))]
+        for who, page in self.splits:
+            alive[who].mprotect(a + page * PAGE_SIZE, PAGE_SIZE, "r")
+            self.steps.append(f"{who} mprotect()s page {page}: its PMD becomes 512 PTEs, "
+                              f"each mapping one page of the folio: {_counts(f)}.")
         self.answer = (f.refcount, f.mapcount, f.entire_mapcount)
 
     def question(self) -> str:
-        ex = f", then {self.exits} of the children exit" if self.exits else ""
+        ex = (f", then children 1..{self.exits} exit" if self.exits > 1 else
+              ", then child 1 exits" if self.exits else "")
+        spl = (", then " + " and ".join(f"{who} mprotect()s page {pg} PROT_READ"
+                                        for who, pg in self.splits)) if self.splits else ""
         return (f"A process writes a 2 MiB-aligned 2 MiB mapping (THP policy always: one THP "
-                f"mapped by one PMD). It forks {self.n} time(s){ex}. What are the folio's "
+                f"mapped by one PMD). It forks {self.n} time(s) (children 1..{self.n})"
+                f"{ex}{spl}. What are the folio's "
                 f"refcount, mapcount and entire mapcount now? {self.answer_format()}.")
 
     def hint(self) -> str:
         return ("fork (copy_huge_pmd) shares the folio: each PMD mapping holds one reference "
-                "and counts once in the mapcount and in the entire mapcount.")
+                "and counts once in the mapcount and in the entire mapcount. A PMD split into "
+                "PTEs holds one reference and one mapcount per PTE, and leaves the entire "
+                "mapcount.")
 
 
 class CowCounts(Exercise):
-    """The counts after a write to a THP that fork shared (copy-on-write)."""
+    """The counts after writes to a THP that fork shared (copy-on-write)."""
 
     chapter = 6
     kind = "cow"
     title = "Counts after copy-on-write"
-    fields = ("refcount", "mapcount", "entire mapcount", "mapcount of the written page")
+    fields = ("refcount", "mapcount", "entire mapcount", "mapcount of the page asked about")
 
     def setup(self) -> None:
+        rng = self.rng
         m, p, a, f = _thp_process(self.seed)
-        c = p.fork()
-        self.steps.append(f"After fork: {_counts(f)}.")
-        self.writer = self.rng.choice(["child", "parent"])
-        who = c if self.writer == "child" else p
-        self.page = self.rng.randrange(512)
-        who.write(a + self.page * PAGE_SIZE, 7)
-        self.steps.append(
-            f"The {self.writer} writes page {self.page}: its PMD is split into 512 PTEs "
-            f"(thp_split_pmd {m.vmstat()['thp_split_pmd']}), page {self.page} is copied to a "
-            f"new 4 KiB folio, the other 511 PTEs still map the THP: {_counts(f)}.")
+        procs = {"parent": p, "child": p.fork()}
+        if rng.random() < 0.4:
+            procs["second child"] = p.fork()
+        self.forks = len(procs) - 1
+        self.steps.append(f"After {self.forks} fork(s): {_counts(f)}.")
+        self.writes: list[tuple[str, int]] = []
+        for _ in range(rng.randint(1, 4)):
+            who, page = rng.choice(sorted(procs)), rng.randrange(512)
+            procs[who].write(a + page * PAGE_SIZE, 7)
+            self.writes.append((who, page))
+            self.steps.append(f"The {who} writes page {page}: a shared PMD is split into 512 "
+                              f"PTEs first (thp_split_pmd {m.vmstat()['thp_split_pmd']}), then "
+                              f"the written page is copied to a new 4 KiB folio: {_counts(f)}.")
+        self.page = rng.choice([page for _, page in self.writes] + [rng.randrange(512)])
         self.answer = (f.refcount, f.mapcount, f.entire_mapcount,
                        f.page_mapcounts()[self.page])
 
     def question(self) -> str:
+        forks = "forks" if self.forks == 1 else "forks twice"
+        writes = ", then ".join(f"the {who} writes page {page}" for who, page in self.writes)
         return (f"A process writes a 2 MiB-aligned 2 MiB mapping (one PMD-mapped THP) and "
-                f"forks. Then the {self.writer} writes to page {self.page} of it (offset "
-                f"{self.page * 4} KiB). What are the original folio's refcount, mapcount and "
-                f"entire mapcount, and the PTE mapcount of page {self.page} of it? "
-                f"{self.answer_format()}.")
+                f"{forks} (the children keep running). Then {writes}. What are the original "
+                f"folio's refcount, mapcount and entire mapcount, and the PTE mapcount of page "
+                f"{self.page} of it? {self.answer_format()}.")
 
     def hint(self) -> str:
         return ("A write to a shared PMD-mapped THP splits the writer's PMD into 512 PTEs "
-                "and copies only the written page; each PTE holds a reference.")
+                "(each holds a reference and a mapcount) and copies only the written page, "
+                "whose PTE then maps the copy; a PMD mapping counts in the entire mapcount, "
+                "not in a page's PTE mapcount.")
 
 
 class PinCounts(Exercise):
@@ -108,7 +132,8 @@ class PinCounts(Exercise):
     fields = ("refcount", "pincount", "split to order 0 succeeds")
 
     def setup(self) -> None:
-        self.large = self.rng.random() < 0.7
+        rng = self.rng
+        self.large = rng.random() < 0.8
         if self.large:
             m, p, a, _ = _thp_process(self.seed)
         else:
@@ -116,13 +141,18 @@ class PinCounts(Exercise):
             p = m.spawn()
             a = p.mmap(64 * KiB)
             p.touch(a)
-        self.pages = sorted(self.rng.sample(range(8), self.rng.randint(1, 3)))
-        for i in self.pages:
-            p.pin(a + i * PAGE_SIZE, 4 * KiB)
-        self.unpinned = self.pages[:self.rng.randint(0, len(self.pages))]
-        for i in self.unpinned:
-            p.unpin(a + i * PAGE_SIZE, 4 * KiB)
-        self.look = self.pages[-1]
+        span = 512 if self.large else 6
+        #: pin_user_pages() calls: (first page, number of pages); some pages twice
+        self.calls = [(first, n) for first, n in
+                      ((rng.randrange(span), rng.randint(1, 4)) for _ in range(rng.randint(1, 4)))
+                      if first + n <= span] or [(0, 1)]
+        for first, n in self.calls:
+            p.pin(a + first * PAGE_SIZE, n * PAGE_SIZE)
+        self.unpinned = self.calls[:rng.randint(0, len(self.calls) - 1)]
+        for first, n in self.unpinned:
+            p.unpin(a + first * PAGE_SIZE, n * PAGE_SIZE)
+        first, n = rng.choice(self.calls)
+        self.look = first + rng.randrange(n)
         looked = p.folio_at(a + self.look * PAGE_SIZE)
         assert looked is not None
         f = looked
@@ -140,10 +170,14 @@ class PinCounts(Exercise):
     def question(self) -> str:
         what = ("a 2 MiB-aligned 2 MiB mapping (one PMD-mapped THP, policy always)"
                 if self.large else "a 64 KiB mapping (policy never: 4 KiB folios)")
-        un = (f", then unpins page(s) {', '.join(map(str, self.unpinned))}"
-              if self.unpinned else "")
-        return (f"A process writes {what}, pins page(s) {', '.join(map(str, self.pages))} with "
-                f"pin_user_pages(FOLL_WRITE) one call per page{un}. For the folio holding page "
+        def pages(calls: list[tuple[int, int]]) -> str:
+            return ", ".join(f"page {f}" if n == 1 else f"pages {f}..{f + n - 1}"
+                             for f, n in calls)
+
+        un = (f", then unpin_user_pages() drops the pins of the first {len(self.unpinned)} "
+              f"call(s)" if self.unpinned else "")
+        return (f"A process writes {what}, then calls pin_user_pages(FOLL_WRITE) once for each "
+                f"of: {pages(self.calls)}{un}. For the folio holding page "
                 f"{self.look}: what are its refcount and pincount, and would a split to order 0 "
                 f"succeed? {self.answer_format()}.")
 

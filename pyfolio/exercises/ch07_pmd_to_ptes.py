@@ -37,7 +37,7 @@ class WhichCounters(Exercise):
     chapter = 7
     kind = "trigger"
     title = "Which counters move?"
-    fields = _COUNTERS
+    fields = (*_COUNTERS, "pages of the 2 MiB the process can write without a fault")
 
     def setup(self) -> None:
         rng = self.rng
@@ -55,14 +55,18 @@ class WhichCounters(Exercise):
         elif self.trigger == "dontneed-all":
             p.madvise(a, 2 * MiB, "dontneed")
         elif self.trigger == "cow":
-            p.fork().write(at, 7)
+            p = p.fork()  # the child writes; the question asks about it
+            p.write(at, 7)
         else:  # zero: a read maps the huge zero page, then mprotect part of it
             p.read(a)
             p.mprotect(at, length, "r")
         v = m.vmstat()
-        self.answer = tuple(v[k] for k in _COUNTERS)
+        writable = sum(e.present and e.write
+                       for e in (p.lookup(a + i * PAGE_SIZE) for i in range(512)))
+        self.answer = (*(v[k] for k in _COUNTERS), writable)
         self.steps.append("The simulator ran it; vmstat: "
-                          + ", ".join(f"{k} {v[k]}" for k in _COUNTERS) + ".")
+                          + ", ".join(f"{k} {v[k]}" for k in _COUNTERS) + f"; {writable} of "
+                          f"the 512 pages are mapped present and writable.")
 
     def question(self) -> str:
         span = f"{self.pages} page(s) from page {self.first}"
@@ -77,15 +81,17 @@ class WhichCounters(Exercise):
         }[self.trigger]
         return (f"A process has written a 2 MiB-aligned MADV_HUGEPAGE range (one PMD-mapped "
                 f"THP; THP policy madvise). Then: {what}. What are the vmstat counters "
-                f"thp_split_pmd, thp_split_page and thp_deferred_split_page now? "
-                f"{self.answer_format()}.")
+                f"thp_split_pmd, thp_split_page and thp_deferred_split_page now, and how many "
+                f"of the 512 pages can the process{' (the child)' if self.trigger == 'cow' else ''}"
+                f" write without taking a fault? {self.answer_format()}.")
 
     def hint(self) -> str:
         return ("A PMD covers all 2 MiB with one set of bits: any operation on part of it "
                 "splits the PMD (thp_split_pmd). Only MADV_FREE of part splits the folio at "
                 "once (thp_split_page); pages unmapped from a still-mapped folio flag it "
                 "partially mapped for the deferred split shrinker (thp_deferred_split_page). "
-                "Whole-PMD operations need no split.")
+                "Whole-PMD operations need no split. A PTE keeps the PMD's write bit; fork "
+                "write-protects both sides, and the zero page is never writable.")
 
 
 class CountsAfterSplit(Exercise):
@@ -102,7 +108,7 @@ class CountsAfterSplit(Exercise):
         self.forks = rng.randint(0, 2)
         for _ in range(self.forks):
             p.fork()
-        self.unmapped = rng.choice([0, 0, rng.randint(1, 256)])
+        self.unmapped = 0 if rng.random() < 0.2 else rng.randint(1, 511)
         f = p.folio_at(a)
         assert f is not None
         self.steps.append(f"Before: refcount {f.refcount}, mapcount {f.mapcount}, entire "
@@ -137,7 +143,7 @@ class InheritedBits(Exercise):
     chapter = 7
     kind = "bits"
     title = "What does each PTE inherit?"
-    fields = ("writable", "dirty", "young", "anon-exclusive")
+    fields = ("pfn", "writable", "dirty", "young", "anon-exclusive")
 
     def setup(self) -> None:
         rng = self.rng
@@ -152,16 +158,18 @@ class InheritedBits(Exercise):
         if self.readonly:
             p.mprotect(a, 2 * MiB, "r")
         pmd = p.lookup(a)
+        head = pmd.pfn
         self.steps.append(f"Before the split: {pmd}.")
         p.munmap(a + 2 * MiB - PAGE_SIZE, PAGE_SIZE)
         self.page = rng.randrange(511)
         addr = a + self.page * PAGE_SIZE
         e = p.lookup(addr)
         excl = m.machine.mem.test(e.pfn, PG.anon_exclusive)  # not visible in /proc per page
-        self.answer = (e.write, e.dirty, e.accessed, excl)
+        self.head = head
+        self.answer = (e.pfn, e.write, e.dirty, e.accessed, excl)
         self.steps.append(f"munmap() of page 511 split the PMD; page {self.page}'s PTE is "
-                          f"{e.raw:#x}; PageAnonExclusive is "
-                          f"{'set' if self.answer[3] else 'clear'}.")
+                          f"{e.raw:#x} (pfn {e.pfn:#x} = head + {self.page}); "
+                          f"PageAnonExclusive is {'set' if excl else 'clear'}.")
 
     def question(self) -> str:
         acts = ([("fork()s (the child keeps running)")] if self.forked else []) \
@@ -169,12 +177,14 @@ class InheritedBits(Exercise):
             + (["mprotect(PROT_READ)s the whole 2 MiB"] if self.readonly else [])
         then = ", ".join(acts) + ", then " if acts else ""
         return (f"A process writes a 2 MiB-aligned MADV_HUGEPAGE range (one PMD-mapped THP), "
-                f"{then}munmap()s its last page. Is page {self.page}'s new PTE writable, dirty "
+                f"{then}munmap()s its last page. The THP's head page is PFN {self.head:#x}. "
+                f"Which PFN does page {self.page}'s new PTE map, is that PTE writable, dirty "
                 f"and young, and is the page PageAnonExclusive? {self.answer_format()} "
-                f"(yes/no).")
+                f"(the PFN, then yes/no).")
 
     def hint(self) -> str:
-        return ("Each PTE copies write, dirty (pte_dirty(): D or SavedDirty), young and "
+        return ("PTE i maps page i of the folio (head PFN + i). Each PTE copies write, dirty "
+                "(pte_dirty(): D or SavedDirty), young and "
                 "soft-dirty from the PMD, and each page becomes anon-exclusive if the head "
                 "page was. fork write-protects the PMD (D moves to SavedDirty) and clears "
                 "anon-exclusive; MADV_FREE of the whole PMD makes it clean and old; on x86 "

@@ -44,7 +44,7 @@ class SplitOrders(Exercise):
     kind = "orders"
     title = "Which folios does a non-uniform split leave?"
     fields = ("number of folios", "order of the folio holding the split page",
-              "order of the first folio")
+              "index (0..511) of that folio's first page", "order of the first folio")
 
     def setup(self) -> None:
         self.at = self.rng.randrange(512)
@@ -52,8 +52,8 @@ class SplitOrders(Exercise):
         m, _, _, head = written_thp(self.seed)
         split_mapped_folio(m.machine, head, self.new_order, uniform=False, at=self.at)
         orders = _orders(m, head, 512)
-        holder = page_folio(m.machine, head + self.at).order
-        self.answer = (len(orders), holder, orders[0])
+        holder = page_folio(m.machine, head + self.at)
+        self.answer = (len(orders), holder.order, holder.pfn - head, orders[0])
         self.steps.append(f"folio_split(folio, {self.new_order}, page {self.at}) halves the "
                           f"piece holding page {self.at} at each order from 8 down to "
                           f"{self.new_order}, keeping the other half (anon: no order-1 step). "
@@ -62,8 +62,9 @@ class SplitOrders(Exercise):
     def question(self) -> str:
         return (f"A written, PMD-mapped anonymous THP (order 9) is split non-uniformly "
                 f"(folio_split()) to order {self.new_order} at page {self.at}. How many folios "
-                f"are there afterwards, what is the order of the folio holding page {self.at}, "
-                f"and of the first folio? {self.answer_format()}.")
+                f"are there afterwards, what is the order of the folio holding page {self.at} and "
+                f"the index of its first page, and what is the order of the first folio? "
+                f"{self.answer_format()}.")
 
     def hint(self) -> str:
         return ("Buddy-style: split in halves, keep the half without the split page, recurse "
@@ -72,48 +73,63 @@ class SplitOrders(Exercise):
 
 
 class SplitErrno(Exercise):
-    """Does this split succeed, and how many folios are there afterwards?"""
+    """A second split of one of the folios a first split left: does it succeed?"""
 
     chapter = 8
     kind = "errno"
-    title = "Does the split succeed?"
-    fields = ("result (0, EINVAL or EAGAIN)", "folios in the 2 MiB afterwards")
+    title = "Does the second split succeed?"
+    fields = ("result of the second split (0, EINVAL or EAGAIN)",
+              "folios in the 2 MiB afterwards")
 
     def setup(self) -> None:
         rng = self.rng
-        self.new_order = rng.choice([0, 1, 2, 3, 5, 8, 9])
-        self.uniform = rng.random() < 0.6
-        self.forked = rng.random() < 0.3
-        self.pinned = not self.forked and rng.random() < 0.5
+        self.first = (rng.randint(2, 8), rng.random() < 0.5, rng.randrange(512))
+        self.pin = rng.randrange(512) if rng.random() < 0.5 else None
+        self.forked = rng.random() < 0.25
+        self.second = (rng.randint(0, 8), rng.random() < 0.5, rng.randrange(512))
         m, p, a, head = written_thp(self.seed)
+        order, uniform, at = self.first
+        split_mapped_folio(m.machine, head, order, uniform=uniform, at=at)
+        self.steps.append(f"The first split leaves orders {_orders(m, head, 512)}.")
         if self.forked:
             p.fork()
-        if self.pinned:
-            p.pin(a + rng.randrange(512) * PAGE_SIZE, PAGE_SIZE)
+        if self.pin is not None:
+            p.pin(a + self.pin * PAGE_SIZE, PAGE_SIZE)
+        order, uniform, at = self.second
+        target = page_folio(m.machine, head + at)
+        self.steps.append(f"Page {at} is in the order-{target.order} folio at page "
+                          f"{target.pfn - head} (refcount {target.refcount}, mapcount "
+                          f"{target.mapcount}).")
         try:
-            split_mapped_folio(m.machine, head, self.new_order, uniform=self.uniform,
-                               at=rng.randrange(512))
+            split_mapped_folio(m.machine, target.pfn, order, uniform=uniform, at=at)
             result = "0"
         except MmError as e:
             result = e.errname
         self.answer = (result, len(_orders(m, head, 512)))
-        self.steps.append(f"The split returned {result}; the 2 MiB now holds "
+        self.steps.append(f"The second split returned {result}; the 2 MiB now holds "
                           f"{self.answer[1]} folio(s).")
 
+    @staticmethod
+    def _how(order: int, uniform: bool, at: int) -> str:
+        return (f"uniformly (split_folio_to_order()) to order {order}" if uniform else
+                f"non-uniformly (folio_split()) to order {order} at page {at}")
+
     def question(self) -> str:
-        how = "uniformly (split_folio_to_order())" if self.uniform else \
-            "non-uniformly (folio_split())"
         extra = ([("the process forks (the child keeps running)")] if self.forked else []) \
-            + (["one page of it is pinned with pin_user_pages()"] if self.pinned else [])
-        also = ("; " + " and ".join(extra)) if extra else ""
-        return (f"A written, PMD-mapped anonymous THP (order 9){also}. It is split {how} to "
-                f"order {self.new_order}. What does the split return, and how many folios does "
-                f"the 2 MiB hold afterwards? {self.answer_format()}.")
+            + ([f"page {self.pin} is pinned with pin_user_pages()"]
+               if self.pin is not None else [])
+        also = ("; then " + " and ".join(extra)) if extra else ""
+        order, uniform, at = self.second
+        return (f"A written, PMD-mapped anonymous THP (order 9) is split "
+                f"{self._how(*self.first)}{also}. Then the folio holding page {at} is split "
+                f"{self._how(order, uniform, at)}. What does the second split return, and how "
+                f"many folios does the 2 MiB hold afterwards? {self.answer_format()}.")
 
     def hint(self) -> str:
-        return ("new_order must be below the folio's order and not 1 for anon folios "
-                "(EINVAL); any reference not explained by a mapping (a pin) makes "
-                "can_split_folio() fail (EAGAIN). A failed split changes nothing.")
+        return ("new_order must be below the folio's own order and not 1 for anon folios "
+                "(EINVAL, checked first); a reference not explained by a mapping (a pin on a "
+                "page of that folio) makes can_split_folio() fail (EAGAIN). A fork adds one "
+                "mapping and one reference: no obstacle. A failed split changes nothing.")
 
 
 class DeferredShrink(Exercise):
@@ -122,7 +138,8 @@ class DeferredShrink(Exercise):
     chapter = 8
     kind = "deferred"
     title = "What does the shrinker free?"
-    fields = ("frames freed by the shrinker", "Rss of the range afterwards in kB")
+    fields = ("frames freed by the shrinker", "PTEs that now map the shared zero page",
+              "Rss of the range afterwards in kB")
 
     def setup(self) -> None:
         rng = self.rng
@@ -139,7 +156,8 @@ class DeferredShrink(Exercise):
         n = shrink_deferred_split(m.machine)
         freed = m.nr_free_pages() - free
         rss = sum(s["Rss"] for s in p.smaps())
-        self.answer = (freed, rss)
+        zero = sum(p.lookup(a + i * PAGE_SIZE).kind == "zero" for i in range(512))
+        self.answer = (freed, zero, rss)
         kept = [i for i in self.written if i < 512 - self.unmapped]
         self.steps.append(f"munmap() left the THP flagged partially mapped (on the deferred "
                           f"split queue since its fault); the shrinker "
@@ -151,8 +169,9 @@ class DeferredShrink(Exercise):
         return (f"A process writes pages {', '.join(map(str, self.written))} of a 2 MiB-aligned "
                 f"MADV_HUGEPAGE range (the first write faults in one THP; the rest of it is "
                 f"zero-filled), then munmap()s its last {self.unmapped} page(s). Then the "
-                f"deferred split shrinker runs. How many frames does it free, and what is the "
-                f"Rss of the mapping afterwards? {self.answer_format()}.")
+                f"deferred split shrinker runs. How many frames does it free, how many PTEs map "
+                f"the shared zero page afterwards, and what is the Rss of the mapping? "
+                f"{self.answer_format()}.")
 
     def hint(self) -> str:
         return ("The shrinker splits the partially mapped folio to order 0: the unmapped "

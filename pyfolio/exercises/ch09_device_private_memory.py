@@ -120,52 +120,54 @@ class FaultBack(Exercise):
 
 
 class PmdFault(Exercise):
-    """A THP on the device, as one device THP or as 512 device pages: what does one fault do?"""
+    """THPs on the device, as device THPs or as 512 device pages each: what do faults do?"""
 
     chapter = 9
     kind = "pmd"
-    title = "A fault on a device-private PMD"
+    title = "Faults on device-private PMDs"
     fields = ("level of the entry at the range start after the migration",
-              "pages back in RAM after the CPU access", "order of the folio at the range start")
+              "pages back in RAM after the accesses", "pages still on the device")
 
     def setup(self) -> None:
         rng = self.rng
-        self.large = rng.random() < 0.6
-        self.page = rng.randrange(512)
-        self.write = rng.random() < 0.5
+        self.large = rng.random() < 0.5
+        self.thps = rng.randint(1, 4)
+        self.accesses = [(rng.randrange(512 * self.thps), rng.random() < 0.5)
+                         for _ in range(rng.randint(1, 4))]
         m = System(ram="64M", thp="madvise", seed=self.seed)
         dev = m.add_device("dmirror0", memory="8M")
-        p, a = m.spawn_with_thp()
+        p, a = m.spawn_with_thp(self.thps * 2 * MiB)
         if not self.large:
             dev.fragment()
-        dev.migrate_to_device(p, a, 2 * MiB)
+        dev.migrate_to_device(p, a, self.thps * 2 * MiB)
         level = p.lookup(a).level
-        addr = a + self.page * PAGE_SIZE
-        if self.write:
-            p.write(addr, 7)
-        else:
-            p.read(addr)
-        back = 512 - sum(p.lookup(a + i * PAGE_SIZE).kind == "device_private"
-                         for i in range(512))
-        f = p.folio_at(a)
-        assert f is not None
-        self.answer = (level, back, f.order)
-        became = ("one order-9 device folio under a device-private PMD" if self.large else
-                  "512 order-0 device pages under device-private PTEs, the source split on the way")
-        fault = ("on the PMD calls migrate_to_ram() with vmf->pte NULL, so dmirror brings the "
-                 "whole folio back" if level == "pmd" else "on a PTE brings back one page")
-        self.steps.append(f"The THP became {became} (entry level: {level}). The CPU fault "
-                          f"{fault}: {back} page(s) in RAM; the folio at the start is of order "
-                          f"{f.order}.")
+        for page, write in self.accesses:
+            if write:
+                p.write(a + page * PAGE_SIZE, 7)
+            else:
+                p.read(a + page * PAGE_SIZE)
+        on_device = _on_device(p, a, 512 * self.thps)
+        self.answer = (level, 512 * self.thps - on_device, on_device)
+        became = ("one order-9 device folio under a device-private PMD each" if self.large else
+                  "512 order-0 device pages under device-private PTEs each, the source split "
+                  "on the way")
+        fault = ("A fault on a device-private PMD calls migrate_to_ram() with vmf->pte NULL, "
+                 "so dmirror brings the whole 2 MiB folio back; later accesses to it are "
+                 "ordinary." if level == "pmd" else
+                 "A fault on a device-private PTE brings back that one page.")
+        self.steps.append(f"The THPs became {became} (entry level: {level}). {fault} "
+                          f"{512 * self.thps - on_device} page(s) are in RAM, {on_device} on "
+                          f"the device.")
 
     def question(self) -> str:
         dev = ("has free 2 MiB folios" if self.large else
                "was fragmented (dev.fragment(): no free 2 MiB folio)")
-        return (f"A written, PMD-mapped THP is migrated to a dmirror device that {dev}. Then "
-                f"the CPU {'writes' if self.write else 'reads'} page {self.page} of it. At which "
-                f"level (pmd or pte) was the entry at the start of the range after the migration, "
-                f"how many of the 512 pages are in RAM after the access, and what is the order of "
-                f"the folio mapped at the start of the range? {self.answer_format()}.")
+        acc = ", ".join(f"{'writes' if w else 'reads'} page {pg}" for pg, w in self.accesses)
+        return (f"A process writes {self.thps} PMD-mapped THP(s) ({self.thps * 512} pages, "
+                f"2 MiB aligned) and migrates them to a dmirror device that {dev}. Then the CPU "
+                f"{acc} of the range. At which level (pmd or pte) was the entry at the start "
+                f"of the range after the migration, and how many of the pages are back in RAM "
+                f"and how many still on the device after the accesses? {self.answer_format()}.")
 
     def hint(self) -> str:
         return ("A COMPOUND source needs a large device folio; without one dmirror falls back "

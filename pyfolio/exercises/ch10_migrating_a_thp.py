@@ -38,7 +38,7 @@ def _small(p: Process, a: int) -> None:
 
 def _small_readonly(p: Process, a: int) -> None:
     _small(p, a)
-    p.mprotect(a, PAGE_SIZE, "r")
+    p.mprotect(a, 2 * MiB, "r")
 
 
 def _small_pinned(p: Process, a: int) -> None:
@@ -65,19 +65,22 @@ def _huge_zero(p: Process, a: int) -> None:
     p.read(a)
 
 
-#: scenario -> (what the reader is told, how to set up the 2 MiB at ``a``, pages migrated)
-ENTRY_SCENARIOS: dict[str, tuple[str, Callable[[Process, int], None], int]] = {
-    "4k-written": ("a written 4 KiB page (MADV_NOHUGEPAGE)", _small, 1),
-    "4k-readonly": ("a written 4 KiB page, then made read-only with mprotect()",
-                    _small_readonly, 1),
-    "zero": ("a page that was only read (the shared zero page, MADV_NOHUGEPAGE)", _zero, 1),
-    "none": ("a page never touched (MADV_NOHUGEPAGE)", _none, 1),
-    "4k-pinned": ("a written 4 KiB page that is pinned (pin_user_pages())", _small_pinned, 1),
-    "thp": ("the first page of a written, PMD-mapped THP", _thp, 512),
-    "thp-readonly": ("the first page of a written THP made read-only by mprotect() over the "
-                     "whole 2 MiB", _thp_readonly, 512),
-    "thp-half": ("the first page of a written, PMD-mapped THP", _thp, 256),
-    "huge-zero": ("the first page of a MADV_HUGEPAGE range that was only read (the huge zero "
+#: scenario -> (what the reader is told about the 2 MiB at ``a`` and its first page, how to
+#: set it up, pages migrated: a number, or None for a seeded 1..64, or 0 for a seeded 1..511)
+ENTRY_SCENARIOS: dict[str, tuple[str, Callable[[Process, int], None], int | None]] = {
+    "4k-written": ("written 4 KiB pages (MADV_NOHUGEPAGE)", _small, None),
+    "4k-readonly": ("written 4 KiB pages (MADV_NOHUGEPAGE), then all 2 MiB made read-only "
+                    "with mprotect()", _small_readonly, None),
+    "zero": ("4 KiB pages of which only the first was read (the shared zero page; "
+             "MADV_NOHUGEPAGE)", _zero, None),
+    "none": ("4 KiB pages never touched (MADV_NOHUGEPAGE)", _none, None),
+    "4k-pinned": ("written 4 KiB pages (MADV_NOHUGEPAGE), the first pinned "
+                  "(pin_user_pages())", _small_pinned, None),
+    "thp": ("a written, PMD-mapped THP", _thp, 512),
+    "thp-readonly": ("a written THP made read-only by mprotect() over the whole 2 MiB",
+                     _thp_readonly, 512),
+    "thp-part": ("a written, PMD-mapped THP", _thp, 0),
+    "huge-zero": ("a MADV_HUGEPAGE range that was only read at its first byte (the huge zero "
                   "page)", _huge_zero, 512),
 }
 
@@ -95,41 +98,51 @@ class SrcEntry(Exercise):
     chapter = 10
     kind = "entry"
     title = "Which flags does src[0] carry?"
-    fields = ("VALID", "MIGRATE", "WRITE", "COMPOUND")
+    fields = ("VALID", "MIGRATE", "WRITE", "COMPOUND", "cpages")
 
     def setup(self) -> None:
         self.scenario = self.rng.choice(sorted(ENTRY_SCENARIOS))
         text, prepare, npages = ENTRY_SCENARIOS[self.scenario]
+        if npages is None:
+            npages = self.rng.randint(1, 64)
+        elif npages == 0:
+            npages = self.rng.randint(1, 511)
         m, p, a = _fresh(self.seed)
         prepare(p, a)
         dev = m.device
         args = MigrateVma(p.vma_at(a), a, a + npages * PAGE_SIZE, pgmap_owner=dev.driver,
                           flags=MIGRATE_VMA_SELECT.SYSTEM | MIGRATE_VMA_SELECT.COMPOUND)
         migrate_vma_setup(args)
-        src0 = args.src[0]
+        src0, cpages = args.src[0], args.cpages
         dmirror_migrate_alloc_and_copy(args, dev.driver)
         migrate_vma_pages(args)
         dmirror_migrate_finalize_and_map(args, dev.driver)
         migrate_vma_finalize(args)
         assert m.check() == []
         self.text, self.npages = text, npages
-        self.answer = tuple(bool(src0 & f) for f in (MIGRATE_PFN.VALID, MIGRATE_PFN.MIGRATE,
-                                                      MIGRATE_PFN.WRITE, MIGRATE_PFN.COMPOUND))
+        self.answer = (*(bool(src0 & f) for f in (MIGRATE_PFN.VALID, MIGRATE_PFN.MIGRATE,
+                                                   MIGRATE_PFN.WRITE, MIGRATE_PFN.COMPOUND)),
+                       cpages)
         self.steps.append(f"migrate_vma_setup() collected src[0] = {mpfn_str(src0)} "
-                          f"({src0:#x}); afterwards the entry at the address is "
+                          f"({src0:#x}) and left cpages = {cpages} (the entries still set to "
+                          f"migrate after the unmap step); afterwards the entry at the start is "
                           f"{p.lookup(a)}.")
 
     def question(self) -> str:
-        return (f"A dmirror driver migrates {self.npages} page(s) ({self.npages * 4} KiB) to "
-                f"its device, starting with {self.text}, with MIGRATE_VMA_SELECT_SYSTEM | "
-                f"MIGRATE_VMA_SELECT_COMPOUND. "
-                f"Which flags does src[0] carry when migrate_vma_setup() returns? "
-                f"{self.answer_format()} (yes or no each).")
+        return (f"A dmirror driver migrates the first {self.npages} page(s) "
+                f"({self.npages * 4} KiB) of a 2 MiB-aligned range to its device, with "
+                f"MIGRATE_VMA_SELECT_SYSTEM | MIGRATE_VMA_SELECT_COMPOUND. The range holds "
+                f"{self.text}. Which flags does src[0] carry when migrate_vma_setup() returns, "
+                f"and what is args.cpages then? {self.answer_format()} (yes or no for each "
+                f"flag, then a number).")
 
     def hint(self) -> str:
         return ("VALID: there is a page (not for holes: none or the zero page); MIGRATE: it "
                 "will migrate (cleared for a pinned page, whose entry becomes 0); WRITE: the "
-                "mapping was writable; COMPOUND: a whole, aligned THP collected as one unit.")
+                "mapping was writable; COMPOUND: a whole, aligned THP collected as one unit "
+                "(a range covering part of a THP splits it first). cpages counts the entries "
+                "still marked MIGRATE after the unmap step, holes included; a COMPOUND entry "
+                "counts once.")
 
 
 class MigrationCostExercise(Exercise):
@@ -141,11 +154,15 @@ class MigrationCostExercise(Exercise):
     fields = ("page-table entries written", "TLB flushes", "pages copied")
 
     def setup(self) -> None:
-        self.backing = self.rng.choice(sorted(BACKINGS))
-        self.kib = self.rng.choice([2048, 4096, 6144] if self.backing == "thp" else
-                                   [16, 64, 256, 1024, 2048])
-        self.back = self.rng.random() < 0.5
-        there, back = migration_cost(self.kib * KiB, self.backing, seed=self.seed)
+        rng = self.rng
+        self.backing = rng.choice(sorted(BACKINGS))
+        self.large = rng.random() < 0.6
+        # without large device pages each THP takes the split fallback (slow to simulate)
+        self.kib = (2048 * rng.randint(1, 4 if self.large else 2) if self.backing == "thp"
+                    else 4 * rng.randint(1, 256))
+        self.back = rng.random() < 0.5
+        there, back = migration_cost(self.kib * KiB, self.backing, large_pages=self.large,
+                                     seed=self.seed)
         c = back if self.back else there
         self.answer = (c.entries_written, c.tlb_flushes, c.pages_copied)
         self.steps.append(f"Measured {c.direction}: {c.pte_writes} PTE and {c.pmd_writes} PMD "
@@ -155,9 +172,10 @@ class MigrationCostExercise(Exercise):
     def question(self) -> str:
         how = "4 KiB pages (MADV_NOHUGEPAGE)" if self.backing == "4k" else \
             "PMD-mapped THPs (MADV_HUGEPAGE)"
-        what = ("migrated to a dmirror device with 2 MiB pages and then back to system "
-                "memory. What does the way BACK cost" if self.back else
-                "migrated to a dmirror device with 2 MiB pages. What does that cost")
+        dev = "with 2 MiB pages" if self.large else "without 2 MiB pages (large_pages=False)"
+        what = (f"migrated to a dmirror device {dev} and then back to system memory. What "
+                f"does the way BACK cost" if self.back else
+                f"migrated to a dmirror device {dev}. What does that cost")
         return (f"A process writes every page of a {self.kib} KiB region mapped with {how}; "
                 f"the region is {what}: how many page-table entries (PTEs and PMDs) are "
                 f"written, how many TLB flushes, how many pages copied? "
@@ -181,14 +199,23 @@ class AfterMigration(Exercise):
     def setup(self) -> None:
         rng = self.rng
         self.case = rng.choice(["thp", "thp-part", "4k-pin"])
-        self.n = rng.randrange(1, 512) if self.case == "thp-part" else 512
-        self.pinned = rng.randrange(512) if self.case == "4k-pin" else None
-        self.page = rng.choice([0, self.n - 1, min(self.n, 511), rng.randrange(512),
-                                self.pinned if self.pinned is not None else 0])
-        m, p, a = _fresh(self.seed)
-        (_small if self.case == "4k-pin" else _thp)(p, a)
-        if self.pinned is not None:
-            p.pin(a + self.pinned * PAGE_SIZE, PAGE_SIZE)
+        self.thps = rng.randint(1, 3) if self.case == "thp" else 1
+        self.n = rng.randrange(1, 512) if self.case == "thp-part" else 512 * self.thps
+        self.pinned = (sorted(rng.sample(range(512), rng.randint(1, 8)))
+                       if self.case == "4k-pin" else [])
+        self.page = rng.choice([0, self.n - 1, min(self.n, 511), rng.randrange(self.n),
+                                *self.pinned[:1]])
+        m = System(ram="64M", thp="madvise", seed=self.seed)
+        m.add_device("dmirror0", memory="8M")
+        p = m.spawn()
+        a = p.mmap(self.thps * 2 * MiB)
+        if self.case == "4k-pin":
+            _small(p, a)
+        else:
+            p.madvise(a, self.thps * 2 * MiB, "hugepage")
+            p.touch(a, self.thps * 2 * MiB)
+        for page in self.pinned:
+            p.pin(a + page * PAGE_SIZE, PAGE_SIZE)
         res = m.device.migrate_to_device(p, a, self.n * PAGE_SIZE)
         e = p.lookup(a + self.page * PAGE_SIZE)
         self.answer = (e.level, e.kind, sum(r.migrated for r in res))
@@ -197,10 +224,12 @@ class AfterMigration(Exercise):
 
     def question(self) -> str:
         if self.case == "4k-pin":
-            what = (f"a written 2 MiB region of 4 KiB pages (MADV_NOHUGEPAGE) whose page "
-                    f"{self.pinned} is pinned with pin_user_pages(); the whole 2 MiB")
+            what = (f"a written 2 MiB region of 4 KiB pages (MADV_NOHUGEPAGE) whose page(s) "
+                    f"{', '.join(map(str, self.pinned))} are pinned with pin_user_pages(); "
+                    f"the whole 2 MiB")
         elif self.case == "thp":
-            what = "a written, PMD-mapped THP; the whole 2 MiB"
+            what = (f"{self.thps} written, PMD-mapped THP(s) ({self.thps * 512} pages); all of "
+                    f"them")
         else:
             what = f"a written, PMD-mapped THP; only its first {self.n} page(s)"
         return (f"A dmirror device with 2 MiB pages is given {what} to migrate "

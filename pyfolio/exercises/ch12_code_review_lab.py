@@ -22,34 +22,39 @@ __all__ = ["WhichPath", "PredictState", "SpotSpecialCase", "KINDS"]
 
 
 class WhichPath(Exercise):
-    """Which functions does the fallback of a design pass through?"""
+    """Which functions does the fallback of a design pass through, how often, for what?"""
 
     chapter = 12
     kind = "path"
     title = "Which path does the fallback take?"
     fields = ("function migrate_vma_split_unmapped_folio() calls to split",
-              "is __folio_split() on the stack at the freeze (yes/no)")
+              "is __folio_split() on the stack at the freeze (yes/no)", "pages on the device")
 
     def setup(self) -> None:
-        self.design = self.rng.choice(DESIGNS)
-        run = fallback_scenario(self.design, self.seed, thps=1, small_pages=0)
+        rng = self.rng
+        self.design = rng.choice(DESIGNS)
+        self.small = rng.randint(0, 64)
+        run = fallback_scenario(self.design, self.seed, thps=1, small_pages=self.small)
         freeze = next(e for e in split_events(run) if e.name == "folio_ref_freeze")
         stack = freeze.stack[freeze.stack.index("migrate_vma_split_unmapped_folio"):]
-        self.answer = (stack[1], "__folio_split" in stack)
+        moved = sum(r.migrated for r in run.results)
+        self.answer = (stack[1], "__folio_split" in stack, moved)
         self.steps.append(f"Traced run, design {self.design}: at folio_ref_freeze the stack "
-                          f"was {' -> '.join(f + '()' for f in stack)}.")
+                          f"was {' -> '.join(f + '()' for f in stack)}; {moved} pages reached "
+                          f"the device.")
 
     def question(self) -> str:
-        return (f"A THP is migrated to a device without 2 MiB pages on a System with "
+        return (f"A process writes one THP and {self.small} small page(s) after it, then "
+                f"migrates the whole range to a device without 2 MiB pages on a System with "
                 f"split_design={self.design!r}. During the fallback, which function does "
-                f"migrate_vma_split_unmapped_folio() call to split the folio, and is "
-                f"__folio_split() on the stack when the refcount is frozen? "
-                f"{self.answer_format()}.")
+                f"migrate_vma_split_unmapped_folio() call to split the folio, is "
+                f"__folio_split() on the stack when the refcount is frozen, and how many pages "
+                f"reach the device? {self.answer_format()}.")
 
     def hint(self) -> str:
         return ("The v7 patch reuses the mapped-folio entry point with unmapped=true; the "
                 "merged design has its own entry point that shares only the freeze/split/"
-                "unfreeze helper.")
+                "unfreeze helper. Every page moves either way.")
 
 
 class PredictState(Exercise):
@@ -64,8 +69,8 @@ class PredictState(Exercise):
     def setup(self) -> None:
         rng = self.rng
         self.design = rng.choice(DESIGNS)
-        self.thps, self.small = rng.randint(1, 2), rng.choice([0, 5, 40])
-        self.large = rng.random() < 0.35
+        self.thps, self.small = rng.randint(1, 2), rng.randint(0, 64)
+        self.large = rng.random() < 0.4
         run = fallback_scenario(self.design, self.seed, thps=self.thps,
                                 small_pages=self.small, large_pages=self.large)
         moved = sum(r.migrated for r in run.results)
@@ -91,30 +96,41 @@ class PredictState(Exercise):
 
 
 class SpotSpecialCase(Exercise):
-    """Is this condition in the split path there only because of the flag?"""
+    """Which of three conditions in the split path are there only because of the flag?"""
 
     chapter = 12
     kind = "special"
     title = "Spot the special case"
-    fields = ("does the condition test unmapped (yes/no)",
-              "branches on unmapped in that function")
+    fields = ("condition 1 tests unmapped (yes/no)", "condition 2 tests unmapped (yes/no)",
+              "condition 3 tests unmapped (yes/no)",
+              "conditions on unmapped in the function of condition 1")
 
     def setup(self) -> None:
         loads = [reader_load(ENTRY[d], "unmapped") for d in DESIGNS]
-        pool: list[Branch] = [b for load in loads for b in load.branches]
-        self.branch = self.rng.choice(pool)
+        def key(b: Branch) -> tuple[str, str, str]:
+            return b.function, b.kind, b.test
+
         on_flag = {b for load in loads for b in load.on_flag}
-        here = [b for b in on_flag if b.function == self.branch.function]
-        self.answer = (self.branch in on_flag, len(here))
-        self.steps.append(f"{self.branch.function}(): {self.branch.kind} "
-                          f"{self.branch.test}; that function has "
-                          f"{len(here)} condition(s) on unmapped.")
+        pool = sorted({b for load in loads for b in load.branches}, key=key)
+        on = [b for b in pool if b in on_flag]
+        k = self.rng.randint(0, min(3, len(on)))  # how many of the three test the flag
+        self.branches = (self.rng.sample(on, k)
+                         + self.rng.sample([b for b in pool if b not in on_flag], 3 - k))
+        self.rng.shuffle(self.branches)
+        first = self.branches[0].function
+        here = [b for b in on_flag if b.function == first]
+        self.answer = (*(b in on_flag for b in self.branches), len(here))
+        for n, b in enumerate(self.branches, 1):
+            self.steps.append(f"{n}. {b.function}(): {b.kind} {b.test}: "
+                              f"{'tests' if b in on_flag else 'does not test'} unmapped.")
+        self.steps.append(f"{first}() has {len(here)} condition(s) on unmapped.")
 
     def question(self) -> str:
-        return (f"In pyfolio's model of the split path, {self.branch.function}() has the "
-                f"condition `{self.branch.kind} {self.branch.test}`. Does it test the "
-                f"unmapped flag, and how many conditions of {self.branch.function}() do? "
-                f"{self.answer_format()}.")
+        conds = "\n".join(f"  {n}. in {b.function}(): `{b.kind} {b.test}`"
+                          for n, b in enumerate(self.branches, 1))
+        return (f"In pyfolio's model of the split path (both designs), these conditions "
+                f"appear:\n{conds}\nWhich of them test the unmapped flag, and how many "
+                f"conditions of {self.branches[0].function}() do? {self.answer_format()}.")
 
     def hint(self) -> str:
         return ("Look for the name unmapped in the condition; then count the conditions of "
