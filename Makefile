@@ -11,9 +11,15 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 LAB_STAMP := $(VENV)/.lab-stamp
 KERNEL_STAMP := $(VENV)/.kernel-stamp
+CLASSROOM_STAMP := $(VENV)/.classroom-stamp
+# configurable-http-proxy (JupyterHub's proxy) from npm, into the venv (project-local)
+CHP_DIR := $(VENV)/classroom-node
+CHP     := $(CHP_DIR)/node_modules/.bin/configurable-http-proxy
+CHP_VERSION := 5.3.0
 JOBS ?= 2
 
-.PHONY: help venv fresh-cache book book-strict test lint typecheck pytest lab bench clean distclean widgets-js
+.PHONY: help venv fresh-cache book book-strict test lint typecheck pytest lab bench clean distclean widgets-js \
+	classroom bench-classroom
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -61,12 +67,12 @@ book-strict: venv widgets-js fresh-cache
 	@echo "Open $(CURDIR)/_build/html/index.html"
 
 lint: venv
-	$(BIN)/ruff check pyfolio tests tools
+	$(BIN)/ruff check pyfolio tests tools classroom
 
 typecheck: venv
 	@if [ -d pyfolio ]; then $(BIN)/mypy pyfolio; else echo "mypy: no pyfolio/ yet, skipped"; fi
 
-pytest: venv
+pytest: venv classroom
 	JUPYTER_PATH=$(CURDIR)/$(VENV)/share/jupyter $(BIN)/python -m pytest -n $(JOBS) --dist loadgroup
 
 # The book build and pytest both run even if the first fails, so a broken chapter is reported by
@@ -90,6 +96,23 @@ lab: $(LAB_STAMP) $(KERNEL_STAMP) ## JupyterLab on chapters/ (chapters open as n
 
 bench: venv ## run the simulator benchmarks
 	$(BIN)/python benchmarks/run.py
+
+$(CLASSROOM_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,classroom]'
+	touch $@
+
+# npm is optional: without it the hub test is skipped (with the reason) and all else runs.
+$(CHP):
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm install --prefix $(CHP_DIR) --no-audit --no-fund --silent \
+	    configurable-http-proxy@$(CHP_VERSION) \
+	  || echo "WARNING: npm could not install configurable-http-proxy; the hub test will be skipped"; \
+	else echo "WARNING: npm not found; the hub test will be skipped"; fi
+
+classroom: $(CLASSROOM_STAMP) $(KERNEL_STAMP) $(CHP) ## install JupyterHub, nbgrader, configurable-http-proxy
+
+bench-classroom: classroom ## N students (N=10) on a local hub: memory, latency, projection
+	$(BIN)/python benchmarks/classroom.py --students $${N:-10}
 
 clean: ## remove build output and caches (keeps .venv)
 	rm -rf _build .jupyter_cache .pytest_cache .mypy_cache .ruff_cache .hypothesis
