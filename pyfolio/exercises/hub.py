@@ -156,7 +156,7 @@ class HubClient:
             raw = await asyncio.wait_for(conn.read_message(), self.timeout)
             if raw is None:
                 raise RuntimeError("the kernel's websocket closed")
-            msg = json.loads(raw)
+            msg = _decode(raw)
             if msg.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
             kind, content = msg["msg_type"], msg["content"]
@@ -197,6 +197,18 @@ class HubClient:
             self.request("DELETE", self._user_api(user, f"kernels/{kernel}"))
         self.put_notebook(user, path, nb)
         return nb
+
+
+def _decode(raw: str | bytes) -> dict[str, Any]:
+    """A kernel message from the websocket: JSON text, or a binary frame (a message with
+    buffers: a count, offsets, the JSON, the buffers; jupyter_server's legacy format)."""
+    if isinstance(raw, str):
+        msg: dict[str, Any] = json.loads(raw)
+        return msg
+    n = int.from_bytes(raw[:4], "big")
+    offsets = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(n)]
+    msg = json.loads(raw[offsets[0]: offsets[1] if n > 1 else None])
+    return msg
 
 
 def deliver(client: HubClient, course: Path | str, assignment: str,
