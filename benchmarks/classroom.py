@@ -6,7 +6,8 @@ own kernel, all at the same time, then moves the chapter's remap-viewer slider A
 reply, through the hub's proxy, while the other students are still working). Reported:
 
 - per-student memory: PSS (/proc/PID/smaps_rollup) of the student's server and kernel after
-  the run, and of the hub and its proxy (shared by the class);
+  the run, and of the hub and its proxy (shared by the class); the peak RSS (VmHWM) of a
+  student's two processes, for the memory limit;
 - widget-action latency under that load: median and p95;
 - CPU seconds per student for the chapter run;
 - the projection for 100 students: memory, and cores for a class running the chapter
@@ -65,6 +66,14 @@ def _pss_kib(pid: int) -> int:
     return 0
 
 
+def _peak_rss_kib(pid: int) -> int:
+    """VmHWM: the most resident memory the process ever had."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
 def _cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
@@ -117,10 +126,11 @@ def run(n: int) -> dict[str, Any]:
             results = list(pool.map(lambda u: student(client, u, nb), users))
         wall_s = time.perf_counter() - t
         procs = _procs()
-        mem, cpu = [], []
+        mem, cpu, peak = [], [], []
         for r in results:
             server, kernels = _student_pids(procs, r["user"])
             mem.append((_pss_kib(server), sum(_pss_kib(k) for k in kernels)))
+            peak.append(_peak_rss_kib(server) + sum(_peak_rss_kib(k) for k in kernels))
             cpu.append(_cpu_s(server) - cpu0[r["user"]] + sum(_cpu_s(k) for k in kernels))
         hub_pids = [p for p, (_, cmd, u) in procs.items() if not u and (
             str(hub.dir) in cmd or "configurable-http-proxy" in cmd)]
@@ -137,6 +147,7 @@ def run(n: int) -> dict[str, Any]:
         "student_pss_mib": per_student_kib / 1024,
         "student_pss_max_mib": max(s + k for s, k in mem) / 1024,
         "hub_proxy_pss_mib": shared_kib / 1024,
+        "student_peak_rss_max_mib": max(peak) / 1024,
         "chapter_s_median": statistics.median(r["chapter_s"] for r in results),
         "cpu_s_per_student": cpu_s,
         "action_ms_median": statistics.median(lat) * 1000,
@@ -156,7 +167,9 @@ def report(r: dict[str, Any]) -> str:
         + (f"; ERRORS: {r['errors']}" if r["errors"] else ""),
         f"  memory per student (PSS): server {r['server_pss_mib']:.0f} MiB + kernel "
         f"{r['kernel_pss_mib']:.0f} MiB = {r['student_pss_mib']:.0f} MiB (max "
-        f"{r['student_pss_max_mib']:.0f}); hub + proxy {r['hub_proxy_pss_mib']:.0f} MiB",
+        f"{r['student_pss_max_mib']:.0f}); hub + proxy {r['hub_proxy_pss_mib']:.0f} MiB; "
+        f"peak RSS of a student's server + kernel at most "
+        f"{r['student_peak_rss_max_mib']:.0f} MiB",
         f"  CPU per student for the chapter: {r['cpu_s_per_student']:.1f} s",
         f"  widget action (remap viewer step) under load: median "
         f"{r['action_ms_median']:.0f} ms, p95 {r['action_ms_p95']:.0f} ms ({r['actions']} "

@@ -4,6 +4,9 @@
 2. De-duplicate <script> entries (sphinx-thebe's inline const THEBE_JS_URL appeared twice).
 3. A ".ipynb" entry in the download button of each chapter: sphinx-book-theme only offers the
    executed notebook when a launch button is configured, and this book has none.
+4. The JupyterHub launch button (when ``launch_buttons.jupyterhub_url`` is set) opens the
+   chapter through classroom/nbgitpuller_link.py: JupyterLab, the repository cloned into the
+   student's ``~/splitting-folios`` working copy (the theme's own link has no target folder).
 
 Offline JavaScript, in detail:
 
@@ -131,9 +134,43 @@ def _offer_ipynb_download(
     context["ipynb_source"] = f"{pagename}.ipynb"
 
 
+def _nbgitpuller() -> Any:
+    """classroom/nbgitpuller_link.py, loaded by path (the classroom folder is no package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "classroom" / "nbgitpuller_link.py"
+    spec = importlib.util.spec_from_file_location("nbgitpuller_link", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def hub_launch_link(app: Any, pagename: str, templatename: str, context: dict[str, Any],
+                    doctree: Any) -> None:
+    """Point the theme's JupyterHub launch button at our nbgitpuller link (runs after the
+    theme's add_launch_buttons, priority 501)."""
+    theme = app.config["html_theme_options"]
+    hub = theme.get("launch_buttons", {}).get("jupyterhub_url", "").strip()
+    repo = theme.get("repository_url", "")
+    if not hub or not repo:
+        return
+    groups = [b for b in context.get("header_buttons", [])
+              if b.get("label") == "launch-buttons"]
+    src = str(context.get("sourcename", "")).removesuffix(".txt")
+    path = f"{theme.get('path_to_docs', '').strip('/')}/{pagename}{Path(src).suffix}".lstrip("/")
+    link = _nbgitpuller().nbgitpuller_link(hub, repo, path, theme.get("repository_branch")
+                                            or "main")
+    for group in groups:
+        for button in group.get("buttons", []):
+            if button.get("text") == "JupyterHub":
+                button["url"] = link
+
+
 def setup(app: Any) -> dict[str, Any]:
     app.connect("config-inited", _use_local_copies, priority=100)
     app.connect("html-page-context", _dedupe_scripts, priority=900)
     # before sphinx-book-theme builds the header buttons (priority 501)
     app.connect("html-page-context", _offer_ipynb_download, priority=500)
+    app.connect("html-page-context", hub_launch_link, priority=600)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -12,6 +12,9 @@ For a graded class (see book/instructor.md):
 - ``assignment CHAPTER --course DIR``: the nbgrader source notebook;
 - ``instances CHAPTER --course DIR (--roster R | --students A,B) [--secret S]``: a filled
   copy of the nbgrader release notebook per student;
+- ``deliver CHAPTER --course DIR --hub URL (--roster R | --students A,B)``: each instance
+  into its student's server on a JupyterHub; ``collect`` (same arguments) copies them back
+  into nbgrader's ``submitted/`` (the API token: $JUPYTERHUB_API_TOKEN);
 - ``variety``: how much every kind varies over seeds 1..100.
 """
 
@@ -43,26 +46,74 @@ def render(chapter: int, seed: int, kind: str | None = None, solve: bool = False
 
 def _instances_main(argv: Sequence[str]) -> int:
     from pyfolio.exercises.assignments import write_instances
-    from pyfolio.exercises.grading import read_roster, secret_from
+    from pyfolio.exercises.grading import secret_from
 
     ap = argparse.ArgumentParser(prog="python -m pyfolio.exercises instances",
                                  description="Fill the nbgrader release notebook of a chapter "
                                              "with each student's questions.")
     ap.add_argument("chapter", type=int)
     ap.add_argument("--course", required=True, help="the nbgrader course directory")
-    who = ap.add_mutually_exclusive_group(required=True)
-    who.add_argument("--roster", help="CSV with a 'student' or 'id' column")
-    who.add_argument("--students", help="student ids, separated by commas")
+    _students(ap)
     ap.add_argument("--secret", help="the instructor's secret (default: $PYFOLIO_SECRET)")
     args = ap.parse_args(argv)
     try:
-        students = (sorted(read_roster(Path(args.roster).read_text())) if args.roster else
-                    [s for s in args.students.split(",") if s.strip()])
+        students = _read_students(args)
         for path in write_instances(args.chapter, args.course, students,
                                     secret_from(args.secret)):
             print(path)
     except (ValueError, OSError) as e:
         ap.error(str(e))
+    return 0
+
+
+def _students(ap: argparse.ArgumentParser) -> None:
+    who = ap.add_mutually_exclusive_group(required=True)
+    who.add_argument("--roster", help="CSV with a 'student' or 'id' column")
+    who.add_argument("--students", help="student ids, separated by commas")
+
+
+def _read_students(args: argparse.Namespace) -> list[str]:
+    from pyfolio.exercises.grading import read_roster
+
+    if args.roster:
+        return sorted(read_roster(Path(args.roster).read_text()))
+    return [s.strip().lower() for s in args.students.split(",") if s.strip()]
+
+
+def _hub_main(verb: str, argv: Sequence[str]) -> int:
+    """deliver / collect: through a JupyterHub's API (token: $JUPYTERHUB_API_TOKEN)."""
+    import os
+
+    from pyfolio.exercises.assignments import assignment_id
+    from pyfolio.exercises.hub import HubClient, collect, deliver
+
+    what = ("copy each student's instance into their server (starting it if needed)"
+            if verb == "deliver" else "copy each student's notebook into submitted/")
+    ap = argparse.ArgumentParser(prog=f"python -m pyfolio.exercises {verb}",
+                                 description=f"{verb.capitalize()} a chapter's assignment: "
+                                             f"{what}. The API token comes from "
+                                             f"$JUPYTERHUB_API_TOKEN.")
+    ap.add_argument("chapter", type=int)
+    ap.add_argument("--course", required=True, help="the nbgrader course directory")
+    ap.add_argument("--hub", required=True, help="the hub's address, e.g. https://hub.uni.edu")
+    _students(ap)
+    args = ap.parse_args(argv)
+    token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
+    if not token:
+        ap.error("set JUPYTERHUB_API_TOKEN to an API token with the scopes admin:users, "
+                 "admin:servers and access:servers")
+    try:
+        students = _read_students(args)
+        client = HubClient(args.hub, token)
+        aid = assignment_id(args.chapter)
+        if verb == "deliver":
+            client.start_servers(students)
+            done = deliver(client, args.course, aid, students)
+        else:
+            done = [str(p) for p in collect(client, args.course, aid, students)]
+    except (ValueError, OSError, RuntimeError) as e:
+        ap.error(str(e))
+    print("\n".join(map(str, done)))
     return 0
 
 
@@ -91,6 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _assignment_main(argv[1:])
     if argv[:1] == ["instances"]:
         return _instances_main(argv[1:])
+    if argv[:1] in (["deliver"], ["collect"]):
+        return _hub_main(argv[0], argv[1:])
     if argv[:1] == ["variety"]:
         from pyfolio.exercises.variety import variety_table
 
@@ -98,8 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     ap = argparse.ArgumentParser(prog="python -m pyfolio.exercises",
                                  description="Seeded exercises for the book's chapters. Also: "
-                                             "grade, assignment, instances, variety (each "
-                                             "with --help).")
+                                             "grade, assignment, instances, deliver, collect, "
+                                             "variety (each with --help).")
     ap.add_argument("chapter", nargs="?", type=int, help=f"chapter: {sorted(CHAPTERS)}")
     ap.add_argument("--chapter", dest="chapter_opt", type=int, help="the same, as an option")
     ap.add_argument("-s", "--seed", type=int, default=0, help="random seed (default 0)")

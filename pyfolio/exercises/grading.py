@@ -218,6 +218,7 @@ def grade_main(argv: Sequence[str], stdout: TextIO | None = None,
         Path(args.output).write_text(buf.getvalue())
     else:
         out.write(buf.getvalue())
+        out.flush()  # the scores before the messages when both go to one terminal or pipe
     rejected = [g for g in graded if g.verdict == "rejected"]
     for g in rejected:
         print(f"grade: {args.answers}:{g.row}: rejected: {g.feedback}", file=err)

@@ -68,9 +68,12 @@ class HubClient:
             self.request("POST", "/hub/api/users", {"usernames": new})
 
     def start_servers(self, names: list[str], wait: float = 180.0) -> None:
-        """Ask the hub to spawn each user's server, then wait until all are ready."""
+        """Ask the hub to spawn each user's server that is not running, then wait until all
+        are ready."""
         for n in names:
-            self.request("POST", f"/hub/api/users/{urllib.parse.quote(n)}/server")
+            model = self.request("GET", f"/hub/api/users/{urllib.parse.quote(n)}")
+            if "" not in model.get("servers", {}):
+                self.request("POST", f"/hub/api/users/{urllib.parse.quote(n)}/server")
         deadline = time.monotonic() + wait
         pending = set(names)
         while pending:
