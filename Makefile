@@ -97,8 +97,12 @@ lab: $(LAB_STAMP) $(KERNEL_STAMP) ## JupyterLab on chapters/ (chapters open as n
 bench: venv ## run the simulator benchmarks
 	$(BIN)/python benchmarks/run.py
 
-$(CLASSROOM_STAMP): $(STAMP)
+# nbgrader's server extensions (formgrader, the exchange's assignment list) are off: students
+# get their notebooks from `deliver`, and the lab stays as `make lab` shows it. Loaded after
+# nbgrader's own nbgrader.json, so it wins.
+$(CLASSROOM_STAMP): $(STAMP) classroom/nbgrader.students.json
 	$(BIN)/python -m pip install --quiet -e '.[dev,classroom]'
+	cp classroom/nbgrader.students.json $(VENV)/etc/jupyter/jupyter_server_config.d/
 	touch $@
 
 # npm is optional: without it the hub test is skipped (with the reason) and all else runs.
