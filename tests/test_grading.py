@@ -57,7 +57,7 @@ def test_graded_feedback_names_wrong_parts_but_never_the_values() -> None:
     assert all(str(v) not in why for v in ex.answer)
     assert graded_check(ex, "1 2") == (False, "Expected 3 values (refcount, mapcount, entire "
                                               "mapcount), got 2.")
-    assert graded_check(ex, "")[1].startswith("No answer.")
+    assert graded_check(ex, "")[1].startswith("No answer")
 
 
 def test_the_instructor_reproduces_a_students_questions() -> None:

@@ -10,6 +10,10 @@ The book and the terminal use the same generators::
     (True, False)
 
 From a shell: ``python -m pyfolio.exercises 4 -s 3 -c`` (see ``__main__``).
+
+For a graded class a student's seed is :func:`seed_for` ``(student, secret)``
+(:mod:`pyfolio.exercises.grading`): the same questions for the same student every time, and
+no way to compute them without the instructor's secret.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from pyfolio.exercises import (
 )
 from pyfolio.exercises.base import Exercise
 
-__all__ = ["Exercise", "CHAPTERS", "kinds", "make", "exercises"]
+__all__ = ["Exercise", "CHAPTERS", "kinds", "make", "exercises", "seed_for"]
 
 #: chapter number -> the module holding its exercise kinds (``KINDS``: kind -> class)
 CHAPTERS: dict[int, ModuleType] = {
@@ -69,3 +73,7 @@ def make(chapter: int, kind: str, seed: int) -> Exercise:
 def exercises(chapter: int, seed: int) -> list[Exercise]:
     """One exercise of every kind of ``chapter``, all from ``seed``."""
     return [make(chapter, k, seed) for k in kinds(chapter)]
+
+
+# after make(): grading uses it
+from pyfolio.exercises.grading import seed_for  # noqa: E402

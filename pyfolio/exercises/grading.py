@@ -79,19 +79,16 @@ def secret_from(given: str | None) -> str:
 def graded_check(ex: Exercise, answer: Any) -> tuple[bool, str]:
     """(right, feedback) as in a graded quiz: which parts are wrong and which right, never
     the expected values (``Exercise.check`` states them: that is for practice)."""
-    words = parse_words(answer) if answer is not None else []
-    if not words:
-        return False, f"No answer. {ex.answer_format()}."
-    if len(words) != len(ex.answer):
-        return False, (f"Expected {len(ex.answer)} values ({', '.join(ex.fields)}), "
-                       f"got {len(words)}.")
-    ok = [_same(exp, got) for exp, got in zip(ex.answer, words, strict=True)]
-    if all(ok):
+    right, why = ex.check(answer)
+    if right:
         return True, "Right."
+    words = parse_words(answer) if answer is not None else []
+    if len(words) != len(ex.answer):
+        return False, why  # no answer, or a wrong number of values: the message has no value
+    ok = [_same(exp, got) for exp, got in zip(ex.answer, words, strict=True)]
     wrong = [f for f, good in zip(ex.fields, ok, strict=True) if not good]
-    right = [f for f, good in zip(ex.fields, ok, strict=True) if good]
-    return False, f"Wrong: {', '.join(wrong)}." + (f" Right: {', '.join(right)}." if right
-                                                     else "")
+    fine = [f for f, good in zip(ex.fields, ok, strict=True) if good]
+    return False, f"Wrong: {', '.join(wrong)}." + (f" Right: {', '.join(fine)}." if fine else "")
 
 
 @dataclass(frozen=True, slots=True)
