@@ -23,6 +23,7 @@ from pyfolio.sim.errors import (
     EFAULT,
     EINVAL,
     ENOMEM,
+    KernelBug,
     MmError,
     SegmentationFault,
     VmWarning,
@@ -32,7 +33,8 @@ from pyfolio.system import Process, System
 
 __all__ = [
     "System", "Process", "Folio", "KiB", "MiB", "GiB", "parse_size", "MmError",
-    "SegmentationFault", "VmWarning", "EAGAIN", "EBUSY", "EEXIST", "EFAULT", "EINVAL", "ENOMEM",
+    "SegmentationFault", "VmWarning", "KernelBug", "EAGAIN", "EBUSY", "EEXIST", "EFAULT",
+    "EINVAL", "ENOMEM",
     "folio_order", "folio_nr_pages", "folio_ref_count", "folio_mapcount",
     "folio_entire_mapcount", "folio_expected_ref_count", "folio_maybe_dma_pinned",
 ]

@@ -27,7 +27,7 @@ from pyfolio.mm.migrate_device import (
     migrate_pfn_to_page,
 )
 from pyfolio.sim.errors import EINVAL, MmError
-from pyfolio.sim.units import HPAGE_PMD_NR, PAGE_SIZE, parse_size
+from pyfolio.sim.units import HPAGE_PMD_NR, PAGE_SIZE, to_size, to_ulong
 
 if TYPE_CHECKING:
     from pyfolio.sim.machine import Machine
@@ -123,25 +123,36 @@ class Device:
     def migrate_to_device(self, p: Process, addr: int, length: int | str,
                           design: str | None = None) -> MigrationResults:
         """HMM_DMIRROR_MIGRATE_TO_DEV over [addr, addr + length); ``design`` picks the
-        split fallback for this call ("unmapped-param" or "split-unmapped-folio"; default:
-        the System's ``split_design``). The results' ``ret`` is what the ioctl returns:
-        0, or -ENOENT when some page of the range is not on the device afterwards."""
-        if design is not None:
-            self.driver.split_design = split_design(design)
-        p._live()
-        done, ret = dmirror_migrate_to_device(self.driver, p.mm, addr, parse_size(length))
+        split fallback for this call only ("unmapped-param" or "split-unmapped-folio";
+        default: the System's ``split_design``). The results' ``ret`` is what the ioctl
+        returns: 0, or -ENOENT when some page of the range is not on the device afterwards.
+        MmError(EINVAL), nothing changed, for an unknown design, an exited process or a bad
+        range."""
+        switch = None if design is None else split_design(design)
+        _process(p)._live()
+        done, ret = dmirror_migrate_to_device(self.driver, p.mm, to_ulong(addr),
+                                              to_size(length), switch)
         return MigrationResults(done, ret)
 
     def migrate_to_system(self, p: Process, addr: int, length: int | str) -> MigrationResults:
         """HMM_DMIRROR_MIGRATE_TO_SYS over [addr, addr + length)."""
-        p._live()
-        done = dmirror_migrate_to_system(self.driver, p.mm, addr, parse_size(length))
+        _process(p)._live()
+        done = dmirror_migrate_to_system(self.driver, p.mm, to_ulong(addr), to_size(length))
         return MigrationResults(done)
 
     def read(self, p: Process, addr: int) -> int | None:
         """The device reads the page at ``addr`` through its own page table, without a
         CPU fault; None when the device holds no copy there."""
-        return dmirror_read(self.driver, p.mm, addr)
+        _process(p)._live()
+        return dmirror_read(self.driver, p.mm, to_ulong(addr))
+
+
+def _process(p: Process) -> Process:
+    """TypeError unless ``p`` is a Process (a System.spawn() result; told by its mm and
+    liveness check, as this module does not import the System side)."""
+    if not (hasattr(p, "mm") and callable(getattr(p, "_live", None))):
+        raise TypeError(f"expected a Process, not {type(p).__name__} {p!r}")
+    return p
 
 
 class MigrationResults(Sequence[PageResult]):

@@ -14,24 +14,23 @@ from pyfolio.device import split_design as design_switch
 from pyfolio.fs.proc.page import kpagecount, kpageflags
 from pyfolio.fs.proc.task_mmu import PagemapEntry, pagemap, smaps, task_mem
 from pyfolio.include.linux.mm import Folio, page_folio
-from pyfolio.include.linux.mm_types import VM, VMA, MMStruct
+from pyfolio.include.linux.mm_types import TASK_SIZE, VM, VMA, MMStruct
 from pyfolio.kernel.fork import check_mm, dup_mm, mm_alloc
 from pyfolio.mm.debug_vm import Violation, check
-from pyfolio.mm.gup import follow_page, pin_user_pages, unpin_user_page
+from pyfolio.mm.gup import fault_in, follow_page, pin_user_pages, unpin_user_page
 from pyfolio.mm.huge_memory_split import shrink_deferred_split, split_mapped_folio
 from pyfolio.mm.huge_memory_sysfs import thpsize_stats
 from pyfolio.mm.madvise import do_madvise
-from pyfolio.mm.memory import FAULT_FLAG_WRITE, VM_FAULT_OOM, handle_mm_fault
 from pyfolio.mm.mm_init import boot_machine
 from pyfolio.mm.mmap import do_mmap, do_munmap, exit_mmap
 from pyfolio.mm.mprotect import do_mprotect
 from pyfolio.mm.page_alloc import defragment, fragment
 from pyfolio.mm.swap import lru_add_drain
 from pyfolio.mm.vmstat import vmstat
-from pyfolio.sim.errors import EAGAIN, EEXIST, EINVAL, ENOMEM, MmError, SegmentationFault
+from pyfolio.sim.errors import EEXIST, EINVAL, MmError, SegmentationFault
 from pyfolio.sim.machine import MTHP_POLICIES, THP_POLICIES, THPSIZE_ORDERS, mthp_size_order
 from pyfolio.sim.trace import Trace
-from pyfolio.sim.units import HPAGE_PMD_NR, PAGE_SIZE, PMD_SIZE, parse_size
+from pyfolio.sim.units import HPAGE_PMD_NR, PAGE_SIZE, PMD_SIZE, parse_size, to_size, to_ulong
 
 if TYPE_CHECKING:
     from pyfolio.sim.machine import Machine
@@ -106,7 +105,15 @@ class System:
         MmError with the kernel's errno on failure (nothing changed but the
         ``thp_split_page_failed`` count __folio_split() keeps). Unlike debugfs, which
         skips a folio that fails can_split_folio() silently, the split is attempted, so
-        the reader sees its -EAGAIN."""
+        the reader sees its -EAGAIN. TypeError for a ``pfn``, ``new_order`` or ``at`` that
+        is not an int (or ``uniform`` not a bool); MmError(EINVAL) for a value out of
+        range; nothing changes then."""
+        for name, value in (("pfn", pfn), ("new_order", new_order)) + (
+                (("at", at),) if at is not None else ()):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"split: {name} must be an int, not {value!r}")
+        if not isinstance(uniform, bool):
+            raise TypeError(f"split: uniform must be True or False, not {uniform!r}")
         split_mapped_folio(self.machine, pfn, new_order, uniform=uniform, at=at)
 
     def drop_caches(self) -> int:
@@ -262,26 +269,33 @@ class Process:
         return f"Process(pid={self.pid}, vmas={len(self.mm.vmas)})"
 
     def _live(self) -> None:
+        """MmError(EINVAL) for a process that has exited (its mm is gone)."""
         if not self.alive:
             raise MmError(EINVAL, f"process {self.pid} has exited")
 
     # -- system calls -----------------------------------------------------------------------
+    # Arguments are checked as the C ABI would pass them, before anything happens: an
+    # address or length that is not an int (or, for a length, a size string such as "2M")
+    # is a TypeError; an int is taken as an unsigned long (to_ulong()); the kernel's own
+    # checks then give its errno (MmError), changing nothing.
     def mmap(self, length: int | str, prot: str = "rw") -> int:
         """mmap(NULL, length, prot, MAP_PRIVATE|MAP_ANONYMOUS): the new mapping's address."""
         self._live()
-        return do_mmap(self.mm, parse_size(length), prot)
+        return do_mmap(self.mm, to_size(length), _word(prot, "prot"))
 
     def munmap(self, addr: int, length: int | str) -> None:
+        """munmap(addr, length): EINVAL for an unaligned address, a range that leaves the
+        user address space (a negative address is a huge unsigned one) or a length of 0."""
         self._live()
-        do_munmap(self.mm, addr, parse_size(length))
+        do_munmap(self.mm, to_ulong(addr), to_size(length))
 
     def mprotect(self, addr: int, length: int | str, prot: str) -> None:
         self._live()
-        do_mprotect(self.mm, addr, parse_size(length), prot)
+        do_mprotect(self.mm, to_ulong(addr), to_size(length), _word(prot, "prot"))
 
     def madvise(self, addr: int, length: int | str, advice: str) -> None:
         self._live()
-        do_madvise(self.mm, addr, parse_size(length), advice)
+        do_madvise(self.mm, to_ulong(addr), to_size(length), _word(advice, "advice"))
 
     def fork(self) -> Process:
         """fork(): a child sharing every anonymous page copy-on-write."""
@@ -303,6 +317,7 @@ class Process:
     def _fault(self, addr: int, write: bool) -> int:
         """do_user_addr_fault(): find the VMA, check access, fault if needed; the PFN."""
         self._live()
+        addr = to_ulong(addr)
         vma = self.mm.find_vma(addr)
         if vma is None:
             raise SegmentationFault(f"pid {self.pid}: {addr:#x} is not mapped")
@@ -310,16 +325,9 @@ class Process:
             raise SegmentationFault(f"pid {self.pid}: write to read-only {addr:#x}")
         if not vma.vm_flags & VM.READ:
             raise SegmentationFault(f"pid {self.pid}: access to PROT_NONE {addr:#x}")
-        got = follow_page(self.mm, addr)
-        tries = 0  # the CPU re-executes the access: a fault that left no usable entry
-        while got is None or (write and not got[1]) or not self._young_dirty(addr, write):
-            tries += 1  # (e.g. a device folio split by migrate_to_ram) faults again
-            if tries > 4:
-                raise MmError(EAGAIN, f"fault at {addr:#x} made no progress in 4 tries")
-            if handle_mm_fault(vma, addr, FAULT_FLAG_WRITE if write else 0) & VM_FAULT_OOM:
-                raise MmError(ENOMEM, f"out of memory faulting {addr:#x}")
-            got = follow_page(self.mm, addr)
-        return got[0]
+        # the CPU re-executes the access: a fault that left no usable entry (e.g. a device
+        # folio split by migrate_to_ram) faults again
+        return fault_in(self.mm, vma, addr, write, lambda a: self._young_dirty(a, write))
 
     def _young_dirty(self, addr: int, write: bool) -> bool:
         """Whether the entry already has the accessed (and for a write, dirty) bit, as the
@@ -329,9 +337,11 @@ class Process:
         return raw & need == need
 
     def write(self, addr: int, value: int) -> None:
-        """Store a 64-bit stamp into the page at ``addr`` (write fault as needed)."""
+        """Store a 64-bit stamp (an int in [0, 2**64)) into the page at ``addr`` (write
+        fault as needed). TypeError or ValueError for another value, before any fault."""
+        value = _stamp(value)
         pfn = self._fault(addr, True)
-        self.m.mem.stamp[pfn] = value & (1 << 64) - 1
+        self.m.mem.stamp[pfn] = value
 
     def read(self, addr: int) -> int:
         """The 64-bit stamp of the page at ``addr`` (read fault as needed; zero pages read 0)."""
@@ -341,14 +351,20 @@ class Process:
         """Write every page of [addr, addr + length) (default: the VMA at addr to its end).
 
         Each page gets ``value``, or by default its own page number plus one, so data
-        survives checks after splits and migrations.
+        survives checks after splits and migrations. The arguments are checked before the
+        first page is written (TypeError, ValueError); a fault that fails part way (an
+        unmapped page, ENOMEM) leaves the pages before it written, as a memset would.
         """
+        self._live()
+        addr = to_ulong(addr)
+        if value is not None:
+            value = _stamp(value)
         if length is None:
             vma = self.mm.find_vma(addr)
             if vma is None:
                 raise SegmentationFault(f"pid {self.pid}: {addr:#x} is not mapped")
             length = vma.vm_end - addr
-        end = addr + parse_size(length)
+        end = addr + to_size(length)
         a = addr & ~(PAGE_SIZE - 1)
         while a < end:
             pfn = self._fault(a, True)
@@ -365,14 +381,14 @@ class Process:
     def pin(self, addr: int, length: int | str) -> list[int]:
         """FOLL_PIN|FOLL_WRITE pins on every page of the range (pin_user_pages())."""
         self._live()
-        pfns = pin_user_pages(self.mm, addr, parse_size(length) // PAGE_SIZE)
+        pfns = pin_user_pages(self.mm, to_ulong(addr), to_size(length) // PAGE_SIZE)
         self._pins.extend(pfns)
         return pfns
 
     def unpin(self, addr: int, length: int | str) -> None:
         """Drop the pins this process took on [addr, addr + length) (unpin_user_pages())."""
         self._live()
-        n = parse_size(length) // PAGE_SIZE
+        addr, n = to_ulong(addr), to_size(length) // PAGE_SIZE
         wanted = [follow_page(self.mm, addr + i * PAGE_SIZE) for i in range(n)]
         pfns = [g[0] for g in wanted if g is not None]
         if any(pfn not in self._pins for pfn in pfns) or len(pfns) != n:
@@ -383,12 +399,22 @@ class Process:
             unpin_user_page(self.m, pfn)
 
     # -- looking at it --------------------------------------------------------------------
+    def _user_addr(self, addr: int) -> int:
+        """An address to look at: the process is alive (MmError(EINVAL)), ``addr`` is an
+        int (TypeError) below TASK_SIZE (MmError(EINVAL): no user page is mapped above)."""
+        self._live()
+        addr = to_ulong(addr)
+        if addr >= TASK_SIZE:
+            raise MmError(EINVAL, f"{addr:#x} is above the user address space "
+                          f"(TASK_SIZE {TASK_SIZE:#x})")
+        return addr
+
     def vma_at(self, addr: int) -> VMA | None:
-        return self.mm.find_vma(addr)
+        return self.mm.find_vma(self._user_addr(addr))
 
     def lookup(self, addr: int) -> Entry:
         """The entry that maps ``addr`` (a PMD leaf or a PTE), decoded; level "pmd"/"pte"."""
-        w = walk(self.m, self.mm.pgd, addr)
+        w = walk(self.m, self.mm.pgd, self._user_addr(addr))
         return decode_entry(w.raw, w.level)
 
     def folio_at(self, addr: int) -> Folio | None:
@@ -403,13 +429,17 @@ class Process:
         return page_folio(self.m, pfn)
 
     def pfn_at(self, addr: int) -> int | None:
-        got = follow_page(self.mm, addr)
+        got = follow_page(self.mm, self._user_addr(addr))
         return None if got is None else got[0]
 
     def pagemap(self, addr: int, n: int = 1) -> list[PagemapEntry]:
+        addr = self._user_addr(addr)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise TypeError(f"pagemap: n must be a non-negative int, not {n!r}")
         return pagemap(self.mm, addr, n)
 
     def smaps(self) -> list[dict[str, int]]:
+        self._live()
         return smaps(self.mm)
 
     def status(self) -> dict[str, int]:
@@ -422,3 +452,18 @@ class Process:
         """
         self._live()
         return task_mem(self.mm)
+
+def _word(value: object, what: str) -> str:
+    """A string argument (a protection, an advice): TypeError for anything else."""
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a string, not {type(value).__name__} {value!r}")
+    return value
+
+
+def _stamp(value: object) -> int:
+    """A page's 64-bit contents: an int in [0, 2**64) (TypeError, ValueError otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"a page holds a 64-bit int, not {type(value).__name__} {value!r}")
+    if not 0 <= value < 1 << 64:
+        raise ValueError(f"{value} does not fit in a 64-bit page stamp [0, 2**64)")
+    return value

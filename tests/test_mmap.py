@@ -1,5 +1,5 @@
 """Unit tests of pyfolio/mmap.py: do_mmap(), get_unmapped_area(), do_munmap(), split_vma(),
-vma_merge_range() and check_range(), against mm/mmap.c and mm/vma.c (v6.18)."""
+vma_merge_range() and the syscalls' argument checks, against mm/mmap.c and mm/vma.c (v6.18)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from pyfolio import EINVAL, ENOMEM, KiB, MiB, MmError, System
 from pyfolio.include.linux.mm_types import VM
 from pyfolio.mm.debug_vm import snapshot
 from pyfolio.mm.mmap import (
-    check_range,
     do_mmap,
     do_munmap,
     get_unmapped_area,
@@ -30,13 +29,23 @@ def _layout(mm: object) -> list[tuple[int, int, int]]:
     return [(v.vm_start, v.vm_end, v.vm_pgoff) for v in mm.vmas]  # type: ignore[attr-defined]
 
 
-def test_check_range_aligns_and_rejects() -> None:
-    assert check_range(0x1000, 5000, "x") == 8192  # PAGE_ALIGN(len)
-    assert check_range(0x1000, 0, "mprotect", empty_ok=True) == 0
-    for start, length in ((0x1001, 4096), (0x1000, 0), (0x1000, -4096)):
+def test_munmap_and_mmap_check_their_arguments_as_the_kernel(m: System) -> None:
+    """do_vmi_munmap(): EINVAL for an unaligned start, start > TASK_SIZE, len > TASK_SIZE -
+    start (a negative length is a huge size_t) or a length of 0; do_mmap(): EINVAL for
+    0, ENOMEM for a length PAGE_ALIGN() wraps to 0. Nothing changes."""
+    mm = m.spawn().mm
+    a = do_mmap(mm, 5000)  # PAGE_ALIGN(len): two pages
+    assert mm.find_vma(a).vm_end - a == 8 * KiB
+    before = snapshot(m.machine)
+    for start, length in ((a + 1, 4096), (a, 0), (a, -4096), (a, 1 << 60), (-4096, 4096)):
         with pytest.raises(MmError) as e:
-            check_range(start, length, "munmap")
+            do_munmap(mm, start, length)
         assert e.value.errno == EINVAL
+    for length, errno in ((0, EINVAL), (-1, ENOMEM), (1 << 50, ENOMEM)):
+        with pytest.raises(MmError) as e:
+            do_mmap(mm, length)
+        assert e.value.errno == errno
+    assert snapshot(m.machine) == before
 
 
 def test_do_mmap_makes_one_vma_with_the_kernels_flags_and_pgoff(m: System) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from pyfolio import KiB, MiB, System
 from pyfolio.arch.x86.pgtable import pfn_pte, pte_mkdirty, vm_page_prot
-from pyfolio.include.linux.mm import Folio, inc_mm_counter
+from pyfolio.include.linux.mm import Folio, folio_lock, folio_unlock, inc_mm_counter
 from pyfolio.include.linux.mm_types import MM_ANONPAGES
 from pyfolio.include.linux.swapops import SwpType
 from pyfolio.mm.debug_vm import snapshot
@@ -330,7 +330,8 @@ def test_try_to_migrate_small_page_writable_entry_then_restore(m: System) -> Non
     a = p.mmap(16 * KiB)
     p.touch(a, 4 * KiB)
     f, mem = p.folio_at(a), m.machine.mem
-    ref_hold(f)  # the caller's reference (the folio lock and isolation in the kernel)
+    ref_hold(f)  # the caller's reference (isolation in the kernel) and the folio lock
+    folio_lock(f)  # try_to_migrate(): "Caller must hold the folio lock"
     assert try_to_migrate(f, 0) is True
     e = p.lookup(a)
     assert (e.kind, e.write, e.swp_offset, e.swp_type) == (
@@ -343,6 +344,7 @@ def test_try_to_migrate_small_page_writable_entry_then_restore(m: System) -> Non
     e = p.lookup(a)
     assert (e.kind, e.pfn, e.write) == ("page", f.pfn, True)
     assert int(mem._mapcount[f.pfn]) == 0 and mem.test(f.pfn, PG.anon_exclusive)
+    folio_unlock(f)
     ref_drop(f)
     assert f.refcount == 1 and m.check() == []
 
@@ -354,13 +356,16 @@ def test_try_to_migrate_read_only_exclusive_and_shared_entries(m: System) -> Non
     p.mprotect(a, 4 * KiB, "r")  # read-only, still exclusive
     f = p.folio_at(a)
     ref_hold(f)
+    folio_lock(f)
     assert try_to_migrate(f, 0) is True
     assert p.lookup(a).swp_type == SwpType.SWP_MIGRATION_READ_EXCLUSIVE
     remove_migration_ptes(f, f)
+    folio_unlock(f)
     ref_drop(f)
     c = p.fork()  # a + 4K: shared by two processes, write-protected in both
     g = p.folio_at(a + 4 * KiB)
     ref_hold(g)
+    folio_lock(g)
     assert try_to_migrate(g, 0) is True
     assert p.lookup(a + 4 * KiB).swp_type == SwpType.SWP_MIGRATION_READ
     assert c.lookup(a + 4 * KiB).swp_type == SwpType.SWP_MIGRATION_READ
@@ -384,6 +389,7 @@ def test_try_to_migrate_a_thp_splits_the_pmd_with_freeze(m: System) -> None:
     p, a = m.spawn_with_thp(4 * MiB)
     f, mem = p.folio_at(a), m.machine.mem
     ref_hold(f)
+    folio_lock(f)
     assert try_to_migrate(f, TTU_SPLIT_HUGE_PMD) is True
     assert m.machine.vmstat["thp_split_pmd"] == 1
     kinds = {(p.lookup(a + i * 4 * KiB).kind, p.lookup(a + i * 4 * KiB).swp_offset)
@@ -401,6 +407,7 @@ def test_try_to_migrate_a_thp_without_split_leaves_a_pmd_migration_entry(m: Syst
     p, a = m.spawn_with_thp(4 * MiB)
     f = p.folio_at(a)
     ref_hold(f)
+    folio_lock(f)
     assert try_to_migrate(f, 0) is True
     e = p.lookup(a)
     assert (e.level, e.kind, e.swp_offset, e.write) == ("pmd", "migration", f.pfn, True)
@@ -408,6 +415,7 @@ def test_try_to_migrate_a_thp_without_split_leaves_a_pmd_migration_entry(m: Syst
     assert m.check() == []
     remove_migration_ptes(f, f)
     assert p.lookup(a).kind == "huge" and f.entire_mapcount == 1
+    folio_unlock(f)
     ref_drop(f)
     assert m.check() == []
 

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 from pyfolio.arch.x86.pgtable import pte_alloc_one
 from pyfolio.include.linux.mm_types import MM_COUNTER_NAMES, VMA, MMStruct
 from pyfolio.mm.memory import copy_page_range
+from pyfolio.mm.mmap import exit_mmap
 from pyfolio.mm.rmap import anon_vma_fork
-from pyfolio.sim.errors import VmWarning
+from pyfolio.sim.errors import ENOMEM, MmError, VmWarning
 
 if TYPE_CHECKING:
     from pyfolio.sim.machine import Machine
@@ -35,14 +36,28 @@ def mm_alloc(m: Machine) -> MMStruct:
 def dup_mm(oldmm: MMStruct) -> MMStruct:
     """dup_mm() - the child's copy of ``oldmm`` (dup_mmap() over every VMA).
 
-    Models: kernel/fork.c:dup_mm() (v6.18).
+    Models: kernel/fork.c:dup_mm() and dup_mmap() (v6.18). If a copy runs out of memory
+    (a page table or a page for a pinned page's copy: copy_page_range() returns -ENOMEM),
+    dup_mmap() stops at that VMA and dup_mm() tears the half-built child down
+    (``free_pt:`` mmput() -> exit_mmap(), which stops at the XA_ZERO_ENTRY dup_mmap()
+    left after the failing VMA) and fork() fails with ENOMEM (MmError). The parent keeps
+    what copy_page_range() did to it (entries write-protected, pages no longer
+    anon-exclusive), as the kernel's does.
     """
     mm = mm_alloc(oldmm.m)
-    for vma in oldmm.vmas:
-        new = VMA(mm, vma.vm_start, vma.vm_end, vma.vm_flags, vma.vm_pgoff)
-        mm.vmas.append(new)
-        anon_vma_fork(new, vma)
-        copy_page_range(new, vma)
+    try:
+        for vma in oldmm.vmas:
+            new = VMA(mm, vma.vm_start, vma.vm_end, vma.vm_flags, vma.vm_pgoff)
+            mm.vmas.append(new)
+            anon_vma_fork(new, vma)
+            copy_page_range(new, vma)
+    except MmError as e:
+        if e.errno != ENOMEM:
+            raise
+        exit_mmap(mm)
+        oldmm.m.trace.emit("dup_mm", changes={"failed": "ENOMEM"}, parent=oldmm.id)
+        raise MmError(ENOMEM, f"fork: out of memory copying the page tables of mm "
+                      f"{oldmm.id}") from e
     oldmm.m.trace.emit("dup_mm", changes={"child": mm.id}, parent=oldmm.id)
     return mm
 

@@ -6,15 +6,20 @@ dmirror_devmem_alloc_page(), dmirror_migrate_alloc_and_copy(),
 dmirror_migrate_finalize_and_map(), dmirror_migrate_to_device(),
 dmirror_devmem_fault_alloc_and_copy(), dmirror_migrate_to_system(),
 dmirror_devmem_fault() (the ``migrate_to_ram`` op), dmirror_devmem_folio_split() (the
-``folio_split`` op) and dmirror_devmem_free() (``page_free``; ``folio_free`` newer).
+``folio_split`` op), dmirror_devmem_free() (``page_free``; ``folio_free`` newer), and the
+mirror's MMU notifier: dmirror_fops_open() subscribes to the mm,
+dmirror_interval_invalidate() and dmirror_do_update() drop the device's entries when the
+CPU's change.
 
 Simplifications: one chunk covering the machine's device frames, registered at start;
 the data lives in the device page's ``stamp`` (the real driver keeps a backing system
 page in ``zone_device_data``), so a device page costs no RAM; an empty single-page list
 is refilled by breaking up one free large folio (the driver would add a new chunk); the
-device page table ``pt`` is keyed by (mm id, address). ``fail_large_alloc`` makes every
-large allocation fail (``HMM_DMIRROR_FLAG_FAIL_ALLOC`` fails only the next allocation,
-of any size, and is cleared by it).
+device page table ``pt`` is keyed by (mm id, address): one Dmirror serves every process
+it is used on, each with its own interval notifier, inserted on first use (the kernel
+opens one ``struct dmirror`` per file, mirroring the opener's mm). ``fail_large_alloc``
+makes every large allocation fail (``HMM_DMIRROR_FLAG_FAIL_ALLOC`` fails only the next
+allocation, of any size, and is cleared by it).
 
 Place: lib/test_hmm.c's driver is called dmirror; a module named test_hmm.py would be
 collected by pytest as a test file.
@@ -24,7 +29,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pyfolio.include.linux.mm import Folio, folio_lock, folio_order, page_folio
+from pyfolio.include.linux.mm import Folio, folio_lock, folio_order, folio_unlock, page_folio
 from pyfolio.mm.huge_memory import VM_FAULT_OOM, VM_FAULT_SIGBUS
 from pyfolio.mm.memremap import (
     MEMORY_TYPE,
@@ -45,6 +50,15 @@ from pyfolio.mm.migrate_device import (
     migrate_vma_pages,
     migrate_vma_setup,
 )
+from pyfolio.mm.mmu_notifier import (
+    MMU_NOTIFY,
+    ULONG_MAX,
+    MmuIntervalNotifier,
+    MmuIntervalNotifierOps,
+    MmuNotifierRange,
+    mmu_interval_notifier_insert,
+    mmu_interval_set_seq,
+)
 from pyfolio.sim.errors import EINVAL, ENOENT, ENOMEM, MmError
 from pyfolio.sim.units import HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SIZE
 
@@ -53,6 +67,7 @@ if TYPE_CHECKING:
     from pyfolio.sim.machine import Machine
 
 __all__ = ["Dmirror", "HMM_DMIRROR_FLAG_FAIL_ALLOC", "VM_FAULT_OOM", "VM_FAULT_SIGBUS",
+           "dmirror_fops_open", "dmirror_interval_invalidate", "dmirror_do_update",
            "dmirror_devmem_alloc_page", "dmirror_migrate_alloc_and_copy",
            "dmirror_migrate_finalize_and_map", "dmirror_migrate_to_device",
            "dmirror_devmem_fault_alloc_and_copy", "dmirror_migrate_to_system",
@@ -146,13 +161,16 @@ class DevicePageTable(dict[Key, tuple[int, bool]]):
             else:
                 self._unindex(value[0], key)
 
-    def forget_pfns(self, pfn: int, nr: int) -> None:
-        """Drop the entries that point into device frames [pfn, pfn + nr)."""
-        if self._by_pfn.keys().isdisjoint(range(pfn, pfn + nr)):
+    def erase_span(self, mm_id: int, first: int, last: int) -> None:
+        """Drop the entries of ``mm_id`` for the pages from ``first`` to ``last``
+        (addresses, both inclusive): address by address for a short span, else by a scan
+        of the entries."""
+        n = (last - first) // PAGE_SIZE + 1
+        if n <= len(self):
+            self.unmap_range(mm_id, first, n)
             return
-        for dpfn in range(pfn, pfn + nr):
-            for key in self.keys_of(dpfn):
-                del self[key]
+        for key in [k for k in self if k[0] == mm_id and first <= k[1] <= last]:
+            del self[key]
 
 
 class Dmirror:
@@ -173,6 +191,8 @@ class Dmirror:
         self.free_pages: list[int] = []
         #: device page table: (mm id, address) -> (device pfn, writable)
         self.pt = DevicePageTable()
+        #: struct dmirror's ``notifier``, one per mm mirrored (mm id -> subscription)
+        self.notifiers: dict[int, MmuIntervalNotifier] = {}
         ops = DevPagemapOps(page_free=self._page_free, migrate_to_ram=self._migrate_to_ram,
                             folio_split=self._folio_split)
         self.pgmap = memremap_pages(m, DevPagemap((start, end),
@@ -207,10 +227,60 @@ class Dmirror:
     def _folio_split(self, head: Folio, tail: Folio | None) -> None:
         dmirror_devmem_folio_split(self, head, tail)
 
+    def _invalidate(self, mni: MmuIntervalNotifier, range_: MmuNotifierRange,
+                    cur_seq: int) -> bool:
+        return dmirror_interval_invalidate(self, mni, range_, cur_seq)
+
     def _migrate_to_ram(self, vma: VMA, address: int, pfn: int, via_pte: bool) -> int:
         """The op: the caller (do_swap_page() / do_huge_pmd_device_private()) holds the
         faulting folio locked and referenced."""
         return dmirror_devmem_fault(self, vma, address, pfn, via_pte)
+
+
+def dmirror_fops_open(dmirror: Dmirror, mm: MMStruct) -> MmuIntervalNotifier:
+    """dmirror_fops_open() - mirror ``mm``: subscribe to every change of its page tables.
+
+    Models: lib/test_hmm.c:dmirror_fops_open(): ``mmu_interval_notifier_insert(
+    &dmirror->notifier, current->mm, 0, ULONG_MAX & PAGE_MASK, &dmirror_min_ops)``.
+    Simplification: called on the first use of the device by a process (the ioctls and
+    reads below), once per mm; the subscription lives as long as the mm (the driver
+    removes it when the file closes, after the process's mm is gone).
+    """
+    sub = dmirror.notifiers.get(mm.id)
+    if sub is None:
+        sub = MmuIntervalNotifier(MmuIntervalNotifierOps(dmirror._invalidate))
+        mmu_interval_notifier_insert(sub, mm, 0, ULONG_MAX & ~(PAGE_SIZE - 1), sub.ops)
+        dmirror.notifiers[mm.id] = sub
+    return sub
+
+
+def dmirror_do_update(dmirror: Dmirror, mm_id: int, start: int, end: int) -> None:
+    """dmirror_do_update() - erase the device's entries for [start, end] of the mm.
+
+    Models: lib/test_hmm.c:dmirror_do_update(): ``xa_for_each_range(&dmirror->pt, pfn,
+    entry, start >> PAGE_SHIFT, end >> PAGE_SHIFT) xa_erase(...)``. xa_for_each_range()'s
+    last index is inclusive, so the page at ``end`` goes too (one more than the range:
+    harmless, the device faults it in again).
+    """
+    last = min(end, ULONG_MAX) & ~(PAGE_SIZE - 1)
+    dmirror.pt.erase_span(mm_id, start & ~(PAGE_SIZE - 1), last)
+
+
+def dmirror_interval_invalidate(dmirror: Dmirror, mni: MmuIntervalNotifier,
+                                range_: MmuNotifierRange, cur_seq: int) -> bool:
+    """dmirror_interval_invalidate() - the notifier's ``invalidate`` op: the CPU tables of
+    [start, end) are about to change, so the device drops its entries there.
+
+    Models: lib/test_hmm.c:dmirror_interval_invalidate(): its own migrations
+    (MMU_NOTIFY_MIGRATE with ``owner`` this device) are ignored, "since the invalidation
+    is handled as part of the migration process"; any other event, read, write and atomic
+    entries alike: mmu_interval_set_seq(), dmirror_do_update(). Always True (blockable).
+    """
+    if range_.event == MMU_NOTIFY.MMU_NOTIFY_MIGRATE and range_.owner is dmirror:
+        return True
+    mmu_interval_set_seq(mni, cur_seq)
+    dmirror_do_update(dmirror, range_.mm.id, range_.start, range_.end)
+    return True
 
 
 def dmirror_devmem_alloc_page(dmirror: Dmirror, is_large: bool) -> int | None:
@@ -312,9 +382,9 @@ def _check_range(mm: MMStruct, start: int, size: int) -> None:
     """The ioctl's checks (dmirror_fops_unlocked_ioctl and the per-VMA lookup): -EINVAL."""
     from pyfolio.include.linux.mm_types import VM
 
-    if start % PAGE_SIZE or size <= 0 or size % PAGE_SIZE:
-        raise MmError(EINVAL, f"dmirror: [{start:#x}, +{size:#x}) is not page aligned "
-                      "or is empty")
+    if start % PAGE_SIZE or size <= 0 or size % PAGE_SIZE or start + size > ULONG_MAX:
+        raise MmError(EINVAL, f"dmirror: [{start:#x}, +{size:#x}) is not page aligned, "
+                      "is empty or wraps")
     addr = start
     while addr < start + size:
         vma = mm.find_vma(addr)
@@ -335,8 +405,9 @@ def _windows(mm: MMStruct, start: int, end: int) -> list[tuple[VMA, int, int]]:
     return out
 
 
-def dmirror_migrate_to_device(dmirror: Dmirror, mm: MMStruct, start: int,
-                              size: int) -> tuple[list[MigrateVma], int]:
+def dmirror_migrate_to_device(dmirror: Dmirror, mm: MMStruct, start: int, size: int,
+                              split_design: str | None = None
+                              ) -> tuple[list[MigrateVma], int]:
     """dmirror_migrate_to_device() - HMM_DMIRROR_MIGRATE_TO_DEV: per 2 MiB window,
     SELECT_SYSTEM | SELECT_COMPOUND, setup, alloc_and_copy, pages, finalize_and_map,
     finalize; then "return the migrated data for verification": dmirror_do_read() over
@@ -344,13 +415,17 @@ def dmirror_migrate_to_device(dmirror: Dmirror, mm: MMStruct, start: int,
     returns each window's migrate_vma (its src entries say what migrated) and the
     ioctl's return value: 0, or -ENOENT when any page of the range is not on the device
     afterwards (a page that could not migrate); what did migrate stays migrated.
+    ``split_design`` (the simulator's switch, "a" or "b") overrides the device's for
+    this call only.
 
     Models: lib/test_hmm.c:dmirror_migrate_to_device() (the series).
     """
     _check_range(mm, start, size)
+    design = dmirror.split_design if split_design is None else split_design
+    dmirror_fops_open(dmirror, mm)
     done = []
     for vma, lo, hi in _windows(mm, start, start + size):
-        args = MigrateVma(vma, lo, hi, pgmap_owner=dmirror, split_design=dmirror.split_design,
+        args = MigrateVma(vma, lo, hi, pgmap_owner=dmirror, split_design=design,
                           flags=MIGRATE_VMA_SELECT.SYSTEM | MIGRATE_VMA_SELECT.COMPOUND)
         migrate_vma_setup(args)
         dmirror_migrate_alloc_and_copy(args, dmirror)
@@ -368,14 +443,25 @@ def dmirror_migrate_to_device(dmirror: Dmirror, mm: MMStruct, start: int,
 def dmirror_devmem_fault_alloc_and_copy(args: MigrateVma, dmirror: Dmirror) -> int:
     """dmirror_devmem_fault_alloc_and_copy() - system pages for device pages: an order-9
     folio for a large source (512 single pages if that fails or is forced to), copy,
-    and erase the device page-table entries. VM_FAULT_OOM if a small page is missing.
+    and erase the device page-table entries. VM_FAULT_OOM if a small page is missing;
+    then no destination is left in ``dst`` and the caller's migrate_vma_finalize() maps
+    every source page back (the data stays on the device).
     HMM_DMIRROR_FLAG_FAIL_ALLOC fails the next allocation and is cleared: a large source
     falls back to single pages, an order-0 source returns VM_FAULT_OOM at once. (On a CPU
     fault the kernel's #PF handler then only warns, pagefault_out_of_memory(), and the
     access is retried and succeeds; the simulator's access reports ENOMEM instead.)
 
     Models: lib/test_hmm.c:dmirror_devmem_fault_alloc_and_copy() (the series; the flag
-    as in the merged driver, linux-mm tree 05ab5121).
+    as in the merged driver, linux-mm tree 05ab5121): when a small page of the fallback
+    cannot be had, "Unlock and free pages already allocated" and "Clear remaining dst
+    entries" for that folio, then VM_FAULT_OOM. Deviation: the driver frees only the
+    failing folio's pages; destinations it copied for earlier folios of the same window
+    stay in ``dst``, and migrate_vma_finalize() without migrate_vma_pages() maps nothing
+    to them (remove_migration_ptes() walks the rmap of a destination that has no
+    ->mapping yet) while putting the source device page, so those pages' data is lost
+    under a migration entry left behind. The simulator frees every destination of the
+    window instead (a fault window holds one folio, so the fault path is as the
+    driver's).
     """
     from pyfolio.mm.page_alloc import alloc_pages
 
@@ -392,8 +478,9 @@ def dmirror_devmem_fault_alloc_and_copy(args: MigrateVma, dmirror: Dmirror) -> i
         dpage = None
         if dmirror.flags & HMM_DMIRROR_FLAG_FAIL_ALLOC:
             dmirror.flags &= ~HMM_DMIRROR_FLAG_FAIL_ALLOC
-            if not order:
-                return VM_FAULT_OOM  # "if (!dpage && !order) return VM_FAULT_OOM"
+            if not order:  # "if (!dpage && !order) return VM_FAULT_OOM"
+                _free_destinations(m, args.dst)  # (the deviation above)
+                return VM_FAULT_OOM
         elif order:
             try:
                 dpage = alloc_pages(m, order)
@@ -410,13 +497,26 @@ def dmirror_devmem_fault_alloc_and_copy(args: MigrateVma, dmirror: Dmirror) -> i
                 try:
                     small = alloc_pages(m, 0)
                 except MmError:
+                    _free_destinations(m, args.dst)
                     return VM_FAULT_OOM
                 _lock_new(m, small)
-                args.dst[i + j] = migrate_pfn(small) | write
+                args.dst[i + j] = migrate_pfn(small) | (write if not order else 0)
                 _copy(m, small, spage + j, 1)
                 dmirror.pt.unmap_range(mm_id, args.start + (i + j) * PAGE_SIZE, 1)
         i += 1 << order
     return 0
+
+
+def _free_destinations(m: Machine, dst: list[int]) -> None:
+    """unlock_page() + __free_page() of every destination allocated, and dst[] cleared."""
+    from pyfolio.mm.migrate import ref_drop
+
+    for k, d in enumerate(dst):
+        page = migrate_pfn_to_page(d)
+        if page is not None:
+            folio_unlock(Folio(m, page))
+            ref_drop(Folio(m, page))
+        dst[k] = 0
 
 
 def _lock_new(m: Machine, pfn: int) -> None:
@@ -434,6 +534,7 @@ def dmirror_migrate_to_system(dmirror: Dmirror, mm: MMStruct, start: int,
     Models: lib/test_hmm.c:dmirror_migrate_to_system() (the series).
     """
     _check_range(mm, start, size)
+    dmirror_fops_open(dmirror, mm)
     done = []
     for vma, lo, hi in _windows(mm, start, start + size):
         args = MigrateVma(vma, lo, hi, pgmap_owner=dmirror, split_design=dmirror.split_design,
@@ -492,15 +593,23 @@ def dmirror_devmem_folio_split(dmirror: Dmirror, head: Folio, tail: Folio | None
 
 def dmirror_devmem_free(dmirror: Dmirror, pfn: int, order: int) -> None:
     """dmirror_devmem_free() - page_free: the device folio goes back on the free list of
-    its size (``cfree`` counts pages returned).
+    its size (``cfree`` counts pages returned). The device's page table is not touched:
+    its entries went when the CPU mapping went (dmirror_interval_invalidate()).
 
-    Models: lib/test_hmm.c:dmirror_devmem_free() (the series). Simplification: the
-    device's page-table entries for the page are dropped here; the driver drops them
-    through its mmu notifier (dmirror_interval_invalidate()).
+    Models: lib/test_hmm.c:dmirror_devmem_free() (the series): an order-9 folio goes on
+    ``free_folios``, a page on ``free_pages``. The driver goes by the order of the
+    *backing* folio, which dmirror_devmem_folio_split() resets to 0 when it splits, and
+    the kernel splits device folios only to order 0 (migrate_vma_split_folio(),
+    migrate_vma_split_unmapped_folio()); a folio of an order between (only
+    ``System.split()`` makes one, as debugfs split_huge_pages cannot: ZONE_DEVICE is not
+    a managed zone) goes back here as single pages, so the lists never hold more than
+    the device (the driver would put back the head page alone).
     """
     dmirror.cfree += 1 << order
-    (dmirror.free_folios if order else dmirror.free_pages).append(pfn)
-    dmirror.pt.forget_pfns(pfn, 1 << order)
+    if order == HPAGE_PMD_ORDER:
+        dmirror.free_folios.append(pfn)
+    else:
+        dmirror.free_pages.extend(range(pfn, pfn + (1 << order)))
 
 
 def dmirror_read(dmirror: Dmirror, mm: MMStruct, addr: int) -> int | None:
@@ -512,6 +621,7 @@ def dmirror_read(dmirror: Dmirror, mm: MMStruct, addr: int) -> int | None:
     dmirror_read() (the HMM_DMIRROR_READ ioctl) then calls dmirror_fault(), which faults
     the range in with hmm_range_fault(), and retries; this function does not.
     """
+    dmirror_fops_open(dmirror, mm)
     got = dmirror.pt.get((mm.id, addr & ~(PAGE_SIZE - 1)))
     return None if got is None else int(dmirror.m.mem.stamp[got[0]])
 

@@ -18,10 +18,12 @@ import numpy as np
 from pyfolio.arch.x86.pgtable import (
     _PAGE_PRESENT,
     _PAGE_PSE,
+    _PAGE_RW,
     _PAGE_SPECIAL,
     pte_pfn,
     swp_offset,
     swp_type,
+    walk,
 )
 from pyfolio.include.linux.huge_mm import MTHP_STAT
 from pyfolio.include.linux.mm import (
@@ -39,6 +41,7 @@ from pyfolio.sim.units import HPAGE_PMD_NR, PAGE_SHIFT, PGDIR_SHIFT, PMD_SHIFT, 
 
 if TYPE_CHECKING:
     from pyfolio.include.linux.mm_types import VMA
+    from pyfolio.lib.dmirror import Dmirror
     from pyfolio.sim.machine import Machine
 
 __all__ = ["Violation", "check", "snapshot", "rss_of_leaf"]
@@ -73,12 +76,17 @@ def check(m: Machine) -> list[Violation]:
     that maps it; each mm's RSS counters (``rss_stat``) equal what its page tables map
     (:func:`rss_of_leaf`); the per-size ``nr_anon`` and ``nr_anon_partially_mapped``
     stats equal the live anon large folios of each order and those flagged
-    PG_partially_mapped.
+    PG_partially_mapped; every migration entry points at a locked folio (one that is free
+    or unlocked was left behind by an operation that is over); each device driver's free
+    lists hold every device frame not in a live folio exactly once and no other; each
+    entry of a device's own page table (a secondary MMU) maps what the CPU's maps there,
+    writable only where the CPU's entry is (what the MMU notifiers keep true).
     """
     out: list[Violation] = []
     owner = _frame_owners(m, out)
     pte_maps, pmd_maps = _scan_tables(m, owner, out)
     _check_counts(m, pte_maps, pmd_maps, out)
+    _check_devices(m, owner, out)
     return out
 
 
@@ -212,7 +220,8 @@ def _count_leaf(m: Machine, owner: np.ndarray, raw: int, level: str, addr: int,
             out.append(Violation("entry", addr, f"unknown swap-format entry {raw:#x}"))
             return -1
         if not is_device_private_entry(raw):
-            return -1  # migration entries hold no mapping (only inside an operation)
+            _check_migration_entry(m, owner, raw, level, addr, out)
+            return -1
         pfn, device = swp_offset(raw), True
     if not 0 <= pfn < m.mem.nr or owner[pfn] not in (3, 5):
         out.append(Violation("maps-free-frame", addr, f"entry {raw:#x} maps frame {pfn:#x}"))
@@ -227,6 +236,21 @@ def _count_leaf(m: Machine, owner: np.ndarray, raw: int, level: str, addr: int,
     else:
         pte_maps[pfn] += 1
     return pfn
+
+
+def _check_migration_entry(m: Machine, owner: np.ndarray, raw: int, level: str, addr: int,
+                           out: list[Violation]) -> None:
+    """A migration entry maps nothing and lives only inside a migration or a split, which
+    holds its folio locked from unmap to remap (migration_entry_wait() sleeps on that
+    lock): one pointing at a free frame or at an unlocked folio was left behind."""
+    pfn = swp_offset(raw)
+    if not 0 <= pfn < m.mem.nr or owner[pfn] not in (3, 5) or (
+            owner[pfn] == 5 and int(m.mem._refcount[page_folio(m, pfn).pfn]) <= 0):
+        out.append(Violation("migration-entry", addr, f"{level} migration entry {raw:#x} "
+                             f"points at frame {pfn:#x}, which is free"))
+    elif not m.mem.test(page_folio(m, pfn).pfn, PG.locked):
+        out.append(Violation("migration-entry", addr, f"{level} migration entry {raw:#x} "
+                             f"for frame {pfn:#x} outside a migration (folio not locked)"))
 
 
 def _check_counts(m: Machine, pte_maps: np.ndarray, pmd_maps: Counter[int],
@@ -301,11 +325,78 @@ def _check_folio(folio: Folio, pte_maps: np.ndarray, pmd_maps: Counter[int],
         out.append(Violation("anon_vma", pfn, "folio->mapping points at no live anon_vma"))
 
 
+def _check_devices(m: Machine, owner: np.ndarray, out: list[Violation]) -> None:
+    """The device drivers' own state: free lists and device page tables."""
+    from pyfolio.lib.dmirror import Dmirror
+    from pyfolio.mm.memremap import DevPagemap
+
+    for pgmap in m.pgmaps:
+        assert isinstance(pgmap, DevPagemap)
+        if isinstance(pgmap.owner, Dmirror):
+            _check_device_free_lists(pgmap.range, pgmap.owner, owner, out)
+            _check_device_mirror(m, pgmap.owner, out)
+
+
+def _check_device_free_lists(rng: tuple[int, int], driver: Dmirror, owner: np.ndarray,
+                             out: list[Violation]) -> None:
+    """Every frame of the device range is either in a live device folio or on the
+    driver's free lists (free_folios: 2 MiB-aligned order-9 blocks; free_pages: single
+    frames), once."""
+    start, end = rng
+    on_list = np.zeros(end - start, np.int32)
+    for name, n, lst in (("free_folios", HPAGE_PMD_NR, driver.free_folios),
+                         ("free_pages", 1, driver.free_pages)):
+        for pfn in lst:
+            if not (start <= pfn and pfn + n <= end) or (n > 1 and pfn % n):
+                out.append(Violation("device-free-list", pfn, f"{name} entry outside the "
+                                     f"device [{start:#x}, {end:#x}) or not aligned"))
+                continue
+            on_list[pfn - start: pfn - start + n] += 1
+    live = owner[start:end] == 3
+    for bad, what in ((on_list > 1, "is on the free lists more than once"),
+                      ((on_list > 0) & live, "is free and in a live folio"),
+                      ((on_list == 0) & ~live, "is neither free nor in a live folio")):
+        hits = np.flatnonzero(bad)
+        if len(hits):
+            out.append(Violation("device-free-list", start + int(hits[0]),
+                                 f"{len(hits)} device frames: frame {what}"))
+
+
+def _check_device_mirror(m: Machine, driver: Dmirror, out: list[Violation]) -> None:
+    """Each device page-table entry (mm id, address) -> (pfn, writable) agrees with the
+    CPU entry at that address of that mm: it maps the same frame (a present PTE or PMD,
+    or a device-private entry), and the device may write only where the CPU may."""
+    from pyfolio.include.linux.swapops import is_writable_device_private_entry
+
+    mms = {mm.id: mm for mm in m.mms}
+    for (mm_id, addr), (pfn, writable) in driver.pt.items():
+        mm = mms.get(mm_id)
+        if mm is None:
+            out.append(Violation("mirror", addr, f"device entry for mm {mm_id}, which is gone"))
+            continue
+        w = walk(m, mm.pgd, addr)
+        raw = w.raw
+        if raw & _PAGE_PRESENT and (w.level == "pte" or raw & _PAGE_PSE):
+            cpu, cpu_write = pte_pfn(raw), bool(raw & _PAGE_RW)
+        elif raw and not raw & _PAGE_PRESENT and is_device_private_entry(raw):
+            cpu, cpu_write = swp_offset(raw), is_writable_device_private_entry(raw)
+        else:
+            cpu, cpu_write = -1, False
+        if cpu >= 0 and w.level == "pmd":
+            cpu += (addr & ((1 << PMD_SHIFT) - 1)) >> PAGE_SHIFT
+        if cpu != pfn or (writable and not cpu_write):
+            out.append(Violation("mirror", addr, f"mm {mm_id}: the device maps frame "
+                                 f"{pfn:#x}{' writable' if writable else ''}, the CPU entry "
+                                 f"is {raw:#x}: a missed MMU-notifier invalidation"))
+
+
 def snapshot(m: Machine) -> dict[str, object]:
     """Everything an operation could change, in comparable form: memmap arrays, page
     tables, free lists, deposits, VMAs, pins, queues and counters (not the trace).
 
-    A failed operation must leave ``snapshot(m)`` equal to what it was before.
+    A failed operation must leave ``snapshot(m)`` equal to what it was before. The
+    device drivers' state (free lists, counters, flags, device page tables) and which mms
+    have MMU-notifier subscriptions are included.
     """
     mem = m.mem
     arrays = {name: getattr(mem, name).tobytes() for name in (
@@ -326,4 +417,15 @@ def snapshot(m: Machine) -> dict[str, object]:
                  [(v.vm_start, v.vm_end, int(v.vm_flags), v.vm_pgoff,
                    v.anon_vma.id if v.anon_vma else None) for v in mm.vmas]) for mm in m.mms],
         "huge_zero_pfn": m.huge_zero_pfn,
+        "devices": [_device_state(pgmap) for pgmap in m.pgmaps],
+        "notifiers": [(mm.id, len(mm.notifier_subscriptions.itree))
+                      for mm in m.mms if mm.notifier_subscriptions is not None],
     }
+
+
+def _device_state(pgmap: object) -> tuple[object, ...]:
+    driver = getattr(pgmap, "owner", None)
+    return (list(getattr(driver, "free_folios", ())), list(getattr(driver, "free_pages", ())),
+            getattr(driver, "calloc", None), getattr(driver, "cfree", None),
+            getattr(driver, "flags", None), getattr(driver, "fail_large_alloc", None),
+            dict(getattr(driver, "pt", {})))

@@ -3,11 +3,14 @@
 Models: mm/gup.c (v6.18): FOLL_PIN|FOLL_WRITE first faults each page in for writing
 (breaking COW, so the pinned page is exclusive to the process), then try_grab_folio()
 takes the pin: on a large folio ``_refcount`` +1 and ``_pincount`` +1; on a small folio
-``_refcount`` + GUP_PIN_COUNTING_BIAS (1024).
+``_refcount`` + GUP_PIN_COUNTING_BIAS (1024). :func:`fault_in` is the loop both GUP and
+a CPU access (the facade's ``Process._fault``) run: look the page up, fault, look again,
+until the entry is usable.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pyfolio.include.linux.mm import (
@@ -19,16 +22,21 @@ from pyfolio.include.linux.mm import (
     folio_test_large,
     page_folio,
 )
-from pyfolio.include.linux.mm_types import MMStruct
-from pyfolio.mm.memory import FAULT_FLAG_WRITE, VM_FAULT_OOM, handle_mm_fault
-from pyfolio.sim.errors import EFAULT, ENOMEM, MmError
+from pyfolio.include.linux.mm_types import VMA, MMStruct
+from pyfolio.mm.memory import FAULT_FLAG_WRITE, VM_FAULT_OOM, VM_FAULT_SIGBUS, handle_mm_fault
+from pyfolio.sim.errors import EAGAIN, EFAULT, ENOMEM, MmError
 
 if TYPE_CHECKING:
     from pyfolio.sim.machine import Machine
 from pyfolio.arch.x86.pgtable import _PAGE_PRESENT, _PAGE_RW, pmd_leaf, pte_pfn, walk
 from pyfolio.sim.units import PAGE_SIZE, PMD_SIZE
 
-__all__ = ["pin_user_pages", "unpin_user_page", "follow_page"]
+__all__ = ["pin_user_pages", "unpin_user_page", "follow_page", "faultin_page", "fault_in",
+           "FAULT_IN_TRIES"]
+
+#: how often :func:`fault_in` faults before it gives up (the kernel loops until the fault
+#: makes progress or a fatal signal arrives; every fault here makes progress within two)
+FAULT_IN_TRIES = 4
 
 
 def follow_page(mm: MMStruct, addr: int) -> tuple[int, bool] | None:
@@ -44,6 +52,44 @@ def follow_page(mm: MMStruct, addr: int) -> tuple[int, bool] | None:
     if w.level != "pte":
         return None
     return pte_pfn(w.raw), bool(w.raw & _PAGE_RW)
+
+
+def faultin_page(vma: VMA, address: int, write: bool) -> int:
+    """faultin_page() - fault the page in; 0, or -ENOMEM / -EFAULT for a fault that failed.
+
+    Models: mm/gup.c:faultin_page() (v6.18): handle_mm_fault() with FAULT_FLAG_WRITE for
+    FOLL_WRITE; VM_FAULT_ERROR becomes an errno (vm_fault_to_errno(): VM_FAULT_OOM ->
+    -ENOMEM, VM_FAULT_SIGBUS -> -EFAULT). A fault that returns 0 without mapping the page
+    (a device page split but not yet brought back, a folio locked by someone else) makes
+    the caller look the page up again and retry (__get_user_pages(): ``goto retry``).
+    """
+    ret = handle_mm_fault(vma, address, FAULT_FLAG_WRITE if write else 0)
+    if ret & VM_FAULT_OOM:
+        return -ENOMEM
+    if ret & VM_FAULT_SIGBUS:
+        return -EFAULT
+    return 0
+
+
+def fault_in(mm: MMStruct, vma: VMA, addr: int, write: bool,
+             ready: Callable[[int], bool] | None = None) -> int:
+    """Look up ``addr``, fault, and look again until it is mapped (and writable for a
+    write, and ``ready(addr)`` if given): the PFN. The retry loop of
+    mm/gup.c:__get_user_pages() (``follow_page_mask()``, ``faultin_page()``, ``goto
+    retry``), which a CPU access repeats the same way by re-executing the instruction.
+    MmError(ENOMEM) or MmError(EFAULT) when a fault fails; MmError(EAGAIN) after
+    FAULT_IN_TRIES faults without progress (where the kernel would keep looping).
+    """
+    for _ in range(FAULT_IN_TRIES + 1):
+        got = follow_page(mm, addr)
+        if got is not None and (got[1] or not write) and (ready is None or ready(addr)):
+            return got[0]
+        err = faultin_page(vma, addr, write)
+        if err == -ENOMEM:
+            raise MmError(ENOMEM, f"out of memory faulting {addr:#x}")
+        if err:
+            raise MmError(EFAULT, f"SIGBUS: the fault at {addr:#x} failed")
+    raise MmError(EAGAIN, f"fault at {addr:#x} made no progress in {FAULT_IN_TRIES} tries")
 
 
 def _try_grab_folio(folio: Folio) -> None:
@@ -62,7 +108,8 @@ def pin_user_pages(mm: MMStruct, start: int, nr_pages: int) -> list[int]:
     Models: mm/gup.c:pin_user_pages() (v6.18).
 
     Raises MmError(EFAULT), changing nothing, if a page is outside any writable VMA.
-    Should a fault fail (-ENOMEM), the pins already taken are released again.
+    Each page is looked up and faulted until it is mapped writable (:func:`fault_in`).
+    Should a fault fail (-ENOMEM, -EFAULT), the pins already taken are released again.
     """
     for i in range(nr_pages):
         addr = start + i * PAGE_SIZE
@@ -75,15 +122,9 @@ def pin_user_pages(mm: MMStruct, start: int, nr_pages: int) -> list[int]:
             addr = start + i * PAGE_SIZE
             vma = mm.find_vma(addr)
             assert vma is not None
-            got = follow_page(mm, addr)
-            if got is None or not got[1]:
-                if handle_mm_fault(vma, addr, FAULT_FLAG_WRITE) & VM_FAULT_OOM:
-                    # faultin_page(): VM_FAULT_OOM -> -ENOMEM
-                    raise MmError(ENOMEM, f"pin: out of memory faulting {addr:#x} in")
-                got = follow_page(mm, addr)
-            assert got is not None
-            _try_grab_folio(page_folio(mm.m, got[0]))
-            pfns.append(got[0])
+            pfn = fault_in(mm, vma, addr, True)
+            _try_grab_folio(page_folio(mm.m, pfn))
+            pfns.append(pfn)
     except MmError:
         for pfn in pfns:
             unpin_user_page(mm.m, pfn)

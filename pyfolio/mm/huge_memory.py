@@ -63,6 +63,7 @@ from pyfolio.include.linux.swapops import (
     is_writable_migration_entry,
     make_readable_device_private_entry,
 )
+from pyfolio.mm.mmu_notifier import MMU_NOTIFY, invalidate_secondary_mmus
 from pyfolio.mm.rmap import (
     RMAP_EXCLUSIVE,
     RMAP_NONE,
@@ -357,10 +358,11 @@ def do_huge_zero_wp_pmd(vma: VMA, address: int, slot: Slot) -> int:
 
     Models: mm/huge_memory.c:do_huge_zero_wp_pmd() (v6.13+, commit 1ced09e0331f "mm:
     Allocate THP on hugezeropage wp-fault"): the huge zero PMD is replaced by a new zeroed
-    THP, no PMD split; if no order-9 block is free the PMD is split (into 512 zero-page
-    PTEs) and the fault falls back to the PTE level. The new THP goes through
-    map_anon_folio_pmd(), so it is queued for the deferred split shrinker too (seen on
-    6.18.44: with max_ptes_none 256 the shrinker splits it as underused).
+    THP, no PMD split (secondary MMUs hear MMU_NOTIFY_CLEAR for the 2 MiB range first);
+    if no order-9 block is free the PMD is split (into 512 zero-page PTEs) and the fault
+    falls back to the PTE level. The new THP goes through map_anon_folio_pmd(), so it is
+    queued for the deferred split shrinker too (seen on 6.18.44: with max_ptes_none 256
+    the shrinker splits it as underused).
     """
     m = vma.vm_mm.m
     haddr = address & ~(PMD_SIZE - 1)
@@ -368,6 +370,7 @@ def do_huge_zero_wp_pmd(vma: VMA, address: int, slot: Slot) -> int:
     if folio is None:
         __split_huge_pmd(vma, slot, address, False)
         return VM_FAULT_FALLBACK
+    invalidate_secondary_mmus(MMU_NOTIFY.MMU_NOTIFY_CLEAR, vma.vm_mm, haddr, haddr + PMD_SIZE)
     map_anon_folio_pmd(folio, slot, vma, haddr)
     m.trace.emit("do_huge_zero_wp_pmd", address=haddr, pfn=folio.pfn)
     return 0
@@ -456,7 +459,10 @@ def copy_huge_pmd(dst_vma: VMA, src_vma: VMA, slot: Slot, addr: int) -> int:
     marked old; refcount and entire mapcount rise by one; PG_anon_exclusive is
     cleared. A maybe-pinned exclusive folio is not shared: the parent's PMD is split and
     -EAGAIN makes the caller copy at the PTE level. The child's MM_ANONPAGES gains 512 for
-    a shared THP or a device-private PMD, nothing for the huge zero PMD.
+    a shared THP or a device-private PMD, nothing for the huge zero PMD. The child's PMD
+    table (copy_pmd_range()'s pmd_alloc()) and the PTE table to deposit (pte_alloc_one())
+    are allocated before anything else: MmError(ENOMEM), nothing counted, if they cannot
+    be.
     """
     from pyfolio.mm.memory import pmd_slot
 
@@ -464,6 +470,7 @@ def copy_huge_pmd(dst_vma: VMA, src_vma: VMA, slot: Slot, addr: int) -> int:
     pmd = _pmd(m, slot)
     dslot = pmd_slot(dst_vma.vm_mm, addr, alloc=True)
     assert dslot is not None
+    pgtable = pte_alloc_one(m)
     if is_device_private_entry(pmd):
         folio = page_folio(m, swp_offset(pmd))
         folio_get(folio)
@@ -472,20 +479,21 @@ def copy_huge_pmd(dst_vma: VMA, src_vma: VMA, slot: Slot, addr: int) -> int:
             pmd = make_readable_device_private_entry(swp_offset(pmd)) | (pmd & 0xE)
             _set_pmd_at(m, slot, pmd)
         add_mm_counter(dst_vma.vm_mm, MM_ANONPAGES, HPAGE_PMD_NR)
-        pgtable_trans_huge_deposit(dst_vma, dslot, pte_alloc_one(m))
+        pgtable_trans_huge_deposit(dst_vma, dslot, pgtable)
         _set_pmd_at(m, dslot, pmd)
         return 0
     if is_huge_zero_pmd(m, pmd):
-        pgtable_trans_huge_deposit(dst_vma, dslot, pte_alloc_one(m))
+        pgtable_trans_huge_deposit(dst_vma, dslot, pgtable)
         _set_pmd_at(m, dslot, pmd)
         return 0
     folio = page_folio(m, pte_pfn(pmd))
     if not folio_try_dup_anon_rmap_pmd(folio, folio.pfn, src_vma):
+        pte_free(m, pgtable)
         __split_huge_pmd(src_vma, slot, addr, False)
         return -EAGAIN
     folio_get(folio)
     add_mm_counter(dst_vma.vm_mm, MM_ANONPAGES, HPAGE_PMD_NR)
-    pgtable_trans_huge_deposit(dst_vma, dslot, pte_alloc_one(m))
+    pgtable_trans_huge_deposit(dst_vma, dslot, pgtable)
     pmd = pmd_wrprotect(pmd)
     _set_pmd_at(m, slot, pmd)
     _set_pmd_at(m, dslot, pte_mkold(pmd))
@@ -525,9 +533,18 @@ def change_huge_pmd(vma: VMA, slot: Slot, addr: int, writable: bool) -> None:
     and the folio exclusive (can_change_pmd_writable()); otherwise the next write takes a
     write-protect fault. As 6.18's pmd_modify() drops the hardware D bit, a PMD that was
     dirty in D comes out clean (pte_modify() on a PTE moves D to SavedDirty instead).
+    A PMD migration entry or device-private PMD (is_swap_pmd(), the series) loses its
+    write permission instead (:func:`pyfolio.mm.mprotect.change_nonpresent_entry`).
     """
+    from pyfolio.mm.mprotect import change_nonpresent_entry
+
     m = vma.vm_mm.m
     pmd = _pmd(m, slot)
+    if pmd and not pmd & _PAGE_PRESENT:  # is_swap_pmd(): migration or device-private
+        new = change_nonpresent_entry(m, pmd)
+        if new != pmd:
+            _set_pmd_at(m, slot, new)
+        return
     if not pmd_leaf(pmd) or is_huge_zero_pmd(m, pmd):
         return
     new = pmd_modify(pmd, vm_page_prot(writable))
@@ -551,9 +568,12 @@ def __split_huge_pmd(vma: VMA, slot: Slot, address: int, freeze: bool) -> None:
     """__split_huge_pmd() - split the PMD at ``slot`` if it is a leaf or a swap-format
     (migration or device-private) PMD entry; ``freeze`` installs migration entries.
 
-    Models: mm/huge_memory.c:__split_huge_pmd() (v6.18).
+    Models: mm/huge_memory.c:__split_huge_pmd() (v6.18): secondary MMUs hear
+    MMU_NOTIFY_CLEAR over the 2 MiB range first, whatever the PMD holds.
     """
     m = vma.vm_mm.m
+    haddr = address & ~(PMD_SIZE - 1)
+    invalidate_secondary_mmus(MMU_NOTIFY.MMU_NOTIFY_CLEAR, vma.vm_mm, haddr, haddr + PMD_SIZE)
     pmd = _pmd(m, slot)
     if pmd_leaf(pmd) or (pmd and not pmd & _PAGE_PRESENT):
         __split_huge_pmd_locked(vma, slot, address & ~(PMD_SIZE - 1), freeze)

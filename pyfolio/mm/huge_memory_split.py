@@ -260,7 +260,7 @@ def __folio_split(folio: Folio, new_order: int, split_at: int, lock_at: int,
     VM_WARN_ON_FOLIO(not folio_test_large(folio), folio, "split of a small folio")
     if page_folio(m, split_at) != folio or page_folio(m, lock_at) != folio:
         return -EINVAL
-    if new_order >= order:
+    if new_order & 0xFFFFFFFF >= order:  # unsigned int new_order: -1 is 4294967295
         return -EINVAL
     if uniform_split and not uniform_split_supported(folio, new_order, True):
         return -EINVAL
@@ -496,19 +496,30 @@ def split_mapped_folio(m: Machine, pfn: int, new_order: int, *, uniform: bool = 
     with ``uniform=False``, folio_split() at page offset ``at`` (default 0), unlock, put.
 
     Returns 0; raises MmError with the kernel's errno (state unchanged but for
-    ``thp_split_page_failed``) if the split fails or the folio is not large.
+    ``thp_split_page_failed``) if the split fails, the folio is not large, ``at`` is not
+    a page of it or ``new_order`` is negative (EINVAL: checked before the folio is
+    referenced or locked).
     """
+    if not 0 <= pfn < m.mem.nr:
+        raise MmError(EINVAL, f"pfn {pfn:#x} is outside the memmap (0..{m.mem.nr - 1:#x})")
     folio = page_folio(m, pfn)
     if not folio_test_large(folio):
         raise MmError(EINVAL, f"frame {pfn:#x} is not in a large folio")
+    if new_order < 0:
+        raise MmError(EINVAL, f"new order {new_order} is negative")
+    if not 0 <= (at or 0) < folio_nr_pages(folio):
+        raise MmError(EINVAL, f"split page {at} is not a page of the order-"
+                      f"{folio_order(folio)} folio at {folio.pfn:#x}")
     folio_get(folio)
     folio_lock(folio)
-    if uniform:
-        ret = split_folio_to_order(folio, new_order)
-    else:
-        ret = folio_split(folio, new_order, folio.pfn + (at or 0), None)
-    folio_unlock(folio)
-    folio_put(folio)
+    try:
+        if uniform:
+            ret = split_folio_to_order(folio, new_order)
+        else:
+            ret = folio_split(folio, new_order, folio.pfn + (at or 0), None)
+    finally:
+        folio_unlock(folio)
+        folio_put(folio)
     if ret:
         raise MmError(-ret, f"split of the order-{folio_order(folio) if ret else 0} folio at "
                       f"{folio.pfn:#x} to order {new_order} failed")

@@ -62,6 +62,7 @@ from pyfolio.mm.huge_memory import (
     pgtable_trans_huge_deposit,
 )
 from pyfolio.mm.memory import folio_pte_batch
+from pyfolio.mm.mmu_notifier import MMU_NOTIFY, invalidate_secondary_mmus
 from pyfolio.mm.rmap import (
     RMAP_EXCLUSIVE,
     folio_add_new_anon_rmap,
@@ -321,14 +322,15 @@ def collapse_huge_page(mm: MMStruct, address: int, referenced: int, unmapped: in
     """collapse_huge_page() - replace the PTE table of a block by a PMD-mapped new THP.
 
     Models: mm/khugepaged.c:collapse_huge_page() (v6.18): allocate (alloc_charge_folio());
-    revalidate; swap in non-present entries (__collapse_huge_page_swapin()); clear the PMD
-    (pmdp_collapse_flush()); isolate the pages (__collapse_huge_page_isolate()), on
-    failure putting the PTE table back (pmd_populate()) and the new folio; copy
-    (__collapse_huge_page_copy()); then the emptied PTE table becomes the deposited table
-    of the new PMD (pgtable_trans_huge_deposit()), which maps the folio dirty and, in a
-    writable VMA, writable (folio_mk_pmd(); maybe_pmd_mkwrite(pmd_mkdirty())); new anon
-    rmap, exclusive (folio_add_new_anon_rmap(RMAP_EXCLUSIVE)); LRU; and the folio is queued
-    unflagged for the underused-THP shrinker (deferred_split_folio(folio, false)).
+    revalidate; swap in non-present entries (__collapse_huge_page_swapin()); secondary MMUs
+    hear MMU_NOTIFY_CLEAR for the 2 MiB range; clear the PMD (pmdp_collapse_flush());
+    isolate the pages (__collapse_huge_page_isolate()), on failure putting the PTE table
+    back (pmd_populate()) and the new folio; copy (__collapse_huge_page_copy()); then the
+    emptied PTE table becomes the deposited table of the new PMD
+    (pgtable_trans_huge_deposit()), which maps the folio dirty and, in a writable VMA,
+    writable (folio_mk_pmd(); maybe_pmd_mkwrite(pmd_mkdirty())); new anon rmap, exclusive
+    (folio_add_new_anon_rmap(RMAP_EXCLUSIVE)); LRU; and the folio is queued unflagged for
+    the underused-THP shrinker (deferred_split_folio(folio, false)).
     """
     m = mm.m
     result, folio = alloc_charge_folio(mm)
@@ -359,6 +361,7 @@ def _collapse_into(mm: MMStruct, address: int, referenced: int, unmapped: int,
     assert slot is not None
     vma = mm.find_vma(address)
     assert vma is not None
+    invalidate_secondary_mmus(MMU_NOTIFY.MMU_NOTIFY_CLEAR, mm, address, address + PMD_SIZE)
     orig_pmd = _entry(m, slot)
     _set_pmd(m, slot, 0)  # pmdp_collapse_flush(): no new access can reach the PTEs
     m.trace.cost("tlb_flushes")

@@ -26,6 +26,8 @@ from pyfolio.arch.x86.pgtable import (
     pte_young,
 )
 from pyfolio.include.linux.mm import (
+    PAGE_ALIGN,
+    ULONG_MASK,
     Folio,
     folio_get,
     folio_is_zone_device,
@@ -40,7 +42,8 @@ from pyfolio.include.linux.mm_types import VM, VMA, MMStruct
 from pyfolio.mm.huge_memory import _set_pmd_at, madvise_free_huge_pmd
 from pyfolio.mm.khugepaged import madvise_collapse
 from pyfolio.mm.memory import folio_pte_batch, set_pte_at, zap_page_range
-from pyfolio.mm.mmap import _vmas_in, check_range, vma_merge_range
+from pyfolio.mm.mmap import _vmas_in, check_aligned, vma_merge_range
+from pyfolio.mm.mmu_notifier import MMU_NOTIFY, invalidate_secondary_mmus
 from pyfolio.mm.rmap import folio_mms, pmd_chunks
 from pyfolio.mm.swap import folio_mark_lazyfree, lru_add_drain
 from pyfolio.sim.errors import EINVAL, ENOMEM, MmError
@@ -60,16 +63,22 @@ def do_madvise(mm: MMStruct, start: int, length: int, advice: str) -> None:
 
     Models: mm/madvise.c:do_madvise() (v6.18).
 
-    Raises EINVAL for unknown advice or a misaligned start, ENOMEM when part of the range
+    Raises EINVAL for unknown advice, a misaligned start, a length that PAGE_ALIGN() wraps
+    to 0 or a range that wraps (is_valid_madvise(); the values are unsigned), and does
+    nothing for an empty range (madvise_should_skip()); ENOMEM when part of the range
     is unmapped (the kernel applies the advice to the mapped parts and then returns
     -ENOMEM; the simulator checks first and changes nothing). ``collapse`` calls
     madvise_collapse() for each VMA in turn (madvise_walk_vmas()) and stops at the first
     that fails, raising its errno (EINVAL, EAGAIN, ENOMEM): a range over several VMAs is
     collapsed VMA by VMA, and a VMA holding no whole aligned 2 MiB block is refused.
     """
+    start, len_in = start & ULONG_MASK, length & ULONG_MASK
+    check_aligned(start, "madvise")
+    length = PAGE_ALIGN(len_in)
+    if (len_in and not length) or start + length > ULONG_MASK:
+        raise MmError(EINVAL, f"madvise: [{start:#x}, +{len_in:#x}) wraps around")
     if advice not in ADVICE:
         raise MmError(EINVAL, f"madvise: advice {advice!r} is not one of {', '.join(ADVICE)}")
-    length = check_range(start, length, "madvise", empty_ok=True)
     if not length:
         return  # madvise_should_skip(): start + len == start, 0
     end = start + length
@@ -88,8 +97,9 @@ def do_madvise(mm: MMStruct, start: int, length: int, advice: str) -> None:
         for vma in mm.vmas_between(start, end):
             lo, hi = max(vma.vm_start, start), min(vma.vm_end, end)
             if lo < hi:
-                if advice == "dontneed":
-                    zap_page_range(vma, lo, hi, reclaim_pt=True)  # madvise_dontneed_single_vma()
+                if advice == "dontneed":  # madvise_dontneed_single_vma()
+                    invalidate_secondary_mmus(MMU_NOTIFY.MMU_NOTIFY_CLEAR, mm, lo, hi)
+                    zap_page_range(vma, lo, hi, reclaim_pt=True)
                 elif advice == "collapse":
                     madvise_collapse(vma, lo, hi)
                 elif advice == "cold":
@@ -103,10 +113,12 @@ def madvise_free_single_vma(vma: VMA, start: int, end: int) -> None:
     """madvise_free_single_vma() - MADV_FREE over [start, end) of one VMA.
 
     Models: mm/madvise.c:madvise_free_single_vma() (v6.18): lru_add_drain() first (the
-    folios an earlier MADV_FREE left in this CPU's batch become lazy-free now), then the
-    walk; each folio it frees goes into the batch again (:mod:`pyfolio.mm.swap`).
+    folios an earlier MADV_FREE left in this CPU's batch become lazy-free now), secondary
+    MMUs hear MMU_NOTIFY_CLEAR for the range, then the walk; each folio it frees goes
+    into the batch again (:mod:`pyfolio.mm.swap`).
     """
     lru_add_drain(vma.vm_mm.m)
+    invalidate_secondary_mmus(MMU_NOTIFY.MMU_NOTIFY_CLEAR, vma.vm_mm, start, end)
     _walk_page_range(vma, start, end, madvise_free_huge_pmd, _madvise_free_pte_range)
 
 

@@ -53,6 +53,7 @@ from pyfolio.include.linux.mm import (
     folio_test_locked,
     folio_unlock,
     inc_mm_counter,
+    is_cow_mapping,
     is_zero_folio,
     mm_counter,
     mm_counter_file,
@@ -61,6 +62,7 @@ from pyfolio.include.linux.mm import (
 from pyfolio.include.linux.mm_types import MM_ANONPAGES, VMA, MMStruct
 from pyfolio.include.linux.swapops import is_device_private_entry
 from pyfolio.mm import huge_memory as hm
+from pyfolio.mm.mmu_notifier import MMU_NOTIFY, invalidate_secondary_mmus
 from pyfolio.mm.rmap import (
     RMAP_EXCLUSIVE,
     anon_vma_prepare,
@@ -333,8 +335,9 @@ def do_wp_page(vma: VMA, address: int, flags: int, slot: tuple[int, int]) -> int
 def wp_page_copy(vma: VMA, address: int, slot: tuple[int, int]) -> int:
     """wp_page_copy() - copy the page, map the copy writable, drop the old mapping.
 
-    Models: mm/memory.c:wp_page_copy() (v6.18). Dropping one PTE of a large folio leaves
-    it partially mapped, which queues it for deferred split (in folio_remove_rmap_pte()).
+    Models: mm/memory.c:wp_page_copy() (v6.18). Secondary MMUs hear MMU_NOTIFY_CLEAR for
+    the page first. Dropping one PTE of a large folio leaves it partially mapped, which
+    queues it for deferred split (in folio_remove_rmap_pte()).
     RSS: a copy of an anon page replaces an anon page (no change); a copy of the zero
     page is one more MM_ANONPAGES page; a copy of a file page moves one page from
     mm_counter_file() to MM_ANONPAGES.
@@ -349,6 +352,9 @@ def wp_page_copy(vma: VMA, address: int, slot: tuple[int, int]) -> int:
         new_pfn = alloc_pages(m, 0)
     except MmError:
         return VM_FAULT_OOM
+    # MMU_NOTIFY_CLEAR for the page, before the PTE changes
+    invalidate_secondary_mmus(MMU_NOTIFY.MMU_NOTIFY_CLEAR, vma.vm_mm,
+                              address & ~(PAGE_SIZE - 1), (address & ~(PAGE_SIZE - 1)) + PAGE_SIZE)
     if old_pfn == m.zero_pfn:  # is_zero_pfn(): folio_prealloc(need_zero), nothing copied
         m.mem.stamp[new_pfn] = 0
         m.trace.cost("pages_zeroed")
@@ -517,11 +523,16 @@ def copy_page_range(dst_vma: VMA, src_vma: VMA) -> None:
     so only zero-page PTEs): the child faults them in again. The child's RSS counts what
     it inherits: ``rss[MM_ANONPAGES]++`` per shared or copied anon page
     (copy_present_ptes(), copy_present_page()), 512 per PMD (copy_huge_pmd()), one per
-    device-private entry (copy_nonpresent_pte()); zero-page entries count nothing.
+    device-private entry (copy_nonpresent_pte()); zero-page entries count nothing. For a
+    COW mapping (is_cow_mapping()) secondary MMUs hear MMU_NOTIFY_PROTECTION_PAGE over
+    the parent's whole VMA first.
     """
     if not vma_needs_copy(dst_vma, src_vma):
         return
     m = src_vma.vm_mm.m
+    if is_cow_mapping(src_vma):  # the parent's entries lose write permission
+        invalidate_secondary_mmus(MMU_NOTIFY.MMU_NOTIFY_PROTECTION_PAGE, src_vma.vm_mm,
+                                  src_vma.vm_start, src_vma.vm_end)
     for addr, nxt, slot in pmd_chunks(src_vma, src_vma.vm_start, src_vma.vm_end):
         raw = int(m.pgtables[slot[0]][slot[1]])
         if raw and (pmd_leaf(raw) or not raw & _PAGE_PRESENT):

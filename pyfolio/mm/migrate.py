@@ -85,9 +85,9 @@ from pyfolio.mm.rmap import (
     pte_table_of,
     try_to_migrate,
 )
-from pyfolio.sim.errors import EBUSY
+from pyfolio.sim.errors import EBUSY, KernelBug
 from pyfolio.sim.memmap import NO_HEAD, PG, ZONE_DEVICE
-from pyfolio.sim.units import PAGE_SHIFT, PMD_SIZE
+from pyfolio.sim.units import HPAGE_PMD_ORDER, PAGE_SHIFT, PMD_SIZE
 
 if TYPE_CHECKING:
     from pyfolio.include.linux.mm_types import VMA
@@ -270,11 +270,30 @@ def remove_migration_entries(m: Machine, anon: int, src: int, nr: int, dst: int,
 
 def _remove_migration_pmd(vma: VMA, slot: Slot, addr: int, old: int, new_pfn: int) -> None:
     """mm/huge_memory.c:remove_migration_pmd(): a PMD migration entry back to a PMD
-    mapping of the (PMD-sized) folio at ``new_pfn``, or to a device-private PMD."""
+    mapping of the (PMD-sized) folio at ``new_pfn``, or to a device-private PMD.
+
+    remove_migration_pte() first checks ``VM_BUG_ON_FOLIO(folio_test_hugetlb(folio) ||
+    !folio_test_pmd_mappable(folio), folio)``: a PMD migration entry whose folio was split
+    meanwhile is a kernel bug, raised here as :class:`~pyfolio.sim.errors.KernelBug` (a
+    CONFIG_DEBUG_VM kernel stops there; without it remove_migration_pmd() maps the small
+    folio with a PMD and folio_add_anon_rmap_pmd() counts an entire mapping on it). The
+    merged device-migration series reaches it: see :func:`pyfolio.mm.migrate_device.
+    migrate_vma_split_unmapped_folio` (a THP shared by fork() and migrated to a device
+    without large pages).
+    """
     from pyfolio.mm.memremap import is_device_private_page
 
     m = vma.vm_mm.m
     folio = page_folio(m, new_pfn)
+    if folio_order(folio) < HPAGE_PMD_ORDER:  # !folio_test_pmd_mappable(folio)
+        raise KernelBug(
+            f"VM_BUG_ON_FOLIO(!folio_test_pmd_mappable(folio)) in mm/migrate.c:"
+            f"remove_migration_pte(): mm {vma.vm_mm.id} still has a PMD migration entry at "
+            f"{addr & ~(PMD_SIZE - 1):#x} for page {swp_offset(old):#x}, whose THP was split "
+            f"(the new folio {folio.pfn:#x} has order {folio_order(folio)}). "
+            "migrate_device_unmap()'s try_to_migrate(folio, 0) turned this other mapping "
+            "into a PMD migration entry; migrate_vma_split_unmapped_folio() splits only the "
+            "migrating VMA's PMD (split_huge_pmd_address()) before folio_split_unmapped().")
     write = swp_type(old) == SwpType.SWP_MIGRATION_WRITE
     soft = bool(old & _PAGE_SWP_SOFT_DIRTY)
     folio_get(folio)

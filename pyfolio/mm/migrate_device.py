@@ -18,8 +18,8 @@ folio_page(folio, 0), NULL, 0, true)``, an ``unmapped`` flag threaded through
 ``__folio_split()``. Both must leave the same machine state.
 
 Simplifications: one walk step per PMD (the kernel's walk_page_range() may report a hole
-spanning several PMDs at once; dmirror never passes more than one PMD); no mmu
-notifiers; no device-coherent memory; no swap or page cache.
+spanning several PMDs at once; dmirror never passes more than one PMD); no
+device-coherent memory; no swap or page cache.
 
 Layout: the migrate_vma interface of include/linux/migrate.h (``MIGRATE_PFN_*``,
 :class:`MigrateVma`) is in :mod:`pyfolio.mm.migrate` and the collect walk in
@@ -29,7 +29,7 @@ interface still imports from this module.
 
 from __future__ import annotations
 
-from pyfolio.arch.x86.pgtable import _PAGE_PRESENT, _PAGE_PSE, pte_alloc_one, pte_pfn
+from pyfolio.arch.x86.pgtable import _PAGE_PRESENT, _PAGE_PSE, pte_alloc_one, pte_free, pte_pfn
 from pyfolio.include.linux.huge_mm import MTHP_STAT, count_mthp_stat
 from pyfolio.include.linux.mm import (
     VM_WARN_ON_FOLIO,
@@ -75,6 +75,7 @@ from pyfolio.mm.migrate_device_collect import (
     migrate_vma_collect_skip,
     migrate_vma_split_folio,
 )
+from pyfolio.mm.mmu_notifier import MMU_NOTIFY, invalidate_secondary_mmus
 from pyfolio.sim.errors import EINVAL, MmError
 from pyfolio.sim.memmap import PG, ZONE_DEVICE
 from pyfolio.sim.units import HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SIZE, PMD_SIZE
@@ -228,7 +229,9 @@ def migrate_vma_insert_huge_pmd_page(migrate: MigrateVma, addr: int, page: int,
     __do_huge_pmd_anonymous_page(): order 9, a PTE table deposited (or the huge zero
     PMD's kept), a device-private PMD (writable iff VM_WRITE), MM_ANONPAGES += 512, new
     exclusive anon rmap, one reference for the mapping, ``thp_fault_alloc`` and the
-    2048kB ``anon_fault_alloc``. Any problem clears MIGRATE on all 512 entries. Returns 0.
+    2048kB ``anon_fault_alloc``. Any problem, the page table that cannot be allocated
+    (pte_alloc_one()) among them, clears MIGRATE on all 512 entries before anything is
+    mapped. Returns 0.
     """
     from pyfolio.include.linux.swapops import (
         make_readable_device_private_entry,
@@ -243,12 +246,20 @@ def migrate_vma_insert_huge_pmd_page(migrate: MigrateVma, addr: int, page: int,
     folio = page_folio(m, page)
     pmd = int(m.pgtables[slot[0]][slot[1]])
     suitable = not addr % PMD_SIZE and vma.vm_start <= addr and addr + PMD_SIZE <= vma.vm_end
-    if not suitable or (
-            pmd and not is_huge_zero_pmd(m, pmd)) or not folio_is_device_private(folio):
+    pgtable = -1
+    if suitable and folio_is_device_private(folio):
+        anon_vma_prepare(vma)
+        try:
+            pgtable = pte_alloc_one(m)
+        except MmError:  # "if (unlikely(!pgtable)) goto abort;"
+            pgtable = -1
+        if pgtable >= 0 and pmd and not is_huge_zero_pmd(m, pmd):  # unlock_abort
+            pte_free(m, pgtable)
+            pgtable = -1
+    if pgtable < 0:  # abort:
         for i in range(HPAGE_PMD_NR):
             src[idx + i] &= ~MIGRATE_PFN_MIGRATE
         return 0
-    anon_vma_prepare(vma)
     make = make_writable_device_private_entry if vma.writable else \
         make_readable_device_private_entry
     m.mem.set(folio.pfn, PG.uptodate)
@@ -256,8 +267,9 @@ def migrate_vma_insert_huge_pmd_page(migrate: MigrateVma, addr: int, page: int,
     folio_add_new_anon_rmap(folio, vma, addr, RMAP_EXCLUSIVE)
     folio_get(folio)  # the new mapping's reference
     if not pmd:
-        pgtable_trans_huge_deposit(vma, slot, pte_alloc_one(m))
-    else:
+        pgtable_trans_huge_deposit(vma, slot, pgtable)
+    else:  # over the huge zero PMD, whose deposited table stays: pte_free() the new one
+        pte_free(m, pgtable)
         m.trace.cost("tlb_flushes")
     m.pgtables[slot[0]][slot[1]] = make(folio.pfn)
     m.trace.cost("pmd_writes")
@@ -273,7 +285,8 @@ def migrate_vma_insert_page(migrate: MigrateVma, addr: int, idx: int) -> None:
     goes to migrate_vma_insert_huge_pmd_page(); a huge zero PMD is split first; the PTE
     must be none or the zero page; a device-private PTE (writable iff VM_WRITE),
     inc_mm_counter(MM_ANONPAGES) (the zero page it may replace was not counted), new
-    exclusive anon rmap, one reference. Failure clears MIGRATE for the entry.
+    exclusive anon rmap, one reference. Failure (a page table that cannot be allocated
+    among the reasons) clears MIGRATE for the entry: the page is skipped, the rest go on.
     """
     from pyfolio.include.linux.swapops import (
         make_readable_device_private_entry,
@@ -288,8 +301,13 @@ def migrate_vma_insert_page(migrate: MigrateVma, addr: int, idx: int) -> None:
     m = vma.vm_mm.m
     page = migrate_pfn_to_page(migrate.dst[idx])
     assert page is not None
-    slot = pmd_slot(vma.vm_mm, addr, alloc=True)
-    assert slot is not None
+    try:
+        slot = pmd_slot(vma.vm_mm, addr, alloc=True)
+    except MmError:  # p4d/pud/pmd_alloc() failed: "goto abort"
+        slot = None
+    if slot is None:
+        migrate.src[idx] &= ~MIGRATE_PFN_MIGRATE
+        return
     if migrate.dst[idx] & MIGRATE_PFN_COMPOUND:
         migrate_vma_insert_huge_pmd_page(migrate, addr, page, migrate.src, idx, slot)
         return
@@ -299,8 +317,13 @@ def migrate_vma_insert_page(migrate: MigrateVma, addr: int, idx: int) -> None:
             migrate.src[idx] &= ~MIGRATE_PFN_MIGRATE
             return
         split_huge_pmd(vma, slot, addr)
-    pslot = pte_slot(vma.vm_mm, addr, alloc=True)
-    assert pslot is not None
+    try:
+        pslot = pte_slot(vma.vm_mm, addr, alloc=True)
+    except MmError:  # pte_alloc() failed: "goto abort"
+        pslot = None
+    if pslot is None:
+        migrate.src[idx] &= ~MIGRATE_PFN_MIGRATE
+        return
     old = int(m.pgtables[pslot[0]][pslot[1]])
     folio = page_folio(m, page)
     if (old and not (old & _PAGE_PRESENT and pte_pfn(old) == m.zero_pfn)) or \
@@ -378,10 +401,12 @@ def __migrate_device_pages(src: list[int], dst: list[int], npages: int,
 
     Models: mm/migrate_device.c:__migrate_device_pages() (merged series): no dst ->
     not migrated; a hole -> migrate_vma_insert_page() (a COMPOUND hole with small dsts
-    inserts 512 pages); COMPOUND src with small dst -> migrate_vma_split_unmapped_folio();
-    COMPOUND dst with small src -> not migrated; then folio_migrate_mapping() +
-    folio_migrate_flags() for each page of the unit.
+    inserts 512 pages; secondary MMUs hear MMU_NOTIFY_MIGRATE, with the owner, from the
+    first hole filled to the end); COMPOUND src with small dst ->
+    migrate_vma_split_unmapped_folio(); COMPOUND dst with small src -> not migrated; then
+    folio_migrate_mapping() + folio_migrate_flags() for each page of the unit.
     """
+    notified = False
     i = 0
     while i < npages:
         if not src[i] and not dst[i]:  # an empty entry (e.g. after a COMPOUND head)
@@ -393,6 +418,12 @@ def __migrate_device_pages(src: list[int], dst: list[int], npages: int,
             src[i] &= ~MIGRATE_PFN_MIGRATE
         elif page is None:
             if src[i] & MIGRATE_PFN_MIGRATE:
+                if not notified:  # MMU_NOTIFY_MIGRATE from the first hole filled
+                    notified = True
+                    assert migrate.vma is not None
+                    invalidate_secondary_mmus(MMU_NOTIFY.MMU_NOTIFY_MIGRATE, migrate.vma.vm_mm,
+                                              migrate.start + i * PAGE_SIZE, migrate.end,
+                                              migrate.pgmap_owner)
                 if src[i] & MIGRATE_PFN_COMPOUND and not dst[i] & MIGRATE_PFN_COMPOUND:
                     nr = migrate_vma_nr_pages(src[i])
                     src[i] &= ~MIGRATE_PFN_COMPOUND

@@ -47,6 +47,7 @@ from pyfolio.mm.migrate import (
     set_pmd_migration_entry,
     set_pte_migration_entry,
 )
+from pyfolio.mm.mmu_notifier import MMU_NOTIFY, invalidate_secondary_mmus
 from pyfolio.sim.errors import EAGAIN, MmError
 from pyfolio.sim.memmap import PG
 from pyfolio.sim.units import PAGE_SIZE, PMD_SIZE
@@ -314,12 +315,16 @@ def migrate_vma_collect(migrate: MigrateVma) -> None:
 
     Models: mm/migrate_device.c:migrate_vma_collect() with walk_page_range() calling
     migrate_vma_collect_pmd() / migrate_vma_collect_hole(); ``end`` becomes
-    ``start + npages * PAGE_SIZE``.
+    ``start + npages * PAGE_SIZE``. Secondary MMUs hear MMU_NOTIFY_MIGRATE for the range
+    first, with ``pgmap_owner`` as the owner ("so that the registered device driver can
+    skip invalidating device private page mappings that won't be migrated").
     """
     from pyfolio.mm.memory import pmd_slot
 
     vma = migrate.vma
     assert vma is not None
+    invalidate_secondary_mmus(MMU_NOTIFY.MMU_NOTIFY_MIGRATE, vma.vm_mm, migrate.start,
+                              migrate.end, migrate.pgmap_owner)
     addr = migrate.start
     while addr < migrate.end:
         nxt = min((addr | (PMD_SIZE - 1)) + 1, migrate.end)

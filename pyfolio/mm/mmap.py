@@ -7,31 +7,31 @@ Models: mm/mmap.c (do_mmap(), __get_unmapped_area(), exit_mmap()) and mm/vma.c
 from __future__ import annotations
 
 from pyfolio.arch.x86.pgtable import pte_free
-from pyfolio.include.linux.mm_types import VM, VMA, MMStruct
+from pyfolio.include.linux.mm import PAGE_ALIGN, ULONG_MASK
+from pyfolio.include.linux.mm_types import TASK_SIZE, VM, VMA, MMStruct
 from pyfolio.mm.huge_memory import vma_adjust_trans_huge
 from pyfolio.mm.memory import free_pgtables, zap_page_range
+from pyfolio.mm.mmu_notifier import (
+    MMU_NOTIFY,
+    ULONG_MAX,
+    invalidate_secondary_mmus,
+    mmu_notifier_release,
+)
 from pyfolio.mm.rmap import anon_vma_clone, unlink_anon_vmas
 from pyfolio.sim.errors import EINVAL, ENOMEM, MmError
 from pyfolio.sim.units import PAGE_SIZE, PMD_SIZE
 
 __all__ = ["do_mmap", "get_unmapped_area", "do_munmap", "split_vma", "vma_merge_range",
-           "exit_mmap", "check_range", "PROT"]
+           "exit_mmap", "check_aligned", "PROT"]
 
 PROT = {"r": VM.READ, "rw": VM.READ | VM.WRITE, "w": VM.READ | VM.WRITE,
         "none": VM(0)}
 
 
-def check_range(start: int, length: int, what: str, empty_ok: bool = False) -> int:
-    """Page-align ``length``; raise EINVAL for an unaligned start or a negative length, and
-    for a zero length unless ``empty_ok`` (mprotect() and madvise() return 0 for it;
-    mmap() and munmap() fail with -EINVAL)."""
+def check_aligned(start: int, what: str) -> None:
+    """``offset_in_page(start)``: -EINVAL (every one of these syscalls checks it first)."""
     if start & (PAGE_SIZE - 1):
         raise MmError(EINVAL, f"{what}: address {start:#x} is not page aligned")
-    if length == 0 and empty_ok:
-        return 0
-    if length <= 0:
-        raise MmError(EINVAL, f"{what}: length must be positive, got {length}")
-    return (length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
 
 
 def get_unmapped_area(mm: MMStruct, length: int) -> int:
@@ -62,11 +62,18 @@ def do_mmap(mm: MMStruct, length: int, prot: str = "rw") -> int:
 
     Models: mm/mmap.c:do_mmap() + mmap_region() (v6.18). Nothing is allocated until the
     first fault. The new VMA gets VM_SOFTDIRTY (mm/vma.c:__mmap_complete(): a new area is
-    all soft-dirty, so pagemap reports bit 55 on every page of it).
+    all soft-dirty, so pagemap reports bit 55 on every page of it). ``length`` is a
+    size_t: 0 is -EINVAL, one that PAGE_ALIGN() wraps to 0 or that exceeds TASK_SIZE
+    (__get_unmapped_area()) -ENOMEM; nothing changes then.
     """
     if prot not in PROT:
         raise MmError(EINVAL, f"mmap: protection {prot!r} is not one of {', '.join(PROT)}")
-    length = check_range(0, length, "mmap")
+    length &= ULONG_MASK
+    if not length:
+        raise MmError(EINVAL, "mmap: length 0")
+    length = PAGE_ALIGN(length)
+    if not length or length > TASK_SIZE:
+        raise MmError(ENOMEM, "mmap: length larger than the address space")
     addr = get_unmapped_area(mm, length)
     flags = PROT[prot] | VM.MAYREAD | VM.MAYWRITE | VM.MAYEXEC | VM.SOFTDIRTY
     vma = VMA(mm, addr, addr + length, flags, addr >> 12)
@@ -132,13 +139,27 @@ def vma_merge_range(mm: MMStruct, start: int, end: int) -> None:
 def do_munmap(mm: MMStruct, start: int, length: int) -> None:
     """do_munmap() - remove [start, start + length): zap pages, drop VMAs, free tables.
 
-    Models: mm/vma.c:do_vmi_munmap() (v6.18). Unmapping part of a PMD-mapped THP splits
+    Models: mm/vma.c:do_vmi_munmap() (v6.18). ``start`` is an unsigned long and
+    ``length`` a size_t (a negative value is taken modulo 2**64): -EINVAL, nothing
+    changed, when ``offset_in_page(start) || start > TASK_SIZE || len > TASK_SIZE -
+    start`` or when the page-aligned length is 0. Secondary MMUs hear MMU_NOTIFY_UNMAP
+    for the VMAs unmapped (unmap_vmas()). Unmapping part of a PMD-mapped THP splits
     the PMD; the folio, now partially mapped, goes on the deferred split queue. Unmapping
     a range with no mapping in it succeeds and does nothing.
     """
-    length = check_range(start, length, "munmap")
-    end = start + length
-    for vma in _vmas_in(mm, start, end):
+    start, length = start & ULONG_MASK, length & ULONG_MASK
+    check_aligned(start, "munmap")
+    if start > TASK_SIZE or length > TASK_SIZE - start:
+        raise MmError(EINVAL, f"munmap: [{start:#x}, +{length:#x}) is not inside the user "
+                      f"address space (TASK_SIZE {TASK_SIZE:#x})")
+    end = start + PAGE_ALIGN(length)
+    if end == start:
+        raise MmError(EINVAL, "munmap: length 0")
+    vmas = _vmas_in(mm, start, end)
+    if vmas:  # unmap_region() -> unmap_vmas(): MMU_NOTIFY_UNMAP over the VMAs unmapped
+        invalidate_secondary_mmus(MMU_NOTIFY.MMU_NOTIFY_UNMAP, mm, vmas[0].vm_start,
+                                  vmas[-1].vm_end)
+    for vma in vmas:
         zap_page_range(vma, vma.vm_start, vma.vm_end)
         unlink_anon_vmas(vma)
         mm.vmas.remove(vma)
@@ -149,12 +170,18 @@ def do_munmap(mm: MMStruct, start: int, length: int) -> None:
 def exit_mmap(mm: MMStruct) -> None:
     """exit_mmap() - tear down an address space: zap everything, free every table.
 
-    Models: mm/mmap.c:exit_mmap() (v6.18): lru_add_drain() first, so folios this process
-    left in the CPU's LRU batch are moved (and freed with the rest).
+    Models: mm/mmap.c:exit_mmap() (v6.18): secondary MMUs first hear the release
+    (mmu_notifier_release(): MMU_NOTIFY_RELEASE over everything); lru_add_drain(), so
+    folios this process left in the CPU's LRU batch are moved (and freed with the rest);
+    then unmap_vmas() invalidates [0, ULONG_MAX) with MMU_NOTIFY_UNMAP. (Drivers remove
+    their interval notifiers when their file closes, after the mm is gone; nothing of the
+    mm is left then.)
     """
     from pyfolio.mm.swap import lru_add_drain
 
+    mmu_notifier_release(mm)
     lru_add_drain(mm.m)
+    invalidate_secondary_mmus(MMU_NOTIFY.MMU_NOTIFY_UNMAP, mm, 0, ULONG_MAX)
     for vma in list(mm.vmas):
         zap_page_range(vma, vma.vm_start, vma.vm_end)
         unlink_anon_vmas(vma)

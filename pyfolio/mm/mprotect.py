@@ -7,45 +7,59 @@ range covers it (change_huge_pmd()) and splits it first when it covers only part
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pyfolio.arch.x86.pgtable import (
     _PAGE_PRESENT,
     _PAGE_RW,
     _PAGE_SPECIAL,
+    _PAGE_SWP_SOFT_DIRTY,
+    _PAGE_SWP_UFFD_WP,
     pmd_leaf,
     pte_index,
     pte_mkwrite,
     pte_modify,
     pte_pfn,
+    swp_offset,
     vm_page_prot,
 )
+from pyfolio.include.linux.mm import PAGE_ALIGN, ULONG_MASK
 from pyfolio.include.linux.mm_types import VM, VMA, MMStruct
 from pyfolio.mm.huge_memory import __split_huge_pmd, change_huge_pmd
 from pyfolio.mm.memory import set_pte_at
-from pyfolio.mm.mmap import PROT, _vmas_in, check_range, vma_merge_range
+from pyfolio.mm.mmap import PROT, _vmas_in, check_aligned, vma_merge_range
+from pyfolio.mm.mmu_notifier import MMU_NOTIFY, invalidate_secondary_mmus
 from pyfolio.mm.rmap import pmd_chunks
 from pyfolio.sim.errors import ENOMEM, MmError
 from pyfolio.sim.memmap import PG
 from pyfolio.sim.units import PAGE_SIZE, PMD_SIZE
 
-__all__ = ["do_mprotect", "change_protection"]
+if TYPE_CHECKING:
+    from pyfolio.sim.machine import Machine
+
+__all__ = ["do_mprotect", "change_protection", "change_nonpresent_entry"]
 
 
 def do_mprotect(mm: MMStruct, start: int, length: int, prot: str) -> None:
     """do_mprotect_pkey() - set ``prot`` ("r" or "rw") on [start, start + length).
 
-    Models: mm/mprotect.c:do_mprotect_pkey() (v6.18).
-
-    Raises EINVAL for a bad protection or alignment and ENOMEM when part of the range is
-    not mapped (as the kernel does), changing nothing in either case.
+    Models: mm/mprotect.c:do_mprotect_pkey() (v6.18), unsigned arithmetic: EINVAL for an
+    unaligned start; a length of 0 does nothing; ENOMEM when the page-aligned end wraps
+    (``end <= start``); EINVAL for a bad protection (arch_validate_prot()); ENOMEM when
+    part of the range is not mapped; nothing changes in any of these cases.
     """
     from pyfolio.sim.errors import EINVAL
 
-    if prot not in ("r", "rw", "w"):
-        raise MmError(EINVAL, f"mprotect: protection {prot!r} is not 'r' or 'rw'")
-    length = check_range(start, length, "mprotect", empty_ok=True)
+    start, length = start & ULONG_MASK, length & ULONG_MASK
+    check_aligned(start, "mprotect")
     if not length:
         return  # do_mprotect_pkey(): "if (!len) return 0;"
-    end = start + length
+    end = (start + PAGE_ALIGN(length)) & ULONG_MASK
+    if end <= start:
+        raise MmError(ENOMEM, f"mprotect: [{start:#x}, +{length:#x}) wraps around")
+    if prot not in ("r", "rw", "w"):
+        raise MmError(EINVAL, f"mprotect: protection {prot!r} is not 'r' or 'rw'")
+    length = end - start
     covered = sum(min(v.vm_end, end) - max(v.vm_start, start)
                   for v in mm.vmas_between(start, end))
     if covered != length:
@@ -62,17 +76,27 @@ def change_protection(vma: VMA, start: int, end: int) -> None:
 
     Models: mm/mprotect.c:change_protection() and change_pte_range() (v6.18).
 
-    Each present PTE gets pte_modify() with the VMA's protection (a private mapping's
-    vm_page_prot has no RW, so RW goes and a dirty writable PTE's D moves to SavedDirty);
-    where the VMA is writable, pte_mkwrite() (RW back, SavedDirty back to D) only on pages
-    that are PG_anon_exclusive (can_change_pte_writable()): shared pages keep COW.
+    Secondary MMUs hear MMU_NOTIFY_PROTECTION_VMA from the first PMD that holds anything
+    (change_pmd_range() starts the range lazily). Each present PTE gets pte_modify() with
+    the VMA's protection (a private mapping's vm_page_prot has no RW, so RW goes and a
+    dirty writable PTE's D moves to SavedDirty); where the VMA is writable, pte_mkwrite()
+    (RW back, SavedDirty back to D) only on pages that are PG_anon_exclusive
+    (can_change_pte_writable()): shared pages keep COW. Whatever the new protection, a
+    writable device-private entry becomes readable (soft-dirty dropped, uffd-wp kept) and
+    a writable migration entry readable-exclusive (anon); a non-present PMD (device-private
+    or migration) the same way in change_huge_pmd(), or split first when the range covers
+    it only in part, as a PMD leaf is.
     """
     m = vma.vm_mm.m
     writable = vma.writable
     newprot = vm_page_prot(writable)
+    notified = False
     for addr, nxt, slot in pmd_chunks(vma, start, end):
         raw = int(m.pgtables[slot[0]][slot[1]])
-        if pmd_leaf(raw):
+        if raw and not notified:  # if (!range.start) mmu_notifier_range_init(...)
+            invalidate_secondary_mmus(MMU_NOTIFY.MMU_NOTIFY_PROTECTION_VMA, vma.vm_mm, addr, end)
+            notified = True
+        if pmd_leaf(raw) or (raw and not raw & _PAGE_PRESENT):
             if addr & (PMD_SIZE - 1) == 0 and nxt - addr == PMD_SIZE:
                 change_huge_pmd(vma, slot, addr, writable)
                 continue
@@ -84,6 +108,10 @@ def change_protection(vma: VMA, start: int, end: int) -> None:
                 i = pte_index(a)
                 pte = int(tbl[i])
                 if not pte & _PAGE_PRESENT:
+                    if pte:
+                        new = change_nonpresent_entry(m, pte)
+                        if new != pte:
+                            set_pte_at(m, (pte_pfn(raw), i), new)
                     continue
                 new = pte_modify(pte, newprot)
                 if writable and not new & (_PAGE_RW | _PAGE_SPECIAL) and \
@@ -92,3 +120,32 @@ def change_protection(vma: VMA, start: int, end: int) -> None:
                 if new != pte:
                     set_pte_at(m, (pte_pfn(raw), i), new)
             m.trace.cost("tlb_flushes")
+
+
+def change_nonpresent_entry(m: Machine, entry: int) -> int:
+    """The swap-format branch of change_pte_range() (and of change_huge_pmd()): a writable
+    migration entry becomes readable-exclusive (an anon folio's) or readable, keeping
+    soft-dirty; a writable device-private entry becomes readable, keeping uffd-wp but not
+    soft-dirty ("We do not preserve soft-dirtiness"); anything else stays.
+
+    Models: mm/mprotect.c:change_pte_range() (v6.18) and the swap-PMD branch of
+    mm/huge_memory.c:change_huge_pmd() (the device-private series).
+    """
+    from pyfolio.include.linux.mm import folio_test_anon, page_folio
+    from pyfolio.include.linux.swapops import (
+        is_writable_device_private_entry,
+        is_writable_migration_entry,
+        make_readable_device_private_entry,
+        make_readable_exclusive_migration_entry,
+        make_readable_migration_entry,
+    )
+
+    if is_writable_migration_entry(entry):
+        pfn = swp_offset(entry)
+        make = make_readable_exclusive_migration_entry if folio_test_anon(
+            page_folio(m, pfn)) else make_readable_migration_entry
+        return make(pfn) | (entry & _PAGE_SWP_SOFT_DIRTY)
+    if is_writable_device_private_entry(entry):
+        return make_readable_device_private_entry(swp_offset(entry)) | (
+            entry & _PAGE_SWP_UFFD_WP)
+    return entry

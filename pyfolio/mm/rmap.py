@@ -50,6 +50,7 @@ from pyfolio.include.linux.mm import (
 )
 from pyfolio.include.linux.mm_types import VMA, AnonVma, MMStruct
 from pyfolio.include.linux.swapops import SwpType, is_device_private_entry, is_migration_entry
+from pyfolio.mm.mmu_notifier import MMU_NOTIFY, invalidate_secondary_mmus
 from pyfolio.sim.memmap import ENTIRELY_MAPPED, FOLIO_MAPPING_ANON, PG
 from pyfolio.sim.units import HPAGE_PMD_NR, PAGE_SHIFT, PAGE_SIZE, PMD_SIZE
 
@@ -519,10 +520,13 @@ def try_to_migrate(folio: Folio, flags: int) -> bool:
     is left as it was and the walk stops (returns False). A device-private entry becomes
     a migration entry the same way, writable if it was. Each entry removed drops its
     rmap (folio_remove_rmap_pte(), one PTE at a time as the kernel does) and reference.
+    Each VMA's range is invalidated for secondary MMUs first (MMU_NOTIFY_CLEAR).
     Simplification: migration entries do not keep the young/dirty bits.
     """
     m, end_pfn = folio.m, folio.pfn + folio_nr_pages(folio)
     for vma, lo, hi in list(anon_vma_ranges(m, folio.pfn, folio_nr_pages(folio))):
+        # try_to_migrate_one(): MMU_NOTIFY_CLEAR over the folio's range in this VMA
+        invalidate_secondary_mmus(MMU_NOTIFY.MMU_NOTIFY_CLEAR, vma.vm_mm, lo, hi)
         split_pmd = bool(flags & TTU_SPLIT_HUGE_PMD)
         for addr, nxt, slot in pmd_chunks(vma, lo, hi):
             raw = int(m.pgtables[slot[0]][slot[1]])

@@ -9,7 +9,7 @@ import errno as _errno
 
 __all__ = [
     "EINVAL", "EBUSY", "EAGAIN", "ENOMEM", "EFAULT", "ENOENT", "EPERM", "EEXIST",
-    "MmError", "SegmentationFault", "VmWarning",
+    "MmError", "SegmentationFault", "VmWarning", "KernelBug",
 ]
 
 EINVAL = _errno.EINVAL
@@ -40,3 +40,10 @@ class SegmentationFault(MmError):
 
 class VmWarning(AssertionError):
     """A VM_WARN_ON-style guard fired: the simulator's state or a caller broke a kernel rule."""
+
+
+class KernelBug(VmWarning):
+    """The modelled kernel code itself goes wrong here: a VM_BUG_ON that a CONFIG_DEBUG_VM
+    kernel would hit on this path (a kernel bug, not a misuse of the simulator). The
+    machine is left as the kernel would leave it at the BUG: mid-operation, not
+    consistent; start a new System."""

@@ -13,7 +13,7 @@ from pyfolio.sim.errors import EINVAL, MmError
 __all__ = [
     "KiB", "MiB", "GiB", "PAGE_SHIFT", "PAGE_SIZE", "PMD_SHIFT", "PMD_SIZE", "PUD_SHIFT",
     "PGDIR_SHIFT", "PTRS_PER_TABLE", "HPAGE_PMD_ORDER", "HPAGE_PMD_NR", "MAX_PAGE_ORDER",
-    "Pfn", "Vaddr", "Order", "parse_size",
+    "Pfn", "Vaddr", "Order", "parse_size", "to_ulong", "to_size",
 ]
 
 KiB = 1 << 10
@@ -55,3 +55,26 @@ def parse_size(size: int | str) -> int:
     if not m or m.group(2).upper() not in _UNITS:
         raise MmError(EINVAL, f"cannot read size {size!r}; use an int or a string like '64M'")
     return int(m.group(1)) * _UNITS[m.group(2).upper()]
+
+
+def to_ulong(value: object, what: str = "address") -> int:
+    """A Python int as the kernel's ``unsigned long`` would receive it: a negative value
+    is taken modulo 2**64 (what a C caller passing -4096 sends). TypeError for anything
+    but an int (a bool included), ValueError for an int that does not fit in 64 bits.
+
+    >>> hex(to_ulong(-4096)), to_ulong(4096)
+    ('0xfffffffffffff000', 4096)
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__} {value!r}")
+    if not -(1 << 63) <= value < 1 << 64:
+        raise ValueError(f"{what} {value:#x} does not fit in 64 bits")
+    return value & ((1 << 64) - 1)
+
+
+def to_size(length: object, what: str = "length") -> int:
+    """A syscall's ``size_t`` length: a string such as ``"2M"`` (:func:`parse_size`) or
+    an int taken as :func:`to_ulong` takes it."""
+    if isinstance(length, str):
+        return parse_size(length)
+    return to_ulong(length, what)

@@ -19,7 +19,7 @@ from pyfolio.sim.errors import EINVAL, MmError, VmWarning
 from pyfolio.sim.memmap import FOLIO_MAPPING_ANON, NO_HEAD, PG, PGTY, ZONE_DEVICE
 
 if TYPE_CHECKING:
-    from pyfolio.include.linux.mm_types import MMStruct
+    from pyfolio.include.linux.mm_types import VMA, MMStruct
     from pyfolio.sim.machine import Machine
 
 __all__ = [
@@ -32,7 +32,11 @@ __all__ = [
     "GUP_PIN_COUNTING_BIAS", "VM_WARN_ON_FOLIO", "folio_page_idx", "is_zero_folio",
     "folio_test_swapbacked", "get_mm_counter", "add_mm_counter", "inc_mm_counter",
     "dec_mm_counter", "mm_counter_file", "mm_counter", "get_mm_rss",
+    "is_cow_mapping", "PAGE_ALIGN", "ULONG_MASK",
 ]
+
+#: unsigned long is 64 bits: the kernel's address and length arithmetic wraps at 2**64
+ULONG_MASK = (1 << 64) - 1
 
 #: include/linux/mm.h: a FOLL_PIN on a small folio adds this much to _refcount.
 GUP_PIN_COUNTING_BIAS = 1024
@@ -449,3 +453,26 @@ def get_mm_rss(mm: MMStruct) -> int:
     Models: include/linux/mm.h:get_mm_rss() (v6.18).
     """
     return sum(get_mm_counter(mm, i) for i in (MM_FILEPAGES, MM_ANONPAGES, MM_SHMEMPAGES))
+def is_cow_mapping(vma: VMA) -> bool:
+    """is_cow_mapping() - private and may be written: a write copies (COW).
+
+    Models: include/linux/mm.h:is_cow_mapping() (v6.18): ``(flags & (VM_SHARED |
+    VM_MAYWRITE)) == VM_MAYWRITE``.
+    """
+    from pyfolio.include.linux.mm_types import VM
+
+    return int(vma.vm_flags) & (VM.SHARED | VM.MAYWRITE) == VM.MAYWRITE
+
+
+def PAGE_ALIGN(addr: int) -> int:
+    """PAGE_ALIGN() - round up to a page boundary, in unsigned long arithmetic (so a
+    length within a page of 2**64 wraps to 0, as the syscalls' overflow checks expect).
+
+    Models: include/linux/mm.h:PAGE_ALIGN() (v6.18).
+
+    >>> PAGE_ALIGN(1), PAGE_ALIGN(4096), PAGE_ALIGN((1 << 64) - 1)
+    (4096, 4096, 0)
+    """
+    from pyfolio.sim.units import PAGE_SIZE
+
+    return (addr + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1) & ULONG_MASK

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from pyfolio.sim.units import PAGE_SHIFT
 
 if TYPE_CHECKING:
+    from pyfolio.mm.mmu_notifier import MmuNotifierSubscriptions
     from pyfolio.sim.machine import Machine
 
 __all__ = ["VM", "VMA", "MMStruct", "AnonVma", "TASK_SIZE", "MMAP_BASE", "MM_FILEPAGES",
@@ -115,6 +116,9 @@ class MMStruct:
     mmap_base: int = MMAP_BASE
     #: mm->rss_stat[NR_MM_COUNTERS], in pages
     rss_stat: list[int] = field(default_factory=lambda: [0] * NR_MM_COUNTERS)
+    #: mm->notifier_subscriptions (CONFIG_MMU_NOTIFIER): None until a driver subscribes
+    #: (pyfolio.mm.mmu_notifier.MmuNotifierSubscriptions)
+    notifier_subscriptions: MmuNotifierSubscriptions | None = None
 
     def __hash__(self) -> int:
         return self.id
