@@ -20,6 +20,9 @@ from pyfolio.arch.x86.pgtable import (
     _PAGE_PSE,
     _PAGE_RW,
     _PAGE_SPECIAL,
+    PTE_PFN_MASK,
+    SWP_OFFSET_SHIFT,
+    SWP_TYPE_BITS,
     pte_pfn,
     swp_offset,
     swp_type,
@@ -33,14 +36,21 @@ from pyfolio.include.linux.mm import (
     mm_counter,
     page_folio,
 )
-from pyfolio.include.linux.mm_types import MM_COUNTER_NAMES, MM_SWAPENTS, NR_MM_COUNTERS
+from pyfolio.include.linux.mm_types import (
+    MM_ANONPAGES,
+    MM_COUNTER_NAMES,
+    MM_FILEPAGES,
+    MM_SHMEMPAGES,
+    MM_SWAPENTS,
+    NR_MM_COUNTERS,
+)
 from pyfolio.include.linux.swapops import SwpType, is_device_private_entry, is_migration_entry
 from pyfolio.mm.rmap import folio_anon_vma
-from pyfolio.sim.memmap import ENTIRELY_MAPPED, NO_HEAD, PG, PGTY, ZONE_DEVICE
+from pyfolio.sim.memmap import ENTIRELY_MAPPED, FOLIO_MAPPING_ANON, NO_HEAD, PG, PGTY, ZONE_DEVICE
 from pyfolio.sim.units import HPAGE_PMD_NR, PAGE_SHIFT, PGDIR_SHIFT, PMD_SHIFT, PUD_SHIFT
 
 if TYPE_CHECKING:
-    from pyfolio.include.linux.mm_types import VMA
+    from pyfolio.include.linux.mm_types import VMA, MMStruct
     from pyfolio.lib.dmirror import Dmirror
     from pyfolio.sim.machine import Machine
 
@@ -106,7 +116,13 @@ def _frame_owners(m: Machine, out: list[Violation]) -> np.ndarray:
         owner[pfn] = 2
     heads = np.flatnonzero((mem._refcount > 0) & (mem.compound_head == NO_HEAD)
                            & (mem.page_type == PGTY.none))
-    for p in heads:
+    large = (mem.flags[heads] & np.uint32(PG.head)) != 0
+    small = heads[~large]  # order-0 folios, in bulk
+    for pfn in small[owner[small] != 0]:
+        out.append(Violation("pfn-in-two", int(pfn), "folio overlaps free or table frames"))
+    reserved = ((mem.flags[small] & np.uint32(PG.reserved)) != 0) | (small == m.huge_zero_pfn)
+    owner[small] = np.where(reserved, 4, 3)
+    for p in heads[large]:
         pfn = int(p)
         n = 1 << int(mem.order[pfn]) if mem.test(pfn, PG.head) else 1
         if owner[pfn: pfn + n].any():
@@ -142,6 +158,9 @@ def _scan_tables(m: Machine, owner: np.ndarray, out: list[Violation]
             tbl = m.pgtables.get(table)
             if tbl is None:
                 out.append(Violation("pgtable", table, f"{level} table is not a page table"))
+                continue
+            if level == "pte":
+                _scan_pte_table(m, mm, table, base, owner, pte_maps, pmd_maps, rss, out)
                 continue
             for i in np.flatnonzero(tbl):
                 raw, addr = int(tbl[i]), base + (int(i) << _SHIFT[level])
@@ -190,6 +209,78 @@ def rss_of_leaf(m: Machine, raw: int, level: str) -> tuple[int, int]:
     if not 0 <= pfn < m.mem.nr:
         return -1, 0
     return mm_counter(page_folio(m, pfn)), nr
+def _scan_pte_table(m: Machine, mm: MMStruct, table: int, base: int, owner: np.ndarray,
+                    pte_maps: np.ndarray, pmd_maps: Counter[int], rss: list[int],
+                    out: list[Violation]) -> None:
+    """The leaves of one PTE table, vectorised: the common entries inside a VMA (a present
+    page or a device-private entry mapping a live frame of the right zone, or the zero
+    page) are counted, in ``pte_maps`` and in ``rss`` (as :func:`rss_of_leaf` counts
+    them), and their rmap checked in bulk; every other entry goes through
+    :func:`_count_leaf`, :func:`_check_rmap` and :func:`rss_of_leaf` one by one, as a
+    PMD entry does."""
+    mem = m.mem
+    tbl = m.pgtables[table]
+    idx = np.flatnonzero(tbl)
+    if not len(idx):
+        return
+    raw = tbl[idx]
+    addr = base + (idx.astype(np.int64) << PAGE_SHIFT)
+    present = (raw & np.uint64(_PAGE_PRESENT)) != 0
+    typ = raw >> np.uint64(59)
+    device = ~present & ((typ == np.uint64(SwpType.SWP_DEVICE_WRITE))
+                         | (typ == np.uint64(SwpType.SWP_DEVICE_READ)))
+    special = present & ((raw & np.uint64(_PAGE_SPECIAL)) != 0)
+    pfn = np.where(device, ((~raw) << np.uint64(SWP_TYPE_BITS)) >> np.uint64(SWP_OFFSET_SHIFT),
+                   (raw & np.uint64(PTE_PFN_MASK)) >> np.uint64(PAGE_SHIFT)).astype(np.int64)
+    vma_of = np.full(len(idx), -1, np.int64)
+    vmas = mm.vmas_between(base, base + (1 << PMD_SHIFT))
+    for k, v in enumerate(vmas):
+        vma_of[(addr >= v.vm_start) & (addr < v.vm_end)] = k
+    ok = np.zeros(len(idx), bool)
+    mapped = ((present & ~special) | device) & (pfn < mem.nr) & (vma_of >= 0)
+    live = owner[np.where(mapped, pfn, 0)] == 3
+    zone_ok = (mem.zone[np.where(mapped, pfn, 0)] == ZONE_DEVICE) == device
+    ok[mapped & live & zone_ok] = True
+    zero = special & (vma_of >= 0) & ((pfn == m.zero_pfn) | (pfn == m.huge_zero_pfn))
+    for i in np.flatnonzero(~(ok | zero)):  # the rare ones, one by one
+        a, r = int(addr[i]), int(raw[i])
+        vma = mm.find_vma(a)
+        if vma is None:
+            out.append(Violation("entry-outside-vma", a, f"mm {mm.id} {r:#x}"))
+            continue
+        got = _count_leaf(m, owner, r, "pte", a, pte_maps, pmd_maps, out)
+        if got >= 0:
+            _check_rmap(m, vma, a, got, out)
+        member, nr = rss_of_leaf(m, r, "pte")
+        if member >= 0:
+            rss[member] += nr
+    if not ok.any():
+        return
+    pfn, addr, vma_of = pfn[ok], addr[ok], vma_of[ok]
+    np.add.at(pte_maps, pfn, 1)
+    heads = mem.compound_head[pfn]
+    heads = np.where(heads == NO_HEAD, pfn, heads)
+    mapping = mem.mapping[heads]
+    anon = (mapping & FOLIO_MAPPING_ANON) != 0  # mm_counter(): anon, shmem or file
+    shmem = (mem.flags[heads] & np.uint32(PG.swapbacked)) != 0
+    rss[MM_ANONPAGES] += int(anon.sum())
+    rss[MM_SHMEMPAGES] += int((~anon & shmem).sum())
+    rss[MM_FILEPAGES] += int((~anon & ~shmem).sum())
+    index = mem.index[heads] + pfn - heads
+    for k in np.unique(vma_of):
+        vma = vmas[int(k)]
+        sel = (vma_of == k) & ((mapping & FOLIO_MAPPING_ANON) != 0)
+        want = vma.vm_pgoff + ((addr - vma.vm_start) >> PAGE_SHIFT)
+        for aid in np.unique(mapping[sel] >> 1):
+            av = m.anon_vmas.get(int(aid))
+            if av is None:
+                continue  # reported by _check_folio
+            these = sel & ((mapping >> 1) == aid)
+            bad = these if vma not in av.vmas else these & (index != want)
+            for i in np.flatnonzero(bad)[:20]:
+                out.append(Violation("rmap", int(addr[i]), f"page {int(pfn[i]):#x} mapped "
+                                     f"here cannot be found from its anon_vma {av.id} "
+                                     f"(index {int(index[i]):#x})"))
 
 
 def _check_rmap(m: Machine, vma: VMA, addr: int, pfn: int, out: list[Violation]) -> None:
@@ -223,7 +314,7 @@ def _count_leaf(m: Machine, owner: np.ndarray, raw: int, level: str, addr: int,
             _check_migration_entry(m, owner, raw, level, addr, out)
             return -1
         pfn, device = swp_offset(raw), True
-    if not 0 <= pfn < m.mem.nr or owner[pfn] not in (3, 5):
+    if not 0 <= pfn < m.mem.nr or owner[pfn] != 3:
         out.append(Violation("maps-free-frame", addr, f"entry {raw:#x} maps frame {pfn:#x}"))
         return -1
     if device != (int(m.mem.zone[pfn]) == ZONE_DEVICE):
@@ -244,8 +335,7 @@ def _check_migration_entry(m: Machine, owner: np.ndarray, raw: int, level: str, 
     holds its folio locked from unmap to remap (migration_entry_wait() sleeps on that
     lock): one pointing at a free frame or at an unlocked folio was left behind."""
     pfn = swp_offset(raw)
-    if not 0 <= pfn < m.mem.nr or owner[pfn] not in (3, 5) or (
-            owner[pfn] == 5 and int(m.mem._refcount[page_folio(m, pfn).pfn]) <= 0):
+    if not 0 <= pfn < m.mem.nr or owner[pfn] != 3:
         out.append(Violation("migration-entry", addr, f"{level} migration entry {raw:#x} "
                              f"points at frame {pfn:#x}, which is free"))
     elif not m.mem.test(page_folio(m, pfn).pfn, PG.locked):
@@ -265,7 +355,9 @@ def _check_counts(m: Machine, pte_maps: np.ndarray, pmd_maps: Counter[int],
     for pfn in bad[:20]:
         out.append(Violation("mapcount", int(pfn), f"_mapcount+1={int(mem._mapcount[pfn]) + 1}"
                              f" but {int(pte_maps[pfn])} PTEs map it"))
-    for head in np.flatnonzero(live & (mem.compound_head == NO_HEAD)):
+    heads = np.flatnonzero(live & (mem.compound_head == NO_HEAD))
+    large = (mem.flags[heads] & np.uint32(PG.head)) != 0
+    for head in heads[large | _suspect_small_folios(m, heads, pte_maps)]:
         _check_folio(Folio(m, int(head)), pte_maps, pmd_maps, out)
     for pfn in m.deferred_split_queue:
         if not mem.test(pfn, PG.head) or mem._refcount[pfn] <= 0:
@@ -295,6 +387,22 @@ def _check_mthp_gauges(m: Machine, live: np.ndarray, out: list[Violation]) -> No
             if have != int(got[order]):
                 out.append(Violation("mthp-stat", order, f"order {order} {item.name}={have}, "
                                      f"but {int(got[order])} such folios are live"))
+
+
+def _suspect_small_folios(m: Machine, heads: np.ndarray, pte_maps: np.ndarray) -> np.ndarray:
+    """Which of the folio ``heads`` are small folios whose refcount or anon_vma
+    _check_folio() would not accept (vectorised; large folios are checked one by one)."""
+    mem = m.mem
+    held = np.zeros(mem.nr, np.int64)
+    for pfn, n in (+mem.extra_refs).items():
+        held[pfn] += n
+    for pfn, n in (+m.pins).items():
+        held[pfn] += n * GUP_PIN_COUNTING_BIAS
+    maps = pte_maps[heads]
+    mapping = mem.mapping[heads]
+    live_av = np.isin(mapping >> 1, np.fromiter(m.anon_vmas, np.int64, len(m.anon_vmas)))
+    anon_ok = ((mapping & FOLIO_MAPPING_ANON) != 0) & live_av
+    return (mem._refcount[heads] != maps + held[heads]) | ((maps > 0) & ~anon_ok)
 
 
 def _check_folio(folio: Folio, pte_maps: np.ndarray, pmd_maps: Counter[int],
@@ -369,20 +477,26 @@ def _check_device_mirror(m: Machine, driver: Dmirror, out: list[Violation]) -> N
     from pyfolio.include.linux.swapops import is_writable_device_private_entry
 
     mms = {mm.id: mm for mm in m.mms}
+    walked: dict[tuple[int, int], tuple[str, int, int]] = {}  # (mm, 2 MiB) -> the walk's end
     for (mm_id, addr), (pfn, writable) in driver.pt.items():
         mm = mms.get(mm_id)
         if mm is None:
             out.append(Violation("mirror", addr, f"device entry for mm {mm_id}, which is gone"))
             continue
-        w = walk(m, mm.pgd, addr)
-        raw = w.raw
-        if raw & _PAGE_PRESENT and (w.level == "pte" or raw & _PAGE_PSE):
+        chunk = (mm_id, addr >> PMD_SHIFT)
+        if chunk not in walked:
+            w = walk(m, mm.pgd, addr)
+            walked[chunk] = (w.level, w.tables[-1][1], int(w.raw) if w.level != "pte" else -1)
+        level, table, raw = walked[chunk]
+        if level == "pte":
+            raw = int(m.pgtables[table][(addr >> PAGE_SHIFT) & 511])
+        if raw & _PAGE_PRESENT and (level == "pte" or raw & _PAGE_PSE):
             cpu, cpu_write = pte_pfn(raw), bool(raw & _PAGE_RW)
         elif raw and not raw & _PAGE_PRESENT and is_device_private_entry(raw):
             cpu, cpu_write = swp_offset(raw), is_writable_device_private_entry(raw)
         else:
             cpu, cpu_write = -1, False
-        if cpu >= 0 and w.level == "pmd":
+        if cpu >= 0 and level == "pmd":
             cpu += (addr & ((1 << PMD_SHIFT) - 1)) >> PAGE_SHIFT
         if cpu != pfn or (writable and not cpu_write):
             out.append(Violation("mirror", addr, f"mm {mm_id}: the device maps frame "
