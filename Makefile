@@ -18,7 +18,7 @@ CHP     := $(CHP_DIR)/node_modules/.bin/configurable-http-proxy
 CHP_VERSION := 5.3.0
 JOBS ?= 2
 
-.PHONY: help venv fresh-cache book book-strict test lint typecheck pytest lab bench clean distclean widgets-js \
+.PHONY: help venv fresh-cache book book-strict test lint typecheck pytest lab bench fuzz clean distclean widgets-js \
 	classroom bench-classroom
 
 help: ## list the targets
@@ -117,6 +117,10 @@ classroom: $(CLASSROOM_STAMP) $(KERNEL_STAMP) $(CHP) ## install JupyterHub, nbgr
 
 bench-classroom: classroom ## N students (N=10) on a local hub: memory, latency, projection
 	$(BIN)/python benchmarks/classroom.py --students $${N:-10}
+
+# FUZZ_SEQUENCES (20000), FUZZ_SECONDS (0: no time limit), FUZZ_STEPS, FUZZ_SEED: see tools/fuzz.py
+fuzz: venv ## fuzz the facade: 20,000 random sequences (or FUZZ_SECONDS), one-line summary
+	$(BIN)/python tools/fuzz.py
 
 clean: ## remove build output and caches (keeps .venv)
 	rm -rf _build .jupyter_cache .pytest_cache .mypy_cache .ruff_cache .hypothesis
