@@ -49,6 +49,7 @@ from pyfolio import (
     SegmentationFault,
     System,
 )
+from pyfolio.include.linux.huge_mm import MTHP_STAT
 from pyfolio.include.linux.mm_types import VM
 from pyfolio.mm.debug_vm import snapshot
 from pyfolio.mm.madvise import ADVICE
@@ -167,6 +168,7 @@ class FacadeMachine(RuleBasedStateMachine):
         m = self.m
         return (snapshot(m.machine), [(p.pid, list(p._pins)) for p in m.processes],
                 list(m.devices), m.split_design, m.thp, dict(m.machine.thp_anon_enabled),
+                m.use_zero_page, m.machine.khugepaged_max_ptes_none,
                 [(d.large_pages, d.driver.flags, d.driver.split_design)
                  for d in m.devices.values()])
 
@@ -415,24 +417,34 @@ class FacadeMachine(RuleBasedStateMachine):
         before = snapshot(self.m.machine)
         ok, err = self._run(lambda: self.m.split(pfn, new_order, uniform=uniform, at=at),
                             may_fail=(EINVAL, EAGAIN, EBUSY))
-        if not ok and not self.dead:
+        if not ok and not self.dead:  # nothing changed but the split_failed counters
             after = snapshot(self.m.machine)
             vb, va = before.pop("vmstat"), after.pop("vmstat")
+            sb, sa = before.pop("mthp_stats"), after.pop("mthp_stats")
             assert isinstance(vb, dict) and isinstance(va, dict)
-            if after != before or va["thp_split_page_failed"] - vb["thp_split_page_failed"] > 1:
+            assert isinstance(sb, dict) and isinstance(sa, dict)
+            stats = {k for k in sa.keys() | sb.keys() if sa.get(k) != sb.get(k)}
+            if after != before or va["thp_split_page_failed"] - vb["thp_split_page_failed"] > 1 \
+                    or any(k[1] != MTHP_STAT.MTHP_STAT_SPLIT_FAILED for k in stats):
                 raise BadInputDefect(f"a failed split ({err}) changed the machine")
 
     @precondition(lambda self: not self.dead)
-    @rule(knob=st.integers(0, 9), thp=st.sampled_from(THP_POLICIES),
+    @rule(knob=st.integers(0, 12), thp=st.sampled_from(THP_POLICIES),
           size=st.sampled_from(MTHP_SIZES), policy=st.sampled_from(MTHP_POLICIES),
           design=st.sampled_from(DESIGNS), which=st.integers(0, 1),
-          memory=st.sampled_from(["2M", "4M"]), large=st.booleans())
+          memory=st.sampled_from(["2M", "4M"]), large=st.booleans(),
+          ptes=st.sampled_from([0, 64, 256, 511]))
     def knob(self, knob: int, thp: str, size: str, policy: str, design: str, which: int,
-             memory: str, large: bool) -> None:
+             memory: str, large: bool, ptes: int) -> None:
         """The machine-wide settings and the devices' knobs: THP and mTHP policies, the
-        split design, drop_caches, fragment/defragment, a new device, a device's
-        allocation failures, fragmentation and large pages."""
+        split design, use_zero_page, max_ptes_none, drop_caches, lru_add_drain,
+        fragment/defragment, a new device, a device's allocation failures, fragmentation
+        and large pages."""
         m = self.m
+        if knob >= 10:
+            self._run([lambda: m.set_use_zero_page(large), lambda: m.set_max_ptes_none(ptes),
+                       m.lru_add_drain][knob - 10])
+            return
         if knob >= 6 and not m.devices:
             knob = 5
         if knob == 5 and len(m.devices) >= 2:
@@ -493,8 +505,12 @@ class FacadeMachine(RuleBasedStateMachine):
         a = self._range(sh, pick, 1, False)[0] + off
         before = snapshot(self.m.machine)
         p = sh.proc
+        m = self.m
+        pfn = p.pfn_at(a) or 0
         self._run(lambda: (p.lookup(a), p.folio_at(a), p.pfn_at(a), p.pagemap(a, 4),
-                           p.vma_at(a), p.smaps()))
+                           p.vma_at(a), p.smaps(), p.status(), m.vmstat(),
+                           m.mthp_stats(MTHP_SIZES[pick % len(MTHP_SIZES)]),
+                           m.kpageflags(range(pfn, pfn + 4)), m.kpagecount(range(pfn, pfn + 4))))
         if snapshot(self.m.machine) != before:
             raise InvariantBroken("looking at the machine changed it")
 
@@ -647,6 +663,10 @@ def bad_calls(fz: FacadeMachine, sh: Shadow, a: int
         (lambda: m.set_mthp("64kB", "often"), (MmError, EINVAL)),
         (lambda: setattr(m, "split_design", "flag"), (MmError, EINVAL)),
         (lambda: m.add_device("x", memory="3M"), (MmError, EINVAL)),
+        (lambda: m.set_max_ptes_none(512), (MmError, EINVAL)),
+        (lambda: m.set_max_ptes_none(1.5), (MmError, EINVAL)),
+        (lambda: m.set_use_zero_page(1), (MmError, EINVAL)),
+        (lambda: m.mthp_stats("3kB"), (MmError, EINVAL)),
     ]
     folio = p.folio_at(a) if a in sh.prot else None
     if folio is not None:
@@ -667,6 +687,7 @@ def bad_calls(fz: FacadeMachine, sh: Shadow, a: int
         q = fz.gone[-1]
         out += [(lambda: q.read(a), (MmError, EINVAL)), (lambda: q.lookup(a), (MmError, EINVAL)),
                 (lambda: q.folio_at(a), (MmError, EINVAL)), (lambda: q.fork(), (MmError, EINVAL)),
-                (lambda: q.munmap(a, 4096), (MmError, EINVAL))]
+                (lambda: q.munmap(a, 4096), (MmError, EINVAL)),
+                (lambda: q.status(), (MmError, EINVAL))]
     return out
 

@@ -55,6 +55,7 @@ def dup_mm(oldmm: MMStruct) -> MMStruct:
         if e.errno != ENOMEM:
             raise
         exit_mmap(mm)
+        check_mm(mm)  # mmput() -> __mmdrop(): the half-built child's counters back at zero
         oldmm.m.trace.emit("dup_mm", changes={"failed": "ENOMEM"}, parent=oldmm.id)
         raise MmError(ENOMEM, f"fork: out of memory copying the page tables of mm "
                       f"{oldmm.id}") from e
