@@ -59,11 +59,51 @@ def test_seeds_differ() -> None:
 
 def test_check_explains_missing_and_miscounted_answers() -> None:
     ex = make(4, "indices", 3)
-    assert ex.check(None) == (False, f"No answer yet. {ex.answer_format()}.")
+    none = ex.check(None)
+    assert (none.right, none.parts) == (False, ())
+    assert str(none) == f"No answer yet. {ex.answer_format()}."
     ok, why = ex.check("1 2")
     assert not ok and "Expected 5 values" in why
     hexed = ", ".join(hex(v) for v in ex.answer)
     assert ex.check(hexed)[0]
+
+
+def test_checker_accepts_the_books_notations() -> None:
+    """-EAGAIN, EAGAIN, 11 and -11 all say EAGAIN; 0 says success; hex or decimal for numbers;
+    yes/no, true/false, set/clear for bits; - and _ alike in names."""
+    failed = next(ex for s in range(20) if (ex := make(8, "errno", s)).answer[0] == "EAGAIN")
+    n = failed.answer[1]
+    for said in ("-EAGAIN", "EAGAIN", "eagain", "11", "-11", "0xb"):
+        assert failed.check(f"{said}, {n}").right, said
+    for said in ("0", "EINVAL", "-22", "EBUSY", "again"):
+        assert not failed.check(f"{said}, {n}").right, said
+    ok = next(ex for s in range(20) if (ex := make(8, "errno", s)).answer[0] == "0")
+    assert ok.check(f"0 {hex(ok.answer[1])}").right and not ok.check(f"-EAGAIN {ok.answer[1]}")
+    head = make(3, "head", 1)
+    assert head.check(f"{head.answer[0]:#x} {head.answer[1]}").right
+    assert head.check(f"{head.answer[0]} {head.answer[1]}").right
+    bits = make(7, "bits", 1)
+    words = {True: ("yes", "true", "set", "1"), False: ("no", "false", "clear", "0")}
+    for i in range(4):
+        assert bits.check(" ".join(words[b][i] for b in bits.answer)).right
+
+
+def test_feedback_names_the_wrong_parts_and_never_the_expected_values() -> None:
+    for c in CHAPTERS:
+        for ex in exercises(c, 2):
+            bad = tuple(_wrong(v) for v in ex.answer)
+            v = ex.check(bad)
+            assert not v.right and v.score == 0 and all(not p.right for p in v.parts)
+            for graded in (False, True):
+                text = v.feedback(graded=graded)
+                assert all(p.field in text for p in v.parts), text
+                assert ex.solution().splitlines()[-1] not in text
+            graded_text = v.feedback(graded=True)
+            assert "Hint" not in graded_text and "you said" not in graded_text
+            half = ex.check(tuple(bad[:1]) + tuple(ex.answer[1:]))
+            if len(ex.answer) > 1:
+                assert half.score == (len(ex.answer) - 1) / len(ex.answer)
+                assert f"({len(ex.answer) - 1} of {len(ex.answer)} right)" in half.feedback(True)
 
 
 def test_unknown_chapter_or_kind_is_an_error() -> None:
