@@ -145,3 +145,44 @@ def test_cli_rejects_an_unknown_chapter(capsys: pytest.CaptureFixture[str]) -> N
     with pytest.raises(SystemExit):
         main(["99"])
     assert "no exercises for chapter 99" in capsys.readouterr().err
+
+
+def test_exercise_widget_hides_the_solution_until_asked_and_checks_on_enter(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from pyfolio.exercises.widget import GRADED_ENV, exercise_widget, solution_details
+
+    monkeypatch.delenv(GRADED_ENV, raising=False)
+    ex = make(8, "errno", 1)  # ("EAGAIN", 1)
+    w = exercise_widget(ex)
+    shown = " ".join(getattr(c, "value", "") for c in w.children)
+    assert ex.question().split(".")[0] in shown and "Answer:" not in shown
+    assert w.solution.value == "" and w.solution_button is not None
+    w.box.value = "-EAGAIN, 1"
+    w._on_msg(w.box, {"event": "submit"}, [])  # what the front end sends on Enter
+    assert "Right" in w.verdict.value
+    w.box.value = "0, 1"
+    assert not w.check().right and "Wrong: result" in w.verdict.value
+    w.solution_button.value = True
+    assert "Answer: result (0, EINVAL or EAGAIN) = EAGAIN" in w.solution.value
+    assert w.solution_button.description == "Hide solution"
+    w.solution_button.value = False
+    assert w.solution.value == ""
+    assert "<summary>Solution</summary>" in solution_details(ex).data
+
+
+def test_graded_mode_has_no_solution_and_names_only_the_wrong_parts(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from pyfolio.exercises.widget import GRADED_ENV, exercise_widget, solution_details
+
+    monkeypatch.setenv(GRADED_ENV, "1")
+    ex = make(7, "counts", 4)
+    w = exercise_widget(ex)
+    assert w.graded and w.solution_button is None
+    assert all("Solution" not in getattr(c, "description", "") for c in w.children[1].children)
+    wrong = tuple(v + 1 for v in ex.answer)
+    w.box.value = " ".join(map(str, (ex.answer[0], *wrong[1:])))
+    w.check()
+    assert "Wrong: mapcount, entire mapcount. Right: refcount." in w.verdict.value
+    assert "Hint" not in w.verdict.value and "you said" not in w.verdict.value
+    assert "hidden in graded mode" in solution_details(ex).data
+    assert ex.solution().splitlines()[-1] not in solution_details(ex).data

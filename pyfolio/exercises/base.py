@@ -33,9 +33,9 @@ import random
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
-__all__ = ["Exercise", "Answer", "Part", "Verdict", "parse_words", "same", "fmt"]
+__all__ = ["Exercise", "Question", "Answer", "Part", "Verdict", "parse_words", "same", "fmt"]
 
 #: A worked answer: a tuple of ints, bools and short strings (an errno as its name, "EAGAIN").
 Answer = tuple[Any, ...]
@@ -192,10 +192,10 @@ class Exercise:
     store ``self.answer`` and the worked steps in ``self.steps``) and ``question()``.
     """
 
-    chapter: ClassVar[int]
-    kind: ClassVar[str]
-    title: ClassVar[str]
-    fields: ClassVar[Sequence[str]]
+    chapter: int
+    kind: str
+    title: str
+    fields: Sequence[str]
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
@@ -239,3 +239,31 @@ class Exercise:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(seed={self.seed})"
+
+
+class Question(Exercise):
+    """A one-off question whose answer the chapter has measured (no seed, no scenario of its
+    own): e.g. what the recorded kernel said. It checks and solves like any exercise.
+
+    >>> q = Question(13, "Predict the child", "How many kB of AnonHugePages?", ("kB",), (0,),
+    ...              ["The kernel recorded 0 kB."])
+    >>> q.check("0").right, q.check("2048").right, q.solution().splitlines()[-1]
+    (True, False, 'Answer: kB = 0')
+    """
+
+    kind = "question"
+
+    def __init__(self, chapter: int, title: str, text: str, fields: Sequence[str],
+                 answer: Answer, steps: Sequence[str] = (), hint: str = "") -> None:
+        self.chapter, self.title, self.text, self.fields = chapter, title, text, tuple(fields)
+        self._given, self._steps, self._hint = tuple(answer), list(steps), hint
+        super().__init__(seed=0)
+
+    def setup(self) -> None:
+        self.answer, self.steps = self._given, list(self._steps)
+
+    def question(self) -> str:
+        return f"{self.text} {self.answer_format()}."
+
+    def hint(self) -> str:
+        return self._hint or super().hint()
