@@ -93,13 +93,17 @@ class PmdRemapViewer(widgets.VBox):
         self.run_button.on_click(lambda _: self.run())
         self.reset_button.on_click(lambda _: self.run())
         self.step.observe(lambda _: self.redraw(), names="value")
+        # a new trigger is recorded at once: the frames and the message always belong to the
+        # trigger the dropdown shows (Run records it again on a fresh machine)
+        self.trigger.observe(lambda _: self.run(), names="value")
         super().__init__([widgets.HBox([self.trigger, self.run_button, self.reset_button]),
                           self.step, self.message, self.image, self.events])
         self.run()
 
     def run(self) -> None:
         """Record the chosen trigger on a fresh machine; show its first frame."""
-        self.system, self.proc, self.addr, self.frames = pmd_remap_frames(self.trigger.value)
+        self.recorded = self.trigger.value
+        self.system, self.proc, self.addr, self.frames = pmd_remap_frames(self.recorded)
         self.step.max = len(self.frames) - 1
         if self.step.value == 0:
             self.redraw()
@@ -123,8 +127,8 @@ class PmdRemapViewer(widgets.VBox):
         if f.error:
             self.message.error(f.error)
         else:
-            self.message.ok(f"PMD entry: {f.pmd_kind}; {self.trigger.value}: "
-                            f"{TRIGGERS[self.trigger.value]}")
+            self.message.ok(f"PMD entry: {f.pmd_kind}; {self.recorded}: "
+                            f"{TRIGGERS[self.recorded]}")
         self.events.value = "<br>".join(f"<code>{e}</code>" for e in f.events
                                         if e.name != "mm_page_alloc")[:4000]
 
