@@ -104,6 +104,7 @@ class PmdRemapViewer(widgets.VBox):
         """Record the chosen trigger on a fresh machine; show its first frame."""
         self.recorded = self.trigger.value
         self.system, self.proc, self.addr, self.frames = pmd_remap_frames(self.recorded)
+        self._pngs: dict[int, bytes] = {}  # step -> its picture, drawn on the first visit
         self.step.max = len(self.frames) - 1
         if self.step.value == 0:
             self.redraw()
@@ -123,7 +124,9 @@ class PmdRemapViewer(widgets.VBox):
 
     def redraw(self) -> None:
         f = self.frame
-        self.image.value = png(self.figure(f))
+        if self.step.value not in self._pngs:
+            self._pngs[self.step.value] = png(self.figure(f))
+        self.image.value = self._pngs[self.step.value]
         if f.error:
             self.message.error(f.error)
         else:
