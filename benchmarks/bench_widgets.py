@@ -35,20 +35,15 @@ from pyfolio.widgets import (  # noqa: E402
 from pyfolio.widgets.design_review import design_review  # noqa: E402
 from pyfolio.widgets.migration_cost import cost_explorer  # noqa: E402
 
+try:
+    from benchmarks.bench_views import times
+except ModuleNotFoundError:  # run as a script: benchmarks/ is on the path, not the root
+    from bench_views import times  # type: ignore[no-redef]
+
 TARGET_S = 0.100
 
 #: an action: ``prepare()`` (not timed) returns the timed callable
 Action = Callable[[], Callable[[], object]]
-
-
-def _times(prepare: Action, n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        act = prepare()
-        t0 = time.perf_counter()
-        act()
-        out.append(time.perf_counter() - t0)
-    return out
 
 
 def _cycle(values: list[object], set_value: Callable[[object], None]) -> Action:
@@ -166,7 +161,7 @@ def main(n: int = 15) -> dict[str, tuple[float, float]]:
     print(f"(widgets built in {time.perf_counter() - t0:.1f} s, not timed below)")
     results = {}
     for name, prepare in acts.items():
-        ts = sorted(_times(prepare, n))
+        ts = sorted(times(prepare, n))
         med, p95 = statistics.median(ts), ts[min(len(ts) - 1, int(0.95 * len(ts)))]
         results[name] = (med, p95)
         ok = "ok" if med < TARGET_S else "OVER TARGET"
