@@ -158,25 +158,36 @@ def _p95(xs: list[float]) -> float:
 
 PANEL = "window.jupyterapp.shell.currentWidget"
 
-#: resolves (in ms) when the root's pictures or HTML text change after the next input event;
-#: -1 if nothing changed in 30 s. Slider readouts change in the browser alone, so only images
-#: and HTML widgets (what the kernel redraws) count.
-WATCH_JS = """(root) => {
+#: Resolves to the ms from the next input event on ``root`` to the last change of its pictures
+#: or HTML text, once nothing has changed for QUIET_MS (the whole redraw, not its first
+#: message); -1 if nothing changed in 30 s. Changes before the input (a previous action's late
+#: messages) do not count. Slider readouts change in the browser alone, so only images, HTML
+#: widgets and output widgets (what the kernel redraws) count.
+QUIET_MS = 300
+WATCH_JS = """(root, quiet) => {
   const sig = () => [...root.querySelectorAll('img')].map(i => i.src).join(',') + '|' +
     [...root.querySelectorAll('.widget-html-content, .widget-output')]
       .map(h => h.innerHTML).join('|');
-  const before = sig();
-  let t0 = null;
+  let cur = sig(), t0 = null, last = null;
   const start = () => { if (t0 === null) t0 = performance.now(); };
   for (const ev of ['pointerdown', 'mousedown', 'keydown']) root.addEventListener(ev, start, true);
   window.__lab_changed = new Promise((resolve) => {
     const obs = new MutationObserver(() => {
-      if (sig() === before) return;
-      obs.disconnect();
-      resolve(performance.now() - (t0 ?? performance.now()));
+      const s = sig();
+      if (s === cur) return;
+      cur = s;
+      if (t0 !== null) last = performance.now();
     });
     obs.observe(root, {subtree: true, childList: true, attributes: true, characterData: true});
-    setTimeout(() => { obs.disconnect(); resolve(-1); }, 30000);
+    const began = performance.now();
+    const poll = setInterval(() => {
+      const now = performance.now();
+      if (last !== null && now - last > quiet) {
+        clearInterval(poll); obs.disconnect(); resolve(last - t0);
+      } else if (now - began > 30000) {
+        clearInterval(poll); obs.disconnect(); resolve(-1);
+      }
+    }, 20);
   });
 }"""
 
@@ -232,7 +243,7 @@ def _close(pg: Any) -> None:
 
 def _change(pg: Any, root: Any, act: Any, what: str, latencies: dict[str, list[float]]) -> float:
     """Do ``act()`` on a widget and wait until its picture or text changed; return ms."""
-    root.evaluate(WATCH_JS)
+    root.evaluate(WATCH_JS, QUIET_MS)
     act()
     ms = float(pg.evaluate("() => window.__lab_changed"))
     assert ms >= 0, f"{what}: nothing in the widget changed"
@@ -314,6 +325,7 @@ def _operate(pg: Any, name: str, roots: list[Any], lat: dict[str, list[float]]) 
         if ch == "01":
             _change(pg, root, _slide(pg, root), "ch01 page slider", lat)
         elif ch == "02":
+            _change(pg, root, _click(root, "Reset"), "ch02 buddy: reset", lat)
             _change(pg, root, _click(root, "Allocate"), "ch02 buddy: allocate", lat)
         elif ch == "03":
             _change(pg, root, _slide(pg, root), "ch03 folio inspector: pfn slider", lat)
