@@ -395,7 +395,12 @@ def test_chapter_in_jupyterlab(chapter: Path, page: Any, lab_server: tuple[str, 
     try:
         assert not _error_outputs(pg), f"{name}: error output: {_error_outputs(pg)}"
         notebook = pg.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook")
-        prose = "\n".join(notebook.locator(".jp-MarkdownOutput").all_inner_texts())
+        # jupyterlab-myst renders a Markdown cell into .myst (JupyterLab's own renderer: into
+        # .jp-RenderedMarkdown); the prose must be there, or the checks below check nothing
+        prose = "\n".join(notebook.locator(
+            ".jp-MarkdownCell .myst, .jp-MarkdownCell .jp-RenderedMarkdown").all_inner_texts())
+        title = chapter.read_text().split("\n# ", 1)[1].split("\n", 1)[0]
+        assert title in prose and len(prose) > 2000, f"{name}: the prose is not rendered"
         shown = [raw for raw in RAW_MYST if raw in prose]
         assert not shown, f"{name}: raw MyST in the rendered text: {shown}"
         assert "glued[" not in prose, f"{name}: a {{eval}} number was not filled in"

@@ -47,18 +47,18 @@ _ERRNO = {name: num for num, name in _errno.errorcode.items()}
 
 
 def parse_words(answer: Any) -> list[str]:
-    """The reader's answer as a list of lower-case words (numbers stay as written).
+    """The reader's answer as a list of words, as written (:func:`same` ignores case).
 
-    >>> parse_words("0x10, 2; (yes)")
-    ['0x10', '2', 'yes']
+    >>> parse_words("0x10, 2; (Yes) -EAGAIN")
+    ['0x10', '2', 'Yes', '-EAGAIN']
     >>> parse_words((512, True, "PMD"))
-    ['512', 'true', 'pmd']
+    ['512', 'true', 'PMD']
     """
     if isinstance(answer, str):
-        return [w for w in re.split(r"[\s,;()\[\]]+", answer.strip().lower()) if w]
+        return [w for w in re.split(r"[\s,;()\[\]]+", answer.strip()) if w]
     if isinstance(answer, (list, tuple)):
         return [w for a in answer for w in parse_words(a)]
-    return [str(answer).lower()]
+    return [str(answer).lower() if isinstance(answer, bool) else str(answer)]
 
 
 def _int(word: str) -> int | None:
