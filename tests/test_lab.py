@@ -232,14 +232,24 @@ def _error_outputs(pg: Any) -> list[str]:
       .map(o => o.output_type === 'error' ? o.ename + ': ' + o.evalue : o.text)"""))
 
 
-def _close(pg: Any) -> None:
-    """Save (into the temporary working copy), shut the kernel down, close the tab."""
+def _close(pg: Any, base: str) -> None:
+    """Save the notebook (into the temporary working copy), close its tab, and shut its kernel
+    down through the server's REST API (``sessionContext.shutdown()`` in the page was seen to
+    hang once under load; the API call has a timeout)."""
     pg.evaluate(f"""async () => {{
       const p = {PANEL};
-      await p.context.save();
-      await p.sessionContext.shutdown();
+      await Promise.race([p.context.save(), new Promise(r => setTimeout(r, 20000))]);
       p.dispose();
     }}""")
+    url, token = base.split("/lab?token=")
+    headers = {"Authorization": f"token {token}"}
+    with urllib.request.urlopen(urllib.request.Request(f"{url}/api/sessions", headers=headers),
+                                timeout=30) as r:
+        sessions = json.load(r)
+    for sess in sessions:
+        req = urllib.request.Request(f"{url}/api/sessions/{sess['id']}", method="DELETE",
+                                     headers=headers)
+        urllib.request.urlopen(req, timeout=60).close()
 
 
 def _change(pg: Any, root: Any, act: Any, what: str, latencies: dict[str, list[float]]) -> float:
@@ -381,7 +391,7 @@ def _operate(pg: Any, name: str, roots: list[Any], lat: dict[str, list[float]]) 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
 def test_chapter_in_jupyterlab(chapter: Path, page: Any, lab_server: tuple[str, Path],
                                latencies: dict[str, list[float]], git_before: str) -> None:
-    pg, (_, work) = page, lab_server
+    pg, (base, work) = page, lab_server
     name = chapter.stem
     pg.locator(".jp-DirListing-item", has_text=f"{name}.ipynb").first.dblclick()
     pg.wait_for_function(f"() => {PANEL} && {PANEL}.context && "
@@ -421,5 +431,5 @@ def test_chapter_in_jupyterlab(chapter: Path, page: Any, lab_server: tuple[str, 
             pg.screenshot(path=f"{shots}/{name}.png", full_page=False)
         assert not _error_outputs(pg), f"{name}: error output after use: {_error_outputs(pg)}"
     finally:
-        _close(pg)
+        _close(pg, base)
     assert _git_status() == git_before, f"{name}: the lab changed the repository"
