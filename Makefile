@@ -18,8 +18,8 @@ CHP     := $(CHP_DIR)/node_modules/.bin/configurable-http-proxy
 CHP_VERSION := 5.3.0
 JOBS ?= 2
 
-.PHONY: help venv fresh-cache book book-strict test lint typecheck pytest lab bench fuzz clean distclean widgets-js \
-	classroom bench-classroom
+.PHONY: help venv fresh-cache book book-strict test lint typecheck pytest lab lab-reset bench fuzz clean \
+	distclean widgets-js classroom bench-classroom
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -72,7 +72,8 @@ lint: venv
 typecheck: venv
 	@if [ -d pyfolio ]; then $(BIN)/mypy pyfolio; else echo "mypy: no pyfolio/ yet, skipped"; fi
 
-pytest: venv classroom
+# The lab extra too: tests/test_lab.py runs the chapters in a real JupyterLab.
+pytest: venv classroom $(LAB_STAMP)
 	JUPYTER_PATH=$(CURDIR)/$(VENV)/share/jupyter $(BIN)/python -m pytest -n $(JOBS) --dist loadgroup
 
 # The book build and pytest both run even if the first fails, so a broken chapter is reported by
@@ -84,15 +85,27 @@ test: lint typecheck ## lint, type-check, build with warnings as errors, run eve
 	if [ $$status -ne 0 ]; then echo "make test: FAILED (book build or tests, see above)" >&2; fi; \
 	exit $$status
 
-$(LAB_STAMP): $(STAMP)
+$(LAB_STAMP): $(STAMP) tools/lab-overrides.json
 	$(BIN)/python -m pip install --quiet -e '.[dev,lab]'
+	mkdir -p $(VENV)/share/jupyter/lab/settings
+	cp tools/lab-overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
+	@# lab/ holds .ipynb copies, so jupytext's JupyterLab plugin is not needed (and the one that
+	@# jupytext 1.19 ships fails to load in JupyterLab 4.5: "shared module" console error)
+	$(BIN)/jupyter labextension disable --level=sys_prefix jupyterlab-jupytext >/dev/null 2>&1
 	touch $@
 
-# jupytext's contents manager (enabled by its own jupyter_server_config.d entry) opens the .md
-# chapters as notebooks; jupyterlab_widgets (with ipywidgets 8) renders the widgets.
-lab: $(LAB_STAMP) $(KERNEL_STAMP) ## JupyterLab on chapters/ (chapters open as notebooks)
-	JUPYTER_PATH=$(CURDIR)/$(VENV)/share/jupyter $(BIN)/jupyter lab --notebook-dir=chapters \
+# lab/ is the students' working copy of the chapters (git-ignored; tools/lab.py makes it on the
+# first run and never overwrites it). GRADED=1 runs every exercise in graded mode.
+GRADED ?=
+lab: $(LAB_STAMP) $(KERNEL_STAMP) ## JupyterLab on lab/, a working copy of the chapters (GRADED=1: graded)
+	$(BIN)/python tools/lab.py sync
+	PYFOLIO_GRADED=$(GRADED) JUPYTER_PATH=$(CURDIR)/$(VENV)/share/jupyter \
+	  $(BIN)/jupyter lab --notebook-dir=lab \
 	  $$(if [ "$$(id -u)" = 0 ]; then echo --allow-root; fi) $(LAB_ARGS)
+
+CH ?=
+lab-reset: $(LAB_STAMP) ## start lab copies again from the chapters: CH="07 10" (all if unset)
+	$(BIN)/python tools/lab.py reset $(CH)
 
 bench: venv ## run the simulator benchmarks
 	$(BIN)/python benchmarks/run.py

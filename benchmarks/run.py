@@ -8,7 +8,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-MODULES = ("bench_core", "bench_split", "bench_migrate", "bench_views", "bench_kernel")
+MODULES = ("bench_core", "bench_split", "bench_migrate", "bench_views", "bench_widgets",
+           "bench_kernel")
 
 if __name__ == "__main__":
     for name in MODULES:

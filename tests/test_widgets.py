@@ -59,7 +59,7 @@ def test_split_explorer_non_uniform_split():
 
 def test_split_explorer_pinned_split_fails_and_leaves_state():
     w = split_explorer()
-    w.pin_page.value = 3
+    w.pin_page.value = "3"
     w.pin_button.click()
     before = memstate(w)
     w.split_button.click()
@@ -222,3 +222,73 @@ def test_address_walker_shows_the_walk_and_the_entry_bits():
     w.reset_button.click()
     assert w.addr.value == a and w.message.text.startswith(f"{a:#x}: PMD entry")
     assert m.check() == []
+
+
+def test_split_explorer_pin_box_rejects_bad_values_and_changes_nothing():
+    w = split_explorer()
+    before, png0 = memstate(w), w.image.value
+    for typed, says in (("abc", "'abc' is not a page number: type a whole number from 0 to 511"),
+                        ("3.5", "'3.5' is not a page number"),
+                        ("600", "600 is outside the THP's pages: type a whole number from 0"),
+                        ("-1", "-1 is outside the THP's pages"),
+                        ("", "type the page to pin: a whole number from 0 to 511")):
+        w.pin_page.value = typed
+        w.pin_button.click()
+        assert says in w.message.text, (typed, w.message.text)
+        assert same(before, memstate(w)) and not w.pins and w.image.value == png0
+    w.pin_page.value = "0x10"
+    w._on_submit(w.pin_page, {"event": "submit"}, [])  # Enter in the box pins
+    assert w.pins == {16: 1} and "pinned page 16" in w.message.text
+    assert w.image.value != png0 and "pinned page (x): 16" in w.legend.value
+    fig = w.static_figure()
+    assert "pinned page" in [t.get_text() for t in fig.legends[0].get_texts()]
+
+
+def test_split_explorer_counts_follow_the_at_slider_and_failures_say_why():
+    w = split_explorer()
+    w.kind.value, w.new_order.value, w.at.value = "non-uniform", 0, 257
+    w.split_button.click()
+    assert "folio holding page 257" in w.counts.value and "order 0" in w.counts.value
+    w.at.value = 0
+    assert "folio holding page 0" in w.counts.value and "order 8" in w.counts.value
+    w.reset()
+    w.new_order.value = 1
+    w.split_button.click()
+    assert w.message.text == ("split failed: -EINVAL: order 1 is not allowed for an anonymous "
+                              "folio (anon folios skip order 1)")
+    w.new_order.value = 0
+    w.pin_page.value = "3"
+    w.pin_button.click()
+    w.split_button.click()
+    assert w.message.text == ("split failed: -EAGAIN: refcount 3 > expected 2 (mapcount 1 + "
+                              "the splitter's own reference): a pin holds it")
+    assert w.system.check() == []
+
+
+def test_pmd_remap_viewer_frames_follow_the_dropdown():
+    """Changing the trigger records it at once: the slider never shows another run's frames
+    under the new trigger's message (the bug: old frames, new message)."""
+    w = pmd_remap_viewer("munmap part")
+    w.step.value = w.step.max
+    w.trigger.value = "mprotect one page"
+    assert w.recorded == "mprotect one page" and w.step.value == 0
+    w.step.value = w.step.max
+    last = w.frames[-1].cells.states()
+    assert "novma" not in last and "mprotect one page" in w.message.text
+    assert w.system.check() == []
+
+
+def test_device_fault_explorer_second_migrate_counts_what_is_on_the_device():
+    w = device_fault_explorer(ram="64M", device="8M")
+    w.migrate_button.click()
+    assert w.message.text.startswith("migrate_to_device: 512 page(s) migrated by this call; "
+                                     "512 of 512 pages on the device")
+    w.migrate_button.click()
+    assert w.message.text == ("migrate_to_device: nothing left to migrate: 512 of 512 pages "
+                              "on the device; entry at the start: PMD device_private")
+    w.page.value = 5
+    w.read_button.click()
+    w.migrate_button.click()
+    assert "of 512 pages on the device" in w.message.text and w.on_device() == 512
+    assert w.design.style.button_width == "auto"  # the labels are not cut
+    assert w.system.check() == []

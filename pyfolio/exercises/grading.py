@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pyfolio.exercises import make
-from pyfolio.exercises.base import Exercise, _same, parse_words
+from pyfolio.exercises.base import Exercise
 
 __all__ = ["seed_for", "secret_from", "graded_check", "Graded", "grade_rows", "read_roster",
            "grade_main", "GRADED_SEED_BASE", "SECRET_ENV", "INPUT_COLUMNS", "OUTPUT_COLUMNS"]
@@ -78,17 +78,10 @@ def secret_from(given: str | None) -> str:
 
 def graded_check(ex: Exercise, answer: Any) -> tuple[bool, str]:
     """(right, feedback) as in a graded quiz: which parts are wrong and which right, never
-    the expected values (``Exercise.check`` states them: that is for practice)."""
-    right, why = ex.check(answer)
-    if right:
-        return True, "Right."
-    words = parse_words(answer) if answer is not None else []
-    if len(words) != len(ex.answer):
-        return False, why  # no answer, or a wrong number of values: the message has no value
-    ok = [_same(exp, got) for exp, got in zip(ex.answer, words, strict=True)]
-    wrong = [f for f, good in zip(ex.fields, ok, strict=True) if not good]
-    fine = [f for f, good in zip(ex.fields, ok, strict=True) if good]
-    return False, f"Wrong: {', '.join(wrong)}." + (f" Right: {', '.join(fine)}." if fine else "")
+    the expected values (:meth:`~pyfolio.exercises.base.Verdict.feedback` with
+    ``graded=True``)."""
+    v = ex.check(answer)
+    return v.right, v.feedback(graded=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib import colormaps
+from matplotlib.artist import Artist
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from pyfolio.include.linux.mm import Folio
@@ -27,10 +29,11 @@ if TYPE_CHECKING:
 
 __all__ = ["FrameCells", "frame_cells", "folio_strip", "draw_frames", "order_color",
            "legend_entries", "legend_html",
-           "FREE_COLOR", "TABLE_COLOR"]
+           "FREE_COLOR", "TABLE_COLOR", "MARK_COLOR"]
 
 FREE_COLOR = (0.96, 0.96, 0.96)
 TABLE_COLOR = (0.35, 0.35, 0.35)
+MARK_COLOR = (0.85, 0.1, 0.1)  # frames a caller marks (e.g. pinned pages): a red cross
 _COLS = 32
 
 
@@ -109,13 +112,16 @@ def _target(x: Folio | Sequence[Folio] | System | Machine,
 
 
 def folio_strip(x: Folio | Sequence[Folio] | System | Machine, pfns: range | None = None, *,
-                title: str | None = None, legend: bool = True) -> Figure:
+                title: str | None = None, legend: bool = True, marks: Sequence[int] = (),
+                marks_label: str = "marked") -> Figure:
     """Frames as a grid of 32 per row: colour = order of the holding folio, a dot on each
     head page, a black line at every folio boundary; free frames light grey, page-table
     pages dark grey. Up to 64 frames also show each page's mapcount. ``legend=False``
-    leaves the key out (a widget shows :func:`legend_entries` as HTML beside it)."""
+    leaves the key out (a widget shows :func:`legend_entries` as HTML beside it). ``marks``:
+    PFNs to cross in red, named ``marks_label`` in the key (e.g. pinned pages)."""
     m, rng = _target(x, pfns)
-    return draw_frames(frame_cells(m, rng), title=title, legend=legend)
+    return draw_frames(frame_cells(m, rng), title=title, legend=legend, marks=marks,
+                       marks_label=marks_label)
 
 
 def legend_entries(c: FrameCells) -> list[tuple[tuple[float, float, float], str]]:
@@ -146,7 +152,8 @@ def legend_html(entries: list[tuple[tuple[float, float, float], str]]) -> str:
                     for col, lbl in entries)
 
 
-def draw_frames(c: FrameCells, *, title: str | None = None, legend: bool = True) -> Figure:
+def draw_frames(c: FrameCells, *, title: str | None = None, legend: bool = True,
+                marks: Sequence[int] = (), marks_label: str = "marked") -> Figure:
     """Draw :class:`FrameCells` (from :func:`frame_cells` or a recorded frame) as
     :func:`folio_strip` does."""
     n = len(c.kind)
@@ -170,6 +177,9 @@ def draw_frames(c: FrameCells, *, title: str | None = None, legend: bool = True)
                      np.where(free_head >= 0, -2 - free_head, -(1 << 40) - np.arange(n)))
     segs = _boundaries(owner, cols)
     ax.add_collection(LineCollection(segs, colors="black", linewidths=1.2))
+    marked = np.array([p - rng.start for p in marks if p in rng], dtype=np.int64)
+    if len(marked):
+        ax.plot(marked % cols, marked // cols, "x", ms=6, mew=1.8, color=MARK_COLOR, ls="none")
     if n <= 64:
         for i in range(n):
             if c.kind[i] == "folio":
@@ -182,8 +192,11 @@ def draw_frames(c: FrameCells, *, title: str | None = None, legend: bool = True)
     for r in range(0, rows, max(1, rows // 8)):
         ax.text(-0.8, r, f"{rng.start + r * cols:#x}", ha="right", va="center", fontsize=6)
     if legend:
-        handles = [Patch(fc=col, ec="black", lw=0.5, label=lbl)
-                   for col, lbl in legend_entries(c)]
+        handles: list[Artist] = [Patch(fc=col, ec="black", lw=0.5, label=lbl)
+                                 for col, lbl in legend_entries(c)]
+        if len(marked):
+            handles.append(Line2D([], [], marker="x", ms=6, mew=1.8, color=MARK_COLOR,
+                                  ls="none", label=marks_label))
         fig.legend(handles=handles, loc="center left", bbox_to_anchor=(0.75, 0.5),
                    fontsize=7, frameon=False)
     fig.suptitle(title or f"frames {rng.start:#x}..{rng.stop - 1:#x} (dot: head page"

@@ -37,18 +37,36 @@ class Message(widgets.HTML):
     def error(self, text: str) -> None:
         self.value = f"<span style='color:#b00020'><b>{html.escape(text)}</b></span>"
 
-    def number_in(self, text: str, lo: int, hi: int, noun: str, where: str) -> int | None:
-        """A typed number (0x... or decimal) in [lo, hi); else None, after saying what is
-        wrong (an empty box: None, silently)."""
+    def number_in(self, text: str, lo: int, hi: int, noun: str, where: str,
+                  decimal: bool = False) -> int | None:
+        """A typed whole number (0x... or decimal) in [lo, hi); else None, after saying what
+        is wrong and what is allowed (an empty box: None, silently). ``decimal`` writes the
+        bounds in decimal (page numbers) instead of hex (addresses, PFNs).
+
+        >>> m = Message()
+        >>> m.number_in("0x10", 0, 512, "a page number", "the THP's pages", decimal=True)
+        16
+        >>> m.number_in("3.5", 0, 512, "a page number", "the THP's pages", decimal=True)
+        >>> m.text
+        "'3.5' is not a page number: type a whole number from 0 to 511 (decimal or 0x...)"
+        >>> m.number_in("600", 0, 512, "a page number", "the THP's pages", decimal=True)
+        >>> m.text
+        "600 is outside the THP's pages: type a whole number from 0 to 511"
+        """
+        show = str if decimal else hex
+        allowed = f"a whole number from {show(lo)} to {show(hi - 1)}"
         if not text.strip():
             return None
         try:
             value = int(text.strip(), 0)
         except ValueError:
-            self.error(f"{text!r} is not {noun} (write it as 0x... or in decimal)")
-            return None
+            try:
+                value = int(text.strip(), 10)  # leading zeros: "010"
+            except ValueError:
+                self.error(f"{text.strip()!r} is not {noun}: type {allowed} (decimal or 0x...)")
+                return None
         if not lo <= value < hi:
-            self.error(f"{value:#x} is outside {where} [{lo:#x}, {hi:#x})")
+            self.error(f"{show(value)} is outside {where}: type {allowed}")
             return None
         return value
 

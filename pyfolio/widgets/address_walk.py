@@ -33,6 +33,7 @@ class AddressWalker(widgets.VBox):
                                   continuous_update=False, layout={"width": "20em"})
         #: the address shown: the slider's page, or any byte of the range typed in
         self.current = start
+        self._following = False
         self.message = Message()
         self.walk_image = widgets.Image(format="png", layout={"max_width": "100%"})
         self.bits_image = widgets.Image(format="png", layout={"max_width": "100%"})
@@ -45,6 +46,8 @@ class AddressWalker(widgets.VBox):
         self.redraw()
 
     def _slid(self) -> None:
+        if self._following:  # go_to() moved the slider; it redraws once itself
+            return
         self.current = self.addr.value
         self.redraw()
 
@@ -55,7 +58,11 @@ class AddressWalker(widgets.VBox):
                                    "an address", "the mapping")
         if a is None:
             return
-        self.addr.value = a & ~(PAGE_SIZE - 1)  # the slider follows to the page
+        self._following = True
+        try:
+            self.addr.value = a & ~(PAGE_SIZE - 1)  # the slider follows to the page
+        finally:
+            self._following = False
         self.current = a
         self.redraw()
 

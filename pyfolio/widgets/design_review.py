@@ -55,6 +55,7 @@ class DesignReview(widgets.VBox):
         self.runs = {d: fallback_scenario(d, self.seed, thps=self.thps, small_pages=0)
                      for d in DESIGNS}
         self.steps = design_steps(*self.runs.values())
+        self._pngs: dict[tuple[int, str, bool], bytes] = {}
         self.step.max = len(self.steps)
         self.step.value = min(2, len(self.steps))
         self.message.ok(f"{self.thps} THP(s) migrated to a device without 2 MiB pages, "
@@ -81,7 +82,12 @@ class DesignReview(widgets.VBox):
         return draw_design_step(step, None if self.both.value else [self.design.value])
 
     def redraw(self) -> None:
-        self.image.value = png(self.static_figure())
+        # a picture per (step, design, both): drawn on the first visit, then reused (a stack
+        # figure takes 150-300 ms to draw; revisiting a step should not)
+        key = (self.step.value, self.design.value, self.both.value)
+        if key not in self._pngs:
+            self._pngs[key] = png(self.static_figure())
+        self.image.value = self._pngs[key]
         self.table.value = self._rows()
 
 

@@ -32,7 +32,8 @@ class DeviceFaultExplorer(widgets.VBox):
         self.large = widgets.Checkbox(value=True, description="device has 2 MiB pages")
         self.design = widgets.ToggleButtons(options=[("a: unmapped flag", "a"),
                                                      ("b: folio_split_unmapped", "b")],
-                                            value="b", description="fallback")
+                                            value="b", description="fallback",
+                                            style={"button_width": "auto"})
         self.migrate_button = widgets.Button(description="Migrate to device",
                                              button_style="primary")
         self.page = widgets.IntSlider(value=0, min=0, max=511, description="page")
@@ -83,9 +84,18 @@ class DeviceFaultExplorer(widgets.VBox):
             dev.fail_large_alloc = not self.large.value
             res = dev.migrate_to_device(self.proc, self.addr, 2 * MiB, design=self.design.value)
             e = self.proc.lookup(self.addr)
-            return (f"{sum(r.migrated for r in res)} of {len(res)} pages on the device; "
-                    f"entry at the start: {e.level.upper()} {e.kind}")
+            moved, there = sum(r.migrated for r in res), self.on_device()
+            now = (f"{there} of 512 pages on the device; entry at the start: "
+                   f"{e.level.upper()} {e.kind}")
+            if not moved and there == 512:
+                return f"nothing left to migrate: {now}"
+            return f"{moved} page(s) migrated by this call; {now}"
         self._act("migrate_to_device", go)
+
+    def on_device(self) -> int:
+        """How many of the range's 512 pages are mapped by device-private entries."""
+        return sum(self.proc.lookup(self.addr + i * PAGE_SIZE).kind == "device_private"
+                   for i in range(512))
 
     def touch(self, write: bool) -> None:
         """A CPU access to the chosen page (faults it back to RAM if it is on the device)."""

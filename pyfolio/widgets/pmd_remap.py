@@ -93,13 +93,18 @@ class PmdRemapViewer(widgets.VBox):
         self.run_button.on_click(lambda _: self.run())
         self.reset_button.on_click(lambda _: self.run())
         self.step.observe(lambda _: self.redraw(), names="value")
+        # a new trigger is recorded at once: the frames and the message always belong to the
+        # trigger the dropdown shows (Run records it again on a fresh machine)
+        self.trigger.observe(lambda _: self.run(), names="value")
         super().__init__([widgets.HBox([self.trigger, self.run_button, self.reset_button]),
                           self.step, self.message, self.image, self.events])
         self.run()
 
     def run(self) -> None:
         """Record the chosen trigger on a fresh machine; show its first frame."""
-        self.system, self.proc, self.addr, self.frames = pmd_remap_frames(self.trigger.value)
+        self.recorded = self.trigger.value
+        self.system, self.proc, self.addr, self.frames = pmd_remap_frames(self.recorded)
+        self._pngs: dict[int, bytes] = {}  # step -> its picture, drawn on the first visit
         self.step.max = len(self.frames) - 1
         if self.step.value == 0:
             self.redraw()
@@ -119,12 +124,14 @@ class PmdRemapViewer(widgets.VBox):
 
     def redraw(self) -> None:
         f = self.frame
-        self.image.value = png(self.figure(f))
+        if self.step.value not in self._pngs:
+            self._pngs[self.step.value] = png(self.figure(f))
+        self.image.value = self._pngs[self.step.value]
         if f.error:
             self.message.error(f.error)
         else:
-            self.message.ok(f"PMD entry: {f.pmd_kind}; {self.trigger.value}: "
-                            f"{TRIGGERS[self.trigger.value]}")
+            self.message.ok(f"PMD entry: {f.pmd_kind}; {self.recorded}: "
+                            f"{TRIGGERS[self.recorded]}")
         self.events.value = "<br>".join(f"<code>{e}</code>" for e in f.events
                                         if e.name != "mm_page_alloc")[:4000]
 

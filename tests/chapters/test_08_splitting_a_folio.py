@@ -182,7 +182,7 @@ def test_split_explorer_non_uniform_at_257_and_pinned_failure() -> None:
     assert "order 0 (4 folios)" in legend and "order 8 (1 folios)" in legend
     assert ex.system.check() == []
     probe = split_explorer()
-    probe.pin_page.value = 3
+    probe.pin_page.value = "3"
     probe.pin_button.click()
     before = probe.image.value
     probe.split_button.click()
