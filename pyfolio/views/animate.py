@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from html import escape
 from typing import Any, TypeVar
 
 import numpy as np
@@ -44,14 +45,29 @@ def _pad(imgs: Sequence[np.ndarray]) -> list[np.ndarray]:
 
 
 def _label(frame: Any, i: int) -> str:
+    """The player's caption for frame ``i`` (a recorded frame's own ``step`` number when it
+    has one): "step i: label" (a label that already says which step it is, "step 2 of 5:
+    ...", is shown as it is), and the frame's error."""
+    i = getattr(frame, "step", i)
     label = getattr(frame, "label", None)
     err = getattr(frame, "error", None)
-    return f"step {i}: {label}" + (f" ({err})" if err else "") if label else f"step {i}"
+    if not label:
+        return f"step {i}"
+    text = label if str(label).lower().startswith("step ") else f"step {i}: {label}"
+    return text + (f" ({err})" if err else "")
+
+
+def _alt(frames: Sequence[Any]) -> str:
+    """Alt text for a player: how many frames, and what each shows (its caption)."""
+    steps = "; ".join(_label(f, i) for i, f in enumerate(frames))
+    text = f"Step-through player of {len(frames)} frames: {steps}"
+    return text if len(text) <= 600 else text[:597] + "..."
 
 
 def animate(frames: Sequence[F], draw: Callable[[F], Figure], *, interval: int = 900,
-            dpi: int = 80) -> HTML:
-    """A JavaScript player over ``[draw(f) for f in frames]`` (play/pause, step slider)."""
+            dpi: int = 80, alt: str | None = None) -> HTML:
+    """A JavaScript player over ``[draw(f) for f in frames]`` (play/pause, step slider).
+    ``alt`` is the picture's alt text (by default the frames' captions, in order)."""
     if not frames:
         raise ValueError("animate() needs at least one frame")
     imgs = _pad([render(draw(f)) for f in frames])
@@ -61,7 +77,7 @@ def animate(frames: Sequence[F], draw: Callable[[F], Figure], *, interval: int =
     ax = fig.add_axes((0, 0, 1, h / (h + 0.3 * dpi)))
     ax.set_axis_off()
     im = ax.imshow(imgs[0], interpolation="nearest")
-    caption = fig.text(0.01, 0.995, _label(frames[0], 0), va="top", fontsize=9)
+    caption = fig.text(0.01, 0.995, _label(frames[0], 0), va="top", fontsize=10)
 
     def update(i: int) -> list[Any]:
         im.set_data(imgs[i])
@@ -72,6 +88,8 @@ def animate(frames: Sequence[F], draw: Callable[[F], Figure], *, interval: int =
     html = anim.to_jshtml(default_mode="once")
     # matplotlib links Font Awesome from a CDN; the book serves it locally (offline pages).
     html = re.sub(r"<link rel=\"stylesheet\"\s+href=\"https?://[^>]*>", "", html)
+    html = html.replace('<img id="_anim_img',
+                        f'<img alt="{escape(alt or _alt(frames), quote=True)}" id="_anim_img', 1)
     fig.clf()
     return HTML(html)
 

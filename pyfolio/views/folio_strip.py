@@ -12,32 +12,27 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib import colormaps
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from pyfolio.include.linux.mm import Folio
 from pyfolio.sim.memmap import NO_HEAD, PGTY, ZONE_DEVICE
-from pyfolio.views._style import new_figure
+from pyfolio.views._style import MIN_FONT, PAGE_WIDTH, ink_on, new_figure, order_color
 
 if TYPE_CHECKING:
     from pyfolio.sim.machine import Machine
     from pyfolio.system import System
 
-__all__ = ["FrameCells", "frame_cells", "folio_strip", "draw_frames", "order_color",
+__all__ = ["FrameCells", "frame_cells", "folio_strip", "draw_frames",
            "legend_entries", "legend_html",
            "FREE_COLOR", "TABLE_COLOR"]
 
 FREE_COLOR = (0.96, 0.96, 0.96)
 TABLE_COLOR = (0.35, 0.35, 0.35)
 _COLS = 32
-
-
-def order_color(order: int) -> tuple[float, float, float]:
-    """The colour of a folio of ``order`` (0..10) in a folio strip."""
-    r, g, b, _ = colormaps["viridis"](0.15 + 0.8 * min(order, 10) / 10)
-    return (float(r), float(g), float(b))
+#: inches: row labels on the left, the title on top, one legend line, the legend's width
+_LEFT, _TOP, _LINE, _KEY_W = 0.62, 0.42, 0.2, 1.9
 
 
 @dataclass(frozen=True)
@@ -124,7 +119,10 @@ def legend_entries(c: FrameCells) -> list[tuple[tuple[float, float, float], str]
     kind = np.array(c.kind)
     heads = np.flatnonzero((kind == "folio") & (c.head == np.arange(c.start, c.start + n)))
     orders = sorted({int(o) for o in c.order if o >= 0})
-    out = [(order_color(o), f"order {o} ({int((c.order[heads] == o).sum())} folios)")
+    def folios(k: int) -> str:
+        return f"{k} folio" + ("" if k == 1 else "s")
+
+    out = [(order_color(o), f"order {o} ({folios(int((c.order[heads] == o).sum()))})")
            for o in orders]
     out += [(col, lbl) for k, col, lbl in
             (("free", FREE_COLOR, "free (outline: buddy block"
@@ -148,7 +146,9 @@ def legend_html(entries: list[tuple[tuple[float, float, float], str]]) -> str:
 
 def draw_frames(c: FrameCells, *, title: str | None = None, legend: bool = True) -> Figure:
     """Draw :class:`FrameCells` (from :func:`frame_cells` or a recorded frame) as
-    :func:`folio_strip` does."""
+    :func:`folio_strip` does: 32 frames a row, sized for the page (a cell is at most 0.19
+    inch, the whole grid at most 4 inches tall); the key goes to the right when there is
+    room, else under the grid."""
     n = len(c.kind)
     rng = range(c.start, c.start + n)
     rows = -(-n // _COLS)
@@ -159,9 +159,16 @@ def draw_frames(c: FrameCells, *, title: str | None = None, legend: bool = True)
     rgb[:n][kind == "table"] = TABLE_COLOR
     pal = np.array([order_color(o) for o in range(11)])
     rgb[:n][kind == "folio"] = pal[np.clip(c.order[kind == "folio"], 0, 10)]
-    fig = new_figure(8.0, 0.25 * rows * 32 / cols * 0.85 + 1.3)
-    ax = fig.add_axes((0.08, 0.05, 0.66, 0.78))
-    ax.imshow(rgb.reshape(rows, cols, 3), interpolation="nearest", aspect="equal")
+    entries = legend_entries(c) if legend else []
+    right = bool(entries) and _COLS * min(0.19, 4.0 / rows) + _LEFT + _KEY_W <= PAGE_WIDTH
+    cell = min(0.19, 4.0 / rows, (PAGE_WIDTH - _LEFT - (_KEY_W if right else 0.1)) / _COLS)
+    gw, gh = cols * cell, rows * cell
+    below = 0.0 if right or not entries else _LINE * -(-len(entries) // 2) + 0.15
+    width = _LEFT + gw + (_KEY_W if right else 0.1)
+    height = _TOP + gh + below + 0.08
+    fig = new_figure(width, height)
+    ax = fig.add_axes((_LEFT / width, (below + 0.04) / height, gw / width, gh / height))
+    ax.imshow(rgb.reshape(rows, cols, 3), interpolation="nearest", aspect="auto")
     heads = np.flatnonzero((kind == "folio") & (c.head == np.arange(rng.start, rng.stop)))
     ax.plot(heads % cols, heads // cols, "o", ms=3, mfc="white",
             mec="black", mew=0.5, ls="none")
@@ -174,20 +181,25 @@ def draw_frames(c: FrameCells, *, title: str | None = None, legend: bool = True)
         for i in range(n):
             if c.kind[i] == "folio":
                 ax.text(i % cols, i // cols, str(int(c.mapcount[i])), ha="center", va="center",
-                        fontsize=6, color="white")
+                        fontsize=MIN_FONT, color=ink_on(tuple(rgb[i])))
             elif c.free_order is not None and rng.start + i == free_head[i]:
                 ax.text(i % cols, i // cols, f"o{int(c.free_order[i])}", ha="center",
-                        va="center", fontsize=5, color="dimgray")
+                        va="center", fontsize=MIN_FONT, color="#444444")
     ax.set_axis_off()
     for r in range(0, rows, max(1, rows // 8)):
-        ax.text(-0.8, r, f"{rng.start + r * cols:#x}", ha="right", va="center", fontsize=6)
-    if legend:
-        handles = [Patch(fc=col, ec="black", lw=0.5, label=lbl)
-                   for col, lbl in legend_entries(c)]
-        fig.legend(handles=handles, loc="center left", bbox_to_anchor=(0.75, 0.5),
-                   fontsize=7, frameon=False)
+        ax.text(-0.8, r, f"{rng.start + r * cols:#x}", ha="right", va="center",
+                fontsize=MIN_FONT)
+    if entries:
+        handles = [Patch(fc=col, ec="black", lw=0.5, label=lbl) for col, lbl in entries]
+        if right:
+            fig.legend(handles=handles, loc="center left", frameon=False, fontsize=7.5,
+                       bbox_to_anchor=((_LEFT + gw + 0.15) / width, (below + gh / 2) / height))
+        else:
+            fig.legend(handles=handles, loc="lower left", ncol=2, frameon=False, fontsize=7.5,
+                       bbox_to_anchor=(_LEFT / width, 0.0), borderaxespad=0.1)
     fig.suptitle(title or f"frames {rng.start:#x}..{rng.stop - 1:#x} (dot: head page"
-                 f"{', number: page mapcount' if n <= 64 else ''})", fontsize=9)
+                 f"{', number: page mapcount' if n <= 64 else ''})", fontsize=9,
+                 x=_LEFT / width, ha="left", y=1 - 0.06 / height, va="top")
     return fig
 
 
