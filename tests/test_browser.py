@@ -46,7 +46,8 @@ PAGES = toc_files()
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 HIDDEN_OUTPUT_TAGS = {"remove-cell", "remove-output"}
 #: the saved state of one widget view in a cell output (what the html-manager renders)
-WIDGET_VIEW = "script[type='application/vnd.jupyter.widget-view+json']"
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+WIDGET_VIEW = f"script[type='{WIDGET_MIME}']"
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +106,9 @@ def visible_outputs(nb: Any) -> tuple[int, int]:
             continue
         shown = [o for o in cell.get("outputs", []) if "scrapbook" not in o.get("metadata", {})]
         cells += bool(shown)
-        images += sum("image/png" in o.get("data", {}) for o in shown)
+        # a widget app also carries its static figure as image/png, which only print shows
+        images += sum("image/png" in o.get("data", {}) and WIDGET_MIME not in o.get("data", {})
+                      for o in shown)
     return cells, images
 
 

@@ -18,12 +18,12 @@ from pyfolio.sim.units import PAGE_SIZE, MiB
 from pyfolio.system import System
 from pyfolio.views import folio_counts, folio_strip
 from pyfolio.views.folio_strip import frame_cells, legend_entries, legend_html
-from pyfolio.widgets._common import Message, png
+from pyfolio.widgets._common import App, Message, png
 
 __all__ = ["split_explorer", "SplitExplorer"]
 
 
-class SplitExplorer(widgets.VBox):
+class SplitExplorer(App):
     """The split explorer app (see :func:`split_explorer`)."""
 
     def __init__(self, ram: str = "64M") -> None:
