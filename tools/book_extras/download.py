@@ -104,7 +104,7 @@ import sys
 
 if importlib.util.find_spec("pyfolio") is None:
     WHEEL = "{url}"
-    if WHEEL.startswith("{BOOK_URL}"):
+    if not WHEEL.startswith(("http://", "https://")):
         raise RuntimeError("this notebook does not know the book's address: download it with "
                            "the download button of the book's page, or install the wheel with "
                            "the command on the book's 'How to use this book' page")

@@ -6,6 +6,8 @@
   which Linux it models (``SOURCE_DATE_EPOCH``, when set, fixes the date).
 - One search box: the sidebar's (the header bar's copy is switched off).
 - The repository button appears when ``repository.url`` in _config.yml is set.
+- A collapsed cell holding an exercise's worked solution (tagged ``solution``, or a hidden cell
+  that calls ``.solution()``) is labelled "Show solution", not "Show code cell content".
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import os
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+
+from docutils import nodes
 
 ASSETS = Path("book") / "_assets"
 DIST = "splitting-folios"
@@ -57,7 +61,33 @@ def _configure(app: Any, config: Any) -> None:
         opts["use_repository_button"] = True
 
 
+def _is_solution(cell: nodes.Element) -> bool:
+    tags = cell.get("cell_metadata", {}).get("tags", [])
+    if "solution" in tags:
+        return True
+    return any(".solution(" in block.astext() for block in cell.findall(nodes.literal_block))
+
+
+def label_solutions(app: Any, doctree: nodes.document) -> None:
+    for cell in doctree.findall(nodes.container):
+        if (cell.get("nb_element") == "cell_code" and cell.get("hide_mode") == "all"
+                and _is_solution(cell)):
+            cell["prompt_show"], cell["prompt_hide"] = "Show solution", "Hide solution"
+
+
+def _refresh_assets(app: Any, exception: Exception | None) -> None:
+    """Copy book.css and book.js again: when no page is out of date Sphinx copies no static
+    file, so an edit of the stylesheet alone would never reach the site."""
+    if exception is None and app.builder.format == "html":
+        import shutil
+
+        for f in (Path(app.srcdir) / ASSETS).glob("book.*"):
+            shutil.copy2(f, Path(app.outdir) / "_static" / f.name)
+
+
 def setup(app: Any) -> None:
     app.connect("config-inited", _configure, priority=200)
+    app.connect("build-finished", _refresh_assets)
+    app.connect("doctree-read", label_solutions)
     app.add_css_file("book.css")
     app.add_js_file("book.js", defer="defer")
