@@ -272,3 +272,39 @@ def test_folio_strip_and_region_strip_use_the_same_order_colours() -> None:
     rgb, folios = _page_colors(cells)
     assert sorted(set(folios.values())) == [4, 5, 6, 7, 8]
     assert all(tuple(rgb[i]) == ORDER_COLORS[int(cells.order[i])] for i in range(512))
+
+
+LONG = ("PMD for 0x7effffe00000 after migration: PMD device_private pfn=0x4400 "
+        "[write soft_dirty] raw=0xe7ffffffff7fe002")
+
+
+@pytest.mark.parametrize("make", [
+    lambda: __import__("pyfolio.views", fromlist=["entry_bits"]).entry_bits(
+        0xe7ffffffff7fe002, "pmd", title=LONG),
+    lambda: __import__("pyfolio.views", fromlist=["count_panel"]).count_panel(
+        _thp()[1].folio_at(_thp()[2]), title=LONG),
+    lambda: __import__("pyfolio.views", fromlist=["region_strip"]).region_strip(
+        *_thp()[1:], 2 * MiB, title=LONG),
+], ids=["entry_bits", "count_panel", "region_strip"])
+def test_a_long_title_wraps_instead_of_widening_the_figure(make: Callable[[], Figure]) -> None:
+    fig = make()
+    assert figure_px(fig)[0] <= PAGE_WIDTH_PX and min_text_px(fig) >= MIN_TEXT_PX
+    assert "\n" in fig.get_suptitle()
+
+
+def test_player_captions_wrap_inside_the_picture() -> None:
+    """A long step label is wrapped: the caption band's right edge stays white."""
+    import base64
+    import re
+
+    from PIL import Image
+
+    from pyfolio.views import animate, draw_step, record
+
+    m, p, a = _thp()
+    frames = record(m, [(LONG, lambda: None)], proc=p, addr=a)
+    html = animate(frames, draw_step).data.replace("\\\n", "")  # JS line continuations
+    png = base64.b64decode(re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", html)[1])
+    img = np.asarray(Image.open(io.BytesIO(png)).convert("L"))
+    band = img[:40]  # the caption's lines
+    assert (band < 200).any() and (band[:, -6:] > 245).all()

@@ -22,7 +22,10 @@ from matplotlib.text import Text
 
 __all__ = ["STATE_COLORS", "STATE_LABELS", "STATES", "ORDER_COLORS", "order_color",
            "ink_on", "new_figure", "WHITE", "PAGE_WIDTH", "PAGE_WIDTH_PX", "MIN_FONT",
-           "MIN_TEXT_PX", "min_text_px", "figure_px"]
+           "MIN_TEXT_PX", "min_text_px", "figure_px", "wrap_title", "TITLE_LINE"]
+
+#: inches one more line of a 9-pt title takes
+TITLE_LINE = 0.17
 
 WHITE = (1.0, 1.0, 1.0)
 #: the widest figure, in inches at 100 dpi, that the page shows at its own size
@@ -74,6 +77,20 @@ def ink_on(color: tuple[float, ...]) -> str:
         return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
     r, g, b = (lin(float(c)) for c in color[:3])
     return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.18 else "white"
+
+
+def wrap_title(text: str, width: float = PAGE_WIDTH, fontsize: float = 9.0) -> str:
+    """``text`` broken into lines that fit ``width`` inches at ``fontsize`` (a title wider
+    than its figure would widen the saved image, and the page would shrink all of it).
+
+    >>> wrap_title("PMD for 0x7effffe00000 after migration: " + "x" * 80).count("\\n")
+    1
+    """
+    import textwrap
+
+    per_line = max(20, int(width * 72 / (fontsize * 0.6)))
+    return "\n".join(line for part in text.split("\n")
+                     for line in (textwrap.wrap(part, per_line) or [""]))
 
 
 def new_figure(width: float, height: float) -> Figure:

@@ -18,7 +18,7 @@ from IPython.display import HTML
 from matplotlib.animation import FuncAnimation
 from matplotlib.figure import Figure
 
-from pyfolio.views._style import new_figure
+from pyfolio.views._style import new_figure, wrap_title
 
 __all__ = ["render", "animate", "before_after", "stack"]
 
@@ -72,16 +72,18 @@ def animate(frames: Sequence[F], draw: Callable[[F], Figure], *, interval: int =
         raise ValueError("animate() needs at least one frame")
     imgs = _pad([render(draw(f)) for f in frames])
     h, w = imgs[0].shape[:2]
-    fig = new_figure(w / dpi, h / dpi + 0.3)
+    captions = [wrap_title(_label(f, i), w / dpi - 0.1, 10) for i, f in enumerate(frames)]
+    top = 0.3 + 0.2 * max(c.count("\n") for c in captions)  # inches: the longest caption
+    fig = new_figure(w / dpi, h / dpi + top)
     fig.set_dpi(dpi)
-    ax = fig.add_axes((0, 0, 1, h / (h + 0.3 * dpi)))
+    ax = fig.add_axes((0, 0, 1, h / (h + top * dpi)))
     ax.set_axis_off()
     im = ax.imshow(imgs[0], interpolation="nearest")
-    caption = fig.text(0.01, 0.995, _label(frames[0], 0), va="top", fontsize=10)
+    caption = fig.text(0.01, 0.995, captions[0], va="top", fontsize=10)
 
     def update(i: int) -> list[Any]:
         im.set_data(imgs[i])
-        caption.set_text(_label(frames[i], i))
+        caption.set_text(captions[i])
         return [im, caption]
 
     anim = FuncAnimation(fig, update, frames=len(imgs), interval=interval, blit=False)

@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from pyfolio.include.linux.mm import Folio
-from pyfolio.views._style import MIN_FONT, PAGE_WIDTH, new_figure
+from pyfolio.views._style import MIN_FONT, PAGE_WIDTH, TITLE_LINE, new_figure, wrap_title
 from pyfolio.views.frames import FolioCounts, Snapshot, folio_counts
 
 __all__ = ["count_panel", "count_timeline", "COUNT_NAMES"]
@@ -38,12 +38,17 @@ def _counts(x: Folio | FolioCounts | Snapshot) -> FolioCounts | None:
 def count_panel(x: Folio | FolioCounts | Snapshot, *, title: str | None = None) -> Figure:
     """The counts of a folio (or of a recorded frame's folio) as bars plus a mapcount strip."""
     c = _counts(x)
-    fig = new_figure(PAGE_WIDTH, 2.6)
-    ax = fig.add_axes((0.21, 0.15, 0.36, 0.70))
+    if c is not None:
+        pinned = " maybe DMA-pinned" if c.maybe_dma_pinned else ""
+        title = title or f"folio {c.pfn:#x} order {c.order}{pinned}"
+    title = wrap_title(title or "")
+    extra = TITLE_LINE * title.count("\n")
+    fig = new_figure(PAGE_WIDTH, 2.6 + extra)
+    ax = fig.add_axes((0.21, 0.15 * 2.6 / (2.6 + extra), 0.36, 0.70 * 2.6 / (2.6 + extra)))
     if c is None:
         ax.set_axis_off()
         ax.text(0.5, 0.5, "no folio mapped here", ha="center", va="center")
-        fig.suptitle(title or "", fontsize=9)
+        fig.suptitle(title, fontsize=9)
         return fig
     vals = [getattr(c, k) for k, _ in COUNT_NAMES]
     y = np.arange(len(vals))[::-1]
@@ -54,7 +59,7 @@ def count_panel(x: Folio | FolioCounts | Snapshot, *, title: str | None = None) 
     ax.set_xlim(0, max(max(vals), 1) * 1.25)
     ax.tick_params(axis="x", labelsize=MIN_FONT)
     mc = np.array(c.page_mapcounts)
-    ax2 = fig.add_axes((0.63, 0.15, 0.34, 0.70))
+    ax2 = fig.add_axes((0.63, 0.15 * 2.6 / (2.6 + extra), 0.34, 0.70 * 2.6 / (2.6 + extra)))
     cols = 32 if len(mc) >= 32 else len(mc)
     grid = np.full(-(-len(mc) // cols) * cols, np.nan)
     grid[:len(mc)] = mc
@@ -66,8 +71,7 @@ def count_panel(x: Folio | FolioCounts | Snapshot, *, title: str | None = None) 
     ax2.set_title("per-page mapcount: " + ", ".join(f"{k}x{v}" for v, k in zip(vals_, n,
                                                                                 strict=True)),
                   fontsize=8)
-    pinned = " maybe DMA-pinned" if c.maybe_dma_pinned else ""
-    fig.suptitle(title or f"folio {c.pfn:#x} order {c.order}{pinned}", fontsize=9)
+    fig.suptitle(title, fontsize=9)
     return fig
 
 

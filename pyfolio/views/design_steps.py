@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch
 
 from pyfolio.reading.review import DesignStep
-from pyfolio.views._style import PAGE_WIDTH, new_figure
+from pyfolio.views._style import PAGE_WIDTH, TITLE_LINE, new_figure, wrap_title
 
 __all__ = ["draw_design_step", "ONLY_HERE", "SHARED"]
 
@@ -30,12 +30,15 @@ def draw_design_step(step: DesignStep, designs: Sequence[str] | None = None, *,
     """One column per design (all of ``step``'s by default): the call stack of the event."""
     names = list(designs) if designs is not None else [d for d, _ in step.stacks]
     rows = max([len(step.stack(d)) for d in names] + [3])
-    height = 0.75 + 0.36 * (rows + 1.2)
-    fig = new_figure(PAGE_WIDTH / 2 * len(names), height)
+    width = PAGE_WIDTH / 2 * len(names)
+    title = wrap_title(title if title is not None else step.label, width, 9.5)
+    top = 0.6 + TITLE_LINE * title.count("\n")
+    height = top + 0.15 + 0.36 * (rows + 1.2)
+    fig = new_figure(width, height)
     others = {d: {f for e, s in step.stacks if e != d for f in s} for d, _ in step.stacks}
     for k, design in enumerate(names):
         ax = fig.add_axes((k / len(names) + 0.01, 0.02, 1 / len(names) - 0.02,
-                           1 - 0.6 / height))
+                           1 - top / height))
         ax.set_xlim(0, 1)
         ax.set_ylim(-rows - 0.9, 0.6)
         ax.set_axis_off()
@@ -50,6 +53,6 @@ def draw_design_step(step: DesignStep, designs: Sequence[str] | None = None, *,
             ax.text(x + 0.02, -depth, f"{fn}()", va="center", fontsize=7.5,
                     family="monospace", weight="bold" if only else "normal")
         ax.text(0.02, -rows - 0.4, f"emits: {step.event}", fontsize=8, style="italic")
-    fig.suptitle(title if title is not None else step.label, x=0.01, y=1 - 0.05 / height,
+    fig.suptitle(title, x=0.01, y=1 - 0.05 / height,
                  va="top", ha="left", fontsize=9.5)
     return fig

@@ -41,7 +41,7 @@ from pyfolio.arch.x86.pgtable import (
     decode_entry,
 )
 from pyfolio.include.linux.swapops import SwpType
-from pyfolio.views._style import MIN_FONT, PAGE_WIDTH, new_figure
+from pyfolio.views._style import MIN_FONT, PAGE_WIDTH, TITLE_LINE, new_figure, wrap_title
 
 __all__ = ["entry_fields", "entry_bits", "FIELD_NAMES"]
 
@@ -172,7 +172,9 @@ def entry_bits(entry: Entry | int, level: str = "pte", *, title: str | None = No
     key = _key(fields, swap)
     key_h = 0.16 * (key.count("\n") + 1) + 0.1
     row_h = 0.95
-    height = 0.35 + row_h * len(rows) + key_h
+    dirty = f", dirty ({'SV' if e.saved_dirty else 'D'})" if e.present and e.dirty else ""
+    title = wrap_title(title or f"{e.level.upper()} entry {e.raw:#018x}: {e.kind}{dirty}")
+    height = 0.35 + TITLE_LINE * title.count("\n") + row_h * len(rows) + key_h
     fig = new_figure(PAGE_WIDTH, height)
     ax = fig.add_axes((0.01, key_h / height, 0.98, row_h * len(rows) / height))
     ax.set_xlim(0, 1)
@@ -181,7 +183,6 @@ def entry_bits(entry: Entry | int, level: str = "pte", *, title: str | None = No
     for i, row in enumerate(rows):
         _row(ax, row, len(rows) - 1 - i + 0.25)
     fig.text(0.01, 0.04 / height, key, fontsize=MIN_FONT, va="bottom", color="#333333")
-    dirty = f", dirty ({'SV' if e.saved_dirty else 'D'})" if e.present and e.dirty else ""
-    fig.suptitle(title or f"{e.level.upper()} entry {e.raw:#018x}: {e.kind}{dirty}", fontsize=9,
+    fig.suptitle(title, fontsize=9,
                  x=0.01, ha="left", y=1 - 0.05 / height, va="top")
     return fig

@@ -18,7 +18,15 @@ from matplotlib.patches import Patch
 
 from pyfolio.include.linux.mm import Folio
 from pyfolio.sim.memmap import NO_HEAD, PGTY, ZONE_DEVICE
-from pyfolio.views._style import MIN_FONT, PAGE_WIDTH, ink_on, new_figure, order_color
+from pyfolio.views._style import (
+    MIN_FONT,
+    PAGE_WIDTH,
+    TITLE_LINE,
+    ink_on,
+    new_figure,
+    order_color,
+    wrap_title,
+)
 
 if TYPE_CHECKING:
     from pyfolio.sim.machine import Machine
@@ -165,7 +173,9 @@ def draw_frames(c: FrameCells, *, title: str | None = None, legend: bool = True)
     gw, gh = cols * cell, rows * cell
     below = 0.0 if right or not entries else _LINE * -(-len(entries) // 2) + 0.15
     width = _LEFT + gw + (_KEY_W if right else 0.1)
-    height = _TOP + gh + below + 0.08
+    title = wrap_title(title or f"frames {rng.start:#x}..{rng.stop - 1:#x} (dot: head page"
+                       f"{', number: page mapcount' if n <= 64 else ''})", width - _LEFT)
+    height = _TOP + TITLE_LINE * title.count("\n") + gh + below + 0.08
     fig = new_figure(width, height)
     ax = fig.add_axes((_LEFT / width, (below + 0.04) / height, gw / width, gh / height))
     ax.imshow(rgb.reshape(rows, cols, 3), interpolation="nearest", aspect="auto")
@@ -197,9 +207,8 @@ def draw_frames(c: FrameCells, *, title: str | None = None, legend: bool = True)
         else:
             fig.legend(handles=handles, loc="lower left", ncol=2, frameon=False, fontsize=7.5,
                        bbox_to_anchor=(_LEFT / width, 0.0), borderaxespad=0.1)
-    fig.suptitle(title or f"frames {rng.start:#x}..{rng.stop - 1:#x} (dot: head page"
-                 f"{', number: page mapcount' if n <= 64 else ''})", fontsize=9,
-                 x=_LEFT / width, ha="left", y=1 - 0.06 / height, va="top")
+    fig.suptitle(title, fontsize=9, x=_LEFT / width, ha="left", y=1 - 0.06 / height,
+                 va="top")
     return fig
 
 

@@ -13,7 +13,15 @@ from matplotlib.patches import FancyBboxPatch
 from pyfolio.arch.x86.pgtable import decode_entry, pgd_index, pmd_index, pte_index, pud_index, walk
 from pyfolio.include.linux.mm import page_folio
 from pyfolio.sim.units import PAGE_SIZE
-from pyfolio.views._style import MIN_FONT, PAGE_WIDTH, STATE_COLORS, ink_on, new_figure
+from pyfolio.views._style import (
+    MIN_FONT,
+    PAGE_WIDTH,
+    STATE_COLORS,
+    TITLE_LINE,
+    ink_on,
+    new_figure,
+    wrap_title,
+)
 
 if TYPE_CHECKING:
     from pyfolio.system import Process
@@ -71,8 +79,11 @@ def draw_pagetable(p: Process, addr: int, *, title: str | None = None) -> Figure
     the address bar split into PGD/PUD/PMD/PTE indices and page offset."""
     g = pagetable_graph(p, addr)
     nodes = [n for n in (*LEVELS, "folio") if n in g]
-    fig = new_figure(PAGE_WIDTH, 3.1)
-    ax = fig.add_axes((0.01, 0.01, 0.98, 0.88))
+    title = wrap_title(title or f"page-table walk of {addr:#x} (pid {p.pid}): ends at a "
+                       f"{'PMD leaf' if g.graph['leaf'] == 'pmd' and 'pte' not in g else 'PTE'}")
+    height = 3.1 + TITLE_LINE * title.count("\n")
+    fig = new_figure(PAGE_WIDTH, height)
+    ax = fig.add_axes((0.01, 0.01, 0.98, 1 - 0.37 / height))
     ax.set_xlim(0, 10)
     ax.set_ylim(0.4, 5.4)
     ax.set_axis_off()
@@ -96,9 +107,7 @@ def draw_pagetable(p: Process, addr: int, *, title: str | None = None) -> Figure
         if i:
             ax.annotate("", (x, 1.7), (x - 0.4, 1.7),
                         arrowprops=dict(arrowstyle="->", lw=1.2))
-    fig.suptitle(title or f"page-table walk of {addr:#x} (pid {p.pid}): ends at a "
-                 f"{'PMD leaf' if g.graph['leaf'] == 'pmd' and 'pte' not in g else 'PTE'}",
-                 fontsize=9, x=0.01, ha="left")
+    fig.suptitle(title, fontsize=9, x=0.01, ha="left", y=1 - 0.05 / height, va="top")
     return fig
 
 

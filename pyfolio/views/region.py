@@ -35,9 +35,11 @@ from pyfolio.views._style import (
     STATE_COLORS,
     STATE_LABELS,
     STATES,
+    TITLE_LINE,
     WHITE,
     new_figure,
     order_color,
+    wrap_title,
 )
 
 if TYPE_CHECKING:
@@ -217,7 +219,8 @@ def draw_cells(c: RegionCells, *, title: str = "") -> Figure:
     gw, gh = img.shape[1] * cell, (img.shape[0] + top) * cell
     handles = _legend(c, folios)
     key_h = 0.2 * -(-len(handles) // 2) + 0.1
-    title_h = 0.2 + 0.17 * title.count("\n") if title else 0.08
+    title = wrap_title(title, gw + 0.1) if title else ""
+    title_h = 0.2 + TITLE_LINE * title.count("\n") if title else 0.08
     width, height = gw + 0.2, title_h + gh + key_h + 0.1
     fig = new_figure(width, height)
     ax = fig.add_axes((0.1 / width, (key_h + 0.05) / height, gw / width, gh / height))
