@@ -177,6 +177,11 @@ PICTURES_JS = """() => {
   return {pictures: pics.length, noAlt, uncaptioned};
 }"""
 
+#: level-3 sections of the page, and how many of them the page contents (right) shows
+TOC_JS = """() => [document.querySelectorAll('article.bd-article h3').length,
+  Array.from(document.querySelectorAll('.page-toc .toc-h3 > a'))
+    .filter(a => a.offsetParent !== null).length]"""
+
 #: links into the kernel source
 KERNEL_LINKS_JS = """() => Array.from(document.querySelectorAll('a[href*="elixir.bootlin.com"]'))
   .map(a => a.href)"""
@@ -328,6 +333,7 @@ def test_page(doc: str, server: str, browser: Any) -> None:
     frozen = page.evaluate(FROZEN_JS)
     pictures = page.evaluate(PICTURES_JS)
     kernel_links = page.evaluate(KERNEL_LINKS_JS)
+    h3s, h3s_listed = page.evaluate(TOC_JS)
     html_outputs = page.locator(".cell .cell_output").count()
     # an animation player (pyfolio.views.animate) shows its frames through one <img> of its own,
     # and a widget app (pyfolio.widgets) draws its figure in an Image widget (img.widget-image,
@@ -352,6 +358,7 @@ def test_page(doc: str, server: str, browser: Any) -> None:
     assert not pictures["noAlt"], f"{name}: pictures without alt text: {pictures['noAlt']}"
     assert not pictures["uncaptioned"], (
         f"{name}: pictures without a numbered caption: {pictures['uncaptioned']}")
+    assert h3s_listed == h3s, f"{name}: {h3s} level-3 sections, {h3s_listed} in the contents"
     bad_links = [h for h in kernel_links if not re.match(ELIXIR, h)]
     assert not bad_links, f"{name}: malformed kernel links: {bad_links}"
     if doc == "book/kernel-xref":

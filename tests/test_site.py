@@ -6,6 +6,7 @@ Needs the built book (``make book``; ``make test`` builds it first). The browser
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
@@ -62,6 +63,7 @@ class Links(HTMLParser):
             self._href = None
 
 
+@functools.cache
 def parsed(path: Path) -> Links:
     p = Links()
     p.feed(path.read_text())
