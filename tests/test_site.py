@@ -217,3 +217,15 @@ def test_downloaded_notebook_installs_the_wheel_first(doc: str) -> None:
     assert 'find_spec("pyfolio") is None' in first.source
     assert sum("pyfolio-install" in c.metadata.get("tags", []) for c in nb.cells) == 1
     assert f'href="../_sources/{doc}.ipynb"' in page(doc)  # offered in the download menu
+
+
+def test_bibliography_prints_no_latex_keeps_case_and_cites_each_work_distinctly() -> None:
+    refs = re.sub(r"<[^>]+>", "", page("book/references"))
+    assert "\\texttt" not in refs and "texttt" not in refs
+    for kept in ("mm/huge_memory.c", "lib/test_hmm.c", "(HMM)", "THP", "folio_split_unmapped"):
+        assert kept in refs, kept
+    for lost in ("Mm/huge", "Lib/test", "(hmm)"):
+        assert lost not in refs, lost
+    cited = re.findall(r'<a class="reference internal" href="references\.html#id\d+"[^>]*>'
+                       r"([^<]+)</a>", page("book/intro"))
+    assert len(cited) == 4 and len(set(cited)) == 4, cited
