@@ -8,7 +8,7 @@ the book's changes without overwriting them (nbgitpuller's merge rules).
     python classroom/nbgitpuller_link.py --hub https://hub.example.edu chapters/07-pmd-to-ptes.md
 
 The book's JupyterHub launch button uses :func:`nbgitpuller_link` when ``_config.yml`` sets
-``launch_buttons.jupyterhub_url`` (tools/book_extras.py rewrites the theme's link with it).
+``launch_buttons.jupyterhub_url`` (tools/book_extras/launch.py rewrites the theme's link with it).
 """
 
 from __future__ import annotations

@@ -70,10 +70,12 @@ def test_nbgitpuller_link_rejects_bad_input(args: tuple[str, str, str], message:
 
 
 def test_cli_prints_one_link_per_chapter(capsys: pytest.CaptureFixture[str]) -> None:
-    assert link.main(["--hub", "https://hub.example.edu", "chapters/02-page-frames.md",
-                      "chapters/03-folios.md"]) == 0
+    # _config.yml's repository.url is empty until the book has a public repository: --repo
+    repo = "https://git.example.org/b/splitting-folios"
+    assert link.main(["--hub", "https://hub.example.edu", "--repo", repo,
+                      "chapters/02-page-frames.md", "chapters/03-folios.md"]) == 0
     out = capsys.readouterr().out.splitlines()
-    repo, branch = link.book_repository()
+    _, branch = link.book_repository()
     assert out == [link.nbgitpuller_link("https://hub.example.edu", repo, p, branch)
                    for p in ("chapters/02-page-frames.md", "chapters/03-folios.md")]
 

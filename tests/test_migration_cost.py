@@ -34,7 +34,8 @@ def test_mpfn_str_decodes_pfn_and_flags() -> None:
     assert mpfn_str(0) == "0"
     assert mpfn_str(0x2) == "MIGRATE"
     assert mpfn_str(0x2 | 0x10) == "MIGRATE|COMPOUND"
-    assert mpfn_str(migrate_pfn(0x200) | 0x2 | 0x8 | 0x10) == "0x200 VALID|MIGRATE|WRITE|COMPOUND"
+    assert mpfn_str(migrate_pfn(0x200) | 0x2 | 0x8 | 0x10) == \
+        "PFN 0x200, VALID|MIGRATE|WRITE|COMPOUND"
 
 
 def test_mpfn_table_rows_gap_and_escaped_pipes() -> None:
@@ -42,9 +43,9 @@ def test_mpfn_table_rows_gap_and_escaped_pipes() -> None:
     dst = [migrate_pfn(9) | 0x8, 0, 0, migrate_pfn(10)]
     lines = mpfn_table({"src": src, "dst": dst}, [0, 3], start=0x1000).splitlines()
     assert lines[0] == "| i | address | src | dst |"
-    assert lines[2] == r"| 0 | 0x1000 | 0x5 VALID\|MIGRATE\|WRITE | 0x9 VALID\|WRITE |"
+    assert lines[2] == r"| 0 | 0x1000 | PFN 0x5, VALID\|MIGRATE\|WRITE | PFN 0x9, VALID\|WRITE |"
     assert lines[3].startswith("| … |")
-    assert lines[4] == "| 3 | 0x4000 | MIGRATE | 0xa VALID |"
+    assert lines[4] == "| 3 | 0x4000 | MIGRATE | PFN 0xa, VALID |"
 
 
 def test_migration_frames_label_each_step_and_draw() -> None:
@@ -56,7 +57,7 @@ def test_migration_frames_label_each_step_and_draw() -> None:
     frames = migration_frames(m, p, a, args, [("setup", partial(migrate_vma_setup, args))])
     assert [f.label.split(":")[0] for f in frames] == ["start", "setup"]
     assert frames[0].label == "start: PMD huge; src[0] -; dst[0] -"
-    assert "PMD migration; src[0] 0x" in frames[1].label and "COMPOUND" in frames[1].label
+    assert "PMD migration; src[0] PFN 0x" in frames[1].label and "COMPOUND" in frames[1].label
     assert frames[1].cells is not None and frames[1].cells.states() == ["migration"] * 512
     before = machine_snapshot(m.machine)
     fig = draw_step(frames[1])

@@ -33,7 +33,7 @@ from pyfolio.views import (  # noqa: E402
     rmap_graph,
     stack,
 )
-from pyfolio.views._style import STATE_COLORS, folio_color  # noqa: E402
+from pyfolio.views._style import STATE_COLORS, order_color  # noqa: E402
 
 MEM_FIELDS = ("flags", "_refcount", "_mapcount", "compound_head", "order", "_entire_mapcount",
               "_large_mapcount", "_nr_pages_mapped", "_pincount", "mapping", "stamp")
@@ -70,7 +70,7 @@ def test_region_strip_pmd_thp_is_one_folio_colour(thp):
     img = image(fig)
     assert img.shape == (16, 32, 3)
     colours = {tuple(c) for c in img.reshape(-1, 3)}
-    assert colours == {folio_color(0, 9)}
+    assert colours == {order_color(9)}
     assert "PMD leaf" in " ".join(t.get_text() for t in fig.axes[0].texts)
     assert fig.get_facecolor()[:3] == (1.0, 1.0, 1.0) and fig.get_facecolor()[3] == 1.0
     c = region_cells(p, a, 2 * MiB)
@@ -91,7 +91,7 @@ def test_region_strip_after_mprotect_split(thp):
     fig = region_strip(p, a, 4 * MiB)
     img = image(fig)
     assert img.shape == (16, 65, 3)  # two blocks side by side, one blank column between
-    assert tuple(img[0, 33 + 2]) == folio_color(0, 0)
+    assert tuple(img[0, 33 + 2]) == order_color(0)
     assert tuple(img[0, 33 + 0]) == STATE_COLORS["none"]
     # the PTE grid: 15 + 31 white lines inside each of the two PTE-table blocks
     assert len(fig.axes[0].collections[0].get_segments()) == 2 * (15 + 31)
@@ -320,14 +320,14 @@ def test_draw_frames_and_stack(thp):
     f = p.folio_at(a)
     c = frame_cells(m.machine, range(f.pfn, f.pfn + 512))
     fig = draw_frames(c, title="x")
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["order 9 (1 folios)"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["order 9 (1 folio)"]
     assert fig.get_suptitle() == "x"
     both = stack(draw_cells(region_cells(p, a, 2 * MiB)), draw_frames(c))
     img = np.asarray(both.axes[0].images[0].get_array())
     # both pictures, one above the other, blank margins cut: shorter than the two figures
     assert img.shape[0] < 100 * (draw_cells(region_cells(p, a, 2 * MiB)).get_size_inches()[1]
                                  + draw_frames(c).get_size_inches()[1])
-    assert img.shape[1] == 800
+    assert img.shape[1] <= 700  # as wide as the wider of the two, within the page
 
 
 def test_draw_step_titles_counts_and_errors(thp):

@@ -29,9 +29,24 @@ def test_core_kernel_functions_are_all_in_the_table() -> None:
 def test_read_the_kernel_lists_file_and_function() -> None:
     text = read_the_kernel(huge_memory.split_huge_pmd, memory.do_wp_page,
                            rmap.folio_add_new_anon_rmap, page_alloc.alloc_pages)
-    assert "`mm/huge_memory.c:split_huge_pmd()`" in text
-    assert "`mm/memory.c:do_wp_page()`" in text
-    assert text.count("\n") == 3
+    items = [line for line in text.splitlines() if line.startswith("- ")]
+    assert len(items) == 4
+    assert items[0] == ("- [`mm/huge_memory.c:split_huge_pmd()`]"
+                        "(https://elixir.bootlin.com/linux/v6.18/C/ident/split_huge_pmd), "
+                        "modelled by {pysrc}`pyfolio.mm.huge_memory.split_huge_pmd`")
+    assert "[`mm/memory.c:do_wp_page()`](" in items[1]
+    # one index entry per kernel function, so the book's index lists them
+    assert text.endswith("```{index} split_huge_pmd(), do_wp_page(), folio_add_new_anon_rmap(), "
+                         "__rmqueue_smallest(), expand()\n```")
+
+
+def test_series_functions_link_to_the_merge_release() -> None:
+    from pyfolio.mm import huge_memory_split as split
+
+    text = read_the_kernel(split.folio_split_unmapped, split.__folio_split)
+    assert "v6.19/C/ident/folio_split_unmapped) (v6.19)" in text
+    # the v7 series' `unmapped` flag was never merged: __folio_split is read at v6.18
+    assert "v6.18/C/ident/__folio_split)" in text
 
 
 def test_read_the_kernel_refuses_functions_without_models_line() -> None:
@@ -152,17 +167,72 @@ def test_chapters_teaching_reads_read_the_kernel_calls(tmp_path: Path) -> None:
     assert chapters_teaching(tmp_path) == {"a": ["chapters/03-x"], "b": ["chapters/03-x"]}
 
 
+#: a kernel link as xref writes it: [`name()`](elixir URL) or [`file:name()`](elixir URL)
+KERNEL_LINK = re.compile(r"\[`(?:[\w./-]+:)?(\w+)\(\)`\]\((\S+?)\)")
+ELIXIR_IDENT = re.compile(r"https://elixir\.bootlin\.com/linux/(v6\.18|v6\.19)/C/ident/(\w+)")
+
+
+def _rows(page: str) -> list[list[str]]:
+    """The list-table rows of the page: the four cells of each ``* - ...`` item."""
+    rows, row = [], None
+    for line in page.splitlines():
+        if line.startswith("* - "):
+            row = [line[4:]]
+            rows.append(row)
+        elif line.startswith("  - ") and row is not None:
+            row.append(line[4:])
+    return [r for r in rows if r[0] != "kernel function"]
+
+
 def test_xref_page_rows_and_chapter_links() -> None:
     page = xref_page(ROOT)
-    rows = page.splitlines()
-    assert rows[0].startswith("| kernel file |") and len(rows) > 100
-    assert rows[1] == "|---|---|---|---|---|"
-    assert all(row.count(" | ") >= 4 for row in rows[2:])
+    rows = _rows(page)
+    assert len(rows) > 200 and all(len(r) == 4 for r in rows)
+    assert page.count("```{rubric} ") == len({p for r in kernel_refs() for p, _ in r.kernel})
     toc = (ROOT / "_toc.yml").read_text()
     for target in set(re.findall(r"</(chapters/[\w-]+)>", page)):
         assert f"- file: {target}\n" in toc, target
-    row = next(r for r in rows if "`pyfolio.mm.huge_memory_split.folio_split_unmapped`" in r)
-    assert "</chapters/12-code-review-lab>" in row and "`mm/huge_memory.c`" in row
+    row = next(r for r in rows if "<pyfolio.mm.huge_memory_split.folio_split_unmapped>" in r[1])
+    assert "</chapters/12-code-review-lab>" in row[2]
+    assert row[0].startswith("[`folio_split_unmapped()`](https://elixir.bootlin.com/linux/v6.19/")
+
+
+def test_every_kernel_name_in_the_xref_has_a_well_formed_versioned_link() -> None:
+    """Offline: the form of each link, not whether the server answers."""
+    from pyfolio.reading.xref import SERIES_FUNCTIONS, kernel_version
+
+    page = xref_page(ROOT)
+    rows = _rows(page)
+    linked = {}
+    for row in rows:
+        m = KERNEL_LINK.fullmatch(row[0].split(" (v6.19)")[0])
+        assert m, f"kernel function without a link: {row[0]}"
+        name, url = m.groups()
+        u = ELIXIR_IDENT.fullmatch(url)
+        assert u and u.group(2) == name, f"{name}: {url}"
+        assert row[0].endswith("(v6.19)") == (u.group(1) == "v6.19"), row[0]
+        linked.setdefault(name, set()).add(u.group(1))
+    refs = kernel_refs()
+    assert set(linked) == {fn for r in refs for _, fn in r.kernel}
+    for r in refs:
+        for _, fn in r.kernel:
+            assert kernel_version(r, fn) in linked[fn]
+            if fn in SERIES_FUNCTIONS or "merged series" in r.note.split(")")[0]:
+                assert kernel_version(r, fn) == "v6.19", r.python
+    # every file heading links to the file at v6.18
+    for path in re.findall(r"```\{rubric\} (\S+)", page):
+        assert f"[`{path}`](https://elixir.bootlin.com/linux/v6.18/source/{path})" in page
+
+
+def test_every_pyfolio_name_in_the_xref_has_a_source_link() -> None:
+    import importlib
+
+    page = xref_page(ROOT)
+    targets = re.findall(r"\{pysrc\}`[^`<]*<([\w.]+)>`", page)
+    assert len(targets) == len(_rows(page))
+    for target in set(targets):
+        mod, name = target.rsplit(".", 1)
+        assert hasattr(importlib.import_module(mod), name), target
 
 
 def test_kernel_xref_page_is_back_matter_before_the_glossary() -> None:

@@ -169,7 +169,7 @@ def describe(d: Difference) -> str:
 
 def agreement_figure(counts: dict[str, dict[str, int]], title: str) -> Figure:
     """Horizontal bars per scenario: steps that agree, differ, are not modelled."""
-    fig = Figure(figsize=(7.5, 0.45 * len(counts) + 1.2), dpi=100, facecolor="white")
+    fig = Figure(figsize=(6.6, 0.45 * len(counts) + 1.2), dpi=100, facecolor="white")
     fig.patch.set_alpha(1.0)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()

@@ -243,10 +243,21 @@ def reader_load(entry: str, flag: str) -> ReaderLoad:
                       tuple(c for fn in body for c in flag_forwards(fn, flag)))
 
 
-def functions_with_param(param: str) -> list[str]:
-    """Every model function with a parameter named ``param`` (where a flag is threaded)."""
+def _annotation(fn: FunctionSource, param: str) -> str | None:
+    """The source of ``param``'s type annotation in ``fn`` (None if unannotated)."""
+    a = fn.node.args
+    for x in (*a.posonlyargs, *a.args, *a.kwonlyargs):
+        if x.arg == param:
+            return ast.unparse(x.annotation) if x.annotation is not None else None
+    return None
+
+
+def functions_with_param(param: str, annotation: str | None = None) -> list[str]:
+    """Every model function with a parameter named ``param`` (where a flag is threaded);
+    with ``annotation``, only those whose parameter has that type (``"bool"`` for a flag,
+    leaving out an unrelated ``unmapped: int`` count elsewhere)."""
     return [f"{f.module}.{f.name}" for mod, path in _model_modules() for f in _defs(mod, path)
-            if param in f.params]
+            if param in f.params and (annotation is None or _annotation(f, param) == annotation)]
 
 
 def call_args(caller: str, callee: str) -> list[tuple[str, str]]:

@@ -8,6 +8,12 @@ headed ``name() - ...``, a ``__name``, or a public name that some ``Models:`` li
 kernel function, see :func:`kernel_names`) without a ``Models:`` line; :func:`xref_page`
 renders the back-matter page, with the chapters whose "Read the kernel" box teaches each
 function (found by reading the chapters' ``read_the_kernel(...)`` calls).
+
+Every kernel function links to its definition in a public, versioned source browser
+(:func:`kernel_url`: Elixir's identifier search at :data:`KERNEL_VERSION`, or at
+:data:`SERIES_VERSION` for what the 2025 device-private THP series added or changed, see
+:func:`kernel_version`), and every pyfolio function to its source in the book (the
+``{pysrc}`` role of the book's Sphinx extension, ``tools/book_extras/sources.py``).
 """
 
 from __future__ import annotations
@@ -25,7 +31,26 @@ from types import ModuleType
 from typing import Any
 
 __all__ = ["KernelRef", "KERNEL_SOURCES", "kernel_refs", "kernel_names", "read_the_kernel",
-           "xref_table", "model_modules", "uncited", "chapters_teaching", "xref_page"]
+           "xref_table", "model_modules", "uncited", "chapters_teaching", "xref_page",
+           "KERNEL_VERSION", "SERIES_VERSION", "SERIES_FUNCTIONS", "ELIXIR", "kernel_version",
+           "kernel_url", "kernel_link", "file_url"]
+
+#: the Linux release the book models
+KERNEL_VERSION = "v6.18"
+#: the first release after the device-private THP series and folio_split_unmapped() were
+#: merged into the mm tree (November 2025): assumed to be 6.19, not confirmed from a tag
+SERIES_VERSION = "v6.19"
+#: the public source browser: Elixir, one tree per release tag
+ELIXIR = "https://elixir.bootlin.com/linux"
+#: kernel functions that the 2025 series (or the November 2025 folio_split_unmapped() patch)
+#: added: v6.18 has none of them, so they link to :data:`SERIES_VERSION` whatever the note says
+SERIES_FUNCTIONS = frozenset({
+    "folio_split_unmapped", "__folio_freeze_and_split_unmapped", "folio_cache_ref_count",
+    "migrate_vma_collect_huge_pmd", "migrate_vma_insert_huge_pmd_page",
+    "migrate_vma_split_unmapped_folio", "migrate_vma_split_folio", "migrate_vma_split_pages",
+    "do_huge_pmd_device_private", "zone_device_private_split_cb", "zone_device_folio_init",
+    "dmirror_devmem_folio_split",
+})
 
 #: pyfolio's reference list: every kernel file a ``Models:`` line may cite, with what it
 #: holds (Linux 6.18 unless the citation says otherwise). A citation of any other file is an
@@ -182,6 +207,75 @@ def uncited(mod: ModuleType, names: Iterable[str] | None = None) -> list[str]:
     return out
 
 
+_SERIES_WORDS = re.compile(r"merged|mm tree|linux-mm|\bthe (?:2025 )?series\b")
+
+
+def _version_phrase(note: str, fn: str) -> str:
+    """The parenthesised text right after ``fn(...)`` in a ``Models:`` note (else after the
+    note's last cited function): where the citation says which version it read."""
+    pos = -1
+    for m in re.finditer(rf"\b{re.escape(fn)}\([^)]*\)", note):
+        pos = m.end()
+        break
+    if pos < 0:
+        return ""
+    depth, start = 0, None
+    for i in range(pos, len(note)):
+        ch = note[i]
+        if ch == "(":
+            depth += 1
+            start = i + 1 if start is None else start
+        elif ch == ")" and depth:
+            depth -= 1
+            if depth == 0:
+                return note[start:i]
+        elif depth == 0 and not ch.isspace():
+            break
+    return ""
+
+
+def kernel_version(ref: KernelRef, fn: str) -> str:
+    """The release tag whose source shows ``fn`` as ``ref`` models it: :data:`SERIES_VERSION`
+    for a function the series added (:data:`SERIES_FUNCTIONS`) or whose citation reads the
+    merged series or the mm tree, else :data:`KERNEL_VERSION` (a citation of the v7 series'
+    ``unmapped`` flag, never merged, stays at v6.18).
+
+    >>> merged = KernelRef("p.f", (("mm/x.c", "f"),), "mm/x.c:f() (v6.18; as in the merged series)")
+    >>> v7 = KernelRef("p.f", (("mm/x.c", "f"),), "mm/x.c:f() (v6.18; the v7 series adds a flag)")
+    >>> kernel_version(merged, "f"), kernel_version(v7, "f")
+    ('v6.19', 'v6.18')
+    """
+    if fn in SERIES_FUNCTIONS:
+        return SERIES_VERSION
+    phrase = _version_phrase(ref.note, fn) or _version_phrase(ref.note, ref.kernel[-1][1])
+    if _SERIES_WORDS.search(phrase) and "never merged" not in phrase:
+        return SERIES_VERSION
+    return KERNEL_VERSION
+
+
+def kernel_url(fn: str, version: str = KERNEL_VERSION) -> str:
+    """Elixir's page for identifier ``fn`` at release ``version`` (its definition first, then
+    every use).
+
+    >>> kernel_url("folio_split")
+    'https://elixir.bootlin.com/linux/v6.18/C/ident/folio_split'
+    """
+    if not re.fullmatch(r"\w+", fn):
+        raise ValueError(f"{fn!r} is not a C identifier")
+    return f"{ELIXIR}/{version}/C/ident/{fn}"
+
+
+def file_url(path: str, version: str = KERNEL_VERSION) -> str:
+    """Elixir's page for kernel source file ``path`` at release ``version``."""
+    return f"{ELIXIR}/{version}/source/{path}"
+
+
+def kernel_link(ref: KernelRef, path: str, fn: str, *, with_file: bool = True) -> str:
+    """A Markdown link ``[`path:fn()`](url)`` to ``fn`` at the version ``ref`` models."""
+    text = f"{path}:{fn}()" if with_file else f"{fn}()"
+    return f"[`{text}`]({kernel_url(fn, kernel_version(ref, fn))})"
+
+
 def xref_table(refs: Iterable[KernelRef] | None = None) -> str:
     """A Markdown table: kernel file, kernel function, the pyfolio function, the note."""
     rows = ["| kernel file | kernel function | pyfolio | as modelled |", "|---|---|---|---|"]
@@ -192,17 +286,38 @@ def xref_table(refs: Iterable[KernelRef] | None = None) -> str:
     return "\n".join(rows)
 
 
+def _pysrc(python: str, short: bool = False) -> str:
+    """The ``{pysrc}`` role for a pyfolio name (the book links it to its source)."""
+    if not short:
+        return f"{{pysrc}}`{python}`"
+    mod, name = python.rsplit(".", 1)
+    return f"{{pysrc}}`{mod.rsplit('.', 1)[1]}.{name} <{python}>`"
+
+
+def _index(names: Iterable[str]) -> str:
+    """A MyST ``{index}`` directive with one entry per kernel function (the book's index)."""
+    entries = ", ".join(dict.fromkeys(f"{n}()" for n in names))
+    return f"```{{index}} {entries}\n```"
+
+
 def read_the_kernel(*functions: Callable[..., Any]) -> str:
     """A "Read the kernel" list for a chapter: each function's kernel file and function,
-    taken from its ``Models:`` line (Markdown; display it with IPython's Markdown)."""
-    lines = []
+    taken from its ``Models:`` line, linked to the source at the version modelled, and the
+    pyfolio function linked to its source in the book (MyST Markdown, with an ``{index}``
+    entry per kernel function; glue it with ``format: myst``)."""
+    lines, names = [], []
     for fn in functions:
         ref = _ref(f"{fn.__module__}.{fn.__name__}", fn)
         if ref is None:
             raise ValueError(f"{fn.__module__}.{fn.__name__} has no 'Models:' line")
-        where = ", ".join(f"`{p}:{f}()`" for p, f in ref.kernel) or ref.note
-        lines.append(f"- {where}, modelled by `{ref.python}`")
-    return "\n".join(lines)
+        links = []
+        for p, f in ref.kernel:
+            v = kernel_version(ref, f)
+            links.append(kernel_link(ref, p, f) + ("" if v == KERNEL_VERSION else f" ({v})"))
+            names.append(f)
+        where = ", ".join(links) or ref.note
+        lines.append(f"- {where}, modelled by {_pysrc(ref.python)}")
+    return "\n".join(lines) + "\n\n" + _index(names)
 
 
 # -- the back-matter page -------------------------------------------------------------------
@@ -252,17 +367,49 @@ def chapters_teaching(root: Path | None = None) -> dict[str, list[str]]:
     return out
 
 
+def _note_tail(ref: KernelRef) -> str:
+    """The ``Models:`` note without its leading citation (the version and what is left out)."""
+    text = ref.note
+    f = _FILE.match(text)
+    if f is None:
+        return text
+    pos = f.end()
+    while (g := _FUNC.match(text, pos)) is not None:
+        pos = g.end()
+    tail = text[pos:].strip()
+    tail = tail[1:].strip() if tail[:1] in (",", ";", ":", ".") else tail
+    bare = re.fullmatch(r"\(([^()]*)\)\.?", tail)  # only "(v6.18)."
+    return (bare.group(1) if bare else tail) or "–"
+
+
 def xref_page(root: Path | None = None, refs: Iterable[KernelRef] | None = None) -> str:
-    """The cross-reference as MyST Markdown: one row per (kernel file, function), with the
-    pyfolio function, the chapters that teach it (links) and the ``Models:`` note."""
+    """The cross-reference as MyST Markdown: per kernel file (linked to its source), a table
+    with one row per kernel function (linked to its definition at the version modelled), the
+    pyfolio function (linked to its source in the book), the chapters that teach it and the
+    rest of the ``Models:`` note; then one ``{index}`` entry per kernel function."""
     teaching = chapters_teaching(root)
-    rows = ["| kernel file | kernel function | pyfolio | taught in | as modelled |",
-            "|---|---|---|---|---|"]
+    by_file: dict[str, list[tuple[KernelRef, str]]] = {}
     for r in refs if refs is not None else kernel_refs():
-        name = r.python.rsplit(".", 1)[1]
-        links = ", ".join(f"{{doc}}`{int(c.split('/')[1][:2])} </{c}>`"
-                          for c in teaching.get(name, [])) or "–"
-        note = r.note.replace("|", "\\|")
         for path, fn in dict.fromkeys(r.kernel):
-            rows.append(f"| `{path}` | `{fn}()` | `{r.python}` | {links} | {note} |")
-    return "\n".join(rows)
+            by_file.setdefault(path, []).append((r, fn))
+    out = []
+    for path in sorted(by_file):
+        rows = sorted(by_file[path], key=lambda rf: (rf[1].lstrip("_"), rf[0].python))
+        what = KERNEL_SOURCES.get(path, "")
+        out += [f"```{{rubric}} {path}", "```", "",
+                f"[`{path}`]({file_url(path)}){': ' + what if what else ''}.", "",
+                "```{list-table}", ":header-rows: 1", ":widths: 28 30 8 34",
+                ":class: pyfolio-xref", "",
+                "* - kernel function", "  - pyfolio", "  - ch.", "  - as modelled"]
+        for r, fn in rows:
+            name = r.python.rsplit(".", 1)[1]
+            links = ", ".join(f"{{doc}}`{int(c.split('/')[1][:2])} </{c}>`"
+                              for c in teaching.get(name, [])) or "–"
+            v = kernel_version(r, fn)
+            kernel = kernel_link(r, path, fn, with_file=False) + (
+                "" if v == KERNEL_VERSION else f" ({v})")
+            out += [f"* - {kernel}", f"  - {_pysrc(r.python, short=True)}", f"  - {links}",
+                    f"  - {_note_tail(r)}"]
+        out += ["```", ""]
+    names = sorted({fn for rows in by_file.values() for _, fn in rows})
+    return "\n".join(out) + "\n" + _index(names)

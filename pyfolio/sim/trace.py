@@ -35,13 +35,17 @@ class Event:
         return dict(self.changes).get(key, default)
 
     def __str__(self) -> str:
-        a = ", ".join(f"{k}={_fmt(v)}" for k, v in self.args)
-        c = ", ".join(f"{k}={_fmt(v)}" for k, v in self.changes)
+        a = ", ".join(f"{k}={_fmt(k, v)}" for k, v in self.args)
+        c = ", ".join(f"{k}={_fmt(k, v)}" for k, v in self.changes)
         return f"#{self.seq} {self.name}({a})" + (f" -> {c}" if c else "")
 
 
-def _fmt(v: Any) -> str:
-    return hex(v) if isinstance(v, int) and not isinstance(v, bool) and v > 0xFFFFF else str(v)
+def _fmt(key: str, v: Any) -> str:
+    """A PFN in hex, as the book writes PFNs everywhere (``pfn=0x200``); other numbers in
+    hex from 0x100000 up (addresses), else in decimal."""
+    if not isinstance(v, int) or isinstance(v, bool):
+        return str(v)
+    return hex(v) if "pfn" in key or key == "head" or v > 0xFFFFF else str(v)
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from html import escape
 from typing import Any, TypeVar
 
 import numpy as np
@@ -17,7 +18,7 @@ from IPython.display import HTML
 from matplotlib.animation import FuncAnimation
 from matplotlib.figure import Figure
 
-from pyfolio.views._style import new_figure
+from pyfolio.views._style import new_figure, wrap_title
 
 __all__ = ["render", "animate", "before_after", "stack"]
 
@@ -44,34 +45,53 @@ def _pad(imgs: Sequence[np.ndarray]) -> list[np.ndarray]:
 
 
 def _label(frame: Any, i: int) -> str:
+    """The player's caption for frame ``i`` (a recorded frame's own ``step`` number when it
+    has one): "step i: label" (a label that already says which step it is, "step 2 of 5:
+    ...", is shown as it is), and the frame's error."""
+    i = getattr(frame, "step", i)
     label = getattr(frame, "label", None)
     err = getattr(frame, "error", None)
-    return f"step {i}: {label}" + (f" ({err})" if err else "") if label else f"step {i}"
+    if not label:
+        return f"step {i}"
+    text = label if str(label).lower().startswith("step ") else f"step {i}: {label}"
+    return text + (f" ({err})" if err else "")
+
+
+def _alt(frames: Sequence[Any]) -> str:
+    """Alt text for a player: how many frames, and what each shows (its caption)."""
+    steps = "; ".join(_label(f, i) for i, f in enumerate(frames))
+    text = f"Step-through player of {len(frames)} frames: {steps}"
+    return text if len(text) <= 600 else text[:597] + "..."
 
 
 def animate(frames: Sequence[F], draw: Callable[[F], Figure], *, interval: int = 900,
-            dpi: int = 80) -> HTML:
-    """A JavaScript player over ``[draw(f) for f in frames]`` (play/pause, step slider)."""
+            dpi: int = 80, alt: str | None = None) -> HTML:
+    """A JavaScript player over ``[draw(f) for f in frames]`` (play/pause, step slider).
+    ``alt`` is the picture's alt text (by default the frames' captions, in order)."""
     if not frames:
         raise ValueError("animate() needs at least one frame")
     imgs = _pad([render(draw(f)) for f in frames])
     h, w = imgs[0].shape[:2]
-    fig = new_figure(w / dpi, h / dpi + 0.3)
+    captions = [wrap_title(_label(f, i), w / dpi - 0.1, 10) for i, f in enumerate(frames)]
+    top = 0.3 + 0.2 * max(c.count("\n") for c in captions)  # inches: the longest caption
+    fig = new_figure(w / dpi, h / dpi + top)
     fig.set_dpi(dpi)
-    ax = fig.add_axes((0, 0, 1, h / (h + 0.3 * dpi)))
+    ax = fig.add_axes((0, 0, 1, h / (h + top * dpi)))
     ax.set_axis_off()
     im = ax.imshow(imgs[0], interpolation="nearest")
-    caption = fig.text(0.01, 0.995, _label(frames[0], 0), va="top", fontsize=9)
+    caption = fig.text(0.01, 0.995, captions[0], va="top", fontsize=10)
 
     def update(i: int) -> list[Any]:
         im.set_data(imgs[i])
-        caption.set_text(_label(frames[i], i))
+        caption.set_text(captions[i])
         return [im, caption]
 
     anim = FuncAnimation(fig, update, frames=len(imgs), interval=interval, blit=False)
     html = anim.to_jshtml(default_mode="once")
     # matplotlib links Font Awesome from a CDN; the book serves it locally (offline pages).
     html = re.sub(r"<link rel=\"stylesheet\"\s+href=\"https?://[^>]*>", "", html)
+    html = html.replace('<img id="_anim_img',
+                        f'<img alt="{escape(alt or _alt(frames), quote=True)}" id="_anim_img', 1)
     fig.clf()
     return HTML(html)
 

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch
 
 from pyfolio.reading.review import DesignStep
-from pyfolio.views._style import new_figure
+from pyfolio.views._style import PAGE_WIDTH, TITLE_LINE, new_figure, wrap_title
 
 __all__ = ["draw_design_step", "ONLY_HERE", "SHARED"]
 
@@ -23,21 +23,26 @@ ONLY_HERE = "#f7c58f"
 SHARED = "#dbe6f5"
 _TITLES = {"unmapped-param": "unmapped-param: v7 patch 11/16 (Oct 2025)",
            "split-unmapped-folio": "split-unmapped-folio: merged (Nov 2025)"}
-_ROWS = 7
 
 
 def draw_design_step(step: DesignStep, designs: Sequence[str] | None = None, *,
                      title: str | None = None) -> Figure:
     """One column per design (all of ``step``'s by default): the call stack of the event."""
     names = list(designs) if designs is not None else [d for d, _ in step.stacks]
-    fig = new_figure(4.6 * len(names), 3.9)
+    rows = max([len(step.stack(d)) for d in names] + [3])
+    width = PAGE_WIDTH / 2 * len(names)
+    title = wrap_title(title if title is not None else step.label, width, 9.5)
+    top = 0.6 + TITLE_LINE * title.count("\n")
+    height = top + 0.15 + 0.36 * (rows + 1.2)
+    fig = new_figure(width, height)
     others = {d: {f for e, s in step.stacks if e != d for f in s} for d, _ in step.stacks}
     for k, design in enumerate(names):
-        ax = fig.add_axes((k / len(names) + 0.01, 0.02, 1 / len(names) - 0.02, 0.8))
+        ax = fig.add_axes((k / len(names) + 0.01, 0.02, 1 / len(names) - 0.02,
+                           1 - top / height))
         ax.set_xlim(0, 1)
-        ax.set_ylim(-_ROWS - 0.8, 0.6)
+        ax.set_ylim(-rows - 0.9, 0.6)
         ax.set_axis_off()
-        ax.set_title(_TITLES.get(design, design), fontsize=9, loc="left")
+        ax.set_title(_TITLES.get(design, design), fontsize=8, loc="left")
         for depth, fn in enumerate(step.stack(design)):
             only = len(step.stacks) > 1 and fn not in others[design]
             x = 0.02 + 0.05 * depth
@@ -45,9 +50,9 @@ def draw_design_step(step: DesignStep, designs: Sequence[str] | None = None, *,
                                         boxstyle="round,pad=0.0,rounding_size=0.08",
                                         facecolor=ONLY_HERE if only else SHARED,
                                         edgecolor="#555555", linewidth=0.6))
-            ax.text(x + 0.02, -depth, f"{fn}()", va="center", fontsize=8.5,
+            ax.text(x + 0.02, -depth, f"{fn}()", va="center", fontsize=7.5,
                     family="monospace", weight="bold" if only else "normal")
-        ax.text(0.02, -_ROWS - 0.3, f"emits: {step.event}", fontsize=9, style="italic")
-    fig.suptitle(title if title is not None else step.label, x=0.01, y=0.98,
-                 ha="left", fontsize=10.5)
+        ax.text(0.02, -rows - 0.4, f"emits: {step.event}", fontsize=8, style="italic")
+    fig.suptitle(title, x=0.01, y=1 - 0.05 / height,
+                 va="top", ha="left", fontsize=9.5)
     return fig

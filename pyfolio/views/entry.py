@@ -4,12 +4,15 @@ Present entries (a PTE, or a PMD leaf with PSE) show NX, the protection-key bits
 (SV, bit 58: where a read-only entry keeps its dirtiness), the PFN and the flag bits, soft-dirty
 (SD, bit 11) among them; bit 7 is PSE in a PMD/PUD entry and PAT in a 4 KiB PTE. The title
 says "dirty" as pte_dirty() does: D or SV. Swap-format entries (migration, device-private,
-swap) show the type, the inverted offset (and the PFN it decodes to), and the E/F/SD software
-bits, laid out as in arch/x86/include/asm/pgtable_64.h. Values come from
-:func:`pyfolio.arch.x86.pgtable.decode_entry` and the pgtable constants.
+swap) show the type, the inverted offset (and the PFN it decodes to), the unused bits 8..4 and
+the E/F/SD software bits, laid out as in arch/x86/include/asm/pgtable_64.h. Values come from
+:func:`pyfolio.arch.x86.pgtable.decode_entry` and the pgtable constants. Every abbreviation
+the figure uses is spelled out in a key under it (:data:`FIELD_NAMES`).
 """
 
 from __future__ import annotations
+
+import textwrap
 
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
@@ -38,9 +41,24 @@ from pyfolio.arch.x86.pgtable import (
     decode_entry,
 )
 from pyfolio.include.linux.swapops import SwpType
-from pyfolio.views._style import new_figure
+from pyfolio.views._style import MIN_FONT, PAGE_WIDTH, TITLE_LINE, new_figure, wrap_title
 
-__all__ = ["entry_fields", "entry_bits"]
+__all__ = ["entry_fields", "entry_bits", "FIELD_NAMES"]
+
+#: what each field name in the figure stands for (the kernel's name for the bit)
+FIELD_NAMES = {
+    "NX": "no-execute", "pkey": "protection key", "SV": "SavedDirty (_PAGE_SAVED_DIRTY)",
+    "avail": "ignored by the CPU", "PFN": "page frame number",
+    "SD": "soft-dirty", "UW": "userfaultfd write-protect", "SP": "special (_PAGE_SPECIAL)",
+    "G": "global", "PAT": "page attribute table", "PSE": "page size: a leaf", "D": "dirty",
+    "A": "accessed", "CD": "cache disable", "WT": "write-through", "U": "user", "RW": "writable",
+    "P": "present",
+    "type": "swap type", "~offset": "swap offset, stored inverted (L1TF)",
+    "unused": "unused, 0", "E": "exclusive (_PAGE_SWP_EXCLUSIVE)",
+    "F": "userfaultfd write-protect (_PAGE_SWP_UFFD_WP)",
+}
+#: a swap-format entry's soft-dirty bit has its own kernel name
+_SWAP_SD = "soft-dirty (_PAGE_SWP_SOFT_DIRTY)"
 
 
 def _bit(mask: int) -> int:
@@ -68,7 +86,7 @@ def entry_fields(entry: Entry | int, level: str = "pte") -> list[tuple[str, int,
     >>> from pyfolio.arch.x86.pgtable import pfn_pte, pte_wrprotect
     >>> from pyfolio.include.linux.swapops import make_writable_migration_entry
     >>> [f[0] for f in entry_fields(make_writable_migration_entry(0x1234))]
-    ['type', '~offset', '8..4', 'E', 'F', 'SD', 'P']
+    ['type', '~offset', 'unused', 'E', 'F', 'SD', 'P']
     >>> f = {n: v for n, _, _, v in entry_fields(pte_wrprotect(pfn_pte(0x42, 0x867)))}
     >>> f["RW"], f["D"], f["SV"], f["SD"], "PAT" in f
     ('0', '0', '1', '1', True)
@@ -91,43 +109,80 @@ def entry_fields(entry: Entry | int, level: str = "pte") -> list[tuple[str, int,
             ("~offset", _SWP_TYPE_LO - 1, _SWP_OFF_LO,
              f"{inv:#x} -> offset {e.swp_offset:#x}"
              + (f" = PFN {e.pfn:#x}" if e.pfn >= 0 else "")),
-            ("8..4", 8, 4, f"{(raw >> 4) & 0x1F:#x}"),
+            ("unused", 8, 4, f"{(raw >> 4) & 0x1F:#x}"),
             ("E", 3, 3, str(int(bool(raw & _PAGE_SWP_EXCLUSIVE)))),
             ("F", 2, 2, str(int(bool(raw & _PAGE_SWP_UFFD_WP)))),
             ("SD", 1, 1, str(int(bool(raw & _PAGE_SWP_SOFT_DIRTY)))),
             ("P", 0, 0, str(int(bool(raw & _PAGE_PRESENT))))]
 
 
-def _width(hi: int, lo: int) -> float:
+#: drawn widths of a swap-format entry's wide fields (the type's name needs room)
+_SWAP_WIDTHS = {"type": 5.0, "~offset": 8.0, "unused": 2.5}
+
+
+def _width(name: str, hi: int, lo: int) -> float:
     """Drawn width of a field: one unit per single bit, wide fields compressed."""
     n = hi - lo + 1
-    return 1.0 if n == 1 else 3.0 + n / 8
+    return 1.0 if n == 1 else _SWAP_WIDTHS.get(name, 3.0 + n / 8)
+
+
+def _row(ax: object, fields: list[tuple[str, int, int, str]], y: float) -> None:
+    """One row of boxes across the axes (x from 0 to 1): name above, bits below, value in."""
+    from matplotlib.axes import Axes
+
+    assert isinstance(ax, Axes)
+    total = sum(_width(name, hi, lo) for name, hi, lo, _ in fields)
+    x = 0.0
+    for name, hi, lo, val in fields:
+        w = _width(name, hi, lo) / total
+        fits = max(4, int(w * 640 / 6.4))  # 6.4 px a character
+        if len(val) > fits:  # "inverted -> offset = PFN": break after the arrow first
+            val = "\n".join(line for seg in val.replace(" -> ", " ->\n").split("\n")
+                            for line in textwrap.wrap(seg, fits))
+        on = val not in ("0", "0x0")
+        fc = (0.55, 0.75, 1.0) if on and hi == lo else (0.97, 0.97, 0.97) if hi == lo \
+            else (1.0, 0.93, 0.78)
+        ax.add_patch(Rectangle((x, y), w, 0.5, fc=fc, ec="black", lw=0.8))
+        ax.text(x + w / 2, y + 0.25, val, ha="center", va="center", fontsize=7.5,
+                family="monospace")
+        ax.text(x + w / 2, y + 0.56, name, ha="center", va="bottom", fontsize=7.5,
+                weight="bold")
+        ax.text(x + w / 2, y - 0.05, str(hi) if hi == lo else f"{hi}..{lo}", ha="center",
+                va="top", fontsize=MIN_FONT, color="#444444")
+        x += w
+
+
+def _key(fields: list[tuple[str, int, int, str]], swap: bool) -> str:
+    """The abbreviations of ``fields`` spelled out, wrapped to the figure's width."""
+    words = [f"{n}: {_SWAP_SD if swap and n == 'SD' else FIELD_NAMES[n]}"
+             for n, *_ in fields if n in FIELD_NAMES and n not in ("PFN", "unused")]
+    return "\n".join(textwrap.wrap("; ".join(words), 118))
 
 
 def entry_bits(entry: Entry | int, level: str = "pte", *, title: str | None = None) -> Figure:
     """Draw ``entry`` (an :class:`~pyfolio.arch.x86.pgtable.Entry` or a raw int at ``level``) as its
-    bit fields: name and bit range above each box, the field's value inside."""
+    bit fields: name above each box, bit range under it, the field's value inside; a present
+    entry takes two rows (bits 63..12, then the flag bits 11..0), a swap-format entry one. A
+    key under the boxes spells out every abbreviation."""
     e = entry if isinstance(entry, Entry) else decode_entry(entry, level)
     fields = entry_fields(e)
-    total = sum(_width(hi, lo) for _, hi, lo, _ in fields)
-    fig = new_figure(10.0, 2.0)
-    ax = fig.add_axes((0.01, 0.02, 0.98, 0.78))
-    ax.set_xlim(-0.1, total + 0.1)
-    ax.set_ylim(0, 3)
-    ax.set_axis_off()
-    x = 0.0
-    for name, hi, lo, val in fields:
-        w = _width(hi, lo)
-        on = val not in ("0", "0x0")
-        fc = (0.55, 0.75, 1.0) if on and w == 1 else (0.97, 0.97, 0.97) if w == 1 \
-            else (1.0, 0.93, 0.78)
-        ax.add_patch(Rectangle((x, 0.4), w, 1.3, fc=fc, ec="black", lw=0.8))
-        ax.text(x + w / 2, 1.05, val, ha="center", va="center", fontsize=7 if w > 1 else 8,
-                family="monospace", wrap=True)
-        rng = str(hi) if hi == lo else f"{hi}..{lo}"
-        ax.text(x + w / 2, 2.0, name, ha="center", va="bottom", fontsize=7, weight="bold")
-        ax.text(x + w / 2, 1.75, rng, ha="center", va="bottom", fontsize=6, color="#555555")
-        x += w
+    swap = not (e.present or e.kind == "none")
+    rows = [fields] if swap else [[f for f in fields if f[2] >= 12],
+                                  [f for f in fields if f[2] < 12]]
+    key = _key(fields, swap)
+    key_h = 0.16 * (key.count("\n") + 1) + 0.1
+    row_h = 0.95
     dirty = f", dirty ({'SV' if e.saved_dirty else 'D'})" if e.present and e.dirty else ""
-    fig.suptitle(title or f"{e.level.upper()} entry {e.raw:#018x}: {e.kind}{dirty}", fontsize=9)
+    title = wrap_title(title or f"{e.level.upper()} entry {e.raw:#018x}: {e.kind}{dirty}")
+    height = 0.35 + TITLE_LINE * title.count("\n") + row_h * len(rows) + key_h
+    fig = new_figure(PAGE_WIDTH, height)
+    ax = fig.add_axes((0.01, key_h / height, 0.98, row_h * len(rows) / height))
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, len(rows))
+    ax.set_axis_off()
+    for i, row in enumerate(rows):
+        _row(ax, row, len(rows) - 1 - i + 0.25)
+    fig.text(0.01, 0.04 / height, key, fontsize=MIN_FONT, va="bottom", color="#333333")
+    fig.suptitle(title, fontsize=9,
+                 x=0.01, ha="left", y=1 - 0.05 / height, va="top")
     return fig

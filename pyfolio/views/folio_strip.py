@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib import colormaps
 from matplotlib.artist import Artist
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
@@ -21,13 +20,21 @@ from matplotlib.patches import Patch
 
 from pyfolio.include.linux.mm import Folio
 from pyfolio.sim.memmap import NO_HEAD, PGTY, ZONE_DEVICE
-from pyfolio.views._style import new_figure
+from pyfolio.views._style import (
+    MIN_FONT,
+    PAGE_WIDTH,
+    TITLE_LINE,
+    ink_on,
+    new_figure,
+    order_color,
+    wrap_title,
+)
 
 if TYPE_CHECKING:
     from pyfolio.sim.machine import Machine
     from pyfolio.system import System
 
-__all__ = ["FrameCells", "frame_cells", "folio_strip", "draw_frames", "order_color",
+__all__ = ["FrameCells", "frame_cells", "folio_strip", "draw_frames",
            "legend_entries", "legend_html",
            "FREE_COLOR", "TABLE_COLOR", "MARK_COLOR"]
 
@@ -35,12 +42,8 @@ FREE_COLOR = (0.96, 0.96, 0.96)
 TABLE_COLOR = (0.35, 0.35, 0.35)
 MARK_COLOR = (0.85, 0.1, 0.1)  # frames a caller marks (e.g. pinned pages): a red cross
 _COLS = 32
-
-
-def order_color(order: int) -> tuple[float, float, float]:
-    """The colour of a folio of ``order`` (0..10) in a folio strip."""
-    r, g, b, _ = colormaps["viridis"](0.15 + 0.8 * min(order, 10) / 10)
-    return (float(r), float(g), float(b))
+#: inches: row labels on the left, the title on top, one legend line, the legend's width
+_LEFT, _TOP, _LINE, _KEY_W = 0.62, 0.42, 0.2, 1.9
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,10 @@ def legend_entries(c: FrameCells) -> list[tuple[tuple[float, float, float], str]
     kind = np.array(c.kind)
     heads = np.flatnonzero((kind == "folio") & (c.head == np.arange(c.start, c.start + n)))
     orders = sorted({int(o) for o in c.order if o >= 0})
-    out = [(order_color(o), f"order {o} ({int((c.order[heads] == o).sum())} folios)")
+    def folios(k: int) -> str:
+        return f"{k} folio" + ("" if k == 1 else "s")
+
+    out = [(order_color(o), f"order {o} ({folios(int((c.order[heads] == o).sum()))})")
            for o in orders]
     out += [(col, lbl) for k, col, lbl in
             (("free", FREE_COLOR, "free (outline: buddy block"
@@ -155,7 +161,9 @@ def legend_html(entries: list[tuple[tuple[float, float, float], str]]) -> str:
 def draw_frames(c: FrameCells, *, title: str | None = None, legend: bool = True,
                 marks: Sequence[int] = (), marks_label: str = "marked") -> Figure:
     """Draw :class:`FrameCells` (from :func:`frame_cells` or a recorded frame) as
-    :func:`folio_strip` does."""
+    :func:`folio_strip` does: 32 frames a row, sized for the page (a cell is at most 0.19
+    inch, the whole grid at most 4 inches tall); the key goes to the right when there is
+    room, else under the grid."""
     n = len(c.kind)
     rng = range(c.start, c.start + n)
     rows = -(-n // _COLS)
@@ -166,9 +174,20 @@ def draw_frames(c: FrameCells, *, title: str | None = None, legend: bool = True,
     rgb[:n][kind == "table"] = TABLE_COLOR
     pal = np.array([order_color(o) for o in range(11)])
     rgb[:n][kind == "folio"] = pal[np.clip(c.order[kind == "folio"], 0, 10)]
-    fig = new_figure(8.0, 0.25 * rows * 32 / cols * 0.85 + 1.3)
-    ax = fig.add_axes((0.08, 0.05, 0.66, 0.78))
-    ax.imshow(rgb.reshape(rows, cols, 3), interpolation="nearest", aspect="equal")
+    entries = legend_entries(c) if legend else []
+    marked = np.array([p - rng.start for p in marks if p in rng], dtype=np.int64)
+    n_keys = len(entries) + (1 if legend and len(marked) else 0)
+    right = bool(n_keys) and _COLS * min(0.19, 4.0 / rows) + _LEFT + _KEY_W <= PAGE_WIDTH
+    cell = min(0.19, 4.0 / rows, (PAGE_WIDTH - _LEFT - (_KEY_W if right else 0.1)) / _COLS)
+    gw, gh = cols * cell, rows * cell
+    below = 0.0 if right or not n_keys else _LINE * -(-n_keys // 2) + 0.15
+    width = _LEFT + gw + (_KEY_W if right else 0.1)
+    title = wrap_title(title or f"frames {rng.start:#x}..{rng.stop - 1:#x} (dot: head page"
+                       f"{', number: page mapcount' if n <= 64 else ''})", width - _LEFT)
+    height = _TOP + TITLE_LINE * title.count("\n") + gh + below + 0.08
+    fig = new_figure(width, height)
+    ax = fig.add_axes((_LEFT / width, (below + 0.04) / height, gw / width, gh / height))
+    ax.imshow(rgb.reshape(rows, cols, 3), interpolation="nearest", aspect="auto")
     heads = np.flatnonzero((kind == "folio") & (c.head == np.arange(rng.start, rng.stop)))
     ax.plot(heads % cols, heads // cols, "o", ms=3, mfc="white",
             mec="black", mew=0.5, ls="none")
@@ -177,30 +196,34 @@ def draw_frames(c: FrameCells, *, title: str | None = None, legend: bool = True,
                      np.where(free_head >= 0, -2 - free_head, -(1 << 40) - np.arange(n)))
     segs = _boundaries(owner, cols)
     ax.add_collection(LineCollection(segs, colors="black", linewidths=1.2))
-    marked = np.array([p - rng.start for p in marks if p in rng], dtype=np.int64)
     if len(marked):
         ax.plot(marked % cols, marked // cols, "x", ms=6, mew=1.8, color=MARK_COLOR, ls="none")
     if n <= 64:
         for i in range(n):
             if c.kind[i] == "folio":
                 ax.text(i % cols, i // cols, str(int(c.mapcount[i])), ha="center", va="center",
-                        fontsize=6, color="white")
+                        fontsize=MIN_FONT, color=ink_on(tuple(rgb[i])))
             elif c.free_order is not None and rng.start + i == free_head[i]:
                 ax.text(i % cols, i // cols, f"o{int(c.free_order[i])}", ha="center",
-                        va="center", fontsize=5, color="dimgray")
+                        va="center", fontsize=MIN_FONT, color="#444444")
     ax.set_axis_off()
     for r in range(0, rows, max(1, rows // 8)):
-        ax.text(-0.8, r, f"{rng.start + r * cols:#x}", ha="right", va="center", fontsize=6)
-    if legend:
+        ax.text(-0.8, r, f"{rng.start + r * cols:#x}", ha="right", va="center",
+                fontsize=MIN_FONT)
+    if n_keys:
         handles: list[Artist] = [Patch(fc=col, ec="black", lw=0.5, label=lbl)
-                                 for col, lbl in legend_entries(c)]
+                                 for col, lbl in entries]
         if len(marked):
             handles.append(Line2D([], [], marker="x", ms=6, mew=1.8, color=MARK_COLOR,
                                   ls="none", label=marks_label))
-        fig.legend(handles=handles, loc="center left", bbox_to_anchor=(0.75, 0.5),
-                   fontsize=7, frameon=False)
-    fig.suptitle(title or f"frames {rng.start:#x}..{rng.stop - 1:#x} (dot: head page"
-                 f"{', number: page mapcount' if n <= 64 else ''})", fontsize=9)
+        if right:
+            fig.legend(handles=handles, loc="center left", frameon=False, fontsize=7.5,
+                       bbox_to_anchor=((_LEFT + gw + 0.15) / width, (below + gh / 2) / height))
+        else:
+            fig.legend(handles=handles, loc="lower left", ncol=2, frameon=False, fontsize=7.5,
+                       bbox_to_anchor=(_LEFT / width, 0.0), borderaxespad=0.1)
+    fig.suptitle(title, fontsize=9, x=_LEFT / width, ha="left", y=1 - 0.06 / height,
+                 va="top")
     return fig
 
 

@@ -18,7 +18,7 @@ machine it is given: the cost functions build their own.
 >>> to_dev.entries_written, to_dev.tlb_flushes, to_dev.pages_copied
 (2, 1, 512)
 >>> mpfn_str(0x48d01 | 0x2 | 0x8 | 0x10)
-'0x1234 VALID|MIGRATE|WRITE|COMPOUND'
+'PFN 0x1234, VALID|MIGRATE|WRITE|COMPOUND'
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from matplotlib.figure import Figure
 from pyfolio.mm.migrate_device import MIGRATE_PFN, MIGRATE_PFN_SHIFT, MIGRATE_PFN_VALID, MigrateVma
 from pyfolio.sim.errors import EINVAL, MmError
 from pyfolio.sim.units import PAGE_SIZE, PMD_SIZE, MiB, parse_size
-from pyfolio.views._style import new_figure
+from pyfolio.views._style import MIN_FONT, PAGE_WIDTH, new_figure
 from pyfolio.views.frames import Snapshot, Step, snapshot
 from pyfolio.views.region import draw_cells
 
@@ -55,11 +55,12 @@ _DIRECTIONS = ("to device", "to system")
 
 # -- src/dst entries ---------------------------------------------------------------------
 def mpfn_str(mpfn: int) -> str:
-    """One src/dst entry decoded: the PFN (if VALID) and the flag names, or ``0``."""
+    """One src/dst entry decoded: "PFN <pfn>, <flags>" (the PFN only if VALID), or ``0``.
+    The PFN is the entry shifted right by ``MIGRATE_PFN_SHIFT``, not the raw value."""
     if not mpfn:
         return "0"
     names = "|".join(f.name for f in MIGRATE_PFN if mpfn & f and f.name)
-    pfn = f"{mpfn >> MIGRATE_PFN_SHIFT:#x} " if mpfn & MIGRATE_PFN_VALID else ""
+    pfn = f"PFN {mpfn >> MIGRATE_PFN_SHIFT:#x}, " if mpfn & MIGRATE_PFN_VALID else ""
     return pfn + names
 
 
@@ -193,7 +194,7 @@ def draw_costs(rows: Sequence[MigrationCost], *, title: str | None = None,
     ``highlight`` rings one measurement (the widget's current choice)."""
     if not rows:
         raise ValueError("draw_costs() needs at least one measurement")
-    fig = new_figure(11.0, 4.0)
+    fig = new_figure(PAGE_WIDTH, 3.3)
     axes = fig.subplots(1, 3)
     for ax, (field, label) in zip(axes, COST_FIELDS.items(), strict=True):
         for (backing, direction), (color, marker, ls) in _STYLE.items():
@@ -212,18 +213,19 @@ def draw_costs(rows: Sequence[MigrationCost], *, title: str | None = None,
         ax.set_xscale("log", base=2)
         ax.set_yscale("symlog", linthresh=1)
         ax.set_ylim(bottom=0)
-        ax.set_xlabel("region size (MiB)")
-        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("region size (MiB)", fontsize=MIN_FONT)
+        ax.set_title(label, fontsize=8)
+        ax.tick_params(labelsize=MIN_FONT)
         ax.grid(True, which="major", alpha=0.3)
         sizes = sorted({r.size / MiB for r in rows})
         ax.set_xticks(sizes, [f"{s:g}" for s in sizes])
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=7.5, frameon=False)
     large = {r.large_pages for r in rows}
     dev = "device with 2 MiB pages" if large == {True} else \
         "device without 2 MiB pages" if large == {False} else "devices"
-    fig.suptitle(title or f"Migrating a written region to a {dev} and back", fontsize=11)
-    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.25, top=0.84, wspace=0.25)
+    fig.suptitle(title or f"Migrating a written region to a {dev} and back", fontsize=9.5)
+    fig.subplots_adjust(left=0.08, right=0.99, bottom=0.33, top=0.84, wspace=0.35)
     return fig
 
 
@@ -233,7 +235,7 @@ def cost_view(size_mib: int = 2, backing: str = "thp", large_pages: bool = True)
     if backing not in BACKINGS:
         raise MmError(EINVAL, f"backing {backing!r} is not one of {', '.join(BACKINGS)}")
     rows = {b: migration_cost(size_mib * MiB, b, large_pages=large_pages) for b in BACKINGS}
-    fig = new_figure(11.0, 3.4)
+    fig = new_figure(PAGE_WIDTH, 2.9)
     axes = fig.subplots(1, 3)
     for ax, (field, label) in zip(axes, COST_FIELDS.items(), strict=True):
         for k, b in enumerate(BACKINGS):
@@ -241,14 +243,16 @@ def cost_view(size_mib: int = 2, backing: str = "thp", large_pages: bool = True)
             bars = ax.bar(np.arange(2) + (k - 0.5) * 0.38, vals, 0.36,
                           color=_STYLE[(b, "to device")][0], alpha=1.0 if b == backing else 0.35,
                           hatch=None if b == backing else "//", label=_NAMES[b])
-            ax.bar_label(bars, [str(v) for v in vals], fontsize=7)
+            ax.bar_label(bars, [str(v) for v in vals], fontsize=MIN_FONT)
         ax.set_xticks(range(2), list(_DIRECTIONS))
         ax.set_yscale("symlog", linthresh=1)
-        ax.set_title(label, fontsize=10)
+        ax.set_title(label, fontsize=8)
+        ax.tick_params(labelsize=MIN_FONT)
         ax.margins(y=0.25)
-    axes[0].legend(fontsize=7, loc="upper right")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=7.5,
+               frameon=False)
     dev = "with" if large_pages else "without"
     fig.suptitle(f"{size_mib} MiB to a device {dev} 2 MiB pages and back "
-                 f"(chosen: {_NAMES[backing]})", fontsize=11)
-    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.1, top=0.82, wspace=0.25)
+                 f"(chosen: {_NAMES[backing]})", fontsize=9.5)
+    fig.subplots_adjust(left=0.08, right=0.99, bottom=0.2, top=0.82, wspace=0.35)
     return fig

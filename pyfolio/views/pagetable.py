@@ -13,7 +13,15 @@ from matplotlib.patches import FancyBboxPatch
 from pyfolio.arch.x86.pgtable import decode_entry, pgd_index, pmd_index, pte_index, pud_index, walk
 from pyfolio.include.linux.mm import page_folio
 from pyfolio.sim.units import PAGE_SIZE
-from pyfolio.views._style import STATE_COLORS, new_figure
+from pyfolio.views._style import (
+    MIN_FONT,
+    PAGE_WIDTH,
+    STATE_COLORS,
+    TITLE_LINE,
+    ink_on,
+    new_figure,
+    wrap_title,
+)
 
 if TYPE_CHECKING:
     from pyfolio.system import Process
@@ -71,10 +79,13 @@ def draw_pagetable(p: Process, addr: int, *, title: str | None = None) -> Figure
     the address bar split into PGD/PUD/PMD/PTE indices and page offset."""
     g = pagetable_graph(p, addr)
     nodes = [n for n in (*LEVELS, "folio") if n in g]
-    fig = new_figure(9.0, 4.2)
-    ax = fig.add_axes((0.01, 0.01, 0.98, 0.90))
+    title = wrap_title(title or f"page-table walk of {addr:#x} (pid {p.pid}): ends at a "
+                       f"{'PMD leaf' if g.graph['leaf'] == 'pmd' and 'pte' not in g else 'PTE'}")
+    height = 3.1 + TITLE_LINE * title.count("\n")
+    fig = new_figure(PAGE_WIDTH, height)
+    ax = fig.add_axes((0.01, 0.01, 0.98, 1 - 0.37 / height))
     ax.set_xlim(0, 10)
-    ax.set_ylim(0, 6)
+    ax.set_ylim(0.4, 5.4)
     ax.set_axis_off()
     _address_bar(ax, addr, g.graph["leaf"] == "pmd" and "folio" in g)
     for i, n in enumerate(nodes):
@@ -91,15 +102,12 @@ def draw_pagetable(p: Process, addr: int, *, title: str | None = None) -> Figure
             color = STATE_COLORS["pmd"] if leaf and n == "pmd" else (0.93, 0.93, 0.97)
         ax.add_patch(FancyBboxPatch((x, 0.6), 1.55, 2.2, boxstyle="round,pad=0.05", fc=color,
                                     ec="black", lw=1.0))
-        dark = sum(color) < 1.5
-        ax.text(x + 0.78, 1.7, text, ha="center", va="center", fontsize=8,
-                color="white" if dark else "black")
+        ax.text(x + 0.78, 1.7, text, ha="center", va="center", fontsize=7.5,
+                color=ink_on(tuple(color)))
         if i:
             ax.annotate("", (x, 1.7), (x - 0.4, 1.7),
                         arrowprops=dict(arrowstyle="->", lw=1.2))
-    fig.suptitle(title or f"page-table walk of {addr:#x} (pid {p.pid}): ends at a "
-                 f"{'PMD leaf' if g.graph['leaf'] == 'pmd' and 'pte' not in g else 'PTE'}",
-                 fontsize=9)
+    fig.suptitle(title, fontsize=9, x=0.01, ha="left", y=1 - 0.05 / height, va="top")
     return fig
 
 
@@ -114,12 +122,12 @@ def _address_bar(ax: object, addr: int, pmd_leaf: bool) -> None:
     w = 9.4 / 48
     for (name, hi, lo, val), col in zip(address_fields(addr), colors, strict=True):
         x0 = 0.3 + (47 - hi) * w
-        ax.add_patch(FancyBboxPatch((x0, 4.0), (hi - lo + 1) * w, 0.9, boxstyle="square,pad=0",
+        ax.add_patch(FancyBboxPatch((x0, 3.4), (hi - lo + 1) * w, 0.9, boxstyle="square,pad=0",
                                     fc=col, ec="black", lw=0.8))
         bits = format((addr >> lo) & ((1 << (hi - lo + 1)) - 1), f"0{hi - lo + 1}b")
-        ax.text(x0 + (hi - lo + 1) * w / 2, 4.45, bits, ha="center", va="center", fontsize=6,
-                family="monospace")
+        ax.text(x0 + (hi - lo + 1) * w / 2, 3.85, bits, ha="center", va="center",
+                fontsize=MIN_FONT, family="monospace")
         if pmd_leaf and name == "PTE index":
             name = "page in 2 MiB"
-        ax.text(x0 + (hi - lo + 1) * w / 2, 5.25, f"{name} ({hi}..{lo})\n= {val}",
-                ha="center", va="center", fontsize=7)
+        ax.text(x0 + (hi - lo + 1) * w / 2, 4.75, f"{name} ({hi}..{lo})\n= {val}",
+                ha="center", va="center", fontsize=MIN_FONT)

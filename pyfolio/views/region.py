@@ -29,7 +29,18 @@ from pyfolio.arch.x86.pgtable import (
 )
 from pyfolio.sim.memmap import NO_HEAD
 from pyfolio.sim.units import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PTRS_PER_TABLE
-from pyfolio.views._style import STATE_COLORS, STATE_LABELS, STATES, WHITE, folio_color, new_figure
+from pyfolio.views._style import (
+    MIN_FONT,
+    PAGE_WIDTH,
+    STATE_COLORS,
+    STATE_LABELS,
+    STATES,
+    TITLE_LINE,
+    WHITE,
+    new_figure,
+    order_color,
+    wrap_title,
+)
 
 if TYPE_CHECKING:
     from pyfolio.system import Process
@@ -39,6 +50,7 @@ __all__ = ["RegionCells", "region_cells", "region_strip", "draw_cells", "AGGREGA
 #: regions larger than this are drawn one cell per 2 MiB
 AGGREGATE_ABOVE = 16 * 1024 * 1024
 _ROWS, _COLS = 16, 32  # one 2 MiB block of 512 pages
+_GAP = 3  # blank cell rows between rows of blocks (room for the blocks' labels)
 _STATE_CODE = {s: i for i, s in enumerate(STATES)}
 
 
@@ -143,19 +155,35 @@ def _holes(p: Process, lo: int, hi: int) -> list[tuple[int, int]]:
     return holes
 
 
-def _page_colors(c: RegionCells) -> tuple[np.ndarray, list[tuple[int, int, tuple]]]:
-    """RGB per page, and (head, order, colour) of each large folio in order of appearance."""
+def _page_colors(c: RegionCells) -> tuple[np.ndarray, dict[int, int]]:
+    """RGB per page (mapped pages in their folio's order colour, others in their state's),
+    and the order of each folio mapped (head PFN -> order), in order of appearance."""
     rgb = np.array([STATE_COLORS[s] for s in STATES])[c.state]
     mapped = np.isin(c.state, [_STATE_CODE["pmd"], _STATE_CODE["pte"]]) & (c.head >= 0)
-    folios: dict[int, tuple[int, tuple]] = {}
+    folios: dict[int, int] = {}
     for i in np.flatnonzero(mapped):
-        h = int(c.head[i])
-        if h not in folios:
-            k = sum(1 for o, _ in folios.values() if o > 0)
-            folios[h] = (int(c.order[i]), folio_color(k, int(c.order[i])))
-        rgb[i] = folios[h][1]
+        folios.setdefault(int(c.head[i]), int(c.order[i]))
+    pal = np.array([order_color(o) for o in range(11)])
+    rgb[mapped] = pal[np.clip(c.order[mapped], 0, 10)]
     rgb[~c.inside] = WHITE
-    return rgb, [(h, o, col) for h, (o, col) in folios.items()]
+    return rgb, folios
+
+
+def _folio_edges(c: RegionCells, b: int, r0: int, c0: int) -> list[list[tuple[float, float]]]:
+    """Black segments between neighbouring pages of block ``b`` that different folios map
+    (folios of the same order share a colour; the edges tell them apart)."""
+    head = c.head[b * 512:(b + 1) * 512].reshape(_ROWS, _COLS)
+    owner = np.where(head >= 0, head, -1)
+    segs = []
+    ys, xs = (v.tolist() for v in np.nonzero(owner[:, 1:] != owner[:, :-1]))
+    for y, x in zip(ys, xs, strict=True):
+        if owner[y, x] >= 0 or owner[y, x + 1] >= 0:
+            segs.append([(c0 + x + 0.5, r0 + y - 0.5), (c0 + x + 0.5, r0 + y + 0.5)])
+    ys, xs = (v.tolist() for v in np.nonzero(owner[1:, :] != owner[:-1, :]))
+    for y, x in zip(ys, xs, strict=True):
+        if owner[y, x] >= 0 or owner[y + 1, x] >= 0:
+            segs.append([(c0 + x - 0.5, r0 + y + 0.5), (c0 + x + 0.5, r0 + y + 0.5)])
+    return segs
 
 
 def region_strip(p: Process, addr: int, length: int, *, title: str | None = None) -> Figure:
@@ -175,21 +203,29 @@ def region_strip(p: Process, addr: int, length: int, *, title: str | None = None
 
 def draw_cells(c: RegionCells, *, title: str = "") -> Figure:
     """Draw :class:`RegionCells` (from :func:`region_cells` or a recorded frame) as
-    :func:`region_strip` does."""
+    :func:`region_strip` does: blocks two (or, above 4 blocks, four) to a row across the
+    page, the key under them."""
     if c.length > AGGREGATE_ABOVE:
         return _aggregated(c, title)
     nblk = len(c.pmd_kind)
     bcols = min(nblk, 2 if nblk <= 4 else 4)
     brows = -(-nblk // bcols)
     rgb, folios = _page_colors(c)
-    img = np.ones(((_ROWS + 1) * brows - 1, (_COLS + 1) * bcols - 1, 3))
-    width = 3.4 * bcols + 3.2
-    frac = 3.4 * bcols / width
-    fig = new_figure(width, frac * width * (img.shape[0] + 1) / img.shape[1] / 0.84 + 0.5)
-    ax = fig.add_axes((0.02, 0.02, frac, 0.84))
+    img = np.ones(((_ROWS + _GAP) * brows - _GAP, (_COLS + 1) * bcols - 1, 3))
     grid: list[list[tuple[float, float]]] = []
+    edges: list[list[tuple[float, float]]] = []
+    cell = min(0.2, (PAGE_WIDTH - 0.2) / img.shape[1])
+    top = _GAP - 0.5  # rows above the first blocks, for their labels
+    gw, gh = img.shape[1] * cell, (img.shape[0] + top) * cell
+    handles = _legend(c, folios)
+    key_h = 0.2 * -(-len(handles) // 2) + 0.1
+    title = wrap_title(title, gw + 0.1) if title else ""
+    title_h = 0.2 + TITLE_LINE * title.count("\n") if title else 0.08
+    width, height = gw + 0.2, title_h + gh + key_h + 0.1
+    fig = new_figure(width, height)
+    ax = fig.add_axes((0.1 / width, (key_h + 0.05) / height, gw / width, gh / height))
     for b in range(nblk):
-        r0, c0 = (b // bcols) * (_ROWS + 1), (b % bcols) * (_COLS + 1)
+        r0, c0 = (b // bcols) * (_ROWS + _GAP), (b % bcols) * (_COLS + 1)
         img[r0:r0 + _ROWS, c0:c0 + _COLS] = rgb[b * 512:(b + 1) * 512].reshape(_ROWS, _COLS, 3)
         leaf = c.pmd_kind[b] not in ("table", "none")
         ax.add_patch(Rectangle((c0 - 0.5, r0 - 0.5), _COLS, _ROWS, fill=False,
@@ -199,28 +235,44 @@ def draw_cells(c: RegionCells, *, title: str = "") -> Figure:
                      for y in range(1, _ROWS)]
             grid += [[(c0 + x - 0.5, r0 - 0.5), (c0 + x - 0.5, r0 + _ROWS - 0.5)]
                      for x in range(1, _COLS)]
+        edges += _folio_edges(c, b, r0, c0)
         label = {"table": "PTE table", "none": "PMD none"}.get(c.pmd_kind[b], "PMD leaf")
-        ax.text(c0, r0 - 0.7, f"{c.start + b * PMD_SIZE:#x}  {label}", fontsize=7,
+        ax.text(c0 - 0.5, r0 - 0.9, f"{c.start + b * PMD_SIZE:#x}  {label}", fontsize=MIN_FONT,
                 va="bottom")
-    ax.imshow(img, interpolation="nearest", aspect="equal")
+    ax.imshow(img, interpolation="nearest", aspect="auto")
+    ax.set_ylim(img.shape[0] - 0.45, -0.5 - top)  # a hair of margin: the frames' outer lines
+    ax.set_xlim(-0.55, img.shape[1] - 0.45)
     ax.add_collection(LineCollection(grid, colors="white", linewidths=0.4))
+    ax.add_collection(LineCollection(edges, colors="black", linewidths=1.0))
+    def xy(pages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        b, i = pages // 512, pages % 512
+        return (b % bcols) * (_COLS + 1) + i % _COLS, (b // bcols) * (_ROWS + _GAP) + i // _COLS
+
     heads = np.flatnonzero((c.pfn == c.head) & (c.head >= 0) & c.inside)
     if len(heads):
-        hb, hi = heads // 512, heads % 512
-        ax.plot((hb % bcols) * (_COLS + 1) + hi % _COLS, (hb // bcols) * (_ROWS + 1) + hi // _COLS,
-                "o", ms=3, mfc="black", mec="white", mew=0.5, ls="none")
+        ax.plot(*xy(heads), "o", ms=3, mfc="black", mec="white", mew=0.5, ls="none")
     ros = np.flatnonzero(c.readonly & c.inside & (c.state != _STATE_CODE["zero"]))
     if len(ros):
-        rb, ri = ros // 512, ros % 512
-        ax.plot((rb % bcols) * (_COLS + 1) + ri % _COLS, (rb // bcols) * (_ROWS + 1) + ri // _COLS,
-                "x", ms=3, mew=0.7, color="white", ls="none")
+        ax.plot(*xy(ros), "x", ms=3, mew=0.7, color="white", ls="none")
     ax.set_axis_off()
+    fig.legend(handles=handles, loc="lower left", ncol=2, frameon=False, fontsize=7.5,
+               bbox_to_anchor=(0.1 / width, 0.02 / height), borderaxespad=0.1)
+    if title:
+        fig.suptitle(title, fontsize=9, x=0.1 / width, ha="left", y=1 - 0.05 / height, va="top")
+    return fig
+
+
+def _legend(c: RegionCells, folios: dict[int, int]) -> list[Artist]:
+    """The key of a region strip: folio orders mapped (with how many folios), other page
+    states present, the two block frames, head dots and read-only crosses."""
+    orders: dict[int, int] = {}
+    for o in folios.values():
+        orders[o] = orders.get(o, 0) + 1
+    handles: list[Artist] = [
+        Patch(fc=order_color(o), ec="black", lw=0.5,
+              label=f"order {o} ({k} folio{'' if k == 1 else 's'})")
+        for o, k in sorted(orders.items(), reverse=True)]
     present = sorted(set(int(s) for s in c.state[c.inside]))
-    handles: list[Artist] = []
-    handles += [Patch(fc=col, ec="black", lw=0.5, label=f"folio {h:#x} order {o}")
-                for h, o, col in folios if o > 0][:8]
-    if any(o == 0 for _, o, _ in folios):
-        handles.append(Patch(fc=folio_color(0, 0), ec="black", lw=0.5, label="order-0 folios"))
     handles += [Patch(fc=STATE_COLORS[STATES[s]], ec="black", lw=0.5,
                       label=STATE_LABELS[STATES[s]])
                 for s in present if STATES[s] not in ("pmd", "pte")]
@@ -228,13 +280,11 @@ def draw_cells(c: RegionCells, *, title: str = "") -> Figure:
     handles.append(Patch(fc="white", ec="black", lw=0.8, label="block mapped by a PTE table"))
     handles.append(Line2D([], [], marker="o", ls="none", mfc="black", mec="white",
                           label="folio head"))
-    if len(ros):
+    ros = c.readonly & c.inside & (c.state != _STATE_CODE["zero"])
+    if ros.any():
         handles.append(Line2D([], [], marker="x", ls="none", color="black",
                               label="read-only entry (no RW bit)"))
-    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(frac + 0.03, 0.5),
-               fontsize=7, frameon=False)
-    fig.suptitle(title, fontsize=9)
-    return fig
+    return handles
 
 
 def _aggregated(c: RegionCells, title: str) -> Figure:
@@ -246,9 +296,12 @@ def _aggregated(c: RegionCells, title: str) -> Figure:
     img = np.ones((rows, _COLS, 3))
     pal = np.array([STATE_COLORS[s] for s in STATES])
     img.reshape(-1, 3)[:nblk] = pal[major]
-    fig = new_figure(8.0, 0.70 * 8.0 * rows / _COLS / 0.80 + 0.5)
-    ax = fig.add_axes((0.02, 0.03, 0.70, 0.80))
-    ax.imshow(img, interpolation="nearest", aspect="equal")
+    cell = 0.13
+    gw, gh = _COLS * cell, rows * cell
+    width, height = PAGE_WIDTH, gh + 0.6
+    fig = new_figure(width, height)
+    ax = fig.add_axes((0.1 / width, 0.1 / height, gw / width, gh / height))
+    ax.imshow(img, interpolation="nearest", aspect="auto")
     ax.set_xticks(np.arange(-0.5, _COLS, 1), minor=True)
     ax.set_yticks(np.arange(-0.5, rows, 1), minor=True)
     ax.grid(which="minor", color="white", lw=0.3)
@@ -256,7 +309,8 @@ def _aggregated(c: RegionCells, title: str) -> Figure:
     handles = [Patch(fc=STATE_COLORS[STATES[s]], ec="black", lw=0.5,
                      label=f"{STATE_LABELS[STATES[s]]}: {int((major == s).sum())} x 2 MiB")
                for s in sorted(set(int(x) for x in major))]
-    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(0.73, 0.5), fontsize=7,
-               frameon=False)
-    fig.suptitle(f"{title}, one cell per 2 MiB (most common state)", fontsize=9)
+    fig.legend(handles=handles, loc="center left", frameon=False, fontsize=7.5,
+               bbox_to_anchor=((gw + 0.25) / width, (0.1 + gh / 2) / height))
+    fig.suptitle(f"{title}, one cell per 2 MiB (most common state)", fontsize=9,
+                 x=0.1 / width, ha="left", y=1 - 0.05 / height, va="top")
     return fig

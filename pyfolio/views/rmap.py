@@ -12,7 +12,14 @@ from matplotlib.figure import Figure
 from pyfolio.include.linux.mm import Folio
 from pyfolio.mm.rmap import rmap_walk
 from pyfolio.sim.units import PAGE_SIZE
-from pyfolio.views._style import STATE_COLORS, new_figure
+from pyfolio.views._style import (
+    PAGE_WIDTH,
+    STATE_COLORS,
+    TITLE_LINE,
+    ink_on,
+    new_figure,
+    wrap_title,
+)
 
 __all__ = ["rmap_graph", "draw_rmap"]
 
@@ -52,8 +59,11 @@ def draw_rmap(folio: Folio, *, title: str | None = None) -> Figure:
     mms = sorted((n for n, d in g.nodes(data=True) if d["role"] == "mm"),
                  key=lambda n: g.nodes[n]["mm_id"])
     rows = max(len(maps), len(mms), 1)
-    fig = new_figure(8.0, 1.2 + 0.45 * rows)
-    ax = fig.add_axes((0.01, 0.01, 0.98, 0.86))
+    title = wrap_title(title or f"who maps folio {folio.pfn:#x} (rmap_walk)")
+    top = 0.4 + TITLE_LINE * title.count("\n")
+    height = top + 0.15 + 0.45 * rows
+    fig = new_figure(PAGE_WIDTH, height)
+    ax = fig.add_axes((0.01, 0.01, 0.98, 1 - top / height))
     ax.set_xlim(0, 10)
     ax.set_ylim(-0.7, rows - 0.3)
     ax.set_axis_off()
@@ -79,12 +89,11 @@ def draw_rmap(folio: Folio, *, title: str | None = None) -> Figure:
         if d["kind"] in ("device_private", "migration"):
             col, what = STATE_COLORS[d["kind"]], f"{what} ({d['kind']})"
         ax.text(*pos[n], f"{what} at {d['address']:#x}", ha="center", va="center",
-                fontsize=7, color="white" if d["level"] == "pmd" else "black",
-                bbox={**box, "fc": col})
+                fontsize=7.5, color=ink_on(col), bbox={**box, "fc": col})
     for n in mms:
         ax.text(*pos[n], n, ha="center", va="center", fontsize=8,
                 bbox={**box, "fc": (0.85, 1.0, 0.88)})
     if not maps:
         ax.text(5.0, (rows - 1) / 2, "not mapped", ha="center", va="center", fontsize=8)
-    fig.suptitle(title or f"who maps folio {folio.pfn:#x} (rmap_walk)", fontsize=9)
+    fig.suptitle(title, fontsize=9, x=0.01, ha="left", y=1 - 0.05 / height, va="top")
     return fig

@@ -36,8 +36,9 @@ def draw_step(f: Snapshot) -> Figure:
     if f.cells is not None:
         figs.append(draw_cells(f.cells, title=f"page tables after {f.label}{extra}"))
         extra = ""
-    if f.frames is not None:
-        figs.append(draw_frames(f.frames, title=f"memmap after {f.label}{extra}"))
+    if f.frames is not None:  # under a region, whose key already names the orders
+        figs.append(draw_frames(f.frames, title=f"memmap after {f.label}{extra}",
+                                legend=f.cells is None))
     if not figs:
         fig = new_figure(6.0, 0.6)
         fig.text(0.01, 0.5, f"{f.label}{extra}", va="center", fontsize=8)

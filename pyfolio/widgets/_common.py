@@ -1,23 +1,31 @@
-"""Shared pieces of the widget apps: a figure shown as a PNG image widget, a message line.
+"""Shared pieces of the widget apps: the app base class, a figure shown as a PNG image
+widget, a message line.
 
 A figure is rendered to PNG bytes into an ``ipywidgets.Image`` (so tests can assert that a
 redraw happened, and the static page keeps the last picture); errors are shown as a red
-line, never as a traceback.
+line, never as a traceback. An :class:`App` displays as the widget and, in the same output,
+its ``static_figure()`` as ``image/png``: a front end that renders widgets (JupyterLab, the
+book's HTML) shows the widget, one that cannot (print, PDF) shows the figure, so a chapter
+never displays the picture twice.
 """
 
 from __future__ import annotations
 
+import base64
 import html
 import io
+from typing import Any
 
 import ipywidgets as widgets
 from matplotlib.figure import Figure
 
-__all__ = ["png", "image_widget", "Message"]
+__all__ = ["App", "png", "image_widget", "Message"]
 
 
-def png(fig: Figure, dpi: int = 80) -> bytes:
-    """The figure as PNG bytes on a white background; the figure is cleared afterwards."""
+def png(fig: Figure, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes on a white background; the figure is cleared afterwards.
+    At the views' 100 dpi a figure is at most the page's width (pyfolio.views._style), so
+    the page shows it pixel for pixel."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, facecolor="white")
     fig.clf()
@@ -26,6 +34,20 @@ def png(fig: Figure, dpi: int = 80) -> bytes:
 
 def image_widget(fig: Figure) -> widgets.Image:
     return widgets.Image(value=png(fig), format="png", layout={"max_width": "100%"})
+
+
+class App(widgets.VBox):
+    """A widget app: a VBox that also offers :meth:`static_figure` as ``image/png``."""
+
+    def static_figure(self) -> Figure:
+        """The app's picture as a matplotlib Figure (for print, PDF and the tests)."""
+        raise NotImplementedError
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any] | None:
+        data: dict[str, Any] | None = super()._repr_mimebundle_(**kwargs)
+        if data is not None:
+            data["image/png"] = base64.b64encode(png(self.static_figure())).decode("ascii")
+        return data
 
 
 class Message(widgets.HTML):

@@ -16,12 +16,12 @@ from matplotlib.figure import Figure
 from pyfolio.sim.units import PAGE_SIZE
 from pyfolio.system import Process
 from pyfolio.views import draw_pagetable, entry_bits, stack
-from pyfolio.widgets._common import Message, png
+from pyfolio.widgets._common import App, Message, png
 
 __all__ = ["address_walker", "AddressWalker"]
 
 
-class AddressWalker(widgets.VBox):
+class AddressWalker(App):
     """The address walker app (see :func:`address_walker`)."""
 
     def __init__(self, proc: Process, start: int, length: int) -> None:

@@ -20,14 +20,14 @@ from pyfolio.sim.units import MAX_PAGE_ORDER, PAGE_SIZE, MiB
 from pyfolio.system import System
 from pyfolio.views import folio_strip
 from pyfolio.views.folio_strip import frame_cells, legend_entries, legend_html
-from pyfolio.widgets._common import Message, png
+from pyfolio.widgets._common import App, Message, png
 
 __all__ = ["buddy_explorer", "BuddyExplorer"]
 
 _free_block = __free_pages  # a module-level name: no class-private mangling inside methods
 
 
-class BuddyExplorer(widgets.VBox):
+class BuddyExplorer(App):
     """The buddy allocator explorer app (see :func:`buddy_explorer`)."""
 
     def __init__(self, ram: str = "4M") -> None:

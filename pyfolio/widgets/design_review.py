@@ -24,12 +24,12 @@ from pyfolio.reading.review import (
     state_digest,
 )
 from pyfolio.views.design_steps import draw_design_step
-from pyfolio.widgets._common import Message, png
+from pyfolio.widgets._common import App, Message, png
 
 __all__ = ["design_review", "DesignReview"]
 
 
-class DesignReview(widgets.VBox):
+class DesignReview(App):
     """The design review app (see :func:`design_review`)."""
 
     def __init__(self, seed: int = 0, thps: int = 1) -> None:

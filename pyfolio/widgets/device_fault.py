@@ -19,12 +19,12 @@ from pyfolio.sim.errors import MmError, SegmentationFault
 from pyfolio.sim.units import PAGE_SIZE, MiB
 from pyfolio.system import System
 from pyfolio.views import draw_cells, region_cells
-from pyfolio.widgets._common import Message, png
+from pyfolio.widgets._common import App, Message, png
 
 __all__ = ["device_fault_explorer", "DeviceFaultExplorer"]
 
 
-class DeviceFaultExplorer(widgets.VBox):
+class DeviceFaultExplorer(App):
     """The device fault explorer app (see :func:`device_fault_explorer`)."""
 
     def __init__(self, ram: str = "64M", device: str = "64M") -> None:

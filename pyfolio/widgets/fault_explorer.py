@@ -21,7 +21,7 @@ from pyfolio.sim.errors import MmError
 from pyfolio.sim.units import PAGE_SIZE, KiB, MiB
 from pyfolio.system import Process, System
 from pyfolio.views import region_strip
-from pyfolio.widgets._common import Message, png
+from pyfolio.widgets._common import App, Message, png
 
 __all__ = ["fault_explorer", "FaultExplorer", "FAULT_COUNTERS"]
 
@@ -30,7 +30,7 @@ FAULT_COUNTERS = ("thp_fault_alloc", "thp_fault_fallback", "thp_zero_page_alloc"
 _LENGTHS = {"2 MiB": 2 * MiB, "3 MiB": 3 * MiB}
 
 
-class FaultExplorer(widgets.VBox):
+class FaultExplorer(App):
     """The fault explorer app (see :func:`fault_explorer`)."""
 
     def __init__(self, ram: str = "64M") -> None:

@@ -23,7 +23,7 @@ from pyfolio.sim.units import PAGE_SIZE, KiB, MiB
 from pyfolio.system import System
 from pyfolio.views import folio_counts, folio_strip
 from pyfolio.views.folio_strip import frame_cells, legend_entries, legend_html
-from pyfolio.widgets._common import Message, png
+from pyfolio.widgets._common import App, Message, png
 
 __all__ = ["folio_inspector", "FolioInspector", "kpageflags_names"]
 
@@ -37,7 +37,7 @@ def kpageflags_names(flags: int) -> list[str]:
     return [_KPF_NAME[b] for b in sorted(_KPF_NAME) if flags >> b & 1]
 
 
-class FolioInspector(widgets.VBox):
+class FolioInspector(App):
     """The folio inspector app (see :func:`folio_inspector`)."""
 
     def __init__(self, ram: str = "16M") -> None:

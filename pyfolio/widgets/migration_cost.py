@@ -18,12 +18,12 @@ import ipywidgets as widgets
 from matplotlib.figure import Figure
 
 from pyfolio.views.migration_cost import BACKINGS, cost_view
-from pyfolio.widgets._common import Message, png
+from pyfolio.widgets._common import App, Message, png
 
 __all__ = ["CostExplorer", "cost_explorer", "cost_png"]
 
 
-class CostExplorer(widgets.VBox):
+class CostExplorer(App):
     """The migration cost explorer app (see :func:`cost_explorer`)."""
 
     def __init__(self, sizes: Sequence[int] = (2, 4, 8), size: int = 2,

@@ -22,7 +22,7 @@ from pyfolio.sim.units import KiB, MiB
 from pyfolio.system import Process, System
 from pyfolio.views import Snapshot, before_after, draw_cells, record, record_events
 from pyfolio.views._style import STATES
-from pyfolio.widgets._common import Message, png
+from pyfolio.widgets._common import App, Message, png
 
 __all__ = ["TRIGGERS", "pmd_remap_frames", "pmd_remap_viewer", "PmdRemapViewer"]
 
@@ -78,7 +78,7 @@ def _fill(after: Snapshot, n: int) -> list[Snapshot]:
     return out
 
 
-class PmdRemapViewer(widgets.VBox):
+class PmdRemapViewer(App):
     """The remap viewer app (see :func:`pmd_remap_viewer`)."""
 
     def __init__(self, trigger: str = "mprotect one page") -> None:

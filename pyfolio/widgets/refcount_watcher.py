@@ -17,7 +17,7 @@ from pyfolio.sim.errors import MmError
 from pyfolio.sim.units import KiB, MiB
 from pyfolio.system import Process, System
 from pyfolio.views import Snapshot, Step, count_panel, count_timeline, snapshot
-from pyfolio.widgets._common import Message, png
+from pyfolio.widgets._common import App, Message, png
 
 __all__ = ["Scenario", "fork_cow_scenario", "refcount_watcher", "RefcountWatcher"]
 
@@ -57,7 +57,7 @@ def fork_cow_scenario(pin_before_fork: bool = True) -> Scenario:
                     proc=p, addr=a)
 
 
-class RefcountWatcher(widgets.VBox):
+class RefcountWatcher(App):
     """The refcount watcher app (see :func:`refcount_watcher`)."""
 
     def __init__(self, scenario: Callable[[], Scenario]) -> None:

@@ -20,12 +20,12 @@ from pyfolio.system import System
 from pyfolio.views import folio_counts, folio_strip
 from pyfolio.views.folio_strip import MARK_COLOR, frame_cells, legend_entries, legend_html
 from pyfolio.views.frames import FolioCounts
-from pyfolio.widgets._common import Message, png
+from pyfolio.widgets._common import App, Message, png
 
 __all__ = ["split_explorer", "SplitExplorer", "split_failure"]
 
 
-class SplitExplorer(widgets.VBox):
+class SplitExplorer(App):
     """The split explorer app (see :func:`split_explorer`)."""
 
     def __init__(self, ram: str = "64M") -> None:

@@ -179,7 +179,7 @@ def test_split_explorer_non_uniform_at_257_and_pinned_failure() -> None:
     assert orders == [8, 0, 0, 0, 0, 2, 3]
     assert ex.system.vmstat()["thp_split_page"] == 1
     legend = [t.get_text() for t in ex.static_figure().legends[0].get_texts()]
-    assert "order 0 (4 folios)" in legend and "order 8 (1 folios)" in legend
+    assert "order 0 (4 folios)" in legend and "order 8 (1 folio)" in legend
     assert ex.system.check() == []
     probe = split_explorer()
     probe.pin_page.value = "3"

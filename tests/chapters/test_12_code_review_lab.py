@@ -73,7 +73,7 @@ def test_branch_counts_flag_path_versus_separate_entry() -> None:
     assert load_b.on_flag == () and load_b.forwards == ()
     assert len(load_a.branches) > len(load_a.on_flag)
     assert set(load_a.on_flag) <= set(load_a.branches)
-    threaded = functions_with_param("unmapped")
+    threaded = functions_with_param("unmapped", annotation="bool")
     assert any(n.endswith(".__folio_split") for n in threaded)
     assert not any(n.endswith(".folio_split_unmapped") for n in threaded)
 
@@ -129,7 +129,7 @@ def test_the_prose_quotes_what_the_simulator_computes() -> None:
         len(load_a.branches), len(load_a.on_flag), len(load_a.forwards),
         len(load_a.branches) - len(load_a.on_flag))
     assert (g["ch12_b_branches"], g["ch12_b_flag"]) == (len(load_b.branches), len(load_b.on_flag))
-    assert g["ch12_threaded"] == len(functions_with_param("unmapped"))
+    assert g["ch12_threaded"] == len(functions_with_param("unmapped", annotation="bool")) == 4
 
     # What file-backed folios would need.
     args = dict(call_args("folio_split_unmapped", "__folio_freeze_and_split_unmapped"))
