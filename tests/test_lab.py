@@ -63,16 +63,16 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def git_before() -> str:
     """``git status`` before the lab starts (a developer's tree need not be clean)."""
     return _git_status()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def lab_server(tmp_path_factory: pytest.TempPathFactory,
                git_before: str) -> Iterator[tuple[str, Path]]:
-    """(URL with token, working-copy folder) of a JupyterLab server started for this module."""
+    """(URL with token, working-copy folder) of a JupyterLab server started once per test session."""
     if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
         pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium)")
     if importlib.util.find_spec("jupyterlab") is None or \
@@ -120,7 +120,7 @@ def lab_server(tmp_path_factory: pytest.TempPathFactory,
         log.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def page(lab_server: tuple[str, Path]) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
@@ -138,7 +138,7 @@ def page(lab_server: tuple[str, Path]) -> Iterator[Any]:
         browser.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def latencies() -> Iterator[dict[str, list[float]]]:
     out: dict[str, list[float]] = {}
     yield out
