@@ -73,8 +73,9 @@ typecheck: venv
 	@if [ -d pyfolio ]; then $(BIN)/mypy pyfolio; else echo "mypy: no pyfolio/ yet, skipped"; fi
 
 # The lab extra too: tests/test_lab.py runs the chapters in a real JupyterLab.
+# PYTEST_ARGS adds options (e.g. PYTEST_ARGS=--durations=0 for every test's time).
 pytest: venv classroom $(LAB_STAMP)
-	JUPYTER_PATH=$(CURDIR)/$(VENV)/share/jupyter $(BIN)/python -m pytest -n $(JOBS) --dist loadgroup
+	JUPYTER_PATH=$(CURDIR)/$(VENV)/share/jupyter $(BIN)/python -m pytest -n $(JOBS) --dist loadgroup $(PYTEST_ARGS)
 
 # The book build and pytest both run even if the first fails, so a broken chapter is reported by
 # both (Sphinx names the file and shows the cell; pytest names chapter, cell number and line).
