@@ -77,10 +77,15 @@ def actions() -> dict[str, Action]:
     p.madvise(a, 2 * MiB, "hugepage")
     p.touch(a, 4 * MiB)
     aw = address_walker(p, a, 4 * MiB)
-    out["ch04 address walker: slider"] = _cycle(
-        [a + 0x1000, a + 0x200000, a + 0x201000], lambda v: setattr(aw.addr, "value", v))
-    out["ch04 address walker: typed address"] = _cycle(
-        [hex(a + 0x1234), hex(a + 0x3000)], lambda v: setattr(aw.typed, "value", v))
+    # a picture is kept per address shown: a first visit draws, a revisit does not
+    out["ch04 address walker: slider (first visit)"] = _cycle(
+        [a + i * 0x1000 for i in range(1, 1024)], lambda v: setattr(aw.addr, "value", v))
+    aw_seen = address_walker(p, a, 4 * MiB)
+    out["ch04 address walker: slider (seen before)"] = _cycle(
+        [a + 0x1000, a + 0x200000, a + 0x201000], lambda v: setattr(aw_seen.addr, "value", v))
+    out["ch04 address walker: typed address (first visit)"] = _cycle(
+        [hex(a + i * 0x1000 + 0x234) for i in range(1, 1024)],
+        lambda v: setattr(aw.typed, "value", v))
 
     fe = fault_explorer()
 
@@ -89,10 +94,16 @@ def actions() -> dict[str, Action]:
         return fe.run_button.click
     out["ch05 fault explorer: run"] = fault
 
+    # a frame's picture is kept once drawn (a recorded frame never changes)
+    def frame_first() -> Callable[[], object]:
+        w = refcount_watcher(fork_cow_scenario)
+        w.run()
+        return lambda: setattr(w.slider, "value", w.slider.max - 1)
+    out["ch06 refcount watcher: frame slider (first visit)"] = frame_first
     rw = refcount_watcher(fork_cow_scenario)
     rw.run()
-    out["ch06 refcount watcher: frame slider"] = _cycle(
-        list(range(rw.slider.max + 1)), lambda v: setattr(rw.slider, "value", v))
+    out["ch06 refcount watcher: frame slider (seen before)"] = _cycle(
+        list(range(rw.slider.max + 1)) * 2, lambda v: setattr(rw.slider, "value", v))
 
     def remap_first() -> Callable[[], object]:
         v = pmd_remap_viewer("munmap part")

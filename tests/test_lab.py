@@ -72,7 +72,7 @@ def git_before() -> str:
 @pytest.fixture(scope="session")
 def lab_server(tmp_path_factory: pytest.TempPathFactory,
                git_before: str) -> Iterator[tuple[str, Path]]:
-    """(URL with token, working-copy folder) of a JupyterLab server started once per test session."""
+    """(URL with token, working-copy folder) of the JupyterLab server of this test session."""
     if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
         pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium)")
     if importlib.util.find_spec("jupyterlab") is None or \

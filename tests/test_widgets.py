@@ -224,6 +224,27 @@ def test_address_walker_shows_the_walk_and_the_entry_bits():
     assert m.check() == []
 
 
+def test_address_walker_redraws_a_revisited_address_only_when_its_walk_changed():
+    from pyfolio.widgets import address_walker
+
+    m = System(ram="64M", thp="madvise", seed=0)
+    p, a = m.spawn_with_thp(2 * MiB)
+    w = address_walker(p, a, 2 * MiB)
+    w.addr.value = a + 8 * KiB
+    at_8k = (bytes(w.walk_image.value), bytes(w.bits_image.value))
+    w.addr.value = a + 12 * KiB
+    w.addr.value = a + 8 * KiB  # the same walk: the kept pictures
+    assert (bytes(w.walk_image.value), bytes(w.bits_image.value)) == at_8k
+    p.mprotect(a + 4 * KiB, 4 * KiB, "r")  # splits the PMD: the walk now ends at a PTE
+    w.addr.value = a + 12 * KiB
+    w.addr.value = a + 8 * KiB
+    assert bytes(w.walk_image.value) != at_8k[0] and bytes(w.bits_image.value) != at_8k[1]
+    assert w.message.text.startswith(f"{a + 8 * KiB:#x}: PTE entry, page")
+    from pyfolio.widgets._common import png
+
+    assert bytes(w.walk_image.value) == png(w.figures()[0])
+
+
 def test_split_explorer_pin_box_rejects_bad_values_and_changes_nothing():
     w = split_explorer()
     before, png0 = memstate(w), w.image.value

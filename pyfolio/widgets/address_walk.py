@@ -3,7 +3,10 @@
 The model operation is only a read: :func:`pyfolio.arch.x86.pgtable.walk` through
 ``Process.lookup``; the views are :func:`pyfolio.views.draw_pagetable` (the address split
 into its 9/9/9/9/12 index bits and the tables the walk reads) and
-:func:`pyfolio.views.entry_bits` (the last entry's bit fields).
+:func:`pyfolio.views.entry_bits` (the last entry's bit fields). Each picture is kept under
+what it shows (the address and every table, slot and entry of its walk; the entry's raw
+value and level), so a revisited address is not drawn again, and a walk that changed
+(the process faulted or split in between) is.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from matplotlib.figure import Figure
 from pyfolio.sim.units import PAGE_SIZE
 from pyfolio.system import Process
 from pyfolio.views import draw_pagetable, entry_bits, stack
+from pyfolio.views.pagetable import pagetable_graph
 from pyfolio.widgets._common import App, Message, png
 
 __all__ = ["address_walker", "AddressWalker"]
@@ -34,6 +38,9 @@ class AddressWalker(App):
         #: the address shown: the slider's page, or any byte of the range typed in
         self.current = start
         self._following = False
+        #: PNGs already drawn, under what they show (see the module's docstring)
+        self._walk_pngs: dict[tuple[object, ...], bytes] = {}
+        self._bits_pngs: dict[tuple[int, str], bytes] = {}
         self.message = Message()
         self.walk_image = widgets.Image(format="png", layout={"max_width": "100%"})
         self.bits_image = widgets.Image(format="png", layout={"max_width": "100%"})
@@ -88,8 +95,17 @@ class AddressWalker(App):
     def redraw(self) -> None:
         e = self.proc.lookup(self.current)
         self.message.ok(f"{self.current:#x}: {e.level.upper()} entry, {e.kind}")
-        walk, bits = self.figures()
-        self.walk_image.value, self.bits_image.value = png(walk), png(bits)
+        a = self.current
+        g = pagetable_graph(self.proc, a)
+        walk_key = (a, self.proc.pid, g.graph["leaf"],
+                    tuple((n, tuple(sorted(d.items()))) for n, d in g.nodes(data=True)))
+        bits_key = (e.raw, e.level)
+        if walk_key not in self._walk_pngs or bits_key not in self._bits_pngs:
+            walk, bits = self.figures()
+            self._walk_pngs.setdefault(walk_key, png(walk))
+            self._bits_pngs.setdefault(bits_key, png(bits))
+        self.walk_image.value = self._walk_pngs[walk_key]
+        self.bits_image.value = self._bits_pngs[bits_key]
         self.message.value += f" <code>{html.escape(str(e))}</code>"
 
 

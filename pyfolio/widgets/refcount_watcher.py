@@ -83,6 +83,8 @@ class RefcountWatcher(App):
         """Rebuild the scenario from scratch; frame 0 is the state before any step."""
         self.scenario = self.make()
         self.frames = [self._snap(0, "start", 0, None)]
+        #: frame index -> its count panel as PNG (a recorded frame never changes)
+        self._pngs: dict[int, bytes] = {}
         self.slider.max = 0
         self.redraw()
 
@@ -152,8 +154,10 @@ class RefcountWatcher(App):
             self.message.error(f.error)
         else:
             self.message.ok("ok")
-        self.image.value = png(count_panel(f, title=f"after step {self.slider.value}: "
-                                                     f"{f.label}"))
+        i = self.slider.value
+        if i not in self._pngs:
+            self._pngs[i] = png(count_panel(f, title=f"after step {i}: {f.label}"))
+        self.image.value = self._pngs[i]
 
 
 def refcount_watcher(scenario: Callable[[], Scenario] | None = None) -> RefcountWatcher:
