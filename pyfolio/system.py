@@ -26,13 +26,22 @@ from pyfolio.mm.mmap import do_mmap, do_munmap, exit_mmap
 from pyfolio.mm.mprotect import do_mprotect
 from pyfolio.mm.page_alloc import defragment, fragment
 from pyfolio.mm.swap import lru_add_drain
+from pyfolio.mm.swapfile_swapon import swap_show, sys_swapoff, sys_swapon
+from pyfolio.mm.vmscan import try_to_free_mem_cgroup_pages
 from pyfolio.mm.vmstat import vmstat
-from pyfolio.sim.errors import EEXIST, EINVAL, MmError, SegmentationFault
+from pyfolio.sim.errors import (
+    EBUSY,
+    EEXIST,
+    EINVAL,
+    MmError,
+    SegmentationFault,
+)
 from pyfolio.sim.machine import MTHP_POLICIES, THP_POLICIES, THPSIZE_ORDERS, mthp_size_order
 from pyfolio.sim.trace import Trace
 from pyfolio.sim.units import HPAGE_PMD_NR, PAGE_SIZE, PMD_SIZE, parse_size, to_size, to_ulong
 
 if TYPE_CHECKING:
+    from pyfolio.include.linux.swap import SwapInfoStruct
     from pyfolio.sim.machine import Machine
 
 __all__ = ["System", "Process"]
@@ -115,6 +124,89 @@ class System:
         if not isinstance(uniform, bool):
             raise TypeError(f"split: uniform must be True or False, not {uniform!r}")
         split_mapped_folio(self.machine, pfn, new_order, uniform=uniform, at=at)
+
+    # -- swap -----------------------------------------------------------------------------
+    #: where the facade's one swap area lives, per kind (the lab's names for them)
+    SWAP_NAMES = {"file": "/var/tmp/pyfolio-swap/swapfile", "block": "/dev/loop0",
+                  "zram": "/dev/zram1"}
+    #: the largest area the simulator sets up (the kernel's limit is the swap PTE offset)
+    MAX_SWAP = 64 << 30
+
+    def swapon(self, size: int | str, kind: str = "file", *, solidstate: bool | None = None,
+               prio: int = -1) -> int:
+        """``mkswap`` + ``swapon(2)`` of a swap area of ``size`` bytes (header page
+        included): ``kind`` "file" (a swap file on ext4: never takes a large folio whole),
+        "block" (a block device that is not synchronous, as the loop device over such a
+        file is here: takes large folios whole) or "zram" (a synchronous solid-state
+        block device). Returns the swap type. ``solidstate`` overrides whether the
+        device counts as non-rotational (this machine's disk, and so its loop devices,
+        are rotational; zram is not).
+
+        Models mm/swapfile.c:sys_swapon() (:func:`pyfolio.mm.swapfile_swapon.sys_swapon`).
+        The facade keeps one area: swapon while one is active is EBUSY, as swapon(2) of
+        the active area is; a size of less than 2 pages is EINVAL ("Empty swap-file":
+        a header and at least one slot); so is a size that is not a whole number of
+        pages, or an unknown kind. Nothing changes on error.
+
+        >>> m = System(ram="16M"); m.swapon("8M", "block")
+        0
+        >>> m.swaps()[0]["Type"], m.swaps()[0]["Size"], m.swaps()[0]["Priority"]
+        ('partition', 8188, -2)
+        """
+        size_b = parse_size(size)
+        if size_b % PAGE_SIZE or size_b > self.MAX_SWAP:
+            raise MmError(EINVAL, f"swapon: size {size!r} is not a whole number of 4 KiB "
+                                  f"pages up to {self.MAX_SWAP >> 30} GiB")
+        if kind not in self.SWAP_NAMES:
+            raise MmError(EINVAL, f"swapon: kind {kind!r} is not one of "
+                                  f"{', '.join(self.SWAP_NAMES)}")
+        active = [si for si in self.machine.swap_info if si is not None]
+        if active:
+            raise MmError(EBUSY, f"swapon: {active[0].swap_file} is already an active swap "
+                                 "area (the facade keeps one; swapoff() it first)")
+        return sys_swapon(self.machine, kind, size_b // PAGE_SIZE, self.SWAP_NAMES[kind], prio,
+                          solidstate).type
+
+    def swapoff(self) -> None:
+        """``swapoff(2)`` of the active swap area: every swapped-out page comes back
+        (swap-cache folios at their order, the rest read in as order 0) and the area goes.
+        EINVAL when no area is active (as the kernel answers a second swapoff).
+
+        Models mm/swapfile.c:sys_swapoff() (:func:`pyfolio.mm.swapfile_swapon.sys_swapoff`).
+        """
+        active = [si for si in self.machine.swap_info if si is not None]
+        if not active:
+            raise MmError(EINVAL, "swapoff: no swap area is active")
+        sys_swapoff(self.machine, active[0].swap_file)
+
+    def swaps(self) -> list[dict[str, object]]:
+        """/proc/swaps: Filename, Type, Size, Used (kB, slots the swap cache alone holds
+        included), Priority of each active area (mm/swapfile.c:swap_show())."""
+        return swap_show(self.machine)
+
+    @property
+    def swap_area(self) -> SwapInfoStruct | None:
+        """The active swap area's swap_info_struct (slots, clusters, swap cache), or None."""
+        return next((si for si in self.machine.swap_info if si is not None), None)
+
+    def reclaim(self, nr_pages: int) -> int:
+        """Reclaim at least ``nr_pages`` pages (SWAP_CLUSTER_MAX at least) from the anon
+        LRU lists, oldest first, as a memory cgroup does when told to give memory back
+        (mm/vmscan.c:try_to_free_mem_cgroup_pages(), on the root cgroup); returns the
+        pages freed (a split folio's pieces are all written in the same pass; written
+        folios on a device that is not synchronous stay in the swap cache until a later
+        pass frees them, so a pass may free fewer than it wrote). A freshly used page is
+        kept once (PG_referenced) and taken on the next pass. Nothing can be reclaimed
+        without free swap. ``nr_pages`` must be a positive int (else EINVAL, nothing
+        changed).
+
+        >>> m = System(ram="32M"); _ = m.swapon("16M", "block"); p, a = m.spawn_with_thp()
+        >>> m.reclaim(512), p.pagemap(a)[0].swapped, m.vmstat()["thp_swpout"]
+        (512, True, 1)
+        """
+        if isinstance(nr_pages, bool) or not isinstance(nr_pages, int) or nr_pages <= 0:
+            raise MmError(EINVAL, f"reclaim: {nr_pages!r} is not a positive number of pages")
+        return try_to_free_mem_cgroup_pages(self.machine, nr_pages)
 
     def drop_caches(self) -> int:
         """``echo 2 > /proc/sys/vm/drop_caches``: runs the shrinkers, among them the deferred
@@ -330,11 +422,17 @@ class Process:
         return fault_in(self.mm, vma, addr, write, lambda a: self._young_dirty(a, write))
 
     def _young_dirty(self, addr: int, write: bool) -> bool:
-        """Whether the entry already has the accessed (and for a write, dirty) bit, as the
-        CPU would otherwise set it (the simulator does so through the fault path)."""
-        raw = walk(self.m, self.mm.pgd, addr).raw
+        """Set the accessed (and for a write, dirty) bit of the present entry mapping
+        ``addr`` as the CPU does on an access it allows (x86: no fault, no soft-dirty);
+        False when there is no such entry."""
+        w = walk(self.m, self.mm.pgd, addr)
+        if not w.raw & 0x1 or w.level not in ("pte", "pmd"):
+            return False
         need = 0x20 | (0x40 if write else 0)
-        return raw & need == need
+        if w.raw & need != need:
+            tbl, idx = w.slot()
+            self.m.pgtables[tbl][idx] = w.raw | need
+        return True
 
     def write(self, addr: int, value: int) -> None:
         """Store a 64-bit stamp (an int in [0, 2**64)) into the page at ``addr`` (write

@@ -44,7 +44,21 @@ from pyfolio.include.linux.mm_types import (
     MM_SWAPENTS,
     NR_MM_COUNTERS,
 )
-from pyfolio.include.linux.swapops import SwpType, is_device_private_entry, is_migration_entry
+from pyfolio.include.linux.swap import (
+    CLUSTER_FLAG,
+    MAX_SWAPFILES,
+    SWAP_HAS_CACHE,
+    SWAPFILE_CLUSTER,
+    SwapInfoStruct,
+)
+from pyfolio.include.linux.swapops import (
+    SwpType,
+    is_device_private_entry,
+    is_migration_entry,
+    pte_to_swp_entry,
+)
+from pyfolio.include.linux.swapops import swp_offset as swp_offset_of
+from pyfolio.include.linux.swapops import swp_type as swp_type_of
 from pyfolio.mm.rmap import folio_anon_vma
 from pyfolio.sim.memmap import ENTIRELY_MAPPED, FOLIO_MAPPING_ANON, NO_HEAD, PG, PGTY, ZONE_DEVICE
 from pyfolio.sim.units import HPAGE_PMD_NR, PAGE_SHIFT, PGDIR_SHIFT, PMD_SHIFT, PUD_SHIFT
@@ -54,7 +68,7 @@ if TYPE_CHECKING:
     from pyfolio.lib.dmirror import Dmirror
     from pyfolio.sim.machine import Machine
 
-__all__ = ["Violation", "check", "snapshot", "rss_of_leaf"]
+__all__ = ["Violation", "check", "check_swap", "snapshot", "rss_of_leaf"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,12 +105,19 @@ def check(m: Machine) -> list[Violation]:
     lists hold every device frame not in a live folio exactly once and no other; each
     entry of a device's own page table (a secondary MMU) maps what the CPU's maps there,
     writable only where the CPU's entry is (what the MMU notifiers keep true).
+    Swap (:func:`check_swap`): each slot's swap count equals the swap
+    PTEs that hold it, SWAP_HAS_CACHE is set exactly where the swap cache holds a folio,
+    no slot is in use without either (none leaked), the swap cache and its folios agree
+    (PG_swapcache, folio->swap, aligned slots), clusters count their slots and sit on the
+    list their state names; a swap-cache folio's refcount includes one reference per page.
     """
     out: list[Violation] = []
     owner = _frame_owners(m, out)
-    pte_maps, pmd_maps = _scan_tables(m, owner, out)
+    swap_refs: dict[int, np.ndarray] = {}
+    pte_maps, pmd_maps = _scan_tables(m, owner, out, swap_refs)
     _check_counts(m, pte_maps, pmd_maps, out)
     _check_devices(m, owner, out)
+    check_swap(m, swap_refs, out)
     return out
 
 
@@ -146,8 +167,8 @@ def _frame_owners(m: Machine, out: list[Violation]) -> np.ndarray:
     return owner
 
 
-def _scan_tables(m: Machine, owner: np.ndarray, out: list[Violation]
-                 ) -> tuple[np.ndarray, Counter[int]]:
+def _scan_tables(m: Machine, owner: np.ndarray, out: list[Violation],
+                 swap_refs: dict[int, np.ndarray]) -> tuple[np.ndarray, Counter[int]]:
     """Walk every mm's tables: count PTE mappings per pfn and PMD mappings per head."""
     pte_maps = np.zeros(m.mem.nr, np.int64)
     pmd_maps: Counter[int] = Counter()
@@ -165,7 +186,8 @@ def _scan_tables(m: Machine, owner: np.ndarray, out: list[Violation]
                 out.append(Violation("pgtable", table, f"{level} table is not a page table"))
                 continue
             if level == "pte":
-                _scan_pte_table(m, mm, table, base, owner, pte_maps, pmd_maps, rss, out)
+                _scan_pte_table(m, mm, table, base, owner, pte_maps, pmd_maps, rss, out,
+                                swap_refs)
                 continue
             for i in np.flatnonzero(tbl):
                 raw, addr = int(tbl[i]), base + (int(i) << _SHIFT[level])
@@ -178,7 +200,8 @@ def _scan_tables(m: Machine, owner: np.ndarray, out: list[Violation]
                 if vma is None:
                     out.append(Violation("entry-outside-vma", addr, f"mm {mm.id} {raw:#x}"))
                     continue
-                pfn = _count_leaf(m, owner, raw, level, addr, pte_maps, pmd_maps, out)
+                pfn = _count_leaf(m, owner, raw, level, addr, pte_maps, pmd_maps, out,
+                                  swap_refs)
                 if pfn >= 0:
                     _check_rmap(m, vma, addr, pfn, out)
                 member, nr = rss_of_leaf(m, raw, level)
@@ -214,9 +237,11 @@ def rss_of_leaf(m: Machine, raw: int, level: str) -> tuple[int, int]:
     if not 0 <= pfn < m.mem.nr:
         return -1, 0
     return mm_counter(page_folio(m, pfn)), nr
+
+
 def _scan_pte_table(m: Machine, mm: MMStruct, table: int, base: int, owner: np.ndarray,
                     pte_maps: np.ndarray, pmd_maps: Counter[int], rss: list[int],
-                    out: list[Violation]) -> None:
+                    out: list[Violation], swap_refs: dict[int, np.ndarray]) -> None:
     """The leaves of one PTE table, vectorised: the common entries inside a VMA (a present
     page or a device-private entry mapping a live frame of the right zone, or the zero
     page) are counted, in ``pte_maps`` and in ``rss`` (as :func:`rss_of_leaf` counts
@@ -253,7 +278,7 @@ def _scan_pte_table(m: Machine, mm: MMStruct, table: int, base: int, owner: np.n
         if vma is None:
             out.append(Violation("entry-outside-vma", a, f"mm {mm.id} {r:#x}"))
             continue
-        got = _count_leaf(m, owner, r, "pte", a, pte_maps, pmd_maps, out)
+        got = _count_leaf(m, owner, r, "pte", a, pte_maps, pmd_maps, out, swap_refs)
         if got >= 0:
             _check_rmap(m, vma, a, got, out)
         member, nr = rss_of_leaf(m, r, "pte")
@@ -302,8 +327,10 @@ def _check_rmap(m: Machine, vma: VMA, addr: int, pfn: int, out: list[Violation])
 
 
 def _count_leaf(m: Machine, owner: np.ndarray, raw: int, level: str, addr: int,
-                pte_maps: np.ndarray, pmd_maps: Counter[int], out: list[Violation]) -> int:
-    """Count a leaf entry's mapping; return the mapped pfn, or -1 if it maps no folio."""
+                pte_maps: np.ndarray, pmd_maps: Counter[int], out: list[Violation],
+                swap_refs: dict[int, np.ndarray]) -> int:
+    """Count a leaf entry's mapping (a swap PTE's slot in ``swap_refs``); return the mapped
+    pfn, or -1 if it maps no folio."""
     if raw & _PAGE_PRESENT:
         pfn = pte_pfn(raw)
         if raw & _PAGE_SPECIAL:
@@ -312,6 +339,9 @@ def _count_leaf(m: Machine, owner: np.ndarray, raw: int, level: str, addr: int,
             return -1
         device = False
     else:
+        if swp_type(raw) < MAX_SWAPFILES:
+            _count_swap_pte(m, raw, level, addr, out, swap_refs)
+            return -1
         if swp_type(raw) not in _KNOWN_SWP:
             out.append(Violation("entry", addr, f"unknown swap-format entry {raw:#x}"))
             return -1
@@ -346,6 +376,98 @@ def _check_migration_entry(m: Machine, owner: np.ndarray, raw: int, level: str, 
     elif not m.mem.test(page_folio(m, pfn).pfn, PG.locked):
         out.append(Violation("migration-entry", addr, f"{level} migration entry {raw:#x} "
                              f"for frame {pfn:#x} outside a migration (folio not locked)"))
+
+
+def _count_swap_pte(m: Machine, raw: int, level: str, addr: int, out: list[Violation],
+                    swap_refs: dict[int, np.ndarray]) -> None:
+    """A swap PTE: its area must be active and the slot in range; count the reference."""
+    entry = pte_to_swp_entry(raw)
+    t, off = swp_type_of(entry), swp_offset_of(entry)
+    si = m.swap_info[t] if t < len(m.swap_info) else None
+    if level != "pte" or si is None or not 0 < off < si.max:
+        out.append(Violation("swap-entry", addr, f"{raw:#x}: type {t} offset {off} is not a "
+                             "slot of an active swap area" + (" (PMD level)"
+                                                              if level != "pte" else "")))
+        return
+    refs = swap_refs.setdefault(t, np.zeros(si.max, np.int64))
+    refs[off] += 1
+
+
+def check_swap(m: Machine, swap_refs: dict[int, np.ndarray], out: list[Violation]) -> None:
+    """The swap invariants (see :func:`check`), for every active area."""
+    for si in m.swap_info:
+        if si is None:
+            continue
+        refs = swap_refs.get(si.type, np.zeros(si.max, np.int64))
+        codes = si.swap_map.astype(np.int64)
+        counts = codes & ~SWAP_HAS_CACHE
+        counts[0] = 0  # the header: SWAP_MAP_BAD
+        for off in np.flatnonzero(counts != refs)[:10]:
+            out.append(Violation("swap-count", int(off), f"type {si.type} slot {int(off)}: "
+                                 f"swap count {int(counts[off])} but {int(refs[off])} swap "
+                                 "PTEs hold it"))
+        cached = (codes & SWAP_HAS_CACHE) != 0
+        cached[0] = False
+        table = si.swap_table >= 0
+        for off in np.flatnonzero(cached != table)[:10]:
+            out.append(Violation("swap-cache", int(off), f"type {si.type} slot {int(off)}: "
+                                 f"SWAP_HAS_CACHE {bool(cached[off])} but the swap table "
+                                 f"holds {int(si.swap_table[off])}"))
+        used = int(np.count_nonzero(codes[1:]))
+        if used != si.inuse_pages:
+            out.append(Violation("swap-inuse", si.type, f"inuse_pages {si.inuse_pages} but "
+                                 f"{used} slots are in use"))
+        zero_free = np.flatnonzero(si.zeromap & (codes == 0))
+        if len(zero_free):
+            out.append(Violation("swap-zeromap", int(zero_free[0]), "zeromap bit on a free "
+                                 "slot"))
+        _check_swap_table(m, si, out)
+        _check_clusters(si, codes, out)
+
+
+def _check_swap_table(m: Machine, si: SwapInfoStruct, out: list[Violation]) -> None:
+    """Each cached folio covers its aligned slots exactly and knows them; every
+    PG_swapcache folio of this area is in the table."""
+    heads = np.unique(si.swap_table[si.swap_table >= 0])
+    for h in (int(x) for x in heads):
+        entry = int(m.mem.swap[h])
+        nr = 1 << int(m.mem.order[h]) if m.mem.test(h, PG.head) else 1
+        off0 = swp_offset_of(entry)
+        where = np.flatnonzero(si.swap_table == h)
+        ok = m.mem.test(h, PG.swapcache) and swp_type_of(entry) == si.type \
+            and off0 % nr == 0 and len(where) == nr and int(where[0]) == off0 \
+            and int(where[-1]) == off0 + nr - 1
+        if not ok:
+            out.append(Violation("swap-cache", h, f"folio {h:#x} in type {si.type}'s swap "
+                                 f"table at {where[:4].tolist()}.., folio->swap offset "
+                                 f"{off0}, order-{int(m.mem.order[h])}"))
+    sc = np.flatnonzero((m.mem.flags & np.uint32(PG.swapcache)) != 0)
+    for h in (int(x) for x in sc):
+        if swp_type_of(int(m.mem.swap[h])) == si.type and h not in set(heads.tolist()):
+            out.append(Violation("swap-cache", h, f"PG_swapcache folio {h:#x} is not in type "
+                                 f"{si.type}'s swap table"))
+
+
+def _check_clusters(si: SwapInfoStruct, codes: np.ndarray, out: list[Violation]) -> None:
+    """Cluster counts and the lists they are on."""
+    for idx, ci in enumerate(si.cluster_info):
+        lo, hi = idx * SWAPFILE_CLUSTER, min((idx + 1) * SWAPFILE_CLUSTER, si.max)
+        want = int(np.count_nonzero(codes[lo:hi])) + (idx + 1) * SWAPFILE_CLUSTER - hi \
+            if idx == len(si.cluster_info) - 1 else int(np.count_nonzero(codes[lo:hi]))
+        if ci.count != want:
+            out.append(Violation("swap-cluster", idx, f"type {si.type} cluster {idx}: count "
+                                 f"{ci.count}, {want} slots used"))
+        on = {CLUSTER_FLAG.CLUSTER_FLAG_FREE: si.free_clusters,
+              CLUSTER_FLAG.CLUSTER_FLAG_FULL: si.full_clusters,
+              CLUSTER_FLAG.CLUSTER_FLAG_NONFULL: si.nonfull_clusters[ci.order],
+              CLUSTER_FLAG.CLUSTER_FLAG_FRAG: si.frag_clusters[ci.order]}.get(
+            CLUSTER_FLAG(ci.flags))
+        state_ok = (ci.flags == CLUSTER_FLAG.CLUSTER_FLAG_FREE) == (ci.count == 0) and (
+            ci.flags != CLUSTER_FLAG.CLUSTER_FLAG_FULL or ci.count == SWAPFILE_CLUSTER)
+        if on is None or idx not in on or ci.lst is not on or not state_ok:
+            out.append(Violation("swap-cluster", idx, f"type {si.type} cluster {idx} "
+                                 f"(count {ci.count}, order {ci.order}) is not on the list "
+                                 f"its flags {ci.flags} name"))
 
 
 def _check_counts(m: Machine, pte_maps: np.ndarray, pmd_maps: Counter[int],
@@ -427,11 +549,12 @@ def _check_folio(folio: Folio, pte_maps: np.ndarray, pmd_maps: Counter[int],
             if have != value:
                 out.append(Violation(field.strip("_"), pfn, f"{field}={have}, expected {value}"))
     pins = m.pins[pfn] * (1 if large else GUP_PIN_COUNTING_BIAS)
-    expected = ptes + pmds + pins + mem.extra_refs[pfn]
+    cache = nr if mem.test(pfn, PG.swapcache) else 0  # folio_expected_ref_count()
+    expected = ptes + pmds + pins + mem.extra_refs[pfn] + cache
     if int(mem._refcount[pfn]) != expected:
         out.append(Violation("refcount", pfn, f"_refcount={int(mem._refcount[pfn])}, expected "
                              f"{expected} ({ptes} PTE + {pmds} PMD mappings, {pins} pin refs, "
-                             f"{mem.extra_refs[pfn]} held elsewhere)"))
+                             f"{cache} swap cache, {mem.extra_refs[pfn]} held elsewhere)"))
     if (ptes or pmds) and not folio_test_anon(folio):
         out.append(Violation("anon", pfn, "mapped folio is not anonymous"))
     elif (ptes or pmds) and folio_anon_vma(folio) is None:
@@ -524,7 +647,7 @@ def snapshot(m: Machine) -> dict[str, object]:
     arrays = {name: getattr(mem, name).tobytes() for name in (
         "flags", "page_type", "_refcount", "_mapcount", "compound_head", "order",
         "_entire_mapcount", "_large_mapcount", "_nr_pages_mapped", "_pincount", "mapping",
-        "index", "zone", "pgmap", "stamp")}
+        "index", "zone", "pgmap", "stamp", "swap", "lru_seq")}
     return {
         **arrays,
         "extra_refs": dict(+mem.extra_refs),
@@ -542,6 +665,18 @@ def snapshot(m: Machine) -> dict[str, object]:
         "devices": [_device_state(pgmap) for pgmap in m.pgmaps],
         "notifiers": [(mm.id, len(mm.notifier_subscriptions.itree))
                       for mm in m.mms if mm.notifier_subscriptions is not None],
+        "swap": [None if si is None else (
+            si.type, si.kind, si.swap_file, int(si.flags), si.prio, si.inuse_pages,
+            si.swap_map.tobytes(), si.swap_table.tobytes(), si.zeromap.tobytes(),
+            si.data.tobytes(), [(c.count, c.order, int(c.flags)) for c in si.cluster_info],
+            list(si.free_clusters), list(si.full_clusters), [list(x) for x in
+                                                            si.nonfull_clusters],
+            [list(x) for x in si.frag_clusters], list(si.global_cluster_next),
+            list(si.bios)) for si in m.swap_info],
+        "swap_state": (m.least_priority, m.nr_rotate_swap, list(m.percpu_swap_cluster_si),
+                       list(m.percpu_swap_cluster_offset), list(m.swap_writeback),
+                       m.swapin_readahead_hits, m.swapin_prev_offset,
+                       m.last_readahead_pages, m.lru_clock, m.lru_tail_clock),
     }
 
 

@@ -56,7 +56,7 @@ from pyfolio.include.linux.mm import (
     mm_counter,
     page_folio,
 )
-from pyfolio.include.linux.mm_types import MM_ANONPAGES
+from pyfolio.include.linux.mm_types import MM_ANONPAGES, MM_SWAPENTS
 from pyfolio.include.linux.swapops import (
     is_device_private_entry,
     is_writable_device_private_entry,
@@ -76,7 +76,8 @@ from pyfolio.mm.rmap import (
     folio_try_dup_anon_rmap_ptes,
     folio_try_share_anon_rmap_pmd,
 )
-from pyfolio.sim.errors import EAGAIN, MmError
+from pyfolio.mm.swap import folio_add_lru_vma
+from pyfolio.sim.errors import EAGAIN, ENOMEM, MmError
 from pyfolio.sim.memmap import PG
 from pyfolio.sim.units import HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SIZE, PMD_SIZE
 
@@ -271,7 +272,7 @@ def map_anon_folio_pmd(folio: Folio, slot: Slot, vma: VMA, haddr: int) -> None:
     """
     m = folio.m
     folio_add_new_anon_rmap(folio, vma, haddr, RMAP_EXCLUSIVE)
-    m.mem.set(folio.pfn, PG.lru)
+    folio_add_lru_vma(folio, vma)
     _set_pmd_at(m, slot, _thp_pmd(folio.pfn, vma))
     add_mm_counter(vma.vm_mm, MM_ANONPAGES, HPAGE_PMD_NR)
     m.vmstat["thp_fault_alloc"] += 1
@@ -447,6 +448,10 @@ def zap_huge_pmd(vma: VMA, slot: Slot, addr: int) -> None:
     folio = page_folio(m, pfn)
     folio_remove_rmap_pmd(folio, folio.pfn, vma)
     add_mm_counter(vma.vm_mm, mm_counter(folio), -HPAGE_PMD_NR)
+    if m.mem.test(folio.pfn, PG.swapcache):  # tlb_remove_page_size(): free_swap_cache()
+        from pyfolio.mm.swap_state import free_swap_cache
+
+        free_swap_cache(folio)
     folio_put(folio)
     m.trace.emit("zap_huge_pmd", address=addr, pfn=folio.pfn)
 
@@ -508,11 +513,31 @@ def copy_nonpresent_pte(dst_vma: VMA, src_vma: VMA, src_slot: Slot, dst_slot: Sl
     Models: mm/memory.c:copy_nonpresent_pte() (v6.18): a device-private entry shares its
     device folio with the child (reference and mapcount +1, and the child's
     ``rss[mm_counter(folio)]++``: "treated just like normal pages"); a writable one is
-    made readable in both so a later write goes through the fault path.
+    made readable in both so a later write goes through the fault path. A genuine swap
+    entry gains a reference on its slot (swap_duplicate(): the swap count becomes 2, and
+    smaps' SwapPss halves), loses its exclusive bit in the parent ("Mark the swap entry as
+    shared") and counts in the child's MM_SWAPENTS.
     """
+    from pyfolio.include.linux.swapops import (
+        is_swap_entry,
+        pte_swp_clear_exclusive,
+        pte_swp_exclusive,
+        pte_to_swp_entry,
+    )
+
     m = src_vma.vm_mm.m
     raw = int(m.pgtables[src_slot[0]][src_slot[1]])
-    if is_device_private_entry(raw):
+    if is_swap_entry(raw):
+        from pyfolio.mm.swapfile import swap_duplicate
+
+        if swap_duplicate(m, pte_to_swp_entry(raw)) < 0:
+            raise MmError(ENOMEM, "fork: a swap count cannot rise further (no continuation "
+                                  "pages in the simulator)")
+        if pte_swp_exclusive(raw):
+            raw = pte_swp_clear_exclusive(raw)
+            m.pgtables[src_slot[0]][src_slot[1]] = raw
+        add_mm_counter(dst_vma.vm_mm, MM_SWAPENTS, 1)
+    elif is_device_private_entry(raw):
         pfn = swp_offset(raw)
         folio = page_folio(m, pfn)
         folio_get(folio)
@@ -618,7 +643,8 @@ def __split_huge_pmd_locked(vma: VMA, slot: Slot, haddr: int, freeze: bool) -> N
       mappings as for a present PMD (exclusive if the head page was); with ``freeze``, as
       for a present PMD, migration entries instead.
 
-    Simplification: migration entries do not carry the young/dirty bits x86 keeps in them.
+    The young and dirty bits x86-64 keeps in each migration entry made with ``freeze`` are
+    kept beside it (``m.migration_ad``) for remove_migration_pte().
     """
     from pyfolio.arch.x86.pgtable import _PAGE_SWP_UFFD_WP, swp_type
     from pyfolio.include.linux.swapops import SwpType, is_migration_entry
@@ -665,6 +691,9 @@ def __split_huge_pmd_locked(vma: VMA, slot: Slot, haddr: int, freeze: bool) -> N
                if anon_exclusive else SwpType.SWP_MIGRATION_READ)
         tbl[:] = swp_entries(np.full(HPAGE_PMD_NR, typ), pfns) | np.uint64(
             (_PAGE_SWP_SOFT_DIRTY if soft_dirty else 0) | (_PAGE_SWP_UFFD_WP if uffd_wp else 0))
+        if freeze and not device:  # the PMD's young/dirty go into each entry (x86-64)
+            for i in range(HPAGE_PMD_NR):
+                m.migration_ad[(pgtable, i)] = int(young) | (2 * int(dirty))
     elif device:
         typ = SwpType.SWP_DEVICE_WRITE if write else SwpType.SWP_DEVICE_READ
         tbl[:] = swp_entries(np.full(HPAGE_PMD_NR, typ), pfns) | np.uint64(

@@ -86,7 +86,7 @@ __all__ = [
     "split_huge_page_to_list_to_order", "split_huge_page", "split_folio_to_order",
     "split_folio_to_list", "split_folio", "folio_split", "try_folio_split",
     "folio_split_unmapped", "thp_underused", "deferred_split_scan", "shrink_deferred_split",
-    "split_mapped_folio", "KHUGEPAGED_MAX_PTES_NONE",
+    "split_mapped_folio", "KHUGEPAGED_MAX_PTES_NONE", "lru_add_split_folio",
 ]
 
 #: /sys/kernel/mm/transparent_hugepage/khugepaged/max_ptes_none default (HPAGE_PMD_NR - 1).
@@ -221,10 +221,15 @@ def __folio_freeze_and_split_unmapped(folio: Folio, new_order: int, split_at: in
         refs += (1 << m.mem.order[heads]).astype(np.int32)
     for h in heads[1:] if folio_is_zone_device(folio) else ():
         zone_device_private_split_cb(folio, Folio(m, int(h)))
+    if m.mem.test(pfn, PG.swapcache):  # swap_cluster_get_and_lock(): each piece its slots
+        from pyfolio.mm.swap_state import __swap_cache_replace_folio
+
+        for h in heads[1:]:
+            __swap_cache_replace_folio(folio, Folio(m, int(h)))
     m.mem._refcount[heads] = refs  # folio_ref_unfreeze(new_folio, ...), then @folio last
     if do_lru and not folio_is_zone_device(folio):
         if list_ is None:
-            m.mem.set(heads[1:], PG.lru)  # lru_add_split_folio(): onto folio's LRU list
+            lru_add_split_folio(m, pfn, heads[1:])
         else:
             for h in heads[1:]:
                 folio_get(Folio(m, int(h)))
@@ -311,12 +316,34 @@ def _split_mapped_steps(folio: Folio, new_order: int, split_at: int, lock_at: in
 
 
 def _unlock_and_put(m: Machine, h: np.ndarray) -> None:
-    """folio_unlock() + free_folio_and_swap_cache() on each folio, batched: the folios
-    whose last reference goes are freed (__folio_put())."""
+    """folio_unlock() + free_folio_and_swap_cache() on each folio, batched: an unmapped
+    swap-cache piece nobody references leaves the swap cache (free_swap_cache()); the
+    folios whose last reference goes are freed (__folio_put())."""
+    from pyfolio.mm.swap_state import free_swap_cache
+
     m.mem.clear(h, PG.locked)
+    for pfn in h[(m.mem.flags[h] & np.uint32(PG.swapcache)) != 0]:
+        free_swap_cache(Folio(m, int(pfn)))
     m.mem._refcount[h] -= 1
     for pfn in h[m.mem._refcount[h] == 0]:
         __folio_put(Folio(m, int(pfn)))
+
+
+def lru_add_split_folio(m: Machine, pfn: int, new_heads: np.ndarray) -> None:
+    """lru_add_split_folio() - the pieces of a split folio join its LRU list right after it
+    (newer than the head, the first piece newest: list_add_tail(&new->lru, &folio->lru)).
+
+    Models: mm/huge_memory.c:lru_add_split_folio() (v6.18), without a list.
+    """
+    mem = m.mem
+    if not len(new_heads):
+        return
+    s = float(mem.lru_seq[pfn])
+    newer = mem.lru_seq[(mem.lru_seq > s) & ((mem.flags & np.uint32(PG.lru)) != 0)]
+    nxt = float(newer.min()) if len(newer) else s + 1.0
+    n = len(new_heads)
+    mem.lru_seq[new_heads] = s + (nxt - s) * np.arange(n, 0, -1) / (n + 1)
+    mem.set(new_heads, PG.lru)
 
 
 def __split_huge_page_to_list_to_order(page: Folio, list_: list[Folio] | None, new_order: int,

@@ -59,10 +59,11 @@ def __split_folio_to_order(folio: Folio, old_order: int, new_order: int) -> None
     gets the head's referenced, swapbacked, swapcache, mlocked, uptodate, active, locked,
     unevictable and dirty flags (every other flag of the new head, PG_anon_exclusive
     included, is dropped: PAGE_FLAGS_CHECK_AT_PREP), ->mapping, ->index = index + i,
-    and stops being a tail; a new order > 0 makes it a compound head
-    (prep_compound_page(): mapcounts -1, _nr_pages_mapped and _pincount 0) and
-    large-rmappable. Tail pages keep their own flags (per-page PG_anon_exclusive). The
-    old head gets the new order, or stops being compound at order 0.
+    in the swap cache ->swap = folio->swap + i (its own slot), and stops being a tail;
+    a new order > 0 makes it a compound head (prep_compound_page(): mapcounts -1,
+    _nr_pages_mapped and _pincount 0) and large-rmappable. Tail pages keep their own
+    flags (per-page PG_anon_exclusive). The old head gets the new order, or stops being
+    compound at order 0.
     Simplification: PG_large_rmappable is copied from the old head (the simulator's THP
     faults do not set it) instead of being set unconditionally.
     """
@@ -74,6 +75,8 @@ def __split_folio_to_order(folio: Folio, old_order: int, new_order: int) -> None
     mem.flags[heads] = (hflags & _COPY) | ((_HEAD | large) if new_order else 0)
     mem.mapping[heads] = mem.mapping[pfn]
     mem.index[heads] = mem.index[pfn] + np.arange(new_nr, nr, new_nr)
+    if hflags & int(PG.swapcache):  # new_folio->swap.val = folio->swap.val + i
+        mem.swap[heads] = mem.swap[pfn] + np.arange(new_nr, nr, new_nr)
     mem.compound_head[heads] = NO_HEAD  # clear_compound_head()
     if new_order:  # prep_compound_page() on each new head; folio_set_order() on the old
         ch = mem.compound_head[pfn: pfn + nr].reshape(-1, new_nr)

@@ -55,7 +55,7 @@ from pyfolio.include.linux.mm import (
     page_folio,
 )
 from pyfolio.include.linux.mm_types import MM_ANONPAGES, VM, VMA, MMStruct
-from pyfolio.include.linux.swapops import is_device_private_entry
+from pyfolio.include.linux.swapops import is_migration_entry
 from pyfolio.mm.huge_memory import (
     deferred_split_folio,
     maybe_pmd_mkwrite,
@@ -69,7 +69,8 @@ from pyfolio.mm.rmap import (
     folio_mms,
     folio_remove_rmap_ptes,
 )
-from pyfolio.mm.swap import lru_add_drain_all
+from pyfolio.mm.swap import folio_add_lru, folio_add_lru_vma, lru_add_drain_all
+from pyfolio.mm.swap_state import free_swap_cache
 from pyfolio.sim.errors import EAGAIN, EINVAL, ENOMEM, MmError
 from pyfolio.sim.memmap import PG
 from pyfolio.sim.units import HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SIZE, PMD_SIZE
@@ -376,7 +377,7 @@ def _collapse_into(mm: MMStruct, address: int, referenced: int, unmapped: int,
     entry = pfn_pte(folio.pfn, vm_page_prot(True) | _PAGE_PSE)  # folio_mk_pmd()
     entry = maybe_pmd_mkwrite(pmd_mkdirty(entry), vma)
     folio_add_new_anon_rmap(folio, vma, address, RMAP_EXCLUSIVE)
-    m.mem.set(folio.pfn, PG.lru)  # folio_add_lru_vma()
+    folio_add_lru_vma(folio, vma)
     pgtable_trans_huge_deposit(vma, slot, table)
     _set_pmd(m, slot, entry)
     deferred_split_folio(folio, False)
@@ -393,10 +394,10 @@ def __collapse_huge_page_swapin(mm: MMStruct, address: int, referenced: int) -> 
     """__collapse_huge_page_swapin() - fault in every swap-format PTE of the block.
 
     Models: mm/khugepaged.c:__collapse_huge_page_swapin() (v6.18): do_swap_page() on each
-    is_swap_pte() entry. The simulator has no swap device, so the entries met are
-    device-private ones, whose driver migrates the page back to RAM (migrate_to_ram()),
-    and migration entries, which do_swap_page() only waits on (the entry stays and the
-    isolation then fails with SCAN_PTE_NON_PRESENT). A fault that fails (VM_FAULT_ERROR)
+    is_swap_pte() entry: a swapped-out page is read back (order 0, or from the swap cache),
+    a device-private one is migrated back by its driver (migrate_to_ram()), a migration
+    entry is only waited on (the entry stays and the isolation then fails with
+    SCAN_PTE_NON_PRESENT). A fault that fails (VM_FAULT_ERROR)
     is SCAN_FAIL. (Later trees abort the scan on non-swap entries instead.)
     """
     from pyfolio.mm.memory import VM_FAULT_OOM, VM_FAULT_SIGBUS, do_swap_page, pte_slot
@@ -413,7 +414,7 @@ def __collapse_huge_page_swapin(mm: MMStruct, address: int, referenced: int) -> 
         pte = _entry(m, slot)
         if not pte or pte & _PAGE_PRESENT:
             continue
-        if not is_device_private_entry(pte):
+        if is_migration_entry(pte):
             swapped_in += 1  # migration_entry_wait(): returns 0, the entry stays
             continue
         if do_swap_page(vma, addr, 0, slot) & (VM_FAULT_OOM | VM_FAULT_SIGBUS):
@@ -487,7 +488,7 @@ def _release_pte_folio(folio: Folio) -> None:
     """release_pte_folio(): unlock, back onto the LRU (folio_putback_lru() drops the
     isolation reference, which may free the folio)."""
     folio_unlock(folio)
-    folio.m.mem.set(folio.pfn, PG.lru)
+    folio_add_lru(folio)
     folio_put(folio)
 
 
@@ -532,11 +533,11 @@ def __collapse_huge_page_copy_succeeded(table: int, vma: VMA, address: int,
     zero-page PTE is a page the new THP adds to MM_ANONPAGES (add_mm_counter(1); the
     mapped pages move to the THP uncounted), and zero-page PTEs are cleared; a small
     folio is released from isolation, then loses this mapping (folio_remove_rmap_ptes())
-    and its reference, so it is freed unless another process
-    maps it too; the PTEs of a large folio are cleared in batches of consecutive pages
-    (folio_pte_batch(): no partially-mapped state in between, so no deferred split while
-    all its pages were mapped here), and at the end each large folio is unlocked and put
-    back, freed if that was its last reference.
+    and its reference, so it is freed unless another process maps it too (a page still
+    in the swap cache leaves it first: free_swap_cache()); the PTEs of a large folio are
+    cleared in batches of consecutive pages (folio_pte_batch(): no partially-mapped state
+    in between, so no deferred split while all its pages were mapped here), and at the end
+    each large folio is unlocked and put back, freed if that was its last reference.
     """
     m = vma.vm_mm.m
     tbl = m.pgtables[table]
@@ -562,6 +563,7 @@ def __collapse_huge_page_copy_succeeded(table: int, vma: VMA, address: int,
         tbl[i: i + nr] = 0  # clear_ptes()
         m.trace.cost("pte_writes", nr)
         folio_remove_rmap_ptes(src, page, nr, vma)
+        free_swap_cache(src)  # a page swapped in for the collapse leaves the swap cache
         folio_put_refs(src, nr)
         i += nr
     for src in isolated:

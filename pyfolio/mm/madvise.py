@@ -1,4 +1,5 @@
-"""madvise: MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_DONTNEED, MADV_FREE, MADV_COLD, MADV_COLLAPSE.
+"""madvise: MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_DONTNEED, MADV_FREE, MADV_COLD,
+MADV_PAGEOUT, MADV_COLLAPSE.
 
 Models: mm/madvise.c (v6.18): madvise_update_vma() splits VMAs for the flag-setting
 advice; MADV_DONTNEED zaps (zap_page_range_single()); MADV_FREE marks exclusively mapped
@@ -6,7 +7,8 @@ anonymous pages clean and lazy-free (madvise_free_single_vma(),
 madvise_free_pte_range(); a small folio only when this CPU's LRU batch drains, see
 :mod:`pyfolio.mm.swap`), splitting a large folio it covers only in part; MADV_COLD
 deactivates exclusively mapped pages (madvise_cold_or_pageout_pte_range()), splitting the
-same way; MADV_COLLAPSE
+same way; MADV_PAGEOUT walks the same way and hands the folios to reclaim
+(:mod:`pyfolio.mm.vmscan`: swapped out where a swap area is active); MADV_COLLAPSE
 goes VMA by VMA to mm/khugepaged.c:madvise_collapse() (:mod:`pyfolio.mm.khugepaged`).
 """
 
@@ -42,10 +44,12 @@ from pyfolio.include.linux.mm_types import VM, VMA, MMStruct
 from pyfolio.mm.huge_memory import _set_pmd_at, madvise_free_huge_pmd
 from pyfolio.mm.khugepaged import madvise_collapse
 from pyfolio.mm.memory import folio_pte_batch, set_pte_at, zap_page_range
+from pyfolio.mm.migrate import folio_isolate_lru
 from pyfolio.mm.mmap import _vmas_in, check_aligned, vma_merge_range
 from pyfolio.mm.mmu_notifier import MMU_NOTIFY, invalidate_secondary_mmus
 from pyfolio.mm.rmap import folio_mms, pmd_chunks
-from pyfolio.mm.swap import folio_mark_lazyfree, lru_add_drain
+from pyfolio.mm.swap import folio_deactivate, folio_mark_lazyfree, lru_add_drain
+from pyfolio.mm.vmscan import reclaim_pages
 from pyfolio.sim.errors import EINVAL, ENOMEM, MmError
 from pyfolio.sim.memmap import PG
 from pyfolio.sim.units import PAGE_SIZE, PMD_SIZE
@@ -53,9 +57,10 @@ from pyfolio.sim.units import PAGE_SIZE, PMD_SIZE
 if TYPE_CHECKING:
     from pyfolio.sim.machine import Machine
 
-__all__ = ["do_madvise", "ADVICE", "madvise_free_single_vma", "madvise_cold_page_range"]
+__all__ = ["do_madvise", "ADVICE", "madvise_free_single_vma", "madvise_cold_page_range",
+           "madvise_pageout_page_range"]
 
-ADVICE = ("hugepage", "nohugepage", "dontneed", "free", "cold", "collapse")
+ADVICE = ("hugepage", "nohugepage", "dontneed", "free", "cold", "pageout", "collapse")
 
 
 def do_madvise(mm: MMStruct, start: int, length: int, advice: str) -> None:
@@ -104,6 +109,8 @@ def do_madvise(mm: MMStruct, start: int, length: int, advice: str) -> None:
                     madvise_collapse(vma, lo, hi)
                 elif advice == "cold":
                     madvise_cold_page_range(vma, lo, hi)
+                elif advice == "pageout":
+                    madvise_pageout_page_range(vma, lo, hi)
                 else:
                     madvise_free_single_vma(vma, lo, hi)
     mm.m.trace.emit("madvise", start=start, end=end, advice=advice)
@@ -138,12 +145,18 @@ def _walk_page_range(vma: VMA, start: int, end: int,
 
 
 def _madvise_free_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
-    """madvise_free_pte_range(): a large folio not wholly inside the range is split
-    (split_folio()); if that fails (a pin) its PTEs are left alone and the walk moves
-    past them; a page another process maps is skipped; the rest are made clean
-    (folio_clear_dirty()) and old, and handed to folio_mark_lazyfree(): a small folio
-    waits in the per-CPU batch with PG_swapbacked still set, a large one is lazy-free
-    at once."""
+    """madvise_free_pte_range(): a swapped-out page is simply dropped (its swap entries
+    freed: free_swap_and_cache_nr(), MM_SWAPENTS down); a large folio not wholly inside
+    the range is split (split_folio()); if that fails (a pin) its PTEs are left alone and
+    the walk moves past them; a page another process maps is skipped; a folio in the swap
+    cache leaves it (folio_free_swap()) or, still referenced from swap, is skipped; the
+    rest are made clean (folio_clear_dirty()) and old, and handed to
+    folio_mark_lazyfree(): a small folio waits in the per-CPU batch with PG_swapbacked
+    still set, a large one is lazy-free at once."""
+    from pyfolio.include.linux.swapops import is_swap_entry
+    from pyfolio.mm.memory_swap import zap_nonpresent_swap_ptes
+    from pyfolio.mm.swapfile import folio_free_swap
+
     m = vma.vm_mm.m
     tbl = m.pgtables[table]
     shared: dict[int, bool] = {}  # folio_maybe_mapped_shared() per folio, until a split
@@ -151,6 +164,10 @@ def _madvise_free_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
     while addr < end:
         i = pte_index(addr)
         pte = int(tbl[i])
+        if is_swap_entry(pte):
+            addr += PAGE_SIZE * zap_nonpresent_swap_ptes(vma, tbl, i, i + (end - addr)
+                                                         // PAGE_SIZE)
+            continue
         if not pte & _PAGE_PRESENT or pte & _PAGE_SPECIAL:
             addr += PAGE_SIZE
             continue
@@ -168,6 +185,9 @@ def _madvise_free_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
                 if err:  # "leave it in place and advance to the next pte" past the folio
                     addr = max(addr + PAGE_SIZE, min(end, first + folio.nr_pages * PAGE_SIZE))
                 continue  # else look at the same address again: now a small folio
+        if m.mem.test(folio.pfn, PG.swapcache) and not folio_free_swap(folio):
+            addr += PAGE_SIZE  # still referenced from swap: left alone
+            continue
         m.mem.clear(folio.pfn, PG.dirty)
         new = pte_mkold(pte_mkclean(pte))  # clear_young_dirty_ptes(): D and SavedDirty
         if new != pte:
@@ -204,33 +224,77 @@ def _split_locked(folio: Folio) -> int:
 
 
 def _deactivate(m: Machine, folio: Folio) -> None:
-    """folio_clear_referenced(), then folio_deactivate(): off the active LRU list."""
+    """folio_clear_referenced(), then folio_deactivate(): to the inactive list's head."""
     m.mem.clear(folio.pfn, PG.referenced)
-    if m.mem.test(folio.pfn, PG.lru) and not m.mem.test(folio.pfn, PG.unevictable):
-        m.mem.clear(folio.pfn, PG.active)  # lru_deactivate()
+    folio_deactivate(folio)
 
 
 def _madvise_cold_huge_pmd(vma: VMA, slot: tuple[int, int], addr: int, nxt: int) -> bool:
-    """The pmd_trans_huge() branch; True when the PMD was handled (or left alone)."""
+    """The pmd_trans_huge() branch of MADV_COLD; True when the PMD was handled."""
+    return _cold_or_pageout_huge_pmd(vma, slot, addr, nxt, None)
+
+
+def _madvise_cold_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
+    """The PTE loop of MADV_COLD."""
+    _cold_or_pageout_pte_range(vma, table, start, end, None)
+
+
+def _madvise_pageout_huge_pmd(vma: VMA, slot: tuple[int, int], addr: int, nxt: int) -> bool:
+    """The pmd_trans_huge() branch of MADV_PAGEOUT: the isolated THP is reclaimed at once
+    (reclaim_pages() at ``huge_unlock``)."""
+    folio_list: list[Folio] = []
+    handled = _cold_or_pageout_huge_pmd(vma, slot, addr, nxt, folio_list)
+    reclaim_pages(vma.vm_mm.m, folio_list)
+    return handled
+
+
+def _madvise_pageout_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
+    """The PTE loop of MADV_PAGEOUT: the folios isolated in this PTE table are reclaimed
+    together at the end (reclaim_pages())."""
+    folio_list: list[Folio] = []
+    _cold_or_pageout_pte_range(vma, table, start, end, folio_list)
+    reclaim_pages(vma.vm_mm.m, folio_list)
+
+
+def _mark_cold_or_isolate(folio: Folio, folio_list: list[Folio] | None) -> None:
+    """The tail of both loops: referenced cleared, an active folio marked workingset; then
+    MADV_COLD deactivates it, MADV_PAGEOUT isolates it onto ``folio_list``."""
+    m = folio.m
+    if folio_list is None:
+        _deactivate(m, folio)
+        return
+    m.mem.clear(folio.pfn, PG.referenced)
+    if m.mem.test(folio.pfn, PG.active):
+        m.mem.set(folio.pfn, PG.workingset)
+    if folio_isolate_lru(folio):
+        folio_list.append(folio)
+
+
+def _cold_or_pageout_huge_pmd(vma: VMA, slot: tuple[int, int], addr: int, nxt: int,
+                              folio_list: list[Folio] | None) -> bool:
+    """The pmd_trans_huge() branch of madvise_cold_or_pageout_pte_range(): True when the
+    PMD was handled (or left alone), False when the folio was split and the PTE loop
+    should run."""
     m = vma.vm_mm.m
     pmd = int(m.pgtables[slot[0]][slot[1]])
     if not pmd & _PAGE_PRESENT or pmd & _PAGE_SPECIAL:  # not present, or the huge zero page
         return True
     folio = page_folio(m, pte_pfn(pmd))
     if folio_is_zone_device(folio) or folio_mms(folio) - {vma.vm_mm.id}:
-        return True
+        return True  # folio_maybe_mapped_shared(): goto huge_unlock
     if nxt - addr != PMD_SIZE:
         return bool(_split_locked(folio))  # on success: the regular (PTE) walk
-    if pte_young(pmd):
+    if folio_list is None and pte_young(pmd):  # MADV_PAGEOUT leaves the young bit alone
         _set_pmd_at(m, slot, pte_mkold(pmd))  # pmdp_invalidate(), pmd_mkold()
-    _deactivate(m, folio)
+    _mark_cold_or_isolate(folio, folio_list)
     return True
 
 
-def _madvise_cold_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
+def _cold_or_pageout_pte_range(vma: VMA, table: int, start: int, end: int,
+                               folio_list: list[Folio] | None) -> None:
     """The PTE loop: a large folio not wholly inside the range is split (if that fails, or
     another process maps it, the walk moves past its PTEs); an exclusively mapped LRU folio
-    has its PTEs made old and is deactivated."""
+    is made cold (MADV_COLD: its PTEs made old, deactivated) or isolated (MADV_PAGEOUT)."""
     m = vma.vm_mm.m
     tbl = m.pgtables[table]
     addr = start
@@ -251,8 +315,29 @@ def _madvise_cold_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
                 addr += nr * PAGE_SIZE
             continue  # split: look at the same address again, now a small folio
         if m.mem.test(folio.pfn, PG.lru) and folio_mapcount(folio) == folio.nr_pages:
-            for i in range(pte_index(addr), pte_index(addr) + nr):
-                if pte_young(int(tbl[i])):
-                    set_pte_at(m, (table, i), pte_mkold(int(tbl[i])))
-            _deactivate(m, folio)
+            if folio_list is None:
+                for i in range(pte_index(addr), pte_index(addr) + nr):
+                    if pte_young(int(tbl[i])):
+                        set_pte_at(m, (table, i), pte_mkold(int(tbl[i])))
+            _mark_cold_or_isolate(folio, folio_list)
         addr += nr * PAGE_SIZE
+
+
+def madvise_pageout_page_range(vma: VMA, start: int, end: int) -> None:
+    """madvise_pageout_page_range() - MADV_PAGEOUT over [start, end) of one VMA: the walk of
+    madvise_cold_or_pageout_pte_range() with ``pageout`` true.
+
+    Models: mm/madvise.c:madvise_pageout_page_range() and
+    madvise_cold_or_pageout_pte_range() (v6.18): the same choices as MADV_COLD (a
+    PMD-mapped THP covered whole is taken whole, with its PMD; one covered in part is split
+    first; a folio another process maps is left alone: folio_maybe_mapped_shared(),
+    ``folio_mapcount() != folio_nr_pages()``), but the young bits are left alone (since
+    6.9 reclaim is told to ignore references instead), and each exclusively mapped LRU
+    folio is isolated and handed to reclaim_pages(): per PMD for a THP, per PTE table for
+    the rest. Only present mappings are visited. With no swap area the folios come back
+    (a THP split on the way: ``thp_swpout_fallback``), still resident. madvise_pageout()
+    drains this CPU's LRU batches first (lru_add_drain()).
+    """
+    lru_add_drain(vma.vm_mm.m)
+    _walk_page_range(vma, start, end, _madvise_pageout_huge_pmd, _madvise_pageout_pte_range)
+    vma.vm_mm.m.trace.emit("madvise_pageout", start=start, end=end)

@@ -60,7 +60,7 @@ from pyfolio.include.linux.mm import (
     page_folio,
 )
 from pyfolio.include.linux.mm_types import MM_ANONPAGES, VMA, MMStruct
-from pyfolio.include.linux.swapops import is_device_private_entry
+from pyfolio.include.linux.swapops import is_device_private_entry, is_swap_entry
 from pyfolio.mm import huge_memory as hm
 from pyfolio.mm.mmu_notifier import MMU_NOTIFY, invalidate_secondary_mmus
 from pyfolio.mm.rmap import (
@@ -74,6 +74,7 @@ from pyfolio.mm.rmap import (
     folio_try_dup_anon_rmap_ptes,
     pmd_chunks,
 )
+from pyfolio.mm.swap import folio_add_lru_vma
 from pyfolio.sim.errors import EFAULT, MmError
 from pyfolio.sim.memmap import PG
 from pyfolio.sim.units import HPAGE_PMD_ORDER, PAGE_SIZE, PGDIR_SHIFT, PMD_SIZE
@@ -284,7 +285,7 @@ def do_anonymous_page(vma: VMA, address: int, flags: int, slot: tuple[int, int])
     add_mm_counter(vma.vm_mm, MM_ANONPAGES, nr)
     count_mthp_stat(m, folio_order(folio), MTHP_STAT.MTHP_STAT_ANON_FAULT_ALLOC)
     folio_add_new_anon_rmap(folio, vma, addr, RMAP_EXCLUSIVE)
-    m.mem.set(folio.pfn, PG.lru)
+    folio_add_lru_vma(folio, vma)
     first = pte_index(addr)
     for i in range(nr):  # set_ptes()
         entry = pfn_pte(folio.pfn + i, vm_page_prot(True))
@@ -363,7 +364,7 @@ def wp_page_copy(vma: VMA, address: int, slot: tuple[int, int]) -> int:
         m.trace.cost("pages_copied")
     new = Folio(m, new_pfn)
     folio_add_new_anon_rmap(new, vma, address, RMAP_EXCLUSIVE)
-    m.mem.set(new_pfn, PG.lru)
+    folio_add_lru_vma(new, vma)
     entry = pfn_pte(new_pfn, vm_page_prot(True))
     set_pte_at(m, slot, maybe_mkwrite(pte_mkdirty(entry), vma))
     m.trace.cost("tlb_flushes")
@@ -387,12 +388,16 @@ def do_swap_page(vma: VMA, address: int, flags: int, slot: tuple[int, int]) -> i
     driver's ``pgmap->ops->migrate_to_ram()`` with the page locked and referenced
     (``trylock_page()``, ``get_page()``; afterwards ``unlock_page()`` and ``put_page()`` of
     ``vmf->page``, whose folio may by then be a piece of a split). If the page is already
-    locked the fault returns 0 and the access faults again. The simulator has no swap
-    device, so other swap-format entries (a migration entry seen outside an operation)
-    are an error.
+    locked the fault returns 0 and the access faults again. An entry of a swap area is
+    swapped in (:func:`pyfolio.mm.memory_swap.do_swap_page_swap`); a migration entry seen
+    outside an operation is an error (there is nothing to wait for).
     """
     m = vma.vm_mm.m
     raw = int(m.pgtables[slot[0]][slot[1]])
+    if is_swap_entry(raw):
+        from pyfolio.mm.memory_swap import do_swap_page_swap
+
+        return do_swap_page_swap(vma, address, flags, slot)
     if is_device_private_entry(raw):
         from pyfolio.arch.x86.pgtable import swp_offset
         from pyfolio.mm.migrate import ref_drop, ref_hold
@@ -407,7 +412,8 @@ def do_swap_page(vma: VMA, address: int, flags: int, slot: tuple[int, int]) -> i
         folio_unlock(page_folio(m, pfn))
         ref_drop(page_folio(m, pfn))
         return ret
-    raise MmError(EFAULT, f"swap-format entry {raw:#x} at {address:#x}: no swap in the simulator")
+    raise MmError(EFAULT, f"swap-format entry {raw:#x} at {address:#x}: neither a swap slot "
+                          "nor a device-private page")
 
 
 # -- zap ----------------------------------------------------------------------------------
@@ -417,7 +423,12 @@ def zap_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
     Models: mm/memory.c:zap_pte_range() (v6.18): each present anon page loses its rmap and
     the reference its mapping held, and its page leaves ``rss[mm_counter(folio)]``
     (zap_present_folio_ptes()); zero-page PTEs are just cleared; device-private entries
-    drop their folio like present ones (zap_nonpresent_ptes(): ``rss[mm_counter(folio)]--``).
+    drop their folio like present ones (zap_nonpresent_ptes(): ``rss[mm_counter(folio)]--``);
+    a swap-cache folio left unmapped leaves the swap cache when nothing else needs its
+    slots (the mmu_gather's free_pages_and_swap_cache(): free_swap_cache());
+    a batch of swap entries (swap_pte_batch()) gives back one slot reference each
+    (free_swap_and_cache_nr(): slots nobody needs are freed, with a swap-cache folio left
+    unmapped) and leaves MM_SWAPENTS.
     """
     m = vma.vm_mm.m
     tbl = m.pgtables[table]
@@ -440,6 +451,11 @@ def zap_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
             from pyfolio.arch.x86.pgtable import swp_offset
 
             pfn = swp_offset(raw)
+        elif is_swap_entry(raw):
+            from pyfolio.mm.memory_swap import zap_nonpresent_swap_ptes
+
+            i += zap_nonpresent_swap_ptes(vma, tbl, i, hi)
+            continue
         else:
             pfn = -1
         tbl[i: i + nr] = 0
@@ -448,6 +464,10 @@ def zap_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
             folio = page_folio(m, pfn)
             add_mm_counter(vma.vm_mm, mm_counter(folio), -nr)
             folio_remove_rmap_ptes(folio, pfn, nr, vma)
+            if m.mem.test(folio.pfn, PG.swapcache):  # free_pages_and_swap_cache()
+                from pyfolio.mm.swap_state import free_swap_cache
+
+                free_swap_cache(folio)
             folio_put_refs(folio, nr)
         i += nr
     m.trace.cost("tlb_flushes")
@@ -579,7 +599,7 @@ def _copy_pte_range(dst_vma: VMA, src_vma: VMA, src_table: int, start: int, end:
             m.trace.cost("pages_copied")
             anon_vma_prepare(dst_vma)
             folio_add_new_anon_rmap(Folio(m, new_pfn), dst_vma, addr, RMAP_EXCLUSIVE)
-            m.mem.set(new_pfn, PG.lru)
+            folio_add_lru_vma(Folio(m, new_pfn), dst_vma)
             inc_mm_counter(dst_vma.vm_mm, MM_ANONPAGES)
             entry = pfn_pte(new_pfn, vm_page_prot(True))
             set_pte_at(m, dslot, maybe_mkwrite(pte_mkdirty(entry), dst_vma))

@@ -10,9 +10,11 @@ The migrate_vma interface of include/linux/migrate.h (``MIGRATE_PFN_*``,
 ``MIGRATE_VMA_SELECT``, :class:`MigrateVma`, migrate_pfn()) is defined at the end, for
 :mod:`pyfolio.mm.migrate_device`, which re-exports it.
 
-Simplifications: no swap cache or page cache (``mapping`` is NULL for anon folios);
-migration entries do not carry young/dirty bits, so a restored entry is young and is dirty
-when the folio is PG_dirty. References held between steps by isolation are recorded in
+Simplifications: no page cache (``mapping`` is NULL for anon folios); the young and dirty
+bits x86-64 keeps in a migration PTE are kept beside it (``m.migration_ad``, written by
+try_to_migrate() and the freezing PMD split): a restored entry is old unless the entry was
+young, dirty when the folio and the entry are; an entry made elsewhere restores young,
+dirty when the folio is PG_dirty. References held between steps by isolation are recorded in
 ``m.mem.extra_refs`` (see :func:`ref_hold`).
 """
 
@@ -146,9 +148,11 @@ def folio_isolate_lru(folio: Folio) -> bool:
 def folio_putback_lru(folio: Folio) -> None:
     """folio_putback_lru() - back on the LRU, dropping the isolation reference.
 
-    Models: mm/vmscan.c:folio_putback_lru().
+    Models: mm/vmscan.c:folio_putback_lru() (v6.18): folio_add_lru(), then folio_put().
     """
-    folio.m.mem.set(folio.pfn, PG.lru)
+    from pyfolio.mm.swap import folio_add_lru  # mm/swap.py holds folios with ref_hold()
+
+    folio_add_lru(folio)
     ref_drop(folio)
 
 
@@ -231,8 +235,10 @@ def remove_migration_ptes(src: Folio, dst: Folio, flags: int = 0) -> int:
     try_to_map_unused_to_zeropage(): an order-0, not mlocked
     page whose contents are all zero (stamp 0) is mapped to the shared zero page
     (special, read-only, soft-dirty and uffd-wp kept) with no reference and no rmap.
-    Simplifications: no VM_LOCKED or mm_forbids_zeropage(); young is not tracked through
-    migration (the PTE is young).
+    An entry whose young/dirty bits were kept (``m.migration_ad``) comes back old unless
+    it was young, and dirty only if it was dirty too (!is_migration_entry_young():
+    pte_mkold(); is_migration_entry_dirty()). Simplifications: no VM_LOCKED or
+    mm_forbids_zeropage().
     """
     m = src.m
     done, zero = remove_migration_entries(m, dst.pfn, src.pfn, folio_nr_pages(src), dst.pfn,
@@ -339,8 +345,14 @@ def _remap_table(m: Machine, table: int, i0: int, n: int, src: int, nr: int, del
     soft = (raw & _U64(_PAGE_SWP_SOFT_DIRTY)) << _SOFT_DIRTY_SHIFT
     uffd = (raw & _U64(_PAGE_SWP_UFFD_WP)) << _UFFD_WP_SHIFT
     dirty = ((hflags >> _PG_DIRTY_BIT) & 1).astype(np.int64)
+    old = np.zeros(cnt, bool)
+    if m.migration_ad:  # the young/dirty bits x86-64 keeps in migration entries
+        slots = (np.arange(i0, i0 + n) if isinstance(sel, slice) else i0 + sel).tolist()
+        ad = np.array([m.migration_ad.pop((table, i), 3) for i in slots], np.int64)
+        old, dirty = (ad & 1) == 0, dirty & (ad >> 1)
     pte = (pfn.astype(_U64) << _U64(PAGE_SHIFT)) | _RESTORED_BITS[write * 2 + dirty] | soft \
         | np.where(write, _U64(0), uffd)
+    pte = np.where(old, pte & ~_U64(0x20), pte)  # !is_migration_entry_young(): pte_mkold()
     device = mem.zone[pfn] == ZONE_DEVICE
     if device.any():
         pte = _device_private_ptes(m, pfn, write, raw, device, pte)

@@ -76,6 +76,7 @@ from pyfolio.mm.migrate_device_collect import (
     migrate_vma_split_folio,
 )
 from pyfolio.mm.mmu_notifier import MMU_NOTIFY, invalidate_secondary_mmus
+from pyfolio.mm.swap import folio_add_lru
 from pyfolio.sim.errors import EINVAL, MmError
 from pyfolio.sim.memmap import PG, ZONE_DEVICE
 from pyfolio.sim.units import HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SIZE, PMD_SIZE
@@ -512,7 +513,7 @@ def __migrate_device_finalize(src: list[int], dst: list[int], npages: int,
                 ref_drop(dfolio)
             dfolio = sfolio
         if int(m.mem.zone[dfolio.pfn]) != ZONE_DEVICE:
-            m.mem.set(dfolio.pfn, PG.lru)
+            folio_add_lru(dfolio)
         remove_migration_ptes(sfolio, dfolio, 0)
         if fault_folio != sfolio:
             folio_unlock(sfolio)

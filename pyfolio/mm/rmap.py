@@ -521,7 +521,8 @@ def try_to_migrate(folio: Folio, flags: int) -> bool:
     a migration entry the same way, writable if it was. Each entry removed drops its
     rmap (folio_remove_rmap_pte(), one PTE at a time as the kernel does) and reference.
     Each VMA's range is invalidated for secondary MMUs first (MMU_NOTIFY_CLEAR).
-    Simplification: migration entries do not keep the young/dirty bits.
+    The young and dirty bits x86-64 keeps in a migration entry are kept beside it
+    (``m.migration_ad``).
     """
     m, end_pfn = folio.m, folio.pfn + folio_nr_pages(folio)
     for vma, lo, hi in list(anon_vma_ranges(m, folio.pfn, folio_nr_pages(folio))):
@@ -589,11 +590,24 @@ def _migrate_ptes(folio: Folio, vma: VMA, table: int, i0: int, n: int) -> bool:
     swp = swp_entries(types, pfn) | np.where(soft, _U64(_PAGE_SWP_SOFT_DIRTY), _U64(0)) \
         | np.where(~dev & ((raw & _U64(_PAGE_UFFD_WP)) != 0), _U64(_PAGE_SWP_UFFD_WP), _U64(0))
     tbl[i0 + idx] = swp
+    _keep_young_dirty(m, table, i0 + idx, raw, dev)
     m.trace.cost("pte_writes", len(idx))
     _remove_rmap_ptes_one_by_one(folio, pfn, vma)
     folio_ref_sub(folio, len(idx))  # folio_put() per PTE; the caller holds a reference
     m.trace.cost("tlb_flushes")
     return ok
+
+
+def _keep_young_dirty(m: Machine, table: int, idx: np.ndarray, raw: np.ndarray,
+                      dev: np.ndarray) -> None:
+    """x86-64 keeps a present PTE's young and dirty bits in its migration entry
+    (make_migration_entry_young()/_dirty(), SWP_MIG_YOUNG_BIT, SWP_MIG_DIRTY_BIT above the
+    PFN in the offset); the simulator keeps them beside the entry, in
+    ``m.migration_ad[(table, index)]`` (1 young, 2 dirty), for remove_migration_pte()."""
+    young = (raw & _U64(0x20)) != 0
+    dirty = (raw & _U64(_PAGE_DIRTY_BITS)) != 0
+    for k in np.flatnonzero(~dev):
+        m.migration_ad[(table, int(idx[k]))] = int(young[k]) | (2 * int(dirty[k]))
 
 
 def _remove_rmap_ptes_one_by_one(folio: Folio, pfn: np.ndarray, vma: VMA) -> None:

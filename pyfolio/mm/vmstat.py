@@ -20,7 +20,7 @@ __all__ = ["vmstat"]
 def vmstat(m: Machine) -> dict[str, int]:
     """/proc/vmstat - the event counters plus a few gauges computed from the memmap
     (nr_free_pages, nr_anon_pages, nr_anon_transparent_hugepages: PMD-mapped THPs only,
-    nr_page_table_pages).
+    nr_page_table_pages, nr_swapcached: pages in the swap cache, nr_writeback).
 
     Models: mm/vmstat.c:vmstat_show() (v6.18)."""
     mem = m.mem
@@ -28,8 +28,12 @@ def vmstat(m: Machine) -> dict[str, int]:
     thps = sum(1 for f in heads if int(mem._entire_mapcount[f.pfn]) >= 0
                and f.pfn != m.huge_zero_pfn and folio_test_anon(f))
     d = dict(m.vmstat)
+    sc = (mem.flags & PG.swapcache).nonzero()[0]
+    swapcached = int(sum(1 << int(mem.order[p]) if mem.flags[p] & PG.head else 1 for p in sc))
     d.update(nr_free_pages=m.free_area.nr_free, nr_anon_transparent_hugepages=thps,
-             nr_page_table_pages=len(m.pgtables), nr_anon_pages=_nr_anon_pages(m))
+             nr_page_table_pages=len(m.pgtables), nr_anon_pages=_nr_anon_pages(m),
+             nr_swapcached=swapcached, nr_writeback=sum(
+                 Folio(m, p).nr_pages for p in m.swap_writeback))
     return d
 
 

@@ -20,6 +20,7 @@ from pyfolio.sim.units import HPAGE_PMD_NR, HPAGE_PMD_ORDER, MAX_PAGE_ORDER, PAG
 
 if TYPE_CHECKING:
     from pyfolio.include.linux.mm_types import AnonVma, MMStruct
+    from pyfolio.include.linux.swap import SwapInfoStruct
 
 __all__ = ["Machine", "FreeArea", "THP_POLICIES", "MTHP_POLICIES", "MTHP_ORDERS", "THPSIZE_ORDERS",
            "mthp_size_order", "VMSTAT_COUNTERS"]
@@ -43,6 +44,9 @@ VMSTAT_COUNTERS = (
     "thp_zero_page_alloc_failed", "thp_migration_success", "thp_migration_fail",
     "thp_migration_split", "pgmigrate_success", "pgmigrate_fail", "cow_ksm",
     "thp_collapse_alloc", "thp_collapse_alloc_failed", "pglazyfree",
+    "pgmajfault", "pswpin", "pswpout", "swap_ra", "swap_ra_hit", "swpin_zero", "swpout_zero",
+    "thp_swpout", "thp_swpout_fallback", "pgactivate", "pgdeactivate", "pgrotated",
+    "pgscan_anon", "pgsteal_anon",
 )
 
 
@@ -134,6 +138,31 @@ class Machine:
         #: frames taken by fragment(): held by "other users" of memory
         self.fragment_holds: list[int] = []
         self.pgmaps: list[object] = []
+        #: swap_info[type]: the active swap areas (mm/swapfile.c), None where a type is free
+        self.swap_info: list[SwapInfoStruct | None] = []
+        #: mm/swapfile.c: least_priority (the last auto-assigned priority + 1) and
+        #: nr_rotate_swap (active areas on rotating disks: no VMA-based readahead)
+        self.least_priority = -1
+        self.nr_rotate_swap = 0
+        #: percpu_swap_cluster (one CPU): the cluster cache of solid-state areas per order
+        self.percpu_swap_cluster_si: list[int] = [-1] * (HPAGE_PMD_ORDER + 1)
+        self.percpu_swap_cluster_offset: list[int] = [0] * (HPAGE_PMD_ORDER + 1)
+        #: mm/swap_state.c: enable_vma_readahead (/sys/kernel/mm/swap/vma_ra_enabled), the
+        #: statics of swapin_nr_pages() and swapin_readahead_hits (ATOMIC_INIT(4)); and
+        #: vm.page-cluster (3: readahead windows of up to 8 pages)
+        #: swap-cache folios (heads) whose write to a not synchronous area is in flight
+        self.swap_writeback: list[int] = []
+        self.enable_vma_readahead = True
+        self.swapin_readahead_hits = 4
+        self.swapin_prev_offset = 0
+        self.last_readahead_pages = 0
+        self.page_cluster = 3
+        #: the young (1) and dirty (2) bits x86-64 keeps in a migration PTE, by (table pfn,
+        #: index), while the entry exists (pyfolio.mm.rmap.try_to_migrate())
+        self.migration_ad: dict[tuple[int, int], int] = {}
+        #: the LRU lists' clock: each folio_add_lru() gets the next value (pyfolio.mm.swap)
+        self.lru_clock = 0.0
+        self.lru_tail_clock = 0.0
         self.zero_pfn = 0
         self.mem.set(0, PG.reserved)
         self.mem._refcount[0] = 1

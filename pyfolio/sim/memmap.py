@@ -44,6 +44,9 @@ class PG(enum.IntFlag):
     mlocked = 1 << 14
     swapcache = 1 << 15
     private = 1 << 16
+    reclaim = 1 << 17  # PG_reclaim: writeback started by reclaim
+    readahead = 1 << 17  # PG_readahead = PG_reclaim: a readahead folio nobody used yet
+    workingset = 1 << 18
 
 
 class PGTY(enum.IntEnum):
@@ -92,6 +95,12 @@ class Memmap:
         self.pgmap = np.full(nr, -1, np.int16)
         #: page contents: one 64-bit stamp per page (0 = all zeroes)
         self.stamp = np.zeros(nr, np.uint64)
+        #: folio->swap (the union with folio->private): the swp_entry_t of the first slot
+        #: while PG_swapcache is set (page i of the folio is at slot + i), else 0
+        self.swap = np.zeros(nr, np.int64)
+        #: where the folio sits on its LRU list: larger is newer (the list head), smaller
+        #: older (the tail, where reclaim isolates); see pyfolio.mm.swap
+        self.lru_seq = np.zeros(nr, np.float64)
         #: references held outside page tables and pins (an isolation, a driver, a caller),
         #: keyed by head PFN; the invariant checker adds them to the expected refcount.
         self.extra_refs: Counter[int] = Counter()
@@ -129,3 +138,5 @@ class Memmap:
         self._pincount[s] = 0
         self.mapping[s] = 0
         self.index[s] = 0
+        self.swap[s] = 0
+        self.lru_seq[s] = 0

@@ -50,7 +50,7 @@ def _kpageflags_one(m: Machine, pfn: int) -> int:
     f = int(mem.flags[folio.pfn])
     u = 0
     for name in ("locked", "referenced", "uptodate", "dirty", "lru", "active", "swapbacked",
-                 "swapcache", "unevictable", "reserved", "writeback", "mlocked"):
+                 "swapcache", "unevictable", "reserved", "writeback", "mlocked", "reclaim"):
         if f & PG[name]:
             u |= 1 << KPF[name.upper()]
     if folio_test_anon(folio):

@@ -45,7 +45,13 @@ from pyfolio.include.linux.mm_types import (
     VM,
     MMStruct,
 )
-from pyfolio.include.linux.swapops import is_device_private_entry, is_migration_entry
+from pyfolio.include.linux.swapops import (
+    is_device_private_entry,
+    is_migration_entry,
+    is_swap_pte,
+    non_swap_entry,
+    pte_to_swp_entry,
+)
 from pyfolio.sim.memmap import PG
 from pyfolio.sim.units import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE
 
@@ -95,6 +101,16 @@ class PagemapEntry:
     @property
     def file_shared(self) -> bool:
         return bool(self.raw & PM_FILE)
+
+    @property
+    def swap_type(self) -> int:
+        """The swap type in bits 0-4 of a swapped record (-1 when not swapped)."""
+        return self.raw & ((1 << MAX_SWAPFILES_SHIFT) - 1) if self.swapped else -1
+
+    @property
+    def swap_offset(self) -> int:
+        """The swap offset in bits 5-54 of a swapped record (-1 when not swapped)."""
+        return (self.raw & PM_PFRAME_MASK) >> MAX_SWAPFILES_SHIFT if self.swapped else -1
 
 
 def _pagemap_one(m: Machine, mm: MMStruct, addr: int) -> int:
@@ -174,8 +190,8 @@ def pagemap(mm: MMStruct, addr: int, n: int) -> list[PagemapEntry]:
 #: fs/proc/task_mmu.c: Pss is summed in fixed point, (bytes << PSS_SHIFT) / mapcount per page
 PSS_SHIFT = 12
 
-#: the fields show_smap() prints, in its order (all in kB); KSM, the shmem/file/hugetlb ones,
-#: Swap, SwapPss and Locked are always 0 here: no KSM, files, hugetlb, swap or mlock
+#: the fields show_smap() prints, in its order (all in kB); KSM, the shmem/file/hugetlb ones
+#: and Locked are always 0 here: no KSM, files, hugetlb or mlock
 SMAPS_FIELDS = ("Size", "KernelPageSize", "MMUPageSize", "Rss", "Pss", "Pss_Dirty",
                 "Shared_Clean", "Shared_Dirty", "Private_Clean", "Private_Dirty", "Referenced",
                 "Anonymous", "KSM", "LazyFree", "AnonHugePages", "ShmemPmdMapped",
@@ -200,6 +216,8 @@ class MemSizeStats:
     pss: int = 0
     pss_anon: int = 0
     pss_dirty: int = 0
+    swap: int = 0
+    swap_pss: int = 0
 
 
 def smaps_page_accumulate(mss: MemSizeStats, folio: Folio, size: int, pss: int, dirty: bool,
@@ -267,13 +285,21 @@ def smaps_pte_entry(mss: MemSizeStats, m: Machine, pte: int) -> None:
     zero page or a special PTE); a migration entry (not present) or a device-private
     one ("fake-present") through the PFN it holds.
 
-    Models: fs/proc/task_mmu.c:smaps_pte_entry() (v6.18).
+    Models: fs/proc/task_mmu.c:smaps_pte_entry() (v6.18). A swap entry of a real swap
+    area adds a page to Swap and to SwapPss a page divided by swp_swapcount(), the number
+    of page tables holding the slot (so half a page each after a fork).
     """
     if pte & _PAGE_PRESENT:
         pfn = pte_pfn(pte)
         if pte & _PAGE_SPECIAL or is_zero_pfn(m, pfn):
             return
         smaps_account(mss, m, pfn, False, pte_young(pte), pte_dirty(pte), True)
+    elif is_swap_pte(pte) and not non_swap_entry(pte_to_swp_entry(pte)):
+        from pyfolio.mm.swapfile import swp_swapcount
+
+        mss.swap += PAGE_SIZE
+        mapcount = swp_swapcount(m, pte_to_swp_entry(pte))
+        mss.swap_pss += (PAGE_SIZE << PSS_SHIFT) // (mapcount if mapcount >= 2 else 1)
     elif is_migration_entry(pte) or is_device_private_entry(pte):
         smaps_account(mss, m, swp_offset(pte), False, False, False,
                       is_device_private_entry(pte))
@@ -334,7 +360,8 @@ def smaps(mm: MMStruct) -> list[dict[str, int]]:
                  Private_Clean=mss.private_clean >> 10,
                  Private_Dirty=mss.private_dirty >> 10, Referenced=mss.referenced >> 10,
                  Anonymous=mss.anonymous >> 10, LazyFree=mss.lazyfree >> 10,
-                 AnonHugePages=mss.anonymous_thp >> 10)
+                 AnonHugePages=mss.anonymous_thp >> 10, Swap=mss.swap >> 10,
+                 SwapPss=mss.swap_pss >> PSS_SHIFT >> 10)
         out.append(d)
     return out
 

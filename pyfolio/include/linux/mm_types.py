@@ -80,6 +80,9 @@ class VMA:
     anon_vma: AnonVma | None = None
     #: every anon_vma this VMA is chained to (its own and its ancestors'), as avc list
     anon_vma_chain: list[AnonVma] = field(default_factory=list)
+    #: vma->swap_readahead_info: the last fault address, window and hits of VMA-based
+    #: swap readahead (mm/swap_state.c), 0 until the first swap-in
+    swap_readahead_info: int = 0
 
     def __hash__(self) -> int:
         return id(self)

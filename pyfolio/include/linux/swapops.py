@@ -1,17 +1,40 @@
-"""Swap-format entries the kernel writes into page tables that are not swap: migration
-entries and device-private entries, and the special swap types that tell them apart.
+"""Swap entries: the arch-independent ``swp_entry_t`` of a swap slot and its page-table
+form, and the swap-format entries that are not swap (migration and device-private entries,
+told apart by the special swap types).
 
-Models: include/linux/swapops.h and include/linux/swap.h (v6.18). The bit layout of a
-swap-format entry is x86-64's (:mod:`pyfolio.arch.x86.pgtable`: __swp_entry()).
+Models: include/linux/swapops.h and include/linux/swap.h (v6.18). A ``swp_entry_t`` is an
+int here, its ``val``: ``type << SWP_TYPE_SHIFT | offset`` (swp_entry()); its page-table
+form is x86-64's (:mod:`pyfolio.arch.x86.pgtable`, there named ``swp_entry()``,
+``swp_type()``, ``swp_offset()`` for the kernel's __swp_entry(), __swp_type() and
+__swp_offset()), made by swp_entry_to_pte(), with the exclusive, soft-dirty and uffd-wp
+bits beside it (pte_swp_mkexclusive(), ...). The migration and device-private makers below
+return page-table entries directly, as the simulator has always used them.
+
+>>> e = swp_entry(0, 512)
+>>> swp_type(e), swp_offset(e), pte_to_swp_entry(pte_swp_mkexclusive(swp_entry_to_pte(e))) == e
+(0, 512, True)
 """
 
 from __future__ import annotations
 
 import enum
 
-from pyfolio.arch.x86.pgtable import _PAGE_PRESENT, swp_entry, swp_type
+from pyfolio.arch.x86.pgtable import (
+    _PAGE_PRESENT,
+    _PAGE_SWP_EXCLUSIVE,
+    _PAGE_SWP_SOFT_DIRTY,
+    _PAGE_SWP_UFFD_WP,
+)
+from pyfolio.arch.x86.pgtable import swp_entry as __swp_entry
+from pyfolio.arch.x86.pgtable import swp_offset as __swp_offset
+from pyfolio.arch.x86.pgtable import swp_type as __swp_type
 
-__all__ = ["SwpType", "make_readable_migration_entry", "make_readable_exclusive_migration_entry",
+__all__ = ["SwpType", "SWP_TYPE_SHIFT", "SWP_OFFSET_MASK", "swp_entry", "swp_type",
+           "swp_offset", "swp_entry_to_pte", "pte_to_swp_entry", "is_swap_pte",
+           "non_swap_entry", "is_swap_entry", "pte_swp_exclusive", "pte_swp_mkexclusive",
+           "pte_swp_clear_exclusive", "pte_swp_soft_dirty", "pte_swp_uffd_wp",
+           "pte_swp_clear_flags", "pte_move_swp_offset", "make_readable_migration_entry",
+           "make_readable_exclusive_migration_entry",
            "make_writable_migration_entry", "make_readable_device_private_entry",
            "make_writable_device_private_entry", "is_migration_entry",
            "is_writable_migration_entry", "is_device_private_entry",
@@ -36,7 +59,7 @@ def make_readable_migration_entry(pfn: int) -> int:
 
     Models: include/linux/swapops.h:make_readable_migration_entry() (v6.18).
     """
-    return swp_entry(SwpType.SWP_MIGRATION_READ, pfn)
+    return __swp_entry(SwpType.SWP_MIGRATION_READ, pfn)
 
 
 def make_readable_exclusive_migration_entry(pfn: int) -> int:
@@ -44,7 +67,7 @@ def make_readable_exclusive_migration_entry(pfn: int) -> int:
 
     Models: include/linux/swapops.h:make_readable_exclusive_migration_entry() (v6.18).
     """
-    return swp_entry(SwpType.SWP_MIGRATION_READ_EXCLUSIVE, pfn)
+    return __swp_entry(SwpType.SWP_MIGRATION_READ_EXCLUSIVE, pfn)
 
 
 def make_writable_migration_entry(pfn: int) -> int:
@@ -52,7 +75,7 @@ def make_writable_migration_entry(pfn: int) -> int:
 
     Models: include/linux/swapops.h:make_writable_migration_entry() (v6.18).
     """
-    return swp_entry(SwpType.SWP_MIGRATION_WRITE, pfn)
+    return __swp_entry(SwpType.SWP_MIGRATION_WRITE, pfn)
 
 
 def make_readable_device_private_entry(pfn: int) -> int:
@@ -60,7 +83,7 @@ def make_readable_device_private_entry(pfn: int) -> int:
 
     Models: include/linux/swapops.h:make_readable_device_private_entry() (v6.18).
     """
-    return swp_entry(SwpType.SWP_DEVICE_READ, pfn)
+    return __swp_entry(SwpType.SWP_DEVICE_READ, pfn)
 
 
 def make_writable_device_private_entry(pfn: int) -> int:
@@ -68,7 +91,7 @@ def make_writable_device_private_entry(pfn: int) -> int:
 
     Models: include/linux/swapops.h:make_writable_device_private_entry() (v6.18).
     """
-    return swp_entry(SwpType.SWP_DEVICE_WRITE, pfn)
+    return __swp_entry(SwpType.SWP_DEVICE_WRITE, pfn)
 
 
 def _is_swp(entry: int) -> bool:
@@ -80,7 +103,7 @@ def is_migration_entry(entry: int) -> bool:
 
     Models: include/linux/swapops.h:is_migration_entry() (v6.18).
     """
-    return _is_swp(entry) and swp_type(entry) in (
+    return _is_swp(entry) and __swp_type(entry) in (
         SwpType.SWP_MIGRATION_READ, SwpType.SWP_MIGRATION_READ_EXCLUSIVE,
         SwpType.SWP_MIGRATION_WRITE)
 
@@ -90,7 +113,7 @@ def is_writable_migration_entry(entry: int) -> bool:
 
     Models: include/linux/swapops.h:is_writable_migration_entry() (v6.18).
     """
-    return _is_swp(entry) and swp_type(entry) == SwpType.SWP_MIGRATION_WRITE
+    return _is_swp(entry) and __swp_type(entry) == SwpType.SWP_MIGRATION_WRITE
 
 
 def is_device_private_entry(entry: int) -> bool:
@@ -98,7 +121,7 @@ def is_device_private_entry(entry: int) -> bool:
 
     Models: include/linux/swapops.h:is_device_private_entry() (v6.18).
     """
-    return _is_swp(entry) and swp_type(entry) in (SwpType.SWP_DEVICE_READ,
+    return _is_swp(entry) and __swp_type(entry) in (SwpType.SWP_DEVICE_READ,
                                                   SwpType.SWP_DEVICE_WRITE)
 
 
@@ -107,4 +130,134 @@ def is_writable_device_private_entry(entry: int) -> bool:
 
     Models: include/linux/swapops.h:is_writable_device_private_entry() (v6.18).
     """
-    return _is_swp(entry) and swp_type(entry) == SwpType.SWP_DEVICE_WRITE
+    return _is_swp(entry) and __swp_type(entry) == SwpType.SWP_DEVICE_WRITE
+
+
+# -- swap slots: swp_entry_t and its page-table form ------------------------------------
+#: include/linux/swapops.h: BITS_PER_XA_VALUE (63) - MAX_SWAPFILES_SHIFT (5)
+SWP_TYPE_SHIFT = 58
+SWP_OFFSET_MASK = (1 << SWP_TYPE_SHIFT) - 1
+_SWP_FLAGS = _PAGE_SWP_EXCLUSIVE | _PAGE_SWP_SOFT_DIRTY | _PAGE_SWP_UFFD_WP
+
+
+def swp_entry(type_: int, offset: int) -> int:
+    """swp_entry() - the swp_entry_t (its ``val``) of slot ``offset`` of swap area ``type_``.
+
+    Models: include/linux/swapops.h:swp_entry() (v6.18).
+    """
+    return (type_ << SWP_TYPE_SHIFT) | (offset & SWP_OFFSET_MASK)
+
+
+def swp_type(entry: int) -> int:
+    """swp_type() - the swap area of a swp_entry_t.
+
+    Models: include/linux/swapops.h:swp_type() (v6.18).
+    """
+    return entry >> SWP_TYPE_SHIFT
+
+
+def swp_offset(entry: int) -> int:
+    """swp_offset() - the slot of a swp_entry_t.
+
+    Models: include/linux/swapops.h:swp_offset() (v6.18).
+    """
+    return entry & SWP_OFFSET_MASK
+
+
+def swp_entry_to_pte(entry: int) -> int:
+    """swp_entry_to_pte() - the page-table entry for a swp_entry_t (no flag bits).
+
+    Models: include/linux/swapops.h:swp_entry_to_pte() (v6.18).
+    """
+    return __swp_entry(swp_type(entry), swp_offset(entry))
+
+
+def pte_swp_clear_flags(pte: int) -> int:
+    """pte_swp_clear_flags() - a swap PTE without its exclusive, soft-dirty, uffd-wp bits.
+
+    Models: include/linux/swapops.h:pte_swp_clear_flags() (v6.18).
+    """
+    return pte & ~_SWP_FLAGS
+
+
+def pte_to_swp_entry(pte: int) -> int:
+    """pte_to_swp_entry() - the swp_entry_t a swap-format PTE holds.
+
+    Models: include/linux/swapops.h:pte_to_swp_entry() (v6.18).
+    """
+    pte = pte_swp_clear_flags(pte)
+    return swp_entry(__swp_type(pte), __swp_offset(pte))
+
+
+def is_swap_pte(pte: int) -> bool:
+    """is_swap_pte() - neither none nor present: a swap-format entry of any type.
+
+    Models: include/linux/swapops.h:is_swap_pte() (v6.18).
+    """
+    return pte != 0 and not pte & _PAGE_PRESENT
+
+
+def non_swap_entry(entry: int) -> bool:
+    """non_swap_entry() - a special type (migration, device, hwpoison, marker), no slot.
+
+    Models: include/linux/swapops.h:non_swap_entry() (v6.18).
+    """
+    return swp_type(entry) >= SwpType.SWP_HWPOISON
+
+
+def is_swap_entry(pte: int) -> bool:
+    """is_swap_pte() && !non_swap_entry(): a PTE holding a real swap slot (types 0..23).
+
+    Python-only helper: the kernel writes the two tests out where it needs them.
+    """
+    return is_swap_pte(pte) and not non_swap_entry(pte_to_swp_entry(pte))
+
+
+def pte_swp_exclusive(pte: int) -> bool:
+    """pte_swp_exclusive() - the swapped-out page was PageAnonExclusive.
+
+    Models: arch/x86/include/asm/pgtable.h:pte_swp_exclusive() (v6.18).
+    """
+    return bool(pte & _PAGE_SWP_EXCLUSIVE)
+
+
+def pte_swp_mkexclusive(pte: int) -> int:
+    """pte_swp_mkexclusive() - set the exclusive bit of a swap PTE.
+
+    Models: arch/x86/include/asm/pgtable.h:pte_swp_mkexclusive() (v6.18).
+    """
+    return pte | _PAGE_SWP_EXCLUSIVE
+
+
+def pte_swp_clear_exclusive(pte: int) -> int:
+    """pte_swp_clear_exclusive() - clear the exclusive bit (fork shares the entry).
+
+    Models: arch/x86/include/asm/pgtable.h:pte_swp_clear_exclusive() (v6.18).
+    """
+    return pte & ~_PAGE_SWP_EXCLUSIVE
+
+
+def pte_swp_soft_dirty(pte: int) -> bool:
+    """pte_swp_soft_dirty() - the soft-dirty bit of a swap PTE.
+
+    Models: arch/x86/include/asm/pgtable.h:pte_swp_soft_dirty() (v6.18).
+    """
+    return bool(pte & _PAGE_SWP_SOFT_DIRTY)
+
+
+def pte_swp_uffd_wp(pte: int) -> bool:
+    """pte_swp_uffd_wp() - the uffd-wp bit of a swap PTE.
+
+    Models: arch/x86/include/asm/pgtable.h:pte_swp_uffd_wp() (v6.18).
+    """
+    return bool(pte & _PAGE_SWP_UFFD_WP)
+
+
+def pte_move_swp_offset(pte: int, delta: int) -> int:
+    """pte_move_swp_offset() - the same swap PTE (flags kept) ``delta`` slots further.
+
+    Models: mm/internal.h:pte_move_swp_offset() (v6.18).
+    """
+    entry = pte_to_swp_entry(pte)
+    return swp_entry_to_pte(swp_entry(swp_type(entry), swp_offset(entry) + delta)) \
+        | (pte & _SWP_FLAGS)
