@@ -12,7 +12,10 @@ with FOLL_PIN | FOLL_LONGTERM); ``unpin`` unregisters them and closes the rings.
 one CPU for the run, so its per-CPU LRU batches are that CPU's; an ``lru_add_drain`` step
 drains them with ``madvise(MADV_COLD)`` of a page it maps for that and never touches
 (mm/madvise.c:madvise_cold() calls lru_add_drain() before it walks the range, which holds
-nothing).
+nothing). A swap scenario gets the path of the area its parent prepared (``"swap":
+{"path", "kind"}``): ``swapon`` and ``swapoff`` switch it on and off (swapon(2),
+swapoff(2)), and the run ends with a swapoff whatever happened; after each step that can
+start swap writeback the process waits for it to finish.
 """
 
 from __future__ import annotations
@@ -21,12 +24,21 @@ import ctypes
 import errno
 import json
 import os
+import struct
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from pyfolio.kernel_lab import readers
-from pyfolio.kernel_lab.scenarios import MTHP_SIZES, Step, mthp_delta, observe, vmstat_delta
+from pyfolio.kernel_lab import readers, swap_area
+from pyfolio.kernel_lab.scenarios import (
+    MTHP_SIZES,
+    Step,
+    mthp_delta,
+    observe,
+    observe_swap,
+    vmstat_delta,
+)
 
 __all__ = ["run_steps", "main"]
 
@@ -79,11 +91,13 @@ def _map_region(length: int) -> int:
 class _Run:
     """State of one scenario run in this process."""
 
-    def __init__(self, counters: list[str], root: str | Path = "/") -> None:
-        self.counters, self.root = counters, Path(root)
+    def __init__(self, counters: list[str], root: str | Path = "/",
+                 swap: dict[str, str] | None = None) -> None:
+        self.counters, self.root, self.swap = counters, Path(root), swap
         self.base = self.length = 0
         self.child_pid = 0
-        self.hold_fd = -1
+        self.hold_fd = self.ack_fd = -1
+        self.drain_base = 0  # an empty 2 MiB region MADV_COLLAPSE drains LRU batches with
         self.rings: list[int] = []  # io_uring fds holding pins
         self.scratch = 0  # an untouched page for the lru_add_drain step
 
@@ -118,8 +132,21 @@ class _Run:
         elif s.op == "split":
             (self.root / "sys/kernel/debug/split_huge_pages").write_text(
                 f"{os.getpid()},{a:#x},{a + s.length:#x},{int(s.arg or 0)}")
+        elif s.op in ("swapon", "swapoff"):
+            assert self.swap is not None, "a swap step without a swap area"
+            e = (swap_area.swapon if s.op == "swapon" else swap_area.swapoff)(self.swap["path"])
+            if e:
+                raise OSError(e, f"{s.op}: {errno.errorcode.get(e, e)}")
+        elif s.op == "fork":
+            self._fork(a, write=False)
+        elif s.op == "child_read":
+            self._tell_child(b"r", a, s.length)
+        elif s.op == "zero":
+            ctypes.memset(a, 0, s.length)
         else:
             raise ValueError(f"unknown step {s.op!r}")
+        if s.op in ("madvise", "swapoff", "munmap", "child_exit"):
+            self._settle()
 
     def _lru_add_drain(self) -> None:
         """lru_add_drain() on this CPU: MADV_COLD of an untouched page of its own."""
@@ -128,21 +155,54 @@ class _Run:
         _check(_libc.madvise(self.scratch, PAGE, MADV["cold"]), "madvise cold (drain)")
 
     def _fork_and_write(self, addr: int) -> None:
+        self._fork(addr, write=True)
+
+    def _fork(self, addr: int, write: bool) -> None:
+        """Fork a child that (with ``write``) writes one byte at ``addr``, reports, then
+        serves read commands (``r`` + offset and length) until the parent closes the pipe."""
         ack_r, ack_w = os.pipe()
         hold_r, hold_w = os.pipe()
         pid = os.fork()
-        if pid == 0:  # the child: write one byte, report, wait until the parent says exit
+        if pid == 0:
             os.close(ack_r)
             os.close(hold_w)
-            ctypes.memset(addr, 0x77, 1)
+            if write:
+                ctypes.memset(addr, 0x77, 1)
             os.write(ack_w, b"w")
-            os.read(hold_r, 1)
-            os._exit(0)
+            while True:
+                cmd = os.read(hold_r, 17)
+                if len(cmd) != 17:
+                    os._exit(0)
+                start, length = struct.unpack("<QQ", cmd[1:])
+                for i in range(length // PAGE):
+                    ctypes.c_char.from_address(start + i * PAGE).value  # noqa: B018
+                os.write(ack_w, b"k")
         os.close(ack_w)
         os.close(hold_r)
         os.read(ack_r, 1)
-        os.close(ack_r)
-        self.child_pid, self.hold_fd = pid, hold_w
+        self.child_pid, self.hold_fd, self.ack_fd = pid, hold_w, ack_r
+
+    def _tell_child(self, cmd: bytes, start: int, length: int) -> None:
+        os.write(self.hold_fd, cmd + struct.pack("<QQ", start, length))
+        os.read(self.ack_fd, 1)
+
+    def _settle(self) -> None:
+        """Wait (at most 3 s) until no page is under writeback (vmstat nr_writeback), so
+        that a swap write started by this step has finished before the record is made;
+        then empty every CPU's LRU folio batches (lru_add_drain_all(), which
+        MADV_COLLAPSE of an empty 2 MiB region runs first, and which then finds nothing to
+        collapse): a folio the completed write queued for rotation on another CPU holds a
+        reference there until drained, and would keep a write fault from freeing its
+        slot (should_try_to_free_swap())."""
+        if self.swap is None:
+            return
+        for _ in range(300):
+            if not readers.vmstat(self.root).get("nr_writeback", 0):
+                break
+            time.sleep(0.01)
+        if not self.drain_base:
+            self.drain_base = _map_region(PMD)
+        _libc.madvise(self.drain_base, PMD, MADV["collapse"])
 
     def _pin(self, addr: int, length: int) -> None:
         """Pin [addr, addr + length) as the fixed buffer of a new io_uring."""
@@ -168,7 +228,8 @@ class _Run:
         if self.child_pid:
             os.close(self.hold_fd)
             os.waitpid(self.child_pid, 0)
-            self.child_pid, self.hold_fd = 0, -1
+            os.close(self.ack_fd)
+            self.child_pid, self.hold_fd, self.ack_fd = 0, -1, -1
 
     def look(self, pid: int | str) -> dict[str, object]:
         n = self.length // PAGE
@@ -177,8 +238,20 @@ class _Run:
         pfns = sorted({e.pfn for e in entries if e.present})
         flags = dict(zip(pfns, readers.kpageflags(pfns, self.root), strict=True))
         counts = dict(zip(pfns, readers.kpagecount(pfns, self.root), strict=True))
-        return observe(entries, flags, counts, readers.smaps_all(pid, self.root), self.base,
-                       self.base + self.length)
+        vmas = readers.smaps_all(pid, self.root)
+        out = observe(entries, flags, counts, vmas, self.base, self.base + self.length)
+        if self.swap is not None:
+            out.update(observe_swap(entries, flags, vmas, self.base, self.base + self.length))
+        return out
+
+    def swap_used_kb(self) -> int:
+        """Used (kB) of this run's swap area in /proc/swaps (0 when it is off)."""
+        assert self.swap is not None
+        for line in (self.root / "proc/swaps").read_text().splitlines()[1:]:
+            f = line.split()
+            if f and f[0] == self.swap["path"]:
+                return int(f[3])
+        return 0
 
     def rss_anon(self) -> int:
         """RssAnon (kB) of this process, read twice so the read's own allocations are done
@@ -198,11 +271,14 @@ class _Run:
         rss_after = self.rss_anon()
         after = readers.vmstat(self.root)
         mthp_after = readers.mthp_stats(MTHP_SIZES, self.root)
-        return {"step": s.label, "status": status, "proc": self.look("self"),
-                "child": self.look(self.child_pid) if self.child_pid else None,
-                "vmstat": vmstat_delta(before, after, self.counters),
-                "mthp": mthp_delta(mthp_before, mthp_after),
-                "rss_anon_kb": rss_after - rss_before}
+        rec = {"step": s.label, "status": status, "proc": self.look("self"),
+               "child": self.look(self.child_pid) if self.child_pid else None,
+               "vmstat": vmstat_delta(before, after, self.counters),
+               "mthp": mthp_delta(mthp_before, mthp_after),
+               "rss_anon_kb": rss_after - rss_before}
+        if self.swap is not None:
+            rec["swap_used_kb"] = self.swap_used_kb()
+        return rec
 
 
 def _warm_heap() -> None:
@@ -213,16 +289,20 @@ def _warm_heap() -> None:
     del warm
 
 
-def run_steps(steps: list[Step], counters: list[str], root: str = "/") -> dict[str, Any]:
-    """Run the steps here, pinned to one CPU, and return ``{"base", "observations"}``."""
+def run_steps(steps: list[Step], counters: list[str], root: str = "/",
+              swap: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run the steps here, pinned to one CPU, and return ``{"base", "observations"}``; a
+    swap area is switched off at the end whatever happened."""
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-    run = _Run(counters, root)
+    run = _Run(counters, root, swap)
     _warm_heap()
     try:
         obs = [run.step(s) for s in steps]
     finally:
         run._unpin()
         run._child_exit()
+        if swap is not None:
+            swap_area.swapoff(swap["path"])
     return {"base": run.base, "observations": obs}
 
 
@@ -230,7 +310,7 @@ def main() -> int:
     spec = json.load(sys.stdin)
     steps = [Step(**s) for s in spec["steps"]]
     try:
-        out = run_steps(steps, spec["counters"], spec.get("root", "/"))
+        out = run_steps(steps, spec["counters"], spec.get("root", "/"), spec.get("swap"))
     except readers.Unavailable as e:
         out = {"unavailable": e.reason}
     json.dump(out, sys.stdout)

@@ -30,6 +30,7 @@ from pyfolio.kernel_lab.scenarios import (
     Step,
     mthp_delta,
     observe,
+    observe_swap,
     vmstat_delta,
 )
 from pyfolio.sim.errors import MmError
@@ -55,8 +56,11 @@ class SimulatorBackend:
 
     name = "simulator"
 
-    def __init__(self, ram: str = "128M", thp: str = "madvise", seed: int = 0) -> None:
+    def __init__(self, ram: str = "128M", thp: str = "madvise", seed: int = 0,
+                 swap_solidstate: bool | None = None) -> None:
         self.ram, self.thp, self.seed = ram, thp, seed
+        #: whether a ``swapon`` area counts as non-rotational (None: as the kind is here)
+        self.swap_solidstate = swap_solidstate
         self.system: System | None = None  # the System of the last run, for checks
 
     def unavailable(self) -> str | None:
@@ -68,19 +72,24 @@ class SimulatorBackend:
         p = m.spawn()
         state: dict[str, Any] = {"base": 0, "child": None, "pins": []}
         out: Observations = []
+        state["solidstate"] = self.swap_solidstate
+        swap = scenario.swap is not None
         for s in scenario.steps:
             before, mthp_before = m.vmstat(), {z: m.mthp_stats(z) for z in MTHP_SIZES}
             rss_before = p.status()["RssAnon"]
             status = self._do(m, p, state, s)
             after, mthp_after = m.vmstat(), {z: m.mthp_stats(z) for z in MTHP_SIZES}
             child = state["child"]
-            out.append({"step": s.label, "status": status,
-                        "proc": self._look(m, p, state["base"], scenario.length),
-                        "child": self._look(m, child, state["base"], scenario.length)
-                        if child else None,
-                        "vmstat": vmstat_delta(before, after, COUNTERS),
-                        "mthp": mthp_delta(mthp_before, mthp_after),
-                        "rss_anon_kb": p.status()["RssAnon"] - rss_before})
+            rec = {"step": s.label, "status": status,
+                   "proc": self._look(m, p, state["base"], scenario.length, swap),
+                   "child": self._look(m, child, state["base"], scenario.length, swap)
+                   if child else None,
+                   "vmstat": vmstat_delta(before, after, COUNTERS),
+                   "mthp": mthp_delta(mthp_before, mthp_after),
+                   "rss_anon_kb": p.status()["RssAnon"] - rss_before}
+            if swap:
+                rec["swap_used_kb"] = int(m.swaps()[0]["Used"]) if m.swaps() else 0  # type: ignore[call-overload]
+            out.append(rec)
         return out
 
     @staticmethod
@@ -123,6 +132,17 @@ class SimulatorBackend:
                 state["pins"] = []
             elif s.op == "split":
                 _debugfs_split(m, p, a, s.length, int(s.arg or 0))
+            elif s.op == "swapon":
+                m.swapon(s.length, s.arg, solidstate=state.get("solidstate"))
+            elif s.op == "swapoff":
+                m.swapoff()
+            elif s.op == "fork":
+                state["child"] = p.fork()
+            elif s.op == "child_read":
+                for i in range(s.length // PAGE_SIZE):
+                    state["child"].read(a + i * PAGE_SIZE)
+            elif s.op == "zero":
+                p.touch(a, s.length, value=0)
             else:
                 raise ValueError(f"unknown step {s.op!r}")
         except MmError as e:
@@ -130,13 +150,18 @@ class SimulatorBackend:
         return "ok"
 
     @staticmethod
-    def _look(m: System, p: Any, base: int, length: int) -> dict[str, object]:
+    def _look(m: System, p: Any, base: int, length: int, swap: bool = False
+              ) -> dict[str, object]:
         n = length // PAGE_SIZE
         entries = p.pagemap(base, n)
         pfns = sorted({e.pfn for e in entries if e.present})
         flags = dict(zip(pfns, m.kpageflags(pfns), strict=True))
         counts = dict(zip(pfns, m.kpagecount(pfns), strict=True))
-        return observe(entries, flags, counts, p.smaps(), base, base + length)
+        vmas = p.smaps()
+        out = observe(entries, flags, counts, vmas, base, base + length)
+        if swap:
+            out.update(observe_swap(entries, flags, vmas, base, base + length))
+        return out
 
 
 def _apply_settings(m: System, settings: tuple[tuple[str, str], ...]) -> None:
@@ -251,17 +276,29 @@ class KernelBackend:
 
     def run(self, scenario: Scenario) -> Observations:
         """Run ``scenario`` in a child process. Its ``settings`` (THP sysfs files) are
-        written first and restored afterwards, even on failure."""
+        written first and restored afterwards, even on failure. A swap scenario's area is
+        made first and taken down afterwards, whatever happens (swap_area()), all under
+        the kernel-lab lock; ``last_swap_area`` then says what it was."""
         why = self.unavailable(scenario)
         if why:
             raise Unavailable(why)
         with run_lock(), thp_settings_set(scenario.settings,
                                           self.root / THP_DIR.relative_to(THP_DIR.anchor)):
-            return self._run_child(scenario)
+            if scenario.swap is None:
+                return self._run_child(scenario)
+            from pyfolio.kernel_lab.swap_area import swap_area
 
-    def _run_child(self, scenario: Scenario) -> Observations:
+            kind, size = scenario.swap
+            with swap_area(kind, size, self.root) as area:
+                self.last_swap_area = area
+                return self._run_child(scenario, {"path": area.path, "kind": kind})
+
+    last_swap_area: Any = None
+
+    def _run_child(self, scenario: Scenario, swap: dict[str, str] | None = None
+                   ) -> Observations:
         spec = {"steps": [dataclasses.asdict(s) for s in scenario.steps],
-                "counters": list(COUNTERS), "root": str(self.root)}
+                "counters": list(COUNTERS), "root": str(self.root), "swap": swap}
         env = dict(os.environ)
         top = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = top + os.pathsep + env.get("PYTHONPATH", "")

@@ -23,16 +23,16 @@ from matplotlib.ticker import MaxNLocator
 
 from pyfolio.kernel_lab.backends import KernelBackend, Observations, SimulatorBackend
 from pyfolio.kernel_lab.readers import Unavailable, debugfs_split_status, thp_settings
-from pyfolio.kernel_lab.scenarios import MTHP_SIZES, SCENARIOS, SMAPS_KB, Scenario
+from pyfolio.kernel_lab.scenarios import FIELDS, MTHP_SIZES, SCENARIOS, Scenario
 
 __all__ = ["Difference", "FIELDS", "compare", "step_agrees", "summary", "side_by_side",
-           "agreement_figure", "record", "load_recorded", "RECORDED", "kernel_observations",
+           "agreement_figure", "record", "load_recorded", "RECORDED", "SWAP_RECORDED",
+           "kernel_observations",
            "run_kernel", "run_against", "simulate_all", "describe"]
 
-#: the per-process fields an observation carries, in table order
-FIELDS = ("layout", "thp", "kpagecount", "swapbacked", *SMAPS_KB)
-#: the data file this module reads by default
+#: the data file this module reads by default, and the one of the swap scenarios
 RECORDED = Path(__file__).parent / "recorded" / "observations.json"
+SWAP_RECORDED = Path(__file__).parent / "recorded" / "swap_observations.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +54,8 @@ def _fields(scenario: Scenario, obs: dict[str, Any]) -> dict[str, object]:
         if view is None:
             out[who] = None
             continue
-        for f in FIELDS:
-            out[f"{who}.{f}" if who == "child" else f] = view[f]
+        for f in scenario.fields:
+            out[f"{who}.{f}" if who == "child" else f] = view.get(f)
     for c in scenario.counters:
         out[c] = obs["vmstat"].get(c, 0)
     for size in MTHP_SIZES:
@@ -63,6 +63,8 @@ def _fields(scenario: Scenario, obs: dict[str, Any]) -> dict[str, object]:
         for item in scenario.mthp_items:
             out[f"{size}/{item}"] = stats.get(item, 0)
     out["rss_anon_kb"] = obs.get("rss_anon_kb")
+    if scenario.swap is not None:
+        out["swap_used_kb"] = obs.get("swap_used_kb")
     return out
 
 
@@ -108,12 +110,13 @@ def step_agrees(diffs: list[Difference], n: int) -> list[bool]:
     return [i not in bad for i in range(n)]
 
 
-def summary(sims: dict[str, Observations], kers: dict[str, Observations]
-            ) -> dict[str, dict[str, int]]:
-    """Per scenario: steps that ``agree``, ``differ`` and are ``not modelled``."""
+def summary(sims: dict[str, Observations], kers: dict[str, Observations],
+            scenarios: dict[str, Scenario] | None = None) -> dict[str, dict[str, int]]:
+    """Per scenario (of ``scenarios``, by default :data:`SCENARIOS`): steps that
+    ``agree``, ``differ`` and are ``not modelled``."""
     out = {}
     for name, ker in kers.items():
-        sc, sim = SCENARIOS[name], sims[name]
+        sc, sim = (scenarios or SCENARIOS)[name], sims[name]
         diffs = compare(sc, sim, ker)
         bad = {d.index for d in diffs}
         nm = {i for i, s in enumerate(sim) if s["status"] == "not modelled"}
@@ -191,50 +194,72 @@ def agreement_figure(counts: dict[str, dict[str, int]], title: str) -> Figure:
     return fig
 
 
-def simulate_all(names: list[str] | None = None) -> dict[str, Observations]:
-    """Every scenario (or ``names``) on the simulator."""
-    sb = SimulatorBackend()
-    return {n: sb.run(SCENARIOS[n]) for n in (names or list(SCENARIOS))}
+def simulate_all(names: list[str] | None = None,
+                 scenarios: dict[str, Scenario] | None = None,
+                 solidstate: dict[str, bool] | None = None) -> dict[str, Observations]:
+    """Every scenario (or ``names``) of ``scenarios`` (default :data:`SCENARIOS`) on the
+    simulator; ``solidstate`` says, per swap scenario, whether its area counts as
+    non-rotational (as the kernel's did: a recording's ``swap_devices``)."""
+    scenarios = scenarios or SCENARIOS
+    return {n: SimulatorBackend(swap_solidstate=(solidstate or {}).get(n)).run(scenarios[n])
+            for n in (names or list(scenarios))}
 
 
 def run_kernel(names: list[str] | None = None, kb: KernelBackend | None = None,
-               reference: dict[str, Observations] | None = None
+               reference: dict[str, Observations] | None = None,
+               scenarios: dict[str, Scenario] | None = None,
+               devices: dict[str, dict[str, Any]] | None = None
                ) -> tuple[dict[str, Observations], dict[str, str]]:
-    """Run the scenarios (or ``names``) on this kernel: (observations, and for each
-    scenario that cannot run here the reason, e.g. debugfs split refused). With
-    ``reference`` (simulator observations), each run goes through :func:`run_against`."""
+    """Run the scenarios (or ``names``) of ``scenarios`` on this kernel: (observations,
+    and for each scenario that cannot run here the reason, e.g. debugfs split refused).
+    With ``reference`` (simulator observations), each run goes through
+    :func:`run_against`. ``devices`` collects each swap scenario's area (kind, path,
+    solidstate)."""
     kb = kb or KernelBackend()
+    scenarios = scenarios or SCENARIOS
     obs: dict[str, Observations] = {}
     missing: dict[str, str] = {}
-    for n in names or list(SCENARIOS):
+    for n in names or list(scenarios):
         try:
-            obs[n] = (run_against(kb, SCENARIOS[n], reference[n]) if reference
-                      else kb.run(SCENARIOS[n]))
+            obs[n] = (run_against(kb, scenarios[n], reference[n]) if reference
+                      else kb.run(scenarios[n]))
+            if scenarios[n].swap is not None and devices is not None:
+                area = kb.last_swap_area
+                devices[n] = {"kind": area.kind, "path": area.path,
+                              "solidstate": area.solidstate}
         except Unavailable as e:
             missing[n] = e.reason
     return obs, missing
 
 
-def record(path: Path | None = None, names: list[str] | None = None) -> dict[str, Any]:
-    """Run the scenarios on this kernel and write them, labelled as recorded, to ``path``
-    (default :data:`RECORDED`); scenarios that cannot run here are listed with the reason
-    under ``unavailable``. A run whose record differs from the simulator's only in global
-    counters is repeated (:func:`run_against`): those differences are other processes'
-    work. Raises Unavailable where the kernel backend cannot run at all."""
+def record(path: Path | None = None, names: list[str] | None = None,
+           scenarios: dict[str, Scenario] | None = None) -> dict[str, Any]:
+    """Run the scenarios (of ``scenarios``, default :data:`SCENARIOS`) on this kernel
+    and write them, labelled as recorded, to ``path`` (default :data:`RECORDED`);
+    scenarios that cannot run here are listed with the reason under ``unavailable``. A
+    run whose record differs from the simulator's only in global counters is repeated
+    (:func:`run_against`): those differences are other processes' work. Swap scenarios
+    also record their areas (``swap_devices``). Raises Unavailable where the kernel
+    backend cannot run at all."""
     why = KernelBackend().unavailable()
     if why:
         raise Unavailable(why)
-    obs, missing = run_kernel(names, reference=simulate_all(names))
+    scenarios = scenarios or SCENARIOS
+    devices: dict[str, dict[str, Any]] = {}
+    obs, missing = run_kernel(names, reference=simulate_all(names, scenarios),
+                              scenarios=scenarios, devices=devices)
     data = {"label": "recorded", "date": datetime.date.today().isoformat(),
             "kernel_release": platform.release(), "machine": platform.machine(),
             "thp_settings": thp_settings(),
-            "settings_changed_during_run": {n: dict(SCENARIOS[n].settings)
-                                            for n in (names or list(SCENARIOS))
-                                            if SCENARIOS[n].settings},
+            "settings_changed_during_run": {n: dict(scenarios[n].settings)
+                                            for n in (names or list(scenarios))
+                                            if scenarios[n].settings},
             "note": "vmstat and per-size stat deltas are global counters: they include "
                     "other processes",
             "debugfs_split": debugfs_split_status(),
             "observations": obs, "unavailable": missing}
+    if devices:
+        data["swap_devices"] = devices
     p = path or RECORDED
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps(data, indent=None, separators=(",", ":")) + "\n")

@@ -27,6 +27,13 @@ own ``lru_add_drain`` step. On the kernel, that step is ``madvise(MADV_COLD)`` o
 run maps for it and never touches (madvise_cold() begins with lru_add_drain()), with the
 child pinned to one CPU for the whole run, so the drain empties the batch its MADV_FREE
 filled.
+
+A scenario with a ``swapon`` step (:data:`pyfolio.kernel_lab.swap_scenarios.SWAP_SCENARIOS`)
+records more per process (:data:`SWAP_FIELDS`): ``swapped`` (pages whose pagemap record
+has PM_SWAP), ``swap_runs`` (``[first page, first swap offset, pages]`` per run of
+consecutive slots), ``swapcache`` (present pages whose page has KPF_SWAPCACHE),
+``swap_kb`` and ``swap_pss_kb`` (smaps Swap and SwapPss); and per step ``swap_used_kb``
+(the area's Used in /proc/swaps, slots only the swap cache holds included).
 """
 
 from __future__ import annotations
@@ -39,21 +46,28 @@ from pyfolio.fs.proc.task_mmu import PagemapEntry
 from pyfolio.sim.units import KiB, MiB
 
 __all__ = ["Step", "Scenario", "SCENARIOS", "COUNTERS", "EXPLAINED", "NOT_FAILED", "OPS",
-           "MTHP_SIZES", "MTHP_EXPLAINED", "SMAPS_KB", "LAZYFREE_TIMING", "observe",
+           "MTHP_SIZES", "MTHP_EXPLAINED", "SMAPS_KB", "LAZYFREE_TIMING", "FIELDS",
+           "SWAP_FIELDS", "SWAP_COUNTERS", "MTHP_SWAP", "observe", "observe_swap", "swap_runs",
            "layout_of", "rle", "vmstat_delta", "mthp_delta"]
 
 #: the operations a step may perform
 OPS = ("mmap", "madvise", "write", "read", "mprotect", "munmap", "fork_and_write_in_child",
-       "child_exit", "drop_caches", "pin", "unpin", "split", "lru_add_drain")
+       "child_exit", "drop_caches", "pin", "unpin", "split", "lru_add_drain", "swapon",
+       "swapoff", "fork", "child_read", "zero")
 
 #: the vmstat counters a scenario may explain (the rest move with other processes too)
 COUNTERS = ("thp_fault_alloc", "thp_fault_fallback", "thp_split_pmd", "thp_split_page",
             "thp_split_page_failed", "thp_deferred_split_page", "thp_underused_split_page",
-            "thp_zero_page_alloc", "thp_collapse_alloc", "pglazyfree")
+            "thp_zero_page_alloc", "thp_collapse_alloc", "pglazyfree", "pswpin", "pswpout",
+            "thp_swpout", "thp_swpout_fallback", "swpout_zero", "swpin_zero", "swap_ra",
+            "swap_ra_hit", "pgmajfault")
+#: the swap counters (mm/vmstat.c names) a swap scenario explains
+SWAP_COUNTERS = ("pswpin", "pswpout", "thp_swpout", "thp_swpout_fallback", "swpout_zero",
+                 "swpin_zero", "swap_ra", "swap_ra_hit", "pgmajfault")
 #: the counters compared by default: thp_zero_page_alloc is left out, because the kernel
 #: counts it only when the huge zero folio is (re)allocated, which depends on whether any
 #: other process holds it and on when the shrinker last freed it
-EXPLAINED = tuple(c for c in COUNTERS if c != "thp_zero_page_alloc")
+EXPLAINED = tuple(c for c in COUNTERS if c != "thp_zero_page_alloc" and c not in SWAP_COUNTERS)
 #: ... and without thp_split_page_failed: drop_slab() (mm/vmscan.c) repeats its passes
 #: over every shrinker while the caches still give back objects, so on the kernel a split
 #: that keeps failing is counted once per pass, a number that depends on the other caches
@@ -65,7 +79,8 @@ MTHP_SIZES = ("2048kB", "64kB")
 #: ``split_failed`` is left out where the scenario leaves out thp_split_page_failed
 MTHP_EXPLAINED = ("anon_fault_alloc", "anon_fault_fallback", "split", "split_failed",
                   "split_deferred", "nr_anon", "nr_anon_partially_mapped")
-
+#: ... and the per-size swap stats a swap scenario compares too
+MTHP_SWAP = ("swpout", "swpout_fallback", "swpin")
 _HEAD, _TAIL = 1 << KPF["COMPOUND_HEAD"], 1 << KPF["COMPOUND_TAIL"]
 _THP, _ZERO = 1 << KPF["THP"], 1 << KPF["ZERO_PAGE"]
 _SWAPBACKED = 1 << KPF["SWAPBACKED"]
@@ -76,6 +91,10 @@ SMAPS_KB = {"rss_kb": "Rss", "anon_huge_kb": "AnonHugePages", "pss_kb": "Pss",
             "private_dirty_kb": "Private_Dirty", "lazyfree_kb": "LazyFree"}
 #: what a per-CPU LRU batch drain decides: unsettled right after MADV_FREE of small folios
 LAZYFREE_TIMING = ("lazyfree_kb", "swapbacked", "pglazyfree")
+#: the per-process fields every observation carries, in table order, and those a swap
+#: scenario adds
+FIELDS = ("layout", "thp", "kpagecount", "swapbacked", *SMAPS_KB)
+SWAP_FIELDS = ("swapped", "swap_runs", "swapcache", "swap_kb", "swap_pss_kb")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +108,12 @@ class Step:
     ``split_huge_pages`` over the range (where the kernel allows it); ``drop_caches`` runs
     the shrinkers (``echo 2 > /proc/sys/vm/drop_caches``); ``lru_add_drain`` drains the
     CPU's LRU batches (see the module docstring). ``unsettled``: fields not compared
-    after this step, because on the kernel their value then depends on timing."""
+    after this step, because on the kernel their value then depends on timing. ``swapon``
+    switches on a swap area of kind ``arg`` ("file", "block" or "zram") and ``length``
+    bytes (the kernel backend makes it first: :mod:`pyfolio.kernel_lab.swap_area`),
+    ``swapoff`` switches it off; ``fork`` forks a child that only waits, ``child_read``
+    reads the range in it; ``zero`` writes zero bytes to every page of the range (a
+    zero-filled folio)."""
 
     op: str
     off: int = 0
@@ -99,8 +123,11 @@ class Step:
 
     @property
     def label(self) -> str:
-        if self.op in ("drop_caches", "child_exit", "unpin", "lru_add_drain"):
+        if self.op in ("drop_caches", "child_exit", "unpin", "lru_add_drain", "swapoff",
+                       "fork"):
             return self.op
+        if self.op == "swapon":
+            return f"swapon({self.arg}, {self.length // MiB} MiB)"
         if self.op == "split":
             return f"debugfs split(+{self.off // KiB} KiB, {self.length // KiB} KiB, " \
                    f"order {self.arg or 0})"
@@ -130,10 +157,23 @@ class Scenario:
         return self.steps[0].length
 
     @property
+    def swap(self) -> tuple[str, int] | None:
+        """(kind, size) of the area the scenario's ``swapon`` step switches on, or None."""
+        on = [s for s in self.steps if s.op == "swapon"]
+        return (on[0].arg, on[0].length) if on else None
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The per-process fields compared: :data:`FIELDS`, with :data:`SWAP_FIELDS` for
+        a swap scenario."""
+        return FIELDS + (SWAP_FIELDS if self.swap else ())
+
+    @property
     def mthp_items(self) -> tuple[str, ...]:
         """The per-size stats compared for this scenario (see :data:`MTHP_EXPLAINED`)."""
         failed = "thp_split_page_failed" in self.counters
-        return tuple(i for i in MTHP_EXPLAINED if failed or i != "split_failed")
+        return tuple(i for i in MTHP_EXPLAINED if failed or i != "split_failed") + (
+            MTHP_SWAP if self.swap else ())
 
 
 def _thp(*more: Step, size: int = 2 * MiB, written: int | None = None) -> tuple[Step, ...]:
@@ -253,6 +293,32 @@ def observe(entries: Sequence[PagemapEntry], flags: dict[int, int], counts: dict
         "swapbacked": sum(1 for e in present if flags.get(e.pfn, 0) & _SWAPBACKED),
         **{name: sum(v.get(key, 0) for v in inside) for name, key in SMAPS_KB.items()},
     }
+
+
+def swap_runs(entries: Sequence[PagemapEntry]) -> list[list[int]]:
+    """``[first page, first swap offset, pages]`` for each run of pages whose swap entries
+    are consecutive slots."""
+    out: list[list[int]] = []
+    for i, e in enumerate(entries):
+        if not e.swapped:
+            continue
+        if out and out[-1][0] + out[-1][2] == i and out[-1][1] + out[-1][2] == e.swap_offset:
+            out[-1][2] += 1
+        else:
+            out.append([i, e.swap_offset, 1])
+    return out
+
+
+def observe_swap(entries: Sequence[PagemapEntry], flags: dict[int, int],
+                 vmas: Sequence[dict[str, int]], lo: int, hi: int) -> dict[str, object]:
+    """The swap part of a process's observation (:data:`SWAP_FIELDS`)."""
+    inside = [v for v in vmas if v["Start"] < hi and v["End"] > lo]
+    cache = 1 << KPF["SWAPCACHE"]
+    return {"swapped": sum(1 for e in entries if e.swapped),
+            "swap_runs": swap_runs(entries),
+            "swapcache": sum(1 for e in entries if e.present and flags.get(e.pfn, 0) & cache),
+            "swap_kb": sum(v.get("Swap", 0) for v in inside),
+            "swap_pss_kb": sum(v.get("SwapPss", 0) for v in inside)}
 
 
 def vmstat_delta(before: dict[str, int], after: dict[str, int],
