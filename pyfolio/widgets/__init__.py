@@ -19,11 +19,12 @@ from pyfolio.widgets.refcount_watcher import (
     refcount_watcher,
 )
 from pyfolio.widgets.split_explorer import SplitExplorer, split_explorer
+from pyfolio.widgets.swap_explorer import SwapExplorer, swap_explorer
 
 __all__ = [
     "split_explorer", "SplitExplorer", "pmd_remap_viewer", "PmdRemapViewer", "pmd_remap_frames",
     "device_fault_explorer", "DeviceFaultExplorer", "refcount_watcher", "RefcountWatcher",
     "Scenario", "fork_cow_scenario", "address_walker", "AddressWalker",
     "buddy_explorer", "BuddyExplorer", "folio_inspector", "FolioInspector",
-    "fault_explorer", "FaultExplorer",
+    "fault_explorer", "FaultExplorer", "swap_explorer", "SwapExplorer",
 ]
