@@ -642,3 +642,67 @@ def test_collapse_swaps_in_first_and_madv_free_drops_swapped_pages(kind: str) ->
     p.madvise(q, 64 * KiB, "free")
     assert used(m) == 0 and p.status()["VmSwap"] == 0 and m.check() == []
     assert p.read(q) == 0  # the page is gone: a fresh zero page reads back
+
+
+# -- lazy-free (MADV_FREE'd) memory meets reclaim --------------------------------------------
+@pytest.mark.parametrize("swap", [None, "block"])
+def test_pageout_discards_a_lazyfree_thp_after_splitting_its_pmd(swap: str | None) -> None:
+    """Measured on 6.18.44 (kernel lab lazyfree_pageout_block, and without swap): MADV_FREE
+    of a whole THP makes it lazy-free at once; MADV_PAGEOUT then splits the PMD
+    (thp_split_pmd +1) and discards the 512 clean pages (pglazyfreed +512) without a
+    write or a swap entry; the empty PTE table stays, so a later write faults one page."""
+    m = System(ram="64M")
+    if swap:
+        m.swapon("64M", swap)
+    p, a = m.spawn_with_thp()
+    p.madvise(a, 2 * MiB, "free")
+    v0 = m.vmstat()
+    p.madvise(a, 2 * MiB, "pageout")
+    v1 = m.vmstat()
+    assert {k: v1[k] - v0[k] for k in ("thp_split_pmd", "pglazyfreed", "pswpout")} == {
+        "thp_split_pmd": 1, "pglazyfreed": 512, "pswpout": 0}
+    assert p.status()["RssAnon"] == 0 and p.status()["VmSwap"] == 0
+    assert p.lookup(a).kind == "none" and p.lookup(a).level == "pte" and m.check() == []
+    p.write(a, 5)
+    assert p.folio_at(a).order == 0 and p.status()["RssAnon"] == 4 and m.check() == []
+
+
+def test_a_lazyfree_thp_written_again_is_kept_swapbacked_then_swapped_whole() -> None:
+    """lazyfree_redirty_block: a write after MADV_FREE dirties the THP; MADV_PAGEOUT splits
+    the PMD, finds the folio dirty, makes it swap-backed again and keeps it (nothing
+    freed); the next MADV_PAGEOUT swaps it out whole (thp_swpout)."""
+    m = System(ram="64M")
+    m.swapon("64M", "block")
+    p, a = m.spawn_with_thp()
+    p.madvise(a, 2 * MiB, "free")
+    p.write(a, 9)
+    flags = m.kpageflags([p.pfn_at(a)])[0]
+    assert not flags >> KPF["SWAPBACKED"] & 1
+    v0 = m.vmstat()
+    p.madvise(a, 2 * MiB, "pageout")
+    assert _delta(m, v0) == {"thp_split_pmd": 1} and m.vmstat()["pglazyfreed"] == 0
+    head = p.pfn_at(a)
+    assert m.folio(head).order == 9 and m.kpageflags([head])[0] >> KPF["SWAPBACKED"] & 1
+    v0 = m.vmstat()
+    p.madvise(a, 2 * MiB, "pageout")
+    assert _delta(m, v0) == {"pswpout": 512, "thp_swpout": 1}
+    assert p.read(a) == 9 and m.check() == []
+
+
+def test_pageout_of_lazyfree_and_normal_small_pages() -> None:
+    """lazyfree_small_pageout_block: MADV_FREE of 10 pages splits the THP, the drain makes
+    them lazy-free; MADV_PAGEOUT of 20 discards those 10 and swaps the next 10; reading
+    them back gives zero pages and the swapped data."""
+    m = System(ram="64M")
+    m.swapon("64M", "block")
+    p, a = m.spawn_with_thp()
+    p.madvise(a, 40 * KiB, "free")
+    m.lru_add_drain()
+    v0 = m.vmstat()
+    p.madvise(a, 80 * KiB, "pageout")
+    assert (m.vmstat()["pglazyfreed"] - v0["pglazyfreed"], _delta(m, v0)) == (
+        10, {"pswpout": 10})
+    assert [e.swapped for e in p.pagemap(a, 20)] == [False] * 10 + [True] * 10
+    assert [p.read(a + i * 4 * KiB) for i in (0, 9, 10, 19)] == [
+        0, 0, (a >> 12) + 11, (a >> 12) + 20]
+    assert p.lookup(a).kind == "zero" and m.check() == []

@@ -1,8 +1,9 @@
 """try_to_unmap(): every mapping of a swap-cache folio becomes a swap entry.
 
-Models: mm/rmap.c (v6.18): try_to_unmap() and try_to_unmap_one() for anonymous,
-swap-backed folios (the reclaim path; lazy-free MADV_FREE folios, mlock and hugetlb are not
-modelled). A continuation of :mod:`pyfolio.mm.rmap`, kept apart for size.
+Models: mm/rmap.c (v6.18): try_to_unmap() and try_to_unmap_one() for anonymous folios,
+swap-backed ones (swap entries) and lazy-free MADV_FREE'd ones (discarded); mlock,
+hwpoison and hugetlb are not modelled. A continuation of :mod:`pyfolio.mm.rmap`, kept
+apart for size.
 
 What a mapping becomes (measured on this machine: /work/research/swap/notes.md 2.4): a
 PMD mapping is split first (split_huge_pmd_locked(), ``thp_split_pmd`` +1: there is no
@@ -32,10 +33,14 @@ from pyfolio.arch.x86.pgtable import (
 from pyfolio.include.linux.mm import (
     VM_WARN_ON_FOLIO,
     Folio,
+    add_mm_counter,
     dec_mm_counter,
+    folio_mapcount,
     folio_nr_pages,
     folio_put_refs,
+    folio_ref_count,
     folio_test_anon,
+    folio_test_large,
     inc_mm_counter,
 )
 from pyfolio.include.linux.mm_types import MM_ANONPAGES, MM_SWAPENTS
@@ -55,7 +60,7 @@ from pyfolio.mm.rmap import (
     pte_table_of,
 )
 from pyfolio.sim.memmap import PG
-from pyfolio.sim.units import PAGE_SHIFT
+from pyfolio.sim.units import PAGE_SIZE
 
 if TYPE_CHECKING:
     from pyfolio.include.linux.mm_types import VMA
@@ -93,13 +98,32 @@ def try_to_unmap(folio: Folio, flags: int) -> None:
 def try_to_unmap_one(folio: Folio, vma: VMA, lo: int, hi: int, flags: int) -> bool:
     """try_to_unmap_one() - unmap the folio in one VMA ([lo, hi) is where it would be
     mapped); False to stop the walk (a swap count that cannot rise, a page that cannot be
-    shared).
+    shared, a lazy-free folio that must be kept).
 
-    Models: mm/rmap.c:try_to_unmap_one() (v6.18), the anonymous swap-backed branch. The
-    folio must be in the swap cache.
+    Models: mm/rmap.c:try_to_unmap_one() (v6.18), the anonymous branches. A swap-backed
+    folio must be in the swap cache (else WARN_ON_ONCE and abort, as the kernel does): its
+    PTEs become swap entries. A lazy-free one (MADV_FREE'd: anon, not PG_swapbacked) is
+    discarded instead, in batches of PTEs mapping consecutive pages of the folio
+    (folio_unmap_pte_batch()); if the PTEs or the folio are dirty again it becomes
+    swap-backed and is kept, and so it is when something beyond the isolation holds a
+    reference (``refcount != 1 + mapcount``).
+
+    A PMD mapping is split first (TTU_SPLIT_HUGE_PMD), the lazy-free THP's too: measured
+    on 6.18.44, MADV_PAGEOUT of a MADV_FREE'd THP counts ``thp_split_pmd`` +1 and then
+    ``pglazyfreed`` +512, leaving an empty PTE table (a later write faults one small
+    page); written again after MADV_FREE, it is split and kept, PTE-mapped and swap-backed.
+    The newest mm tree's text (and the 6.18-era series tree) has a branch before the split
+    that hands a lazy-free PMD to unmap_huge_pmd_locked() to be discarded whole, or kept
+    unsplit when dirty (6.15: "mm: Avoid splitting pmd for lazyfree pmd-mapped THP in
+    try_to_unmap"); this kernel did not behave so, clean or dirty, with or without swap.
+    Why is not confirmed; the simulator follows the measurement.
     """
     m, end_pfn = folio.m, folio.pfn + folio_nr_pages(folio)
-    VM_WARN_ON_FOLIO(not m.mem.test(folio.pfn, PG.swapcache), folio, "unmap without swap")
+    lazyfree = folio_test_anon(folio) and not m.mem.test(folio.pfn, PG.swapbacked)
+    if not lazyfree and not m.mem.test(folio.pfn, PG.swapcache):
+        m.trace.emit("WARN_ON_ONCE", pfn=folio.pfn,
+                     what="folio_test_swapbacked(folio) != folio_test_swapcache(folio)")
+        return False
     for addr, nxt, slot in pmd_chunks(vma, lo, hi):
         raw = int(m.pgtables[slot[0]][slot[1]])
         if pmd_leaf(raw) and folio.pfn <= pte_pfn(raw) < end_pfn:
@@ -111,16 +135,48 @@ def try_to_unmap_one(folio: Folio, vma: VMA, lo: int, hi: int, flags: int) -> bo
         table = pte_table_of(m, slot)
         if table is None:
             continue
-        for a in range(addr, nxt, 1 << PAGE_SHIFT):
+        a = addr
+        while a < nxt:
             i = pte_index(a)
             pte = int(m.pgtables[table][i])
-            if not pte & _PAGE_PRESENT or pte & _PAGE_SPECIAL:
-                continue
             pfn = pte_pfn(pte)
-            if not folio.pfn <= pfn < end_pfn:
+            if not pte & _PAGE_PRESENT or pte & _PAGE_SPECIAL or not folio.pfn <= pfn < end_pfn:
+                a += PAGE_SIZE
                 continue
-            if not _unmap_pte(folio, vma, (table, i), pte, pfn):
+            nr = 1
+            if lazyfree and folio_test_large(folio):  # folio_unmap_pte_batch()
+                from pyfolio.mm.memory import folio_pte_batch
+
+                nr = folio_pte_batch(m, m.pgtables[table], i,
+                                     pte_index(nxt - PAGE_SIZE) + 1, pfn)
+            ok = _discard_ptes(folio, vma, (table, i), nr, pfn) if lazyfree \
+                else _unmap_pte(folio, vma, (table, i), pte, pfn)
+            if not ok:
                 return False
+            a += nr * PAGE_SIZE
+    return True
+
+
+def _discard_ptes(folio: Folio, vma: VMA, slot: tuple[int, int], nr: int, pfn: int) -> bool:
+    """The MADV_FREE branch of try_to_unmap_one() for ``nr`` PTEs from ``slot``: clear them
+    (get_and_clear_full_ptes(): the dirty bits gathered), then discard, or put them back."""
+    m = folio.m
+    tbl, i = m.pgtables[slot[0]], slot[1]
+    vals = tbl[i: i + nr].copy()
+    tbl[i: i + nr] = 0
+    if any(pte_dirty(int(v)) for v in vals):
+        m.mem.set(folio.pfn, PG.dirty)  # folio_mark_dirty()
+    if m.mem.test(folio.pfn, PG.dirty):  # redirtied: swap-backed again, kept
+        tbl[i: i + nr] = vals
+        m.mem.set(folio.pfn, PG.swapbacked)
+        return False
+    if folio_ref_count(folio) != 1 + folio_mapcount(folio):  # another reference
+        tbl[i: i + nr] = vals
+        return False
+    m.trace.cost("tlb_flushes")
+    add_mm_counter(vma.vm_mm, MM_ANONPAGES, -nr)
+    folio_remove_rmap_ptes(folio, pfn, nr, vma)  # discard:
+    folio_put_refs(folio, nr)
     return True
 
 

@@ -1,6 +1,7 @@
 """Page reclaim of anonymous folios: shrink_folio_list(), reclaim_pages(), and the LRU scan.
 
-Models: mm/vmscan.c (v6.18): shrink_folio_list() for anonymous swap-backed folios,
+Models: mm/vmscan.c (v6.18): shrink_folio_list() for anonymous folios (swap-backed ones,
+and lazy-free ones: a MADV_FREE'd folio still clean is discarded, ``pglazyfreed``),
 folio_check_references() with folio_referenced(), pageout(), __remove_mapping(),
 reclaim_folio_list() and reclaim_pages() (MADV_PAGEOUT), isolate_lru_folios(),
 shrink_inactive_list(), shrink_active_list(), inactive_is_low(), and the priority loop of
@@ -18,7 +19,8 @@ device) or kept in the swap cache until a later pass finds it clean. Folios that
 put back on the LRU (activated where the kernel activates them).
 
 Simplifications: one node, the root memory cgroup, anonymous lists only (no file LRU: the
-anon/file balance of get_scan_count() is not modelled), no MGLRU, no demotion, no mlock;
+anon/file balance of get_scan_count() is not modelled, and the lazy-free folios that sit
+on the file list are reached by MADV_PAGEOUT only), no MGLRU, no demotion, no mlock;
 writeback completes when the pass has put its folios back (see
 :func:`pyfolio.mm.page_io.end_swap_bio_writes`). The LRU scan is checked against the
 measured facts, not compared step by step with the kernel (its timing depends on per-CPU
@@ -97,6 +99,7 @@ class ReclaimStat:
     nr_reclaimed: int = 0
     nr_ref_keep: int = 0
     nr_unmap_fail: int = 0
+    nr_lazyfree_fail: int = 0
     nr_activate: int = 0
     nr_pageout: int = 0
     nr_writeback: int = 0
@@ -260,6 +263,7 @@ def shrink_folio_list(m: Machine, folio_list: list[Folio], ignore_references: bo
         if label != "keep":
             folio_unlock(folio)
         ret.append(folio)
+    m.vmstat["pgactivate"] += stat.nr_activate  # count_vm_events(PGACTIVATE, pgactivate)
     return ret
 
 
@@ -278,9 +282,10 @@ def _shrink_one(folio: Folio, folio_list: list[Folio], ignore_references: bool,
     if references == FOLIOREF.FOLIOREF_KEEP:
         stat.nr_ref_keep += folio_nr_pages(folio)
         return "keep_locked"
-    if not (folio_test_anon(folio) and folio_test_swapbacked(folio)):
-        return "keep_locked"  # lazy-free and file folios: not modelled
-    if not m.mem.test(folio.pfn, PG.swapcache):
+    if not folio_test_anon(folio):
+        return "keep_locked"  # file folios: not modelled
+    was_swapbacked = folio_test_swapbacked(folio)
+    if was_swapbacked and not m.mem.test(folio.pfn, PG.swapcache):
         label = _swap_anon_folio(folio, folio_list, stat)
         if label:
             return label
@@ -293,6 +298,8 @@ def _shrink_one(folio: Folio, folio_list: list[Folio], ignore_references: bool,
         try_to_unmap(folio, flags)
         if folio_mapped(folio):
             stat.nr_unmap_fail += folio_nr_pages(folio)
+            if not was_swapbacked and folio_test_swapbacked(folio):
+                stat.nr_lazyfree_fail += folio_nr_pages(folio)
             return "activate_locked"
     if folio_maybe_dma_pinned(folio):
         return "activate_locked"
@@ -307,6 +314,11 @@ def _shrink_one(folio: Folio, folio_list: list[Folio], ignore_references: bool,
             if m.mem.test(folio.pfn, PG.writeback) or m.mem.test(folio.pfn, PG.dirty):
                 return "keep"  # the write unlocked the folio
             m.mem.set(folio.pfn, PG.locked)  # folio_trylock() after a synchronous write
+    if not folio_test_swapbacked(folio):  # lazy-free: only the isolation reference left?
+        if folio_ref_count(folio) != 1:  # folio_ref_freeze(folio, 1)
+            return "keep_locked"
+        m.vmstat["pglazyfreed"] += folio_nr_pages(folio)
+        return "free_it"
     if not __remove_mapping(folio):
         return "keep_locked"
     return "free_it"
@@ -390,8 +402,8 @@ def shrink_active_list(m: Machine, nr_to_scan: int) -> None:
 
 def shrink_inactive_list(m: Machine, nr_to_scan: int) -> int:
     """shrink_inactive_list() - isolate ``nr_to_scan`` pages from the inactive anon tail,
-    shrink_folio_list() them, put the rest back; pages freed. Counts ``pgscan_anon``,
-    ``pgsteal_anon`` and ``pgactivate``.
+    shrink_folio_list() them, put the rest back; pages freed. Counts ``pgscan_anon`` and
+    ``pgsteal_anon``.
 
     Models: mm/vmscan.c:shrink_inactive_list() (v6.18).
     """
@@ -401,7 +413,6 @@ def shrink_inactive_list(m: Machine, nr_to_scan: int) -> int:
     stat = reclaim_folio_list(m, list(reversed(isolated)), False)
     m.vmstat["pgscan_anon"] += stat.nr_scanned
     m.vmstat["pgsteal_anon"] += stat.nr_reclaimed
-    m.vmstat["pgactivate"] += stat.nr_activate
     return stat.nr_reclaimed
 
 

@@ -46,7 +46,7 @@ VMSTAT_COUNTERS = (
     "thp_collapse_alloc", "thp_collapse_alloc_failed", "pglazyfree",
     "pgmajfault", "pswpin", "pswpout", "swap_ra", "swap_ra_hit", "swpin_zero", "swpout_zero",
     "thp_swpout", "thp_swpout_fallback", "pgactivate", "pgdeactivate", "pgrotated",
-    "pgscan_anon", "pgsteal_anon",
+    "pgscan_anon", "pgsteal_anon", "pglazyfreed",
 )
 
 
