@@ -60,10 +60,10 @@ COUNTERS = ("thp_fault_alloc", "thp_fault_fallback", "thp_split_pmd", "thp_split
             "thp_split_page_failed", "thp_deferred_split_page", "thp_underused_split_page",
             "thp_zero_page_alloc", "thp_collapse_alloc", "pglazyfree", "pswpin", "pswpout",
             "thp_swpout", "thp_swpout_fallback", "swpout_zero", "swpin_zero", "swap_ra",
-            "swap_ra_hit", "pgmajfault")
-#: the swap counters (mm/vmstat.c names) a swap scenario explains
+            "swap_ra_hit", "pgmajfault", "pglazyfreed")
+#: the reclaim counters (mm/vmstat.c names) a swap scenario explains
 SWAP_COUNTERS = ("pswpin", "pswpout", "thp_swpout", "thp_swpout_fallback", "swpout_zero",
-                 "swpin_zero", "swap_ra", "swap_ra_hit", "pgmajfault")
+                 "swpin_zero", "swap_ra", "swap_ra_hit", "pgmajfault", "pglazyfreed")
 #: the counters compared by default: thp_zero_page_alloc is left out, because the kernel
 #: counts it only when the huge zero folio is (re)allocated, which depends on whether any
 #: other process holds it and on when the shrinker last freed it
