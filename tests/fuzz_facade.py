@@ -462,6 +462,23 @@ class FacadeMachine(RuleBasedStateMachine):
             lambda: setattr(d, "large_pages", large), lambda: setattr(d, "large_pages", True)]
         self._run(calls[knob])
 
+    @precondition(lambda self: not self.dead)
+    @rule(op=st.integers(0, 3), kind=st.sampled_from(["file", "block", "zram"]),
+          size=st.sampled_from(["8K", "64K", "1M", "8M"]), nr=st.sampled_from([1, 32, 512]))
+    def swap(self, op: int, kind: str, size: str, nr: int) -> None:
+        """swapon (EBUSY while an area is active), swapoff (EINVAL with none), or
+        reclaim: swapped-out pages keep their values, which the shadow checks."""
+        m = self.m
+        active = m.swap_area is not None
+        if op == 0:
+            self._run(lambda: m.swapon(size, kind),
+                      refusal=(MmError, EBUSY) if active else None)
+        elif op == 1:
+            self._run(m.swapoff, refusal=None if active else (MmError, EINVAL),
+                      may_fail=(ENOMEM,))
+        else:
+            self._run(lambda: m.reclaim(nr))
+
     def _dev(self, which: int):  # type: ignore[no-untyped-def]
         devs = list(self.m.devices.values())
         return devs[which % len(devs)]
@@ -591,6 +608,8 @@ class FacadeMachine(RuleBasedStateMachine):
             p.exit()
         if self.fragmented:
             self.m.defragment()
+        if self.m.swap_area is not None:  # the swap cache holds what it wrote until swapoff
+            self.m.swapoff()
         self.m.drop_caches()
         check_no_leak(self.m, self.free0)
 
@@ -667,6 +686,9 @@ def bad_calls(fz: FacadeMachine, sh: Shadow, a: int
         (lambda: m.set_max_ptes_none(1.5), (MmError, EINVAL)),
         (lambda: m.set_use_zero_page(1), (MmError, EINVAL)),
         (lambda: m.mthp_stats("3kB"), (MmError, EINVAL)),
+        (lambda: m.swapon(5000, "block"), (MmError, EINVAL)),
+        (lambda: m.swapon("1M", "tape"), (MmError, EINVAL)),
+        (lambda: m.reclaim(0), (MmError, EINVAL)),
     ]
     folio = p.folio_at(a) if a in sh.prot else None
     if folio is not None:
@@ -675,6 +697,9 @@ def bad_calls(fz: FacadeMachine, sh: Shadow, a: int
                 (lambda: m.split(pfn, -1), (MmError, EINVAL)),
                 (lambda: m.split(pfn, 0, uniform=False, at=10 ** 9), (MmError, EINVAL)),
                 (lambda: m.split(pfn, 0, uniform="no"), (TypeError, None))]
+    if m.swap_area is None:  # a header page and no slot: "Empty swap-file"
+        out += [(lambda: m.swapon("4K", "block"), (MmError, EINVAL)),
+                (lambda: m.swapoff(), (MmError, EINVAL))]
     if m.devices:
         d = next(iter(m.devices.values()))
         out += [(lambda: d.migrate_to_device(p, a + 1, 4096), (MmError, EINVAL)),

@@ -29,7 +29,10 @@ from pyfolio.arch.x86.pgtable import (
     swp_offset,
     walk,
 )
-from pyfolio.include.linux.swapops import SwpType, is_device_private_entry
+from pyfolio.include.linux.swap import MAX_SWAPFILES
+from pyfolio.include.linux.swapops import SwpType, is_device_private_entry, pte_to_swp_entry
+from pyfolio.include.linux.swapops import swp_offset as swap_slot
+from pyfolio.include.linux.swapops import swp_type as swap_type
 from pyfolio.sim.units import PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PMD_SIZE
 
 if TYPE_CHECKING:
@@ -127,8 +130,9 @@ class Shadow:
 def peek_chunk(p: Process, base: int) -> tuple[np.ndarray, np.ndarray]:
     """What each of the 512 pages of the 2 MiB range at ``base`` holds now, read through
     the page tables without faulting: (values, readable). A present or device-private
-    entry gives its frame's stamp, an empty entry or the zero page 0; anything else (a
-    migration entry, which no step may leave) is not readable."""
+    entry gives its frame's stamp, an empty entry or the zero page 0, a swap entry what
+    its slot holds (:func:`peek_swap`); anything else (a migration entry, which no step
+    may leave) is not readable."""
     m = p.m
     stamp = m.mem.stamp
     w = walk(m, p.mm.pgd, base)
@@ -152,7 +156,28 @@ def peek_chunk(p: Process, base: int) -> tuple[np.ndarray, np.ndarray]:
                    (tbl & _U64(PTE_PFN_MASK)) >> _U64(PAGE_SHIFT)).astype(np.int64)
     ok = (present & ~special) | device
     values = np.where(ok, stamp[np.where(ok, pfn, 0)], _U64(0))
-    return values, ~((tbl != 0) & ~ok & ~special)
+    readable = ~((tbl != 0) & ~ok & ~special)
+    for i in np.flatnonzero(~readable & (typ < _U64(MAX_SWAPFILES))).tolist():
+        got = peek_swap(p, int(tbl[i]))
+        if got is not None:
+            values[i], readable[i] = got, True
+    return values, readable
+
+
+def peek_swap(p: Process, raw: int) -> int | None:
+    """What the slot of swap PTE ``raw`` holds: the page of the swap-cache folio there,
+    else 0 for a zero-filled slot (zeromap), else what was written to the area; None if
+    the slot is not in an active area."""
+    m = p.m
+    entry = pte_to_swp_entry(raw)
+    t, off = swap_type(entry), swap_slot(entry)
+    si = m.swap_info[t] if t < len(m.swap_info) else None
+    if si is None or not 0 < off < si.max:
+        return None
+    head = int(si.swap_table[off])
+    if head >= 0:
+        return int(m.mem.stamp[head + off - swap_slot(int(m.mem.swap[head]))])
+    return 0 if si.zeromap[off] else int(si.data[off])
 
 
 def chunk_index(a: int) -> int:
