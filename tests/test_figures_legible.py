@@ -178,6 +178,28 @@ def _agreement() -> Figure:
                             "simulator and kernel, step by step")
 
 
+def _swap() -> list[tuple[str, Callable[[], Figure]]]:
+    from pyfolio.views import draw_swap_frame, draw_swap_map, record_swap, swap_cells
+
+    def paged_out() -> tuple[System, object, int]:
+        m = System(ram="64M", seed=0)
+        m.swapon("64M", "block")
+        p, a = m.spawn_with_thp()
+        p.madvise(a, 2 * MiB, "pageout")
+        return m, p, a
+
+    def frame() -> Figure:
+        m = System(ram="64M", seed=0)
+        m.swapon("64M", "block")
+        p, a = m.spawn_with_thp()
+        frames = record_swap(m, p, a, [("MADV_PAGEOUT",
+                                        lambda: p.madvise(a, 2 * MiB, "pageout"))])
+        return draw_swap_frame(frames[-1])
+
+    return [("swap_map", lambda: draw_swap_map(swap_cells(paged_out()[0].swap_area))),
+            ("swap_frame", frame)]
+
+
 def _costs() -> list[tuple[str, Callable[[], Figure]]]:
     from pyfolio.views.migration_cost import cost_sweep, cost_view, draw_costs
 
@@ -202,6 +224,7 @@ def _widgets() -> list[tuple[str, Callable[[], Figure]]]:
             ("device_fault_explorer", lambda: w.device_fault_explorer().static_figure()),
             ("design_review", lambda: design_review().static_figure()),
             ("cost_explorer", lambda: cost_explorer().static_figure()),
+            ("swap_explorer", lambda: w.swap_explorer().static_figure()),
             ("address_walker", walker)]
 
 
@@ -221,6 +244,7 @@ FIGURES: list[tuple[str, Callable[[], Figure]]] = [
     ("design_step", _design_step),
     ("agreement", _agreement),
     *_costs(),
+    *_swap(),
     *_widgets(),
 ]
 

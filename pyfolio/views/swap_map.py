@@ -29,7 +29,7 @@ from matplotlib.patches import Patch, Rectangle
 from pyfolio.include.linux.swap import SWAP_HAS_CACHE, SWAP_MAP_BAD, SWAPFILE_CLUSTER
 from pyfolio.sim.errors import MmError
 from pyfolio.sim.units import PMD_SIZE
-from pyfolio.views._style import WHITE, new_figure
+from pyfolio.views._style import PAGE_WIDTH, WHITE, new_figure
 from pyfolio.views.animate import stack
 from pyfolio.views.region import RegionCells, draw_cells, region_cells
 
@@ -95,10 +95,8 @@ def draw_swap_map(c: SwapCells, *, title: str = "") -> Figure:
         cl, j = divmod(i, SWAPFILE_CLUSTER)
         r, col = divmod(j, _COLS)
         img[r, cl * (_COLS + 1) + col] = SLOT_COLORS[SLOT_STATES[s]]
-    width = 3.4 * ncl + 3.0
-    frac = 3.4 * ncl / width
-    fig = new_figure(width, 2.2)
-    ax = fig.add_axes((0.01, 0.06, frac, 0.74))
+    fig = new_figure(PAGE_WIDTH, 2.6)
+    ax = fig.add_axes((0.01, 0.22, 0.98, 0.58))
     ax.imshow(img, interpolation="nearest", aspect="auto")
     for cl in range(ncl):  # a grid line round each cluster
         ax.add_patch(Rectangle((cl * (_COLS + 1) - 0.5, -0.5), _COLS, _ROWS, fill=False,
@@ -121,8 +119,8 @@ def draw_swap_map(c: SwapCells, *, title: str = "") -> Figure:
     present = sorted({int(s) for s in c.state})
     handles = [Patch(fc=SLOT_COLORS[SLOT_STATES[s]], ec="black", lw=0.5,
                      label=SLOT_LABELS[SLOT_STATES[s]]) for s in present]
-    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(frac + 0.02, 0.45),
-               fontsize=7, frameon=False)
+    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.0),
+               ncol=min(len(handles), 3), fontsize=7, frameon=False)
     fig.suptitle(title or f"swap slots of the {c.kind} area", fontsize=9, x=0.01, ha="left")
     return fig
 

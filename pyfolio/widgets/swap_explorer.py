@@ -20,7 +20,7 @@ from pyfolio.sim.errors import MmError, SegmentationFault
 from pyfolio.sim.units import PAGE_SIZE, MiB
 from pyfolio.system import System
 from pyfolio.views import draw_swap_map, region_strip, stack, swap_cells
-from pyfolio.widgets._common import Message, png
+from pyfolio.widgets._common import App, Message, png
 
 __all__ = ["swap_explorer", "SwapExplorer", "COUNTERS"]
 
@@ -30,7 +30,7 @@ COUNTERS = ("pswpout", "thp_swpout", "thp_swpout_fallback", "pswpin", "pgmajfaul
 _KINDS = [("swap file", "file"), ("loop block device", "block"), ("zram", "zram")]
 
 
-class SwapExplorer(widgets.VBox):
+class SwapExplorer(App):
     """The swap explorer app (see :func:`swap_explorer`)."""
 
     def __init__(self, ram: str = "64M", swap: str = "64M") -> None:
@@ -179,5 +179,6 @@ def swap_explorer(ram: str = "64M", swap: str = "64M") -> SwapExplorer:
     """A widget: page a THP out to a swap file, a loop block device or zram (whole or
     split), read or write single pages back (from the swap cache, from the device with
     readahead, or directly from zram), reclaim, swapoff; with the region, the swap slots
-    and the counters. ``.static_figure()`` gives the pictures for print."""
+    and the counters. ``.static_figure()`` gives its picture for print (the widget offers
+    it as image/png too: the static page shows it)."""
     return SwapExplorer(ram, swap)
