@@ -98,6 +98,8 @@ def draw_swap_map(c: SwapCells, *, title: str = "") -> Figure:
     fig = new_figure(PAGE_WIDTH, 2.6)
     ax = fig.add_axes((0.01, 0.22, 0.98, 0.58))
     ax.imshow(img, interpolation="nearest", aspect="auto")
+    ax.set_xlim(-1.0, img.shape[1])  # room for the outlines of the clusters
+    ax.set_ylim(_ROWS, -1.0)
     for cl in range(ncl):  # a grid line round each cluster
         ax.add_patch(Rectangle((cl * (_COLS + 1) - 0.5, -0.5), _COLS, _ROWS, fill=False,
                                lw=1.0, ec="black"))
