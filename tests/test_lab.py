@@ -379,6 +379,13 @@ def _operate(pg: Any, name: str, roots: list[Any], lat: dict[str, list[float]]) 
             _change(pg, root, _slide(pg, root), "ch12 design review: step", lat)
             other = root.locator(".widget-toggle-button:not(.mod-active)").first
             _change(pg, root, other.click, "ch12 design review: design", lat)
+        elif ch == "15":
+            for _ in range(2):
+                _change(pg, root, _click(root, "MADV_PAGEOUT 2 MiB"),
+                        "ch15 swap explorer: pageout", lat)
+                _change(pg, root, _click(root, "Read page"), "ch15 swap explorer: read", lat)
+                _change(pg, root, _click(root, "Reset"), "ch15 swap explorer: reset", lat)
+            _bad_number(pg, root, lat, "ch15 swap explorer page box")
         elif ch == "13":
             select = root.locator("select").first
             options = select.locator("option").all_inner_texts()

@@ -361,3 +361,21 @@ def test_swap_explorer_file_splits_and_zram_reads_at_the_enabled_size():
     assert w.proc.folio_at(w.addr + 20 * 4 * KiB).order == 4 and w.system.check() == []
     w.reset_button.click()
     assert w.system.swaps()[0]["Used"] == 0 and w.proc.lookup(w.addr).kind == "huge"
+
+
+def test_swap_explorer_page_box_reads_on_enter_and_says_what_is_allowed():
+    from pyfolio.mm.debug_vm import snapshot
+    from pyfolio.widgets import swap_explorer
+
+    w = swap_explorer(ram="32M", swap="16M")
+    w.kind.value = "block"
+    w.page_out()
+    before = snapshot(w.system.machine)
+    w.page.value = "600"
+    w._on_submit(w.page, {"event": "submit"}, [])
+    assert w.message.text == "600 is outside the THP's pages: type a whole number from 0 to 511"
+    assert snapshot(w.system.machine) == before
+    w.page.value = "0x10"
+    w._on_submit(w.page, {"event": "submit"}, [])  # Enter in the box reads page 16
+    assert w.message.text.startswith("read: page 16: from the swap cache")
+    assert w.system.check() == []

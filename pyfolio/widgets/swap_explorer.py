@@ -54,6 +54,7 @@ class SwapExplorer(App):
         self.reclaim_button.on_click(lambda _: self.reclaim())
         self.swapoff_button.on_click(lambda _: self.swapoff())
         self.reset_button.on_click(lambda _: self.reset())
+        self.page.on_msg(self._on_submit)  # Enter in the box reads the page
         self.kind.observe(lambda _: self.reset(), names="value")
         self.mthp.observe(lambda _: self._set_mthp(), names="value")
         super().__init__([
@@ -112,10 +113,14 @@ class SwapExplorer(App):
             return f"{how}; {kept} pages left in the swap cache"
         self._act("MADV_PAGEOUT", go)
 
+    def _on_submit(self, _: object, content: dict[str, object], buffers: object) -> None:
+        if content.get("event") == "submit":
+            self.touch(False)
+
     def touch(self, write: bool) -> None:
         """A read or write of the chosen page: a swap-in if it is swapped out."""
         page = self.message.number_in(self.page.value, 0, 512, "a page number",
-                                      "the THP's pages")
+                                      "the THP's pages", decimal=True)
         if page is None:
             self.redraw()
             return
