@@ -14,8 +14,8 @@ table holds a folio (its head PFN) or nothing (no workingset shadows). The devic
 contents are kept per slot (``data``: the 64-bit page stamps pyfolio uses for data).
 
 >>> si = SwapInfoStruct.new(0, "file", 16)
->>> si.max, si.pages, int(si.swap_map[0]) == SWAP_MAP_BAD
-(16, 15, True)
+>>> si.max, si.pages, int(si.swap_map[0])  # setup_clusters() marks the header SWAP_MAP_BAD
+(16, 15, 0)
 """
 
 from __future__ import annotations
@@ -141,9 +141,9 @@ class SwapInfoStruct:
     @classmethod
     def new(cls, type_: int, kind: str, nr_pages: int, name: str = "",
             solidstate: bool | None = None) -> SwapInfoStruct:
-        """A freshly set-up area of ``nr_pages`` pages (header included): the state
-        sys_swapon() leaves before enable_swap_info() (read_swap_header(),
-        setup_swap_map(), setup_clusters())."""
+        """A new area of ``nr_pages`` pages (header included), every slot free: the state
+        after read_swap_header(), before setup_clusters()
+        (:func:`pyfolio.mm.swapfile_swapon.setup_clusters`) marks the header slot."""
         flags = SWP.SWP_USED | KIND_FLAGS[kind]
         if solidstate is not None:
             flags = (flags | SWP.SWP_SOLIDSTATE) if solidstate else flags & ~SWP.SWP_SOLIDSTATE
