@@ -467,7 +467,8 @@ class FacadeMachine(RuleBasedStateMachine):
           size=st.sampled_from(["8K", "64K", "1M", "8M"]), nr=st.sampled_from([1, 32, 512]))
     def swap(self, op: int, kind: str, size: str, nr: int) -> None:
         """swapon (EBUSY while an area is active), swapoff (EINVAL with none), or
-        reclaim: swapped-out pages keep their values, which the shadow checks."""
+        reclaim (once or twice): swapped-out pages keep their values, which the shadow
+        checks."""
         m = self.m
         active = m.swap_area is not None
         if op == 0:
@@ -476,8 +477,8 @@ class FacadeMachine(RuleBasedStateMachine):
         elif op == 1:
             self._run(m.swapoff, refusal=None if active else (MmError, EINVAL),
                       may_fail=(ENOMEM,))
-        else:
-            self._run(lambda: m.reclaim(nr))
+        else:  # a first pass keeps what was used since the last (PG_referenced): op 3 asks twice
+            self._run(lambda: [m.reclaim(nr) for _ in range(op - 1)])
 
     def _dev(self, which: int):  # type: ignore[no-untyped-def]
         devs = list(self.m.devices.values())
