@@ -25,14 +25,17 @@ from pyfolio.mm.mm_init import boot_machine
 from pyfolio.mm.mmap import do_mmap, do_munmap, exit_mmap
 from pyfolio.mm.mprotect import do_mprotect
 from pyfolio.mm.page_alloc import defragment, fragment
+from pyfolio.mm.shmem import shm_mnt, shmem_enabled_store, thpsize_shmem_enabled_store
 from pyfolio.mm.swap import lru_add_drain
 from pyfolio.mm.swapfile_swapon import swap_show, sys_swapoff, sys_swapon
 from pyfolio.mm.vmscan import try_to_free_mem_cgroup_pages
 from pyfolio.mm.vmstat import vmstat
 from pyfolio.sim.errors import (
+    EBADF,
     EBUSY,
     EEXIST,
     EINVAL,
+    EOPNOTSUPP,
     MmError,
     SegmentationFault,
 )
@@ -41,6 +44,7 @@ from pyfolio.sim.trace import Trace
 from pyfolio.sim.units import HPAGE_PMD_NR, PAGE_SIZE, PMD_SIZE, parse_size, to_size, to_ulong
 
 if TYPE_CHECKING:
+    from pyfolio.include.linux.fs import File
     from pyfolio.include.linux.swap import SwapInfoStruct
     from pyfolio.sim.machine import Machine
 
@@ -210,8 +214,37 @@ class System:
 
     def drop_caches(self) -> int:
         """``echo 2 > /proc/sys/vm/drop_caches``: runs the shrinkers, among them the deferred
-        split shrinker; returns how many queued folios it split."""
-        return shrink_deferred_split(self.machine)
+        split shrinker and tmpfs's shrinker of huge folios past EOF
+        (shmem_unused_huge_shrink()); returns how many folios they split."""
+        from pyfolio.mm.shmem_truncate import shmem_unused_huge_shrink
+
+        return shrink_deferred_split(self.machine) + shmem_unused_huge_shrink(
+            shm_mnt(self.machine))
+
+    def shmem_thp(self, size: str | None = None) -> str:
+        """``/sys/kernel/mm/transparent_hugepage/shmem_enabled`` (``size`` None) or
+        ``hugepages-<size>/shmem_enabled`` ("8kB" to "2048kB")."""
+        if size is None:
+            return self.machine.shmem_huge
+        return self.machine.thp_shmem_enabled[mthp_size_order(size, THPSIZE_ORDERS)]
+
+    def set_shmem_thp(self, policy: str, size: str | None = None) -> None:
+        """``echo policy > .../shmem_enabled`` (``size`` None: the top level, which memfd and
+        tmpfs files follow for write(), and which ``inherit`` sizes follow: always,
+        within_size, advise, never, deny, force) or ``.../hugepages-<size>/shmem_enabled``
+        (always, inherit, within_size, advise, never: faults in anonymous shmem mappings:
+        MAP_SHARED|MAP_ANONYMOUS and memfd mappings). MmError(EINVAL) for a bad size or
+        value (and as the kernel refuses force / inherit combinations); nothing changes
+        then.
+
+        >>> m = System(ram="16M"); m.set_shmem_thp("always", "64kB"); m.shmem_thp("64kB")
+        'always'
+        """
+        if size is None:
+            shmem_enabled_store(self.machine, policy)
+        else:
+            thpsize_shmem_enabled_store(self.machine, mthp_size_order(size, THPSIZE_ORDERS),
+                                        policy)
 
     def set_max_ptes_none(self, n: int) -> None:
         """``echo n > /sys/kernel/mm/transparent_hugepage/khugepaged/max_ptes_none``
@@ -352,6 +385,8 @@ class Process:
         self.system, self.mm, self.pid = system, mm, pid
         self.alive = True
         self._pins: list[int] = []
+        #: the file descriptor table (struct files_struct): fd -> open file
+        self.files: dict[int, File] = {}
 
     @property
     def m(self) -> Machine:
@@ -370,10 +405,131 @@ class Process:
     # address or length that is not an int (or, for a length, a size string such as "2M")
     # is a TypeError; an int is taken as an unsigned long (to_ulong()); the kernel's own
     # checks then give its errno (MmError), changing nothing.
-    def mmap(self, length: int | str, prot: str = "rw") -> int:
-        """mmap(NULL, length, prot, MAP_PRIVATE|MAP_ANONYMOUS): the new mapping's address."""
+    def mmap(self, length: int | str, prot: str = "rw", *, shared: bool = False,
+             fd: int | None = None, offset: int = 0, addr: int | None = None) -> int:
+        """mmap(NULL, length, prot, flags, fd, offset): the new mapping's address.
+
+        MAP_PRIVATE|MAP_ANONYMOUS by default; ``shared`` alone is MAP_SHARED|MAP_ANONYMOUS
+        (shmem); with ``fd`` the file from byte ``offset`` (page aligned), shared or
+        private. A mapping that can hold PMD-sized folios is placed for them (anonymous:
+        a length that is a multiple of 2 MiB on a 2 MiB boundary; a file: its offset
+        congruent modulo 2 MiB, thp_get_unmapped_area() / shmem_get_unmapped_area()).
+        ``addr`` asks for that address (MAP_FIXED_NOREPLACE: EEXIST if it is taken).
+        EBADF for an fd not open, EINVAL for a bad offset, EACCES as the kernel gives it.
+        """
         self._live()
-        return do_mmap(self.mm, to_size(length), _word(prot, "prot"))
+        length, prot = to_size(length), _word(prot, "prot")
+        fixed = None if addr is None else to_ulong(addr)
+        file = None if fd is None else self._file(fd)
+        if isinstance(offset, bool) or not isinstance(offset, int):
+            raise TypeError(f"offset must be an int, not {type(offset).__name__} {offset!r}")
+        if offset < 0 or offset % PAGE_SIZE:
+            raise MmError(EINVAL, f"mmap: offset {offset!r} is not a page-aligned byte offset")
+        return do_mmap(self.mm, length, prot, shared=shared, file=file,
+                       pgoff=offset // PAGE_SIZE, fixed=fixed)
+
+    # -- files --------------------------------------------------------------------------
+    def _file(self, fd: int) -> File:
+        self._live()
+        f = self.files.get(fd) if isinstance(fd, int) else None
+        if f is None:
+            raise MmError(EBADF, f"fd {fd!r} is not an open file of pid {self.pid}")
+        return f
+
+    def _install(self, f: File) -> int:
+        fd = 3
+        while fd in self.files:
+            fd += 1
+        self.files[fd] = f
+        return fd
+
+    def memfd_create(self, name: str) -> int:
+        """memfd_create(name, 0): a new empty file in memory (tmpfs, unlinked); its fd.
+
+        >>> m = System(ram="16M"); p = m.spawn(); fd = p.memfd_create("x")
+        >>> p.pwrite(fd, 0, 8192, 5); p.pread(fd, 4096), p.page_cache(fd)
+        (5, [(0, 0), (1, 0)])
+        """
+        from pyfolio.mm.memfd import memfd_create
+
+        self._live()
+        return self._install(memfd_create(self.m, name))
+
+    def open(self, path: str, create: bool = True, *, mode: str = "rw") -> int:
+        """open(path, O_RDWR|O_CREAT) on the disk file system (ext4): ``path`` absolute,
+        such as "/data/f" (directories need no creating); ``mode`` "r" opens O_RDONLY.
+        ENOENT if it does not exist and ``create`` is False."""
+        from pyfolio.fs.open import do_sys_open
+        from pyfolio.include.linux.fs import FMODE
+
+        self._live()
+        if mode not in ("r", "rw"):
+            raise MmError(EINVAL, f"open: mode {mode!r} is not 'r' or 'rw'")
+        fmode = FMODE.READ | (FMODE.WRITE if mode == "rw" else FMODE(0))
+        return self._install(do_sys_open(self.m, path, create, fmode))
+
+    def close(self, fd: int) -> None:
+        """close(fd); EBADF if it is not open. Mappings of the file stay."""
+        from pyfolio.fs.open import filp_close
+
+        filp_close(self._file(fd))
+        del self.files[fd]
+
+    def pwrite(self, fd: int, offset: int, length: int | str, value: int) -> int:
+        """pwrite(): write ``length`` bytes at ``offset``; every page written gets the
+        64-bit stamp ``value`` (as :meth:`write` does for memory). The bytes written."""
+        from pyfolio.fs.read_write import ksys_pwrite64
+
+        return ksys_pwrite64(self._file(fd), offset, parse_size(length), value)
+
+    def pread(self, fd: int, offset: int) -> int:
+        """pread() of the page at ``offset``: its 64-bit stamp (0 for a hole or past EOF,
+        where the kernel returns zeroes or nothing)."""
+        from pyfolio.fs.read_write import ksys_pread64
+
+        got = ksys_pread64(self._file(fd), offset, PAGE_SIZE - offset % PAGE_SIZE
+                           if isinstance(offset, int) and offset >= 0 else 0)
+        return got[0] if got else 0
+
+    def ftruncate(self, fd: int, length: int | str) -> None:
+        """ftruncate(): set the file's size; shrinking truncates its page cache there
+        (splitting a large folio the new end falls in)."""
+        from pyfolio.fs.open import do_ftruncate
+
+        do_ftruncate(self._file(fd), parse_size(length))
+
+    def fallocate(self, fd: int, mode: str, offset: int, length: int | str) -> None:
+        """fallocate(): ``mode`` "punch_hole" (FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE),
+        "allocate" (0) or "keep_size" (FALLOC_FL_KEEP_SIZE). EOPNOTSUPP for another mode."""
+        from pyfolio.fs.open import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, vfs_fallocate
+
+        modes = {"punch_hole": FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, "allocate": 0,
+                 "keep_size": FALLOC_FL_KEEP_SIZE}
+        f = self._file(fd)
+        if mode not in modes:
+            raise MmError(EOPNOTSUPP, f"fallocate: mode {mode!r} is not one of "
+                                      f"{', '.join(modes)}")
+        vfs_fallocate(f, modes[mode], offset, parse_size(length))
+
+    def fsync(self, fd: int) -> None:
+        """fsync(): write the file's dirty folios back (a disk file's become clean)."""
+        f = self._file(fd)
+        f.f_op.fsync(f)
+
+    def fadvise(self, fd: int, offset: int, length: int | str, advice: str) -> None:
+        """posix_fadvise(); "dontneed" writes the range back and evicts its clean, unmapped
+        folios (a disk file; tmpfs ignores it)."""
+        from pyfolio.mm.fadvise import generic_fadvise
+
+        generic_fadvise(self._file(fd), offset, parse_size(length), advice)
+
+    def page_cache(self, fd: int) -> list[tuple[int, int]]:
+        """Every folio of the file in the page cache, mapped or not: (index, order) in
+        index order."""
+        from pyfolio.lib.xarray import xa_entries
+
+        return [(index, order) for index, order, _ in
+                xa_entries(self._file(fd).f_mapping.i_pages)]
 
     def munmap(self, addr: int, length: int | str) -> None:
         """munmap(addr, length): EINVAL for an unaligned address, a range that leaves the
@@ -391,8 +547,12 @@ class Process:
 
     def fork(self) -> Process:
         """fork(): a child sharing every anonymous page copy-on-write."""
+        from pyfolio.mm.mmap import get_file
+
         self._live()
-        return self.system._add(dup_mm(self.mm))
+        child = self.system._add(dup_mm(self.mm))
+        child.files = {fd: get_file(f) for fd, f in self.files.items()}  # dup_fd()
+        return child
 
     def exit(self) -> None:
         """exit(): release this process's pins, then tear its address space down."""
@@ -401,6 +561,11 @@ class Process:
             unpin_user_page(self.m, pfn)
         self._pins.clear()
         exit_mmap(self.mm)
+        from pyfolio.fs.open import filp_close
+
+        for f in self.files.values():  # exit_files()
+            filp_close(f)
+        self.files.clear()
         self.alive = False
         self.system.processes.remove(self)
         check_mm(self.mm)  # __mmdrop(): every RSS counter must be back at zero
@@ -417,9 +582,11 @@ class Process:
             raise SegmentationFault(f"pid {self.pid}: write to read-only {addr:#x}")
         if not vma.vm_flags & VM.READ:
             raise SegmentationFault(f"pid {self.pid}: access to PROT_NONE {addr:#x}")
-        # the CPU re-executes the access: a fault that left no usable entry (e.g. a device
-        # folio split by migrate_to_ram) faults again
-        return fault_in(self.mm, vma, addr, write, lambda a: self._young_dirty(a, write))
+        # the CPU re-executes the access: a fault that left no usable entry (a device
+        # folio split by migrate_to_ram; a file fault that read from disk and returned
+        # VM_FAULT_RETRY) faults again; VM_FAULT_SIGBUS is a SIGBUS (BusError)
+        return fault_in(self.mm, vma, addr, write, lambda a: self._young_dirty(a, write),
+                        cpu=True)
 
     def _young_dirty(self, addr: int, write: bool) -> bool:
         """Set the accessed (and for a write, dirty) bit of the present entry mapping

@@ -96,7 +96,9 @@ def test_precise_page_mapcount_adds_the_entire_mapcount(m: System) -> None:
 def test_vmstat_uses_the_kernels_names(m: System) -> None:
     d = vmstat(m.machine)
     gauges = {"nr_free_pages", "nr_anon_pages", "nr_anon_transparent_hugepages",
-              "nr_page_table_pages", "nr_swapcached", "nr_writeback"}
+              "nr_page_table_pages", "nr_swapcached", "nr_writeback", "nr_file_pages",
+              "nr_shmem", "nr_shmem_hugepages", "nr_file_hugepages", "nr_shmem_pmdmapped",
+              "nr_file_pmdmapped"}
     assert set(d) == set(VMSTAT_COUNTERS) | gauges
     # every counter name is one of mm/vmstat.c:vmstat_text[] (spot-check the THP ones)
     assert {"thp_fault_alloc", "thp_fault_fallback", "thp_split_pmd", "thp_split_page",

@@ -1,7 +1,9 @@
 """fork and exit of an address space.
 
 Models: kernel/fork.c:dup_mm() / dup_mmap() (v6.18): every VMA is copied, anon_vma_fork()
-links the child into the parent's anon_vmas, and copy_page_range() shares the pages; and
+links the child into the parent's anon_vmas, a file VMA's copy takes a file reference and
+joins the file's i_mmap, and copy_page_range() shares the pages (none for a VMA without an
+anon_vma, such as a shared file or shmem mapping: the child faults those in); and
 check_mm(), the RSS-counter check when an mm is freed.
 """
 
@@ -44,12 +46,17 @@ def dup_mm(oldmm: MMStruct) -> MMStruct:
     what copy_page_range() did to it (entries write-protected, pages no longer
     anon-exclusive), as the kernel's does.
     """
+    from pyfolio.mm.mmap import get_file
+
     mm = mm_alloc(oldmm.m)
     try:
         for vma in oldmm.vmas:
             new = VMA(mm, vma.vm_start, vma.vm_end, vma.vm_flags, vma.vm_pgoff)
             mm.vmas.append(new)
             anon_vma_fork(new, vma)
+            if vma.vm_file is not None:  # get_file(); the child's VMA joins the file's i_mmap
+                new.vm_file, new.vm_ops = get_file(vma.vm_file), vma.vm_ops
+                vma.vm_file.f_mapping.i_mmap.add(new)
             copy_page_range(new, vma)
     except MmError as e:
         if e.errno != ENOMEM:

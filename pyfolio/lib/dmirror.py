@@ -30,7 +30,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pyfolio.include.linux.mm import Folio, folio_lock, folio_order, folio_unlock, page_folio
-from pyfolio.mm.huge_memory import VM_FAULT_OOM, VM_FAULT_SIGBUS
+from pyfolio.include.linux.mm_types import VM_FAULT_OOM, VM_FAULT_SIGBUS
 from pyfolio.mm.memremap import (
     MEMORY_TYPE,
     DevPagemap,

@@ -44,6 +44,7 @@ from pyfolio.include.linux.mm_types import (
     MM_SWAPENTS,
     NR_MM_COUNTERS,
 )
+from pyfolio.include.linux.pagemap import folio_mapping
 from pyfolio.include.linux.swap import (
     CLUSTER_FLAG,
     MAX_SWAPFILES,
@@ -64,6 +65,7 @@ from pyfolio.sim.memmap import ENTIRELY_MAPPED, FOLIO_MAPPING_ANON, NO_HEAD, PG,
 from pyfolio.sim.units import HPAGE_PMD_NR, PAGE_SHIFT, PGDIR_SHIFT, PMD_SHIFT, PUD_SHIFT
 
 if TYPE_CHECKING:
+    from pyfolio.include.linux.fs import AddressSpace
     from pyfolio.include.linux.mm_types import VMA, MMStruct
     from pyfolio.lib.dmirror import Dmirror
     from pyfolio.sim.machine import Machine
@@ -314,16 +316,25 @@ def _scan_pte_table(m: Machine, mm: MMStruct, table: int, base: int, owner: np.n
 
 
 def _check_rmap(m: Machine, vma: VMA, addr: int, pfn: int, out: list[Violation]) -> None:
-    """The rmap can find this mapping: the folio's anon_vma reaches the VMA, and
-    vma_address() of the page's index is this address (what rmap_walk_anon() relies on)."""
+    """The rmap can find this mapping: the folio's anon_vma reaches the VMA (anon), or the
+    VMA maps the folio's file and is in its ``i_mmap`` (page cache), and vma_address() of
+    the page's index is this address (what rmap_walk_anon() and rmap_walk_file() rely
+    on)."""
     folio = page_folio(m, pfn)
     av = folio_anon_vma(folio)
-    if av is None:
-        return  # reported by _check_folio
     index = int(m.mem.index[folio.pfn]) + pfn - folio.pfn
-    if vma not in av.vmas or vma.address_of(index) != addr:
-        out.append(Violation("rmap", addr, f"page {pfn:#x} mapped here cannot be found from "
-                             f"its anon_vma {av.id} (index {index:#x})"))
+    if av is not None:
+        if vma not in av.vmas or vma.address_of(index) != addr:
+            out.append(Violation("rmap", addr, f"page {pfn:#x} mapped here cannot be found "
+                                 f"from its anon_vma {av.id} (index {index:#x})"))
+        return
+    mapping = folio_mapping(folio)
+    if mapping is None:
+        return  # reported by _check_folio
+    if vma not in mapping.i_mmap or vma.vm_file is None or \
+            vma.vm_file.f_mapping is not mapping or vma.address_of(index) != addr:
+        out.append(Violation("rmap", addr, f"page {pfn:#x} (file index {index:#x}) mapped "
+                             f"here cannot be found from its file's i_mmap"))
 
 
 def _count_leaf(m: Machine, owner: np.ndarray, raw: int, level: str, addr: int,
@@ -489,12 +500,65 @@ def _check_counts(m: Machine, pte_maps: np.ndarray, pmd_maps: Counter[int],
     for pfn in m.deferred_split_queue:
         if not mem.test(pfn, PG.head) or mem._refcount[pfn] <= 0:
             out.append(Violation("deferred-split", pfn, "queued folio is not a live large folio"))
+        elif not mem.mapping[pfn] & 1:
+            out.append(Violation("deferred-split", pfn, "a file folio is on the deferred split "
+                                                        "queue (only anon folios go there)"))
     for pfn in m.lru_lazyfree:
         if mem._refcount[pfn] <= 0 or mem.compound_head[pfn] != NO_HEAD \
                 or mem.extra_refs[pfn] < m.lru_lazyfree.count(pfn):
             out.append(Violation("lru-batch", pfn, "a folio in the lazyfree batch is not a live "
                                                    "folio holding the batch's reference"))
     _check_mthp_gauges(m, live, out)
+    _check_page_cache(m, live, out)
+
+
+def _check_page_cache(m: Machine, live: np.ndarray, out: list[Violation]) -> None:
+    """Every page cache is consistent: each XArray entry is a live folio head of the
+    entry's order, naturally aligned, whose ``mapping`` and ``index`` name this entry;
+    entries do not overlap; ``nrpages`` is their sum; every live folio pointing at a
+    mapping is in its XArray; ``i_mmap`` holds only live VMAs mapping this file; a shmem
+    inode's charge (``alloced``) is its cached pages (no swap in the simulator)."""
+    from pyfolio.include.linux.shmem_fs import ShmemInodeInfo
+    from pyfolio.lib.xarray import xa_entries
+
+    mem = m.mem
+    live_vmas = {id(v) for mm in m.mms for v in mm.vmas}
+    seen: set[int] = set()
+    for mid, mapping in m.mappings.items():
+        pages, last_end = 0, -1
+        for head, order, pfn in xa_entries(mapping.i_pages):
+            seen.add(pfn)
+            where = f"file {mapping.host.i_ino} index {head:#x}"
+            if head & ((1 << order) - 1) or head < last_end:
+                out.append(Violation("page-cache", pfn, f"{where}: order-{order} entry "
+                                     "misaligned or overlapping"))
+            last_end, pages = head + (1 << order), pages + (1 << order)
+            f_order = int(mem.order[pfn]) if mem.test(pfn, PG.head) else 0
+            if not 0 <= pfn < mem.nr or not live[pfn] or f_order != order:
+                out.append(Violation("page-cache", pfn, f"{where}: entry of order {order} is "
+                                     f"not a live folio of that order"))
+                continue
+            if int(mem.mapping[pfn]) != mid << 2 or int(mem.index[pfn]) != head:
+                out.append(Violation("page-cache", pfn, f"{where}: folio->mapping/index "
+                                     f"say {int(mem.mapping[pfn]):#x}/{int(mem.index[pfn]):#x}"))
+        if pages != mapping.nrpages:
+            out.append(Violation("page-cache", mid, f"file {mapping.host.i_ino}: nrpages="
+                                 f"{mapping.nrpages}, the XArray holds {pages}"))
+        for vma in mapping.i_mmap:
+            if id(vma) not in live_vmas or vma.vm_file is None or \
+                    vma.vm_file.f_mapping is not mapping:
+                out.append(Violation("i_mmap", mid, f"file {mapping.host.i_ino}: i_mmap holds "
+                                     f"a VMA that does not map it ({vma!r})"))
+        info = mapping.host.i_private
+        if isinstance(info, ShmemInodeInfo) and info.alloced != mapping.nrpages + info.swapped:
+            out.append(Violation("shmem", mid, f"file {mapping.host.i_ino}: alloced="
+                                 f"{info.alloced}, but {mapping.nrpages} pages are cached"))
+    file_heads = np.flatnonzero(live & (mem.compound_head == NO_HEAD) & (mem.mapping != 0)
+                                & ((mem.mapping & 3) == 0))
+    for fh in file_heads:
+        if int(fh) not in seen:
+            out.append(Violation("page-cache", int(fh), "folio->mapping is set but the folio "
+                                 "is in no page cache"))
 
 
 def _check_mthp_gauges(m: Machine, live: np.ndarray, out: list[Violation]) -> None:
@@ -549,16 +613,23 @@ def _check_folio(folio: Folio, pte_maps: np.ndarray, pmd_maps: Counter[int],
             if have != value:
                 out.append(Violation(field.strip("_"), pfn, f"{field}={have}, expected {value}"))
     pins = m.pins[pfn] * (1 if large else GUP_PIN_COUNTING_BIAS)
-    cache = nr if mem.test(pfn, PG.swapcache) else 0  # folio_expected_ref_count()
-    expected = ptes + pmds + pins + mem.extra_refs[pfn] + cache
+    page_cache = nr if folio_mapping(folio) is not None else 0
+    swap_cache = nr if mem.test(pfn, PG.swapcache) else 0  # folio_expected_ref_count()
+    cache = page_cache + swap_cache
+    private = int(mem.test(pfn, PG.private))
+    expected = ptes + pmds + pins + mem.extra_refs[pfn] + cache + private
     if int(mem._refcount[pfn]) != expected:
         out.append(Violation("refcount", pfn, f"_refcount={int(mem._refcount[pfn])}, expected "
                              f"{expected} ({ptes} PTE + {pmds} PMD mappings, {pins} pin refs, "
-                             f"{cache} swap cache, {mem.extra_refs[pfn]} held elsewhere)"))
-    if (ptes or pmds) and not folio_test_anon(folio):
-        out.append(Violation("anon", pfn, "mapped folio is not anonymous"))
-    elif (ptes or pmds) and folio_anon_vma(folio) is None:
+                             f"{page_cache} page cache, {swap_cache} swap cache, {private} "
+                             f"PG_private, {mem.extra_refs[pfn]} held elsewhere)"))
+    if (ptes or pmds) and not folio_test_anon(folio) and not page_cache:
+        out.append(Violation("anon", pfn, "mapped folio is neither anonymous nor in a page "
+                                          "cache"))
+    elif (ptes or pmds) and folio_test_anon(folio) and folio_anon_vma(folio) is None:
         out.append(Violation("anon_vma", pfn, "folio->mapping points at no live anon_vma"))
+    if folio_test_anon(folio) and private:
+        out.append(Violation("private", pfn, "an anon folio has PG_private"))
 
 
 def _check_devices(m: Machine, owner: np.ndarray, out: list[Violation]) -> None:
@@ -660,7 +731,9 @@ def snapshot(m: Machine) -> dict[str, object]:
         "lru_lazyfree": list(m.lru_lazyfree),
         "mms": [(mm.id, mm.pgd, dict(mm.pmd_huge_pte), list(mm.rss_stat),
                  [(v.vm_start, v.vm_end, int(v.vm_flags), v.vm_pgoff,
-                   v.anon_vma.id if v.anon_vma else None) for v in mm.vmas]) for mm in m.mms],
+                   v.anon_vma.id if v.anon_vma else None,
+                   v.vm_file.f_inode.i_ino if v.vm_file else None) for v in mm.vmas])
+                for mm in m.mms],
         "huge_zero_pfn": m.huge_zero_pfn,
         "devices": [_device_state(pgmap) for pgmap in m.pgmaps],
         "notifiers": [(mm.id, len(mm.notifier_subscriptions.itree))
@@ -677,6 +750,10 @@ def snapshot(m: Machine) -> dict[str, object]:
                        list(m.percpu_swap_cluster_offset), list(m.swap_writeback),
                        m.swapin_readahead_hits, m.swapin_prev_offset,
                        m.last_readahead_pages, m.lru_clock, m.lru_tail_clock),
+        "page_cache": {mid: _mapping_state(mp) for mid, mp in m.mappings.items()},
+        "shmem": (m.shmem_huge, dict(m.thp_shmem_enabled)),
+        "files": {name: sorted((path, i.i_ino) for path, i in sb.files.items())
+                  for name, sb in m.super_blocks.items()},
     }
 
 
@@ -686,3 +763,15 @@ def _device_state(pgmap: object) -> tuple[object, ...]:
             getattr(driver, "calloc", None), getattr(driver, "cfree", None),
             getattr(driver, "flags", None), getattr(driver, "fail_large_alloc", None),
             dict(getattr(driver, "pt", {})))
+
+
+def _mapping_state(mapping: AddressSpace) -> tuple[object, ...]:
+    """One page cache and its inode, in comparable form."""
+    from pyfolio.lib.xarray import xa_entries
+
+    inode = mapping.host
+    info = inode.i_private
+    return (inode.i_ino, inode.i_size, inode.i_nlink, inode.i_count, mapping.nrpages,
+            mapping.flags, tuple(xa_entries(mapping.i_pages)), tuple(sorted(inode.i_data.items())),
+            sorted((v.vm_mm.id, v.vm_start) for v in mapping.i_mmap),
+            (info.alloced, info.fallocend) if hasattr(info, "alloced") else None)

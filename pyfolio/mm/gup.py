@@ -22,9 +22,17 @@ from pyfolio.include.linux.mm import (
     folio_test_large,
     page_folio,
 )
-from pyfolio.include.linux.mm_types import VMA, MMStruct
-from pyfolio.mm.memory import FAULT_FLAG_WRITE, VM_FAULT_OOM, VM_FAULT_SIGBUS, handle_mm_fault
-from pyfolio.sim.errors import EAGAIN, EFAULT, ENOMEM, MmError
+from pyfolio.include.linux.mm_types import (
+    FAULT_FLAG_TRIED,
+    FAULT_FLAG_WRITE,
+    VM_FAULT_OOM,
+    VM_FAULT_RETRY,
+    VM_FAULT_SIGBUS,
+    VMA,
+    MMStruct,
+)
+from pyfolio.mm.memory import handle_mm_fault
+from pyfolio.sim.errors import EAGAIN, EBUSY, EFAULT, ENOMEM, BusError, MmError
 
 if TYPE_CHECKING:
     from pyfolio.sim.machine import Machine
@@ -54,40 +62,55 @@ def follow_page(mm: MMStruct, addr: int) -> tuple[int, bool] | None:
     return pte_pfn(w.raw), bool(w.raw & _PAGE_RW)
 
 
-def faultin_page(vma: VMA, address: int, write: bool) -> int:
-    """faultin_page() - fault the page in; 0, or -ENOMEM / -EFAULT for a fault that failed.
+def faultin_page(vma: VMA, address: int, write: bool, tried: bool = False) -> int:
+    """faultin_page() - fault the page in; 0, -EBUSY when the fault dropped the lock and
+    asks to be retried (VM_FAULT_RETRY, e.g. a file fault that started a read from disk),
+    or -ENOMEM / -EFAULT for a fault that failed.
 
     Models: mm/gup.c:faultin_page() (v6.18): handle_mm_fault() with FAULT_FLAG_WRITE for
-    FOLL_WRITE; VM_FAULT_ERROR becomes an errno (vm_fault_to_errno(): VM_FAULT_OOM ->
-    -ENOMEM, VM_FAULT_SIGBUS -> -EFAULT). A fault that returns 0 without mapping the page
-    (a device page split but not yet brought back, a folio locked by someone else) makes
-    the caller look the page up again and retry (__get_user_pages(): ``goto retry``).
+    FOLL_WRITE and FAULT_FLAG_TRIED for FOLL_TRIED; VM_FAULT_ERROR becomes an errno
+    (vm_fault_to_errno(): VM_FAULT_OOM -> -ENOMEM, VM_FAULT_SIGBUS -> -EFAULT). A fault that
+    returns 0 without mapping the page (a device page split but not yet brought back, a
+    folio locked by someone else) makes the caller look the page up again and retry
+    (__get_user_pages(): ``goto retry``).
     """
-    ret = handle_mm_fault(vma, address, FAULT_FLAG_WRITE if write else 0)
+    ret = handle_mm_fault(vma, address, (FAULT_FLAG_WRITE if write else 0)
+                          | (FAULT_FLAG_TRIED if tried else 0))
     if ret & VM_FAULT_OOM:
         return -ENOMEM
     if ret & VM_FAULT_SIGBUS:
         return -EFAULT
+    if ret & VM_FAULT_RETRY:
+        return -EBUSY
     return 0
 
 
 def fault_in(mm: MMStruct, vma: VMA, addr: int, write: bool,
-             ready: Callable[[int], bool] | None = None) -> int:
+             ready: Callable[[int], bool] | None = None, cpu: bool = False) -> int:
     """Look up ``addr``, fault, and look again until it is mapped (and writable for a
     write, and ``ready(addr)`` if given): the PFN. The retry loop of
     mm/gup.c:__get_user_pages() (``follow_page_mask()``, ``faultin_page()``, ``goto
     retry``), which a CPU access repeats the same way by re-executing the instruction.
-    MmError(ENOMEM) or MmError(EFAULT) when a fault fails; MmError(EAGAIN) after
-    FAULT_IN_TRIES faults without progress (where the kernel would keep looping).
+    A fault that returned VM_FAULT_RETRY is retried with FAULT_FLAG_TRIED
+    (__get_user_pages_locked() sets FOLL_TRIED; the CPU's retry in
+    arch/x86/mm/fault.c:do_user_addr_fault() sets the same flag).
+    MmError(ENOMEM) or MmError(EFAULT) when a fault fails (``cpu``: an access, so a
+    BusError, the SIGBUS of an access past the end of a mapped file); MmError(EAGAIN)
+    after FAULT_IN_TRIES faults without progress (where the kernel would keep looping).
     """
+    tried = False
     for _ in range(FAULT_IN_TRIES + 1):
         got = follow_page(mm, addr)
         if got is not None and (got[1] or not write) and (ready is None or ready(addr)):
             return got[0]
-        err = faultin_page(vma, addr, write)
-        if err == -ENOMEM:
+        err = faultin_page(vma, addr, write, tried)
+        if err == -EBUSY:
+            tried = True
+        elif err == -ENOMEM:
             raise MmError(ENOMEM, f"out of memory faulting {addr:#x}")
-        if err:
+        elif err and cpu:
+            raise BusError(f"{addr:#x} is past the end of the mapped file")
+        elif err:
             raise MmError(EFAULT, f"SIGBUS: the fault at {addr:#x} failed")
     raise MmError(EAGAIN, f"fault at {addr:#x} made no progress in {FAULT_IN_TRIES} tries")
 

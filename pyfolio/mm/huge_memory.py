@@ -56,7 +56,12 @@ from pyfolio.include.linux.mm import (
     mm_counter,
     page_folio,
 )
-from pyfolio.include.linux.mm_types import MM_ANONPAGES, MM_SWAPENTS
+from pyfolio.include.linux.mm_types import (
+    MM_ANONPAGES,
+    MM_SWAPENTS,
+    VM_FAULT_FALLBACK,
+    VM_FAULT_OOM,
+)
 from pyfolio.include.linux.swapops import (
     is_device_private_entry,
     is_writable_device_private_entry,
@@ -98,10 +103,6 @@ __all__ = [
 ]
 
 Slot = tuple[int, int]
-#: include/linux/mm_types.h enum vm_fault_reason (the ones the model returns)
-VM_FAULT_OOM = 0x1
-VM_FAULT_SIGBUS = 0x2
-VM_FAULT_FALLBACK = 0x800
 
 
 def _pmd(m: Machine, slot: Slot) -> int:
@@ -177,13 +178,19 @@ def thp_vma_suitable_orders(vma: VMA, addr: int, orders: int) -> int:
     range around ``addr`` does not lie inside ``vma`` (the lower ones then all fit).
 
     Models: include/linux/huge_mm.h:thp_vma_suitable_orders() and
-    thp_vma_suitable_order() (v6.18; anonymous VMAs: no pgoff check).
+    thp_vma_suitable_order() (v6.18): for a file VMA the order must also divide
+    ``(vm_start >> PAGE_SHIFT) - vm_pgoff`` (file offset and address congruent), which
+    anonymous VMAs need not check.
     """
+    from pyfolio.include.linux.mm import vma_is_anonymous
+
+    skew = 0 if vma_is_anonymous(vma) else (vma.vm_start >> 12) - vma.vm_pgoff
     order = highest_order(orders)
     while orders:
         size = PAGE_SIZE << order
         haddr = addr & ~(size - 1)
-        if haddr >= vma.vm_start and haddr + size <= vma.vm_end:
+        if haddr >= vma.vm_start and haddr + size <= vma.vm_end \
+                and not skew & ((1 << order) - 1):
             break
         orders, order = next_order(orders, order)
     return orders
@@ -435,13 +442,18 @@ def zap_huge_pmd(vma: VMA, slot: Slot, addr: int) -> None:
 
     Models: mm/huge_memory.c:zap_huge_pmd() (v6.18); a device-private PMD entry (series)
     is dropped the same way. An anon folio's 512 pages leave MM_ANONPAGES (a file one's
-    mm_counter_file(): together, mm_counter()); the huge zero PMD was never counted.
+    mm_counter_file(): together, mm_counter()); the huge zero PMD was never counted. A
+    file VMA's PMD has no deposited PTE table (x86 needs none: arch_needs_pgtable_deposit()
+    is false).
     """
+    from pyfolio.include.linux.mm import vma_is_anonymous
+
     m = vma.vm_mm.m
     pmd = _pmd(m, slot)
     _set_pmd_at(m, slot, 0)
     m.trace.cost("tlb_flushes")
-    pte_free(m, pgtable_trans_huge_withdraw(vma, slot))
+    if vma_is_anonymous(vma):
+        pte_free(m, pgtable_trans_huge_withdraw(vma, slot))
     if is_huge_zero_pmd(m, pmd):
         return
     pfn = pte_pfn(pmd) if pmd & _PAGE_PRESENT else swp_offset(pmd)
@@ -469,8 +481,11 @@ def copy_huge_pmd(dst_vma: VMA, src_vma: VMA, slot: Slot, addr: int) -> int:
     are allocated before anything else: MmError(ENOMEM), nothing counted, if they cannot
     be.
     """
+    from pyfolio.include.linux.mm import vma_is_anonymous
     from pyfolio.mm.memory import pmd_slot
 
+    if not vma_is_anonymous(dst_vma):
+        return 0  # "Skip if can be re-fill on fault": the child faults file PMDs in
     m = src_vma.vm_mm.m
     pmd = _pmd(m, slot)
     dslot = pmd_slot(dst_vma.vm_mm, addr, alloc=True)
@@ -554,13 +569,15 @@ def change_huge_pmd(vma: VMA, slot: Slot, addr: int, writable: bool) -> None:
     """change_huge_pmd() - mprotect of a whole PMD leaf.
 
     Models: mm/huge_memory.c:change_huge_pmd() (v6.18): pmd_modify() with the VMA's
-    protection (a private mapping's has no RW), then pmd_mkwrite() where the VMA is writable
-    and the folio exclusive (can_change_pmd_writable()); otherwise the next write takes a
-    write-protect fault. As 6.18's pmd_modify() drops the hardware D bit, a PMD that was
+    protection (a private mapping's has no RW; a shared one's has, unless the file wants
+    write notification), then pmd_mkwrite() where the VMA is writable and the anon folio
+    exclusive (can_change_pmd_writable()); otherwise the next write takes a write-protect
+    fault. As 6.18's pmd_modify() drops the hardware D bit, a PMD that was
     dirty in D comes out clean (pte_modify() on a PTE moves D to SavedDirty instead).
     A PMD migration entry or device-private PMD (is_swap_pmd(), the series) loses its
     write permission instead (:func:`pyfolio.mm.mprotect.change_nonpresent_entry`).
     """
+    from pyfolio.mm.memory_file import vma_page_prot
     from pyfolio.mm.mprotect import change_nonpresent_entry
 
     m = vma.vm_mm.m
@@ -572,8 +589,10 @@ def change_huge_pmd(vma: VMA, slot: Slot, addr: int, writable: bool) -> None:
         return
     if not pmd_leaf(pmd) or is_huge_zero_pmd(m, pmd):
         return
-    new = pmd_modify(pmd, vm_page_prot(writable))
-    if writable and not new & _PAGE_RW and m.mem.test(pte_pfn(pmd), PG.anon_exclusive):
+    new = pmd_modify(pmd, vma_page_prot(vma))
+    folio = page_folio(m, pte_pfn(pmd))
+    if writable and not new & _PAGE_RW and folio_test_anon(folio) \
+            and m.mem.test(folio.pfn, PG.anon_exclusive):
         new = pmd_mkwrite(new)
     if new != pmd:
         _set_pmd_at(m, slot, new)
@@ -623,6 +642,8 @@ def __split_huge_pmd_locked(vma: VMA, slot: Slot, haddr: int, freeze: bool) -> N
     the merged series, read in the linux-mm tree):
 
     * ``thp_split_pmd`` is counted; a huge zero PMD becomes 512 zero-page PTEs.
+    * In a file VMA the PMD is only cleared: no PTEs are made, the next access faults them
+      in (:func:`pyfolio.mm.huge_memory_file.split_huge_pmd_file`).
     * The deposited PTE table is withdrawn and filled with 512 entries, page i of the folio
       in entry i, each inheriting write, dirty (pmd_dirty(): D or SavedDirty; the PTE gets
       pte_mkdirty(), so D when writable, SavedDirty when not, and soft-dirty), young,
@@ -647,12 +668,18 @@ def __split_huge_pmd_locked(vma: VMA, slot: Slot, haddr: int, freeze: bool) -> N
     kept beside it (``m.migration_ad``) for remove_migration_pte().
     """
     from pyfolio.arch.x86.pgtable import _PAGE_SWP_UFFD_WP, swp_type
+    from pyfolio.include.linux.mm import vma_is_anonymous
     from pyfolio.include.linux.swapops import SwpType, is_migration_entry
     from pyfolio.mm.rmap import swp_entries
 
     m = vma.vm_mm.m
     pmd = _pmd(m, slot)
     m.vmstat["thp_split_pmd"] += 1
+    if not vma_is_anonymous(vma):
+        from pyfolio.mm.huge_memory_file import split_huge_pmd_file
+
+        split_huge_pmd_file(vma, slot, haddr, pmd)
+        return
     pgtable = pgtable_trans_huge_withdraw(vma, slot)
     tbl = m.pgtables[pgtable]
     if is_huge_zero_pmd(m, pmd):

@@ -46,7 +46,6 @@ from pyfolio.include.linux.mm import (
     folio_order,
     folio_put,
     folio_ref_count,
-    folio_ref_freeze,
     folio_test_anon,
     folio_test_large,
     folio_test_locked,
@@ -56,13 +55,13 @@ from pyfolio.include.linux.mm import (
 )
 from pyfolio.mm.huge_memory import __folio_unqueue_deferred_split
 from pyfolio.mm.huge_memory_split_unmapped import (
+    __folio_freeze_and_split_unmapped,
     __split_folio_to_order,
     __split_unmapped_folio,
     folio_cache_ref_count,
     heads_in_range,
     orders_in_range,
 )
-from pyfolio.mm.memremap import zone_device_private_split_cb
 from pyfolio.mm.migrate import (
     RMP_LOCKED,
     RMP_USE_SHARED_ZEROPAGE,
@@ -75,6 +74,8 @@ from pyfolio.sim.memmap import PG
 from pyfolio.sim.units import HPAGE_PMD_NR, HPAGE_PMD_ORDER
 
 if TYPE_CHECKING:
+    from pyfolio.include.linux.fs import AddressSpace
+    from pyfolio.lib.xarray import XaState
     from pyfolio.sim.machine import Machine
 
 __all__ = [
@@ -106,13 +107,22 @@ def can_split_folio(folio: Folio, caller_pins: int) -> tuple[bool, int]:
 
 
 def non_uniform_split_supported(folio: Folio, new_order: int, warns: bool) -> bool:
-    """non_uniform_split_supported() - anon: any order but 1; not from the swap cache.
+    """non_uniform_split_supported() - anon: any order but 1; a file folio whose mapping
+    cannot hold large folios (CONFIG_READ_ONLY_THP_FOR_FS THPs): no; a file folio in the
+    swap cache: no.
 
     Models: mm/huge_memory.c:non_uniform_split_supported() (v6.18). The VM_WARN_ONCE
     becomes a ``VM_WARN_ONCE`` trace event.
     """
-    if folio_test_anon(folio) and new_order == 1:
-        _warn(folio, warns, "Cannot split to order-1 folio")
+    from pyfolio.include.linux.pagemap import folio_mapping, mapping_large_folio_support
+
+    if folio_test_anon(folio):
+        if new_order == 1:
+            _warn(folio, warns, "Cannot split to order-1 folio")
+        return new_order != 1
+    mapping = folio_mapping(folio)
+    if mapping is not None and not mapping_large_folio_support(mapping):
+        _warn(folio, warns, "Cannot split file folio to non-0 order")
         return False
     if folio.m.mem.test(folio.pfn, PG.swapcache):
         _warn(folio, warns, "Cannot split swapcache folio to non-0 order")
@@ -121,12 +131,20 @@ def non_uniform_split_supported(folio: Folio, new_order: int, warns: bool) -> bo
 
 
 def uniform_split_supported(folio: Folio, new_order: int, warns: bool) -> bool:
-    """uniform_split_supported() - anon: any order but 1; swap cache: order 0 only.
+    """uniform_split_supported() - anon: any order but 1; a file folio to a non-0 order
+    only where its mapping holds large folios; the swap cache: order 0 only.
 
     Models: mm/huge_memory.c:uniform_split_supported() (v6.18).
     """
-    if folio_test_anon(folio) and new_order == 1:
-        _warn(folio, warns, "Cannot split to order-1 folio")
+    from pyfolio.include.linux.pagemap import folio_mapping, mapping_large_folio_support
+
+    if folio_test_anon(folio):
+        if new_order == 1:
+            _warn(folio, warns, "Cannot split to order-1 folio")
+        return new_order != 1
+    mapping = folio_mapping(folio)
+    if new_order and mapping is not None and not mapping_large_folio_support(mapping):
+        _warn(folio, warns, "Cannot split file folio to non-0 order")
         return False
     if new_order and folio.m.mem.test(folio.pfn, PG.swapcache):
         _warn(folio, warns, "Cannot split swapcache folio to non-0 order")
@@ -140,32 +158,45 @@ def _warn(folio: Folio, warns: bool, what: str) -> None:
 
 
 def min_order_for_split(folio: Folio) -> int:
-    """min_order_for_split() - 0 for anon folios; a truncated file folio gives -EBUSY.
+    """min_order_for_split() - 0 for anon folios; a file folio's mapping's minimum folio
+    order; a truncated file folio (no mapping) gives -EBUSY.
 
     Models: mm/huge_memory.c:min_order_for_split() (v6.18), which also counts
     ``thp_split_page_failed`` for a PMD-sized truncated folio.
     """
+    from pyfolio.include.linux.pagemap import folio_mapping, mapping_min_folio_order
+
     if folio_test_anon(folio):
         return 0
-    if folio_order(folio) == HPAGE_PMD_ORDER:
-        folio.m.vmstat["thp_split_page_failed"] += 1
-    return -EBUSY
+    mapping = folio_mapping(folio)
+    if mapping is None:
+        if folio_order(folio) == HPAGE_PMD_ORDER:
+            folio.m.vmstat["thp_split_page_failed"] += 1
+        return -EBUSY
+    return mapping_min_folio_order(mapping)
 
 
 # -- unmap and remap -----------------------------------------------------------------------
 def unmap_folio(folio: Folio) -> None:
-    """unmap_folio() - turn every mapping of the (anon) folio into migration entries.
+    """unmap_folio() - remove every mapping of the folio: an anon folio's become migration
+    entries (remap_page() restores them after the split), a file folio's are just
+    removed (try_to_unmap(): it is faulted in again, piece by piece).
 
-    Models: mm/huge_memory.c:unmap_folio() (v6.18): try_to_migrate() with
-    TTU_SPLIT_HUGE_PMD for a PMD-mappable folio (and TTU_RMAP_LOCKED|TTU_SYNC|
-    TTU_BATCH_FLUSH). Emits ``unmap_folio`` with the map and reference counts before
-    and after.
+    Models: mm/huge_memory.c:unmap_folio() (v6.18): try_to_migrate(), or for a file folio
+    try_to_unmap() with TTU_IGNORE_MLOCK, with TTU_SPLIT_HUGE_PMD for a PMD-mappable folio
+    (and TTU_RMAP_LOCKED|TTU_SYNC|TTU_BATCH_FLUSH). Emits ``unmap_folio`` with the map and
+    reference counts before and after.
     """
     VM_WARN_ON_FOLIO(not folio_test_large(folio), folio, "unmap_folio of a small folio")
     before = (folio_mapcount(folio), folio_ref_count(folio))
     flags = TTU_RMAP_LOCKED | (TTU_SPLIT_HUGE_PMD if folio_order(folio) >= HPAGE_PMD_ORDER
                                else 0)
-    try_to_migrate(folio, flags)
+    if folio_test_anon(folio):
+        try_to_migrate(folio, flags)
+    else:
+        from pyfolio.mm.rmap_file import TTU_IGNORE_MLOCK, try_to_unmap
+
+        try_to_unmap(folio, flags | TTU_IGNORE_MLOCK)
     folio.m.trace.emit("unmap_folio", changes={
         "mapcount": (before[0], folio_mapcount(folio)),
         "refcount": (before[1], folio_ref_count(folio))}, pfn=folio.pfn)
@@ -195,52 +226,6 @@ def split_orders(m: Machine, pfn: int, at: int, new_order: int, *, uniform: bool
     return orders_in_range(m, head, nr)
 
 
-def __folio_freeze_and_split_unmapped(folio: Folio, new_order: int, split_at: int,
-                                      xas: object, mapping: object, do_lru: bool,
-                                      list_: list[Folio] | None, uniform_split: bool,
-                                      end: int = 0) -> int:
-    """__folio_freeze_and_split_unmapped() - freeze, unqueue, split, unfreeze each piece.
-
-    Models: mm/huge_memory.c:__folio_freeze_and_split_unmapped() (mm tree, Nov 2025
-    "mm/huge_memory.c: introduce folio_split_unmapped"; in v6.18 and the v7 series this
-    is inline in __folio_split()). Freeze at cache refs + 1 (-EAGAIN if that fails); take
-    the folio off the deferred split queue and clear PG_partially_mapped (with
-    ``nr_anon_partially_mapped`` -1); split; each
-    new folio is unfrozen at folio_expected_ref_count() + 1 (1: it is unmapped) and, with
-    ``do_lru``, put on the LRU or on ``list_`` (with an extra reference). Every piece
-    stays locked. Emits one ``folio_ref_unfreeze`` event for all pieces.
-    """
-    m, nr, pfn = folio.m, folio_nr_pages(folio), folio.pfn
-    if not folio_ref_freeze(folio, folio_cache_ref_count(folio) + 1):
-        return -EAGAIN
-    __folio_unqueue_deferred_split(folio)  # off the queue; PG_partially_mapped cleared
-    __split_unmapped_folio(folio, new_order, split_at, xas, mapping, uniform_split)
-    heads = heads_in_range(m, pfn, nr)
-    refs = np.ones(len(heads), np.int32)
-    if m.mem.test(pfn, PG.swapcache):
-        refs += (1 << m.mem.order[heads]).astype(np.int32)
-    for h in heads[1:] if folio_is_zone_device(folio) else ():
-        zone_device_private_split_cb(folio, Folio(m, int(h)))
-    if m.mem.test(pfn, PG.swapcache):  # swap_cluster_get_and_lock(): each piece its slots
-        from pyfolio.mm.swap_state import __swap_cache_replace_folio
-
-        for h in heads[1:]:
-            __swap_cache_replace_folio(folio, Folio(m, int(h)))
-    m.mem._refcount[heads] = refs  # folio_ref_unfreeze(new_folio, ...), then @folio last
-    if do_lru and not folio_is_zone_device(folio):
-        if list_ is None:
-            lru_add_split_folio(m, pfn, heads[1:])
-        else:
-            for h in heads[1:]:
-                folio_get(Folio(m, int(h)))
-                m.mem.extra_refs[int(h)] += 1  # held by whoever owns list_
-                list_.append(Folio(m, int(h)))
-    zone_device_private_split_cb(folio, None)
-    m.trace.emit("folio_ref_unfreeze", changes={"folios": len(heads)}, pfn=pfn,
-                 refcounts=[int(x) for x in refs[:16]])
-    return 0
-
-
 # -- __folio_split and its entry points -----------------------------------------------------
 def __folio_split(folio: Folio, new_order: int, split_at: int, lock_at: int,
                   list_: list[Folio] | None, uniform_split: bool, unmapped: bool = False) -> int:
@@ -248,17 +233,23 @@ def __folio_split(folio: Folio, new_order: int, split_at: int, lock_at: int,
 
     Models: mm/huge_memory.c:__folio_split() (v6.18; ``unmapped`` is the v7 series
     patch 11/16, Oct 2025, never merged). Order checks (-EINVAL, not counted); the huge
-    zero folio or writeback (-EBUSY, not counted); no anon_vma because the folio is not
-    mapped (-EBUSY); can_split_folio(folio, 1) false (-EAGAIN); unmap_folio(); freeze at
-    1 + extra_pins (-EAGAIN); __split_unmapped_folio(); unfreeze; LRU; remap_page() with
-    RMP_USE_SHARED_ZEROPAGE on success (zero-filled order-0 anon pages go to the shared
-    zero page and are freed); unlock and put every new folio but the one holding
-    ``lock_at``. Once the anon_vma step is reached the result is counted (the ``out:``
-    label): ``thp_split_page`` or ``thp_split_page_failed`` for an order-9 folio, the
-    per-size ``split`` or ``split_failed`` for every order (the newest mm tree counts
-    the early -EINVAL/-EBUSY returns too; v6.18 does not). With ``unmapped`` (v7): no anon_vma, no
-    unmap, no LRU, and it returns right after unfreezing (nothing counted, nothing
-    remapped, every piece locked with one reference).
+    zero folio or writeback (-EBUSY, not counted); an anon folio: no anon_vma because
+    it is not mapped (-EBUSY); a file folio: no mapping because it was truncated
+    (-EBUSY), an order below the mapping's minimum (-EINVAL), private data that cannot
+    be released (-EBUSY: ext4's dirty buffers), then the XArray nodes of a uniform
+    split are reserved and ``end`` noted; can_split_folio(folio, 1) false (-EAGAIN);
+    unmap_folio() (anon: migration entries; file: unmapped outright); freeze at 1 +
+    expected refs (-EAGAIN); __split_unmapped_folio(); unfreeze; LRU; a file folio's
+    pieces back in the page cache, those past ``end`` dropped (shmem_uncharge() for
+    shmem); remap_page() (anon only) with RMP_USE_SHARED_ZEROPAGE on success
+    (zero-filled order-0 anon pages go to the shared zero page and are freed); unlock
+    and put every new folio but the one holding ``lock_at``. Once the anon_vma/mapping
+    step is reached the result is counted (the ``out:`` label): ``thp_split_page`` or
+    ``thp_split_page_failed`` for an order-9 folio, the per-size ``split`` or
+    ``split_failed`` for every order (the newest mm tree counts the early -EINVAL/-EBUSY
+    returns too; v6.18 does not). With ``unmapped`` (v7): no anon_vma, no unmap, no LRU,
+    and from the freeze on it returns right after unfreezing (nothing counted, nothing
+    remapped, no shmem_uncharge(), every piece locked with one reference).
     """
     m, order, is_anon = folio.m, folio_order(folio), folio_test_anon(folio)
     VM_WARN_ON_FOLIO(not folio_test_locked(folio), folio, "split of an unlocked folio")
@@ -273,10 +264,10 @@ def __folio_split(folio: Folio, new_order: int, split_at: int, lock_at: int,
         return -EINVAL
     if is_zero_folio(folio) or m.mem.test(folio.pfn, PG.writeback):
         return -EBUSY
-    ret = _split_mapped_steps(folio, new_order, split_at, lock_at, list_, uniform_split,
-                              unmapped, is_anon)
-    if unmapped and ret != -EBUSY:
-        return ret
+    ret, after_freeze = _split_mapped_steps(folio, new_order, split_at, lock_at, list_,
+                                            uniform_split, unmapped, is_anon)
+    if unmapped and after_freeze:
+        return ret  # v7: "if (unmapped) return ret;" right after the fail: label
     if order == HPAGE_PMD_ORDER:
         m.vmstat["thp_split_page" if not ret else "thp_split_page_failed"] += 1
     count_mthp_stat(m, order, MTHP_STAT.MTHP_STAT_SPLIT if not ret
@@ -288,31 +279,84 @@ def __folio_split(folio: Folio, new_order: int, split_at: int, lock_at: int,
 
 def _split_mapped_steps(folio: Folio, new_order: int, split_at: int, lock_at: int,
                         list_: list[Folio] | None, uniform: bool, unmapped: bool,
-                        is_anon: bool) -> int:
-    """The body of __folio_split() from the anon_vma to the final unlock."""
+                        is_anon: bool) -> tuple[int, bool]:
+    """The body of __folio_split() from the anon_vma (or page-cache) step to the final
+    unlock: (ret, whether the freeze was reached: the v7 ``fail:`` label)."""
+    from pyfolio.lib.xarray import xas_load
+
     m, nr, pfn = folio.m, folio_nr_pages(folio), folio.pfn
-    if not is_anon or (not unmapped and (not folio_mapped(folio)
-                                         or folio_anon_vma(folio) is None)):
-        return -EBUSY  # folio_get_anon_vma() is NULL (or a file folio's mapping is gone)
+    if is_anon and not unmapped and (not folio_mapped(folio)
+                                     or folio_anon_vma(folio) is None):
+        return -EBUSY, False  # folio_get_anon_vma() is NULL
+    mapping = xas = None
+    end = 0
+    if not is_anon:
+        got = _file_split_prepare(folio, new_order, uniform)
+        if isinstance(got, int):
+            return got, False
+        mapping, xas, end = got
     if not can_split_folio(folio, 1)[0]:
-        return -EAGAIN
+        return -EAGAIN, False
     if not unmapped:
         unmap_folio(folio)
     held = m.mem.extra_refs.pop(pfn, 0)
-    ret = __folio_freeze_and_split_unmapped(folio, new_order, split_at, None, None,
-                                            not unmapped, list_, uniform)
+    dropped = [0]
+    if xas is not None and xas_load(xas) != pfn:  # not in the page cache any more
+        ret = -EAGAIN
+    else:
+        ret = __folio_freeze_and_split_unmapped(folio, new_order, split_at, xas, mapping,
+                                                not unmapped, list_, uniform, end, dropped)
     heads = heads_in_range(m, pfn, nr) if not ret else np.array([pfn])
     keeper = page_folio(m, lock_at).pfn
     if unmapped:  # v7: the caller keeps every piece (one reference each, locked)
         for h in heads if held else ():
             m.mem.extra_refs[int(h)] += held
-        return ret
+        return ret, True
+    if dropped[0] and mapping is not None:
+        from pyfolio.mm.shmem import shmem_uncharge
+
+        shmem_uncharge(mapping.host, dropped[0])
     if held:
         m.mem.extra_refs[keeper if not ret else pfn] += held
-    flags = RMP_USE_SHARED_ZEROPAGE if not ret and not folio_is_zone_device(folio) else 0
+    flags = RMP_USE_SHARED_ZEROPAGE if not ret and is_anon and \
+        not folio_is_zone_device(folio) else 0
     remap_page(folio, nr, flags)
     _unlock_and_put(m, heads[heads != keeper])
-    return ret
+    return ret, True
+
+
+def _file_split_prepare(folio: Folio, new_order: int, uniform: bool
+                        ) -> tuple[AddressSpace, XaState, int] | int:
+    """The page-cache branch of __folio_split() before the freeze: the folio must still be
+    in a mapping (-EBUSY: truncated), the order not below the mapping's minimum (-EINVAL),
+    its private data releasable (filemap_release_folio(); -EBUSY: ext4's dirty buffers);
+    the uniform split reserves its XArray nodes; ``end`` is the first page the split
+    drops (DIV_ROUND_UP(i_size, PAGE_SIZE), for shmem shmem_fallocend())."""
+    from pyfolio.include.linux.fs import i_size_read
+    from pyfolio.include.linux.pagemap import folio_mapping, mapping_min_folio_order
+    from pyfolio.lib.xarray import XaState as _XaState
+    from pyfolio.lib.xarray import xas_set_order, xas_split_alloc
+    from pyfolio.mm.filemap import filemap_release_folio
+    from pyfolio.mm.shmem import shmem_fallocend, shmem_mapping
+    from pyfolio.sim.units import PAGE_SIZE
+
+    mapping = folio_mapping(folio)
+    if mapping is None:
+        return -EBUSY
+    if new_order < mapping_min_folio_order(mapping):
+        _warn(folio, True, "Cannot split mapped folio below min-order")
+        return -EINVAL
+    if not filemap_release_folio(folio):
+        return -EBUSY
+    index = int(folio.m.mem.index[folio.pfn])
+    xas = _XaState(mapping.i_pages, index)
+    if uniform:
+        xas_set_order(xas, index, new_order)
+        xas_split_alloc(xas, folio.pfn, folio_order(folio))
+    end = -(-i_size_read(mapping.host) // PAGE_SIZE)
+    if shmem_mapping(mapping):
+        end = shmem_fallocend(mapping.host, end)
+    return mapping, xas, end
 
 
 def _unlock_and_put(m: Machine, h: np.ndarray) -> None:

@@ -3,8 +3,9 @@
 Models: mm/memory.c (v6.18): handle_mm_fault(), __handle_mm_fault(), handle_pte_fault(),
 do_anonymous_page(), do_wp_page(), wp_page_copy(), zap_pte_range(), copy_page_range(),
 free_pgtables(), and the page-table allocators __pud_alloc()/__pmd_alloc()/__pte_alloc().
-Simplifications: no locks, no TLB batching (each flush is counted), anonymous private
-memory only, no swap.
+Simplifications: no locks, no TLB batching (each flush is counted), no swap. Faults on
+file VMAs (do_fault() and friends) and unmap_mapping_range() are in
+:mod:`pyfolio.mm.memory_file`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 
 from pyfolio.arch.x86.pgtable import (
     _PAGE_ACCESSED,
+    _PAGE_DIRTY_BITS,
     _PAGE_PRESENT,
     _PAGE_PSE,
     _PAGE_RW,
@@ -39,6 +41,8 @@ from pyfolio.arch.x86.pgtable import (
 from pyfolio.include.linux.huge_mm import MTHP_STAT, count_mthp_stat
 from pyfolio.include.linux.mm import (
     Folio,
+    VmFault,
+    ZapDetails,
     add_mm_counter,
     dec_mm_counter,
     folio_get,
@@ -58,8 +62,18 @@ from pyfolio.include.linux.mm import (
     mm_counter,
     mm_counter_file,
     page_folio,
+    vma_is_anonymous,
 )
-from pyfolio.include.linux.mm_types import MM_ANONPAGES, VMA, MMStruct
+from pyfolio.include.linux.mm_types import (
+    FAULT_FLAG_WRITE,
+    MM_ANONPAGES,
+    VM,
+    VM_FAULT_FALLBACK,
+    VM_FAULT_OOM,
+    VM_FAULT_SIGBUS,
+    VMA,
+    MMStruct,
+)
 from pyfolio.include.linux.swapops import is_device_private_entry, is_swap_entry
 from pyfolio.mm import huge_memory as hm
 from pyfolio.mm.mmu_notifier import MMU_NOTIFY, invalidate_secondary_mmus
@@ -84,16 +98,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FAULT_FLAG_WRITE", "VM_FAULT_FALLBACK", "VM_FAULT_OOM", "VM_FAULT_SIGBUS",
-    "pmd_slot", "pte_slot", "set_pte_at", "handle_mm_fault", "handle_pte_fault",
+    "pmd_slot", "pte_slot", "set_pte_at", "handle_mm_fault", "wp_huge_pmd", "handle_pte_fault",
     "pte_range_none", "alloc_anon_folio", "do_anonymous_page", "do_wp_page", "wp_page_copy",
     "do_swap_page", "zap_pte_range", "folio_pte_batch",
     "zap_page_range", "try_to_free_pte", "copy_page_range", "vma_needs_copy", "free_pgtables",
     "maybe_mkwrite",
 ]
 
-FAULT_FLAG_WRITE = 0x1
-VM_FAULT_OOM, VM_FAULT_SIGBUS, VM_FAULT_FALLBACK = (hm.VM_FAULT_OOM, hm.VM_FAULT_SIGBUS,
-                                                 hm.VM_FAULT_FALLBACK)
 
 
 # -- page-table pages ---------------------------------------------------------------------
@@ -157,9 +168,10 @@ def maybe_mkwrite(pte: int, vma: VMA) -> int:
 def handle_mm_fault(vma: VMA, address: int, flags: int) -> int:
     """handle_mm_fault() - resolve a fault at ``address`` in ``vma``; returns VM_FAULT_*.
 
-    Models: mm/memory.c:__handle_mm_fault() (v6.18): an empty PMD in a THP-eligible range
-    tries a PMD-sized fault first (create_huge_pmd()); a write to a read-only PMD leaf goes
-    to do_huge_pmd_wp_page(); whatever falls back is handled at the PTE level.
+    Models: mm/memory.c:__handle_mm_fault() (v6.18): an empty PMD in a THP-eligible
+    anonymous range tries a PMD-sized fault first (create_huge_pmd(); file VMAs have no
+    ``huge_fault`` here, so it falls back); a write to a read-only PMD leaf goes to
+    wp_huge_pmd(); whatever falls back is handled at the PTE level.
     Access checks (VMA present, permissions) are the caller's (do_user_addr_fault()).
     """
     m = vma.vm_mm.m
@@ -168,13 +180,13 @@ def handle_mm_fault(vma: VMA, address: int, flags: int) -> int:
     slot = pmd_slot(vma.vm_mm, address, alloc=True)
     assert slot is not None
     pmd = int(m.pgtables[slot[0]][slot[1]])
-    if pmd == 0 and hm.thp_vma_allowable_order(vma, address):
+    if pmd == 0 and vma_is_anonymous(vma) and hm.thp_vma_allowable_order(vma, address):
         ret = hm.do_huge_pmd_anonymous_page(vma, address, flags, slot)
         if not ret & VM_FAULT_FALLBACK:
             return ret
     elif pmd_leaf(pmd):
         if write and not pmd & _PAGE_RW:
-            ret = hm.do_huge_pmd_wp_page(vma, address, flags, slot)
+            ret = wp_huge_pmd(vma, address, flags, slot)
             if not ret & VM_FAULT_FALLBACK:
                 return ret
         else:
@@ -185,12 +197,37 @@ def handle_mm_fault(vma: VMA, address: int, flags: int) -> int:
     return handle_pte_fault(vma, address, flags)
 
 
+def wp_huge_pmd(vma: VMA, address: int, flags: int, slot: tuple[int, int]) -> int:
+    """wp_huge_pmd() - a write to a read-only PMD leaf.
+
+    Models: mm/memory.c:wp_huge_pmd() (v6.18): an anonymous VMA's goes to
+    do_huge_pmd_wp_page(); a file VMA's (a private mapping's COW, or a shared mapping's
+    write notification) is handled at the PTE level: the PMD is split (for a file VMA,
+    cleared) and the fault falls back.
+    """
+    if vma_is_anonymous(vma):
+        return hm.do_huge_pmd_wp_page(vma, address, flags, slot)
+    hm.__split_huge_pmd(vma, slot, address, False)
+    return VM_FAULT_FALLBACK
+
+
 def handle_pte_fault(vma: VMA, address: int, flags: int) -> int:
     """handle_pte_fault() - the PTE-level fault: none, swap-format, or write-protect.
 
-    Models: mm/memory.c:handle_pte_fault() (v6.18).
+    Models: mm/memory.c:handle_pte_fault() (v6.18): a missing PTE goes to
+    do_anonymous_page() in an anonymous VMA and to do_fault() in a file VMA (which
+    allocates the PTE table only if no PMD maps the folio instead: do_pte_missing()).
     """
     m = vma.vm_mm.m
+    if not vma_is_anonymous(vma):
+        here = pte_slot(vma.vm_mm, address)
+        if here is None or int(m.pgtables[here[0]][here[1]]) == 0:
+            from pyfolio.mm.memory_file import do_fault
+
+            pmd = pmd_slot(vma.vm_mm, address)
+            assert pmd is not None
+            return do_fault(VmFault(vma, address & ~(PAGE_SIZE - 1),
+                                    vma.linear_page_index(address), flags, pmd))
     slot = pte_slot(vma.vm_mm, address, alloc=True)
     assert slot is not None, "PTE fault under a PMD leaf"
     pte = int(m.pgtables[slot[0]][slot[1]])
@@ -315,16 +352,25 @@ def _wp_can_reuse_anon_folio(folio: Folio, vma: VMA) -> bool:
 def do_wp_page(vma: VMA, address: int, flags: int, slot: tuple[int, int]) -> int:
     """do_wp_page() - a write to a present, write-protected PTE: reuse or copy (COW).
 
-    Models: mm/memory.c:do_wp_page() (v6.18): a page marked PG_anon_exclusive is reused
-    in place; so is a folio nobody else holds (wp_can_reuse_anon_folio()), which is then
-    marked exclusive; otherwise wp_page_copy() gives this process its own copy. A write
-    to the zero page always copies (into a fresh zeroed page).
+    Models: mm/memory.c:do_wp_page() (v6.18): in a MAP_SHARED mapping the page is never
+    copied (wp_page_shared()); an anon page marked PG_anon_exclusive is reused in place;
+    so is an anon folio nobody else holds (wp_can_reuse_anon_folio()), which is then
+    marked exclusive; otherwise wp_page_copy() gives this process its own copy (of a
+    page-cache page of a MAP_PRIVATE file mapping, too). A write to the zero page always
+    copies (into a fresh zeroed page).
     """
     m = vma.vm_mm.m
     pte = int(m.pgtables[slot[0]][slot[1]])
     pfn = pte_pfn(pte)
     folio = page_folio(m, pfn)
-    if not pte & _PAGE_SPECIAL and not is_zero_folio(folio):
+    if vma.vm_flags & (VM.SHARED | VM.MAYSHARE) and not pte & _PAGE_SPECIAL:
+        from pyfolio.mm.memory_file import wp_page_shared
+
+        pmd = pmd_slot(vma.vm_mm, address)
+        assert pmd is not None
+        return wp_page_shared(VmFault(vma, address, vma.linear_page_index(address), flags,
+                                      pmd, pfn), folio, slot)
+    if not pte & _PAGE_SPECIAL and not is_zero_folio(folio) and folio_test_anon(folio):
         if m.mem.test(pfn, PG.anon_exclusive) or _wp_can_reuse_anon_folio(folio, vma):
             m.mem.set(pfn, PG.anon_exclusive)
             set_pte_at(m, slot, maybe_mkwrite(pte_mkdirty(pte | _PAGE_ACCESSED), vma))
@@ -417,18 +463,21 @@ def do_swap_page(vma: VMA, address: int, flags: int, slot: tuple[int, int]) -> i
 
 
 # -- zap ----------------------------------------------------------------------------------
-def zap_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
+def zap_pte_range(vma: VMA, table: int, start: int, end: int,
+                  details: ZapDetails | None = None) -> None:
     """zap_pte_range() - clear the PTEs for [start, end) inside one PTE table.
 
-    Models: mm/memory.c:zap_pte_range() (v6.18): each present anon page loses its rmap and
+    Models: mm/memory.c:zap_pte_range() (v6.18): each present page loses its rmap and
     the reference its mapping held, and its page leaves ``rss[mm_counter(folio)]``
-    (zap_present_folio_ptes()); zero-page PTEs are just cleared; device-private entries
-    drop their folio like present ones (zap_nonpresent_ptes(): ``rss[mm_counter(folio)]--``);
-    a swap-cache folio left unmapped leaves the swap cache when nothing else needs its
-    slots (the mmu_gather's free_pages_and_swap_cache(): free_swap_cache());
-    a batch of swap entries (swap_pte_batch()) gives back one slot reference each
-    (free_swap_and_cache_nr(): slots nobody needs are freed, with a swap-cache folio left
-    unmapped) and leaves MM_SWAPENTS.
+    (zap_present_folio_ptes()); a dirty PTE of a page-cache page dirties its folio;
+    zero-page PTEs are just cleared; device-private entries drop their folio like present
+    ones (zap_nonpresent_ptes(): ``rss[mm_counter(folio)]--``); a swap-cache folio left
+    unmapped leaves the swap cache when nothing else needs its slots (the mmu_gather's
+    free_pages_and_swap_cache(): free_swap_cache()); a batch of swap entries
+    (swap_pte_batch()) gives back one slot reference each (free_swap_and_cache_nr(): slots
+    nobody needs are freed, with a swap-cache folio left unmapped) and leaves MM_SWAPENTS.
+    With ``details`` (unmap_mapping_range()), anon pages are left unless ``even_cows``
+    (should_zap_folio()), and with ``single_folio`` only that folio's pages go.
     """
     m = vma.vm_mm.m
     tbl = m.pgtables[table]
@@ -458,6 +507,18 @@ def zap_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
             continue
         else:
             pfn = -1
+        if details is not None and pfn >= 0 and not (raw & _PAGE_PRESENT
+                                                     and raw & _PAGE_SPECIAL):
+            folio = page_folio(m, pfn)
+            if (folio_test_anon(folio) and not details.even_cows) or (
+                    details.single_folio >= 0 and folio.pfn != details.single_folio):
+                i += nr  # should_zap_folio(): leave it
+                continue
+        if raw & _PAGE_PRESENT and not raw & _PAGE_SPECIAL and np.any(
+                tbl[i: i + nr] & np.uint64(_PAGE_DIRTY_BITS)):
+            folio = page_folio(m, pfn)
+            if not folio_test_anon(folio):
+                m.mem.set(folio.pfn, PG.dirty)  # folio_mark_dirty()
         tbl[i: i + nr] = 0
         m.trace.cost("pte_writes", nr)
         if pfn >= 0 and not (raw & _PAGE_PRESENT and raw & _PAGE_SPECIAL):
@@ -491,7 +552,8 @@ def folio_pte_batch(m: Machine, tbl: np.ndarray, i: int, hi: int, pfn: int) -> i
     return n if ok.all() else max(1, int(np.argmin(ok)))
 
 
-def zap_page_range(vma: VMA, start: int, end: int, reclaim_pt: bool = False) -> None:
+def zap_page_range(vma: VMA, start: int, end: int, reclaim_pt: bool = False,
+                   details: ZapDetails | None = None) -> None:
     """zap_page_range_single() - unmap every page of [start, end) in ``vma``.
 
     Models: mm/memory.c:zap_pmd_range() (v6.18): a PMD leaf fully inside the range is zapped
@@ -510,7 +572,7 @@ def zap_page_range(vma: VMA, start: int, end: int, reclaim_pt: bool = False) -> 
             hm.__split_huge_pmd(vma, slot, addr, False)
             raw = int(mm.m.pgtables[slot[0]][slot[1]])
         if raw:
-            zap_pte_range(vma, pte_pfn(raw), addr, nxt)
+            zap_pte_range(vma, pte_pfn(raw), addr, nxt, details)
             if reclaim_pt and nxt - addr >= PMD_SIZE:  # reclaim_pt_is_enabled()
                 try_to_free_pte(mm, slot, pte_pfn(raw))
     mm.m.trace.emit("zap_page_range", start=start, end=end)
@@ -593,6 +655,14 @@ def _copy_pte_range(dst_vma: VMA, src_vma: VMA, src_table: int, start: int, end:
             continue
         pfn = pte_pfn(raw)
         folio = page_folio(m, pfn)
+        if not folio_test_anon(folio):  # a page-cache page of a private file mapping
+            from pyfolio.mm.rmap_file import folio_dup_file_rmap_ptes
+
+            folio_get(folio)
+            folio_dup_file_rmap_ptes(folio, pfn, 1, dst_vma)
+            inc_mm_counter(dst_vma.vm_mm, mm_counter(folio))
+            set_pte_at(m, dslot, pte_mkold(raw))
+            continue
         if not folio_try_dup_anon_rmap_ptes(folio, pfn, 1, src_vma):
             new_pfn = alloc_pages(m, 0)  # copy_present_page(): the child gets its own copy
             m.mem.stamp[new_pfn] = m.mem.stamp[pfn]

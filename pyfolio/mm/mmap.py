@@ -1,10 +1,13 @@
 """mmap, munmap and VMA splitting and merging.
 
 Models: mm/mmap.c (do_mmap(), __get_unmapped_area(), exit_mmap()) and mm/vma.c
-(__split_vma(), do_vmi_munmap(), vma_merge) (v6.18). Anonymous private mappings only.
+(__split_vma(), do_vmi_munmap(), vma_merge) (v6.18). Private anonymous mappings,
+MAP_SHARED|MAP_ANONYMOUS (shmem) and file mappings, shared or private.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from pyfolio.arch.x86.pgtable import pte_free
 from pyfolio.include.linux.mm import PAGE_ALIGN, ULONG_MASK
@@ -18,11 +21,14 @@ from pyfolio.mm.mmu_notifier import (
     mmu_notifier_release,
 )
 from pyfolio.mm.rmap import anon_vma_clone, unlink_anon_vmas
-from pyfolio.sim.errors import EINVAL, ENOMEM, MmError
-from pyfolio.sim.units import PAGE_SIZE, PMD_SIZE
+from pyfolio.sim.errors import EACCES, EINVAL, ENODEV, ENOMEM, MmError
+from pyfolio.sim.units import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE
 
-__all__ = ["do_mmap", "get_unmapped_area", "do_munmap", "split_vma", "vma_merge_range",
-           "exit_mmap", "check_aligned", "PROT"]
+if TYPE_CHECKING:
+    from pyfolio.include.linux.fs import File
+
+__all__ = ["do_mmap", "get_unmapped_area", "mm_get_unmapped_area", "do_munmap", "split_vma",
+           "vma_merge_range", "exit_mmap", "check_aligned", "get_file", "PROT"]
 
 PROT = {"r": VM.READ, "rw": VM.READ | VM.WRITE, "w": VM.READ | VM.WRITE,
         "none": VM(0)}
@@ -34,38 +40,70 @@ def check_aligned(start: int, what: str) -> None:
         raise MmError(EINVAL, f"{what}: address {start:#x} is not page aligned")
 
 
-def get_unmapped_area(mm: MMStruct, length: int) -> int:
-    """__get_unmapped_area() - a free range for a new mapping, top-down below mmap_base.
+def mm_get_unmapped_area(mm: MMStruct, length: int, align: int = PAGE_SIZE,
+                         offset: int = 0) -> int:
+    """mm_get_unmapped_area() - the highest free range of ``length`` bytes below
+    mmap_base whose start is congruent to ``offset`` modulo ``align`` (top-down).
 
-    Models: mm/mmap.c:__get_unmapped_area() (v6.18): an anonymous mapping whose length is
-    a multiple of PMD_SIZE is placed 2 MiB aligned (thp_get_unmapped_area_vmflags()), so
-    that THPs can back it. Other lengths are only page aligned.
+    Models: mm/mmap.c:mm_get_unmapped_area() with vm_unmapped_area()'s align_mask and
+    align_offset (v6.18; no randomisation, no guard gaps). MmError(ENOMEM) when none.
     """
-    align = PMD_SIZE if length % PMD_SIZE == 0 else PAGE_SIZE
+    def fit(top: int) -> int:
+        return ((top - length - offset) & ~(align - 1)) + offset
+
     top = mm.mmap_base
     for vma in sorted(mm.vmas, key=lambda v: -v.vm_start):
-        if vma.vm_end <= top:
-            cand = (top - length) & ~(align - 1)
-            if cand >= vma.vm_end:
-                return cand
-            top = min(top, vma.vm_start)
-        else:
-            top = min(top, vma.vm_start)
-    cand = (top - length) & ~(align - 1)
+        if vma.vm_end <= top and fit(top) >= vma.vm_end:
+            return fit(top)
+        top = min(top, vma.vm_start)
+    cand = fit(top)
     if cand < 0x10000:
         raise MmError(ENOMEM, f"no free address range of {length} bytes")
     return cand
 
 
-def do_mmap(mm: MMStruct, length: int, prot: str = "rw") -> int:
-    """do_mmap() - create an anonymous private mapping; returns its address.
+def get_unmapped_area(mm: MMStruct, length: int, file: File | None = None, pgoff: int = 0,
+                      shared: bool = False) -> int:
+    """__get_unmapped_area() - where a new mapping goes.
 
-    Models: mm/mmap.c:do_mmap() + mmap_region() (v6.18). Nothing is allocated until the
-    first fault. The new VMA gets VM_SOFTDIRTY (mm/vma.c:__mmap_complete(): a new area is
-    all soft-dirty, so pagemap reports bit 55 on every page of it). ``length`` is a
-    size_t: 0 is -EINVAL, one that PAGE_ALIGN() wraps to 0 or that exceeds TASK_SIZE
-    (__get_unmapped_area()) -ENOMEM; nothing changes then.
+    Models: mm/mmap.c:__get_unmapped_area() (v6.18): a file's own ``get_unmapped_area``
+    (ext4: thp_get_unmapped_area(); tmpfs and memfd: shmem_get_unmapped_area()); a
+    MAP_SHARED|MAP_ANONYMOUS mapping goes to shmem_get_unmapped_area() too; a private
+    anonymous mapping whose length is a multiple of PMD_SIZE is placed 2 MiB aligned
+    (thp_get_unmapped_area_vmflags()), so that THPs can back it; other mappings are only
+    page aligned.
     """
+    if file is not None and file.f_op.get_unmapped_area is not None:
+        return file.f_op.get_unmapped_area(mm, file, length, pgoff)
+    if file is None and shared:
+        from pyfolio.mm.shmem import shmem_get_unmapped_area
+
+        return shmem_get_unmapped_area(mm, None, length, 0)
+    if file is None and length % PMD_SIZE == 0:
+        return mm_get_unmapped_area(mm, length, PMD_SIZE)
+    return mm_get_unmapped_area(mm, length)
+
+
+def do_mmap(mm: MMStruct, length: int, prot: str = "rw", *, shared: bool = False,
+            file: File | None = None, pgoff: int = 0, fixed: int | None = None) -> int:
+    """do_mmap() - create a mapping; returns its address.
+
+    Models: mm/mmap.c:do_mmap() + mmap_region() (v6.18). Private anonymous by default;
+    ``file`` maps an open file from page ``pgoff`` (its ``f_op->mmap`` sets the VMA's
+    fault operations, and the VMA joins the file's ``i_mmap``, holding a file
+    reference); ``shared`` without a file is MAP_SHARED|MAP_ANONYMOUS, backed by a new
+    unlinked shmem file (shmem_zero_setup()). Errors, nothing changed: EINVAL for a bad
+    protection or length, EACCES for a file not open for reading, or a shared writable
+    mapping of a file not open for writing (a shared mapping of a read-only file loses
+    VM_SHARED and VM_MAYWRITE instead), ENODEV for a file system that cannot map.
+    ``fixed`` is MAP_FIXED_NOREPLACE at that address (EINVAL unaligned, EEXIST if any of
+    the range is mapped, ENOMEM outside the user address space). Nothing is allocated
+    until the first fault. The new VMA gets VM_SOFTDIRTY
+    (mm/vma.c:__mmap_complete(): a new area is all soft-dirty). ``length`` is a size_t:
+    0 is -EINVAL, one that PAGE_ALIGN() wraps to 0 or that exceeds TASK_SIZE -ENOMEM.
+    """
+    from pyfolio.include.linux.fs import FMODE
+
     if prot not in PROT:
         raise MmError(EINVAL, f"mmap: protection {prot!r} is not one of {', '.join(PROT)}")
     length &= ULONG_MASK
@@ -74,27 +112,90 @@ def do_mmap(mm: MMStruct, length: int, prot: str = "rw") -> int:
     length = PAGE_ALIGN(length)
     if not length or length > TASK_SIZE:
         raise MmError(ENOMEM, "mmap: length larger than the address space")
-    addr = get_unmapped_area(mm, length)
     flags = PROT[prot] | VM.MAYREAD | VM.MAYWRITE | VM.MAYEXEC | VM.SOFTDIRTY
-    vma = VMA(mm, addr, addr + length, flags, addr >> 12)
+    if file is not None:
+        if pgoff < 0:
+            raise MmError(EINVAL, f"mmap: offset {pgoff << PAGE_SHIFT} is negative")
+        if not file.f_mode & FMODE.READ:
+            raise MmError(EACCES, "mmap: the file is not open for reading")
+        if shared:
+            if PROT[prot] & VM.WRITE and not file.f_mode & FMODE.WRITE:
+                raise MmError(EACCES, "mmap: MAP_SHARED with PROT_WRITE of a file not "
+                                      "open for writing")
+            flags |= VM.SHARED | VM.MAYSHARE
+            if not file.f_mode & FMODE.WRITE:
+                flags &= ~(VM.MAYWRITE | VM.SHARED)
+        if file.f_op.mmap is None:
+            raise MmError(ENODEV, f"mmap: {file.f_op.name} files cannot be mapped")
+    elif shared:
+        flags |= VM.SHARED | VM.MAYSHARE
+        pgoff = 0
+    if fixed is not None:
+        from pyfolio.sim.errors import EEXIST
+
+        if not isinstance(fixed, int) or fixed & (PAGE_SIZE - 1):
+            raise MmError(EINVAL, f"mmap: address {fixed!r} is not page aligned")
+        if fixed < 0x10000 or fixed + length > TASK_SIZE:
+            raise MmError(ENOMEM, f"mmap: [{fixed:#x}, +{length:#x}) is outside user space")
+        if mm.vmas_between(fixed, fixed + length):
+            raise MmError(EEXIST, f"mmap: MAP_FIXED_NOREPLACE at {fixed:#x}: range in use")
+        addr = fixed
+    else:
+        addr = get_unmapped_area(mm, length, file, pgoff, shared)
+    vma = VMA(mm, addr, addr + length, flags, pgoff if file is not None or shared
+              else addr >> PAGE_SHIFT)
+    if file is not None:
+        vma.vm_file = get_file(file)
+        file.f_op.mmap(file, vma)
+    elif shared:
+        from pyfolio.mm.shmem import shmem_zero_setup
+
+        shmem_zero_setup(vma)
+    if vma.vm_file is not None:
+        vma.vm_file.f_mapping.i_mmap.add(vma)  # vma_link_file()
     mm.vmas.append(vma)
     mm.vmas.sort(key=lambda v: v.vm_start)
     vma_merge_range(mm, addr, addr + length)
     mm.m.trace.emit("do_mmap", changes={"vma": f"{addr:#x}-{addr + length:#x}"},
-                    length=length, prot=prot)
+                    length=length, prot=prot, shared=shared,
+                    file=file.f_path if file is not None else None)
     return addr
+
+
+def get_file(f: File) -> File:
+    """get_file() - take a reference on an open file (a VMA holds one).
+
+    Models: include/linux/fs.h:get_file() (v6.18).
+    """
+    f.f_count += 1
+    return f
+
+
+def _unlink_file_vma(vma: VMA) -> None:
+    """unlink_file_vma() + fput(): the VMA leaves its file's i_mmap and drops its file
+    reference (mm/mmap.c:unlink_file_vma(), fs/file_table.c:fput())."""
+    if vma.vm_file is None:
+        return
+    from pyfolio.fs.open import fput
+
+    vma.vm_file.f_mapping.i_mmap.discard(vma)
+    fput(vma.vm_file)
 
 
 def split_vma(vma: VMA, addr: int) -> VMA:
     """__split_vma() - cut ``vma`` at ``addr``; returns the new upper part.
 
     Models: mm/vma.c:__split_vma() (v6.18): a PMD leaf straddling ``addr`` is split first
-    (vma_adjust_trans_huge()); both parts keep the anon_vma chains (anon_vma_clone()).
+    (vma_adjust_trans_huge()); both parts keep the anon_vma chains (anon_vma_clone()) and
+    the file (each holds a reference and sits in the file's i_mmap).
     """
     vma_adjust_trans_huge(vma, addr, addr)
     new = VMA(vma.vm_mm, addr, vma.vm_end, vma.vm_flags,
               vma.vm_pgoff + ((addr - vma.vm_start) >> 12))
     anon_vma_clone(new, vma)
+    if vma.vm_file is not None:  # get_file() and vma_link_file() for the new part
+        new.vm_file, new.vm_ops = get_file(vma.vm_file), vma.vm_ops
+        vma.vm_file.f_mapping.i_mmap.add(new)
     vma.vm_end = addr
     mm = vma.vm_mm
     mm.vmas.insert(mm.vmas.index(vma) + 1, new)
@@ -115,8 +216,9 @@ def vma_merge_range(mm: MMStruct, start: int, end: int) -> None:
 
     Models: mm/vma.c:vma_merge_existing_range() (v6.18).
 
-    Mergeable: adjacent, same flags, contiguous vm_pgoff, and the same anon_vma (or one
-    side without any: is_mergeable_anon_vma()).
+    Mergeable: adjacent, same flags, same file and operations (is_mergeable_vma()),
+    contiguous vm_pgoff, and the same anon_vma (or one side without any:
+    is_mergeable_anon_vma()).
     """
     near_vmas = mm.vmas_between(max(start - 1, 0), end + 1)
     i = mm.vmas.index(near_vmas[0]) if near_vmas else len(mm.vmas)
@@ -125,11 +227,13 @@ def vma_merge_range(mm: MMStruct, start: int, end: int) -> None:
         a, b = mm.vmas[i], mm.vmas[i + 1]
         same_av = a.anon_vma is b.anon_vma or a.anon_vma is None or b.anon_vma is None
         if (a.vm_end == b.vm_start and a.vm_flags == b.vm_flags and same_av
+                and a.vm_file is b.vm_file and a.vm_ops is b.vm_ops
                 and b.vm_pgoff == a.vm_pgoff + ((a.vm_end - a.vm_start) >> 12)):
             if a.anon_vma is None and b.anon_vma is not None:
                 anon_vma_clone(a, b)
             a.vm_end = b.vm_end
             unlink_anon_vmas(b)
+            _unlink_file_vma(b)
             del mm.vmas[i + 1]
             last -= 1
             continue
@@ -162,6 +266,7 @@ def do_munmap(mm: MMStruct, start: int, length: int) -> None:
     for vma in vmas:
         zap_page_range(vma, vma.vm_start, vma.vm_end)
         unlink_anon_vmas(vma)
+        _unlink_file_vma(vma)
         mm.vmas.remove(vma)
     free_pgtables(mm, start, end)
     mm.m.trace.emit("do_munmap", start=start, end=end)
@@ -185,6 +290,7 @@ def exit_mmap(mm: MMStruct) -> None:
     for vma in list(mm.vmas):
         zap_page_range(vma, vma.vm_start, vma.vm_end)
         unlink_anon_vmas(vma)
+        _unlink_file_vma(vma)
     mm.vmas.clear()
     free_pgtables(mm, 0, 1 << 48)
     for pgtable in mm.pmd_huge_pte.values():

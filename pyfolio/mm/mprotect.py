@@ -16,12 +16,12 @@ from pyfolio.arch.x86.pgtable import (
     _PAGE_SWP_SOFT_DIRTY,
     _PAGE_SWP_UFFD_WP,
     pmd_leaf,
+    pte_dirty,
     pte_index,
     pte_mkwrite,
     pte_modify,
     pte_pfn,
     swp_offset,
-    vm_page_prot,
 )
 from pyfolio.include.linux.mm import PAGE_ALIGN, ULONG_MASK
 from pyfolio.include.linux.mm_types import VM, VMA, MMStruct
@@ -30,7 +30,7 @@ from pyfolio.mm.memory import set_pte_at
 from pyfolio.mm.mmap import PROT, _vmas_in, check_aligned, vma_merge_range
 from pyfolio.mm.mmu_notifier import MMU_NOTIFY, invalidate_secondary_mmus
 from pyfolio.mm.rmap import pmd_chunks
-from pyfolio.sim.errors import ENOMEM, MmError
+from pyfolio.sim.errors import EACCES, ENOMEM, MmError
 from pyfolio.sim.memmap import PG
 from pyfolio.sim.units import PAGE_SIZE, PMD_SIZE
 
@@ -46,7 +46,8 @@ def do_mprotect(mm: MMStruct, start: int, length: int, prot: str) -> None:
     Models: mm/mprotect.c:do_mprotect_pkey() (v6.18), unsigned arithmetic: EINVAL for an
     unaligned start; a length of 0 does nothing; ENOMEM when the page-aligned end wraps
     (``end <= start``); EINVAL for a bad protection (arch_validate_prot()); ENOMEM when
-    part of the range is not mapped; nothing changes in any of these cases.
+    part of the range is not mapped; EACCES for PROT_WRITE where VM_MAYWRITE is clear
+    (mprotect_fixup()'s VM_MAY* check); nothing changes in any of these cases.
     """
     from pyfolio.sim.errors import EINVAL
 
@@ -64,6 +65,10 @@ def do_mprotect(mm: MMStruct, start: int, length: int, prot: str) -> None:
                   for v in mm.vmas_between(start, end))
     if covered != length:
         raise MmError(ENOMEM, f"mprotect: [{start:#x}, {end:#x}) is not fully mapped")
+    if PROT[prot] & VM.WRITE and any(not v.vm_flags & VM.MAYWRITE
+                                     for v in mm.vmas_between(start, end)):
+        raise MmError(EACCES, "mprotect: PROT_WRITE on a mapping that may not be written "
+                              "(a shared mapping of a file not open for writing)")
     for vma in _vmas_in(mm, start, end):
         vma.vm_flags = (vma.vm_flags & ~(VM.READ | VM.WRITE)) | PROT[prot]
         change_protection(vma, vma.vm_start, vma.vm_end)
@@ -79,17 +84,23 @@ def change_protection(vma: VMA, start: int, end: int) -> None:
     Secondary MMUs hear MMU_NOTIFY_PROTECTION_VMA from the first PMD that holds anything
     (change_pmd_range() starts the range lazily). Each present PTE gets pte_modify() with
     the VMA's protection (a private mapping's vm_page_prot has no RW, so RW goes and a
-    dirty writable PTE's D moves to SavedDirty); where the VMA is writable, pte_mkwrite()
-    (RW back, SavedDirty back to D) only on pages that are PG_anon_exclusive
-    (can_change_pte_writable()): shared pages keep COW. Whatever the new protection, a
-    writable device-private entry becomes readable (soft-dirty dropped, uffd-wp kept) and
-    a writable migration entry readable-exclusive (anon); a non-present PMD (device-private
-    or migration) the same way in change_huge_pmd(), or split first when the range covers
-    it only in part, as a PMD leaf is.
+    dirty writable PTE's D moves to SavedDirty; a shared mapping's has RW unless the file
+    wants write notification); where a private VMA is writable, pte_mkwrite() (RW back,
+    SavedDirty back to D) only on anon pages that are PG_anon_exclusive
+    (can_change_pte_writable()): shared pages keep COW; in a shared mapping that wants
+    write notification, on dirty PTEs (the file system already saw their first write).
+    Whatever the new protection, a writable device-private entry becomes readable
+    (soft-dirty dropped, uffd-wp kept) and a writable migration entry readable-exclusive
+    (anon); a non-present PMD (device-private or migration) the same way in
+    change_huge_pmd(), or split first when the range covers it only in part, as a PMD leaf is.
     """
+    from pyfolio.include.linux.mm import folio_test_anon, page_folio
+    from pyfolio.mm.memory_file import vma_page_prot
+
     m = vma.vm_mm.m
     writable = vma.writable
-    newprot = vm_page_prot(writable)
+    shared = bool(vma.vm_flags & VM.SHARED)
+    newprot = vma_page_prot(vma)
     notified = False
     for addr, nxt, slot in pmd_chunks(vma, start, end):
         raw = int(m.pgtables[slot[0]][slot[1]])
@@ -114,8 +125,10 @@ def change_protection(vma: VMA, start: int, end: int) -> None:
                             set_pte_at(m, (pte_pfn(raw), i), new)
                     continue
                 new = pte_modify(pte, newprot)
-                if writable and not new & (_PAGE_RW | _PAGE_SPECIAL) and \
-                        m.mem.test(pte_pfn(pte), PG.anon_exclusive):
+                if writable and not new & (_PAGE_RW | _PAGE_SPECIAL) and (
+                        pte_dirty(pte) if shared else
+                        folio_test_anon(page_folio(m, pte_pfn(pte)))
+                        and m.mem.test(pte_pfn(pte), PG.anon_exclusive)):
                     new = pte_mkwrite(new)
                 if new != pte:
                     set_pte_at(m, (pte_pfn(raw), i), new)

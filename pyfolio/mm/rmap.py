@@ -60,6 +60,7 @@ if TYPE_CHECKING:
 __all__ = [
     "RMAP_EXCLUSIVE", "RMAP_NONE", "anon_vma_prepare", "anon_vma_fork", "anon_vma_clone",
     "unlink_anon_vmas", "folio_anon_vma", "__folio_set_anon", "folio_add_new_anon_rmap",
+    "__folio_add_rmap",
     "folio_add_anon_rmap_ptes", "folio_add_anon_rmap_pte", "folio_add_anon_rmap_pmd",
     "folio_remove_rmap_ptes", "folio_remove_rmap_pte", "folio_remove_rmap_pmd",
     "folio_try_dup_anon_rmap_ptes", "folio_try_dup_anon_rmap_pmd", "folio_move_anon_rmap",
@@ -198,23 +199,40 @@ def folio_add_new_anon_rmap(folio: Folio, vma: VMA, address: int, flags: int) ->
     mod_mthp_stat(folio.m, folio_order(folio), MTHP_STAT.MTHP_STAT_NR_ANON, 1)
 
 
-def folio_add_anon_rmap_ptes(folio: Folio, page: int, nr_pages: int, vma: VMA, address: int,
-                             flags: int) -> None:
-    """folio_add_anon_rmap_ptes() - add PTE mappings of pages [page, page + nr_pages).
+def __folio_add_rmap(folio: Folio, page: int, nr_pages: int, level: str) -> None:
+    """__folio_add_rmap() - count new mappings of a folio, anon or file alike.
 
-    Models: mm/rmap.c:__folio_add_rmap(RMAP_LEVEL_PTE) (v6.18): each page's _mapcount rises;
-    pages going from unmapped to mapped add to _nr_pages_mapped; a large folio's
-    _large_mapcount rises by nr_pages. With RMAP_EXCLUSIVE each page is marked exclusive.
+    Models: mm/rmap.c:__folio_add_rmap() (v6.18): RMAP_LEVEL_PTE raises each page's
+    _mapcount, adds the pages going from unmapped to mapped to _nr_pages_mapped and
+    ``nr_pages`` to a large folio's _large_mapcount; RMAP_LEVEL_PMD raises
+    _entire_mapcount and _large_mapcount by one, the first PMD mapping adding
+    ENTIRELY_MAPPED.
     """
     mem = folio.m.mem
+    if level == "pmd":
+        mem._entire_mapcount[folio.pfn] += 1
+        if mem._entire_mapcount[folio.pfn] == 0:
+            mem._nr_pages_mapped[folio.pfn] += ENTIRELY_MAPPED
+        mem._large_mapcount[folio.pfn] += 1
+        return
     s = slice(page, page + nr_pages)
     mem._mapcount[s] += 1
     if folio_test_large(folio):
         first = int(np.count_nonzero(mem._mapcount[s] == 0))
         mem._nr_pages_mapped[folio.pfn] += first
         mem._large_mapcount[folio.pfn] += nr_pages
+
+
+def folio_add_anon_rmap_ptes(folio: Folio, page: int, nr_pages: int, vma: VMA, address: int,
+                             flags: int) -> None:
+    """folio_add_anon_rmap_ptes() - add PTE mappings of pages [page, page + nr_pages).
+
+    Models: mm/rmap.c:folio_add_anon_rmap_ptes() (v6.18): __folio_add_rmap() at the PTE
+    level; with RMAP_EXCLUSIVE each page is marked exclusive.
+    """
+    __folio_add_rmap(folio, page, nr_pages, "pte")
     if flags & RMAP_EXCLUSIVE:
-        mem.set(s, PG.anon_exclusive)
+        folio.m.mem.set(slice(page, page + nr_pages), PG.anon_exclusive)
 
 
 def folio_add_anon_rmap_pte(folio: Folio, page: int, vma: VMA, address: int, flags: int) -> None:
@@ -228,17 +246,12 @@ def folio_add_anon_rmap_pte(folio: Folio, page: int, vma: VMA, address: int, fla
 def folio_add_anon_rmap_pmd(folio: Folio, page: int, vma: VMA, address: int, flags: int) -> None:
     """folio_add_anon_rmap_pmd() - add one PMD mapping of a whole PMD-sized folio.
 
-    Models: mm/rmap.c:__folio_add_rmap(RMAP_LEVEL_PMD) (v6.18): _entire_mapcount and
-    _large_mapcount rise by one; the first PMD mapping adds ENTIRELY_MAPPED. With
-    RMAP_EXCLUSIVE only the head page is marked exclusive.
+    Models: mm/rmap.c:folio_add_anon_rmap_pmd() (v6.18): __folio_add_rmap() at the PMD
+    level; with RMAP_EXCLUSIVE only the head page is marked exclusive.
     """
-    mem = folio.m.mem
-    mem._entire_mapcount[folio.pfn] += 1
-    if mem._entire_mapcount[folio.pfn] == 0:
-        mem._nr_pages_mapped[folio.pfn] += ENTIRELY_MAPPED
-    mem._large_mapcount[folio.pfn] += 1
+    __folio_add_rmap(folio, page, HPAGE_PMD_NR, "pmd")
     if flags & RMAP_EXCLUSIVE:
-        mem.set(folio.pfn, PG.anon_exclusive)
+        folio.m.mem.set(folio.pfn, PG.anon_exclusive)
 
 
 def folio_remove_rmap_ptes(folio: Folio, page: int, nr_pages: int, vma: VMA) -> None:
@@ -389,20 +402,29 @@ class Mapping:
 
 
 def rmap_walk(folio: Folio, *, migration: bool = False) -> list[Mapping]:
-    """rmap_walk() - every page-table entry mapping the folio, found from its anon_vma.
+    """rmap_walk() - every page-table entry mapping the folio, found from its anon_vma
+    (anon folios) or its file's ``i_mmap`` (page-cache folios).
 
-    Models: mm/rmap.c:rmap_walk_anon() with page_vma_mapped_walk() (v6.18): for each VMA
-    the folio's anon_vma reaches, compute where each page would be mapped
-    (vma_address()) and look at the entry there. With ``migration`` the walk also reports
-    migration entries pointing at the folio (as remove_migration_ptes() looks for them).
+    Models: mm/rmap.c:rmap_walk_anon() and rmap_walk_file() with page_vma_mapped_walk()
+    (v6.18): for each VMA the folio's anon_vma reaches, or each VMA mapping its file,
+    compute where each page would be mapped (vma_address()) and look at the entry there.
+    With ``migration`` the walk also reports migration entries pointing at the folio (as
+    remove_migration_ptes() looks for them).
     """
     av = folio_anon_vma(folio)
-    if av is None:
-        return []
+    if av is not None:
+        vmas: set[VMA] = av.vmas
+    else:
+        from pyfolio.include.linux.pagemap import folio_mapping
+
+        mapping = folio_mapping(folio)
+        if mapping is None:
+            return []
+        vmas = mapping.i_mmap
     m, out = folio.m, []
     first, nr = int(folio.m.mem.index[folio.pfn]), folio_nr_pages(folio)
     end_pfn = folio.pfn + nr
-    for vma in sorted(av.vmas, key=lambda v: (v.vm_mm.id, v.vm_start)):
+    for vma in sorted(vmas, key=lambda v: (v.vm_mm.id, v.vm_start)):
         mm = vma.vm_mm
         lo = max(vma.vm_start, vma.address_of(first))
         hi = min(vma.vm_end, vma.address_of(first + nr))

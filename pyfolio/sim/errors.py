@@ -8,8 +8,9 @@ from __future__ import annotations
 import errno as _errno
 
 __all__ = [
-    "EINVAL", "EBUSY", "EAGAIN", "ENOMEM", "EFAULT", "ENOENT", "EPERM", "EEXIST",
-    "MmError", "SegmentationFault", "VmWarning", "KernelBug",
+    "EINVAL", "EBUSY", "EAGAIN", "ENOMEM", "EFAULT", "ENOENT", "EPERM", "EEXIST", "EBADF",
+    "EACCES", "ENODEV", "EOPNOTSUPP", "EFBIG", "EMFILE", "EIO",
+    "MmError", "SegmentationFault", "BusError", "VmWarning", "KernelBug",
 ]
 
 EINVAL = _errno.EINVAL
@@ -20,6 +21,17 @@ EFAULT = _errno.EFAULT
 ENOENT = _errno.ENOENT
 EPERM = _errno.EPERM
 EEXIST = _errno.EEXIST
+EBADF = _errno.EBADF
+EACCES = _errno.EACCES
+ENODEV = _errno.ENODEV
+EOPNOTSUPP = _errno.EOPNOTSUPP
+EFBIG = _errno.EFBIG
+EMFILE = _errno.EMFILE
+EIO = _errno.EIO
+
+
+#: the names Linux uses where Python's errno.errorcode picks an alias (95 is ENOTSUP there)
+_NAMES = {EOPNOTSUPP: "EOPNOTSUPP"}
 
 
 class MmError(Exception):
@@ -27,7 +39,7 @@ class MmError(Exception):
 
     def __init__(self, errno: int, message: str) -> None:
         self.errno = errno
-        self.errname = _errno.errorcode.get(errno, str(errno))
+        self.errname = _NAMES.get(errno) or _errno.errorcode.get(errno, str(errno))
         super().__init__(f"{self.errname}: {message}")
 
 
@@ -36,6 +48,14 @@ class SegmentationFault(MmError):
 
     def __init__(self, message: str) -> None:
         super().__init__(EFAULT, f"SIGSEGV: {message}")
+
+
+class BusError(MmError):
+    """An access to a file mapping beyond the end of its file (VM_FAULT_SIGBUS): the kernel
+    sends SIGBUS. Carries EFAULT, as a read() into such memory would fail."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(EFAULT, f"SIGBUS: {message}")
 
 
 class VmWarning(AssertionError):

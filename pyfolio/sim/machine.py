@@ -19,11 +19,12 @@ from pyfolio.sim.trace import Trace
 from pyfolio.sim.units import HPAGE_PMD_NR, HPAGE_PMD_ORDER, MAX_PAGE_ORDER, PAGE_SIZE
 
 if TYPE_CHECKING:
+    from pyfolio.include.linux.fs import AddressSpace, SuperBlock
     from pyfolio.include.linux.mm_types import AnonVma, MMStruct
     from pyfolio.include.linux.swap import SwapInfoStruct
 
 __all__ = ["Machine", "FreeArea", "THP_POLICIES", "MTHP_POLICIES", "MTHP_ORDERS", "THPSIZE_ORDERS",
-           "mthp_size_order", "VMSTAT_COUNTERS"]
+           "SHMEM_POLICIES", "SHMEM_SIZE_POLICIES", "mthp_size_order", "VMSTAT_COUNTERS"]
 
 THP_POLICIES = ("always", "madvise", "never")
 #: values of /sys/kernel/mm/transparent_hugepage/hugepages-<size>kB/enabled
@@ -35,6 +36,10 @@ MTHP_ORDERS = tuple(range(2, HPAGE_PMD_ORDER + 1))
 #: x86-64: THP_ORDERS_ALL_ANON | THP_ORDERS_ALL_FILE_DEFAULT (hugepage_init_sysfs()), orders
 #: 1..9; order 1 (8kB) is a file size only (no ``enabled``, no anon stats)
 THPSIZE_ORDERS = tuple(range(1, HPAGE_PMD_ORDER + 1))
+#: values of /sys/kernel/mm/transparent_hugepage/shmem_enabled (mm/shmem.c: SHMEM_HUGE_*)
+SHMEM_POLICIES = ("always", "within_size", "advise", "never", "deny", "force")
+#: values of .../hugepages-<size>kB/shmem_enabled (thpsize_shmem_enabled_store())
+SHMEM_SIZE_POLICIES = ("always", "inherit", "within_size", "advise", "never")
 
 #: /proc/vmstat counters the simulator keeps (names as in mm/vmstat.c:vmstat_text[]).
 VMSTAT_COUNTERS = (
@@ -46,7 +51,8 @@ VMSTAT_COUNTERS = (
     "thp_collapse_alloc", "thp_collapse_alloc_failed", "pglazyfree",
     "pgmajfault", "pswpin", "pswpout", "swap_ra", "swap_ra_hit", "swpin_zero", "swpout_zero",
     "thp_swpout", "thp_swpout_fallback", "pgactivate", "pgdeactivate", "pgrotated",
-    "pgscan_anon", "pgsteal_anon", "pglazyfreed",
+    "pgscan_anon", "pgsteal_anon", "pglazyfreed", "thp_file_alloc", "thp_file_fallback",
+    "thp_file_mapped",
 )
 
 
@@ -114,6 +120,19 @@ class Machine:
         #: hugepage_init_sysfs() sets the PMD size to "inherit" and every other size "never"
         self.thp_anon_enabled: dict[int, str] = {
             o: "inherit" if o == HPAGE_PMD_ORDER else "never" for o in MTHP_ORDERS}
+        #: /sys/kernel/mm/transparent_hugepage/shmem_enabled (mm/shmem.c: shmem_huge; the
+        #: boot default is "never"); "deny" and "force" override every mount
+        self.shmem_huge = "never"
+        #: hugepages-<size>kB/shmem_enabled per order 1..9 (huge_shmem_orders_always/
+        #: _inherit/_madvise/_within_size): shmem_init() makes the PMD size "inherit"
+        self.thp_shmem_enabled: dict[int, str] = {
+            o: "inherit" if o == HPAGE_PMD_ORDER else "never" for o in THPSIZE_ORDERS}
+        #: every address_space (page cache) by id: folio->mapping of a page-cache folio is
+        #: ``id << 2``; and the mounted file systems (the disk file system at "/", shm_mnt)
+        self.mappings: dict[int, AddressSpace] = {}
+        self.super_blocks: dict[str, SuperBlock] = {}
+        self.next_mapping_id = 1
+        self.next_ino = 1
         #: /sys/kernel/mm/transparent_hugepage/shrink_underused (default on since 6.12)
         self.thp_shrink_underused = True
         #: /sys/kernel/mm/transparent_hugepage/khugepaged/max_ptes_none (HPAGE_PMD_NR - 1);

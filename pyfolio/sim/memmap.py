@@ -20,7 +20,7 @@ from collections import Counter
 import numpy as np
 
 __all__ = ["PG", "PGTY", "ZONE_NORMAL", "ZONE_DEVICE", "ENTIRELY_MAPPED", "FOLIO_PAGES_MAPPED",
-           "FOLIO_MAPPING_ANON", "NO_HEAD", "Memmap"]
+           "FOLIO_MAPPING_ANON", "FOLIO_MAPPING_FLAGS", "NO_HEAD", "Memmap"]
 
 
 class PG(enum.IntFlag):
@@ -38,6 +38,7 @@ class PG(enum.IntFlag):
     reserved = 1 << 8
     swapbacked = 1 << 9
     anon_exclusive = 1 << 10  # PG_anon_exclusive (aliases PG_mappedtodisk): per page
+    mappedtodisk = 1 << 10  # PG_mappedtodisk: a page-cache folio's blocks are on disk
     large_rmappable = 1 << 11
     partially_mapped = 1 << 12  # on page 1 in the kernel (_flags_1)
     unevictable = 1 << 13
@@ -65,6 +66,8 @@ ENTIRELY_MAPPED = 0x800000
 FOLIO_PAGES_MAPPED = ENTIRELY_MAPPED - 1
 #: include/linux/page-flags.h: the low bit of folio->mapping marks an anon folio.
 FOLIO_MAPPING_ANON = 0x1
+#: include/linux/page-flags.h: the low bits of folio->mapping that are flags, not pointer
+FOLIO_MAPPING_FLAGS = 0x3
 #: compound_head value of a page that is not a tail page.
 NO_HEAD = -1
 
@@ -86,9 +89,11 @@ class Memmap:
         self._large_mapcount = np.full(nr, -1, np.int32)
         self._nr_pages_mapped = np.zeros(nr, np.int32)
         self._pincount = np.zeros(nr, np.int32)
-        #: folio->mapping: 0, or (anon_vma id << 1) | FOLIO_MAPPING_ANON for anon folios
+        #: folio->mapping: 0, or (anon_vma id << 1) | FOLIO_MAPPING_ANON for anon folios, or
+        #: address_space id << 2 for page-cache folios (low bits clear, as a pointer's)
         self.mapping = np.zeros(nr, np.int64)
-        #: folio->index: for anon, the linear page index of the VMA address it was faulted at
+        #: folio->index: for anon, the linear page index of the VMA address it was faulted at;
+        #: for a page-cache folio, its offset in the file in pages
         self.index = np.zeros(nr, np.int64)
         self.zone = np.zeros(nr, np.uint8)
         #: which dev_pagemap a ZONE_DEVICE page belongs to (-1: none)

@@ -50,7 +50,8 @@ def _kpageflags_one(m: Machine, pfn: int) -> int:
     f = int(mem.flags[folio.pfn])
     u = 0
     for name in ("locked", "referenced", "uptodate", "dirty", "lru", "active", "swapbacked",
-                 "swapcache", "unevictable", "reserved", "writeback", "mlocked", "reclaim"):
+                 "swapcache", "unevictable", "reserved", "writeback", "mlocked", "reclaim",
+                 "private"):
         if f & PG[name]:
             u |= 1 << KPF[name.upper()]
     if folio_test_anon(folio):
@@ -80,7 +81,9 @@ def kpageflags(m: Machine, pfns: list[int] | range) -> list[int]:
     pages show BUDDY on the first page of each free block; every page of a folio whose
     head is PageAnonExclusive shows OWNER_2 (PG_anon_exclusive is PG_owner_2, copied from
     the folio's flags). ZONE_DEVICE frames read as 0 (pfn_to_online_page() finds no
-    online page there).
+    online page there). A page-cache folio shows PRIVATE while the file system has
+    buffers on it (ext4), and OWNER_2 for PG_mappedtodisk (the same bit as
+    PG_anon_exclusive): ext4 readahead sets it on folios whose blocks are all on disk.
     """
     return [_kpageflags_one(m, int(p)) for p in pfns]
 

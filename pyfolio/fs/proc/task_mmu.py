@@ -31,6 +31,7 @@ from pyfolio.arch.x86.pgtable import (
 from pyfolio.fs.proc.internal import is_zero_pfn, precise_page_mapcount
 from pyfolio.include.linux.mm import (
     Folio,
+    folio_is_zone_device,
     folio_nr_pages,
     folio_ref_count,
     folio_test_anon,
@@ -190,8 +191,8 @@ def pagemap(mm: MMStruct, addr: int, n: int) -> list[PagemapEntry]:
 #: fs/proc/task_mmu.c: Pss is summed in fixed point, (bytes << PSS_SHIFT) / mapcount per page
 PSS_SHIFT = 12
 
-#: the fields show_smap() prints, in its order (all in kB); KSM, the shmem/file/hugetlb ones
-#: and Locked are always 0 here: no KSM, files, hugetlb or mlock
+#: the fields show_smap() prints, in its order (all in kB); KSM, the hugetlb ones and Locked
+#: are always 0 here: no KSM, hugetlb or mlock
 SMAPS_FIELDS = ("Size", "KernelPageSize", "MMUPageSize", "Rss", "Pss", "Pss_Dirty",
                 "Shared_Clean", "Shared_Dirty", "Private_Clean", "Private_Dirty", "Referenced",
                 "Anonymous", "KSM", "LazyFree", "AnonHugePages", "ShmemPmdMapped",
@@ -213,6 +214,8 @@ class MemSizeStats:
     anonymous: int = 0
     lazyfree: int = 0
     anonymous_thp: int = 0
+    shmem_thp: int = 0
+    file_thp: int = 0
     pss: int = 0
     pss_anon: int = 0
     pss_dirty: int = 0
@@ -307,7 +310,9 @@ def smaps_pte_entry(mss: MemSizeStats, m: Machine, pte: int) -> None:
 
 def smaps_pmd_entry(mss: MemSizeStats, m: Machine, pmd: int) -> None:
     """smaps_pmd_entry() - one PMD leaf, or a non-present PMD holding a PFN (a migration
-    or device-private entry): AnonHugePages for an anon folio, then the whole folio.
+    or device-private entry): AnonHugePages for an anon folio, ShmemPmdMapped for a
+    swap-backed (shmem) one, nothing for a device folio, FilePmdMapped for any other
+    file's; then the whole folio.
 
     Models: fs/proc/task_mmu.c:smaps_pmd_entry() (v6.18; the device-private PMD as in the
     newest mm tree, where it is not "fake-present" as a PTE is). vm_normal_page_pmd()
@@ -323,8 +328,13 @@ def smaps_pmd_entry(mss: MemSizeStats, m: Machine, pmd: int) -> None:
         pfn, present = swp_offset(pmd), False
     else:
         return
-    if folio_test_anon(page_folio(m, pfn)):
+    folio = page_folio(m, pfn)
+    if folio_test_anon(folio):
         mss.anonymous_thp += PMD_SIZE
+    elif m.mem.test(folio.pfn, PG.swapbacked):
+        mss.shmem_thp += PMD_SIZE
+    elif not folio_is_zone_device(folio):
+        mss.file_thp += PMD_SIZE
     smaps_account(mss, m, pfn, True, pte_young(pmd), pmd_dirty(pmd), present)
 
 
@@ -360,7 +370,8 @@ def smaps(mm: MMStruct) -> list[dict[str, int]]:
                  Private_Clean=mss.private_clean >> 10,
                  Private_Dirty=mss.private_dirty >> 10, Referenced=mss.referenced >> 10,
                  Anonymous=mss.anonymous >> 10, LazyFree=mss.lazyfree >> 10,
-                 AnonHugePages=mss.anonymous_thp >> 10, Swap=mss.swap >> 10,
+                 AnonHugePages=mss.anonymous_thp >> 10, ShmemPmdMapped=mss.shmem_thp >> 10,
+                 FilePmdMapped=mss.file_thp >> 10, Swap=mss.swap >> 10,
                  SwapPss=mss.swap_pss >> PSS_SHIFT >> 10)
         out.append(d)
     return out

@@ -7,6 +7,7 @@ memmap arrays, as ``page_folio()`` and the folio accessors read ``struct page``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -31,7 +32,8 @@ __all__ = [
     "folio_ref_unfreeze", "folio_maybe_dma_pinned", "folio_is_zone_device", "page_mapcount",
     "GUP_PIN_COUNTING_BIAS", "VM_WARN_ON_FOLIO", "folio_page_idx", "is_zero_folio",
     "folio_test_swapbacked", "get_mm_counter", "add_mm_counter", "inc_mm_counter",
-    "dec_mm_counter", "mm_counter_file", "mm_counter", "get_mm_rss",
+    "dec_mm_counter", "mm_counter_file", "mm_counter", "get_mm_rss", "VmOperations",
+    "vma_is_anonymous", "folio_test_dirty", "folio_test_uptodate", "VmFault", "ZapDetails",
     "is_cow_mapping", "PAGE_ALIGN", "ULONG_MASK",
 ]
 
@@ -345,12 +347,17 @@ def folio_mapped(folio: Folio) -> bool:
 def folio_expected_ref_count(folio: Folio) -> int:
     """folio_expected_ref_count() - references explained by caches and mappings.
 
-    Models: include/linux/mm.h:folio_expected_ref_count() (v6.18): for an anon folio
-    ``(swapcache ? nr_pages : 0) + folio_mapcount``. The caller's own reference is not
-    included. (The simulator has no swap cache and no page cache, so it is the mapcount.)
+    Models: include/linux/mm.h:folio_expected_ref_count() (v6.18): an anon folio has one
+    reference per page from the swap cache (if in it); a file folio one per page from the
+    page cache (while ``folio->mapping`` is set) and one for PG_private (buffer heads);
+    plus folio_mapcount(). The caller's own reference is not included.
     """
-    swapcache = folio_nr_pages(folio) if folio.m.mem.test(folio.pfn, PG.swapcache) else 0
-    return swapcache + folio_mapcount(folio)
+    mem, nr = folio.m.mem, folio_nr_pages(folio)
+    if folio_test_anon(folio):
+        refs = nr if mem.test(folio.pfn, PG.swapcache) else 0
+    else:
+        refs = (nr if int(mem.mapping[folio.pfn]) else 0) + mem.test(folio.pfn, PG.private)
+    return refs + folio_mapcount(folio)
 
 
 def folio_ref_freeze(folio: Folio, count: int) -> bool:
@@ -385,6 +392,70 @@ def folio_maybe_dma_pinned(folio: Folio) -> bool:
     if folio_test_large(folio):
         return int(folio.m.mem._pincount[folio.pfn]) > 0
     return folio_ref_count(folio) >= GUP_PIN_COUNTING_BIAS
+
+
+def folio_test_dirty(folio: Folio) -> bool:
+    """folio_test_dirty() - PG_dirty: the folio holds data not yet written back.
+
+    Models: include/linux/page-flags.h:folio_test_dirty() (v6.18).
+    """
+    return folio.m.mem.test(folio.pfn, PG.dirty)
+
+
+def folio_test_uptodate(folio: Folio) -> bool:
+    """folio_test_uptodate() - PG_uptodate: the folio's data is valid.
+
+    Models: include/linux/page-flags.h:folio_test_uptodate() (v6.18).
+    """
+    return folio.m.mem.test(folio.pfn, PG.uptodate)
+
+
+# -- VMAs with operations -------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class VmOperations:
+    """struct vm_operations_struct: how faults on a file VMA are served. ``fault(vmf) ->
+    vm_fault_t`` finds or reads the folio of ``vmf.pgoff`` (locked and referenced; its page
+    in ``vmf.page``); ``map_pages`` is whether filemap_map_pages() may map cached folios
+    around a fault; ``page_mkwrite(vmf, folio)`` is called before a shared page becomes
+    writable (the file system wants write notification)."""
+
+    name: str
+    fault: Callable[[VmFault], int]
+    map_pages: bool = True
+    page_mkwrite: Callable[..., int] | None = None
+
+
+@dataclass(eq=False, slots=True)
+class VmFault:
+    """struct vm_fault: one fault being handled. ``pmd`` is the (table, index) slot of the
+    PMD entry; ``page`` the PFN ``vm_ops->fault`` found (-1: none yet), ``cow_page`` the
+    private copy of a MAP_PRIVATE write fault; ``pgoff`` the file page of ``address``."""
+
+    vma: VMA
+    address: int
+    pgoff: int
+    flags: int
+    pmd: tuple[int, int]
+    page: int = -1
+    cow_page: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class ZapDetails:
+    """struct zap_details: ``even_cows`` false (hole punching) leaves a private mapping's
+    COWed anonymous pages in place and unmaps only file pages; ``single_folio``, if set,
+    the head PFN of the one folio to unmap (unmap_mapping_folio())."""
+
+    even_cows: bool = True
+    single_folio: int = -1
+
+
+def vma_is_anonymous(vma: VMA) -> bool:
+    """vma_is_anonymous() - a VMA with no vm_ops: private anonymous memory.
+
+    Models: include/linux/mm.h:vma_is_anonymous() (v6.18).
+    """
+    return vma.vm_ops is None
 
 
 # -- per-mm RSS counters (mm->rss_stat[]) --------------------------------------------------

@@ -19,11 +19,16 @@ from typing import TYPE_CHECKING
 from pyfolio.sim.units import PAGE_SHIFT
 
 if TYPE_CHECKING:
+    from pyfolio.include.linux.fs import File
+    from pyfolio.include.linux.mm import VmOperations
     from pyfolio.mm.mmu_notifier import MmuNotifierSubscriptions
     from pyfolio.sim.machine import Machine
 
 __all__ = ["VM", "VMA", "MMStruct", "AnonVma", "TASK_SIZE", "MMAP_BASE", "MM_FILEPAGES",
-           "MM_ANONPAGES", "MM_SWAPENTS", "MM_SHMEMPAGES", "NR_MM_COUNTERS", "MM_COUNTER_NAMES"]
+           "MM_ANONPAGES", "MM_SWAPENTS", "MM_SHMEMPAGES", "NR_MM_COUNTERS", "MM_COUNTER_NAMES",
+           "FAULT_FLAG_WRITE", "FAULT_FLAG_TRIED", "VM_FAULT_OOM", "VM_FAULT_SIGBUS",
+           "VM_FAULT_MAJOR", "VM_FAULT_NOPAGE", "VM_FAULT_LOCKED", "VM_FAULT_RETRY",
+           "VM_FAULT_FALLBACK", "VM_FAULT_DONE_COW", "VM_FAULT_ERROR"]
 
 #: The top of the user address space with 4-level paging (arch/x86: TASK_SIZE_MAX).
 TASK_SIZE = 0x7FFF_FFFF_F000
@@ -36,6 +41,20 @@ MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS, MM_SHMEMPAGES, NR_MM_COUNTERS = range(5
 #: their names, as kernel/fork.c:resident_page_types[] spells them
 MM_COUNTER_NAMES = ("MM_FILEPAGES", "MM_ANONPAGES", "MM_SWAPENTS", "MM_SHMEMPAGES")
 
+#: include/linux/mm_types.h enum fault_flag (the two the model uses)
+FAULT_FLAG_WRITE = 1 << 0
+FAULT_FLAG_TRIED = 1 << 5
+#: include/linux/mm_types.h enum vm_fault_reason
+VM_FAULT_OOM = 0x000001
+VM_FAULT_SIGBUS = 0x000002
+VM_FAULT_MAJOR = 0x000004
+VM_FAULT_NOPAGE = 0x000100
+VM_FAULT_LOCKED = 0x000200
+VM_FAULT_RETRY = 0x000400
+VM_FAULT_FALLBACK = 0x000800
+VM_FAULT_DONE_COW = 0x001000
+VM_FAULT_ERROR = VM_FAULT_OOM | VM_FAULT_SIGBUS
+
 
 class VM(enum.IntFlag):
     """vm_flags (include/linux/mm.h)."""
@@ -47,6 +66,7 @@ class VM(enum.IntFlag):
     MAYREAD = 0x10
     MAYWRITE = 0x20
     MAYEXEC = 0x40
+    MAYSHARE = 0x80
     #: CONFIG_MEM_SOFT_DIRTY=y (0 without it): "not soft dirty clean area". Set on every
     #: new VMA (mm/vma.c:__mmap_complete()); only clear_refs (writing 4) clears it.
     SOFTDIRTY = 0x08000000
@@ -83,6 +103,10 @@ class VMA:
     #: vma->swap_readahead_info: the last fault address, window and hits of VMA-based
     #: swap readahead (mm/swap_state.c), 0 until the first swap-in
     swap_readahead_info: int = 0
+    #: the mapped file (None for anonymous memory) and the file system's fault operations
+    #: (None: vma_is_anonymous())
+    vm_file: File | None = None
+    vm_ops: VmOperations | None = None
 
     def __hash__(self) -> int:
         return id(self)
