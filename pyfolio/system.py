@@ -384,7 +384,9 @@ class Process:
     def __init__(self, system: System, mm: MMStruct, pid: int) -> None:
         self.system, self.mm, self.pid = system, mm, pid
         self.alive = True
-        self._pins: list[int] = []
+        #: the pins this process took: (address, pinned page), as a driver keeps the
+        #: struct page pointers pin_user_pages() returned
+        self._pins: list[tuple[int, int]] = []
         #: the file descriptor table (struct files_struct): fd -> open file
         self.files: dict[int, File] = {}
 
@@ -557,7 +559,7 @@ class Process:
     def exit(self) -> None:
         """exit(): release this process's pins, then tear its address space down."""
         self._live()
-        for pfn in self._pins:
+        for _, pfn in self._pins:
             unpin_user_page(self.m, pfn)
         self._pins.clear()
         exit_mmap(self.mm)
@@ -646,22 +648,25 @@ class Process:
     def pin(self, addr: int, length: int | str) -> list[int]:
         """FOLL_PIN|FOLL_WRITE pins on every page of the range (pin_user_pages())."""
         self._live()
-        pfns = pin_user_pages(self.mm, to_ulong(addr), to_size(length) // PAGE_SIZE)
-        self._pins.extend(pfns)
+        addr = to_ulong(addr)
+        pfns = pin_user_pages(self.mm, addr, to_size(length) // PAGE_SIZE)
+        self._pins.extend((addr + i * PAGE_SIZE, pfn) for i, pfn in enumerate(pfns))
         return pfns
 
     def unpin(self, addr: int, length: int | str) -> None:
-        """Drop the pins this process took on [addr, addr + length) (unpin_user_pages())."""
+        """Drop the pins this process took on [addr, addr + length) (unpin_user_pages() of
+        the pages pinned there, even if the range has since been unmapped)."""
         self._live()
         addr, n = to_ulong(addr), to_size(length) // PAGE_SIZE
-        wanted = [follow_page(self.mm, addr + i * PAGE_SIZE) for i in range(n)]
-        pfns = [g[0] for g in wanted if g is not None]
-        if any(pfn not in self._pins for pfn in pfns) or len(pfns) != n:
+        wanted = [addr + i * PAGE_SIZE for i in range(n)]
+        held = [next((pin for pin in self._pins if pin[0] == a), None) for a in wanted]
+        if any(pin is None for pin in held):
             raise MmError(EINVAL, f"unpin: [{addr:#x}, +{n} pages) was not pinned "
                           f"by pid {self.pid}")
-        for pfn in pfns:
-            self._pins.remove(pfn)
-            unpin_user_page(self.m, pfn)
+        for pin in held:
+            assert pin is not None
+            self._pins.remove(pin)
+            unpin_user_page(self.m, pin[1])
 
     # -- looking at it --------------------------------------------------------------------
     def _user_addr(self, addr: int) -> int:

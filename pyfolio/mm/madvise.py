@@ -1,5 +1,5 @@
 """madvise: MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_DONTNEED, MADV_FREE, MADV_COLD,
-MADV_PAGEOUT, MADV_COLLAPSE.
+MADV_PAGEOUT, MADV_COLLAPSE, MADV_REMOVE.
 
 Models: mm/madvise.c (v6.18): madvise_update_vma() splits VMAs for the flag-setting
 advice; MADV_DONTNEED zaps (zap_page_range_single()); MADV_FREE marks exclusively mapped
@@ -50,7 +50,7 @@ from pyfolio.mm.mmu_notifier import MMU_NOTIFY, invalidate_secondary_mmus
 from pyfolio.mm.rmap import folio_mms, pmd_chunks
 from pyfolio.mm.swap import folio_deactivate, folio_mark_lazyfree, lru_add_drain
 from pyfolio.mm.vmscan import reclaim_pages
-from pyfolio.sim.errors import EINVAL, ENOMEM, MmError
+from pyfolio.sim.errors import EACCES, EINVAL, ENOMEM, MmError
 from pyfolio.sim.memmap import PG
 from pyfolio.sim.units import PAGE_SIZE, PMD_SIZE
 
@@ -58,9 +58,9 @@ if TYPE_CHECKING:
     from pyfolio.sim.machine import Machine
 
 __all__ = ["do_madvise", "ADVICE", "madvise_free_single_vma", "madvise_cold_page_range",
-           "madvise_pageout_page_range"]
+           "madvise_pageout_page_range", "madvise_remove"]
 
-ADVICE = ("hugepage", "nohugepage", "dontneed", "free", "cold", "pageout", "collapse")
+ADVICE = ("hugepage", "nohugepage", "dontneed", "free", "cold", "pageout", "collapse", "remove")
 
 
 def do_madvise(mm: MMStruct, start: int, length: int, advice: str) -> None:
@@ -91,7 +91,11 @@ def do_madvise(mm: MMStruct, start: int, length: int, advice: str) -> None:
                   for v in mm.vmas_between(start, end))
     if covered != length:
         raise MmError(ENOMEM, f"madvise: [{start:#x}, {end:#x}) is not fully mapped")
-    if advice in ("hugepage", "nohugepage"):
+    _check_file_advice(mm, start, end, advice)
+    if advice == "remove":
+        for vma in mm.vmas_between(start, end):
+            madvise_remove(vma, max(vma.vm_start, start), min(vma.vm_end, end))
+    elif advice in ("hugepage", "nohugepage"):
         for vma in _vmas_in(mm, start, end):
             if advice == "hugepage":
                 vma.vm_flags = (vma.vm_flags & ~VM.NOHUGEPAGE) | VM.HUGEPAGE
@@ -114,6 +118,46 @@ def do_madvise(mm: MMStruct, start: int, length: int, advice: str) -> None:
                 else:
                     madvise_free_single_vma(vma, lo, hi)
     mm.m.trace.emit("madvise", start=start, end=end, advice=advice)
+
+
+def _check_file_advice(mm: MMStruct, start: int, end: int, advice: str) -> None:
+    """The refusals that depend on the VMA's kind, made before anything changes:
+    MADV_FREE only for anonymous memory (madvise_free_single_vma(): -EINVAL);
+    MADV_REMOVE only in a shared writable file or shmem mapping (madvise_remove():
+    -EINVAL without a file, -EACCES unless VM_SHARED and VM_WRITE); MADV_COLLAPSE,
+    MADV_COLD and MADV_PAGEOUT of a file or shmem mapping are not modelled by the
+    simulator (EINVAL, said so)."""
+    from pyfolio.include.linux.mm import vma_is_anonymous
+    from pyfolio.include.linux.mm_types import VM
+
+    for vma in mm.vmas_between(start, end):
+        if advice == "free" and not vma_is_anonymous(vma):
+            raise MmError(EINVAL, "madvise: MADV_FREE of a file or shmem mapping")
+        if advice == "remove":
+            if vma.vm_file is None:
+                raise MmError(EINVAL, "madvise: MADV_REMOVE of anonymous memory")
+            if not (vma.vm_flags & VM.SHARED and vma.vm_flags & VM.WRITE):
+                raise MmError(EACCES, "madvise: MADV_REMOVE needs a shared writable mapping")
+        if advice in ("cold", "pageout") and not vma_is_anonymous(vma):
+            raise MmError(EINVAL, f"madvise: MADV_{advice.upper()} of a file or shmem mapping "
+                                  f"is not modelled by the simulator (reclaim of page-cache "
+                                  f"folios is not)")
+        if advice == "collapse" and not vma_is_anonymous(vma):
+            raise MmError(EINVAL, "madvise: MADV_COLLAPSE of a file or shmem mapping is not "
+                                  "modelled by the simulator")
+
+
+def madvise_remove(vma: VMA, start: int, end: int) -> None:
+    """madvise_remove() - MADV_REMOVE: punch a hole in the mapped file where [start, end)
+    maps it (vfs_fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)).
+
+    Models: mm/madvise.c:madvise_remove() (v6.18).
+    """
+    from pyfolio.fs.open import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, vfs_fallocate
+
+    assert vma.vm_file is not None
+    offset = (start - vma.vm_start) + (vma.vm_pgoff << 12)
+    vfs_fallocate(vma.vm_file, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, end - start)
 
 
 def madvise_free_single_vma(vma: VMA, start: int, end: int) -> None:

@@ -187,7 +187,8 @@ def migrate_vma_setup(args: MigrateVma) -> int:
 
     Models: mm/migrate_device.c:migrate_vma_setup() (merged series). Raises MmError(EINVAL)
     (the kernel returns -EINVAL) with nothing changed for: no VMA, an empty range, a range
-    not inside the VMA, a fault page that is not a locked device-private page. ``src`` and
+    not inside the VMA, a fault page that is not a locked device-private page; and, a
+    simulator limit, for a file or shmem VMA (see the message). ``src`` and
     ``dst`` are (re)sized to the range. Returns 0.
 
     After it, each entry with MIGRATE_PFN_MIGRATE and a page is unmapped (migration
@@ -204,6 +205,11 @@ def migrate_vma_setup(args: MigrateVma) -> int:
     if not vma.vm_start <= args.start < vma.vm_end or not vma.vm_start < args.end <= vma.vm_end:
         raise MmError(EINVAL, f"migrate_vma_setup: [{args.start:#x}, {args.end:#x}) is not "
                       f"inside the VMA [{vma.vm_start:#x}, {vma.vm_end:#x})")
+    if vma.vm_ops is not None:
+        raise MmError(EINVAL, "migrate_vma_setup: device migration of a file or shmem "
+                              "mapping is not modelled by the simulator (the kernel collects "
+                              "such pages, but migrate_vma_pages() moves only anonymous "
+                              "memory to device-private memory)")
     m = vma.vm_mm.m
     if args.fault_page is not None and not (is_device_private_page(m, args.fault_page)
                                             and folio_test_locked(page_folio(m, args.fault_page))):
