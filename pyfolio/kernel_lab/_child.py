@@ -15,7 +15,9 @@ drains them with ``madvise(MADV_COLD)`` of a page it maps for that and never tou
 nothing). A swap scenario gets the path of the area its parent prepared (``"swap":
 {"path", "kind"}``): ``swapon`` and ``swapoff`` switch it on and off (swapon(2),
 swapoff(2)), and the run ends with a swapoff whatever happened; after each step that can
-start swap writeback the process waits for it to finish.
+start swap writeback the process waits for it to finish. The steps on a file (a memfd, a
+file of its own on the disk file system, MAP_SHARED|MAP_ANONYMOUS) are in
+:mod:`pyfolio.kernel_lab._files`.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pyfolio.kernel_lab import readers, swap_area
+from pyfolio.kernel_lab import _files, readers, swap_area
 from pyfolio.kernel_lab.scenarios import (
     MTHP_SIZES,
     Step,
@@ -45,7 +47,7 @@ __all__ = ["run_steps", "main"]
 PROT_NONE, PROT_READ, PROT_WRITE = 0, 1, 2
 MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS, MAP_NORESERVE = 0x02, 0x10, 0x20, 0x4000
 #: include/uapi/asm-generic/mman-common.h
-MADV = {"dontneed": 4, "free": 8, "hugepage": 14, "nohugepage": 15, "cold": 20,
+MADV = {"dontneed": 4, "free": 8, "remove": 9, "hugepage": 14, "nohugepage": 15, "cold": 20,
         "pageout": 21, "collapse": 25}
 PMD = 2 << 20
 PAGE = 4096
@@ -92,18 +94,23 @@ class _Run:
     """State of one scenario run in this process."""
 
     def __init__(self, counters: list[str], root: str | Path = "/",
-                 swap: dict[str, str] | None = None) -> None:
+                 swap: dict[str, str] | None = None, backing: str = "anon",
+                 sizes: tuple[str, ...] = MTHP_SIZES) -> None:
         self.counters, self.root, self.swap = counters, Path(root), swap
+        self.backing, self.sizes = backing, tuple(sizes)
         self.base = self.length = 0
         self.child_pid = 0
         self.hold_fd = self.ack_fd = -1
         self.drain_base = 0  # an empty 2 MiB region MADV_COLLAPSE drains LRU batches with
         self.rings: list[int] = []  # io_uring fds holding pins
         self.scratch = 0  # an untouched page for the lru_add_drain step
+        self.fd, self.dir = -1, ""  # the scenario's file, and the ext4 directory
 
     def do(self, s: Step) -> None:
         a = self.base + s.off
-        if s.op == "mmap":
+        if s.op in _files.FILE_OPS or (s.op == "mmap" and self.backing != "anon"):
+            _files.do_file_step(self, s)
+        elif s.op == "mmap":
             self.length, self.base = s.length, _map_region(s.length)
         elif s.op == "write":
             ctypes.memset(a, 0x5A, s.length)
@@ -231,7 +238,9 @@ class _Run:
             os.close(self.ack_fd)
             self.child_pid, self.hold_fd, self.ack_fd = 0, -1, -1
 
-    def look(self, pid: int | str) -> dict[str, object]:
+    def look(self, pid: int | str) -> dict[str, object] | None:
+        if not self.base:
+            return None
         n = self.length // PAGE
         entries = readers.pagemap(pid, self.base, n, self.root)
         readers.require_pfns(entries)
@@ -259,25 +268,35 @@ class _Run:
         readers.status("self", self.root)
         return readers.status("self", self.root).get("RssAnon", 0)
 
+    def rss(self) -> dict[str, int]:
+        """RssAnon, RssFile, RssShmem (kB) of this process, as :meth:`rss_anon` reads."""
+        readers.status("self", self.root)
+        got = readers.status("self", self.root)
+        return {k: got.get(k, 0) for k in ("RssAnon", "RssFile", "RssShmem")}
+
     def step(self, s: Step) -> dict[str, Any]:
         before = readers.vmstat(self.root)
-        mthp_before = readers.mthp_stats(MTHP_SIZES, self.root)
-        rss_before = self.rss_anon()
+        mthp_before = readers.mthp_stats(self.sizes, self.root)
+        rss_before = self.rss()
         status = "ok"
         try:
             self.do(s)
         except OSError as e:
             status = f"error: {errno.errorcode.get(e.errno or 0, e.errno)}"
-        rss_after = self.rss_anon()
+        rss_after = self.rss()
         after = readers.vmstat(self.root)
-        mthp_after = readers.mthp_stats(MTHP_SIZES, self.root)
+        mthp_after = readers.mthp_stats(self.sizes, self.root)
         rec = {"step": s.label, "status": status, "proc": self.look("self"),
                "child": self.look(self.child_pid) if self.child_pid else None,
                "vmstat": vmstat_delta(before, after, self.counters),
                "mthp": mthp_delta(mthp_before, mthp_after),
-               "rss_anon_kb": rss_after - rss_before}
+               "rss_anon_kb": rss_after["RssAnon"] - rss_before["RssAnon"]}
         if self.swap is not None:
             rec["swap_used_kb"] = self.swap_used_kb()
+        if self.backing != "anon":
+            rec.update(cache=_files.cache_of(self),
+                       rss_file_kb=rss_after["RssFile"] - rss_before["RssFile"],
+                       rss_shmem_kb=rss_after["RssShmem"] - rss_before["RssShmem"])
         return rec
 
 
@@ -290,12 +309,16 @@ def _warm_heap() -> None:
 
 
 def run_steps(steps: list[Step], counters: list[str], root: str = "/",
-              swap: dict[str, str] | None = None) -> dict[str, Any]:
+              swap: dict[str, str] | None = None, backing: str = "anon",
+              sizes: tuple[str, ...] = MTHP_SIZES) -> dict[str, Any]:
     """Run the steps here, pinned to one CPU, and return ``{"base", "observations"}``; a
-    swap area is switched off at the end whatever happened."""
+    swap area is switched off, and a scenario's file removed, at the end whatever
+    happened."""
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-    run = _Run(counters, root, swap)
+    run = _Run(counters, root, swap, backing, sizes)
     _warm_heap()
+    if backing != "anon":
+        _files.warm_up(run)
     try:
         obs = [run.step(s) for s in steps]
     finally:
@@ -303,6 +326,7 @@ def run_steps(steps: list[Step], counters: list[str], root: str = "/",
         run._child_exit()
         if swap is not None:
             swap_area.swapoff(swap["path"])
+        _files.cleanup(run)
     return {"base": run.base, "observations": obs}
 
 
@@ -310,7 +334,8 @@ def main() -> int:
     spec = json.load(sys.stdin)
     steps = [Step(**s) for s in spec["steps"]]
     try:
-        out = run_steps(steps, spec["counters"], spec.get("root", "/"), spec.get("swap"))
+        out = run_steps(steps, spec["counters"], spec.get("root", "/"), spec.get("swap"),
+                        spec.get("backing", "anon"), tuple(spec.get("sizes", MTHP_SIZES)))
     except readers.Unavailable as e:
         out = {"unavailable": e.reason}
     json.dump(out, sys.stdout)

@@ -25,7 +25,6 @@ from pyfolio.kernel_lab import readers
 from pyfolio.kernel_lab.readers import Unavailable
 from pyfolio.kernel_lab.scenarios import (
     COUNTERS,
-    MTHP_SIZES,
     Scenario,
     Step,
     mthp_delta,
@@ -70,25 +69,33 @@ class SimulatorBackend:
         m = self.system = System(ram=self.ram, thp=self.thp, seed=self.seed)
         _apply_settings(m, scenario.settings)
         p = m.spawn()
-        state: dict[str, Any] = {"base": 0, "child": None, "pins": []}
+        state: dict[str, Any] = {"base": 0, "child": None, "pins": [], "fd": None,
+                                 "backing": scenario.backing}
         out: Observations = []
         state["solidstate"] = self.swap_solidstate
         swap = scenario.swap is not None
+        sizes = scenario.sizes
         for s in scenario.steps:
-            before, mthp_before = m.vmstat(), {z: m.mthp_stats(z) for z in MTHP_SIZES}
-            rss_before = p.status()["RssAnon"]
+            before, mthp_before = m.vmstat(), {z: m.mthp_stats(z) for z in sizes}
+            rss_before = p.status()
             status = self._do(m, p, state, s)
-            after, mthp_after = m.vmstat(), {z: m.mthp_stats(z) for z in MTHP_SIZES}
-            child = state["child"]
-            rec = {"step": s.label, "status": status,
-                   "proc": self._look(m, p, state["base"], scenario.length, swap),
-                   "child": self._look(m, child, state["base"], scenario.length, swap)
-                   if child else None,
-                   "vmstat": vmstat_delta(before, after, COUNTERS),
-                   "mthp": mthp_delta(mthp_before, mthp_after),
-                   "rss_anon_kb": p.status()["RssAnon"] - rss_before}
+            after, mthp_after = m.vmstat(), {z: m.mthp_stats(z) for z in sizes}
+            child, rss = state["child"], p.status()
+            rec: dict[str, Any] = {"step": s.label, "status": status,
+                                   "proc": self._look(m, p, state["base"], scenario.length,
+                                                      swap) if state["base"] else None,
+                                   "child": self._look(m, child, state["base"],
+                                                       scenario.length, swap)
+                                   if child else None,
+                                   "vmstat": vmstat_delta(before, after, COUNTERS),
+                                   "mthp": mthp_delta(mthp_before, mthp_after),
+                                   "rss_anon_kb": rss["RssAnon"] - rss_before["RssAnon"]}
             if swap:
                 rec["swap_used_kb"] = int(m.swaps()[0]["Used"]) if m.swaps() else 0  # type: ignore[call-overload]
+            if scenario.backing != "anon":
+                rec.update(_file_record(m, p, state), rss_file_kb=rss["RssFile"]
+                           - rss_before["RssFile"], rss_shmem_kb=rss["RssShmem"]
+                           - rss_before["RssShmem"])
             out.append(rec)
         return out
 
@@ -98,7 +105,9 @@ class SimulatorBackend:
 
         a = state["base"] + s.off
         try:
-            if s.op == "mmap":
+            if s.op in _FILE_OPS or (s.op == "mmap" and state["backing"] != "anon"):
+                _do_file(p, state, s)
+            elif s.op == "mmap":
                 state["base"] = p.mmap(s.length)
             elif s.op == "write":
                 p.touch(a, s.length)
@@ -166,17 +175,85 @@ class SimulatorBackend:
 
 def _apply_settings(m: System, settings: tuple[tuple[str, str], ...]) -> None:
     """Write the scenario's THP sysfs ``settings`` to the simulator: ``enabled`` (the
-    global policy), ``hugepages-<size>/enabled`` (``System.set_mthp()``) and
-    ``khugepaged/max_ptes_none`` (``System.set_max_ptes_none()``)."""
+    global policy), ``hugepages-<size>/enabled`` (``System.set_mthp()``),
+    ``khugepaged/max_ptes_none`` (``System.set_max_ptes_none()``), ``shmem_enabled`` and
+    ``hugepages-<size>/shmem_enabled`` (``System.set_shmem_thp()``)."""
     for name, value in settings:
         if name == "enabled":
             m.thp = value
+        elif name == "shmem_enabled":
+            m.set_shmem_thp(value)
         elif name.startswith("hugepages-") and name.endswith("/enabled"):
             m.set_mthp(name.removeprefix("hugepages-").removesuffix("/enabled"), value)
         elif name == "khugepaged/max_ptes_none":
             m.set_max_ptes_none(int(value))
+        elif name.startswith("hugepages-") and name.endswith("/shmem_enabled"):
+            m.set_shmem_thp(value, name.removeprefix("hugepages-").removesuffix(
+                "/shmem_enabled"))
         else:
             raise ValueError(f"THP setting {name!r} is not modelled by the simulator")
+
+
+#: the steps on the scenario's file (the simulator's side)
+_FILE_OPS = ("create", "pwrite", "pread", "fsync", "evict", "punch", "ftruncate",
+             "fork_and_read_in_child")
+#: where the simulator maps a file scenario's region (2 MiB aligned, as the kernel
+#: backend's reservation is)
+FILE_BASE = 0x7E00_0000_0000
+
+
+def _do_file(p: Any, state: dict[str, Any], s: Step) -> None:
+    """A step of a file scenario on the simulator (see
+    :mod:`pyfolio.kernel_lab.file_scenarios`)."""
+    from pyfolio.fs.read_write import ksys_pread64
+
+    fd, a = state["fd"], state["base"] + s.off
+    if s.op == "create":
+        if state["backing"] == "memfd":
+            state["fd"] = fd = p.memfd_create("lab")
+        elif state["backing"] == "ext4":
+            state["fd"] = fd = p.open("/lab/file")
+        if s.length and fd is not None:
+            p.ftruncate(fd, s.length)
+    elif s.op == "mmap":
+        shared, prot = s.arg.startswith("shared"), "r" if s.arg.endswith(",r") else "rw"
+        state["base"] = p.mmap(s.length, prot, shared=shared, fd=fd, offset=s.off,
+                               addr=FILE_BASE)
+    elif s.op == "pwrite":
+        p.pwrite(fd, s.off, s.length, 0x5A)
+    elif s.op == "pread":
+        chunk = int(s.arg or s.length)
+        for pos in range(s.off, s.off + s.length, chunk):
+            ksys_pread64(p.files[fd], pos, min(chunk, s.off + s.length - pos))
+    elif s.op == "fsync":
+        p.fsync(fd)
+    elif s.op == "evict":
+        p.fsync(fd)
+        p.fadvise(fd, 0, 0, "dontneed")
+    elif s.op == "punch":
+        p.fallocate(fd, "punch_hole", s.off, s.length)
+    elif s.op == "ftruncate":
+        p.ftruncate(fd, s.length)
+    elif s.op == "fork_and_read_in_child":
+        state["child"] = p.fork()
+        for i in range(s.length // PAGE_SIZE):
+            state["child"].read(a + i * PAGE_SIZE)
+
+
+def _file_record(m: System, p: Any, state: dict[str, Any]) -> dict[str, object]:
+    """The page cache of the scenario's file (:func:`~pyfolio.kernel_lab.file_scenarios.
+    cache_record`: each folio's head kpageflags), as the kernel backend reads it through
+    the file descriptor (None for MAP_SHARED|MAP_ANONYMOUS, which has none)."""
+    from pyfolio.kernel_lab.file_scenarios import cache_record
+    from pyfolio.lib.xarray import xa_entries
+
+    if state["fd"] is None:
+        return {"cache": None}
+    file = p.files[state["fd"]]
+    entries = xa_entries(file.f_mapping.i_pages)
+    flags = m.kpageflags([pfn for _, _, pfn in entries])
+    folios = [(index, order, f) for (index, order, _), f in zip(entries, flags, strict=True)]
+    return {"cache": cache_record(folios, -(-file.f_inode.i_size // PAGE_SIZE))}
 
 
 def _debugfs_split(m: System, p: Any, addr: int, length: int, new_order: int) -> None:
@@ -272,6 +349,11 @@ class KernelBackend:
         if scenario is not None and any(s.op == "split" for s in scenario.steps):
             debugfs = readers.debugfs_split_status(self.root)
             bad += [] if debugfs == "ok" else [debugfs]
+        if scenario is not None and scenario.backing == "ext4":
+            kind = readers.fs_type(tempfile.gettempdir(), self.root)
+            if kind != "ext4":
+                bad.append(f"unavailable: {tempfile.gettempdir()} is on {kind or 'an unknown'}"
+                           " file system, not ext4")
         return "; ".join(bad) if bad else None
 
     def run(self, scenario: Scenario) -> Observations:
@@ -298,7 +380,8 @@ class KernelBackend:
     def _run_child(self, scenario: Scenario, swap: dict[str, str] | None = None
                    ) -> Observations:
         spec = {"steps": [dataclasses.asdict(s) for s in scenario.steps],
-                "counters": list(COUNTERS), "root": str(self.root), "swap": swap}
+                "counters": list(COUNTERS), "root": str(self.root), "swap": swap,
+                "backing": scenario.backing, "sizes": list(scenario.sizes)}
         env = dict(os.environ)
         top = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = top + os.pathsep + env.get("PYTHONPATH", "")

@@ -23,16 +23,18 @@ from matplotlib.ticker import MaxNLocator
 
 from pyfolio.kernel_lab.backends import KernelBackend, Observations, SimulatorBackend
 from pyfolio.kernel_lab.readers import Unavailable, debugfs_split_status, thp_settings
-from pyfolio.kernel_lab.scenarios import FIELDS, MTHP_SIZES, SCENARIOS, Scenario
+from pyfolio.kernel_lab.scenarios import FIELDS, FILE_FIELDS, SCENARIOS, Scenario
 
-__all__ = ["Difference", "FIELDS", "compare", "step_agrees", "summary", "side_by_side",
-           "agreement_figure", "record", "load_recorded", "RECORDED", "SWAP_RECORDED",
-           "kernel_observations",
+__all__ = ["Difference", "FIELDS", "FILE_FIELDS", "scenario_named", "compare", "step_agrees",
+           "summary", "side_by_side", "agreement_figure", "record", "load_recorded", "RECORDED",
+           "SWAP_RECORDED", "RECORDED_FILES", "kernel_observations",
            "run_kernel", "run_against", "simulate_all", "describe"]
 
 #: the data file this module reads by default, and the one of the swap scenarios
 RECORDED = Path(__file__).parent / "recorded" / "observations.json"
 SWAP_RECORDED = Path(__file__).parent / "recorded" / "swap_observations.json"
+#: ... and the observations of the file scenarios (pyfolio.kernel_lab.file_scenarios)
+RECORDED_FILES = Path(__file__).parent / "recorded" / "files.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,23 +57,39 @@ def _fields(scenario: Scenario, obs: dict[str, Any]) -> dict[str, object]:
             out[who] = None
             continue
         for f in scenario.fields:
-            out[f"{who}.{f}" if who == "child" else f] = view.get(f)
+            out[f"{who}.{f}" if who == "child" else f] = view.get(f, 0 if f in FILE_FIELDS
+                                                                  else None)
     for c in scenario.counters:
         out[c] = obs["vmstat"].get(c, 0)
-    for size in MTHP_SIZES:
+    for size in scenario.sizes:
         stats = obs.get("mthp", {}).get(size, {})
         for item in scenario.mthp_items:
             out[f"{size}/{item}"] = stats.get(item, 0)
     out["rss_anon_kb"] = obs.get("rss_anon_kb")
     if scenario.swap is not None:
         out["swap_used_kb"] = obs.get("swap_used_kb")
+    if scenario.backing != "anon":  # RssFile is recorded, not compared: the lab's own
+        for f in ("cache", "rss_shmem_kb"):  # Python touches pages of its libraries' files
+            out[f] = obs.get(f)
     return out
 
 
 def _global(scenario: Scenario, field: str) -> bool:
     """Is ``field`` a global counter (vmstat or a per-size stat), which other processes
     move too?"""
-    return field in scenario.counters or field.split("/")[0] in MTHP_SIZES
+    return field in scenario.counters or field.split("/")[0] in scenario.sizes
+
+
+def scenario_named(name: str) -> Scenario:
+    """The scenario called ``name``: anonymous (SCENARIOS), on a file (FILE_SCENARIOS) or
+    with swap (SWAP_SCENARIOS)."""
+    from pyfolio.kernel_lab.file_scenarios import FILE_SCENARIOS
+    from pyfolio.kernel_lab.swap_scenarios import SWAP_SCENARIOS
+
+    for table in (SCENARIOS, FILE_SCENARIOS, SWAP_SCENARIOS):
+        if name in table:
+            return table[name]
+    raise KeyError(f"no kernel-lab scenario {name!r}")
 
 
 def compare(scenario: Scenario, sim: Observations, ker: Observations) -> list[Difference]:
@@ -116,7 +134,7 @@ def summary(sims: dict[str, Observations], kers: dict[str, Observations],
     ``agree``, ``differ`` and are ``not modelled``."""
     out = {}
     for name, ker in kers.items():
-        sc, sim = (scenarios or SCENARIOS)[name], sims[name]
+        sc, sim = (scenarios or {}).get(name) or scenario_named(name), sims[name]
         diffs = compare(sc, sim, ker)
         bad = {d.index for d in diffs}
         nm = {i for i, s in enumerate(sim) if s["status"] == "not modelled"}
@@ -158,7 +176,7 @@ def side_by_side(scenario: Scenario, sim: Observations, ker: Observations) -> st
 def _moved(scenario: Scenario, obs: dict[str, Any]) -> dict[str, int]:
     """The compared counters that moved in a step: vmstat names, then ``size/stat``."""
     out = {c: v for c, v in obs["vmstat"].items() if v and c in scenario.counters}
-    for size in MTHP_SIZES:
+    for size in scenario.sizes:
         stats = obs.get("mthp", {}).get(size, {})
         out.update({f"{size}/{i}": stats[i] for i in scenario.mthp_items if stats.get(i)})
     return out
@@ -197,7 +215,8 @@ def agreement_figure(counts: dict[str, dict[str, int]], title: str) -> Figure:
 def simulate_all(names: list[str] | None = None,
                  scenarios: dict[str, Scenario] | None = None,
                  solidstate: dict[str, bool] | None = None) -> dict[str, Observations]:
-    """Every scenario (or ``names``) of ``scenarios`` (default :data:`SCENARIOS`) on the
+    """Every scenario (or ``names``) of ``scenarios`` (default :data:`SCENARIOS`; the file
+    scenarios are :data:`pyfolio.kernel_lab.file_scenarios.FILE_SCENARIOS`) on the
     simulator; ``solidstate`` says, per swap scenario, whether its area counts as
     non-rotational (as the kernel's did: a recording's ``swap_devices``)."""
     scenarios = scenarios or SCENARIOS
@@ -208,20 +227,20 @@ def simulate_all(names: list[str] | None = None,
 def run_kernel(names: list[str] | None = None, kb: KernelBackend | None = None,
                reference: dict[str, Observations] | None = None,
                scenarios: dict[str, Scenario] | None = None,
-               devices: dict[str, dict[str, Any]] | None = None
+               devices: dict[str, dict[str, Any]] | None = None, retries: int = 2
                ) -> tuple[dict[str, Observations], dict[str, str]]:
     """Run the scenarios (or ``names``) of ``scenarios`` on this kernel: (observations,
     and for each scenario that cannot run here the reason, e.g. debugfs split refused).
     With ``reference`` (simulator observations), each run goes through
-    :func:`run_against`. ``devices`` collects each swap scenario's area (kind, path,
-    solidstate)."""
+    :func:`run_against` (with ``retries``). ``devices`` collects each swap scenario's area
+    (kind, path, solidstate)."""
     kb = kb or KernelBackend()
     scenarios = scenarios or SCENARIOS
     obs: dict[str, Observations] = {}
     missing: dict[str, str] = {}
     for n in names or list(scenarios):
         try:
-            obs[n] = (run_against(kb, scenarios[n], reference[n]) if reference
+            obs[n] = (run_against(kb, scenarios[n], reference[n], retries) if reference
                       else kb.run(scenarios[n]))
             if scenarios[n].swap is not None and devices is not None:
                 area = kb.last_swap_area
@@ -235,19 +254,23 @@ def run_kernel(names: list[str] | None = None, kb: KernelBackend | None = None,
 def record(path: Path | None = None, names: list[str] | None = None,
            scenarios: dict[str, Scenario] | None = None) -> dict[str, Any]:
     """Run the scenarios (of ``scenarios``, default :data:`SCENARIOS`) on this kernel
-    and write them, labelled as recorded, to ``path`` (default :data:`RECORDED`);
-    scenarios that cannot run here are listed with the reason under ``unavailable``. A
-    run whose record differs from the simulator's only in global counters is repeated
-    (:func:`run_against`): those differences are other processes' work. Swap scenarios
-    also record their areas (``swap_devices``). Raises Unavailable where the kernel
-    backend cannot run at all."""
+    and write them, labelled as recorded, to ``path`` (default :data:`RECORDED`, or
+    :data:`RECORDED_FILES` for the file scenarios); scenarios that cannot run here are
+    listed with the reason under ``unavailable``. A run whose record differs from the
+    simulator's only in global counters is repeated (:func:`run_against`): those
+    differences are other processes' work. Swap scenarios also record their areas
+    (``swap_devices``), file scenarios the disk's readahead sizes (``block_device``).
+    Raises Unavailable where the kernel backend cannot run at all."""
+    from pyfolio.kernel_lab.file_scenarios import FILE_SCENARIOS
+
     why = KernelBackend().unavailable()
     if why:
         raise Unavailable(why)
     scenarios = scenarios or SCENARIOS
+    files = scenarios is FILE_SCENARIOS
     devices: dict[str, dict[str, Any]] = {}
     obs, missing = run_kernel(names, reference=simulate_all(names, scenarios),
-                              scenarios=scenarios, devices=devices)
+                              scenarios=scenarios, devices=devices, retries=4 if files else 2)
     data = {"label": "recorded", "date": datetime.date.today().isoformat(),
             "kernel_release": platform.release(), "machine": platform.machine(),
             "thp_settings": thp_settings(),
@@ -260,10 +283,31 @@ def record(path: Path | None = None, names: list[str] | None = None,
             "observations": obs, "unavailable": missing}
     if devices:
         data["swap_devices"] = devices
-    p = path or RECORDED
+    if files:
+        data["block_device"] = _block_device()
+    p = path or (RECORDED_FILES if files else RECORDED)
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps(data, indent=None, separators=(",", ":")) + "\n")
     return data
+
+
+def _block_device() -> dict[str, object]:
+    """The readahead sizes of the disk the file scenarios ran on (the simulator assumes
+    read_ahead_kb 8192 and max_sectors_kb 4096, those of the machine the book was
+    recorded on: readahead scenarios depend on them)."""
+    import os
+    import tempfile
+
+    out: dict[str, object] = {}
+    try:
+        dev = os.stat(tempfile.gettempdir()).st_dev
+        sysdir = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}")
+        queue = sysdir / "queue" if (sysdir / "queue").is_dir() else sysdir / ".." / "queue"
+        for name in ("read_ahead_kb", "max_sectors_kb"):
+            out[name] = int((queue / name).read_text())
+    except (OSError, ValueError):
+        pass
+    return out
 
 
 def load_recorded(path: Path | None = None) -> dict[str, Any]:
@@ -273,13 +317,17 @@ def load_recorded(path: Path | None = None) -> dict[str, Any]:
     return data
 
 
-def kernel_observations(live: bool = True) -> tuple[str, dict[str, Observations]]:
-    """(source, observations): a live run when ``live`` and the kernel backend is
-    available (scenarios that cannot run here are left out), otherwise the recorded
-    data; ``source`` says which."""
+def kernel_observations(live: bool = True, scenarios: dict[str, Scenario] | None = None
+                        ) -> tuple[str, dict[str, Observations]]:
+    """(source, observations) of ``scenarios`` (default SCENARIOS): a live run when
+    ``live`` and the kernel backend is available (scenarios that cannot run here are left
+    out), otherwise the recorded data; ``source`` says which."""
+    from pyfolio.kernel_lab.file_scenarios import FILE_SCENARIOS
+
+    scenarios = scenarios or SCENARIOS
     kb = KernelBackend()
     why = kb.unavailable() if live else "live run not requested"
     if why is None:
-        return f"live, Linux {platform.release()}", run_kernel(kb=kb)[0]
-    rec = load_recorded()
+        return f"live, Linux {platform.release()}", run_kernel(kb=kb, scenarios=scenarios)[0]
+    rec = load_recorded(RECORDED_FILES if scenarios is FILE_SCENARIOS else RECORDED)
     return (f"recorded on {rec['date']}, Linux {rec['kernel_release']}", rec["observations"])

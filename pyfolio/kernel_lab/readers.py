@@ -33,7 +33,8 @@ from pyfolio.sim.units import PAGE_SIZE
 
 __all__ = ["Unavailable", "pagemap", "require_pfns", "kpageflags", "kpagecount", "smaps",
            "smaps_all", "vmstat", "status", "mthp_stats", "thp_settings", "thp_policy",
-           "availability", "debugfs_split_status"]
+           "availability", "debugfs_split_status", "folio_extent", "page_cache_orders",
+           "fs_type"]
 
 _VMA_HEADER = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) ")
 _KB_FIELD = re.compile(r"^(\w+):\s+(\d+) kB$")
@@ -193,8 +194,10 @@ def _setting(text: str) -> str | int:
 
 def thp_settings(root: str | Path = "/") -> dict[str, str | int]:
     """/sys/kernel/mm/transparent_hugepage: enabled, defrag, use_zero_page,
-    shrink_underused, khugepaged/max_ptes_none and each ``hugepages-<size>kB`` enabled
-    (mTHP). Missing optional files are left out; a missing directory is Unavailable."""
+    shrink_underused, khugepaged/max_ptes_none, shmem_enabled and each
+    ``hugepages-<size>kB`` enabled and shmem_enabled (mTHP; the 8kB size has only
+    shmem_enabled). Missing optional files are left out; a missing directory is
+    Unavailable."""
     base = _path(root, "sys/kernel/mm/transparent_hugepage")
     if not base.is_dir():
         raise Unavailable(f"unavailable: {base} does not exist (kernel without THP)")
@@ -203,10 +206,13 @@ def thp_settings(root: str | Path = "/") -> dict[str, str | int]:
                  "khugepaged/max_ptes_none", "hpage_pmd_size"):
         if (base / name).is_file():
             out[name] = _setting(_read_text(base / name))
+    if (base / "shmem_enabled").is_file():
+        out["shmem_enabled"] = _setting(_read_text(base / "shmem_enabled"))
     sizes = sorted(base.glob("hugepages-*kB"), key=lambda p: int(p.name[10:-2]))
     for d in sizes:
-        if (d / "enabled").is_file():
-            out[f"{d.name}/enabled"] = _setting(_read_text(d / "enabled"))
+        for knob in ("enabled", "shmem_enabled"):
+            if (d / knob).is_file():
+                out[f"{d.name}/{knob}"] = _setting(_read_text(d / knob))
     return out
 
 
@@ -290,3 +296,102 @@ def _private_debugfs_probe() -> str:
     if "not permitted" in done.stderr:
         return "; mounted privately, writing it is refused (EPERM: kernel lockdown)"
     return ""
+
+
+# -- the page cache of a file ---------------------------------------------------------------
+_HEAD, _TAIL = 1 << 15, 1 << 16  # KPF_COMPOUND_HEAD, KPF_COMPOUND_TAIL
+
+
+def folio_extent(pfn: int, root: str | Path = "/", limit: int = 1024) -> tuple[int, int]:
+    """(head PFN, pages) of the folio holding ``pfn``, from /proc/kpageflags alone: back to
+    the COMPOUND_HEAD, forward over the COMPOUND_TAILs (at most ``limit`` pages)."""
+    flags = kpageflags([pfn], root)[0]
+    if not flags & (_HEAD | _TAIL):
+        return pfn, 1
+    head = pfn
+    if flags & _TAIL:
+        lo = max(0, pfn - limit)
+        before = kpageflags(range(lo, pfn), root)
+        for i in range(len(before) - 1, -1, -1):
+            if before[i] & _HEAD:
+                head = lo + i
+                break
+    after = kpageflags(range(head + 1, head + limit), root)
+    n = 1
+    for f in after:
+        if not f & _TAIL or f & _HEAD:
+            break
+        n += 1
+    return head, n
+
+
+def page_cache_orders(fd: int, size: int, root: str | Path = "/"
+                      ) -> list[tuple[int, int, int]]:
+    """The page cache of the open file ``fd`` (``size`` bytes), without changing it: each
+    folio as (first index, order, kpageflags of its head page), in index order.
+
+    How (the method of tools/mm/page-types.c ``-f``, issue 17's research): mincore() says
+    which pages are cached; the file is mapped PROT_READ|MAP_SHARED at an address one page
+    past a 2 MiB boundary (so no PMD can map it) with MADV_RANDOM (no readahead), and only
+    cached pages are touched: a read fault on a cached, uptodate page only maps what is
+    there (filemap_map_pages()). pagemap gives each page's PFN; kpageflags the folio's
+    whole extent (a folio reaching past EOF still shows its order). The mapping is removed
+    before the flags are read, so they are the unmapped state (no MMAP)."""
+    import ctypes
+    import mmap as _mmap
+
+    npages = (size + PAGE_SIZE - 1) // PAGE_SIZE
+    if not npages:
+        return []
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    pmd, length = 2 << 20, npages * PAGE_SIZE
+    reserve = libc.mmap(None, length + 2 * pmd, 0,  # PROT_NONE
+                        _mmap.MAP_PRIVATE | _mmap.MAP_ANONYMOUS | 0x4000, -1, 0)
+    if reserve in (None, ctypes.c_void_p(-1).value):
+        raise Unavailable("unavailable: cannot reserve address space to read the page cache")
+    addr = ((reserve + pmd - 1) & ~(pmd - 1)) + PAGE_SIZE
+    try:
+        got = libc.mmap(addr, length, _mmap.PROT_READ, _mmap.MAP_SHARED | 0x10, fd, 0)
+        if got != addr:
+            raise Unavailable("unavailable: cannot map the file to read its page cache")
+        libc.madvise(addr, length, 1)  # MADV_RANDOM
+        vec = ctypes.create_string_buffer(npages)
+        libc.mincore(addr, length, vec)
+        for i, b in enumerate(vec.raw[:npages]):
+            if b & 1:
+                ctypes.c_char.from_address(addr + i * PAGE_SIZE).value  # noqa: B018
+        entries = pagemap("self", addr, npages, root)
+    finally:
+        libc.munmap(reserve, length + 2 * pmd)
+    out: list[tuple[int, int, int]] = []
+    i = 0
+    while i < npages:
+        e = entries[i]
+        if not e.present:
+            i += 1
+            continue
+        head, nr = folio_extent(e.pfn, root)
+        first = i - (e.pfn - head)
+        out.append((first, nr.bit_length() - 1, kpageflags([head], root)[0]))
+        i = max(first + nr, i + 1)
+    return out
+
+
+def fs_type(path: str | Path, root: str | Path = "/") -> str:
+    """The file system type of the mount holding ``path`` (/proc/self/mountinfo)."""
+    best, kind = "", ""
+    target = str(Path(path).resolve())
+    for line in _read_text(_path(root, "proc/self/mountinfo")).splitlines():
+        parts = line.split(" - ")
+        if len(parts) != 2:
+            continue
+        mnt = parts[0].split()[4]
+        if (target == mnt or target.startswith(mnt.rstrip("/") + "/")) and len(mnt) > len(best):
+            best, kind = mnt, parts[1].split()[0]
+    return kind

@@ -10,10 +10,11 @@ it. After each step a backend reads pagemap, kpageflags, kpagecount, smaps and v
   zero page), ``huge_zero`` (the huge zero folio);
 - ``thp``: pages with KPF_THP that are not a zero page;
 - ``kpagecount``: run-length ``[count, pages]`` of /proc/kpagecount over present pages;
-- ``swapbacked``: present pages with KPF_SWAPBACKED (anon pages not lazy-free);
+- ``swapbacked``: present pages with KPF_SWAPBACKED (anon pages not lazy-free; shmem pages);
 - ``rss_kb``, ``anon_huge_kb``, ``pss_kb``, ``pss_dirty_kb``, ``shared_clean_kb``,
   ``shared_dirty_kb``, ``private_clean_kb``, ``private_dirty_kb``, ``lazyfree_kb``: those smaps
-  fields summed over the VMAs in the region;
+  fields summed over the VMAs in the region (and ``shmem_pmd_kb``, ``file_pmd_kb``:
+  ShmemPmdMapped and FilePmdMapped, where not 0);
 - ``vmstat``: deltas of the scenario's counters over the step;
 - ``mthp``: deltas of the per-size stats (``hugepages-<size>/stats/``) of
   :data:`MTHP_SIZES` over the step, ``{size: {item: delta}}``;
@@ -47,27 +48,37 @@ from pyfolio.sim.units import KiB, MiB
 
 __all__ = ["Step", "Scenario", "SCENARIOS", "COUNTERS", "EXPLAINED", "NOT_FAILED", "OPS",
            "MTHP_SIZES", "MTHP_EXPLAINED", "SMAPS_KB", "LAZYFREE_TIMING", "FIELDS",
-           "SWAP_FIELDS", "SWAP_COUNTERS", "MTHP_SWAP", "observe", "observe_swap", "swap_runs",
+           "SWAP_FIELDS", "SWAP_COUNTERS", "FILE_FIELDS", "PAGE_CACHE_COUNTERS", "MTHP_SWAP",
+           "observe", "observe_swap", "swap_runs",
            "layout_of", "rle", "vmstat_delta", "mthp_delta"]
 
-#: the operations a step may perform
+#: the operations a step may perform (the second line: on the scenario's file, see
+#: :mod:`pyfolio.kernel_lab.file_scenarios`)
 OPS = ("mmap", "madvise", "write", "read", "mprotect", "munmap", "fork_and_write_in_child",
        "child_exit", "drop_caches", "pin", "unpin", "split", "lru_add_drain", "swapon",
-       "swapoff", "fork", "child_read", "zero")
+       "swapoff", "fork", "child_read", "zero",
+       "create", "pwrite", "pread", "fsync", "evict", "punch", "ftruncate",
+       "fork_and_read_in_child")
 
 #: the vmstat counters a scenario may explain (the rest move with other processes too)
 COUNTERS = ("thp_fault_alloc", "thp_fault_fallback", "thp_split_pmd", "thp_split_page",
             "thp_split_page_failed", "thp_deferred_split_page", "thp_underused_split_page",
             "thp_zero_page_alloc", "thp_collapse_alloc", "pglazyfree", "pswpin", "pswpout",
             "thp_swpout", "thp_swpout_fallback", "swpout_zero", "swpin_zero", "swap_ra",
-            "swap_ra_hit", "pgmajfault", "pglazyfreed")
+            "swap_ra_hit", "pgmajfault", "pglazyfreed", "thp_file_alloc", "thp_file_mapped",
+            "nr_shmem_hugepages", "nr_file_hugepages", "nr_shmem_pmdmapped",
+            "nr_file_pmdmapped")
 #: the reclaim counters (mm/vmstat.c names) a swap scenario explains
 SWAP_COUNTERS = ("pswpin", "pswpout", "thp_swpout", "thp_swpout_fallback", "swpout_zero",
                  "swpin_zero", "swap_ra", "swap_ra_hit", "pgmajfault", "pglazyfreed")
+#: the page-cache counters a file scenario explains (pyfolio.kernel_lab.file_scenarios)
+PAGE_CACHE_COUNTERS = ("thp_file_alloc", "thp_file_mapped", "nr_shmem_hugepages",
+                       "nr_file_hugepages", "nr_shmem_pmdmapped", "nr_file_pmdmapped")
 #: the counters compared by default: thp_zero_page_alloc is left out, because the kernel
 #: counts it only when the huge zero folio is (re)allocated, which depends on whether any
 #: other process holds it and on when the shrinker last freed it
-EXPLAINED = tuple(c for c in COUNTERS if c != "thp_zero_page_alloc" and c not in SWAP_COUNTERS)
+EXPLAINED = tuple(c for c in COUNTERS if c != "thp_zero_page_alloc"
+                  and c not in SWAP_COUNTERS and c not in PAGE_CACHE_COUNTERS)
 #: ... and without thp_split_page_failed: drop_slab() (mm/vmscan.c) repeats its passes
 #: over every shrinker while the caches still give back objects, so on the kernel a split
 #: that keeps failing is counted once per pass, a number that depends on the other caches
@@ -95,6 +106,8 @@ LAZYFREE_TIMING = ("lazyfree_kb", "swapbacked", "pglazyfree")
 #: scenario adds
 FIELDS = ("layout", "thp", "kpagecount", "swapbacked", *SMAPS_KB)
 SWAP_FIELDS = ("swapped", "swap_runs", "swapcache", "swap_kb", "swap_pss_kb")
+#: ... and those of file mappings (recorded where not 0, so read with 0 as default)
+FILE_FIELDS = ("shmem_pmd_kb", "file_pmd_kb")
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,10 +137,12 @@ class Step:
     @property
     def label(self) -> str:
         if self.op in ("drop_caches", "child_exit", "unpin", "lru_add_drain", "swapoff",
-                       "fork"):
+                       "fork", "fsync", "evict"):
             return self.op
         if self.op == "swapon":
             return f"swapon({self.arg}, {self.length // MiB} MiB)"
+        if self.op in ("create", "ftruncate"):
+            return f"{self.op}({self.length // KiB} KiB)" if self.length else self.op
         if self.op == "split":
             return f"debugfs split(+{self.off // KiB} KiB, {self.length // KiB} KiB, " \
                    f"order {self.arg or 0})"
@@ -151,10 +166,19 @@ class Scenario:
     #: THP sysfs settings (path under /sys/kernel/mm/transparent_hugepage, value) the
     #: kernel backend sets for the run and restores afterwards
     settings: tuple[tuple[str, str], ...] = ()
+    #: what the region is: "anon" (private anonymous), or a file the scenario creates:
+    #: "memfd", "ext4" (a file on the disk file system), "shared_anon"
+    #: (MAP_SHARED|MAP_ANONYMOUS) (see :mod:`pyfolio.kernel_lab.file_scenarios`)
+    backing: str = "anon"
+    #: the sizes whose hugepages-<size>/stats/ each step records
+    sizes: tuple[str, ...] = MTHP_SIZES
+    #: the per-size stats compared (None: :data:`MTHP_EXPLAINED`, see :attr:`mthp_items`)
+    items: tuple[str, ...] | None = None
 
     @property
     def length(self) -> int:
-        return self.steps[0].length
+        """The length of the region the scenario maps (its first ``mmap`` step; 0 if none)."""
+        return next((s.length for s in self.steps if s.op == "mmap"), 0)
 
     @property
     def swap(self) -> tuple[str, int] | None:
@@ -165,12 +189,15 @@ class Scenario:
     @property
     def fields(self) -> tuple[str, ...]:
         """The per-process fields compared: :data:`FIELDS`, with :data:`SWAP_FIELDS` for
-        a swap scenario."""
-        return FIELDS + (SWAP_FIELDS if self.swap else ())
+        a swap scenario and :data:`FILE_FIELDS` for a file scenario."""
+        return FIELDS + (SWAP_FIELDS if self.swap else ()) + (
+            FILE_FIELDS if self.backing != "anon" else ())
 
     @property
     def mthp_items(self) -> tuple[str, ...]:
         """The per-size stats compared for this scenario (see :data:`MTHP_EXPLAINED`)."""
+        if self.items is not None:
+            return self.items
         failed = "thp_split_page_failed" in self.counters
         return tuple(i for i in MTHP_EXPLAINED if failed or i != "split_failed") + (
             MTHP_SWAP if self.swap else ())
@@ -292,6 +319,9 @@ def observe(entries: Sequence[PagemapEntry], flags: dict[int, int], counts: dict
         "kpagecount": rle([counts.get(e.pfn, 0) for e in present]),
         "swapbacked": sum(1 for e in present if flags.get(e.pfn, 0) & _SWAPBACKED),
         **{name: sum(v.get(key, 0) for v in inside) for name, key in SMAPS_KB.items()},
+        **{key: kb for key, field in (("shmem_pmd_kb", "ShmemPmdMapped"),
+                                      ("file_pmd_kb", "FilePmdMapped"))
+           if (kb := sum(v.get(field, 0) for v in inside))},
     }
 
 
