@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pyfolio.kernel_lab import _files, readers, swap_area
+from pyfolio.kernel_lab import readers, swap_area
 from pyfolio.kernel_lab.scenarios import (
     MTHP_SIZES,
     Step,
@@ -108,9 +108,13 @@ class _Run:
 
     def do(self, s: Step) -> None:
         a = self.base + s.off
-        if s.op in _files.FILE_OPS or (s.op == "mmap" and self.backing != "anon"):
-            _files.do_file_step(self, s)
-        elif s.op == "mmap":
+        if self.backing != "anon":  # a file scenario: its steps are in _files
+            from pyfolio.kernel_lab import _files
+
+            if s.op in _files.FILE_OPS or s.op == "mmap":
+                _files.do_file_step(self, s)
+                return
+        if s.op == "mmap":
             self.length, self.base = s.length, _map_region(s.length)
         elif s.op == "write":
             ctypes.memset(a, 0x5A, s.length)
@@ -294,6 +298,8 @@ class _Run:
         if self.swap is not None:
             rec["swap_used_kb"] = self.swap_used_kb()
         if self.backing != "anon":
+            from pyfolio.kernel_lab import _files
+
             rec.update(cache=_files.cache_of(self),
                        rss_file_kb=rss_after["RssFile"] - rss_before["RssFile"],
                        rss_shmem_kb=rss_after["RssShmem"] - rss_before["RssShmem"])
@@ -317,7 +323,9 @@ def run_steps(steps: list[Step], counters: list[str], root: str = "/",
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     run = _Run(counters, root, swap, backing, sizes)
     _warm_heap()
-    if backing != "anon":
+    if backing != "anon":  # imported only for file scenarios (the anonymous ones' RssAnon
+        from pyfolio.kernel_lab import _files  # deltas include the interpreter's own heap)
+
         _files.warm_up(run)
     try:
         obs = [run.step(s) for s in steps]
@@ -326,7 +334,8 @@ def run_steps(steps: list[Step], counters: list[str], root: str = "/",
         run._child_exit()
         if swap is not None:
             swap_area.swapoff(swap["path"])
-        _files.cleanup(run)
+        if backing != "anon":
+            _files.cleanup(run)
     return {"base": run.base, "observations": obs}
 
 
