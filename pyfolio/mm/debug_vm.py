@@ -516,7 +516,8 @@ def _check_page_cache(m: Machine, live: np.ndarray, out: list[Violation]) -> Non
     """Every page cache is consistent: each XArray entry is a live folio head of the
     entry's order, naturally aligned, whose ``mapping`` and ``index`` name this entry;
     entries do not overlap; ``nrpages`` is their sum; every live folio pointing at a
-    mapping is in its XArray; ``i_mmap`` holds only live VMAs mapping this file; a shmem
+    mapping is in its XArray; ``i_mmap`` holds only live VMAs mapping this file and its
+    lock is not held; a shmem
     inode's charge (``alloced``) is its cached pages (no swap in the simulator)."""
     from pyfolio.include.linux.shmem_fs import ShmemInodeInfo
     from pyfolio.lib.xarray import xa_entries
@@ -549,6 +550,10 @@ def _check_page_cache(m: Machine, live: np.ndarray, out: list[Violation]) -> Non
                     vma.vm_file.f_mapping is not mapping:
                 out.append(Violation("i_mmap", mid, f"file {mapping.host.i_ino}: i_mmap holds "
                                      f"a VMA that does not map it ({vma!r})"))
+        if mapping.i_mmap_readers:
+            out.append(Violation("i_mmap", mid, f"file {mapping.host.i_ino}: i_mmap_rwsem "
+                                 f"still held for read by {mapping.i_mmap_readers} (the next "
+                                 f"i_mmap_lock_write() would wait forever)"))
         info = mapping.host.i_private
         if isinstance(info, ShmemInodeInfo) and info.alloced != mapping.nrpages + info.swapped:
             out.append(Violation("shmem", mid, f"file {mapping.host.i_ino}: alloced="
@@ -773,5 +778,5 @@ def _mapping_state(mapping: AddressSpace) -> tuple[object, ...]:
     info = inode.i_private
     return (inode.i_ino, inode.i_size, inode.i_nlink, inode.i_count, mapping.nrpages,
             mapping.flags, tuple(xa_entries(mapping.i_pages)), tuple(sorted(inode.i_data.items())),
-            sorted((v.vm_mm.id, v.vm_start) for v in mapping.i_mmap),
+            sorted((v.vm_mm.id, v.vm_start) for v in mapping.i_mmap), mapping.i_mmap_readers,
             (info.alloced, info.fallocend) if hasattr(info, "alloced") else None)

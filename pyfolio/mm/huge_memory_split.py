@@ -237,19 +237,21 @@ def __folio_split(folio: Folio, new_order: int, split_at: int, lock_at: int,
     it is not mapped (-EBUSY); a file folio: no mapping because it was truncated
     (-EBUSY), an order below the mapping's minimum (-EINVAL), private data that cannot
     be released (-EBUSY: ext4's dirty buffers), then the XArray nodes of a uniform
-    split are reserved and ``end`` noted; can_split_folio(folio, 1) false (-EAGAIN);
-    unmap_folio() (anon: migration entries; file: unmapped outright); freeze at 1 +
-    expected refs (-EAGAIN); __split_unmapped_folio(); unfreeze; LRU; a file folio's
-    pieces back in the page cache, those past ``end`` dropped (shmem_uncharge() for
-    shmem); remap_page() (anon only) with RMP_USE_SHARED_ZEROPAGE on success
-    (zero-filled order-0 anon pages go to the shared zero page and are freed); unlock
-    and put every new folio but the one holding ``lock_at``. Once the anon_vma/mapping
-    step is reached the result is counted (the ``out:`` label): ``thp_split_page`` or
-    ``thp_split_page_failed`` for an order-9 folio, the per-size ``split`` or
-    ``split_failed`` for every order (the newest mm tree counts the early -EINVAL/-EBUSY
-    returns too; v6.18 does not). With ``unmapped`` (v7): no anon_vma, no unmap, no LRU,
-    and from the freeze on it returns right after unfreezing (nothing counted, nothing
-    remapped, no shmem_uncharge(), every piece locked with one reference).
+    split are reserved, i_mmap_lock_read() taken and ``end`` noted;
+    can_split_folio(folio, 1) false (-EAGAIN); unmap_folio() (anon: migration entries;
+    file: unmapped outright); freeze at 1 + expected refs (-EAGAIN);
+    __split_unmapped_folio(); unfreeze; LRU; a file folio's pieces back in the page
+    cache, those past ``end`` dropped (shmem_uncharge() for shmem); remap_page() (anon
+    only) with RMP_USE_SHARED_ZEROPAGE on success (zero-filled order-0 anon pages go to
+    the shared zero page and are freed); unlock and put every new folio but the one
+    holding ``lock_at``; i_mmap_unlock_read() (the ``out_unlock:`` label). Once the
+    anon_vma/mapping step is reached the result is counted (the ``out:`` label):
+    ``thp_split_page`` or ``thp_split_page_failed`` for an order-9 folio, the per-size
+    ``split`` or ``split_failed`` for every order (the newest mm tree counts the early
+    -EINVAL/-EBUSY returns too; v6.18 does not). With ``unmapped`` (v7): no anon_vma,
+    no unmap, no LRU, and from the freeze on it returns right after unfreezing (nothing
+    counted, nothing remapped, no shmem_uncharge(), a file folio's i_mmap_rwsem still
+    held, every piece locked with one reference: v7 was written for anon folios only).
     """
     m, order, is_anon = folio.m, folio_order(folio), folio_test_anon(folio)
     VM_WARN_ON_FOLIO(not folio_test_locked(folio), folio, "split of an unlocked folio")
@@ -282,6 +284,7 @@ def _split_mapped_steps(folio: Folio, new_order: int, split_at: int, lock_at: in
                         is_anon: bool) -> tuple[int, bool]:
     """The body of __folio_split() from the anon_vma (or page-cache) step to the final
     unlock: (ret, whether the freeze was reached: the v7 ``fail:`` label)."""
+    from pyfolio.include.linux.fs import i_mmap_lock_read, i_mmap_unlock_read
     from pyfolio.lib.xarray import xas_load
 
     m, nr, pfn = folio.m, folio_nr_pages(folio), folio.pfn
@@ -295,7 +298,10 @@ def _split_mapped_steps(folio: Folio, new_order: int, split_at: int, lock_at: in
         if isinstance(got, int):
             return got, False
         mapping, xas, end = got
+        i_mmap_lock_read(mapping)
     if not can_split_folio(folio, 1)[0]:
+        if mapping is not None:  # out_unlock:
+            i_mmap_unlock_read(mapping)
         return -EAGAIN, False
     if not unmapped:
         unmap_folio(folio)
@@ -322,6 +328,8 @@ def _split_mapped_steps(folio: Folio, new_order: int, split_at: int, lock_at: in
         not folio_is_zone_device(folio) else 0
     remap_page(folio, nr, flags)
     _unlock_and_put(m, heads[heads != keeper])
+    if mapping is not None:  # out_unlock:
+        i_mmap_unlock_read(mapping)
     return ret, True
 
 

@@ -282,12 +282,18 @@ def _kernel_functions() -> frozenset[tuple[str, str]]:
 
 
 def _stack(frame: FrameType | None) -> tuple[str, ...]:
+    """The kernel-modelled functions on the stack from ``frame`` out (outermost first),
+    and the book's exercise functions (modules flagged ``__book__``, not ``_helpers``),
+    named "name [book]"."""
     kernel = _kernel_functions()
     names = []
     while frame is not None:
-        mod = frame.f_globals.get("__name__", "")
-        if (mod, frame.f_code.co_name) in kernel:
-            names.append(frame.f_code.co_name)
+        mod, name = frame.f_globals.get("__name__", ""), frame.f_code.co_name
+        if (mod, name) in kernel:
+            names.append(name)
+        elif frame.f_globals.get("__book__") and name.isidentifier() and (
+                not name.startswith("_") or name.startswith("__")):
+            names.append(f"{name} [book]")
         frame = frame.f_back
     return tuple(reversed(names))
 

@@ -3,8 +3,9 @@
 :func:`draw_design_step` draws a :class:`pyfolio.reading.review.DesignStep` as one column per
 design: the kernel-modelled functions on the stack, from migrate_vma_split_unmapped_folio()
 down to the one that emitted the event. Functions only one design passes through are
-filled orange; functions both share are blue. Feed it to :func:`pyfolio.views.animate`
-to step through a whole fallback split.
+filled orange; functions both share are blue; a function of the book's exercise (not in
+any kernel tree, :mod:`pyfolio.reading.file_designs`) is drawn with a dashed edge and
+marked "[book]". Feed it to :func:`pyfolio.views.animate` to step through a whole split.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch
 
+from pyfolio.reading.file_designs import DESIGN_TITLES
 from pyfolio.reading.review import DesignStep
 from pyfolio.views._style import PAGE_WIDTH, TITLE_LINE, new_figure, wrap_title
 
@@ -23,11 +25,14 @@ ONLY_HERE = "#f7c58f"
 SHARED = "#dbe6f5"
 _TITLES = {"unmapped-param": "unmapped-param: v7 patch 11/16 (Oct 2025)",
            "split-unmapped-folio": "split-unmapped-folio: merged (Nov 2025)"}
+_FILE_TITLES = {**_TITLES, **DESIGN_TITLES}
 
 
 def draw_design_step(step: DesignStep, designs: Sequence[str] | None = None, *,
                      title: str | None = None) -> Figure:
-    """One column per design (all of ``step``'s by default): the call stack of the event."""
+    """One column per design (all of ``step``'s by default): the call stack of the event.
+    Column titles name the anonymous designs by their patch, or (when any function of the
+    book's exercise is on a stack) the file-backed designs of the exercise."""
     names = list(designs) if designs is not None else [d for d, _ in step.stacks]
     rows = max([len(step.stack(d)) for d in names] + [3])
     width = PAGE_WIDTH / 2 * len(names)
@@ -35,6 +40,8 @@ def draw_design_step(step: DesignStep, designs: Sequence[str] | None = None, *,
     top = 0.6 + TITLE_LINE * title.count("\n")
     height = top + 0.15 + 0.36 * (rows + 1.2)
     fig = new_figure(width, height)
+    book = any(f.endswith(" [book]") for _, s in step.stacks for f in s)
+    titles = _FILE_TITLES if book else _TITLES
     others = {d: {f for e, s in step.stacks if e != d for f in s} for d, _ in step.stacks}
     for k, design in enumerate(names):
         ax = fig.add_axes((k / len(names) + 0.01, 0.02, 1 / len(names) - 0.02,
@@ -42,15 +49,18 @@ def draw_design_step(step: DesignStep, designs: Sequence[str] | None = None, *,
         ax.set_xlim(0, 1)
         ax.set_ylim(-rows - 0.9, 0.6)
         ax.set_axis_off()
-        ax.set_title(_TITLES.get(design, design), fontsize=8, loc="left")
+        ax.set_title(titles.get(design, design), fontsize=8, loc="left")
         for depth, fn in enumerate(step.stack(design)):
             only = len(step.stacks) > 1 and fn not in others[design]
+            ours = fn.endswith(" [book]")
             x = 0.02 + 0.05 * depth
             ax.add_patch(FancyBboxPatch((x, -depth - 0.4), 0.96 - x, 0.8,
                                         boxstyle="round,pad=0.0,rounding_size=0.08",
                                         facecolor=ONLY_HERE if only else SHARED,
-                                        edgecolor="#555555", linewidth=0.6))
-            ax.text(x + 0.02, -depth, f"{fn}()", va="center", fontsize=7.5,
+                                        edgecolor="#555555", linewidth=0.9 if ours else 0.6,
+                                        linestyle="--" if ours else "-"))
+            label = f"{fn.removesuffix(' [book]')}()" + ("  [book]" if ours else "")
+            ax.text(x + 0.02, -depth, label, va="center", fontsize=7.5,
                     family="monospace", weight="bold" if only else "normal")
         ax.text(0.02, -rows - 0.4, f"emits: {step.event}", fontsize=8, style="italic")
     fig.suptitle(title, x=0.01, y=1 - 0.05 / height,

@@ -6,6 +6,12 @@ stack is drawn at the chosen step; the table under the figure shows what a revie
 compares: the machine state's fingerprint (equal for both designs), the pages that
 reached the device, and how many branches on ``unmapped`` the reader of that design's
 entry point must hold in mind.
+
+:func:`file_design_review` is the same for the book's exercise on *file-backed* folios
+(:mod:`pyfolio.reading.file_designs`): pick a case and one of three designs ((a) as posted,
+(a) with the book's fix, (b) with the book's second entry point); the table shows each
+design's result, what debug_vm finds after it, whether the states agree, and the
+conditions in the shared ``__folio_split()`` path under each.
 """
 
 from __future__ import annotations
@@ -15,9 +21,18 @@ import html
 import ipywidgets as widgets
 from matplotlib.figure import Figure
 
+from pyfolio.reading.file_designs import (
+    CASES,
+    DESIGN_TITLES,
+    FILE_DESIGNS,
+    file_design_steps,
+    file_split_scenario,
+    shared_path_counts,
+)
 from pyfolio.reading.review import (
     DESIGNS,
     ENTRY,
+    DesignStep,
     design_steps,
     fallback_scenario,
     reader_load,
@@ -26,7 +41,7 @@ from pyfolio.reading.review import (
 from pyfolio.views.design_steps import draw_design_step
 from pyfolio.widgets._common import App, Message, png
 
-__all__ = ["design_review", "DesignReview"]
+__all__ = ["design_review", "DesignReview", "file_design_review", "FileDesignReview"]
 
 
 class DesignReview(App):
@@ -96,3 +111,81 @@ def design_review(seed: int = 0, thps: int = 1) -> DesignReview:
     fallback passes through, and that the resulting state is the same for both designs.
     ``.static_figure()`` gives the current picture for print."""
     return DesignReview(seed, thps)
+
+
+class FileDesignReview(widgets.VBox):
+    """The book's file-backed design exercise as an app (see :func:`file_design_review`)."""
+
+    def __init__(self, case: str = "memfd-eof", seed: int = 0) -> None:
+        self.seed = seed
+        self.case = widgets.Dropdown(options=list(CASES), value=case, description="case")
+        self.design = widgets.ToggleButtons(options=list(FILE_DESIGNS), value=FILE_DESIGNS[2],
+                                            description="design")
+        self.step = widgets.IntSlider(value=1, min=1, max=1, description="step")
+        self.all = widgets.Checkbox(value=False, description="show all designs")
+        self.message = Message()
+        self.table = widgets.HTML()
+        self.image = widgets.Image(format="png", layout={"max_width": "100%"})
+        self.case.observe(lambda _: self.reset(), names="value")
+        for w in (self.design, self.step, self.all):
+            w.observe(lambda _: self.redraw(), names="value")
+        super().__init__([self.case, self.design, widgets.HBox([self.step, self.all]),
+                          self.message, self.image, self.table])
+        self.counts = {c.design: c for c in shared_path_counts()}
+        self.reset()
+
+    def reset(self) -> None:
+        """Run the chosen case once per design."""
+        self.runs = {d: file_split_scenario(d, self.case.value, self.seed) for d in FILE_DESIGNS}
+        try:
+            self.steps = file_design_steps(*self.runs.values())
+            self.stepped = list(FILE_DESIGNS)
+        except ValueError:  # (a) as posted counted a failure: step through the other two
+            self.stepped = list(FILE_DESIGNS[1:])
+            self.steps = file_design_steps(*(self.runs[d] for d in self.stepped))
+        self.step.max = max(1, len(self.steps))
+        self.step.value = 1
+        self.message.ok(f"{CASES[self.case.value]}: split to order 0 by the book's caller, "
+                        f"once per design")
+        self.redraw()
+
+    def _rows(self) -> str:
+        d = self.design.value
+        run, count = self.runs[d], self.counts[d]
+        same = [o for o in FILE_DESIGNS if o != d and self.runs[o].digest == run.digest]
+        rows = [("design", DESIGN_TITLES[d]), ("split returned", str(run.ret)),
+                ("page cache after", f"{len(run.after)} folio(s), orders "
+                 f"{sorted({o for _, o in run.after})}"),
+                ("debug_vm after", "; ".join(f"{v.kind}: {v.detail}" for v in run.violations)
+                 or "clean"),
+                ("state fingerprint", f"{run.digest} (same as: {', '.join(same) or 'none'})"),
+                ("conditions in __folio_split()'s body", f"{len(count.shared)} "
+                 f"({count.added:+d} against no flag, {count.for_files:+d} for files), "
+                 f"{len(count.on_flag)} on unmapped")]
+        if count.entry:
+            rows.append((f"conditions in {count.entry}()", str(len(count.own))))
+        return "<table>" + "".join(f"<tr><td><b>{html.escape(k)}</b></td>"
+                                   f"<td><code>{html.escape(v)}</code></td></tr>"
+                                   for k, v in rows) + "</table>"
+
+    def static_figure(self) -> Figure:
+        """The call stack at the current step (the chosen design, or all stepped ones)."""
+        d = self.design.value
+        step = self.steps[self.step.value - 1] if self.steps else DesignStep(
+            f"no events: the split returned {self.runs[d].ret} before the freeze", "(none)",
+            tuple((x, ()) for x in self.stepped))
+        shown = self.stepped if self.all.value else [d if d in self.stepped else
+                                                     self.stepped[0]]
+        return draw_design_step(step, shown)
+
+    def redraw(self) -> None:
+        self.image.value = png(self.static_figure())
+        self.table.value = self._rows()
+
+
+def file_design_review(case: str = "memfd-eof", seed: int = 0) -> FileDesignReview:
+    """A widget for the book's exercise: split an unmapped page-cache folio under each
+    design of chapter 12 (with what each needs for file folios); compare results, debug_vm
+    findings, states and the conditions each adds to the shared path. ``.static_figure()``
+    gives the current picture for print."""
+    return FileDesignReview(case, seed)

@@ -135,3 +135,24 @@ def test_the_prose_quotes_what_the_simulator_computes() -> None:
     args = dict(call_args("folio_split_unmapped", "__folio_freeze_and_split_unmapped"))
     assert g["ch12_file_args"] == ", ".join(f"{k}={args[k]}" for k in ("xas", "mapping", "do_lru"))
     assert g["ch12_anon_guard"] == next(b.test for b in load_a.on_flag if "is_anon" in b.test)
+
+    # The book's exercise on unmapped file-backed folios.
+    from pyfolio.reading.file_designs import CASES, FILE_DESIGNS, file_split_scenario, \
+        shared_path_counts
+
+    runs = {(c, d): file_split_scenario(d, c, seed=0) for c in CASES for d in FILE_DESIGNS}
+    ok = [c for c in CASES if runs[c, FILE_DESIGNS[2]].ret == 0]
+    assert (g["ch12_file_cases"], g["ch12_file_ok"]) == (len(CASES), len(ok))
+    assert g["ch12_file_leaks"] == len(ok) == sum(
+        "i_mmap" in {v.kind for v in runs[c, FILE_DESIGNS[0]].violations} for c in ok)
+    counts = {c.design: c for c in shared_path_counts()}
+    assert g["ch12_fix_added"] == counts["unmapped-param+fix"].for_files == 1
+    assert g["ch12_a_added"] == counts["unmapped-param"].added
+    assert g["ch12_fix_total"] == counts["unmapped-param+fix"].added
+    assert g["ch12_b_own"] == len(counts["split-unmapped-file"].own)
+    for c in CASES:  # "the same state in all cases"
+        assert snapshot(runs[c, FILE_DESIGNS[1]].system.machine) == \
+            snapshot(runs[c, FILE_DESIGNS[2]].system.machine)
+    failed = [c for c in CASES if runs[c, FILE_DESIGNS[2]].ret]
+    assert failed and all(runs[c, FILE_DESIGNS[0]].system.machine.vmstat[
+        "thp_split_page_failed"] == 1 for c in failed)

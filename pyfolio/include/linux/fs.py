@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pyfolio.lib.xarray import XArray
+from pyfolio.sim.errors import VmWarning
 
 if TYPE_CHECKING:
     from pyfolio.include.linux.mm import Folio
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = ["FMODE", "BackingDevInfo", "SuperBlock", "Inode", "AddressSpace", "File", "FileRaState",
            "FileOperations", "InodeOperations", "AddressSpaceOperations", "i_size_read",
-           "i_size_write", "file_inode", "new_inode"]
+           "i_size_write", "file_inode", "new_inode", "i_mmap_lock_read", "i_mmap_unlock_read"]
 
 
 class FMODE(enum.IntFlag):
@@ -132,7 +133,10 @@ class AddressSpace:
     """struct address_space: the page cache of one inode. ``i_pages`` holds the folios
     (their head PFNs) as multi-index entries; ``i_mmap`` is the set of VMAs mapping the
     file (the kernel's interval tree, which rmap_walk_file() searches); ``flags`` holds
-    the AS_* bits, among them the folio order range (include/linux/pagemap.h)."""
+    the AS_* bits, among them the folio order range (include/linux/pagemap.h);
+    ``i_mmap_readers`` counts the holders of ``i_mmap_rwsem`` for read (0 between
+    operations: a reader left behind would make the next i_mmap_lock_write(), in mmap()
+    or munmap() of this file, wait forever)."""
 
     id: int
     host: Inode
@@ -141,6 +145,7 @@ class AddressSpace:
     i_mmap: set[VMA] = field(default_factory=set)
     nrpages: int = 0
     flags: int = 0
+    i_mmap_readers: int = 0
 
     def __hash__(self) -> int:
         return self.id
@@ -203,6 +208,25 @@ def i_size_write(inode: Inode, i_size: int) -> None:
     Models: include/linux/fs.h:i_size_write() (v6.18).
     """
     inode.i_size = i_size
+
+
+def i_mmap_lock_read(mapping: AddressSpace) -> None:
+    """i_mmap_lock_read() - take the mapping's i_mmap_rwsem for read (rmap walks of the
+    file, and __folio_split() of a page-cache folio, hold it).
+
+    Models: include/linux/fs.h:i_mmap_lock_read() (v6.18): down_read(&mapping->i_mmap_rwsem).
+    """
+    mapping.i_mmap_readers += 1
+
+
+def i_mmap_unlock_read(mapping: AddressSpace) -> None:
+    """i_mmap_unlock_read() - release a read hold of the mapping's i_mmap_rwsem.
+
+    Models: include/linux/fs.h:i_mmap_unlock_read() (v6.18): up_read(&mapping->i_mmap_rwsem).
+    """
+    if mapping.i_mmap_readers <= 0:
+        raise VmWarning("i_mmap_unlock_read() of an i_mmap_rwsem not held for read")
+    mapping.i_mmap_readers -= 1
 
 
 def new_inode(sb: SuperBlock, i_op: InodeOperations, i_fop: FileOperations,
