@@ -312,6 +312,9 @@ class FacadeMachine(RuleBasedStateMachine):
         if not all(page in sh.prot for page in pages):
             self._run(lambda: sh.proc.madvise(a, length, advice), refusal=(MmError, ENOMEM))
             return
+        if advice == "remove":  # every mapping here is private anonymous: madvise_remove()
+            self._run(lambda: sh.proc.madvise(a, length, advice), refusal=(MmError, EINVAL))
+            return
         fails = (EINVAL, EAGAIN, ENOMEM) if advice == "collapse" else ()
         ok, _ = self._run(lambda: sh.proc.madvise(a, length, advice), may_fail=fails)
         if ok and advice == "dontneed":
