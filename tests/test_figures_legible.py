@@ -170,6 +170,23 @@ def _design_step() -> Figure:
     return draw_design_step(design_steps(*runs)[2])
 
 
+def _file_review() -> Figure:
+    from pyfolio.widgets.design_review import file_design_review
+    review = file_design_review("memfd-eof", seed=0)
+    review.all.value = True  # three designs: two columns, then a row below
+    review.step.value = 3
+    return review.static_figure()
+
+
+def _page_cache() -> Figure:
+    from pyfolio.exercises.ch14_large_folios_in_the_page_cache import thp_file
+    from pyfolio.views import page_cache_strip
+    m, p, fd = thp_file("shmem")
+    p.fallocate(fd, "punch_hole", 800 * KiB, 4 * KiB)
+    p.ftruncate(fd, 261 * 4 * KiB)
+    return page_cache_strip(p, fd)
+
+
 def _agreement() -> Figure:
     from pyfolio.kernel_lab.compare import agreement_figure
 
@@ -225,6 +242,8 @@ def _widgets() -> list[tuple[str, Callable[[], Figure]]]:
             ("design_review", lambda: design_review().static_figure()),
             ("cost_explorer", lambda: cost_explorer().static_figure()),
             ("swap_explorer", lambda: w.swap_explorer().static_figure()),
+            ("page_cache_explorer", lambda: w.page_cache_explorer().static_figure()),
+            ("file_design_review", _file_review),
             ("address_walker", walker)]
 
 
@@ -242,6 +261,7 @@ FIGURES: list[tuple[str, Callable[[], Figure]]] = [
     ("rmap", _rmap),
     ("draw_step", _step),
     ("design_step", _design_step),
+    ("page_cache_strip", _page_cache),
     ("agreement", _agreement),
     *_costs(),
     *_swap(),

@@ -32,6 +32,7 @@ from pyfolio.exercises import (
     ch10_migrating_a_thp,
     ch11_no_huge_page_on_the_device,
     ch12_code_review_lab,
+    ch14_large_folios_in_the_page_cache,
     ch15_swapping_large_folios,
 )
 from pyfolio.exercises.base import Exercise
@@ -51,6 +52,7 @@ CHAPTERS: dict[int, ModuleType] = {
     10: ch10_migrating_a_thp,
     11: ch11_no_huge_page_on_the_device,
     12: ch12_code_review_lab,
+    14: ch14_large_folios_in_the_page_cache,
     15: ch15_swapping_large_folios,
 }
 

@@ -15,6 +15,8 @@ registered with pyplot (display it, or save it; closing is optional).
 - :func:`draw_step` - one recorded frame: its region and/or frames, with its counts
 - :func:`swap_cells` / :func:`draw_swap_map` - the slots of a swap area, by what holds them;
   :func:`record_swap` / :func:`draw_swap_frame` - a swap scenario step by step
+- :func:`page_cache_strip` / :func:`draw_page_cache` - a file's page cache by folio order;
+  :func:`record_page_cache` - its pictures over a sequence of operations
 """
 
 from pyfolio.views.animate import animate, before_after, render, stack
@@ -30,6 +32,7 @@ from pyfolio.views.frames import (
     record_events,
     snapshot,
 )
+from pyfolio.views.page_cache import draw_page_cache, page_cache_strip, record_page_cache
 from pyfolio.views.pagetable import address_fields, draw_pagetable, pagetable_graph
 from pyfolio.views.region import RegionCells, draw_cells, region_cells, region_strip
 from pyfolio.views.rmap import draw_rmap, rmap_graph
@@ -54,4 +57,5 @@ __all__ = [
     "animate", "before_after", "render", "stack", "draw_step", "counts_line",
     "swap_cells", "draw_swap_map", "SwapCells", "SwapFrame", "record_swap",
     "draw_swap_frame",
+    "page_cache_strip", "draw_page_cache", "record_page_cache",
 ]

@@ -30,22 +30,29 @@ _FILE_TITLES = {**_TITLES, **DESIGN_TITLES}
 
 def draw_design_step(step: DesignStep, designs: Sequence[str] | None = None, *,
                      title: str | None = None) -> Figure:
-    """One column per design (all of ``step``'s by default): the call stack of the event.
-    Column titles name the anonymous designs by their patch, or (when any function of the
-    book's exercise is on a stack) the file-backed designs of the exercise."""
+    """One column per design (all of ``step``'s by default), two to a row: the call stack
+    of the event. Column titles name the anonymous designs by their patch, or (when any
+    function of the book's exercise is on a stack) the file-backed designs of the exercise."""
     names = list(designs) if designs is not None else [d for d, _ in step.stacks]
-    rows = max([len(step.stack(d)) for d in names] + [3])
-    width = PAGE_WIDTH / 2 * len(names)
+    ncols = min(len(names), 2)
+    grid = [names[i:i + ncols] for i in range(0, len(names), ncols)]
+    depth_of = [max([len(step.stack(d)) for d in row] + [3]) for row in grid]
+    gap = 0.35  # inches above a second row of panels, for their titles
+    width = PAGE_WIDTH / 2 * ncols
     title = wrap_title(title if title is not None else step.label, width, 9.5)
     top = 0.6 + TITLE_LINE * title.count("\n")
-    height = top + 0.15 + 0.36 * (rows + 1.2)
+    heights = [0.36 * (n + 1.2) for n in depth_of]
+    height = top + 0.15 + sum(heights) + gap * (len(grid) - 1)
     fig = new_figure(width, height)
     book = any(f.endswith(" [book]") for _, s in step.stacks for f in s)
     titles = _FILE_TITLES if book else _TITLES
     others = {d: {f for e, s in step.stacks if e != d for f in s} for d, _ in step.stacks}
     for k, design in enumerate(names):
-        ax = fig.add_axes((k / len(names) + 0.01, 0.02, 1 / len(names) - 0.02,
-                           1 - top / height))
+        r, c = divmod(k, ncols)
+        rows = depth_of[r]
+        top_edge = height - top - sum(heights[:r]) - gap * r
+        ax = fig.add_axes((c / ncols + 0.01, (top_edge - heights[r]) / height,
+                           1 / ncols - 0.02, heights[r] / height))
         ax.set_xlim(0, 1)
         ax.set_ylim(-rows - 0.9, 0.6)
         ax.set_axis_off()

@@ -11,6 +11,7 @@ from pyfolio.widgets.buddy_explorer import BuddyExplorer, buddy_explorer
 from pyfolio.widgets.device_fault import DeviceFaultExplorer, device_fault_explorer
 from pyfolio.widgets.fault_explorer import FaultExplorer, fault_explorer
 from pyfolio.widgets.folio_inspector import FolioInspector, folio_inspector
+from pyfolio.widgets.page_cache_explorer import PageCacheExplorer, page_cache_explorer
 from pyfolio.widgets.pmd_remap import PmdRemapViewer, pmd_remap_frames, pmd_remap_viewer
 from pyfolio.widgets.refcount_watcher import (
     RefcountWatcher,
@@ -27,4 +28,5 @@ __all__ = [
     "Scenario", "fork_cow_scenario", "address_walker", "AddressWalker",
     "buddy_explorer", "BuddyExplorer", "folio_inspector", "FolioInspector",
     "fault_explorer", "FaultExplorer", "swap_explorer", "SwapExplorer",
+    "page_cache_explorer", "PageCacheExplorer",
 ]
