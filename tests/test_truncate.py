@@ -12,6 +12,7 @@ import pytest
 from pyfolio import KiB, MiB, System
 from pyfolio.mm.debug_vm import snapshot
 from pyfolio.sim.errors import MmError
+from pyfolio.views.page_cache import cache_notation
 
 K = KiB
 #: (label, operation, offset, length, shmem and clean ext4, dirty ext4): measured
@@ -37,25 +38,7 @@ CASES = [
 
 def fmt(p, fd, npages: int) -> str:
     """The page cache of pages [0, npages) in the notation above."""
-    cache, items, i = dict(p.page_cache(fd)), [], 0
-    while i < npages:
-        if i in cache:
-            items.append(str(cache[i]))
-            i += 1 << cache[i]
-        else:
-            j = i
-            while j < npages and j not in cache:
-                j += 1
-            items.append(f"(hole:{j - i})")
-            i = j
-    out: list[str] = []
-    for v in items:
-        if out and out[-1].split("x")[0] == v and not v.startswith("("):
-            n = int(out[-1].split("x")[1]) if "x" in out[-1] else 1
-            out[-1] = f"{v}x{n + 1}"
-        else:
-            out.append(v)
-    return " ".join(out)
+    return cache_notation(p.page_cache(fd), npages)
 
 
 def one_thp_file(kind: str) -> tuple[System, object, int]:
