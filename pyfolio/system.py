@@ -129,6 +129,24 @@ class System:
             raise TypeError(f"split: uniform must be True or False, not {uniform!r}")
         split_mapped_folio(self.machine, pfn, new_order, uniform=uniform, at=at)
 
+    def split_huge_pages(self, text: str) -> int:
+        """``echo text > /sys/kernel/debug/split_huge_pages``, the file form:
+        ``"<path>,0x<off_start>,0x<off_end>[,<new_order>[,<in_folio_offset>]]"`` (page
+        offsets in hex) splits the large page-cache folios of the disk file at ``path``
+        that hold a page of that range, to ``new_order`` (default 0), uniformly or, with
+        ``in_folio_offset``, non-uniformly at that page of each folio. Returns the input's
+        length, as the write() does; MmError(EINVAL) for input it cannot read, or a path
+        that cannot be opened, changing nothing. The pid form is :meth:`split`.
+
+        >>> m = System(ram="64M"); p = m.spawn(); fd = p.open("/f")
+        >>> _ = p.pwrite(fd, 0, "2M", 1); p.fsync(fd)
+        >>> m.split_huge_pages("/f,0x0,0x200,3"), len(p.page_cache(fd))
+        (14, 64)
+        """
+        from pyfolio.mm.huge_memory_debugfs import split_huge_pages_write
+
+        return split_huge_pages_write(self.machine, text)
+
     # -- swap -----------------------------------------------------------------------------
     #: where the facade's one swap area lives, per kind (the lab's names for them)
     SWAP_NAMES = {"file": "/var/tmp/pyfolio-swap/swapfile", "block": "/dev/loop0",
@@ -449,7 +467,7 @@ class Process:
         """memfd_create(name, 0): a new empty file in memory (tmpfs, unlinked); its fd.
 
         >>> m = System(ram="16M"); p = m.spawn(); fd = p.memfd_create("x")
-        >>> p.pwrite(fd, 0, 8192, 5); p.pread(fd, 4096), p.page_cache(fd)
+        >>> _ = p.pwrite(fd, 0, 8192, 5); p.pread(fd, 4096), p.page_cache(fd)
         (5, [(0, 0), (1, 0)])
         """
         from pyfolio.mm.memfd import memfd_create
