@@ -193,3 +193,14 @@ def test_the_prose_quotes_what_the_simulator_computes() -> None:
     assert str(g["ch14_exp_msg"]).startswith("truncate to 261 pages:") and g["ch14_exp_n"] == 16
     assert g["ch14_nframes"] == 5
     assert (g["ch14_fix_files"], g["ch14_new_added"]) == (1, 0)
+    assert g["ch14_dbg"] == "1x2 2 3 4 5 6 7 8 1x2 2 3 4 5 6 7 8"
+
+
+def test_debugfs_file_form_splits_both_folios_and_unmaps() -> None:
+    m, p, fd = thp_file("clean", 4 * MiB)
+    a = p.mmap(4 * MiB, "r", shared=True, fd=fd)
+    p.read(a)
+    assert m.split_huge_pages("/data/ch14,0x0,0x400,1,3") == 24
+    assert cache_notation(p.page_cache(fd), 1024) == "1x2 2 3 4 5 6 7 8 1x2 2 3 4 5 6 7 8"
+    assert p.lookup(a).kind == "none" and m.vmstat()["thp_split_page"] == 2
+    assert m.check() == []
