@@ -379,6 +379,10 @@ def _operate(pg: Any, name: str, roots: list[Any], lat: dict[str, list[float]]) 
             _change(pg, root, _slide(pg, root), "ch12 design review: step", lat)
             other = root.locator(".widget-toggle-button:not(.mod-active)").first
             _change(pg, root, other.click, "ch12 design review: design", lat)
+        elif ch == "14":
+            _change(pg, root, _click(root, "Apply"), "ch14 page-cache explorer: apply", lat)
+            _change(pg, root, _click(root, "Reset"), "ch14 page-cache explorer: reset", lat)
+            _bad_number(pg, root, lat, "ch14 page-cache explorer page box")
         elif ch == "15":
             for _ in range(2):
                 _change(pg, root, _click(root, "MADV_PAGEOUT 2 MiB"),

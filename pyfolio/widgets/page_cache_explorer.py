@@ -56,6 +56,8 @@ class PageCacheExplorer(App):
         self.fs.observe(lambda _: self.reset(), names="value")
         self.op.observe(lambda _: self._explain(), names="value")
         self.apply_button.on_click(lambda _: self.apply())
+        self.page.on_msg(self._on_submit)  # Enter in a box applies
+        self.length.on_msg(self._on_submit)
         self.reset_button.on_click(lambda _: self.reset())
         super().__init__([
             self.fs, self.op,
@@ -123,6 +125,10 @@ class PageCacheExplorer(App):
         else:
             self.message.ok(f"{what}: {now}")
         self.redraw()
+
+    def _on_submit(self, _: object, content: dict[str, object], buffers: object) -> None:
+        if content.get("event") == "submit":
+            self.apply()
 
     def _missing(self, text: str, box: str, lo: int, hi: int) -> None:
         if not text.strip():
