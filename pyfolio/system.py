@@ -129,6 +129,23 @@ class System:
             raise TypeError(f"split: uniform must be True or False, not {uniform!r}")
         split_mapped_folio(self.machine, pfn, new_order, uniform=uniform, at=at)
 
+    def mount_tmpfs(self, path: str, huge: str = "never") -> None:
+        """``mount -t tmpfs -o huge=<huge> tmpfs <path>``: files opened under ``path``
+        (``Process.open("<path>/f")``) are tmpfs files whose folio orders follow ``huge``
+        (never, always, within_size, advise) as a memfd's follow ``shmem_enabled``; while
+        such a file is linked, a fault gets a PMD-sized folio or a small one, never an
+        mTHP. MmError(EINVAL) for another value or a bad path, MmError(EBUSY) if a tmpfs
+        is mounted there already; nothing changes then.
+
+        >>> m = System(ram="64M"); m.mount_tmpfs("/mnt/huge", "within_size")
+        >>> p = m.spawn(); fd = p.open("/mnt/huge/f"); _ = p.pwrite(fd, 0, "12K", 1)
+        >>> p.page_cache(fd)
+        [(0, 1), (2, 0)]
+        """
+        from pyfolio.mm.shmem_super import shmem_fill_super
+
+        shmem_fill_super(self.machine, path, huge)
+
     def split_huge_pages(self, text: str) -> int:
         """``echo text > /sys/kernel/debug/split_huge_pages``, the file form:
         ``"<path>,0x<off_start>,0x<off_end>[,<new_order>[,<in_folio_offset>]]"`` (page
@@ -236,8 +253,10 @@ class System:
         (shmem_unused_huge_shrink()); returns how many folios they split."""
         from pyfolio.mm.shmem_truncate import shmem_unused_huge_shrink
 
-        return shrink_deferred_split(self.machine) + shmem_unused_huge_shrink(
-            shm_mnt(self.machine))
+        shm_mnt(self.machine)  # mounted on first use: every tmpfs superblock has a shrinker
+        return shrink_deferred_split(self.machine) + sum(
+            shmem_unused_huge_shrink(sb) for sb in list(self.machine.super_blocks.values())
+            if sb.s_type == "tmpfs")
 
     def shmem_thp(self, size: str | None = None) -> str:
         """``/sys/kernel/mm/transparent_hugepage/shmem_enabled`` (``size`` None) or
@@ -487,6 +506,17 @@ class Process:
             raise MmError(EINVAL, f"open: mode {mode!r} is not 'r' or 'rw'")
         fmode = FMODE.READ | (FMODE.WRITE if mode == "rw" else FMODE(0))
         return self._install(do_sys_open(self.m, path, create, fmode))
+
+    def unlink(self, path: str) -> None:
+        """unlink(path): remove the file's name (on a tmpfs mounted above it, or on the
+        disk file system). A file still open or mapped lives on, unlinked, until the last
+        close or munmap; a tmpfs file unlinked before it is mapped is then anonymous shared
+        memory, whose faults follow the per-size ``shmem_enabled`` knobs. ENOENT if there
+        is no such file."""
+        from pyfolio.fs.namei import do_unlinkat
+
+        self._live()
+        do_unlinkat(self.m, path)
 
     def close(self, fd: int) -> None:
         """close(fd); EBADF if it is not open. Mappings of the file stay."""

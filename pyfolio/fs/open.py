@@ -29,8 +29,9 @@ MAX_LFS_FILESIZE = 16 << 40
 
 
 def do_sys_open(m: Machine, path: str, create: bool, mode: FMODE) -> File:
-    """do_sys_open() - open the regular file ``path`` on the disk file system ("/"),
-    creating it with ``create`` (O_CREAT); ENOENT if it does not exist, EINVAL for a
+    """do_sys_open() - open the regular file ``path`` on the disk file system ("/"), or
+    on a tmpfs mounted on a directory above it (``System.mount_tmpfs``), creating it with
+    ``create`` (O_CREAT); ENOENT if it does not exist, EINVAL for a
     path that is not absolute or names a directory.
 
     Models: fs/open.c:do_sys_open() (v6.18) with the lookup reduced to the superblock's
@@ -42,12 +43,15 @@ def do_sys_open(m: Machine, path: str, create: bool, mode: FMODE) -> File:
     if not isinstance(path, str) or not path.startswith("/") or path.endswith("/"):
         raise MmError(EINVAL, f"open: {path!r} is not an absolute path to a file "
                               "(such as '/data/f')")
-    sb = ext4_root(m)
+    from pyfolio.mm.shmem_super import shmem_create, tmpfs_mount_of
+
+    tmpfs = tmpfs_mount_of(m, path)
+    sb = tmpfs or ext4_root(m)
     inode = sb.files.get(path)
     if inode is None:
         if not create:
             raise MmError(ENOENT, f"open: {path} does not exist")
-        inode = ext4_new_file(sb, path)
+        inode = shmem_create(sb, path) if tmpfs is not None else ext4_new_file(sb, path)
     inode.i_count += 1
     f = File(inode, mode, path)
     f.f_ra.ra_pages = sb.s_bdi.ra_pages  # file_ra_state_init()

@@ -67,6 +67,7 @@ KERNEL_SOURCES: dict[str, str] = {
     "fs/ext4/super.c": "mounting ext4",
     "fs/file_table.c": "fput()",
     "fs/inode.c": "new_inode(), iput() and eviction",
+    "fs/namei.c": "unlink()",
     "fs/open.c": "open, close, ftruncate, fallocate",
     "fs/proc/internal.h": "folio_precise_page_mapcount() for pagemap and kpagecount",
     "fs/proc/page.c": "/proc/kpageflags and /proc/kpagecount",
