@@ -126,13 +126,17 @@ class Step:
     bytes (the kernel backend makes it first: :mod:`pyfolio.kernel_lab.swap_area`),
     ``swapoff`` switches it off; ``fork`` forks a child that only waits, ``child_read``
     reads the range in it; ``zero`` writes zero bytes to every page of the range (a
-    zero-filled folio)."""
+    zero-filled folio). ``io_timing``: fields compared after this step, whose kernel value
+    may still depend on when read I/O completed (fault-around maps only the pages already
+    read): a kernel run that differs from the reference only there is run again
+    (``run_against``)."""
 
     op: str
     off: int = 0
     length: int = 0
     arg: str = ""
     unsettled: tuple[str, ...] = ()
+    io_timing: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
