@@ -194,6 +194,7 @@ def test_the_prose_quotes_what_the_simulator_computes() -> None:
     assert g["ch14_nframes"] == 5
     assert (g["ch14_fix_files"], g["ch14_new_added"]) == (1, 0)
     assert g["ch14_dbg"] == "1x2 2 3 4 5 6 7 8 1x2 2 3 4 5 6 7 8"
+    assert (g["ch14_knob_linked"], g["ch14_knob_unlinked"]) == (0, 4)
 
 
 def test_debugfs_file_form_splits_both_folios_and_unmaps() -> None:
