@@ -134,7 +134,7 @@ def truncate_inode_partial_folio(folio: Folio, start: int, end: int) -> bool:
 
     >>> from pyfolio import System, MiB
     >>> m = System(ram="32M"); m.set_shmem_thp("always"); p = m.spawn()
-    >>> fd = p.memfd_create("doc"); p.pwrite(fd, 0, 2 * MiB, 7)
+    >>> fd = p.memfd_create("doc"); _ = p.pwrite(fd, 0, 2 * MiB, 7)
     >>> p.fallocate(fd, "punch_hole", 200 * 4096, 4096)
     >>> [order for _, order in p.page_cache(fd)]
     [7, 6, 3, 0, 1, 2, 4, 5, 8]
