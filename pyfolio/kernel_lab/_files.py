@@ -111,23 +111,10 @@ def do_file_step(run: _Run, s: Step) -> None:
 
 def _fork_and_read(run: _Run, addr: int, length: int) -> None:
     """fork(); the child reads one byte of every page of [addr, addr + length), reports,
-    and waits until the parent says exit (child_exit)."""
-    ack_r, ack_w = os.pipe()
-    hold_r, hold_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(ack_r)
-        os.close(hold_w)
-        for a in range(addr, addr + length, PAGE):
-            ctypes.c_char.from_address(a).value  # noqa: B018
-        os.write(ack_w, b"r")
-        os.read(hold_r, 1)
-        os._exit(0)
-    os.close(ack_w)
-    os.close(hold_r)
-    os.read(ack_r, 1)
-    os.close(ack_r)
-    run.child_pid, run.hold_fd = pid, hold_w
+    and waits until the parent says exit (child_exit): the child process of
+    ``_Run._fork()``, told to read (``_Run._tell_child()``)."""
+    run._fork(addr, write=False)
+    run._tell_child(b"r", addr, length)
 
 
 def cache_of(run: _Run) -> Any:

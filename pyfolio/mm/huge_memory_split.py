@@ -108,8 +108,8 @@ def can_split_folio(folio: Folio, caller_pins: int) -> tuple[bool, int]:
 
 def non_uniform_split_supported(folio: Folio, new_order: int, warns: bool) -> bool:
     """non_uniform_split_supported() - anon: any order but 1; a file folio whose mapping
-    cannot hold large folios (CONFIG_READ_ONLY_THP_FOR_FS THPs): no; a file folio in the
-    swap cache: no.
+    cannot hold large folios (CONFIG_READ_ONLY_THP_FOR_FS THPs): no; a folio in the swap
+    cache (anon or shmem): no.
 
     Models: mm/huge_memory.c:non_uniform_split_supported() (v6.18). The VM_WARN_ONCE
     becomes a ``VM_WARN_ONCE`` trace event.
@@ -119,11 +119,12 @@ def non_uniform_split_supported(folio: Folio, new_order: int, warns: bool) -> bo
     if folio_test_anon(folio):
         if new_order == 1:
             _warn(folio, warns, "Cannot split to order-1 folio")
-        return new_order != 1
-    mapping = folio_mapping(folio)
-    if mapping is not None and not mapping_large_folio_support(mapping):
-        _warn(folio, warns, "Cannot split file folio to non-0 order")
-        return False
+            return False
+    else:
+        mapping = folio_mapping(folio)
+        if mapping is not None and not mapping_large_folio_support(mapping):
+            _warn(folio, warns, "Cannot split file folio to non-0 order")
+            return False
     if folio.m.mem.test(folio.pfn, PG.swapcache):
         _warn(folio, warns, "Cannot split swapcache folio to non-0 order")
         return False
@@ -141,11 +142,12 @@ def uniform_split_supported(folio: Folio, new_order: int, warns: bool) -> bool:
     if folio_test_anon(folio):
         if new_order == 1:
             _warn(folio, warns, "Cannot split to order-1 folio")
-        return new_order != 1
-    mapping = folio_mapping(folio)
-    if new_order and mapping is not None and not mapping_large_folio_support(mapping):
-        _warn(folio, warns, "Cannot split file folio to non-0 order")
-        return False
+            return False
+    else:
+        mapping = folio_mapping(folio)
+        if new_order and mapping is not None and not mapping_large_folio_support(mapping):
+            _warn(folio, warns, "Cannot split file folio to non-0 order")
+            return False
     if new_order and folio.m.mem.test(folio.pfn, PG.swapcache):
         _warn(folio, warns, "Cannot split swapcache folio to non-0 order")
         return False
