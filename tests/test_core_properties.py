@@ -50,11 +50,8 @@ def _apply(m: System, regions: list, op: str, who: int, off: int, n: int, adv: s
     elif op == "pin":
         p.pin(a, min(length, 8 * KiB))
     elif op == "unpin" and p._pins:
-        pfn = p._pins[0]
-        from pyfolio.mm.gup import unpin_user_page
-
-        p._pins.remove(pfn)
-        unpin_user_page(m.machine, pfn)
+        pinned_at, _pfn = p._pins[0]  # the oldest pin this process holds: (address, pfn)
+        p.unpin(pinned_at, 4 * KiB)
     elif op == "exit" and len(procs) > 1:
         p.exit()
 
