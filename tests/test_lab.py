@@ -14,11 +14,13 @@ is skipped, with the reason, without it) then, for every chapter:
 - types a bad value into each typed input and asserts the message;
 
 and at the end asserts that ``git status`` is what it was before. The latencies are written to
-``.pytest_cache/lab-latency.json`` (the p95 target, 300 ms, is reported, not asserted).
+``.pytest_cache/lab-latency.json`` (``{"run": ..., "actions": {name: summary}}``, every xdist
+worker's samples of one run together; the p95 target, 300 ms, is reported, not asserted).
 """
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import json
 import os
@@ -140,13 +142,26 @@ def page(lab_server: tuple[str, Path]) -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def latencies() -> Iterator[dict[str, list[float]]]:
+    """Samples (ms) per action; at the end merged into LATENCY_FILE with those of the other
+    xdist workers of the same run (each worker that runs chapters has a JupyterLab of its own)."""
     out: dict[str, list[float]] = {}
     yield out
-    summary = {k: {"n": len(v), "median_ms": round(statistics.median(v), 1),
-                   "p95_ms": round(_p95(v), 1), "samples_ms": [round(x, 1) for x in v]}
-               for k, v in sorted(out.items()) if v}
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID", "")
     LATENCY_FILE.parent.mkdir(parents=True, exist_ok=True)
-    LATENCY_FILE.write_text(json.dumps(summary, indent=1))
+    with open(LATENCY_FILE.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            earlier = json.loads(LATENCY_FILE.read_text())
+        except (OSError, ValueError):
+            earlier = {}
+        samples = {k: list(v) for k, v in out.items()}
+        if run and earlier.get("run") == run:
+            for k, v in earlier.get("actions", {}).items():
+                samples.setdefault(k, []).extend(v["samples_ms"])
+        summary = {k: {"n": len(v), "median_ms": round(statistics.median(v), 1),
+                       "p95_ms": round(_p95(v), 1), "samples_ms": [round(x, 1) for x in v]}
+                   for k, v in sorted(samples.items()) if v}
+        LATENCY_FILE.write_text(json.dumps({"run": run, "actions": summary}, indent=1))
 
 
 def _p95(xs: list[float]) -> float:
