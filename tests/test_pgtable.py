@@ -11,19 +11,25 @@ from pyfolio.arch.x86.pgtable import (
     _PAGE_DIRTY,
     _PAGE_DIRTY_BITS,
     _PAGE_PAT,
+    _PAGE_PROTNONE,
     _PAGE_PSE,
     _PAGE_RW,
     _PAGE_SAVED_DIRTY,
     _PAGE_SOFT_DIRTY,
     _PAGE_SWP_EXCLUSIVE,
+    PAGE_NONE,
+    PHYSICAL_PMD_PAGE_MASK,
+    PTE_PFN_MASK,
     decode_entry,
     pfn_pte,
     pgd_index,
     pmd_index,
+    pmd_leaf,
     pmd_mkclean,
     pmd_mkdirty,
     pmd_mkwrite,
     pmd_modify,
+    pmd_present,
     pmd_wrprotect,
     pte_dirty,
     pte_index,
@@ -31,11 +37,15 @@ from pyfolio.arch.x86.pgtable import (
     pte_mkdirty,
     pte_mkwrite,
     pte_modify,
+    pte_pfn,
+    pte_present,
+    pte_protnone,
     pte_wrprotect,
     pud_index,
     swp_entry,
     swp_offset,
     swp_type,
+    vm_get_page_prot,
     vm_page_prot,
 )
 from pyfolio.include.linux.swapops import (
@@ -141,6 +151,7 @@ def test_pte_mkclean_clears_both_dirty_bits_not_soft_dirty(v: int) -> None:
 
 @given(_FLAGS)
 def test_pte_modify_saves_d_of_a_writable_pte(v: int) -> None:
+    v |= 1  # a present entry (a non-present one has its PFN inverted: see below)
     prot = vm_page_prot(True)
     got = pte_modify(v, prot)
     kept = v & _PAGE_CHG_MASK  # PFN, PCD, PWT, SP, A, D, SavedDirty, SD, UW, PAT
@@ -155,6 +166,7 @@ def test_pte_modify_saves_d_of_a_writable_pte(v: int) -> None:
 @given(_FLAGS)
 def test_pmd_modify_drops_hardware_d_in_v6_18(v: int) -> None:
     # val &= (_HPAGE_CHG_MASK & ~_PAGE_DIRTY): D is gone before mksaveddirty could save it
+    v |= 1
     prot = vm_page_prot(True)
     got = pmd_modify(v, prot)
     assert not got & _PAGE_DIRTY and bool(got & _PAGE_SAVED_DIRTY) == bool(v & _PAGE_SAVED_DIRTY)
@@ -177,3 +189,26 @@ def test_bit_7_is_pse_in_a_pmd_and_pat_in_a_pte() -> None:
     raw = pfn_pte(0x200, vm_page_prot(True) | _PAGE_PSE)
     pmd, pte = decode_entry(raw, "pmd"), decode_entry(raw, "pte")
     assert (pmd.pse, pmd.pat, pte.pse, pte.pat) == (True, False, False, True)
+
+
+@given(st.integers(1, (1 << 40) - 1), st.booleans())
+def test_prot_none_inverts_the_pfn_and_stays_present(pfn: int, pmd: bool) -> None:
+    # arch/x86: PAGE_NONE = A | PROTNONE (the Global bit); pfn_pte() and pte_modify() invert
+    # the PFN bits of an entry without P (pgtable-invert.h), pte_pfn() undoes it
+    prot = vm_page_prot(True) | (_PAGE_PSE if pmd else 0)
+    present = pfn_pte(pfn << (9 if pmd else 0), prot) | _PAGE_RW | _PAGE_DIRTY
+    modify = pmd_modify if pmd else pte_modify
+    none = modify(present, PAGE_NONE)
+    assert not none & 1 and none & _PAGE_PROTNONE and pte_present(none) and pte_protnone(none)
+    mask = PHYSICAL_PMD_PAGE_MASK if pmd else PTE_PFN_MASK
+    assert none & mask == ~present & mask  # stored inverted
+    assert pte_pfn(none) == pte_pfn(present) and pmd_leaf(none) == pmd
+    assert not pte_protnone(present) and pmd_present(none)
+    back = modify(none, vm_page_prot(True))
+    assert back & 1 and pte_pfn(back) == pte_pfn(present)
+    assert back & mask == present & mask
+    e = decode_entry(none, "pmd" if pmd else "pte")
+    assert (e.kind, e.pfn, e.present, e.protnone) == ("huge" if pmd else "page", pte_pfn(present),
+                                                      True, True)
+    assert pfn_pte(pfn, PAGE_NONE) & PTE_PFN_MASK == ~(pfn << 12) & PTE_PFN_MASK
+    assert vm_get_page_prot(0) == PAGE_NONE and vm_get_page_prot(3) == vm_page_prot(True)

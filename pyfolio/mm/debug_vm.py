@@ -24,6 +24,7 @@ from pyfolio.arch.x86.pgtable import (
     SWP_OFFSET_SHIFT,
     SWP_TYPE_BITS,
     pte_pfn,
+    pte_present,
     swp_offset,
     swp_type,
     walk,
@@ -228,7 +229,7 @@ def rss_of_leaf(m: Machine, raw: int, level: str) -> tuple[int, int]:
     nothing; any other swap entry counts in MM_SWAPENTS.
     """
     nr = HPAGE_PMD_NR if level == "pmd" else 1
-    if raw & _PAGE_PRESENT:
+    if pte_present(raw):
         if raw & _PAGE_SPECIAL:
             return -1, 0
         pfn = pte_pfn(raw)
@@ -342,7 +343,7 @@ def _count_leaf(m: Machine, owner: np.ndarray, raw: int, level: str, addr: int,
                 swap_refs: dict[int, np.ndarray]) -> int:
     """Count a leaf entry's mapping (a swap PTE's slot in ``swap_refs``); return the mapped
     pfn, or -1 if it maps no folio."""
-    if raw & _PAGE_PRESENT:
+    if pte_present(raw):
         pfn = pte_pfn(raw)
         if raw & _PAGE_SPECIAL:
             if pfn not in (m.zero_pfn, m.huge_zero_pfn):

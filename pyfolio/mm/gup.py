@@ -36,7 +36,7 @@ from pyfolio.sim.errors import EAGAIN, EBUSY, EFAULT, ENOMEM, BusError, MmError
 
 if TYPE_CHECKING:
     from pyfolio.sim.machine import Machine
-from pyfolio.arch.x86.pgtable import _PAGE_PRESENT, _PAGE_RW, pmd_leaf, pte_pfn, walk
+from pyfolio.arch.x86.pgtable import _PAGE_RW, pmd_leaf, pte_pfn, pte_present, walk
 from pyfolio.sim.units import PAGE_SIZE, PMD_SIZE
 
 __all__ = ["pin_user_pages", "unpin_user_page", "follow_page", "faultin_page", "fault_in",
@@ -53,7 +53,7 @@ def follow_page(mm: MMStruct, addr: int) -> tuple[int, bool] | None:
     Models: mm/gup.c:follow_page_mask() (v6.18).
     """
     w = walk(mm.m, mm.pgd, addr)
-    if not w.raw & _PAGE_PRESENT:
+    if not pte_present(w.raw):
         return None
     if w.level == "pmd" and pmd_leaf(w.raw):
         return pte_pfn(w.raw) + ((addr & (PMD_SIZE - 1)) >> 12), bool(w.raw & _PAGE_RW)

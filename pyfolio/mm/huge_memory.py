@@ -22,6 +22,7 @@ from pyfolio.arch.x86.pgtable import (
     _PAGE_SWP_SOFT_DIRTY,
     _PAGE_TABLE,
     _PAGE_UFFD_WP,
+    PTE_PFN_MASK,
     pfn_pte,
     pmd_dirty,
     pmd_leaf,
@@ -29,6 +30,7 @@ from pyfolio.arch.x86.pgtable import (
     pmd_mkdirty,
     pmd_mkwrite,
     pmd_modify,
+    pmd_present,
     pmd_wrprotect,
     pte_alloc_one,
     pte_free,
@@ -456,7 +458,7 @@ def zap_huge_pmd(vma: VMA, slot: Slot, addr: int) -> None:
         pte_free(m, pgtable_trans_huge_withdraw(vma, slot))
     if is_huge_zero_pmd(m, pmd):
         return
-    pfn = pte_pfn(pmd) if pmd & _PAGE_PRESENT else swp_offset(pmd)
+    pfn = pte_pfn(pmd) if pmd_leaf(pmd) else swp_offset(pmd)
     folio = page_folio(m, pfn)
     folio_remove_rmap_pmd(folio, folio.pfn, vma)
     add_mm_counter(vma.vm_mm, mm_counter(folio), -HPAGE_PMD_NR)
@@ -565,15 +567,19 @@ def copy_nonpresent_pte(dst_vma: VMA, src_vma: VMA, src_slot: Slot, dst_slot: Sl
     m.trace.cost("pte_writes")
 
 
-def change_huge_pmd(vma: VMA, slot: Slot, addr: int, writable: bool) -> None:
-    """change_huge_pmd() - mprotect of a whole PMD leaf.
+def change_huge_pmd(vma: VMA, slot: Slot, addr: int, writable: bool) -> int:
+    """change_huge_pmd() - mprotect of a whole PMD leaf; returns HPAGE_PMD_NR when a
+    PMD leaf was changed (change_pmd_range() counts it in ``numa_huge_pte_updates``),
+    else 0.
 
     Models: mm/huge_memory.c:change_huge_pmd() (v6.18): pmd_modify() with the VMA's
     protection (a private mapping's has no RW; a shared one's has, unless the file wants
-    write notification), then pmd_mkwrite() where the VMA is writable and the anon folio
-    exclusive (can_change_pmd_writable()); otherwise the next write takes a write-protect
-    fault. As 6.18's pmd_modify() drops the hardware D bit, a PMD that was
-    dirty in D comes out clean (pte_modify() on a PTE moves D to SavedDirty instead).
+    write notification; a PROT_NONE VMA's is PAGE_NONE: the PMD stays a leaf, P cleared,
+    PROTNONE set, PFN inverted), then pmd_mkwrite() where the VMA is writable and the folio
+    anon and exclusive (can_change_pmd_writable(): never the huge zero folio); otherwise
+    the next write takes a write-protect fault. As 6.18's pmd_modify() drops the hardware
+    D bit, a PMD that was dirty in D comes out clean (pte_modify() on a PTE moves D to
+    SavedDirty instead).
     A PMD migration entry or device-private PMD (is_swap_pmd(), the series) loses its
     write permission instead (:func:`pyfolio.mm.mprotect.change_nonpresent_entry`).
     """
@@ -582,21 +588,22 @@ def change_huge_pmd(vma: VMA, slot: Slot, addr: int, writable: bool) -> None:
 
     m = vma.vm_mm.m
     pmd = _pmd(m, slot)
-    if pmd and not pmd & _PAGE_PRESENT:  # is_swap_pmd(): migration or device-private
+    if pmd and not pmd_present(pmd):  # is_swap_pmd(): migration or device-private
         new = change_nonpresent_entry(m, pmd)
         if new != pmd:
             _set_pmd_at(m, slot, new)
-        return
-    if not pmd_leaf(pmd) or is_huge_zero_pmd(m, pmd):
-        return
+        return 0
+    if not pmd_leaf(pmd):
+        return 0
     new = pmd_modify(pmd, vma_page_prot(vma))
-    folio = page_folio(m, pte_pfn(pmd))
-    if writable and not new & _PAGE_RW and folio_test_anon(folio) \
-            and m.mem.test(folio.pfn, PG.anon_exclusive):
+    if writable and not new & _PAGE_RW and not is_huge_zero_pmd(m, pmd) and \
+            folio_test_anon(page_folio(m, pte_pfn(pmd))) and \
+            m.mem.test(pte_pfn(pmd), PG.anon_exclusive):
         new = pmd_mkwrite(new)
     if new != pmd:
         _set_pmd_at(m, slot, new)
         m.trace.cost("tlb_flushes")
+    return HPAGE_PMD_NR
 
 
 def split_huge_pmd(vma: VMA, slot: Slot, address: int) -> None:
@@ -683,7 +690,7 @@ def __split_huge_pmd_locked(vma: VMA, slot: Slot, haddr: int, freeze: bool) -> N
     pgtable = pgtable_trans_huge_withdraw(vma, slot)
     tbl = m.pgtables[pgtable]
     if is_huge_zero_pmd(m, pmd):
-        tbl[:] = pfn_pte(m.zero_pfn, vm_page_prot(False) | _PAGE_SPECIAL)
+        tbl[:] = pfn_pte(m.zero_pfn, vma.vm_page_prot | _PAGE_SPECIAL)
         _finish_split(vma, slot, pgtable, haddr, pmd, "zero")
         return
     migration, device = is_migration_entry(pmd), is_device_private_entry(pmd)
@@ -726,9 +733,12 @@ def __split_huge_pmd_locked(vma: VMA, slot: Slot, haddr: int, freeze: bool) -> N
         tbl[:] = swp_entries(np.full(HPAGE_PMD_NR, typ), pfns) | np.uint64(
             (_PAGE_SWP_SOFT_DIRTY if soft_dirty else 0) | (_PAGE_SWP_UFFD_WP if uffd_wp else 0))
     else:
-        tbl[:] = (pfns << np.uint64(12)) | np.uint64(_split_pte_bits(write, young, dirty,
-                                                                     bool(soft_dirty),
-                                                                     bool(uffd_wp)))
+        prot = vma.vm_page_prot  # PAGE_NONE in a PROT_NONE VMA: the PFNs inverted
+        frames = pfns << np.uint64(12)
+        if not prot & _PAGE_PRESENT:
+            frames = ~frames & np.uint64(PTE_PFN_MASK)
+        tbl[:] = frames | np.uint64(_split_pte_bits(prot, write, young, dirty,
+                                                    bool(soft_dirty), bool(uffd_wp)))
     if not migration:
         folio_remove_rmap_pmd(folio, folio.pfn, vma)
     if freeze:
@@ -737,13 +747,14 @@ def __split_huge_pmd_locked(vma: VMA, slot: Slot, haddr: int, freeze: bool) -> N
                   "migration" if freeze or migration else "device_private" if device else "pte")
 
 
-def _split_pte_bits(write: bool, young: bool, dirty: bool, soft_dirty: bool,
+def _split_pte_bits(prot: int, write: bool, young: bool, dirty: bool, soft_dirty: bool,
                     uffd_wp: bool) -> int:
     """The flag bits every PTE of a split present PMD gets, in the kernel's order:
-    mk_pte(vm_page_prot), pte_mkwrite() if the PMD was writable, pte_mkold() if it was not
-    young, pte_mkdirty() if pmd_dirty() (D and soft-dirty; on a read-only PTE D lands in
-    SavedDirty), pte_mksoft_dirty() if the PMD was soft-dirty, uffd-wp."""
-    entry = vm_page_prot(True)
+    mk_pte(vma->vm_page_prot) (``prot``), pte_mkwrite() if the PMD was writable,
+    pte_mkold() if it was not young, pte_mkdirty() if pmd_dirty() (D and soft-dirty; on a
+    read-only PTE D lands in SavedDirty), pte_mksoft_dirty() if the PMD was soft-dirty,
+    uffd-wp."""
+    entry = prot
     if write:
         entry = pte_mkwrite(entry)
     if not young:
@@ -761,7 +772,7 @@ def _finish_split(vma: VMA, slot: Slot, pgtable: int, haddr: int, old: int, into
     pmdp_huge_clear_flush()); a migration or device-private PMD is not in the TLB."""
     m = vma.vm_mm.m
     m.trace.cost("pte_writes", HPAGE_PMD_NR)
-    if old & _PAGE_PRESENT:
+    if pmd_present(old):
         m.trace.cost("tlb_flushes")
     _set_pmd_at(m, slot, pfn_pte(pgtable, _PAGE_TABLE))
     m.trace.emit("split_huge_pmd", changes={"ptes_written": HPAGE_PMD_NR, "into": into},
@@ -840,7 +851,7 @@ def madvise_free_huge_pmd(vma: VMA, slot: Slot, addr: int, next_: int) -> bool:
 
     m = vma.vm_mm.m
     pmd = _pmd(m, slot)
-    if is_huge_zero_pmd(m, pmd) or not pmd & _PAGE_PRESENT:
+    if is_huge_zero_pmd(m, pmd) or not pmd_present(pmd):
         return True
     folio = page_folio(m, pte_pfn(pmd))
     if folio_mms(folio) - {vma.vm_mm.id}:

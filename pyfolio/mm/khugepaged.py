@@ -28,15 +28,15 @@ import enum
 from typing import TYPE_CHECKING
 
 from pyfolio.arch.x86.pgtable import (
-    _PAGE_PRESENT,
     _PAGE_PSE,
     _PAGE_SPECIAL,
     _PAGE_UFFD_WP,
     pfn_pte,
     pmd_leaf,
     pmd_mkdirty,
+    pmd_present,
     pte_pfn,
-    vm_page_prot,
+    pte_present,
 )
 from pyfolio.include.linux.mm import (
     Folio,
@@ -203,7 +203,7 @@ def find_pmd_or_thp_or_none(mm: MMStruct, address: int) -> tuple[SCAN, Slot | No
     pmd = _entry(mm.m, slot)
     if pmd == 0:
         return SCAN.SCAN_PMD_NONE, slot
-    if not pmd & _PAGE_PRESENT:
+    if not pmd_present(pmd):
         return SCAN.SCAN_PMD_NULL, slot
     if pmd_leaf(pmd):
         return SCAN.SCAN_PMD_MAPPED, slot
@@ -230,7 +230,7 @@ def hpage_collapse_scan_pmd(mm: MMStruct, vma: VMA, address: int) -> SCAN:
     none_or_zero = unmapped = shared = 0
     for i in range(HPAGE_PMD_NR):
         pte = int(tbl[i])
-        if pte and not pte & _PAGE_PRESENT:  # is_swap_pte()
+        if pte and not pte_present(pte):  # is_swap_pte()
             unmapped += 1
             continue
         if _pte_none_or_zero(m, pte):
@@ -257,7 +257,7 @@ def hpage_collapse_scan_pmd(mm: MMStruct, vma: VMA, address: int) -> SCAN:
 
 def _pte_none_or_zero(m: Machine, pte: int) -> bool:
     """pte_none(), or a present PTE of the shared zero page (is_zero_pfn())."""
-    return pte == 0 or (bool(pte & _PAGE_PRESENT) and pte_pfn(pte) == m.zero_pfn)
+    return pte == 0 or (pte_present(pte) and pte_pfn(pte) == m.zero_pfn)
 
 
 def _check_present_pte(m: Machine, pte: int) -> tuple[Folio | None, SCAN]:
@@ -374,7 +374,7 @@ def _collapse_into(mm: MMStruct, address: int, referenced: int, unmapped: int,
         return result
     __collapse_huge_page_copy(table, folio, vma, address, isolated)
     m.mem.set(folio.pfn, PG.uptodate)  # __folio_mark_uptodate()
-    entry = pfn_pte(folio.pfn, vm_page_prot(True) | _PAGE_PSE)  # folio_mk_pmd()
+    entry = pfn_pte(folio.pfn, vma.vm_page_prot | _PAGE_PSE)  # folio_mk_pmd()
     entry = maybe_pmd_mkwrite(pmd_mkdirty(entry), vma)
     folio_add_new_anon_rmap(folio, vma, address, RMAP_EXCLUSIVE)
     folio_add_lru_vma(folio, vma)
@@ -412,7 +412,7 @@ def __collapse_huge_page_swapin(mm: MMStruct, address: int, referenced: int) -> 
             result = SCAN.SCAN_PMD_NULL
             break
         pte = _entry(m, slot)
-        if not pte or pte & _PAGE_PRESENT:
+        if not pte or pte_present(pte):
             continue
         if is_migration_entry(pte):
             swapped_in += 1  # migration_entry_wait(): returns 0, the entry stays
@@ -447,7 +447,7 @@ def __collapse_huge_page_isolate(vma: VMA, address: int, table: int,
         if _pte_none_or_zero(m, pte):
             none_or_zero += 1
             continue
-        if not pte & _PAGE_PRESENT:
+        if not pte_present(pte):
             result = SCAN.SCAN_PTE_NON_PRESENT
             break
         folio, result = _check_present_pte(m, pte)

@@ -21,10 +21,12 @@ from pyfolio.arch.x86.pgtable import (
     _PAGE_PRESENT,
     _PAGE_SPECIAL,
     pmd_leaf,
+    pmd_present,
     pte_index,
     pte_mkclean,
     pte_mkold,
     pte_pfn,
+    pte_present,
     pte_young,
 )
 from pyfolio.include.linux.mm import (
@@ -212,7 +214,7 @@ def _madvise_free_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
             addr += PAGE_SIZE * zap_nonpresent_swap_ptes(vma, tbl, i, i + (end - addr)
                                                          // PAGE_SIZE)
             continue
-        if not pte & _PAGE_PRESENT or pte & _PAGE_SPECIAL:
+        if not pte_present(pte) or pte & _PAGE_SPECIAL:
             addr += PAGE_SIZE
             continue
         folio = page_folio(m, pte_pfn(pte))
@@ -321,7 +323,7 @@ def _cold_or_pageout_huge_pmd(vma: VMA, slot: tuple[int, int], addr: int, nxt: i
     should run."""
     m = vma.vm_mm.m
     pmd = int(m.pgtables[slot[0]][slot[1]])
-    if not pmd & _PAGE_PRESENT or pmd & _PAGE_SPECIAL:  # not present, or the huge zero page
+    if not pmd_present(pmd) or pmd & _PAGE_SPECIAL:  # not present, or the huge zero page
         return True
     folio = page_folio(m, pte_pfn(pmd))
     if folio_is_zone_device(folio) or folio_mms(folio) - {vma.vm_mm.id}:
@@ -344,7 +346,7 @@ def _cold_or_pageout_pte_range(vma: VMA, table: int, start: int, end: int,
     addr = start
     while addr < end:
         pte = int(tbl[pte_index(addr)])
-        if not pte & _PAGE_PRESENT or pte & _PAGE_SPECIAL:
+        if not pte_present(pte) or pte & _PAGE_SPECIAL:
             addr += PAGE_SIZE
             continue
         folio = page_folio(m, pte_pfn(pte))

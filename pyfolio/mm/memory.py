@@ -18,6 +18,7 @@ from pyfolio.arch.x86.pgtable import (
     _PAGE_ACCESSED,
     _PAGE_DIRTY_BITS,
     _PAGE_PRESENT,
+    _PAGE_PROTNONE,
     _PAGE_PSE,
     _PAGE_RW,
     _PAGE_SPECIAL,
@@ -34,6 +35,7 @@ from pyfolio.arch.x86.pgtable import (
     pte_mkold,
     pte_mkwrite,
     pte_pfn,
+    pte_present,
     pte_wrprotect,
     pud_index,
     vm_page_prot,
@@ -234,7 +236,7 @@ def handle_pte_fault(vma: VMA, address: int, flags: int) -> int:
     write = bool(flags & FAULT_FLAG_WRITE)
     if pte == 0:
         return do_anonymous_page(vma, address, flags, slot)
-    if not pte & _PAGE_PRESENT:
+    if not pte_present(pte):
         return do_swap_page(vma, address, flags, slot)
     if write and not pte & _PAGE_RW:
         return do_wp_page(vma, address, flags, slot)
@@ -492,7 +494,7 @@ def zap_pte_range(vma: VMA, table: int, start: int, end: int,
             i += int(nz[0])
             continue
         nr = 1
-        if raw & _PAGE_PRESENT:
+        if pte_present(raw):
             pfn = pte_pfn(raw)
             if not raw & _PAGE_SPECIAL:
                 nr = folio_pte_batch(m, tbl, i, hi, pfn)
@@ -521,7 +523,7 @@ def zap_pte_range(vma: VMA, table: int, start: int, end: int,
                 m.mem.set(folio.pfn, PG.dirty)  # folio_mark_dirty()
         tbl[i: i + nr] = 0
         m.trace.cost("pte_writes", nr)
-        if pfn >= 0 and not (raw & _PAGE_PRESENT and raw & _PAGE_SPECIAL):
+        if pfn >= 0 and not (pte_present(raw) and raw & _PAGE_SPECIAL):
             folio = page_folio(m, pfn)
             add_mm_counter(vma.vm_mm, mm_counter(folio), -nr)
             folio_remove_rmap_ptes(folio, pfn, nr, vma)
@@ -537,9 +539,11 @@ def zap_pte_range(vma: VMA, table: int, start: int, end: int,
 def folio_pte_batch(m: Machine, tbl: np.ndarray, i: int, hi: int, pfn: int) -> int:
     """folio_pte_batch() - how many PTEs from slot ``i`` (before slot ``hi``) map consecutive
     pages of the folio of ``pfn``, starting at ``pfn`` (present, not special; the A/D/RW
-    bits may differ). The entry at ``i`` must be such a PTE.
+    bits may differ; all PROT_NONE or none of them, as the first). The entry at ``i``
+    must be such a PTE.
 
-    Models: mm/internal.h:folio_pte_batch() (v6.18).
+    Models: mm/internal.h:folio_pte_batch() (v6.18); x86's pte_advance_pfn() steps an
+    inverted (PROT_NONE) PFN downwards, so a batch of PROT_NONE PTEs is one too.
     """
     folio = page_folio(m, pfn)
     n = min(hi - i, folio.pfn + folio.nr_pages - pfn)
@@ -547,8 +551,11 @@ def folio_pte_batch(m: Machine, tbl: np.ndarray, i: int, hi: int, pfn: int) -> i
         return 1
     vals = tbl[i: i + n]
     want = np.arange(pfn, pfn + n, dtype=np.uint64)
-    ok = ((vals & np.uint64(PTE_PFN_MASK)) >> np.uint64(12) == want) & (
-        vals & np.uint64(_PAGE_PRESENT | _PAGE_SPECIAL) == np.uint64(_PAGE_PRESENT))
+    inverted = (int(tbl[i]) & _PAGE_PRESENT) == 0  # a PROT_NONE batch
+    pfns = ((~vals if inverted else vals) & np.uint64(PTE_PFN_MASK)) >> np.uint64(12)
+    kind = np.uint64(_PAGE_PROTNONE if inverted else _PAGE_PRESENT)
+    ok = (pfns == want) & (vals & np.uint64(_PAGE_PRESENT | _PAGE_PROTNONE | _PAGE_SPECIAL)
+                           == kind)
     return n if ok.all() else max(1, int(np.argmin(ok)))
 
 
@@ -647,7 +654,7 @@ def _copy_pte_range(dst_vma: VMA, src_vma: VMA, src_table: int, start: int, end:
             continue
         dslot = pte_slot(dst_vma.vm_mm, addr, alloc=True)
         assert dslot is not None
-        if not raw & _PAGE_PRESENT:
+        if not pte_present(raw):
             hm.copy_nonpresent_pte(dst_vma, src_vma, (src_table, i), dslot, addr)
             continue
         if raw & _PAGE_SPECIAL:

@@ -79,9 +79,9 @@ def vma_page_prot(vma: VMA) -> int:
     unless vma_wants_writenotify(): the file system has ``page_mkwrite`` (ext4) and must
     see the first write to each page.
     """
-    from pyfolio.arch.x86.pgtable import vm_page_prot
+    from pyfolio.arch.x86.pgtable import vm_get_page_prot
 
-    prot = vm_page_prot(vma.writable)
+    prot = vm_get_page_prot(int(vma.vm_flags))  # PAGE_NONE for a PROT_NONE VMA
     shared_write = vma.vm_flags & VM.SHARED and vma.vm_flags & VM.WRITE
     if shared_write and not (vma.vm_ops is not None and vma.vm_ops.page_mkwrite is not None):
         prot |= _PAGE_RW

@@ -28,6 +28,7 @@ import numpy as np
 
 from pyfolio.arch.x86.pgtable import (
     _PAGE_PRESENT,
+    _PAGE_PROTNONE,
     _PAGE_PSE,
     _PAGE_RW,
     _PAGE_SOFT_DIRTY,
@@ -35,16 +36,19 @@ from pyfolio.arch.x86.pgtable import (
     _PAGE_SWP_SOFT_DIRTY,
     _PAGE_SWP_UFFD_WP,
     _PAGE_UFFD_WP,
+    PTE_PFN_MASK,
     SWP_OFFSET_SHIFT,
     SWP_TYPE_BITS,
     pfn_pte,
     pmd_mkdirty,
     pmd_mkwrite,
+    pmd_present,
     pte_dirty,
     pte_index,
     pte_mkdirty,
     pte_mksoft_dirty,
     pte_mkwrite,
+    pte_present,
     swp_offset,
     swp_type,
     vm_page_prot,
@@ -160,7 +164,7 @@ def _migration_entry(folio: Folio, raw: int, pfn: int, anon_exclusive: bool) -> 
     """The migration entry that replaces ``raw`` (present or device-private) for ``pfn``:
     writable if it was, else readable-exclusive for an exclusive page, else readable;
     soft-dirty kept; a dirty present entry dirties the folio (try_to_migrate_one())."""
-    if raw & _PAGE_PRESENT:
+    if pte_present(raw):
         write, soft = bool(raw & _PAGE_RW), bool(raw & _PAGE_SOFT_DIRTY)
         if pte_dirty(raw):  # D or SavedDirty
             folio.m.mem.set(folio.pfn, PG.dirty)
@@ -210,7 +214,7 @@ def set_pmd_migration_entry(vma: VMA, slot: Slot, pfn: int) -> int:
         return -EBUSY
     m.pgtables[slot[0]][slot[1]] = _migration_entry(folio, raw, folio.pfn, excl)
     m.trace.cost("pmd_writes")
-    if raw & _PAGE_PRESENT:  # pmdp_invalidate() flushes; pmdp_huge_get_and_clear() does not
+    if pmd_present(raw):  # pmdp_invalidate() flushes; pmdp_huge_get_and_clear() does not
         m.trace.cost("tlb_flushes")
     folio_remove_rmap_pmd(folio, folio.pfn, vma)
     folio_put(folio)
@@ -267,7 +271,7 @@ def remove_migration_entries(m: Machine, anon: int, src: int, nr: int, dst: int,
             table = pte_table_of(m, slot)
             if table is not None:
                 r, z = _remap_table(m, table, pte_index(addr), (nxt - addr) >> PAGE_SHIFT,
-                                    src, nr, dst - src, flags)
+                                    src, nr, dst - src, flags, vma.vm_page_prot)
                 restored, zeroed = restored + r, zeroed + z
                 if z:
                     add_mm_counter(vma.vm_mm, mm_counter(page_folio(m, anon)), -z)
@@ -310,7 +314,7 @@ def _remove_migration_pmd(vma: VMA, slot: Slot, addr: int, old: int, new_pfn: in
         make = make_writable_device_private_entry if write else make_readable_device_private_entry
         entry = make(new_pfn) | (_PAGE_SWP_SOFT_DIRTY if soft else 0)
     else:  # soft-dirty, pmd_mkwrite(), then pmd_mkdirty() (which sets soft-dirty too)
-        entry = pfn_pte(new_pfn, vm_page_prot(True) | _PAGE_PSE)
+        entry = pfn_pte(new_pfn, vma.vm_page_prot | _PAGE_PSE)
         if soft:
             entry = pte_mksoft_dirty(entry)
         if write:
@@ -322,14 +326,16 @@ def _remove_migration_pmd(vma: VMA, slot: Slot, addr: int, old: int, new_pfn: in
 
 
 def _remap_table(m: Machine, table: int, i0: int, n: int, src: int, nr: int, delta: int,
-                 flags: int) -> tuple[int, int]:
+                 flags: int, prot: int) -> tuple[int, int]:
     """remove_migration_pte() for every migration entry for [src, src + nr) among the
-    entries [i0, i0 + n) of one PTE table, vectorised (the new page is pfn + delta)."""
+    entries [i0, i0 + n) of one PTE table, vectorised (the new page is pfn + delta);
+    ``prot`` is the VMA's vm_page_prot (PAGE_NONE: PROT_NONE entries, PFNs inverted)."""
     mem, tbl = m.mem, m.pgtables[table]
     ents = tbl[i0: i0 + n]
     typ = ents >> _TYPE_SHIFT
     pfns = ((~ents) << _U64(SWP_TYPE_BITS)) >> _U64(SWP_OFFSET_SHIFT)
-    hit = (typ >= _MIG_READ) & (typ <= _MIG_WRITE) & ((ents & _U64(_PAGE_PRESENT)) == 0) \
+    hit = (typ >= _MIG_READ) & (typ <= _MIG_WRITE) \
+        & ((ents & _U64(_PAGE_PRESENT | _PAGE_PROTNONE)) == 0) \
         & (pfns >= _U64(src)) & (pfns < _U64(src + nr))
     sel: slice | np.ndarray = slice(0, n) if hit.all() else np.flatnonzero(hit)
     raw, typ = ents[sel], typ[sel]
@@ -350,8 +356,11 @@ def _remap_table(m: Machine, table: int, i0: int, n: int, src: int, nr: int, del
         slots = (np.arange(i0, i0 + n) if isinstance(sel, slice) else i0 + sel).tolist()
         ad = np.array([m.migration_ad.pop((table, i), 3) for i in slots], np.int64)
         old, dirty = (ad & 1) == 0, dirty & (ad >> 1)
-    pte = (pfn.astype(_U64) << _U64(PAGE_SHIFT)) | _RESTORED_BITS[write * 2 + dirty] | soft \
-        | np.where(write, _U64(0), uffd)
+    frames = pfn.astype(_U64) << _U64(PAGE_SHIFT)
+    bits = _RESTORED_BITS if prot == vm_page_prot(True) else _restored_bits_table(prot)
+    if not prot & _PAGE_PRESENT:  # PAGE_NONE: pfn_pte() stores the PFN inverted
+        frames = ~frames & _U64(PTE_PFN_MASK)
+    pte = frames | bits[write * 2 + dirty] | soft | np.where(write, _U64(0), uffd)
     pte = np.where(old, pte & ~_U64(0x20), pte)  # !is_migration_entry_young(): pte_mkold()
     device = mem.zone[pfn] == ZONE_DEVICE
     if device.any():
@@ -360,7 +369,7 @@ def _remap_table(m: Machine, table: int, i0: int, n: int, src: int, nr: int, del
     if flags & RMP_USE_SHARED_ZEROPAGE:
         zero = ~large & (mem.stamp[pfn] == 0) & ((hflags & _PG_MLOCKED) == 0) & ~device
         if zero.any():
-            zpte = _U64(m.zero_pfn << PAGE_SHIFT) | _U64(vm_page_prot(False) | _PAGE_SPECIAL)
+            zpte = _U64(pfn_pte(m.zero_pfn, prot) | _PAGE_SPECIAL)  # vma->vm_page_prot
             pte = np.where(zero, zpte | soft | uffd, pte)
             keep = ~zero
             pfn, heads, large, typ = pfn[keep], heads[keep], large[keep], typ[keep]
@@ -384,21 +393,25 @@ def _remap_table(m: Machine, table: int, i0: int, n: int, src: int, nr: int, del
     return cnt - zeroed, zeroed
 
 
-def _restored_pte_bits(write: bool, dirty: bool) -> int:
+def _restored_pte_bits(prot: int, write: bool, dirty: bool) -> int:
     """remove_migration_pte()'s flag bits apart from soft-dirty and uffd-wp, in its order:
-    mk_pte(vm_page_prot), pte_mkdirty() if the folio is dirty (on the still read-only entry
-    D lands in SavedDirty), soft-dirty set or cleared from the migration entry (so the one
-    pte_mkdirty() set is dropped here; the caller adds the entry's), then pte_mkwrite() for
-    a writable entry (SavedDirty back to D)."""
-    entry = vm_page_prot(True)
+    mk_pte(vma->vm_page_prot) (``prot``), pte_mkdirty() if the folio is dirty (on the still
+    read-only entry D lands in SavedDirty), soft-dirty set or cleared from the migration
+    entry (so the one pte_mkdirty() set is dropped here; the caller adds the entry's), then
+    pte_mkwrite() for a writable entry (SavedDirty back to D)."""
+    entry = prot
     if dirty:
         entry = pte_mkdirty(entry) & ~_PAGE_SOFT_DIRTY
     return pte_mkwrite(entry) if write else entry
 
 
-#: _restored_pte_bits(write, dirty) indexed by write * 2 + dirty
-_RESTORED_BITS = np.array([_restored_pte_bits(w, d) for w in (False, True)
-                           for d in (False, True)], dtype=_U64)
+def _restored_bits_table(prot: int) -> np.ndarray:
+    """_restored_pte_bits(prot, write, dirty) indexed by write * 2 + dirty."""
+    return np.array([_restored_pte_bits(prot, w, d) for w in (False, True)
+                     for d in (False, True)], dtype=_U64)
+
+
+_RESTORED_BITS = _restored_bits_table(vm_page_prot(True))
 
 
 def _device_private_ptes(m: Machine, pfn: np.ndarray, write: np.ndarray, raw: np.ndarray,

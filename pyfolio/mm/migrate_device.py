@@ -29,7 +29,14 @@ interface still imports from this module.
 
 from __future__ import annotations
 
-from pyfolio.arch.x86.pgtable import _PAGE_PRESENT, _PAGE_PSE, pte_alloc_one, pte_free, pte_pfn
+from pyfolio.arch.x86.pgtable import (
+    _PAGE_PRESENT,
+    _PAGE_PSE,
+    pte_alloc_one,
+    pte_free,
+    pte_pfn,
+    pte_present,
+)
 from pyfolio.include.linux.huge_mm import MTHP_STAT, count_mthp_stat
 from pyfolio.include.linux.mm import (
     VM_WARN_ON_FOLIO,
@@ -333,7 +340,7 @@ def migrate_vma_insert_page(migrate: MigrateVma, addr: int, idx: int) -> None:
         return
     old = int(m.pgtables[pslot[0]][pslot[1]])
     folio = page_folio(m, page)
-    if (old and not (old & _PAGE_PRESENT and pte_pfn(old) == m.zero_pfn)) or \
+    if (old and not (pte_present(old) and pte_pfn(old) == m.zero_pfn)) or \
             not folio_is_device_private(folio):
         migrate.src[idx] &= ~MIGRATE_PFN_MIGRATE
         return

@@ -17,7 +17,10 @@ from pyfolio.arch.x86.pgtable import (
     _PAGE_PSE,
     _PAGE_RW,
     _PAGE_SPECIAL,
+    pmd_leaf,
+    pmd_present,
     pte_pfn,
+    pte_present,
     swp_offset,
 )
 from pyfolio.include.linux.mm import (
@@ -149,13 +152,13 @@ def migrate_vma_collect_huge_pmd(migrate: MigrateVma, slot: tuple[int, int], sta
     pmd = int(m.pgtables[slot[0]][slot[1]])
     if pmd == 0:
         return migrate_vma_collect_hole(migrate, start, end)
-    if pmd & _PAGE_PRESENT and pmd & _PAGE_PSE:
+    if pmd_leaf(pmd):
         if not migrate.flags & MIGRATE_VMA_SELECT.SYSTEM:
             return migrate_vma_collect_skip(migrate, start, end)
         if is_huge_zero_pmd(m, pmd):
             return migrate_vma_collect_hole(migrate, start, end)
         folio, write = page_folio(m, pte_pfn(pmd)), bool(pmd & _PAGE_RW)
-    elif not pmd & _PAGE_PRESENT:
+    elif not pmd_present(pmd):
         if is_migration_entry(pmd):
             return -EAGAIN
         folio = page_folio(m, swp_offset(pmd))
@@ -214,7 +217,7 @@ def _collect_pte(migrate: MigrateVma, pslot: tuple[int, int], addr: int,
     if pte == 0:
         migrate.cpages += 1
         return MIGRATE_PFN_MIGRATE, None
-    if not pte & _PAGE_PRESENT:
+    if not pte_present(pte):
         if not is_device_private_entry(pte):
             return 0, None
         pfn = swp_offset(pte)
@@ -245,7 +248,7 @@ def _collect_pte(migrate: MigrateVma, pslot: tuple[int, int], addr: int,
             ref_drop(folio)
             return 0, None
         folio_lock(folio)
-    if pte & _PAGE_PRESENT and m.mem.test(pfn, PG.anon_exclusive):
+    if pte_present(pte) and m.mem.test(pfn, PG.anon_exclusive):
         m.trace.cost("tlb_flushes")  # ptep_clear_flush() before folio_try_share_anon_rmap_pte()
     if not set_pte_migration_entry(vma, pslot, pfn):
         if folio != fault_folio:
@@ -291,7 +294,7 @@ def migrate_vma_collect_pmd(migrate: MigrateVma, start: int, end: int) -> int:
         for addr in range(start, end, PAGE_SIZE):
             pslot = pte_slot(vma.vm_mm, addr)
             assert pslot is not None
-            present = bool(int(m.pgtables[pslot[0]][pslot[1]]) & _PAGE_PRESENT)
+            present = pte_present(int(m.pgtables[pslot[0]][pslot[1]]))
             mpfn, large = _collect_pte(migrate, pslot, addr, fault_folio)
             if large is not None:
                 break

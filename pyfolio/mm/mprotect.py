@@ -1,8 +1,11 @@
 """mprotect: change the protection of a range.
 
-Models: mm/mprotect.c (v6.18): mprotect_fixup() splits VMAs at the range edges,
-change_protection() walks the range; change_pmd_range() changes a PMD leaf whole when the
-range covers it (change_huge_pmd()) and splits it first when it covers only part.
+Models: mm/mprotect.c (v6.18): mprotect_fixup() splits VMAs at the range edges (and does
+nothing to a VMA whose flags stay the same), change_protection() walks the range with the
+VMA's new vm_page_prot; change_pmd_range() changes a PMD leaf whole when the range covers
+it (change_huge_pmd(), counted in ``numa_huge_pte_updates`` whatever the protection) and
+splits it first when it covers only part. PROT_NONE ("none") keeps every page mapped:
+the entries become PROT_NONE entries (present to core mm, faulting for the CPU).
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ from pyfolio.arch.x86.pgtable import (
     _PAGE_SWP_SOFT_DIRTY,
     _PAGE_SWP_UFFD_WP,
     pmd_leaf,
+    pmd_present,
     pte_dirty,
     pte_index,
     pte_mkwrite,
     pte_modify,
     pte_pfn,
+    pte_present,
     swp_offset,
 )
 from pyfolio.include.linux.mm import PAGE_ALIGN, ULONG_MASK
@@ -32,7 +37,7 @@ from pyfolio.mm.mmu_notifier import MMU_NOTIFY, invalidate_secondary_mmus
 from pyfolio.mm.rmap import pmd_chunks
 from pyfolio.sim.errors import EACCES, ENOMEM, MmError
 from pyfolio.sim.memmap import PG
-from pyfolio.sim.units import PAGE_SIZE, PMD_SIZE
+from pyfolio.sim.units import HPAGE_PMD_NR, PAGE_SIZE, PMD_SIZE
 
 if TYPE_CHECKING:
     from pyfolio.sim.machine import Machine
@@ -41,7 +46,7 @@ __all__ = ["do_mprotect", "change_protection", "change_nonpresent_entry"]
 
 
 def do_mprotect(mm: MMStruct, start: int, length: int, prot: str) -> None:
-    """do_mprotect_pkey() - set ``prot`` ("r" or "rw") on [start, start + length).
+    """do_mprotect_pkey() - set ``prot`` ("none", "r" or "rw") on [start, start + length).
 
     Models: mm/mprotect.c:do_mprotect_pkey() (v6.18), unsigned arithmetic: EINVAL for an
     unaligned start; a length of 0 does nothing; ENOMEM when the page-aligned end wraps
@@ -58,8 +63,8 @@ def do_mprotect(mm: MMStruct, start: int, length: int, prot: str) -> None:
     end = (start + PAGE_ALIGN(length)) & ULONG_MASK
     if end <= start:
         raise MmError(ENOMEM, f"mprotect: [{start:#x}, +{length:#x}) wraps around")
-    if prot not in ("r", "rw", "w"):
-        raise MmError(EINVAL, f"mprotect: protection {prot!r} is not 'r' or 'rw'")
+    if prot not in PROT:
+        raise MmError(EINVAL, f"mprotect: protection {prot!r} is not 'none', 'r' or 'rw'")
     length = end - start
     covered = sum(min(v.vm_end, end) - max(v.vm_start, start)
                   for v in mm.vmas_between(start, end))
@@ -69,9 +74,13 @@ def do_mprotect(mm: MMStruct, start: int, length: int, prot: str) -> None:
                                      for v in mm.vmas_between(start, end)):
         raise MmError(EACCES, "mprotect: PROT_WRITE on a mapping that may not be written "
                               "(a shared mapping of a file not open for writing)")
-    for vma in _vmas_in(mm, start, end):
-        vma.vm_flags = (vma.vm_flags & ~(VM.READ | VM.WRITE)) | PROT[prot]
-        change_protection(vma, vma.vm_start, vma.vm_end)
+    new = PROT[prot]
+    for vma in mm.vmas_between(start, end):
+        if vma.vm_flags & (VM.READ | VM.WRITE) == new:
+            continue  # mprotect_fixup(): the same flags, nothing to do (no split either)
+        for v in _vmas_in(mm, max(start, vma.vm_start), min(end, vma.vm_end)):
+            v.vm_flags = (v.vm_flags & ~(VM.READ | VM.WRITE)) | new
+            change_protection(v, v.vm_start, v.vm_end)
     vma_merge_range(mm, start, end)
     mm.m.trace.emit("mprotect", start=start, end=end, prot=prot)
 
@@ -82,11 +91,12 @@ def change_protection(vma: VMA, start: int, end: int) -> None:
     Models: mm/mprotect.c:change_protection() and change_pte_range() (v6.18).
 
     Secondary MMUs hear MMU_NOTIFY_PROTECTION_VMA from the first PMD that holds anything
-    (change_pmd_range() starts the range lazily). Each present PTE gets pte_modify() with
-    the VMA's protection (a private mapping's vm_page_prot has no RW, so RW goes and a
-    dirty writable PTE's D moves to SavedDirty; a shared mapping's has RW unless the file
-    wants write notification); where a private VMA is writable, pte_mkwrite() (RW back,
-    SavedDirty back to D) only on anon pages that are PG_anon_exclusive
+    (change_pmd_range() starts the range lazily). Each present PTE (pte_present():
+    PROT_NONE ones too) gets pte_modify() with the VMA's protection (a private mapping's
+    vm_page_prot has no RW, so RW goes and a dirty writable PTE's D moves to SavedDirty; a
+    shared mapping's has RW unless the file wants write notification; PAGE_NONE clears P,
+    sets PROTNONE and inverts the PFN); where a private VMA is writable, pte_mkwrite() (RW
+    back, SavedDirty back to D) only on anon pages that are PG_anon_exclusive
     (can_change_pte_writable()): shared pages keep COW; in a shared mapping that wants
     write notification, on dirty PTEs (the file system already saw their first write).
     Whatever the new protection, a writable device-private entry becomes readable
@@ -107,9 +117,10 @@ def change_protection(vma: VMA, start: int, end: int) -> None:
         if raw and not notified:  # if (!range.start) mmu_notifier_range_init(...)
             invalidate_secondary_mmus(MMU_NOTIFY.MMU_NOTIFY_PROTECTION_VMA, vma.vm_mm, addr, end)
             notified = True
-        if pmd_leaf(raw) or (raw and not raw & _PAGE_PRESENT):
+        if pmd_leaf(raw) or (raw and not pmd_present(raw)):
             if addr & (PMD_SIZE - 1) == 0 and nxt - addr == PMD_SIZE:
-                change_huge_pmd(vma, slot, addr, writable)
+                if change_huge_pmd(vma, slot, addr, writable) == HPAGE_PMD_NR:
+                    m.vmstat["numa_huge_pte_updates"] += 1  # count_vm_numa_events()
                 continue
             __split_huge_pmd(vma, slot, addr, False)
             raw = int(m.pgtables[slot[0]][slot[1]])
@@ -118,7 +129,7 @@ def change_protection(vma: VMA, start: int, end: int) -> None:
             for a in range(addr, nxt, PAGE_SIZE):
                 i = pte_index(a)
                 pte = int(tbl[i])
-                if not pte & _PAGE_PRESENT:
+                if not pte_present(pte):
                     if pte:
                         new = change_nonpresent_entry(m, pte)
                         if new != pte:

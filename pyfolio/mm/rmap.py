@@ -19,6 +19,7 @@ import numpy as np
 from pyfolio.arch.x86.pgtable import (
     _PAGE_DIRTY_BITS,
     _PAGE_PRESENT,
+    _PAGE_PROTNONE,
     _PAGE_PSE,
     _PAGE_RW,
     _PAGE_SOFT_DIRTY,
@@ -33,6 +34,7 @@ from pyfolio.arch.x86.pgtable import (
     pmd_leaf,
     pte_index,
     pte_pfn,
+    pte_present,
     swp_offset,
     walk,
 )
@@ -447,7 +449,7 @@ def rmap_walk(folio: Folio, *, migration: bool = False) -> list[Mapping]:
                 addr = (addr | (PMD_SIZE - 1)) + 1
                 continue
             if w.level == "pte" and raw:
-                if raw & 1:
+                if pte_present(raw):
                     pfn = pte_pfn(raw)
                     kind = "page"
                 elif is_device_private_entry(raw) or (migration and is_migration_entry(raw)):
@@ -578,14 +580,15 @@ def _migrate_ptes(folio: Folio, vma: VMA, table: int, i0: int, n: int) -> bool:
     folio (present or device-private), vectorised; False where the walk stops."""
     m, tbl = folio.m, folio.m.pgtables[table]
     ents = tbl[i0: i0 + n]
-    present = (ents & _U64(_PAGE_PRESENT)) != 0
+    present = (ents & _U64(_PAGE_PRESENT | _PAGE_PROTNONE)) != 0  # pte_present()
+    protnone = present & ((ents & _U64(_PAGE_PRESENT)) == 0)  # PFN stored inverted
     typ = ents >> _TYPE_SHIFT
     device = ~present & ((typ == _U64(SwpType.SWP_DEVICE_WRITE))
                          | (typ == _U64(SwpType.SWP_DEVICE_READ)))
     if not (present.any() or device.any()):  # e.g. a PMD just split with freeze
         return True
     pfns = np.where(device, ((~ents) << _U64(SWP_TYPE_BITS)) >> _U64(SWP_OFFSET_SHIFT),
-                    (ents & _U64(PTE_PFN_MASK)) >> _U64(PAGE_SHIFT))
+                    (np.where(protnone, ~ents, ents) & _U64(PTE_PFN_MASK)) >> _U64(PAGE_SHIFT))
     hit = ((present & ((ents & _U64(_PAGE_SPECIAL)) == 0)) | device) \
         & (pfns >= _U64(folio.pfn)) & (pfns < _U64(folio.pfn + folio_nr_pages(folio)))
     idx = np.flatnonzero(hit)

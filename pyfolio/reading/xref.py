@@ -58,6 +58,8 @@ SERIES_FUNCTIONS = frozenset({
 KERNEL_SOURCES: dict[str, str] = {
     "arch/x86/include/asm/pgtable.h": "x86 page-table entry accessors",
     "arch/x86/include/asm/pgtable_64.h": "x86-64 swap-entry encoding",
+    "arch/x86/include/asm/pgtable-invert.h": "the PFN inversion of PROT_NONE entries (L1TF)",
+    "arch/x86/mm/pgprot.c": "protection_map[]: vm_flags to page protection bits",
     "arch/x86/mm/pgtable.c": "x86 pte_mkwrite() and pmd_mkwrite() (shadow-stack aware)",
     "fs/buffer.c": "buffer heads: block_write_end(), try_to_free_buffers()",
     "fs/ext4/extents.c": "ext4_fallocate()",
@@ -117,6 +119,7 @@ KERNEL_SOURCES: dict[str, str] = {
     "mm/mmu_notifier.c": "MMU notifiers: secondary MMUs hear of page-table changes",
     "mm/mprotect.c": "mprotect",
     "mm/page-writeback.c": "folio_mark_dirty(), folio_clear_dirty_for_io()",
+    "mm/mremap.c": "mremap: moving page tables between addresses",
     "mm/page_alloc.c": "the buddy allocator",
     "mm/pagewalk.c": "page-table walks",
     "mm/pgtable-generic.c": "PMD deposit/withdraw",

@@ -48,7 +48,7 @@ VMSTAT_COUNTERS = (
     "thp_zero_page_alloc",
     "thp_zero_page_alloc_failed", "thp_migration_success", "thp_migration_fail",
     "thp_migration_split", "pgmigrate_success", "pgmigrate_fail", "cow_ksm",
-    "thp_collapse_alloc", "thp_collapse_alloc_failed", "pglazyfree",
+    "thp_collapse_alloc", "thp_collapse_alloc_failed", "pglazyfree", "numa_huge_pte_updates",
     "pgmajfault", "pswpin", "pswpout", "swap_ra", "swap_ra_hit", "swpin_zero", "swpout_zero",
     "thp_swpout", "thp_swpout_fallback", "pgactivate", "pgdeactivate", "pgrotated",
     "pgscan_anon", "pgsteal_anon", "pglazyfreed", "thp_file_alloc", "thp_file_fallback",

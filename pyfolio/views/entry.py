@@ -98,7 +98,9 @@ def entry_fields(entry: Entry | int, level: str = "pte") -> list[tuple[str, int,
         for name, hi, lo in _HIGH:
             v = (raw >> lo) & ((1 << (hi - lo + 1)) - 1)
             out.append((name, hi, lo, str(v) if hi == lo else f"{v:#x}"))
-        out.append(("PFN", _PFN_HI, _PFN_LO, f"{e.pfn:#x}" if e.pfn >= 0 else "0"))
+        pfn = f"{e.pfn:#x}" if e.pfn >= 0 else "0"
+        out.append(("PFN", _PFN_HI, _PFN_LO, f"~{pfn} (PROT_NONE: inverted)" if e.protnone
+                    else pfn))
         out += [(n, _bit(m), _bit(m), str(int(bool(raw & m))))
                 for n, m in _present_flags(e.level)]
         return out

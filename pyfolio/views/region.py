@@ -21,6 +21,7 @@ from matplotlib.patches import Patch, Rectangle
 
 from pyfolio.arch.x86.pgtable import (
     _PAGE_PRESENT,
+    _PAGE_PROTNONE,
     _PAGE_RW,
     _PAGE_SPECIAL,
     PTE_PFN_MASK,
@@ -99,8 +100,9 @@ def _block(p: Process, blk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, st
         ro[:] = not e.write
         return state, pfn, ro, "zero" if zero else e.kind
     raw = m.pgtables[w.tables[-1][1]]
-    present = (raw & np.uint64(_PAGE_PRESENT)) != 0
-    pfn[present] = ((raw[present] & np.uint64(PTE_PFN_MASK)) >> np.uint64(PAGE_SHIFT))
+    present = (raw & np.uint64(_PAGE_PRESENT | _PAGE_PROTNONE)) != 0  # pte_present()
+    stored = np.where((raw & np.uint64(_PAGE_PRESENT)) != 0, raw, ~raw)  # PROT_NONE: inverted
+    pfn[present] = ((stored[present] & np.uint64(PTE_PFN_MASK)) >> np.uint64(PAGE_SHIFT))
     state[present] = _STATE_CODE["pte"]
     ro[present] = (raw[present] & np.uint64(_PAGE_RW)) == 0
     zero = present & (((raw & np.uint64(_PAGE_SPECIAL)) != 0) | (pfn == m.zero_pfn))

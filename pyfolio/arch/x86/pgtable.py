@@ -16,6 +16,13 @@ the zero page and other pages without a struct-page refcount), SV SavedDirty
 and PAT in a 4 KiB PTE. A non-leaf entry points at the next table with _PAGE_TABLE
 (P|RW|U|A|D).
 
+PROT_NONE: a PTE or PMD leaf of a VMA without VM_READ keeps its page but has P clear and
+bit 8 set (_PAGE_PROTNONE, the Global bit reused: PAGE_NONE is Accessed|Global), so the
+CPU faults on any access while core mm still sees a present entry (pte_present() tests
+P or PROTNONE; pmd_present() also PSE). Such a non-present entry has its PFN bits
+inverted (the L1TF mitigation, pgtable-invert.h: protnone_mask(), flip_protnone_guard());
+pte_pfn() undoes it.
+
 Dirty, since 6.6 (x86 shadow stacks): hardware treats Write=0,Dirty=1 as a shadow-stack page,
 so the kernel never leaves D set on a read-only entry. pte_wrprotect() and pte_mkdirty() of a
 read-only entry move D to SavedDirty; pte_mkwrite() moves it back. pte_dirty() is "D or
@@ -48,12 +55,16 @@ if TYPE_CHECKING:
     from pyfolio.sim.machine import Machine
 
 __all__ = [
-    "_PAGE_PRESENT", "_PAGE_RW", "_PAGE_USER", "_PAGE_PWT", "_PAGE_PCD", "_PAGE_ACCESSED",
+    "_PAGE_PRESENT", "_PAGE_PROTNONE", "PAGE_NONE", "_PAGE_RW", "_PAGE_USER", "_PAGE_PWT",
+    "_PAGE_PCD", "_PAGE_ACCESSED",
     "_PAGE_DIRTY", "_PAGE_PSE", "_PAGE_GLOBAL", "_PAGE_SPECIAL", "_PAGE_UFFD_WP",
     "_PAGE_SOFT_DIRTY", "_PAGE_SAVED_DIRTY", "_PAGE_DIRTY_BITS", "_PAGE_PAT", "_PAGE_NX",
-    "_PAGE_TABLE", "_PAGE_CHG_MASK", "_HPAGE_CHG_MASK", "PTE_PFN_MASK", "_PAGE_SWP_SOFT_DIRTY",
-    "_PAGE_SWP_UFFD_WP", "_PAGE_SWP_EXCLUSIVE", "Entry", "pfn_pte", "pte_pfn",
-    "pte_present", "pte_write", "pte_dirty", "pte_young", "pte_none", "pmd_leaf",
+    "_PAGE_TABLE", "PHYSICAL_PMD_PAGE_MASK", "_PAGE_CHG_MASK", "_HPAGE_CHG_MASK",
+    "PTE_PFN_MASK", "_PAGE_SWP_SOFT_DIRTY",
+    "_PAGE_SWP_UFFD_WP", "_PAGE_SWP_EXCLUSIVE", "Entry", "pfn_pte", "pte_pfn", "pmd_pfn",
+    "pte_present", "pte_protnone", "pmd_present", "pmd_protnone", "protnone_mask",
+    "flip_protnone_guard", "vm_get_page_prot", "pte_write", "pte_dirty", "pte_young",
+    "pte_none", "pmd_leaf",
     "pte_soft_dirty", "pte_mksoft_dirty", "pte_mkdirty", "pte_mkclean", "pte_wrprotect",
     "pte_mkwrite", "pte_mkold", "pte_modify", "pmd_dirty", "pmd_mkdirty", "pmd_mkclean",
     "pmd_wrprotect", "pmd_mkwrite", "pmd_modify", "mksaveddirty_shift", "clear_saveddirty_shift",
@@ -70,6 +81,8 @@ _PAGE_ACCESSED = 1 << 5
 _PAGE_DIRTY = 1 << 6
 _PAGE_PSE = 1 << 7
 _PAGE_GLOBAL = 1 << 8
+#: _PAGE_BIT_PROTNONE = _PAGE_BIT_GLOBAL: a PROT_NONE entry (P clear) has this bit set
+_PAGE_PROTNONE = _PAGE_GLOBAL
 _PAGE_SPECIAL = 1 << 9
 _PAGE_UFFD_WP = 1 << 10
 _PAGE_SOFT_DIRTY = 1 << 11
@@ -80,6 +93,8 @@ _PAGE_SAVED_DIRTY = 1 << _PAGE_BIT_SAVED_DIRTY  # _PAGE_BIT_SOFTW5 on x86-64
 _PAGE_DIRTY_BITS = _PAGE_DIRTY | _PAGE_SAVED_DIRTY
 _PAGE_NX = 1 << 63
 PTE_PFN_MASK = ((1 << 52) - 1) & ~((1 << PAGE_SHIFT) - 1)  # bits 12..51
+#: PHYSICAL_PMD_PAGE_MASK: the PFN bits of a 2 MiB leaf (21..51)
+PHYSICAL_PMD_PAGE_MASK = ((1 << 52) - 1) & ~((1 << PMD_SHIFT) - 1)
 _PAGE_TABLE = _PAGE_PRESENT | _PAGE_RW | _PAGE_USER | _PAGE_ACCESSED | _PAGE_DIRTY
 #: bits pte_modify() / pmd_modify() keep from the old entry (pgtable_types.h; _PAGE_CC and
 #: _PAGE_DEVMAP are 0 here)
@@ -95,29 +110,89 @@ SWP_TYPE_BITS = 5
 SWP_OFFSET_FIRST_BIT = 9  # _PAGE_BIT_PROTNONE (8) + 1
 SWP_OFFSET_SHIFT = SWP_OFFSET_FIRST_BIT + SWP_TYPE_BITS  # 14
 _U64 = (1 << 64) - 1
+#: PAGE_NONE (pgtable_types.h): Accessed and the PROTNONE (Global) bit, not present
+PAGE_NONE = _PAGE_ACCESSED | _PAGE_PROTNONE
+#: PAGE_READONLY / PAGE_COPY_NOEXEC: what a private mapping with VM_READ gets (a private
+#: mapping never has RW in its vm_page_prot: pte_mkwrite() adds it at fault time)
+_PAGE_READONLY = _PAGE_PRESENT | _PAGE_USER | _PAGE_ACCESSED | _PAGE_NX
+
+
+def vm_get_page_prot(vm_flags: int) -> int:
+    """vm_get_page_prot() - the protection bits of a private mapping with ``vm_flags``:
+    PAGE_NONE without VM_READ|VM_WRITE, else PAGE_READONLY (= PAGE_COPY_NOEXEC).
+
+    Models: arch/x86/mm/pgprot.c:protection_map[] and mm/mmap.c:vm_get_page_prot() (v6.18)
+    for private, non-executable mappings (VM_WRITE alone implies read on x86).
+
+    >>> vm_get_page_prot(0) == PAGE_NONE, vm_get_page_prot(0x3) & _PAGE_PRESENT
+    (True, 1)
+    """
+    return _PAGE_READONLY if vm_flags & 0x3 else PAGE_NONE
 
 
 def vm_page_prot(writable: bool) -> int:
-    """The bits a private anonymous mapping's vm_page_prot gives (PAGE_COPY_NOEXEC when
-    writable: the RW bit itself is added by pte_mkwrite() at fault time)."""
+    """The vm_page_prot of a private anonymous mapping the CPU may read: PAGE_COPY_NOEXEC
+    (the same whether writable or not; a PROT_NONE VMA's is :func:`vm_get_page_prot`'s
+    PAGE_NONE)."""
     del writable
-    return _PAGE_PRESENT | _PAGE_USER | _PAGE_ACCESSED | _PAGE_NX
+    return _PAGE_READONLY
+
+
+def __pte_needs_invert(val: int) -> bool:
+    """__pte_needs_invert() - a non-zero entry without P has its PFN bits inverted.
+
+    Models: arch/x86/include/asm/pgtable-invert.h:__pte_needs_invert() (v6.18).
+    """
+    return val != 0 and not val & _PAGE_PRESENT
+
+
+def protnone_mask(val: int) -> int:
+    """protnone_mask() - all ones for an entry whose PFN is stored inverted, else 0.
+
+    Models: arch/x86/include/asm/pgtable-invert.h:protnone_mask() (v6.18).
+    """
+    return _U64 if __pte_needs_invert(val) else 0
+
+
+def flip_protnone_guard(oldval: int, val: int, mask: int) -> int:
+    """flip_protnone_guard() - invert the ``mask`` (PFN) bits when an entry goes from
+    present to PROT_NONE or back.
+
+    Models: arch/x86/include/asm/pgtable-invert.h:flip_protnone_guard() (v6.18).
+    """
+    if __pte_needs_invert(oldval) != __pte_needs_invert(val):
+        val = (val & ~mask) | (~val & mask)
+    return val & _U64
 
 
 def pfn_pte(pfn: int, prot: int) -> int:
-    """pfn_pte() / pfn_pmd() - an entry mapping ``pfn`` with protection bits ``prot``.
+    """pfn_pte() / pfn_pmd() - an entry mapping ``pfn`` with protection bits ``prot``
+    (a PROT_NONE ``prot`` stores the PFN inverted).
 
-    Models: arch/x86/include/asm/pgtable.h:pfn_pte() (v6.18).
+    Models: arch/x86/include/asm/pgtable.h:pfn_pte() and pfn_pmd() (v6.18): with PSE in
+    ``prot`` (a PMD leaf) the PFN is masked with PHYSICAL_PMD_PAGE_MASK.
+
+    >>> hex(pfn_pte(0x1234, PAGE_NONE)), pte_pfn(pfn_pte(0x1234, PAGE_NONE)) == 0x1234
+    ('0xffffffedcb120', True)
     """
-    return ((pfn << PAGE_SHIFT) & PTE_PFN_MASK) | prot
+    mask = PHYSICAL_PMD_PAGE_MASK if prot & _PAGE_PSE else PTE_PFN_MASK
+    return (((pfn << PAGE_SHIFT) ^ protnone_mask(prot)) & mask) | prot
 
 
 def pte_pfn(pte: int) -> int:
-    """pte_pfn() - the PFN in bits 12..51 of an entry.
+    """pte_pfn() / pmd_pfn() - the PFN in bits 12..51 of an entry (un-inverted for a
+    PROT_NONE entry).
 
-    Models: arch/x86/include/asm/pgtable.h:pte_pfn() (v6.18).
+    Models: arch/x86/include/asm/pgtable.h:pte_pfn() and pmd_pfn() (v6.18): an entry with
+    PSE is a leaf PMD, whose PFN bits are pmd_pfn_mask()'s PHYSICAL_PMD_PAGE_MASK (21..51:
+    only those are inverted in a PROT_NONE PMD). The simulator uses this one function for
+    both levels; it never sets PAT (bit 7) in a 4 KiB PTE, so PSE means a PMD leaf.
     """
-    return (pte & PTE_PFN_MASK) >> PAGE_SHIFT
+    mask = PHYSICAL_PMD_PAGE_MASK if pte & _PAGE_PSE else PTE_PFN_MASK
+    return ((pte ^ protnone_mask(pte)) & mask) >> PAGE_SHIFT
+
+
+pmd_pfn = pte_pfn
 
 
 def pte_none(pte: int) -> bool:
@@ -129,11 +204,35 @@ def pte_none(pte: int) -> bool:
 
 
 def pte_present(pte: int) -> bool:
-    """pte_present() - the P bit.
+    """pte_present() - P or PROTNONE: a PROT_NONE entry is present to core mm.
 
     Models: arch/x86/include/asm/pgtable.h:pte_present() (v6.18).
     """
-    return bool(pte & _PAGE_PRESENT)
+    return bool(pte & (_PAGE_PRESENT | _PAGE_PROTNONE))
+
+
+def pte_protnone(pte: int) -> bool:
+    """pte_protnone() / pmd_protnone() - PROTNONE set and P clear.
+
+    Models: arch/x86/include/asm/pgtable.h:pte_protnone() (v6.18).
+    """
+    return pte & (_PAGE_PROTNONE | _PAGE_PRESENT) == _PAGE_PROTNONE
+
+
+def pmd_protnone(pmd: int) -> bool:
+    """pmd_protnone() - a PROT_NONE PMD leaf (PROTNONE set, P clear).
+
+    Models: arch/x86/include/asm/pgtable.h:pmd_protnone() (v6.18).
+    """
+    return pte_protnone(pmd)
+
+
+def pmd_present(pmd: int) -> bool:
+    """pmd_present() - P, PROTNONE or PSE (a PMD being split keeps PSE with P clear).
+
+    Models: arch/x86/include/asm/pgtable.h:pmd_present() (v6.18).
+    """
+    return bool(pmd & (_PAGE_PRESENT | _PAGE_PROTNONE | _PAGE_PSE))
 
 
 def pte_write(pte: int) -> bool:
@@ -273,9 +372,11 @@ def pte_modify(pte: int, newprot: int) -> int:
     ``newprot``; then, if the old entry was writable, move D to SavedDirty (mksaveddirty),
     else SavedDirty stays (clear_saveddirty acts only on RW=1).
 
-    Models: arch/x86/include/asm/pgtable.h:pte_modify() (v6.18) (no PROT_NONE inversion).
+    Models: arch/x86/include/asm/pgtable.h:pte_modify() (v6.18), with
+    flip_protnone_guard() (to or from PROT_NONE the PFN bits are inverted).
     """
     val = (pte & _PAGE_CHG_MASK) | (newprot & ~_PAGE_CHG_MASK)
+    val = flip_protnone_guard(pte, val, PTE_PFN_MASK)
     return mksaveddirty_shift(val) if pte & _PAGE_RW else clear_saveddirty_shift(val)
 
 
@@ -284,9 +385,11 @@ def pmd_modify(pmd: int, newprot: int) -> int:
     ``_HPAGE_CHG_MASK & ~_PAGE_DIRTY``: in v6.18 a hardware-dirty PMD loses D here (it is
     gone before mksaveddirty could save it; pte_modify() and pud_modify() keep it).
 
-    Models: arch/x86/include/asm/pgtable.h:pmd_modify() (v6.18).
+    Models: arch/x86/include/asm/pgtable.h:pmd_modify() (v6.18), with
+    flip_protnone_guard() on the PMD's PFN bits.
     """
     val = (pmd & _HPAGE_CHG_MASK & ~_PAGE_DIRTY) | (newprot & ~_HPAGE_CHG_MASK)
+    val = flip_protnone_guard(pmd, val, PHYSICAL_PMD_PAGE_MASK)
     return mksaveddirty_shift(val) if pmd & _PAGE_RW else clear_saveddirty_shift(val)
 
 
@@ -299,11 +402,12 @@ def pte_young(pte: int) -> bool:
 
 
 def pmd_leaf(pmd: int) -> bool:
-    """pmd_leaf() - a present PMD with PSE maps 2 MiB directly (no PTE table below).
+    """pmd_leaf() - a PMD with PSE maps 2 MiB directly (no PTE table below); a PROT_NONE
+    leaf too (a swap-format PMD never has bit 7 set).
 
     Models: arch/x86/include/asm/pgtable.h:pmd_leaf() (v6.18).
     """
-    return bool(pmd & _PAGE_PRESENT) and bool(pmd & _PAGE_PSE)
+    return bool(pmd & _PAGE_PSE)
 
 
 def swp_entry(type_: int, offset: int) -> int:
@@ -333,7 +437,8 @@ def swp_offset(entry: int) -> int:
 @dataclass(frozen=True, slots=True)
 class Entry:
     """A decoded page-table entry. ``kind`` is one of: none, table, page, huge (PMD leaf),
-    zero (special zero-page mapping), migration, device_private, swap.
+    zero (special zero-page mapping), migration, device_private, device_exclusive, swap.
+    ``present`` is pte_present(): a PROT_NONE leaf (``protnone``, P clear) is present.
 
     ``dirty`` is pte_dirty(): D (bit 6) or SavedDirty (bit 58, ``saved_dirty``), the form a
     read-only entry keeps its dirtiness in. Bit 7 is ``pse`` in a PMD/PUD (or PGD) entry and
@@ -358,10 +463,12 @@ class Entry:
     exclusive: bool = False
     saved_dirty: bool = False
     pat: bool = False
+    protnone: bool = False
 
     def __str__(self) -> str:
         bits = [n for n in ("write", "user", "accessed", "dirty", "saved_dirty", "pse", "pat",
-                            "nx", "special", "soft_dirty", "exclusive") if getattr(self, n)]
+                            "nx", "special", "soft_dirty", "exclusive", "protnone")
+                if getattr(self, n)]
         where = f" pfn={self.pfn:#x}" if self.pfn >= 0 else ""
         return f"{self.level.upper()} {self.kind}{where} [{' '.join(bits)}] raw={self.raw:#018x}"
 
@@ -379,11 +486,14 @@ def decode_entry(raw: int, level: str = "pte") -> Entry:
     >>> from pyfolio.include.linux.swapops import make_writable_migration_entry
     >>> decode_entry(make_writable_migration_entry(0x1234)).kind
     'migration'
+    >>> g = decode_entry(pte_modify(pfn_pte(0x200, bits), PAGE_NONE), "pmd")
+    >>> g.kind, hex(g.pfn), g.present, g.protnone, bool(g.raw & _PAGE_PRESENT)
+    ('huge', '0x200', True, True, False)
     """
     raw = int(raw)
     if raw == 0:
         return Entry(raw, level, "none")
-    if raw & _PAGE_PRESENT:
+    if pte_present(raw):
         leaf = level == "pte" or (level in ("pmd", "pud") and bool(raw & _PAGE_PSE))
         kind = ("zero" if raw & _PAGE_SPECIAL else ("huge" if level != "pte" else "page")) \
             if leaf else "table"
@@ -392,9 +502,11 @@ def decode_entry(raw: int, level: str = "pte") -> Entry:
                      bool(raw & _PAGE_USER), bool(raw & _PAGE_ACCESSED), pte_dirty(raw),
                      bit7 and level != "pte", bool(raw & _PAGE_NX), bool(raw & _PAGE_SPECIAL),
                      bool(raw & _PAGE_SOFT_DIRTY), bool(raw & _PAGE_UFFD_WP),
-                     saved_dirty=bool(raw & _PAGE_SAVED_DIRTY), pat=bit7 and level == "pte")
+                     saved_dirty=bool(raw & _PAGE_SAVED_DIRTY), pat=bit7 and level == "pte",
+                     protnone=pte_protnone(raw))
     from pyfolio.include.linux.swapops import (
         SwpType,
+        is_device_exclusive_entry,
         is_device_private_entry,
         is_migration_entry,
     )
@@ -404,6 +516,8 @@ def decode_entry(raw: int, level: str = "pte") -> Entry:
         kind = "migration"
     elif is_device_private_entry(raw):
         kind = "device_private"
+    elif is_device_exclusive_entry(raw):
+        kind = "device_exclusive"
     else:
         kind = "swap"
     write = t in (SwpType.SWP_MIGRATION_WRITE, SwpType.SWP_DEVICE_WRITE)

@@ -21,8 +21,10 @@ from pyfolio.arch.x86.pgtable import (
     _PAGE_UFFD_WP,
     pmd_dirty,
     pmd_leaf,
+    pmd_present,
     pte_dirty,
     pte_pfn,
+    pte_present,
     pte_young,
     swp_offset,
     swp_type,
@@ -49,6 +51,7 @@ from pyfolio.include.linux.mm_types import (
 from pyfolio.include.linux.swapops import (
     is_device_private_entry,
     is_migration_entry,
+    is_pfn_swap_entry,
     is_swap_pte,
     non_swap_entry,
     pte_to_swp_entry,
@@ -127,7 +130,7 @@ def _pagemap_one(m: Machine, mm: MMStruct, addr: int) -> int:
                                                       and not pmd_leaf(raw)):
         return flags  # pagemap_pte_hole() or pte_none(): only the VMA's soft-dirty
     idx = (addr & (PMD_SIZE - 1)) >> PAGE_SHIFT if w.level == "pmd" else 0
-    if raw & _PAGE_PRESENT:
+    if pte_present(raw):  # pte_present() / pmd_present(): a PROT_NONE entry too
         return flags | _pagemap_present(m, raw, w.level == "pmd", idx)
     return flags | _pagemap_swap(m, raw, idx)
 
@@ -284,15 +287,16 @@ def smaps_account(mss: MemSizeStats, m: Machine, pfn: int, compound: bool, young
 
 
 def smaps_pte_entry(mss: MemSizeStats, m: Machine, pte: int) -> None:
-    """smaps_pte_entry() - one PTE: a present one through vm_normal_page() (no page for the
-    zero page or a special PTE); a migration entry (not present) or a device-private
-    one ("fake-present") through the PFN it holds.
+    """smaps_pte_entry() - one PTE: a present one (pte_present(): PROT_NONE too) through
+    vm_normal_page() (no page for the zero page or a special PTE); a migration or
+    device-exclusive entry (not present) or a device-private one ("fake-present") through
+    the PFN it holds (is_pfn_swap_entry()).
 
     Models: fs/proc/task_mmu.c:smaps_pte_entry() (v6.18). A swap entry of a real swap
     area adds a page to Swap and to SwapPss a page divided by swp_swapcount(), the number
     of page tables holding the slot (so half a page each after a fork).
     """
-    if pte & _PAGE_PRESENT:
+    if pte_present(pte):
         pfn = pte_pfn(pte)
         if pte & _PAGE_SPECIAL or is_zero_pfn(m, pfn):
             return
@@ -303,7 +307,7 @@ def smaps_pte_entry(mss: MemSizeStats, m: Machine, pte: int) -> None:
         mss.swap += PAGE_SIZE
         mapcount = swp_swapcount(m, pte_to_swp_entry(pte))
         mss.swap_pss += (PAGE_SIZE << PSS_SHIFT) // (mapcount if mapcount >= 2 else 1)
-    elif is_migration_entry(pte) or is_device_private_entry(pte):
+    elif is_pfn_swap_entry(pte):
         smaps_account(mss, m, swp_offset(pte), False, False, False,
                       is_device_private_entry(pte))
 
@@ -320,7 +324,7 @@ def smaps_pmd_entry(mss: MemSizeStats, m: Machine, pmd: int) -> None:
     bits whether it is present or not, as the kernel does; a swap-format PMD has no A
     bit, and its inverted offset usually sets the SavedDirty bit (bit 58).
     """
-    if pmd & _PAGE_PRESENT:
+    if pmd_present(pmd):  # a PROT_NONE leaf too
         pfn, present = pte_pfn(pmd), True
         if is_zero_pfn(m, pfn):
             return

@@ -115,6 +115,15 @@ class VMA:
     def writable(self) -> bool:
         return bool(self.vm_flags & VM.WRITE)
 
+    @property
+    def vm_page_prot(self) -> int:
+        """vma->vm_page_prot as vma_set_page_prot() keeps it: PAGE_NONE for a PROT_NONE VMA,
+        PAGE_COPY_NOEXEC for a private one, RW for a writable shared one that does not want
+        write notification (:func:`pyfolio.mm.memory_file.vma_page_prot`)."""
+        from pyfolio.mm.memory_file import vma_page_prot
+
+        return vma_page_prot(self)
+
     def linear_page_index(self, addr: int) -> int:
         """linear_page_index() - the folio->index an anon page faulted at ``addr`` gets."""
         return ((addr - self.vm_start) >> PAGE_SHIFT) + self.vm_pgoff

@@ -1,6 +1,6 @@
 """Swap entries: the arch-independent ``swp_entry_t`` of a swap slot and its page-table
-form, and the swap-format entries that are not swap (migration and device-private entries,
-told apart by the special swap types).
+form, and the swap-format entries that are not swap (migration, device-private and
+device-exclusive entries, told apart by the special swap types).
 
 Models: include/linux/swapops.h and include/linux/swap.h (v6.18). A ``swp_entry_t`` is an
 int here, its ``val``: ``type << SWP_TYPE_SHIFT | offset`` (swp_entry()); its page-table
@@ -20,10 +20,10 @@ from __future__ import annotations
 import enum
 
 from pyfolio.arch.x86.pgtable import (
-    _PAGE_PRESENT,
     _PAGE_SWP_EXCLUSIVE,
     _PAGE_SWP_SOFT_DIRTY,
     _PAGE_SWP_UFFD_WP,
+    pte_present,
 )
 from pyfolio.arch.x86.pgtable import swp_entry as __swp_entry
 from pyfolio.arch.x86.pgtable import swp_offset as __swp_offset
@@ -38,7 +38,8 @@ __all__ = ["SwpType", "SWP_TYPE_SHIFT", "SWP_OFFSET_MASK", "swp_entry", "swp_typ
            "make_writable_migration_entry", "make_readable_device_private_entry",
            "make_writable_device_private_entry", "is_migration_entry",
            "is_writable_migration_entry", "is_device_private_entry",
-           "is_writable_device_private_entry"]
+           "is_writable_device_private_entry", "make_device_exclusive_entry",
+           "is_device_exclusive_entry", "is_pfn_swap_entry"]
 
 
 class SwpType(enum.IntEnum):
@@ -95,7 +96,7 @@ def make_writable_device_private_entry(pfn: int) -> int:
 
 
 def _is_swp(entry: int) -> bool:
-    return entry != 0 and not entry & _PAGE_PRESENT
+    return entry != 0 and not pte_present(entry)  # is_swap_pte(): PROT_NONE is present
 
 
 def is_migration_entry(entry: int) -> bool:
@@ -190,11 +191,12 @@ def pte_to_swp_entry(pte: int) -> int:
 
 
 def is_swap_pte(pte: int) -> bool:
-    """is_swap_pte() - neither none nor present: a swap-format entry of any type.
+    """is_swap_pte() - neither none nor present (pte_present(): P or PROTNONE): a
+    swap-format entry of any type.
 
     Models: include/linux/swapops.h:is_swap_pte() (v6.18).
     """
-    return pte != 0 and not pte & _PAGE_PRESENT
+    return pte != 0 and not pte_present(pte)
 
 
 def non_swap_entry(entry: int) -> bool:
@@ -261,3 +263,31 @@ def pte_move_swp_offset(pte: int, delta: int) -> int:
     entry = pte_to_swp_entry(pte)
     return swp_entry_to_pte(swp_entry(swp_type(entry), swp_offset(entry) + delta)) \
         | (pte & _SWP_FLAGS)
+
+
+def make_device_exclusive_entry(pfn: int) -> int:
+    """make_device_exclusive_entry() - a device-exclusive entry for ``pfn``: the page stays
+    mapped (mapcount, reference and RSS kept) but the CPU faults on it, so the device may
+    operate on it atomically. One type since 6.14 (no readable/writable pair).
+
+    Models: include/linux/swapops.h:make_device_exclusive_entry() (v6.18).
+    """
+    return __swp_entry(SwpType.SWP_DEVICE_EXCLUSIVE, pfn)
+
+
+def is_device_exclusive_entry(entry: int) -> bool:
+    """is_device_exclusive_entry() - a SWP_DEVICE_EXCLUSIVE entry?
+
+    Models: include/linux/swapops.h:is_device_exclusive_entry() (v6.18).
+    """
+    return _is_swp(entry) and __swp_type(entry) == SwpType.SWP_DEVICE_EXCLUSIVE
+
+
+def is_pfn_swap_entry(entry: int) -> bool:
+    """is_pfn_swap_entry() - a swap-format entry whose offset is a PFN: migration,
+    device-private, device-exclusive (or hwpoison, not modelled).
+
+    Models: include/linux/swapops.h:is_pfn_swap_entry() (v6.18).
+    """
+    return (is_migration_entry(entry) or is_device_private_entry(entry)
+            or is_device_exclusive_entry(entry))
