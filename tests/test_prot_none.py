@@ -13,9 +13,10 @@ from pyfolio.arch.x86.pgtable import _PAGE_PRESENT, _PAGE_PROTNONE, PTE_PFN_MASK
 from pyfolio.include.linux.mm_types import VM
 from pyfolio.mm.debug_vm import snapshot
 from pyfolio.sim.errors import EFAULT, EINVAL, MmError, SegmentationFault
+from pyfolio.system import Process
 
 
-def _thp(m: System) -> tuple[object, int]:
+def _thp(m: System) -> tuple[Process, int]:
     p, a = m.spawn_with_thp(4 * MiB)
     return p, a
 

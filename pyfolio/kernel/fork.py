@@ -1,10 +1,11 @@
 """fork and exit of an address space.
 
-Models: kernel/fork.c:dup_mm() / dup_mmap() (v6.18): every VMA is copied, anon_vma_fork()
-links the child into the parent's anon_vmas, a file VMA's copy takes a file reference and
-joins the file's i_mmap, and copy_page_range() shares the pages (none for a VMA without an
-anon_vma, such as a shared file or shmem mapping: the child faults those in); and
-check_mm(), the RSS-counter check when an mm is freed.
+Models: kernel/fork.c:dup_mm() and mm/mmap.c:dup_mmap() (v6.18; dup_mmap() moved there
+from kernel/fork.c before 6.18): every VMA is copied, anon_vma_fork() links the child into
+the parent's anon_vmas, a file VMA's copy takes a file reference and joins the file's
+i_mmap, and copy_page_range() shares the pages (none for a VMA without an anon_vma, such as
+a shared file or shmem mapping: the child faults those in); and check_mm(), the
+RSS-counter check when an mm is freed.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pyfolio.arch.x86.pgtable import pte_alloc_one
-from pyfolio.include.linux.mm_types import MM_COUNTER_NAMES, VMA, MMStruct
+from pyfolio.include.linux.mm_types import MM_COUNTER_NAMES, VM, VMA, MMStruct
 from pyfolio.mm.memory import copy_page_range
 from pyfolio.mm.mmap import exit_mmap
 from pyfolio.mm.rmap import anon_vma_fork
@@ -38,21 +39,28 @@ def mm_alloc(m: Machine) -> MMStruct:
 def dup_mm(oldmm: MMStruct) -> MMStruct:
     """dup_mm() - the child's copy of ``oldmm`` (dup_mmap() over every VMA).
 
-    Models: kernel/fork.c:dup_mm() and dup_mmap() (v6.18). If a copy runs out of memory
-    (a page table or a page for a pinned page's copy: copy_page_range() returns -ENOMEM),
-    dup_mmap() stops at that VMA and dup_mm() tears the half-built child down
-    (``free_pt:`` mmput() -> exit_mmap(), which stops at the XA_ZERO_ENTRY dup_mmap()
-    left after the failing VMA) and fork() fails with ENOMEM (MmError). The parent keeps
-    what copy_page_range() did to it (entries write-protected, pages no longer
-    anon-exclusive), as the kernel's does.
+    Models: kernel/fork.c:dup_mm() and mm/mmap.c:dup_mmap() (v6.18): a VM_DONTCOPY VMA
+    (MADV_DONTFORK) is left out of the child; a VM_WIPEONFORK one (MADV_WIPEONFORK) is
+    copied without its anon_vma ("a clean slate": tmp->anon_vma = NULL) and without
+    copy_page_range(), so the child faults fresh zeroed pages (or the zero page) there.
+    If a copy runs out of memory (a page table or a page for a pinned page's copy:
+    copy_page_range() returns -ENOMEM), dup_mmap() stops at that VMA and dup_mm() tears
+    the half-built child down (``free_pt:`` mmput() -> exit_mmap(), which stops at the
+    XA_ZERO_ENTRY dup_mmap() left after the failing VMA) and fork() fails with ENOMEM
+    (MmError). The parent keeps what copy_page_range() did to it (entries
+    write-protected, pages no longer anon-exclusive), as the kernel's does.
     """
     from pyfolio.mm.mmap import get_file
 
     mm = mm_alloc(oldmm.m)
     try:
         for vma in oldmm.vmas:
+            if vma.vm_flags & VM.DONTCOPY:
+                continue
             new = VMA(mm, vma.vm_start, vma.vm_end, vma.vm_flags, vma.vm_pgoff)
             mm.vmas.append(new)
+            if vma.vm_flags & VM.WIPEONFORK:
+                continue
             anon_vma_fork(new, vma)
             if vma.vm_file is not None:  # get_file(); the child's VMA joins the file's i_mmap
                 new.vm_file, new.vm_ops = get_file(vma.vm_file), vma.vm_ops

@@ -47,7 +47,8 @@ __all__ = ["run_steps", "main"]
 PROT_NONE, PROT_READ, PROT_WRITE = 0, 1, 2
 MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS, MAP_NORESERVE = 0x02, 0x10, 0x20, 0x4000
 #: include/uapi/asm-generic/mman-common.h
-MADV = {"dontneed": 4, "free": 8, "remove": 9, "hugepage": 14, "nohugepage": 15, "cold": 20,
+MADV = {"dontneed": 4, "free": 8, "remove": 9, "dontfork": 10, "dofork": 11, "hugepage": 14,
+        "nohugepage": 15, "wipeonfork": 18, "keeponfork": 19, "cold": 20,
         "pageout": 21, "collapse": 25}
 PMD = 2 << 20
 PAGE = 4096

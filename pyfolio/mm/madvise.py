@@ -1,15 +1,18 @@
 """madvise: MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_DONTNEED, MADV_FREE, MADV_COLD,
-MADV_PAGEOUT, MADV_COLLAPSE, MADV_REMOVE.
+MADV_PAGEOUT, MADV_COLLAPSE, MADV_REMOVE, MADV_DONTFORK, MADV_DOFORK, MADV_WIPEONFORK,
+MADV_KEEPONFORK.
 
 Models: mm/madvise.c (v6.18): madvise_update_vma() splits VMAs for the flag-setting
-advice; MADV_DONTNEED zaps (zap_page_range_single()); MADV_FREE marks exclusively mapped
-anonymous pages clean and lazy-free (madvise_free_single_vma(),
-madvise_free_pte_range(); a small folio only when this CPU's LRU batch drains, see
-:mod:`pyfolio.mm.swap`), splitting a large folio it covers only in part; MADV_COLD
-deactivates exclusively mapped pages (madvise_cold_or_pageout_pte_range()), splitting the
-same way; MADV_PAGEOUT walks the same way and hands the folios to reclaim
-(:mod:`pyfolio.mm.vmscan`: swapped out where a swap area is active); MADV_COLLAPSE
-goes VMA by VMA to mm/khugepaged.c:madvise_collapse() (:mod:`pyfolio.mm.khugepaged`).
+advice (HUGEPAGE/NOHUGEPAGE: VM_HUGEPAGE, VM_NOHUGEPAGE; DONTFORK/DOFORK: VM_DONTCOPY;
+WIPEONFORK/KEEPONFORK: VM_WIPEONFORK, which fork reads in dup_mmap()); MADV_DONTNEED
+zaps (zap_page_range_single()); MADV_FREE marks exclusively mapped anonymous pages clean
+and lazy-free (madvise_free_single_vma(), madvise_free_pte_range(); a small folio only
+when this CPU's LRU batch drains, see :mod:`pyfolio.mm.swap`), splitting a large folio it
+covers only in part; MADV_COLD deactivates exclusively mapped pages
+(madvise_cold_or_pageout_pte_range()), splitting the same way; MADV_PAGEOUT walks the same
+way and hands the folios to reclaim (:mod:`pyfolio.mm.vmscan`: swapped out where a swap
+area is active); MADV_COLLAPSE goes VMA by VMA to mm/khugepaged.c:madvise_collapse()
+(:mod:`pyfolio.mm.khugepaged`).
 """
 
 from __future__ import annotations
@@ -62,7 +65,13 @@ if TYPE_CHECKING:
 __all__ = ["do_madvise", "ADVICE", "madvise_free_single_vma", "madvise_cold_page_range",
            "madvise_pageout_page_range", "madvise_remove"]
 
-ADVICE = ("hugepage", "nohugepage", "dontneed", "free", "cold", "pageout", "collapse", "remove")
+ADVICE = ("hugepage", "nohugepage", "dontneed", "free", "cold", "pageout", "collapse",
+          "remove", "dontfork", "dofork", "wipeonfork", "keeponfork")
+#: the flag-setting advice: (flags set, flags cleared) (madvise_vma_behavior())
+_VMA_FLAGS = {"hugepage": (VM.HUGEPAGE, VM.NOHUGEPAGE),
+              "nohugepage": (VM.NOHUGEPAGE, VM.HUGEPAGE),
+              "dontfork": (VM.DONTCOPY, VM(0)), "dofork": (VM(0), VM.DONTCOPY),
+              "wipeonfork": (VM.WIPEONFORK, VM(0)), "keeponfork": (VM(0), VM.WIPEONFORK)}
 
 
 def do_madvise(mm: MMStruct, start: int, length: int, advice: str) -> None:
@@ -97,12 +106,10 @@ def do_madvise(mm: MMStruct, start: int, length: int, advice: str) -> None:
     if advice == "remove":
         for vma in mm.vmas_between(start, end):
             madvise_remove(vma, max(vma.vm_start, start), min(vma.vm_end, end))
-    elif advice in ("hugepage", "nohugepage"):
+    elif advice in _VMA_FLAGS:
+        add, drop = _VMA_FLAGS[advice]
         for vma in _vmas_in(mm, start, end):
-            if advice == "hugepage":
-                vma.vm_flags = (vma.vm_flags & ~VM.NOHUGEPAGE) | VM.HUGEPAGE
-            else:
-                vma.vm_flags = (vma.vm_flags & ~VM.HUGEPAGE) | VM.NOHUGEPAGE
+            vma.vm_flags = (vma.vm_flags & ~drop) | add
         vma_merge_range(mm, start, end)
     else:
         for vma in mm.vmas_between(start, end):

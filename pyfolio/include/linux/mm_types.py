@@ -67,6 +67,10 @@ class VM(enum.IntFlag):
     MAYWRITE = 0x20
     MAYEXEC = 0x40
     MAYSHARE = 0x80
+    #: MADV_DONTFORK: fork() leaves this VMA out of the child
+    DONTCOPY = 0x00020000
+    #: MADV_WIPEONFORK: the child gets the VMA empty (no anon_vma, no pages)
+    WIPEONFORK = 0x02000000
     #: CONFIG_MEM_SOFT_DIRTY=y (0 without it): "not soft dirty clean area". Set on every
     #: new VMA (mm/vma.c:__mmap_complete()); only clear_refs (writing 4) clears it.
     SOFTDIRTY = 0x08000000
