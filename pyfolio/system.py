@@ -595,6 +595,32 @@ class Process:
         self._live()
         do_madvise(self.mm, to_ulong(addr), to_size(length), _word(advice, "advice"))
 
+    def mremap(self, old_addr: int, old_len: int | str, new_len: int | str, *,
+               maymove: bool = False, new_addr: int | None = None,
+               dontunmap: bool = False) -> int:
+        """mremap(old_addr, old_len, new_len, flags, new_addr): the mapping's address after.
+
+        ``maymove`` is MREMAP_MAYMOVE, ``new_addr`` MREMAP_FIXED to that address (which
+        needs ``maymove``), ``dontunmap`` MREMAP_DONTUNMAP (the old range stays mapped,
+        empty). Page-table entries move as they are (mm/mremap.c:do_mremap(), see
+        :func:`pyfolio.mm.mremap.do_mremap`); MmError with the kernel's errno otherwise.
+
+        >>> from pyfolio import MiB
+        >>> m = System(ram="16M"); p, a = m.spawn_with_thp(4 * MiB)
+        >>> p.mremap(a, 2 * MiB, 1 * MiB) == a, p.status()["RssAnon"]
+        (True, 1024)
+        """
+        from pyfolio.mm.mremap import MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE, do_mremap
+
+        self._live()
+        for name, flag in (("maymove", maymove), ("dontunmap", dontunmap)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"mremap: {name} must be True or False, not {flag!r}")
+        flags = (MREMAP_MAYMOVE if maymove else 0) | (MREMAP_DONTUNMAP if dontunmap else 0) \
+            | (MREMAP_FIXED if new_addr is not None else 0)
+        return do_mremap(self.mm, old_addr, parse_size(old_len), parse_size(new_len), flags,
+                         new_addr or 0)
+
     def fork(self) -> Process:
         """fork(): a child sharing every anonymous page copy-on-write."""
         from pyfolio.mm.mmap import get_file

@@ -258,7 +258,7 @@ def _scan_pte_table(m: Machine, mm: MMStruct, table: int, base: int, owner: np.n
         return
     raw = tbl[idx]
     addr = base + (idx.astype(np.int64) << PAGE_SHIFT)
-    present = (raw & np.uint64(_PAGE_PRESENT)) != 0
+    present = (raw & np.uint64(_PAGE_PRESENT)) != 0  # (PROT_NONE entries: one by one)
     typ = raw >> np.uint64(59)
     device = ~present & ((typ == np.uint64(SwpType.SWP_DEVICE_WRITE))
                          | (typ == np.uint64(SwpType.SWP_DEVICE_READ)))

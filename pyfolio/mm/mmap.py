@@ -63,23 +63,27 @@ def mm_get_unmapped_area(mm: MMStruct, length: int, align: int = PAGE_SIZE,
 
 
 def get_unmapped_area(mm: MMStruct, length: int, file: File | None = None, pgoff: int = 0,
-                      shared: bool = False) -> int:
+                      shared: bool = False, hint: int = 0) -> int:
     """__get_unmapped_area() - where a new mapping goes.
 
     Models: mm/mmap.c:__get_unmapped_area() (v6.18): a file's own ``get_unmapped_area``
     (ext4: thp_get_unmapped_area(); tmpfs and memfd: shmem_get_unmapped_area()); a
     MAP_SHARED|MAP_ANONYMOUS mapping goes to shmem_get_unmapped_area() too; a private
     anonymous mapping whose length is a multiple of PMD_SIZE is placed 2 MiB aligned
-    (thp_get_unmapped_area_vmflags()), so that THPs can back it; other mappings are only
-    page aligned.
+    (thp_get_unmapped_area_vmflags()), so that THPs can back it, unless the caller gave a
+    ``hint``; other mappings are only page aligned. A page-aligned ``hint`` whose range is
+    free is taken as it is (arch_get_unmapped_area_topdown(); mremap's new address).
     """
+    if hint and not hint & (PAGE_SIZE - 1) and hint + length <= TASK_SIZE and \
+            not mm.vmas_between(hint, hint + length):
+        return hint
     if file is not None and file.f_op.get_unmapped_area is not None:
         return file.f_op.get_unmapped_area(mm, file, length, pgoff)
     if file is None and shared:
         from pyfolio.mm.shmem import shmem_get_unmapped_area
 
         return shmem_get_unmapped_area(mm, None, length, 0)
-    if file is None and length % PMD_SIZE == 0:
+    if file is None and length % PMD_SIZE == 0 and not hint:
         return mm_get_unmapped_area(mm, length, PMD_SIZE)
     return mm_get_unmapped_area(mm, length)
 
