@@ -525,6 +525,47 @@ def test_recorded_per_size_stats_and_rss_are_the_kernel_counting_sites() -> None
     assert _moved(R["mthp_64k_free"][4]) == {f"{small}/nr_anon": -3, "RssAnon": -256}
 
 
+def test_recorded_mremap_and_prot_none_are_the_measured_tables() -> None:
+    """The mremap and PROT_NONE steps recorded on 6.18.44 show what the research notes
+    measured (device_api §M1, §M2): a PMD moved whole or split, folios kept, RSS unchanged
+    by moves and protection changes, numa_huge_pte_updates for each whole-PMD mprotect."""
+    R = load_recorded()["observations"]
+
+    def moved(obs: dict[str, Any]) -> dict[str, int]:
+        return {k: v for k, v in obs["vmstat"].items() if v and k != "thp_zero_page_alloc"}
+
+    move = R["mremap_move"][3]
+    assert move["proc"]["layout"] == [["none", 1024], ["large", 512], ["none", 512]]
+    assert (move["proc"]["anon_huge_kb"], moved(move), move["rss_anon_kb"]) == (2048, {}, 0)
+    mis = R["mremap_misaligned"][3]
+    assert mis["proc"]["layout"] == [["none", 1025], ["large", 512], ["none", 511]]
+    assert (mis["proc"]["anon_huge_kb"], mis["proc"]["rss_kb"]) == (0, 2048)
+    assert moved(mis) == {"thp_split_pmd": 1} and moved(R["mremap_misaligned"][4]) == {}
+    shrink, drop = R["mremap_shrink"][3], R["mremap_shrink"][4]
+    assert moved(shrink) == {"thp_split_pmd": 1, "thp_deferred_split_page": 1}
+    assert shrink["rss_anon_kb"] == -1024 and moved(drop) == {"thp_split_page": 1}
+    assert drop["proc"]["layout"] == [["small", 256], ["none", 768]]
+    grow = R["mremap_grow"]
+    assert grow[4]["status"] == "error: ENOMEM" and grow[6]["status"] == "ok"
+    assert moved(grow[7]) == {"thp_fault_alloc": 1} and grow[7]["rss_anon_kb"] == 2048
+    one = R["mremap_one_page"]
+    assert moved(one[3]) == {"thp_split_pmd": 1} and one[3]["rss_anon_kb"] == 0
+    assert moved(one[4]) == {"thp_deferred_split_page": 1} and moved(one[5]) == {
+        "thp_split_page": 1}
+    assert one[5]["proc"]["layout"] == [["none", 768], ["small", 1], ["none", 255]]
+    keep = R["mremap_dontunmap"]
+    assert keep[4]["proc"]["layout"][0] == ["huge_zero", 512] and keep[4]["rss_anon_kb"] == 0
+    two = R["mremap_two_vmas"][6]
+    assert two["proc"]["layout"] == [["none", 1536], ["large", 512], ["none", 512],
+                                     ["large", 512]] and moved(two) == {}
+    none, back = R["prot_none_thp"][3], R["prot_none_thp"][4]
+    for obs in (none, back):
+        assert obs["proc"]["layout"] == [["large", 512]] and obs["proc"]["anon_huge_kb"] == 2048
+        assert moved(obs) == {"numa_huge_pte_updates": 1} and obs["rss_anon_kb"] == 0
+    page = R["prot_none_page"][3]
+    assert moved(page) == {"thp_split_pmd": 1} and page["proc"]["anon_huge_kb"] == 0
+
+
 # -- on the running kernel (skipped with the reason where it cannot run) ---------------------
 
 

@@ -36,6 +36,7 @@ from pyfolio.kernel_lab import readers, swap_area
 from pyfolio.kernel_lab.scenarios import (
     MTHP_SIZES,
     Step,
+    mremap_args,
     mthp_delta,
     observe,
     observe_swap,
@@ -64,6 +65,11 @@ for _name in ("munmap", "madvise", "mprotect"):
     getattr(_libc, _name).argtypes = [ctypes.c_void_p, ctypes.c_size_t] + (
         [ctypes.c_int] if _name != "munmap" else [])
 _libc.syscall.restype = ctypes.c_long
+_libc.mremap.restype = ctypes.c_void_p
+_libc.mremap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int,
+                         ctypes.c_void_p]
+#: include/uapi/linux/mman.h
+MREMAP = {"maymove": 1, "fixed": 2, "dontunmap": 4}
 
 
 class _Iovec(ctypes.Structure):
@@ -125,8 +131,10 @@ class _Run:
         elif s.op == "madvise":
             _check(_libc.madvise(a, s.length, MADV[s.arg]), f"madvise {s.arg}")
         elif s.op == "mprotect":
-            prot = PROT_READ | (PROT_WRITE if "w" in s.arg else 0)
+            prot = {"none": PROT_NONE, "r": PROT_READ, "rw": PROT_READ | PROT_WRITE}[s.arg]
             _check(_libc.mprotect(a, s.length, prot), "mprotect")
+        elif s.op == "mremap":
+            self._mremap(a, s)
         elif s.op == "munmap":
             _check(_libc.munmap(a, s.length), "munmap")
         elif s.op == "fork_and_write_in_child":
@@ -165,6 +173,16 @@ class _Run:
         if not self.scratch:
             self.scratch = _map_region(PAGE)
         _check(_libc.madvise(self.scratch, PAGE, MADV["cold"]), "madvise cold (drain)")
+
+    def _mremap(self, addr: int, s: Step) -> None:
+        """mremap(2) through libc; the destination is an offset into the region."""
+        new_len, flags, dst = mremap_args(s)
+        bits = sum(MREMAP[f] for f in flags)
+        got = _libc.mremap(addr, s.length, new_len, bits,
+                           self.base + dst if dst is not None else None)
+        if got == ctypes.c_void_p(-1).value:
+            e = ctypes.get_errno()
+            raise OSError(e, f"mremap: {errno.errorcode.get(e, e)}")
 
     def _fork_and_write(self, addr: int) -> None:
         self._fork(addr, write=True)

@@ -27,6 +27,7 @@ from pyfolio.kernel_lab.scenarios import (
     COUNTERS,
     Scenario,
     Step,
+    mremap_args,
     mthp_delta,
     observe,
     observe_swap,
@@ -120,6 +121,11 @@ class SimulatorBackend:
                 p.madvise(a, s.length, s.arg)
             elif s.op == "mprotect":
                 p.mprotect(a, s.length, s.arg)
+            elif s.op == "mremap":
+                new_len, flags, dst = mremap_args(s)
+                p.mremap(a, s.length, new_len, maymove="maymove" in flags,
+                         new_addr=state["base"] + dst if dst is not None else None,
+                         dontunmap="dontunmap" in flags)
             elif s.op == "munmap":
                 p.munmap(a, s.length)
             elif s.op == "fork_and_write_in_child":

@@ -50,7 +50,7 @@ __all__ = ["Step", "Scenario", "SCENARIOS", "COUNTERS", "EXPLAINED", "NOT_FAILED
            "MTHP_SIZES", "MTHP_EXPLAINED", "SMAPS_KB", "LAZYFREE_TIMING", "FIELDS",
            "SWAP_FIELDS", "SWAP_COUNTERS", "FILE_FIELDS", "PAGE_CACHE_COUNTERS", "MTHP_SWAP",
            "observe", "observe_swap", "swap_runs",
-           "layout_of", "rle", "vmstat_delta", "mthp_delta"]
+           "layout_of", "rle", "vmstat_delta", "mthp_delta", "mremap_args"]
 
 #: the operations a step may perform (the second line: on the scenario's file, see
 #: :mod:`pyfolio.kernel_lab.file_scenarios`)
@@ -58,7 +58,7 @@ OPS = ("mmap", "madvise", "write", "read", "mprotect", "munmap", "fork_and_write
        "child_exit", "drop_caches", "pin", "unpin", "split", "lru_add_drain", "swapon",
        "swapoff", "fork", "child_read", "zero",
        "create", "pwrite", "pread", "fsync", "evict", "punch", "ftruncate",
-       "fork_and_read_in_child")
+       "fork_and_read_in_child", "mremap")
 
 #: the vmstat counters a scenario may explain (the rest move with other processes too)
 COUNTERS = ("thp_fault_alloc", "thp_fault_fallback", "thp_split_pmd", "thp_split_page",
@@ -67,7 +67,7 @@ COUNTERS = ("thp_fault_alloc", "thp_fault_fallback", "thp_split_pmd", "thp_split
             "thp_swpout", "thp_swpout_fallback", "swpout_zero", "swpin_zero", "swap_ra",
             "swap_ra_hit", "pgmajfault", "pglazyfreed", "thp_file_alloc", "thp_file_mapped",
             "nr_shmem_hugepages", "nr_file_hugepages", "nr_shmem_pmdmapped",
-            "nr_file_pmdmapped")
+            "nr_file_pmdmapped", "numa_huge_pte_updates")
 #: the reclaim counters (mm/vmstat.c names) a swap scenario explains
 SWAP_COUNTERS = ("pswpin", "pswpout", "thp_swpout", "thp_swpout_fallback", "swpout_zero",
                  "swpin_zero", "swap_ra", "swap_ra_hit", "pgmajfault", "pglazyfreed")
@@ -117,7 +117,10 @@ class Step:
 
     ``pin`` pins pages with FOLL_PIN | FOLL_LONGTERM (on the kernel: io_uring fixed
     buffers, a way any process can pin its own pages) and ``unpin`` drops every pin the
-    scenario took; ``split`` is debugfs
+    scenario took; ``mprotect`` takes "none", "r" or "rw"; ``mremap`` moves or resizes
+    [off, off + length), its ``arg`` the tokens of :func:`mremap_args` ("new=1024" for a
+    new length in KiB, "to=4096" MREMAP_MAYMOVE|MREMAP_FIXED to that offset in KiB,
+    "dontunmap"); ``split`` is debugfs
     ``split_huge_pages`` over the range (where the kernel allows it); ``drop_caches`` runs
     the shrinkers (``echo 2 > /proc/sys/vm/drop_caches``); ``lru_add_drain`` drains the
     CPU's LRU batches (see the module docstring). ``unsettled``: fields not compared
@@ -154,6 +157,12 @@ class Step:
             return f"mmap({self.length // KiB} KiB)"
         if self.op == "fork_and_write_in_child":
             return f"fork, child writes +{self.off // KiB} KiB"
+        if self.op == "mremap":
+            new_len, flags, dst = mremap_args(self)
+            to = f" to +{dst // KiB} KiB" if dst is not None else ""
+            extra = "".join(f", {f}" for f in flags if f == "dontunmap")
+            return (f"mremap(+{self.off // KiB} KiB, {self.length // KiB} KiB -> "
+                    f"{new_len // KiB} KiB{to}{extra})")
         arg = f", {self.arg}" if self.arg else ""
         return f"{self.op}(+{self.off // KiB} KiB, {self.length // KiB} KiB{arg})"
 
@@ -213,6 +222,12 @@ def _thp(*more: Step, size: int = 2 * MiB, written: int | None = None) -> tuple[
             Step("write", 0, size if written is None else written)) + more
 
 
+def _thp_in(region: int, *more: Step) -> tuple[Step, ...]:
+    """A ``region``-byte mapping whose first 2 MiB are one written THP, then ``more``."""
+    return (Step("mmap", 0, region), Step("madvise", 0, 2 * MiB, "hugepage"),
+            Step("write", 0, 2 * MiB)) + more
+
+
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("thp_fault", "THP fault (MADV_HUGEPAGE)", _thp()),
     Scenario("nohugepage", "MADV_NOHUGEPAGE after MADV_HUGEPAGE: small pages",
@@ -270,7 +285,52 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                   Step("munmap", 0, 256 * KiB, unsettled=("pglazyfree",)),
                   Step("lru_add_drain"), size=256 * KiB),
              settings=(("hugepages-64kB/enabled", "madvise"),)),
+    Scenario("prot_none_thp", "PROT_NONE on a whole THP and back: the PMD stays",
+             _thp(Step("mprotect", 0, 2 * MiB, "none"), Step("mprotect", 0, 2 * MiB, "rw"))),
+    Scenario("prot_none_page", "PROT_NONE on one page of a THP: the PMD splits",
+             _thp(Step("mprotect", 4 * KiB, 4 * KiB, "none"),
+                  Step("mprotect", 4 * KiB, 4 * KiB, "rw"))),
+    Scenario("mremap_move", "mremap a THP to a 2 MiB boundary: the PMD moves whole",
+             _thp_in(8 * MiB, Step("mremap", 0, 2 * MiB, "to=4096"))),
+    Scenario("mremap_misaligned", "mremap a THP 4 KiB past a boundary: PMD split, folio kept",
+             _thp_in(8 * MiB, Step("mremap", 0, 2 * MiB, "to=4100"), Step("drop_caches"))),
+    Scenario("mremap_shrink", "mremap shrinks a THP to 1 MiB, then the shrinker",
+             _thp_in(4 * MiB, Step("mremap", 0, 2 * MiB, "new=1024"), Step("drop_caches"))),
+    Scenario("mremap_grow", "mremap grows a THP: blocked by a neighbour, then in place",
+             _thp_in(4 * MiB, Step("madvise", 2 * MiB, 2 * MiB, "nohugepage"),
+                     Step("mremap", 0, 2 * MiB, "new=4096"), Step("munmap", 2 * MiB, 2 * MiB),
+                     Step("mremap", 0, 2 * MiB, "new=4096"), Step("write", 2 * MiB, 2 * MiB))),
+    Scenario("mremap_one_page", "mremap one page out of a THP, munmap the rest, the shrinker",
+             _thp_in(4 * MiB, Step("mremap", 4 * KiB, 4 * KiB, "to=3072"),
+                     Step("munmap", 0, 2 * MiB), Step("drop_caches"))),
+    Scenario("mremap_dontunmap", "mremap with MREMAP_DONTUNMAP: the old range stays, empty",
+             _thp_in(8 * MiB, Step("mremap", 0, 2 * MiB, "to=4096 dontunmap"),
+                     Step("read", 0, 2 * MiB), Step("write", 0, 4 * KiB))),
+    Scenario("mremap_two_vmas", "mremap moves a THP, a PROT_NONE VMA and a THP together",
+             (Step("mmap", 0, 12 * MiB), Step("madvise", 0, 2 * MiB, "hugepage"),
+              Step("write", 0, 2 * MiB), Step("madvise", 4 * MiB, 2 * MiB, "hugepage"),
+              Step("write", 4 * MiB, 2 * MiB), Step("mprotect", 2 * MiB, 2 * MiB, "none"),
+              Step("mremap", 0, 6 * MiB, "to=6144"))),
 )}
+
+
+def mremap_args(step: Step) -> tuple[int, tuple[str, ...], int | None]:
+    """(new length in bytes, flags, destination offset or None) of an ``mremap`` step:
+    ``arg`` holds space- or comma-separated tokens "new=<KiB>", "to=<KiB>" (implies
+    "maymove" and "fixed"), "maymove", "dontunmap"."""
+    new_len, flags, dst = step.length, [], None
+    for tok in step.arg.replace(",", " ").split():
+        key, _, val = tok.partition("=")
+        if key == "new":
+            new_len = int(val) * KiB
+        elif key == "to":
+            dst = int(val) * KiB
+            flags += ["maymove", "fixed"]
+        elif key in ("maymove", "dontunmap"):
+            flags.append(key)
+        else:
+            raise ValueError(f"mremap step: unknown token {tok!r}")
+    return new_len, tuple(dict.fromkeys(flags)), dst
 
 
 def rle(values: Sequence[object]) -> list[list[object]]:

@@ -34,7 +34,7 @@ def test_recorded_label_and_step_totals(data: tuple[dict[str, Any], dict[str, An
     counts = summary(sims, rec["observations"])
     total = sum(len(SCENARIOS[n].steps) for n in rec["observations"])
     agree = sum(c["agree"] for c in counts.values())
-    assert (len(counts), total, agree) == (20, 95, 95)
+    assert (len(counts), total, agree) == (29, 146, 146)
     assert {n for n, c in counts.items() if c["not modelled"]} == set()
     assert {n for n, c in counts.items() if c["differ"]} == set()
 
