@@ -17,7 +17,7 @@ from pyfolio.include.linux.mm import Folio, page_folio
 from pyfolio.include.linux.mm_types import TASK_SIZE, VM, VMA, MMStruct
 from pyfolio.kernel.fork import check_mm, dup_mm, mm_alloc
 from pyfolio.mm.debug_vm import Violation, check
-from pyfolio.mm.gup import fault_in, follow_page, pin_user_pages, unpin_user_page
+from pyfolio.mm.gup import fault_in, follow_page, pin_user_pages, put_user_page, unpin_user_page
 from pyfolio.mm.huge_memory_split import shrink_deferred_split, split_mapped_folio
 from pyfolio.mm.huge_memory_sysfs import thpsize_stats
 from pyfolio.mm.madvise import do_madvise
@@ -424,6 +424,8 @@ class Process:
         #: the pins this process took: (address, pinned page), as a driver keeps the
         #: struct page pointers pin_user_pages() returned
         self._pins: list[tuple[int, int]] = []
+        #: the FOLL_GET references get_user_pages() took: the pages, one entry per reference
+        self._gets: list[int] = []
         #: the file descriptor table (struct files_struct): fd -> open file
         self.files: dict[int, File] = {}
 
@@ -631,11 +633,15 @@ class Process:
         return child
 
     def exit(self) -> None:
-        """exit(): release this process's pins, then tear its address space down."""
+        """exit(): release this process's pins and GUP references, then tear its address
+        space down."""
         self._live()
         for _, pfn in self._pins:
             unpin_user_page(self.m, pfn)
+        for pfn in self._gets:
+            put_user_page(self.m, pfn)
         self._pins.clear()
+        self._gets.clear()
         exit_mmap(self.mm)
         from pyfolio.fs.open import filp_close
 
@@ -741,6 +747,62 @@ class Process:
             assert pin is not None
             self._pins.remove(pin)
             unpin_user_page(self.m, pin[1])
+
+    def get_user_pages(self, addr: int, npages: int, *, pin: bool = False,
+                       longterm: bool = False) -> list[int]:
+        """GUP on ``npages`` pages from ``addr`` for writing, as a driver or gup_test would:
+        FOLL_GET references (get_user_pages()), or with ``pin`` FOLL_PIN pins
+        (pin_user_pages()), ``longterm`` adding FOLL_LONGTERM (needs ``pin``: -EINVAL
+        otherwise). Each page is faulted in writable first (COW broken, a device-private
+        page migrated back to RAM). Returns the PFNs; give them back with
+        :meth:`release_user_pages`. MmError(EFAULT) for a page outside a writable VMA
+        (PROT_NONE, read-only, unmapped), nothing taken.
+
+        >>> from pyfolio import MiB
+        >>> m = System(ram="16M"); p, a = m.spawn_with_thp()
+        >>> pages = p.get_user_pages(a, 2, pin=True)
+        >>> f = p.folio_at(a); f.refcount, f.pincount
+        (3, 2)
+        >>> p.release_user_pages(pages, pin=True); f.refcount, f.pincount
+        (1, 0)
+        """
+        from pyfolio.mm.gup import FOLL_LONGTERM, FOLL_WRITE, get_user_pages
+
+        self._live()
+        for name, flag in (("pin", pin), ("longterm", longterm)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"get_user_pages: {name} must be True or False, not {flag!r}")
+        if isinstance(npages, bool) or not isinstance(npages, int) or npages < 0:
+            raise TypeError(f"get_user_pages: npages must be an int >= 0, not {npages!r}")
+        flags = FOLL_WRITE | (FOLL_LONGTERM if longterm else 0)
+        addr = to_ulong(addr)
+        if pin:
+            pfns = pin_user_pages(self.mm, addr, npages, flags)
+            self._pins.extend((addr + i * PAGE_SIZE, pfn) for i, pfn in enumerate(pfns))
+        else:
+            pfns = get_user_pages(self.mm, addr, npages, flags)
+            self._gets.extend(pfns)
+        return pfns
+
+    def release_user_pages(self, pages: list[int], *, pin: bool = False) -> None:
+        """Give back pages :meth:`get_user_pages` returned: unpin_user_pages() for pins
+        (``pin``), put_page() for FOLL_GET references. MmError(EINVAL), nothing changed,
+        when one of ``pages`` is not held that way by this process."""
+        from collections import Counter
+
+        self._live()
+        held = Counter([p for _, p in self._pins] if pin else self._gets)
+        want = Counter(pages)
+        if any(held[pfn] < n for pfn, n in want.items()):
+            raise MmError(EINVAL, f"release_user_pages: pid {self.pid} holds no "
+                          f"{'pin' if pin else 'GUP reference'} on some of {pages!r}")
+        for pfn in pages:
+            if pin:
+                self._pins.remove(next(held for held in self._pins if held[1] == pfn))
+                unpin_user_page(self.m, pfn)
+            else:
+                self._gets.remove(pfn)
+                put_user_page(self.m, pfn)
 
     # -- looking at it --------------------------------------------------------------------
     def _user_addr(self, addr: int) -> int:

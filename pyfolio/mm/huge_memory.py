@@ -41,7 +41,6 @@ from pyfolio.arch.x86.pgtable import (
     pte_pfn,
     pte_soft_dirty,
     swp_offset,
-    vm_page_prot,
 )
 from pyfolio.include.linux.huge_mm import MTHP_STAT, count_mthp_stat, mod_mthp_stat
 from pyfolio.include.linux.mm import (
@@ -262,7 +261,7 @@ def maybe_pmd_mkwrite(pmd: int, vma: VMA) -> int:
 def _thp_pmd(folio_pfn: int, vma: VMA) -> int:
     """folio_mk_pmd() + maybe_pmd_mkwrite(pmd_mkdirty()): a fresh THP's PMD entry (D and
     soft-dirty; in a read-only VMA the dirtiness is kept in SavedDirty)."""
-    entry = pfn_pte(folio_pfn, vm_page_prot(True) | _PAGE_PSE)
+    entry = pfn_pte(folio_pfn, vma.vm_page_prot | _PAGE_PSE)
     return maybe_pmd_mkwrite(pmd_mkdirty(entry), vma)
 
 
@@ -332,7 +331,7 @@ def do_huge_pmd_anonymous_page(vma: VMA, address: int, flags: int, slot: Slot) -
             m.trace.emit("thp_fault_fallback", reason="no huge zero folio")
             return VM_FAULT_FALLBACK
         pgtable_trans_huge_deposit(vma, slot, pgtable)
-        _set_pmd_at(m, slot, pfn_pte(zero, vm_page_prot(False) | _PAGE_PSE | _PAGE_SPECIAL))
+        _set_pmd_at(m, slot, pfn_pte(zero, vma.vm_page_prot | _PAGE_PSE | _PAGE_SPECIAL))
         m.trace.emit("set_huge_zero_folio", address=haddr, pfn=zero)
         return 0
     folio = _vma_alloc_anon_folio_pmd(vma)

@@ -38,7 +38,6 @@ from pyfolio.arch.x86.pgtable import (
     pte_present,
     pte_wrprotect,
     pud_index,
-    vm_page_prot,
 )
 from pyfolio.include.linux.huge_mm import MTHP_STAT, count_mthp_stat
 from pyfolio.include.linux.mm import (
@@ -311,7 +310,7 @@ def do_anonymous_page(vma: VMA, address: int, flags: int, slot: tuple[int, int])
     """
     m = vma.vm_mm.m
     if not flags & FAULT_FLAG_WRITE:
-        set_pte_at(m, slot, pfn_pte(m.zero_pfn, vm_page_prot(False) | _PAGE_SPECIAL))
+        set_pte_at(m, slot, pfn_pte(m.zero_pfn, vma.vm_page_prot | _PAGE_SPECIAL))
         m.trace.emit("do_anonymous_page", address=address, zero_page=True)
         return 0
     anon_vma_prepare(vma)
@@ -327,7 +326,7 @@ def do_anonymous_page(vma: VMA, address: int, flags: int, slot: tuple[int, int])
     folio_add_lru_vma(folio, vma)
     first = pte_index(addr)
     for i in range(nr):  # set_ptes()
-        entry = pfn_pte(folio.pfn + i, vm_page_prot(True))
+        entry = pfn_pte(folio.pfn + i, vma.vm_page_prot)
         set_pte_at(m, (slot[0], first + i), maybe_mkwrite(pte_mkdirty(entry), vma))
     m.trace.emit("do_anonymous_page", changes={"folio_order": folio_order(folio)},
                  address=addr, pfn=folio.pfn)
@@ -413,7 +412,7 @@ def wp_page_copy(vma: VMA, address: int, slot: tuple[int, int]) -> int:
     new = Folio(m, new_pfn)
     folio_add_new_anon_rmap(new, vma, address, RMAP_EXCLUSIVE)
     folio_add_lru_vma(new, vma)
-    entry = pfn_pte(new_pfn, vm_page_prot(True))
+    entry = pfn_pte(new_pfn, vma.vm_page_prot)
     set_pte_at(m, slot, maybe_mkwrite(pte_mkdirty(entry), vma))
     m.trace.cost("tlb_flushes")
     old_folio = page_folio(m, old_pfn)
@@ -678,7 +677,7 @@ def _copy_pte_range(dst_vma: VMA, src_vma: VMA, src_table: int, start: int, end:
             folio_add_new_anon_rmap(Folio(m, new_pfn), dst_vma, addr, RMAP_EXCLUSIVE)
             folio_add_lru_vma(Folio(m, new_pfn), dst_vma)
             inc_mm_counter(dst_vma.vm_mm, MM_ANONPAGES)
-            entry = pfn_pte(new_pfn, vm_page_prot(True))
+            entry = pfn_pte(new_pfn, dst_vma.vm_page_prot)
             set_pte_at(m, dslot, maybe_mkwrite(pte_mkdirty(entry), dst_vma))
             continue
         folio_get(folio)

@@ -31,7 +31,8 @@ __all__ = [
     "folio_large_mapcount", "folio_mapped", "folio_expected_ref_count", "folio_ref_freeze",
     "folio_ref_unfreeze", "folio_maybe_dma_pinned", "folio_is_zone_device", "page_mapcount",
     "GUP_PIN_COUNTING_BIAS", "VM_WARN_ON_FOLIO", "folio_page_idx", "is_zero_folio",
-    "folio_test_swapbacked", "get_mm_counter", "add_mm_counter", "inc_mm_counter",
+    "folio_test_swapbacked", "folio_is_longterm_pinnable", "get_mm_counter", "add_mm_counter",
+    "inc_mm_counter",
     "dec_mm_counter", "mm_counter_file", "mm_counter", "get_mm_rss", "VmOperations",
     "vma_is_anonymous", "folio_test_dirty", "folio_test_uptodate", "VmFault", "ZapDetails",
     "is_cow_mapping", "PAGE_ALIGN", "ULONG_MASK",
@@ -456,6 +457,23 @@ def vma_is_anonymous(vma: VMA) -> bool:
     Models: include/linux/mm.h:vma_is_anonymous() (v6.18).
     """
     return vma.vm_ops is None
+
+
+def folio_is_longterm_pinnable(folio: Folio) -> bool:
+    """folio_is_longterm_pinnable() - may a FOLL_LONGTERM pin hold this folio where it is?
+
+    Models: include/linux/mm.h:folio_is_longterm_pinnable() (v6.18): not CMA or isolated
+    pageblocks (none in the simulator), the zero folio yes, device-coherent memory no
+    (must stay evictable), fsdax no, otherwise not ZONE_MOVABLE. The simulator's RAM is
+    one ZONE_NORMAL and it has no device-coherent or fsdax memory, so every folio GUP can
+    return is pinnable (device-private folios never are returned: GUP faults them back
+    to RAM first).
+    """
+    if is_zero_folio(folio):
+        return True
+    if folio_is_zone_device(folio):
+        return False  # coherent or fsdax ZONE_DEVICE memory; private never gets here
+    return True
 
 
 # -- per-mm RSS counters (mm->rss_stat[]) --------------------------------------------------
