@@ -187,8 +187,9 @@ class InheritedBits(Exercise):
                 "(pte_dirty(): D or SavedDirty), young and "
                 "soft-dirty from the PMD, and each page becomes anon-exclusive if the head "
                 "page was. fork write-protects the PMD (D moves to SavedDirty) and clears "
-                "anon-exclusive; MADV_FREE of the whole PMD makes it clean and old; on x86 "
-                "in 6.18, mprotect() of the whole PMD (pmd_modify()) drops its dirty bit.")
+                "anon-exclusive; MADV_FREE of the whole PMD makes it clean and old; "
+                "mprotect() of the whole PMD (pmd_modify()) keeps its dirtiness in SavedDirty "
+                "(6.18.0 dropped it; fixed in 6.18.y).")
 
 
 KINDS: dict[str, type[Exercise]] = {c.kind: c for c in (WhichCounters, CountsAfterSplit,

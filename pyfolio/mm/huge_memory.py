@@ -576,9 +576,9 @@ def change_huge_pmd(vma: VMA, slot: Slot, addr: int, writable: bool) -> int:
     write notification; a PROT_NONE VMA's is PAGE_NONE: the PMD stays a leaf, P cleared,
     PROTNONE set, PFN inverted), then pmd_mkwrite() where the VMA is writable and the folio
     anon and exclusive (can_change_pmd_writable(): never the huge zero folio); otherwise
-    the next write takes a write-protect fault. As 6.18's pmd_modify() drops the hardware
-    D bit, a PMD that was dirty in D comes out clean (pte_modify() on a PTE moves D to
-    SavedDirty instead).
+    the next write takes a write-protect fault. pmd_modify() keeps the dirtiness as
+    pte_modify() does (D to SavedDirty), with the 6.18.y fix
+    (pgtable.PMD_MODIFY_DROPS_DIRTY).
     A PMD migration entry or device-private PMD (is_swap_pmd(), the series) loses its
     write permission instead (:func:`pyfolio.mm.mprotect.change_nonpresent_entry`).
     """

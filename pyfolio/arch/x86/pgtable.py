@@ -60,7 +60,7 @@ __all__ = [
     "_PAGE_DIRTY", "_PAGE_PSE", "_PAGE_GLOBAL", "_PAGE_SPECIAL", "_PAGE_UFFD_WP",
     "_PAGE_SOFT_DIRTY", "_PAGE_SAVED_DIRTY", "_PAGE_DIRTY_BITS", "_PAGE_PAT", "_PAGE_NX",
     "_PAGE_TABLE", "PHYSICAL_PMD_PAGE_MASK", "_PAGE_CHG_MASK", "_HPAGE_CHG_MASK",
-    "PTE_PFN_MASK", "_PAGE_SWP_SOFT_DIRTY",
+    "PTE_PFN_MASK", "_PAGE_SWP_SOFT_DIRTY", "PMD_MODIFY_DROPS_DIRTY",
     "_PAGE_SWP_UFFD_WP", "_PAGE_SWP_EXCLUSIVE", "Entry", "pfn_pte", "pte_pfn", "pmd_pfn",
     "pte_present", "pte_protnone", "pmd_present", "pmd_protnone", "protnone_mask",
     "flip_protnone_guard", "vm_get_page_prot", "pte_write", "pte_dirty", "pte_young",
@@ -380,15 +380,25 @@ def pte_modify(pte: int, newprot: int) -> int:
     return mksaveddirty_shift(val) if pte & _PAGE_RW else clear_saveddirty_shift(val)
 
 
-def pmd_modify(pmd: int, newprot: int) -> int:
-    """pmd_modify() - as pte_modify() with _HPAGE_CHG_MASK, but the old value is masked with
-    ``_HPAGE_CHG_MASK & ~_PAGE_DIRTY``: in v6.18 a hardware-dirty PMD loses D here (it is
-    gone before mksaveddirty could save it; pte_modify() and pud_modify() keep it).
+#: From Linux 6.6 (bb3aadf7d446, x86 shadow stacks) to 6.18.0, pmd_modify() masked the old
+#: value with ``_HPAGE_CHG_MASK & ~_PAGE_DIRTY``, so an mprotect() of a whole PMD dropped its
+#: hardware D bit (a data loss with MADV_FREE); f7491d7c81db ("x86/mm: Fix user-space data
+#: loss with MADV_FREE and THP", Sep 2026, Cc: stable) keeps it, and the 6.18.44 kernel of
+#: the book's lab has the fix (measured: a written THP mprotect()ed to PROT_READ or
+#: PROT_NONE stays Private_Dirty in smaps). False models the fix; True reproduces 6.18.0.
+PMD_MODIFY_DROPS_DIRTY = False
 
-    Models: arch/x86/include/asm/pgtable.h:pmd_modify() (v6.18), with
-    flip_protnone_guard() on the PMD's PFN bits.
+
+def pmd_modify(pmd: int, newprot: int) -> int:
+    """pmd_modify() - as pte_modify() with _HPAGE_CHG_MASK: D moves to SavedDirty when the
+    old PMD was writable (:data:`PMD_MODIFY_DROPS_DIRTY` True: the 6.18.0 code, which
+    masked D out first, so a hardware-dirty PMD came out clean).
+
+    Models: arch/x86/include/asm/pgtable.h:pmd_modify() (v6.18 with the 6.18.y fix
+    f7491d7c81db), with flip_protnone_guard() on the PMD's PFN bits.
     """
-    val = (pmd & _HPAGE_CHG_MASK & ~_PAGE_DIRTY) | (newprot & ~_HPAGE_CHG_MASK)
+    keep = _HPAGE_CHG_MASK & ~_PAGE_DIRTY if PMD_MODIFY_DROPS_DIRTY else _HPAGE_CHG_MASK
+    val = (pmd & keep) | (newprot & ~_HPAGE_CHG_MASK)
     val = flip_protnone_guard(pmd, val, PHYSICAL_PMD_PAGE_MASK)
     return mksaveddirty_shift(val) if pmd & _PAGE_RW else clear_saveddirty_shift(val)
 
