@@ -55,8 +55,9 @@ from pyfolio.include.linux.swap import (
 )
 from pyfolio.include.linux.swapops import (
     SwpType,
+    is_device_exclusive_entry,
     is_device_private_entry,
-    is_migration_entry,
+    is_pfn_swap_entry,
     pte_to_swp_entry,
 )
 from pyfolio.include.linux.swapops import swp_offset as swp_offset_of
@@ -89,7 +90,8 @@ class Violation:
 _SHIFT = {"pgd": PGDIR_SHIFT, "pud": PUD_SHIFT, "pmd": PMD_SHIFT, "pte": PAGE_SHIFT}
 _NEXT = {"pgd": "pud", "pud": "pmd", "pmd": "pte"}
 _KNOWN_SWP = {SwpType.SWP_MIGRATION_READ, SwpType.SWP_MIGRATION_READ_EXCLUSIVE,
-              SwpType.SWP_MIGRATION_WRITE, SwpType.SWP_DEVICE_READ, SwpType.SWP_DEVICE_WRITE}
+              SwpType.SWP_MIGRATION_WRITE, SwpType.SWP_DEVICE_READ, SwpType.SWP_DEVICE_WRITE,
+              SwpType.SWP_DEVICE_EXCLUSIVE}
 
 
 def check(m: Machine) -> list[Violation]:
@@ -223,17 +225,18 @@ def _scan_tables(m: Machine, owner: np.ndarray, out: list[Violation],
 def rss_of_leaf(m: Machine, raw: int, level: str) -> tuple[int, int]:
     """(rss_stat index, pages) one leaf entry counts for, or (-1, 0): what the functions
     that keep mm->rss_stat[] add for a mapping, as zap_pte_range() and zap_huge_pmd()
-    take it away again. A present page, a migration entry and a device-private entry
-    count in mm_counter(folio) (MM_ANONPAGES for anon folios, device-private ones
-    included); a PMD counts 512 pages; the zero page and the huge zero page count in
-    nothing; any other swap entry counts in MM_SWAPENTS.
+    take it away again. A present page (PROT_NONE too), a migration entry, a
+    device-private entry and a device-exclusive entry count in mm_counter(folio)
+    (MM_ANONPAGES for anon folios, device-private ones included); a PMD counts 512
+    pages; the zero page and the huge zero page count in nothing; any other swap entry
+    counts in MM_SWAPENTS.
     """
     nr = HPAGE_PMD_NR if level == "pmd" else 1
     if pte_present(raw):
         if raw & _PAGE_SPECIAL:
             return -1, 0
         pfn = pte_pfn(raw)
-    elif is_migration_entry(raw) or is_device_private_entry(raw):
+    elif is_pfn_swap_entry(raw):
         pfn = swp_offset(raw)
     else:
         return MM_SWAPENTS, nr
@@ -357,10 +360,13 @@ def _count_leaf(m: Machine, owner: np.ndarray, raw: int, level: str, addr: int,
         if swp_type(raw) not in _KNOWN_SWP:
             out.append(Violation("entry", addr, f"unknown swap-format entry {raw:#x}"))
             return -1
-        if not is_device_private_entry(raw):
+        if is_device_exclusive_entry(raw):  # keeps the mapping of a RAM page
+            pfn, device = swp_offset(raw), False
+        elif not is_device_private_entry(raw):
             _check_migration_entry(m, owner, raw, level, addr, out)
             return -1
-        pfn, device = swp_offset(raw), True
+        else:
+            pfn, device = swp_offset(raw), True
     if not 0 <= pfn < m.mem.nr or owner[pfn] != 3:
         out.append(Violation("maps-free-frame", addr, f"entry {raw:#x} maps frame {pfn:#x}"))
         return -1

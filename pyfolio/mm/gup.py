@@ -267,12 +267,25 @@ def fault_in(mm: MMStruct, vma: VMA, addr: int, write: bool,
     raise MmError(EAGAIN, f"fault at {addr:#x} made no progress in {FAULT_IN_TRIES} tries")
 
 
+def _split_pmd(vma: VMA, addr: int) -> None:
+    """follow_pmd_mask() with FOLL_SPLIT_PMD: a PMD leaf at ``addr`` is split
+    (split_huge_pmd()) and the page followed at the PTE level."""
+    from pyfolio.mm.huge_memory import split_huge_pmd
+    from pyfolio.mm.memory import pmd_slot
+
+    slot = pmd_slot(vma.vm_mm, addr)
+    if slot is not None and pmd_leaf(int(vma.vm_mm.m.pgtables[slot[0]][slot[1]])):
+        split_huge_pmd(vma, slot, addr)
+
+
 def _faultin(mm: MMStruct, vma: VMA, addr: int, gup_flags: int) -> int:
     """The follow/fault loop of __get_user_pages() for one page: its PFN (as
     :func:`fault_in`, with can_follow_write_pte() deciding whether a write may take it)."""
     write = bool(gup_flags & FOLL_WRITE)
     tried = False
     for _ in range(FAULT_IN_TRIES + 1):
+        if gup_flags & FOLL.SPLIT_PMD:
+            _split_pmd(vma, addr)
         got = follow_page(mm, addr)
         if got is not None and (not write or can_follow_write_pte(vma, got[0], got[1],
                                                                    gup_flags)):

@@ -75,7 +75,11 @@ from pyfolio.include.linux.mm_types import (
     VMA,
     MMStruct,
 )
-from pyfolio.include.linux.swapops import is_device_private_entry, is_swap_entry
+from pyfolio.include.linux.swapops import (
+    is_device_exclusive_entry,
+    is_device_private_entry,
+    is_swap_entry,
+)
 from pyfolio.mm import huge_memory as hm
 from pyfolio.mm.mmu_notifier import MMU_NOTIFY, invalidate_secondary_mmus
 from pyfolio.mm.rmap import (
@@ -90,7 +94,7 @@ from pyfolio.mm.rmap import (
     pmd_chunks,
 )
 from pyfolio.mm.swap import folio_add_lru_vma
-from pyfolio.sim.errors import EFAULT, MmError
+from pyfolio.sim.errors import EBUSY, EFAULT, ENOMEM, MmError
 from pyfolio.sim.memmap import PG
 from pyfolio.sim.units import HPAGE_PMD_ORDER, PAGE_SIZE, PGDIR_SHIFT, PMD_SIZE
 
@@ -103,7 +107,8 @@ __all__ = [
     "pte_range_none", "alloc_anon_folio", "do_anonymous_page", "do_wp_page", "wp_page_copy",
     "do_swap_page", "zap_pte_range", "folio_pte_batch",
     "zap_page_range", "try_to_free_pte", "copy_page_range", "vma_needs_copy", "free_pgtables",
-    "maybe_mkwrite",
+    "maybe_mkwrite", "restore_exclusive_pte", "try_restore_exclusive_pte",
+    "remove_device_exclusive_entry",
 ]
 
 
@@ -436,8 +441,9 @@ def do_swap_page(vma: VMA, address: int, flags: int, slot: tuple[int, int]) -> i
     (``trylock_page()``, ``get_page()``; afterwards ``unlock_page()`` and ``put_page()`` of
     ``vmf->page``, whose folio may by then be a piece of a split). If the page is already
     locked the fault returns 0 and the access faults again. An entry of a swap area is
-    swapped in (:func:`pyfolio.mm.memory_swap.do_swap_page_swap`); a migration entry seen
-    outside an operation is an error (there is nothing to wait for).
+    swapped in (:func:`pyfolio.mm.memory_swap.do_swap_page_swap`); a device-exclusive entry
+    goes to remove_device_exclusive_entry(); a migration entry seen outside an operation is
+    an error (there is nothing to wait for).
     """
     m = vma.vm_mm.m
     raw = int(m.pgtables[slot[0]][slot[1]])
@@ -445,6 +451,8 @@ def do_swap_page(vma: VMA, address: int, flags: int, slot: tuple[int, int]) -> i
         from pyfolio.mm.memory_swap import do_swap_page_swap
 
         return do_swap_page_swap(vma, address, flags, slot)
+    if is_device_exclusive_entry(raw):
+        return remove_device_exclusive_entry(vma, address, slot)
     if is_device_private_entry(raw):
         from pyfolio.arch.x86.pgtable import swp_offset
         from pyfolio.mm.migrate import ref_drop, ref_hold
@@ -461,6 +469,73 @@ def do_swap_page(vma: VMA, address: int, flags: int, slot: tuple[int, int]) -> i
         return ret
     raise MmError(EFAULT, f"swap-format entry {raw:#x} at {address:#x}: neither a swap slot "
                           "nor a device-private page")
+
+
+def restore_exclusive_pte(vma: VMA, pfn: int, address: int, slot: tuple[int, int]) -> None:
+    """restore_exclusive_pte() - a device-exclusive entry back to an ordinary PTE: old,
+    soft-dirty as the entry was, writable (and dirty if the folio is) where the VMA is
+    writable and the page anon-exclusive (can_change_pte_writable()). The mapping, its
+    reference and the RSS count stayed all along, so nothing else changes.
+
+    Models: mm/memory.c:restore_exclusive_pte() (v6.18).
+    """
+    from pyfolio.arch.x86.pgtable import _PAGE_SWP_SOFT_DIRTY, pte_mksoft_dirty
+    from pyfolio.mm.mprotect import can_change_pte_writable
+
+    m = vma.vm_mm.m
+    orig = int(m.pgtables[slot[0]][slot[1]])
+    pte = pte_mkold(pfn_pte(pfn, vma.vm_page_prot))
+    if orig & _PAGE_SWP_SOFT_DIRTY:
+        pte = pte_mksoft_dirty(pte)
+    if vma.writable and can_change_pte_writable(vma, address, pte):
+        if m.mem.test(page_folio(m, pfn).pfn, PG.dirty):
+            pte = pte_mkdirty(pte)
+        pte = pte_mkwrite(pte)
+    set_pte_at(m, slot, pte)
+    m.trace.emit("restore_exclusive_pte", address=address, pfn=pfn)
+
+
+def try_restore_exclusive_pte(vma: VMA, address: int, slot: tuple[int, int]) -> int:
+    """try_restore_exclusive_pte() - restore the entry if the folio lock can be taken
+    without sleeping (fork calls it); 0, or -EBUSY when the folio is locked.
+
+    Models: mm/memory.c:try_restore_exclusive_pte() (v6.18).
+    """
+    from pyfolio.arch.x86.pgtable import swp_offset
+
+    m = vma.vm_mm.m
+    pfn = swp_offset(int(m.pgtables[slot[0]][slot[1]]))
+    folio = page_folio(m, pfn)
+    if folio_test_locked(folio):
+        return -EBUSY
+    folio_lock(folio)
+    restore_exclusive_pte(vma, pfn, address, slot)
+    folio_unlock(folio)
+    return 0
+
+
+def remove_device_exclusive_entry(vma: VMA, address: int, slot: tuple[int, int]) -> int:
+    """remove_device_exclusive_entry() - a CPU fault on a device-exclusive entry takes the
+    page back: the folio referenced and locked (a locked folio: return 0, the access faults
+    again), secondary MMUs told (MMU_NOTIFY_CLEAR, owner NULL: the device drops its
+    exclusive mapping), the PTE restored (restore_exclusive_pte()).
+
+    Models: mm/memory.c:remove_device_exclusive_entry() (v6.18).
+    """
+    from pyfolio.arch.x86.pgtable import swp_offset
+    from pyfolio.mm.migrate import ref_drop, ref_hold
+
+    m = vma.vm_mm.m
+    pfn = swp_offset(int(m.pgtables[slot[0]][slot[1]]))
+    folio = page_folio(m, pfn)
+    if folio_test_locked(folio):
+        return 0  # folio_lock_or_retry()
+    ref_hold(folio)  # folio_try_get()
+    folio_lock(folio)
+    restore_exclusive_pte(vma, pfn, address, slot)
+    folio_unlock(folio)
+    ref_drop(folio)
+    return 0
 
 
 # -- zap ----------------------------------------------------------------------------------
@@ -497,7 +572,7 @@ def zap_pte_range(vma: VMA, table: int, start: int, end: int,
             pfn = pte_pfn(raw)
             if not raw & _PAGE_SPECIAL:
                 nr = folio_pte_batch(m, tbl, i, hi, pfn)
-        elif is_device_private_entry(raw):
+        elif is_device_private_entry(raw) or is_device_exclusive_entry(raw):
             from pyfolio.arch.x86.pgtable import swp_offset
 
             pfn = swp_offset(raw)
@@ -653,6 +728,11 @@ def _copy_pte_range(dst_vma: VMA, src_vma: VMA, src_table: int, start: int, end:
             continue
         dslot = pte_slot(dst_vma.vm_mm, addr, alloc=True)
         assert dslot is not None
+        if is_device_exclusive_entry(raw):  # copy_nonpresent_pte(): restore, copy as present
+            if try_restore_exclusive_pte(src_vma, addr, (src_table, i)):
+                raise MmError(ENOMEM, "fork: a device-exclusive folio is locked "
+                              "(copy_pmd_range() turns -EBUSY into -ENOMEM)")
+            raw = int(src[i])
         if not pte_present(raw):
             hm.copy_nonpresent_pte(dst_vma, src_vma, (src_table, i), dslot, addr)
             continue

@@ -42,7 +42,8 @@ from pyfolio.sim.units import HPAGE_PMD_NR, PAGE_SIZE, PMD_SIZE
 if TYPE_CHECKING:
     from pyfolio.sim.machine import Machine
 
-__all__ = ["do_mprotect", "change_protection", "change_nonpresent_entry"]
+__all__ = ["do_mprotect", "change_protection", "change_nonpresent_entry",
+           "can_change_pte_writable"]
 
 
 def do_mprotect(mm: MMStruct, start: int, length: int, prot: str) -> None:
@@ -173,3 +174,19 @@ def change_nonpresent_entry(m: Machine, entry: int) -> int:
         return make_readable_device_private_entry(swp_offset(entry)) | (
             entry & _PAGE_SWP_UFFD_WP)
     return entry
+
+
+def can_change_pte_writable(vma: VMA, addr: int, pte: int) -> bool:
+    """can_change_pte_writable() - may a read-only PTE of a writable private VMA be made
+    writable without a write fault: not PROT_NONE, and the page anon and exclusive.
+
+    Models: mm/mprotect.c:can_change_pte_writable() (v6.18; VM_SOFTDIRTY set, no uffd-wp).
+    """
+    from pyfolio.arch.x86.pgtable import pte_protnone
+    from pyfolio.include.linux.mm import folio_test_anon, page_folio
+
+    if not vma.writable or pte_protnone(pte) or pte & _PAGE_SPECIAL:
+        return False
+    m = vma.vm_mm.m
+    pfn = pte_pfn(pte)
+    return folio_test_anon(page_folio(m, pfn)) and m.mem.test(pfn, PG.anon_exclusive)

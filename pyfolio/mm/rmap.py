@@ -42,6 +42,7 @@ from pyfolio.include.linux.huge_mm import MTHP_STAT, mod_mthp_stat
 from pyfolio.include.linux.mm import (
     VM_WARN_ON_FOLIO,
     Folio,
+    folio_lock,
     folio_maybe_dma_pinned,
     folio_nr_pages,
     folio_order,
@@ -51,7 +52,12 @@ from pyfolio.include.linux.mm import (
     page_folio,
 )
 from pyfolio.include.linux.mm_types import VMA, AnonVma, MMStruct
-from pyfolio.include.linux.swapops import SwpType, is_device_private_entry, is_migration_entry
+from pyfolio.include.linux.swapops import (
+    SwpType,
+    is_device_exclusive_entry,
+    is_device_private_entry,
+    is_migration_entry,
+)
 from pyfolio.mm.mmu_notifier import MMU_NOTIFY, invalidate_secondary_mmus
 from pyfolio.sim.memmap import ENTIRELY_MAPPED, FOLIO_MAPPING_ANON, PG
 from pyfolio.sim.units import HPAGE_PMD_NR, PAGE_SHIFT, PAGE_SIZE, PMD_SIZE
@@ -69,7 +75,7 @@ __all__ = [
     "__folio_try_share_anon_rmap", "folio_try_share_anon_rmap_pte",
     "folio_try_share_anon_rmap_pmd", "Mapping", "rmap_walk",
     "folio_mms", "TTU_SPLIT_HUGE_PMD", "TTU_RMAP_LOCKED", "anon_vma_ranges", "pmd_chunks",
-    "pte_table_of", "swp_entries", "try_to_migrate",
+    "pte_table_of", "swp_entries", "try_to_migrate", "make_device_exclusive",
 ]
 
 RMAP_NONE = 0
@@ -452,7 +458,8 @@ def rmap_walk(folio: Folio, *, migration: bool = False) -> list[Mapping]:
                 if pte_present(raw):
                     pfn = pte_pfn(raw)
                     kind = "page"
-                elif is_device_private_entry(raw) or (migration and is_migration_entry(raw)):
+                elif is_device_private_entry(raw) or is_device_exclusive_entry(raw) or (
+                        migration and is_migration_entry(raw)):
                     pfn = swp_offset(raw)
                     kind = decode_entry(raw).kind
                 else:
@@ -583,8 +590,9 @@ def _migrate_ptes(folio: Folio, vma: VMA, table: int, i0: int, n: int) -> bool:
     present = (ents & _U64(_PAGE_PRESENT | _PAGE_PROTNONE)) != 0  # pte_present()
     protnone = present & ((ents & _U64(_PAGE_PRESENT)) == 0)  # PFN stored inverted
     typ = ents >> _TYPE_SHIFT
-    device = ~present & ((typ == _U64(SwpType.SWP_DEVICE_WRITE))
-                         | (typ == _U64(SwpType.SWP_DEVICE_READ)))
+    device = ~present & ((typ == _U64(SwpType.SWP_DEVICE_WRITE))  # PFN swap entries that map
+                         | (typ == _U64(SwpType.SWP_DEVICE_READ))  # the folio: device-private,
+                         | (typ == _U64(SwpType.SWP_DEVICE_EXCLUSIVE))) & (ents != 0)
     if not (present.any() or device.any()):  # e.g. a PMD just split with freeze
         return True
     pfns = np.where(device, ((~ents) << _U64(SWP_TYPE_BITS)) >> _U64(SWP_OFFSET_SHIFT),
@@ -648,3 +656,47 @@ def _remove_rmap_ptes_one_by_one(folio: Folio, pfn: np.ndarray, vma: VMA) -> Non
         for run in np.split(part, np.flatnonzero(np.diff(part) != 1) + 1):
             if len(run):
                 folio_remove_rmap_ptes(folio, int(run[0]), len(run), vma)
+
+
+def make_device_exclusive(mm: MMStruct, addr: int, owner: object) -> int:
+    """make_device_exclusive() - replace the PTE of the page at ``addr`` with a
+    device-exclusive entry, so the device may operate on it atomically: the CPU faults on
+    it and gets it back (remove_device_exclusive_entry()). Returns the page's PFN, its
+    folio locked and holding the GUP reference, which the caller drops (folio_unlock(),
+    folio_put()).
+
+    Models: mm/rmap.c:make_device_exclusive() (v6.18, the single-page API): GUP with
+    FOLL_GET | FOLL_WRITE | FOLL_SPLIT_PMD faults the page in writable (COW broken; a
+    PMD-mapped THP is PMD-split, the folio stays large), -EFAULT for a read-only,
+    PROT_NONE or unmapped address; -EOPNOTSUPP for a folio that is not anon; secondary
+    MMUs hear MMU_NOTIFY_EXCLUSIVE with ``owner``; the PTE is cleared (a dirty one
+    dirties the folio) and the entry installed with its soft-dirty bit. Mapcount,
+    refcount and RSS stay as they were: core mm treats the entry like a present, clean,
+    old mapping.
+    """
+    from pyfolio.arch.x86.pgtable import _PAGE_SWP_SOFT_DIRTY, pte_dirty, pte_soft_dirty
+    from pyfolio.include.linux.swapops import make_device_exclusive_entry
+    from pyfolio.mm.gup import FOLL, get_user_pages, put_user_page
+    from pyfolio.mm.memory import pte_slot
+    from pyfolio.sim.errors import EOPNOTSUPP, MmError
+
+    m = mm.m
+    addr &= ~(PAGE_SIZE - 1)
+    [pfn] = get_user_pages(mm, addr, 1, FOLL.WRITE | FOLL.SPLIT_PMD)
+    folio = page_folio(m, pfn)
+    if not folio_test_anon(folio):
+        put_user_page(m, pfn)
+        raise MmError(EOPNOTSUPP, f"make_device_exclusive: {addr:#x} is not anonymous")
+    folio_lock(folio)
+    slot = pte_slot(mm, addr)
+    assert slot is not None
+    pte = int(m.pgtables[slot[0]][slot[1]])  # folio_walk_start(): the same page, writable
+    if pte_dirty(pte):  # ptep_clear_flush(), then folio_mark_dirty()
+        m.mem.set(folio.pfn, PG.dirty)
+    entry = make_device_exclusive_entry(pfn) | (_PAGE_SWP_SOFT_DIRTY if pte_soft_dirty(pte)
+                                                else 0)
+    m.pgtables[slot[0]][slot[1]] = entry
+    m.trace.cost("pte_writes")
+    m.trace.cost("tlb_flushes")
+    m.trace.emit("make_device_exclusive", address=addr, pfn=pfn)
+    return pfn

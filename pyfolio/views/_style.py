@@ -38,16 +38,19 @@ MIN_FONT = 7.0
 MIN_TEXT_PX = 9.0
 
 #: page states a region view distinguishes, in legend order
-STATES = ("pmd", "pte", "zero", "migration", "device_private", "none", "novma", "swap")
+STATES = ("pmd", "pte", "zero", "migration", "device_private", "device_exclusive", "none",
+          "novma", "swap")
 STATE_LABELS = {
     "pmd": "PMD-mapped", "pte": "PTE-mapped", "zero": "zero page",
     "migration": "migration entry", "device_private": "device-private",
-    "none": "not present", "novma": "no VMA", "swap": "swap entry",
+    "device_exclusive": "device-exclusive", "none": "not present", "novma": "no VMA",
+    "swap": "swap entry",
 }
 STATE_COLORS = {
     "pmd": to_rgb("#1f4e9c"), "pte": to_rgb("#7fa7e0"), "zero": to_rgb("#f2e394"),
     "migration": to_rgb("#f08c1c"), "device_private": to_rgb("#8e44ad"),
-    "none": WHITE, "novma": to_rgb("#d9d9d9"), "swap": to_rgb("#c0392b"),
+    "device_exclusive": to_rgb("#e84393"), "none": WHITE, "novma": to_rgb("#d9d9d9"),
+    "swap": to_rgb("#c0392b"),
 }
 #: one colour per folio order 0..10; none is a state colour above or a free-frame grey, and
 #: neighbouring orders differ in hue (a buddy-style split leaves orders 8, 7, 6, 5, 4 side by side)
