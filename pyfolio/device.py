@@ -140,6 +140,15 @@ class Device:
         done = dmirror_migrate_to_system(self.driver, p.mm, to_ulong(addr), to_size(length))
         return MigrationResults(done)
 
+    def release(self) -> int:
+        """HMM_DMIRROR_RELEASE: evict all of the device's memory back to RAM (every
+        process's device-private mappings become present mappings of new system pages,
+        large device folios as large system folios); returns the pages evicted.
+        dmirror_device_remove_chunks() (lib/test_hmm.c, the series)."""
+        from pyfolio.lib.dmirror import dmirror_device_remove_chunks
+
+        return dmirror_device_remove_chunks(self.driver)
+
     def read(self, p: Process, addr: int) -> int | None:
         """The device reads the page at ``addr`` through its own page table, without a
         CPU fault; None when the device holds no copy there."""

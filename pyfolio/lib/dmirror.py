@@ -72,7 +72,7 @@ __all__ = ["Dmirror", "HMM_DMIRROR_FLAG_FAIL_ALLOC", "VM_FAULT_OOM", "VM_FAULT_S
            "dmirror_migrate_finalize_and_map", "dmirror_migrate_to_device",
            "dmirror_devmem_fault_alloc_and_copy", "dmirror_migrate_to_system",
            "dmirror_devmem_fault", "dmirror_devmem_folio_split", "dmirror_devmem_free",
-           "dmirror_read"]
+           "dmirror_read", "dmirror_device_evict_chunk", "dmirror_device_remove_chunks"]
 
 HMM_DMIRROR_FLAG_FAIL_ALLOC = 1 << 0
 
@@ -187,6 +187,10 @@ class Dmirror:
         self.fail_large_alloc = False
         self.split_design = "b"
         self.calloc = self.cfree = 0
+        #: dmirror_chunk->remove: the chunk is being released (freed pages are not reused)
+        self.remove = False
+        #: no chunk left after HMM_DMIRROR_RELEASE; the next allocation adds one
+        self.released = False
         self.free_folios: list[int] = []
         self.free_pages: list[int] = []
         #: device page table: (mm id, address) -> (device pfn, writable)
@@ -290,6 +294,10 @@ def dmirror_devmem_alloc_page(dmirror: Dmirror, is_large: bool) -> int | None:
     Models: lib/test_hmm.c:dmirror_devmem_alloc_page() (the series: ``is_large``).
     """
     m = dmirror.m
+    if dmirror.released and not dmirror.free_folios and not dmirror.free_pages:
+        start, end = dmirror.pgmap.range  # dmirror_allocate_chunk(): a chunk again
+        dmirror._carve(start, end, True)
+        dmirror.released = False
     if is_large:
         if dmirror.fail_large_alloc or not dmirror.free_folios:
             return None
@@ -603,8 +611,11 @@ def dmirror_devmem_free(dmirror: Dmirror, pfn: int, order: int) -> None:
     migrate_vma_split_unmapped_folio()); a folio of an order between (only
     ``System.split()`` makes one, as debugfs split_huge_pages cannot: ZONE_DEVICE is not
     a managed zone) goes back here as single pages, so the lists never hold more than
-    the device (the driver would put back the head page alone).
+    the device (the driver would put back the head page alone). While
+    HMM_DMIRROR_RELEASE removes the chunks (``remove``) nothing goes back.
     """
+    if dmirror.remove:  # "Return page to our allocator if not freeing the chunk"
+        return
     dmirror.cfree += 1 << order
     if order == HPAGE_PMD_ORDER:
         dmirror.free_folios.append(pfn)
@@ -625,3 +636,70 @@ def dmirror_read(dmirror: Dmirror, mm: MMStruct, addr: int) -> int | None:
     got = dmirror.pt.get((mm.id, addr & ~(PAGE_SIZE - 1)))
     return None if got is None else int(dmirror.m.mem.stamp[got[0]])
 
+
+
+def dmirror_device_evict_chunk(dmirror: Dmirror) -> int:
+    """dmirror_device_evict_chunk() - bring every device page of the chunk back to RAM,
+    whoever maps it: migrate_device_range() over the chunk, a system page (or a folio of
+    the same order for a COMPOUND entry) for each, the data copied, migrate_device_pages(),
+    migrate_device_finalize(). Returns the pages evicted.
+
+    Models: lib/test_hmm.c:dmirror_device_evict_chunk() (the series, linux-mm). The
+    kernel does not check the order-9 folio_alloc() ("TODO Support splitting here"): it
+    would oops when none is free; the simulator leaves such a folio on the device (its dst
+    0: migrate_device_pages() clears MIGRATE, finalize maps it back).
+    """
+    from pyfolio.mm.migrate_device_range import (
+        migrate_device_finalize,
+        migrate_device_pages,
+        migrate_device_range,
+    )
+    from pyfolio.mm.page_alloc import alloc_pages
+
+    m = dmirror.m
+    start, end = dmirror.pgmap.range
+    npages = end - start
+    src: list[int] = [0] * npages
+    dst: list[int] = [0] * npages
+    migrate_device_range(m, src, start, npages)
+    evicted = 0
+    for i in range(npages):
+        spage = migrate_pfn_to_page(src[i])
+        if spage is None or not src[i] & MIGRATE_PFN_MIGRATE:
+            continue
+        order = folio_order(page_folio(m, spage)) if src[i] & MIGRATE_PFN_COMPOUND else 0
+        try:
+            dpage = alloc_pages(m, order)
+        except MmError:
+            continue  # see the docstring: the kernel has no fallback here
+        _lock_new(m, dpage)
+        dst[i] = migrate_pfn(dpage) | (src[i] & MIGRATE_PFN_WRITE) | (
+            MIGRATE_PFN_COMPOUND if order else 0)
+        _copy(m, dpage, spage, 1 << order)  # folio_copy() from BACKING_PAGE(spage)
+        evicted += 1 << order
+    migrate_device_pages(m, src, dst, npages)
+    migrate_device_finalize(m, src, dst, npages)
+    m.trace.emit("dmirror_device_evict_chunk", changes={"evicted": evicted}, start=start)
+    return evicted
+
+
+def dmirror_device_remove_chunks(dmirror: Dmirror) -> int:
+    """dmirror_device_remove_chunks() - HMM_DMIRROR_RELEASE: the whole device memory goes
+    away: the chunk is marked ``remove`` (freed pages no longer return to the free lists),
+    its free pages are dropped, every used page is evicted
+    (dmirror_device_evict_chunk()), and the device is left with no chunk. Returns the
+    pages evicted (the ioctl returns 0).
+
+    Models: lib/test_hmm.c:dmirror_device_remove_chunks() (the series). Simplification:
+    the simulator keeps the frames registered (no memunmap_pages()); the next device
+    allocation adds them back as a new chunk (dmirror_allocate_chunk()).
+    """
+    dmirror.remove = True
+    dmirror.free_pages.clear()  # dmirror_remove_free_pages()
+    dmirror.free_folios.clear()
+    try:
+        evicted = dmirror_device_evict_chunk(dmirror)
+    finally:
+        dmirror.remove = False
+    dmirror.released = True
+    return evicted
