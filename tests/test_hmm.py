@@ -20,6 +20,14 @@ from pyfolio.mm.hmm import (
     hmm_pfn_to_pfn,
     hmm_range_fault,
 )
+from pyfolio.mm.mmu_notifier import (
+    MmuIntervalNotifier,
+    MmuIntervalNotifierOps,
+    mmu_interval_notifier_insert,
+    mmu_interval_read_begin,
+    mmu_interval_read_retry,
+    mmu_interval_set_seq,
+)
 from pyfolio.mm.rmap import make_device_exclusive
 from pyfolio.sim.errors import EBUSY, EFAULT, EPERM
 from pyfolio.system import Process
@@ -150,11 +158,9 @@ def test_a_device_exclusive_entry_reads_0_or_is_restored() -> None:
     assert p.lookup(a).kind == "page" and m.check() == []
 
 
-class _Sub:
-    """A stand-in interval subscription: only ``invalidate_seq`` and ``mm``."""
-
-    def __init__(self, mm: object) -> None:
-        self.mm, self.invalidate_seq = mm, 1
+def _set_seq(mni: MmuIntervalNotifier, range_: object, cur_seq: int) -> bool:
+    mmu_interval_set_seq(mni, cur_seq)  # what a driver's invalidate op does
+    return True
 
 
 @pytest.mark.parametrize("moved", [False, True])
@@ -162,9 +168,12 @@ def test_an_invalidation_since_read_begin_is_ebusy(moved: bool) -> None:
     # mmu_interval_check_retry() at the top of the loop: -EBUSY, nothing read
     m = System(ram="64M")
     p, a = m.spawn_with_thp()
-    sub = _Sub(p.mm)
-    rng = HmmRange(notifier=sub, notifier_seq=1, start=a, end=a + 4 * KiB, hmm_pfns=[0])
-    if moved:
-        sub.invalidate_seq = 3
+    sub = MmuIntervalNotifier(MmuIntervalNotifierOps(_set_seq))
+    mmu_interval_notifier_insert(sub, p.mm, a, 2 * MiB, sub.ops)
+    seq = mmu_interval_read_begin(sub)
+    if moved:  # MADV_DONTNEED of another page of the range: MMU_NOTIFY_CLEAR
+        p.madvise(a + MiB, 4 * KiB, "dontneed")
+    rng = HmmRange(notifier=sub, notifier_seq=seq, start=a, end=a + 4 * KiB, hmm_pfns=[0])
     assert hmm_range_fault(rng) == (-EBUSY if moved else 0)
     assert bool(rng.hmm_pfns[0]) is not moved
+    assert mmu_interval_read_retry(sub, seq) is moved

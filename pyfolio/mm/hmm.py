@@ -44,6 +44,7 @@ from pyfolio.include.linux.swapops import (
     is_writable_device_private_entry,
 )
 from pyfolio.mm.memory import FAULT_FLAG_WRITE, VM_FAULT_OOM, VM_FAULT_SIGBUS, handle_mm_fault
+from pyfolio.mm.mmu_notifier import MmuIntervalNotifier, mmu_interval_check_retry
 from pyfolio.sim.errors import EBUSY, EFAULT, EPERM
 from pyfolio.sim.units import PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PMD_SIZE
 
@@ -87,7 +88,7 @@ class HmmRange:
     and ``notifier_seq`` what mmu_interval_read_begin() returned; ``mm`` may be given
     directly when there is no notifier (then nothing can ask for a retry)."""
 
-    notifier: object = None
+    notifier: MmuIntervalNotifier | None = None
     notifier_seq: int = 0
     start: int = 0
     end: int = 0
@@ -383,12 +384,12 @@ def hmm_range_fault(rng: HmmRange) -> int:
     -EBUSY; walk_page_range() from ``last``; a fault inside ends the walk with -EBUSY and
     the walk restarts where it stopped }. Every word before ``last`` holds its output.
     """
-    mm = rng.mm if rng.mm is not None else rng.notifier.mm  # type: ignore[attr-defined]
+    mm = rng.mm if rng.mm is not None or rng.notifier is None else rng.notifier.mm
+    assert mm is not None
     hvw = _HmmVmaWalk(rng, rng.start)
     while True:
-        # mmu_interval_check_retry(): the subscription's invalidate_seq moved on
-        if rng.notifier is not None and \
-                rng.notifier.invalidate_seq != rng.notifier_seq:  # type: ignore[attr-defined]
+        if rng.notifier is not None and mmu_interval_check_retry(rng.notifier,
+                                                                 rng.notifier_seq):
             return -EBUSY
         ret = _walk_page_range(mm, hvw.last, rng.end, hvw)
         if ret != -EBUSY:

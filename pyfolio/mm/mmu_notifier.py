@@ -45,7 +45,8 @@ __all__ = ["MMU_NOTIFY", "MMU_NOTIFIER_RANGE_BLOCKABLE", "ULONG_MAX", "MmuNotifi
            "mmu_notifier_range_init", "mmu_notifier_range_init_owner",
            "mmu_notifier_invalidate_range_start", "mmu_notifier_invalidate_range_end",
            "invalidate_secondary_mmus", "mmu_notifier_release",
-           "mmu_interval_read_begin", "mmu_interval_read_retry", "mmu_interval_set_seq"]
+           "mmu_interval_read_begin", "mmu_interval_read_retry", "mmu_interval_check_retry",
+           "mmu_interval_set_seq"]
 
 #: unsigned long's largest value: the end of the release range and of dmirror's notifier
 ULONG_MAX = (1 << 64) - 1
@@ -245,6 +246,16 @@ def mmu_interval_read_retry(interval_sub: MmuIntervalNotifier, seq: int) -> bool
     ``seq``? Then what was read is stale.
 
     Models: include/linux/mmu_notifier.h:mmu_interval_read_retry() (v6.18).
+    """
+    return interval_sub.invalidate_seq != seq
+
+
+def mmu_interval_check_retry(interval_sub: MmuIntervalNotifier, seq: int) -> bool:
+    """mmu_interval_check_retry() - the same test without the driver's lock, which
+    hmm_range_fault() makes before each walk (a cheap early exit; the driver's
+    mmu_interval_read_retry() under its lock is the one that counts).
+
+    Models: include/linux/mmu_notifier.h:mmu_interval_check_retry() (v6.18).
     """
     return interval_sub.invalidate_seq != seq
 

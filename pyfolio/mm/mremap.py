@@ -40,6 +40,7 @@ from pyfolio.mm.huge_memory import split_huge_pmd
 from pyfolio.mm.huge_memory_move import move_huge_pmd
 from pyfolio.mm.memory import pmd_slot, pte_slot, set_pte_at
 from pyfolio.mm.mmap import do_munmap, get_unmapped_area, vma_merge_range
+from pyfolio.mm.mmu_notifier import MMU_NOTIFY, invalidate_secondary_mmus
 from pyfolio.mm.rmap import anon_vma_clone, unlink_anon_vmas
 from pyfolio.sim.errors import EFAULT, EINVAL, ENOMEM, MmError
 from pyfolio.sim.units import PAGE_SIZE, PMD_SIZE, PUD_SHIFT
@@ -356,13 +357,17 @@ def move_page_tables(pmc: PagetableMoveControl) -> int:
     Models: mm/mremap.c:move_page_tables() (v6.18): per step, a whole PMD table moves
     when 1 GiB (move_normal_pud()) or 2 MiB (move_normal_pmd()) lines up on both sides;
     a huge PMD moves whole with move_huge_pmd() when the step is 2 MiB, else it is split
-    (split_huge_pmd()) and its PTEs move with move_ptes().
+    (split_huge_pmd()) and its PTEs move with move_ptes(). Secondary MMUs hear
+    MMU_NOTIFY_UNMAP over the old range first.
     """
     mm = pmc.old.vm_mm
     m = mm.m
     if not pmc.len_in:
         return 0
     _try_realign_addr(mm, pmc)
+    # mmu_notifier_range_init(MMU_NOTIFY_UNMAP, old_addr, old_end): a device mirroring
+    # the old addresses drops them (its entries are keyed by virtual address)
+    invalidate_secondary_mmus(MMU_NOTIFY.MMU_NOTIFY_UNMAP, mm, pmc.old_addr, pmc.old_end)
     start = pmc.old_end - pmc.len_in
     while pmc.old_addr < pmc.old_end:
         extent = get_extent(pmc, PUD_SIZE)

@@ -688,6 +688,10 @@ def make_device_exclusive(mm: MMStruct, addr: int, owner: object) -> int:
         put_user_page(m, pfn)
         raise MmError(EOPNOTSUPP, f"make_device_exclusive: {addr:#x} is not anonymous")
     folio_lock(folio)
+    # mmu_notifier_range_init_owner(MMU_NOTIFY_EXCLUSIVE, 0, mm, addr, addr + PAGE_SIZE,
+    # owner): a driver skips the invalidation its own request causes by ``owner``
+    invalidate_secondary_mmus(MMU_NOTIFY.MMU_NOTIFY_EXCLUSIVE, mm, addr, addr + PAGE_SIZE,
+                              owner)
     slot = pte_slot(mm, addr)
     assert slot is not None
     pte = int(m.pgtables[slot[0]][slot[1]])  # folio_walk_start(): the same page, writable
