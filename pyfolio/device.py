@@ -18,7 +18,16 @@ from pyfolio.lib.dmirror import (
     Dmirror,
     dmirror_migrate_to_device,
     dmirror_migrate_to_system,
-    dmirror_read,
+    dmirror_peek,
+)
+from pyfolio.lib.dmirror_cmds import (
+    HMM_DMIRROR_CHECK_EXCLUSIVE,
+    HMM_DMIRROR_EXCLUSIVE,
+    HMM_DMIRROR_READ,
+    HMM_DMIRROR_SNAPSHOT,
+    HMM_DMIRROR_WRITE,
+    HmmDmirrorCmd,
+    dmirror_fops_unlocked_ioctl,
 )
 from pyfolio.mm.migrate_device import (
     MIGRATE_PFN_COMPOUND,
@@ -26,8 +35,8 @@ from pyfolio.mm.migrate_device import (
     MigrateVma,
     migrate_pfn_to_page,
 )
-from pyfolio.sim.errors import EINVAL, MmError
-from pyfolio.sim.units import HPAGE_PMD_NR, PAGE_SIZE, to_size, to_ulong
+from pyfolio.sim.errors import EINVAL, EPERM, MmError
+from pyfolio.sim.units import HPAGE_PMD_NR, PAGE_SIZE, to_size, to_stamp, to_ulong
 
 if TYPE_CHECKING:
     from pyfolio.sim.machine import Machine
@@ -76,6 +85,11 @@ class Device:
         self.driver.split_design = split_design(design)
         self.m = m
         self.name = name
+        #: struct hmm_dmirror_cmd's ``cpages`` and ``faults`` after the last read_range(),
+        #: write_range(), snapshot(), make_exclusive() or check_exclusive() that succeeded
+        #: (a failed ioctl copies nothing back)
+        self.cpages = 0
+        self.faults = 0
 
     def __repr__(self) -> str:
         start, end = self.driver.pgmap.range
@@ -153,7 +167,76 @@ class Device:
         """The device reads the page at ``addr`` through its own page table, without a
         CPU fault; None when the device holds no copy there."""
         _process(p)._live()
-        return dmirror_read(self.driver, p.mm, to_ulong(addr))
+        return dmirror_peek(self.driver, p.mm, to_ulong(addr))
+
+    # -- the mirror: the device uses the process's memory through its own page table ------
+    def _ioctl(self, what: str, command: int, p: Process, addr: int, npages: int,
+               ptr: list[int] | None = None, allowed: tuple[int, ...] = (0,)
+               ) -> tuple[int, HmmDmirrorCmd]:
+        """One dmirror ioctl: (its return value, the command as copied back). A return
+        value not in ``allowed`` raises MmError(-ret); ``cpages``/``faults`` are kept from
+        a command that returned 0 (a failed ioctl copies nothing back)."""
+        _process(p)._live()
+        if isinstance(npages, bool) or not isinstance(npages, int):
+            raise TypeError(f"{what}: npages must be an int, not {type(npages).__name__}")
+        cmd = HmmDmirrorCmd(to_ulong(addr), npages, list(ptr or []))
+        ret = dmirror_fops_unlocked_ioctl(self.driver, p.mm, command, cmd)
+        if ret not in allowed:
+            raise MmError(-ret, f"{what}: [{cmd.addr:#x}, +{npages} pages) of pid {p.pid}: "
+                          f"the ioctl returned {ret}")
+        if not ret:
+            self.cpages, self.faults = cmd.cpages, cmd.faults
+        return ret, cmd
+
+    def read_range(self, p: Process, addr: int, npages: int) -> list[int]:
+        """HMM_DMIRROR_READ: the device reads ``npages`` pages from ``addr`` through its
+        own page table (dmirror_read()); what it has no entry for is faulted in first with
+        hmm_range_fault() (a missing page allocated, a device-private page of another device
+        brought back, a device-exclusive entry restored; this device's own pages are used
+        where they are). Returns each page's value. ``cpages`` = pages read, ``faults`` =
+        rounds of faulting (0 when the device already mirrored the range).
+
+        MmError, nothing changed: EINVAL for an unaligned ``addr`` or ``npages`` < 1,
+        EFAULT for a hole or a PROT_NONE page in the range."""
+        return self._ioctl("read_range", HMM_DMIRROR_READ, p, addr, npages)[1].ptr
+
+    def write_range(self, p: Process, addr: int, values: Sequence[int]) -> None:
+        """HMM_DMIRROR_WRITE: the device writes ``values`` (one per page) from ``addr``
+        (dmirror_write()); a page the device may not write yet is faulted in for writing
+        (HMM_PFN_REQ_WRITE: copy-on-write broken first). ``cpages``/``faults`` as for
+        read_range().
+
+        TypeError/ValueError for a value that is not a 64-bit int; MmError, nothing
+        changed: EINVAL (unaligned, no values), EFAULT (a hole or PROT_NONE), EPERM (a
+        page of a VMA without write permission)."""
+        vals = [to_stamp(v) for v in values]
+        self._ioctl("write_range", HMM_DMIRROR_WRITE, p, addr, len(vals), vals)
+
+    def snapshot(self, p: Process, addr: int, npages: int) -> bytes:
+        """HMM_DMIRROR_SNAPSHOT: what the CPU page tables say of each page, without
+        faulting anything or touching the device's table (dmirror_snapshot(),
+        dmirror_mkentry()): a byte per page, HMM_DMIRROR_PROT_ERROR 0xFF (no VMA, or
+        PROT_NONE), 0x00 (not present), else READ 0x01 or WRITE 0x02, or-ed with ZERO
+        0x10 (the zero page), DEV_PRIVATE_LOCAL 0x20 / _REMOTE 0x30 (a device-private page
+        of this / another device) and PMD 0x04 (mapped by a PMD). MmError(EINVAL) for an
+        unaligned ``addr`` or ``npages`` < 1."""
+        return bytes(self._ioctl("snapshot", HMM_DMIRROR_SNAPSHOT, p, addr, npages)[1].ptr)
+
+    def make_exclusive(self, p: Process, addr: int, npages: int) -> list[int]:
+        """HMM_DMIRROR_EXCLUSIVE: take each page for the device's atomic access
+        (make_device_exclusive(): faulted in writable, a PMD-mapped THP PMD-split, the PTE
+        replaced by a device-exclusive entry the CPU faults on), then read the range back.
+        Returns the values. MmError, nothing changed: EINVAL (unaligned, ``npages`` < 1),
+        EFAULT (a hole, a read-only or PROT_NONE VMA)."""
+        return self._ioctl("make_exclusive", HMM_DMIRROR_EXCLUSIVE, p, addr, npages)[1].ptr
+
+    def check_exclusive(self, p: Process, addr: int, npages: int) -> int:
+        """HMM_DMIRROR_CHECK_EXCLUSIVE: what the ioctl returns, -EPERM while the device
+        still holds some page of the range atomically (no CPU access since
+        make_exclusive()), else 0. MmError(EINVAL) for an unaligned ``addr`` or
+        ``npages`` < 1."""
+        return self._ioctl("check_exclusive", HMM_DMIRROR_CHECK_EXCLUSIVE, p, addr, npages,
+                           allowed=(0, -EPERM))[0]
 
 
 def _process(p: Process) -> Process:

@@ -41,7 +41,15 @@ from pyfolio.sim.errors import (
 )
 from pyfolio.sim.machine import MTHP_POLICIES, THP_POLICIES, THPSIZE_ORDERS, mthp_size_order
 from pyfolio.sim.trace import Trace
-from pyfolio.sim.units import HPAGE_PMD_NR, PAGE_SIZE, PMD_SIZE, parse_size, to_size, to_ulong
+from pyfolio.sim.units import (
+    HPAGE_PMD_NR,
+    PAGE_SIZE,
+    PMD_SIZE,
+    parse_size,
+    to_size,
+    to_stamp,
+    to_ulong,
+)
 
 if TYPE_CHECKING:
     from pyfolio.include.linux.fs import File
@@ -866,10 +874,4 @@ def _word(value: object, what: str) -> str:
     return value
 
 
-def _stamp(value: object) -> int:
-    """A page's 64-bit contents: an int in [0, 2**64) (TypeError, ValueError otherwise)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"a page holds a 64-bit int, not {type(value).__name__} {value!r}")
-    if not 0 <= value < 1 << 64:
-        raise ValueError(f"{value} does not fit in a 64-bit page stamp [0, 2**64)")
-    return value
+_stamp = to_stamp  # the facade's name for it

@@ -142,16 +142,16 @@ def test_uncited_detects_public_functions_named_after_cited_kernel_functions() -
     assert uncited(mod, names=()) == []
 
 
-def test_dmirror_read_and_page_mapcount_say_what_they_model() -> None:
+def test_dmirror_peek_and_page_mapcount_say_what_they_model() -> None:
     from pyfolio.include.linux import mm as folio
     from pyfolio.lib import dmirror as dmirror
 
     refs = {r.python: r.kernel for r in kernel_refs()}
-    assert refs["pyfolio.lib.dmirror.dmirror_read"] == (("lib/test_hmm.c", "dmirror_do_read"),)
+    assert refs["pyfolio.lib.dmirror.dmirror_peek"] == (("lib/test_hmm.c", "dmirror_do_read"),)
     assert "pyfolio.include.linux.mm.page_mapcount" not in refs
     assert "page_mapcount" not in kernel_names()
     assert "no kernel counterpart" in (folio.page_mapcount.__doc__ or "")
-    assert dmirror.dmirror_read.__doc__
+    assert dmirror.dmirror_peek.__doc__
 
 
 def test_chapters_teaching_reads_read_the_kernel_calls(tmp_path: Path) -> None:

@@ -60,28 +60,33 @@ from pyfolio.mm.mmu_notifier import (
     mmu_interval_set_seq,
 )
 from pyfolio.sim.errors import EINVAL, ENOENT, ENOMEM, MmError
+from pyfolio.sim.memmap import NO_HEAD
 from pyfolio.sim.units import HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SIZE
 
 if TYPE_CHECKING:
     from pyfolio.include.linux.mm_types import VMA, MMStruct
     from pyfolio.sim.machine import Machine
 
-__all__ = ["Dmirror", "HMM_DMIRROR_FLAG_FAIL_ALLOC", "VM_FAULT_OOM", "VM_FAULT_SIGBUS",
-           "dmirror_fops_open", "dmirror_interval_invalidate", "dmirror_do_update",
+__all__ = ["Dmirror", "HMM_DMIRROR_FLAG_FAIL_ALLOC", "DPT_XA_TAG_ATOMIC", "DPT_XA_TAG_WRITE",
+           "VM_FAULT_OOM", "VM_FAULT_SIGBUS", "dmirror_fops_open", "dmirror_interval_invalidate",
+           "dmirror_do_update",
            "dmirror_devmem_alloc_page", "dmirror_migrate_alloc_and_copy",
            "dmirror_migrate_finalize_and_map", "dmirror_migrate_to_device",
            "dmirror_devmem_fault_alloc_and_copy", "dmirror_migrate_to_system",
            "dmirror_devmem_fault", "dmirror_devmem_folio_split", "dmirror_devmem_free",
-           "dmirror_read", "dmirror_device_evict_chunk", "dmirror_device_remove_chunks"]
+           "dmirror_peek", "dmirror_device_evict_chunk", "dmirror_device_remove_chunks"]
 
 HMM_DMIRROR_FLAG_FAIL_ALLOC = 1 << 0
+#: lib/test_hmm.c: the tag of a device page-table entry (xa_tag_pointer()); untagged: read
+DPT_XA_TAG_ATOMIC = 1
+DPT_XA_TAG_WRITE = 3
 
 
 Key = tuple[int, int]
 
 
-class DevicePageTable(dict[Key, tuple[int, bool]]):
-    """The device's page table: (mm id, address) -> (device pfn, writable), with a reverse
+class DevicePageTable(dict[Key, tuple[int, int]]):
+    """The device's page table: (mm id, address) -> (pfn, tag), with a reverse
     index by device pfn so freeing a device page finds its entry without a scan.
 
     The reverse index holds a device pfn's one key itself, or a set when several keys
@@ -119,7 +124,7 @@ class DevicePageTable(dict[Key, tuple[int, bool]]):
         if len(got) == 1:
             self._by_pfn[dpfn] = got.pop()
 
-    def __setitem__(self, key: Key, value: tuple[int, bool]) -> None:
+    def __setitem__(self, key: Key, value: tuple[int, int]) -> None:
         if key in self:
             del self[key]
         super().__setitem__(key, value)
@@ -136,18 +141,18 @@ class DevicePageTable(dict[Key, tuple[int, bool]]):
             return value
         return default
 
-    def map_range(self, mm_id: int, addr: int, dpfn: int, nr: int, writable: bool) -> None:
+    def map_range(self, mm_id: int, addr: int, dpfn: int, nr: int, tag: int) -> None:
         """``nr`` entries: page ``addr + j`` -> device frame ``dpfn + j`` (the driver's
         per-page xa_store() loop); in bulk when no address has an entry and no frame is
         indexed yet (the usual case: fresh device pages for unmapped addresses)."""
         keys = [(mm_id, addr + j * PAGE_SIZE) for j in range(nr)]
         dpfns = range(dpfn, dpfn + nr)
         if self.keys().isdisjoint(keys) and self._by_pfn.keys().isdisjoint(dpfns):
-            dict.update(self, zip(keys, [(d, writable) for d in dpfns], strict=True))
+            dict.update(self, zip(keys, [(d, tag) for d in dpfns], strict=True))
             self._by_pfn.update(zip(dpfns, keys, strict=True))
             return
         for d, key in zip(dpfns, keys, strict=True):
-            self[key] = (d, writable)
+            self[key] = (d, tag)
 
     def unmap_range(self, mm_id: int, addr: int, nr: int) -> None:
         """Drop the entries of ``nr`` pages from ``addr`` (those that exist)."""
@@ -193,7 +198,9 @@ class Dmirror:
         self.released = False
         self.free_folios: list[int] = []
         self.free_pages: list[int] = []
-        #: device page table: (mm id, address) -> (device pfn, writable)
+        #: device page table: (mm id, address) -> (pfn, tag): the page the device uses there
+        #: (its own device page, or a system page hmm_range_fault() returned) and the entry's
+        #: tag (DPT_XA_TAG_WRITE, DPT_XA_TAG_ATOMIC, or 0: read-only)
         self.pt = DevicePageTable()
         #: struct dmirror's ``notifier``, one per mm mirrored (mm id -> subscription)
         self.notifiers: dict[int, MmuIntervalNotifier] = {}
@@ -287,6 +294,30 @@ def dmirror_interval_invalidate(dmirror: Dmirror, mni: MmuIntervalNotifier,
     return True
 
 
+def _new_chunk(dmirror: Dmirror) -> None:
+    """dmirror_allocate_chunk() after HMM_DMIRROR_RELEASE: the device range becomes a
+    chunk again, its 2 MiB blocks on ``free_folios``; a block that still holds a live
+    device folio (one eviction could not bring back, see dmirror_device_evict_chunk())
+    is left out, and its other frames go on ``free_pages``."""
+    import numpy as np
+
+    start, end = dmirror.pgmap.range
+    live = dmirror.m.mem._refcount[start:end] > 0
+    heads = dmirror.m.mem.compound_head[start:end]
+    live |= heads != NO_HEAD
+    pfn = start
+    while pfn < end:
+        nxt = min(end, (pfn // HPAGE_PMD_NR + 1) * HPAGE_PMD_NR)
+        block = live[pfn - start: nxt - start]
+        if not block.any():
+            dmirror._carve(pfn, nxt, True)
+        else:
+            for f in np.flatnonzero(~block):
+                dmirror.free_pages.append(pfn + int(f))
+        pfn = nxt
+    dmirror.released = False
+
+
 def dmirror_devmem_alloc_page(dmirror: Dmirror, is_large: bool) -> int | None:
     """dmirror_devmem_alloc_page() - a device page (or 2 MiB folio), locked, refcount 1
     held by the driver until finalize (recorded in extra_refs). None if none is free.
@@ -295,9 +326,7 @@ def dmirror_devmem_alloc_page(dmirror: Dmirror, is_large: bool) -> int | None:
     """
     m = dmirror.m
     if dmirror.released and not dmirror.free_folios and not dmirror.free_pages:
-        start, end = dmirror.pgmap.range  # dmirror_allocate_chunk(): a chunk again
-        dmirror._carve(start, end, True)
-        dmirror.released = False
+        _new_chunk(dmirror)
     if is_large:
         if dmirror.fail_large_alloc or not dmirror.free_folios:
             return None
@@ -383,7 +412,7 @@ def dmirror_migrate_finalize_and_map(args: MigrateVma, dmirror: Dmirror) -> None
             continue
         nr = HPAGE_PMD_NR if args.dst[i] & MIGRATE_PFN_COMPOUND else 1
         dmirror.pt.map_range(mm_id, args.start + i * PAGE_SIZE, dpage, nr,
-                             bool(args.dst[i] & MIGRATE_PFN_WRITE))
+                             DPT_XA_TAG_WRITE if args.dst[i] & MIGRATE_PFN_WRITE else 0)
 
 
 def _check_range(mm: MMStruct, start: int, size: int) -> None:
@@ -623,14 +652,14 @@ def dmirror_devmem_free(dmirror: Dmirror, pfn: int, order: int) -> None:
         dmirror.free_pages.extend(range(pfn, pfn + (1 << order)))
 
 
-def dmirror_read(dmirror: Dmirror, mm: MMStruct, addr: int) -> int | None:
+def dmirror_peek(dmirror: Dmirror, mm: MMStruct, addr: int) -> int | None:
     """The device reading one page through its own page table: the page's data, or None
     when the device has no entry there.
 
     Models: lib/test_hmm.c:dmirror_do_read() (v6.18), for one page: xa_load() from the
-    device page table, -ENOENT (here None) when there is no entry. The driver's
-    dmirror_read() (the HMM_DMIRROR_READ ioctl) then calls dmirror_fault(), which faults
-    the range in with hmm_range_fault(), and retries; this function does not.
+    device page table, -ENOENT (here None) when there is no entry. HMM_DMIRROR_READ
+    (pyfolio.lib.dmirror_cmds.dmirror_read()) then faults the range in with
+    hmm_range_fault() and copies again; this function does not.
     """
     dmirror_fops_open(dmirror, mm)
     got = dmirror.pt.get((mm.id, addr & ~(PAGE_SIZE - 1)))

@@ -675,9 +675,11 @@ def _check_device_free_lists(rng: tuple[int, int], driver: Dmirror, owner: np.nd
         np.add.at(edges, pfns[~bad] - start + n, -1)
         on_list += np.cumsum(edges[:-1], dtype=np.int32)
     live = owner[start:end] == 3
+    # after HMM_DMIRROR_RELEASE the device has no chunk: its free frames are nobody's
+    gone = on_list < 0 if driver.released else on_list == 0
     for bad, what in ((on_list > 1, "is on the free lists more than once"),
                       ((on_list > 0) & live, "is free and in a live folio"),
-                      ((on_list == 0) & ~live, "is neither free nor in a live folio")):
+                      (gone & ~live, "is neither free nor in a live folio")):
         hits = np.flatnonzero(bad)
         if len(hits):
             out.append(Violation("device-free-list", start + int(hits[0]),
@@ -685,14 +687,17 @@ def _check_device_free_lists(rng: tuple[int, int], driver: Dmirror, owner: np.nd
 
 
 def _check_device_mirror(m: Machine, driver: Dmirror, out: list[Violation]) -> None:
-    """Each device page-table entry (mm id, address) -> (pfn, writable) agrees with the
-    CPU entry at that address of that mm: it maps the same frame (a present PTE or PMD,
-    or a device-private entry), and the device may write only where the CPU may."""
+    """Each device page-table entry (mm id, address) -> (pfn, tag) agrees with the CPU
+    entry at that address of that mm: it maps the same frame (a present PTE or PMD, a
+    device-private entry, or for an ATOMIC entry the device-exclusive entry
+    make_device_exclusive() left, and only that), and the device may write (a WRITE or
+    ATOMIC tag) only where the CPU may."""
     from pyfolio.include.linux.swapops import is_writable_device_private_entry
+    from pyfolio.lib.dmirror import DPT_XA_TAG_ATOMIC, DPT_XA_TAG_WRITE
 
     mms = {mm.id: mm for mm in m.mms}
     walked: dict[tuple[int, int], tuple[str, int, int]] = {}  # (mm, 2 MiB) -> the walk's end
-    for (mm_id, addr), (pfn, writable) in driver.pt.items():
+    for (mm_id, addr), (pfn, tag) in driver.pt.items():
         mm = mms.get(mm_id)
         if mm is None:
             out.append(Violation("mirror", addr, f"device entry for mm {mm_id}, which is gone"))
@@ -704,18 +709,23 @@ def _check_device_mirror(m: Machine, driver: Dmirror, out: list[Violation]) -> N
         level, table, raw = walked[chunk]
         if level == "pte":
             raw = int(m.pgtables[table][(addr >> PAGE_SHIFT) & 511])
+        exclusive = bool(raw) and level == "pte" and is_device_exclusive_entry(raw)
         if raw & _PAGE_PRESENT and (level == "pte" or raw & _PAGE_PSE):
             cpu, cpu_write = pte_pfn(raw), bool(raw & _PAGE_RW)
         elif raw and not raw & _PAGE_PRESENT and is_device_private_entry(raw):
             cpu, cpu_write = swp_offset(raw), is_writable_device_private_entry(raw)
+        elif exclusive:
+            cpu, cpu_write = swp_offset(raw), True
         else:
             cpu, cpu_write = -1, False
         if cpu >= 0 and level == "pmd":
             cpu += (addr & ((1 << PMD_SHIFT) - 1)) >> PAGE_SHIFT
-        if cpu != pfn or (writable and not cpu_write):
+        writable = bool(tag & DPT_XA_TAG_WRITE)
+        if cpu != pfn or (writable and not cpu_write) or \
+                exclusive != (tag == DPT_XA_TAG_ATOMIC):
             out.append(Violation("mirror", addr, f"mm {mm_id}: the device maps frame "
-                                 f"{pfn:#x}{' writable' if writable else ''}, the CPU entry "
-                                 f"is {raw:#x}: a missed MMU-notifier invalidation"))
+                                 f"{pfn:#x} (tag {tag}), the CPU entry is {raw:#x}: a missed "
+                                 "MMU-notifier invalidation"))
 
 
 def snapshot(m: Machine) -> dict[str, object]:

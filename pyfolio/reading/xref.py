@@ -100,6 +100,7 @@ KERNEL_SOURCES: dict[str, str] = {
     "include/linux/xarray.h": "XArray inlines: xas_set_order(), xa_empty()",
     "kernel/fork.c": "fork: dup_mm; check_mm's RSS-counter check",
     "lib/test_hmm.c": "the dmirror test driver",
+    "lib/test_hmm_uapi.h": "dmirror's ioctl commands and HMM_DMIRROR_PROT_* bytes",
     "lib/xarray.c": "the XArray: multi-index entries, xas_split(), xas_try_split()",
     "mm/fadvise.c": "posix_fadvise()",
     "mm/filemap.c": "the page cache: add, remove, read, write, faults, fault-around",

@@ -13,7 +13,7 @@ from pyfolio.sim.errors import EINVAL, MmError
 __all__ = [
     "KiB", "MiB", "GiB", "PAGE_SHIFT", "PAGE_SIZE", "PMD_SHIFT", "PMD_SIZE", "PUD_SHIFT",
     "PGDIR_SHIFT", "PTRS_PER_TABLE", "HPAGE_PMD_ORDER", "HPAGE_PMD_NR", "MAX_PAGE_ORDER",
-    "Pfn", "Vaddr", "Order", "parse_size", "to_ulong", "to_size",
+    "Pfn", "Vaddr", "Order", "parse_size", "to_ulong", "to_size", "to_stamp",
 ]
 
 KiB = 1 << 10
@@ -70,6 +70,19 @@ def to_ulong(value: object, what: str = "address") -> int:
     if not -(1 << 63) <= value < 1 << 64:
         raise ValueError(f"{what} {value:#x} does not fit in 64 bits")
     return value & ((1 << 64) - 1)
+
+
+def to_stamp(value: object) -> int:
+    """A page's 64-bit contents: an int in [0, 2**64) (TypeError, ValueError otherwise).
+
+    >>> to_stamp(7)
+    7
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"a page holds a 64-bit int, not {type(value).__name__} {value!r}")
+    if not 0 <= value < 1 << 64:
+        raise ValueError(f"{value} does not fit in a 64-bit page stamp [0, 2**64)")
+    return value
 
 
 def to_size(length: object, what: str = "length") -> int:
