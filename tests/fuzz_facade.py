@@ -111,6 +111,11 @@ NPAGES = st.sampled_from([1, 2, 3, 16, 255, 256, 511, 512, 513, 1024]).flatmap(
 VALUE = st.one_of(st.none(), st.integers(0, (1 << 64) - 1))
 
 
+#: MADV_DONTFORK / DOFORK / WIPEONFORK / KEEPONFORK: (which shadow set, add or remove)
+_FORK_ADVICE = {"dontfork": (0, True), "dofork": (0, False), "wipeonfork": (1, True),
+                "keeponfork": (1, False)}
+
+
 def _prot(flags: VM) -> str:
     return "rw" if flags & VM.WRITE else "r" if flags & VM.READ else "none"
 
@@ -288,7 +293,7 @@ class FacadeMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: not self.dead and self.m.processes)
     @rule(who=WHO, pick=PICK, npages=NPAGES, align=st.booleans(),
-          prot=st.sampled_from(["r", "rw"]))
+          prot=st.sampled_from(["r", "rw", "rw", "none"]))
     def mprotect(self, who: int, pick: int, npages: int, align: bool, prot: str) -> None:
         sh = self._proc(who)
         assert sh is not None
@@ -323,6 +328,10 @@ class FacadeMachine(RuleBasedStateMachine):
         elif ok and advice == "free":
             for page in pages:
                 sh.lazyfree(page)
+        elif ok and advice in _FORK_ADVICE:
+            which, add = _FORK_ADVICE[advice]
+            marked = (sh.dontfork, sh.wipeonfork)[which]
+            (marked.update if add else marked.difference_update)(pages)
 
     # -- memory accesses ----------------------------------------------------------------------
     @precondition(lambda self: not self.dead and self.m.processes)

@@ -20,6 +20,7 @@ import numpy as np
 
 from pyfolio.arch.x86.pgtable import (
     _PAGE_PRESENT,
+    _PAGE_PROTNONE,
     _PAGE_PSE,
     _PAGE_SPECIAL,
     PTE_PFN_MASK,
@@ -43,7 +44,8 @@ __all__ = ["Val", "Shadow", "peek_chunk", "default_stamp", "allowed", "chunk_ind
 #: a value a page may hold: one int, or the set of ints it may hold
 Val = int | frozenset[int]
 _U64 = np.uint64
-_DEVICE_TYPES = (_U64(SwpType.SWP_DEVICE_WRITE), _U64(SwpType.SWP_DEVICE_READ))
+_DEVICE_TYPES = (_U64(SwpType.SWP_DEVICE_WRITE), _U64(SwpType.SWP_DEVICE_READ),
+                 _U64(SwpType.SWP_DEVICE_EXCLUSIVE))
 
 
 def default_stamp(addr: int) -> int:
@@ -61,16 +63,26 @@ class Shadow:
     ``val`` holds the pages whose value is not 0; ``lazy`` the pages MADV_FREE made
     discardable (their value may still become 0); ``pins`` the pins unpin() of the
     address can drop (page address -> count): zapping the page orphans them (the pin
-    stays on the old folio until exit, and unpin() of the address no longer finds it)."""
+    stays on the old folio until exit, and unpin() of the address no longer finds it).
+    ``dontfork`` and ``wipeonfork`` hold the pages MADV_DONTFORK / MADV_WIPEONFORK
+    marked (their VMA's VM_DONTCOPY / VM_WIPEONFORK): a child has no such page, or
+    has it reading 0."""
 
     proc: Process
     prot: dict[int, str] = field(default_factory=dict)
     val: dict[int, Val] = field(default_factory=dict)
     lazy: set[int] = field(default_factory=set)
     pins: dict[int, int] = field(default_factory=dict)
+    dontfork: set[int] = field(default_factory=set)
+    wipeonfork: set[int] = field(default_factory=set)
 
     def fork(self, child: Process) -> Shadow:
-        return Shadow(child, dict(self.prot), dict(self.val), set(self.lazy))
+        """dup_mmap(): VM_DONTCOPY pages are left out, VM_WIPEONFORK ones start empty
+        (and keep the flag)."""
+        gone = self.dontfork | self.wipeonfork
+        return Shadow(child, {a: v for a, v in self.prot.items() if a not in self.dontfork},
+                      {a: v for a, v in self.val.items() if a not in gone},
+                      self.lazy - gone, {}, set(), self.wipeonfork - self.dontfork)
 
     def pages(self, addr: int, length: int) -> range:
         first = addr & ~(PAGE_SIZE - 1)
@@ -113,6 +125,8 @@ class Shadow:
     def unmap(self, a: int) -> None:
         self.zap(a)
         self.prot.pop(a, None)
+        self.dontfork.discard(a)
+        self.wipeonfork.discard(a)
 
     def lazyfree(self, a: int) -> None:
         if self.get(a) != 0:
@@ -130,9 +144,10 @@ class Shadow:
 def peek_chunk(p: Process, base: int) -> tuple[np.ndarray, np.ndarray]:
     """What each of the 512 pages of the 2 MiB range at ``base`` holds now, read through
     the page tables without faulting: (values, readable). A present or device-private
-    entry gives its frame's stamp, an empty entry or the zero page 0, a swap entry what
-    its slot holds (:func:`peek_swap`); anything else (a migration entry, which no step
-    may leave) is not readable."""
+    entry gives its frame's stamp, and so does a PROT_NONE entry (P clear, PROTNONE set,
+    its PFN inverted) and a device-exclusive entry; an empty entry or the zero page 0; a
+    swap entry what its slot holds (:func:`peek_swap`); anything else (a migration entry,
+    which no step may leave) is not readable."""
     m = p.m
     stamp = m.mem.stamp
     w = walk(m, p.mm.pgd, base)
@@ -140,20 +155,23 @@ def peek_chunk(p: Process, base: int) -> tuple[np.ndarray, np.ndarray]:
     if w.level != "pte":
         if not raw or w.level != "pmd" or (raw & _PAGE_PRESENT and raw & _PAGE_SPECIAL):
             return np.zeros(512, _U64), np.ones(512, bool)
-        if raw & _PAGE_PRESENT and raw & _PAGE_PSE:
+        if raw & (_PAGE_PRESENT | _PAGE_PROTNONE) and raw & _PAGE_PSE:
             first = pte_pfn(raw)
-        elif is_device_private_entry(raw):
+        elif is_device_private_entry(raw):  # (no device-exclusive PMD: FOLL_SPLIT_PMD)
             first = swp_offset(raw)
         else:
             return np.zeros(512, _U64), np.zeros(512, bool)
         return stamp[first: first + 512].copy(), np.ones(512, bool)
     tbl = m.pgtables[w.tables[-1][1]]
-    present = (tbl & _U64(_PAGE_PRESENT)) != 0
+    protnone = ((tbl & _U64(_PAGE_PRESENT)) == 0) & ((tbl & _U64(_PAGE_PROTNONE)) != 0)
+    present = ((tbl & _U64(_PAGE_PRESENT)) != 0) | protnone
     special = present & ((tbl & _U64(_PAGE_SPECIAL)) != 0)
     typ = tbl >> _U64(59)
-    device = ~present & ((typ == _DEVICE_TYPES[0]) | (typ == _DEVICE_TYPES[1]))
+    device = ~present & ((typ == _DEVICE_TYPES[0]) | (typ == _DEVICE_TYPES[1])
+                         | (typ == _DEVICE_TYPES[2]))
     pfn = np.where(device, ((~tbl) << _U64(SWP_TYPE_BITS)) >> _U64(SWP_OFFSET_SHIFT),
-                   (tbl & _U64(PTE_PFN_MASK)) >> _U64(PAGE_SHIFT)).astype(np.int64)
+                   (np.where(protnone, ~tbl, tbl) & _U64(PTE_PFN_MASK))
+                   >> _U64(PAGE_SHIFT)).astype(np.int64)
     ok = (present & ~special) | device
     values = np.where(ok, stamp[np.where(ok, pfn, 0)], _U64(0))
     readable = ~((tbl != 0) & ~ok & ~special)
