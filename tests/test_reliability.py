@@ -131,10 +131,14 @@ def test_c_mprotect_makes_device_private_entries_read_only() -> None:
     d = m.add_device("d", memory="4M")
     p, a = m.spawn_with_thp()
     d.migrate_to_device(p, a, 2 * MiB)
+    p.mprotect(a, 2 * MiB, "rw")  # the same flags: mprotect_fixup() does nothing
+    assert p.lookup(a).write
+    p.mprotect(a, 2 * MiB, "r")
     p.mprotect(a, 2 * MiB, "rw")
     e = p.lookup(a)
     assert (e.level, e.kind, e.write) == ("pmd", "device_private", False)
-    p.mprotect(a, 4 * KiB, "rw")  # splits the PMD: PTEs, read-only
+    p.mprotect(a, 4 * KiB, "r")  # splits the PMD: PTEs, read-only
+    p.mprotect(a, 4 * KiB, "rw")
     assert (p.lookup(a + 8 * KiB).kind, p.lookup(a + 8 * KiB).write) == ("device_private", False)
     p.write(a + 8 * KiB, 5)
     assert p.read(a + 8 * KiB) == 5 and m.check() == []
