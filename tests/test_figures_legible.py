@@ -239,6 +239,7 @@ def _widgets() -> list[tuple[str, Callable[[], Figure]]]:
             ("split_explorer", lambda: w.split_explorer().static_figure()),
             ("pmd_remap_viewer", lambda: w.pmd_remap_viewer().static_figure()),
             ("device_fault_explorer", lambda: w.device_fault_explorer().static_figure()),
+            ("driver_explorer", lambda: w.driver_explorer().static_figure()),
             ("design_review", lambda: design_review().static_figure()),
             ("cost_explorer", lambda: cost_explorer().static_figure()),
             ("swap_explorer", lambda: w.swap_explorer().static_figure()),

@@ -9,6 +9,7 @@ drive the apps by setting control values and calling ``button.click()``.
 from pyfolio.widgets.address_walk import AddressWalker, address_walker
 from pyfolio.widgets.buddy_explorer import BuddyExplorer, buddy_explorer
 from pyfolio.widgets.device_fault import DeviceFaultExplorer, device_fault_explorer
+from pyfolio.widgets.driver_explorer import DriverExplorer, driver_explorer
 from pyfolio.widgets.fault_explorer import FaultExplorer, fault_explorer
 from pyfolio.widgets.folio_inspector import FolioInspector, folio_inspector
 from pyfolio.widgets.page_cache_explorer import PageCacheExplorer, page_cache_explorer
@@ -29,4 +30,5 @@ __all__ = [
     "buddy_explorer", "BuddyExplorer", "folio_inspector", "FolioInspector",
     "fault_explorer", "FaultExplorer", "swap_explorer", "SwapExplorer",
     "page_cache_explorer", "PageCacheExplorer",
+    "driver_explorer", "DriverExplorer",
 ]
