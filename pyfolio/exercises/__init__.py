@@ -34,6 +34,7 @@ from pyfolio.exercises import (
     ch12_code_review_lab,
     ch14_large_folios_in_the_page_cache,
     ch15_swapping_large_folios,
+    ch16_the_device_as_a_driver_sees_it,
 )
 from pyfolio.exercises.base import Exercise
 
@@ -54,6 +55,7 @@ CHAPTERS: dict[int, ModuleType] = {
     12: ch12_code_review_lab,
     14: ch14_large_folios_in_the_page_cache,
     15: ch15_swapping_large_folios,
+    16: ch16_the_device_as_a_driver_sees_it,
 }
 
 
