@@ -32,6 +32,7 @@ from pyfolio.lib.dmirror_cmds import (
 from pyfolio.mm.migrate_device import (
     MIGRATE_PFN_COMPOUND,
     MIGRATE_PFN_MIGRATE,
+    MIGRATE_PFN_VALID,
     MigrateVma,
     migrate_pfn_to_page,
 )
@@ -85,9 +86,10 @@ class Device:
         self.driver.split_design = split_design(design)
         self.m = m
         self.name = name
-        #: struct hmm_dmirror_cmd's ``cpages`` and ``faults`` after the last read_range(),
-        #: write_range(), snapshot(), make_exclusive() or check_exclusive() that succeeded
-        #: (a failed ioctl copies nothing back)
+        #: struct hmm_dmirror_cmd's ``cpages`` and ``faults`` after the last command that
+        #: succeeded (read_range(), write_range(), snapshot(), make_exclusive(),
+        #: check_exclusive(), migrate_to_device(), migrate_to_system()); a failed ioctl
+        #: copies nothing back
         self.cpages = 0
         self.faults = 0
 
@@ -146,12 +148,20 @@ class Device:
         _process(p)._live()
         done, ret = dmirror_migrate_to_device(self.driver, p.mm, to_ulong(addr),
                                               to_size(length), switch)
-        return MigrationResults(done, ret)
+        res = MigrationResults(done, ret)
+        if ret == 0:  # the driver read every page back (dmirror_do_read()): cpages
+            self.cpages, self.faults = len(res), 0
+        return res
 
     def migrate_to_system(self, p: Process, addr: int, length: int | str) -> MigrationResults:
-        """HMM_DMIRROR_MIGRATE_TO_SYS over [addr, addr + length)."""
+        """HMM_DMIRROR_MIGRATE_TO_SYS over [addr, addr + length). ``cpages`` counts, as
+        dmirror_successful_migrated_pages() does, the ``src`` entries with
+        MIGRATE_PFN_VALID and MIGRATE_PFN_MIGRATE (a COMPOUND entry is one)."""
         _process(p)._live()
         done = dmirror_migrate_to_system(self.driver, p.mm, to_ulong(addr), to_size(length))
+        self.cpages = sum(1 for args in done for s in args.src[:args.npages]
+                          if s & MIGRATE_PFN_VALID and s & MIGRATE_PFN_MIGRATE)
+        self.faults = 0
         return MigrationResults(done)
 
     def release(self) -> int:

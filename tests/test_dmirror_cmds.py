@@ -294,3 +294,16 @@ def test_a_hole_is_efault_for_every_faulting_command() -> None:
         assert e.value.errno == EFAULT, call
     assert snapshot(m.machine) == before
     assert list(d.snapshot(p, a, 4))[2] == HMM_DMIRROR_PROT_ERROR
+
+
+def test_migrations_count_cpages_as_the_driver_does() -> None:
+    # hmm-tests migrate / migrate_multiple: cpages == npages both ways
+    m, (d,), p = _setup()
+    a = p.mmap(16 * PAGE)
+    _fill(p, a, 16)
+    d.read_range(p, a, 16)
+    assert d.migrate_to_device(p, a, 16 * PAGE).migrated == 16
+    assert (d.cpages, d.faults) == (16, 0)
+    d.migrate_to_system(p, a, 16 * PAGE)
+    assert (d.cpages, d.faults) == (16, 0)
+    assert [p.read(a + i * PAGE) for i in range(16)] == list(range(16)) and m.check() == []
