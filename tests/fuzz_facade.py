@@ -53,6 +53,7 @@ from pyfolio.include.linux.huge_mm import MTHP_STAT
 from pyfolio.include.linux.mm_types import VM
 from pyfolio.mm.debug_vm import snapshot
 from pyfolio.mm.madvise import ADVICE
+from pyfolio.sim.errors import EPERM
 from pyfolio.sim.machine import MTHP_POLICIES, THP_POLICIES
 from pyfolio.sim.units import HPAGE_PMD_NR, PAGE_SIZE, PMD_SIZE, KiB, MiB
 
@@ -525,6 +526,52 @@ class FacadeMachine(RuleBasedStateMachine):
         if seen is not None and (a not in sh.prot or seen not in allowed(sh.get(a))):
             raise DataMismatch(f"device {d.name} read {seen} at {a:#x} of pid {sh.proc.pid}, "
                                f"expected {sorted(allowed(sh.get(a)))}")
+
+    @precondition(lambda self: not self.dead and self.m.devices and self.m.processes)
+    @rule(which=st.integers(0, 1), who=WHO, pick=PICK,
+          npages=st.sampled_from([1, 2, 33, 64]).flatmap(lambda n: st.sampled_from([n, -n])),
+          op=st.sampled_from(["read", "write", "exclusive", "snapshot"]))
+    def mirror(self, which: int, who: int, pick: int, npages: int, op: str) -> None:
+        """The device's own access through hmm_range_fault() (HMM_DMIRROR_READ / WRITE /
+        SNAPSHOT) or make_device_exclusive() (HMM_DMIRROR_EXCLUSIVE): a range with a hole
+        or a PROT_NONE page is EFAULT (a write to a read-only page EPERM, an exclusive
+        one EFAULT), nothing changed; reads see the shadow's values, writes set them."""
+        d, sh = self._dev(which), self._proc(who)
+        assert sh is not None
+        a, length = self._range(sh, pick, npages, False)
+        pages = sh.pages(a, length)
+        refused = 0
+        for page in pages:
+            prot = sh.prot.get(page, "none")
+            if prot == "none" or (op == "exclusive" and prot != "rw"):
+                refused = EFAULT
+            elif op == "write" and prot == "r":
+                refused = EPERM
+            if refused:
+                break
+        values = [default_stamp(page) ^ 0x5A5A for page in pages]
+        call: Callable[[], object] = {
+            "read": lambda: d.read_range(sh.proc, a, len(pages)),
+            "write": lambda: d.write_range(sh.proc, a, values),
+            "exclusive": lambda: d.make_exclusive(sh.proc, a, len(pages)),
+            "snapshot": lambda: d.snapshot(sh.proc, a, len(pages))}[op]
+        if refused and op != "snapshot":
+            self._run(call, refusal=(MmError, refused))
+            return
+        # a fault that cannot allocate is VM_FAULT_OOM, which hmm_vma_fault() turns into
+        # -EFAULT (and GUP into -ENOMEM) after part of the range was done
+        ok, got = self._run(call, may_fail=(EFAULT, ENOMEM))
+        if op == "write":
+            for page, v in zip(pages, values, strict=True):
+                (sh.write if ok else sh.maybe)(page, v)
+        elif ok and op in ("read", "exclusive"):
+            assert isinstance(got, list)
+            for page, seen in zip(pages, got, strict=True):
+                if not sh.observe(page, seen):
+                    raise DataMismatch(f"device {d.name} {op} saw {seen} at {page:#x} of pid "
+                                       f"{sh.proc.pid}, expected {sorted(allowed(sh.get(page)))}")
+        elif ok:
+            assert isinstance(got, bytes) and len(got) == len(pages)
 
     # -- looking -------------------------------------------------------------------------------
     @precondition(lambda self: not self.dead and self.m.processes)

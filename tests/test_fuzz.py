@@ -25,5 +25,5 @@ def test_a_thousand_random_facade_sequences_keep_every_invariant() -> None:
     cov = STATS.coverage
     assert min(cov["thp_fault_alloc"], cov["thp_split_page"], cov["device_pages"],
                cov["fork ok"], cov["migrate ok"], cov["swap ok"], cov["pswpout"],
-               STATS.refused, STATS.bad_inputs,
+               cov["mirror ok"], STATS.refused, STATS.bad_inputs,
                STATS.out_of_memory) > 0, (STATS, cov)
