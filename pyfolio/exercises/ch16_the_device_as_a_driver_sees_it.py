@@ -202,14 +202,14 @@ class MirrorCounts(Exercise):
                 f"{self.written}. A dmirror device does HMM_DMIRROR_{self.first.upper()} of "
                 f"all {self.n} pages; then the process {between}; then the device does "
                 f"HMM_DMIRROR_{self.second.upper()} of the first {self.span} page(s). What "
-                f"is that command's `faults`, and how many entries, and how many writable "
+                f"is that command's faults count, and how many entries, and how many writable "
                 f"(DPT_XA_TAG_WRITE) entries, does the device's page table then hold for "
                 f"the process? {self.answer_format()}.")
 
     def hint(self) -> str:
         return ("A device entry is writable when hmm_range_fault() returned HMM_PFN_WRITE: "
                 "the CPU's PTE was writable. Any invalidation of a page erases the device's "
-                "entry. `faults` counts dmirror_fault() rounds: 0 when every page already "
+                "entry. The faults count is the dmirror_fault() rounds: 0 when every page already "
                 "had a usable entry, else 1 (one round faults the rest of the range).")
 
 
