@@ -405,6 +405,9 @@ def _operate(pg: Any, name: str, roots: list[Any], lat: dict[str, list[float]]) 
                 _change(pg, root, _click(root, "Read page"), "ch15 swap explorer: read", lat)
                 _change(pg, root, _click(root, "Reset"), "ch15 swap explorer: reset", lat)
             _bad_number(pg, root, lat, "ch15 swap explorer page box")
+        elif ch == "16":
+            for button in ("Device read", "Make exclusive", "CPU read", "Snapshot", "Reset"):
+                _change(pg, root, _click(root, button), f"ch16 driver explorer: {button}", lat)
         elif ch == "13":
             select = root.locator("select").first
             options = select.locator("option").all_inner_texts()

@@ -49,7 +49,7 @@ class DriverExplorer(App):
         self.count = widgets.IntSlider(value=16, min=1, max=64, description="pages")
         self.buttons = {name: widgets.Button(description=label) for name, label in (
             ("read", "Device read"), ("write", "Device write"), ("snapshot", "Snapshot"),
-            ("exclusive", "Make exclusive"), ("check", "Check exclusive"),
+            ("exclusive", "Make exclusive"), ("check", "Still exclusive?"),
             ("cpu_read", "CPU read"), ("cpu_write", "CPU write"),
             ("migrate", "Migrate to device"), ("release", "Release device"),
             ("reset", "Reset"))}
