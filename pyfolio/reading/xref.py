@@ -198,10 +198,11 @@ def kernel_refs() -> list[KernelRef]:
 
 
 def _own(mod: ModuleType) -> list[tuple[str, Any]]:
-    """The functions and classes defined in ``mod`` (not imported into it)."""
+    """The functions and classes defined in ``mod`` (not imported into it), each under
+    its own name (an alias such as ``pmd_pfn = pte_pfn`` is the same function)."""
     return [(name, obj) for name, obj in vars(mod).items()
             if (inspect.isfunction(obj) or inspect.isclass(obj))
-            and obj.__module__ == mod.__name__]
+            and obj.__module__ == mod.__name__ and obj.__name__ == name]
 
 
 def model_modules() -> list[ModuleType]:
