@@ -14,10 +14,13 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as widgets
 from matplotlib.figure import Figure
+
+from pyfolio.sim.errors import MmError, SegmentationFault
 
 __all__ = ["App", "png", "image_widget", "Message"]
 
@@ -91,6 +94,17 @@ class Message(widgets.HTML):
             self.error(f"{show(value)} is outside {where}: type {allowed}")
             return None
         return value
+
+    def report(self, what: str, fn: Callable[[], str]) -> bool:
+        """Run one action: ``what: <its text>`` in green, or ``what: <the error>`` in red
+        when it raises MmError or SegmentationFault (never a traceback). True if it ran."""
+        try:
+            result = fn()
+        except (MmError, SegmentationFault) as e:
+            self.error(f"{what}: {e}")
+            return False
+        self.ok(f"{what}: {result}")
+        return True
 
     @property
     def text(self) -> str:

@@ -15,7 +15,6 @@ from collections.abc import Callable
 import ipywidgets as widgets
 from matplotlib.figure import Figure
 
-from pyfolio.sim.errors import MmError, SegmentationFault
 from pyfolio.sim.units import PAGE_SIZE, MiB
 from pyfolio.system import System
 from pyfolio.views import draw_cells, region_cells
@@ -66,12 +65,7 @@ class DeviceFaultExplorer(App):
 
     def _act(self, what: str, fn: Callable[[], str]) -> None:
         mark = self.system.trace.mark()
-        try:
-            result = fn()
-        except (MmError, SegmentationFault) as e:
-            self.message.error(f"{what}: {e}")
-        else:
-            self.message.ok(f"{what}: {result}")
+        self.message.report(what, fn)
         names = [e.name for e in self.system.trace.since(mark)
                  if e.name not in ("mm_page_alloc", "mm_page_free")]
         self.events.value = "events: " + " &rarr; ".join(dict.fromkeys(names))

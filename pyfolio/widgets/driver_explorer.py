@@ -19,7 +19,6 @@ from matplotlib.figure import Figure
 
 from pyfolio.device import Device
 from pyfolio.lib.dmirror import DPT_XA_TAG_ATOMIC, DPT_XA_TAG_WRITE
-from pyfolio.sim.errors import MmError, SegmentationFault
 from pyfolio.sim.units import PAGE_SIZE, MiB
 from pyfolio.system import Process, System
 from pyfolio.views import draw_cells, region_cells
@@ -87,12 +86,7 @@ class DriverExplorer(App):
         return self.addr + self.first.value * PAGE_SIZE
 
     def _act(self, what: str, fn: Callable[[], str]) -> None:
-        try:
-            result = fn()
-        except (MmError, SegmentationFault) as e:
-            self.message.error(f"{what}: {e}")
-        else:
-            self.message.ok(f"{what}: {result}")
+        self.message.report(what, fn)
         self.redraw()
 
     def _counted(self) -> str:
