@@ -49,7 +49,7 @@ STATE_LABELS = {
 STATE_COLORS = {
     "pmd": to_rgb("#1f4e9c"), "pte": to_rgb("#7fa7e0"), "zero": to_rgb("#f2e394"),
     "migration": to_rgb("#f08c1c"), "device_private": to_rgb("#8e44ad"),
-    "device_exclusive": to_rgb("#e84393"), "none": WHITE, "novma": to_rgb("#d9d9d9"),
+    "device_exclusive": to_rgb("#006d77"), "none": WHITE, "novma": to_rgb("#d9d9d9"),
     "swap": to_rgb("#c0392b"),
 }
 #: one colour per folio order 0..10; none is a state colour above or a free-frame grey, and
