@@ -408,11 +408,11 @@ def _operate(pg: Any, name: str, roots: list[Any], lat: dict[str, list[float]]) 
         elif ch == "16":
             for button in ("Device read", "Make exclusive", "CPU read", "Snapshot", "Reset"):
                 _change(pg, root, _click(root, button), f"ch16 driver explorer: {button}", lat)
-        elif ch == "13":
+        elif ch == "17":
             select = root.locator("select").first
             options = select.locator("option").all_inner_texts()
             _change(pg, root, lambda s=select, o=options[-1]: s.select_option(o),
-                    "ch13 scenario", lat)
+                    "ch17 scenario", lat)
         else:
             raise AssertionError(f"{name}: no operation defined for widget {kind[:80]!r}")
 

@@ -1,4 +1,4 @@
-"""The claims of chapters/13-your-own-kernel.md, checked through the same pyfolio calls
+"""The claims of chapters/17-your-own-kernel.md, checked through the same pyfolio calls
 (recorded kernel observations against the simulator; live kernel where available)."""
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def test_exercise_dontneed_of_a_whole_thp_does_not_split() -> None:
         assert compare(whole, mine, run_against(kb, whole, mine)) == []
 
 
-CHAPTER = ROOT / "chapters/13-your-own-kernel.md"
+CHAPTER = ROOT / "chapters/17-your-own-kernel.md"
 
 
 def _layout(layout: list[list[Any]]) -> str:
@@ -130,49 +130,49 @@ def _quoted(obs: dict[str, Any]) -> dict[str, Any]:
     half, drop = obs["munmap_half"][3], obs["munmap_half"][4]
     zread, zwrite = obs["huge_zero"][2], obs["huge_zero"][3]
     return {
-        "ch13_fault_ahp": fault["proc"]["anon_huge_kb"],
-        "ch13_fault_alloc": fault["vmstat"]["thp_fault_alloc"],
-        "ch13_split_pmd": split["vmstat"]["thp_split_pmd"],
-        "ch13_split_ahp": split["proc"]["anon_huge_kb"],
-        "ch13_split_rss": split["proc"]["rss_kb"],
-        "ch13_split_thp": split["proc"]["thp"],
-        "ch13_nohuge_small": obs["nohugepage"][3]["proc"]["layout"][0][1],
-        "ch13_cow_child": _layout(cow["child"]["layout"]),
-        "ch13_cow_parent_ahp": cow["proc"]["anon_huge_kb"],
-        "ch13_cow_child_ahp": cow["child"]["anon_huge_kb"],
-        "ch13_cow_shared": sum(n for c, n in cow["proc"]["kpagecount"] if c == 2),
-        "ch13_half_deferred": half["vmstat"]["thp_deferred_split_page"],
-        "ch13_half_thp": half["proc"]["thp"],
-        "ch13_drop_split": drop["vmstat"]["thp_split_page"],
-        "ch13_drop_rss": drop["proc"]["rss_kb"],
-        "ch13_dn_rss": obs["dontneed_10"][4]["proc"]["rss_kb"],
-        "ch13_dhalf_layout": _layout(obs["dontneed_half"][3]["proc"]["layout"]),
-        "ch13_free_split": obs["free_10"][3]["vmstat"]["thp_split_page"],
-        "ch13_pin_layout": _layout(obs["pin_blocks_split"][5]["proc"]["layout"]),
-        "ch13_pin_split": obs["pin_blocks_split"][7]["vmstat"]["thp_split_page"],
-        "ch13_zero_rss": zread["proc"]["rss_kb"],
-        "ch13_zero_count": zread["proc"]["kpagecount"][0][0],
-        "ch13_zero_write_split": zwrite["vmstat"]["thp_split_pmd"],
-        "ch13_cow_pss": cow["proc"]["pss_kb"],
-        "ch13_cow_shared_dirty": cow["proc"]["shared_dirty_kb"],
-        "ch13_cow_private_dirty": cow["proc"]["private_dirty_kb"],
-        "ch13_alone_private": obs["fork_cow"][4]["proc"]["private_dirty_kb"],
-        "ch13_free_clean": obs["free_10"][3]["proc"]["private_clean_kb"],
-        "ch13_drained_lazy": obs["free_10"][4]["proc"]["lazyfree_kb"],
-        "ch13_drained_sb": obs["free_10"][4]["proc"]["swapbacked"],
-        "ch13_drained_pglazy": obs["free_10"][4]["vmstat"]["pglazyfree"],
-        "ch13_fwhole_lazy": obs["free_whole"][3]["proc"]["lazyfree_kb"],
-        "ch13_fwhole_pglazy": obs["free_whole"][3]["vmstat"]["pglazyfree"],
-        "ch13_fwrite_lazy": obs["free_whole"][4]["proc"]["lazyfree_kb"],
-        "ch13_kept_rss": obs["not_underused"][3]["proc"]["rss_kb"],
-        "ch13_under_split": obs["underused"][3]["vmstat"]["thp_underused_split_page"],
-        "ch13_under_rss": obs["underused"][3]["proc"]["rss_kb"],
-        "ch13_under_layout": _layout(obs["underused"][3]["proc"]["layout"]),
-        "ch13_zunder_rss": obs["huge_zero_underused"][4]["proc"]["rss_kb"],
+        "ch17_fault_ahp": fault["proc"]["anon_huge_kb"],
+        "ch17_fault_alloc": fault["vmstat"]["thp_fault_alloc"],
+        "ch17_split_pmd": split["vmstat"]["thp_split_pmd"],
+        "ch17_split_ahp": split["proc"]["anon_huge_kb"],
+        "ch17_split_rss": split["proc"]["rss_kb"],
+        "ch17_split_thp": split["proc"]["thp"],
+        "ch17_nohuge_small": obs["nohugepage"][3]["proc"]["layout"][0][1],
+        "ch17_cow_child": _layout(cow["child"]["layout"]),
+        "ch17_cow_parent_ahp": cow["proc"]["anon_huge_kb"],
+        "ch17_cow_child_ahp": cow["child"]["anon_huge_kb"],
+        "ch17_cow_shared": sum(n for c, n in cow["proc"]["kpagecount"] if c == 2),
+        "ch17_half_deferred": half["vmstat"]["thp_deferred_split_page"],
+        "ch17_half_thp": half["proc"]["thp"],
+        "ch17_drop_split": drop["vmstat"]["thp_split_page"],
+        "ch17_drop_rss": drop["proc"]["rss_kb"],
+        "ch17_dn_rss": obs["dontneed_10"][4]["proc"]["rss_kb"],
+        "ch17_dhalf_layout": _layout(obs["dontneed_half"][3]["proc"]["layout"]),
+        "ch17_free_split": obs["free_10"][3]["vmstat"]["thp_split_page"],
+        "ch17_pin_layout": _layout(obs["pin_blocks_split"][5]["proc"]["layout"]),
+        "ch17_pin_split": obs["pin_blocks_split"][7]["vmstat"]["thp_split_page"],
+        "ch17_zero_rss": zread["proc"]["rss_kb"],
+        "ch17_zero_count": zread["proc"]["kpagecount"][0][0],
+        "ch17_zero_write_split": zwrite["vmstat"]["thp_split_pmd"],
+        "ch17_cow_pss": cow["proc"]["pss_kb"],
+        "ch17_cow_shared_dirty": cow["proc"]["shared_dirty_kb"],
+        "ch17_cow_private_dirty": cow["proc"]["private_dirty_kb"],
+        "ch17_alone_private": obs["fork_cow"][4]["proc"]["private_dirty_kb"],
+        "ch17_free_clean": obs["free_10"][3]["proc"]["private_clean_kb"],
+        "ch17_drained_lazy": obs["free_10"][4]["proc"]["lazyfree_kb"],
+        "ch17_drained_sb": obs["free_10"][4]["proc"]["swapbacked"],
+        "ch17_drained_pglazy": obs["free_10"][4]["vmstat"]["pglazyfree"],
+        "ch17_fwhole_lazy": obs["free_whole"][3]["proc"]["lazyfree_kb"],
+        "ch17_fwhole_pglazy": obs["free_whole"][3]["vmstat"]["pglazyfree"],
+        "ch17_fwrite_lazy": obs["free_whole"][4]["proc"]["lazyfree_kb"],
+        "ch17_kept_rss": obs["not_underused"][3]["proc"]["rss_kb"],
+        "ch17_under_split": obs["underused"][3]["vmstat"]["thp_underused_split_page"],
+        "ch17_under_rss": obs["underused"][3]["proc"]["rss_kb"],
+        "ch17_under_layout": _layout(obs["underused"][3]["proc"]["layout"]),
+        "ch17_zunder_rss": obs["huge_zero_underused"][4]["proc"]["rss_kb"],
     }
 
 
-@pytest.mark.xdist_group("13-your-own-kernel")
+@pytest.mark.xdist_group("17-your-own-kernel")
 def test_the_prose_quotes_what_the_simulator_computes(
         data: tuple[dict[str, Any], dict[str, Any]]) -> None:
     g = glued(CHAPTER)
@@ -180,13 +180,13 @@ def test_the_prose_quotes_what_the_simulator_computes(
     R = rec["observations"]
     # The recording and the agreement counts, from kernel_lab's summary of the same data.
     counts = summary(sims, R)
-    assert (g["ch13_date"], g["ch13_release"], g["ch13_policy"]) == (
+    assert (g["ch17_date"], g["ch17_release"], g["ch17_policy"]) == (
         rec["date"], rec["kernel_release"], rec["thp_settings"]["enabled"])
-    assert (g["ch13_debugfs"], g["ch13_debugfs_scenario"]) == (
+    assert (g["ch17_debugfs"], g["ch17_debugfs_scenario"]) == (
         rec["debugfs_split"], ", ".join(rec["unavailable"]))
-    assert (g["ch13_scenarios"], g["ch13_total"]) == (
+    assert (g["ch17_scenarios"], g["ch17_total"]) == (
         len(R), sum(len(SCENARIOS[n].steps) for n in R))
-    assert (g["ch13_agree"], g["ch13_not_modelled"], g["ch13_differ"]) == tuple(
+    assert (g["ch17_agree"], g["ch17_not_modelled"], g["ch17_differ"]) == tuple(
         sum(c[k] for c in counts.values()) for k in ("agree", "not modelled", "differ"))
 
     # Every value quoted from an agreeing scenario is the recorded kernel's and the simulator's.
@@ -195,36 +195,36 @@ def test_the_prose_quotes_what_the_simulator_computes(
 
     # The pin: the kernel counts a failure per shrinker pass, the simulator one.
     failed = "thp_split_page_failed"
-    assert g["ch13_pin_failed_kernel"] == R["pin_blocks_split"][5]["vmstat"][failed]
-    assert g["ch13_pin_failed_sim"] == sims["pin_blocks_split"][5]["vmstat"][failed]
+    assert g["ch17_pin_failed_kernel"] == R["pin_blocks_split"][5]["vmstat"][failed]
+    assert g["ch17_pin_failed_sim"] == sims["pin_blocks_split"][5]["vmstat"][failed]
 
     # Right after MADV_FREE of 10 pages: the kernel's values, not compared (they depend on
     # when a task drains the CPU's batch; the recording caught them undrained, as the
     # simulator shows them).
     free = R["free_10"][3]["proc"]
-    assert (g["ch13_free_lazy"], g["ch13_free_sb"]) == (free["lazyfree_kb"], free["swapbacked"])
+    assert (g["ch17_free_lazy"], g["ch17_free_sb"]) == (free["lazyfree_kb"], free["swapbacked"])
     assert (sims["free_10"][3]["proc"]["lazyfree_kb"], sims["free_10"][3]["proc"]["swapbacked"]) \
         == (0, 512)
 
     # debugfs split: the simulator's prediction only.
-    assert g["ch13_dsplit_folios"] == len(sims["debugfs_split"][3]["proc"]["layout"])
+    assert g["ch17_dsplit_folios"] == len(sims["debugfs_split"][3]["proc"]["layout"])
 
     # MADV_COLLAPSE: the kernel's allocation count, which the simulator reproduces.
     alloc = R["collapse"][2]["vmstat"]["thp_collapse_alloc"]
-    assert g["ch13_collapse_alloc"] == alloc == sims["collapse"][2]["vmstat"]["thp_collapse_alloc"]
+    assert g["ch17_collapse_alloc"] == alloc == sims["collapse"][2]["vmstat"]["thp_collapse_alloc"]
 
     # mTHP 64 KiB: the recorded values, which the simulator now reproduces.
     mthp, sim = R["mthp_64k"], sims["mthp_64k"]
-    assert g["ch13_mthp_folios"] == len(mthp[2]["proc"]["layout"]) == len(
+    assert g["ch17_mthp_folios"] == len(mthp[2]["proc"]["layout"]) == len(
         sim[2]["proc"]["layout"]) == 4
-    assert g["ch13_mthp_left"] == sum(1 for k, _ in mthp[4]["proc"]["layout"] if k == "large")
-    assert g["ch13_mthp_left"] == sum(1 for k, _ in sim[4]["proc"]["layout"] if k == "large")
+    assert g["ch17_mthp_left"] == sum(1 for k, _ in mthp[4]["proc"]["layout"] if k == "large")
+    assert g["ch17_mthp_left"] == sum(1 for k, _ in sim[4]["proc"]["layout"] if k == "large")
     # ... and its per-size stats (hugepages-64kB/stats/), recorded and simulated alike
-    for key, step, item, want in (("ch13_mthp_alloc", 2, "anon_fault_alloc", 4),
-                                  ("ch13_mthp_deferred", 3, "split_deferred", 1),
-                                  ("ch13_mthp_split", 4, "split", 1)):
+    for key, step, item, want in (("ch17_mthp_alloc", 2, "anon_fault_alloc", 4),
+                                  ("ch17_mthp_deferred", 3, "split_deferred", 1),
+                                  ("ch17_mthp_split", 4, "split", 1)):
         assert g[key] == mthp[step]["mthp"]["64kB"][item] == sim[step]["mthp"]["64kB"][item] \
             == want
-    assert g["ch13_differ"] == 0
+    assert g["ch17_differ"] == 0
     assert {d.scenario for n in ("collapse", "mthp_64k")
             for d in compare(SCENARIOS[n], sims[n], R[n])} == set()
