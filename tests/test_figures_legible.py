@@ -179,7 +179,7 @@ def _file_review() -> Figure:
 
 
 def _page_cache() -> Figure:
-    from pyfolio.exercises.ch14_large_folios_in_the_page_cache import thp_file
+    from pyfolio.exercises.ch13_large_folios_in_the_page_cache import thp_file
     from pyfolio.views import page_cache_strip
     m, p, fd = thp_file("shmem")
     p.fallocate(fd, "punch_hole", 800 * KiB, 4 * KiB)

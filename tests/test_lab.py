@@ -394,25 +394,25 @@ def _operate(pg: Any, name: str, roots: list[Any], lat: dict[str, list[float]]) 
             _change(pg, root, _slide(pg, root), "ch12 design review: step", lat)
             other = root.locator(".widget-toggle-button:not(.mod-active)").first
             _change(pg, root, other.click, "ch12 design review: design", lat)
+        elif ch == "13":
+            _change(pg, root, _click(root, "Apply"), "ch13 page-cache explorer: apply", lat)
+            _change(pg, root, _click(root, "Reset"), "ch13 page-cache explorer: reset", lat)
+            _bad_number(pg, root, lat, "ch13 page-cache explorer page box")
         elif ch == "14":
-            _change(pg, root, _click(root, "Apply"), "ch14 page-cache explorer: apply", lat)
-            _change(pg, root, _click(root, "Reset"), "ch14 page-cache explorer: reset", lat)
-            _bad_number(pg, root, lat, "ch14 page-cache explorer page box")
-        elif ch == "15":
             for _ in range(2):
                 _change(pg, root, _click(root, "MADV_PAGEOUT 2 MiB"),
-                        "ch15 swap explorer: pageout", lat)
-                _change(pg, root, _click(root, "Read page"), "ch15 swap explorer: read", lat)
-                _change(pg, root, _click(root, "Reset"), "ch15 swap explorer: reset", lat)
-            _bad_number(pg, root, lat, "ch15 swap explorer page box")
-        elif ch == "16":
+                        "ch14 swap explorer: pageout", lat)
+                _change(pg, root, _click(root, "Read page"), "ch14 swap explorer: read", lat)
+                _change(pg, root, _click(root, "Reset"), "ch14 swap explorer: reset", lat)
+            _bad_number(pg, root, lat, "ch14 swap explorer page box")
+        elif ch == "15":
             for button in ("Device read", "Make exclusive", "CPU read", "Snapshot", "Reset"):
-                _change(pg, root, _click(root, button), f"ch16 driver explorer: {button}", lat)
-        elif ch == "17":
+                _change(pg, root, _click(root, button), f"ch15 driver explorer: {button}", lat)
+        elif ch == "16":
             select = root.locator("select").first
             options = select.locator("option").all_inner_texts()
             _change(pg, root, lambda s=select, o=options[-1]: s.select_option(o),
-                    "ch17 scenario", lat)
+                    "ch16 scenario", lat)
         else:
             raise AssertionError(f"{name}: no operation defined for widget {kind[:80]!r}")
 

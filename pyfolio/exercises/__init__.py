@@ -32,9 +32,9 @@ from pyfolio.exercises import (
     ch10_migrating_a_thp,
     ch11_no_huge_page_on_the_device,
     ch12_code_review_lab,
-    ch14_large_folios_in_the_page_cache,
-    ch15_swapping_large_folios,
-    ch16_the_device_as_a_driver_sees_it,
+    ch13_large_folios_in_the_page_cache,
+    ch14_swapping_large_folios,
+    ch15_the_device_as_a_driver_sees_it,
 )
 from pyfolio.exercises.base import Exercise
 
@@ -53,9 +53,9 @@ CHAPTERS: dict[int, ModuleType] = {
     10: ch10_migrating_a_thp,
     11: ch11_no_huge_page_on_the_device,
     12: ch12_code_review_lab,
-    14: ch14_large_folios_in_the_page_cache,
-    15: ch15_swapping_large_folios,
-    16: ch16_the_device_as_a_driver_sees_it,
+    13: ch13_large_folios_in_the_page_cache,
+    14: ch14_swapping_large_folios,
+    15: ch15_the_device_as_a_driver_sees_it,
 }
 
 

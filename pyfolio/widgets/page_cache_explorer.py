@@ -3,7 +3,7 @@ page-cache folio, and see the folios the split leaves.
 
 The file is a memfd (shmem, written while ``shmem_enabled`` was ``always``) or an ext4 file
 written in one 2 MiB ``pwrite()``, clean (``fsync()``-ed) or still dirty
-(:func:`pyfolio.exercises.ch14_large_folios_in_the_page_cache.thp_file`). The operations are
+(:func:`pyfolio.exercises.ch13_large_folios_in_the_page_cache.thp_file`). The operations are
 the facade's ``Process.fallocate(fd, "punch_hole", ...)`` and ``Process.ftruncate(fd, ...)``
 (fs/open.c -> mm/truncate.c:truncate_inode_partial_folio() -> try_folio_split()); the widget
 only wires controls to them and redraws :func:`pyfolio.views.page_cache.page_cache_strip`.
@@ -68,7 +68,7 @@ class PageCacheExplorer(App):
     # -- model -----------------------------------------------------------------------------
     def reset(self) -> None:
         """A fresh machine and a fresh 2 MiB file of the chosen kind: one order-9 folio."""
-        from pyfolio.exercises.ch14_large_folios_in_the_page_cache import thp_file
+        from pyfolio.exercises.ch13_large_folios_in_the_page_cache import thp_file
 
         self.system, self.proc, self.fd = thp_file(FILES[self.fs.value])
         self.history: list[str] = []

@@ -1,4 +1,4 @@
-"""Chapter 16 exercises: what a device's snapshot of the CPU page tables says, what the
+"""Chapter 15 exercises: what a device's snapshot of the CPU page tables says, what the
 mirror counts when it reads and writes, and what a CPU touch does to pages a device holds for
 an atomic.
 
@@ -52,7 +52,7 @@ def driver_setup(npages: int, devices: int = 1, seed: int = 0,
 class SnapshotBytes(Exercise):
     """HMM_DMIRROR_SNAPSHOT of pages with different histories."""
 
-    chapter = 16
+    chapter = 15
     kind = "snapshot"
     title = "What does the snapshot say?"
 
@@ -126,7 +126,7 @@ BETWEEN = {"nothing": "does nothing",
 class MirrorCounts(Exercise):
     """Two mirror commands with a CPU step between them."""
 
-    chapter = 16
+    chapter = 15
     kind = "mirror"
     title = "What does the second command count?"
     fields = ("faults", "device entries", "writable device entries")
@@ -216,7 +216,7 @@ class MirrorCounts(Exercise):
 class AtomicTouches(Exercise):
     """The CPU touches pages a device took for an atomic."""
 
-    chapter = 16
+    chapter = 15
     kind = "atomic"
     title = "What does the CPU's touch give back?"
     fields = ("device-exclusive PTEs left", "PTEs restored", "thp_split_pmd")

@@ -1,4 +1,4 @@
-"""The claims of chapters/15-swapping-large-folios.md, checked through the same pyfolio calls.
+"""The claims of chapters/14-swapping-large-folios.md, checked through the same pyfolio calls.
 
 The kernel behaviour itself (allocation order, swap-in, fork, swapoff, reclaim) is tested in
 tests/test_swap.py and against the kernel in tests/test_kernel_lab_swap.py; this file checks
@@ -20,8 +20,8 @@ from pyfolio.sim.errors import MmError
 from pyfolio.views import record_swap, swap_cells
 from pyfolio.widgets import swap_explorer
 
-CHAPTER = ROOT / "chapters/15-swapping-large-folios.md"
-GROUP = pytest.mark.xdist_group("15-swapping-large-folios")
+CHAPTER = ROOT / "chapters/14-swapping-large-folios.md"
+GROUP = pytest.mark.xdist_group("14-swapping-large-folios")
 
 
 def _paged_out(kind: str) -> tuple[System, Any, int, int]:
@@ -51,48 +51,48 @@ def test_the_prose_quotes_what_the_simulator_computes() -> None:
         m = System(ram="64M")
         m.swapon("64M", kind)
         areas[kind] = m.swaps()[0]
-    assert (g["ch15_size_kb"], g["ch15_prio"]) == (areas["file"]["Size"],
+    assert (g["ch14_size_kb"], g["ch14_prio"]) == (areas["file"]["Size"],
                                                     areas["file"]["Priority"])
-    assert (g["ch15_type_file"], g["ch15_type_block"]) == ("file", "partition")
+    assert (g["ch14_type_file"], g["ch14_type_block"]) == ("file", "partition")
 
     out = {k: _paged_out(k) for k in ("file", "block", "zram")}
     (mf, pf, af, _), (mb, pb, ab, oldb) = out["file"], out["block"]
     offf = [e.swap_offset for e in pf.pagemap(af, 512)]
     offb = [e.swap_offset for e in pb.pagemap(ab, 512)]
-    assert (g["ch15_file_writes"], g["ch15_block_writes"], g["ch15_block_pages"]) == (
+    assert (g["ch14_file_writes"], g["ch14_block_writes"], g["ch14_block_pages"]) == (
         len(mf.swap_area.bios), len(mb.swap_area.bios), mb.swap_area.bios[0][2])
-    assert (g["ch15_file_off0"], g["ch15_file_off1"], g["ch15_file_off511"]) == (
+    assert (g["ch14_file_off0"], g["ch14_file_off1"], g["ch14_file_off511"]) == (
         offf[0], offf[1], offf[511])
-    assert (g["ch15_block_off0"], g["ch15_block_off511"]) == (offb[0], offb[511])
-    assert g["ch15_swapped"] == sum(e.swapped for e in pf.pagemap(af, 512)) == 512
-    assert g["ch15_vmswap"] == pf.status()["VmSwap"] == g["ch15_swap_kb"] == 2048
+    assert (g["ch14_block_off0"], g["ch14_block_off511"]) == (offb[0], offb[511])
+    assert g["ch14_swapped"] == sum(e.swapped for e in pf.pagemap(af, 512)) == 512
+    assert g["ch14_vmswap"] == pf.status()["VmSwap"] == g["ch14_swap_kb"] == 2048
 
     cached = mb.folio(oldb)
-    assert (g["ch15_cache_ref"], g["ch15_cache_map"], g["ch15_cache_exp"]) == (
+    assert (g["ch14_cache_ref"], g["ch14_cache_map"], g["ch14_cache_exp"]) == (
         cached.refcount, cached.mapcount, folio_expected_ref_count(cached))
 
     back = {k: _fault(m, p, a, 5) for k, (m, p, a, _) in out.items()}
-    assert g["ch15_block_mapped"] == back["block"][0] == 512
-    assert g["ch15_file_mapped"] == back["file"][0] == 1
-    assert g["ch15_zram_used"] == back["zram"][1] == 2044
+    assert g["ch14_block_mapped"] == back["block"][0] == 512
+    assert g["ch14_file_mapped"] == back["file"][0] == 1
+    assert g["ch14_zram_used"] == back["zram"][1] == 2044
 
-    assert g["ch15_w_block_used"] == _fault(*_paged_out("block")[:3], 3, write=True)[1] == 0
-    assert g["ch15_w_file_used"] == _fault(*_paged_out("file")[:3], 3, write=True)[1]
+    assert g["ch14_w_block_used"] == _fault(*_paged_out("block")[:3], 3, write=True)[1] == 0
+    assert g["ch14_w_file_used"] == _fault(*_paged_out("file")[:3], 3, write=True)[1]
     m4, p4, a4, _ = _paged_out("zram")
     m4.set_mthp("64kB", "madvise")
     v0 = m4.vmstat()["pswpin"]
-    assert g["ch15_z64_mapped"] == _fault(m4, p4, a4, 3)[0] == 16
-    assert g["ch15_z64_pswpin"] == m4.vmstat()["pswpin"] - v0
+    assert g["ch14_z64_mapped"] == _fault(m4, p4, a4, 3)[0] == 16
+    assert g["ch14_z64_pswpin"] == m4.vmstat()["pswpin"] - v0
 
     m5, p5, a5, _ = _paged_out("block")
-    assert g["ch15_ra_freed"] == m5.reclaim(512)
+    assert g["ch14_ra_freed"] == m5.reclaim(512)
     v0 = m5.vmstat()
     for i in range(512):
         p5.read(a5 + i * 4 * KiB)
     v1 = m5.vmstat()
-    assert (g["ch15_ra_pswpin"], g["ch15_ra_major"], g["ch15_ra_hit"]) == tuple(
+    assert (g["ch14_ra_pswpin"], g["ch14_ra_major"], g["ch14_ra_hit"]) == tuple(
         v1[k] - v0[k] for k in ("pswpin", "pgmajfault", "swap_ra_hit"))
-    assert g["ch15_lab_agree"] == g["ch15_lab_steps"] > 0
+    assert g["ch14_lab_agree"] == g["ch14_lab_steps"] > 0
 
 
 def test_the_maps_show_a_cluster_of_its_own_only_on_the_block_device() -> None:

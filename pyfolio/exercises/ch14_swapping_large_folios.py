@@ -1,4 +1,4 @@
-"""Chapter 15 exercises: whole or split on the way out, which slot each page gets, and what a
+"""Chapter 14 exercises: whole or split on the way out, which slot each page gets, and what a
 fault brings back and from where.
 
 Every answer is read off the simulator after the operations: the counters with
@@ -45,7 +45,7 @@ def swapped_out(kind: str, small: int = 0, size: int = 2 * MiB, mthp: str | None
 class WholeOrSplit(Exercise):
     """Large folios paged out to an area: written whole, or split first?"""
 
-    chapter = 15
+    chapter = 14
     kind = "whole"
     title = "Whole or split on the way out?"
     fields = ("pswpout", "thp_swpout", "thp_swpout_fallback", "slot of page 0")
@@ -102,7 +102,7 @@ class WholeOrSplit(Exercise):
 class WhichSlot(Exercise):
     """Which slot does page i of a THP get?"""
 
-    chapter = 15
+    chapter = 14
     kind = "slots"
     title = "Which slot does each page get?"
     fields = ("slot of page 0", "slot of page i")
@@ -143,7 +143,7 @@ class WhichSlot(Exercise):
 class WhatComesBack(Exercise):
     """A fault on one page of a THP that was paged out: what comes back, from where."""
 
-    chapter = 15
+    chapter = 14
     kind = "swapin"
     title = "What comes back, and from where?"
     fields = ("slot of the page", "pages mapped by the fault", "folio order", "major fault",

@@ -1,4 +1,4 @@
-"""Chapter 14 exercises: the folio orders a write gives on shmem and ext4, the buddy split
+"""Chapter 13 exercises: the folio orders a write gives on shmem and ext4, the buddy split
 a hole punch or a truncate leaves, and who maps a shared page-cache folio.
 
 Every answer is read off the simulator after the operations: the page cache with
@@ -35,18 +35,18 @@ def thp_file(fs: str = "shmem", size: int = 2 * MiB, seed: int = 0,
     2 MiB) written in one ``pwrite()``, so that order-9 page-cache folios hold it:
     (system, process, fd). ``fs`` "shmem": a memfd written while ``shmem_enabled`` was
     ``always`` (set back to ``never`` afterwards); "clean": an ext4 file, then ``fsync()``;
-    "dirty": an ext4 file not written back yet. Chapter 14 starts its experiments from one."""
+    "dirty": an ext4 file not written back yet. Chapter 13 starts its experiments from one."""
     if fs not in FS_LABELS:
         raise ValueError(f"fs {fs!r} is not one of {', '.join(FS_LABELS)}")
     m = System(ram=ram, seed=seed)
     p = m.spawn()
     if fs == "shmem":
         m.set_shmem_thp("always")
-        fd = p.memfd_create("ch14")
+        fd = p.memfd_create("ch13")
         p.pwrite(fd, 0, size, 0x5A)
         m.set_shmem_thp("never")
     else:
-        fd = p.open("/data/ch14")
+        fd = p.open("/data/ch13")
         p.pwrite(fd, 0, size, 0x5A)
         if fs == "clean":
             p.fsync(fd)
@@ -62,7 +62,7 @@ def _holder(cache: list[tuple[int, int]], page: int) -> int:
 class WriteOrders(Exercise):
     """The folios one pwrite() into an empty file gets, on ext4 and on shmem."""
 
-    chapter = 14
+    chapter = 13
     kind = "write"
     title = "Which folios does a write get?"
     fields = ("folios in the page cache", "largest order", "order of the folio holding page X")
@@ -110,7 +110,7 @@ class WriteOrders(Exercise):
 class HoleSplit(Exercise):
     """The folios a hole punch leaves in a file held by one order-9 folio."""
 
-    chapter = 14
+    chapter = 13
     kind = "hole"
     title = "What does a hole punch leave?"
     fields = ("folios in the page cache afterwards", "order of the folio holding page X",
@@ -153,7 +153,7 @@ class HoleSplit(Exercise):
 class TruncateSplit(Exercise):
     """The folios a shrinking ftruncate() leaves."""
 
-    chapter = 14
+    chapter = 13
     kind = "truncate"
     title = "What does a truncate leave?"
     fields = ("folios in the page cache afterwards", "order of the folio holding the file's "
@@ -192,7 +192,7 @@ class SharedMapping(Exercise):
     """Who maps a page-cache THP after fork, reads and writes in MAP_SHARED or MAP_PRIVATE
     mappings."""
 
-    chapter = 14
+    chapter = 13
     kind = "mapping"
     title = "Who maps the page-cache folio?"
     fields = ("kpagecount of page X", "processes mapping the folio with a PMD",

@@ -1,4 +1,4 @@
-"""The claims of chapters/16-the-device-as-a-driver-sees-it.md, checked through the same
+"""The claims of chapters/15-the-device-as-a-driver-sees-it.md, checked through the same
 pyfolio calls: hmm_range_fault() words, dmirror's read/snapshot counts and invalidation,
 make_device_exclusive() and its restore, eviction on release, the player and the explorer."""
 
@@ -9,7 +9,7 @@ import pytest
 from conftest import ROOT, glued
 from pyfolio import KiB, MiB, MmError, System
 from pyfolio.exercises import make
-from pyfolio.exercises.ch16_the_device_as_a_driver_sees_it import PAGE_STATES, driver_setup
+from pyfolio.exercises.ch15_the_device_as_a_driver_sees_it import PAGE_STATES, driver_setup
 from pyfolio.mm.debug_vm import snapshot
 from pyfolio.mm.hmm import (
     HMM_PFN_REQ_FAULT,
@@ -24,7 +24,7 @@ from pyfolio.views import record
 from pyfolio.widgets import driver_explorer
 from pyfolio.widgets.driver_explorer import mirror_counts
 
-CHAPTER = ROOT / "chapters/16-the-device-as-a-driver-sees-it.md"
+CHAPTER = ROOT / "chapters/15-the-device-as-a-driver-sees-it.md"
 PAGE = 4 * KiB
 
 
@@ -148,22 +148,22 @@ def test_explorer_buttons_and_errors() -> None:
 @pytest.mark.parametrize("seed", range(5))
 def test_exercises_check_their_answers(seed: int) -> None:
     for kind in ("snapshot", "mirror", "atomic"):
-        ex = make(16, kind, seed)
+        ex = make(15, kind, seed)
         assert ex.check(ex.answer).right and ex.question().endswith(".")
-    snap = make(16, "snapshot", seed)
+    snap = make(15, "snapshot", seed)
     assert all(PAGE_STATES[s] in snap.question() for s in snap.states)
 
 
-@pytest.mark.xdist_group("16-the-device-as-a-driver-sees-it")
+@pytest.mark.xdist_group("15-the-device-as-a-driver-sees-it")
 def test_the_prose_quotes_what_the_simulator_computes() -> None:
     g = glued(CHAPTER)
     m, _ = _machine()
-    assert g["ch16_hmm_faults"] == 2 and g["ch16_zero_pfn"] == hex(m.machine.zero_pfn)
-    assert (g["ch16_cpages"], g["ch16_faults1"], g["ch16_faults2"]) == (1024, 1, 0)
-    assert g["ch16_shot"] == ", ".join(f"{x:#04x}" for x in
+    assert g["ch15_hmm_faults"] == 2 and g["ch15_zero_pfn"] == hex(m.machine.zero_pfn)
+    assert (g["ch15_cpages"], g["ch15_faults1"], g["ch15_faults2"]) == (1024, 1, 0)
+    assert g["ch15_shot"] == ", ".join(f"{x:#04x}" for x in
                                        (0xFF, 0xFF, 0x11, 0x01, 0x02, 0x22, 0x00))
-    assert (g["ch16_before_zap"], g["ch16_missing"]) == (16, "4, 5")
-    assert (g["ch16_excl_restores"], g["ch16_excl_split"], g["ch16_excl_order"]) == (16, 1, 9)
-    assert g["ch16_evicted"] == 512
-    assert (g["ch16_nframes"], g["ch16_excl_after_cpu"], g["ch16_devpriv"]) == (6, 7, 256)
-    assert g["ch16_ex_info"] == "device page table: 0 read-only, 0 writable, 6 atomic entries"
+    assert (g["ch15_before_zap"], g["ch15_missing"]) == (16, "4, 5")
+    assert (g["ch15_excl_restores"], g["ch15_excl_split"], g["ch15_excl_order"]) == (16, 1, 9)
+    assert g["ch15_evicted"] == 512
+    assert (g["ch15_nframes"], g["ch15_excl_after_cpu"], g["ch15_devpriv"]) == (6, 7, 256)
+    assert g["ch15_ex_info"] == "device page table: 0 read-only, 0 writable, 6 atomic entries"

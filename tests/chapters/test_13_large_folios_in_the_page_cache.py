@@ -1,4 +1,4 @@
-"""The claims of chapters/14-large-folios-in-the-page-cache.md, checked through the same
+"""The claims of chapters/13-large-folios-in-the-page-cache.md, checked through the same
 pyfolio calls (and, for the orders, against what Linux 6.18.44 recorded)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 
 from conftest import ROOT, glued
 from pyfolio import KiB, MiB, System
-from pyfolio.exercises.ch14_large_folios_in_the_page_cache import thp_file
+from pyfolio.exercises.ch13_large_folios_in_the_page_cache import thp_file
 from pyfolio.include.linux.mm import folio_expected_ref_count
 from pyfolio.kernel_lab.compare import RECORDED_FILES, load_recorded, simulate_all, summary
 from pyfolio.kernel_lab.file_scenarios import FILE_SCENARIOS
@@ -20,7 +20,7 @@ from pyfolio.views.page_cache import (
 )
 from pyfolio.widgets.page_cache_explorer import page_cache_explorer
 
-CHAPTER = ROOT / "chapters/14-large-folios-in-the-page-cache.md"
+CHAPTER = ROOT / "chapters/13-large-folios-in-the-page-cache.md"
 
 
 def one_write(policy: str, size: int) -> str:
@@ -177,31 +177,31 @@ def test_explorer_splits_refuses_bad_values_and_changes_nothing() -> None:
 
 def test_the_prose_quotes_what_the_simulator_computes() -> None:
     g = glued(CHAPTER)
-    assert (g["ch14_pc_order"], g["ch14_pc_ref"], g["ch14_pc_map"]) == (9, 513, 1)
-    assert g["ch14_pc_cache_refs"] == 512 and g["ch14_pc_expected"] == 513
-    assert g["ch14_w_always_8k"] == "9" and g["ch14_w_within_12k"] == "1 0"
-    assert g["ch14_w_within_3m"] == "9 8" and g["ch14_w_ext4_8m"] == "9x4"
-    assert g["ch14_w_never_1m"] == "0x256" and g["ch14_w_ext4_16k"] == "2"
-    assert (g["ch14_fork_kind"], g["ch14_fork_ref"], g["ch14_fork_map"]) == ("none", 514, 2)
-    assert g["ch14_unmap_ref"] == 513 and g["ch14_fork_mapped"] == 2
-    assert (g["ch14_cow_anon"], g["ch14_cow_file"]) == (4, 0)
-    assert g["ch14_h200"] == "7 6 3 (hole:1) 0 1 2 4 5 8" and g["ch14_h200_n"] == 9
-    assert g["ch14_lab_agree"] == g["ch14_lab_steps"] == 157 and g["ch14_lab_holes"] == 17
-    assert str(g["ch14_lab_release"]).startswith("6.18")
-    assert g["ch14_h257"] == "8 0 (hole:1) 0x2 2 3 4 5 6 7"
-    assert g["ch14_t261"] == "8 2 0 (hole:251)"
-    assert str(g["ch14_exp_msg"]).startswith("truncate to 261 pages:") and g["ch14_exp_n"] == 16
-    assert g["ch14_nframes"] == 5
-    assert (g["ch14_fix_files"], g["ch14_new_added"]) == (1, 0)
-    assert g["ch14_dbg"] == "1x2 2 3 4 5 6 7 8 1x2 2 3 4 5 6 7 8"
-    assert (g["ch14_knob_linked"], g["ch14_knob_unlinked"]) == (0, 4)
+    assert (g["ch13_pc_order"], g["ch13_pc_ref"], g["ch13_pc_map"]) == (9, 513, 1)
+    assert g["ch13_pc_cache_refs"] == 512 and g["ch13_pc_expected"] == 513
+    assert g["ch13_w_always_8k"] == "9" and g["ch13_w_within_12k"] == "1 0"
+    assert g["ch13_w_within_3m"] == "9 8" and g["ch13_w_ext4_8m"] == "9x4"
+    assert g["ch13_w_never_1m"] == "0x256" and g["ch13_w_ext4_16k"] == "2"
+    assert (g["ch13_fork_kind"], g["ch13_fork_ref"], g["ch13_fork_map"]) == ("none", 514, 2)
+    assert g["ch13_unmap_ref"] == 513 and g["ch13_fork_mapped"] == 2
+    assert (g["ch13_cow_anon"], g["ch13_cow_file"]) == (4, 0)
+    assert g["ch13_h200"] == "7 6 3 (hole:1) 0 1 2 4 5 8" and g["ch13_h200_n"] == 9
+    assert g["ch13_lab_agree"] == g["ch13_lab_steps"] == 157 and g["ch13_lab_holes"] == 17
+    assert str(g["ch13_lab_release"]).startswith("6.18")
+    assert g["ch13_h257"] == "8 0 (hole:1) 0x2 2 3 4 5 6 7"
+    assert g["ch13_t261"] == "8 2 0 (hole:251)"
+    assert str(g["ch13_exp_msg"]).startswith("truncate to 261 pages:") and g["ch13_exp_n"] == 16
+    assert g["ch13_nframes"] == 5
+    assert (g["ch13_fix_files"], g["ch13_new_added"]) == (1, 0)
+    assert g["ch13_dbg"] == "1x2 2 3 4 5 6 7 8 1x2 2 3 4 5 6 7 8"
+    assert (g["ch13_knob_linked"], g["ch13_knob_unlinked"]) == (0, 4)
 
 
 def test_debugfs_file_form_splits_both_folios_and_unmaps() -> None:
     m, p, fd = thp_file("clean", 4 * MiB)
     a = p.mmap(4 * MiB, "r", shared=True, fd=fd)
     p.read(a)
-    assert m.split_huge_pages("/data/ch14,0x0,0x400,1,3") == 24
+    assert m.split_huge_pages("/data/ch13,0x0,0x400,1,3") == 24
     assert cache_notation(p.page_cache(fd), 1024) == "1x2 2 3 4 5 6 7 8 1x2 2 3 4 5 6 7 8"
     assert p.lookup(a).kind == "none" and m.vmstat()["thp_split_page"] == 2
     assert m.check() == []

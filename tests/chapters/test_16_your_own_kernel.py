@@ -1,4 +1,4 @@
-"""The claims of chapters/17-your-own-kernel.md, checked through the same pyfolio calls
+"""The claims of chapters/16-your-own-kernel.md, checked through the same pyfolio calls
 (recorded kernel observations against the simulator; live kernel where available)."""
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def test_exercise_dontneed_of_a_whole_thp_does_not_split() -> None:
         assert compare(whole, mine, run_against(kb, whole, mine)) == []
 
 
-CHAPTER = ROOT / "chapters/17-your-own-kernel.md"
+CHAPTER = ROOT / "chapters/16-your-own-kernel.md"
 
 
 def _layout(layout: list[list[Any]]) -> str:
@@ -130,49 +130,49 @@ def _quoted(obs: dict[str, Any]) -> dict[str, Any]:
     half, drop = obs["munmap_half"][3], obs["munmap_half"][4]
     zread, zwrite = obs["huge_zero"][2], obs["huge_zero"][3]
     return {
-        "ch17_fault_ahp": fault["proc"]["anon_huge_kb"],
-        "ch17_fault_alloc": fault["vmstat"]["thp_fault_alloc"],
-        "ch17_split_pmd": split["vmstat"]["thp_split_pmd"],
-        "ch17_split_ahp": split["proc"]["anon_huge_kb"],
-        "ch17_split_rss": split["proc"]["rss_kb"],
-        "ch17_split_thp": split["proc"]["thp"],
-        "ch17_nohuge_small": obs["nohugepage"][3]["proc"]["layout"][0][1],
-        "ch17_cow_child": _layout(cow["child"]["layout"]),
-        "ch17_cow_parent_ahp": cow["proc"]["anon_huge_kb"],
-        "ch17_cow_child_ahp": cow["child"]["anon_huge_kb"],
-        "ch17_cow_shared": sum(n for c, n in cow["proc"]["kpagecount"] if c == 2),
-        "ch17_half_deferred": half["vmstat"]["thp_deferred_split_page"],
-        "ch17_half_thp": half["proc"]["thp"],
-        "ch17_drop_split": drop["vmstat"]["thp_split_page"],
-        "ch17_drop_rss": drop["proc"]["rss_kb"],
-        "ch17_dn_rss": obs["dontneed_10"][4]["proc"]["rss_kb"],
-        "ch17_dhalf_layout": _layout(obs["dontneed_half"][3]["proc"]["layout"]),
-        "ch17_free_split": obs["free_10"][3]["vmstat"]["thp_split_page"],
-        "ch17_pin_layout": _layout(obs["pin_blocks_split"][5]["proc"]["layout"]),
-        "ch17_pin_split": obs["pin_blocks_split"][7]["vmstat"]["thp_split_page"],
-        "ch17_zero_rss": zread["proc"]["rss_kb"],
-        "ch17_zero_count": zread["proc"]["kpagecount"][0][0],
-        "ch17_zero_write_split": zwrite["vmstat"]["thp_split_pmd"],
-        "ch17_cow_pss": cow["proc"]["pss_kb"],
-        "ch17_cow_shared_dirty": cow["proc"]["shared_dirty_kb"],
-        "ch17_cow_private_dirty": cow["proc"]["private_dirty_kb"],
-        "ch17_alone_private": obs["fork_cow"][4]["proc"]["private_dirty_kb"],
-        "ch17_free_clean": obs["free_10"][3]["proc"]["private_clean_kb"],
-        "ch17_drained_lazy": obs["free_10"][4]["proc"]["lazyfree_kb"],
-        "ch17_drained_sb": obs["free_10"][4]["proc"]["swapbacked"],
-        "ch17_drained_pglazy": obs["free_10"][4]["vmstat"]["pglazyfree"],
-        "ch17_fwhole_lazy": obs["free_whole"][3]["proc"]["lazyfree_kb"],
-        "ch17_fwhole_pglazy": obs["free_whole"][3]["vmstat"]["pglazyfree"],
-        "ch17_fwrite_lazy": obs["free_whole"][4]["proc"]["lazyfree_kb"],
-        "ch17_kept_rss": obs["not_underused"][3]["proc"]["rss_kb"],
-        "ch17_under_split": obs["underused"][3]["vmstat"]["thp_underused_split_page"],
-        "ch17_under_rss": obs["underused"][3]["proc"]["rss_kb"],
-        "ch17_under_layout": _layout(obs["underused"][3]["proc"]["layout"]),
-        "ch17_zunder_rss": obs["huge_zero_underused"][4]["proc"]["rss_kb"],
+        "ch16_fault_ahp": fault["proc"]["anon_huge_kb"],
+        "ch16_fault_alloc": fault["vmstat"]["thp_fault_alloc"],
+        "ch16_split_pmd": split["vmstat"]["thp_split_pmd"],
+        "ch16_split_ahp": split["proc"]["anon_huge_kb"],
+        "ch16_split_rss": split["proc"]["rss_kb"],
+        "ch16_split_thp": split["proc"]["thp"],
+        "ch16_nohuge_small": obs["nohugepage"][3]["proc"]["layout"][0][1],
+        "ch16_cow_child": _layout(cow["child"]["layout"]),
+        "ch16_cow_parent_ahp": cow["proc"]["anon_huge_kb"],
+        "ch16_cow_child_ahp": cow["child"]["anon_huge_kb"],
+        "ch16_cow_shared": sum(n for c, n in cow["proc"]["kpagecount"] if c == 2),
+        "ch16_half_deferred": half["vmstat"]["thp_deferred_split_page"],
+        "ch16_half_thp": half["proc"]["thp"],
+        "ch16_drop_split": drop["vmstat"]["thp_split_page"],
+        "ch16_drop_rss": drop["proc"]["rss_kb"],
+        "ch16_dn_rss": obs["dontneed_10"][4]["proc"]["rss_kb"],
+        "ch16_dhalf_layout": _layout(obs["dontneed_half"][3]["proc"]["layout"]),
+        "ch16_free_split": obs["free_10"][3]["vmstat"]["thp_split_page"],
+        "ch16_pin_layout": _layout(obs["pin_blocks_split"][5]["proc"]["layout"]),
+        "ch16_pin_split": obs["pin_blocks_split"][7]["vmstat"]["thp_split_page"],
+        "ch16_zero_rss": zread["proc"]["rss_kb"],
+        "ch16_zero_count": zread["proc"]["kpagecount"][0][0],
+        "ch16_zero_write_split": zwrite["vmstat"]["thp_split_pmd"],
+        "ch16_cow_pss": cow["proc"]["pss_kb"],
+        "ch16_cow_shared_dirty": cow["proc"]["shared_dirty_kb"],
+        "ch16_cow_private_dirty": cow["proc"]["private_dirty_kb"],
+        "ch16_alone_private": obs["fork_cow"][4]["proc"]["private_dirty_kb"],
+        "ch16_free_clean": obs["free_10"][3]["proc"]["private_clean_kb"],
+        "ch16_drained_lazy": obs["free_10"][4]["proc"]["lazyfree_kb"],
+        "ch16_drained_sb": obs["free_10"][4]["proc"]["swapbacked"],
+        "ch16_drained_pglazy": obs["free_10"][4]["vmstat"]["pglazyfree"],
+        "ch16_fwhole_lazy": obs["free_whole"][3]["proc"]["lazyfree_kb"],
+        "ch16_fwhole_pglazy": obs["free_whole"][3]["vmstat"]["pglazyfree"],
+        "ch16_fwrite_lazy": obs["free_whole"][4]["proc"]["lazyfree_kb"],
+        "ch16_kept_rss": obs["not_underused"][3]["proc"]["rss_kb"],
+        "ch16_under_split": obs["underused"][3]["vmstat"]["thp_underused_split_page"],
+        "ch16_under_rss": obs["underused"][3]["proc"]["rss_kb"],
+        "ch16_under_layout": _layout(obs["underused"][3]["proc"]["layout"]),
+        "ch16_zunder_rss": obs["huge_zero_underused"][4]["proc"]["rss_kb"],
     }
 
 
-@pytest.mark.xdist_group("17-your-own-kernel")
+@pytest.mark.xdist_group("16-your-own-kernel")
 def test_the_prose_quotes_what_the_simulator_computes(
         data: tuple[dict[str, Any], dict[str, Any]]) -> None:
     g = glued(CHAPTER)
@@ -180,13 +180,13 @@ def test_the_prose_quotes_what_the_simulator_computes(
     R = rec["observations"]
     # The recording and the agreement counts, from kernel_lab's summary of the same data.
     counts = summary(sims, R)
-    assert (g["ch17_date"], g["ch17_release"], g["ch17_policy"]) == (
+    assert (g["ch16_date"], g["ch16_release"], g["ch16_policy"]) == (
         rec["date"], rec["kernel_release"], rec["thp_settings"]["enabled"])
-    assert (g["ch17_debugfs"], g["ch17_debugfs_scenario"]) == (
+    assert (g["ch16_debugfs"], g["ch16_debugfs_scenario"]) == (
         rec["debugfs_split"], ", ".join(rec["unavailable"]))
-    assert (g["ch17_scenarios"], g["ch17_total"]) == (
+    assert (g["ch16_scenarios"], g["ch16_total"]) == (
         len(R), sum(len(SCENARIOS[n].steps) for n in R))
-    assert (g["ch17_agree"], g["ch17_not_modelled"], g["ch17_differ"]) == tuple(
+    assert (g["ch16_agree"], g["ch16_not_modelled"], g["ch16_differ"]) == tuple(
         sum(c[k] for c in counts.values()) for k in ("agree", "not modelled", "differ"))
 
     # Every value quoted from an agreeing scenario is the recorded kernel's and the simulator's.
@@ -195,36 +195,36 @@ def test_the_prose_quotes_what_the_simulator_computes(
 
     # The pin: the kernel counts a failure per shrinker pass, the simulator one.
     failed = "thp_split_page_failed"
-    assert g["ch17_pin_failed_kernel"] == R["pin_blocks_split"][5]["vmstat"][failed]
-    assert g["ch17_pin_failed_sim"] == sims["pin_blocks_split"][5]["vmstat"][failed]
+    assert g["ch16_pin_failed_kernel"] == R["pin_blocks_split"][5]["vmstat"][failed]
+    assert g["ch16_pin_failed_sim"] == sims["pin_blocks_split"][5]["vmstat"][failed]
 
     # Right after MADV_FREE of 10 pages: the kernel's values, not compared (they depend on
     # when a task drains the CPU's batch; the recording caught them undrained, as the
     # simulator shows them).
     free = R["free_10"][3]["proc"]
-    assert (g["ch17_free_lazy"], g["ch17_free_sb"]) == (free["lazyfree_kb"], free["swapbacked"])
+    assert (g["ch16_free_lazy"], g["ch16_free_sb"]) == (free["lazyfree_kb"], free["swapbacked"])
     assert (sims["free_10"][3]["proc"]["lazyfree_kb"], sims["free_10"][3]["proc"]["swapbacked"]) \
         == (0, 512)
 
     # debugfs split: the simulator's prediction only.
-    assert g["ch17_dsplit_folios"] == len(sims["debugfs_split"][3]["proc"]["layout"])
+    assert g["ch16_dsplit_folios"] == len(sims["debugfs_split"][3]["proc"]["layout"])
 
     # MADV_COLLAPSE: the kernel's allocation count, which the simulator reproduces.
     alloc = R["collapse"][2]["vmstat"]["thp_collapse_alloc"]
-    assert g["ch17_collapse_alloc"] == alloc == sims["collapse"][2]["vmstat"]["thp_collapse_alloc"]
+    assert g["ch16_collapse_alloc"] == alloc == sims["collapse"][2]["vmstat"]["thp_collapse_alloc"]
 
     # mTHP 64 KiB: the recorded values, which the simulator now reproduces.
     mthp, sim = R["mthp_64k"], sims["mthp_64k"]
-    assert g["ch17_mthp_folios"] == len(mthp[2]["proc"]["layout"]) == len(
+    assert g["ch16_mthp_folios"] == len(mthp[2]["proc"]["layout"]) == len(
         sim[2]["proc"]["layout"]) == 4
-    assert g["ch17_mthp_left"] == sum(1 for k, _ in mthp[4]["proc"]["layout"] if k == "large")
-    assert g["ch17_mthp_left"] == sum(1 for k, _ in sim[4]["proc"]["layout"] if k == "large")
+    assert g["ch16_mthp_left"] == sum(1 for k, _ in mthp[4]["proc"]["layout"] if k == "large")
+    assert g["ch16_mthp_left"] == sum(1 for k, _ in sim[4]["proc"]["layout"] if k == "large")
     # ... and its per-size stats (hugepages-64kB/stats/), recorded and simulated alike
-    for key, step, item, want in (("ch17_mthp_alloc", 2, "anon_fault_alloc", 4),
-                                  ("ch17_mthp_deferred", 3, "split_deferred", 1),
-                                  ("ch17_mthp_split", 4, "split", 1)):
+    for key, step, item, want in (("ch16_mthp_alloc", 2, "anon_fault_alloc", 4),
+                                  ("ch16_mthp_deferred", 3, "split_deferred", 1),
+                                  ("ch16_mthp_split", 4, "split", 1)):
         assert g[key] == mthp[step]["mthp"]["64kB"][item] == sim[step]["mthp"]["64kB"][item] \
             == want
-    assert g["ch17_differ"] == 0
+    assert g["ch16_differ"] == 0
     assert {d.scenario for n in ("collapse", "mthp_64k")
             for d in compare(SCENARIOS[n], sims[n], R[n])} == set()
