@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pyfolio.arch.x86.pgtable import Entry, decode_entry, walk
+import numpy as np
+
+from pyfolio.arch.x86.pgtable import _PAGE_ACCESSED, _PAGE_DIRTY, Entry, decode_entry, walk
 from pyfolio.device import Device
 from pyfolio.device import split_design as design_switch
 from pyfolio.fs.proc.page import kpagecount, kpageflags
@@ -21,6 +23,7 @@ from pyfolio.mm.gup import fault_in, follow_page, pin_user_pages, put_user_page,
 from pyfolio.mm.huge_memory_split import shrink_deferred_split, split_mapped_folio
 from pyfolio.mm.huge_memory_sysfs import thpsize_stats
 from pyfolio.mm.madvise import do_madvise
+from pyfolio.mm.memory_batch import do_anonymous_page_run
 from pyfolio.mm.mm_init import boot_machine
 from pyfolio.mm.mmap import do_mmap, do_munmap, exit_mmap
 from pyfolio.mm.mprotect import do_mprotect
@@ -43,6 +46,7 @@ from pyfolio.sim.machine import MTHP_POLICIES, THP_POLICIES, THPSIZE_ORDERS, mth
 from pyfolio.sim.trace import Trace
 from pyfolio.sim.units import (
     HPAGE_PMD_NR,
+    PAGE_SHIFT,
     PAGE_SIZE,
     PMD_SIZE,
     parse_size,
@@ -374,6 +378,23 @@ class System:
         if not isinstance(enabled, bool):
             raise MmError(EINVAL, f"use_zero_page must be True or False, not {enabled!r}")
         self.machine.thp_use_zero_page = enabled
+
+    @property
+    def batch(self) -> bool:
+        """Whether long runs of one kernel step take the simulator's batched paths (default
+        on; not a kernel setting). Both ways leave the same state, counters and trace
+        (tests/test_batch.py); off, every page goes through the per-page models.
+
+        >>> m = System(ram="16M"); m.batch = False; m.batch
+        False
+        """
+        return self.machine.batch
+
+    @batch.setter
+    def batch(self, enabled: bool) -> None:
+        if not isinstance(enabled, bool):
+            raise MmError(EINVAL, f"batch must be True or False, not {enabled!r}")
+        self.machine.batch = enabled
 
     def spawn(self) -> Process:
         """A new process with an empty address space."""
@@ -722,6 +743,9 @@ class Process:
         end = addr + to_size(length)
         a = addr & ~(PAGE_SIZE - 1)
         while a < end:
+            if self.m.batch and (n := self._touch_run(a, end, value)):
+                a += n * PAGE_SIZE
+                continue
             pfn = self._fault(a, True)
             w = walk(self.m, self.mm.pgd, a)
             if w.level == "pmd" and a & (PMD_SIZE - 1) == 0 and end - a >= PMD_SIZE:
@@ -732,6 +756,23 @@ class Process:
                 continue
             self.m.mem.stamp[pfn] = value if value is not None else (a >> 12) + 1
             a += PAGE_SIZE
+
+    def _touch_run(self, addr: int, end: int, value: int | None) -> int:
+        """touch()'s batched path: the write faults of a run of none PTEs from ``addr`` in
+        one step (pyfolio.mm.memory_batch), the CPU's accessed and dirty bits on each
+        entry (what _young_dirty() sets per page), the data written; the pages done (0:
+        take the per-page path)."""
+        vma = self.mm.find_vma(addr)
+        if vma is None or not vma.vm_flags & VM.WRITE or not vma.vm_flags & VM.READ:
+            return 0
+        table, first, pfns = do_anonymous_page_run(vma, addr, end)
+        n = len(pfns)
+        if n:
+            self.m.pgtables[table][first: first + n] |= np.uint64(_PAGE_ACCESSED | _PAGE_DIRTY)
+            vpn = addr >> PAGE_SHIFT
+            self.m.mem.stamp[pfns] = value if value is not None else np.arange(
+                vpn + 1, vpn + 1 + n, dtype=np.uint64)
+        return n
 
     def pin(self, addr: int, length: int | str) -> list[int]:
         """FOLL_PIN|FOLL_WRITE pins on every page of the range (pin_user_pages())."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from pyfolio.include.linux.huge_mm import MTHP_STAT, mod_mthp_stat
 from pyfolio.sim.errors import EINVAL, ENOMEM, MmError
 from pyfolio.sim.memmap import FOLIO_MAPPING_ANON, PG, Memmap
@@ -20,7 +22,7 @@ from pyfolio.sim.units import HPAGE_PMD_NR, MAX_PAGE_ORDER
 if TYPE_CHECKING:
     from pyfolio.sim.machine import Machine
 
-__all__ = ["alloc_pages", "__free_pages", "take_page_off_buddy",
+__all__ = ["alloc_pages", "alloc_pages_run", "__free_pages", "take_page_off_buddy",
            "nr_free_pages", "buddyinfo", "fragment", "defragment", "prep_compound_page"]
 
 
@@ -73,6 +75,46 @@ def alloc_pages(m: Machine, order: int, *, comp: bool = True) -> int:
         prep_compound_page(mem, pfn, order)
     m.trace.emit("mm_page_alloc", pfn=pfn, order=order)
     return pfn
+
+
+def alloc_pages_run(m: Machine, nr: int) -> np.ndarray:
+    """The frames ``nr`` successive ``alloc_pages(m, 0)`` calls return, in that order, with
+    the free lists left as those calls leave them; fewer (as many as are free) when fewer
+    are free. A simulator batch, not a kernel function: it emits no ``mm_page_alloc``
+    events (the caller emits them where the per-page calls would).
+
+    Each order-0 allocation takes the last block of the lowest non-empty list and, when
+    that block is larger, splits it (expand()), giving back its upper halves; the next
+    ones then take those halves page by page, in address order, until the block is used
+    up and the lower lists are empty again. So a whole block of 2^k pages (k the lowest
+    non-empty order) is taken in one step when at least 2^k are wanted; otherwise one
+    page is taken with the split, exactly as alloc_pages() does it.
+
+    >>> from pyfolio.mm.mm_init import boot_machine
+    >>> a, b = boot_machine(ram_pages=1024), boot_machine(ram_pages=1024)
+    >>> alloc_pages_run(a, 700).tolist() == [alloc_pages(b, 0) for _ in range(700)]
+    True
+    >>> [list(x) for x in a.free_area.lists] == [list(x) for x in b.free_area.lists]
+    True
+    """
+    fa, mem = m.free_area, m.mem
+    starts: list[np.ndarray] = []
+    left = min(nr, fa.nr_free)
+    while left:
+        current = next(o for o in range(MAX_PAGE_ORDER + 1) if fa.lists[o])
+        pfn = next(reversed(fa.lists[current]))
+        fa.remove(mem, pfn, current)
+        size = 1 << current
+        if size > left:  # expand(): only the first page is taken, the halves go back
+            while current:
+                current -= 1
+                fa.add(mem, pfn + (1 << current), current)
+            size = 1
+        starts.append(np.arange(pfn, pfn + size, dtype=np.int64))
+        left -= size
+    pfns = np.concatenate(starts) if starts else np.zeros(0, np.int64)
+    mem._refcount[pfns] = 1
+    return pfns
 
 
 def largest_free_order(m: Machine) -> int:

@@ -183,6 +183,12 @@ class Machine:
         self.lru_clock = 0.0
         self.lru_tail_clock = 0.0
         self.zero_pfn = 0
+        #: the batched paths (issue 20): a long run of the same kernel step (the write faults
+        #: of System.touch() over none PTEs) done in one vectorised step that leaves exactly
+        #: the state, counters and trace the per-page steps leave (tests/test_batch.py
+        #: proves it); False runs every step through the per-page models the chapters teach.
+        #: Set it through ``System.batch``; the batched code says where it is selected.
+        self.batch = True
         self.mem.set(0, PG.reserved)
         self.mem._refcount[0] = 1
 

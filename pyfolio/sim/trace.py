@@ -8,8 +8,9 @@ counters (PTE writes, TLB flushes, pages copied) feed the cost-model figures.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 __all__ = ["Event", "Trace", "COSTS"]
@@ -65,6 +66,17 @@ class Trace:
         if len(self.events) < self.limit:
             self.events.append(ev)
         return ev
+
+    def emit_run(self, events: Iterable[tuple[str, tuple[tuple[str, Any], ...],
+                                              tuple[tuple[str, Any], ...]]]) -> None:
+        """What ``emit(name, dict(changes), **dict(args))`` for each ``(name, args,
+        changes)`` in turn leaves (a batched path's events): nothing when disabled, and
+        only as many as the limit still takes (the rest are not even built)."""
+        if not self.enabled:
+            return
+        start = len(self.events)
+        self.events.extend(Event(start + k, name, args, changes) for k, (name, args, changes)
+                           in enumerate(islice(events, max(0, self.limit - start))))
 
     def cost(self, name: str, n: int = 1) -> None:
         self.costs[name] += n

@@ -1,0 +1,135 @@
+"""Batched runs of mm/memory.c's PTE-level steps: many pages in one vectorised step.
+
+Models: mm/memory.c (v6.18): do_anonymous_page() reached from handle_mm_fault() and
+handle_pte_fault(), over a run of write faults at consecutive none PTEs of one PTE table.
+
+The kernel takes one fault per 4 KiB page of a memset(); so does the simulator's
+per-page path (pyfolio.mm.memory), the model the chapters teach. A batch here is not a
+kernel function: it is an implementation of the same steps for a whole run at once,
+leaving exactly the state, counters and trace events the per-page calls leave, in the
+same order (tests/test_batch.py compares both ways on random scenarios). It is selected
+only where it is sure to be that same sequence (see :func:`do_anonymous_page_run`) and
+``Machine.batch`` (``System.batch``) is on; anywhere else the caller takes the per-page
+path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pyfolio.arch.x86.pgtable import (
+    _PAGE_PRESENT,
+    _PAGE_PSE,
+    PTE_PFN_MASK,
+    pfn_pte,
+    pte_index,
+    pte_mkdirty,
+    pte_pfn,
+)
+from pyfolio.include.linux.mm import add_mm_counter, vma_is_anonymous
+from pyfolio.include.linux.mm_types import MM_ANONPAGES, VM, VMA
+from pyfolio.mm import huge_memory as hm
+from pyfolio.mm.memory import maybe_mkwrite, pmd_slot
+from pyfolio.mm.page_alloc import alloc_pages_run
+from pyfolio.sim.memmap import FOLIO_MAPPING_ANON, PG
+from pyfolio.sim.units import HPAGE_PMD_ORDER, PAGE_SHIFT, PAGE_SIZE, PMD_SIZE
+
+if TYPE_CHECKING:
+    from pyfolio.sim.machine import Machine
+
+__all__ = ["BATCH_MIN", "do_anonymous_page_run"]
+
+#: the shortest run a batch takes; shorter ones go page by page
+BATCH_MIN = 2
+_NEW_ANON = np.uint32(PG.swapbacked | PG.uptodate | PG.anon_exclusive | PG.lru)
+_EventItem = tuple[str, tuple[tuple[str, Any], ...], tuple[tuple[str, Any], ...]]
+
+
+def _anon_run_table(vma: VMA, address: int) -> tuple[int, int] | None:
+    """The PTE table and index of ``address`` when a write fault there, and at the pages
+    after it, is sure to reach do_anonymous_page() for an order-0 folio: a private
+    anonymous, writable VMA that has its anon_vma; no mTHP size allowed
+    (alloc_anon_folio() then takes order 0); a PMD that points to a PTE table (not none:
+    a THP or the table's allocation would come first; not a leaf). Else None."""
+    if not vma_is_anonymous(vma) or vma.anon_vma is None \
+            or vma.vm_flags & (VM.WRITE | VM.READ) != VM.WRITE | VM.READ:
+        return None
+    if hm.thp_vma_allowable_orders(vma, (1 << HPAGE_PMD_ORDER) - 1):
+        return None
+    slot = pmd_slot(vma.vm_mm, address)
+    if slot is None:
+        return None
+    pmd = int(vma.vm_mm.m.pgtables[slot[0]][slot[1]])
+    if not pmd & _PAGE_PRESENT or pmd & _PAGE_PSE:
+        return None
+    return pte_pfn(pmd), pte_index(address)
+
+
+def do_anonymous_page_run(vma: VMA, address: int, end: int) -> tuple[int, int, np.ndarray]:
+    """Write faults at every page from ``address`` on, while the PTEs are none, in one
+    step: ``(table, first index, pfns)`` of the pages mapped (no pfns when the run cannot
+    be batched or is shorter than :data:`BATCH_MIN`: take the per-page path).
+
+    What ``len(pfns)`` successive handle_mm_fault(FAULT_FLAG_WRITE) calls do there, each
+    going handle_pte_fault() -> do_anonymous_page() -> alloc_anon_folio() for an order-0
+    folio (mm/memory.c, v6.18): ``pgfault``; the frame from alloc_pages(0)
+    (:func:`~pyfolio.mm.page_alloc.alloc_pages_run`) zeroed (``pages_zeroed``); one page
+    in MM_ANONPAGES; folio_add_new_anon_rmap(RMAP_EXCLUSIVE) (mapping = the VMA's
+    anon_vma, index, _mapcount 0, PG_swapbacked, PG_uptodate, PG_anon_exclusive);
+    folio_add_lru_vma() (PG_lru, the next LRU places in turn); the PTE
+    maybe_mkwrite(pte_mkdirty()) (``pte_writes``); the events ``mm_page_alloc`` and
+    ``do_anonymous_page`` per page, interleaved as the per-page path emits them. The run
+    stops at ``end``, the VMA's end, the table's end, the first PTE that is not none, and
+    the last free frame (the next fault then fails page by page, VM_FAULT_OOM).
+    """
+    none = (0, 0, np.zeros(0, np.int64))
+    mm = vma.vm_mm
+    m: Machine = mm.m
+    if not m.batch:
+        return none
+    where = _anon_run_table(vma, address)
+    if where is None:
+        return none
+    table, first = where
+    stop = min(end, vma.vm_end, (address & ~(PMD_SIZE - 1)) + PMD_SIZE)
+    hi = first + -(-(stop - address) // PAGE_SIZE)
+    tbl = m.pgtables[table]
+    used = np.flatnonzero(tbl[first:hi])
+    n = min(int(used[0]) if len(used) else hi - first, m.free_area.nr_free)
+    if n < BATCH_MIN:
+        return none
+    pfns = alloc_pages_run(m, n)
+    mem = m.mem
+    m.vmstat["pgfault"] += n
+    mem.stamp[pfns] = 0
+    m.trace.cost("pages_zeroed", n)
+    add_mm_counter(mm, MM_ANONPAGES, n)
+    assert vma.anon_vma is not None
+    steps = np.arange(n, dtype=np.int64)
+    mem.mapping[pfns] = (vma.anon_vma.id << 1) | FOLIO_MAPPING_ANON  # __folio_set_anon()
+    mem.index[pfns] = vma.linear_page_index(address) + steps
+    mem.flags[pfns] |= _NEW_ANON
+    mem._mapcount[pfns] = 0
+    mem.lru_seq[pfns] = m.lru_clock + 1.0 + steps  # folio_add_lru(): lruvec_add_folio()
+    m.lru_clock += n
+    first_pte = maybe_mkwrite(pte_mkdirty(pfn_pte(int(pfns[0]), vma.vm_page_prot)), vma)
+    ptes = np.uint64(first_pte & ~PTE_PFN_MASK) | (pfns.astype(np.uint64) << np.uint64(PAGE_SHIFT))
+    last = maybe_mkwrite(pte_mkdirty(pfn_pte(int(pfns[-1]), vma.vm_page_prot)), vma)
+    assert int(ptes[-1]) == last, "a run's PTEs differ only in their PFN"
+    tbl[first: first + n] = ptes
+    m.trace.cost("pte_writes", n)
+    if m.trace.enabled:
+        m.trace.emit_run(_fault_events(pfns.tolist(), address))
+    return table, first, pfns
+
+
+def _fault_events(pfns: list[int], address: int) -> Iterator[_EventItem]:
+    """The per-page path's events, in its order: alloc_pages() then do_anonymous_page()."""
+    none: tuple[tuple[str, Any], ...] = ()
+    order0 = (("folio_order", 0),)
+    for k, pfn in enumerate(pfns):
+        yield "mm_page_alloc", (("pfn", pfn), ("order", 0)), none
+        yield "do_anonymous_page", (("address", address + k * PAGE_SIZE), ("pfn", pfn)), order0
