@@ -558,11 +558,16 @@ def zap_pte_range(vma: VMA, table: int, start: int, end: int,
     With ``details`` (unmap_mapping_range()), anon pages are left unless ``even_cows``
     (should_zap_folio()), and with ``single_folio`` only that folio's pages go.
     """
+    from pyfolio.mm.memory_batch import zap_pte_run
+
     m = vma.vm_mm.m
     tbl = m.pgtables[table]
     lo, hi = pte_index(start), pte_index(start) + (end - start) // PAGE_SIZE
     i = lo
     while i < hi:
+        if details is None and m.batch and (done := zap_pte_run(vma, tbl, i, hi)):
+            i += done  # a run of order-0 anon PTEs in one step (pyfolio.mm.memory_batch)
+            continue
         raw = int(tbl[i])
         if raw == 0:
             nz = np.flatnonzero(tbl[i:hi])

@@ -1,7 +1,8 @@
 """Batched runs of mm/memory.c's PTE-level steps: many pages in one vectorised step.
 
 Models: mm/memory.c (v6.18): do_anonymous_page() reached from handle_mm_fault() and
-handle_pte_fault(), over a run of write faults at consecutive none PTEs of one PTE table.
+handle_pte_fault(), over a run of write faults at consecutive none PTEs of one PTE table;
+zap_pte_range() over a run of PTEs that map order-0 anon folios.
 
 The kernel takes one fault per 4 KiB page of a memset(); so does the simulator's
 per-page path (pyfolio.mm.memory), the model the chapters teach. A batch here is not a
@@ -23,6 +24,7 @@ import numpy as np
 from pyfolio.arch.x86.pgtable import (
     _PAGE_PRESENT,
     _PAGE_PSE,
+    _PAGE_SPECIAL,
     PTE_PFN_MASK,
     pfn_pte,
     pte_index,
@@ -33,14 +35,14 @@ from pyfolio.include.linux.mm import add_mm_counter, vma_is_anonymous
 from pyfolio.include.linux.mm_types import MM_ANONPAGES, VM, VMA
 from pyfolio.mm import huge_memory as hm
 from pyfolio.mm.memory import maybe_mkwrite, pmd_slot
-from pyfolio.mm.page_alloc import alloc_pages_run
-from pyfolio.sim.memmap import FOLIO_MAPPING_ANON, PG
+from pyfolio.mm.page_alloc import alloc_pages_run, free_pages_run
+from pyfolio.sim.memmap import FOLIO_MAPPING_ANON, NO_HEAD, PG, ZONE_NORMAL
 from pyfolio.sim.units import HPAGE_PMD_ORDER, PAGE_SHIFT, PAGE_SIZE, PMD_SIZE
 
 if TYPE_CHECKING:
     from pyfolio.sim.machine import Machine
 
-__all__ = ["BATCH_MIN", "do_anonymous_page_run"]
+__all__ = ["BATCH_MIN", "do_anonymous_page_run", "zap_pte_run"]
 
 #: the shortest run a batch takes; shorter ones go page by page
 BATCH_MIN = 2
@@ -133,3 +135,62 @@ def _fault_events(pfns: list[int], address: int) -> Iterator[_EventItem]:
     for k, pfn in enumerate(pfns):
         yield "mm_page_alloc", (("pfn", pfn), ("order", 0)), none
         yield "do_anonymous_page", (("address", address + k * PAGE_SIZE), ("pfn", pfn)), order0
+
+
+_NOT_SMALL_ANON = np.uint32(PG.head | PG.swapcache)
+
+
+def zap_pte_run(vma: VMA, tbl: np.ndarray, i: int, hi: int) -> int:
+    """zap_pte_range()'s loop from slot ``i`` (before ``hi``) in one step, as far as every
+    entry is none or a present (not PROT_NONE, not special) PTE of an order-0 anon folio
+    in RAM that is not in the swap cache; the slots done (0 when fewer than
+    :data:`BATCH_MIN` such PTEs lead: take the per-page loop). Only for a zap without
+    ``details`` (munmap, MADV_DONTNEED, exit), and ``Machine.batch`` on.
+
+    Per PTE what the per-page loop does there (mm/memory.c:zap_pte_range() ->
+    zap_present_folio_ptes(), v6.18; folio_pte_batch() gives 1 for an order-0 folio):
+    the entry cleared (``pte_writes``), ``rss[MM_ANONPAGES]--``, folio_remove_rmap_ptes()
+    (_mapcount - 1), folio_put_refs(1); each folio whose last reference that was is
+    freed in turn (__folio_put(): ``free_folio``, then __free_pages() with its
+    ``mm_page_free``; the merges by :func:`~pyfolio.mm.page_alloc.free_pages_run`).
+    """
+    m: Machine = vma.vm_mm.m
+    if not m.batch:
+        return 0
+    mem = m.mem
+    seg = tbl[i:hi]
+    cand = (seg & np.uint64(_PAGE_PRESENT | _PAGE_SPECIAL)) == np.uint64(_PAGE_PRESENT)
+    pf = np.where(cand, (seg & np.uint64(PTE_PFN_MASK)) >> np.uint64(PAGE_SHIFT),
+                  np.uint64(0)).astype(np.int64)
+    cand &= pf < m.nr_ram
+    pf[~cand] = 0
+    ok = cand & (mem.compound_head[pf] == NO_HEAD) & (mem.flags[pf] & _NOT_SMALL_ANON == 0) \
+        & (mem.zone[pf] == ZONE_NORMAL) & (mem.mapping[pf] & FOLIO_MAPPING_ANON != 0) \
+        & (mem._refcount[pf] > 0)
+    bad = np.flatnonzero(~ok & (seg != 0))
+    stop = int(bad[0]) if len(bad) else hi - i
+    idx = np.flatnonzero(ok[:stop])
+    if len(idx) < BATCH_MIN:
+        return 0
+    pfns = pf[idx]
+    if len(np.unique(pfns)) != len(pfns):
+        return 0
+    n = len(pfns)
+    tbl[i + idx] = 0
+    m.trace.cost("pte_writes", n)
+    add_mm_counter(vma.vm_mm, MM_ANONPAGES, -n)
+    mem._mapcount[pfns] -= 1
+    mem._refcount[pfns] -= 1
+    freed = pfns[mem._refcount[pfns] == 0].tolist()
+    blocks = free_pages_run(m, freed)
+    if m.trace.enabled:
+        m.trace.emit_run(_free_events(freed, blocks))
+    return stop
+
+
+def _free_events(freed: list[int], blocks: list[tuple[int, int]]) -> Iterator[_EventItem]:
+    """__folio_put()'s ``free_folio`` and __free_pages()'s ``mm_page_free`` per folio."""
+    freed1 = (("freed_pages", 1),)
+    for pfn, (head, order) in zip(freed, blocks, strict=True):
+        yield "free_folio", (("pfn", pfn), ("order", 0)), freed1
+        yield "mm_page_free", (("pfn", head), ("order", order)), ()

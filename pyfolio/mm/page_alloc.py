@@ -16,14 +16,15 @@ import numpy as np
 
 from pyfolio.include.linux.huge_mm import MTHP_STAT, mod_mthp_stat
 from pyfolio.sim.errors import EINVAL, ENOMEM, MmError
-from pyfolio.sim.memmap import FOLIO_MAPPING_ANON, PG, Memmap
+from pyfolio.sim.memmap import FOLIO_MAPPING_ANON, PG, PGTY, Memmap
 from pyfolio.sim.units import HPAGE_PMD_NR, MAX_PAGE_ORDER
 
 if TYPE_CHECKING:
     from pyfolio.sim.machine import Machine
 
-__all__ = ["alloc_pages", "alloc_pages_run", "__free_pages", "take_page_off_buddy",
-           "nr_free_pages", "buddyinfo", "fragment", "defragment", "prep_compound_page"]
+__all__ = ["alloc_pages", "alloc_pages_run", "__free_pages", "free_pages_run",
+           "take_page_off_buddy", "nr_free_pages", "buddyinfo", "fragment", "defragment",
+           "prep_compound_page"]
 
 
 def prep_compound_page(mem: Memmap, pfn: int, order: int) -> None:
@@ -147,6 +148,53 @@ def __free_pages(m: Machine, pfn: int, order: int) -> None:
         order += 1
     fa.add(mem, pfn, order)
     m.trace.emit("mm_page_free", pfn=pfn, order=order)
+
+
+def free_pages_run(m: Machine, pfns: list[int]) -> list[tuple[int, int]]:
+    """What ``__free_pages(m, pfn, 0)`` for each of ``pfns`` in turn leaves (frames of
+    order-0 folios, each freed once); returns the (pfn, order) of the block each one ended
+    in, for the ``mm_page_free`` events the caller emits in their place. A simulator
+    batch, not a kernel function.
+
+    The struct pages are reset first, all at once (a frame a later call frees is in use
+    until then, so no earlier merge touches it); the merges run on the free lists alone,
+    in the same order, and the buddy marks (page type and order of each block's first
+    page) are written once at the end from where each block ended up. Order-0 frames
+    count in no ``nr_anon`` (mod_mthp_stat() ignores order 0).
+
+    >>> from pyfolio.mm.mm_init import boot_machine
+    >>> a, b = boot_machine(ram_pages=1024), boot_machine(ram_pages=1024)
+    >>> got = [alloc_pages_run(x, 600).tolist()[::-2] for x in (a, b)]
+    >>> _ = free_pages_run(a, got[0]); [__free_pages(b, p, 0) for p in got[1]] and None
+    >>> [list(x) for x in a.free_area.lists] == [list(x) for x in b.free_area.lists]
+    True
+    >>> (a.mem.page_type == b.mem.page_type).all() and (a.mem.order == b.mem.order).all()
+    np.True_
+    """
+    mem, fa = m.mem, m.free_area
+    mem.reset_frames(np.asarray(pfns, dtype=np.int64))
+    lists, nr_ram = fa.lists, m.nr_ram
+    final: dict[int, int] = {}  # first page of a block -> its order on a list, or -1
+    out = []
+    for pfn in pfns:
+        order = 0
+        while order < MAX_PAGE_ORDER:
+            buddy = pfn ^ (1 << order)
+            if buddy + (1 << order) > nr_ram or buddy not in lists[order]:
+                break
+            del lists[order][buddy]
+            final[buddy] = -1
+            pfn = min(pfn, buddy)
+            order += 1
+        lists[order][pfn] = None
+        final[pfn] = order
+        out.append((pfn, order))
+    fa.nr_free += len(pfns)
+    heads = np.fromiter(final.keys(), np.int64, len(final))
+    orders = np.fromiter(final.values(), np.int64, len(final))
+    mem.page_type[heads] = np.where(orders >= 0, PGTY.buddy, PGTY.none)
+    mem.order[heads] = np.maximum(orders, 0)
+    return out
 
 
 def take_page_off_buddy(m: Machine, pfn: int) -> bool:

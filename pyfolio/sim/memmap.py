@@ -130,7 +130,10 @@ class Memmap:
 
     def reset(self, start: int, end: int) -> None:
         """Return frames [start, end) to the state of a freshly initialised struct page."""
-        s = slice(start, end)
+        self.reset_frames(slice(start, end))
+
+    def reset_frames(self, s: slice | np.ndarray) -> None:
+        """:meth:`reset` for the frames a slice or an index array names."""
         self.flags[s] = 0
         self.page_type[s] = PGTY.none
         self._refcount[s] = 0
