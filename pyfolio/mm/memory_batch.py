@@ -173,8 +173,8 @@ def zap_pte_run(vma: VMA, tbl: np.ndarray, i: int, hi: int) -> int:
     if len(idx) < BATCH_MIN:
         return 0
     pfns = pf[idx]
-    if len(np.unique(pfns)) != len(pfns):
-        return 0
+    if not (mem._mapcount[pfns] == 0).all() and len(np.unique(pfns)) != len(pfns):
+        return 0  # a page mapped twice here (each PTE mapped once cannot be)
     n = len(pfns)
     tbl[i + idx] = 0
     m.trace.cost("pte_writes", n)
@@ -182,7 +182,7 @@ def zap_pte_run(vma: VMA, tbl: np.ndarray, i: int, hi: int) -> int:
     mem._mapcount[pfns] -= 1
     mem._refcount[pfns] -= 1
     freed = pfns[mem._refcount[pfns] == 0].tolist()
-    blocks = free_pages_run(m, freed)
+    blocks = free_pages_run(m, freed, m.trace.enabled)
     if m.trace.enabled:
         m.trace.emit_run(_free_events(freed, blocks))
     return stop
