@@ -565,15 +565,15 @@ def zap_pte_range(vma: VMA, table: int, start: int, end: int,
     lo, hi = pte_index(start), pte_index(start) + (end - start) // PAGE_SIZE
     i = lo
     while i < hi:
-        if details is None and m.batch and (done := zap_pte_run(vma, tbl, i, hi)):
-            i += done  # a run of order-0 anon PTEs in one step (pyfolio.mm.memory_batch)
-            continue
         raw = int(tbl[i])
         if raw == 0:
             nz = np.flatnonzero(tbl[i:hi])
             if not len(nz):
                 break
             i += int(nz[0])
+            continue
+        if details is None and m.batch and (done := zap_pte_run(vma, tbl, i, hi)):
+            i += done  # a run of order-0 anon PTEs in one step (pyfolio.mm.memory_batch)
             continue
         nr = 1
         if pte_present(raw):

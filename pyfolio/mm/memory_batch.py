@@ -158,6 +158,11 @@ def zap_pte_run(vma: VMA, tbl: np.ndarray, i: int, hi: int) -> int:
     if not m.batch:
         return 0
     mem = m.mem
+    raw = int(tbl[i])  # the first entry decides cheaply whether a run can start here
+    pfn = (raw & PTE_PFN_MASK) >> PAGE_SHIFT
+    if raw & (_PAGE_PRESENT | _PAGE_SPECIAL) != _PAGE_PRESENT or pfn >= m.nr_ram \
+            or mem.compound_head[pfn] != NO_HEAD or mem.flags[pfn] & _NOT_SMALL_ANON:
+        return 0
     seg = tbl[i:hi]
     cand = (seg & np.uint64(_PAGE_PRESENT | _PAGE_SPECIAL)) == np.uint64(_PAGE_PRESENT)
     pf = np.where(cand, (seg & np.uint64(PTE_PFN_MASK)) >> np.uint64(PAGE_SHIFT),
