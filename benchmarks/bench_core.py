@@ -42,12 +42,12 @@ def _rss_mb() -> float:
 
 def simulator(thp: bool) -> tuple[list[float], float]:
     """Seconds per step and the simulator's memory (MB): resident memory added by building
-    the machine and faulting the region in. Timed without tracemalloc, which would slow
+    the machine and faulting the region in. The simulator runs as a user gets it (trace
+    on, up to its event limit; the batched paths on: ``System.batch``). Timed without tracemalloc, which would slow
     every allocation several times over."""
     gc.collect()
     base = _rss_mb()
-    m = System(ram=SIZE + 256 * MiB, thp="madvise")
-    m.trace.enabled = False
+    m = System(ram=SIZE + 256 * MiB, thp="madvise")  # default settings: the trace is on
     p = m.spawn()
     a = p.mmap(SIZE)
     p.madvise(a, SIZE, "hugepage" if thp else "nohugepage")
