@@ -17,12 +17,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from pyfolio import MmError, Process, SegmentationFault, System
+from pyfolio.include.linux.mm_types import VMA
 from pyfolio.mm.debug_vm import snapshot
 from pyfolio.mm.memory_batch import do_anonymous_page_run
 from pyfolio.sim.units import PAGE_SIZE, MiB
@@ -195,3 +197,29 @@ def test_batch_switch_refuses_a_non_bool() -> None:
     with pytest.raises(MmError, match="batch must be True or False"):
         s.batch = 1  # type: ignore[assignment]
     assert s.batch is True
+
+
+def test_a_munmap_zaps_its_tables_in_one_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """munmap() of a region of 4 KiB pages over several tables takes the batched zap once
+    (zap_pte_ranges()), and leaves what the per-page zap leaves."""
+    import pyfolio.mm.memory_batch as mb
+
+    calls: list[int] = []
+    real = mb._zap_small_anon
+
+    def counted(vma: VMA, pfns: np.ndarray) -> None:
+        calls.append(len(pfns))
+        real(vma, pfns)
+
+    monkeypatch.setattr(mb, "_zap_small_anon", counted)
+    states = []
+    for batch in (True, False):
+        s = System(ram="24M")
+        s.batch = batch
+        p = s.spawn()
+        a = p.mmap(6 * MiB)
+        p.madvise(a, 6 * MiB, "nohugepage")
+        p.touch(a, 6 * MiB)
+        p.munmap(a, 6 * MiB)
+        states.append((snapshot(s.machine), s.trace.events, s.trace.costs))
+    assert calls == [3 * 512] and states[0] == states[1]

@@ -651,19 +651,32 @@ def zap_page_range(vma: VMA, start: int, end: int, reclaim_pt: bool = False,
     by default on x86-64 since 6.14): a PTE table whose whole 2 MiB the zap covered is freed
     and its PMD cleared when no entry is left (mm/pt_reclaim.c:try_to_free_pte()).
     """
+    from pyfolio.mm.memory_batch import zap_pte_ranges
+
     mm = vma.vm_mm
+    # the batched path (pyfolio.mm.memory_batch): consecutive PTE tables are zapped
+    # together, before anything else of the zap comes
+    pending: list[tuple[int, int, int]] | None = (
+        [] if details is None and not reclaim_pt and mm.m.batch else None)
     for addr, nxt, slot in pmd_chunks(vma, start, end):
         raw = int(mm.m.pgtables[slot[0]][slot[1]])
         if raw and (pmd_leaf(raw) or not raw & _PAGE_PRESENT):
+            if pending:
+                zap_pte_ranges(vma, pending)
+                pending.clear()
             if addr & (PMD_SIZE - 1) == 0 and nxt - addr == PMD_SIZE:
                 hm.zap_huge_pmd(vma, slot, addr)
                 continue
             hm.__split_huge_pmd(vma, slot, addr, False)
             raw = int(mm.m.pgtables[slot[0]][slot[1]])
-        if raw:
+        if raw and pending is not None:
+            pending.append((pte_pfn(raw), addr, nxt))
+        elif raw:
             zap_pte_range(vma, pte_pfn(raw), addr, nxt, details)
             if reclaim_pt and nxt - addr >= PMD_SIZE:  # reclaim_pt_is_enabled()
                 try_to_free_pte(mm, slot, pte_pfn(raw))
+    if pending:
+        zap_pte_ranges(vma, pending)
     mm.m.trace.emit("zap_page_range", start=start, end=end)
 
 

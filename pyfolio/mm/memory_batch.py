@@ -42,7 +42,7 @@ from pyfolio.sim.units import HPAGE_PMD_ORDER, PAGE_SHIFT, PAGE_SIZE, PMD_SIZE
 if TYPE_CHECKING:
     from pyfolio.sim.machine import Machine
 
-__all__ = ["BATCH_MIN", "do_anonymous_page_run", "zap_pte_run"]
+__all__ = ["BATCH_MIN", "do_anonymous_page_run", "zap_pte_run", "zap_pte_ranges"]
 
 #: the shortest run a batch takes; shorter ones go page by page
 BATCH_MIN = 2
@@ -164,6 +164,45 @@ def zap_pte_run(vma: VMA, tbl: np.ndarray, i: int, hi: int) -> int:
             or mem.compound_head[pfn] != NO_HEAD or mem.flags[pfn] & _NOT_SMALL_ANON:
         return 0
     seg = tbl[i:hi]
+    ok, pf = _small_anon(m, seg)
+    bad = np.flatnonzero(~ok & (seg != 0))
+    stop = int(bad[0]) if len(bad) else hi - i
+    idx = np.flatnonzero(ok[:stop])
+    if len(idx) < BATCH_MIN or not _once_each(m, pf[idx]):
+        return 0
+    tbl[i + idx] = 0
+    _zap_small_anon(vma, pf[idx])
+    return stop
+
+
+def zap_pte_ranges(vma: VMA, chunks: list[tuple[int, int, int]]) -> None:
+    """zap_pte_range(vma, table, start, end) for each ``(table, start, end)`` in turn
+    (consecutive PMD chunks of one zap without ``details``): in one step when every entry
+    of every chunk is none or what :func:`zap_pte_run` takes (then ``tlb_flushes`` counts
+    one per table, as each call does), else call by call."""
+    from pyfolio.mm.memory import zap_pte_range
+
+    m: Machine = vma.vm_mm.m
+    segs = [m.pgtables[t][pte_index(a): pte_index(a) + (e - a) // PAGE_SIZE]
+            for t, a, e in chunks]
+    if m.batch and segs:
+        seg = np.concatenate(segs)
+        ok, pf = _small_anon(m, seg)
+        idx = np.flatnonzero(ok)
+        if not (~ok & (seg != 0)).any() and len(idx) >= BATCH_MIN and _once_each(m, pf[idx]):
+            for part in segs:
+                part[:] = 0
+            _zap_small_anon(vma, pf[idx])
+            m.trace.cost("tlb_flushes", len(chunks))
+            return
+    for t, a, e in chunks:
+        zap_pte_range(vma, t, a, e)
+
+
+def _small_anon(m: Machine, seg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which entries are present PTEs of order-0 anon RAM folios outside the swap cache
+    (with a reference), and their PFNs (0 elsewhere)."""
+    mem = m.mem
     cand = (seg & np.uint64(_PAGE_PRESENT | _PAGE_SPECIAL)) == np.uint64(_PAGE_PRESENT)
     pf = np.where(cand, (seg & np.uint64(PTE_PFN_MASK)) >> np.uint64(PAGE_SHIFT),
                   np.uint64(0)).astype(np.int64)
@@ -172,16 +211,18 @@ def zap_pte_run(vma: VMA, tbl: np.ndarray, i: int, hi: int) -> int:
     ok = cand & (mem.compound_head[pf] == NO_HEAD) & (mem.flags[pf] & _NOT_SMALL_ANON == 0) \
         & (mem.zone[pf] == ZONE_NORMAL) & (mem.mapping[pf] & FOLIO_MAPPING_ANON != 0) \
         & (mem._refcount[pf] > 0)
-    bad = np.flatnonzero(~ok & (seg != 0))
-    stop = int(bad[0]) if len(bad) else hi - i
-    idx = np.flatnonzero(ok[:stop])
-    if len(idx) < BATCH_MIN:
-        return 0
-    pfns = pf[idx]
-    if not (mem._mapcount[pfns] == 0).all() and len(np.unique(pfns)) != len(pfns):
-        return 0  # a page mapped twice here (each PTE mapped once cannot be)
-    n = len(pfns)
-    tbl[i + idx] = 0
+    return ok, pf
+
+
+def _once_each(m: Machine, pfns: np.ndarray) -> bool:
+    """No page appears twice (each mapped once cannot)."""
+    return bool((m.mem._mapcount[pfns] == 0).all()) or len(np.unique(pfns)) == len(pfns)
+
+
+def _zap_small_anon(vma: VMA, pfns: np.ndarray) -> None:
+    """What zap_pte_range() does after clearing PTEs of ``pfns`` (in that order)."""
+    m: Machine = vma.vm_mm.m
+    mem, n = m.mem, len(pfns)
     m.trace.cost("pte_writes", n)
     add_mm_counter(vma.vm_mm, MM_ANONPAGES, -n)
     mem._mapcount[pfns] -= 1
@@ -190,7 +231,6 @@ def zap_pte_run(vma: VMA, tbl: np.ndarray, i: int, hi: int) -> int:
     blocks = free_pages_run(m, freed, m.trace.enabled)
     if m.trace.enabled:
         m.trace.emit_run(_free_events(freed, blocks))
-    return stop
 
 
 def _free_events(freed: list[int], blocks: list[tuple[int, int]]) -> Iterator[_EventItem]:
