@@ -654,10 +654,11 @@ def zap_page_range(vma: VMA, start: int, end: int, reclaim_pt: bool = False,
     from pyfolio.mm.memory_batch import zap_pte_ranges
 
     mm = vma.vm_mm
-    # the batched path (pyfolio.mm.memory_batch): consecutive PTE tables are zapped
-    # together, before anything else of the zap comes
+    # the batched path (pyfolio.mm.memory_batch): the PTE tables of a zap over more than
+    # one are zapped together, before anything else of the zap comes
     pending: list[tuple[int, int, int]] | None = (
-        [] if details is None and not reclaim_pt and mm.m.batch else None)
+        [] if details is None and not reclaim_pt and mm.m.batch and end - start > PMD_SIZE
+        else None)
     for addr, nxt, slot in pmd_chunks(vma, start, end):
         raw = int(mm.m.pgtables[slot[0]][slot[1]])
         if raw and (pmd_leaf(raw) or not raw & _PAGE_PRESENT):

@@ -157,11 +157,7 @@ def zap_pte_run(vma: VMA, tbl: np.ndarray, i: int, hi: int) -> int:
     m: Machine = vma.vm_mm.m
     if not m.batch:
         return 0
-    mem = m.mem
-    raw = int(tbl[i])  # the first entry decides cheaply whether a run can start here
-    pfn = (raw & PTE_PFN_MASK) >> PAGE_SHIFT
-    if raw & (_PAGE_PRESENT | _PAGE_SPECIAL) != _PAGE_PRESENT or pfn >= m.nr_ram \
-            or mem.compound_head[pfn] != NO_HEAD or mem.flags[pfn] & _NOT_SMALL_ANON:
+    if not _small_anon_at(m, int(tbl[i])):  # the first entry decides cheaply
         return 0
     seg = tbl[i:hi]
     ok, pf = _small_anon(m, seg)
@@ -185,7 +181,8 @@ def zap_pte_ranges(vma: VMA, chunks: list[tuple[int, int, int]]) -> None:
     m: Machine = vma.vm_mm.m
     segs = [m.pgtables[t][pte_index(a): pte_index(a) + (e - a) // PAGE_SIZE]
             for t, a, e in chunks]
-    if m.batch and segs:
+    first = next((int(x[k[0]]) for x in segs if len(k := np.flatnonzero(x))), 0)
+    if m.batch and first and _small_anon_at(m, first):
         seg = np.concatenate(segs)
         ok, pf = _small_anon(m, seg)
         idx = np.flatnonzero(ok)
@@ -197,6 +194,13 @@ def zap_pte_ranges(vma: VMA, chunks: list[tuple[int, int, int]]) -> None:
             return
     for t, a, e in chunks:
         zap_pte_range(vma, t, a, e)
+
+
+def _small_anon_at(m: Machine, raw: int) -> bool:
+    """The scalar first test of :func:`_small_anon` for one entry (no reference check)."""
+    pfn = (raw & PTE_PFN_MASK) >> PAGE_SHIFT
+    return raw & (_PAGE_PRESENT | _PAGE_SPECIAL) == _PAGE_PRESENT and pfn < m.nr_ram \
+        and m.mem.compound_head[pfn] == NO_HEAD and not m.mem.flags[pfn] & _NOT_SMALL_ANON
 
 
 def _small_anon(m: Machine, seg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
