@@ -123,7 +123,7 @@ def do_anonymous_page_run(vma: VMA, address: int, end: int) -> tuple[int, int, n
     assert int(ptes[-1]) == last, "a run's PTEs differ only in their PFN"
     tbl[first: first + n] = ptes
     m.trace.cost("pte_writes", n)
-    if m.trace.enabled:
+    if m.trace.keeps_events():
         m.trace.emit_run(_fault_events(pfns.tolist(), address))
     return table, first, pfns
 
@@ -232,8 +232,9 @@ def _zap_small_anon(vma: VMA, pfns: np.ndarray) -> None:
     mem._mapcount[pfns] -= 1
     mem._refcount[pfns] -= 1
     freed = pfns[mem._refcount[pfns] == 0].tolist()
-    blocks = free_pages_run(m, freed, m.trace.enabled)
-    if m.trace.enabled:
+    keep = m.trace.keeps_events()
+    blocks = free_pages_run(m, freed, keep)
+    if keep:
         m.trace.emit_run(_free_events(freed, blocks))
 
 

@@ -67,6 +67,10 @@ class Trace:
             self.events.append(ev)
         return ev
 
+    def keeps_events(self) -> bool:
+        """Whether an emit() now would be kept (enabled, and under the limit)."""
+        return self.enabled and len(self.events) < self.limit
+
     def emit_run(self, events: Iterable[tuple[str, tuple[tuple[str, Any], ...],
                                               tuple[tuple[str, Any], ...]]]) -> None:
         """What ``emit(name, dict(changes), **dict(args))`` for each ``(name, args,
