@@ -157,7 +157,7 @@ def zap_pte_run(vma: VMA, tbl: np.ndarray, i: int, hi: int) -> int:
     m: Machine = vma.vm_mm.m
     if not m.batch:
         return 0
-    if not _small_anon_at(m, int(tbl[i])):  # the first entry decides cheaply
+    if hi - i < BATCH_MIN or not _small_anon_at(m, int(tbl[i])):  # decided cheaply
         return 0
     seg = tbl[i:hi]
     ok, pf = _small_anon(m, seg)
