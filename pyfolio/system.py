@@ -23,7 +23,7 @@ from pyfolio.mm.gup import fault_in, follow_page, pin_user_pages, put_user_page,
 from pyfolio.mm.huge_memory_split import shrink_deferred_split, split_mapped_folio
 from pyfolio.mm.huge_memory_sysfs import thpsize_stats
 from pyfolio.mm.madvise import do_madvise
-from pyfolio.mm.memory_batch import do_anonymous_page_run
+from pyfolio.mm.memory_batch import anon_run_vma, do_anonymous_page_run
 from pyfolio.mm.mm_init import boot_machine
 from pyfolio.mm.mmap import do_mmap, do_munmap, exit_mmap
 from pyfolio.mm.mprotect import do_mprotect
@@ -742,10 +742,13 @@ class Process:
             length = vma.vm_end - addr
         end = addr + to_size(length)
         a = addr & ~(PAGE_SIZE - 1)
+        never = 0  # below this address (a VMA's end) no batch can be taken in this call
         while a < end:
-            if self.m.batch and (n := self._touch_run(a, end, value)):
-                a += n * PAGE_SIZE
-                continue
+            if self.m.batch and a >= never:
+                n, never = self._touch_run(a, end, value)
+                if n:
+                    a += n * PAGE_SIZE
+                    continue
             pfn = self._fault(a, True)
             w = walk(self.m, self.mm.pgd, a)
             if w.level == "pmd" and a & (PMD_SIZE - 1) == 0 and end - a >= PMD_SIZE:
@@ -757,14 +760,17 @@ class Process:
             self.m.mem.stamp[pfn] = value if value is not None else (a >> 12) + 1
             a += PAGE_SIZE
 
-    def _touch_run(self, addr: int, end: int, value: int | None) -> int:
+    def _touch_run(self, addr: int, end: int, value: int | None) -> tuple[int, int]:
         """touch()'s batched path: the write faults of a run of none PTEs from ``addr`` in
         one step (pyfolio.mm.memory_batch), the CPU's accessed and dirty bits on each
-        entry (what _young_dirty() sets per page), the data written; the pages done (0:
-        take the per-page path)."""
+        entry (what _young_dirty() sets per page), the data written. Returns the pages
+        done (0: take the per-page path) and, when the VMA can never take a batch
+        (anon_run_vma()), its end (else ``addr``)."""
         vma = self.mm.find_vma(addr)
-        if vma is None or not vma.vm_flags & VM.WRITE or not vma.vm_flags & VM.READ:
-            return 0
+        if vma is None:
+            return 0, addr
+        if not anon_run_vma(vma):
+            return 0, vma.vm_end
         table, first, pfns = do_anonymous_page_run(vma, addr, end)
         n = len(pfns)
         if n:
@@ -772,7 +778,7 @@ class Process:
             vpn = addr >> PAGE_SHIFT
             self.m.mem.stamp[pfns] = value if value is not None else np.arange(
                 vpn + 1, vpn + 1 + n, dtype=np.uint64)
-        return n
+        return n, addr
 
     def pin(self, addr: int, length: int | str) -> list[int]:
         """FOLL_PIN|FOLL_WRITE pins on every page of the range (pin_user_pages())."""

@@ -42,7 +42,7 @@ from pyfolio.sim.units import HPAGE_PMD_ORDER, PAGE_SHIFT, PAGE_SIZE, PMD_SIZE
 if TYPE_CHECKING:
     from pyfolio.sim.machine import Machine
 
-__all__ = ["BATCH_MIN", "do_anonymous_page_run", "zap_pte_run", "zap_pte_ranges"]
+__all__ = ["BATCH_MIN", "anon_run_vma", "do_anonymous_page_run", "zap_pte_run", "zap_pte_ranges"]
 
 #: the shortest run a batch takes; shorter ones go page by page
 BATCH_MIN = 2
@@ -50,16 +50,21 @@ _NEW_ANON = np.uint32(PG.swapbacked | PG.uptodate | PG.anon_exclusive | PG.lru)
 _EventItem = tuple[str, tuple[tuple[str, Any], ...], tuple[tuple[str, Any], ...]]
 
 
+def anon_run_vma(vma: VMA) -> bool:
+    """Whether write faults in ``vma`` can ever be batched (while the settings stay): the
+    batch on, a private anonymous, readable and writable VMA, no mTHP size allowed
+    (alloc_anon_folio() then takes order 0)."""
+    return vma.vm_mm.m.batch and vma_is_anonymous(vma) \
+        and vma.vm_flags & (VM.WRITE | VM.READ) == VM.WRITE | VM.READ \
+        and not hm.thp_vma_allowable_orders(vma, (1 << HPAGE_PMD_ORDER) - 1)
+
+
 def _anon_run_table(vma: VMA, address: int) -> tuple[int, int] | None:
     """The PTE table and index of ``address`` when a write fault there, and at the pages
-    after it, is sure to reach do_anonymous_page() for an order-0 folio: a private
-    anonymous, writable VMA that has its anon_vma; no mTHP size allowed
-    (alloc_anon_folio() then takes order 0); a PMD that points to a PTE table (not none:
-    a THP or the table's allocation would come first; not a leaf). Else None."""
-    if not vma_is_anonymous(vma) or vma.anon_vma is None \
-            or vma.vm_flags & (VM.WRITE | VM.READ) != VM.WRITE | VM.READ:
-        return None
-    if hm.thp_vma_allowable_orders(vma, (1 << HPAGE_PMD_ORDER) - 1):
+    after it, is sure to reach do_anonymous_page() for an order-0 folio: a VMA
+    :func:`anon_run_vma` accepts that has its anon_vma; a PMD that points to a PTE table
+    (not none: a THP or the table's allocation would come first; not a leaf). Else None."""
+    if vma.anon_vma is None or not anon_run_vma(vma):
         return None
     slot = pmd_slot(vma.vm_mm, address)
     if slot is None:
