@@ -89,6 +89,7 @@ from pyfolio.mm.rmap import (
     folio_try_share_anon_rmap_pte,
     pmd_chunks,
     pte_table_of,
+    swp_entries,
     try_to_migrate,
 )
 from pyfolio.sim.errors import EBUSY, KernelBug
@@ -330,19 +331,35 @@ def _remap_table(m: Machine, table: int, i0: int, n: int, src: int, nr: int, del
     """remove_migration_pte() for every migration entry for [src, src + nr) among the
     entries [i0, i0 + n) of one PTE table, vectorised (the new page is pfn + delta);
     ``prot`` is the VMA's vm_page_prot (PAGE_NONE: PROT_NONE entries, PFNs inverted)."""
-    mem, tbl = m.mem, m.pgtables[table]
-    ents = tbl[i0: i0 + n]
+    ents = m.pgtables[table][i0: i0 + n]
+    typ, pfns, mig = migration_entry_pfns(ents)
+    hit = mig & (pfns >= _U64(src)) & (pfns < _U64(src + nr))
+    sel: slice | np.ndarray = slice(0, n) if hit.all() else np.flatnonzero(hit)
+    if isinstance(sel, np.ndarray) and not len(sel):
+        return 0, 0
+    return remap_entries(m, table, i0, sel, pfns[sel].astype(np.int64) + delta, flags, prot)
+
+
+def migration_entry_pfns(ents: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Of PTE entries: their swap type, the PFN a swap-format entry names, and which are
+    migration entries (is_migration_entry())."""
     typ = ents >> _TYPE_SHIFT
     pfns = ((~ents) << _U64(SWP_TYPE_BITS)) >> _U64(SWP_OFFSET_SHIFT)
-    hit = (typ >= _MIG_READ) & (typ <= _MIG_WRITE) \
-        & ((ents & _U64(_PAGE_PRESENT | _PAGE_PROTNONE)) == 0) \
-        & (pfns >= _U64(src)) & (pfns < _U64(src + nr))
-    sel: slice | np.ndarray = slice(0, n) if hit.all() else np.flatnonzero(hit)
-    raw, typ = ents[sel], typ[sel]
+    mig = (typ >= _MIG_READ) & (typ <= _MIG_WRITE) \
+        & ((ents & _U64(_PAGE_PRESENT | _PAGE_PROTNONE)) == 0)
+    return typ, pfns, mig
+
+
+def remap_entries(m: Machine, table: int, i0: int, sel: slice | np.ndarray, pfn: np.ndarray,
+                  flags: int, prot: int) -> tuple[int, int]:
+    """remove_migration_pte() for the migration entries ``i0 + sel`` of one PTE table
+    (a slice of them, or offsets), each becoming a mapping of the page in ``pfn`` (distinct
+    pages); returns (entries mapped, entries put on the shared zero page)."""
+    mem, tbl = m.mem, m.pgtables[table]
+    n = sel.stop if isinstance(sel, slice) else 0
+    raw = tbl[i0: i0 + n] if isinstance(sel, slice) else tbl[i0 + sel]
+    typ = raw >> _TYPE_SHIFT
     cnt = len(raw)
-    if not cnt:
-        return 0, 0
-    pfn = pfns[sel].astype(np.int64) + delta
     ch = mem.compound_head[pfn]
     heads = np.where(ch == NO_HEAD, pfn, ch)
     hflags = mem.flags[heads]
@@ -382,15 +399,25 @@ def _remap_table(m: Machine, table: int, i0: int, n: int, src: int, nr: int, del
     m.trace.cost("pte_writes", cnt)
     mem._mapcount[pfn] += 1  # folio_add_anon_rmap_pte(); distinct pages within one table
     mem.flags[pfn[typ != _MIG_READ]] |= _PG_ANON_EXCLUSIVE  # RMAP_EXCLUSIVE
-    base = int(src + delta)
-    mem._refcount[base: base + nr] += np.bincount(heads - base, minlength=nr).astype(np.int32)
-    if large.any():  # folio_get() per PTE above; the large folios' counts here
-        lh = heads[large] - base
-        mem._large_mapcount[base: base + nr] += np.bincount(lh, minlength=nr).astype(np.int32)
-        first = (mem._mapcount[pfn[large]] == 0).astype(np.int64)
-        mem._nr_pages_mapped[base: base + nr] += np.bincount(lh, first, nr).astype(np.int32)
+    _add_per_head(mem._refcount, heads, None)  # folio_get() per PTE
+    if large.any():  # the large folios' counts
+        lh = heads[large]
+        _add_per_head(mem._large_mapcount, lh, None)
+        _add_per_head(mem._nr_pages_mapped, lh, mem._mapcount[pfn[large]] == 0)
     zeroed = int(np.count_nonzero(zero)) if zero is not None else 0
     return cnt - zeroed, zeroed
+
+
+def _add_per_head(arr: np.ndarray, heads: np.ndarray, weights: np.ndarray | None) -> None:
+    """``arr[h] += 1`` (or the weight) for each h of ``heads`` in turn (repeats add up)."""
+    if not len(heads):
+        return
+    lo, hi = int(heads.min()), int(heads.max()) + 1
+    if hi - lo <= 4 * len(heads):
+        w = None if weights is None else weights.astype(np.int64)
+        arr[lo:hi] += np.bincount(heads - lo, w, hi - lo).astype(arr.dtype)
+    else:
+        np.add.at(arr, heads, 1 if weights is None else weights.astype(arr.dtype))
 
 
 def _restored_pte_bits(prot: int, write: bool, dirty: bool) -> int:
@@ -416,14 +443,20 @@ _RESTORED_BITS = _restored_bits_table(vm_page_prot(True))
 
 def _device_private_ptes(m: Machine, pfn: np.ndarray, write: np.ndarray, raw: np.ndarray,
                          device: np.ndarray, pte: np.ndarray) -> np.ndarray:
-    """remove_migration_pte(): a device-private page gets a device-private entry."""
+    """remove_migration_pte(): a device-private page gets a device-private entry
+    (make_writable/readable_device_private_entry(), soft-dirty and uffd-wp kept)."""
     from pyfolio.mm.memremap import is_device_private_page
 
-    for k in np.flatnonzero(device):
-        if is_device_private_page(m, int(pfn[k])):
-            make = make_writable_device_private_entry if write[k] else \
-                make_readable_device_private_entry
-            pte[k] = make(int(pfn[k])) | (int(raw[k]) & (_PAGE_SWP_SOFT_DIRTY | _PAGE_SWP_UFFD_WP))
+    ids = m.mem.pgmap[pfn]
+    private = np.zeros(len(pfn), bool)
+    for pg in np.unique(ids[device]).tolist():  # is_device_private_page() per pgmap
+        at = device & (ids == pg)
+        if is_device_private_page(m, int(pfn[np.flatnonzero(at)[0]])):
+            private |= at
+    if private.any():
+        types = np.where(write, _U64(SwpType.SWP_DEVICE_WRITE), _U64(SwpType.SWP_DEVICE_READ))
+        made = swp_entries(types, pfn) | (raw & _U64(_PAGE_SWP_SOFT_DIRTY | _PAGE_SWP_UFFD_WP))
+        pte = np.where(private, made, pte)
     return pte
 
 

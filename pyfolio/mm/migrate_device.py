@@ -74,6 +74,7 @@ from pyfolio.mm.migrate import (
     remove_migration_ptes,
     try_to_migrate,
 )
+from pyfolio.mm.migrate_device_batch import migrate_device_finalize_run
 from pyfolio.mm.migrate_device_collect import (
     migrate_vma_collect,
     migrate_vma_collect_hole,
@@ -504,13 +505,20 @@ def __migrate_device_finalize(src: list[int], dst: list[int], npages: int,
     Models: mm/migrate_device.c:__migrate_device_finalize() (merged series): a system
     dst goes on the LRU; remove_migration_ptes(src, dst); src unlocked (unless it is the
     fault folio) and put; dst unlocked and put (the driver's allocation reference).
+    With ``Machine.batch`` a run of order-0 pairs goes in one step
+    (:func:`pyfolio.mm.migrate_device_batch.migrate_device_finalize_run`, same result).
     """
     from pyfolio.sim.machine import Machine
 
     assert isinstance(m, Machine)
     fault_folio = page_folio(m, fault_page) if fault_page is not None else None
-    for i in range(npages):
+    i = -1
+    while i + 1 < npages:
+        i += 1
         if not src[i] and not dst[i]:  # an empty entry: nothing to restore or release
+            continue
+        if fault_page is None and (done := migrate_device_finalize_run(src, dst, i, npages, m)):
+            i += done - 1  # a run of order-0 pairs in one step (Machine.batch)
             continue
         newpage, page = migrate_pfn_to_page(dst[i]), migrate_pfn_to_page(src[i])
         dfolio = page_folio(m, newpage) if newpage is not None else None

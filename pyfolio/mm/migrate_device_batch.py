@@ -1,0 +1,206 @@
+"""Batched runs of device migration's per-folio steps: many order-0 folios in one step.
+
+Models: mm/migrate_device.c (merged series, see :mod:`pyfolio.mm.migrate_device`):
+__migrate_device_finalize() over a run of src/dst entries that each pair an order-0
+source folio with an order-0 destination, with mm/migrate.c:remove_migration_ptes() for
+each pair; __migrate_device_pages()'s folio_migrate_mapping() + folio_migrate_flags() over
+the order-0 folios a split-fallback made.
+
+The kernel works entry by entry; so does the simulator's per-entry path in
+:mod:`pyfolio.mm.migrate_device`, the model the chapters teach. A batch here is not a
+kernel function: it is an implementation of the same steps for a run at once, leaving
+exactly the state, counters and trace events the per-entry calls leave, in the same order
+(tests/test_batch.py compares both ways on random scenarios). It is selected only where
+it is sure to be that same sequence (see :func:`migrate_device_finalize_run`) and
+``Machine.batch`` (``System.batch``) is on; anywhere else the caller goes entry by entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pyfolio.arch.x86.pgtable import PAGE_SHIFT, pte_index, swp_offset
+from pyfolio.include.linux.swapops import is_migration_entry
+from pyfolio.mm.migrate import (
+    MIGRATE_PFN_COMPOUND,
+    MIGRATE_PFN_MIGRATE,
+    MIGRATE_PFN_SHIFT,
+    MIGRATE_PFN_VALID,
+    migration_entry_pfns,
+    remap_entries,
+)
+from pyfolio.mm.page_alloc import free_pages_run
+from pyfolio.mm.rmap import anon_vma_ranges, pmd_chunks, pte_table_of
+from pyfolio.sim.memmap import NO_HEAD, PG, ZONE_DEVICE
+
+if TYPE_CHECKING:
+    from pyfolio.include.linux.mm_types import VMA
+    from pyfolio.sim.machine import Machine
+
+__all__ = ["BATCH_MIN", "migrate_device_finalize_run"]
+
+#: the shortest run a batch takes; shorter ones go entry by entry
+BATCH_MIN = 2
+_U64 = np.uint64
+_EventItem = tuple[str, tuple[tuple[str, Any], ...], tuple[tuple[str, Any], ...]]
+_PG_HEAD, _PG_LOCKED, _PG_LRU = np.uint32(PG.head), np.uint32(PG.locked), np.uint32(PG.lru)
+_WANT = MIGRATE_PFN_VALID | MIGRATE_PFN_MIGRATE
+_Plan = tuple[int, int, np.ndarray, np.ndarray, np.ndarray, "VMA"]
+
+
+def _small_locked(m: Machine, pfns: np.ndarray) -> np.ndarray:
+    """Which pages are order-0 folios (no head, no tail), locked, with exactly one
+    reference, held outside page tables (``extra_refs`` 1)."""
+    mem = m.mem
+    extra = np.fromiter((mem.extra_refs.get(p, 0) for p in pfns.tolist()), np.int64, len(pfns))
+    return (mem.compound_head[pfns] == NO_HEAD) & (mem.flags[pfns] & _PG_HEAD == 0) \
+        & (mem.flags[pfns] & _PG_LOCKED != 0) & (mem._refcount[pfns] == 1) & (extra == 1)
+
+
+def _leading(ok: np.ndarray) -> int:
+    """The length of the run of True at the start of ``ok``."""
+    bad = np.flatnonzero(~ok)
+    return int(bad[0]) if len(bad) else len(ok)
+
+
+def migrate_device_finalize_run(src: list[int], dst: list[int], i: int, npages: int,
+                                m: Machine) -> int:
+    """__migrate_device_finalize() for the entries from ``i`` on, while they qualify, in
+    one step; returns how many were done (0 when fewer than :data:`BATCH_MIN` qualify:
+    take the per-entry loop). Only without a fault page and with ``Machine.batch`` on.
+
+    An entry qualifies when src is VALID and MIGRATE and dst VALID, neither COMPOUND, and
+    both are order-0 folios, locked, held only by the migration (the isolation reference
+    of the source, the driver's allocation reference of the destination, each in
+    ``extra_refs``), of the same kind (system or device) as the run's first, the
+    destinations one anon_vma at consecutive indices (folio_migrate_mapping() gave them
+    the sources'), each with at least one migration entry to restore, none in a PMD.
+
+    Per entry what the per-entry loop does there: a system destination goes on the LRU
+    (folio_add_lru()); remove_migration_ptes(src, dst, 0): every migration entry for the
+    source page at the destination's address in each VMA of the anon_vma becomes a
+    mapping of the destination (mm/migrate.c:remove_migration_pte(), as
+    :func:`pyfolio.mm.migrate.remap_entries` does it per table) with its
+    ``remove_migration_ptes`` event; the source unlocked and put, which frees it
+    (``free_folio``; a system page's __free_pages() and ``mm_page_free``, merged by
+    :func:`~pyfolio.mm.page_alloc.free_pages_run`; a device page back to its driver by
+    free_zone_device_folio()); the destination unlocked and put (it stays mapped).
+    """
+    if not m.batch or npages - i < BATCH_MIN or src[i] & _WANT != _WANT \
+            or not dst[i] & MIGRATE_PFN_VALID:
+        return 0
+    sa = np.array(src[i:npages], np.int64)
+    da = np.array(dst[i:npages], np.int64)
+    ok = (sa & _WANT == _WANT) & (da & MIGRATE_PFN_VALID != 0) \
+        & ((sa | da) & MIGRATE_PFN_COMPOUND == 0)
+    run = _leading(ok)
+    if run < BATCH_MIN:
+        return 0
+    mem = m.mem
+    sp, dp = sa[:run] >> MIGRATE_PFN_SHIFT, da[:run] >> MIGRATE_PFN_SHIFT
+    sdev, ddev = mem.zone[sp] == ZONE_DEVICE, mem.zone[dp] == ZONE_DEVICE
+    d0 = int(dp[0])
+    ok = _small_locked(m, sp) & _small_locked(m, dp) & (sp != dp) \
+        & (sdev == sdev[0]) & (ddev == ddev[0]) \
+        & (mem.mapping[dp] == mem.mapping[d0]) & (mem.mapping[d0] != 0) \
+        & (mem.index[dp] == int(mem.index[d0]) + np.arange(run)) \
+        & (mem.pgmap[sp] == mem.pgmap[int(sp[0])])
+    run = _leading(ok)
+    if run < BATCH_MIN:
+        return 0
+    plan = _plan_remap(m, sp[:run], dp[:run])
+    if plan is None:
+        return 0
+    plans, run = plan
+    if run < BATCH_MIN:
+        return 0
+    sp, dp = sp[:run], dp[:run]
+    _finalize(m, sp, dp, bool(sdev[0]), bool(ddev[0]), plans)
+    return run
+
+
+def _plan_remap(m: Machine, sp: np.ndarray, dp: np.ndarray
+                ) -> tuple[list[_Plan], int] | None:
+    """Where remove_migration_ptes(src_k, dst_k) would restore entries, without changing
+    anything: per PTE table (table, first index, offsets, new pfns, run positions, VMA).
+    The run is cut before the first pair with no entry to restore (its destination's last
+    reference would go); None for a PMD migration entry of a source page (the per-entry
+    path meets it)."""
+    mem, nr = m.mem, len(sp)
+    index0 = int(mem.index[int(dp[0])])
+    srcs = set(sp.tolist())
+    plans: list[_Plan] = []
+    for vma, lo, hi in list(anon_vma_ranges(m, int(dp[0]), nr)):
+        base = vma.address_of(index0)
+        for addr, nxt, slot in pmd_chunks(vma, lo, hi):
+            pmd = int(m.pgtables[slot[0]][slot[1]])
+            if is_migration_entry(pmd) and swp_offset(pmd) in srcs:
+                return None
+            table = pte_table_of(m, slot)
+            if table is None:
+                continue
+            i0, n = pte_index(addr), (nxt - addr) >> PAGE_SHIFT
+            pos = ((addr - base) >> PAGE_SHIFT) + np.arange(n)
+            _, pfns, mig = migration_entry_pfns(m.pgtables[table][i0: i0 + n])
+            sel = np.flatnonzero(mig & (pfns == sp[pos].astype(_U64)))
+            if len(sel):
+                plans.append((table, i0, sel, dp[pos[sel]], pos[sel], vma))
+    counts = np.bincount(np.concatenate([p[4] for p in plans]) if plans
+                         else np.zeros(0, np.int64), minlength=nr)
+    run = _leading(counts > 0)
+    if run < nr:
+        plans = [(t, i0, sel[pos < run], new[pos < run], pos[pos < run], vma)
+                 for t, i0, sel, new, pos, vma in plans]
+    return plans, run
+
+
+def _finalize(m: Machine, sp: np.ndarray, dp: np.ndarray, sdev: bool, ddev: bool,
+              plans: list[_Plan]) -> None:
+    """The per-entry finalize steps for the run (see :func:`migrate_device_finalize_run`)."""
+    mem, nr = m.mem, len(sp)
+    if not ddev:  # folio_add_lru(dst) for each in turn
+        mem.lru_seq[dp] = m.lru_clock + np.arange(1, nr + 1, dtype=np.float64)
+        m.lru_clock += float(nr)
+        mem.flags[dp] |= _PG_LRU
+    counts = np.zeros(nr, np.int64)
+    for table, i0, sel, new, pos, vma in plans:
+        if len(sel):
+            remap_entries(m, table, i0, sel, new, 0, vma.vm_page_prot)
+            counts[pos] += 1
+    srcs, dsts = sp.tolist(), dp.tolist()
+    for p in srcs:  # folio_unlock() + ref_drop(): the isolation reference, the last
+        del mem.extra_refs[p]
+    for p in dsts:  # folio_unlock() + ref_drop(): the driver's allocation reference
+        del mem.extra_refs[p]
+    mem.flags[dp] &= ~_PG_LOCKED
+    mem._refcount[dp] -= 1
+    mem._refcount[sp] = 0
+    keep = m.trace.keeps_events()
+    blocks: list[tuple[int, int]] = []
+    if sdev:  # free_zone_device_folio(): order 0 counts in no nr_anon
+        pgmap = m.pgmaps[int(mem.pgmap[srcs[0]])]
+        mem.reset_frames(sp)
+        mem.zone[sp] = ZONE_DEVICE
+        mem.pgmap[sp] = pgmap.id  # type: ignore[attr-defined]
+        for p in srcs:
+            pgmap.ops.page_free(p, 0)  # type: ignore[attr-defined]
+    else:
+        blocks = free_pages_run(m, srcs, keep)
+    if keep:
+        m.trace.emit_run(_finalize_events(srcs, dsts, counts.tolist(), blocks, sdev))
+
+
+def _finalize_events(srcs: list[int], dsts: list[int], counts: list[int],
+                     blocks: list[tuple[int, int]], sdev: bool) -> Iterator[_EventItem]:
+    """Per entry: ``remove_migration_ptes``, then the source's ``free_folio`` (and, for a
+    system page, ``mm_page_free`` of the block it ended in)."""
+    freed1 = (("freed_pages", 1),)
+    for k, (s, d, c) in enumerate(zip(srcs, dsts, counts, strict=True)):
+        yield "remove_migration_ptes", (("src", s), ("dst", d)), (("entries", c),)
+        yield "free_folio", (("pfn", s), ("order", 0)), freed1
+        if not sdev:
+            yield "mm_page_free", (("pfn", blocks[k][0]), ("order", blocks[k][1])), ()
+
