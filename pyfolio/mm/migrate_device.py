@@ -74,7 +74,11 @@ from pyfolio.mm.migrate import (
     remove_migration_ptes,
     try_to_migrate,
 )
-from pyfolio.mm.migrate_device_batch import migrate_device_finalize_run
+from pyfolio.mm.migrate_device_batch import (
+    migrate_device_finalize_run,
+    migrate_folios_run,
+    migrate_pages_run,
+)
 from pyfolio.mm.migrate_device_collect import (
     migrate_vma_collect,
     migrate_vma_collect_hole,
@@ -419,7 +423,9 @@ def __migrate_device_pages(src: list[int], dst: list[int], npages: int,
     inserts 512 pages; secondary MMUs hear MMU_NOTIFY_MIGRATE, with the owner, from the
     first hole filled to the end); COMPOUND src with small dst ->
     migrate_vma_split_unmapped_folio(); COMPOUND dst with small src -> not migrated; then
-    folio_migrate_mapping() + folio_migrate_flags() for each page of the unit.
+    folio_migrate_mapping() + folio_migrate_flags() for each page of the unit. With
+    ``Machine.batch`` a run of order-0 entries, and the 512 folios of a split, go in one
+    step (:mod:`pyfolio.mm.migrate_device_batch`, same result).
     """
     notified = False
     i = 0
@@ -450,7 +456,8 @@ def __migrate_device_pages(src: list[int], dst: list[int], npages: int,
                     else:
                         src[i + j] &= ~MIGRATE_PFN_MIGRATE
         else:
-            nr = _migrate_one(migrate, src, dst, i, page, newpage)
+            nr = migrate_pages_run(migrate, i, npages) or \
+                _migrate_one(migrate, src, dst, i, page, newpage)
         i += nr
 
 
@@ -474,6 +481,8 @@ def _migrate_one(migrate: MigrateVma, src: list[int], dst: list[int], i: int, pa
         src[i] &= ~MIGRATE_PFN_MIGRATE
         return nr
     extra = 1 if migrate.fault_page == page else 0
+    if not extra and migrate_folios_run(m, src, dst, i, min(nr, len(src) - i)):
+        return nr  # the folios of a split in one step (Machine.batch)
     for j in range(min(nr, len(src) - i)):
         if not src[i + j] & MIGRATE_PFN_MIGRATE:
             continue

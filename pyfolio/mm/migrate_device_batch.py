@@ -24,29 +24,35 @@ import numpy as np
 
 from pyfolio.arch.x86.pgtable import PAGE_SHIFT, pte_index, swp_offset
 from pyfolio.include.linux.swapops import is_migration_entry
+from pyfolio.mm.memremap import is_device_private_page
 from pyfolio.mm.migrate import (
     MIGRATE_PFN_COMPOUND,
     MIGRATE_PFN_MIGRATE,
     MIGRATE_PFN_SHIFT,
     MIGRATE_PFN_VALID,
+    MigrateVma,
     migration_entry_pfns,
     remap_entries,
 )
 from pyfolio.mm.page_alloc import free_pages_run
 from pyfolio.mm.rmap import anon_vma_ranges, pmd_chunks, pte_table_of
-from pyfolio.sim.memmap import NO_HEAD, PG, ZONE_DEVICE
+from pyfolio.sim.memmap import FOLIO_MAPPING_ANON, NO_HEAD, PG, ZONE_DEVICE
 
 if TYPE_CHECKING:
     from pyfolio.include.linux.mm_types import VMA
     from pyfolio.sim.machine import Machine
 
-__all__ = ["BATCH_MIN", "migrate_device_finalize_run"]
+__all__ = ["BATCH_MIN", "migrate_device_finalize_run", "migrate_pages_run", "migrate_folios_run"]
 
 #: the shortest run a batch takes; shorter ones go entry by entry
 BATCH_MIN = 2
 _U64 = np.uint64
 _EventItem = tuple[str, tuple[tuple[str, Any], ...], tuple[tuple[str, Any], ...]]
 _PG_HEAD, _PG_LOCKED, _PG_LRU = np.uint32(PG.head), np.uint32(PG.locked), np.uint32(PG.lru)
+_PG_SWAPCACHE, _PG_SWAPBACKED = np.uint32(PG.swapcache), np.uint32(PG.swapbacked)
+_MIGRATE_FLAGS = np.uint32(PG.referenced | PG.uptodate | PG.active | PG.unevictable | PG.dirty
+                           | PG.mlocked)  # folio_migrate_flags()
+_PG_ACTIVE_UNEVICTABLE = np.uint32(PG.active | PG.unevictable)
 _WANT = MIGRATE_PFN_VALID | MIGRATE_PFN_MIGRATE
 _Plan = tuple[int, int, np.ndarray, np.ndarray, np.ndarray, "VMA"]
 
@@ -204,3 +210,78 @@ def _finalize_events(srcs: list[int], dsts: list[int], counts: list[int],
         if not sdev:
             yield "mm_page_free", (("pfn", blocks[k][0]), ("order", blocks[k][1])), ()
 
+
+
+def migrate_pages_run(migrate: MigrateVma, i: int, npages: int) -> int:
+    """__migrate_device_pages() for the entries from ``i`` on, while they qualify, in one
+    step; returns how many were done (0 when fewer than :data:`BATCH_MIN` qualify: take
+    the per-entry loop). Only without a fault page and with ``Machine.batch`` on.
+
+    An entry qualifies when src is VALID and MIGRATE and dst VALID, neither COMPOUND, the
+    source an order-0 anon folio and the destination an order-0 folio, one in system RAM
+    and the other device-private (all destinations of one dev_pagemap). Per entry the
+    per-entry loop then does folio_migrate_mapping() + folio_migrate_flags() (see
+    :func:`migrate_folios_run`).
+    """
+    src, dst = migrate.src, migrate.dst
+    assert migrate.vma is not None
+    m: Machine = migrate.vma.vm_mm.m
+    if not m.batch or migrate.fault_page is not None or npages - i < BATCH_MIN \
+            or src[i] & _WANT != _WANT or not dst[i] & MIGRATE_PFN_VALID:
+        return 0
+    sa = np.array(src[i:npages], np.int64)
+    da = np.array(dst[i:npages], np.int64)
+    run = _leading((sa & _WANT == _WANT) & (da & MIGRATE_PFN_VALID != 0)
+                   & ((sa | da) & MIGRATE_PFN_COMPOUND == 0))
+    if run < BATCH_MIN:
+        return 0
+    mem = m.mem
+    sp, dp = sa[:run] >> MIGRATE_PFN_SHIFT, da[:run] >> MIGRATE_PFN_SHIFT
+    ddev = mem.zone[dp] == ZONE_DEVICE
+    if ddev[0] and not is_device_private_page(m, int(dp[0])):
+        return 0
+    ok = (ddev == ddev[0]) & (mem.pgmap[dp] == mem.pgmap[int(dp[0])]) \
+        & ((mem.zone[sp] == ZONE_DEVICE) != ddev[0])
+    run = _leading(ok)
+    if run < BATCH_MIN or not migrate_folios_run(m, src, dst, i, run):
+        return 0
+    return run
+
+
+def migrate_folios_run(m: Machine, src: list[int], dst: list[int], i: int, n: int) -> bool:
+    """For each entry of ``src[i:i + n]`` with MIGRATE in turn, folio_migrate_mapping(None,
+    dst folio, src folio, 0) (MIGRATE cleared on -EAGAIN) then folio_migrate_flags(), in
+    one step; False, with nothing changed, unless ``Machine.batch`` is on and every such
+    entry pairs an order-0 anon source with an order-0 destination (VALID) and no page
+    is both a source and a destination.
+
+    mm/migrate.c (v6.18): an order-0 anon folio outside the swap cache is expected to
+    hold ``folio_mapcount() + 1`` references (+1 in the swap cache); the destination
+    takes ->index, ->mapping and PG_swapbacked, then referenced, uptodate, active,
+    unevictable, dirty and mlocked; the source loses active and unevictable.
+    """
+    if not m.batch or n < BATCH_MIN:
+        return False
+    sa = np.array(src[i:i + n], np.int64)
+    da = np.array(dst[i:i + n], np.int64)
+    sel = np.flatnonzero(sa & MIGRATE_PFN_MIGRATE)
+    if len(sel) < BATCH_MIN or not (da[sel] & sa[sel] & MIGRATE_PFN_VALID).all():
+        return False
+    mem = m.mem
+    f, nf = sa[sel] >> MIGRATE_PFN_SHIFT, da[sel] >> MIGRATE_PFN_SHIFT
+    both = np.concatenate([f, nf])
+    if not ((mem.compound_head[both] == NO_HEAD) & (mem.flags[both] & _PG_HEAD == 0)).all() \
+            or not (mem.mapping[f] & FOLIO_MAPPING_ANON).all() \
+            or len(np.unique(both)) != len(both):
+        return False
+    flags = mem.flags[f]
+    expected = (flags & _PG_SWAPCACHE != 0) + mem._mapcount[f].astype(np.int64) + 2
+    good = mem._refcount[f] == expected
+    for k in sel[~good].tolist():  # -EAGAIN
+        src[i + k] &= ~MIGRATE_PFN_MIGRATE
+    f, nf, flags = f[good], nf[good], flags[good]
+    mem.index[nf] = mem.index[f]
+    mem.mapping[nf] = mem.mapping[f]
+    mem.flags[nf] |= _PG_SWAPBACKED | (flags & _MIGRATE_FLAGS)
+    mem.flags[f] &= ~_PG_ACTIVE_UNEVICTABLE
+    return True
