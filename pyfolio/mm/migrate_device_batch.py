@@ -22,27 +22,39 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pyfolio.arch.x86.pgtable import PAGE_SHIFT, pte_index, swp_offset
-from pyfolio.include.linux.swapops import is_migration_entry
+from pyfolio.arch.x86.pgtable import (
+    _PAGE_PRESENT,
+    _PAGE_PROTNONE,
+    _PAGE_SWP_SOFT_DIRTY,
+    PAGE_SHIFT,
+    pte_index,
+    swp_offset,
+)
+from pyfolio.include.linux.mm import GUP_PIN_COUNTING_BIAS
+from pyfolio.include.linux.swapops import SwpType, is_device_private_entry, is_migration_entry
 from pyfolio.mm.memremap import is_device_private_page
 from pyfolio.mm.migrate import (
     MIGRATE_PFN_COMPOUND,
     MIGRATE_PFN_MIGRATE,
     MIGRATE_PFN_SHIFT,
     MIGRATE_PFN_VALID,
+    MIGRATE_PFN_WRITE,
+    MIGRATE_VMA_SELECT,
     MigrateVma,
     migration_entry_pfns,
     remap_entries,
 )
 from pyfolio.mm.page_alloc import free_pages_run
-from pyfolio.mm.rmap import anon_vma_ranges, pmd_chunks, pte_table_of
+from pyfolio.mm.rmap import anon_vma_ranges, pmd_chunks, pte_table_of, swp_entries
 from pyfolio.sim.memmap import FOLIO_MAPPING_ANON, NO_HEAD, PG, ZONE_DEVICE
+from pyfolio.sim.units import PTRS_PER_TABLE
 
 if TYPE_CHECKING:
     from pyfolio.include.linux.mm_types import VMA
     from pyfolio.sim.machine import Machine
 
-__all__ = ["BATCH_MIN", "migrate_device_finalize_run", "migrate_pages_run", "migrate_folios_run"]
+__all__ = ["BATCH_MIN", "migrate_device_finalize_run", "migrate_pages_run", "migrate_folios_run",
+           "collect_device_ptes_run"]
 
 #: the shortest run a batch takes; shorter ones go entry by entry
 BATCH_MIN = 2
@@ -53,6 +65,10 @@ _PG_SWAPCACHE, _PG_SWAPBACKED = np.uint32(PG.swapcache), np.uint32(PG.swapbacked
 _MIGRATE_FLAGS = np.uint32(PG.referenced | PG.uptodate | PG.active | PG.unevictable | PG.dirty
                            | PG.mlocked)  # folio_migrate_flags()
 _PG_ACTIVE_UNEVICTABLE = np.uint32(PG.active | PG.unevictable)
+_PG_ANON_EXCLUSIVE = np.uint32(PG.anon_exclusive)
+_DEV_READ, _DEV_WRITE = _U64(SwpType.SWP_DEVICE_READ), _U64(SwpType.SWP_DEVICE_WRITE)
+_MIG_READ, _MIG_WRITE = _U64(SwpType.SWP_MIGRATION_READ), _U64(SwpType.SWP_MIGRATION_WRITE)
+_MIG_READ_EXCL = _U64(SwpType.SWP_MIGRATION_READ_EXCLUSIVE)
 _WANT = MIGRATE_PFN_VALID | MIGRATE_PFN_MIGRATE
 _Plan = tuple[int, int, np.ndarray, np.ndarray, np.ndarray, "VMA"]
 
@@ -285,3 +301,66 @@ def migrate_folios_run(m: Machine, src: list[int], dst: list[int], i: int, n: in
     mem.flags[nf] |= _PG_SWAPBACKED | (flags & _MIGRATE_FLAGS)
     mem.flags[f] &= ~_PG_ACTIVE_UNEVICTABLE
     return True
+
+
+def collect_device_ptes_run(migrate: MigrateVma, pslot: tuple[int, int], addr: int,
+                            end: int) -> int:
+    """migrate_vma_collect_pmd()'s per-PTE steps for the PTEs from ``pslot`` (at
+    ``addr``) up to ``end`` or the table's end, while they qualify, in one step; returns
+    how many were done (0 when fewer than :data:`BATCH_MIN` qualify: take the per-PTE
+    loop). Only without a fault page, for SELECT_DEVICE_PRIVATE, with ``Machine.batch``.
+
+    A PTE qualifies when it is a device-private entry of an order-0 folio of the caller's
+    pgmap owner (all of one dev_pagemap), with a ->mapping, not locked, not maybe pinned,
+    each page once. Per PTE what the per-PTE loop does there: src = migrate_pfn(pfn) |
+    MIGRATE (| WRITE for a writable entry), dst 0, ``cpages``/``npages`` + 1; the folio
+    referenced (``extra_refs``) and locked; an exclusive anon page shared
+    (PG_anon_exclusive cleared); the entry replaced by a migration entry (writable,
+    readable-exclusive or readable; soft-dirty kept; ``pte_writes``), the rmap and the
+    mapping's reference dropped. No TLB flush: the entries were not present.
+    """
+    vma = migrate.vma
+    assert vma is not None
+    m: Machine = vma.vm_mm.m
+    table, i0 = pslot
+    n = min((end - addr) >> PAGE_SHIFT, PTRS_PER_TABLE - i0)
+    if not m.batch or migrate.fault_page is not None or n < BATCH_MIN \
+            or not migrate.flags & MIGRATE_VMA_SELECT.DEVICE_PRIVATE \
+            or not is_device_private_entry(int(m.pgtables[table][i0])):
+        return 0
+    mem, tbl = m.mem, m.pgtables[table]
+    ents = tbl[i0: i0 + n]
+    typ, pfns, _ = migration_entry_pfns(ents)
+    run = _leading((ents & _U64(_PAGE_PRESENT | _PAGE_PROTNONE) == 0)
+                   & ((typ == _DEV_READ) | (typ == _DEV_WRITE)))
+    if run < BATCH_MIN:
+        return 0
+    ents, typ, pfn = ents[:run], typ[:run], pfns[:run].astype(np.int64)
+    pg = int(mem.pgmap[int(pfn[0])])
+    if pg < 0 or m.pgmaps[pg].owner is not migrate.pgmap_owner:  # type: ignore[attr-defined]
+        return 0
+    flags = mem.flags[pfn]
+    excl = (flags & _PG_ANON_EXCLUSIVE != 0) & (mem.mapping[pfn] & FOLIO_MAPPING_ANON != 0)
+    ok = (mem.pgmap[pfn] == pg) & (mem.compound_head[pfn] == NO_HEAD) \
+        & (flags & (_PG_HEAD | _PG_LOCKED) == 0) & (mem.mapping[pfn] != 0) \
+        & ~(excl & (mem._refcount[pfn] + 1 >= GUP_PIN_COUNTING_BIAS))
+    run = _leading(ok)
+    if run < BATCH_MIN or len(np.unique(pfn[:run])) != run:
+        return 0
+    ents, typ, pfn, excl = ents[:run], typ[:run], pfn[:run], excl[:run]
+    write = typ == _DEV_WRITE
+    for p in pfn.tolist():  # ref_hold(); folio_put() after the rmap goes leaves refcount
+        mem.extra_refs[p] += 1
+    mem.flags[pfn] |= _PG_LOCKED
+    mem.flags[pfn[excl]] &= ~_PG_ANON_EXCLUSIVE  # folio_try_share_anon_rmap_pte()
+    types = np.where(write, _MIG_WRITE, np.where(excl, _MIG_READ_EXCL, _MIG_READ))
+    tbl[i0: i0 + run] = swp_entries(types, pfn) | (ents & _U64(_PAGE_SWP_SOFT_DIRTY))
+    m.trace.cost("pte_writes", run)
+    mem._mapcount[pfn] -= 1  # folio_remove_rmap_pte()
+    mpfn = (pfn << MIGRATE_PFN_SHIFT) | _WANT | np.where(write, MIGRATE_PFN_WRITE, 0)
+    k = migrate.npages
+    migrate.src[k: k + run] = mpfn.tolist()
+    migrate.dst[k: k + run] = [0] * run
+    migrate.npages += run
+    migrate.cpages += run
+    return run

@@ -50,6 +50,7 @@ from pyfolio.mm.migrate import (
     set_pmd_migration_entry,
     set_pte_migration_entry,
 )
+from pyfolio.mm.migrate_device_batch import collect_device_ptes_run
 from pyfolio.mm.mmu_notifier import MMU_NOTIFY, invalidate_secondary_mmus
 from pyfolio.sim.errors import EAGAIN, MmError
 from pyfolio.sim.memmap import PG
@@ -270,7 +271,9 @@ def migrate_vma_collect_pmd(migrate: MigrateVma, start: int, end: int) -> int:
     walk goes on from that page (``goto again``). ``unmapped`` survives the split, so one
     flush_tlb_range() at the end covers the PTEs cleared before and after it; only if a
     split fails is the flush done early, before migrate_vma_collect_skip() (besides the
-    ptep_clear_flush() of each anon-exclusive page).
+    ptep_clear_flush() of each anon-exclusive page). With ``Machine.batch`` a run of
+    device-private PTEs goes in one step (:func:`pyfolio.mm.migrate_device_batch.
+    collect_device_ptes_run`, same result).
     """
     from pyfolio.mm.memory import pmd_slot, pte_slot
 
@@ -291,9 +294,13 @@ def migrate_vma_collect_pmd(migrate: MigrateVma, start: int, end: int) -> int:
                 return 0
         if int(m.pgtables[slot[0]][slot[1]]) == 0:
             return migrate_vma_collect_hole(migrate, start, end)
-        for addr in range(start, end, PAGE_SIZE):
+        addr = start - PAGE_SIZE
+        while (addr := addr + PAGE_SIZE) < end:
             pslot = pte_slot(vma.vm_mm, addr)
             assert pslot is not None
+            if done := collect_device_ptes_run(migrate, pslot, addr, end):
+                addr += (done - 1) * PAGE_SIZE  # a run of device-private PTEs (Machine.batch)
+                continue
             present = pte_present(int(m.pgtables[pslot[0]][pslot[1]]))
             mpfn, large = _collect_pte(migrate, pslot, addr, fault_folio)
             if large is not None:
