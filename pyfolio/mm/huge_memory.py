@@ -8,6 +8,7 @@ apart for size).
 
 from __future__ import annotations
 
+from itertools import repeat
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -725,8 +726,8 @@ def __split_huge_pmd_locked(vma: VMA, slot: Slot, haddr: int, freeze: bool) -> N
         tbl[:] = swp_entries(np.full(HPAGE_PMD_NR, typ), pfns) | np.uint64(
             (_PAGE_SWP_SOFT_DIRTY if soft_dirty else 0) | (_PAGE_SWP_UFFD_WP if uffd_wp else 0))
         if freeze and not device:  # the PMD's young/dirty go into each entry (x86-64)
-            for i in range(HPAGE_PMD_NR):
-                m.migration_ad[(pgtable, i)] = int(young) | (2 * int(dirty))
+            m.migration_ad.update(zip(zip(repeat(pgtable), range(HPAGE_PMD_NR)),
+                                      repeat(int(young) | (2 * int(dirty)))))
     elif device:
         typ = SwpType.SWP_DEVICE_WRITE if write else SwpType.SWP_DEVICE_READ
         tbl[:] = swp_entries(np.full(HPAGE_PMD_NR, typ), pfns) | np.uint64(

@@ -225,8 +225,9 @@ def _madvise_free_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
             addr += PAGE_SIZE
             continue
         folio = page_folio(m, pte_pfn(pte))
-        if folio.pfn not in shared:
-            shared[folio.pfn] = bool(folio_mms(folio) - {vma.vm_mm.id})
+        if folio.pfn not in shared:  # a small folio mapped once is mapped by this PTE only
+            shared[folio.pfn] = (folio_test_large(folio) or m.mem._mapcount[folio.pfn] != 0) \
+                and bool(folio_mms(folio) - {vma.vm_mm.id})
         if shared[folio.pfn]:
             addr += PAGE_SIZE
             continue

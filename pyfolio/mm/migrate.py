@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -371,7 +372,8 @@ def remap_entries(m: Machine, table: int, i0: int, sel: slice | np.ndarray, pfn:
     old = np.zeros(cnt, bool)
     if m.migration_ad:  # the young/dirty bits x86-64 keeps in migration entries
         slots = (np.arange(i0, i0 + n) if isinstance(sel, slice) else i0 + sel).tolist()
-        ad = np.array([m.migration_ad.pop((table, i), 3) for i in slots], np.int64)
+        ad = np.fromiter(map(m.migration_ad.pop, zip(repeat(table), slots), repeat(3)),
+                         np.int64, len(slots))
         old, dirty = (ad & 1) == 0, dirty & (ad >> 1)
     frames = pfn.astype(_U64) << _U64(PAGE_SHIFT)
     bits = _RESTORED_BITS if prot == vm_page_prot(True) else _restored_bits_table(prot)
