@@ -76,6 +76,7 @@ from pyfolio.mm.migrate import (
 )
 from pyfolio.mm.migrate_device_batch import (
     migrate_device_finalize_run,
+    migrate_device_unmap_run,
     migrate_folios_run,
     migrate_pages_run,
 )
@@ -132,7 +133,9 @@ def migrate_device_unmap(src: list[int], npages: int, fault_page: int | None,
     the collect reference); still-mapped folios go through try_to_migrate(); a folio still
     mapped or failing migrate_vma_check_page() is restored (migration entries removed,
     unlocked, released) and its entry cleared. Returns the entries still migrating. It
-    begins with lru_add_drain(), so no folio still holds an LRU batch's reference.
+    begins with lru_add_drain(), so no folio still holds an LRU batch's reference. With
+    ``Machine.batch`` a run of unmapped order-0 folios goes in one step
+    (:func:`pyfolio.mm.migrate_device_batch.migrate_device_unmap_run`, same result).
     """
     from pyfolio.mm.swap import lru_add_drain
     from pyfolio.sim.machine import Machine
@@ -143,6 +146,10 @@ def migrate_device_unmap(src: list[int], npages: int, fault_page: int | None,
     unmapped = restore = 0
     i = 0
     while i < npages:
+        if done := migrate_device_unmap_run(src, i, npages, fault_page, m):
+            unmapped += done  # a run of unmapped order-0 folios (Machine.batch)
+            i += done
+            continue
         page = migrate_pfn_to_page(src[i])
         if page is None:
             unmapped += bool(src[i] & MIGRATE_PFN_MIGRATE)

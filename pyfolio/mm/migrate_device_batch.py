@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from pyfolio.sim.machine import Machine
 
 __all__ = ["BATCH_MIN", "migrate_device_finalize_run", "migrate_pages_run", "migrate_folios_run",
-           "collect_device_ptes_run"]
+           "collect_device_ptes_run", "migrate_device_unmap_run"]
 
 #: the shortest run a batch takes; shorter ones go entry by entry
 BATCH_MIN = 2
@@ -363,4 +363,40 @@ def collect_device_ptes_run(migrate: MigrateVma, pslot: tuple[int, int], addr: i
     migrate.dst[k: k + run] = [0] * run
     migrate.npages += run
     migrate.cpages += run
+    return run
+
+
+def migrate_device_unmap_run(src: list[int], i: int, npages: int, fault_page: int | None,
+                             m: Machine) -> int:
+    """migrate_device_unmap()'s first loop for the entries from ``i`` on, while they
+    qualify, in one step; returns how many were done (0 when fewer than
+    :data:`BATCH_MIN` qualify: take the per-entry loop). Only without a fault page and
+    with ``Machine.batch`` on.
+
+    An entry qualifies when it is VALID and MIGRATE, not COMPOUND, its page an order-0
+    folio no page table maps any more (the collect walk replaced its entry) that
+    migrate_vma_check_page() accepts, and, in system RAM, on the LRU. Per entry the
+    per-entry loop then only isolates a system folio (folio_isolate_lru(): PG_lru
+    cleared, a reference taken, and the collect reference dropped: the count stays) and
+    counts it as unmapped; the caller adds the run's length.
+    """
+    if not m.batch or fault_page is not None or npages - i < BATCH_MIN \
+            or src[i] & _WANT != _WANT:
+        return 0
+    sa = np.array(src[i:npages], np.int64)
+    run = _leading((sa & _WANT == _WANT) & (sa & MIGRATE_PFN_COMPOUND == 0))
+    if run < BATCH_MIN:
+        return 0
+    mem = m.mem
+    pfn = sa[:run] >> MIGRATE_PFN_SHIFT
+    dev = mem.zone[pfn] == ZONE_DEVICE
+    flags = mem.flags[pfn]
+    ok = (mem.compound_head[pfn] == NO_HEAD) & (flags & _PG_HEAD == 0) \
+        & (mem._mapcount[pfn] == -1) & (mem._refcount[pfn] - 1 - dev <= 0) \
+        & (dev | (flags & _PG_LRU != 0))
+    run = _leading(ok)
+    if run < BATCH_MIN or len(np.unique(pfn[:run])) != run:
+        return 0
+    system = pfn[:run][~dev[:run]]
+    mem.flags[system] &= ~_PG_LRU
     return run
