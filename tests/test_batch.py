@@ -280,6 +280,7 @@ def test_the_split_fallback_migration_is_batched(monkeypatch: pytest.MonkeyPatch
     driver, to the device again and back by CPU faults: the batched pages and finalize
     steps are taken, and leave what the per-entry path leaves (a THP shared by fork()
     meets the kernel bug of the split fallback both ways alike)."""
+    import pyfolio.lib.dmirror_batch as dmb
     import pyfolio.mm.migrate_device as md
     import pyfolio.mm.migrate_device_collect as mdc
 
@@ -299,6 +300,8 @@ def test_the_split_fallback_migration_is_batched(monkeypatch: pytest.MonkeyPatch
                  "migrate_device_unmap_run"):
         monkeypatch.setattr(md, name, counting(name))
     monkeypatch.setattr(mdc, "collect_device_ptes_run", counting("collect_device_ptes_run", mdc))
+    monkeypatch.setattr(dmb, "devmem_fault_alloc_and_copy_run",
+                        counting("devmem_fault_alloc_and_copy_run", dmb))
     states = []
     for batch in (True, False):
         s = System(ram="32M", thp="madvise", device="8M")
@@ -319,5 +322,6 @@ def test_the_split_fallback_migration_is_batched(monkeypatch: pytest.MonkeyPatch
         states.append((snapshot(s.machine), s.trace.events, s.trace.costs, got, s.check()))
     assert states[0] == states[1]
     every = {"migrate_device_finalize_run", "migrate_folios_run", "migrate_pages_run",
-             "migrate_device_unmap_run", "collect_device_ptes_run"}
+             "migrate_device_unmap_run", "collect_device_ptes_run",
+             "devmem_fault_alloc_and_copy_run"}
     assert "migrate_folios_run" in taken and (fork or set(taken) == every)

@@ -498,14 +498,20 @@ def dmirror_devmem_fault_alloc_and_copy(args: MigrateVma, dmirror: Dmirror) -> i
     ->mapping yet) while putting the source device page, so those pages' data is lost
     under a migration entry left behind. The simulator frees every destination of the
     window instead (a fault window holds one folio, so the fault path is as the
-    driver's).
+    driver's). With ``Machine.batch`` a run of order-0 pages goes in one step
+    (:func:`pyfolio.lib.dmirror_batch.devmem_fault_alloc_and_copy_run`, same result).
     """
+    from pyfolio.lib.dmirror_batch import devmem_fault_alloc_and_copy_run
     from pyfolio.mm.page_alloc import alloc_pages
 
     m = dmirror.m
     assert args.vma is not None
     i = 0
     while i < args.npages:
+        if not dmirror.flags & HMM_DMIRROR_FLAG_FAIL_ALLOC and \
+                (done := devmem_fault_alloc_and_copy_run(args, dmirror, i)):
+            i += done  # a run of order-0 pages in one step (Machine.batch)
+            continue
         spage = migrate_pfn_to_page(args.src[i]) if args.src[i] & MIGRATE_PFN_MIGRATE else None
         if spage is None:
             i += 1
