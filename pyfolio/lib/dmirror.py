@@ -143,15 +143,22 @@ class DevicePageTable(dict[Key, tuple[int, int]]):
 
     def map_range(self, mm_id: int, addr: int, dpfn: int, nr: int, tag: int) -> None:
         """``nr`` entries: page ``addr + j`` -> device frame ``dpfn + j`` (the driver's
-        per-page xa_store() loop); in bulk when no address has an entry and no frame is
-        indexed yet (the usual case: fresh device pages for unmapped addresses)."""
-        keys = [(mm_id, addr + j * PAGE_SIZE) for j in range(nr)]
-        dpfns = range(dpfn, dpfn + nr)
-        if self.keys().isdisjoint(keys) and self._by_pfn.keys().isdisjoint(dpfns):
-            dict.update(self, zip(keys, [(d, tag) for d in dpfns], strict=True))
+        per-page xa_store() loop); see :meth:`map_pages`."""
+        self.map_pages(mm_id, [addr + j * PAGE_SIZE for j in range(nr)],
+                       list(range(dpfn, dpfn + nr)), [tag] * nr)
+
+    def map_pages(self, mm_id: int, addrs: list[int], dpfns: list[int],
+                  tags: list[int]) -> None:
+        """Page ``addrs[j]`` -> device frame ``dpfns[j]`` with ``tags[j]``, for each j in
+        turn; in bulk when no address has an entry, no frame is indexed yet and none
+        repeats (the usual case: fresh device pages for unmapped addresses)."""
+        keys = [(mm_id, a) for a in addrs]
+        if self.keys().isdisjoint(keys) and self._by_pfn.keys().isdisjoint(dpfns) \
+                and len(set(keys)) == len(keys) and len(set(dpfns)) == len(dpfns):
+            dict.update(self, zip(keys, zip(dpfns, tags, strict=True), strict=True))
             self._by_pfn.update(zip(dpfns, keys, strict=True))
             return
-        for d, key in zip(dpfns, keys, strict=True):
+        for d, key, tag in zip(dpfns, keys, tags, strict=True):
             self[key] = (d, tag)
 
     def unmap_range(self, mm_id: int, addr: int, nr: int) -> None:
@@ -403,16 +410,20 @@ def dmirror_migrate_finalize_and_map(args: MigrateVma, dmirror: Dmirror) -> None
     Models: lib/test_hmm.c:dmirror_migrate_finalize_and_map().
     """
     assert args.vma is not None
-    mm_id = args.vma.vm_mm.id
-    for i in range(args.npages):
+    addrs: list[int] = []
+    dpfns: list[int] = []
+    tags: list[int] = []
+    for i in range(args.npages):  # the entries in order, stored at once (map_pages())
         if not args.src[i] & MIGRATE_PFN_MIGRATE:
             continue
         dpage = migrate_pfn_to_page(args.dst[i])
         if dpage is None:
             continue
         nr = HPAGE_PMD_NR if args.dst[i] & MIGRATE_PFN_COMPOUND else 1
-        dmirror.pt.map_range(mm_id, args.start + i * PAGE_SIZE, dpage, nr,
-                             DPT_XA_TAG_WRITE if args.dst[i] & MIGRATE_PFN_WRITE else 0)
+        addrs += [args.start + (i + j) * PAGE_SIZE for j in range(nr)]
+        dpfns += range(dpage, dpage + nr)
+        tags += [DPT_XA_TAG_WRITE if args.dst[i] & MIGRATE_PFN_WRITE else 0] * nr
+    dmirror.pt.map_pages(args.vma.vm_mm.id, addrs, dpfns, tags)
 
 
 def _check_range(mm: MMStruct, start: int, size: int) -> None:
