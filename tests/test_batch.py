@@ -302,6 +302,7 @@ def test_the_split_fallback_migration_is_batched(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(mdc, "collect_device_ptes_run", counting("collect_device_ptes_run", mdc))
     monkeypatch.setattr(dmb, "devmem_fault_alloc_and_copy_run",
                         counting("devmem_fault_alloc_and_copy_run", dmb))
+    monkeypatch.setattr(dmb, "devmem_alloc_pages_run", counting("devmem_alloc_pages_run", dmb))
     states = []
     for batch in (True, False):
         s = System(ram="32M", thp="madvise", device="8M")
@@ -323,5 +324,5 @@ def test_the_split_fallback_migration_is_batched(monkeypatch: pytest.MonkeyPatch
     assert states[0] == states[1]
     every = {"migrate_device_finalize_run", "migrate_folios_run", "migrate_pages_run",
              "migrate_device_unmap_run", "collect_device_ptes_run",
-             "devmem_fault_alloc_and_copy_run"}
+             "devmem_fault_alloc_and_copy_run", "devmem_alloc_pages_run"}
     assert "migrate_folios_run" in taken and (fork or set(taken) == every)

@@ -368,8 +368,12 @@ def dmirror_migrate_alloc_and_copy(args: MigrateVma, dmirror: Dmirror) -> None:
     (``if (!is_large) goto next``).
 
     Models: lib/test_hmm.c:dmirror_migrate_alloc_and_copy() (the 2025 series; the flag as
-    in the merged driver, linux-mm tree 05ab5121).
+    in the merged driver, linux-mm tree 05ab5121). With ``Machine.batch`` the single pages
+    of a fallback are allocated and copied in one step
+    (:func:`pyfolio.lib.dmirror_batch.devmem_alloc_pages_run`, same result).
     """
+    from pyfolio.lib.dmirror_batch import devmem_alloc_pages_run
+
     m, src, dst = dmirror.m, args.src, args.dst
     i = 0
     while i < args.npages:
@@ -389,7 +393,16 @@ def dmirror_migrate_alloc_and_copy(args: MigrateVma, dmirror: Dmirror) -> None:
             if not is_large:
                 i += 1
                 continue
-            for j in range(min(HPAGE_PMD_NR, args.npages - i)):
+            want = min(HPAGE_PMD_NR, args.npages - i)
+            smalls = devmem_alloc_pages_run(dmirror, want)  # in one step (Machine.batch)
+            if smalls is not None:
+                dst[i: i + len(smalls)] = [migrate_pfn(p) | write for p in smalls]
+                m.mem.stamp[smalls] = 0 if spage is None else \
+                    m.mem.stamp[spage: spage + len(smalls)]
+                m.trace.cost("pages_copied", len(smalls))
+                i += HPAGE_PMD_NR
+                continue
+            for j in range(want):
                 small = dmirror_devmem_alloc_page(dmirror, False)
                 if small is None:
                     break

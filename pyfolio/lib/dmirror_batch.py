@@ -2,7 +2,8 @@
 
 Models: lib/test_hmm.c (the 2025 THP series, as :mod:`pyfolio.lib.dmirror`):
 dmirror_devmem_fault_alloc_and_copy() over a run of order-0 device pages going back to
-system memory (alloc_page(), lock_page(), the copy, the device page-table entry erased).
+system memory (alloc_page(), lock_page(), the copy, the device page-table entry erased);
+dmirror_devmem_alloc_page() for the single pages of a split fallback.
 
 A batch here is not a driver function: it is an implementation of the same steps for a
 run at once, leaving exactly the state, counters and trace events the per-page loop of
@@ -28,13 +29,13 @@ from pyfolio.mm.migrate import (
 from pyfolio.mm.migrate_device_batch import BATCH_MIN
 from pyfolio.mm.page_alloc import alloc_pages_run
 from pyfolio.sim.memmap import NO_HEAD, PG
-from pyfolio.sim.units import PAGE_SIZE
+from pyfolio.sim.units import HPAGE_PMD_NR, PAGE_SIZE
 
 if TYPE_CHECKING:
     from pyfolio.lib.dmirror import Dmirror
     from pyfolio.mm.migrate import MigrateVma
 
-__all__ = ["devmem_fault_alloc_and_copy_run"]
+__all__ = ["devmem_fault_alloc_and_copy_run", "devmem_alloc_pages_run"]
 
 _WANT = MIGRATE_PFN_VALID | MIGRATE_PFN_MIGRATE
 _PG_HEAD, _PG_LOCKED = np.uint32(PG.head), np.uint32(PG.locked)
@@ -80,3 +81,42 @@ def devmem_fault_alloc_and_copy_run(args: MigrateVma, dmirror: Dmirror, i: int) 
     m.trace.cost("pages_copied", run)
     dmirror.pt.unmap_range(args.vma.vm_mm.id, args.start + i * PAGE_SIZE, run)
     return run
+
+
+def devmem_alloc_pages_run(dmirror: Dmirror, n: int) -> list[int] | None:
+    """The pages ``n`` calls of dmirror_devmem_alloc_page(dmirror, False) return, in that
+    order, taken in one step (fewer when the device runs out: the calls after that return
+    None); None, with nothing changed, unless ``Machine.batch`` is on and the device's
+    chunks were not released (HMM_DMIRROR_RELEASE: the per-page call makes a new chunk).
+
+    Per page what the call does: the last page of ``free_pages`` (an empty list refilled
+    from the last free 2 MiB folio, dmirror_allocate_chunk()), ``calloc`` + 1,
+    zone_device_folio_init(order 0): refcount 1, locked; the driver's reference in
+    ``extra_refs``. The run stops before a page that is locked already (the per-page
+    call would warn there).
+    """
+    m = dmirror.m
+    if not m.batch or dmirror.released:
+        return None
+    mem, free = m.mem, dmirror.free_pages
+    out: list[int] = []
+    while len(out) < n:
+        if not free and dmirror.free_folios:
+            head = dmirror.free_folios.pop()
+            dmirror._carve(head, head + HPAGE_PMD_NR, False)
+        if not free:
+            break
+        take = free[len(free) - min(n - len(out), len(free)):][::-1]
+        locked = np.flatnonzero(mem.flags[take] & _PG_LOCKED)
+        if len(locked):
+            take = take[:int(locked[0])]
+        del free[len(free) - len(take):]
+        out += take
+        if len(locked):
+            break
+    dmirror.calloc += len(out)
+    mem._refcount[out] = 1
+    mem.flags[out] |= _PG_LOCKED
+    for p in out:
+        mem.extra_refs[p] += 1
+    return out
