@@ -41,6 +41,8 @@ from pyfolio.mm.memremap import (
 from pyfolio.mm.migrate_device import (
     MIGRATE_PFN_COMPOUND,
     MIGRATE_PFN_MIGRATE,
+    MIGRATE_PFN_SHIFT,
+    MIGRATE_PFN_VALID,
     MIGRATE_PFN_WRITE,
     MIGRATE_VMA_SELECT,
     MigrateVma,
@@ -422,20 +424,19 @@ def dmirror_migrate_finalize_and_map(args: MigrateVma, dmirror: Dmirror) -> None
 
     Models: lib/test_hmm.c:dmirror_migrate_finalize_and_map().
     """
+    import numpy as np
+
     assert args.vma is not None
-    addrs: list[int] = []
-    dpfns: list[int] = []
-    tags: list[int] = []
-    for i in range(args.npages):  # the entries in order, stored at once (map_pages())
-        if not args.src[i] & MIGRATE_PFN_MIGRATE:
-            continue
-        dpage = migrate_pfn_to_page(args.dst[i])
-        if dpage is None:
-            continue
-        nr = HPAGE_PMD_NR if args.dst[i] & MIGRATE_PFN_COMPOUND else 1
-        addrs += [args.start + (i + j) * PAGE_SIZE for j in range(nr)]
-        dpfns += range(dpage, dpage + nr)
-        tags += [DPT_XA_TAG_WRITE if args.dst[i] & MIGRATE_PFN_WRITE else 0] * nr
+    n = args.npages  # the entries in order (a COMPOUND one for its 512 pages), at once
+    sa, da = np.array(args.src[:n], np.int64), np.array(args.dst[:n], np.int64)
+    idx = np.flatnonzero((sa & MIGRATE_PFN_MIGRATE != 0) & (da & MIGRATE_PFN_VALID != 0))
+    d = da[idx]
+    nr = np.where(d & MIGRATE_PFN_COMPOUND, HPAGE_PMD_NR, 1)
+    entry = np.repeat(np.arange(len(idx)), nr)  # the entry of each page, and its place
+    off = np.arange(len(entry)) - np.repeat(np.cumsum(nr) - nr, nr)
+    addrs = (args.start + (idx[entry] + off) * PAGE_SIZE).tolist()
+    dpfns = ((d >> MIGRATE_PFN_SHIFT)[entry] + off).tolist()
+    tags = np.where(d & MIGRATE_PFN_WRITE, DPT_XA_TAG_WRITE, 0)[entry].tolist()
     dmirror.pt.map_pages(args.vma.vm_mm.id, addrs, dpfns, tags)
 
 

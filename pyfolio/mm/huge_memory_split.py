@@ -502,9 +502,9 @@ def folio_split_unmapped(folio: Folio, new_order: int) -> int:
     nr, held = folio_nr_pages(folio), m.mem.extra_refs.pop(folio.pfn, 0)
     ret = __folio_freeze_and_split_unmapped(folio, new_order, folio.pfn, None, None, False,
                                             None, True)
-    for h in (heads_in_range(m, folio.pfn, nr) if not ret else [folio.pfn]):
-        if held:
-            m.mem.extra_refs[int(h)] += held
+    if held:  # Counter.update() adds: extra_refs[h] += held for each new folio
+        heads = heads_in_range(m, folio.pfn, nr).tolist() if not ret else [folio.pfn]
+        m.mem.extra_refs.update(dict.fromkeys(heads, held))
     return ret
 
 

@@ -409,8 +409,9 @@ def migrate_vma_split_unmapped_folio(migrate: MigrateVma, idx: int, addr: int,
         ret = split.folio_split_unmapped(folio, 0)
     if ret:
         return ret
-    for i in range(HPAGE_PMD_NR):  # each new folio keeps one isolation reference
-        m.mem.extra_refs[folio.pfn + i] = int(m.mem._refcount[folio.pfn + i])
+    span = range(folio.pfn, folio.pfn + HPAGE_PMD_NR)  # each new folio keeps one
+    dict.update(m.mem.extra_refs, zip(span, m.mem._refcount[span.start: span.stop].tolist(),
+                                      strict=True))
     migrate.src[idx] &= ~MIGRATE_PFN_COMPOUND
     flags = migrate.src[idx] & ((1 << MIGRATE_PFN_SHIFT) - 1)
     pfn = migrate.src[idx] >> MIGRATE_PFN_SHIFT

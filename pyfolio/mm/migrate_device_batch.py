@@ -193,10 +193,9 @@ def _finalize(m: Machine, sp: np.ndarray, dp: np.ndarray, sdev: bool, ddev: bool
             remap_entries(m, table, i0, sel, new, 0, vma.vm_page_prot)
             counts[pos] += 1
     srcs, dsts = sp.tolist(), dp.tolist()
-    for p in srcs:  # folio_unlock() + ref_drop(): the isolation reference, the last
-        del mem.extra_refs[p]
-    for p in dsts:  # folio_unlock() + ref_drop(): the driver's allocation reference
-        del mem.extra_refs[p]
+    drop = mem.extra_refs.pop  # folio_unlock() + ref_drop(): the sources' isolation
+    for p in srcs + dsts:  # reference (their last), the driver's allocation reference
+        drop(p)
     mem.flags[dp] &= ~_PG_LOCKED
     mem._refcount[dp] -= 1
     mem._refcount[sp] = 0
