@@ -301,8 +301,11 @@ def _stack(frame: FrameType | None) -> tuple[str, ...]:
 def traced_stacks(m: System, action: Callable[[], Any]) -> tuple[Any, list[StackedEvent]]:
     """Run ``action()`` on ``m`` and return its result and every event it emitted, each
     with the kernel-modelled functions on the stack at that moment (the trace itself is
-    unchanged: the same events are recorded as without this)."""
+    unchanged: the same events are recorded as without this). The batched paths are off
+    meanwhile (``System.batch``): they leave the same events, but the stacks shown are
+    those of the per-page model the chapters teach."""
     trace = m.trace
+    batch, m.batch = m.batch, False
     mark = trace.mark()
     stacks: list[tuple[str, ...]] = []
     emit = trace.emit
@@ -319,6 +322,7 @@ def traced_stacks(m: System, action: Callable[[], Any]) -> tuple[Any, list[Stack
         result = action()
     finally:
         del trace.emit
+        m.batch = batch
     events = trace.since(mark)
     return result, [StackedEvent(e, s) for e, s in zip(events, stacks, strict=True)]
 

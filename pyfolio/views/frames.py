@@ -151,7 +151,8 @@ def record_events(m: System, fn: Callable[[], Any], names: Sequence[str], *,
 
     This shows the states *inside* one operation (a split's unmap, freeze, split, unfreeze
     and remap) exactly as the model passed through them: the snapshots only read state,
-    taken while ``m.trace.emit`` is observed (restored afterwards). An ``MmError`` from
+    taken while ``m.trace.emit`` is observed (restored afterwards; the batched paths are
+    off meanwhile, ``System.batch``: they emit a run's events at once). An ``MmError`` from
     ``fn`` is recorded in the last frame. Watches what :func:`record` watches.
     """
     watch: dict[str, Any] = dict(proc=proc, addr=addr, length=length, pfn=pfn, pfns=pfns)
@@ -168,11 +169,13 @@ def record_events(m: System, fn: Callable[[], Any], names: Sequence[str], *,
 
     error = None
     trace.emit = observe  # type: ignore[method-assign]
+    batch, m.batch = m.batch, False  # the per-page model's steps, each with its event
     try:
         fn()
     except MmError as e:
         error = str(e)
     finally:
         del trace.emit  # the instance attribute; the class method is back
+        m.batch = batch
     frames.append(snapshot(m, len(frames), "end", trace.since(last[0]), error, **watch))
     return frames
