@@ -142,6 +142,22 @@ class BatchedVsPerPage(RuleBasedStateMachine):
 
         self._both(step)
 
+    @precondition(lambda self: self.regions)
+    @rule(pick=PICK, stride=st.sampled_from([2, 3, 64, 512]),
+          prot=st.sampled_from(["r", "r", "none", "rw"]), unmap=st.booleans())
+    def stripes(self, pick: int, stride: int, prot: str, unmap: bool) -> None:
+        """mprotect one page per ``stride`` of a region (many small VMAs, as the
+        benchmark's), then maybe munmap it whole (one munmap across those VMAs)."""
+        i, addr, n = self.regions[pick % len(self.regions)]
+
+        def step(s: System, ps: list[Process]) -> None:
+            for k in range(1, n, stride):
+                ps[i].mprotect(addr + k * PAGE_SIZE, PAGE_SIZE, prot)
+            if unmap:
+                ps[i].munmap(addr, n * PAGE_SIZE)
+
+        self._both(step)
+
     @precondition(lambda self: len(self.procs[0]) > 1)
     @rule(pick=PICK)
     def exit(self, pick: int) -> None:
@@ -223,3 +239,32 @@ def test_a_munmap_zaps_its_tables_in_one_batch(monkeypatch: pytest.MonkeyPatch) 
         p.munmap(a, 6 * MiB)
         states.append((snapshot(s.machine), s.trace.events, s.trace.costs))
     assert calls == [3 * 512] and states[0] == states[1]
+
+
+def test_a_munmap_across_many_vmas_is_one_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """munmap() of a region that mprotect() cut into many VMAs zaps them all in one step
+    (unmap_vmas_run()), and leaves what the per-VMA, per-page zap leaves."""
+    import pyfolio.mm.mmap as mmap_mod
+
+    taken: list[bool] = []
+    real = mmap_mod.unmap_vmas_run
+
+    def counted(vmas: list[VMA]) -> bool:
+        taken.append(real(vmas))
+        return taken[-1]
+
+    monkeypatch.setattr(mmap_mod, "unmap_vmas_run", counted)
+    states = []
+    for batch in (True, False):
+        s = System(ram="24M")
+        s.batch = batch
+        p = s.spawn()
+        a = p.mmap(6 * MiB)
+        p.madvise(a, 6 * MiB, "nohugepage")
+        p.touch(a, 6 * MiB)
+        for off in range(0, 6 * MiB, 2 * MiB):
+            p.mprotect(a + off + PAGE_SIZE, PAGE_SIZE, "r")
+        assert len(p.mm.vmas) == 7
+        p.munmap(a, 6 * MiB)
+        states.append((snapshot(s.machine), s.trace.events, s.trace.costs))
+    assert taken == [True, False] and states[0] == states[1]

@@ -27,22 +27,24 @@ from pyfolio.arch.x86.pgtable import (
     _PAGE_SPECIAL,
     PTE_PFN_MASK,
     pfn_pte,
+    pmd_index,
     pte_index,
     pte_mkdirty,
     pte_pfn,
 )
 from pyfolio.include.linux.mm import add_mm_counter, vma_is_anonymous
-from pyfolio.include.linux.mm_types import MM_ANONPAGES, VM, VMA
+from pyfolio.include.linux.mm_types import MM_ANONPAGES, VM, VMA, MMStruct
 from pyfolio.mm import huge_memory as hm
 from pyfolio.mm.memory import maybe_mkwrite, pmd_slot
 from pyfolio.mm.page_alloc import alloc_pages_run, free_pages_run
 from pyfolio.sim.memmap import FOLIO_MAPPING_ANON, NO_HEAD, PG, ZONE_NORMAL
-from pyfolio.sim.units import HPAGE_PMD_ORDER, PAGE_SHIFT, PAGE_SIZE, PMD_SIZE
+from pyfolio.sim.units import HPAGE_PMD_ORDER, PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PUD_SHIFT
 
 if TYPE_CHECKING:
     from pyfolio.sim.machine import Machine
 
-__all__ = ["BATCH_MIN", "anon_run_vma", "do_anonymous_page_run", "zap_pte_run", "zap_pte_ranges"]
+__all__ = ["BATCH_MIN", "anon_run_vma", "do_anonymous_page_run", "zap_pte_run", "zap_pte_ranges",
+           "unmap_vmas_run"]
 
 #: the shortest run a batch takes; shorter ones go page by page
 BATCH_MIN = 2
@@ -231,16 +233,98 @@ def _once_each(m: Machine, pfns: np.ndarray) -> bool:
 def _zap_small_anon(vma: VMA, pfns: np.ndarray) -> None:
     """What zap_pte_range() does after clearing PTEs of ``pfns`` (in that order)."""
     m: Machine = vma.vm_mm.m
+    _, freed, blocks = _put_small_anon(vma.vm_mm, pfns)
+    if m.trace.keeps_events():
+        m.trace.emit_run(_free_events(freed, blocks))
+
+
+def _put_small_anon(mm: MMStruct, pfns: np.ndarray) -> tuple[np.ndarray, list[int],
+                                                             list[tuple[int, int]]]:
+    """The state part of :func:`_zap_small_anon`: which of ``pfns`` were freed (a mask),
+    those PFNs, and the blocks they ended in (none unless the trace keeps events)."""
+    m = mm.m
     mem, n = m.mem, len(pfns)
     m.trace.cost("pte_writes", n)
-    add_mm_counter(vma.vm_mm, MM_ANONPAGES, -n)
+    add_mm_counter(mm, MM_ANONPAGES, -n)
     mem._mapcount[pfns] -= 1
     mem._refcount[pfns] -= 1
-    freed = pfns[mem._refcount[pfns] == 0].tolist()
-    keep = m.trace.keeps_events()
-    blocks = free_pages_run(m, freed, keep)
-    if keep:
-        m.trace.emit_run(_free_events(freed, blocks))
+    gone = mem._refcount[pfns] == 0
+    freed = pfns[gone].tolist()
+    return gone, freed, free_pages_run(m, freed, m.trace.keeps_events())
+
+
+def unmap_vmas_run(vmas: list[VMA]) -> bool:
+    """zap_page_range(vma, vma.vm_start, vma.vm_end) for each of ``vmas`` in turn (the
+    VMAs of one munmap or exit, in address order) in one step; False, nothing done, where
+    that is not sure to be the same: fewer than two VMAs, ``Machine.batch`` off, a VMA
+    that is not private anonymous, a PMD that is a leaf or not present (a THP:
+    zap_huge_pmd() or a split would come), or an entry :func:`zap_pte_run` would not take.
+
+    Models what unmap_vmas() -> unmap_single_vma() -> zap_pte_range() do per VMA and
+    per PTE table (mm/memory.c, v6.18): the frees come VMA by VMA, table by table, entry
+    by entry (the order of the concatenated tables), each VMA's ``zap_page_range`` event
+    after its own frees' events, ``tlb_flushes`` one per PTE table per VMA.
+    """
+    if len(vmas) < 2:
+        return False
+    mm = vmas[0].vm_mm
+    m: Machine = mm.m
+    if not m.batch or any(v.vm_ops is not None or v.vm_file is not None for v in vmas):
+        return False
+    got = _table_parts(mm, vmas)
+    if got is None:
+        return False
+    segs, ends = got
+    seg = np.concatenate(segs) if segs else np.zeros(0, np.uint64)
+    ok, pf = _small_anon(m, seg)
+    idx = np.flatnonzero(ok)
+    if (~ok & (seg != 0)).any() or not _once_each(m, pf[idx]):
+        return False
+    for part in segs:
+        part[:] = 0
+    m.trace.cost("tlb_flushes", len(segs))
+    gone, freed, blocks = _put_small_anon(mm, pf[idx])
+    if m.trace.keeps_events():
+        cut = np.searchsorted(idx[gone], ends).tolist()
+        m.trace.emit_run(_unmap_events(vmas, freed, blocks, cut))
+    return True
+
+
+def _table_parts(mm: MMStruct, vmas: list[VMA]) -> tuple[list[np.ndarray], list[int]] | None:
+    """The PTE-table slices each VMA's zap would hand zap_pte_range(), in order (views
+    into the tables), and per VMA the position in their concatenation after its last
+    entry; None at the first PMD that is a leaf or not present."""
+    pgt = mm.m.pgtables
+    segs: list[np.ndarray] = []
+    ends: list[int] = []
+    pos, pud, pmds = 0, -1, None
+    for vma in vmas:
+        addr, end = vma.vm_start, vma.vm_end
+        while addr < end:
+            nxt = min((addr | (PMD_SIZE - 1)) + 1, end)
+            if addr >> PUD_SHIFT != pud:  # one PMD table per GiB: walk to it once
+                pud, slot = addr >> PUD_SHIFT, pmd_slot(mm, addr)
+                pmds = None if slot is None else pgt[slot[0]]
+            raw = 0 if pmds is None else int(pmds[pmd_index(addr)])
+            if raw:
+                if raw & _PAGE_PSE or not raw & _PAGE_PRESENT:
+                    return None
+                i, n = pte_index(addr), (nxt - addr) >> PAGE_SHIFT
+                segs.append(pgt[pte_pfn(raw)][i: i + n])
+                pos += n
+            addr = nxt
+        ends.append(pos)
+    return segs, ends
+
+
+def _unmap_events(vmas: list[VMA], freed: list[int], blocks: list[tuple[int, int]],
+                  cut: list[int]) -> Iterator[_EventItem]:
+    """Per VMA: its frees' events, then its ``zap_page_range``."""
+    lo = 0
+    for vma, hi in zip(vmas, cut, strict=True):
+        yield from _free_events(freed[lo:hi], blocks[lo:hi])
+        yield "zap_page_range", (("start", vma.vm_start), ("end", vma.vm_end)), ()
+        lo = hi
 
 
 def _free_events(freed: list[int], blocks: list[tuple[int, int]]) -> Iterator[_EventItem]:

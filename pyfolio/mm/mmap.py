@@ -14,6 +14,7 @@ from pyfolio.include.linux.mm import PAGE_ALIGN, ULONG_MASK
 from pyfolio.include.linux.mm_types import TASK_SIZE, VM, VMA, MMStruct
 from pyfolio.mm.huge_memory import vma_adjust_trans_huge
 from pyfolio.mm.memory import free_pgtables, zap_page_range
+from pyfolio.mm.memory_batch import unmap_vmas_run
 from pyfolio.mm.mmu_notifier import (
     MMU_NOTIFY,
     ULONG_MAX,
@@ -266,8 +267,10 @@ def do_munmap(mm: MMStruct, start: int, length: int) -> None:
     if vmas:  # unmap_region() -> unmap_vmas(): MMU_NOTIFY_UNMAP over the VMAs unmapped
         invalidate_secondary_mmus(MMU_NOTIFY.MMU_NOTIFY_UNMAP, mm, vmas[0].vm_start,
                                   vmas[-1].vm_end)
+    batched = unmap_vmas_run(vmas)  # pyfolio.mm.memory_batch: all the zaps in one step
     for vma in vmas:
-        zap_page_range(vma, vma.vm_start, vma.vm_end)
+        if not batched:
+            zap_page_range(vma, vma.vm_start, vma.vm_end)
         unlink_anon_vmas(vma)
         _unlink_file_vma(vma)
     if vmas:  # vms_complete_munmap_vmas(): the VMAs leave the tree (they are contiguous)
@@ -292,8 +295,10 @@ def exit_mmap(mm: MMStruct) -> None:
     mmu_notifier_release(mm)
     lru_add_drain(mm.m)
     invalidate_secondary_mmus(MMU_NOTIFY.MMU_NOTIFY_UNMAP, mm, 0, ULONG_MAX)
+    batched = unmap_vmas_run(mm.vmas)
     for vma in list(mm.vmas):
-        zap_page_range(vma, vma.vm_start, vma.vm_end)
+        if not batched:
+            zap_page_range(vma, vma.vm_start, vma.vm_end)
         unlink_anon_vmas(vma)
         _unlink_file_vma(vma)
     mm.vmas.clear()
