@@ -158,6 +158,26 @@ class BatchedVsPerPage(RuleBasedStateMachine):
 
         self._both(step)
 
+    @rule(pick=PICK, thps=st.integers(1, 3), stride=st.sampled_from([256, 512, 700]),
+          prot=st.sampled_from(["r", "r", "none"]), keep=st.integers(0, 2))
+    def split_thps(self, pick: int, thps: int, stride: int, prot: str, keep: int) -> None:
+        """The benchmark's THP steps in small: THPs (where the settings and free memory
+        give them) split by mprotect() of one page per ``stride`` into PTE-mapped folios
+        in many VMAs, then one munmap of all but the last ``keep`` pages (a folio left
+        partly mapped stays queued for deferred split)."""
+        i = pick % len(self.procs[0])
+        n = thps * 512
+
+        def step(s: System, ps: list[Process]) -> None:
+            a = ps[i].mmap(n * PAGE_SIZE)
+            ps[i].madvise(a, n * PAGE_SIZE, "hugepage")
+            ps[i].touch(a, n * PAGE_SIZE)
+            for k in range(1, n, stride):
+                ps[i].mprotect(a + k * PAGE_SIZE, PAGE_SIZE, prot)
+            ps[i].munmap(a, (n - keep) * PAGE_SIZE)
+
+        self._both(step)
+
     @precondition(lambda self: len(self.procs[0]) > 1)
     @rule(pick=PICK)
     def exit(self, pick: int) -> None:
@@ -268,3 +288,33 @@ def test_a_munmap_across_many_vmas_is_one_batch(monkeypatch: pytest.MonkeyPatch)
         p.munmap(a, 6 * MiB)
         states.append((snapshot(s.machine), s.trace.events, s.trace.costs))
     assert taken == [True, False] and states[0] == states[1]
+
+
+def test_a_munmap_of_pte_mapped_thps_is_one_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The benchmark's THP steps: mprotect() of one page per 2 MiB splits each PMD and
+    cuts the region into VMAs; munmap() then zaps the PTE-mapped THPs of all those VMAs
+    in one step (deferred split queueing, frees and events as the per-page zap leaves)."""
+    import pyfolio.mm.memory_batch as mb
+
+    taken: list[bool] = []
+    real = mb._unmap_large_runs
+
+    def counted(*args: Any) -> bool:
+        taken.append(real(*args))
+        return taken[-1]
+
+    monkeypatch.setattr(mb, "_unmap_large_runs", counted)
+    states = []
+    for batch in (True, False):
+        s = System(ram="32M", thp="madvise")
+        s.batch = batch
+        p = s.spawn()
+        a = p.mmap(8 * MiB)
+        p.madvise(a, 8 * MiB, "hugepage")
+        p.touch(a, 8 * MiB)
+        for off in range(0, 8 * MiB, 2 * MiB):
+            p.mprotect(a + off + PAGE_SIZE, PAGE_SIZE, "r")
+        p.munmap(a, 8 * MiB)
+        states.append((snapshot(s.machine), s.trace.events, s.trace.costs))
+    assert taken == [True] and states[0] == states[1]
+    assert [e.name for e in states[0][1]].count("deferred_split_folio") == 4
