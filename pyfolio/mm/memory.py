@@ -800,9 +800,12 @@ def free_pgtables(mm: MMStruct, start: int, end: int) -> None:
     Simplification: tables are freed only when empty and their span meets no VMA.
     """
     m = mm.m
+    # with the batch on, the tables are freed after the walk, in the walk's order, in one
+    # step (pyfolio.mm.memory_batch.pte_free_run()): the walk reads no freed frame
+    freed: list[int] | None = [] if m.batch else None
 
     def span_free(lo: int, hi: int) -> bool:
-        return not any(v.vm_start < hi and lo < v.vm_end for v in mm.vmas)
+        return not mm.vmas_between(lo, hi)
 
     def sweep(table: int, base: int, shift: int) -> bool:
         """Free empty child tables under ``table``; return True if ``table`` is empty."""
@@ -817,8 +820,16 @@ def free_pgtables(mm: MMStruct, start: int, end: int) -> None:
             if is_table and span_free(lo, lo + size):
                 child = pte_pfn(raw)
                 if sweep(child, lo, shift - 9):
-                    pte_free(m, child)
+                    if freed is None:
+                        pte_free(m, child)
+                    else:
+                        del m.pgtables[child]
+                        freed.append(child)
                     tbl[i] = 0
         return not tbl.any()
 
     sweep(mm.pgd, 0, PGDIR_SHIFT)
+    if freed:
+        from pyfolio.mm.memory_batch import pte_free_run
+
+        pte_free_run(m, freed)

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from pyfolio.sim.machine import Machine
 
 __all__ = ["BATCH_MIN", "anon_run_vma", "do_anonymous_page_run", "zap_pte_run", "zap_pte_ranges",
-           "unmap_vmas_run"]
+           "unmap_vmas_run", "pte_free_run"]
 
 #: the shortest run a batch takes; shorter ones go page by page
 BATCH_MIN = 2
@@ -145,6 +145,7 @@ def _fault_events(pfns: list[int], address: int) -> Iterator[_EventItem]:
 
 
 _NOT_SMALL_ANON = np.uint32(PG.head | PG.swapcache)
+_PARTIALLY_MAPPED = np.uint32(PG.partially_mapped)
 
 
 def zap_pte_run(vma: VMA, tbl: np.ndarray, i: int, hi: int) -> int:
@@ -276,6 +277,9 @@ def unmap_vmas_run(vmas: list[VMA]) -> bool:
         return False
     segs, ends = got
     seg = np.concatenate(segs) if segs else np.zeros(0, np.uint64)
+    present = np.flatnonzero(seg)
+    if len(present) and not _small_anon_at(m, int(seg[present[0]])):
+        return _unmap_large_runs(vmas, segs, ends, seg)
     ok, pf = _small_anon(m, seg)
     idx = np.flatnonzero(ok)
     if (~ok & (seg != 0)).any():
@@ -354,14 +358,25 @@ def _unmap_large_runs(vmas: list[VMA], segs: list[np.ndarray], ends: list[int],
         mem._large_mapcount[h] -= nr
         left = int(mem._nr_pages_mapped[h]) - nr
         mem._nr_pages_mapped[h] = left
-        if left < ENTIRELY_MAPPED and left:
-            _queue_partially_mapped(Folio(m, h), True)
+        if left < ENTIRELY_MAPPED and left and not mem.flags[h] & _PARTIALLY_MAPPED:
+            _queue_partially_mapped(Folio(m, h), True)  # (a no-op once flagged)
         mem._refcount[h] -= nr
         if not mem._refcount[h]:
             __folio_put(Folio(m, h))
     for vma in vmas[done:]:
         m.trace.emit("zap_page_range", start=vma.vm_start, end=vma.vm_end)
     return True
+
+
+def pte_free_run(m: Machine, pfns: list[int]) -> None:
+    """pte_free() for each of ``pfns`` in turn, whose ``m.pgtables`` entries the caller
+    already dropped: the frames back to the buddy allocator with their ``mm_page_free``
+    events (include/asm-generic/pgalloc.h:pte_free() -> __free_pages(), v6.18)."""
+    keep = m.trace.keeps_events()
+    blocks = free_pages_run(m, pfns, keep)
+    if keep:
+        m.trace.emit_run(("mm_page_free", (("pfn", pfn), ("order", order)), ())
+                         for pfn, order in blocks)
 
 
 def _table_parts(mm: MMStruct, vmas: list[VMA]) -> tuple[list[np.ndarray], list[int]] | None:
