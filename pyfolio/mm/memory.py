@@ -96,7 +96,7 @@ from pyfolio.mm.rmap import (
 from pyfolio.mm.swap import folio_add_lru_vma
 from pyfolio.sim.errors import EBUSY, EFAULT, ENOMEM, MmError
 from pyfolio.sim.memmap import PG
-from pyfolio.sim.units import HPAGE_PMD_ORDER, PAGE_SIZE, PGDIR_SHIFT, PMD_SIZE
+from pyfolio.sim.units import HPAGE_PMD_ORDER, PAGE_SHIFT, PAGE_SIZE, PGDIR_SHIFT, PMD_SIZE
 
 if TYPE_CHECKING:
     from pyfolio.sim.machine import Machine
@@ -116,6 +116,8 @@ __all__ = [
 # -- page-table pages ---------------------------------------------------------------------
 def _next_table(m: Machine, table: int, idx: int, alloc: bool) -> int | None:
     raw = int(m.pgtables[table][idx])
+    if raw & _PAGE_PRESENT:  # pte_pfn() of a table entry (present: nothing inverted)
+        return (raw & PTE_PFN_MASK) >> PAGE_SHIFT
     if raw == 0:
         if not alloc:
             return None

@@ -193,7 +193,7 @@ def split_vma(vma: VMA, addr: int) -> VMA:
     (vma_adjust_trans_huge()); both parts keep the anon_vma chains (anon_vma_clone()) and
     the file (each holds a reference and sits in the file's i_mmap).
     """
-    vma_adjust_trans_huge(vma, addr, addr)
+    vma_adjust_trans_huge(vma, vma.vm_start, addr)  # as __split_vma() calls it
     new = VMA(vma.vm_mm, addr, vma.vm_end, vma.vm_flags,
               vma.vm_pgoff + ((addr - vma.vm_start) >> 12))
     anon_vma_clone(new, vma)

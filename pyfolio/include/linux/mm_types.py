@@ -118,7 +118,7 @@ class VMA:
 
     @property
     def writable(self) -> bool:
-        return bool(self.vm_flags & VM.WRITE)
+        return bool(int(self.vm_flags) & 0x2)  # VM_WRITE (int: IntFlag & is slow)
 
     @property
     def vm_page_prot(self) -> int:
