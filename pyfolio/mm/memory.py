@@ -812,6 +812,8 @@ def free_pgtables(mm: MMStruct, start: int, end: int) -> None:
     def sweep(table: int, base: int, shift: int) -> bool:
         """Free empty child tables under ``table``; return True if ``table`` is empty."""
         tbl = m.pgtables[table]
+        if shift == PAGE_SHIFT:  # a PTE table: no table below it
+            return not tbl.any()
         size = 1 << shift
         for i in (int(x) for x in np.flatnonzero(tbl)):
             raw = int(tbl[i])
