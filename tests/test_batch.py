@@ -17,14 +17,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from pyfolio import MmError, Process, SegmentationFault, System
-from pyfolio.include.linux.mm_types import VMA
 from pyfolio.mm.debug_vm import snapshot
 from pyfolio.mm.memory_batch import do_anonymous_page_run
 from pyfolio.sim.units import PAGE_SIZE, MiB
@@ -235,29 +233,51 @@ def test_batch_switch_refuses_a_non_bool() -> None:
     assert s.batch is True
 
 
+def _spy(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> list[Any]:
+    """Replace ``module.name`` by a wrapper that records what each call returned (or its
+    argument's length, for a function returning None)."""
+    seen: list[Any] = []
+    real = getattr(module, name)
+
+    def spy(*args: Any) -> Any:
+        got = real(*args)
+        seen.append(len(args[-1]) if got is None else got)
+        return got
+
+    monkeypatch.setattr(module, name, spy)
+    return seen
+
+
+def _both_ways(steps: Callable[[Process, int], None], size: int, advice: str,
+               ram: str = "24M") -> list[tuple[Any, ...]]:
+    """``steps(process, addr)`` on a touched region of ``size`` bytes, batch on then off:
+    the two machines' snapshot, events and costs."""
+    states = []
+    for batch in (True, False):
+        s = System(ram=ram, thp="madvise")
+        s.batch = batch
+        p = s.spawn()
+        a = p.mmap(size)
+        p.madvise(a, size, advice)
+        p.touch(a, size)
+        steps(p, a)
+        states.append((snapshot(s.machine), s.trace.events, s.trace.costs))
+    return states
+
+
+def _stripes(p: Process, a: int, size: int) -> None:
+    """mprotect() one page per 2 MiB to read-only (the benchmark's step)."""
+    for off in range(0, size, 2 * MiB):
+        p.mprotect(a + off + PAGE_SIZE, PAGE_SIZE, "r")
+
+
 def test_a_munmap_zaps_its_tables_in_one_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     """munmap() of a region of 4 KiB pages over several tables takes the batched zap once
     (zap_pte_ranges()), and leaves what the per-page zap leaves."""
     import pyfolio.mm.memory_batch as mb
 
-    calls: list[int] = []
-    real = mb._zap_small_anon
-
-    def counted(vma: VMA, pfns: np.ndarray) -> None:
-        calls.append(len(pfns))
-        real(vma, pfns)
-
-    monkeypatch.setattr(mb, "_zap_small_anon", counted)
-    states = []
-    for batch in (True, False):
-        s = System(ram="24M")
-        s.batch = batch
-        p = s.spawn()
-        a = p.mmap(6 * MiB)
-        p.madvise(a, 6 * MiB, "nohugepage")
-        p.touch(a, 6 * MiB)
-        p.munmap(a, 6 * MiB)
-        states.append((snapshot(s.machine), s.trace.events, s.trace.costs))
+    calls = _spy(monkeypatch, mb, "_zap_small_anon")
+    states = _both_ways(lambda p, a: p.munmap(a, 6 * MiB), 6 * MiB, "nohugepage")
     assert calls == [3 * 512] and states[0] == states[1]
 
 
@@ -266,27 +286,14 @@ def test_a_munmap_across_many_vmas_is_one_batch(monkeypatch: pytest.MonkeyPatch)
     (unmap_vmas_run()), and leaves what the per-VMA, per-page zap leaves."""
     import pyfolio.mm.mmap as mmap_mod
 
-    taken: list[bool] = []
-    real = mmap_mod.unmap_vmas_run
+    taken = _spy(monkeypatch, mmap_mod, "unmap_vmas_run")
 
-    def counted(vmas: list[VMA]) -> bool:
-        taken.append(real(vmas))
-        return taken[-1]
-
-    monkeypatch.setattr(mmap_mod, "unmap_vmas_run", counted)
-    states = []
-    for batch in (True, False):
-        s = System(ram="24M")
-        s.batch = batch
-        p = s.spawn()
-        a = p.mmap(6 * MiB)
-        p.madvise(a, 6 * MiB, "nohugepage")
-        p.touch(a, 6 * MiB)
-        for off in range(0, 6 * MiB, 2 * MiB):
-            p.mprotect(a + off + PAGE_SIZE, PAGE_SIZE, "r")
+    def steps(p: Process, a: int) -> None:
+        _stripes(p, a, 6 * MiB)
         assert len(p.mm.vmas) == 7
         p.munmap(a, 6 * MiB)
-        states.append((snapshot(s.machine), s.trace.events, s.trace.costs))
+
+    states = _both_ways(steps, 6 * MiB, "nohugepage")
     assert taken == [True, False] and states[0] == states[1]
 
 
@@ -296,25 +303,12 @@ def test_a_munmap_of_pte_mapped_thps_is_one_batch(monkeypatch: pytest.MonkeyPatc
     in one step (deferred split queueing, frees and events as the per-page zap leaves)."""
     import pyfolio.mm.memory_batch as mb
 
-    taken: list[bool] = []
-    real = mb._unmap_large_runs
+    taken = _spy(monkeypatch, mb, "_unmap_large_runs")
 
-    def counted(*args: Any) -> bool:
-        taken.append(real(*args))
-        return taken[-1]
-
-    monkeypatch.setattr(mb, "_unmap_large_runs", counted)
-    states = []
-    for batch in (True, False):
-        s = System(ram="32M", thp="madvise")
-        s.batch = batch
-        p = s.spawn()
-        a = p.mmap(8 * MiB)
-        p.madvise(a, 8 * MiB, "hugepage")
-        p.touch(a, 8 * MiB)
-        for off in range(0, 8 * MiB, 2 * MiB):
-            p.mprotect(a + off + PAGE_SIZE, PAGE_SIZE, "r")
+    def steps(p: Process, a: int) -> None:
+        _stripes(p, a, 8 * MiB)
         p.munmap(a, 8 * MiB)
-        states.append((snapshot(s.machine), s.trace.events, s.trace.costs))
+
+    states = _both_ways(steps, 8 * MiB, "hugepage", ram="32M")
     assert taken == [True] and states[0] == states[1]
     assert [e.name for e in states[0][1]].count("deferred_split_folio") == 4
