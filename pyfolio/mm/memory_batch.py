@@ -2,7 +2,9 @@
 
 Models: mm/memory.c (v6.18): do_anonymous_page() reached from handle_mm_fault() and
 handle_pte_fault(), over a run of write faults at consecutive none PTEs of one PTE table;
-zap_pte_range() over a run of PTEs that map order-0 anon folios.
+zap_pte_range() over a run of PTEs that map order-0 anon folios; unmap_vmas() over all
+the VMAs of one munmap or exit (order-0 pages, or PTE-mapped large folios in
+folio_pte_batch() runs); free_pgtables()' pte_free() calls.
 
 The kernel takes one fault per 4 KiB page of a memset(); so does the simulator's
 per-page path (pyfolio.mm.memory), the model the chapters teach. A batch here is not a
