@@ -19,14 +19,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from pyfolio import MmError, Process, SegmentationFault, System
-from pyfolio.include.linux.mm_types import VMA
 from pyfolio.mm.debug_vm import snapshot
 from pyfolio.mm.memory_batch import do_anonymous_page_run
 from pyfolio.sim.errors import KernelBug
@@ -189,6 +187,42 @@ class BatchedVsPerPage(RuleBasedStateMachine):
 
         self._both(step)
 
+    @precondition(lambda self: self.regions)
+    @rule(pick=PICK, stride=st.sampled_from([2, 3, 64, 512]),
+          prot=st.sampled_from(["r", "r", "none", "rw"]), unmap=st.booleans())
+    def stripes(self, pick: int, stride: int, prot: str, unmap: bool) -> None:
+        """mprotect one page per ``stride`` of a region (many small VMAs, as the
+        benchmark's), then maybe munmap it whole (one munmap across those VMAs)."""
+        i, addr, n = self.regions[pick % len(self.regions)]
+
+        def step(s: System, ps: list[Process]) -> None:
+            for k in range(1, n, stride):
+                ps[i].mprotect(addr + k * PAGE_SIZE, PAGE_SIZE, prot)
+            if unmap:
+                ps[i].munmap(addr, n * PAGE_SIZE)
+
+        self._both(step)
+
+    @rule(pick=PICK, thps=st.integers(1, 3), stride=st.sampled_from([256, 512, 700]),
+          prot=st.sampled_from(["r", "r", "none"]), keep=st.integers(0, 2))
+    def split_thps(self, pick: int, thps: int, stride: int, prot: str, keep: int) -> None:
+        """The benchmark's THP steps in small: THPs (where the settings and free memory
+        give them) split by mprotect() of one page per ``stride`` into PTE-mapped folios
+        in many VMAs, then one munmap of all but the last ``keep`` pages (a folio left
+        partly mapped stays queued for deferred split)."""
+        i = pick % len(self.procs[0])
+        n = thps * 512
+
+        def step(s: System, ps: list[Process]) -> None:
+            a = ps[i].mmap(n * PAGE_SIZE)
+            ps[i].madvise(a, n * PAGE_SIZE, "hugepage")
+            ps[i].touch(a, n * PAGE_SIZE)
+            for k in range(1, n, stride):
+                ps[i].mprotect(a + k * PAGE_SIZE, PAGE_SIZE, prot)
+            ps[i].munmap(a, (n - keep) * PAGE_SIZE)
+
+        self._both(step)
+
     @precondition(lambda self: len(self.procs[0]) > 1)
     @rule(pick=PICK)
     def exit(self, pick: int) -> None:
@@ -247,29 +281,51 @@ def test_batch_switch_refuses_a_non_bool() -> None:
     assert s.batch is True
 
 
+def _spy(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> list[Any]:
+    """Replace ``module.name`` by a wrapper that records what each call returned (or its
+    argument's length, for a function returning None)."""
+    seen: list[Any] = []
+    real = getattr(module, name)
+
+    def spy(*args: Any) -> Any:
+        got = real(*args)
+        seen.append(len(args[-1]) if got is None else got)
+        return got
+
+    monkeypatch.setattr(module, name, spy)
+    return seen
+
+
+def _both_ways(steps: Callable[[Process, int], None], size: int, advice: str,
+               ram: str = "24M") -> list[tuple[Any, ...]]:
+    """``steps(process, addr)`` on a touched region of ``size`` bytes, batch on then off:
+    the two machines' snapshot, events and costs."""
+    states = []
+    for batch in (True, False):
+        s = System(ram=ram, thp="madvise")
+        s.batch = batch
+        p = s.spawn()
+        a = p.mmap(size)
+        p.madvise(a, size, advice)
+        p.touch(a, size)
+        steps(p, a)
+        states.append((snapshot(s.machine), s.trace.events, s.trace.costs))
+    return states
+
+
+def _stripes(p: Process, a: int, size: int) -> None:
+    """mprotect() one page per 2 MiB to read-only (the benchmark's step)."""
+    for off in range(0, size, 2 * MiB):
+        p.mprotect(a + off + PAGE_SIZE, PAGE_SIZE, "r")
+
+
 def test_a_munmap_zaps_its_tables_in_one_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     """munmap() of a region of 4 KiB pages over several tables takes the batched zap once
     (zap_pte_ranges()), and leaves what the per-page zap leaves."""
     import pyfolio.mm.memory_batch as mb
 
-    calls: list[int] = []
-    real = mb._zap_small_anon
-
-    def counted(vma: VMA, pfns: np.ndarray) -> None:
-        calls.append(len(pfns))
-        real(vma, pfns)
-
-    monkeypatch.setattr(mb, "_zap_small_anon", counted)
-    states = []
-    for batch in (True, False):
-        s = System(ram="24M")
-        s.batch = batch
-        p = s.spawn()
-        a = p.mmap(6 * MiB)
-        p.madvise(a, 6 * MiB, "nohugepage")
-        p.touch(a, 6 * MiB)
-        p.munmap(a, 6 * MiB)
-        states.append((snapshot(s.machine), s.trace.events, s.trace.costs))
+    calls = _spy(monkeypatch, mb, "_zap_small_anon")
+    states = _both_ways(lambda p, a: p.munmap(a, 6 * MiB), 6 * MiB, "nohugepage")
     assert calls == [3 * 512] and states[0] == states[1]
 
 
@@ -326,3 +382,36 @@ def test_the_split_fallback_migration_is_batched(monkeypatch: pytest.MonkeyPatch
              "migrate_device_unmap_run", "collect_device_ptes_run",
              "devmem_fault_alloc_and_copy_run", "devmem_alloc_pages_run"}
     assert "migrate_folios_run" in taken and (fork or set(taken) == every)
+
+
+def test_a_munmap_across_many_vmas_is_one_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """munmap() of a region that mprotect() cut into many VMAs zaps them all in one step
+    (unmap_vmas_run()), and leaves what the per-VMA, per-page zap leaves."""
+    import pyfolio.mm.mmap as mmap_mod
+
+    taken = _spy(monkeypatch, mmap_mod, "unmap_vmas_run")
+
+    def steps(p: Process, a: int) -> None:
+        _stripes(p, a, 6 * MiB)
+        assert len(p.mm.vmas) == 7
+        p.munmap(a, 6 * MiB)
+
+    states = _both_ways(steps, 6 * MiB, "nohugepage")
+    assert taken == [True, False] and states[0] == states[1]
+
+
+def test_a_munmap_of_pte_mapped_thps_is_one_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The benchmark's THP steps: mprotect() of one page per 2 MiB splits each PMD and
+    cuts the region into VMAs; munmap() then zaps the PTE-mapped THPs of all those VMAs
+    in one step (deferred split queueing, frees and events as the per-page zap leaves)."""
+    import pyfolio.mm.memory_batch as mb
+
+    taken = _spy(monkeypatch, mb, "_unmap_large_runs")
+
+    def steps(p: Process, a: int) -> None:
+        _stripes(p, a, 8 * MiB)
+        p.munmap(a, 8 * MiB)
+
+    states = _both_ways(steps, 8 * MiB, "hugepage", ram="32M")
+    assert taken == [True] and states[0] == states[1]
+    assert [e.name for e in states[0][1]].count("deferred_split_folio") == 4

@@ -96,7 +96,7 @@ from pyfolio.mm.rmap import (
 from pyfolio.mm.swap import folio_add_lru_vma
 from pyfolio.sim.errors import EBUSY, EFAULT, ENOMEM, MmError
 from pyfolio.sim.memmap import PG
-from pyfolio.sim.units import HPAGE_PMD_ORDER, PAGE_SIZE, PGDIR_SHIFT, PMD_SIZE
+from pyfolio.sim.units import HPAGE_PMD_ORDER, PAGE_SHIFT, PAGE_SIZE, PGDIR_SHIFT, PMD_SIZE
 
 if TYPE_CHECKING:
     from pyfolio.sim.machine import Machine
@@ -116,6 +116,8 @@ __all__ = [
 # -- page-table pages ---------------------------------------------------------------------
 def _next_table(m: Machine, table: int, idx: int, alloc: bool) -> int | None:
     raw = int(m.pgtables[table][idx])
+    if raw & _PAGE_PRESENT:  # pte_pfn() of a table entry (present: nothing inverted)
+        return (raw & PTE_PFN_MASK) >> PAGE_SHIFT
     if raw == 0:
         if not alloc:
             return None
@@ -800,13 +802,18 @@ def free_pgtables(mm: MMStruct, start: int, end: int) -> None:
     Simplification: tables are freed only when empty and their span meets no VMA.
     """
     m = mm.m
+    # with the batch on, the tables are freed after the walk, in the walk's order, in one
+    # step (pyfolio.mm.memory_batch.pte_free_run()): the walk reads no freed frame
+    freed: list[int] | None = [] if m.batch else None
 
     def span_free(lo: int, hi: int) -> bool:
-        return not any(v.vm_start < hi and lo < v.vm_end for v in mm.vmas)
+        return not mm.vmas_between(lo, hi)
 
     def sweep(table: int, base: int, shift: int) -> bool:
         """Free empty child tables under ``table``; return True if ``table`` is empty."""
         tbl = m.pgtables[table]
+        if shift == PAGE_SHIFT:  # a PTE table: no table below it
+            return not tbl.any()
         size = 1 << shift
         for i in (int(x) for x in np.flatnonzero(tbl)):
             raw = int(tbl[i])
@@ -817,8 +824,16 @@ def free_pgtables(mm: MMStruct, start: int, end: int) -> None:
             if is_table and span_free(lo, lo + size):
                 child = pte_pfn(raw)
                 if sweep(child, lo, shift - 9):
-                    pte_free(m, child)
+                    if freed is None:
+                        pte_free(m, child)
+                    else:
+                        del m.pgtables[child]
+                        freed.append(child)
                     tbl[i] = 0
         return not tbl.any()
 
     sweep(mm.pgd, 0, PGDIR_SHIFT)
+    if freed:
+        from pyfolio.mm.memory_batch import pte_free_run
+
+        pte_free_run(m, freed)

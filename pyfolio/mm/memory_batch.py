@@ -2,7 +2,9 @@
 
 Models: mm/memory.c (v6.18): do_anonymous_page() reached from handle_mm_fault() and
 handle_pte_fault(), over a run of write faults at consecutive none PTEs of one PTE table;
-zap_pte_range() over a run of PTEs that map order-0 anon folios.
+zap_pte_range() over a run of PTEs that map order-0 anon folios; unmap_vmas() over all
+the VMAs of one munmap or exit (order-0 pages, or PTE-mapped large folios in
+folio_pte_batch() runs); free_pgtables()' pte_free() calls.
 
 The kernel takes one fault per 4 KiB page of a memset(); so does the simulator's
 per-page path (pyfolio.mm.memory), the model the chapters teach. A batch here is not a
@@ -27,22 +29,24 @@ from pyfolio.arch.x86.pgtable import (
     _PAGE_SPECIAL,
     PTE_PFN_MASK,
     pfn_pte,
+    pmd_index,
     pte_index,
     pte_mkdirty,
     pte_pfn,
 )
 from pyfolio.include.linux.mm import add_mm_counter, vma_is_anonymous
-from pyfolio.include.linux.mm_types import MM_ANONPAGES, VM, VMA
+from pyfolio.include.linux.mm_types import MM_ANONPAGES, VM, VMA, MMStruct
 from pyfolio.mm import huge_memory as hm
 from pyfolio.mm.memory import maybe_mkwrite, pmd_slot
 from pyfolio.mm.page_alloc import alloc_pages_run, free_pages_run
 from pyfolio.sim.memmap import FOLIO_MAPPING_ANON, NO_HEAD, PG, ZONE_NORMAL
-from pyfolio.sim.units import HPAGE_PMD_ORDER, PAGE_SHIFT, PAGE_SIZE, PMD_SIZE
+from pyfolio.sim.units import HPAGE_PMD_ORDER, PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PUD_SHIFT
 
 if TYPE_CHECKING:
     from pyfolio.sim.machine import Machine
 
-__all__ = ["BATCH_MIN", "anon_run_vma", "do_anonymous_page_run", "zap_pte_run", "zap_pte_ranges"]
+__all__ = ["BATCH_MIN", "anon_run_vma", "do_anonymous_page_run", "zap_pte_run", "zap_pte_ranges",
+           "unmap_vmas_run", "pte_free_run"]
 
 #: the shortest run a batch takes; shorter ones go page by page
 BATCH_MIN = 2
@@ -143,6 +147,7 @@ def _fault_events(pfns: list[int], address: int) -> Iterator[_EventItem]:
 
 
 _NOT_SMALL_ANON = np.uint32(PG.head | PG.swapcache)
+_PARTIALLY_MAPPED = np.uint32(PG.partially_mapped)
 
 
 def zap_pte_run(vma: VMA, tbl: np.ndarray, i: int, hi: int) -> int:
@@ -231,16 +236,186 @@ def _once_each(m: Machine, pfns: np.ndarray) -> bool:
 def _zap_small_anon(vma: VMA, pfns: np.ndarray) -> None:
     """What zap_pte_range() does after clearing PTEs of ``pfns`` (in that order)."""
     m: Machine = vma.vm_mm.m
+    _, freed, blocks = _put_small_anon(vma.vm_mm, pfns)
+    if m.trace.keeps_events():
+        m.trace.emit_run(_free_events(freed, blocks))
+
+
+def _put_small_anon(mm: MMStruct, pfns: np.ndarray) -> tuple[np.ndarray, list[int],
+                                                             list[tuple[int, int]]]:
+    """The state part of :func:`_zap_small_anon`: which of ``pfns`` were freed (a mask),
+    those PFNs, and the blocks they ended in (none unless the trace keeps events)."""
+    m = mm.m
     mem, n = m.mem, len(pfns)
     m.trace.cost("pte_writes", n)
-    add_mm_counter(vma.vm_mm, MM_ANONPAGES, -n)
+    add_mm_counter(mm, MM_ANONPAGES, -n)
     mem._mapcount[pfns] -= 1
     mem._refcount[pfns] -= 1
-    freed = pfns[mem._refcount[pfns] == 0].tolist()
+    gone = mem._refcount[pfns] == 0
+    freed = pfns[gone].tolist()
+    return gone, freed, free_pages_run(m, freed, m.trace.keeps_events())
+
+
+def unmap_vmas_run(vmas: list[VMA]) -> bool:
+    """zap_page_range(vma, vma.vm_start, vma.vm_end) for each of ``vmas`` in turn (the
+    VMAs of one munmap or exit, in address order) in one step; False, nothing done, where
+    that is not sure to be the same: fewer than two VMAs, ``Machine.batch`` off, a VMA
+    that is not private anonymous, a PMD that is a leaf or not present (a THP:
+    zap_huge_pmd() or a split would come), or an entry :func:`zap_pte_run` would not take.
+
+    Models what unmap_vmas() -> unmap_single_vma() -> zap_pte_range() do per VMA and
+    per PTE table (mm/memory.c, v6.18): the frees come VMA by VMA, table by table, entry
+    by entry (the order of the concatenated tables), each VMA's ``zap_page_range`` event
+    after its own frees' events, ``tlb_flushes`` one per PTE table per VMA.
+    """
+    if len(vmas) < 2:
+        return False
+    mm = vmas[0].vm_mm
+    m: Machine = mm.m
+    if not m.batch or any(v.vm_ops is not None or v.vm_file is not None for v in vmas):
+        return False
+    got = _table_parts(mm, vmas)
+    if got is None:
+        return False
+    segs, ends = got
+    seg = np.concatenate(segs) if segs else np.zeros(0, np.uint64)
+    present = np.flatnonzero(seg)
+    if len(present) and not _small_anon_at(m, int(seg[present[0]])):
+        return _unmap_large_runs(vmas, segs, ends, seg)
+    ok, pf = _small_anon(m, seg)
+    idx = np.flatnonzero(ok)
+    if (~ok & (seg != 0)).any():
+        return _unmap_large_runs(vmas, segs, ends, seg)
+    if not _once_each(m, pf[idx]):
+        return False
+    for part in segs:
+        part[:] = 0
+    m.trace.cost("tlb_flushes", len(segs))
+    gone, freed, blocks = _put_small_anon(mm, pf[idx])
+    if m.trace.keeps_events():
+        cut = np.searchsorted(idx[gone], ends).tolist()
+        m.trace.emit_run(_unmap_events(vmas, freed, blocks, cut))
+    return True
+
+
+def _unmap_large_runs(vmas: list[VMA], segs: list[np.ndarray], ends: list[int],
+                      seg: np.ndarray) -> bool:
+    """:func:`unmap_vmas_run` where the entries are PTEs of large anon folios (a THP
+    that a split left PTE-mapped): each present entry not PROT_NONE, not special, a page
+    in RAM mapped once (``_mapcount`` 0) of an anon large folio outside the swap cache;
+    else False, nothing done.
+
+    zap_pte_range() takes such PTEs in folio_pte_batch() runs (consecutive pages of one
+    folio in one table of one VMA); per run, in order: folio_remove_rmap_ptes() (each
+    page unmapped: ``_large_mapcount`` and ``_nr_pages_mapped`` - nr; a folio left
+    partially mapped is queued for deferred split, _queue_partially_mapped()), then
+    folio_put_refs(nr) (the last reference frees the folio: __folio_put()). The runs are
+    found at once; the per-folio steps run in order, with the kernel-named functions where
+    a folio is queued or freed.
+    """
+    from pyfolio.include.linux.mm import Folio, __folio_put
+    from pyfolio.mm.rmap import _queue_partially_mapped
+    from pyfolio.sim.memmap import ENTIRELY_MAPPED
+
+    mm = vmas[0].vm_mm
+    m: Machine = mm.m
+    mem = m.mem
+    pos = np.flatnonzero(seg)
+    raw = seg[pos]
+    if not len(pos) or ((raw & np.uint64(_PAGE_PRESENT | _PAGE_SPECIAL))
+                        != np.uint64(_PAGE_PRESENT)).any():
+        return False
+    pf = ((raw & np.uint64(PTE_PFN_MASK)) >> np.uint64(PAGE_SHIFT)).astype(np.int64)
+    if (pf >= m.nr_ram).any():
+        return False
+    head = mem.compound_head[pf]
+    head = np.where(head == NO_HEAD, pf, head)
+    if not ((mem.flags[head] & np.uint32(PG.head | PG.swapcache) == np.uint32(PG.head))
+            & (mem.zone[head] == ZONE_NORMAL) & (mem.mapping[head] & FOLIO_MAPPING_ANON != 0)
+            & (mem._mapcount[pf] == 0)).all():
+        return False
+    starts = np.cumsum([0, *(len(x) for x in segs)])  # where each table part begins
+    brk = np.ones(len(pos), bool)  # folio_pte_batch(): a run ends at a gap, a part's end,
+    brk[1:] = (np.diff(pos) != 1) | (np.diff(pf) != 1) | (np.diff(head) != 0)  # a folio's
+    brk[np.isin(pos, starts)] = True
+    first = np.flatnonzero(brk)
+    lens = np.diff(np.append(first, len(pos)))
+    heads = head[first]
+    uniq, inv = np.unique(heads, return_inverse=True)
+    if (np.bincount(inv, weights=lens) > mem._refcount[uniq]).any():
+        return False  # more PTEs than references: the per-page path warns
+    for part in segs:
+        part[:] = 0
+    m.trace.cost("tlb_flushes", len(segs))
+    m.trace.cost("pte_writes", len(pos))
+    add_mm_counter(mm, MM_ANONPAGES, -len(pos))
+    mem._mapcount[pf] -= 1
+    owner = np.searchsorted(ends, pos[first], side="right").tolist()
+    done = 0
+    for k, h, nr in zip(owner, heads.tolist(), lens.tolist(), strict=True):
+        while done < k:
+            vma = vmas[done]
+            m.trace.emit("zap_page_range", start=vma.vm_start, end=vma.vm_end)
+            done += 1
+        mem._large_mapcount[h] -= nr
+        left = int(mem._nr_pages_mapped[h]) - nr
+        mem._nr_pages_mapped[h] = left
+        if left < ENTIRELY_MAPPED and left and not mem.flags[h] & _PARTIALLY_MAPPED:
+            _queue_partially_mapped(Folio(m, h), True)  # (a no-op once flagged)
+        mem._refcount[h] -= nr
+        if not mem._refcount[h]:
+            __folio_put(Folio(m, h))
+    for vma in vmas[done:]:
+        m.trace.emit("zap_page_range", start=vma.vm_start, end=vma.vm_end)
+    return True
+
+
+def pte_free_run(m: Machine, pfns: list[int]) -> None:
+    """pte_free() for each of ``pfns`` in turn, whose ``m.pgtables`` entries the caller
+    already dropped: the frames back to the buddy allocator with their ``mm_page_free``
+    events (include/asm-generic/pgalloc.h:pte_free() -> __free_pages(), v6.18)."""
     keep = m.trace.keeps_events()
-    blocks = free_pages_run(m, freed, keep)
+    blocks = free_pages_run(m, pfns, keep)
     if keep:
-        m.trace.emit_run(_free_events(freed, blocks))
+        m.trace.emit_run(("mm_page_free", (("pfn", pfn), ("order", order)), ())
+                         for pfn, order in blocks)
+
+
+def _table_parts(mm: MMStruct, vmas: list[VMA]) -> tuple[list[np.ndarray], list[int]] | None:
+    """The PTE-table slices each VMA's zap would hand zap_pte_range(), in order (views
+    into the tables), and per VMA the position in their concatenation after its last
+    entry; None at the first PMD that is a leaf or not present."""
+    pgt = mm.m.pgtables
+    segs: list[np.ndarray] = []
+    ends: list[int] = []
+    pos, pud, pmds = 0, -1, None
+    for vma in vmas:
+        addr, end = vma.vm_start, vma.vm_end
+        while addr < end:
+            nxt = min((addr | (PMD_SIZE - 1)) + 1, end)
+            if addr >> PUD_SHIFT != pud:  # one PMD table per GiB: walk to it once
+                pud, slot = addr >> PUD_SHIFT, pmd_slot(mm, addr)
+                pmds = None if slot is None else pgt[slot[0]]
+            raw = 0 if pmds is None else int(pmds[pmd_index(addr)])
+            if raw:
+                if raw & _PAGE_PSE or not raw & _PAGE_PRESENT:
+                    return None
+                i, n = pte_index(addr), (nxt - addr) >> PAGE_SHIFT
+                segs.append(pgt[pte_pfn(raw)][i: i + n])
+                pos += n
+            addr = nxt
+        ends.append(pos)
+    return segs, ends
+
+
+def _unmap_events(vmas: list[VMA], freed: list[int], blocks: list[tuple[int, int]],
+                  cut: list[int]) -> Iterator[_EventItem]:
+    """Per VMA: its frees' events, then its ``zap_page_range``."""
+    lo = 0
+    for vma, hi in zip(vmas, cut, strict=True):
+        yield from _free_events(freed[lo:hi], blocks[lo:hi])
+        yield "zap_page_range", (("start", vma.vm_start), ("end", vma.vm_end)), ()
+        lo = hi
 
 
 def _free_events(freed: list[int], blocks: list[tuple[int, int]]) -> Iterator[_EventItem]:

@@ -81,8 +81,9 @@ def vma_page_prot(vma: VMA) -> int:
     """
     from pyfolio.arch.x86.pgtable import vm_get_page_prot
 
-    prot = vm_get_page_prot(int(vma.vm_flags))  # PAGE_NONE for a PROT_NONE VMA
-    shared_write = vma.vm_flags & VM.SHARED and vma.vm_flags & VM.WRITE
+    flags = int(vma.vm_flags)
+    prot = vm_get_page_prot(flags)  # PAGE_NONE for a PROT_NONE VMA
+    shared_write = flags & VM.SHARED.value and flags & VM.WRITE.value
     if shared_write and not (vma.vm_ops is not None and vma.vm_ops.page_mkwrite is not None):
         prot |= _PAGE_RW
     return prot

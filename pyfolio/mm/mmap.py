@@ -14,6 +14,7 @@ from pyfolio.include.linux.mm import PAGE_ALIGN, ULONG_MASK
 from pyfolio.include.linux.mm_types import TASK_SIZE, VM, VMA, MMStruct
 from pyfolio.mm.huge_memory import vma_adjust_trans_huge
 from pyfolio.mm.memory import free_pgtables, zap_page_range
+from pyfolio.mm.memory_batch import unmap_vmas_run
 from pyfolio.mm.mmu_notifier import (
     MMU_NOTIFY,
     ULONG_MAX,
@@ -52,7 +53,7 @@ def mm_get_unmapped_area(mm: MMStruct, length: int, align: int = PAGE_SIZE,
         return ((top - length - offset) & ~(align - 1)) + offset
 
     top = mm.mmap_base
-    for vma in sorted(mm.vmas, key=lambda v: -v.vm_start):
+    for vma in reversed(mm.vmas):
         if vma.vm_end <= top and fit(top) >= vma.vm_end:
             return fit(top)
         top = min(top, vma.vm_start)
@@ -157,8 +158,7 @@ def do_mmap(mm: MMStruct, length: int, prot: str = "rw", *, shared: bool = False
         shmem_zero_setup(vma)
     if vma.vm_file is not None:
         vma.vm_file.f_mapping.i_mmap.add(vma)  # vma_link_file()
-    mm.vmas.append(vma)
-    mm.vmas.sort(key=lambda v: v.vm_start)
+    mm.insert_vma(vma)
     vma_merge_range(mm, addr, addr + length)
     mm.m.trace.emit("do_mmap", changes={"vma": f"{addr:#x}-{addr + length:#x}"},
                     length=length, prot=prot, shared=shared,
@@ -193,7 +193,7 @@ def split_vma(vma: VMA, addr: int) -> VMA:
     (vma_adjust_trans_huge()); both parts keep the anon_vma chains (anon_vma_clone()) and
     the file (each holds a reference and sits in the file's i_mmap).
     """
-    vma_adjust_trans_huge(vma, addr, addr)
+    vma_adjust_trans_huge(vma, vma.vm_start, addr)  # as __split_vma() calls it
     new = VMA(vma.vm_mm, addr, vma.vm_end, vma.vm_flags,
               vma.vm_pgoff + ((addr - vma.vm_start) >> 12))
     anon_vma_clone(new, vma)
@@ -202,7 +202,7 @@ def split_vma(vma: VMA, addr: int) -> VMA:
         vma.vm_file.f_mapping.i_mmap.add(new)
     vma.vm_end = addr
     mm = vma.vm_mm
-    mm.vmas.insert(mm.vmas.index(vma) + 1, new)
+    mm.vmas.insert(mm.vma_index(vma) + 1, new)
     return new
 
 
@@ -225,7 +225,7 @@ def vma_merge_range(mm: MMStruct, start: int, end: int) -> None:
     is_mergeable_anon_vma()).
     """
     near_vmas = mm.vmas_between(max(start - 1, 0), end + 1)
-    i = mm.vmas.index(near_vmas[0]) if near_vmas else len(mm.vmas)
+    i = mm.vma_index(near_vmas[0]) if near_vmas else len(mm.vmas)
     last = i + len(near_vmas)
     while i + 1 < min(last, len(mm.vmas)):
         a, b = mm.vmas[i], mm.vmas[i + 1]
@@ -267,11 +267,15 @@ def do_munmap(mm: MMStruct, start: int, length: int) -> None:
     if vmas:  # unmap_region() -> unmap_vmas(): MMU_NOTIFY_UNMAP over the VMAs unmapped
         invalidate_secondary_mmus(MMU_NOTIFY.MMU_NOTIFY_UNMAP, mm, vmas[0].vm_start,
                                   vmas[-1].vm_end)
+    batched = unmap_vmas_run(vmas)  # pyfolio.mm.memory_batch: all the zaps in one step
     for vma in vmas:
-        zap_page_range(vma, vma.vm_start, vma.vm_end)
+        if not batched:
+            zap_page_range(vma, vma.vm_start, vma.vm_end)
         unlink_anon_vmas(vma)
         _unlink_file_vma(vma)
-        mm.vmas.remove(vma)
+    if vmas:  # vms_complete_munmap_vmas(): the VMAs leave the tree (they are contiguous)
+        i = mm.vma_index(vmas[0])
+        del mm.vmas[i:i + len(vmas)]
     free_pgtables(mm, start, end)
     mm.m.trace.emit("do_munmap", start=start, end=end)
 
@@ -291,8 +295,10 @@ def exit_mmap(mm: MMStruct) -> None:
     mmu_notifier_release(mm)
     lru_add_drain(mm.m)
     invalidate_secondary_mmus(MMU_NOTIFY.MMU_NOTIFY_UNMAP, mm, 0, ULONG_MAX)
+    batched = unmap_vmas_run(mm.vmas)
     for vma in list(mm.vmas):
-        zap_page_range(vma, vma.vm_start, vma.vm_end)
+        if not batched:
+            zap_page_range(vma, vma.vm_start, vma.vm_end)
         unlink_anon_vmas(vma)
         _unlink_file_vma(vma)
     mm.vmas.clear()

@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 __all__ = ["do_mprotect", "change_protection", "change_nonpresent_entry",
            "can_change_pte_writable"]
 
+# vm_flags bits as plain ints (IntFlag arithmetic is slow in a syscall's hot path)
+_RW, _WRITE, _MAYWRITE = int(VM.READ | VM.WRITE), int(VM.WRITE), int(VM.MAYWRITE)
+
 
 def do_mprotect(mm: MMStruct, start: int, length: int, prot: str) -> None:
     """do_mprotect_pkey() - set ``prot`` ("none", "r" or "rw") on [start, start + length).
@@ -67,20 +70,19 @@ def do_mprotect(mm: MMStruct, start: int, length: int, prot: str) -> None:
     if prot not in PROT:
         raise MmError(EINVAL, f"mprotect: protection {prot!r} is not 'none', 'r' or 'rw'")
     length = end - start
-    covered = sum(min(v.vm_end, end) - max(v.vm_start, start)
-                  for v in mm.vmas_between(start, end))
+    vmas = mm.vmas_between(start, end)
+    covered = sum(min(v.vm_end, end) - max(v.vm_start, start) for v in vmas)
     if covered != length:
         raise MmError(ENOMEM, f"mprotect: [{start:#x}, {end:#x}) is not fully mapped")
-    if PROT[prot] & VM.WRITE and any(not v.vm_flags & VM.MAYWRITE
-                                     for v in mm.vmas_between(start, end)):
+    new = PROT[prot]
+    if new & _WRITE and any(not int(v.vm_flags) & _MAYWRITE for v in vmas):
         raise MmError(EACCES, "mprotect: PROT_WRITE on a mapping that may not be written "
                               "(a shared mapping of a file not open for writing)")
-    new = PROT[prot]
-    for vma in mm.vmas_between(start, end):
-        if vma.vm_flags & (VM.READ | VM.WRITE) == new:
+    for vma in vmas:
+        if int(vma.vm_flags) & _RW == new:
             continue  # mprotect_fixup(): the same flags, nothing to do (no split either)
         for v in _vmas_in(mm, max(start, vma.vm_start), min(end, vma.vm_end)):
-            v.vm_flags = (v.vm_flags & ~(VM.READ | VM.WRITE)) | new
+            v.vm_flags = VM(int(v.vm_flags) & ~_RW | new)
             change_protection(v, v.vm_start, v.vm_end)
     vma_merge_range(mm, start, end)
     mm.m.trace.emit("mprotect", start=start, end=end, prot=prot)
@@ -110,7 +112,7 @@ def change_protection(vma: VMA, start: int, end: int) -> None:
 
     m = vma.vm_mm.m
     writable = vma.writable
-    shared = bool(vma.vm_flags & VM.SHARED)
+    shared = bool(int(vma.vm_flags) & VM.SHARED.value)
     newprot = vma_page_prot(vma)
     notified = False
     for addr, nxt, slot in pmd_chunks(vma, start, end):

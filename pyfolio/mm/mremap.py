@@ -294,8 +294,7 @@ def copy_vma(vma: VMA, addr: int, length: int, pgoff: int) -> VMA:
     mm = vma.vm_mm
     new = VMA(mm, addr, addr + length, vma.vm_flags, pgoff)
     anon_vma_clone(new, vma)
-    mm.vmas.append(new)
-    mm.vmas.sort(key=lambda v: v.vm_start)
+    mm.insert_vma(new)
     return new
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import bisect
 import enum
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from pyfolio.sim.units import PAGE_SHIFT
@@ -117,7 +118,7 @@ class VMA:
 
     @property
     def writable(self) -> bool:
-        return bool(self.vm_flags & VM.WRITE)
+        return bool(int(self.vm_flags) & 0x2)  # VM_WRITE (int: IntFlag & is slow)
 
     @property
     def vm_page_prot(self) -> int:
@@ -172,10 +173,23 @@ class MMStruct:
 
     def vmas_between(self, start: int, end: int) -> list[VMA]:
         """The VMAs overlapping [start, end), in address order (the maple tree walk)."""
-        i = max(bisect.bisect_right(self.vmas, start, key=_vm_start) - 1, 0)
-        j = bisect.bisect_left(self.vmas, end, key=_vm_start)
-        return [v for v in self.vmas[i:j] if v.vm_end > start]
+        vmas = self.vmas
+        i = bisect.bisect_right(vmas, start, key=_vm_start) - 1
+        if i < 0 or vmas[i].vm_end <= start:
+            i += 1
+        return vmas[i:bisect.bisect_left(vmas, end, lo=i, key=_vm_start)]
+
+    def vma_index(self, vma: VMA) -> int:
+        """Where ``vma`` sits in ``vmas`` (a bisect: VMAs do not overlap, so their starts
+        are unique and sorted)."""
+        i = bisect.bisect_left(self.vmas, vma.vm_start, key=_vm_start)
+        assert self.vmas[i] is vma, f"{vma!r} is not in its mm's VMA list"
+        return i
+
+    def insert_vma(self, vma: VMA) -> None:
+        """Put a new VMA in ``vmas`` at its place by address (vma_iter_store())."""
+        bisect.insort_right(self.vmas, vma, key=_vm_start)
 
 
-def _vm_start(vma: VMA) -> int:
-    return vma.vm_start
+#: the sort key of ``MMStruct.vmas`` (a C-level getter: bisect calls it per probe)
+_vm_start = attrgetter("vm_start")
