@@ -256,7 +256,8 @@ def _file_record(m: System, p: Any, state: dict[str, Any]) -> dict[str, object]:
     if state["fd"] is None:
         return {"cache": None}
     file = p.files[state["fd"]]
-    entries = xa_entries(file.f_mapping.i_pages)
+    entries = [(i, o, e) for i, o, e in xa_entries(file.f_mapping.i_pages)
+               if isinstance(e, int)]  # not a swapped-out page's value entry
     flags = m.kpageflags([pfn for _, _, pfn in entries])
     folios = [(index, order, f) for (index, order, _), f in zip(entries, flags, strict=True)]
     return {"cache": cache_record(folios, -(-file.f_inode.i_size // PAGE_SIZE))}
