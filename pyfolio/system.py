@@ -619,6 +619,15 @@ class Process:
         self._live()
         do_madvise(self.mm, to_ulong(addr), to_size(length), _word(advice, "advice"))
 
+    def mincore(self, addr: int, length: int | str) -> list[int]:
+        """mincore(addr, length, vec): 1 for each page in memory (mapped, in the page cache,
+        or, for shmem and swapped anon pages, still in the swap cache), else 0
+        (:func:`pyfolio.mm.mincore.sys_mincore`: EINVAL misaligned, ENOMEM unmapped)."""
+        from pyfolio.mm.mincore import sys_mincore
+
+        self._live()
+        return sys_mincore(self.mm, to_ulong(addr), to_size(length))
+
     def mremap(self, old_addr: int, old_len: int | str, new_len: int | str, *,
                maymove: bool = False, new_addr: int | None = None,
                dontunmap: bool = False) -> int:
