@@ -309,7 +309,7 @@ class _Run:
         rss_after = self.rss()
         after = readers.vmstat(self.root)
         mthp_after = readers.mthp_stats(self.sizes, self.root)
-        rec = {"step": s.label, "status": status, "proc": self.look("self"),
+        rec: dict[str, Any] = {"step": s.label, "status": status, "proc": self.look("self"),
                "child": self.look(self.child_pid) if self.child_pid else None,
                "vmstat": vmstat_delta(before, after, self.counters),
                "mthp": mthp_delta(mthp_before, mthp_after),

@@ -252,9 +252,9 @@ def _file_record(m: System, p: Any, state: dict[str, Any], swap_length: int = 0
     """The page cache of the scenario's file (:func:`~pyfolio.kernel_lab.file_scenarios.
     cache_record`: each folio's head kpageflags), as the kernel backend reads it through
     the file descriptor (None for MAP_SHARED|MAP_ANONYMOUS, which has none). In a swap
-    scenario (``swap_length``: the region's length) the kernel backend cannot read the cache without faulting swapped-out pages
-    back in, so both record ``incore`` instead: mincore() of the mapped region,
-    run-length encoded."""
+    scenario (``swap_length``: the region's length) the kernel backend cannot read the
+    cache without faulting swapped-out pages back in, so both record ``incore`` instead:
+    mincore() of the mapped region, run-length encoded."""
     from pyfolio.kernel_lab.file_scenarios import cache_record
     from pyfolio.kernel_lab.scenarios import rle
     from pyfolio.lib.xarray import xa_entries
