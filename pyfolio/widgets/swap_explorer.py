@@ -219,7 +219,7 @@ class SwapExplorer(App):
 def swap_explorer(ram: str = "64M", swap: str = "64M") -> SwapExplorer:
     """A widget: page a THP (anonymous, or a memfd's) out to a swap file, a loop block
     device or zram (whole or split), read or write single pages back (from the swap
-    cache, from the device with readahead, or directly from zram), reclaim, swapoff; with the region, the swap slots
-    and the counters. ``.static_figure()`` gives its picture for print (the widget offers
-    it as image/png too: the static page shows it)."""
+    cache, from the device with readahead, or directly from zram), reclaim, swapoff; with
+    the region, the swap slots and the counters. ``.static_figure()`` gives its picture
+    for print (the widget offers it as image/png too: the static page shows it)."""
     return SwapExplorer(ram, swap)
