@@ -1,8 +1,11 @@
-"""Page reclaim of anonymous folios: shrink_folio_list(), reclaim_pages(), and the LRU scan.
+"""Page reclaim of anonymous and shmem folios: shrink_folio_list(), reclaim_pages(), and the
+LRU scan.
 
 Models: mm/vmscan.c (v6.18): shrink_folio_list() for anonymous folios (swap-backed ones,
-and lazy-free ones: a MADV_FREE'd folio still clean is discarded, ``pglazyfreed``),
-folio_check_references() with folio_referenced(), pageout(), __remove_mapping(),
+and lazy-free ones: a MADV_FREE'd folio still clean is discarded, ``pglazyfreed``) and
+shmem folios (their PTEs cleared by the file try_to_unmap(), then writeout() hands them to
+shmem_writeout(): :mod:`pyfolio.mm.shmem_swap`), folio_check_references() with
+folio_referenced(), writeout(), pageout(), __remove_mapping(),
 reclaim_folio_list() and reclaim_pages() (MADV_PAGEOUT), isolate_lru_folios(),
 shrink_inactive_list(), shrink_active_list(), inactive_is_low(), and the priority loop of
 do_try_to_free_pages() as try_to_free_mem_cgroup_pages() runs it.
@@ -20,8 +23,9 @@ put back on the LRU (activated where the kernel activates them).
 
 Simplifications: one node, the root memory cgroup, anonymous lists only (no file LRU: the
 anon/file balance of get_scan_count() is not modelled, and the lazy-free folios that sit
-on the file list are reached by MADV_PAGEOUT only), no MGLRU, no demotion, no mlock;
-writeback completes when the pass has put its folios back (see
+on the file list are reached by MADV_PAGEOUT only; page-cache folios of other files are
+kept, and so is a clean shmem folio, a hole read and never written), no MGLRU, no
+demotion, no mlock; writeback completes when the pass has put its folios back (see
 :func:`pyfolio.mm.page_io.end_swap_bio_writes`). The LRU scan is checked against the
 measured facts, not compared step by step with the kernel (its timing depends on per-CPU
 batches and I/O completion).
