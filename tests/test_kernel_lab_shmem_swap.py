@@ -41,7 +41,11 @@ def test_every_scenario_runs_on_the_simulator(simulated: dict[str, Any]) -> None
     for name, sc in SHMEM_SWAP_SCENARIOS.items():
         assert [o["status"] for o in simulated[name]] == ["ok"] * len(sc.steps), name
         assert scenario_named(name) is sc
-        assert "incore" in simulated[name][-1] and simulated[name][-1]["cache"] is None
+        last = simulated[name][-1]
+        if sc.swap is not None:  # the cache cannot be read without swapping pages in
+            assert "incore" in last and last["cache"] is None
+        else:
+            assert "incore" not in last and isinstance(last["cache"], list)
 
 
 def test_recorded_shmem_swap_observations_agree_with_the_simulator(
@@ -56,7 +60,7 @@ def test_recorded_shmem_swap_observations_agree_with_the_simulator(
     assert diffs == []
     counts = summary(simulated, recorded["observations"], SHMEM_SWAP_SCENARIOS)
     steps = sum(len(sc.steps) for sc in SHMEM_SWAP_SCENARIOS.values())
-    assert sum(c["agree"] for c in counts.values()) == steps == 165
+    assert sum(c["agree"] for c in counts.values()) == steps == 174
     assert {d["kind"] for d in recorded["swap_devices"].values()} == {"file", "block", "zram"}
 
 

@@ -262,3 +262,25 @@ def test_the_page_cache_keeps_the_entry_as_a_value() -> None:
     p.madvise(a, 2 * MiB, "pageout")
     entry = xa_load(p.files[fd].f_mapping.i_pages, 300)
     assert xa_is_value(entry) and radix_to_swp_entry(entry) == swp_entry(0, 512)
+
+
+def test_without_swap_a_clean_shmem_page_is_dropped_and_a_dirty_one_kept() -> None:
+    """6.18.44, no swap, MADV_PAGEOUT of 8 read-faulted and 8 written memfd pages: the read
+    ones (clean holes) leave the page cache (__remove_mapping()), the written ones are
+    unmapped and kept (shmem_writeout() redirties them); mincore says so."""
+    m = System(ram="64M")
+    p = m.spawn()
+    fd = p.memfd_create("t")
+    p.ftruncate(fd, 64 * KiB)
+    a = p.mmap(64 * KiB, shared=True, fd=fd)
+    for i in range(8):
+        p.read(a + i * P)
+    for i in range(8, 16):
+        p.write(a + i * P, 9)
+    _delta(m, lambda: p.madvise(a, 64 * KiB, "pageout"))
+    assert p.mincore(a, 64 * KiB) == [0] * 8 + [1] * 8
+    assert p.page_cache(fd) == [(i, 0) for i in range(8, 16)]
+    assert not any(e.present for e in p.pagemap(a, 16)) and p.pread(fd, 9 * P) == 9
+    with pytest.raises(MmError) as e:
+        p.mincore(a + 1, P)
+    assert e.value.errname == "EINVAL"

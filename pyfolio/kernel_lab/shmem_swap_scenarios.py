@@ -14,7 +14,10 @@ nr_* gauges (per-CPU vmstat batching: read right after a step they lag); swap re
 counts where a read goes through the cluster readahead of a rotating device (its window
 comes from global history: swapoff of a zero-filled THP whose folios were freed at once);
 no step sleeps after a split (khugepaged may collapse a split shmem range back while
-shmem_enabled=always holds). Recorded in ``recorded/shmem_swap_observations.json``.
+shmem_enabled=always holds). Two scenarios have no swap at all: MADV_PAGEOUT then unmaps
+a written shmem folio and keeps it (shmem_writeout() redirties it), and drops one that
+was only read (a clean hole: __remove_mapping()). Recorded in
+``recorded/shmem_swap_observations.json``.
 """
 
 from __future__ import annotations
@@ -95,4 +98,11 @@ SHMEM_SWAP_SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                                   Step("child_exit"), _out(), Step("swapoff"))),
     _sc("shmem_pread_zram", "pread() of a page of a memfd THP swapped out to zram", "memfd",
         _ALWAYS, *_memfd("zram", _out(), Step("pread", 0, P), Step("swapoff"))),
+    # no swap: a dirty shmem folio is unmapped and kept, a clean one (a hole read) dropped
+    _sc("shmem_noswap_pages", "no swap: MADV_PAGEOUT of 8 read and 8 written memfd pages",
+        "memfd", (), Step("create", 0, 64 * KiB), Step("mmap", 0, 64 * KiB, "shared"),
+        Step("read", 0, 8 * P), Step("write", 8 * P, 8 * P), _out(64 * KiB)),
+    _sc("shmem_noswap_clean_thp", "no swap: MADV_PAGEOUT of a memfd THP only read", "memfd",
+        _ALWAYS, Step("create", 0, 2 * MiB), Step("mmap", 0, 2 * MiB, "shared"),
+        Step("read", 0, 2 * MiB), _out()),
 )}

@@ -24,11 +24,10 @@ put back on the LRU (activated where the kernel activates them).
 Simplifications: one node, the root memory cgroup, anonymous lists only (no file LRU: the
 anon/file balance of get_scan_count() is not modelled, and the lazy-free folios that sit
 on the file list are reached by MADV_PAGEOUT only; page-cache folios of other files are
-kept, and so is a clean shmem folio, a hole read and never written), no MGLRU, no
-demotion, no mlock; writeback completes when the pass has put its folios back (see
-:func:`pyfolio.mm.page_io.end_swap_bio_writes`). The LRU scan is checked against the
-measured facts, not compared step by step with the kernel (its timing depends on per-CPU
-batches and I/O completion).
+kept), no MGLRU, no demotion, no mlock; writeback completes when the pass has put its
+folios back (see :func:`pyfolio.mm.page_io.end_swap_bio_writes`). The LRU scan is checked
+against the measured facts, not compared step by step with the kernel (its timing depends
+on per-CPU batches and I/O completion).
 """
 
 from __future__ import annotations
@@ -199,12 +198,19 @@ def pageout(folio: Folio, folio_list: list[Folio] | None = None) -> PAGE:
 
 
 def __remove_mapping(folio: Folio) -> bool:
-    """__remove_mapping() - take an unmapped, clean swap-cache folio out of the swap cache
-    when only the caller and the cache hold it (the refcount freeze at 1 + nr_pages);
-    its slots lose SWAP_HAS_CACHE (put_swap_folio()). The caller's reference is left.
+    """__remove_mapping() - take an unmapped, clean folio out of the swap cache or the page
+    cache when only the caller and the cache hold it (the refcount freeze at 1 + nr_pages);
+    a swap-cache folio's slots lose SWAP_HAS_CACHE (put_swap_folio()). The caller's
+    reference is left.
 
-    Models: mm/vmscan.c:__remove_mapping() (v6.18; no workingset shadow).
+    Models: mm/vmscan.c:__remove_mapping() (v6.18; no workingset shadow). A clean shmem
+    folio (a hole read through a mapping, never written) is simply dropped from its page
+    cache, as 6.18.44 does: its contents are zeroes. The inode's charge is recalculated
+    at once (the kernel's shmem_recalc_inode() catches up at the next use).
     """
+    from pyfolio.include.linux.pagemap import folio_mapping
+    from pyfolio.mm.filemap import __filemap_remove_folio
+
     nr = folio_nr_pages(folio)
     mem = folio.m.mem
     if folio_ref_count(folio) != 1 + nr or mem.test(folio.pfn, PG.dirty):
@@ -214,6 +220,12 @@ def __remove_mapping(folio: Folio) -> bool:
         __swap_cache_del_folio(folio, entry)
         mem._refcount[folio.pfn] -= nr
         put_swap_folio(folio, entry)
+    elif (mapping := folio_mapping(folio)) is not None:
+        from pyfolio.mm.shmem import shmem_recalc_inode
+
+        __filemap_remove_folio(folio)
+        mem._refcount[folio.pfn] -= nr
+        shmem_recalc_inode(mapping.host, 0, 0)
     return True
 
 
@@ -322,8 +334,6 @@ def _shrink_one(folio: Folio, folio_list: list[Folio], ignore_references: bool,
     shmem = _is_shmem(folio)
     if not folio_test_anon(folio) and not shmem:
         return "keep_locked"  # page-cache folios of files: not modelled
-    if shmem and not m.mem.test(folio.pfn, PG.dirty):
-        return "keep_locked"  # a clean shmem folio (a hole read, never written): not modelled
     was_swapbacked = folio_test_swapbacked(folio)
     if was_swapbacked and not shmem and not m.mem.test(folio.pfn, PG.swapcache):
         label = _swap_anon_folio(folio, folio_list, stat)
