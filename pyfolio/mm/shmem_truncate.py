@@ -129,13 +129,23 @@ def _free_swap_entries(mapping: AddressSpace, start: int, end: int) -> int:
 
 def _partial(inode: Inode, index: int) -> Folio | None:
     """shmem_get_partial_folio(): the cached folio holding ``index``, locked and
-    referenced (no allocation); a swapped-out page is read back with SGP_READ (not past
-    i_size)."""
+    referenced (no allocation); a swapped-out page is read back (shmem_swapin_folio()),
+    so that a large swap entry the edge cuts is truncated as a folio.
+
+    6.18 reads it back only within i_size (SGP_READ), and 6.18.44 was measured to
+    livelock, unkillable, in shmem_undo_range() when ftruncate() cut a swapped-out order-9
+    entry of a memfd (loop device; it ended when another process read page 0 through
+    /proc/PID/fd). The simulator does what the later fix describes ("mm/shmem, swap: fix
+    race of truncate and swap entry split", Jan 2026, cc stable): it swaps the crossing
+    entry in whatever i_size says."""
+    from pyfolio.mm.shmem_swap import shmem_swapin_folio
+
     got = __filemap_get_folio(inode.i_mapping, index, FGP.LOCK)
     if isinstance(got, Folio):
         return got
-    if isinstance(xa_load(inode.i_mapping.i_pages, index), XaValue):
-        back = shmem_get_folio_gfp(inode, index, 0, SGP.SGP_READ)
+    entry = xa_load(inode.i_mapping.i_pages, index)
+    if isinstance(entry, XaValue):
+        back = shmem_swapin_folio(inode, index, entry, SGP.SGP_READ, None, False)
         return back if isinstance(back, Folio) else None
     return None
 
