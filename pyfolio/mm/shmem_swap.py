@@ -40,7 +40,6 @@ from pyfolio.include.linux.mm import (
     folio_order,
     folio_put,
     folio_put_refs,
-    folio_ref_add,
     folio_test_large,
     folio_unlock,
 )
@@ -64,7 +63,7 @@ from pyfolio.lib.xarray import (
     xas_try_split,
     xas_try_split_min_order,
 )
-from pyfolio.mm.filemap import filemap_alloc_folio, folio_mark_dirty
+from pyfolio.mm.filemap import __filemap_add_folio, filemap_alloc_folio, folio_mark_dirty
 from pyfolio.mm.shmem import SGP, shmem_fallocend, shmem_mapping, shmem_recalc_inode
 from pyfolio.sim.errors import EEXIST, EINVAL, ENOMEM
 from pyfolio.sim.memmap import PG
@@ -174,7 +173,7 @@ def shmem_add_to_page_cache(folio: Folio, mapping: AddressSpace, index: int,
 
     Models: mm/shmem.c:shmem_add_to_page_cache() (v6.18), with ``expected`` a swap entry.
     """
-    m, nr = folio.m, folio_nr_pages(folio)
+    nr = folio_nr_pages(folio)
     VM_WARN_ON_FOLIO(bool(index & (nr - 1)), folio, "index not aligned to the folio")
     it = radix_to_swp_entry(expected)
     for _, order, e in xa_entries(mapping.i_pages, index, index + nr):
@@ -183,16 +182,10 @@ def shmem_add_to_page_cache(folio: Folio, mapping: AddressSpace, index: int,
         it += 1 << order
     if it - nr != radix_to_swp_entry(expected):
         return -EEXIST
-    folio_ref_add(folio, nr)
-    m.mem.mapping[folio.pfn] = mapping.id << 2
-    m.mem.index[folio.pfn] = index
     xas = XaState(mapping.i_pages, index)
     xas_set_order(xas, index, folio_order(folio))
-    xas_store(xas, folio.pfn)
-    mapping.nrpages += nr
-    m.trace.emit("mm_filemap_add_to_page_cache", pfn=folio.pfn, index=index,
-                 order=folio_order(folio), ino=mapping.host.i_ino)
-    return 0
+    xas_store(xas, None)  # the swap entries make way: xas_store() of the folio over them
+    return __filemap_add_folio(mapping, folio, index)
 
 
 def shmem_confirm_swap(mapping: AddressSpace, index: int, swap: XaValue) -> int:
