@@ -606,11 +606,25 @@ class Process:
 
     def page_cache(self, fd: int) -> list[tuple[int, int]]:
         """Every folio of the file in the page cache, mapped or not: (index, order) in
-        index order."""
+        index order (a shmem file's swapped-out pages are not: :meth:`swapped_entries`)."""
         from pyfolio.lib.xarray import xa_entries
 
-        return [(index, order) for index, order, _ in
-                xa_entries(self._file(fd).f_mapping.i_pages)]
+        return [(index, order) for index, order, e in
+                xa_entries(self._file(fd).f_mapping.i_pages) if isinstance(e, int)]
+
+    def swapped_entries(self, fd: int) -> list[tuple[int, int, int, int]]:
+        """The swap entries a shmem file's page cache holds for its swapped-out pages:
+        (index, order, swap type, first swap offset) in index order (mm/shmem.c keeps
+        them as XArray value entries, swp_to_radix_entry())."""
+        from pyfolio.include.linux.swapops import radix_to_swp_entry, swp_offset, swp_type
+        from pyfolio.lib.xarray import XaValue, xa_entries
+
+        out = []
+        for index, order, e in xa_entries(self._file(fd).f_mapping.i_pages):
+            if isinstance(e, XaValue):
+                swp = radix_to_swp_entry(e)
+                out.append((index, order, swp_type(swp), swp_offset(swp)))
+        return out
 
     def munmap(self, addr: int, length: int | str) -> None:
         """munmap(addr, length): EINVAL for an unaligned address, a range that leaves the
@@ -625,6 +639,15 @@ class Process:
     def madvise(self, addr: int, length: int | str, advice: str) -> None:
         self._live()
         do_madvise(self.mm, to_ulong(addr), to_size(length), _word(advice, "advice"))
+
+    def mincore(self, addr: int, length: int | str) -> list[int]:
+        """mincore(addr, length, vec): 1 for each page in memory (mapped, in the page cache,
+        or, for shmem and swapped anon pages, still in the swap cache), else 0
+        (:func:`pyfolio.mm.mincore.sys_mincore`: EINVAL misaligned, ENOMEM unmapped)."""
+        from pyfolio.mm.mincore import sys_mincore
+
+        self._live()
+        return sys_mincore(self.mm, to_ulong(addr), to_size(length))
 
     def mremap(self, old_addr: int, old_len: int | str, new_len: int | str, *,
                maymove: bool = False, new_addr: int | None = None,

@@ -363,6 +363,28 @@ def test_swap_explorer_file_splits_and_zram_reads_at_the_enabled_size():
     assert w.system.swaps()[0]["Used"] == 0 and w.proc.lookup(w.addr).kind == "huge"
 
 
+def test_swap_explorer_shmem_source_keeps_no_swap_ptes_and_frees_slots_on_swap_in():
+    from pyfolio.widgets import swap_explorer
+
+    w = swap_explorer()
+    w.source.value = "shmem"  # a memfd THP, reset on change
+    w.pageout_button.click()  # to the swap file: split inside shmem_writeout(), no fallback
+    assert "split to order 0 first by shmem_writeout()" in w.message.text
+    assert "thp_swpout_fallback" not in w.message.text
+    assert w.proc.status()["VmSwap"] == 0 and w.proc.smaps()[0]["Swap"] == 2048
+    assert not w.proc.pagemap(w.addr)[0].swapped  # the PTE is cleared, not a swap entry
+    w.kind.value = "zram"
+    w.pageout_button.click()
+    w.page.value = "7"
+    w.read_button.click()
+    assert "read directly" in w.message.text and "order 9" in w.message.text
+    assert w.system.swaps()[0]["Used"] == 0 and w.system.check() == []
+    w.page.value = "512"
+    before = snapshot(w.system.machine)
+    w.read_button.click()
+    assert "0 to 511" in w.message.text and snapshot(w.system.machine) == before
+
+
 def test_swap_explorer_page_box_reads_on_enter_and_says_what_is_allowed():
     from pyfolio.mm.debug_vm import snapshot
     from pyfolio.widgets import swap_explorer

@@ -249,7 +249,7 @@ class SharedMapping(Exercise):
         from pyfolio.lib.xarray import xa_load
 
         pfn = xa_load(p.files[fd].f_mapping.i_pages, index)  # the entry: the folio's PFN
-        assert pfn is not None
+        assert isinstance(pfn, int)
         return pfn
 
     @staticmethod

@@ -309,7 +309,7 @@ class _Run:
         rss_after = self.rss()
         after = readers.vmstat(self.root)
         mthp_after = readers.mthp_stats(self.sizes, self.root)
-        rec = {"step": s.label, "status": status, "proc": self.look("self"),
+        rec: dict[str, Any] = {"step": s.label, "status": status, "proc": self.look("self"),
                "child": self.look(self.child_pid) if self.child_pid else None,
                "vmstat": vmstat_delta(before, after, self.counters),
                "mthp": mthp_delta(mthp_before, mthp_after),
@@ -318,8 +318,15 @@ class _Run:
             rec["swap_used_kb"] = self.swap_used_kb()
         if self.backing != "anon":
             from pyfolio.kernel_lab import _files
+            from pyfolio.kernel_lab.scenarios import rle
 
-            rec.update(cache=_files.cache_of(self),
+            if self.swap is None:
+                rec["cache"] = _files.cache_of(self)
+            else:  # reading the cache would fault swap-cache pages back: mincore only
+                rec["cache"] = None
+                rec["incore"] = rle(readers.mincore(self.base, self.length)) \
+                    if self.base else None
+            rec.update(
                        rss_file_kb=rss_after["RssFile"] - rss_before["RssFile"],
                        rss_shmem_kb=rss_after["RssShmem"] - rss_before["RssShmem"])
         return rec

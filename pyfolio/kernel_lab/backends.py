@@ -94,7 +94,8 @@ class SimulatorBackend:
             if swap:
                 rec["swap_used_kb"] = int(m.swaps()[0]["Used"]) if m.swaps() else 0  # type: ignore[call-overload]
             if scenario.backing != "anon":
-                rec.update(_file_record(m, p, state), rss_file_kb=rss["RssFile"]
+                rec.update(_file_record(m, p, state, scenario.length if swap else 0),
+                           rss_file_kb=rss["RssFile"]
                            - rss_before["RssFile"], rss_shmem_kb=rss["RssShmem"]
                            - rss_before["RssShmem"])
             out.append(rec)
@@ -246,17 +247,26 @@ def _do_file(p: Any, state: dict[str, Any], s: Step) -> None:
             state["child"].read(a + i * PAGE_SIZE)
 
 
-def _file_record(m: System, p: Any, state: dict[str, Any]) -> dict[str, object]:
+def _file_record(m: System, p: Any, state: dict[str, Any], swap_length: int = 0
+                 ) -> dict[str, object]:
     """The page cache of the scenario's file (:func:`~pyfolio.kernel_lab.file_scenarios.
     cache_record`: each folio's head kpageflags), as the kernel backend reads it through
-    the file descriptor (None for MAP_SHARED|MAP_ANONYMOUS, which has none)."""
+    the file descriptor (None for MAP_SHARED|MAP_ANONYMOUS, which has none). In a swap
+    scenario (``swap_length``: the region's length) the kernel backend cannot read the
+    cache without faulting swapped-out pages back in, so both record ``incore`` instead:
+    mincore() of the mapped region, run-length encoded."""
     from pyfolio.kernel_lab.file_scenarios import cache_record
+    from pyfolio.kernel_lab.scenarios import rle
     from pyfolio.lib.xarray import xa_entries
 
+    if swap_length:
+        return {"cache": None, "incore": rle(p.mincore(state["base"], swap_length))
+                if state["base"] else None}
     if state["fd"] is None:
         return {"cache": None}
     file = p.files[state["fd"]]
-    entries = xa_entries(file.f_mapping.i_pages)
+    entries = [(i, o, e) for i, o, e in xa_entries(file.f_mapping.i_pages)
+               if isinstance(e, int)]  # not a swapped-out page's value entry
     flags = m.kpageflags([pfn for _, _, pfn in entries])
     folios = [(index, order, f) for (index, order, _), f in zip(entries, flags, strict=True)]
     return {"cache": cache_record(folios, -(-file.f_inode.i_size // PAGE_SIZE))}

@@ -27,7 +27,7 @@ from pyfolio.kernel_lab.scenarios import FIELDS, FILE_FIELDS, SCENARIOS, Scenari
 
 __all__ = ["Difference", "FIELDS", "FILE_FIELDS", "scenario_named", "compare", "step_agrees",
            "summary", "side_by_side", "agreement_figure", "record", "load_recorded", "RECORDED",
-           "SWAP_RECORDED", "RECORDED_FILES", "kernel_observations",
+           "SWAP_RECORDED", "RECORDED_FILES", "SHMEM_SWAP_RECORDED", "kernel_observations",
            "run_kernel", "run_against", "simulate_all", "describe"]
 
 #: the data file this module reads by default, and the one of the swap scenarios
@@ -35,6 +35,8 @@ RECORDED = Path(__file__).parent / "recorded" / "observations.json"
 SWAP_RECORDED = Path(__file__).parent / "recorded" / "swap_observations.json"
 #: ... and the observations of the file scenarios (pyfolio.kernel_lab.file_scenarios)
 RECORDED_FILES = Path(__file__).parent / "recorded" / "files.json"
+#: ... and of the shmem swap scenarios (pyfolio.kernel_lab.shmem_swap_scenarios)
+SHMEM_SWAP_RECORDED = Path(__file__).parent / "recorded" / "shmem_swap_observations.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +71,8 @@ def _fields(scenario: Scenario, obs: dict[str, Any]) -> dict[str, object]:
     if scenario.swap is not None:
         out["swap_used_kb"] = obs.get("swap_used_kb")
     if scenario.backing != "anon":  # RssFile is recorded, not compared: the lab's own
-        for f in ("cache", "rss_shmem_kb"):  # Python touches pages of its libraries' files
-            out[f] = obs.get(f)
+        for f in ("cache", "rss_shmem_kb", "incore"):  # Python touches pages of its
+            out[f] = obs.get(f)  # libraries' files: RssFile moves
     return out
 
 
@@ -81,12 +83,13 @@ def _global(scenario: Scenario, field: str) -> bool:
 
 
 def scenario_named(name: str) -> Scenario:
-    """The scenario called ``name``: anonymous (SCENARIOS), on a file (FILE_SCENARIOS) or
-    with swap (SWAP_SCENARIOS)."""
+    """The scenario called ``name``: anonymous (SCENARIOS), on a file (FILE_SCENARIOS),
+    with swap (SWAP_SCENARIOS) or shmem with swap (SHMEM_SWAP_SCENARIOS)."""
     from pyfolio.kernel_lab.file_scenarios import FILE_SCENARIOS
+    from pyfolio.kernel_lab.shmem_swap_scenarios import SHMEM_SWAP_SCENARIOS
     from pyfolio.kernel_lab.swap_scenarios import SWAP_SCENARIOS
 
-    for table in (SCENARIOS, FILE_SCENARIOS, SWAP_SCENARIOS):
+    for table in (SCENARIOS, FILE_SCENARIOS, SWAP_SCENARIOS, SHMEM_SWAP_SCENARIOS):
         if name in table:
             return table[name]
     raise KeyError(f"no kernel-lab scenario {name!r}")

@@ -31,7 +31,7 @@ from pathlib import Path
 from pyfolio.fs.proc.task_mmu import PagemapEntry
 from pyfolio.sim.units import PAGE_SIZE
 
-__all__ = ["Unavailable", "pagemap", "require_pfns", "kpageflags", "kpagecount", "smaps",
+__all__ = ["Unavailable", "mincore", "pagemap", "require_pfns", "kpageflags", "kpagecount", "smaps",
            "smaps_all", "vmstat", "status", "mthp_stats", "thp_settings", "thp_policy",
            "availability", "debugfs_split_status", "folio_extent", "page_cache_orders",
            "fs_type"]
@@ -323,6 +323,20 @@ def folio_extent(pfn: int, root: str | Path = "/", limit: int = 1024) -> tuple[i
             break
         n += 1
     return head, n
+
+
+def mincore(addr: int, length: int) -> list[int]:
+    """mincore(2) of [addr, addr + length) of this process: 1 per resident page (mapped,
+    in the page cache, or, for shmem, still in the swap cache), else 0. Touches nothing."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    npages = (length + PAGE_SIZE - 1) // PAGE_SIZE
+    vec = ctypes.create_string_buffer(npages)
+    if libc.mincore(addr, length, vec):
+        raise OSError(ctypes.get_errno(), "mincore failed")
+    return [b & 1 for b in vec.raw[:npages]]
 
 
 def page_cache_orders(fd: int, size: int, root: str | Path = "/"

@@ -120,6 +120,7 @@ def check(m: Machine) -> list[Violation]:
     owner = _frame_owners(m, out)
     swap_refs: dict[int, np.ndarray] = {}
     pte_maps, pmd_maps = _scan_tables(m, owner, out, swap_refs)
+    _shmem_swap_refs(m, swap_refs, out)
     _check_counts(m, pte_maps, pmd_maps, out)
     _check_devices(m, owner, out)
     check_swap(m, swap_refs, out)
@@ -411,6 +412,28 @@ def _count_swap_pte(m: Machine, raw: int, level: str, addr: int, out: list[Viola
     refs[off] += 1
 
 
+def _shmem_swap_refs(m: Machine, swap_refs: dict[int, np.ndarray], out: list[Violation]
+                     ) -> None:
+    """Each value entry of a shmem page cache holds one swap count on each slot it
+    covers (mm/shmem.c:shmem_writeout(): swap_duplicate_nr()), as a swap PTE does."""
+    from pyfolio.lib.xarray import XaValue, xa_entries
+
+    for mapping in m.mappings.values():
+        for head, order, e in xa_entries(mapping.i_pages):
+            if not isinstance(e, XaValue):
+                continue
+            entry = e.v
+            t, off = swp_type_of(entry), swp_offset_of(entry)
+            si = m.swap_info[t] if t < len(m.swap_info) else None
+            if si is None or off % (1 << order) or off + (1 << order) > si.max:
+                out.append(Violation("swap-entry", head, f"file {mapping.host.i_ino} index "
+                                     f"{head:#x}: order-{order} swap entry type {t} offset "
+                                     f"{off} is not an aligned run of an active area"))
+                continue
+            refs = swap_refs.setdefault(t, np.zeros(si.max, np.int64))
+            refs[off: off + (1 << order)] += 1
+
+
 def check_swap(m: Machine, swap_refs: dict[int, np.ndarray], out: list[Violation]) -> None:
     """The swap invariants (see :func:`check`), for every active area."""
     for si in m.swap_info:
@@ -423,7 +446,7 @@ def check_swap(m: Machine, swap_refs: dict[int, np.ndarray], out: list[Violation
         for off in np.flatnonzero(counts != refs)[:10]:
             out.append(Violation("swap-count", int(off), f"type {si.type} slot {int(off)}: "
                                  f"swap count {int(counts[off])} but {int(refs[off])} swap "
-                                 "PTEs hold it"))
+                                 "PTEs (and shmem swap entries) hold it"))
         cached = (codes & SWAP_HAS_CACHE) != 0
         cached[0] = False
         table = si.swap_table >= 0
@@ -525,7 +548,8 @@ def _check_page_cache(m: Machine, live: np.ndarray, out: list[Violation]) -> Non
     entries do not overlap; ``nrpages`` is their sum; every live folio pointing at a
     mapping is in its XArray; ``i_mmap`` holds only live VMAs mapping this file and its
     lock is not held; a shmem
-    inode's charge (``alloced``) is its cached pages (no swap in the simulator)."""
+    inode's charge (``alloced``) is its cached and swapped pages, and ``swapped`` the pages
+    its value entries (swap entries) cover."""
     from pyfolio.include.linux.shmem_fs import ShmemInodeInfo
     from pyfolio.lib.xarray import xa_entries
 
@@ -533,14 +557,18 @@ def _check_page_cache(m: Machine, live: np.ndarray, out: list[Violation]) -> Non
     live_vmas = {id(v) for mm in m.mms for v in mm.vmas}
     seen: set[int] = set()
     for mid, mapping in m.mappings.items():
-        pages, last_end = 0, -1
+        pages, last_end, swapped = 0, -1, 0
         for head, order, pfn in xa_entries(mapping.i_pages):
-            seen.add(pfn)
             where = f"file {mapping.host.i_ino} index {head:#x}"
             if head & ((1 << order) - 1) or head < last_end:
-                out.append(Violation("page-cache", pfn, f"{where}: order-{order} entry "
+                out.append(Violation("page-cache", head, f"{where}: order-{order} entry "
                                      "misaligned or overlapping"))
-            last_end, pages = head + (1 << order), pages + (1 << order)
+            last_end = head + (1 << order)
+            if not isinstance(pfn, int):  # a value entry: a swapped-out shmem page
+                swapped += 1 << order
+                continue
+            seen.add(pfn)
+            pages += 1 << order
             f_order = int(mem.order[pfn]) if mem.test(pfn, PG.head) else 0
             if not 0 <= pfn < mem.nr or not live[pfn] or f_order != order:
                 out.append(Violation("page-cache", pfn, f"{where}: entry of order {order} is "
@@ -564,7 +592,15 @@ def _check_page_cache(m: Machine, live: np.ndarray, out: list[Violation]) -> Non
         info = mapping.host.i_private
         if isinstance(info, ShmemInodeInfo) and info.alloced != mapping.nrpages + info.swapped:
             out.append(Violation("shmem", mid, f"file {mapping.host.i_ino}: alloced="
-                                 f"{info.alloced}, but {mapping.nrpages} pages are cached"))
+                                 f"{info.alloced}, but {mapping.nrpages} pages are cached "
+                                 f"and {info.swapped} swapped"))
+        if isinstance(info, ShmemInodeInfo) and info.swapped != swapped:
+            out.append(Violation("shmem", mid, f"file {mapping.host.i_ino}: swapped="
+                                 f"{info.swapped}, but the page cache holds swap entries "
+                                 f"for {swapped} pages"))
+        elif swapped and not isinstance(info, ShmemInodeInfo):
+            out.append(Violation("page-cache", mid, f"file {mapping.host.i_ino}: value "
+                                 "entries in a page cache that is not shmem's"))
     file_heads = np.flatnonzero(live & (mem.compound_head == NO_HEAD) & (mem.mapping != 0)
                                 & ((mem.mapping & 3) == 0))
     for fh in file_heads:

@@ -44,7 +44,14 @@ from pyfolio.include.linux.pagemap import (
     mapping_max_folio_size,
     mapping_min_folio_order,
 )
-from pyfolio.lib.xarray import XaState, xa_load, xas_find_conflict, xas_set_order, xas_store
+from pyfolio.lib.xarray import (
+    XaState,
+    XaValue,
+    xa_load,
+    xas_find_conflict,
+    xas_set_order,
+    xas_store,
+)
 from pyfolio.sim.errors import EEXIST, ENOENT, ENOMEM, MmError, VmWarning
 from pyfolio.sim.memmap import PG
 from pyfolio.sim.units import PAGE_SHIFT, PAGE_SIZE
@@ -165,14 +172,15 @@ def filemap_remove_folio(folio: Folio) -> None:
     filemap_free_folio(mapping, folio)
 
 
-def filemap_get_entry(mapping: AddressSpace, index: int) -> Folio | None:
-    """filemap_get_entry() - the folio holding ``index``, with a reference, or None.
+def filemap_get_entry(mapping: AddressSpace, index: int) -> Folio | XaValue | None:
+    """filemap_get_entry() - the folio holding ``index``, with a reference; or the value
+    entry there (shmem keeps a swapped-out folio's swap entry so), or None.
 
     Models: mm/filemap.c:filemap_get_entry() (v6.18).
     """
     pfn = xa_load(mapping.i_pages, index)
-    if pfn is None:
-        return None
+    if pfn is None or isinstance(pfn, XaValue):
+        return pfn
     folio = Folio(mapping.host.i_sb.m, pfn)
     folio_get(folio)
     return folio
@@ -192,6 +200,10 @@ def __filemap_get_folio(mapping: AddressSpace, index: int, fgp_flags: int) -> Fo
     """
     m = mapping.host.i_sb.m
     folio = filemap_get_entry(mapping, index)
+    if isinstance(folio, XaValue):  # xa_is_value(): a swapped-out shmem page
+        folio = None
+        if fgp_flags & FGP.CREAT:
+            raise VmWarning(f"__filemap_get_folio(FGP_CREAT) over a value entry at {index}")
     if folio is not None:
         if fgp_flags & FGP.LOCK:
             folio_lock(folio)
@@ -333,7 +345,7 @@ def _read_batch(mapping: AddressSpace, index: int, last_index: int) -> list[Foli
     m = mapping.host.i_sb.m
     while index < last_index:
         folio = filemap_get_entry(mapping, index)
-        if folio is None:
+        if not isinstance(folio, Folio):
             break
         if not folio_test_uptodate(folio):
             folio_put(folio)
@@ -378,11 +390,13 @@ def folio_mark_dirty(folio: Folio) -> bool:
 def page_cache_folios(mapping: AddressSpace, start: int = 0,
                       end: int | None = None) -> list[Folio]:
     """The folios of the page cache meeting [start, end) (page indices), in index order
-    (the walk find_get_entries() and filemap_get_folios() make)."""
+    (the walk filemap_get_folios() makes: value entries, shmem's swapped-out pages, are
+    skipped)."""
     from pyfolio.lib.xarray import xa_entries
 
     m = mapping.host.i_sb.m
-    return [Folio(m, pfn) for _, _, pfn in xa_entries(mapping.i_pages, start, end)]
+    return [Folio(m, pfn) for _, _, pfn in xa_entries(mapping.i_pages, start, end)
+            if not isinstance(pfn, XaValue)]
 
 
 def file_write_and_wait_range(file: File, lstart: int = 0, lend: int = -1) -> int:

@@ -47,7 +47,7 @@ from pyfolio.include.linux.mm_types import (
     VM_FAULT_SIGBUS,
 )
 from pyfolio.include.linux.pagemap import FGP, folio_file_page, folio_next_index
-from pyfolio.lib.xarray import xa_find
+from pyfolio.lib.xarray import XaValue, xa_find
 from pyfolio.mm.filemap import __filemap_get_folio, filemap_get_folio
 from pyfolio.sim.memmap import PG
 from pyfolio.sim.units import HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SIZE, PMD_SIZE
@@ -163,8 +163,10 @@ def next_uptodate_folio(mapping: AddressSpace, index: int, end_pgoff: int
             return None
         head, order, pfn = found
         at = max(index, head)
-        folio = Folio(m, pfn)
         index = head + (1 << order)
+        if isinstance(pfn, XaValue):  # xa_is_value(): a swapped-out shmem page
+            continue
+        folio = Folio(m, pfn)
         if folio_test_locked(folio) or not folio_test_uptodate(folio) \
                 or m.mem.test(pfn, PG.readahead) or at >= max_idx:
             continue

@@ -133,11 +133,14 @@ def _check_file_advice(mm: MMStruct, start: int, end: int, advice: str) -> None:
     """The refusals that depend on the VMA's kind, made before anything changes:
     MADV_FREE only for anonymous memory (madvise_free_single_vma(): -EINVAL);
     MADV_REMOVE only in a shared writable file or shmem mapping (madvise_remove():
-    -EINVAL without a file, -EACCES unless VM_SHARED and VM_WRITE); MADV_COLLAPSE,
-    MADV_COLD and MADV_PAGEOUT of a file or shmem mapping are not modelled by the
-    simulator (EINVAL, said so)."""
+    -EINVAL without a file, -EACCES unless VM_SHARED and VM_WRITE); MADV_COLLAPSE and
+    MADV_COLD of a file or shmem mapping, and MADV_PAGEOUT of a file mapping that is not
+    shmem, are not modelled by the simulator (EINVAL, said so). MADV_PAGEOUT of shmem is
+    (madvise_pageout(): can_do_file_pageout() holds for the owner of a memfd or of shared
+    anonymous memory, which every simulated process is)."""
     from pyfolio.include.linux.mm import vma_is_anonymous
     from pyfolio.include.linux.mm_types import VM
+    from pyfolio.mm.shmem import vma_is_shmem
 
     for vma in mm.vmas_between(start, end):
         if advice == "free" and not vma_is_anonymous(vma):
@@ -147,7 +150,8 @@ def _check_file_advice(mm: MMStruct, start: int, end: int, advice: str) -> None:
                 raise MmError(EINVAL, "madvise: MADV_REMOVE of anonymous memory")
             if not (vma.vm_flags & VM.SHARED and vma.vm_flags & VM.WRITE):
                 raise MmError(EACCES, "madvise: MADV_REMOVE needs a shared writable mapping")
-        if advice in ("cold", "pageout") and not vma_is_anonymous(vma):
+        if advice == "cold" and not vma_is_anonymous(vma) or \
+                advice == "pageout" and not vma_is_anonymous(vma) and not vma_is_shmem(vma):
             raise MmError(EINVAL, f"madvise: MADV_{advice.upper()} of a file or shmem mapping "
                                   f"is not modelled by the simulator (reclaim of page-cache "
                                   f"folios is not)")
@@ -388,9 +392,13 @@ def madvise_pageout_page_range(vma: VMA, start: int, end: int) -> None:
     ``folio_mapcount() != folio_nr_pages()``), but the young bits are left alone (since
     6.9 reclaim is told to ignore references instead), and each exclusively mapped LRU
     folio is isolated and handed to reclaim_pages(): per PMD for a THP, per PTE table for
-    the rest. Only present mappings are visited. With no swap area the folios come back
-    (a THP split on the way: ``thp_swpout_fallback``), still resident. madvise_pageout()
-    drains this CPU's LRU batches first (lru_add_drain()).
+    the rest. In a shmem VMA the same walk hands page-cache folios to reclaim (swapped out
+    by shmem_writeout(): :mod:`pyfolio.mm.shmem_swap`); a shmem THP covered only in part
+    is split, which unmaps it (a page-cache folio is not remapped after a split), so the
+    PTE walk then finds nothing to page out. Only present mappings are visited. With no
+    swap area anonymous folios come back (a THP split on the way: ``thp_swpout_fallback``),
+    still resident; shmem folios come back unmapped (shmem_writeout() redirties them).
+    madvise_pageout() drains this CPU's LRU batches first (lru_add_drain()).
     """
     lru_add_drain(vma.vm_mm.m)
     _walk_page_range(vma, start, end, _madvise_pageout_huge_pmd, _madvise_pageout_pte_range)

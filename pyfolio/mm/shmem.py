@@ -24,10 +24,10 @@ Which knob decides (the research for issue 17, measured on 6.18.44):
 * ``deny`` (top level) forbids every huge folio; ``force`` forces the PMD order on every
   mount (and makes the per-size ``inherit`` sizes the anon-shmem fault orders).
 
-For issue 18 (shmem swap-out): a shmem folio is a page-cache folio of its inode's
-mapping with PG_swapbacked; :func:`shmem_get_folio_gfp` is the one way in,
-:func:`shmem_recalc_inode` keeps ``ShmemInodeInfo.alloced`` (pages charged), which
-:mod:`pyfolio.mm.debug_vm` checks against the page cache (add ``swapped`` there).
+Swapping shmem folios out and in is :mod:`pyfolio.mm.shmem_swap`: a swapped-out page is a
+swap entry (an XArray value entry) in the page cache, which :func:`shmem_get_folio_gfp`
+swaps back in; :func:`shmem_recalc_inode` keeps ``ShmemInodeInfo.alloced`` (pages charged:
+cached + ``swapped``), which :mod:`pyfolio.mm.debug_vm` checks against the page cache.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ from pyfolio.include.linux.mm_types import (
 )
 from pyfolio.include.linux.pagemap import mapping_set_large_folios
 from pyfolio.include.linux.shmem_fs import SHMEM_I, SHMEM_SB, ShmemInodeInfo, ShmemSbInfo
-from pyfolio.lib.xarray import xa_find
+from pyfolio.lib.xarray import XaValue, xa_find
 from pyfolio.mm.filemap import (
     __filemap_add_folio,
     filemap_alloc_folio,
@@ -394,12 +394,22 @@ def shmem_get_folio_gfp(inode: Inode, index: int, write_end: int, sgp: SGP,
     (shmem_alloc_and_add_folio(); success counts ``thp_file_alloc`` for the PMD size and
     the size's ``shmem_alloc``), else one page. A large folio reaching past EOF puts the
     inode on the superblock's shrinklist. A new folio is zeroed and uptodate unless the
-    caller writes it (SGP_WRITE, SGP_FALLOC clear it themselves).
+    caller writes it (SGP_WRITE, SGP_FALLOC clear it themselves). A swapped-out page (a
+    value entry) is brought back whatever ``sgp`` says
+    (:func:`pyfolio.mm.shmem_swap.shmem_swapin_folio`).
     """
     m = inode.i_sb.m
     if sgp <= SGP.SGP_CACHE and index << PAGE_SHIFT >= i_size_read(inode):
         return -EINVAL
     folio = filemap_get_entry(inode.i_mapping, index)
+    if isinstance(folio, XaValue):  # xa_is_value(): swapped out
+        from pyfolio.mm.shmem_swap import shmem_swapin_folio
+
+        back = shmem_swapin_folio(inode, index, folio, sgp, vmf.vma if vmf else None,
+                                  vmf is not None)
+        if back == -EEXIST:
+            return shmem_get_folio_gfp(inode, index, write_end, sgp, vmf)  # repeat
+        return back
     if folio is not None:
         folio_lock(folio)
         if sgp == SGP.SGP_WRITE:

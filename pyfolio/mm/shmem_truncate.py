@@ -27,6 +27,7 @@ from pyfolio.include.linux.mm import (
 )
 from pyfolio.include.linux.pagemap import FGP, folio_next_index, folio_pos
 from pyfolio.include.linux.shmem_fs import SHMEM_I, SHMEM_SB
+from pyfolio.lib.xarray import XaValue, xa_entries, xa_load
 from pyfolio.mm.filemap import __filemap_get_folio, folio_mark_dirty, page_cache_folios
 from pyfolio.mm.shmem import SGP, shmem_fallocend, shmem_get_folio_gfp, shmem_recalc_inode
 from pyfolio.mm.truncate import LLONG_MAX, truncate_inode_folio, truncate_inode_partial_folio
@@ -35,7 +36,7 @@ from pyfolio.sim.memmap import PG
 from pyfolio.sim.units import HPAGE_PMD_NR, PAGE_SHIFT, PAGE_SIZE
 
 if TYPE_CHECKING:
-    from pyfolio.include.linux.fs import SuperBlock
+    from pyfolio.include.linux.fs import AddressSpace, SuperBlock
 
 __all__ = ["FALLOC_FL_KEEP_SIZE", "FALLOC_FL_PUNCH_HOLE", "shmem_undo_range",
            "shmem_truncate_range", "shmem_setattr", "shmem_fallocate", "shmem_evict_inode",
@@ -55,7 +56,10 @@ def shmem_undo_range(inode: Inode, lstart: int, lend: int) -> None:
     the partial folios at ``lstart`` and ``lend`` are marked dirty and go through
     truncate_inode_partial_folio() (zero, split buddy-style); then whatever large folio
     is still met in the range is truncated partially again, small ones removed; the
-    charge is recalculated (shmem_recalc_inode()).
+    charge is recalculated (shmem_recalc_inode()). Swap entries (swapped-out pages) wholly
+    inside the range are freed (shmem_free_swap(): their slots at once); one that crosses
+    an edge is swapped back in by the partial-folio lookup there
+    (shmem_get_partial_folio()) and truncated as a folio.
     """
     mapping, m = inode.i_mapping, inode.i_sb.m
     info = SHMEM_I(inode)
@@ -63,6 +67,7 @@ def shmem_undo_range(inode: Inode, lstart: int, lend: int) -> None:
     end = LLONG_MAX if lend >= LLONG_MAX else (lend + 1) >> PAGE_SHIFT
     if start < info.fallocend <= end:
         info.fallocend = start
+    swaps_freed = _free_swap_entries(mapping, start, end)
     for folio in page_cache_folios(mapping, start, end):
         first = int(m.mem.index[folio.pfn])
         if first >= start and first + folio_nr_pages(folio) <= end:
@@ -88,6 +93,7 @@ def shmem_undo_range(inode: Inode, lstart: int, lend: int) -> None:
             folio_put(part)
     index = start
     while index < end:
+        swaps_freed += _free_swap_entries(mapping, index, end)
         batch = page_cache_folios(mapping, index, end)
         if not batch:
             break
@@ -106,14 +112,42 @@ def shmem_undo_range(inode: Inode, lstart: int, lend: int) -> None:
             folio_put(folio)
         else:
             index = end
-    shmem_recalc_inode(inode, 0, 0)
+    shmem_recalc_inode(inode, 0, -swaps_freed)
+
+
+def _free_swap_entries(mapping: AddressSpace, start: int, end: int) -> int:
+    """The value-entry branch of shmem_undo_range()'s loops (find_lock_entries() keeps
+    only entries wholly inside [start, end)): shmem_free_swap() each; pages freed."""
+    from pyfolio.mm.shmem_swap import shmem_free_swap
+
+    freed = 0
+    for head, order, e in xa_entries(mapping.i_pages, start, end):
+        if isinstance(e, XaValue) and head >= start and head + (1 << order) <= end:
+            freed += shmem_free_swap(mapping, head, e)
+    return freed
 
 
 def _partial(inode: Inode, index: int) -> Folio | None:
     """shmem_get_partial_folio(): the cached folio holding ``index``, locked and
-    referenced (no allocation, no swap-in)."""
+    referenced (no allocation); a swapped-out page is read back (shmem_swapin_folio()),
+    so that a large swap entry the edge cuts is truncated as a folio.
+
+    6.18 reads it back only within i_size (SGP_READ), and 6.18.44 was measured to
+    livelock, unkillable, in shmem_undo_range() when ftruncate() cut a swapped-out order-9
+    entry of a memfd (loop device; it ended when another process read page 0 through
+    /proc/PID/fd). The simulator does what the later fix describes ("mm/shmem, swap: fix
+    race of truncate and swap entry split", Jan 2026, cc stable): it swaps the crossing
+    entry in whatever i_size says."""
+    from pyfolio.mm.shmem_swap import shmem_swapin_folio
+
     got = __filemap_get_folio(inode.i_mapping, index, FGP.LOCK)
-    return got if isinstance(got, Folio) else None
+    if isinstance(got, Folio):
+        return got
+    entry = xa_load(inode.i_mapping.i_pages, index)
+    if isinstance(entry, XaValue):
+        back = shmem_swapin_folio(inode, index, entry, SGP.SGP_READ, None, False)
+        return back if isinstance(back, Folio) else None
+    return None
 
 
 def _locked(folio: Folio, fn: object) -> None:

@@ -229,13 +229,15 @@ def unuse_mm(mm: MMStruct, type_: int) -> None:
 
 
 def try_to_unuse(m: Machine, type_: int) -> None:
-    """try_to_unuse() - empty area ``type_``: unuse every mm, then drop the swap-cache
-    folios nothing references any more; repeat while slots are in use.
+    """try_to_unuse() - empty area ``type_``: bring shmem's swapped-out pages back into
+    their page caches (shmem_unuse()), unuse every mm, then drop the swap-cache folios
+    nothing references any more; repeat while slots are in use.
 
-    Models: mm/swapfile.c:try_to_unuse() (v6.18; shmem_unuse() is not modelled: there is
-    no shmem here). Raises MmError(ENOMEM) from unuse_pte_range().
+    Models: mm/swapfile.c:try_to_unuse() (v6.18). Raises MmError(ENOMEM) from
+    unuse_pte_range() or shmem_unuse().
     """
     from pyfolio.mm.page_io import end_swap_bio_writes
+    from pyfolio.mm.shmem_swap import shmem_unuse
     from pyfolio.mm.swap_state import swap_cache_get_folio
 
     si = m.swap_info[type_]
@@ -243,6 +245,9 @@ def try_to_unuse(m: Machine, type_: int) -> None:
     for _ in range(4):
         if not si.inuse_pages:
             return
+        err = shmem_unuse(m, type_)
+        if err:
+            raise MmError(-err, f"swapoff: shmem_unuse() of type {type_} failed")
         for mm in list(m.mms):
             unuse_mm(mm, type_)
         end_swap_bio_writes(m)

@@ -1,8 +1,11 @@
-"""Page reclaim of anonymous folios: shrink_folio_list(), reclaim_pages(), and the LRU scan.
+"""Page reclaim of anonymous and shmem folios: shrink_folio_list(), reclaim_pages(), and the
+LRU scan.
 
 Models: mm/vmscan.c (v6.18): shrink_folio_list() for anonymous folios (swap-backed ones,
-and lazy-free ones: a MADV_FREE'd folio still clean is discarded, ``pglazyfreed``),
-folio_check_references() with folio_referenced(), pageout(), __remove_mapping(),
+and lazy-free ones: a MADV_FREE'd folio still clean is discarded, ``pglazyfreed``) and
+shmem folios (their PTEs cleared by the file try_to_unmap(), then writeout() hands them to
+shmem_writeout(): :mod:`pyfolio.mm.shmem_swap`), folio_check_references() with
+folio_referenced(), writeout(), pageout(), __remove_mapping(),
 reclaim_folio_list() and reclaim_pages() (MADV_PAGEOUT), isolate_lru_folios(),
 shrink_inactive_list(), shrink_active_list(), inactive_is_low(), and the priority loop of
 do_try_to_free_pages() as try_to_free_mem_cgroup_pages() runs it.
@@ -20,11 +23,11 @@ put back on the LRU (activated where the kernel activates them).
 
 Simplifications: one node, the root memory cgroup, anonymous lists only (no file LRU: the
 anon/file balance of get_scan_count() is not modelled, and the lazy-free folios that sit
-on the file list are reached by MADV_PAGEOUT only), no MGLRU, no demotion, no mlock;
-writeback completes when the pass has put its folios back (see
-:func:`pyfolio.mm.page_io.end_swap_bio_writes`). The LRU scan is checked against the
-measured facts, not compared step by step with the kernel (its timing depends on per-CPU
-batches and I/O completion).
+on the file list are reached by MADV_PAGEOUT only; page-cache folios of other files are
+kept), no MGLRU, no demotion, no mlock; writeback completes when the pass has put its
+folios back (see :func:`pyfolio.mm.page_io.end_swap_bio_writes`). The LRU scan is checked
+against the measured facts, not compared step by step with the kernel (its timing depends
+on per-CPU batches and I/O completion).
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ if TYPE_CHECKING:
     from pyfolio.sim.machine import Machine
 
 __all__ = ["FOLIOREF", "ReclaimStat", "folio_referenced", "folio_check_references",
-           "pageout", "__remove_mapping", "shrink_folio_list", "reclaim_folio_list",
+           "writeout", "pageout", "__remove_mapping", "shrink_folio_list", "reclaim_folio_list",
            "reclaim_pages", "isolate_lru_folios", "shrink_inactive_list",
            "shrink_active_list", "inactive_is_low", "try_to_free_mem_cgroup_pages",
            "DEF_PRIORITY"]
@@ -152,13 +155,38 @@ def folio_check_references(folio: Folio) -> FOLIOREF:
     return FOLIOREF.FOLIOREF_RECLAIM
 
 
-def pageout(folio: Folio) -> PAGE:
-    """pageout() - write a dirty swap-cache folio out (swap_writeout()).
+def writeout(folio: Folio, folio_list: list[Folio] | None) -> PAGE:
+    """writeout() - hand a dirty folio to shmem_writeout() (a shmem folio: its split
+    pieces join ``folio_list``) or swap_writeout() (an anon swap-cache folio);
+    PAGE_ACTIVATE if the writer asked for it (AOP_WRITEPAGE_ACTIVATE), else PAGE_SUCCESS.
 
-    Models: mm/vmscan.c:pageout() (v6.18), for anonymous folios: PAGE_KEEP while references
-    other than the caller's and the swap cache's exist (is_page_cache_freeable());
-    PAGE_CLEAN if it was not dirty; else PG_reclaim, the write, PAGE_SUCCESS
-    (PG_reclaim cleared again if the write was synchronous).
+    Models: mm/vmscan.c:writeout() (v6.18).
+    """
+    from pyfolio.include.linux.pagemap import folio_mapping
+    from pyfolio.mm.shmem import shmem_mapping
+    from pyfolio.mm.shmem_swap import AOP_WRITEPAGE_ACTIVATE, shmem_writeout
+
+    mem = folio.m.mem
+    mem.set(folio.pfn, PG.reclaim)  # folio_set_reclaim()
+    if not folio_test_anon(folio) and shmem_mapping(folio_mapping(folio)):
+        res = shmem_writeout(folio, folio_list)
+    else:
+        res = swap_writeout(folio)
+    if res == AOP_WRITEPAGE_ACTIVATE:
+        mem.clear(folio.pfn, PG.reclaim)
+        return PAGE.PAGE_ACTIVATE
+    if not mem.test(folio.pfn, PG.writeback):
+        mem.clear(folio.pfn, PG.reclaim)  # "synchronous write?"
+    return PAGE.PAGE_SUCCESS
+
+
+def pageout(folio: Folio, folio_list: list[Folio] | None = None) -> PAGE:
+    """pageout() - write a dirty swap-cache or shmem folio out (writeout()).
+
+    Models: mm/vmscan.c:pageout() (v6.18), for anonymous and shmem folios: PAGE_KEEP
+    while references other than the caller's and the cache's (swap cache or page cache:
+    one per page) exist (is_page_cache_freeable()); PAGE_CLEAN if it was not dirty; else
+    the write (PAGE_SUCCESS, or PAGE_ACTIVATE when shmem_writeout() redirtied it).
     """
     mem = folio.m.mem
     if folio_ref_count(folio) != 1 + folio_nr_pages(folio):  # is_page_cache_freeable()
@@ -166,20 +194,23 @@ def pageout(folio: Folio) -> PAGE:
     if not mem.test(folio.pfn, PG.dirty):  # folio_clear_dirty_for_io()
         return PAGE.PAGE_CLEAN
     mem.clear(folio.pfn, PG.dirty)
-    mem.set(folio.pfn, PG.reclaim)  # folio_set_reclaim()
-    swap_writeout(folio)
-    if not mem.test(folio.pfn, PG.writeback):
-        mem.clear(folio.pfn, PG.reclaim)  # "synchronous write or broken a_ops?"
-    return PAGE.PAGE_SUCCESS
+    return writeout(folio, folio_list)
 
 
 def __remove_mapping(folio: Folio) -> bool:
-    """__remove_mapping() - take an unmapped, clean swap-cache folio out of the swap cache
-    when only the caller and the cache hold it (the refcount freeze at 1 + nr_pages);
-    its slots lose SWAP_HAS_CACHE (put_swap_folio()). The caller's reference is left.
+    """__remove_mapping() - take an unmapped, clean folio out of the swap cache or the page
+    cache when only the caller and the cache hold it (the refcount freeze at 1 + nr_pages);
+    a swap-cache folio's slots lose SWAP_HAS_CACHE (put_swap_folio()). The caller's
+    reference is left.
 
-    Models: mm/vmscan.c:__remove_mapping() (v6.18; no workingset shadow).
+    Models: mm/vmscan.c:__remove_mapping() (v6.18; no workingset shadow). A clean shmem
+    folio (a hole read through a mapping, never written) is simply dropped from its page
+    cache, as 6.18.44 does: its contents are zeroes. The inode's charge is recalculated
+    at once (the kernel's shmem_recalc_inode() catches up at the next use).
     """
+    from pyfolio.include.linux.pagemap import folio_mapping
+    from pyfolio.mm.filemap import __filemap_remove_folio
+
     nr = folio_nr_pages(folio)
     mem = folio.m.mem
     if folio_ref_count(folio) != 1 + nr or mem.test(folio.pfn, PG.dirty):
@@ -189,6 +220,12 @@ def __remove_mapping(folio: Folio) -> bool:
         __swap_cache_del_folio(folio, entry)
         mem._refcount[folio.pfn] -= nr
         put_swap_folio(folio, entry)
+    elif (mapping := folio_mapping(folio)) is not None:
+        from pyfolio.mm.shmem import shmem_recalc_inode
+
+        __filemap_remove_folio(folio)
+        mem._refcount[folio.pfn] -= nr
+        shmem_recalc_inode(mapping.host, 0, 0)
     return True
 
 
@@ -229,6 +266,15 @@ def _swap_anon_folio(folio: Folio, folio_list: list[Folio], stat: ReclaimStat) -
     return ""
 
 
+def _is_shmem(folio: Folio) -> bool:
+    """A folio of a shmem page cache (shmem_mapping(folio_mapping())), not yet written."""
+    from pyfolio.include.linux.pagemap import folio_mapping
+    from pyfolio.mm.shmem import shmem_mapping
+
+    return not folio_test_anon(folio) and not folio.m.mem.test(folio.pfn, PG.swapcache) \
+        and shmem_mapping(folio_mapping(folio))
+
+
 def shrink_folio_list(m: Machine, folio_list: list[Folio], ignore_references: bool,
                       stat: ReclaimStat) -> list[Folio]:
     """shrink_folio_list() - try to free each isolated folio of ``folio_list`` (taken from
@@ -247,6 +293,9 @@ def shrink_folio_list(m: Machine, folio_list: list[Folio], ignore_references: bo
         nr_pages = folio_nr_pages(folio)
         stat.nr_scanned += nr_pages
         label = _shrink_one(folio, folio_list, ignore_references, stat)
+        if nr_pages > 1 and not folio_test_large(folio):  # split: the pieces count alone
+            stat.nr_scanned -= nr_pages - 1
+            nr_pages = 1
         if label == "free_it":
             stat.nr_reclaimed += nr_pages
             stat.freed.append(folio.pfn)
@@ -282,10 +331,11 @@ def _shrink_one(folio: Folio, folio_list: list[Folio], ignore_references: bool,
     if references == FOLIOREF.FOLIOREF_KEEP:
         stat.nr_ref_keep += folio_nr_pages(folio)
         return "keep_locked"
-    if not folio_test_anon(folio):
-        return "keep_locked"  # file folios: not modelled
+    shmem = _is_shmem(folio)
+    if not folio_test_anon(folio) and not shmem:
+        return "keep_locked"  # page-cache folios of files: not modelled
     was_swapbacked = folio_test_swapbacked(folio)
-    if was_swapbacked and not m.mem.test(folio.pfn, PG.swapcache):
+    if was_swapbacked and not shmem and not m.mem.test(folio.pfn, PG.swapcache):
         label = _swap_anon_folio(folio, folio_list, stat)
         if label:
             return label
@@ -295,7 +345,12 @@ def _shrink_one(folio: Folio, folio_list: list[Folio], ignore_references: bool,
             from pyfolio.mm.rmap import TTU_SPLIT_HUGE_PMD
 
             flags |= TTU_SPLIT_HUGE_PMD
-        try_to_unmap(folio, flags)
+        if folio_test_anon(folio):
+            try_to_unmap(folio, flags)
+        else:  # shmem: the PTEs are cleared, a PMD zapped (no swap entries)
+            from pyfolio.mm.rmap_file import try_to_unmap as try_to_unmap_file
+
+            try_to_unmap_file(folio, flags)
         if folio_mapped(folio):
             stat.nr_unmap_fail += folio_nr_pages(folio)
             if not was_swapbacked and folio_test_swapbacked(folio):
@@ -304,7 +359,7 @@ def _shrink_one(folio: Folio, folio_list: list[Folio], ignore_references: bool,
     if folio_maybe_dma_pinned(folio):
         return "activate_locked"
     if m.mem.test(folio.pfn, PG.dirty):
-        res = pageout(folio)
+        res = pageout(folio, folio_list)
         if res == PAGE.PAGE_KEEP:
             return "keep_locked"
         if res == PAGE.PAGE_ACTIVATE:

@@ -58,7 +58,7 @@ def _page_cache_gauges(m: Machine) -> dict[str, int]:
         if kind == "shmem":
             out["nr_shmem"] += mapping.nrpages
         for _, order, pfn in xa_entries(mapping.i_pages):
-            if order == HPAGE_PMD_ORDER:
+            if order == HPAGE_PMD_ORDER and isinstance(pfn, int):  # not a swap entry
                 out[f"nr_{kind}_hugepages"] += 1
                 if int(m.mem._entire_mapcount[pfn]) >= 0:
                     out[f"nr_{kind}_pmdmapped"] += 1

@@ -1,5 +1,7 @@
 """Swap explorer: page a THP out to a swap file, a block device or zram, watch it go whole
-or split, fault single pages back and see what comes back and from where.
+or split, fault single pages back and see what comes back and from where. The THP is
+anonymous memory or shared memory (a memfd, shmem_enabled=always), whose swap entries go
+into the page cache instead of the page table.
 
 The model operations are the facade's (``System.swapon``/``swapoff``/``reclaim``,
 ``Process.madvise(..., "pageout")``, ``read``/``write``); what a fault did is read from the
@@ -28,6 +30,7 @@ __all__ = ["swap_explorer", "SwapExplorer", "COUNTERS"]
 COUNTERS = ("pswpout", "thp_swpout", "thp_swpout_fallback", "pswpin", "pgmajfault",
             "swap_ra", "swap_ra_hit", "swpout_zero", "nr_swapcached")
 _KINDS = [("swap file", "file"), ("loop block device", "block"), ("zram", "zram")]
+_SOURCES = [("anonymous", "anon"), ("shmem (memfd)", "shmem")]
 
 
 class SwapExplorer(App):
@@ -36,6 +39,8 @@ class SwapExplorer(App):
     def __init__(self, ram: str = "64M", swap: str = "64M") -> None:
         self.ram, self.swap = ram, swap
         self.kind = widgets.ToggleButtons(options=_KINDS, value="file", description="swap to")
+        self.source = widgets.ToggleButtons(options=_SOURCES, value="anon",
+                                            description="memory")
         self.mthp = widgets.Checkbox(value=False, description="64 KiB mTHP enabled")
         self.pageout_button = widgets.Button(description="MADV_PAGEOUT 2 MiB",
                                              button_style="primary")
@@ -56,9 +61,10 @@ class SwapExplorer(App):
         self.reset_button.on_click(lambda _: self.reset())
         self.page.on_msg(self._on_submit)  # Enter in the box reads the page
         self.kind.observe(lambda _: self.reset(), names="value")
+        self.source.observe(lambda _: self.reset(), names="value")
         self.mthp.observe(lambda _: self._set_mthp(), names="value")
         super().__init__([
-            widgets.HBox([self.kind, self.mthp]),
+            widgets.HBox([self.kind, self.mthp]), self.source,
             widgets.HBox([self.pageout_button, self.reclaim_button, self.swapoff_button,
                           self.reset_button]),
             widgets.HBox([self.page, self.read_button, self.write_button]),
@@ -71,9 +77,17 @@ class SwapExplorer(App):
         self.system = System(ram=self.ram, thp="madvise", seed=0)
         self.system.swapon(self.swap, self.kind.value)
         self._set_mthp(quiet=True)
-        self.proc, self.addr = self.system.spawn_with_thp()
-        self.message.ok(f"a PMD-mapped THP and a {self.swap} {self.kind.label}; press "
-                        "MADV_PAGEOUT")
+        if self.source.value == "shmem":
+            self.system.set_shmem_thp("always")
+            self.proc = self.system.spawn()
+            fd = self.proc.memfd_create("explorer")
+            self.proc.ftruncate(fd, 2 * MiB)
+            self.addr = self.proc.mmap(2 * MiB, shared=True, fd=fd)
+            self.proc.touch(self.addr, 2 * MiB)
+        else:
+            self.proc, self.addr = self.system.spawn_with_thp()
+        self.message.ok(f"a PMD-mapped {self.source.label} THP and a {self.swap} "
+                        f"{self.kind.label}; press MADV_PAGEOUT")
         self.redraw()
 
     def _set_mthp(self, quiet: bool = False) -> None:
@@ -105,6 +119,9 @@ class SwapExplorer(App):
                 how = "whole: one 2048 KiB write"
             elif v1["thp_swpout_fallback"] > v0["thp_swpout_fallback"]:
                 how = "split to order 0 first (no run of 512 slots)"
+            elif v1["thp_split_page"] > v0["thp_split_page"]:
+                how = ("split to order 0 first by shmem_writeout() (no run of 512 slots; "
+                       "no fallback counted)")
             elif v1["pswpout"] == v0["pswpout"] and v1["swpout_zero"] == v0["swpout_zero"]:
                 how = "nothing written"
             else:
@@ -126,23 +143,38 @@ class SwapExplorer(App):
             return
         addr = self.addr + page * PAGE_SIZE
 
+        before_io = self._io()
+
         def go() -> str:
             mark = self.system.trace.mark()
             if write:
                 self.proc.write(addr, 0xC0FFEE)
             else:
                 self.proc.read(addr)
-            ev = [e for e in self.system.trace.since(mark) if e.name == "do_swap_page"]
+            events = self.system.trace.since(mark)
+            f = self.proc.folio_at(addr)
+            shm = [e for e in events if e.name == "shmem_swapin_folio"]
+            if shm:
+                read = self._io() > before_io
+                src = ("read directly, skipping the swap cache" if not shm[0].arg("cached")
+                       else "read from the device" if read else "from the swap cache (no I/O)")
+                return (f"page {page}: {src}; back in the page cache at the swap entry's "
+                        f"order {f.order if f else '?'}, its slots freed at once")
+            ev = [e for e in events if e.name == "do_swap_page"]
             if not ev:
                 return f"page {page} was mapped: no swap-in"
             e = ev[0]
-            f = self.proc.folio_at(addr)
             src = {"swapcache": "from the swap cache (no I/O)",
                    "device": "read from the device into the swap cache",
                    "direct": "read directly, skipping the swap cache"}[e.change("source")]
             return (f"page {page}: {src}; {e.change('nr_pages')} page(s) mapped, folio "
                     f"order {f.order if f else '?'}")
         self._act("write" if write else "read", go)
+
+    def _io(self) -> int:
+        """Pages read from the area so far (with I/O or from the zeromap)."""
+        v = self.system.vmstat()
+        return v["pswpin"] + v["swpin_zero"]
 
     def reclaim(self) -> None:
         """Reclaim 512 pages: the swap cache's clean folios go first (they sit at the tail
@@ -154,7 +186,10 @@ class SwapExplorer(App):
         def go() -> str:
             self.system.swapoff()
             f = self.proc.folio_at(self.addr)
-            return f"everything back; page 0's folio has order {f.order if f else '?'}"
+            if f is None:
+                return "everything back; page 0 is not mapped (shmem comes back into the " \
+                       "page cache, unmapped)"
+            return f"everything back; page 0's folio has order {f.order}"
         self._act("swapoff", go)
 
     # -- view --------------------------------------------------------------------------------
@@ -174,16 +209,17 @@ class SwapExplorer(App):
         v = self.system.vmstat()
         used = self.system.swaps()[0]["Used"] if self.system.swaps() else "swap off"
         rows = [(k, v[k]) for k in COUNTERS] + [
-            ("/proc/swaps Used (kB)", used), ("VmSwap (kB)", self.proc.status()["VmSwap"])]
+            ("/proc/swaps Used (kB)", used), ("VmSwap (kB)", self.proc.status()["VmSwap"]),
+            ("smaps Swap (kB)", sum(d["Swap"] for d in self.proc.smaps()))]
         self.counts.value = "<table>" + "".join(
             f"<tr><th style='text-align:left'>{html.escape(str(k))}</th><td>{val}</td></tr>"
             for k, val in rows) + "</table>"
 
 
 def swap_explorer(ram: str = "64M", swap: str = "64M") -> SwapExplorer:
-    """A widget: page a THP out to a swap file, a loop block device or zram (whole or
-    split), read or write single pages back (from the swap cache, from the device with
-    readahead, or directly from zram), reclaim, swapoff; with the region, the swap slots
-    and the counters. ``.static_figure()`` gives its picture for print (the widget offers
-    it as image/png too: the static page shows it)."""
+    """A widget: page a THP (anonymous, or a memfd's) out to a swap file, a loop block
+    device or zram (whole or split), read or write single pages back (from the swap
+    cache, from the device with readahead, or directly from zram), reclaim, swapoff; with
+    the region, the swap slots and the counters. ``.static_figure()`` gives its picture
+    for print (the widget offers it as image/png too: the static page shows it)."""
     return SwapExplorer(ram, swap)

@@ -150,3 +150,47 @@ def test_the_explorer_as_the_chapter_drives_it() -> None:
     assert "from the swap cache" in ex.message.text
     assert ex.proc.lookup(ex.addr + 5 * 4 * KiB).kind == "page"
     assert ex.system.check() == []
+
+
+def _shmem_paged_out(kind: str) -> tuple[System, Any, int, int]:
+    m = System(ram="64M")
+    m.set_shmem_thp("always")
+    m.swapon("64M", kind)
+    p = m.spawn()
+    fd = p.memfd_create("shm")
+    p.ftruncate(fd, 2 * MiB)
+    a = p.mmap(2 * MiB, shared=True, fd=fd)
+    p.touch(a, 2 * MiB)
+    p.madvise(a, 2 * MiB, "pageout")
+    return m, p, fd, a
+
+
+@GROUP
+def test_the_shmem_section_quotes_what_the_simulator_computes() -> None:
+    """Shared memory: no fallback counted on the swap file, swap entries in the page cache
+    (512 of order 0 on the file, one of order 9 at slot 512 on the loop device), no swap
+    PTEs, smaps Swap 2048 and VmSwap 0; swap-in at the entry's order with the knob at never
+    (order 9 from zram) and the slots freed at once; the lab's shmem steps all agree."""
+    from pyfolio.kernel_lab.compare import SHMEM_SWAP_RECORDED, load_recorded
+
+    g = glued(CHAPTER)
+    mf, pf, fdf, af = _shmem_paged_out("file")
+    mb, pb, fdb, ab = _shmem_paged_out("block")
+    mz, pz, fdz, az = _shmem_paged_out("zram")
+    assert g["ch14_shm_file_fallback"] == mf.vmstat()["thp_swpout_fallback"] == 0
+    assert g["ch14_shm_file_entries"] == len(pf.swapped_entries(fdf)) == 512
+    assert (g["ch14_shm_block_entry"], g["ch14_shm_block_slot"]) == \
+        pb.swapped_entries(fdb)[0][1::2] == (9, 512)
+    assert g["ch14_shm_swapped"] == sum(e.swapped for e in pb.pagemap(ab, 512)) == 0
+    assert g["ch14_shm_swap_kb"] == pb.smaps()[0]["Swap"] == 2048
+    assert g["ch14_shm_vmswap"] == pb.status()["VmSwap"] == 0
+    for m, p, a in ((mf, pf, af), (mb, pb, ab), (mz, pz, az)):
+        m.set_shmem_thp("never")
+        p.read(a + 5 * 4 * KiB)
+    assert g["ch14_shm_zram_order"] == pz.folio_at(az).order == 9
+    assert g["ch14_shm_block_used"] == mb.swaps()[0]["Used"] == 0
+    assert g["ch14_shm_file_used"] == mf.swaps()[0]["Used"] == 2044
+    assert g["ch14_anon_block_used"] == _fault(*_paged_out("block")[:3], 5)[1] == 2048
+    rec = load_recorded(SHMEM_SWAP_RECORDED)
+    assert g["ch14_shm_lab_scen"] == len(rec["observations"])
+    assert g["ch14_shm_lab_agree"] == g["ch14_shm_lab_steps"] == 174

@@ -60,9 +60,11 @@ from pyfolio.sim.memmap import PG
 from pyfolio.sim.units import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE
 
 if TYPE_CHECKING:
+    from pyfolio.include.linux.mm_types import VMA
     from pyfolio.sim.machine import Machine
 
-__all__ = ["PagemapEntry", "pagemap", "smaps", "task_mem", "PM_PRESENT", "PM_SWAP", "PM_FILE",
+__all__ = ["PagemapEntry", "pagemap", "smaps", "smaps_shmem_swap", "task_mem", "PM_PRESENT",
+           "PM_SWAP", "PM_FILE",
            "PM_MMAP_EXCLUSIVE", "PM_SOFT_DIRTY", "PSS_SHIFT", "SMAPS_FIELDS", "MemSizeStats",
            "smaps_account", "smaps_page_accumulate", "smaps_pte_entry", "smaps_pmd_entry"]
 
@@ -342,6 +344,32 @@ def smaps_pmd_entry(mss: MemSizeStats, m: Machine, pmd: int) -> None:
     smaps_account(mss, m, pfn, True, pte_young(pmd), pmd_dirty(pmd), present)
 
 
+def smaps_shmem_swap(vma: VMA) -> int:
+    """The shmem part of smap_gather_stats(): bytes of swap of the shmem object ``vma``
+    maps: shmem_swap_usage() for a shared or read-only VMA; in a private writable one only
+    the swapped pages where the VMA's PTE is none (smaps_pte_hole(): a COW copy hides the
+    object's page).
+
+    Models: fs/proc/task_mmu.c:smap_gather_stats() and smaps_pte_hole() (v6.18).
+    """
+    from pyfolio.mm.shmem import vma_is_shmem
+    from pyfolio.mm.shmem_swap import shmem_partial_swap_usage, shmem_swap_usage
+
+    if not vma_is_shmem(vma):
+        return 0
+    swapped = shmem_swap_usage(vma)
+    if not swapped or vma.vm_flags & VM.SHARED or not vma.vm_flags & VM.WRITE:
+        return swapped
+    assert vma.vm_file is not None
+    m, total = vma.vm_mm.m, 0
+    for addr in range(vma.vm_start, vma.vm_end, PAGE_SIZE):
+        w = walk(m, vma.vm_mm.pgd, addr)
+        if not w.raw:
+            index = vma.vm_pgoff + ((addr - vma.vm_start) >> PAGE_SHIFT)
+            total += shmem_partial_swap_usage(vma.vm_file.f_mapping, index, index + 1)
+    return total
+
+
 def smaps(mm: MMStruct) -> list[dict[str, int]]:
     """/proc/PID/smaps - per VMA, sizes in kB (fs/proc/task_mmu.c:show_smap()).
 
@@ -349,10 +377,13 @@ def smaps(mm: MMStruct) -> list[dict[str, int]]:
     (smaps_pte_range(): smaps_pmd_entry() for a PMD leaf or a non-present PMD, else
     smaps_pte_entry() per PTE), then __show_smap() prints :data:`SMAPS_FIELDS` in kB, Pss
     and Pss_Dirty shifted down from fixed point. Each dict also has ``Start`` and ``End``.
+    A shmem VMA adds the object's swapped-out pages in its range to ``Swap``
+    (:func:`smaps_shmem_swap`), never to SwapPss.
     """
     m, out = mm.m, []
     for vma in mm.vmas:
         mss = MemSizeStats()
+        mss.swap += smaps_shmem_swap(vma)
         addr = vma.vm_start
         while addr < vma.vm_end:
             w = walk(m, mm.pgd, addr)

@@ -28,8 +28,10 @@ from pyfolio.arch.x86.pgtable import (
 from pyfolio.arch.x86.pgtable import swp_entry as __swp_entry
 from pyfolio.arch.x86.pgtable import swp_offset as __swp_offset
 from pyfolio.arch.x86.pgtable import swp_type as __swp_type
+from pyfolio.lib.xarray import XaValue, xa_mk_value, xa_to_value
 
 __all__ = ["SwpType", "SWP_TYPE_SHIFT", "SWP_OFFSET_MASK", "swp_entry", "swp_type",
+           "swp_to_radix_entry", "radix_to_swp_entry",
            "swp_offset", "swp_entry_to_pte", "pte_to_swp_entry", "is_swap_pte",
            "non_swap_entry", "is_swap_entry", "pte_swp_exclusive", "pte_swp_mkexclusive",
            "pte_swp_clear_exclusive", "pte_swp_soft_dirty", "pte_swp_uffd_wp",
@@ -163,6 +165,26 @@ def swp_offset(entry: int) -> int:
     Models: include/linux/swapops.h:swp_offset() (v6.18).
     """
     return entry & SWP_OFFSET_MASK
+
+
+def swp_to_radix_entry(entry: int) -> XaValue:
+    """swp_to_radix_entry() - the XArray value entry shmem stores in its page cache for a
+    swapped-out folio (``entry`` is its first slot).
+
+    Models: include/linux/swapops.h:swp_to_radix_entry() (v6.18): xa_mk_value(entry.val).
+
+    >>> radix_to_swp_entry(swp_to_radix_entry(swp_entry(0, 512))) == swp_entry(0, 512)
+    True
+    """
+    return xa_mk_value(entry)
+
+
+def radix_to_swp_entry(arg: XaValue) -> int:
+    """radix_to_swp_entry() - the swp_entry_t a shmem value entry holds.
+
+    Models: include/linux/swapops.h:radix_to_swp_entry() (v6.18).
+    """
+    return xa_to_value(arg)
 
 
 def swp_entry_to_pte(entry: int) -> int:
