@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pyfolio.mm.memory_batch import BATCH_MIN
 from pyfolio.mm.migrate import (
     MIGRATE_PFN_MIGRATE,
     MIGRATE_PFN_SHIFT,
     MIGRATE_PFN_VALID,
     MIGRATE_PFN_WRITE,
 )
-from pyfolio.mm.migrate_device_batch import BATCH_MIN
 from pyfolio.mm.page_alloc import alloc_pages_run
 from pyfolio.sim.memmap import NO_HEAD, PG
 from pyfolio.sim.units import HPAGE_PMD_NR, PAGE_SIZE

@@ -32,6 +32,7 @@ from pyfolio.arch.x86.pgtable import (
 )
 from pyfolio.include.linux.mm import GUP_PIN_COUNTING_BIAS
 from pyfolio.include.linux.swapops import SwpType, is_device_private_entry, is_migration_entry
+from pyfolio.mm.memory_batch import BATCH_MIN
 from pyfolio.mm.memremap import is_device_private_page
 from pyfolio.mm.migrate import (
     MIGRATE_PFN_COMPOUND,
@@ -53,11 +54,9 @@ if TYPE_CHECKING:
     from pyfolio.include.linux.mm_types import VMA
     from pyfolio.sim.machine import Machine
 
-__all__ = ["BATCH_MIN", "migrate_device_finalize_run", "migrate_pages_run", "migrate_folios_run",
+__all__ = ["migrate_device_finalize_run", "migrate_pages_run", "migrate_folios_run",
            "collect_device_ptes_run", "migrate_device_unmap_run"]
 
-#: the shortest run a batch takes; shorter ones go entry by entry
-BATCH_MIN = 2
 _U64 = np.uint64
 _EventItem = tuple[str, tuple[tuple[str, Any], ...], tuple[tuple[str, Any], ...]]
 _PG_HEAD, _PG_LOCKED, _PG_LRU = np.uint32(PG.head), np.uint32(PG.locked), np.uint32(PG.lru)
