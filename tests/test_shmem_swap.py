@@ -1,5 +1,5 @@
 """Swapping shmem (mm/shmem.c, :mod:`pyfolio.mm.shmem_swap`), against what 6.18.44 showed
-(/work/coord/notes/18-shmem-research.md): reclaim clears the PTEs and leaves one swap entry of
+(the issue 18 shmem measurements): reclaim clears the PTEs and leaves one swap entry of
 the folio's order in the page cache; a swap file splits the folio inside shmem_writeout()
 with no fallback counter; swap-in takes the order from the entry and frees the slots at
 once; truncation frees swap entries; swapoff brings the folios back into the page cache,

@@ -2,7 +2,7 @@
 whole or split, the swap cache, swap-in, fork, swapoff, counters and /proc.
 
 Each expected value is what this machine's kernel (6.18.44) showed in the swap research
-(/work/research/swap/notes.md, its tables and raw/<experiment>-<kind>.json), cited by
+(the issue 18 measurements on this kernel), cited by
 experiment name; "block" is the loop device over a swap file (rotational, not synchronous),
 "zram" the synchronous solid-state device.
 """

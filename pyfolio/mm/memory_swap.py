@@ -5,7 +5,7 @@ alloc_swap_folio() with can_swapin_thp() and thp_swap_suitable_orders(); mm/inte
 swap_pte_batch() and non_swapcache_batch(). A continuation of :mod:`pyfolio.mm.memory`,
 kept apart for size; do_swap_page() there sends swap entries here.
 
-Where the page comes from (measured: /work/research/swap/notes.md 3.1-3.5):
+Where the page comes from (measured for issue 18):
 
 * the swap cache (no I/O, no major fault): a large folio is mapped whole when the PTEs
   around the fault hold exactly its consecutive entries (swap_pte_batch()), else the one

@@ -5,7 +5,7 @@ swap-backed ones (swap entries) and lazy-free MADV_FREE'd ones (discarded); mloc
 hwpoison and hugetlb are not modelled. A continuation of :mod:`pyfolio.mm.rmap`, kept
 apart for size.
 
-What a mapping becomes (measured on this machine: /work/research/swap/notes.md 2.4): a
+What a mapping becomes (measured on this machine for issue 18): a
 PMD mapping is split first (split_huge_pmd_locked(), ``thp_split_pmd`` +1: there is no
 PMD-level swap entry for anonymous memory), then each PTE mapping page i of the folio
 becomes the swap entry of slot folio->swap + i, exclusive if the page was

@@ -7,7 +7,7 @@ shmem_swapin_folio(), shmem_free_swap(), shmem_partial_swap_usage(), shmem_swap_
 shmem_unuse(). A continuation of :mod:`pyfolio.mm.shmem` (the allocation side) and
 :mod:`pyfolio.mm.shmem_truncate`.
 
-What differs from an anonymous folio (measured on 6.18.44, /work/coord/notes/18-shmem-research.md):
+What differs from an anonymous folio (measured on 6.18.44, the issue 18 shmem measurements):
 
 * reclaim clears the folio's PTEs (a PMD is zapped, ``thp_split_pmd``) instead of writing
   swap entries there; the swap entry goes into the page cache instead, one XArray value

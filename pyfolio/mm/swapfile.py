@@ -7,7 +7,7 @@ the swap_map counts (__swap_duplicate(), swap_entries_put_map(), swap_entries_fr
 folio_free_swap(), free_swap_and_cache_nr(). swapon, swapoff and /proc/swaps are in
 :mod:`pyfolio.mm.swapfile_swapon`.
 
-What the allocator does, as measured on this machine (/work/research/swap/notes.md, 1.4):
+What the allocator does, as measured on this machine (the issue 18 measurements):
 on a fresh area slot 0 is the header, so cluster 0 starts on the nonfull list and serves
 order 0 from slot 1; each large order takes a whole free cluster of its own, in index
 order (the first THP gets slots 512..1023), and keeps filling it; a large folio's slots are

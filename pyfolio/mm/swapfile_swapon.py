@@ -5,7 +5,7 @@ sys_swapoff() with try_to_unuse(), unuse_mm(), unuse_pte_range() and unuse_pte()
 swap_show() (/proc/swaps). A continuation of :mod:`pyfolio.mm.swapfile`, kept apart for
 size.
 
-What swapoff does (measured: /work/research/swap/notes.md 3.8): every swap PTE of the
+What swapoff does (measured for issue 18): every swap PTE of the
 area is brought back: a folio still in the swap cache is mapped again, page by page, at its
 order (a large folio stays large, PTE-mapped), and leaves the swap cache dirty once no
 slot of it is referenced; a slot with no folio is read through swapin_readahead(), as

@@ -11,7 +11,7 @@ shrink_inactive_list(), shrink_active_list(), inactive_is_low(), and the priorit
 do_try_to_free_pages() as try_to_free_mem_cgroup_pages() runs it.
 
 What a folio meets in shrink_folio_list(), as the kernel here does it
-(/work/research/swap/notes.md 2.3-2.8): a large folio that cannot be split (an extra
+(the issue 18 measurements): a large folio that cannot be split (an extra
 reference) is activated; a partially mapped one is split first; folio_alloc_swap() gives it
 slots, and when it cannot (a swap file never hands out more than one slot, a block device
 has no free run) the folio is split to order 0 (``thp_swpout_fallback`` for a PMD-sized

@@ -63,7 +63,7 @@ SWAP_ENTRY_INVALID = 0
 #: - SWP_PTE_MARKER_NUM = 32 - 3 - 3 - 1 - 1
 MAX_SWAPFILES = 24
 #: the kinds of swap area the facade offers, and the flags each gets at swapon on this
-#: machine (measured, /work/research/swap/notes.md): a swap file on ext4 over a rotational
+#: machine (measured for issue 18): a swap file on ext4 over a rotational
 #: disk; a loop block device over such a file (rotational, not synchronous); zram
 KIND_FLAGS = {"file": SWP(0), "block": SWP.SWP_BLKDEV,
               "zram": SWP.SWP_BLKDEV | SWP.SWP_SOLIDSTATE | SWP.SWP_SYNCHRONOUS_IO}
