@@ -411,6 +411,18 @@ class System:
         p.touch(a, PMD_SIZE)
         return p, a
 
+    def spawn_with_shmem_thp(self, name: str = "shm") -> tuple[Process, int, int]:
+        """A new process with a 2 MiB memfd ``name`` mapped shared and written: (process,
+        fd, address). With ``set_shmem_thp("always")`` (``shmem_enabled``) that is one
+        PMD-mapped order-9 folio of the memfd's page cache (mm/shmem.c:shmem_get_folio_gfp()
+        allocating at the PMD order); with ``never``, 512 order-0 folios."""
+        p = self.spawn()
+        fd = p.memfd_create(name)
+        p.ftruncate(fd, PMD_SIZE)
+        a = p.mmap(PMD_SIZE, shared=True, fd=fd)
+        p.touch(a, PMD_SIZE)
+        return p, fd, a
+
     def _add(self, mm: MMStruct) -> Process:
         p = Process(self, mm, self._next_pid)
         self._next_pid += 1

@@ -165,3 +165,16 @@ def test_force_and_inherit_are_refused_together() -> None:
     with pytest.raises(MmError, match="EINVAL"):
         m.set_shmem_thp("inherit", "64kB")
     assert m.shmem_thp() == "force" and m.shmem_thp("64kB") == "never"
+
+
+@pytest.mark.parametrize(("setting", "order", "folios"), [("always", 9, 1), ("never", 0, 512)])
+def test_spawn_with_shmem_thp_maps_a_written_memfd(setting: str, order: int, folios: int) -> None:
+    """System.spawn_with_shmem_thp(): a 2 MiB memfd mapped shared and written; one PMD-mapped
+    folio with shmem_enabled=always, 512 order-0 folios with never."""
+    m = System(ram="64M")
+    m.set_shmem_thp(setting)
+    p, fd, a = m.spawn_with_shmem_thp("x")
+    heads = {p.folio_at(a + i * 4 * KiB).pfn for i in range(512)}
+    assert p.folio_at(a).order == order and len(heads) == folios
+    assert len(p.page_cache(fd)) == folios and p.pagemap(a, 512)[511].present
+    assert p.smaps()[0]["Rss"] == 2048 and m.check() == []

@@ -79,11 +79,7 @@ class SwapExplorer(App):
         self._set_mthp(quiet=True)
         if self.source.value == "shmem":
             self.system.set_shmem_thp("always")
-            self.proc = self.system.spawn()
-            fd = self.proc.memfd_create("explorer")
-            self.proc.ftruncate(fd, 2 * MiB)
-            self.addr = self.proc.mmap(2 * MiB, shared=True, fd=fd)
-            self.proc.touch(self.addr, 2 * MiB)
+            self.proc, _fd, self.addr = self.system.spawn_with_shmem_thp("explorer")
         else:
             self.proc, self.addr = self.system.spawn_with_thp()
         self.message.ok(f"a PMD-mapped {self.source.label} THP and a {self.swap} "

@@ -156,11 +156,7 @@ def _shmem_paged_out(kind: str) -> tuple[System, Any, int, int]:
     m = System(ram="64M")
     m.set_shmem_thp("always")
     m.swapon("64M", kind)
-    p = m.spawn()
-    fd = p.memfd_create("shm")
-    p.ftruncate(fd, 2 * MiB)
-    a = p.mmap(2 * MiB, shared=True, fd=fd)
-    p.touch(a, 2 * MiB)
+    p, fd, a = m.spawn_with_shmem_thp()
     p.madvise(a, 2 * MiB, "pageout")
     return m, p, fd, a
 
