@@ -28,7 +28,8 @@ from pyfolio.mm.mm_init import boot_machine
 from pyfolio.mm.mmap import do_mmap, do_munmap, exit_mmap
 from pyfolio.mm.mprotect import do_mprotect
 from pyfolio.mm.page_alloc import defragment, fragment
-from pyfolio.mm.shmem import shm_mnt, shmem_enabled_store, thpsize_shmem_enabled_store
+from pyfolio.mm.shmem import shm_mnt
+from pyfolio.mm.shmem_huge import shmem_enabled_store, thpsize_shmem_enabled_store
 from pyfolio.mm.swap import lru_add_drain
 from pyfolio.mm.swapfile_swapon import swap_show, sys_swapoff, sys_swapon
 from pyfolio.mm.vmscan import try_to_free_mem_cgroup_pages
