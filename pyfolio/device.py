@@ -17,7 +17,6 @@ from pyfolio.lib.dmirror import (
     HMM_DMIRROR_FLAG_FAIL_ALLOC,
     Dmirror,
     dmirror_migrate_to_device,
-    dmirror_migrate_to_system,
     dmirror_peek,
 )
 from pyfolio.lib.dmirror_cmds import (
@@ -29,6 +28,7 @@ from pyfolio.lib.dmirror_cmds import (
     HmmDmirrorCmd,
     dmirror_fops_unlocked_ioctl,
 )
+from pyfolio.lib.dmirror_to_system import dmirror_migrate_to_system
 from pyfolio.mm.migrate_device import (
     MIGRATE_PFN_COMPOUND,
     MIGRATE_PFN_MIGRATE,

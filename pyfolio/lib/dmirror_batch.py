@@ -7,7 +7,7 @@ dmirror_devmem_alloc_page() for the single pages of a split fallback.
 
 A batch here is not a driver function: it is an implementation of the same steps for a
 run at once, leaving exactly the state, counters and trace events the per-page loop of
-:func:`pyfolio.lib.dmirror.dmirror_devmem_fault_alloc_and_copy` leaves, in the same order
+:func:`pyfolio.lib.dmirror_to_system.dmirror_devmem_fault_alloc_and_copy` leaves, in the same order
 (tests/test_batch.py compares both ways). It is taken only where it is sure to be that
 same sequence and ``Machine.batch`` (``System.batch``) is on.
 
