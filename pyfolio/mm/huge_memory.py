@@ -70,6 +70,7 @@ from pyfolio.include.linux.swapops import (
     is_writable_migration_entry,
     make_readable_device_private_entry,
 )
+from pyfolio.mm import memory as _memory  # a cycle: used at call time only
 from pyfolio.mm.mmu_notifier import MMU_NOTIFY, invalidate_secondary_mmus
 from pyfolio.mm.rmap import (
     RMAP_EXCLUSIVE,
@@ -635,9 +636,7 @@ def split_huge_pmd_address(vma: VMA, address: int, freeze: bool) -> None:
 
     Models: mm/huge_memory.c:split_huge_pmd_address() (v6.18).
     """
-    from pyfolio.mm.memory import pmd_slot
-
-    slot = pmd_slot(vma.vm_mm, address)
+    slot = _memory.pmd_slot(vma.vm_mm, address)  # mm_find_pmd()
     if slot is not None:
         __split_huge_pmd(vma, slot, address, freeze)
 

@@ -25,6 +25,7 @@ from pyfolio.arch.x86.pgtable import (
     pfn_pte,
     pte_index,
     pte_mkdirty,
+    vm_get_page_prot,
 )
 from pyfolio.include.linux.mm import (
     Folio,
@@ -66,6 +67,8 @@ __all__ = ["FAULT_AROUND_PAGES", "do_fault", "do_read_fault", "do_cow_fault",
            "fault_dirty_shared_page", "wp_page_shared", "unmap_mapping_range",
            "unmap_mapping_pages", "unmap_mapping_folio", "vma_page_prot"]
 
+#: VM_SHARED|VM_WRITE as a plain int (an IntFlag operation costs a call on a hot path)
+_SHARED_WRITE = int(VM.SHARED | VM.WRITE)
 #: mm/memory.c: fault_around_pages = 65536 >> PAGE_SHIFT (debugfs fault_around_bytes)
 FAULT_AROUND_PAGES = 65536 >> PAGE_SHIFT
 
@@ -79,11 +82,9 @@ def vma_page_prot(vma: VMA) -> int:
     unless vma_wants_writenotify(): the file system has ``page_mkwrite`` (ext4) and must
     see the first write to each page.
     """
-    from pyfolio.arch.x86.pgtable import vm_get_page_prot
-
     flags = int(vma.vm_flags)
     prot = vm_get_page_prot(flags)  # PAGE_NONE for a PROT_NONE VMA
-    shared_write = flags & VM.SHARED.value and flags & VM.WRITE.value
+    shared_write = flags & _SHARED_WRITE == _SHARED_WRITE
     if shared_write and not (vma.vm_ops is not None and vma.vm_ops.page_mkwrite is not None):
         prot |= _PAGE_RW
     return prot

@@ -224,11 +224,10 @@ def vma_merge_range(mm: MMStruct, start: int, end: int) -> None:
     contiguous vm_pgoff, and the same anon_vma (or one side without any:
     is_mergeable_anon_vma()).
     """
-    near_vmas = mm.vmas_between(max(start - 1, 0), end + 1)
-    i = mm.vma_index(near_vmas[0]) if near_vmas else len(mm.vmas)
-    last = i + len(near_vmas)
-    while i + 1 < min(last, len(mm.vmas)):
-        a, b = mm.vmas[i], mm.vmas[i + 1]
+    vmas = mm.vmas
+    i, last = mm.vma_span(max(start - 1, 0), end + 1)
+    while i + 1 < last:
+        a, b = vmas[i], vmas[i + 1]
         same_av = a.anon_vma is b.anon_vma or a.anon_vma is None or b.anon_vma is None
         if (a.vm_end == b.vm_start and a.vm_flags == b.vm_flags and same_av
                 and a.vm_file is b.vm_file and a.vm_ops is b.vm_ops
@@ -238,7 +237,7 @@ def vma_merge_range(mm: MMStruct, start: int, end: int) -> None:
             a.vm_end = b.vm_end
             unlink_anon_vmas(b)
             _unlink_file_vma(b)
-            del mm.vmas[i + 1]
+            del vmas[i + 1]
             last -= 1
             continue
         i += 1

@@ -28,25 +28,30 @@ from pyfolio.arch.x86.pgtable import (
     pte_present,
     swp_offset,
 )
-from pyfolio.include.linux.mm import PAGE_ALIGN, ULONG_MASK
+from pyfolio.include.linux.mm import PAGE_ALIGN, ULONG_MASK, folio_test_anon, page_folio
 from pyfolio.include.linux.mm_types import VM, VMA, MMStruct
 from pyfolio.mm.huge_memory import __split_huge_pmd, change_huge_pmd
-from pyfolio.mm.memory import set_pte_at
-from pyfolio.mm.mmap import PROT, _vmas_in, check_aligned, vma_merge_range
+from pyfolio.mm.memory import pmd_slot, set_pte_at
+from pyfolio.mm.memory_file import vma_page_prot
+from pyfolio.mm.mmap import PROT, check_aligned, split_vma, vma_merge_range
 from pyfolio.mm.mmu_notifier import MMU_NOTIFY, invalidate_secondary_mmus
-from pyfolio.mm.rmap import pmd_chunks
-from pyfolio.sim.errors import EACCES, ENOMEM, MmError
+from pyfolio.sim.errors import EACCES, EINVAL, ENOMEM, MmError
 from pyfolio.sim.memmap import PG
 from pyfolio.sim.units import HPAGE_PMD_NR, PAGE_SIZE, PMD_SIZE
 
 if TYPE_CHECKING:
     from pyfolio.sim.machine import Machine
 
-__all__ = ["do_mprotect", "change_protection", "change_nonpresent_entry",
+__all__ = ["do_mprotect", "mprotect_fixup", "change_protection", "change_nonpresent_entry",
            "can_change_pte_writable"]
 
 # vm_flags bits as plain ints (IntFlag arithmetic is slow in a syscall's hot path)
 _RW, _WRITE, _MAYWRITE = int(VM.READ | VM.WRITE), int(VM.WRITE), int(VM.MAYWRITE)
+_SHARED = int(VM.SHARED)
+#: PROT's protections as VM_READ|VM_WRITE bits (ints)
+_PROT_BITS = {name: int(flags) for name, flags in PROT.items()}
+#: the VM value of each vm_flags int met so far (VM(x) costs an enum lookup per call)
+_VM_OF: dict[int, VM] = {}
 
 
 def do_mprotect(mm: MMStruct, start: int, length: int, prot: str) -> None:
@@ -58,8 +63,6 @@ def do_mprotect(mm: MMStruct, start: int, length: int, prot: str) -> None:
     part of the range is not mapped; EACCES for PROT_WRITE where VM_MAYWRITE is clear
     (mprotect_fixup()'s VM_MAY* check); nothing changes in any of these cases.
     """
-    from pyfolio.sim.errors import EINVAL
-
     start, length = start & ULONG_MASK, length & ULONG_MASK
     check_aligned(start, "mprotect")
     if not length:
@@ -69,23 +72,44 @@ def do_mprotect(mm: MMStruct, start: int, length: int, prot: str) -> None:
         raise MmError(ENOMEM, f"mprotect: [{start:#x}, +{length:#x}) wraps around")
     if prot not in PROT:
         raise MmError(EINVAL, f"mprotect: protection {prot!r} is not 'none', 'r' or 'rw'")
-    length = end - start
+    new = _PROT_BITS[prot]
     vmas = mm.vmas_between(start, end)
-    covered = sum(min(v.vm_end, end) - max(v.vm_start, start) for v in vmas)
-    if covered != length:
+    covered = 0
+    for v in vmas:
+        covered += min(v.vm_end, end) - max(v.vm_start, start)
+    if covered != end - start:
         raise MmError(ENOMEM, f"mprotect: [{start:#x}, {end:#x}) is not fully mapped")
-    new = PROT[prot]
     if new & _WRITE and any(not int(v.vm_flags) & _MAYWRITE for v in vmas):
         raise MmError(EACCES, "mprotect: PROT_WRITE on a mapping that may not be written "
                               "(a shared mapping of a file not open for writing)")
     for vma in vmas:
-        if int(vma.vm_flags) & _RW == new:
-            continue  # mprotect_fixup(): the same flags, nothing to do (no split either)
-        for v in _vmas_in(mm, max(start, vma.vm_start), min(end, vma.vm_end)):
-            v.vm_flags = VM(int(v.vm_flags) & ~_RW | new)
-            change_protection(v, v.vm_start, v.vm_end)
+        mprotect_fixup(vma, max(start, vma.vm_start), min(end, vma.vm_end),
+                       int(vma.vm_flags) & ~_RW | new)
     vma_merge_range(mm, start, end)
     mm.m.trace.emit("mprotect", start=start, end=end, prot=prot)
+
+
+def mprotect_fixup(vma: VMA, start: int, end: int, newflags: int) -> None:
+    """mprotect_fixup() - give [start, end) of ``vma`` the vm_flags ``newflags``.
+
+    Models: mm/mprotect.c:mprotect_fixup() (v6.18): nothing at all when the flags stay the
+    same (no split either); else vma_modify_flags() cuts the VMA at ``start`` and ``end``
+    where they fall inside it (__split_vma(), the lower cut first), the part in the range
+    takes the new flags (vm_flags_reset()) and change_protection() applies them to its
+    entries. The simulator tries the merge with the neighbours after every VMA of the range
+    is done (do_mprotect()'s vma_merge_range()), not before the cuts.
+    """
+    if int(vma.vm_flags) == newflags:
+        return
+    if vma.vm_start < start:
+        vma = split_vma(vma, start)
+    if end < vma.vm_end:
+        split_vma(vma, end)
+    flags = _VM_OF.get(newflags)
+    if flags is None:
+        flags = _VM_OF[newflags] = VM(newflags)
+    vma.vm_flags = flags
+    change_protection(vma, vma.vm_start, vma.vm_end)
 
 
 def change_protection(vma: VMA, start: int, end: int) -> None:
@@ -107,28 +131,35 @@ def change_protection(vma: VMA, start: int, end: int) -> None:
     (anon); a non-present PMD (device-private or migration) the same way in
     change_huge_pmd(), or split first when the range covers it only in part, as a PMD leaf is.
     """
-    from pyfolio.include.linux.mm import folio_test_anon, page_folio
-    from pyfolio.mm.memory_file import vma_page_prot
-
-    m = vma.vm_mm.m
+    mm = vma.vm_mm
+    m = mm.m
+    pgtables = m.pgtables
     writable = vma.writable
-    shared = bool(int(vma.vm_flags) & VM.SHARED.value)
+    shared = int(vma.vm_flags) & _SHARED
     newprot = vma_page_prot(vma)
     notified = False
-    for addr, nxt, slot in pmd_chunks(vma, start, end):
-        raw = int(m.pgtables[slot[0]][slot[1]])
+    addr = start
+    while addr < end:  # change_pmd_range(): PMD by PMD
+        nxt = min((addr | (PMD_SIZE - 1)) + 1, end)
+        slot = pmd_slot(mm, addr)
+        if slot is None:
+            addr = nxt
+            continue
+        raw = int(pgtables[slot[0]][slot[1]])
         if raw and not notified:  # if (!range.start) mmu_notifier_range_init(...)
-            invalidate_secondary_mmus(MMU_NOTIFY.MMU_NOTIFY_PROTECTION_VMA, vma.vm_mm, addr, end)
+            invalidate_secondary_mmus(MMU_NOTIFY.MMU_NOTIFY_PROTECTION_VMA, mm, addr, end)
             notified = True
         if pmd_leaf(raw) or (raw and not pmd_present(raw)):
             if addr & (PMD_SIZE - 1) == 0 and nxt - addr == PMD_SIZE:
                 if change_huge_pmd(vma, slot, addr, writable) == HPAGE_PMD_NR:
                     m.vmstat["numa_huge_pte_updates"] += 1  # count_vm_numa_events()
+                addr = nxt
                 continue
             __split_huge_pmd(vma, slot, addr, False)
-            raw = int(m.pgtables[slot[0]][slot[1]])
+            raw = int(pgtables[slot[0]][slot[1]])
         if raw & _PAGE_PRESENT:
-            tbl = m.pgtables[pte_pfn(raw)]
+            table = pte_pfn(raw)
+            tbl = pgtables[table]
             for a in range(addr, nxt, PAGE_SIZE):
                 i = pte_index(a)
                 pte = int(tbl[i])
@@ -136,7 +167,7 @@ def change_protection(vma: VMA, start: int, end: int) -> None:
                     if pte:
                         new = change_nonpresent_entry(m, pte)
                         if new != pte:
-                            set_pte_at(m, (pte_pfn(raw), i), new)
+                            set_pte_at(m, (table, i), new)
                     continue
                 new = pte_modify(pte, newprot)
                 if writable and not new & (_PAGE_RW | _PAGE_SPECIAL) and (
@@ -145,8 +176,9 @@ def change_protection(vma: VMA, start: int, end: int) -> None:
                         and m.mem.test(pte_pfn(pte), PG.anon_exclusive)):
                     new = pte_mkwrite(new)
                 if new != pte:
-                    set_pte_at(m, (pte_pfn(raw), i), new)
+                    set_pte_at(m, (table, i), new)
             m.trace.cost("tlb_flushes")
+        addr = nxt
 
 
 def change_nonpresent_entry(m: Machine, entry: int) -> int:
@@ -158,7 +190,6 @@ def change_nonpresent_entry(m: Machine, entry: int) -> int:
     Models: mm/mprotect.c:change_pte_range() (v6.18) and the swap-PMD branch of
     mm/huge_memory.c:change_huge_pmd() (the device-private series).
     """
-    from pyfolio.include.linux.mm import folio_test_anon, page_folio
     from pyfolio.include.linux.swapops import (
         is_writable_device_private_entry,
         is_writable_migration_entry,
@@ -185,7 +216,6 @@ def can_change_pte_writable(vma: VMA, addr: int, pte: int) -> bool:
     Models: mm/mprotect.c:can_change_pte_writable() (v6.18; VM_SOFTDIRTY set, no uffd-wp).
     """
     from pyfolio.arch.x86.pgtable import pte_protnone
-    from pyfolio.include.linux.mm import folio_test_anon, page_folio
 
     if not vma.writable or pte_protnone(pte) or pte & _PAGE_SPECIAL:
         return False

@@ -18,6 +18,7 @@ from pyfolio.include.linux.mm_types import (
 )
 from pyfolio.sim.errors import EINVAL, MmError, VmWarning
 from pyfolio.sim.memmap import FOLIO_MAPPING_ANON, NO_HEAD, PG, PGTY, ZONE_DEVICE
+from pyfolio.sim.units import PAGE_SIZE
 
 if TYPE_CHECKING:
     from pyfolio.include.linux.mm_types import VMA, MMStruct
@@ -562,6 +563,4 @@ def PAGE_ALIGN(addr: int) -> int:
     >>> PAGE_ALIGN(1), PAGE_ALIGN(4096), PAGE_ALIGN((1 << 64) - 1)
     (4096, 4096, 0)
     """
-    from pyfolio.sim.units import PAGE_SIZE
-
     return (addr + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1) & ULONG_MASK

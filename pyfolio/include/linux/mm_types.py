@@ -173,11 +173,17 @@ class MMStruct:
 
     def vmas_between(self, start: int, end: int) -> list[VMA]:
         """The VMAs overlapping [start, end), in address order (the maple tree walk)."""
+        i, j = self.vma_span(start, end)
+        return self.vmas[i:j]
+
+    def vma_span(self, start: int, end: int) -> tuple[int, int]:
+        """``(i, j)``: ``vmas[i:j]`` are the VMAs overlapping [start, end) (i == j: none;
+        then ``i`` is where a VMA at ``start`` would go)."""
         vmas = self.vmas
         i = bisect.bisect_right(vmas, start, key=_vm_start) - 1
         if i < 0 or vmas[i].vm_end <= start:
             i += 1
-        return vmas[i:bisect.bisect_left(vmas, end, lo=i, key=_vm_start)]
+        return i, bisect.bisect_left(vmas, end, lo=i, key=_vm_start)
 
     def vma_index(self, vma: VMA) -> int:
         """Where ``vma`` sits in ``vmas`` (a bisect: VMAs do not overlap, so their starts
