@@ -53,9 +53,11 @@ def test_limit_caps_stored_events_without_failing() -> None:
     t = Trace(limit=2)
     for name in "abc":
         t.emit(name)
-    assert t.names() == ["a", "b"]  # the third was returned but not stored
-    ev = t.emit("d")
-    assert ev is not None and ev.seq == 2
+    assert t.names() == ["a", "b"]  # the third was neither stored nor built
+    assert t.emit("d") is None and len(t) == 2
+    t.limit = 3
+    ev = t.emit("e")
+    assert ev is not None and ev.seq == 2 and t.names() == ["a", "b", "e"]
 
 
 def test_event_str_formats_large_ints_as_hex_and_keeps_bools_and_small_ints() -> None:

@@ -115,7 +115,7 @@ __all__ = [
 
 # -- page-table pages ---------------------------------------------------------------------
 def _next_table(m: Machine, table: int, idx: int, alloc: bool) -> int | None:
-    raw = int(m.pgtables[table][idx])
+    raw = m.pgtables[table].item(idx)  # a Python int (int(tbl[idx]) builds a numpy scalar)
     if raw & _PAGE_PRESENT:  # pte_pfn() of a table entry (present: nothing inverted)
         return (raw & PTE_PFN_MASK) >> PAGE_SHIFT
     if raw == 0:

@@ -18,6 +18,7 @@ from pyfolio.arch.x86.pgtable import (
     _PAGE_SPECIAL,
     _PAGE_SWP_SOFT_DIRTY,
     _PAGE_SWP_UFFD_WP,
+    PTE_PFN_MASK,
     pmd_leaf,
     pmd_present,
     pte_dirty,
@@ -37,7 +38,7 @@ from pyfolio.mm.mmap import PROT, check_aligned, split_vma, vma_merge_range
 from pyfolio.mm.mmu_notifier import MMU_NOTIFY, invalidate_secondary_mmus
 from pyfolio.sim.errors import EACCES, EINVAL, ENOMEM, MmError
 from pyfolio.sim.memmap import PG
-from pyfolio.sim.units import HPAGE_PMD_NR, PAGE_SIZE, PMD_SIZE
+from pyfolio.sim.units import HPAGE_PMD_NR, PAGE_SHIFT, PAGE_SIZE, PMD_SIZE
 
 if TYPE_CHECKING:
     from pyfolio.sim.machine import Machine
@@ -145,7 +146,7 @@ def change_protection(vma: VMA, start: int, end: int) -> None:
         if slot is None:
             addr = nxt
             continue
-        raw = int(pgtables[slot[0]][slot[1]])
+        raw = pgtables[slot[0]].item(slot[1])
         if raw and not notified:  # if (!range.start) mmu_notifier_range_init(...)
             invalidate_secondary_mmus(MMU_NOTIFY.MMU_NOTIFY_PROTECTION_VMA, mm, addr, end)
             notified = True
@@ -156,13 +157,13 @@ def change_protection(vma: VMA, start: int, end: int) -> None:
                 addr = nxt
                 continue
             __split_huge_pmd(vma, slot, addr, False)
-            raw = int(pgtables[slot[0]][slot[1]])
-        if raw & _PAGE_PRESENT:
-            table = pte_pfn(raw)
+            raw = pgtables[slot[0]].item(slot[1])
+        if raw & _PAGE_PRESENT:  # a PTE table: pte_pfn() of a present entry, inverted never
+            table = (raw & PTE_PFN_MASK) >> PAGE_SHIFT
             tbl = pgtables[table]
             for a in range(addr, nxt, PAGE_SIZE):
                 i = pte_index(a)
-                pte = int(tbl[i])
+                pte = tbl.item(i)
                 if not pte_present(pte):
                     if pte:
                         new = change_nonpresent_entry(m, pte)

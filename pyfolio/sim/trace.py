@@ -59,12 +59,14 @@ class Trace:
     limit: int = 200_000
 
     def emit(self, name: str, changes: dict[str, Any] | None = None, **args: Any) -> Event | None:
-        if not self.enabled:
+        """Record one event and return it; None, and nothing built, when the trace is
+        disabled or already holds ``limit`` events (as :meth:`emit_run`)."""
+        events = self.events
+        if not self.enabled or len(events) >= self.limit:
             return None
-        ev = Event(len(self.events), name, tuple(args.items()),
-                   tuple((changes or {}).items()))
-        if len(self.events) < self.limit:
-            self.events.append(ev)
+        ev = Event(len(events), name, tuple(args.items()),
+                   tuple(changes.items()) if changes else ())
+        events.append(ev)
         return ev
 
     def keeps_events(self) -> bool:
