@@ -132,22 +132,23 @@ def test_mprotect_one_page_splits_pmd(m: System) -> None:
 def test_mprotect_over_three_vmas_leaves_the_one_already_right_alone(m: System) -> None:
     # mm/mprotect.c: do_mprotect_pkey() calls mprotect_fixup() per VMA; a VMA whose flags
     # stay the same returns at once (no cut, no change_protection()); the others are cut at
-    # the range's edges and only their PTEs are rewritten; then the VMAs merge
+    # the range's edges (here one page from either end) and only their PTEs are rewritten;
+    # then the VMAs merge
     p = m.spawn()
-    a = p.mmap(16 * 4 * KiB)
-    p.touch(a, 16 * 4 * KiB)
-    p.mprotect(a + 6 * 4 * KiB, 4 * 4 * KiB, "r")  # [rw 0-6][r 6-10][rw 10-16]
+    a = p.mmap(15 * 4 * KiB)
+    p.touch(a, 15 * 4 * KiB)
+    p.mprotect(a + 6 * 4 * KiB, 4 * 4 * KiB, "r")  # [rw 0-6][r 6-10][rw 10-15]
     mark, costs = m.trace.mark(), dict(m.trace.costs)
-    p.mprotect(a + 2 * 4 * KiB, 12 * 4 * KiB, "r")
+    p.mprotect(a + 1 * 4 * KiB, 13 * 4 * KiB, "r")
     vmas = [((v.vm_start - a) // (4 * KiB), (v.vm_end - a) // (4 * KiB), v.writable)
-            for v in p.mm.vmas_between(a, a + 16 * 4 * KiB)]
-    assert vmas == [(0, 2, True), (2, 14, False), (14, 16, True)]
-    assert [p.lookup(a + i * 4 * KiB).write for i in range(16)] == \
-        [True] * 2 + [False] * 12 + [True] * 2
-    assert m.trace.costs["pte_writes"] - costs["pte_writes"] == 8  # pages 2-5 and 10-13
+            for v in p.mm.vmas_between(a, a + 15 * 4 * KiB)]
+    assert vmas == [(0, 1, True), (1, 14, False), (14, 15, True)]
+    assert [p.lookup(a + i * 4 * KiB).write for i in range(15)] == \
+        [True] + [False] * 13 + [True]
+    assert m.trace.costs["pte_writes"] - costs["pte_writes"] == 9  # pages 1-5 and 10-13
     assert m.trace.costs["tlb_flushes"] - costs["tlb_flushes"] == 2  # one per VMA changed
     assert [(e.name, e.args) for e in m.trace.since(mark)] == [
-        ("mprotect", (("start", a + 2 * 4 * KiB), ("end", a + 14 * 4 * KiB), ("prot", "r")))]
+        ("mprotect", (("start", a + 1 * 4 * KiB), ("end", a + 14 * 4 * KiB), ("prot", "r")))]
     assert m.check() == []
 
 
