@@ -204,12 +204,19 @@ class BatchedVsPerPage(RuleBasedStateMachine):
         self._both(step)
 
     @rule(pick=PICK, thps=st.integers(1, 3), stride=st.sampled_from([256, 512, 700]),
-          prot=st.sampled_from(["r", "r", "none"]), keep=st.integers(0, 2))
-    def split_thps(self, pick: int, thps: int, stride: int, prot: str, keep: int) -> None:
+          prot=st.sampled_from(["r", "r", "none"]), keep=st.integers(0, 2),
+          holes=st.booleans(), child=st.sampled_from([None, "exits", "stays"]))
+    def split_thps(self, pick: int, thps: int, stride: int, prot: str, keep: int,
+                   holes: bool, child: str | None) -> None:
         """The benchmark's THP steps in small: THPs (where the settings and free memory
         give them) split by mprotect() of one page per ``stride`` into PTE-mapped folios
         in many VMAs, then one munmap of all but the last ``keep`` pages (a folio left
-        partly mapped stays queued for deferred split)."""
+        partly mapped stays queued for deferred split). With ``holes``, MADV_DONTNEED
+        first zaps a few pages (none entries among the PTEs). With a ``child``, fork()
+        write-protects the PTEs; after the child exits, writes reuse some pages (those
+        PTEs writable and dirty again, the rest not: one folio_pte_batch() run across
+        both); a child that stays shares the folios during the munmap, and unmaps them
+        at its exit."""
         i = pick % len(self.procs[0])
         n = thps * 512
 
@@ -219,7 +226,16 @@ class BatchedVsPerPage(RuleBasedStateMachine):
             ps[i].touch(a, n * PAGE_SIZE)
             for k in range(1, n, stride):
                 ps[i].mprotect(a + k * PAGE_SIZE, PAGE_SIZE, prot)
+            if holes:
+                ps[i].madvise(a + 300 * PAGE_SIZE, 5 * PAGE_SIZE, "dontneed")
+            forked = ps[i].fork() if child else None
+            if forked is not None and child == "exits":
+                forked.exit()
+                for k in range(7, n, 200):
+                    ps[i].write(a + k * PAGE_SIZE, 3)
             ps[i].munmap(a, (n - keep) * PAGE_SIZE)
+            if forked is not None and child == "stays":
+                forked.exit()
 
         self._both(step)
 
@@ -406,7 +422,7 @@ def test_a_munmap_of_pte_mapped_thps_is_one_batch(monkeypatch: pytest.MonkeyPatc
     in one step (deferred split queueing, frees and events as the per-page zap leaves)."""
     import pyfolio.mm.memory_batch as mb
 
-    taken = _spy(monkeypatch, mb, "_unmap_large_runs")
+    taken = _spy(monkeypatch, mb, "unmap_large_runs")
 
     def steps(p: Process, a: int) -> None:
         _stripes(p, a, 8 * MiB)
@@ -415,3 +431,31 @@ def test_a_munmap_of_pte_mapped_thps_is_one_batch(monkeypatch: pytest.MonkeyPatc
     states = _both_ways(steps, 8 * MiB, "hugepage", ram="32M")
     assert taken == [True] and states[0] == states[1]
     assert [e.name for e in states[0][1]].count("deferred_split_folio") == 4
+
+
+def test_a_munmap_leaving_thps_partly_mapped_is_one_batch(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """PTE-mapped THPs whose PTEs differ in their write and dirty bits (fork() made them
+    read-only, writes after the child's exit made some writable again: one
+    folio_pte_batch() run across both), with holes MADV_DONTNEED left, munmapped but for
+    a few pages at each end: the batched zap is taken, the two folios left partly mapped
+    stay on the deferred split queue (flagged, counted), the others are freed off it, and
+    everything is as the per-page zap leaves it."""
+    import pyfolio.mm.memory_batch as mb
+
+    taken = _spy(monkeypatch, mb, "unmap_large_runs")
+    queues = []
+
+    def steps(p: Process, a: int) -> None:
+        _stripes(p, a, 8 * MiB)
+        p.madvise(a + 900 * PAGE_SIZE, 4 * PAGE_SIZE, "dontneed")
+        p.fork().exit()
+        for k in range(7, 2048, 300):
+            p.write(a + k * PAGE_SIZE, 3)
+        p.munmap(a + 2 * PAGE_SIZE, 8 * MiB - 5 * PAGE_SIZE)
+        queues.append(list(p.system.machine.deferred_split_queue))
+
+    states = _both_ways(steps, 8 * MiB, "hugepage", ram="32M")
+    assert taken[-1] is True and states[0] == states[1]
+    assert len(queues[0]) == 2 and queues[0] == queues[1]
+    assert states[0][0]["vmstat"]["thp_deferred_split_page"] == 4

@@ -38,6 +38,7 @@ from pyfolio.include.linux.mm import add_mm_counter, vma_is_anonymous
 from pyfolio.include.linux.mm_types import MM_ANONPAGES, VM, VMA, MMStruct
 from pyfolio.mm import huge_memory as hm
 from pyfolio.mm.memory import maybe_mkwrite, pmd_slot
+from pyfolio.mm.memory_batch_large import unmap_large_runs
 from pyfolio.mm.page_alloc import alloc_pages_run, free_pages_run
 from pyfolio.sim.memmap import FOLIO_MAPPING_ANON, NO_HEAD, PG, ZONE_NORMAL
 from pyfolio.sim.units import HPAGE_PMD_ORDER, PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PUD_SHIFT
@@ -147,7 +148,6 @@ def _fault_events(pfns: list[int], address: int) -> Iterator[_EventItem]:
 
 
 _NOT_SMALL_ANON = np.uint32(PG.head | PG.swapcache)
-_PARTIALLY_MAPPED = np.uint32(PG.partially_mapped)
 
 
 def zap_pte_run(vma: VMA, tbl: np.ndarray, i: int, hi: int) -> int:
@@ -279,13 +279,13 @@ def unmap_vmas_run(vmas: list[VMA]) -> bool:
         return False
     segs, ends = got
     seg = np.concatenate(segs) if segs else np.zeros(0, np.uint64)
-    present = np.flatnonzero(seg)
-    if len(present) and not _small_anon_at(m, int(seg[present[0]])):
-        return _unmap_large_runs(vmas, segs, ends, seg)
+    first = next((int(x[k[0]]) for x in segs if len(k := np.flatnonzero(x))), 0)
+    if first and not _small_anon_at(m, first):
+        return unmap_large_runs(vmas, segs, ends, seg)  # pyfolio.mm.memory_batch_large
     ok, pf = _small_anon(m, seg)
     idx = np.flatnonzero(ok)
     if (~ok & (seg != 0)).any():
-        return _unmap_large_runs(vmas, segs, ends, seg)
+        return unmap_large_runs(vmas, segs, ends, seg)
     if not _once_each(m, pf[idx]):
         return False
     for part in segs:
@@ -295,78 +295,6 @@ def unmap_vmas_run(vmas: list[VMA]) -> bool:
     if m.trace.keeps_events():
         cut = np.searchsorted(idx[gone], ends).tolist()
         m.trace.emit_run(_unmap_events(vmas, freed, blocks, cut))
-    return True
-
-
-def _unmap_large_runs(vmas: list[VMA], segs: list[np.ndarray], ends: list[int],
-                      seg: np.ndarray) -> bool:
-    """:func:`unmap_vmas_run` where the entries are PTEs of large anon folios (a THP
-    that a split left PTE-mapped): each present entry not PROT_NONE, not special, a page
-    in RAM mapped once (``_mapcount`` 0) of an anon large folio outside the swap cache;
-    else False, nothing done.
-
-    zap_pte_range() takes such PTEs in folio_pte_batch() runs (consecutive pages of one
-    folio in one table of one VMA); per run, in order: folio_remove_rmap_ptes() (each
-    page unmapped: ``_large_mapcount`` and ``_nr_pages_mapped`` - nr; a folio left
-    partially mapped is queued for deferred split, _queue_partially_mapped()), then
-    folio_put_refs(nr) (the last reference frees the folio: __folio_put()). The runs are
-    found at once; the per-folio steps run in order, with the kernel-named functions where
-    a folio is queued or freed.
-    """
-    from pyfolio.include.linux.mm import Folio, __folio_put
-    from pyfolio.mm.rmap import _queue_partially_mapped
-    from pyfolio.sim.memmap import ENTIRELY_MAPPED
-
-    mm = vmas[0].vm_mm
-    m: Machine = mm.m
-    mem = m.mem
-    pos = np.flatnonzero(seg)
-    raw = seg[pos]
-    if not len(pos) or ((raw & np.uint64(_PAGE_PRESENT | _PAGE_SPECIAL))
-                        != np.uint64(_PAGE_PRESENT)).any():
-        return False
-    pf = ((raw & np.uint64(PTE_PFN_MASK)) >> np.uint64(PAGE_SHIFT)).astype(np.int64)
-    if (pf >= m.nr_ram).any():
-        return False
-    head = mem.compound_head[pf]
-    head = np.where(head == NO_HEAD, pf, head)
-    if not ((mem.flags[head] & np.uint32(PG.head | PG.swapcache) == np.uint32(PG.head))
-            & (mem.zone[head] == ZONE_NORMAL) & (mem.mapping[head] & FOLIO_MAPPING_ANON != 0)
-            & (mem._mapcount[pf] == 0)).all():
-        return False
-    starts = np.cumsum([0, *(len(x) for x in segs)])  # where each table part begins
-    brk = np.ones(len(pos), bool)  # folio_pte_batch(): a run ends at a gap, a part's end,
-    brk[1:] = (np.diff(pos) != 1) | (np.diff(pf) != 1) | (np.diff(head) != 0)  # a folio's
-    brk[np.isin(pos, starts)] = True
-    first = np.flatnonzero(brk)
-    lens = np.diff(np.append(first, len(pos)))
-    heads = head[first]
-    uniq, inv = np.unique(heads, return_inverse=True)
-    if (np.bincount(inv, weights=lens) > mem._refcount[uniq]).any():
-        return False  # more PTEs than references: the per-page path warns
-    for part in segs:
-        part[:] = 0
-    m.trace.cost("tlb_flushes", len(segs))
-    m.trace.cost("pte_writes", len(pos))
-    add_mm_counter(mm, MM_ANONPAGES, -len(pos))
-    mem._mapcount[pf] -= 1
-    owner = np.searchsorted(ends, pos[first], side="right").tolist()
-    done = 0
-    for k, h, nr in zip(owner, heads.tolist(), lens.tolist(), strict=True):
-        while done < k:
-            vma = vmas[done]
-            m.trace.emit("zap_page_range", start=vma.vm_start, end=vma.vm_end)
-            done += 1
-        mem._large_mapcount[h] -= nr
-        left = int(mem._nr_pages_mapped[h]) - nr
-        mem._nr_pages_mapped[h] = left
-        if left < ENTIRELY_MAPPED and left and not mem.flags[h] & _PARTIALLY_MAPPED:
-            _queue_partially_mapped(Folio(m, h), True)  # (a no-op once flagged)
-        mem._refcount[h] -= nr
-        if not mem._refcount[h]:
-            __folio_put(Folio(m, h))
-    for vma in vmas[done:]:
-        m.trace.emit("zap_page_range", start=vma.vm_start, end=vma.vm_end)
     return True
 
 

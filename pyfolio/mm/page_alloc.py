@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from pyfolio.sim.machine import Machine
 
 __all__ = ["alloc_pages", "alloc_pages_run", "__free_pages", "free_pages_run",
+           "free_large_pages_run",
            "take_page_off_buddy", "nr_free_pages", "buddyinfo", "fragment", "defragment",
            "prep_compound_page"]
 
@@ -194,19 +195,10 @@ def free_pages_run(m: Machine, pfns: list[int], blocks: bool = True) -> list[tup
     final: dict[int, int] = {}  # first page of a block -> its order on a list, or -1
     out: list[tuple[int, int]] = []
 
-    def merge(pfn: int, order: int) -> None:  # __free_one_page()
-        while order < MAX_PAGE_ORDER:
-            buddy = pfn ^ (1 << order)
-            if buddy + (1 << order) > nr_ram or buddy not in lists[order]:
-                break
-            del lists[order][buddy]
-            final[buddy] = -1
-            pfn = min(pfn, buddy)
-            order += 1
-        lists[order][pfn] = None
-        final[pfn] = order
+    def merge(pfn: int, order: int) -> None:
+        block = _merge_free(lists, nr_ram, final, pfn, order)
         if blocks:
-            out.append((pfn, order))
+            out.append(block)
 
     breaks = np.flatnonzero(np.diff(arr) != 1) + 1  # runs of consecutive frames
     for s, e in zip([0, *breaks.tolist()], [*breaks.tolist(), len(pfns)], strict=True):
@@ -222,11 +214,89 @@ def free_pages_run(m: Machine, pfns: list[int], blocks: bool = True) -> list[tup
             merge(pfn, k)
             j += 1 << k
     fa.nr_free += len(pfns)
+    _mark_blocks(mem, final)
+    return out
+
+
+def _merge_free(lists: list[dict[int, None]], nr_ram: int, final: dict[int, int], pfn: int,
+                order: int) -> tuple[int, int]:
+    """__free_one_page() on the free lists alone: merge the block at ``pfn`` with its free
+    buddies and put it on its list; ``final`` records each block head touched (its order
+    on a list, or -1 for a buddy merged away) for :func:`_mark_blocks`. Returns the
+    (pfn, order) of the block it ended in."""
+    while order < MAX_PAGE_ORDER:
+        buddy = pfn ^ (1 << order)
+        if buddy + (1 << order) > nr_ram or buddy not in lists[order]:
+            break
+        del lists[order][buddy]
+        final[buddy] = -1
+        pfn = min(pfn, buddy)
+        order += 1
+    lists[order][pfn] = None
+    final[pfn] = order
+    return pfn, order
+
+
+def _mark_blocks(mem: Memmap, final: dict[int, int]) -> None:
+    """The buddy marks FreeArea.add()/remove() leave, written once: page type and order of
+    each block head :func:`_merge_free` touched, from where it ended up."""
     heads = np.fromiter(final.keys(), np.int64, len(final))
     orders = np.fromiter(final.values(), np.int64, len(final))
     mem.page_type[heads] = np.where(orders >= 0, PGTY.buddy, PGTY.none)
     mem.order[heads] = np.maximum(orders, 0)
-    return out
+
+
+def free_large_pages_run(m: Machine, heads: list[int], orders: list[int],
+                         blocks: bool = True) -> list[tuple[int, int]]:
+    """What ``__free_pages(m, head, order)`` for each ``(head, order)`` in turn leaves
+    (compound pages of large folios, each freed once); returns (with ``blocks``) the
+    (pfn, order) of the block each one ended in, for the ``mm_page_free`` events the
+    caller emits in their place. A simulator batch, not a kernel function.
+
+    As :func:`free_pages_run`: the struct pages are reset first (free_pages_prepare();
+    a block a later call frees is in use until then, so no earlier merge touches it),
+    each anon folio leaves its size's ``nr_anon``, the merges run on the free lists
+    alone in the same order, and the buddy marks are written once at the end.
+
+    >>> from pyfolio.mm.mm_init import boot_machine
+    >>> a, b = boot_machine(ram_pages=8192), boot_machine(ram_pages=8192)
+    >>> sizes = (9, 2, 9, 4, 9, 1)
+    >>> got = [[alloc_pages(x, o) for o in sizes] for x in (a, b)]
+    >>> turn = [4, 0, 3, 2, 5, 1]
+    >>> ours = free_large_pages_run(a, [got[0][i] for i in turn], [sizes[i] for i in turn])
+    >>> theirs = [__free_pages(b, got[1][i], sizes[i]) or b.trace.events[-1].args
+    ...           for i in turn]
+    >>> ours == [(e[0][1], e[1][1]) for e in theirs]
+    True
+    >>> [list(x) for x in a.free_area.lists] == [list(x) for x in b.free_area.lists]
+    True
+    >>> arrays = [k for k, v in vars(a.mem).items() if isinstance(v, np.ndarray)]
+    >>> all((getattr(a.mem, k) == getattr(b.mem, k)).all() for k in arrays)
+    True
+    >>> a.free_area.nr_free == b.free_area.nr_free
+    True
+    """
+    if not heads:
+        return []
+    mem, fa = m.mem, m.free_area
+    h = np.asarray(heads, dtype=np.int64)
+    sizes = np.left_shift(1, np.asarray(orders, dtype=np.int64))
+    anon = mem.mapping[h] & FOLIO_MAPPING_ANON != 0
+    for order, nr in zip(*np.unique(np.asarray(orders)[anon], return_counts=True), strict=True):
+        mod_mthp_stat(m, int(order), MTHP_STAT.MTHP_STAT_NR_ANON, -int(nr))
+    sort = np.argsort(h)  # the frames in as few slices as they make
+    lo, hi = h[sort], h[sort] + sizes[sort]
+    joined = lo[1:] == hi[:-1]
+    for start, end in zip(lo[np.r_[True, ~joined]].tolist(), hi[np.r_[~joined, True]].tolist(),
+                          strict=True):
+        mem.reset(start, end)
+    lists, nr_ram = fa.lists, m.nr_ram
+    final: dict[int, int] = {}
+    out = [_merge_free(lists, nr_ram, final, pfn, order)
+           for pfn, order in zip(heads, orders, strict=True)]
+    fa.nr_free += int(sizes.sum())
+    _mark_blocks(mem, final)
+    return out if blocks else []
 
 
 def take_page_off_buddy(m: Machine, pfn: int) -> bool:
