@@ -96,7 +96,14 @@ from pyfolio.mm.rmap import (
 from pyfolio.mm.swap import folio_add_lru_vma
 from pyfolio.sim.errors import EBUSY, EFAULT, ENOMEM, MmError
 from pyfolio.sim.memmap import PG
-from pyfolio.sim.units import HPAGE_PMD_ORDER, PAGE_SHIFT, PAGE_SIZE, PGDIR_SHIFT, PMD_SIZE
+from pyfolio.sim.units import (
+    HPAGE_PMD_ORDER,
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    PGDIR_SHIFT,
+    PMD_SHIFT,
+    PMD_SIZE,
+)
 
 if TYPE_CHECKING:
     from pyfolio.sim.machine import Machine
@@ -801,9 +808,12 @@ def free_pgtables(mm: MMStruct, start: int, end: int) -> None:
     whose whole span lies in the unmapped gap is freed and its parent entry cleared.
     Simplification: tables are freed only when empty and their span meets no VMA.
     """
+    from pyfolio.mm.memory_batch import free_pte_tables_run, pte_free_run
+
     m = mm.m
     # with the batch on, the tables are freed after the walk, in the walk's order, in one
-    # step (pyfolio.mm.memory_batch.pte_free_run()): the walk reads no freed frame
+    # step (pyfolio.mm.memory_batch.pte_free_run()): the walk reads no freed frame; each
+    # PMD table's PTE tables are looked at in one step (free_pte_tables_run())
     freed: list[int] | None = [] if m.batch else None
 
     def span_free(lo: int, hi: int) -> bool:
@@ -814,6 +824,8 @@ def free_pgtables(mm: MMStruct, start: int, end: int) -> None:
         tbl = m.pgtables[table]
         if shift == PAGE_SHIFT:  # a PTE table: no table below it
             return not tbl.any()
+        if freed is not None and shift == PMD_SHIFT:
+            return free_pte_tables_run(mm, table, base, start, end, freed)
         size = 1 << shift
         for i in (int(x) for x in np.flatnonzero(tbl)):
             raw = int(tbl[i])
@@ -834,6 +846,4 @@ def free_pgtables(mm: MMStruct, start: int, end: int) -> None:
 
     sweep(mm.pgd, 0, PGDIR_SHIFT)
     if freed:
-        from pyfolio.mm.memory_batch import pte_free_run
-
         pte_free_run(m, freed)

@@ -41,13 +41,13 @@ from pyfolio.mm.memory import maybe_mkwrite, pmd_slot
 from pyfolio.mm.memory_batch_large import unmap_large_runs
 from pyfolio.mm.page_alloc import alloc_pages_run, free_pages_run
 from pyfolio.sim.memmap import FOLIO_MAPPING_ANON, NO_HEAD, PG, ZONE_NORMAL
-from pyfolio.sim.units import HPAGE_PMD_ORDER, PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PUD_SHIFT
+from pyfolio.sim.units import HPAGE_PMD_ORDER, PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PMD_SIZE, PUD_SHIFT
 
 if TYPE_CHECKING:
     from pyfolio.sim.machine import Machine
 
 __all__ = ["BATCH_MIN", "anon_run_vma", "do_anonymous_page_run", "zap_pte_run", "zap_pte_ranges",
-           "unmap_vmas_run", "pte_free_run"]
+           "unmap_vmas_run", "pte_free_run", "free_pte_tables_run"]
 
 #: the shortest run a batch takes; shorter ones go page by page
 BATCH_MIN = 2
@@ -307,6 +307,41 @@ def pte_free_run(m: Machine, pfns: list[int]) -> None:
     if keep:
         m.trace.emit_run(("mm_page_free", (("pfn", pfn), ("order", order)), ())
                          for pfn, order in blocks)
+
+
+def free_pte_tables_run(mm: MMStruct, table: int, base: int, start: int, end: int,
+                        freed: list[int]) -> bool:
+    """free_pgtables()' walk of the PMD table ``table`` (mapping from ``base``) in one
+    step: each entry inside [start, end) that points to a PTE table whose 2 MiB meets no
+    VMA and that has no entry left is cleared, its table dropped from ``m.pgtables`` and
+    appended to ``freed`` (in entry order, for :func:`pte_free_run`); whether ``table``
+    is left empty. What the per-entry walk (pyfolio.mm.memory.free_pgtables()) does
+    there, entry by entry (mm/memory.c:free_pgd_range() -> free_pmd_range() ->
+    free_pte_range(), v6.18)."""
+    pgt = mm.m.pgtables
+    tbl = pgt[table]
+    idx = np.flatnonzero(tbl)
+    raw = tbl[idx]
+    lo = base + (idx << PMD_SHIFT)
+    take = (lo < end) & (lo + PMD_SIZE > start) & (raw & np.uint64(_PAGE_PRESENT) != 0) \
+        & (raw & np.uint64(_PAGE_PSE) == 0)
+    idx, raw, lo = idx[take], raw[take], lo[take]
+    near = mm.vmas_between(int(lo[0]), int(lo[-1]) + PMD_SIZE) if len(lo) else []
+    if near:  # the entries whose span meets a VMA stay
+        vs = np.fromiter((v.vm_start for v in near), np.int64, len(near))
+        ve = np.fromiter((v.vm_end for v in near), np.int64, len(near))
+        k = np.searchsorted(ve, lo, side="right")  # the first VMA ending after lo
+        meets = k < len(near)
+        meets[meets] = vs[k[meets]] < lo[meets] + PMD_SIZE
+        idx, raw = idx[~meets], raw[~meets]
+    children = ((raw & np.uint64(PTE_PFN_MASK)) >> np.uint64(PAGE_SHIFT)).tolist()
+    empty = [not np.count_nonzero(pgt[child]) for child in children]
+    for child, gone in zip(children, empty, strict=True):
+        if gone:
+            del pgt[child]
+            freed.append(child)
+    tbl[idx[np.array(empty, bool)]] = 0
+    return not tbl.any()
 
 
 def _table_parts(mm: MMStruct, vmas: list[VMA]) -> tuple[list[np.ndarray], list[int]] | None:
