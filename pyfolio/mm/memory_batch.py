@@ -29,7 +29,6 @@ from pyfolio.arch.x86.pgtable import (
     _PAGE_SPECIAL,
     PTE_PFN_MASK,
     pfn_pte,
-    pmd_index,
     pte_index,
     pte_mkdirty,
     pte_pfn,
@@ -38,10 +37,18 @@ from pyfolio.include.linux.mm import add_mm_counter, vma_is_anonymous
 from pyfolio.include.linux.mm_types import MM_ANONPAGES, VM, VMA, MMStruct
 from pyfolio.mm import huge_memory as hm
 from pyfolio.mm.memory import maybe_mkwrite, pmd_slot
-from pyfolio.mm.memory_batch_large import unmap_large_runs
+from pyfolio.mm.memory_batch_large import _ranges, unmap_large_runs
 from pyfolio.mm.page_alloc import alloc_pages_run, free_pages_run
 from pyfolio.sim.memmap import FOLIO_MAPPING_ANON, NO_HEAD, PG, ZONE_NORMAL
-from pyfolio.sim.units import HPAGE_PMD_ORDER, PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PMD_SIZE, PUD_SHIFT
+from pyfolio.sim.units import (
+    HPAGE_PMD_ORDER,
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    PMD_SHIFT,
+    PMD_SIZE,
+    PTRS_PER_TABLE,
+    PUD_SHIFT,
+)
 
 if TYPE_CHECKING:
     from pyfolio.sim.machine import Machine
@@ -347,28 +354,32 @@ def free_pte_tables_run(mm: MMStruct, table: int, base: int, start: int, end: in
 def _table_parts(mm: MMStruct, vmas: list[VMA]) -> tuple[list[np.ndarray], list[int]] | None:
     """The PTE-table slices each VMA's zap would hand zap_pte_range(), in order (views
     into the tables), and per VMA the position in their concatenation after its last
-    entry; None at the first PMD that is a leaf or not present."""
+    entry; None where a PMD is a leaf or not present. The chunks (one per VMA and 2 MiB)
+    and their PMD entries are found for all the VMAs at once, one PMD table per GiB."""
     pgt = mm.m.pgtables
-    segs: list[np.ndarray] = []
-    ends: list[int] = []
-    pos, pud, pmds = 0, -1, None
-    for vma in vmas:
-        addr, end = vma.vm_start, vma.vm_end
-        while addr < end:
-            nxt = min((addr | (PMD_SIZE - 1)) + 1, end)
-            if addr >> PUD_SHIFT != pud:  # one PMD table per GiB: walk to it once
-                pud, slot = addr >> PUD_SHIFT, pmd_slot(mm, addr)
-                pmds = None if slot is None else pgt[slot[0]]
-            raw = 0 if pmds is None else int(pmds[pmd_index(addr)])
-            if raw:
-                if raw & _PAGE_PSE or not raw & _PAGE_PRESENT:
-                    return None
-                i, n = pte_index(addr), (nxt - addr) >> PAGE_SHIFT
-                segs.append(pgt[pte_pfn(raw)][i: i + n])
-                pos += n
-            addr = nxt
-        ends.append(pos)
-    return segs, ends
+    vs = np.fromiter((v.vm_start for v in vmas), np.int64, len(vmas))
+    ve = np.fromiter((v.vm_end for v in vmas), np.int64, len(vmas))
+    count = ((ve - 1) >> PMD_SHIFT) - (vs >> PMD_SHIFT) + 1  # the PMDs each VMA meets
+    pmd = _ranges(vs >> PMD_SHIFT, count)
+    owner = np.repeat(np.arange(len(vmas)), count)
+    lo = np.maximum(pmd << PMD_SHIFT, vs[owner])
+    size = (np.minimum((pmd + 1) << PMD_SHIFT, ve[owner]) - lo) >> PAGE_SHIFT
+    raw = np.zeros(len(pmd), np.uint64)
+    pud = pmd >> (PUD_SHIFT - PMD_SHIFT)
+    for gib in sorted(set(pud.tolist())):  # one PMD table per GiB: walk to it once
+        slot = pmd_slot(mm, gib << PUD_SHIFT)
+        if slot is not None:
+            here = pud == gib
+            raw[here] = pgt[slot[0]][pmd[here] & (PTRS_PER_TABLE - 1)]
+    if ((raw & np.uint64(_PAGE_PSE) != 0)
+            | ((raw != 0) & (raw & np.uint64(_PAGE_PRESENT) == 0))).any():
+        return None
+    size[raw == 0] = 0
+    used = np.flatnonzero(size)
+    tables = ((raw[used] & np.uint64(PTE_PFN_MASK)) >> np.uint64(PAGE_SHIFT)).tolist()
+    first = ((lo[used] >> PAGE_SHIFT) & (PTRS_PER_TABLE - 1)).tolist()
+    segs = [pgt[t][i: i + n] for t, i, n in zip(tables, first, size[used].tolist(), strict=True)]
+    return segs, np.cumsum(size)[np.cumsum(count) - 1].tolist()
 
 
 def _unmap_events(vmas: list[VMA], freed: list[int], blocks: list[tuple[int, int]],
