@@ -3,8 +3,9 @@
 Models: mm/memory.c (v6.18): do_anonymous_page() reached from handle_mm_fault() and
 handle_pte_fault(), over a run of write faults at consecutive none PTEs of one PTE table;
 zap_pte_range() over a run of PTEs that map order-0 anon folios; unmap_vmas() over all
-the VMAs of one munmap or exit (order-0 pages, or PTE-mapped large folios in
-folio_pte_batch() runs); free_pgtables()' pte_free() calls.
+the VMAs of one munmap or exit (order-0 pages here; PTE-mapped large folios in
+folio_pte_batch() runs in pyfolio.mm.memory_batch_large); free_pgtables()' walk of a PMD
+table's PTE tables (free_pmd_range() -> free_pte_range()) and its pte_free() calls.
 
 The kernel takes one fault per 4 KiB page of a memset(); so does the simulator's
 per-page path (pyfolio.mm.memory), the model the chapters teach. A batch here is not a
@@ -268,7 +269,9 @@ def unmap_vmas_run(vmas: list[VMA]) -> bool:
     VMAs of one munmap or exit, in address order) in one step; False, nothing done, where
     that is not sure to be the same: fewer than two VMAs, ``Machine.batch`` off, a VMA
     that is not private anonymous, a PMD that is a leaf or not present (a THP:
-    zap_huge_pmd() or a split would come), or an entry :func:`zap_pte_run` would not take.
+    zap_huge_pmd() or a split would come), or an entry :func:`zap_pte_run` would not take
+    where the entries are not all those of large folios
+    (pyfolio.mm.memory_batch_large.unmap_large_runs() takes those).
 
     Models what unmap_vmas() -> unmap_single_vma() -> zap_pte_range() do per VMA and
     per PTE table (mm/memory.c, v6.18): the frees come VMA by VMA, table by table, entry

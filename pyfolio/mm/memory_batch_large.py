@@ -53,9 +53,10 @@ def unmap_large_runs(vmas: list[VMA], segs: list[np.ndarray], ends: list[int],
                      seg: np.ndarray) -> bool:
     """zap_page_range() over each of ``vmas`` in turn, where every entry of their PTE
     tables (``segs``, each VMA's part ending at its ``ends`` position of ``seg``, their
-    concatenation) is none or a present PTE (not PROT_NONE, not special) of a page in RAM
-    mapped once (``_mapcount`` 0) of an anon large folio outside the swap cache, no folio
-    losing more references than it holds; else False, nothing done.
+    concatenation: a copy, which this call uses up) is none or a present PTE (not
+    PROT_NONE, not special) of a page in RAM mapped once (``_mapcount`` 0) of an anon
+    large folio outside the swap cache, no folio losing more references than it holds;
+    else False, nothing done.
 
     Per folio_pte_batch() run (consecutive pages of one folio in one table of one VMA),
     in order, what zap_pte_range() does (mm/memory.c, v6.18): the entries cleared
@@ -76,7 +77,7 @@ def unmap_large_runs(vmas: list[VMA], segs: list[np.ndarray], ends: list[int],
     if found is None:
         return False
     at, pfn, head, nr, pf = found
-    if not (mem._mapcount[pf] == 0).all():
+    if mem._mapcount[pf].any():
         return False
     folios, inv = np.unique(head, return_inverse=True)
     total = np.bincount(inv, weights=nr).astype(np.int64)  # PTEs per folio
@@ -118,7 +119,8 @@ def _folio_runs(m: Machine, segs: list[np.ndarray], seg: np.ndarray
                 ) -> tuple[np.ndarray, ...] | None:
     """The folio_pte_batch() runs of ``seg`` as zap_pte_range() walks them part by part:
     (position in ``seg`` of each run's first entry, its first PFN, its folio's head, its
-    length, and the PFN of every present entry); None unless every present entry is a
+    length, and the PFN of every present entry: ``seg`` itself, its entries turned into
+    PFNs, where none is none); None unless every present entry is a
     present, not special PTE of a page in RAM of an anon large folio outside the swap
     cache in ZONE_NORMAL.
 
@@ -164,7 +166,9 @@ def _folio_runs(m: Machine, segs: list[np.ndarray], seg: np.ndarray
             & (mem.mapping[folios] & FOLIO_MAPPING_ANON != 0)).all():
         return None
     at = first if pos is None else pos[first]
-    return at, pfn, head, nr, ((raw & _PFN) >> _SHIFT).view(np.int64)
+    np.bitwise_and(raw, _PFN, out=raw)  # (in place: seg or its copy is used up here)
+    np.right_shift(raw, _SHIFT, out=raw)
+    return at, pfn, head, nr, raw.view(np.int64)
 
 
 def _stretches(mem: Memmap, raw: np.ndarray, first: np.ndarray, n: int
