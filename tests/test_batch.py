@@ -419,10 +419,20 @@ def test_a_munmap_across_many_vmas_is_one_batch(monkeypatch: pytest.MonkeyPatch)
 def test_a_munmap_of_pte_mapped_thps_is_one_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     """The benchmark's THP steps: mprotect() of one page per 2 MiB splits each PMD and
     cuts the region into VMAs; munmap() then zaps the PTE-mapped THPs of all those VMAs
-    in one step (deferred split queueing, frees and events as the per-page zap leaves)."""
+    in one step (deferred split queueing, frees and events as the per-page zap leaves),
+    and free_pgtables() frees their 4 PTE tables in one step too."""
     import pyfolio.mm.memory_batch as mb
 
     taken = _spy(monkeypatch, mb, "unmap_large_runs")
+    walk = mb.free_pte_tables_run
+    tables: list[int] = []
+
+    def counted(*args: Any) -> bool:
+        got = walk(*args)
+        tables.append(len(args[-1]))  # the PTE tables freed so far
+        return got
+
+    monkeypatch.setattr(mb, "free_pte_tables_run", counted)
 
     def steps(p: Process, a: int) -> None:
         _stripes(p, a, 8 * MiB)
@@ -431,6 +441,7 @@ def test_a_munmap_of_pte_mapped_thps_is_one_batch(monkeypatch: pytest.MonkeyPatc
     states = _both_ways(steps, 8 * MiB, "hugepage", ram="32M")
     assert taken == [True] and states[0] == states[1]
     assert [e.name for e in states[0][1]].count("deferred_split_folio") == 4
+    assert tables == [4]  # free_pgtables() walked the PMD table in one step
 
 
 def test_a_munmap_leaving_thps_partly_mapped_is_one_batch(
