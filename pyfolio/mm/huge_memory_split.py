@@ -305,6 +305,11 @@ def _split_mapped_steps(folio: Folio, new_order: int, split_at: int, lock_at: in
         if mapping is not None:  # out_unlock:
             i_mmap_unlock_read(mapping)
         return -EAGAIN, False
+    if not unmapped and list_ is None and uniform and not new_order and is_anon:
+        from pyfolio.mm.huge_memory_batch import folio_split_pmd_mapped_run
+
+        if folio_split_pmd_mapped_run(folio, split_at, lock_at):  # the same steps, batched
+            return 0, True
     if not unmapped:
         unmap_folio(folio)
     held = m.mem.extra_refs.pop(pfn, 0)

@@ -1,0 +1,195 @@
+"""Batched split of a PMD-mapped THP: the 512 entries and 512 folios in one step.
+
+Models: mm/huge_memory.c (v6.18) __folio_split() of an anon order-9 folio to order 0
+that one PMD maps (what MADV_FREE, MADV_COLD and the deferred split shrinker split):
+unmap_folio() (mm/rmap.c:try_to_migrate() with __split_huge_pmd_locked(freeze)),
+__folio_freeze_and_split_unmapped() with __split_unmapped_folio() and
+lru_add_split_folio(), and remap_page() (mm/migrate.c:remove_migration_pte() over the
+512 migration entries the freeze wrote).
+
+The kernel goes through those steps one after the other, entry by entry; so does the
+simulator's per-entry path in :mod:`pyfolio.mm.huge_memory_split`, the model the
+chapters teach. A batch here is not a kernel function: it is an implementation of the
+same steps for the whole THP at once, leaving exactly the state, counters and trace
+events the per-entry calls leave, in the same order (tests/test_batch.py compares both
+ways on random scenarios). The migration entries the freeze writes and remap_page()
+reads back are never observed between the two, so the batch writes the PTEs they
+become directly. It is selected only where it is sure to be that same sequence (see
+:func:`folio_split_pmd_mapped_run`) and ``Machine.batch`` (``System.batch``) is on;
+anywhere else the caller takes the per-entry path.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from pyfolio.arch.x86.pgtable import (
+    _PAGE_ACCESSED,
+    _PAGE_PRESENT,
+    _PAGE_RW,
+    _PAGE_SOFT_DIRTY,
+    _PAGE_TABLE,
+    _PAGE_UFFD_WP,
+    PAGE_SHIFT,
+    pfn_pte,
+    pmd_dirty,
+    pmd_leaf,
+    pte_pfn,
+    pte_soft_dirty,
+)
+from pyfolio.include.linux.huge_mm import MTHP_STAT, mod_mthp_stat
+from pyfolio.include.linux.mm import Folio, folio_ref_freeze, vma_is_anonymous
+from pyfolio.mm.huge_memory import __folio_unqueue_deferred_split, pgtable_trans_huge_withdraw
+from pyfolio.mm.huge_memory_split_unmapped import __split_folio_to_order
+from pyfolio.mm.migrate import RMP_USE_SHARED_ZEROPAGE, _restored_pte_bits
+from pyfolio.mm.rmap import anon_vma_ranges, folio_remove_rmap_pmd
+from pyfolio.sim.memmap import ENTIRELY_MAPPED, PG, ZONE_DEVICE
+from pyfolio.sim.units import HPAGE_PMD_NR, HPAGE_PMD_ORDER, PMD_SIZE
+
+if TYPE_CHECKING:
+    from pyfolio.include.linux.mm_types import VMA
+
+__all__ = ["folio_split_pmd_mapped_run"]
+
+_U64 = np.uint64
+_PG_ANON_EXCLUSIVE = np.uint32(PG.anon_exclusive)
+_ORDERS0 = [0] * HPAGE_PMD_NR
+
+
+def folio_split_pmd_mapped_run(folio: Folio, split_at: int, lock_at: int) -> bool:
+    """__folio_split(folio, 0, split_at, lock_at, NULL, true) from unmap_folio() to the
+    final unlock, for the whole THP at once; False (nothing done) where the batch does
+    not apply, and the caller takes the per-entry path.
+
+    Selected when the batch is on and the locked anon order-9 folio (not in the swap
+    cache, not ZONE_DEVICE, no page all zeroes: no shared zero page for remap_page()) is
+    mapped by exactly one present PMD leaf (no PTE maps it) in an anonymous VMA, the
+    only one its anon_vma reaches at the folio's address, of an mm without MMU-notifier
+    subscribers; held by its mapping and the caller only (can_split_folio() holds and
+    the freeze succeeds); not maybe pinned if exclusive (the freezing PMD split shares
+    it). Then it leaves what the per-entry path leaves: ``thp_split_pmd``, the withdrawn
+    table holding 512 PTEs as remove_migration_pte() rebuilds them from the entries
+    __split_huge_pmd_locked(freeze) made (write, young, dirty, soft-dirty, uffd-wp; the
+    pages anon-exclusive unless the entries were readable), the PMD rmap and reference
+    gone and one per page back, 512 order-0 folios on the LRU after the head, the
+    deferred split queue and mTHP counters, and the events ``split_huge_pmd``,
+    ``unmap_folio``, ``folio_ref_freeze``, ``__split_unmapped_folio``,
+    ``folio_ref_unfreeze`` and ``remap_page`` with their costs. The caller
+    (__folio_split()) counts the split.
+    """
+    from pyfolio.mm.huge_memory_split import _unlock_and_put, lru_add_split_folio
+    from pyfolio.mm.memory import pmd_slot
+
+    m, pfn = folio.m, folio.pfn
+    mem = m.mem
+    nr = HPAGE_PMD_NR
+    hflags = int(mem.flags[pfn])
+    if not m.batch or not hflags & int(PG.head) or int(mem.order[pfn]) != HPAGE_PMD_ORDER \
+            or hflags & int(PG.swapcache) or int(mem.zone[pfn]) == ZONE_DEVICE \
+            or int(mem._entire_mapcount[pfn]) != 0 or int(mem._large_mapcount[pfn]) != 0 \
+            or int(mem._nr_pages_mapped[pfn]) != ENTIRELY_MAPPED \
+            or int(mem._refcount[pfn]) != 2:
+        return False
+    if hflags & int(PG.anon_exclusive) and int(mem._pincount[pfn]) > 0:
+        return False
+    ranges = list(anon_vma_ranges(m, pfn, nr))
+    if len(ranges) != 1:
+        return False
+    vma, lo, hi = ranges[0]
+    mm = vma.vm_mm
+    if hi - lo != PMD_SIZE or lo & (PMD_SIZE - 1) or mm.notifier_subscriptions is not None \
+            or not vma_is_anonymous(vma) or not vma.vm_page_prot & _PAGE_PRESENT:
+        return False
+    slot = pmd_slot(mm, lo)
+    if slot is None or slot not in mm.pmd_huge_pte:
+        return False
+    raw = int(m.pgtables[slot[0]][slot[1]])
+    if not pmd_leaf(raw) or not raw & _PAGE_PRESENT or pte_pfn(raw) != pfn:
+        return False
+    pages = slice(pfn, pfn + nr)
+    if not mem.stamp[pages].all():
+        return False
+    table = _freeze_split_pmd(folio, vma, slot, lo, raw)
+    held = mem.extra_refs.pop(pfn, 0)
+    ok = folio_ref_freeze(folio, 1)
+    assert ok, "the batch's conditions guarantee the freeze"
+    __folio_unqueue_deferred_split(folio)
+    __split_folio_to_order(folio, HPAGE_PMD_ORDER, 0)
+    mod_mthp_stat(m, HPAGE_PMD_ORDER, MTHP_STAT.MTHP_STAT_NR_ANON, -1)
+    if m.trace.enabled:
+        m.trace.emit("__split_unmapped_folio", changes={
+            "orders": (HPAGE_PMD_ORDER, list(_ORDERS0))}, pfn=pfn, new_order=0,
+            split_at=split_at, uniform=True)
+    heads = np.arange(pfn, pfn + nr)
+    mem._refcount[pages] = 1
+    lru_add_split_folio(m, pfn, heads[1:])
+    m.trace.emit("folio_ref_unfreeze", changes={"folios": nr}, pfn=pfn,
+                 refcounts=[1] * 16)
+    if held:
+        mem.extra_refs[lock_at] += held
+    _remap_ptes(folio, vma, table, raw, hflags)
+    _unlock_and_put(m, heads[heads != lock_at])
+    return True
+
+
+def _freeze_split_pmd(folio: Folio, vma: VMA, slot: tuple[int, int], haddr: int,
+                      raw: int) -> int:
+    """unmap_folio(): __split_huge_pmd_locked(freeze) of the present PMD leaf (the
+    migration entries themselves are left to :func:`_remap_ptes`), then its event;
+    returns the PTE table withdrawn for it."""
+    m, pfn = folio.m, folio.pfn
+    mem = m.mem
+    before = (int(mem._large_mapcount[pfn]) + 1, int(mem._refcount[pfn]))
+    m.vmstat["thp_split_pmd"] += 1
+    pgtable = pgtable_trans_huge_withdraw(vma, slot)
+    if pmd_dirty(raw):
+        mem.set(pfn, PG.dirty)
+    mem.clear(pfn, PG.anon_exclusive)  # folio_try_share_anon_rmap_pmd(): not pinned
+    if m.migration_ad:  # the per-entry path keeps and then pops (pgtable, i) for each
+        for i in range(HPAGE_PMD_NR):
+            m.migration_ad.pop((pgtable, i), None)
+    folio_remove_rmap_pmd(folio, pfn, vma)
+    mem._refcount[pfn] -= 1  # folio_put(): the caller still holds one
+    m.trace.cost("pte_writes", HPAGE_PMD_NR)
+    m.trace.cost("tlb_flushes")
+    m.pgtables[slot[0]][slot[1]] = pfn_pte(pgtable, _PAGE_TABLE)
+    m.trace.cost("pmd_writes")
+    m.trace.emit("split_huge_pmd", changes={"ptes_written": HPAGE_PMD_NR,
+                                            "into": "migration"}, address=haddr, old_pmd=raw)
+    m.trace.emit("unmap_folio", changes={
+        "mapcount": (before[0], int(mem._large_mapcount[pfn]) + 1),
+        "refcount": (before[1], int(mem._refcount[pfn]))}, pfn=pfn)
+    return pgtable
+
+
+def _remap_ptes(folio: Folio, vma: VMA, table: int, raw: int, hflags: int) -> None:
+    """remap_page(folio, 512, RMP_USE_SHARED_ZEROPAGE): each migration entry the freezing
+    split made (one kind for all: writable if the PMD was, else readable-exclusive if the
+    head page was exclusive, else readable; the PMD's soft-dirty and uffd-wp; young and
+    dirty kept beside it) becomes the PTE remove_migration_pte() makes, mapping its own
+    order-0 folio (no page is all zeroes), with a mapcount and a reference; then the
+    ``remap_page`` event."""
+    m, pfn, nr = folio.m, folio.pfn, HPAGE_PMD_NR
+    mem = m.mem
+    write = bool(raw & _PAGE_RW)
+    exclusive = write or bool(hflags & int(PG.anon_exclusive))
+    dirty = mem.test(pfn, PG.dirty) and pmd_dirty(raw)  # folio dirty & entry dirty
+    bits = _restored_pte_bits(vma.vm_page_prot, write, dirty)
+    if pte_soft_dirty(raw):
+        bits |= _PAGE_SOFT_DIRTY
+    if raw & _PAGE_UFFD_WP and not write:
+        bits |= _PAGE_UFFD_WP
+    if not raw & _PAGE_ACCESSED:
+        bits &= ~_PAGE_ACCESSED
+    pages = slice(pfn, pfn + nr)
+    m.pgtables[table][:] = (np.arange(pfn, pfn + nr, dtype=_U64) << _U64(PAGE_SHIFT)) \
+        | _U64(bits)
+    m.trace.cost("pte_writes", nr)
+    mem._mapcount[pages] += 1
+    if exclusive:
+        mem.flags[pages] |= _PG_ANON_EXCLUSIVE
+    mem._refcount[pages] += 1
+    m.trace.emit("remap_page", changes={"ptes": nr, "zero_page_ptes": 0}, pfn=pfn, nr=nr,
+                 flags=RMP_USE_SHARED_ZEROPAGE)
