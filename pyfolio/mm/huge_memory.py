@@ -676,8 +676,11 @@ def __split_huge_pmd_locked(vma: VMA, slot: Slot, haddr: int, freeze: bool) -> N
     from pyfolio.arch.x86.pgtable import _PAGE_SWP_UFFD_WP, swp_type
     from pyfolio.include.linux.mm import vma_is_anonymous
     from pyfolio.include.linux.swapops import SwpType, is_migration_entry
+    from pyfolio.mm.huge_memory_batch import split_huge_pmd_present_run
     from pyfolio.mm.rmap import swp_entries
 
+    if not freeze and split_huge_pmd_present_run(vma, slot, haddr):  # the same, batched
+        return
     m = vma.vm_mm.m
     pmd = _pmd(m, slot)
     m.vmstat["thp_split_pmd"] += 1

@@ -5,7 +5,9 @@ that one PMD maps (what MADV_FREE, MADV_COLD and the deferred split shrinker spl
 unmap_folio() (mm/rmap.c:try_to_migrate() with __split_huge_pmd_locked(freeze)),
 __folio_freeze_and_split_unmapped() with __split_unmapped_folio() and
 lru_add_split_folio(), and remap_page() (mm/migrate.c:remove_migration_pte() over the
-512 migration entries the freeze wrote).
+512 migration entries the freeze wrote); and __split_huge_pmd_locked() without freeze of
+a present PMD leaf of an anon THP in an anonymous VMA (what mprotect() and munmap() of
+part of a THP do): its 512 PTEs, mapcounts and references in one step.
 
 The kernel goes through those steps one after the other, entry by entry; so does the
 simulator's per-entry path in :mod:`pyfolio.mm.huge_memory_split`, the model the
@@ -33,6 +35,7 @@ from pyfolio.arch.x86.pgtable import (
     _PAGE_TABLE,
     _PAGE_UFFD_WP,
     PAGE_SHIFT,
+    PTE_PFN_MASK,
     pfn_pte,
     pmd_dirty,
     pmd_leaf,
@@ -41,20 +44,26 @@ from pyfolio.arch.x86.pgtable import (
 )
 from pyfolio.include.linux.huge_mm import MTHP_STAT, mod_mthp_stat
 from pyfolio.include.linux.mm import Folio, folio_ref_freeze, vma_is_anonymous
-from pyfolio.mm.huge_memory import __folio_unqueue_deferred_split, pgtable_trans_huge_withdraw
+from pyfolio.mm.huge_memory import (
+    __folio_unqueue_deferred_split,
+    _split_pte_bits,
+    pgtable_trans_huge_withdraw,
+)
 from pyfolio.mm.huge_memory_split_unmapped import __split_folio_to_order
 from pyfolio.mm.migrate import RMP_USE_SHARED_ZEROPAGE, _restored_pte_bits
-from pyfolio.mm.rmap import anon_vma_ranges, folio_remove_rmap_pmd
-from pyfolio.sim.memmap import ENTIRELY_MAPPED, PG, ZONE_DEVICE
+from pyfolio.mm.rmap import _queue_partially_mapped, anon_vma_ranges, folio_remove_rmap_pmd
+from pyfolio.sim.memmap import ENTIRELY_MAPPED, NO_HEAD, PG, ZONE_DEVICE
 from pyfolio.sim.units import HPAGE_PMD_NR, HPAGE_PMD_ORDER, PMD_SIZE
 
 if TYPE_CHECKING:
     from pyfolio.include.linux.mm_types import VMA
 
-__all__ = ["folio_split_pmd_mapped_run"]
+__all__ = ["folio_split_pmd_mapped_run", "split_huge_pmd_present_run"]
 
 _U64 = np.uint64
-_PG_ANON_EXCLUSIVE = np.uint32(PG.anon_exclusive)
+#: page i of a THP at byte offset i << PAGE_SHIFT: the PFN part of the 512 PTEs
+_PAGE_OFFSETS = np.arange(HPAGE_PMD_NR, dtype=_U64) << _U64(PAGE_SHIFT)
+_PG_ANON_EXCLUSIVE, _PG_DIRTY = np.uint32(PG.anon_exclusive), np.uint32(PG.dirty)
 _ORDERS0 = [0] * HPAGE_PMD_NR
 
 
@@ -193,3 +202,64 @@ def _remap_ptes(folio: Folio, vma: VMA, table: int, raw: int, hflags: int) -> No
     mem._refcount[pages] += 1
     m.trace.emit("remap_page", changes={"ptes": nr, "zero_page_ptes": 0}, pfn=pfn, nr=nr,
                  flags=RMP_USE_SHARED_ZEROPAGE)
+
+
+def split_huge_pmd_present_run(vma: VMA, slot: tuple[int, int], haddr: int) -> bool:
+    """__split_huge_pmd_locked(vma, pmd, haddr, false) of a present PMD leaf mapping an
+    anon THP in an anonymous VMA, all 512 entries in one step; False (nothing done) where
+    the batch is off or the PMD is anything else (the huge zero page, a swap-format
+    entry, a file VMA), and the caller takes the per-entry path.
+
+    Leaves what the per-entry path leaves: ``thp_split_pmd``; the deposited table
+    withdrawn and filled with page i in entry i (the PMD's write, young, dirty,
+    soft-dirty and uffd-wp bits on each; PFNs inverted under PAGE_NONE); PG_dirty on the
+    folio if the PMD was dirty; 511 more references, a PTE mapping of every page
+    (exclusive if the head page was) and the PMD mapping gone (a folio left partly
+    mapped is queued for deferred split); the ``split_huge_pmd`` event and its costs.
+    """
+    m = vma.vm_mm.m
+    mem = m.mem
+    raw = int(m.pgtables[slot[0]][slot[1]])
+    if not m.batch or not pmd_leaf(raw) or not vma_is_anonymous(vma) \
+            or slot not in vma.vm_mm.pmd_huge_pte:
+        return False
+    pfn = pte_pfn(raw)
+    head = int(mem.compound_head[pfn])
+    fpfn = pfn if head == NO_HEAD else head
+    if pfn == m.huge_zero_pfn or fpfn != pfn or int(mem.order[pfn]) != HPAGE_PMD_ORDER \
+            or not int(mem.flags[pfn]) & int(PG.head) or int(mem._refcount[pfn]) <= 0:
+        return False
+    m.vmstat["thp_split_pmd"] += 1
+    pgtable = vma.vm_mm.pmd_huge_pte.pop(slot)  # pgtable_trans_huge_withdraw()
+    write, young, dirty = bool(raw & _PAGE_RW), bool(raw & _PAGE_ACCESSED), pmd_dirty(raw)
+    if dirty:
+        mem.flags[pfn] |= _PG_DIRTY
+    exclusive = bool(int(mem.flags[pfn]) & int(PG.anon_exclusive))
+    mem._refcount[pfn] += HPAGE_PMD_NR - 1  # folio_ref_add()
+    pages = slice(pfn, pfn + HPAGE_PMD_NR)  # folio_add_anon_rmap_ptes(), __folio_add_rmap()
+    mc = mem._mapcount[pages]
+    mc += 1
+    mem._nr_pages_mapped[pfn] += int(np.count_nonzero(mc == 0))
+    mem._large_mapcount[pfn] += HPAGE_PMD_NR
+    if exclusive:
+        mem.flags[pages] |= _PG_ANON_EXCLUSIVE
+    prot = vma.vm_page_prot
+    frames = _PAGE_OFFSETS + _U64(pfn << PAGE_SHIFT)
+    if not prot & _PAGE_PRESENT:  # PAGE_NONE: pfn_pte() stores the PFN inverted
+        frames = ~frames & _U64(PTE_PFN_MASK)
+    m.pgtables[pgtable][:] = frames | _U64(_split_pte_bits(
+        prot, write, young, dirty, pte_soft_dirty(raw), bool(raw & _PAGE_UFFD_WP)))
+    mem._large_mapcount[pfn] -= 1  # folio_remove_rmap_pmd(), __folio_remove_rmap()
+    mem._entire_mapcount[pfn] -= 1
+    if int(mem._entire_mapcount[pfn]) == -1:
+        mem._nr_pages_mapped[pfn] -= ENTIRELY_MAPPED
+        nr = max(HPAGE_PMD_NR - int(mem._nr_pages_mapped[pfn]), 0)
+        if nr and nr < HPAGE_PMD_NR:
+            _queue_partially_mapped(Folio(m, pfn), True)
+    m.trace.cost("pte_writes", HPAGE_PMD_NR)  # _finish_split(): pmd_populate()
+    m.trace.cost("tlb_flushes")
+    m.pgtables[slot[0]][slot[1]] = pfn_pte(pgtable, _PAGE_TABLE)
+    m.trace.cost("pmd_writes")
+    m.trace.emit("split_huge_pmd", changes={"ptes_written": HPAGE_PMD_NR, "into": "pte"},
+                 address=haddr, old_pmd=raw)
+    return True
