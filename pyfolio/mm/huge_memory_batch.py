@@ -64,6 +64,7 @@ _U64 = np.uint64
 #: page i of a THP at byte offset i << PAGE_SHIFT: the PFN part of the 512 PTEs
 _PAGE_OFFSETS = np.arange(HPAGE_PMD_NR, dtype=_U64) << _U64(PAGE_SHIFT)
 _PG_ANON_EXCLUSIVE, _PG_DIRTY = np.uint32(PG.anon_exclusive), np.uint32(PG.dirty)
+_PG_LOCKED, _NOT_LOCKED = np.uint32(PG.locked), np.uint32(~int(PG.locked) & 0xFFFFFFFF)
 _ORDERS0 = [0] * HPAGE_PMD_NR
 
 
@@ -88,7 +89,7 @@ def folio_split_pmd_mapped_run(folio: Folio, split_at: int, lock_at: int) -> boo
     ``folio_ref_unfreeze`` and ``remap_page`` with their costs. The caller
     (__folio_split()) counts the split.
     """
-    from pyfolio.mm.huge_memory_split import _unlock_and_put, lru_add_split_folio
+    from pyfolio.mm.huge_memory_split import lru_add_split_folio
     from pyfolio.mm.memory import pmd_slot
 
     m, pfn = folio.m, folio.pfn
@@ -131,15 +132,19 @@ def folio_split_pmd_mapped_run(folio: Folio, split_at: int, lock_at: int) -> boo
         m.trace.emit("__split_unmapped_folio", changes={
             "orders": (HPAGE_PMD_ORDER, list(_ORDERS0))}, pfn=pfn, new_order=0,
             split_at=split_at, uniform=True)
-    heads = np.arange(pfn, pfn + nr)
     mem._refcount[pages] = 1
-    lru_add_split_folio(m, pfn, heads[1:])
+    lru_add_split_folio(m, pfn, np.arange(pfn + 1, pfn + nr))
     m.trace.emit("folio_ref_unfreeze", changes={"folios": nr}, pfn=pfn,
                  refcounts=[1] * 16)
     if held:
         mem.extra_refs[lock_at] += held
     _remap_ptes(folio, vma, table, raw, hflags)
-    _unlock_and_put(m, heads[heads != lock_at])
+    # _unlock_and_put() of every new folio but the one holding lock_at: each is locked
+    # (PG_locked was copied from the head) and, mapped, keeps a reference after the put
+    mem.flags[pages] &= _NOT_LOCKED
+    mem.flags[lock_at] |= _PG_LOCKED
+    mem._refcount[pages] -= 1
+    mem._refcount[lock_at] += 1
     return True
 
 

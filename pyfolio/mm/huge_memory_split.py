@@ -398,7 +398,8 @@ def lru_add_split_folio(m: Machine, pfn: int, new_heads: np.ndarray) -> None:
     if not len(new_heads):
         return
     s = float(mem.lru_seq[pfn])
-    newer = mem.lru_seq[(mem.lru_seq > s) & ((mem.flags & np.uint32(PG.lru)) != 0)]
+    later = np.flatnonzero(mem.lru_seq > s)  # then PG_lru of those only: fewer to test
+    newer = mem.lru_seq[later[(mem.flags[later] & np.uint32(PG.lru)) != 0]]
     nxt = float(newer.min()) if len(newer) else s + 1.0
     n = len(new_heads)
     mem.lru_seq[new_heads] = s + (nxt - s) * np.arange(n, 0, -1) / (n + 1)

@@ -211,6 +211,7 @@ def _madvise_free_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
     folio_mark_lazyfree(): a small folio waits in the per-CPU batch with PG_swapbacked
     still set, a large one is lazy-free at once."""
     from pyfolio.include.linux.swapops import is_swap_entry
+    from pyfolio.mm.madvise_batch import madvise_free_pte_run
     from pyfolio.mm.memory_swap import zap_nonpresent_swap_ptes
     from pyfolio.mm.swapfile import folio_free_swap
 
@@ -220,6 +221,10 @@ def _madvise_free_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
     addr = start
     while addr < end:
         i = pte_index(addr)
+        run = madvise_free_pte_run(vma, table, i, (end - addr) // PAGE_SIZE)  # batched
+        if run:
+            addr += run * PAGE_SIZE
+            continue
         pte = int(tbl[i])
         if is_swap_entry(pte):
             addr += PAGE_SIZE * zap_nonpresent_swap_ptes(vma, tbl, i, i + (end - addr)

@@ -220,6 +220,10 @@ def folio_batch_move_lru(m: Machine) -> None:
 
     Models: mm/swap.c:folio_batch_move_lru() (v6.18) for the lru_lazyfree batch.
     """
+    from pyfolio.mm.swap_batch import folio_batch_move_lru_run
+
+    if folio_batch_move_lru_run(m):  # the same steps, batched
+        return
     batch, m.lru_lazyfree = m.lru_lazyfree, []
     for pfn in batch:
         folio = Folio(m, pfn)

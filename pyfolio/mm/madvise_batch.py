@@ -1,0 +1,91 @@
+"""Batched runs of MADV_FREE's PTE walk: many order-0 folios in one step.
+
+Models: mm/madvise.c (v6.18) madvise_free_pte_range() over a run of present PTEs that
+each map an order-0 anon folio mapped nowhere else (not in the swap cache): each folio
+made clean, its PTE clean and old (clear_young_dirty_ptes()), and handed to
+folio_mark_lazyfree() (:func:`pyfolio.mm.swap_batch.folio_mark_lazyfree_run`).
+
+The kernel goes PTE by PTE; so does the simulator's per-PTE path in
+:mod:`pyfolio.mm.madvise`, the model the chapters teach. A batch here is not a kernel
+function: it is an implementation of the same steps for a run at once, leaving exactly
+the state, counters and trace events the per-PTE steps leave, in the same order
+(tests/test_batch.py compares both ways on random scenarios). It is selected only where
+it is sure to be that same sequence (see :func:`madvise_free_pte_run`) and
+``Machine.batch`` (``System.batch``) is on; anywhere else the walk goes PTE by PTE.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from pyfolio.arch.x86.pgtable import (
+    _PAGE_ACCESSED,
+    _PAGE_DIRTY_BITS,
+    _PAGE_PRESENT,
+    _PAGE_SPECIAL,
+    PAGE_SHIFT,
+    PTE_PFN_MASK,
+)
+from pyfolio.mm.memory_batch import BATCH_MIN
+from pyfolio.mm.swap_batch import folio_mark_lazyfree_run, lazyfree_candidates
+from pyfolio.sim.memmap import NO_HEAD, PG
+
+if TYPE_CHECKING:
+    from pyfolio.include.linux.mm_types import VMA
+    from pyfolio.sim.machine import Machine
+
+__all__ = ["madvise_free_pte_run"]
+
+_U64 = np.uint64
+_SMALL_EXCLUDES = int(PG.head | PG.swapcache)
+_NOT_YOUNG_DIRTY = _U64(~(_PAGE_ACCESSED | _PAGE_DIRTY_BITS) & 0xFFFFFFFFFFFFFFFF)
+_NOT_DIRTY = np.uint32(~int(PG.dirty) & 0xFFFFFFFF)
+
+
+def _small_once(m: Machine, pte: int) -> bool:
+    """Does a PTE (present, not special) map an order-0 folio, outside the swap cache,
+    that no other entry maps?"""
+    if not pte & _PAGE_PRESENT or pte & _PAGE_SPECIAL:
+        return False
+    mem, pfn = m.mem, (pte & PTE_PFN_MASK) >> PAGE_SHIFT
+    return int(mem.compound_head[pfn]) == NO_HEAD and not int(mem.flags[pfn]) \
+        & _SMALL_EXCLUDES and int(mem._mapcount[pfn]) == 0
+
+
+def _run_length(ok: np.ndarray) -> int:
+    """How many leading entries of a boolean array are true."""
+    return int(np.argmin(ok)) if not ok.all() else len(ok)
+
+
+def madvise_free_pte_run(vma: VMA, table: int, i: int, n: int) -> int:
+    """madvise_free_pte_range() over the entries [i, i + run) of the PTE table ``table``
+    (at most ``n``) that each map an order-0 folio as :func:`_small_once` says; returns
+    the run's length, 0 (nothing done) when the batch is off or it is shorter than
+    BATCH_MIN. Each folio loses PG_dirty, each PTE its young and dirty bits (written and
+    counted where that changes it), and each folio folio_mark_lazyfree() would take is
+    queued, in address order."""
+    m = vma.vm_mm.m
+    tbl = m.pgtables[table]
+    if not m.batch or n < BATCH_MIN or not _small_once(m, int(tbl[i])) \
+            or not _small_once(m, int(tbl[i + 1])):
+        return 0
+    mem = m.mem
+    ents = tbl[i: i + n]
+    run = _run_length(((ents & _U64(_PAGE_PRESENT)) != 0) & ((ents & _U64(_PAGE_SPECIAL)) == 0))
+    pfns = ((ents[:run] & _U64(PTE_PFN_MASK)) >> _U64(PAGE_SHIFT)).astype(np.int64)
+    run = _run_length((mem.compound_head[pfns] == NO_HEAD)
+                      & ((mem.flags[pfns] & np.uint32(_SMALL_EXCLUDES)) == 0)
+                      & (mem._mapcount[pfns] == 0))
+    pfns, ents = pfns[:run], ents[:run]
+    mem.flags[pfns] &= _NOT_DIRTY  # folio_clear_dirty()
+    new = ents & _NOT_YOUNG_DIRTY  # pte_mkold(pte_mkclean())
+    changed = np.flatnonzero(new != ents)
+    if len(changed):
+        tbl[i + changed] = new[changed]  # set_pte_at()
+        m.trace.cost("pte_writes", len(changed))
+    marked = pfns[lazyfree_candidates(m, pfns)].tolist()
+    if marked:
+        folio_mark_lazyfree_run(m, marked)
+    return run
