@@ -72,6 +72,7 @@ class BatchedVsPerPage(RuleBasedStateMachine):
         self.bug = False
         self.procs: tuple[list[Process], list[Process]] = ([], [])
         self.regions: list[tuple[int, int, int]] = []  # (proc index, addr, pages)
+        self.thps: list[tuple[int, int, int]] = []  # the regions thp_region() made
         self._both(lambda s, ps: _add(ps, s.spawn()))
         self.mmap(0, 1024, "nohugepage", 1)
 
@@ -99,6 +100,7 @@ class BatchedVsPerPage(RuleBasedStateMachine):
         i = pick % len(self.procs[0])
         self._both(lambda s, ps: _add(ps, ps[i].fork()))
         self.regions += [(len(self.procs[0]) - 1, a, n) for j, a, n in self.regions if j == i]
+        self.thps += [(len(self.procs[0]) - 1, a, n) for j, a, n in self.thps if j == i]
 
     @rule(pick=PICK, pages=PAGES, advice=st.sampled_from([None, "nohugepage", "hugepage"]),
           skew=st.integers(0, 3))
@@ -146,10 +148,12 @@ class BatchedVsPerPage(RuleBasedStateMachine):
 
         self._both(step)
 
-    @rule(pick=PICK, thps=st.integers(1, 2))
-    def thp_region(self, pick: int, thps: int) -> None:
+    @rule(pick=PICK, thps=st.integers(1, 2), off=st.integers(0, 1023),
+          then=st.sampled_from([None, "free", "free", "cold", "r"]))
+    def thp_region(self, pick: int, thps: int, off: int, then: str | None) -> None:
         """A region of THPs (MADV_HUGEPAGE, every page written), for the split fallback
-        of a device migration and the split of MADV_FREE."""
+        of a device migration and the split of MADV_FREE; ``then`` MADV_FREE, MADV_COLD or
+        mprotect() of 10 of its pages at once (while its THPs are PMD-mapped)."""
         i = pick % len(self.procs[0])
         addrs: list[int] = []
 
@@ -158,10 +162,41 @@ class BatchedVsPerPage(RuleBasedStateMachine):
             addrs.append(addr)
             ps[i].madvise(addr, thps * 2 * MiB, "hugepage")
             ps[i].touch(addr, thps * 2 * MiB)
+            start = addr + off % (thps * 512 - 10) * PAGE_SIZE
+            if then == "r":
+                ps[i].mprotect(start, 10 * PAGE_SIZE, then)
+            elif then:
+                ps[i].madvise(start, 10 * PAGE_SIZE, then)
 
         self._both(step)
         if len(addrs) == 2 and addrs[0] == addrs[1]:
             self.regions.append((i, addrs[0], thps * 512))
+            self.thps.append((i, addrs[0], thps * 512))
+
+    @precondition(lambda self: self.thps)
+    @rule(pick=PICK, ops=st.lists(st.tuples(
+        PICK, st.sampled_from([1, 10, 40, 100, 511]),
+        st.sampled_from(["free", "free", "free", "cold", "r", "none", "munmap"])),
+        min_size=1, max_size=4))
+    def thp_part(self, pick: int, ops: list[tuple[int, int, str]]) -> None:
+        """MADV_FREE, MADV_COLD, mprotect() or munmap() of parts of a THP region (the
+        batched folio split of a PMD-mapped THP, the batched MADV_FREE walk and lazyfree
+        batch, and the batched PMD split; a THP fork() shared is left alone by MADV_FREE
+        and split at the PMD by the others)."""
+        i, addr, n = self.thps[pick % len(self.thps)]
+
+        def step(s: System, ps: list[Process]) -> None:
+            for off, pages, how in ops:
+                start = addr + (off % n) * PAGE_SIZE
+                length = min(pages, n - off % n) * PAGE_SIZE
+                if how == "munmap":
+                    ps[i].munmap(start, length)
+                elif how in ("r", "none"):
+                    ps[i].mprotect(start, length, how)
+                else:
+                    ps[i].madvise(start, length, how)
+
+        self._both(step)
 
     @precondition(lambda self: self.regions)
     @rule(pick=PICK, off=PICK, pages=PAGES, large=st.booleans(),
@@ -245,6 +280,7 @@ class BatchedVsPerPage(RuleBasedStateMachine):
         i = 1 + pick % (len(self.procs[0]) - 1)
         self._both(lambda s, ps: ps.pop(i).exit())
         self.regions = [(j - (j > i), a, n) for j, a, n in self.regions if j != i]
+        self.thps = [(j - (j > i), a, n) for j, a, n in self.thps if j != i]
 
     @invariant()
     def same(self) -> None:
@@ -470,3 +506,39 @@ def test_a_munmap_leaving_thps_partly_mapped_is_one_batch(
     assert taken[-1] is True and states[0] == states[1]
     assert len(queues[0]) == 2 and queues[0] == queues[1]
     assert states[0][0]["vmstat"]["thp_deferred_split_page"] == 4
+
+
+@pytest.mark.parametrize("fork", [False, True])
+def test_the_thp_splits_are_batched(monkeypatch: pytest.MonkeyPatch, fork: bool) -> None:
+    """MADV_FREE and MADV_COLD of part of a THP take the batched folio split, the batched
+    MADV_FREE PTE walk and lazyfree batch (100 pages: the batch fills past 31 and is moved
+    on the way), mprotect() and munmap() of part of one the batched PMD split; and they
+    leave what the per-entry paths leave. A THP fork() shared is left alone by MADV_FREE
+    (no split) and split at the PMD by mprotect()."""
+    import pyfolio.mm.huge_memory_batch as hb
+    import pyfolio.mm.madvise_batch as mab
+    import pyfolio.mm.swap_batch as sb
+
+    seen = {name: _spy(monkeypatch, mod, name) for mod, name in (
+        (hb, "folio_split_pmd_mapped_run"), (hb, "split_huge_pmd_present_run"),
+        (mab, "madvise_free_pte_run"), (sb, "folio_batch_move_lru_run"))}
+
+    def steps(p: Process, a: int) -> None:
+        if fork:
+            p.fork()
+        p.madvise(a + 5 * PAGE_SIZE, 10 * PAGE_SIZE, "free")
+        p.madvise(a + 2 * MiB + PAGE_SIZE, 100 * PAGE_SIZE, "free")
+        p.madvise(a + 4 * MiB, 10 * PAGE_SIZE, "cold")
+        p.mprotect(a + 6 * MiB + PAGE_SIZE, PAGE_SIZE, "r")
+        p.munmap(a + 8 * MiB + 3 * PAGE_SIZE, 20 * PAGE_SIZE)
+        p.madvise(a, 8 * MiB, "free")
+
+    states = _both_ways(steps, 10 * MiB, "hugepage", ram="48M")
+    assert states[0] == states[1]
+    taken = {name: [x for x in got if x] for name, got in seen.items()}
+    assert len(taken["split_huge_pmd_present_run"]) == 2
+    if fork:
+        assert not taken["folio_split_pmd_mapped_run"]
+    else:
+        assert len(taken["folio_split_pmd_mapped_run"]) == 3
+        assert taken["madvise_free_pte_run"] and taken["folio_batch_move_lru_run"]

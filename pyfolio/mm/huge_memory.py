@@ -856,7 +856,8 @@ def madvise_free_huge_pmd(vma: VMA, slot: Slot, addr: int, next_: int) -> bool:
     if is_huge_zero_pmd(m, pmd) or not pmd_present(pmd):
         return True
     folio = page_folio(m, pte_pfn(pmd))
-    if folio_mms(folio) - {vma.vm_mm.id}:
+    # folio_maybe_mapped_shared(): a folio mapped once is mapped by this PMD alone
+    if int(m.mem._large_mapcount[folio.pfn]) and folio_mms(folio) - {vma.vm_mm.id}:
         return True
     if next_ - addr != PMD_SIZE:
         from pyfolio.mm.huge_memory_split import split_folio
