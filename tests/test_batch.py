@@ -531,7 +531,7 @@ def test_the_thp_splits_are_batched(monkeypatch: pytest.MonkeyPatch, fork: bool)
         p.madvise(a + 4 * MiB, 10 * PAGE_SIZE, "cold")
         p.mprotect(a + 6 * MiB + PAGE_SIZE, PAGE_SIZE, "r")
         p.munmap(a + 8 * MiB + 3 * PAGE_SIZE, 20 * PAGE_SIZE)
-        p.madvise(a, 8 * MiB, "free")
+        p.madvise(a + 6 * MiB, 2 * MiB, "free")  # a PTE-mapped THP: per PTE
 
     states = _both_ways(steps, 10 * MiB, "hugepage", ram="48M")
     assert states[0] == states[1]
