@@ -42,7 +42,7 @@ from pyfolio.arch.x86.pgtable import (
     pte_pfn,
     pte_soft_dirty,
 )
-from pyfolio.include.linux.huge_mm import MTHP_STAT, mod_mthp_stat
+from pyfolio.include.linux.huge_mm import MTHP_STAT, count_mthp_stat, mod_mthp_stat
 from pyfolio.include.linux.mm import Folio, folio_ref_freeze, vma_is_anonymous
 from pyfolio.mm.huge_memory import (
     __folio_unqueue_deferred_split,
@@ -52,7 +52,7 @@ from pyfolio.mm.huge_memory import (
 from pyfolio.mm.huge_memory_split_unmapped import __split_folio_to_order
 from pyfolio.mm.migrate import RMP_USE_SHARED_ZEROPAGE, _restored_pte_bits
 from pyfolio.mm.rmap import _queue_partially_mapped, anon_vma_ranges, folio_remove_rmap_pmd
-from pyfolio.sim.memmap import ENTIRELY_MAPPED, NO_HEAD, PG, ZONE_DEVICE
+from pyfolio.sim.memmap import ENTIRELY_MAPPED, FOLIO_MAPPING_ANON, NO_HEAD, PG, ZONE_DEVICE
 from pyfolio.sim.units import HPAGE_PMD_NR, HPAGE_PMD_ORDER, PMD_SIZE
 
 if TYPE_CHECKING:
@@ -66,28 +66,31 @@ _PAGE_OFFSETS = np.arange(HPAGE_PMD_NR, dtype=_U64) << _U64(PAGE_SHIFT)
 _PG_ANON_EXCLUSIVE, _PG_DIRTY = np.uint32(PG.anon_exclusive), np.uint32(PG.dirty)
 _PG_LOCKED, _NOT_LOCKED = np.uint32(PG.locked), np.uint32(~int(PG.locked) & 0xFFFFFFFF)
 _ORDERS0 = [0] * HPAGE_PMD_NR
+#: the head's flags the THP split batch needs (large, locked) and those it declines
+_NEEDED = int(PG.head | PG.locked)
+_DECLINE = int(PG.swapcache | PG.writeback)
 
 
-def folio_split_pmd_mapped_run(folio: Folio, split_at: int, lock_at: int) -> bool:
-    """__folio_split(folio, 0, split_at, lock_at, NULL, true) from unmap_folio() to the
-    final unlock, for the whole THP at once; False (nothing done) where the batch does
-    not apply, and the caller takes the per-entry path.
+def folio_split_pmd_mapped_run(folio: Folio, lock_at: int) -> bool:
+    """__folio_split(folio, 0, folio, lock_at, NULL, true, false) for the whole THP at
+    once (the uniform split to order 0 that split_folio() asks for); False (nothing done)
+    where the batch does not apply, and the caller takes the per-entry path.
 
     Selected when the batch is on and the locked anon order-9 folio (not in the swap
-    cache, not ZONE_DEVICE, no page all zeroes: no shared zero page for remap_page()) is
-    mapped by exactly one present PMD leaf (no PTE maps it) in an anonymous VMA, the
-    only one its anon_vma reaches at the folio's address, of an mm without MMU-notifier
-    subscribers; held by its mapping and the caller only (can_split_folio() holds and
-    the freeze succeeds); not maybe pinned if exclusive (the freezing PMD split shares
-    it). Then it leaves what the per-entry path leaves: ``thp_split_pmd``, the withdrawn
-    table holding 512 PTEs as remove_migration_pte() rebuilds them from the entries
-    __split_huge_pmd_locked(freeze) made (write, young, dirty, soft-dirty, uffd-wp; the
-    pages anon-exclusive unless the entries were readable), the PMD rmap and reference
-    gone and one per page back, 512 order-0 folios on the LRU after the head, the
-    deferred split queue and mTHP counters, and the events ``split_huge_pmd``,
+    cache nor under writeback, not ZONE_DEVICE, no page all zeroes: no shared zero page
+    for remap_page()) is mapped by exactly one present PMD leaf (no PTE maps it) in an
+    anonymous VMA, the only one its anon_vma reaches at the folio's address, of an mm
+    without MMU-notifier subscribers; held by its mapping and the caller only
+    (can_split_folio() holds and the freeze succeeds); not maybe pinned if exclusive (the
+    freezing PMD split shares it). Then it leaves what the per-entry path leaves:
+    ``thp_split_pmd``, the withdrawn table holding 512 PTEs as remove_migration_pte()
+    rebuilds them from the entries __split_huge_pmd_locked(freeze) made (write, young,
+    dirty, soft-dirty, uffd-wp; the pages anon-exclusive unless the entries were
+    readable), the PMD rmap and reference gone and one per page back, 512 order-0 folios
+    on the LRU after the head, every one but ``lock_at``'s unlocked, the deferred split
+    queue, ``thp_split_page`` and the mTHP counters, and the events ``split_huge_pmd``,
     ``unmap_folio``, ``folio_ref_freeze``, ``__split_unmapped_folio``,
-    ``folio_ref_unfreeze`` and ``remap_page`` with their costs. The caller
-    (__folio_split()) counts the split.
+    ``folio_ref_unfreeze``, ``remap_page`` and ``__folio_split`` with their costs.
     """
     from pyfolio.mm.huge_memory_split import lru_add_split_folio
     from pyfolio.mm.memory import pmd_slot
@@ -96,8 +99,10 @@ def folio_split_pmd_mapped_run(folio: Folio, split_at: int, lock_at: int) -> boo
     mem = m.mem
     nr = HPAGE_PMD_NR
     hflags = int(mem.flags[pfn])
-    if not m.batch or not hflags & int(PG.head) or int(mem.order[pfn]) != HPAGE_PMD_ORDER \
-            or hflags & int(PG.swapcache) or int(mem.zone[pfn]) == ZONE_DEVICE \
+    if not m.batch or hflags & _DECLINE or ~hflags & _NEEDED \
+            or int(mem.order[pfn]) != HPAGE_PMD_ORDER or int(mem.zone[pfn]) == ZONE_DEVICE \
+            or pfn in (m.zero_pfn, m.huge_zero_pfn) \
+            or not int(mem.mapping[pfn]) & FOLIO_MAPPING_ANON \
             or int(mem._entire_mapcount[pfn]) != 0 or int(mem._large_mapcount[pfn]) != 0 \
             or int(mem._nr_pages_mapped[pfn]) != ENTIRELY_MAPPED \
             or int(mem._refcount[pfn]) != 2:
@@ -131,7 +136,7 @@ def folio_split_pmd_mapped_run(folio: Folio, split_at: int, lock_at: int) -> boo
     if m.trace.enabled:
         m.trace.emit("__split_unmapped_folio", changes={
             "orders": (HPAGE_PMD_ORDER, list(_ORDERS0))}, pfn=pfn, new_order=0,
-            split_at=split_at, uniform=True)
+            split_at=pfn, uniform=True)
     mem._refcount[pages] = 1
     lru_add_split_folio(m, pfn, np.arange(pfn + 1, pfn + nr))
     m.trace.emit("folio_ref_unfreeze", changes={"folios": nr}, pfn=pfn,
@@ -145,6 +150,9 @@ def folio_split_pmd_mapped_run(folio: Folio, split_at: int, lock_at: int) -> boo
     mem.flags[lock_at] |= _PG_LOCKED
     mem._refcount[pages] -= 1
     mem._refcount[lock_at] += 1
+    m.vmstat["thp_split_page"] += 1  # __folio_split(): out:
+    count_mthp_stat(m, HPAGE_PMD_ORDER, MTHP_STAT.MTHP_STAT_SPLIT)
+    m.trace.emit("__folio_split", changes={"ret": 0}, pfn=pfn, new_order=0, uniform=True)
     return True
 
 

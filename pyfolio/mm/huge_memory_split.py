@@ -305,11 +305,6 @@ def _split_mapped_steps(folio: Folio, new_order: int, split_at: int, lock_at: in
         if mapping is not None:  # out_unlock:
             i_mmap_unlock_read(mapping)
         return -EAGAIN, False
-    if not unmapped and list_ is None and uniform and not new_order and is_anon:
-        from pyfolio.mm.huge_memory_batch import folio_split_pmd_mapped_run
-
-        if folio_split_pmd_mapped_run(folio, split_at, lock_at):  # the same steps, batched
-            return 0, True
     if not unmapped:
         unmap_folio(folio)
     held = m.mem.extra_refs.pop(pfn, 0)
@@ -415,6 +410,11 @@ def __split_huge_page_to_list_to_order(page: Folio, list_: list[Folio] | None, n
     ``Folio(m, pfn)`` of any page of the folio (head or tail).
     """
     folio = page_folio(page.m, page.pfn)
+    if not unmapped and not new_order and list_ is None:
+        from pyfolio.mm.huge_memory_batch import folio_split_pmd_mapped_run
+
+        if folio_split_pmd_mapped_run(folio, page.pfn):  # __folio_split(), batched
+            return 0
     return __folio_split(folio, new_order, folio.pfn, page.pfn, list_, True, unmapped)
 
 
