@@ -65,6 +65,7 @@ _U64 = np.uint64
 _PAGE_OFFSETS = np.arange(HPAGE_PMD_NR, dtype=_U64) << _U64(PAGE_SHIFT)
 _PG_ANON_EXCLUSIVE, _PG_DIRTY = np.uint32(PG.anon_exclusive), np.uint32(PG.dirty)
 _PG_LOCKED, _NOT_LOCKED = np.uint32(PG.locked), np.uint32(~int(PG.locked) & 0xFFFFFFFF)
+_NOT_ANON_EXCLUSIVE = np.uint32(~int(PG.anon_exclusive) & 0xFFFFFFFF)
 _ORDERS0 = [0] * HPAGE_PMD_NR
 #: the head's flags the THP split batch needs (large, locked) and those it declines
 _NEEDED = int(PG.head | PG.locked)
@@ -114,8 +115,9 @@ def folio_split_pmd_mapped_run(folio: Folio, lock_at: int) -> bool:
         return False
     vma, lo, hi = ranges[0]
     mm = vma.vm_mm
+    prot = vma.vm_page_prot
     if hi - lo != PMD_SIZE or lo & (PMD_SIZE - 1) or mm.notifier_subscriptions is not None \
-            or not vma_is_anonymous(vma) or not vma.vm_page_prot & _PAGE_PRESENT:
+            or not vma_is_anonymous(vma) or not prot & _PAGE_PRESENT:
         return False
     slot = pmd_slot(mm, lo)
     if slot is None or slot not in mm.pmd_huge_pte:
@@ -143,7 +145,7 @@ def folio_split_pmd_mapped_run(folio: Folio, lock_at: int) -> bool:
                  refcounts=[1] * 16)
     if held:
         mem.extra_refs[lock_at] += held
-    _remap_ptes(folio, vma, table, raw, hflags)
+    _remap_ptes(folio, prot, table, raw, hflags)
     # _unlock_and_put() of every new folio but the one holding lock_at: each is locked
     # (PG_locked was copied from the head) and, mapped, keeps a reference after the put
     mem.flags[pages] &= _NOT_LOCKED
@@ -167,8 +169,8 @@ def _freeze_split_pmd(folio: Folio, vma: VMA, slot: tuple[int, int], haddr: int,
     m.vmstat["thp_split_pmd"] += 1
     pgtable = pgtable_trans_huge_withdraw(vma, slot)
     if pmd_dirty(raw):
-        mem.set(pfn, PG.dirty)
-    mem.clear(pfn, PG.anon_exclusive)  # folio_try_share_anon_rmap_pmd(): not pinned
+        mem.flags[pfn] |= _PG_DIRTY
+    mem.flags[pfn] &= _NOT_ANON_EXCLUSIVE  # folio_try_share_anon_rmap_pmd(): not pinned
     if m.migration_ad:  # the per-entry path keeps and then pops (pgtable, i) for each
         for i in range(HPAGE_PMD_NR):
             m.migration_ad.pop((pgtable, i), None)
@@ -186,19 +188,19 @@ def _freeze_split_pmd(folio: Folio, vma: VMA, slot: tuple[int, int], haddr: int,
     return pgtable
 
 
-def _remap_ptes(folio: Folio, vma: VMA, table: int, raw: int, hflags: int) -> None:
+def _remap_ptes(folio: Folio, prot: int, table: int, raw: int, hflags: int) -> None:
     """remap_page(folio, 512, RMP_USE_SHARED_ZEROPAGE): each migration entry the freezing
     split made (one kind for all: writable if the PMD was, else readable-exclusive if the
     head page was exclusive, else readable; the PMD's soft-dirty and uffd-wp; young and
     dirty kept beside it) becomes the PTE remove_migration_pte() makes, mapping its own
     order-0 folio (no page is all zeroes), with a mapcount and a reference; then the
-    ``remap_page`` event."""
+    ``remap_page`` event. ``prot`` is the VMA's vm_page_prot."""
     m, pfn, nr = folio.m, folio.pfn, HPAGE_PMD_NR
     mem = m.mem
     write = bool(raw & _PAGE_RW)
     exclusive = write or bool(hflags & int(PG.anon_exclusive))
-    dirty = mem.test(pfn, PG.dirty) and pmd_dirty(raw)  # folio dirty & entry dirty
-    bits = _restored_pte_bits(vma.vm_page_prot, write, dirty)
+    dirty = bool(int(mem.flags[pfn]) & int(PG.dirty)) and pmd_dirty(raw)  # folio & entry
+    bits = _restored_pte_bits(prot, write, dirty)
     if pte_soft_dirty(raw):
         bits |= _PAGE_SOFT_DIRTY
     if raw & _PAGE_UFFD_WP and not write:
@@ -206,8 +208,7 @@ def _remap_ptes(folio: Folio, vma: VMA, table: int, raw: int, hflags: int) -> No
     if not raw & _PAGE_ACCESSED:
         bits &= ~_PAGE_ACCESSED
     pages = slice(pfn, pfn + nr)
-    m.pgtables[table][:] = (np.arange(pfn, pfn + nr, dtype=_U64) << _U64(PAGE_SHIFT)) \
-        | _U64(bits)
+    m.pgtables[table][:] = (_PAGE_OFFSETS + _U64(pfn << PAGE_SHIFT)) | _U64(bits)
     m.trace.cost("pte_writes", nr)
     mem._mapcount[pages] += 1
     if exclusive:

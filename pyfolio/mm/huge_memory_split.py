@@ -54,6 +54,7 @@ from pyfolio.include.linux.mm import (
     page_folio,
 )
 from pyfolio.mm.huge_memory import __folio_unqueue_deferred_split
+from pyfolio.mm.huge_memory_batch import folio_split_pmd_mapped_run
 from pyfolio.mm.huge_memory_split_unmapped import (
     __folio_freeze_and_split_unmapped,
     __split_folio_to_order,
@@ -411,8 +412,6 @@ def __split_huge_page_to_list_to_order(page: Folio, list_: list[Folio] | None, n
     """
     folio = page_folio(page.m, page.pfn)
     if not unmapped and not new_order and list_ is None:
-        from pyfolio.mm.huge_memory_batch import folio_split_pmd_mapped_run
-
         if folio_split_pmd_mapped_run(folio, page.pfn):  # __folio_split(), batched
             return 0
     return __folio_split(folio, new_order, folio.pfn, page.pfn, list_, True, unmapped)

@@ -47,8 +47,11 @@ from pyfolio.include.linux.mm import (
 )
 from pyfolio.include.linux.mm_types import VM, VMA, MMStruct
 from pyfolio.mm.huge_memory import _set_pmd_at, madvise_free_huge_pmd
+from pyfolio.mm.huge_memory_split import split_folio
 from pyfolio.mm.khugepaged import madvise_collapse
+from pyfolio.mm.madvise_batch import madvise_free_pte_run
 from pyfolio.mm.memory import folio_pte_batch, set_pte_at, zap_page_range
+from pyfolio.mm.memory_swap import zap_nonpresent_swap_ptes
 from pyfolio.mm.migrate import folio_isolate_lru
 from pyfolio.mm.mmap import _vmas_in, check_aligned, vma_merge_range
 from pyfolio.mm.mmu_notifier import MMU_NOTIFY, invalidate_secondary_mmus
@@ -211,8 +214,6 @@ def _madvise_free_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
     folio_mark_lazyfree(): a small folio waits in the per-CPU batch with PG_swapbacked
     still set, a large one is lazy-free at once."""
     from pyfolio.include.linux.swapops import is_swap_entry
-    from pyfolio.mm.madvise_batch import madvise_free_pte_run
-    from pyfolio.mm.memory_swap import zap_nonpresent_swap_ptes
     from pyfolio.mm.swapfile import folio_free_swap
 
     m = vma.vm_mm.m
@@ -276,8 +277,6 @@ def madvise_cold_page_range(vma: VMA, start: int, end: int) -> None:
 
 def _split_locked(folio: Folio) -> int:
     """folio_get(); folio_lock(); split_folio(); folio_unlock(); folio_put()."""
-    from pyfolio.mm.huge_memory_split import split_folio
-
     folio_get(folio)
     folio_lock(folio)
     err = split_folio(folio)

@@ -40,6 +40,8 @@ __all__ = ["madvise_free_pte_run"]
 
 _U64 = np.uint64
 _SMALL_EXCLUDES = int(PG.head | PG.swapcache)
+_PRESENT_SPECIAL, _PRESENT = _U64(_PAGE_PRESENT | _PAGE_SPECIAL), _U64(_PAGE_PRESENT)
+_PFN_MASK, _PFN_SHIFT = _U64(PTE_PFN_MASK), _U64(PAGE_SHIFT)
 _NOT_YOUNG_DIRTY = _U64(~(_PAGE_ACCESSED | _PAGE_DIRTY_BITS) & 0xFFFFFFFFFFFFFFFF)
 _NOT_DIRTY = np.uint32(~int(PG.dirty) & 0xFFFFFFFF)
 
@@ -56,7 +58,7 @@ def _small_once(m: Machine, pte: int) -> bool:
 
 def _run_length(ok: np.ndarray) -> int:
     """How many leading entries of a boolean array are true."""
-    return int(np.argmin(ok)) if not ok.all() else len(ok)
+    return len(ok) if ok.all() else int(np.argmin(ok))
 
 
 def madvise_free_pte_run(vma: VMA, table: int, i: int, n: int) -> int:
@@ -73,19 +75,21 @@ def madvise_free_pte_run(vma: VMA, table: int, i: int, n: int) -> int:
         return 0
     mem = m.mem
     ents = tbl[i: i + n]
-    run = _run_length(((ents & _U64(_PAGE_PRESENT)) != 0) & ((ents & _U64(_PAGE_SPECIAL)) == 0))
-    pfns = ((ents[:run] & _U64(PTE_PFN_MASK)) >> _U64(PAGE_SHIFT)).astype(np.int64)
+    run = _run_length((ents & _PRESENT_SPECIAL) == _PRESENT)
+    ents = ents[:run]
+    pfns = ((ents & _PFN_MASK) >> _PFN_SHIFT).astype(np.intp)
+    fl = mem.flags[pfns]
     run = _run_length((mem.compound_head[pfns] == NO_HEAD)
-                      & ((mem.flags[pfns] & np.uint32(_SMALL_EXCLUDES)) == 0)
-                      & (mem._mapcount[pfns] == 0))
-    pfns, ents = pfns[:run], ents[:run]
-    mem.flags[pfns] &= _NOT_DIRTY  # folio_clear_dirty()
+                      & ((fl & np.uint32(_SMALL_EXCLUDES)) == 0) & (mem._mapcount[pfns] == 0))
+    if run < len(pfns):
+        pfns, ents, fl = pfns[:run], ents[:run], fl[:run]
+    mem.flags[pfns] = fl & _NOT_DIRTY  # folio_clear_dirty()
     new = ents & _NOT_YOUNG_DIRTY  # pte_mkold(pte_mkclean())
-    changed = np.flatnonzero(new != ents)
-    if len(changed):
-        tbl[i + changed] = new[changed]  # set_pte_at()
-        m.trace.cost("pte_writes", len(changed))
-    marked = pfns[lazyfree_candidates(m, pfns)].tolist()
+    changed = int(np.count_nonzero(new != ents))
+    if changed:  # set_pte_at() where that changes the entry (the others stay as they are)
+        tbl[i: i + run] = new
+        m.trace.cost("pte_writes", changed)
+    marked = pfns[lazyfree_candidates(m, pfns, fl)].tolist()
     if marked:
         folio_mark_lazyfree_run(m, marked)
     return run

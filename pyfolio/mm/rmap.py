@@ -317,10 +317,12 @@ def _queue_partially_mapped(folio: Folio, partially_mapped: bool) -> None:
     is queued for deferred split, unless it already is or is device-private ("Device
     private folios do not support deferred splitting and shrinker based scanning", the
     device-THP series, merged for 6.19)."""
+    if not partially_mapped:
+        return
     from pyfolio.mm.huge_memory import deferred_split_folio
     from pyfolio.mm.memremap import folio_is_device_private
 
-    if (partially_mapped and folio_test_anon(folio)
+    if (folio_test_anon(folio)
             and not folio.m.mem.test(folio.pfn, PG.partially_mapped)
             and not folio_is_device_private(folio)):
         deferred_split_folio(folio, True)

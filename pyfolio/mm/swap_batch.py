@@ -28,19 +28,22 @@ if TYPE_CHECKING:
 __all__ = ["folio_batch_move_lru_run", "folio_mark_lazyfree_run", "lazyfree_candidates"]
 
 _U32 = np.uint32
-_HEAD, _LRU, _SWAPBACKED = _U32(PG.head), _U32(PG.lru), _U32(PG.swapbacked)
-_NOT_LAZY = _U32(PG.swapcache | PG.unevictable)
+_HEAD = _U32(PG.head)
+#: folio_mark_lazyfree() / lru_lazyfree() take a folio with PG_lru and PG_swapbacked,
+#: without PG_swapcache or PG_unevictable (and anon: folio->mapping's low bit)
+_LAZY_TESTS = _U32(PG.lru | PG.swapbacked | PG.swapcache | PG.unevictable)
+_LAZY_WANTS = _U32(PG.lru | PG.swapbacked)
 _LAZYFREE_CLEARS = _U32(~int(PG.active | PG.referenced | PG.swapbacked) & 0xFFFFFFFF)
 
 
-def lazyfree_candidates(m: Machine, pfns: np.ndarray) -> np.ndarray:
+def lazyfree_candidates(m: Machine, pfns: np.ndarray, flags: np.ndarray | None = None
+                        ) -> np.ndarray:
     """Which of the order-0 folios ``pfns`` folio_mark_lazyfree() would queue (and
-    lru_lazyfree() would move, given PG_lru): anon, PG_swapbacked, on the LRU, not in the
-    swap cache nor unevictable."""
-    mem = m.mem
-    fl = mem.flags[pfns]
-    return ((fl & _LRU) != 0) & ((fl & _SWAPBACKED) != 0) & ((fl & _NOT_LAZY) == 0) \
-        & ((mem.mapping[pfns] & FOLIO_MAPPING_ANON) != 0)
+    lru_lazyfree() would move): anon, PG_swapbacked, on the LRU, not in the swap cache
+    nor unevictable. ``flags``: their page flags, if the caller has them."""
+    fl = m.mem.flags[pfns] if flags is None else flags
+    return ((fl & _LAZY_TESTS) == _LAZY_WANTS) \
+        & ((m.mem.mapping[pfns] & FOLIO_MAPPING_ANON) != 0)
 
 
 def folio_mark_lazyfree_run(m: Machine, pfns: list[int]) -> None:
@@ -77,15 +80,17 @@ def folio_batch_move_lru_run(m: Machine) -> bool:
         return False
     mem = m.mem
     b = np.array(batch, dtype=np.int64)
+    fl = mem.flags[b]
     refs = mem.extra_refs
     held = [refs[p] for p in batch]
-    if (mem.compound_head[b] != NO_HEAD).any() or ((mem.flags[b] & _HEAD) != 0).any() \
+    if (mem.compound_head[b] != NO_HEAD).any() or (fl & _HEAD).any() \
             or (mem._refcount[b] < 2).any() or min(held) < 1:
         return False
     m.lru_lazyfree = []
-    lazy = b[lazyfree_candidates(m, b)]
+    q = lazyfree_candidates(m, b, fl)
+    lazy = b[q]
     if len(lazy):
-        mem.flags[lazy] &= _LAZYFREE_CLEARS
+        mem.flags[lazy] = fl[q] & _LAZYFREE_CLEARS
         mem.lru_seq[lazy] = m.lru_clock + np.arange(1, len(lazy) + 1, dtype=np.float64)
         m.lru_clock += float(len(lazy))
         m.vmstat["pglazyfree"] += len(lazy)
