@@ -139,22 +139,19 @@ def folio_split_pmd_mapped_run(folio: Folio, lock_at: int) -> bool:
         m.trace.emit("__split_unmapped_folio", changes={
             "orders": (HPAGE_PMD_ORDER, list(_ORDERS0))}, pfn=pfn, new_order=0,
             split_at=pfn, uniform=True)
-    mem._refcount[pages] = 1
+    mem._refcount[pages] = 1  # folio_ref_unfreeze() of each: its expected refs + 1
     lru_add_split_folio(m, pfn, np.arange(pfn + 1, pfn + nr))
-    m.trace.emit("folio_ref_unfreeze", changes={"folios": nr}, pfn=pfn,
-                 refcounts=[1] * 16)
+    if m.trace.enabled:
+        m.trace.emit("folio_ref_unfreeze", changes={"folios": nr}, pfn=pfn,
+                     refcounts=[1] * 16)
     if held:
         mem.extra_refs[lock_at] += held
-    _remap_ptes(folio, prot, table, raw, hflags)
-    # _unlock_and_put() of every new folio but the one holding lock_at: each is locked
-    # (PG_locked was copied from the head) and, mapped, keeps a reference after the put
-    mem.flags[pages] &= _NOT_LOCKED
-    mem.flags[lock_at] |= _PG_LOCKED
-    mem._refcount[pages] -= 1
-    mem._refcount[lock_at] += 1
+    _remap_ptes(folio, prot, table, raw, hflags, lock_at)
     m.vmstat["thp_split_page"] += 1  # __folio_split(): out:
     count_mthp_stat(m, HPAGE_PMD_ORDER, MTHP_STAT.MTHP_STAT_SPLIT)
-    m.trace.emit("__folio_split", changes={"ret": 0}, pfn=pfn, new_order=0, uniform=True)
+    if m.trace.enabled:
+        m.trace.emit("__folio_split", changes={"ret": 0}, pfn=pfn, new_order=0,
+                     uniform=True)
     return True
 
 
@@ -180,21 +177,27 @@ def _freeze_split_pmd(folio: Folio, vma: VMA, slot: tuple[int, int], haddr: int,
     m.trace.cost("tlb_flushes")
     m.pgtables[slot[0]][slot[1]] = pfn_pte(pgtable, _PAGE_TABLE)
     m.trace.cost("pmd_writes")
-    m.trace.emit("split_huge_pmd", changes={"ptes_written": HPAGE_PMD_NR,
-                                            "into": "migration"}, address=haddr, old_pmd=raw)
-    m.trace.emit("unmap_folio", changes={
-        "mapcount": (before[0], int(mem._large_mapcount[pfn]) + 1),
-        "refcount": (before[1], int(mem._refcount[pfn]))}, pfn=pfn)
+    if m.trace.enabled:
+        m.trace.emit("split_huge_pmd", changes={"ptes_written": HPAGE_PMD_NR,
+                                                "into": "migration"}, address=haddr,
+                     old_pmd=raw)
+        m.trace.emit("unmap_folio", changes={
+            "mapcount": (before[0], int(mem._large_mapcount[pfn]) + 1),
+            "refcount": (before[1], int(mem._refcount[pfn]))}, pfn=pfn)
     return pgtable
 
 
-def _remap_ptes(folio: Folio, prot: int, table: int, raw: int, hflags: int) -> None:
-    """remap_page(folio, 512, RMP_USE_SHARED_ZEROPAGE): each migration entry the freezing
-    split made (one kind for all: writable if the PMD was, else readable-exclusive if the
-    head page was exclusive, else readable; the PMD's soft-dirty and uffd-wp; young and
-    dirty kept beside it) becomes the PTE remove_migration_pte() makes, mapping its own
-    order-0 folio (no page is all zeroes), with a mapcount and a reference; then the
-    ``remap_page`` event. ``prot`` is the VMA's vm_page_prot."""
+def _remap_ptes(folio: Folio, prot: int, table: int, raw: int, hflags: int,
+                lock_at: int) -> None:
+    """remap_page(folio, 512, RMP_USE_SHARED_ZEROPAGE), then the unlock and put of every
+    new folio but the one holding ``lock_at``. Each migration entry the freezing split
+    made (one kind for all: writable if the PMD was, else readable-exclusive if the head
+    page was exclusive, else readable; the PMD's soft-dirty and uffd-wp; young and dirty
+    kept beside it) becomes the PTE remove_migration_pte() makes with ``prot`` (the
+    VMA's vm_page_prot), mapping its own order-0 folio (no page is all zeroes), with a
+    mapcount and a reference; then the ``remap_page`` event. Each piece, locked
+    (PG_locked came from the head) and mapped, is unlocked and keeps a reference after
+    the put: so the pieces' counts stay at one and ``lock_at``'s gains the reference."""
     m, pfn, nr = folio.m, folio.pfn, HPAGE_PMD_NR
     mem = m.mem
     write = bool(raw & _PAGE_RW)
@@ -211,11 +214,15 @@ def _remap_ptes(folio: Folio, prot: int, table: int, raw: int, hflags: int) -> N
     m.pgtables[table][:] = (_PAGE_OFFSETS + _U64(pfn << PAGE_SHIFT)) | _U64(bits)
     m.trace.cost("pte_writes", nr)
     mem._mapcount[pages] += 1
-    if exclusive:
-        mem.flags[pages] |= _PG_ANON_EXCLUSIVE
-    mem._refcount[pages] += 1
-    m.trace.emit("remap_page", changes={"ptes": nr, "zero_page_ptes": 0}, pfn=pfn, nr=nr,
-                 flags=RMP_USE_SHARED_ZEROPAGE)
+    flags = mem.flags[pages]
+    if exclusive:  # RMAP_EXCLUSIVE
+        flags |= _PG_ANON_EXCLUSIVE
+    flags &= _NOT_LOCKED  # folio_unlock() (in place: ``flags`` is a view)
+    mem.flags[lock_at] |= _PG_LOCKED  # ... of all but lock_at's
+    mem._refcount[lock_at] += 1  # folio_get() per PTE, folio_put() of all but lock_at's
+    if m.trace.enabled:
+        m.trace.emit("remap_page", changes={"ptes": nr, "zero_page_ptes": 0}, pfn=pfn,
+                     nr=nr, flags=RMP_USE_SHARED_ZEROPAGE)
 
 
 def split_huge_pmd_present_run(vma: VMA, slot: tuple[int, int], haddr: int) -> bool:

@@ -83,8 +83,8 @@ def folio_batch_move_lru_run(m: Machine) -> bool:
     fl = mem.flags[b]
     refs = mem.extra_refs
     held = [refs[p] for p in batch]
-    if (mem.compound_head[b] != NO_HEAD).any() or (fl & _HEAD).any() \
-            or (mem._refcount[b] < 2).any() or min(held) < 1:
+    if min(held) < 1 or ((mem.compound_head[b] != NO_HEAD) | ((fl & _HEAD) != 0)
+                         | (mem._refcount[b] < 2)).any():
         return False
     m.lru_lazyfree = []
     q = lazyfree_candidates(m, b, fl)
