@@ -1,23 +1,25 @@
 """Batched split of a PMD-mapped THP: the 512 entries and 512 folios in one step.
 
 Models: mm/huge_memory.c (v6.18) __folio_split() of an anon order-9 folio to order 0
-that one PMD maps (what MADV_FREE, MADV_COLD and the deferred split shrinker split):
-unmap_folio() (mm/rmap.c:try_to_migrate() with __split_huge_pmd_locked(freeze)),
-__folio_freeze_and_split_unmapped() with __split_unmapped_folio() and
-lru_add_split_folio(), and remap_page() (mm/migrate.c:remove_migration_pte() over the
-512 migration entries the freeze wrote); and __split_huge_pmd_locked() without freeze of
-a present PMD leaf of an anon THP in an anonymous VMA (what mprotect() and munmap() of
-part of a THP do): its 512 PTEs, mapcounts and references in one step.
+that one PMD maps (MADV_FREE or MADV_COLD of part of it, the shrinker's split of an
+underused one): unmap_folio() (mm/rmap.c:try_to_migrate() with
+__split_huge_pmd_locked(freeze)), __folio_freeze_and_split_unmapped() with
+__split_unmapped_folio() and lru_add_split_folio(), and remap_page()
+(mm/migrate.c:remove_migration_pte() over the 512 migration entries the freeze wrote);
+and __split_huge_pmd_locked() without freeze of a present PMD leaf of an anon THP in an
+anonymous VMA (what mprotect() and munmap() of part of a THP do): its 512 PTEs,
+mapcounts and references in one step.
 
 The kernel goes through those steps one after the other, entry by entry; so does the
-simulator's per-entry path in :mod:`pyfolio.mm.huge_memory_split`, the model the
-chapters teach. A batch here is not a kernel function: it is an implementation of the
-same steps for the whole THP at once, leaving exactly the state, counters and trace
-events the per-entry calls leave, in the same order (tests/test_batch.py compares both
-ways on random scenarios). The migration entries the freeze writes and remap_page()
-reads back are never observed between the two, so the batch writes the PTEs they
-become directly. It is selected only where it is sure to be that same sequence (see
-:func:`folio_split_pmd_mapped_run`) and ``Machine.batch`` (``System.batch``) is on;
+simulator's per-entry path in :mod:`pyfolio.mm.huge_memory_split` and
+:mod:`pyfolio.mm.huge_memory`, the model the chapters teach. A batch here is not a
+kernel function: it is an implementation of the same steps for the whole THP at once,
+leaving exactly the state, counters and trace events the per-entry calls leave, in the
+same order (tests/test_batch.py compares both ways on random scenarios). The migration
+entries the freeze writes and remap_page() reads back are never observed between the
+two, so the batch writes the PTEs they become directly. It is selected only where it is
+sure to be that same sequence (see :func:`folio_split_pmd_mapped_run` and
+:func:`split_huge_pmd_present_run`) and ``Machine.batch`` (``System.batch``) is on;
 anywhere else the caller takes the per-entry path.
 """
 

@@ -5,13 +5,10 @@ each map an order-0 anon folio mapped nowhere else (not in the swap cache): each
 made clean, its PTE clean and old (clear_young_dirty_ptes()), and handed to
 folio_mark_lazyfree() (:func:`pyfolio.mm.swap_batch.folio_mark_lazyfree_run`).
 
-The kernel goes PTE by PTE; so does the simulator's per-PTE path in
-:mod:`pyfolio.mm.madvise`, the model the chapters teach. A batch here is not a kernel
-function: it is an implementation of the same steps for a run at once, leaving exactly
-the state, counters and trace events the per-PTE steps leave, in the same order
-(tests/test_batch.py compares both ways on random scenarios). It is selected only where
-it is sure to be that same sequence (see :func:`madvise_free_pte_run`) and
-``Machine.batch`` (``System.batch``) is on; anywhere else the walk goes PTE by PTE.
+The walk goes PTE by PTE elsewhere (:mod:`pyfolio.mm.madvise`, the model the chapters
+teach); this batch is taken only where :func:`madvise_free_pte_run` is sure to repeat
+those steps, with ``Machine.batch`` on. What a batch promises (the same state, counters,
+trace events and costs; tests/test_batch.py checks): see :mod:`pyfolio.mm.memory_batch`.
 """
 
 from __future__ import annotations

@@ -4,13 +4,10 @@ Models: mm/swap.c (v6.18) folio_mark_lazyfree() over a run of order-0 folios, an
 folio_batch_move_lru() with lru_lazyfree() over a batch of distinct order-0 folios (see
 :mod:`pyfolio.mm.swap`).
 
-The kernel works folio by folio; so does the simulator's per-folio path in
-:mod:`pyfolio.mm.swap`, the model the chapters teach. A batch here is not a kernel
-function: it is an implementation of the same steps for a run at once, leaving exactly
-the state, counters and trace events the per-folio calls leave, in the same order
-(tests/test_batch.py compares both ways on random scenarios). It is selected only where
-it is sure to be that same sequence and ``Machine.batch`` (``System.batch``) is on;
-anywhere else the caller goes folio by folio.
+The per-folio path (:mod:`pyfolio.mm.swap`) is the model the chapters teach; these
+batches are taken only where they are sure to repeat its steps, with ``Machine.batch``
+on. What a batch promises (the same state, counters, trace events and costs;
+tests/test_batch.py checks): see :mod:`pyfolio.mm.memory_batch`.
 """
 
 from __future__ import annotations
