@@ -78,13 +78,14 @@ from pyfolio.mm.rmap import (
     anon_vma_prepare,
     folio_add_anon_rmap_ptes,
     folio_add_new_anon_rmap,
+    folio_mms,
     folio_move_anon_rmap,
     folio_remove_rmap_pmd,
     folio_try_dup_anon_rmap_pmd,
     folio_try_dup_anon_rmap_ptes,
     folio_try_share_anon_rmap_pmd,
 )
-from pyfolio.mm.swap import folio_add_lru_vma
+from pyfolio.mm.swap import folio_add_lru_vma, folio_mark_lazyfree
 from pyfolio.sim.errors import EAGAIN, ENOMEM, MmError
 from pyfolio.sim.memmap import PG
 from pyfolio.sim.units import HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SIZE, PMD_SIZE
@@ -848,9 +849,6 @@ def madvise_free_huge_pmd(vma: VMA, slot: Slot, addr: int, next_: int) -> bool:
     (PG_swapbacked cleared, ``pglazyfree`` +512). Returns True when the PMD was handled
     whole.
     """
-    from pyfolio.mm.rmap import folio_mms
-    from pyfolio.mm.swap import folio_mark_lazyfree
-
     m = vma.vm_mm.m
     pmd = _pmd(m, slot)
     if is_huge_zero_pmd(m, pmd) or not pmd_present(pmd):

@@ -46,6 +46,7 @@ from pyfolio.include.linux.mm import (
     page_folio,
 )
 from pyfolio.include.linux.mm_types import VM, VMA, MMStruct
+from pyfolio.include.linux.swapops import is_swap_entry
 from pyfolio.mm.huge_memory import _set_pmd_at, madvise_free_huge_pmd
 from pyfolio.mm.huge_memory_split import split_folio
 from pyfolio.mm.khugepaged import madvise_collapse
@@ -57,6 +58,7 @@ from pyfolio.mm.mmap import _vmas_in, check_aligned, vma_merge_range
 from pyfolio.mm.mmu_notifier import MMU_NOTIFY, invalidate_secondary_mmus
 from pyfolio.mm.rmap import folio_mms, pmd_chunks
 from pyfolio.mm.swap import folio_deactivate, folio_mark_lazyfree, lru_add_drain
+from pyfolio.mm.swapfile import folio_free_swap
 from pyfolio.mm.vmscan import reclaim_pages
 from pyfolio.sim.errors import EACCES, EINVAL, ENOMEM, MmError
 from pyfolio.sim.memmap import PG
@@ -213,9 +215,6 @@ def _madvise_free_pte_range(vma: VMA, table: int, start: int, end: int) -> None:
     rest are made clean (folio_clear_dirty()) and old, and handed to
     folio_mark_lazyfree(): a small folio waits in the per-CPU batch with PG_swapbacked
     still set, a large one is lazy-free at once."""
-    from pyfolio.include.linux.swapops import is_swap_entry
-    from pyfolio.mm.swapfile import folio_free_swap
-
     m = vma.vm_mm.m
     tbl = m.pgtables[table]
     shared: dict[int, bool] = {}  # folio_maybe_mapped_shared() per folio, until a split
