@@ -515,13 +515,13 @@ def test_the_thp_splits_are_batched(monkeypatch: pytest.MonkeyPatch, fork: bool)
     on the way), mprotect() and munmap() of part of one the batched PMD split; and they
     leave what the per-entry paths leave. A THP fork() shared is left alone by MADV_FREE
     (no split) and split at the PMD by mprotect()."""
-    import pyfolio.mm.huge_memory_batch as hb
+    import pyfolio.mm.huge_memory as hm
     import pyfolio.mm.huge_memory_split as hms
     import pyfolio.mm.madvise as madvise
     import pyfolio.mm.swap_batch as sb
 
     seen = {name: _spy(monkeypatch, mod, name) for mod, name in (
-        (hms, "folio_split_pmd_mapped_run"), (hb, "split_huge_pmd_present_run"),
+        (hms, "folio_split_pmd_mapped_run"), (hm, "split_huge_pmd_present_run"),
         (madvise, "madvise_free_pte_run"), (sb, "folio_batch_move_lru_run"))}
 
     def steps(p: Process, a: int) -> None:

@@ -71,6 +71,7 @@ from pyfolio.include.linux.swapops import (
     make_readable_device_private_entry,
 )
 from pyfolio.mm import memory as _memory  # a cycle: used at call time only
+from pyfolio.mm.huge_memory_batch import split_huge_pmd_present_run
 from pyfolio.mm.mmu_notifier import MMU_NOTIFY, invalidate_secondary_mmus
 from pyfolio.mm.rmap import (
     RMAP_EXCLUSIVE,
@@ -674,14 +675,13 @@ def __split_huge_pmd_locked(vma: VMA, slot: Slot, haddr: int, freeze: bool) -> N
     The young and dirty bits x86-64 keeps in each migration entry made with ``freeze`` are
     kept beside it (``m.migration_ad``) for remove_migration_pte().
     """
+    if not freeze and split_huge_pmd_present_run(vma, slot, haddr):  # the same, batched
+        return
     from pyfolio.arch.x86.pgtable import _PAGE_SWP_UFFD_WP, swp_type
     from pyfolio.include.linux.mm import vma_is_anonymous
     from pyfolio.include.linux.swapops import SwpType, is_migration_entry
-    from pyfolio.mm.huge_memory_batch import split_huge_pmd_present_run
     from pyfolio.mm.rmap import swp_entries
 
-    if not freeze and split_huge_pmd_present_run(vma, slot, haddr):  # the same, batched
-        return
     m = vma.vm_mm.m
     pmd = _pmd(m, slot)
     m.vmstat["thp_split_pmd"] += 1

@@ -46,11 +46,7 @@ from pyfolio.arch.x86.pgtable import (
 )
 from pyfolio.include.linux.huge_mm import MTHP_STAT, count_mthp_stat, mod_mthp_stat
 from pyfolio.include.linux.mm import Folio, folio_ref_freeze, vma_is_anonymous
-from pyfolio.mm.huge_memory import (
-    __folio_unqueue_deferred_split,
-    _split_pte_bits,
-    pgtable_trans_huge_withdraw,
-)
+from pyfolio.mm import huge_memory as _hm  # a cycle: used at call time only
 from pyfolio.mm.huge_memory_split_unmapped import __split_folio_to_order
 from pyfolio.mm.migrate import RMP_USE_SHARED_ZEROPAGE, _restored_pte_bits
 from pyfolio.mm.rmap import _queue_partially_mapped, anon_vma_ranges, folio_remove_rmap_pmd
@@ -134,7 +130,7 @@ def folio_split_pmd_mapped_run(folio: Folio, lock_at: int) -> bool:
     held = mem.extra_refs.pop(pfn, 0)
     ok = folio_ref_freeze(folio, 1)
     assert ok, "the batch's conditions guarantee the freeze"
-    __folio_unqueue_deferred_split(folio)
+    _hm.__folio_unqueue_deferred_split(folio)
     __split_folio_to_order(folio, HPAGE_PMD_ORDER, 0)
     mod_mthp_stat(m, HPAGE_PMD_ORDER, MTHP_STAT.MTHP_STAT_NR_ANON, -1)
     if m.trace.enabled:
@@ -166,7 +162,7 @@ def _freeze_split_pmd(folio: Folio, vma: VMA, slot: tuple[int, int], haddr: int,
     mem = m.mem
     before = (int(mem._large_mapcount[pfn]) + 1, int(mem._refcount[pfn]))
     m.vmstat["thp_split_pmd"] += 1
-    pgtable = pgtable_trans_huge_withdraw(vma, slot)
+    pgtable = _hm.pgtable_trans_huge_withdraw(vma, slot)
     if pmd_dirty(raw):
         mem.flags[pfn] |= _PG_DIRTY
     mem.flags[pfn] &= _NOT_ANON_EXCLUSIVE  # folio_try_share_anon_rmap_pmd(): not pinned
@@ -270,7 +266,7 @@ def split_huge_pmd_present_run(vma: VMA, slot: tuple[int, int], haddr: int) -> b
     frames = _PAGE_OFFSETS + _U64(pfn << PAGE_SHIFT)
     if not prot & _PAGE_PRESENT:  # PAGE_NONE: pfn_pte() stores the PFN inverted
         frames = ~frames & _U64(PTE_PFN_MASK)
-    m.pgtables[pgtable][:] = frames | _U64(_split_pte_bits(
+    m.pgtables[pgtable][:] = frames | _U64(_hm._split_pte_bits(
         prot, write, young, dirty, pte_soft_dirty(raw), bool(raw & _PAGE_UFFD_WP)))
     mem._large_mapcount[pfn] -= 1  # folio_remove_rmap_pmd(), __folio_remove_rmap()
     mem._entire_mapcount[pfn] -= 1
