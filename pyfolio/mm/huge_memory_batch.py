@@ -25,6 +25,7 @@ anywhere else the caller takes the per-entry path.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -62,6 +63,7 @@ _U64 = np.uint64
 #: page i of a THP at byte offset i << PAGE_SHIFT: the PFN part of the 512 PTEs
 _PAGE_OFFSETS = np.arange(HPAGE_PMD_NR, dtype=_U64) << _U64(PAGE_SHIFT)
 _PG_ANON_EXCLUSIVE, _PG_DIRTY = np.uint32(PG.anon_exclusive), np.uint32(PG.dirty)
+_PG_HEAD, _ANON_EXCLUSIVE = int(PG.head), int(PG.anon_exclusive)
 _PG_LOCKED, _NOT_LOCKED = np.uint32(PG.locked), np.uint32(~int(PG.locked) & 0xFFFFFFFF)
 _NOT_ANON_EXCLUSIVE = np.uint32(~int(PG.anon_exclusive) & 0xFFFFFFFF)
 _ORDERS0 = [0] * HPAGE_PMD_NR
@@ -238,22 +240,21 @@ def split_huge_pmd_present_run(vma: VMA, slot: tuple[int, int], haddr: int) -> b
     """
     m = vma.vm_mm.m
     mem = m.mem
-    raw = int(m.pgtables[slot[0]][slot[1]])
+    raw = m.pgtables[slot[0]].item(slot[1])
     if not m.batch or not pmd_leaf(raw) or not vma_is_anonymous(vma) \
             or slot not in vma.vm_mm.pmd_huge_pte:
         return False
     pfn = pte_pfn(raw)
-    head = int(mem.compound_head[pfn])
-    fpfn = pfn if head == NO_HEAD else head
-    if pfn == m.huge_zero_pfn or fpfn != pfn or int(mem.order[pfn]) != HPAGE_PMD_ORDER \
-            or not int(mem.flags[pfn]) & int(PG.head) or int(mem._refcount[pfn]) <= 0:
+    if pfn == m.huge_zero_pfn or mem.compound_head.item(pfn) != NO_HEAD \
+            or mem.order.item(pfn) != HPAGE_PMD_ORDER or not mem.flags.item(pfn) & _PG_HEAD \
+            or mem._refcount.item(pfn) <= 0:
         return False
     m.vmstat["thp_split_pmd"] += 1
     pgtable = vma.vm_mm.pmd_huge_pte.pop(slot)  # pgtable_trans_huge_withdraw()
     write, young, dirty = bool(raw & _PAGE_RW), bool(raw & _PAGE_ACCESSED), pmd_dirty(raw)
     if dirty:
         mem.flags[pfn] |= _PG_DIRTY
-    exclusive = bool(int(mem.flags[pfn]) & int(PG.anon_exclusive))
+    exclusive = bool(mem.flags.item(pfn) & _ANON_EXCLUSIVE)
     mem._refcount[pfn] += HPAGE_PMD_NR - 1  # folio_ref_add()
     pages = slice(pfn, pfn + HPAGE_PMD_NR)  # folio_add_anon_rmap_ptes(), __folio_add_rmap()
     mc = mem._mapcount[pages]
@@ -266,19 +267,27 @@ def split_huge_pmd_present_run(vma: VMA, slot: tuple[int, int], haddr: int) -> b
     frames = _PAGE_OFFSETS + _U64(pfn << PAGE_SHIFT)
     if not prot & _PAGE_PRESENT:  # PAGE_NONE: pfn_pte() stores the PFN inverted
         frames = ~frames & _U64(PTE_PFN_MASK)
-    m.pgtables[pgtable][:] = frames | _U64(_hm._split_pte_bits(
+    m.pgtables[pgtable][:] = frames | _U64(_split_pte_bits(
         prot, write, young, dirty, pte_soft_dirty(raw), bool(raw & _PAGE_UFFD_WP)))
     mem._large_mapcount[pfn] -= 1  # folio_remove_rmap_pmd(), __folio_remove_rmap()
     mem._entire_mapcount[pfn] -= 1
-    if int(mem._entire_mapcount[pfn]) == -1:
+    if mem._entire_mapcount.item(pfn) == -1:
         mem._nr_pages_mapped[pfn] -= ENTIRELY_MAPPED
-        nr = max(HPAGE_PMD_NR - int(mem._nr_pages_mapped[pfn]), 0)
+        nr = max(HPAGE_PMD_NR - mem._nr_pages_mapped.item(pfn), 0)
         if nr and nr < HPAGE_PMD_NR:
             _queue_partially_mapped(Folio(m, pfn), True)
     m.trace.cost("pte_writes", HPAGE_PMD_NR)  # _finish_split(): pmd_populate()
     m.trace.cost("tlb_flushes")
     m.pgtables[slot[0]][slot[1]] = pfn_pte(pgtable, _PAGE_TABLE)
     m.trace.cost("pmd_writes")
-    m.trace.emit("split_huge_pmd", changes={"ptes_written": HPAGE_PMD_NR, "into": "pte"},
-                 address=haddr, old_pmd=raw)
+    if m.trace.keeps_events():
+        m.trace.emit("split_huge_pmd", changes={"ptes_written": HPAGE_PMD_NR, "into": "pte"},
+                     address=haddr, old_pmd=raw)
     return True
+
+
+@functools.cache
+def _split_pte_bits(prot: int, write: bool, young: bool, dirty: bool, soft_dirty: bool,
+                    uffd_wp: bool) -> int:
+    """huge_memory._split_pte_bits(), remembered (a few combinations recur)."""
+    return _hm._split_pte_bits(prot, write, young, dirty, soft_dirty, uffd_wp)
