@@ -26,7 +26,6 @@ from pyfolio.arch.x86.pgtable import (
     PTE_PFN_MASK,
     pfn_pte,
     pgd_index,
-    pmd_index,
     pmd_leaf,
     pte_alloc_one,
     pte_free,
@@ -103,6 +102,7 @@ from pyfolio.sim.units import (
     PGDIR_SHIFT,
     PMD_SHIFT,
     PMD_SIZE,
+    PUD_SHIFT,
 )
 
 if TYPE_CHECKING:
@@ -138,13 +138,26 @@ def pmd_slot(mm: MMStruct, addr: int, alloc: bool = False) -> tuple[int, int] | 
     """(PMD table pfn, index) for ``addr``; allocates the PUD and PMD tables when asked
     (__pud_alloc(), __pmd_alloc())."""
     m = mm.m
-    pud = _next_table(m, mm.pgd, pgd_index(addr), alloc)
-    if pud is None:
-        return None
-    pmd = _next_table(m, pud, pud_index(addr), alloc)
-    if pmd is None:
-        return None
-    return pmd, pmd_index(addr)
+    pgtables = m.pgtables
+    # pgd_index(), pud_index() and pmd_index() inline (511: PTRS_PER_TABLE - 1); a present
+    # entry's table read as _next_table() reads it, which handles the rest (none, alloc)
+    raw = pgtables[mm.pgd].item((addr >> PGDIR_SHIFT) & 511)
+    if raw & _PAGE_PRESENT:
+        pud = (raw & PTE_PFN_MASK) >> PAGE_SHIFT
+    else:
+        table = _next_table(m, mm.pgd, pgd_index(addr), alloc)
+        if table is None:
+            return None
+        pud = table
+    raw = pgtables[pud].item((addr >> PUD_SHIFT) & 511)
+    if raw & _PAGE_PRESENT:
+        pmd = (raw & PTE_PFN_MASK) >> PAGE_SHIFT
+    else:
+        table = _next_table(m, pud, pud_index(addr), alloc)
+        if table is None:
+            return None
+        pmd = table
+    return pmd, (addr >> PMD_SHIFT) & 511
 
 
 def pte_slot(mm: MMStruct, addr: int, alloc: bool = False) -> tuple[int, int] | None:
