@@ -195,3 +195,27 @@ def test_do_munmap_of_everything_frees_the_page_tables(m: System) -> None:
     assert p.mm.vmas == [] and m.nr_free_pages() == free
     assert set(m.machine.pgtables) == {p.mm.pgd}
     assert m.check() == []
+
+
+def test_vma_span_gives_the_same_span_whatever_the_hint(m: System) -> None:
+    """MMStruct.vma_span(start, end, hint): a hint is only a guess (taken when the
+    neighbours confirm it); every hint, right, off by some or out of range, gives the span
+    the bisection gives, for ranges in gaps, at edges and over many VMAs (the scan for the
+    end gives up after a few VMAs and bisects)."""
+    p = m.spawn()
+    a = p.mmap(64 * 4 * KiB)
+    for i in range(0, 64, 4):  # VMAs [rw][r][rw][gap]...
+        p.mprotect(a + (i + 1) * 4 * KiB, 4 * KiB, "r")
+        p.munmap(a + (i + 3) * 4 * KiB, 4 * KiB)
+    mm = p.mm
+    n = len(mm.vmas)
+    assert n == 48
+    for lo in range(-2, 66):
+        for ln in (1, 2, 5, 13, 40, 70):
+            start, end = a + lo * 4 * KiB, a + (lo + ln) * 4 * KiB
+            want = mm.vma_span(start, end)
+            i, j = want
+            assert [v for v in mm.vmas if v.vm_end > start and v.vm_start < end] == \
+                mm.vmas[i:j]
+            for hint in range(-3, n + 4):
+                assert mm.vma_span(start, end, hint) == want, (lo, ln, hint)

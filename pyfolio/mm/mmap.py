@@ -186,8 +186,9 @@ def _unlink_file_vma(vma: VMA) -> None:
     fput(vma.vm_file)
 
 
-def split_vma(vma: VMA, addr: int) -> VMA:
-    """__split_vma() - cut ``vma`` at ``addr``; returns the new upper part.
+def split_vma(vma: VMA, addr: int, i: int | None = None) -> VMA:
+    """__split_vma() - cut ``vma`` at ``addr``; returns the new upper part. ``i``: where
+    ``vma`` sits in its mm's VMA list, when the caller knows (the kernel's vma iterator).
 
     Models: mm/vma.c:__split_vma() (v6.18): a PMD leaf straddling ``addr`` is split first
     (vma_adjust_trans_huge()); both parts keep the anon_vma chains (anon_vma_clone()) and
@@ -202,7 +203,10 @@ def split_vma(vma: VMA, addr: int) -> VMA:
         vma.vm_file.f_mapping.i_mmap.add(new)
     vma.vm_end = addr
     mm = vma.vm_mm
-    mm.vmas.insert(mm.vma_index(vma) + 1, new)
+    if i is None:
+        i = mm.vma_index(vma)
+    assert mm.vmas[i] is vma, f"{vma!r} is not at index {i} of its mm's VMA list"
+    mm.vmas.insert(i + 1, new)
     return new
 
 
@@ -215,8 +219,9 @@ def _vmas_in(mm: MMStruct, start: int, end: int) -> list[VMA]:
     return mm.vmas_between(start, end)
 
 
-def vma_merge_range(mm: MMStruct, start: int, end: int) -> None:
+def vma_merge_range(mm: MMStruct, start: int, end: int, hint: int | None = None) -> None:
     """Merge VMAs touching [start, end) with equal neighbours (vma_merge_existing_range()).
+    ``hint``: the index of the first VMA in the range, when the caller knows it.
 
     Models: mm/vma.c:vma_merge_existing_range() (v6.18).
 
@@ -225,7 +230,7 @@ def vma_merge_range(mm: MMStruct, start: int, end: int) -> None:
     is_mergeable_anon_vma()).
     """
     vmas = mm.vmas
-    i, last = mm.vma_span(max(start - 1, 0), end + 1)
+    i, last = mm.vma_span(max(start - 1, 0), end + 1, hint)
     while i + 1 < last:
         a, b = vmas[i], vmas[i + 1]
         same_av = a.anon_vma is b.anon_vma or a.anon_vma is None or b.anon_vma is None

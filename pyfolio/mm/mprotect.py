@@ -14,19 +14,19 @@ from typing import TYPE_CHECKING
 
 from pyfolio.arch.x86.pgtable import (
     _PAGE_PRESENT,
+    _PAGE_PROTNONE,
+    _PAGE_PSE,
     _PAGE_RW,
     _PAGE_SPECIAL,
     _PAGE_SWP_SOFT_DIRTY,
     _PAGE_SWP_UFFD_WP,
     PTE_PFN_MASK,
-    pmd_leaf,
     pmd_present,
     pte_dirty,
     pte_index,
     pte_mkwrite,
     pte_modify,
     pte_pfn,
-    pte_present,
     swp_offset,
 )
 from pyfolio.include.linux.mm import PAGE_ALIGN, ULONG_MASK, folio_test_anon, page_folio
@@ -38,7 +38,7 @@ from pyfolio.mm.mmap import PROT, check_aligned, split_vma, vma_merge_range
 from pyfolio.mm.mmu_notifier import MMU_NOTIFY, invalidate_secondary_mmus
 from pyfolio.sim.errors import EACCES, EINVAL, ENOMEM, MmError
 from pyfolio.sim.memmap import PG
-from pyfolio.sim.units import HPAGE_PMD_NR, PAGE_SHIFT, PAGE_SIZE, PMD_SIZE
+from pyfolio.sim.units import HPAGE_PMD_NR, PAGE_SHIFT, PMD_SIZE
 
 if TYPE_CHECKING:
     from pyfolio.sim.machine import Machine
@@ -49,6 +49,9 @@ __all__ = ["do_mprotect", "mprotect_fixup", "change_protection", "change_nonpres
 # vm_flags bits as plain ints (IntFlag arithmetic is slow in a syscall's hot path)
 _RW, _WRITE, _MAYWRITE = int(VM.READ | VM.WRITE), int(VM.WRITE), int(VM.MAYWRITE)
 _SHARED = int(VM.SHARED)
+#: pte_present(): P or PROTNONE
+_PTE_PRESENT = _PAGE_PRESENT | _PAGE_PROTNONE
+_PROTECTION_VMA = MMU_NOTIFY.MMU_NOTIFY_PROTECTION_VMA
 #: PROT's protections as VM_READ|VM_WRITE bits (ints)
 _PROT_BITS = {name: int(flags) for name, flags in PROT.items()}
 #: the VM value of each vm_flags int met so far (VM(x) costs an enum lookup per call)
@@ -74,7 +77,8 @@ def do_mprotect(mm: MMStruct, start: int, length: int, prot: str) -> None:
     if prot not in PROT:
         raise MmError(EINVAL, f"mprotect: protection {prot!r} is not 'none', 'r' or 'rw'")
     new = _PROT_BITS[prot]
-    vmas = mm.vmas_between(start, end)
+    i, j = mm.vma_span(start, end)
+    vmas = mm.vmas[i:j]
     covered = 0
     for v in vmas:
         covered += min(v.vm_end, end) - max(v.vm_start, start)
@@ -83,15 +87,20 @@ def do_mprotect(mm: MMStruct, start: int, length: int, prot: str) -> None:
     if new & _WRITE and any(not int(v.vm_flags) & _MAYWRITE for v in vmas):
         raise MmError(EACCES, "mprotect: PROT_WRITE on a mapping that may not be written "
                               "(a shared mapping of a file not open for writing)")
+    first = None
     for vma in vmas:
-        mprotect_fixup(vma, max(start, vma.vm_start), min(end, vma.vm_end),
-                       int(vma.vm_flags) & ~_RW | new)
-    vma_merge_range(mm, start, end)
+        i = mprotect_fixup(vma, max(start, vma.vm_start), min(end, vma.vm_end),
+                           int(vma.vm_flags) & ~_RW | new, i)
+        if first is None:
+            first = i - 1  # where the range's first VMA now sits
+    vma_merge_range(mm, start, end, first)
     mm.m.trace.emit("mprotect", start=start, end=end, prot=prot)
 
 
-def mprotect_fixup(vma: VMA, start: int, end: int, newflags: int) -> None:
-    """mprotect_fixup() - give [start, end) of ``vma`` the vm_flags ``newflags``.
+def mprotect_fixup(vma: VMA, start: int, end: int, newflags: int, i: int | None = None) -> int:
+    """mprotect_fixup() - give [start, end) of ``vma`` the vm_flags ``newflags``; ``i`` is
+    where ``vma`` sits in its mm's VMA list (the kernel's vma iterator; looked up when
+    None). Returns the index of the VMA after the part in the range.
 
     Models: mm/mprotect.c:mprotect_fixup() (v6.18): nothing at all when the flags stay the
     same (no split either); else vma_modify_flags() cuts the VMA at ``start`` and ``end``
@@ -100,17 +109,21 @@ def mprotect_fixup(vma: VMA, start: int, end: int, newflags: int) -> None:
     entries. The simulator tries the merge with the neighbours after every VMA of the range
     is done (do_mprotect()'s vma_merge_range()), not before the cuts.
     """
+    if i is None:
+        i = vma.vm_mm.vma_index(vma)
     if int(vma.vm_flags) == newflags:
-        return
+        return i + 1
     if vma.vm_start < start:
-        vma = split_vma(vma, start)
+        vma = split_vma(vma, start, i)
+        i += 1
     if end < vma.vm_end:
-        split_vma(vma, end)
+        split_vma(vma, end, i)
     flags = _VM_OF.get(newflags)
     if flags is None:
         flags = _VM_OF[newflags] = VM(newflags)
     vma.vm_flags = flags
     change_protection(vma, vma.vm_start, vma.vm_end)
+    return i + 1
 
 
 def change_protection(vma: VMA, start: int, end: int) -> None:
@@ -135,22 +148,25 @@ def change_protection(vma: VMA, start: int, end: int) -> None:
     mm = vma.vm_mm
     m = mm.m
     pgtables = m.pgtables
-    writable = vma.writable
-    shared = int(vma.vm_flags) & _SHARED
+    flags = int(vma.vm_flags)
+    writable = (flags & _WRITE) != 0  # vma.writable
+    shared = flags & _SHARED
     newprot = vma_page_prot(vma)
     notified = False
     addr = start
     while addr < end:  # change_pmd_range(): PMD by PMD
-        nxt = min((addr | (PMD_SIZE - 1)) + 1, end)
+        nxt = (addr | (PMD_SIZE - 1)) + 1
+        if nxt > end:
+            nxt = end
         slot = pmd_slot(mm, addr)
         if slot is None:
             addr = nxt
             continue
         raw = pgtables[slot[0]].item(slot[1])
         if raw and not notified:  # if (!range.start) mmu_notifier_range_init(...)
-            invalidate_secondary_mmus(MMU_NOTIFY.MMU_NOTIFY_PROTECTION_VMA, mm, addr, end)
+            invalidate_secondary_mmus(_PROTECTION_VMA, mm, addr, end)
             notified = True
-        if pmd_leaf(raw) or (raw and not pmd_present(raw)):
+        if raw & _PAGE_PSE or (raw and not pmd_present(raw)):  # pmd_leaf(), swap PMD
             if addr & (PMD_SIZE - 1) == 0 and nxt - addr == PMD_SIZE:
                 if change_huge_pmd(vma, slot, addr, writable) == HPAGE_PMD_NR:
                     m.vmstat["numa_huge_pte_updates"] += 1  # count_vm_numa_events()
@@ -161,10 +177,10 @@ def change_protection(vma: VMA, start: int, end: int) -> None:
         if raw & _PAGE_PRESENT:  # a PTE table: pte_pfn() of a present entry, inverted never
             table = (raw & PTE_PFN_MASK) >> PAGE_SHIFT
             tbl = pgtables[table]
-            for a in range(addr, nxt, PAGE_SIZE):
-                i = pte_index(a)
+            first = pte_index(addr)
+            for i in range(first, first + ((nxt - addr) >> PAGE_SHIFT)):
                 pte = tbl.item(i)
-                if not pte_present(pte):
+                if not pte & _PTE_PRESENT:  # pte_present()
                     if pte:
                         new = change_nonpresent_entry(m, pte)
                         if new != pte:

@@ -176,14 +176,27 @@ class MMStruct:
         i, j = self.vma_span(start, end)
         return self.vmas[i:j]
 
-    def vma_span(self, start: int, end: int) -> tuple[int, int]:
+    def vma_span(self, start: int, end: int, hint: int | None = None) -> tuple[int, int]:
         """``(i, j)``: ``vmas[i:j]`` are the VMAs overlapping [start, end) (i == j: none;
-        then ``i`` is where a VMA at ``start`` would go)."""
+        then ``i`` is where a VMA at ``start`` would go). ``hint``: where the caller
+        expects ``i`` (or ``i + 1``); taken when the neighbours confirm it, else bisected.
+        ``j`` is looked for a few VMAs on before bisecting (ranges usually hold few)."""
         vmas = self.vmas
-        i = bisect.bisect_right(vmas, start, key=_vm_start) - 1
-        if i < 0 or vmas[i].vm_end <= start:
-            i += 1
-        return i, bisect.bisect_left(vmas, end, lo=i, key=_vm_start)
+        n = len(vmas)
+        i = hint
+        if i is not None and 0 < i <= n and vmas[i - 1].vm_end > start:
+            i -= 1
+        if i is None or not (0 <= i <= n and (i == 0 or vmas[i - 1].vm_end <= start)
+                             and (i == n or vmas[i].vm_end > start)):
+            i = bisect.bisect_right(vmas, start, key=_vm_start) - 1
+            if i < 0 or vmas[i].vm_end <= start:
+                i += 1
+        j, stop = i, min(i + 4, n)
+        while j < stop and vmas[j].vm_start < end:
+            j += 1
+        if j == stop < n:
+            j = bisect.bisect_left(vmas, end, lo=j, key=_vm_start)
+        return i, j
 
     def vma_index(self, vma: VMA) -> int:
         """Where ``vma`` sits in ``vmas`` (a bisect: VMAs do not overlap, so their starts
