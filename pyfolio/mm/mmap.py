@@ -233,8 +233,8 @@ def vma_merge_range(mm: MMStruct, start: int, end: int, hint: int | None = None)
     i, last = mm.vma_span(max(start - 1, 0), end + 1, hint)
     while i + 1 < last:
         a, b = vmas[i], vmas[i + 1]
-        same_av = a.anon_vma is b.anon_vma or a.anon_vma is None or b.anon_vma is None
-        if (a.vm_end == b.vm_start and a.vm_flags == b.vm_flags and same_av
+        if (a.vm_end == b.vm_start and a.vm_flags == b.vm_flags
+                and (a.anon_vma is b.anon_vma or a.anon_vma is None or b.anon_vma is None)
                 and a.vm_file is b.vm_file and a.vm_ops is b.vm_ops
                 and b.vm_pgoff == a.vm_pgoff + ((a.vm_end - a.vm_start) >> 12)):
             if a.anon_vma is None and b.anon_vma is not None:

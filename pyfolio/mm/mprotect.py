@@ -21,7 +21,6 @@ from pyfolio.arch.x86.pgtable import (
     _PAGE_SWP_SOFT_DIRTY,
     _PAGE_SWP_UFFD_WP,
     PTE_PFN_MASK,
-    pmd_present,
     pte_dirty,
     pte_index,
     pte_mkwrite,
@@ -49,8 +48,9 @@ __all__ = ["do_mprotect", "mprotect_fixup", "change_protection", "change_nonpres
 # vm_flags bits as plain ints (IntFlag arithmetic is slow in a syscall's hot path)
 _RW, _WRITE, _MAYWRITE = int(VM.READ | VM.WRITE), int(VM.WRITE), int(VM.MAYWRITE)
 _SHARED = int(VM.SHARED)
-#: pte_present(): P or PROTNONE
+#: pte_present(): P or PROTNONE; pmd_present(): P, PROTNONE or PSE
 _PTE_PRESENT = _PAGE_PRESENT | _PAGE_PROTNONE
+_PMD_PRESENT = _PAGE_PRESENT | _PAGE_PROTNONE | _PAGE_PSE
 _PROTECTION_VMA = MMU_NOTIFY.MMU_NOTIFY_PROTECTION_VMA
 #: PROT's protections as VM_READ|VM_WRITE bits (ints)
 _PROT_BITS = {name: int(flags) for name, flags in PROT.items()}
@@ -80,8 +80,9 @@ def do_mprotect(mm: MMStruct, start: int, length: int, prot: str) -> None:
     i, j = mm.vma_span(start, end)
     vmas = mm.vmas[i:j]
     covered = 0
-    for v in vmas:
-        covered += min(v.vm_end, end) - max(v.vm_start, start)
+    for v in vmas:  # min(vm_end, end) - max(vm_start, start), without the calls
+        covered += (v.vm_end if v.vm_end < end else end) - (
+            v.vm_start if v.vm_start > start else start)
     if covered != end - start:
         raise MmError(ENOMEM, f"mprotect: [{start:#x}, {end:#x}) is not fully mapped")
     if new & _WRITE and any(not int(v.vm_flags) & _MAYWRITE for v in vmas):
@@ -89,7 +90,8 @@ def do_mprotect(mm: MMStruct, start: int, length: int, prot: str) -> None:
                               "(a shared mapping of a file not open for writing)")
     first = None
     for vma in vmas:
-        i = mprotect_fixup(vma, max(start, vma.vm_start), min(end, vma.vm_end),
+        i = mprotect_fixup(vma, vma.vm_start if vma.vm_start > start else start,
+                           vma.vm_end if vma.vm_end < end else end,
                            int(vma.vm_flags) & ~_RW | new, i)
         if first is None:
             first = i - 1  # where the range's first VMA now sits
@@ -166,7 +168,7 @@ def change_protection(vma: VMA, start: int, end: int) -> None:
         if raw and not notified:  # if (!range.start) mmu_notifier_range_init(...)
             invalidate_secondary_mmus(_PROTECTION_VMA, mm, addr, end)
             notified = True
-        if raw & _PAGE_PSE or (raw and not pmd_present(raw)):  # pmd_leaf(), swap PMD
+        if raw & _PAGE_PSE or (raw and not raw & _PMD_PRESENT):  # pmd_leaf(), swap PMD
             if addr & (PMD_SIZE - 1) == 0 and nxt - addr == PMD_SIZE:
                 if change_huge_pmd(vma, slot, addr, writable) == HPAGE_PMD_NR:
                     m.vmstat["numa_huge_pte_updates"] += 1  # count_vm_numa_events()
