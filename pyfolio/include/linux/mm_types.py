@@ -113,8 +113,7 @@ class VMA:
     vm_file: File | None = None
     vm_ops: VmOperations | None = None
 
-    def __hash__(self) -> int:
-        return id(self)
+    # hashed by identity: object.__hash__ (eq=False keeps it; a C slot, no Python call)
 
     @property
     def writable(self) -> bool:
