@@ -77,7 +77,7 @@ def do_mprotect(mm: MMStruct, start: int, length: int, prot: str) -> None:
     if prot not in PROT:
         raise MmError(EINVAL, f"mprotect: protection {prot!r} is not 'none', 'r' or 'rw'")
     new = _PROT_BITS[prot]
-    i, j = mm.vma_span(start, end)
+    i, j = mm.vma_span(start, end, mm.vma_hint)
     vmas = mm.vmas[i:j]
     covered = 0
     for v in vmas:  # min(vm_end, end) - max(vm_start, start), without the calls
@@ -95,6 +95,7 @@ def do_mprotect(mm: MMStruct, start: int, length: int, prot: str) -> None:
                            int(vma.vm_flags) & ~_RW | new, i)
         if first is None:
             first = i - 1  # where the range's first VMA now sits
+    mm.vma_hint = i
     vma_merge_range(mm, start, end, first)
     mm.m.trace.emit("mprotect", start=start, end=end, prot=prot)
 
@@ -113,7 +114,7 @@ def mprotect_fixup(vma: VMA, start: int, end: int, newflags: int, i: int | None 
     """
     if i is None:
         i = vma.vm_mm.vma_index(vma)
-    if int(vma.vm_flags) == newflags:
+    if vma.vm_flags == newflags:  # an IntFlag equals the int of its value
         return i + 1
     if vma.vm_start < start:
         vma = split_vma(vma, start, i)
@@ -166,7 +167,8 @@ def change_protection(vma: VMA, start: int, end: int) -> None:
             continue
         raw = pgtables[slot[0]].item(slot[1])
         if raw and not notified:  # if (!range.start) mmu_notifier_range_init(...)
-            invalidate_secondary_mmus(_PROTECTION_VMA, mm, addr, end)
+            if mm.notifier_subscriptions is not None:  # mm_has_notifiers(), as the inline
+                invalidate_secondary_mmus(_PROTECTION_VMA, mm, addr, end)
             notified = True
         if raw & _PAGE_PSE or (raw and not raw & _PMD_PRESENT):  # pmd_leaf(), swap PMD
             if addr & (PMD_SIZE - 1) == 0 and nxt - addr == PMD_SIZE:
@@ -196,7 +198,7 @@ def change_protection(vma: VMA, start: int, end: int) -> None:
                     new = pte_mkwrite(new)
                 if new != pte:
                     set_pte_at(m, (table, i), new)
-            m.trace.cost("tlb_flushes")
+            m.trace.costs["tlb_flushes"] += 1  # trace.cost("tlb_flushes")
         addr = nxt
 
 

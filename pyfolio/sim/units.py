@@ -65,6 +65,8 @@ def to_ulong(value: object, what: str = "address") -> int:
     >>> hex(to_ulong(-4096)), to_ulong(4096)
     ('0xfffffffffffff000', 4096)
     """
+    if type(value) is int and 0 <= value < 1 << 64:
+        return value  # the common case, as the checks below take it
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{what} must be an int, not {type(value).__name__} {value!r}")
     if not -(1 << 63) <= value < 1 << 64:

@@ -159,6 +159,11 @@ class MMStruct:
     #: mm->notifier_subscriptions (CONFIG_MMU_NOTIFIER): None until a driver subscribes
     #: (pyfolio.mm.mmu_notifier.MmuNotifierSubscriptions)
     notifier_subscriptions: MmuNotifierSubscriptions | None = None
+    #: a lookup hint, not mm state: the index in ``vmas`` after the last VMA mprotect()
+    #: changed (a run of calls walks up the list). vma_span() takes it only when the
+    #: neighbours confirm it (as find_vma() once checked the per-thread vmacache first,
+    #: Linux 3.15-6.0)
+    vma_hint: int = 0
 
     def __hash__(self) -> int:
         return self.id
@@ -179,22 +184,31 @@ class MMStruct:
         """``(i, j)``: ``vmas[i:j]`` are the VMAs overlapping [start, end) (i == j: none;
         then ``i`` is where a VMA at ``start`` would go). ``hint``: where the caller
         expects ``i`` (or ``i + 1``); taken when the neighbours confirm it, else bisected.
-        ``j`` is looked for a few VMAs on before bisecting (ranges usually hold few)."""
+        ``j`` is looked for two VMAs on before bisecting (ranges usually hold few)."""
         vmas = self.vmas
         n = len(vmas)
-        i = hint
-        if i is not None and 0 < i <= n and vmas[i - 1].vm_end > start:
-            i -= 1
-        if i is None or not (0 <= i <= n and (i == 0 or vmas[i - 1].vm_end <= start)
-                             and (i == n or vmas[i].vm_end > start)):
+        # i: the first VMA ending above start (vm_end rises with the index)
+        if hint is not None and 0 <= hint <= n:
+            i = hint
+            if i and vmas[i - 1].vm_end > start:
+                i -= 1
+                ok = not i or vmas[i - 1].vm_end <= start
+            else:
+                ok = i == n or vmas[i].vm_end > start
+        else:
+            ok = False
+        if not ok:
             i = bisect.bisect_right(vmas, start, key=_vm_start) - 1
             if i < 0 or vmas[i].vm_end <= start:
                 i += 1
-        j, stop = i, min(i + 4, n)
-        while j < stop and vmas[j].vm_start < end:
+        # j: the first VMA starting at or above end
+        j = i
+        if j < n and vmas[j].vm_start < end:
             j += 1
-        if j == stop < n:
-            j = bisect.bisect_left(vmas, end, lo=j, key=_vm_start)
+            if j < n and vmas[j].vm_start < end:
+                j += 1
+                if j < n and vmas[j].vm_start < end:
+                    j = bisect.bisect_left(vmas, end, lo=j + 1, key=_vm_start)
         return i, j
 
     def vma_index(self, vma: VMA) -> int:
