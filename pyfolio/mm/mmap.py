@@ -219,9 +219,11 @@ def _vmas_in(mm: MMStruct, start: int, end: int) -> list[VMA]:
     return mm.vmas_between(start, end)
 
 
-def vma_merge_range(mm: MMStruct, start: int, end: int, hint: int | None = None) -> None:
+def vma_merge_range(mm: MMStruct, start: int, end: int,
+                    span: tuple[int, int] | None = None) -> None:
     """Merge VMAs touching [start, end) with equal neighbours (vma_merge_existing_range()).
-    ``hint``: the index of the first VMA in the range, when the caller knows it.
+    ``span``: ``mm.vma_span(start - 1, end + 1)`` (the VMAs touching the range), when the
+    caller knows it.
 
     Models: mm/vma.c:vma_merge_existing_range() (v6.18).
 
@@ -230,7 +232,7 @@ def vma_merge_range(mm: MMStruct, start: int, end: int, hint: int | None = None)
     is_mergeable_anon_vma()).
     """
     vmas = mm.vmas
-    i, last = mm.vma_span(max(start - 1, 0), end + 1, hint)
+    i, last = mm.vma_span(max(start - 1, 0), end + 1) if span is None else span
     while i + 1 < last:
         a, b = vmas[i], vmas[i + 1]
         if (a.vm_end == b.vm_start and a.vm_flags == b.vm_flags

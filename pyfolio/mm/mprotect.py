@@ -88,15 +88,20 @@ def do_mprotect(mm: MMStruct, start: int, length: int, prot: str) -> None:
     if new & _WRITE and any(not int(v.vm_flags) & _MAYWRITE for v in vmas):
         raise MmError(EACCES, "mprotect: PROT_WRITE on a mapping that may not be written "
                               "(a shared mapping of a file not open for writing)")
-    first = None
+    first = -1
     for vma in vmas:
         i = mprotect_fixup(vma, vma.vm_start if vma.vm_start > start else start,
                            vma.vm_end if vma.vm_end < end else end,
                            int(vma.vm_flags) & ~_RW | new, i)
-        if first is None:
+        if first < 0:
             first = i - 1  # where the range's first VMA now sits
     mm.vma_hint = i
-    vma_merge_range(mm, start, end, first)
+    # the VMAs touching [start, end) (vma_span(start - 1, end + 1)): the range's, and the
+    # neighbours that end at start and start at end
+    all_ = mm.vmas
+    vma_merge_range(mm, start, end, (
+        first - 1 if first and all_[first - 1].vm_end == start else first,
+        i + 1 if i < len(all_) and all_[i].vm_start == end else i))
     mm.m.trace.emit("mprotect", start=start, end=end, prot=prot)
 
 
