@@ -219,3 +219,35 @@ def test_vma_span_gives_the_same_span_whatever_the_hint(m: System) -> None:
                 mm.vmas[i:j]
             for hint in range(-3, n + 4):
                 assert mm.vma_span(start, end, hint) == want, (lo, ln, hint)
+
+
+def test_mprotect_hands_vma_merge_range_the_span_it_would_look_up(
+        m: System, monkeypatch: pytest.MonkeyPatch) -> None:
+    """do_mprotect() passes vma_merge_range() the span vma_span(start - 1, end + 1) gives
+    (the range's VMAs and the neighbours touching it), computed from the indices the cuts
+    left: ranges inside a VMA, at VMA edges with and without a touching neighbour, over
+    several VMAs, at the first and the last VMA; the merges then leave one VMA again."""
+    import pyfolio.mm.mprotect as mprotect
+
+    seen: list[tuple[tuple[int, int], tuple[int, int]]] = []
+    orig = mprotect.vma_merge_range
+
+    def check(mm, start, end, span=None):  # type: ignore[no-untyped-def]
+        seen.append((span, mm.vma_span(max(start - 1, 0), end + 1)))
+        orig(mm, start, end, span)
+
+    monkeypatch.setattr(mprotect, "vma_merge_range", check)
+    p = m.spawn()
+    a = p.mmap(64 * 4 * KiB)
+    b = p.mmap(8 * 4 * KiB)  # top-down: right below a
+    page = 4 * KiB
+    assert b + 8 * page == a
+    for off, n, prot in ((1, 1, "r"), (3, 2, "none"), (1, 4, "r"), (0, 1, "r"), (63, 1, "r"),
+                         (2, 40, "none"), (0, 64, "r"), (10, 3, "rw"), (5, 50, "rw"),
+                         (0, 64, "rw"), (20, 1, "none"), (21, 1, "none"), (19, 1, "none")):
+        p.mprotect(a + off * page, n * page, prot)
+    p.mprotect(b, 8 * page, "r")
+    p.mprotect(b + 7 * page, page + 2 * page, "rw")  # over b's end into a
+    p.mprotect(b, 8 * page + 64 * page, "rw")
+    assert len(seen) == 16 and all(got == want for got, want in seen), seen
+    assert [(v.vm_start, v.vm_end) for v in p.mm.vmas] == [(b, a + 64 * page)]
