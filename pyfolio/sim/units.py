@@ -90,6 +90,8 @@ def to_stamp(value: object) -> int:
 def to_size(length: object, what: str = "length") -> int:
     """A syscall's ``size_t`` length: a string such as ``"2M"`` (:func:`parse_size`) or
     an int taken as :func:`to_ulong` takes it."""
+    if type(length) is int and 0 <= length < 1 << 64:
+        return length  # as to_ulong() takes it, without the call
     if isinstance(length, str):
         return parse_size(length)
     return to_ulong(length, what)
