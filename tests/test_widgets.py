@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import html
+
 import matplotlib
 
 matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.text import Text  # noqa: E402
 
 from pyfolio import KiB, MiB, System  # noqa: E402
 from pyfolio.mm.debug_vm import snapshot  # noqa: E402
@@ -243,6 +246,30 @@ def test_address_walker_redraws_a_revisited_address_only_when_its_walk_changed()
     from pyfolio.widgets._common import png
 
     assert bytes(w.walk_image.value) == png(w.figures()[0])
+
+
+def test_address_walker_shows_the_entry_key_as_text_and_the_static_figure_draws_it():
+    """The bits picture is drawn without its key (the abbreviations spelled out), which the
+    widget shows as a line of text that follows the entry (a PMD leaf's key has PSE, a PTE's
+    PAT); the static figure draws the same key under the boxes."""
+    from pyfolio.views import entry_key
+    from pyfolio.widgets import address_walker
+    from pyfolio.widgets._common import png
+
+    m = System(ram="64M", thp="madvise", seed=0)
+    p, a = m.spawn_with_thp(4 * MiB)
+    p.write(a + 2 * MiB, 1)
+    w = address_walker(p, a, 4 * MiB)
+    pmd_key = entry_key(p.lookup(a), "pmd")
+    assert "PSE: page size: a leaf" in pmd_key and "PAT:" not in pmd_key
+    assert html.escape(pmd_key) in w.bits_key.value
+    assert bytes(w.bits_image.value) == png(w.figures(key=False)[1])
+    w.addr.value = a + 2 * MiB
+    pte_key = entry_key(p.lookup(a + 2 * MiB), "pte")
+    assert "PAT: page attribute table" in pte_key and html.escape(pte_key) in w.bits_key.value
+    drawn = w.figures()[1]  # what static_figure() stacks under the walk
+    assert any(t.get_text() == pte_key for t in drawn.findobj(Text))
+    assert not any(t.get_text() == pte_key for t in w.figures(key=False)[1].findobj(Text))
 
 
 def test_split_explorer_pin_box_rejects_bad_values_and_changes_nothing():

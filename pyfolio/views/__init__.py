@@ -6,7 +6,7 @@ registered with pyplot (display it, or save it; closing is optional).
 - :func:`region_strip` - a process's address range, by folio and state
 - :func:`folio_strip` - physical frames, by folio order, with heads and free frames
 - :func:`pagetable_graph` / :func:`draw_pagetable` - the walk of one address
-- :func:`entry_bits` - one 64-bit entry as bit fields
+- :func:`entry_bits` - one 64-bit entry as bit fields (:func:`entry_key`: its key as text)
 - :func:`count_panel` / :func:`count_timeline` - a folio's counts now and over steps
 - :func:`rmap_graph` / :func:`draw_rmap` - who maps a folio
 - :func:`record` / :class:`Snapshot` - frames over a scenario; :func:`record_events` -
@@ -21,7 +21,7 @@ registered with pyplot (display it, or save it; closing is optional).
 
 from pyfolio.views.animate import animate, before_after, render, stack
 from pyfolio.views.counts import changed_steps, count_panel, count_timeline
-from pyfolio.views.entry import entry_bits, entry_fields
+from pyfolio.views.entry import entry_bits, entry_fields, entry_key
 from pyfolio.views.folio_strip import FrameCells, draw_frames, folio_strip, frame_cells
 from pyfolio.views.frames import (
     FolioCounts,
@@ -50,7 +50,7 @@ __all__ = [
     "region_strip", "region_cells", "draw_cells", "RegionCells",
     "folio_strip", "frame_cells", "draw_frames", "FrameCells",
     "pagetable_graph", "draw_pagetable", "address_fields",
-    "entry_bits", "entry_fields",
+    "entry_bits", "entry_fields", "entry_key",
     "count_panel", "count_timeline", "changed_steps",
     "rmap_graph", "draw_rmap",
     "Snapshot", "FolioCounts", "Step", "record", "record_events", "snapshot", "folio_counts",

@@ -43,7 +43,7 @@ from pyfolio.arch.x86.pgtable import (
 from pyfolio.include.linux.swapops import SwpType
 from pyfolio.views._style import MIN_FONT, PAGE_WIDTH, TITLE_LINE, new_figure, wrap_title
 
-__all__ = ["entry_fields", "entry_bits", "FIELD_NAMES"]
+__all__ = ["entry_fields", "entry_bits", "entry_key", "FIELD_NAMES"]
 
 #: what each field name in the figure stands for (the kernel's name for the bit)
 FIELD_NAMES = {
@@ -144,7 +144,7 @@ def _row(ax: object, fields: list[tuple[str, int, int, str]], y: float) -> None:
         on = val not in ("0", "0x0")
         fc = (0.55, 0.75, 1.0) if on and hi == lo else (0.97, 0.97, 0.97) if hi == lo \
             else (1.0, 0.93, 0.78)
-        ax.add_patch(Rectangle((x, y), w, 0.5, fc=fc, ec="black", lw=0.8))
+        ax.add_patch(Rectangle((x, y), w, 0.5, fc=fc, ec="black", lw=0.8, clip_on=False))
         ax.text(x + w / 2, y + 0.25, val, ha="center", va="center", fontsize=7.5,
                 family="monospace")
         ax.text(x + w / 2, y + 0.56, name, ha="center", va="bottom", fontsize=7.5,
@@ -161,18 +161,27 @@ def _key(fields: list[tuple[str, int, int, str]], swap: bool) -> str:
     return "\n".join(textwrap.wrap("; ".join(words), 118))
 
 
-def entry_bits(entry: Entry | int, level: str = "pte", *, title: str | None = None) -> Figure:
+def entry_key(entry: Entry | int, level: str = "pte") -> str:
+    """The key :func:`entry_bits` draws under the boxes: each abbreviation of ``entry``'s
+    fields spelled out (a widget shows it as text, drawn once, see ``key=False``)."""
+    e = entry if isinstance(entry, Entry) else decode_entry(entry, level)
+    return _key(entry_fields(e), not (e.present or e.kind == "none"))
+
+
+def entry_bits(entry: Entry | int, level: str = "pte", *, title: str | None = None,
+               key: bool = True) -> Figure:
     """Draw ``entry`` (an :class:`~pyfolio.arch.x86.pgtable.Entry` or a raw int at ``level``) as its
     bit fields: name above each box, bit range under it, the field's value inside; a present
     entry takes two rows (bits 63..12, then the flag bits 11..0), a swap-format entry one. A
-    key under the boxes spells out every abbreviation."""
+    key under the boxes spells out every abbreviation (``key=False``: no key; its text is
+    :func:`entry_key`)."""
     e = entry if isinstance(entry, Entry) else decode_entry(entry, level)
     fields = entry_fields(e)
     swap = not (e.present or e.kind == "none")
     rows = [fields] if swap else [[f for f in fields if f[2] >= 12],
                                   [f for f in fields if f[2] < 12]]
-    key = _key(fields, swap)
-    key_h = 0.16 * (key.count("\n") + 1) + 0.1
+    key_text = _key(fields, swap) if key else ""
+    key_h = 0.16 * (key_text.count("\n") + 1) + 0.1 if key else 0.1
     row_h = 0.95
     dirty = f", dirty ({'SV' if e.saved_dirty else 'D'})" if e.present and e.dirty else ""
     title = wrap_title(title or f"{e.level.upper()} entry {e.raw:#018x}: {e.kind}{dirty}")
@@ -184,7 +193,8 @@ def entry_bits(entry: Entry | int, level: str = "pte", *, title: str | None = No
     ax.set_axis_off()
     for i, row in enumerate(rows):
         _row(ax, row, len(rows) - 1 - i + 0.25)
-    fig.text(0.01, 0.04 / height, key, fontsize=MIN_FONT, va="bottom", color="#333333")
+    if key:
+        fig.text(0.01, 0.04 / height, key_text, fontsize=MIN_FONT, va="bottom", color="#333333")
     fig.suptitle(title, fontsize=9,
                  x=0.01, ha="left", y=1 - 0.05 / height, va="top")
     return fig

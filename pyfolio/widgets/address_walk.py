@@ -3,7 +3,9 @@
 The model operation is only a read: :func:`pyfolio.arch.x86.pgtable.walk` through
 ``Process.lookup``; the views are :func:`pyfolio.views.draw_pagetable` (the address split
 into its 9/9/9/9/12 index bits and the tables the walk reads) and
-:func:`pyfolio.views.entry_bits` (the last entry's bit fields). Each picture is kept under
+:func:`pyfolio.views.entry_bits` (the last entry's bit fields; its key, the abbreviations
+spelled out, is a line of text under the picture: :func:`pyfolio.views.entry_key`, as the
+static figure draws it). Each picture is kept under
 what it shows (the address and every table, slot and entry of its walk; the entry's raw
 value and level), so a revisited address is not drawn again, and a walk that changed
 (the process faulted or split in between) is.
@@ -18,7 +20,7 @@ from matplotlib.figure import Figure
 
 from pyfolio.sim.units import PAGE_SIZE
 from pyfolio.system import Process
-from pyfolio.views import draw_pagetable, entry_bits, stack
+from pyfolio.views import draw_pagetable, entry_bits, entry_key, stack
 from pyfolio.views.pagetable import pagetable_graph
 from pyfolio.widgets._common import App, Message, png
 
@@ -44,12 +46,14 @@ class AddressWalker(App):
         self.message = Message()
         self.walk_image = widgets.Image(format="png", layout={"max_width": "100%"})
         self.bits_image = widgets.Image(format="png", layout={"max_width": "100%"})
+        #: the entry's key as text: drawing it in the picture costs ~20 ms a new entry
+        self.bits_key = widgets.HTML()
         self.reset_button = widgets.Button(description="Reset")
         self.reset_button.on_click(lambda _: self.reset())
         self.addr.observe(lambda _: self._slid(), names="value")
         self.typed.observe(lambda _: self.go_to(self.typed.value), names="value")
         super().__init__([widgets.HBox([self.addr, self.reset_button]), self.typed,
-                          self.message, self.walk_image, self.bits_image])
+                          self.message, self.walk_image, self.bits_image, self.bits_key])
         self.redraw()
 
     def _slid(self) -> None:
@@ -80,13 +84,14 @@ class AddressWalker(App):
             self._slid()
         self.addr.value = self.addr.min
 
-    def figures(self) -> tuple[Figure, Figure]:
-        """The walk diagram and the last entry's bits for the chosen address."""
+    def figures(self, key: bool = True) -> tuple[Figure, Figure]:
+        """The walk diagram and the last entry's bits for the chosen address (``key``: with
+        the bits' key drawn under them)."""
         a = self.current
         e = self.proc.lookup(a)
         return (draw_pagetable(self.proc, a),
                 entry_bits(e, e.level, title=f"the {e.level.upper()} entry {e.raw:#018x} "
-                                             f"({e.kind})"))
+                                             f"({e.kind})", key=key))
 
     def static_figure(self) -> Figure:
         """The walk above the entry's bits, as in the widget (for print)."""
@@ -101,11 +106,13 @@ class AddressWalker(App):
                     tuple((n, tuple(sorted(d.items()))) for n, d in g.nodes(data=True)))
         bits_key = (e.raw, e.level)
         if walk_key not in self._walk_pngs or bits_key not in self._bits_pngs:
-            walk, bits = self.figures()
+            walk, bits = self.figures(key=False)
             self._walk_pngs.setdefault(walk_key, png(walk))
             self._bits_pngs.setdefault(bits_key, png(bits))
         self.walk_image.value = self._walk_pngs[walk_key]
         self.bits_image.value = self._bits_pngs[bits_key]
+        self.bits_key.value = ("<div style='font-size:0.8em;line-height:1.35;color:#333'>"
+                               f"{html.escape(entry_key(e, e.level))}</div>")
         self.message.value += f" <code>{html.escape(str(e))}</code>"
 
 
