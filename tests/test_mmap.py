@@ -251,3 +251,25 @@ def test_mprotect_hands_vma_merge_range_the_span_it_would_look_up(
     p.mprotect(b, 8 * page + 64 * page, "rw")
     assert len(seen) == 16 and all(got == want for got, want in seen), seen
     assert [(v.vm_start, v.vm_end) for v in p.mm.vmas] == [(b, a + 64 * page)]
+
+
+def test_a_split_a_fork_and_an_mremap_copy_the_vma_as_vm_area_dup_does() -> None:
+    """mm/vma_init.c:vm_area_init_from() copies vm_ops and swap_readahead_info into every
+    duplicate: the upper part of a split, a fork's child VMA, mremap's copy_vma()."""
+    m = System(ram="64M")
+    p = m.spawn()
+    a = p.mmap(1 * MiB)
+    vma = p.mm.vmas[0]
+    vma.swap_readahead_info = 0x7F0000001234  # a fault address, window and hits
+    p.mprotect(a + 512 * KiB, 4 * KiB, "r")
+    assert [v.swap_readahead_info for v in p.mm.vmas] == [0x7F0000001234] * 3
+    c = p.fork()
+    assert [v.swap_readahead_info for v in c.mm.vmas] == [0x7F0000001234] * 3
+    b = p.mremap(a, 512 * KiB, 512 * KiB, maymove=True, new_addr=a + 4 * MiB)
+    assert b == a + 4 * MiB and p.mm.find_vma(b).swap_readahead_info == 0x7F0000001234
+    fd = p.memfd_create("ops")
+    p.ftruncate(fd, 1 * MiB)
+    s = p.mmap(1 * MiB, shared=True, fd=fd)
+    p.mprotect(s + 512 * KiB, 4 * KiB, "r")
+    ops = {v.vm_ops for v in p.mm.vmas if v.vm_file is not None}
+    assert len(ops) == 1 and None not in ops and m.check() == []

@@ -58,6 +58,7 @@ def dup_mm(oldmm: MMStruct) -> MMStruct:
             if vma.vm_flags & VM.DONTCOPY:
                 continue
             new = VMA(mm, vma.vm_start, vma.vm_end, vma.vm_flags, vma.vm_pgoff)
+            new.swap_readahead_info = vma.swap_readahead_info  # vm_area_dup()'s copy
             mm.vmas.append(new)
             if vma.vm_flags & VM.WIPEONFORK:
                 continue

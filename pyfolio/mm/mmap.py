@@ -191,15 +191,18 @@ def split_vma(vma: VMA, addr: int, i: int | None = None) -> VMA:
     ``vma`` sits in its mm's VMA list, when the caller knows (the kernel's vma iterator).
 
     Models: mm/vma.c:__split_vma() (v6.18): a PMD leaf straddling ``addr`` is split first
-    (vma_adjust_trans_huge()); both parts keep the anon_vma chains (anon_vma_clone()) and
-    the file (each holds a reference and sits in the file's i_mmap).
+    (vma_adjust_trans_huge()); the new part is vm_area_dup()'s copy (mm/vma_init.c:
+    vm_area_init_from(): flags, ops, the swap readahead state); both parts keep the
+    anon_vma chains (anon_vma_clone()) and the file (each holds a reference and sits in the
+    file's i_mmap).
     """
     vma_adjust_trans_huge(vma, vma.vm_start, addr)  # as __split_vma() calls it
     new = VMA(vma.vm_mm, addr, vma.vm_end, vma.vm_flags,
               vma.vm_pgoff + ((addr - vma.vm_start) >> 12))
+    new.vm_ops, new.swap_readahead_info = vma.vm_ops, vma.swap_readahead_info
     anon_vma_clone(new, vma)
     if vma.vm_file is not None:  # get_file() and vma_link_file() for the new part
-        new.vm_file, new.vm_ops = get_file(vma.vm_file), vma.vm_ops
+        new.vm_file = get_file(vma.vm_file)
         vma.vm_file.f_mapping.i_mmap.add(new)
     vma.vm_end = addr
     mm = vma.vm_mm

@@ -293,6 +293,7 @@ def copy_vma(vma: VMA, addr: int, length: int, pgoff: int) -> VMA:
     """
     mm = vma.vm_mm
     new = VMA(mm, addr, addr + length, vma.vm_flags, pgoff)
+    new.swap_readahead_info = vma.swap_readahead_info  # vm_area_dup(): vm_area_init_from()
     anon_vma_clone(new, vma)
     mm.insert_vma(new)
     return new
