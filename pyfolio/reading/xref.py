@@ -137,6 +137,7 @@ KERNEL_SOURCES: dict[str, str] = {
     "mm/truncate.c": "truncating the page cache, truncate_inode_partial_folio()",
     "mm/util.c": "folio_mapcount helpers",
     "mm/vma.c": "VMA split and merge",
+    "mm/vma_init.c": "vm_area_dup(): a VMA copied for a split, a fork, a move",
     "mm/vmscan.c": "reclaim: shrink_folio_list(), reclaim_pages(), the LRU scan",
     "mm/vmstat.c": "/proc/vmstat",
 }
