@@ -196,16 +196,14 @@ class FacadeMachine(RuleBasedStateMachine):
         before = self._state() if refusal is not None else None
         try:
             result = call()
-        except KernelBug as e:
-            if KNOWN_KERNEL_BUG not in str(e):
+        except (KernelBug, VmWarning) as e:
+            bug = isinstance(e, KernelBug)  # a kernel bug (A) or a kernel WARN, both known
+            if (KNOWN_KERNEL_BUG if bug else KNOWN_KERNEL_WARN) not in str(e):
                 raise
-            STATS.kernel_bugs += 1
-            self.dead = True
-            return False, e
-        except VmWarning as e:
-            if KNOWN_KERNEL_WARN not in str(e):
-                raise
-            STATS.kernel_warns += 1
+            if bug:
+                STATS.kernel_bugs += 1
+            else:
+                STATS.kernel_warns += 1
             self.dead = True
             return False, e
         except (MmError, TypeError, ValueError) as e:
